@@ -1,0 +1,149 @@
+#include "models/wan/config.h"
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "fisdit/error.h"
+
+namespace fisdit::wan {
+
+void WanConfig::validate(const std::string& source) const {
+  auto fail = [&](const std::string& what) { throw Error(source + ": " + what); };
+  if (model_type != "t2v" && model_type != "i2v" && model_type != "ti2v")
+    fail("model_type must be t2v, i2v or ti2v, got '" + model_type + "'");
+  for (int p : patch_size)
+    if (p < 1) fail("patch_size entries must be >= 1");
+  if (dim < 1 || num_heads < 1 || dim % num_heads != 0)
+    fail("dim (" + std::to_string(dim) + ") must be a positive multiple of num_heads (" +
+         std::to_string(num_heads) + ")");
+  if (head_dim() % 2 != 0) fail("head_dim must be even for RoPE");
+  if (ffn_dim < 1 || freq_dim < 2 || freq_dim % 2 != 0 || text_dim < 1 || text_len < 1 ||
+      in_dim < 1 || out_dim < 1 || num_layers < 1)
+    fail("dimensions must be positive (freq_dim even)");
+  if (!(eps > 0)) fail("eps must be positive");
+}
+
+WanConfig preset_config(const std::string& name) {
+  WanConfig c;
+  if (name == "wan2.2-t2v-a14b" || name == "wan2.2-i2v-a14b" || name == "wan2.1-t2v-14b") {
+    c.dim = 5120;
+    c.ffn_dim = 13824;
+    c.num_heads = 40;
+    c.num_layers = 40;
+    if (name == "wan2.2-i2v-a14b") {
+      c.model_type = "i2v";
+      c.in_dim = 36;
+    }
+  } else if (name == "wan2.2-ti2v-5b") {
+    c.model_type = "ti2v";
+    c.dim = 3072;
+    c.ffn_dim = 14336;
+    c.num_heads = 24;
+    c.num_layers = 30;
+    c.in_dim = 48;
+    c.out_dim = 48;
+  } else if (name == "wan2.1-t2v-1.3b") {
+    c.dim = 1536;
+    c.ffn_dim = 8960;
+    c.num_heads = 12;
+    c.num_layers = 30;
+  } else {
+    std::string names;
+    for (const auto& n : preset_config_names()) names += (names.empty() ? "" : ", ") + n;
+    throw Error("unknown model config '" + name + "' (known: " + names +
+                ", or a path to a config.json)");
+  }
+  return c;
+}
+
+std::vector<std::string> preset_config_names() {
+  return {"wan2.2-t2v-a14b", "wan2.2-i2v-a14b", "wan2.2-ti2v-5b", "wan2.1-t2v-1.3b",
+          "wan2.1-t2v-14b"};
+}
+
+WanConfig config_from_json(const nlohmann::json& j, const std::string& source) {
+  if (!j.is_object()) throw Error(source + ": config is not a JSON object");
+  WanConfig c;
+  auto get_int = [&](const char* key, int& field, bool required) {
+    if (!j.contains(key)) {
+      if (required) throw Error(source + ": missing required field '" + key + "'");
+      return;
+    }
+    if (!j[key].is_number_integer())
+      throw Error(source + ": field '" + std::string(key) + "' must be an integer");
+    field = j[key].get<int>();
+  };
+  if (j.contains("_class_name") && j["_class_name"].is_string() &&
+      j["_class_name"].get<std::string>() != "WanModel")
+    throw Error(source + ": _class_name is '" + j["_class_name"].get<std::string>() +
+                "', expected 'WanModel'");
+  if (j.contains("model_type")) {
+    if (!j["model_type"].is_string()) throw Error(source + ": model_type must be a string");
+    c.model_type = j["model_type"].get<std::string>();
+  }
+  get_int("dim", c.dim, true);
+  get_int("ffn_dim", c.ffn_dim, true);
+  get_int("freq_dim", c.freq_dim, false);
+  get_int("in_dim", c.in_dim, true);
+  get_int("out_dim", c.out_dim, true);
+  get_int("num_heads", c.num_heads, true);
+  get_int("num_layers", c.num_layers, true);
+  get_int("text_len", c.text_len, false);
+  get_int("text_dim", c.text_dim, false);
+  if (j.contains("eps")) {
+    if (!j["eps"].is_number()) throw Error(source + ": field 'eps' must be a number");
+    c.eps = j["eps"].get<double>();
+  }
+  if (j.contains("patch_size")) {
+    const auto& p = j["patch_size"];
+    if (!p.is_array() || p.size() != 3)
+      throw Error(source + ": patch_size must be an array of 3 integers");
+    for (int i = 0; i < 3; ++i) {
+      if (!p[i].is_number_integer())
+        throw Error(source + ": patch_size must be an array of 3 integers");
+      c.patch_size[i] = p[i].get<int>();
+    }
+  }
+  for (const char* key : {"qk_norm", "cross_attn_norm"}) {
+    if (j.contains(key) && !j[key].is_boolean())
+      throw Error(source + ": field '" + std::string(key) + "' must be true or false");
+  }
+  if (j.contains("qk_norm")) c.qk_norm = j["qk_norm"].get<bool>();
+  if (j.contains("cross_attn_norm")) c.cross_attn_norm = j["cross_attn_norm"].get<bool>();
+  c.validate(source);
+  return c;
+}
+
+WanConfig load_config(const std::string& name_or_path) {
+  for (const auto& n : preset_config_names())
+    if (n == name_or_path) return preset_config(n);
+  std::ifstream in(name_or_path);
+  if (!in) {
+    if (name_or_path.find('/') == std::string::npos &&
+        name_or_path.find(".json") == std::string::npos)
+      return preset_config(name_or_path);  // throws with the list of names
+    throw Error("cannot open model config '" + name_or_path + "'");
+  }
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(name_or_path + ": invalid JSON: " + e.what());
+  }
+  return config_from_json(j, name_or_path);
+}
+
+LatentGeometry latent_geometry(const WanConfig& cfg, int video_width, int video_height,
+                               int video_frames) {
+  const int stride_s = cfg.in_dim == 48 || cfg.out_dim == 48 ? 16 : 8;
+  if (video_frames < 1 || (video_frames - 1) % 4 != 0)
+    throw Error("--frames must be 4k+1 (e.g. 81), got " + std::to_string(video_frames));
+  const int align = stride_s * cfg.patch_size[1];
+  if (video_width < align || video_height < align || video_width % align != 0 ||
+      video_height % align != 0)
+    throw Error("--size " + std::to_string(video_width) + "x" + std::to_string(video_height) +
+                ": width and height must be positive multiples of " + std::to_string(align));
+  return {1 + (video_frames - 1) / 4, video_height / stride_s, video_width / stride_s};
+}
+
+}  // namespace fisdit::wan
