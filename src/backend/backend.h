@@ -1,0 +1,119 @@
+#pragma once
+// The op set the models use. A model calls these on tensors that live on the backend's device and
+// never learns which backend runs it. CPU (reference, fp32) implements all of them; the CUDA
+// backend implements the same set on bf16/fp32 device tensors.
+//
+// Layout conventions: activations are row-major [tokens, channels]; attention tensors are
+// [tokens, heads, head_dim]; a video latent is [C, F, H, W]. Frames of a token sequence are
+// contiguous runs of `tokens_per_frame` rows (FIS.md, Terms).
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace fisdit {
+
+enum class Activation : uint8_t { None, GeluTanh, Silu };
+
+// Per-token modulation rows (the official `e0`/`e` tensors without the redundant copies): a table
+// [rows, chunks, dim] and, when rows differ per token (TI2V), an I32 [tokens] row index.
+// With no index every token uses row 0.
+struct Modulation {
+  Tensor table;       // F32 [rows, chunks, dim]
+  Tensor token_rows;  // I32 [tokens], or undefined
+  int64_t chunks() const { return table.dim(1); }
+};
+
+// One chunk of a Modulation, as ops take it.
+struct ModChunk {
+  const Modulation* mod = nullptr;
+  int chunk = 0;
+};
+
+// Positions of the tokens of a (possibly gathered) sequence for 3D RoPE: frame run i holds the
+// tokens of latent frame frames[i], each run is height x width tokens in (h, w) order.
+struct RopeGrid {
+  std::vector<int32_t> frames;
+  int height = 0;
+  int width = 0;
+  int64_t tokens() const { return static_cast<int64_t>(frames.size()) * height * width; }
+};
+
+// Matrix-multiply FLOPs the backend executed (2 per multiply-add), for checking the analytic
+// counter against what actually ran.
+struct FlopCounter {
+  double linear = 0;
+  double attention = 0;
+  double total() const { return linear + attention; }
+  void reset() { linear = attention = 0; }
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+  virtual std::string name() const = 0;
+
+  // Memory. `empty` contents are unspecified. Upload converts host data to `dtype` on the device.
+  virtual Tensor empty(const Shape& shape, DType dtype = DType::F32) = 0;
+  virtual Tensor upload(const Tensor& host, DType dtype = DType::F32) = 0;
+  virtual Tensor download(const Tensor& t) = 0;  // host F32 copy
+  virtual void copy(const Tensor& src, Tensor& dst) = 0;  // same shape or element count
+  virtual void synchronize() {}
+
+  // y[M,N] = act(x[M,K] . w[N,K]^T + bias[N])
+  virtual void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
+                      Activation act = Activation::None) = 0;
+  virtual void activation(const Tensor& x, Tensor& y, Activation act) = 0;
+  // y = LN(x) (over the last dim, optional affine) then, if given, y * (1 + scale) + shift.
+  virtual void layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps,
+                          Tensor& y, ModChunk shift = {}, ModChunk scale = {}) = 0;
+  // y = x * rsqrt(mean(x^2) + eps) * weight over the last dim.
+  virtual void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) = 0;
+  // In place on x [tokens, heads, head_dim]: rotate adjacent channel pairs by the 3D positions of
+  // `grid` (Wan split: frame/height/width parts of head_dim/2 pairs, theta 10000).
+  virtual void rope_3d(Tensor& x, const RopeGrid& grid) = 0;
+  // out[Lq,H,d] = softmax(q k^T / sqrt(d)) v, no mask.
+  virtual void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) = 0;
+
+  // x += y * gate (gate per token from its modulation row; plain add without a gate).
+  virtual void add(Tensor& x, const Tensor& y, ModChunk gate = {}) = 0;
+  // x *= gate
+  virtual void mul_gate(Tensor& x, ModChunk gate) = 0;
+  // x += alpha * y
+  virtual void add_scaled(Tensor& x, const Tensor& y, float alpha) = 0;
+  // out = a - b
+  virtual void sub(const Tensor& a, const Tensor& b, Tensor& out) = 0;
+  // out[r, :] = a[r, :] + row[:] for every row r (out may alias a).
+  virtual void add_row(const Tensor& a, const Tensor& row, Tensor& out) = 0;
+
+  // Rows of `src` ([frames * tokens_per_frame, ...], any dtype) for `frames`, packed in order.
+  virtual void gather_frames(const Tensor& src, const std::vector<int32_t>& frames,
+                             int64_t tokens_per_frame, Tensor& dst) = 0;
+  // FIS.md linear reconstruction: anchors (sorted, including 0 and T-1) hold `src` rows; every
+  // frame of `dst` [T * tokens_per_frame, D] gets the anchor value or the interpolation between
+  // its nearest anchors. With accumulate, dst += instead of dst =.
+  virtual void interpolate_frames(const Tensor& src, const std::vector<int32_t>& anchors,
+                                  int64_t tokens_per_frame, Tensor& dst, bool accumulate) = 0;
+
+  // [C, F, H, W] -> [F/pt * H/ph * W/pw, C*pt*ph*pw] with patch vectors ordered (c, i, j, l) as
+  // a Conv3d weight [dim, C, pt, ph, pw] flattens; tokens ordered (f, h, w).
+  virtual void patchify(const Tensor& x, const std::array<int, 3>& patch, Tensor& out) = 0;
+  // Inverse layout of the head output: [tokens, pt*ph*pw*C] (C fastest) -> [C, F, H, W].
+  virtual void unpatchify(const Tensor& x, const std::array<int, 3>& patch, int64_t grid_f,
+                          int64_t grid_h, int64_t grid_w, Tensor& out) = 0;
+
+  FlopCounter& flops() { return flops_; }
+
+ protected:
+  FlopCounter flops_;
+};
+
+std::unique_ptr<Backend> make_cpu_backend();
+// Throws fisdit::Error saying why when the CUDA backend is not available in this build or machine.
+std::unique_ptr<Backend> make_backend(const std::string& device);
+
+}  // namespace fisdit

@@ -1,0 +1,52 @@
+#pragma once
+// The reference backend: fp32 host tensors, fp32 arithmetic with wider accumulation where the
+// official code keeps more precision (RoPE in float64, norm statistics in double), OpenMP.
+#include "backend/backend.h"
+
+namespace fisdit {
+
+class CpuBackend final : public Backend {
+ public:
+  Device device() const override { return Device::CPU; }
+  std::string name() const override { return "cpu"; }
+
+  Tensor empty(const Shape& shape, DType dtype) override;
+  Tensor upload(const Tensor& host, DType dtype) override;
+  Tensor download(const Tensor& t) override;
+  void copy(const Tensor& src, Tensor& dst) override;
+
+  void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
+              Activation act) override;
+  void activation(const Tensor& x, Tensor& y, Activation act) override;
+  void layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps, Tensor& y,
+                  ModChunk shift, ModChunk scale) override;
+  void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) override;
+  void rope_3d(Tensor& x, const RopeGrid& grid) override;
+  void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) override;
+
+  void add(Tensor& x, const Tensor& y, ModChunk gate) override;
+  void mul_gate(Tensor& x, ModChunk gate) override;
+  void add_scaled(Tensor& x, const Tensor& y, float alpha) override;
+  void sub(const Tensor& a, const Tensor& b, Tensor& out) override;
+  void add_row(const Tensor& a, const Tensor& row, Tensor& out) override;
+
+  void gather_frames(const Tensor& src, const std::vector<int32_t>& frames,
+                     int64_t tokens_per_frame, Tensor& dst) override;
+  void interpolate_frames(const Tensor& src, const std::vector<int32_t>& anchors,
+                          int64_t tokens_per_frame, Tensor& dst, bool accumulate) override;
+
+  void patchify(const Tensor& x, const std::array<int, 3>& patch, Tensor& out) override;
+  void unpatchify(const Tensor& x, const std::array<int, 3>& patch, int64_t grid_f,
+                  int64_t grid_h, int64_t grid_w, Tensor& out) override;
+};
+
+namespace cpu {
+// Shape checks shared by the op files: throw fisdit::Error "<op>: <what>" when `ok` is false.
+void require(bool ok, const char* op, const std::string& what);
+// Row pointer into a Modulation chunk for token `token` (nullptr when no modulation is given).
+const float* mod_row(const ModChunk& m, int64_t token);
+void check_mod(const ModChunk& m, int64_t tokens, int64_t dim, const char* op);
+float apply_activation(float v, Activation act);
+}  // namespace cpu
+
+}  // namespace fisdit

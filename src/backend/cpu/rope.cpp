@@ -1,0 +1,52 @@
+#include <cmath>
+
+#include "backend/cpu/cpu_backend.h"
+
+namespace fisdit {
+
+// Wan's 3D RoPE (wan/modules/model.py rope_params/rope_apply): head_dim d has c = d/2 adjacent
+// channel pairs; the first c - 2*(c/3) rotate with the frame index, the next c/3 with the row,
+// the last c/3 with the column. Each part has its own frequency base over its own width
+// (d - 4*(d/6), 2*(d/6), 2*(d/6)): freq_j = 10000^(-2j / width). Computed in float64 as the
+// official code does.
+void CpuBackend::rope_3d(Tensor& x, const RopeGrid& grid) {
+  const char* op = "rope_3d";
+  cpu::require(x.ndim() == 3, op, "expects [tokens, heads, head_dim], got " + shape_str(x.shape()));
+  const int64_t tokens = x.dim(0), heads = x.dim(1), d = x.dim(2);
+  cpu::require(d % 2 == 0, op, "head_dim must be even");
+  cpu::require(grid.tokens() == tokens, op,
+               "grid has " + std::to_string(grid.tokens()) + " tokens, tensor " +
+                   std::to_string(tokens));
+  const int64_t c = d / 2;
+  const int64_t parts[3] = {c - 2 * (c / 3), c / 3, c / 3};
+  const int64_t widths[3] = {d - 4 * (d / 6), 2 * (d / 6), 2 * (d / 6)};
+  std::vector<double> freq(static_cast<size_t>(c));
+  std::vector<int> part_of(static_cast<size_t>(c));
+  for (int64_t p = 0, j = 0; p < 3; ++p) {
+    for (int64_t i = 0; i < parts[p]; ++i, ++j) {
+      freq[j] = std::pow(10000.0, -static_cast<double>(2 * i) / static_cast<double>(widths[p]));
+      part_of[j] = static_cast<int>(p);
+    }
+  }
+  const int64_t per_frame = static_cast<int64_t>(grid.height) * grid.width;
+  float* px = x.f32();
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < tokens; ++t) {
+    const int64_t in_frame = t % per_frame;
+    const double pos[3] = {static_cast<double>(grid.frames[t / per_frame]),
+                           static_cast<double>(in_frame / grid.width),
+                           static_cast<double>(in_frame % grid.width)};
+    for (int64_t j = 0; j < c; ++j) {
+      const double angle = pos[part_of[j]] * freq[j];
+      const double cs = std::cos(angle), sn = std::sin(angle);
+      for (int64_t h = 0; h < heads; ++h) {
+        float* pair = px + (t * heads + h) * d + 2 * j;
+        const double re = pair[0], im = pair[1];
+        pair[0] = static_cast<float>(re * cs - im * sn);
+        pair[1] = static_cast<float>(re * sn + im * cs);
+      }
+    }
+  }
+}
+
+}  // namespace fisdit

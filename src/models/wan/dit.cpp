@@ -1,0 +1,390 @@
+#include "models/wan/dit.h"
+
+#include <cmath>
+#include <map>
+
+#include "fisdit/error.h"
+
+namespace fisdit::wan {
+
+std::vector<std::pair<std::string, Shape>> dit_parameter_shapes(const WanConfig& c) {
+  const int64_t d = c.dim, f = c.ffn_dim;
+  const auto& p = c.patch_size;
+  std::vector<std::pair<std::string, Shape>> s = {
+      {"patch_embedding.weight", {d, c.in_dim, p[0], p[1], p[2]}},
+      {"patch_embedding.bias", {d}},
+      {"text_embedding.0.weight", {d, c.text_dim}},
+      {"text_embedding.0.bias", {d}},
+      {"text_embedding.2.weight", {d, d}},
+      {"text_embedding.2.bias", {d}},
+      {"time_embedding.0.weight", {d, c.freq_dim}},
+      {"time_embedding.0.bias", {d}},
+      {"time_embedding.2.weight", {d, d}},
+      {"time_embedding.2.bias", {d}},
+      {"time_projection.1.weight", {6 * d, d}},
+      {"time_projection.1.bias", {6 * d}},
+  };
+  for (int i = 0; i < c.num_layers; ++i) {
+    const std::string b = "blocks." + std::to_string(i) + ".";
+    s.push_back({b + "modulation", {1, 6, d}});
+    for (const char* attn : {"self_attn.", "cross_attn."}) {
+      for (const char* lin : {"q", "k", "v", "o"}) {
+        s.push_back({b + attn + lin + ".weight", {d, d}});
+        s.push_back({b + attn + lin + ".bias", {d}});
+      }
+      if (c.qk_norm) {
+        s.push_back({b + attn + "norm_q.weight", {d}});
+        s.push_back({b + attn + "norm_k.weight", {d}});
+      }
+    }
+    if (c.cross_attn_norm) {
+      s.push_back({b + "norm3.weight", {d}});
+      s.push_back({b + "norm3.bias", {d}});
+    }
+    s.push_back({b + "ffn.0.weight", {f, d}});
+    s.push_back({b + "ffn.0.bias", {f}});
+    s.push_back({b + "ffn.2.weight", {d, f}});
+    s.push_back({b + "ffn.2.bias", {d}});
+  }
+  s.push_back({"head.modulation", {1, 2, d}});
+  s.push_back({"head.head.weight", {int64_t{p[0]} * p[1] * p[2] * c.out_dim, d}});
+  s.push_back({"head.head.bias", {int64_t{p[0]} * p[1] * p[2] * c.out_dim}});
+  return s;
+}
+
+Tensor concat_channels(Backend& backend, const Tensor& a, const Tensor& b) {
+  Shape sa(a.shape().begin() + 1, a.shape().end()), sb(b.shape().begin() + 1, b.shape().end());
+  if (a.ndim() < 1 || sa != sb || a.dtype() != b.dtype())
+    throw Error("cannot concatenate " + shape_str(a.shape()) + " and " + shape_str(b.shape()) +
+                " on channels");
+  Shape out_shape = a.shape();
+  out_shape[0] += b.dim(0);
+  Tensor out = backend.empty(out_shape, a.dtype());
+  Tensor head = out.slice_rows(0, a.dim(0)), tail = out.slice_rows(a.dim(0), out_shape[0]);
+  backend.copy(a, head);
+  backend.copy(b, tail);
+  return out;
+}
+
+WanDiT::WanDiT(WanConfig cfg, Backend& backend, const WeightFn& weights)
+    : cfg_(std::move(cfg)), backend_(backend) {
+  cfg_.validate("model config");
+  const auto shapes = dit_parameter_shapes(cfg_);
+  std::map<std::string, Shape> shape_of(shapes.begin(), shapes.end());
+  auto load = [&](const std::string& name) {
+    return backend_.upload(weights(name, shape_of.at(name)), DType::F32);
+  };
+  const int64_t d = cfg_.dim;
+  patch_w_ = load("patch_embedding.weight");
+  patch_w_ = patch_w_.reshape({d, patch_w_.numel() / d});
+  patch_b_ = load("patch_embedding.bias");
+  text0_w_ = load("text_embedding.0.weight");
+  text0_b_ = load("text_embedding.0.bias");
+  text2_w_ = load("text_embedding.2.weight");
+  text2_b_ = load("text_embedding.2.bias");
+  time0_w_ = load("time_embedding.0.weight");
+  time0_b_ = load("time_embedding.0.bias");
+  time2_w_ = load("time_embedding.2.weight");
+  time2_b_ = load("time_embedding.2.bias");
+  proj_w_ = load("time_projection.1.weight");
+  proj_b_ = load("time_projection.1.bias");
+  head_mod_ = weights("head.modulation", {1, 2, d}).to_f32().reshape({2, d});  // host
+  head_w_ = load("head.head.weight");
+  head_b_ = load("head.head.bias");
+  blocks_.resize(static_cast<size_t>(cfg_.num_layers));
+  for (int i = 0; i < cfg_.num_layers; ++i) {
+    const std::string b = "blocks." + std::to_string(i) + ".";
+    DitBlockWeights& w = blocks_[static_cast<size_t>(i)];
+    w.modulation = load(b + "modulation").reshape({6 * d});
+    Tensor* sa[] = {&w.sa_q_w, &w.sa_q_b, &w.sa_k_w, &w.sa_k_b,
+                    &w.sa_v_w, &w.sa_v_b, &w.sa_o_w, &w.sa_o_b};
+    Tensor* ca[] = {&w.ca_q_w, &w.ca_q_b, &w.ca_k_w, &w.ca_k_b,
+                    &w.ca_v_w, &w.ca_v_b, &w.ca_o_w, &w.ca_o_b};
+    const char* lin[] = {"q", "k", "v", "o"};
+    for (int j = 0; j < 4; ++j) {
+      *sa[2 * j] = load(b + "self_attn." + lin[j] + ".weight");
+      *sa[2 * j + 1] = load(b + "self_attn." + lin[j] + ".bias");
+      *ca[2 * j] = load(b + "cross_attn." + lin[j] + ".weight");
+      *ca[2 * j + 1] = load(b + "cross_attn." + lin[j] + ".bias");
+    }
+    if (cfg_.qk_norm) {
+      w.sa_norm_q = load(b + "self_attn.norm_q.weight");
+      w.sa_norm_k = load(b + "self_attn.norm_k.weight");
+      w.ca_norm_q = load(b + "cross_attn.norm_q.weight");
+      w.ca_norm_k = load(b + "cross_attn.norm_k.weight");
+    }
+    if (cfg_.cross_attn_norm) {
+      w.norm3_w = load(b + "norm3.weight");
+      w.norm3_b = load(b + "norm3.bias");
+    }
+    w.ffn_in_w = load(b + "ffn.0.weight");
+    w.ffn_in_b = load(b + "ffn.0.bias");
+    w.ffn_out_w = load(b + "ffn.2.weight");
+    w.ffn_out_b = load(b + "ffn.2.bias");
+  }
+}
+
+Tensor WanDiT::embed_text(const Tensor& context) {
+  if (context.ndim() != 2 || context.dim(1) != cfg_.text_dim)
+    throw Error("context must be [tokens, " + std::to_string(cfg_.text_dim) + "], got " +
+                shape_str(context.shape()));
+  if (context.dim(0) > cfg_.text_len)
+    throw Error("context has " + std::to_string(context.dim(0)) + " tokens, more than the model's "
+                "text_len " + std::to_string(cfg_.text_len));
+  // Zero rows up to text_len, embedded and attended like the real ones (WanModel.forward).
+  Tensor padded = Tensor::zeros({cfg_.text_len, cfg_.text_dim});
+  const Tensor src = context.to_f32();
+  std::copy(src.f32(), src.f32() + src.numel(), padded.f32());
+  Tensor in = backend_.upload(padded, DType::F32);
+  Tensor hidden = backend_.empty({cfg_.text_len, cfg_.dim});
+  Tensor out = backend_.empty({cfg_.text_len, cfg_.dim});
+  backend_.linear(in, text0_w_, &text0_b_, hidden, Activation::GeluTanh);
+  backend_.linear(hidden, text2_w_, &text2_b_, out);
+  return out;
+}
+
+Modulation WanDiT::gather_modulation(const Modulation& mod, const std::vector<int32_t>& frames,
+                                     int64_t tokens_per_frame) {
+  if (!mod.token_rows.defined()) return mod;
+  Modulation out{mod.table, backend_.empty({static_cast<int64_t>(frames.size()) * tokens_per_frame},
+                                           DType::I32)};
+  backend_.gather_frames(mod.token_rows, frames, tokens_per_frame, out.token_rows);
+  return out;
+}
+
+void WanDiT::self_attention(const DitBlockWeights& w, const Tensor& x, const Modulation& mod,
+                            const RopeGrid& grid, Tensor& out) {
+  const int64_t n = x.dim(0), d = cfg_.dim, heads = cfg_.num_heads, hd = cfg_.head_dim();
+  const float eps = static_cast<float>(cfg_.eps);
+  Tensor xn = backend_.empty({n, d});
+  backend_.layer_norm(x, nullptr, nullptr, eps, xn, {&mod, 0}, {&mod, 1});
+  Tensor q = backend_.empty({n, d}), k = backend_.empty({n, d}), v = backend_.empty({n, d});
+  backend_.linear(xn, w.sa_q_w, &w.sa_q_b, q);
+  backend_.linear(xn, w.sa_k_w, &w.sa_k_b, k);
+  backend_.linear(xn, w.sa_v_w, &w.sa_v_b, v);
+  if (cfg_.qk_norm) {  // over the full dim, all heads together, before RoPE
+    backend_.rms_norm(q, w.sa_norm_q, eps, q);
+    backend_.rms_norm(k, w.sa_norm_k, eps, k);
+  }
+  Tensor q3 = q.reshape({n, heads, hd}), k3 = k.reshape({n, heads, hd});
+  backend_.rope_3d(q3, grid);
+  backend_.rope_3d(k3, grid);
+  Tensor o = backend_.empty({n, heads, hd});
+  backend_.attention(q3, k3, v.reshape({n, heads, hd}), o);
+  backend_.linear(o.reshape({n, d}), w.sa_o_w, &w.sa_o_b, out);
+}
+
+void WanDiT::cross_attention(const DitBlockWeights& w, const Tensor& x, const Tensor& text,
+                             Tensor& out) {
+  const int64_t n = x.dim(0), lt = text.dim(0), d = cfg_.dim, heads = cfg_.num_heads,
+                hd = cfg_.head_dim();
+  const float eps = static_cast<float>(cfg_.eps);
+  Tensor xn = x;
+  if (cfg_.cross_attn_norm) {
+    xn = backend_.empty({n, d});
+    backend_.layer_norm(x, &w.norm3_w, &w.norm3_b, eps, xn);
+  }
+  Tensor q = backend_.empty({n, d}), k = backend_.empty({lt, d}), v = backend_.empty({lt, d});
+  backend_.linear(xn, w.ca_q_w, &w.ca_q_b, q);
+  backend_.linear(text, w.ca_k_w, &w.ca_k_b, k);
+  backend_.linear(text, w.ca_v_w, &w.ca_v_b, v);
+  if (cfg_.qk_norm) {
+    backend_.rms_norm(q, w.ca_norm_q, eps, q);
+    backend_.rms_norm(k, w.ca_norm_k, eps, k);
+  }
+  Tensor o = backend_.empty({n, heads, hd});
+  backend_.attention(q.reshape({n, heads, hd}), k.reshape({lt, heads, hd}),
+                     v.reshape({lt, heads, hd}), o);
+  backend_.linear(o.reshape({n, d}), w.ca_o_w, &w.ca_o_b, out);
+}
+
+void WanDiT::feed_forward(const DitBlockWeights& w, const Tensor& x, const Modulation& mod,
+                          Tensor& out) {
+  const int64_t n = x.dim(0), d = cfg_.dim;
+  Tensor xn = backend_.empty({n, d});
+  backend_.layer_norm(x, nullptr, nullptr, static_cast<float>(cfg_.eps), xn, {&mod, 3},
+                      {&mod, 4});
+  Tensor hidden = backend_.empty({n, cfg_.ffn_dim});
+  backend_.linear(xn, w.ffn_in_w, &w.ffn_in_b, hidden, Activation::GeluTanh);
+  backend_.linear(hidden, w.ffn_out_w, &w.ffn_out_b, out);
+}
+
+// WanAttentionBlock.forward: three gated residual branches (cross-attention ungated), fp32.
+void WanDiT::run_block(int index, Tensor& x, const Modulation& mod, const RopeGrid& grid,
+                       const Tensor& text) {
+  const DitBlockWeights& w = blocks_[static_cast<size_t>(index)];
+  Tensor branch = backend_.empty(x.shape());
+  self_attention(w, x, mod, grid, branch);
+  backend_.add(x, branch, {&mod, 2});
+  cross_attention(w, x, text, branch);
+  backend_.add(x, branch);
+  feed_forward(w, x, mod, branch);
+  backend_.add(x, branch, {&mod, 5});
+}
+
+// FIS.md, "What runs on the anchors" and "Reconstruction".
+void WanDiT::run_block_sparse(int index, Tensor& x, const Modulation& mod, const RopeGrid& grid,
+                              const Tensor& text, const std::vector<int32_t>& anchors,
+                              const accel::FisConfig& fis) {
+  const DitBlockWeights& w = blocks_[static_cast<size_t>(index)];
+  const int64_t per_frame = static_cast<int64_t>(grid.height) * grid.width;
+  const int64_t rows = static_cast<int64_t>(anchors.size()) * per_frame;
+  const Modulation mod_a = gather_modulation(mod, anchors, per_frame);
+  const RopeGrid grid_a{anchors, grid.height, grid.width};  // true frame indices for RoPE
+  Tensor xa = backend_.empty({rows, cfg_.dim});
+  if (fis.granularity == accel::Granularity::Block) {
+    backend_.gather_frames(x, anchors, per_frame, xa);
+    Tensor ya = backend_.empty(xa.shape());
+    backend_.copy(xa, ya);
+    run_block(index, ya, mod_a, grid_a, text);
+    if (fis.reconstruct == accel::Reconstruct::Delta) {  // Y_f = X_f + linear(Y - X)_f
+      backend_.sub(ya, xa, ya);
+      backend_.interpolate_frames(ya, anchors, per_frame, x, /*accumulate=*/true);
+    } else {
+      backend_.interpolate_frames(ya, anchors, per_frame, x, /*accumulate=*/false);
+    }
+    return;
+  }
+  // Module granularity: each branch on the anchors, reconstructed, then added for all frames.
+  Tensor za = backend_.empty({rows, cfg_.dim});
+  backend_.gather_frames(x, anchors, per_frame, xa);
+  self_attention(w, xa, mod_a, grid_a, za);
+  backend_.mul_gate(za, {&mod_a, 2});
+  backend_.interpolate_frames(za, anchors, per_frame, x, /*accumulate=*/true);
+  backend_.gather_frames(x, anchors, per_frame, xa);
+  cross_attention(w, xa, text, za);
+  backend_.interpolate_frames(za, anchors, per_frame, x, /*accumulate=*/true);
+  backend_.gather_frames(x, anchors, per_frame, xa);
+  feed_forward(w, xa, mod_a, za);
+  backend_.mul_gate(za, {&mod_a, 5});
+  backend_.interpolate_frames(za, anchors, per_frame, x, /*accumulate=*/true);
+}
+
+namespace {
+// sinusoidal_embedding_1d: [cos, sin] (cos first), freqs 10000^(-i/half), float64.
+Tensor sinusoidal_embedding(const std::vector<float>& timesteps, int freq_dim) {
+  const int half = freq_dim / 2;
+  Tensor out = Tensor::zeros({static_cast<int64_t>(timesteps.size()), freq_dim});
+  float* p = out.f32();
+  for (size_t r = 0; r < timesteps.size(); ++r) {
+    for (int i = 0; i < half; ++i) {
+      const double arg = static_cast<double>(timesteps[r]) *
+                         std::pow(10000.0, -static_cast<double>(i) / static_cast<double>(half));
+      p[r * freq_dim + i] = static_cast<float>(std::cos(arg));
+      p[r * freq_dim + half + i] = static_cast<float>(std::sin(arg));
+    }
+  }
+  return out;
+}
+
+// Expands [rows, n] per-row values to one row per token (fixture hooks are per token).
+Tensor expand_rows(const Tensor& table, const std::vector<int32_t>& token_rows, int64_t tokens) {
+  const int64_t n = table.numel() / table.dim(0);
+  Tensor out = Tensor::zeros({tokens, n});
+  for (int64_t t = 0; t < tokens; ++t) {
+    const int64_t r = token_rows.empty() ? 0 : token_rows[static_cast<size_t>(t)];
+    std::copy(table.f32() + r * n, table.f32() + (r + 1) * n, out.f32() + t * n);
+  }
+  return out;
+}
+}  // namespace
+
+Tensor WanDiT::forward(const Tensor& x, const Tensor& t, const Tensor& text,
+                       const accel::FisPlan* plan, bool step_open,
+                       const ForwardObserver& observer) {
+  const auto& p = cfg_.patch_size;
+  if (x.ndim() != 4 || x.dim(0) != cfg_.in_dim)
+    throw Error("latent must be [" + std::to_string(cfg_.in_dim) + ", F, H, W], got " +
+                shape_str(x.shape()));
+  if (x.dim(1) % p[0] || x.dim(2) % p[1] || x.dim(3) % p[2])
+    throw Error("latent " + shape_str(x.shape()) + " is not divisible by the patch size");
+  if (text.ndim() != 2 || text.dim(1) != cfg_.dim)
+    throw Error("text embedding must be [tokens, dim] from embed_text");
+  const int64_t gf = x.dim(1) / p[0], gh = x.dim(2) / p[1], gw = x.dim(3) / p[2];
+  const int64_t tokens = gf * gh * gw, per_frame = gh * gw, d = cfg_.dim;
+  if (plan && plan->num_frames() != gf)
+    throw Error("FIS plan is for " + std::to_string(plan->num_frames()) +
+                " latent frames, the latent has " + std::to_string(gf));
+  if (plan && plan->num_blocks() != cfg_.num_layers)
+    throw Error("FIS plan is for " + std::to_string(plan->num_blocks()) + " blocks, the model has " +
+                std::to_string(cfg_.num_layers));
+  auto observe = [&](const std::string& name, const Tensor& dev) {
+    if (observer) observer(name, backend_.download(dev));
+  };
+
+  // Timesteps: one row per distinct value (t2v/i2v: one row for all tokens).
+  const std::vector<float> tv = t.to_vector();
+  if (!(tv.size() == 1 || static_cast<int64_t>(tv.size()) == tokens))
+    throw Error("timestep t must have 1 or " + std::to_string(tokens) + " (one per token) values, "
+                "got " + std::to_string(tv.size()));
+  std::vector<float> unique_t;
+  std::vector<int32_t> token_rows;
+  {
+    std::map<float, int32_t> row_of;
+    for (float v : tv) {
+      if (!std::isfinite(v)) throw Error("timestep t contains a non-finite value");
+      if (row_of.emplace(v, static_cast<int32_t>(row_of.size())).second) unique_t.push_back(v);
+    }
+    if (unique_t.size() > 1)
+      for (float v : tv) token_rows.push_back(row_of.at(v));
+  }
+  const int64_t rows = static_cast<int64_t>(unique_t.size());
+  Tensor sin_emb = backend_.upload(sinusoidal_embedding(unique_t, cfg_.freq_dim), DType::F32);
+  Tensor e_hidden = backend_.empty({rows, d}), e = backend_.empty({rows, d});
+  backend_.linear(sin_emb, time0_w_, &time0_b_, e_hidden, Activation::Silu);
+  backend_.linear(e_hidden, time2_w_, &time2_b_, e);
+  Tensor e_act = backend_.empty({rows, d}), e0 = backend_.empty({rows, 6 * d});
+  backend_.activation(e, e_act, Activation::Silu);
+  backend_.linear(e_act, proj_w_, &proj_b_, e0);
+  Tensor token_rows_dev;
+  if (!token_rows.empty()) {
+    Tensor host = Tensor::zeros({tokens}, DType::I32);
+    std::copy(token_rows.begin(), token_rows.end(), host.data_as<int32_t>());
+    token_rows_dev = backend_.upload(host, DType::I32);
+  }
+
+  // Patch embedding (Conv3d with kernel = stride = patch) as patchify + linear.
+  Tensor patches = backend_.empty({tokens, static_cast<int64_t>(cfg_.in_dim) * p[0] * p[1] * p[2]});
+  backend_.patchify(x, p, patches);
+  Tensor h = backend_.empty({tokens, d});
+  backend_.linear(patches, patch_w_, &patch_b_, h);
+  if (observer) {
+    observe("x_embed", h);
+    observer("e", expand_rows(backend_.download(e), token_rows, tokens));
+    observer("e0", expand_rows(backend_.download(e0), token_rows, tokens).reshape({tokens, 6, d}));
+  }
+
+  RopeGrid grid{{}, static_cast<int>(gh), static_cast<int>(gw)};
+  for (int64_t f = 0; f < gf; ++f) grid.frames.push_back(static_cast<int32_t>(f));
+  Tensor block_table = backend_.empty({rows, 6 * d});
+  for (int i = 0; i < cfg_.num_layers; ++i) {
+    backend_.add_row(e0, blocks_[static_cast<size_t>(i)].modulation, block_table);
+    const Modulation mod{block_table.reshape({rows, 6, d}), token_rows_dev};
+    const accel::BlockPlan bp = plan ? plan->plan_for(step_open, i) : accel::BlockPlan{};
+    if (bp.sparse)
+      run_block_sparse(i, h, mod, grid, text, bp.anchors, plan->config());
+    else
+      run_block(i, h, mod, grid, text);
+    if (observer) observe("block_" + std::to_string(i), h);
+  }
+
+  // Head: (head.modulation + e) -> shift, scale; Linear(LN(x) * (1 + scale) + shift).
+  Tensor e_host = backend_.download(e);
+  Tensor head_table = Tensor::zeros({rows, 2, d});
+  for (int64_t r = 0; r < rows; ++r)
+    for (int c = 0; c < 2; ++c)
+      for (int64_t i = 0; i < d; ++i)
+        head_table.f32()[(r * 2 + c) * d + i] = head_mod_.f32()[c * d + i] + e_host.f32()[r * d + i];
+  const Modulation head_mod{backend_.upload(head_table, DType::F32), token_rows_dev};
+  Tensor hn = backend_.empty({tokens, d});
+  backend_.layer_norm(h, nullptr, nullptr, static_cast<float>(cfg_.eps), hn, {&head_mod, 0},
+                      {&head_mod, 1});
+  Tensor head_out = backend_.empty({tokens, head_w_.dim(0)});
+  backend_.linear(hn, head_w_, &head_b_, head_out);
+  observe("head_out", head_out);
+  Tensor out = backend_.empty({cfg_.out_dim, gf * p[0], gh * p[1], gw * p[2]});
+  backend_.unpatchify(head_out, p, gf, gh, gw, out);
+  return out;
+}
+
+}  // namespace fisdit::wan

@@ -1,0 +1,79 @@
+#pragma once
+// The Wan 2.2 DiT (wan/modules/model.py WanModel) on any backend, dense or with an FIS plan.
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "accel/fis.h"
+#include "backend/backend.h"
+#include "models/wan/config.h"
+
+namespace fisdit::wan {
+
+// Supplies a weight by its official (canonical) name as a host tensor of exactly `shape`;
+// throws fisdit::Error naming the tensor when it is missing or misshaped.
+using WeightFn = std::function<Tensor(const std::string& canonical, const Shape& shape)>;
+
+// Every parameter of WanModel, canonical name -> shape, in state_dict order.
+std::vector<std::pair<std::string, Shape>> dit_parameter_shapes(const WanConfig& cfg);
+
+// Called with intermediate results (host copies) during a forward, named as the fixtures name
+// them: x_embed, e, e0, context, block_<i>, head_out.
+using ForwardObserver = std::function<void(const std::string& name, const Tensor& host)>;
+
+struct DitBlockWeights {
+  Tensor modulation;  // [6 * dim]
+  Tensor sa_q_w, sa_q_b, sa_k_w, sa_k_b, sa_v_w, sa_v_b, sa_o_w, sa_o_b, sa_norm_q, sa_norm_k;
+  Tensor ca_q_w, ca_q_b, ca_k_w, ca_k_b, ca_v_w, ca_v_b, ca_o_w, ca_o_b, ca_norm_q, ca_norm_k;
+  Tensor norm3_w, norm3_b;
+  Tensor ffn_in_w, ffn_in_b, ffn_out_w, ffn_out_b;
+};
+
+class WanDiT {
+ public:
+  WanDiT(WanConfig cfg, Backend& backend, const WeightFn& weights);
+
+  const WanConfig& config() const { return cfg_; }
+  Backend& backend() { return backend_; }
+
+  // The text embedding of `context` [L_txt <= text_len, text_dim] (host), zero-padded to
+  // text_len as the official forward does; the padded rows are attended. Reused across steps.
+  Tensor embed_text(const Tensor& context);
+
+  // One forward. `x` is the device latent [in_dim, F, H, W] (i2v: noise and y already
+  // concatenated on channels), `t` the host timestep [1] or per token [1, L] / [L], `text` from
+  // embed_text. With a plan, blocks follow plan->plan_for(step_open, block). Returns the device
+  // output [out_dim, F, H, W].
+  Tensor forward(const Tensor& x, const Tensor& t, const Tensor& text,
+                 const accel::FisPlan* plan = nullptr, bool step_open = true,
+                 const ForwardObserver& observer = {});
+
+ private:
+  void run_block(int index, Tensor& x, const Modulation& mod, const RopeGrid& grid,
+                 const Tensor& text);
+  void run_block_sparse(int index, Tensor& x, const Modulation& mod, const RopeGrid& grid,
+                        const Tensor& text, const std::vector<int32_t>& anchors,
+                        const accel::FisConfig& fis);
+  void self_attention(const DitBlockWeights& w, const Tensor& x, const Modulation& mod,
+                      const RopeGrid& grid, Tensor& out);
+  void cross_attention(const DitBlockWeights& w, const Tensor& x, const Tensor& text, Tensor& out);
+  void feed_forward(const DitBlockWeights& w, const Tensor& x, const Modulation& mod, Tensor& out);
+  Modulation gather_modulation(const Modulation& mod, const std::vector<int32_t>& frames,
+                               int64_t tokens_per_frame);
+
+  WanConfig cfg_;
+  Backend& backend_;
+  Tensor patch_w_, patch_b_;
+  Tensor text0_w_, text0_b_, text2_w_, text2_b_;
+  Tensor time0_w_, time0_b_, time2_w_, time2_b_, proj_w_, proj_b_;
+  Tensor head_mod_, head_w_, head_b_;
+  std::vector<DitBlockWeights> blocks_;
+};
+
+}  // namespace fisdit::wan
+
+namespace fisdit::wan {
+// [Ca, ...] and [Cb, ...] with equal trailing dims -> [Ca + Cb, ...] on the backend (i2v's
+// channel concatenation of the noise latent and y).
+Tensor concat_channels(Backend& backend, const Tensor& a, const Tensor& b);
+}  // namespace fisdit::wan

@@ -1,0 +1,169 @@
+#include "models/wan/loader.h"
+
+#include <nlohmann/json.hpp>
+
+#include "fisdit/error.h"
+#include "models/wan/config.h"
+
+namespace fisdit::wan {
+
+namespace {
+const TensorInfo* find(const Checkpoint& ckpt, const KeyMap& keys, const std::string& canonical) {
+  return ckpt.find(keys.stored_name(canonical));
+}
+
+const TensorInfo& require(const Checkpoint& ckpt, const KeyMap& keys, const std::string& canonical,
+                          size_t ndim) {
+  const TensorInfo* info = find(ckpt, keys, canonical);
+  if (!info)
+    throw Error(ckpt.path() + ": tensor '" + keys.stored_name(canonical) + "' (" + canonical +
+                ") is missing, cannot determine the model config");
+  if (info->shape.size() != ndim)
+    throw Error(ckpt.file_of(info->name) + ": tensor '" + info->name + "' has shape " +
+                shape_str(info->shape) + ", expected " + std::to_string(ndim) + " dimensions");
+  return *info;
+}
+
+// Everything the tensor shapes say about the config (what official config.json files omit).
+struct ShapeFacts {
+  int dim, in_dim, text_dim, freq_dim, ffn_dim, out_dim, num_layers;
+  std::array<int, 3> patch;
+  bool qk_norm, cross_attn_norm;
+};
+
+ShapeFacts facts_from_shapes(const Checkpoint& ckpt, const KeyMap& keys) {
+  ShapeFacts f{};
+  const TensorInfo& pe = require(ckpt, keys, "patch_embedding.weight", 5);
+  f.dim = static_cast<int>(pe.shape[0]);
+  f.in_dim = static_cast<int>(pe.shape[1]);
+  f.patch = {static_cast<int>(pe.shape[2]), static_cast<int>(pe.shape[3]),
+             static_cast<int>(pe.shape[4])};
+  f.text_dim = static_cast<int>(require(ckpt, keys, "text_embedding.0.weight", 2).shape[1]);
+  f.freq_dim = static_cast<int>(require(ckpt, keys, "time_embedding.0.weight", 2).shape[1]);
+  f.ffn_dim = static_cast<int>(require(ckpt, keys, "blocks.0.ffn.0.weight", 2).shape[0]);
+  const int64_t head_rows = require(ckpt, keys, "head.head.weight", 2).shape[0];
+  const int64_t patch_vol = int64_t{f.patch[0]} * f.patch[1] * f.patch[2];
+  if (patch_vol <= 0 || head_rows % patch_vol != 0)
+    throw Error(ckpt.path() + ": head.head.weight rows do not match the patch size");
+  f.out_dim = static_cast<int>(head_rows / patch_vol);
+  f.num_layers = count_wan_blocks(ckpt.names(), keys);
+  f.qk_norm = find(ckpt, keys, "blocks.0.self_attn.norm_q.weight") != nullptr;
+  f.cross_attn_norm = find(ckpt, keys, "blocks.0.norm3.weight") != nullptr;
+  return f;
+}
+
+std::string model_type_for(int in_dim) {
+  if (in_dim == 36) return "i2v";
+  if (in_dim == 48) return "ti2v";
+  return "t2v";
+}
+
+// diffusers' transformer/config.json (WanTransformer3DModel) in official terms.
+nlohmann::json official_from_diffusers(const nlohmann::json& d, const std::string& source) {
+  auto need = [&](const char* key) {
+    if (!d.contains(key) || !d[key].is_number_integer())
+      throw Error(source + ": diffusers config lacks integer field '" + std::string(key) + "'");
+    return d[key].get<int>();
+  };
+  nlohmann::json j;
+  j["dim"] = need("num_attention_heads") * need("attention_head_dim");
+  j["num_heads"] = need("num_attention_heads");
+  j["in_dim"] = need("in_channels");
+  j["out_dim"] = need("out_channels");
+  j["ffn_dim"] = need("ffn_dim");
+  j["num_layers"] = need("num_layers");
+  for (const char* key : {"text_dim", "freq_dim", "patch_size", "eps"})
+    if (d.contains(key)) j[key] = d[key];
+  if (d.contains("cross_attn_norm")) j["cross_attn_norm"] = d["cross_attn_norm"];
+  j["model_type"] = model_type_for(j["in_dim"].get<int>());
+  return j;
+}
+}  // namespace
+
+ModelSource open_model(const std::string& path) {
+  Checkpoint ckpt = Checkpoint::open(path);
+  KeyMap keys = detect_wan_layout(ckpt);
+  const ShapeFacts facts = facts_from_shapes(ckpt, keys);
+  WanConfig cfg;
+  std::string origin;
+  std::optional<nlohmann::json> j = ckpt.config_json();
+  if (j) {
+    origin = ckpt.config_path().value_or("config.json");
+    if (j->is_object() && j->value("_class_name", "") == "WanTransformer3DModel")
+      *j = official_from_diffusers(*j, origin);
+  } else if (ckpt.files().size() == 1) {
+    // Files written by fisdit or the fixture generator carry their constructor in metadata.
+    const auto& meta = ckpt.files().front()->metadata();
+    if (auto it = meta.find("config"); it != meta.end()) {
+      try {
+        auto m = nlohmann::json::parse(it->second);
+        if (m.is_object() && m.contains("constructor")) {
+          j = m["constructor"];
+          origin = "file metadata";
+        }
+      } catch (const nlohmann::json::exception&) {
+        // Not our metadata: fall back to the shapes.
+      }
+    }
+  }
+  if (j) {
+    cfg = config_from_json(*j, origin);
+    // Values an official config.json omits come from the shapes; present ones must agree.
+    auto agree = [&](const char* key, int from_config, int from_shapes) {
+      if (from_config != from_shapes)
+        throw Error(origin + ": " + key + " is " + std::to_string(from_config) +
+                    " but the tensors say " + std::to_string(from_shapes));
+    };
+    if (j->contains("text_dim")) agree("text_dim", cfg.text_dim, facts.text_dim);
+    if (j->contains("patch_size"))
+      for (int i = 0; i < 3; ++i) agree("patch_size", cfg.patch_size[i], facts.patch[i]);
+    cfg.text_dim = facts.text_dim;
+    cfg.patch_size = facts.patch;
+    agree("dim", cfg.dim, facts.dim);
+    agree("in_dim", cfg.in_dim, facts.in_dim);
+    agree("num_layers", cfg.num_layers, facts.num_layers);
+  } else {
+    // A bare file (e.g. ComfyUI): every released Wan model has head_dim 128.
+    origin = "tensor shapes";
+    cfg.dim = facts.dim;
+    cfg.in_dim = facts.in_dim;
+    cfg.patch_size = facts.patch;
+    cfg.text_dim = facts.text_dim;
+    cfg.freq_dim = facts.freq_dim;
+    cfg.ffn_dim = facts.ffn_dim;
+    cfg.out_dim = facts.out_dim;
+    cfg.num_layers = facts.num_layers;
+    cfg.num_heads = facts.dim % 128 == 0 ? facts.dim / 128 : 1;
+    cfg.qk_norm = facts.qk_norm;
+    cfg.cross_attn_norm = facts.cross_attn_norm;
+    cfg.model_type = model_type_for(facts.in_dim);
+  }
+  cfg.validate(origin);
+  return ModelSource{std::move(ckpt), std::move(keys), std::move(cfg), std::move(origin)};
+}
+
+std::vector<std::string> check_model(const ModelSource& src) {
+  std::vector<std::string> problems;
+  for (const auto& [name, shape] : dit_parameter_shapes(src.config)) {
+    const std::string stored = src.keys.stored_name(name);
+    const TensorInfo* info = src.checkpoint.find(stored);
+    if (!info)
+      problems.push_back("missing '" + stored + "' (" + name + ")");
+    else if (info->shape != shape)
+      problems.push_back("'" + stored + "' has shape " + shape_str(info->shape) + ", expected " +
+                         shape_str(shape));
+    else if (!is_float(info->dtype))
+      problems.push_back("'" + stored + "' has non-float dtype " +
+                         std::string(dtype_name(info->dtype)));
+  }
+  return problems;
+}
+
+std::unique_ptr<WanDiT> load_dit(const ModelSource& src, Backend& backend) {
+  const WeightSource weights(src.checkpoint, src.keys);
+  return std::make_unique<WanDiT>(
+      src.config, backend,
+      [&](const std::string& name, const Shape& shape) { return weights.get(name, shape); });
+}
+
+}  // namespace fisdit::wan

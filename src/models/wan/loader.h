@@ -1,0 +1,33 @@
+#pragma once
+// From what a user passes as --model to a WanDiT: the checkpoint, its key layout, the resolved
+// config (config.json, the file's own metadata, or the tensor shapes) and the weights.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "io/checkpoint.h"
+#include "io/keymap.h"
+#include "models/wan/dit.h"
+
+namespace fisdit::wan {
+
+struct ModelSource {
+  Checkpoint checkpoint;
+  KeyMap keys;
+  WanConfig config;
+  std::string config_origin;  // "config.json", "file metadata", "tensor shapes"
+};
+
+// Opens a .safetensors file, a directory with config.json (+ shards), or an index.json, detects
+// the key layout and resolves the config. Values config.json omits (text_dim, patch_size) come
+// from the tensor shapes; values it carries must agree with them.
+ModelSource open_model(const std::string& path);
+
+// Every tensor the config needs, checked against the checkpoint: one line per problem
+// ("missing blocks.3.ffn.0.weight", "blocks.0.modulation has shape [..], expected [..]").
+std::vector<std::string> check_model(const ModelSource& src);
+
+// Loads the weights onto `backend` (throws naming the first missing or misshaped tensor).
+std::unique_ptr<WanDiT> load_dit(const ModelSource& src, Backend& backend);
+
+}  // namespace fisdit::wan

@@ -1,0 +1,38 @@
+#pragma once
+// Shared pieces of the fisdit subcommands.
+#include <CLI/CLI.hpp>
+#include <optional>
+#include <string>
+
+#include "accel/fis.h"
+#include "core/tensor.h"
+#include "io/safetensors.h"
+
+namespace fisdit::cli {
+
+// --fis PRESET|FILE and the --fis-* overrides.
+struct FisFlags {
+  std::string preset = "off";
+  std::optional<int> stride, head, tail, dense_last_steps;
+  std::optional<std::string> granularity, reconstruct;
+  bool no_interleave = false;
+  accel::FisConfig resolve() const;  // throws fisdit::Error naming the flag
+};
+void add_fis_flags(CLI::App* cmd, FisFlags& flags);
+
+// "1280x720" -> width, height; throws naming --size.
+void parse_size(const std::string& text, int& width, int& height);
+
+// Reads a named tensor from an inputs file as host F32; `required` false returns an undefined
+// tensor when absent. Errors name the file and the tensor.
+Tensor read_input(const SafetensorsFile& file, const std::string& name, bool required);
+
+// Progress and status lines go to stderr so stdout stays machine-readable.
+void status(const std::string& line);
+
+void register_inspect(CLI::App& app);
+void register_flops(CLI::App& app);
+void register_dit(CLI::App& app);
+void register_denoise(CLI::App& app);
+
+}  // namespace fisdit::cli

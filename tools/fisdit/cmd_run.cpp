@@ -1,0 +1,151 @@
+// fisdit dit / denoise: one DiT forward, or the sampling loop, on inputs from a safetensors file.
+#include <chrono>
+#include <cstdio>
+
+#include "cli.h"
+#include "fisdit/error.h"
+#include "models/wan/flops.h"
+#include "models/wan/loader.h"
+#include "sched/flow_euler.h"
+
+namespace fisdit::cli {
+
+namespace {
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+std::unique_ptr<wan::WanDiT> load_model(const std::string& path, Backend& backend,
+                                        const char* role) {
+  const auto start = std::chrono::steady_clock::now();
+  const wan::ModelSource src = wan::open_model(path);
+  auto dit = wan::load_dit(src, backend);
+  char line[512];
+  std::snprintf(line, sizeof line, "loaded %s %s: %s, %d blocks, dim %d (config from %s) in %.2f s",
+                role, path.c_str(), src.config.model_type.c_str(), src.config.num_layers,
+                src.config.dim, src.config_origin.c_str(), seconds_since(start));
+  status(line);
+  return dit;
+}
+
+void write_output(const std::string& path, const std::string& name, const Tensor& t) {
+  write_safetensors(path, {{name, t}}, {{"producer", "fisdit"}});
+  status("wrote " + path + " ('" + name + "' " + shape_str(t.shape()) + ")");
+}
+}  // namespace
+
+void register_dit(CLI::App& app) {
+  struct Args {
+    std::string model, inputs, output, device = "cpu";
+    FisFlags fis;
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand("dit", "one DiT forward (the step gate open for FIS)");
+  cmd->add_option("--model", args->model, ".safetensors file or model directory")->required();
+  cmd->add_option("--inputs", args->inputs, "safetensors with x, t, context (and y for i2v)")
+      ->required();
+  cmd->add_option("--output", args->output, "safetensors to write 'out' [C_out, F, H, W] to")
+      ->required();
+  cmd->add_option("--device", args->device, "cpu or cuda")->capture_default_str();
+  add_fis_flags(cmd, args->fis);
+  cmd->callback([args] {
+    const accel::FisConfig fis = args->fis.resolve();
+    auto backend = make_backend(args->device);
+    const auto in = SafetensorsFile::open(args->inputs);
+    const Tensor x = read_input(*in, "x", true), t = read_input(*in, "t", true),
+                 context = read_input(*in, "context", true), y = read_input(*in, "y", false);
+    auto dit = load_model(args->model, *backend, "model");
+    const wan::WanConfig& cfg = dit->config();
+    if (x.ndim() != 4)
+      throw fisdit::Error(args->inputs + ": 'x' must be [C, F, H, W], got " + shape_str(x.shape()));
+    if (y.defined() != (cfg.model_type == "i2v"))
+      throw fisdit::Error(args->inputs + (y.defined() ? ": 'y' given but the model is " + cfg.model_type
+                                              : std::string(": an i2v model needs 'y'")));
+    Tensor xd = backend->upload(x, DType::F32);
+    if (y.defined()) {
+      if (y.ndim() != 4 || y.dim(1) != x.dim(1) || y.dim(2) != x.dim(2) || y.dim(3) != x.dim(3))
+        throw fisdit::Error(args->inputs + ": 'y' " + shape_str(y.shape()) + " does not match 'x' " +
+                    shape_str(x.shape()));
+      xd = wan::concat_channels(*backend, xd, backend->upload(y, DType::F32));
+    }
+    if (xd.dim(0) != cfg.in_dim)
+      throw fisdit::Error(args->inputs + ": latent has " + std::to_string(xd.dim(0)) +
+                  " channels, the model expects " + std::to_string(cfg.in_dim) +
+                  (y.defined() ? " (x and y together)" : ""));
+    const int frames = static_cast<int>(x.dim(1) / cfg.patch_size[0]);
+    const accel::FisPlan plan(fis, cfg.num_layers, 1, frames);
+    status("fis " + fis.describe());
+    const auto start = std::chrono::steady_clock::now();
+    const Tensor text = dit->embed_text(context);
+    backend->flops().reset();
+    Tensor out = dit->forward(xd, t, text, &plan, /*step_open=*/true);
+    backend->synchronize();
+    char line[256];
+    std::snprintf(line, sizeof line, "forward done in %.3f s, %.3f GFLOP executed",
+                  seconds_since(start), backend->flops().total() / 1e9);
+    status(line);
+    write_output(args->output, "out", backend->download(out));
+  });
+}
+
+void register_denoise(CLI::App& app) {
+  struct Args {
+    std::string model, model_low, inputs, output, device = "cpu";
+    int steps = 4;
+    float shift = 5.0f, guidance = 1.0f, boundary = 0.875f;
+    FisFlags fis;
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand("denoise", "the flow-matching Euler sampling loop");
+  cmd->add_option("--model", args->model, "(high-noise) model file or directory")->required();
+  cmd->add_option("--model-low", args->model_low, "low-noise expert (Wan 2.2 A14B)");
+  cmd->add_option("--boundary", args->boundary,
+                  "expert switch: high-noise while timestep >= boundary*1000 (t2v 0.875, i2v 0.9)")
+      ->capture_default_str();
+  cmd->add_option("--inputs", args->inputs,
+                  "safetensors with x (noise), context, optional context_neg and y")
+      ->required();
+  cmd->add_option("--steps", args->steps, "denoising steps")->capture_default_str();
+  cmd->add_option("--shift", args->shift, "flow shift")->capture_default_str();
+  cmd->add_option("--guidance", args->guidance, "CFG scale; 1 = no guidance")
+      ->capture_default_str();
+  cmd->add_option("--output", args->output, "safetensors to write the final latent 'x' to")
+      ->required();
+  cmd->add_option("--device", args->device, "cpu or cuda")->capture_default_str();
+  add_fis_flags(cmd, args->fis);
+  cmd->callback([args] {
+    sched::DenoiseOptions opt;
+    opt.steps = args->steps;
+    opt.shift = args->shift;
+    opt.guidance = args->guidance;
+    opt.boundary = args->boundary;
+    opt.fis = args->fis.resolve();
+    if (!(opt.boundary >= 0.0f && opt.boundary <= 1.0f))
+      throw fisdit::Error("--boundary must be in [0, 1]");
+    sched::flow_euler_schedule(opt.steps, opt.shift);  // validates --steps and --shift early
+    auto backend = make_backend(args->device);
+    const auto in = SafetensorsFile::open(args->inputs);
+    sched::DenoiseInputs di{read_input(*in, "x", true), read_input(*in, "context", true),
+                            read_input(*in, "context_neg", false), read_input(*in, "y", false)};
+    auto high = load_model(args->model, *backend, args->model_low.empty() ? "model" : "high-noise");
+    std::unique_ptr<wan::WanDiT> low;
+    if (!args->model_low.empty()) low = load_model(args->model_low, *backend, "low-noise");
+    status("fis " + opt.fis.describe());
+    const auto start = std::chrono::steady_clock::now();
+    const Tensor x = sched::denoise(*high, low.get(), di, opt, [&](const sched::StepInfo& s) {
+      char line[256];
+      std::snprintf(line, sizeof line,
+                    "step %d/%d  t=%7.2f  sigma %.4f -> %.4f  expert %s  fis %s  %.3f s",
+                    s.step + 1, s.steps, s.timestep, s.sigma, s.sigma_next,
+                    low ? (s.high_noise_expert ? "high" : "low") : "single",
+                    s.fis_step_open ? "sparse" : "dense", s.seconds);
+      status(line);
+    });
+    char line[128];
+    std::snprintf(line, sizeof line, "denoised in %.3f s", seconds_since(start));
+    status(line);
+    write_output(args->output, "x", x);
+  });
+}
+
+}  // namespace fisdit::cli

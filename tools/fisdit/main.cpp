@@ -1,0 +1,37 @@
+// fisdit: few-step video DiT inference with Frame Interleaved Sparsity.
+#include <iostream>
+
+#include "fisdit/error.h"
+#include "cli.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"fisdit: few-step video diffusion transformers with Frame Interleaved Sparsity"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "fisdit 0.1.0");
+  fisdit::cli::register_inspect(app);
+  fisdit::cli::register_flops(app);
+  fisdit::cli::register_dit(app);
+  fisdit::cli::register_denoise(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::Success& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "fisdit: error: " << e.what() << " (see fisdit --help)" << std::endl;
+    return 2;
+  } catch (const fisdit::Error& e) {
+    std::cerr << "fisdit: error: " << e.what() << std::endl;
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::cerr << "fisdit: error: out of host memory" << std::endl;
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "fisdit: error: " << e.what() << std::endl;
+    return 1;
+  }
+  return 0;
+}
