@@ -56,6 +56,11 @@ class Backend {
   virtual ~Backend() = default;
   virtual Device device() const = 0;
   virtual std::string name() const = 0;
+  // Storage types the model asks for: matrices and vectors of weights, and the activations
+  // between ops (LN outputs, q/k/v, branch outputs). The residual stream, modulation and
+  // timestep embeddings stay F32 on every backend, as in the official code.
+  virtual DType weight_dtype() const { return DType::F32; }
+  virtual DType activation_dtype() const { return DType::F32; }
 
   // Memory. `empty` contents are unspecified. Upload converts host data to `dtype` on the device.
   virtual Tensor empty(const Shape& shape, DType dtype = DType::F32) = 0;
@@ -113,6 +118,9 @@ class Backend {
 };
 
 std::unique_ptr<Backend> make_cpu_backend();
+// The CUDA backend lives in its own library; a program linking it registers its factory.
+using BackendFactory = std::unique_ptr<Backend> (*)();
+void register_cuda_backend(BackendFactory factory);
 // Throws fisdit::Error saying why when the CUDA backend is not available in this build or machine.
 std::unique_ptr<Backend> make_backend(const std::string& device);
 

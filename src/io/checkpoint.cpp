@@ -1,6 +1,8 @@
 #include "io/checkpoint.h"
 
 #include <algorithm>
+#include <cctype>
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -43,7 +45,16 @@ std::string lower(std::string s) {
   return s;
 }
 
+// JSON side files (index, config) are small; a huge one is a wrong path, not a checkpoint.
+constexpr uintmax_t kMaxJsonFileBytes = 64u << 20;
+
 std::string read_text(const std::string& path) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) fail(path, "is not a regular file");
+  const uintmax_t size = fs::file_size(path, ec);
+  if (ec) fail(path, "cannot read: " + ec.message());
+  if (size > kMaxJsonFileBytes)
+    fail(path, "is " + std::to_string(size) + " bytes, too large for a JSON index or config");
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(path, "cannot open for reading");
   std::ostringstream buf;

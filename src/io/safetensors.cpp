@@ -73,6 +73,9 @@ int json_depth(std::string_view text, int limit) {
 
 // Parses the header keeping key order, and reports the first key that repeats within one object.
 OrderedJson parse_header(const std::string& path, std::string_view text) {
+  // The JSON library stops at a NUL byte as at the end of the input; JSON text never holds one.
+  if (const size_t nul = text.find('\0'); nul != std::string_view::npos)
+    fail(path, "header is not valid JSON: NUL byte at header offset " + std::to_string(nul));
   if (json_depth(text, kMaxJsonDepth) > kMaxJsonDepth)
     fail(path, "header JSON nests deeper than " + std::to_string(kMaxJsonDepth) + " levels");
   std::vector<std::set<std::string>> open_objects;
@@ -167,7 +170,8 @@ struct SafetensorsFile::Storage {
 SafetensorsFile::~SafetensorsFile() = default;
 
 std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) fail(path, "cannot open: " + errno_text(errno));
   struct FdGuard {
     int fd;
@@ -381,9 +385,9 @@ WritePlan plan_write(const std::string& where, const NamedTensors& tensors,
   for (const auto& [name, t] : tensors) {
     if (name == "__metadata__")
       fail(where, "\"__metadata__\" is reserved and cannot name a tensor");
-    if (!seen.insert(name).second) fail_tensor(where, name, "is given twice");
-    if (t.device() != Device::CPU) fail_tensor(where, name, "is not a host tensor");
-    if (!t.defined() && t.numel() != 0) fail_tensor(where, name, "is undefined");
+    if (!seen.insert(name).second) fail(where, "tensor " + squoted(name) + " is given twice");
+    if (t.device() != Device::CPU) fail(where, "tensor " + squoted(name) + " is not on the host");
+    if (!t.defined() && t.numel() != 0) fail(where, "tensor " + squoted(name) + " is undefined");
   }
   WritePlan plan;
   plan.order.resize(tensors.size());

@@ -25,6 +25,11 @@ inline std::string printable(std::string_view s, size_t max_len = 200) {
 }
 
 // 'name', escaped as by printable().
-inline std::string squoted(std::string_view s) { return "'" + printable(s) + "'"; }
+inline std::string squoted(std::string_view s) {
+  std::string out(1, '\'');
+  out += printable(s);
+  out += '\'';
+  return out;
+}
 
 }  // namespace fisdit

@@ -3,9 +3,15 @@
 
 #include "fisdit/error.h"
 #include "cli.h"
+#ifdef FISDIT_WITH_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
 
 int main(int argc, char** argv) {
   CLI::App app{"fisdit: few-step video diffusion transformers with Frame Interleaved Sparsity"};
+#ifdef FISDIT_WITH_CUDA
+  fisdit::register_cuda_backend(&fisdit::make_cuda_backend);
+#endif
   app.require_subcommand(1);
   app.set_version_flag("--version", "fisdit 0.1.0");
   fisdit::cli::register_inspect(app);

@@ -72,7 +72,7 @@ WanDiT::WanDiT(WanConfig cfg, Backend& backend, const WeightFn& weights)
   const auto shapes = dit_parameter_shapes(cfg_);
   std::map<std::string, Shape> shape_of(shapes.begin(), shapes.end());
   auto load = [&](const std::string& name) {
-    return backend_.upload(weights(name, shape_of.at(name)), DType::F32);
+    return backend_.upload(weights(name, shape_of.at(name)), backend_.weight_dtype());
   };
   const int64_t d = cfg_.dim;
   patch_w_ = load("patch_embedding.weight");
@@ -95,7 +95,7 @@ WanDiT::WanDiT(WanConfig cfg, Backend& backend, const WeightFn& weights)
   for (int i = 0; i < cfg_.num_layers; ++i) {
     const std::string b = "blocks." + std::to_string(i) + ".";
     DitBlockWeights& w = blocks_[static_cast<size_t>(i)];
-    w.modulation = load(b + "modulation").reshape({6 * d});
+    w.modulation = backend_.upload(weights(b + "modulation", {1, 6, d}), DType::F32).reshape({6 * d});
     Tensor* sa[] = {&w.sa_q_w, &w.sa_q_b, &w.sa_k_w, &w.sa_k_b,
                     &w.sa_v_w, &w.sa_v_b, &w.sa_o_w, &w.sa_o_b};
     Tensor* ca[] = {&w.ca_q_w, &w.ca_q_b, &w.ca_k_w, &w.ca_k_b,
@@ -136,8 +136,9 @@ Tensor WanDiT::embed_text(const Tensor& context) {
   const Tensor src = context.to_f32();
   std::copy(src.f32(), src.f32() + src.numel(), padded.f32());
   Tensor in = backend_.upload(padded, DType::F32);
-  Tensor hidden = backend_.empty({cfg_.text_len, cfg_.dim});
-  Tensor out = backend_.empty({cfg_.text_len, cfg_.dim});
+  const DType act = backend_.activation_dtype();
+  Tensor hidden = backend_.empty({cfg_.text_len, cfg_.dim}, act);
+  Tensor out = backend_.empty({cfg_.text_len, cfg_.dim}, act);
   backend_.linear(in, text0_w_, &text0_b_, hidden, Activation::GeluTanh);
   backend_.linear(hidden, text2_w_, &text2_b_, out);
   return out;
@@ -156,9 +157,11 @@ void WanDiT::self_attention(const DitBlockWeights& w, const Tensor& x, const Mod
                             const RopeGrid& grid, Tensor& out) {
   const int64_t n = x.dim(0), d = cfg_.dim, heads = cfg_.num_heads, hd = cfg_.head_dim();
   const float eps = static_cast<float>(cfg_.eps);
-  Tensor xn = backend_.empty({n, d});
+  const DType act = backend_.activation_dtype();
+  Tensor xn = backend_.empty({n, d}, act);
   backend_.layer_norm(x, nullptr, nullptr, eps, xn, {&mod, 0}, {&mod, 1});
-  Tensor q = backend_.empty({n, d}), k = backend_.empty({n, d}), v = backend_.empty({n, d});
+  Tensor q = backend_.empty({n, d}, act), k = backend_.empty({n, d}, act),
+         v = backend_.empty({n, d}, act);
   backend_.linear(xn, w.sa_q_w, &w.sa_q_b, q);
   backend_.linear(xn, w.sa_k_w, &w.sa_k_b, k);
   backend_.linear(xn, w.sa_v_w, &w.sa_v_b, v);
@@ -169,7 +172,7 @@ void WanDiT::self_attention(const DitBlockWeights& w, const Tensor& x, const Mod
   Tensor q3 = q.reshape({n, heads, hd}), k3 = k.reshape({n, heads, hd});
   backend_.rope_3d(q3, grid);
   backend_.rope_3d(k3, grid);
-  Tensor o = backend_.empty({n, heads, hd});
+  Tensor o = backend_.empty({n, heads, hd}, act);
   backend_.attention(q3, k3, v.reshape({n, heads, hd}), o);
   backend_.linear(o.reshape({n, d}), w.sa_o_w, &w.sa_o_b, out);
 }
@@ -179,12 +182,14 @@ void WanDiT::cross_attention(const DitBlockWeights& w, const Tensor& x, const Te
   const int64_t n = x.dim(0), lt = text.dim(0), d = cfg_.dim, heads = cfg_.num_heads,
                 hd = cfg_.head_dim();
   const float eps = static_cast<float>(cfg_.eps);
+  const DType act = backend_.activation_dtype();
   Tensor xn = x;
   if (cfg_.cross_attn_norm) {
-    xn = backend_.empty({n, d});
+    xn = backend_.empty({n, d}, act);
     backend_.layer_norm(x, &w.norm3_w, &w.norm3_b, eps, xn);
   }
-  Tensor q = backend_.empty({n, d}), k = backend_.empty({lt, d}), v = backend_.empty({lt, d});
+  Tensor q = backend_.empty({n, d}, act), k = backend_.empty({lt, d}, act),
+         v = backend_.empty({lt, d}, act);
   backend_.linear(xn, w.ca_q_w, &w.ca_q_b, q);
   backend_.linear(text, w.ca_k_w, &w.ca_k_b, k);
   backend_.linear(text, w.ca_v_w, &w.ca_v_b, v);
@@ -192,7 +197,7 @@ void WanDiT::cross_attention(const DitBlockWeights& w, const Tensor& x, const Te
     backend_.rms_norm(q, w.ca_norm_q, eps, q);
     backend_.rms_norm(k, w.ca_norm_k, eps, k);
   }
-  Tensor o = backend_.empty({n, heads, hd});
+  Tensor o = backend_.empty({n, heads, hd}, act);
   backend_.attention(q.reshape({n, heads, hd}), k.reshape({lt, heads, hd}),
                      v.reshape({lt, heads, hd}), o);
   backend_.linear(o.reshape({n, d}), w.ca_o_w, &w.ca_o_b, out);
@@ -201,10 +206,11 @@ void WanDiT::cross_attention(const DitBlockWeights& w, const Tensor& x, const Te
 void WanDiT::feed_forward(const DitBlockWeights& w, const Tensor& x, const Modulation& mod,
                           Tensor& out) {
   const int64_t n = x.dim(0), d = cfg_.dim;
-  Tensor xn = backend_.empty({n, d});
+  const DType act = backend_.activation_dtype();
+  Tensor xn = backend_.empty({n, d}, act);
   backend_.layer_norm(x, nullptr, nullptr, static_cast<float>(cfg_.eps), xn, {&mod, 3},
                       {&mod, 4});
-  Tensor hidden = backend_.empty({n, cfg_.ffn_dim});
+  Tensor hidden = backend_.empty({n, cfg_.ffn_dim}, act);
   backend_.linear(xn, w.ffn_in_w, &w.ffn_in_b, hidden, Activation::GeluTanh);
   backend_.linear(hidden, w.ffn_out_w, &w.ffn_out_b, out);
 }
@@ -213,7 +219,7 @@ void WanDiT::feed_forward(const DitBlockWeights& w, const Tensor& x, const Modul
 void WanDiT::run_block(int index, Tensor& x, const Modulation& mod, const RopeGrid& grid,
                        const Tensor& text) {
   const DitBlockWeights& w = blocks_[static_cast<size_t>(index)];
-  Tensor branch = backend_.empty(x.shape());
+  Tensor branch = backend_.empty(x.shape(), backend_.activation_dtype());
   self_attention(w, x, mod, grid, branch);
   backend_.add(x, branch, {&mod, 2});
   cross_attention(w, x, text, branch);
@@ -246,7 +252,7 @@ void WanDiT::run_block_sparse(int index, Tensor& x, const Modulation& mod, const
     return;
   }
   // Module granularity: each branch on the anchors, reconstructed, then added for all frames.
-  Tensor za = backend_.empty({rows, cfg_.dim});
+  Tensor za = backend_.empty({rows, cfg_.dim}, backend_.activation_dtype());
   backend_.gather_frames(x, anchors, per_frame, xa);
   self_attention(w, xa, mod_a, grid_a, za);
   backend_.mul_gate(za, {&mod_a, 2});
@@ -301,7 +307,7 @@ Tensor WanDiT::forward(const Tensor& x, const Tensor& t, const Tensor& text,
   if (text.ndim() != 2 || text.dim(1) != cfg_.dim)
     throw Error("text embedding must be [tokens, dim] from embed_text");
   const int64_t gf = x.dim(1) / p[0], gh = x.dim(2) / p[1], gw = x.dim(3) / p[2];
-  const int64_t tokens = gf * gh * gw, per_frame = gh * gw, d = cfg_.dim;
+  const int64_t tokens = gf * gh * gw, d = cfg_.dim;
   if (plan && plan->num_frames() != gf)
     throw Error("FIS plan is for " + std::to_string(plan->num_frames()) +
                 " latent frames, the latent has " + std::to_string(gf));

@@ -1,0 +1,263 @@
+// CPU reference ops against straightforward float64 formulas, on random non-round sizes.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "backend/cpu/cpu_backend.h"
+#include "fisdit/error.h"
+
+namespace fisdit {
+namespace {
+
+// fp32 results against float64 formulas: summation error only (K <= 300 terms).
+constexpr double kTol = 1e-5;
+
+Tensor random_tensor(const Shape& shape, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> n(0.0f, scale);
+  Tensor t = Tensor::zeros(shape);
+  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = n(rng);
+  return t;
+}
+
+Tensor poisoned(const Shape& shape) {
+  Tensor t = Tensor::zeros(shape);
+  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = NAN;
+  return t;
+}
+
+double gelu_tanh(double v) {
+  return 0.5 * v * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v)));
+}
+
+class CpuOps : public ::testing::Test {
+ protected:
+  CpuBackend be;
+};
+
+TEST_F(CpuOps, LinearWithBiasAndActivationsMatchesFloat64) {
+  const int64_t m = 37, k = 91, n = 53;
+  const Tensor x = random_tensor({m, k}, 1), w = random_tensor({n, k}, 2, 0.1f),
+               b = random_tensor({n}, 3);
+  for (Activation act : {Activation::None, Activation::GeluTanh, Activation::Silu}) {
+    Tensor y = poisoned({m, n}), ref = Tensor::zeros({m, n});
+    be.linear(x, w, &b, y, act);
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        double s = b.f32()[j];
+        for (int64_t c = 0; c < k; ++c) s += double(x.f32()[i * k + c]) * w.f32()[j * k + c];
+        if (act == Activation::GeluTanh) s = gelu_tanh(s);
+        if (act == Activation::Silu) s = s / (1.0 + std::exp(-s));
+        ref.f32()[i * n + j] = static_cast<float>(s);
+      }
+    EXPECT_LE(rel_l2(y, ref), kTol);
+  }
+  EXPECT_EQ(be.flops().linear, 3 * 2.0 * m * n * k);
+  Tensor wrong = Tensor::zeros({m, n + 1});
+  EXPECT_THROW(be.linear(x, w, &b, wrong, Activation::None), Error);
+}
+
+TEST_F(CpuOps, LayerNormWithPerTokenModulationMatchesFloat64) {
+  const int64_t rows = 10, d = 67;
+  const Tensor x = random_tensor({rows, d}, 4, 3.0f), w = random_tensor({d}, 5),
+               b = random_tensor({d}, 6);
+  Modulation mod{random_tensor({2, 6, d}, 7), Tensor::zeros({rows}, DType::I32)};
+  for (int64_t r = 0; r < rows; ++r) mod.token_rows.data_as<int32_t>()[r] = r % 3 == 0;
+  Tensor y = poisoned({rows, d}), ref = Tensor::zeros({rows, d});
+  be.layer_norm(x, &w, &b, 1e-6f, y, {&mod, 3}, {&mod, 4});
+  for (int64_t r = 0; r < rows; ++r) {
+    double mean = 0, var = 0;
+    for (int64_t i = 0; i < d; ++i) mean += x.f32()[r * d + i];
+    mean /= d;
+    for (int64_t i = 0; i < d; ++i) var += std::pow(x.f32()[r * d + i] - mean, 2);
+    var /= d;
+    const int row = r % 3 == 0;
+    for (int64_t i = 0; i < d; ++i) {
+      const double shift = mod.table.f32()[(row * 6 + 3) * d + i];
+      const double scale = mod.table.f32()[(row * 6 + 4) * d + i];
+      const double v = (x.f32()[r * d + i] - mean) / std::sqrt(var + 1e-6) * w.f32()[i] + b.f32()[i];
+      ref.f32()[r * d + i] = static_cast<float>(v * (1 + scale) + shift);
+    }
+  }
+  EXPECT_LE(rel_l2(y, ref), kTol);
+}
+
+TEST_F(CpuOps, RmsNormMatchesFloat64InPlace) {
+  const int64_t rows = 9, d = 40;
+  Tensor x = random_tensor({rows, d}, 8), w = random_tensor({d}, 9), ref = Tensor::zeros({rows, d});
+  for (int64_t r = 0; r < rows; ++r) {
+    double ss = 0;
+    for (int64_t i = 0; i < d; ++i) ss += std::pow(x.f32()[r * d + i], 2);
+    for (int64_t i = 0; i < d; ++i)
+      ref.f32()[r * d + i] = static_cast<float>(x.f32()[r * d + i] / std::sqrt(ss / d + 1e-6) * w.f32()[i]);
+  }
+  be.rms_norm(x, w, 1e-6f, x);
+  EXPECT_LE(rel_l2(x, ref), kTol);
+}
+
+TEST_F(CpuOps, AttentionMatchesFloat64Softmax) {
+  const int64_t lq = 23, lk = 31, h = 3, d = 16;
+  const Tensor q = random_tensor({lq, h, d}, 10), k = random_tensor({lk, h, d}, 11),
+               v = random_tensor({lk, h, d}, 12);
+  Tensor out = poisoned({lq, h, d}), ref = Tensor::zeros({lq, h, d});
+  be.attention(q, k, v, out);
+  for (int64_t hh = 0; hh < h; ++hh)
+    for (int64_t i = 0; i < lq; ++i) {
+      std::vector<double> s(lk);
+      double mx = -1e300, sum = 0;
+      for (int64_t j = 0; j < lk; ++j) {
+        double dot = 0;
+        for (int64_t c = 0; c < d; ++c) dot += double(q.f32()[(i * h + hh) * d + c]) * k.f32()[(j * h + hh) * d + c];
+        s[j] = dot / std::sqrt(double(d));
+        mx = std::max(mx, s[j]);
+      }
+      for (auto& e : s) sum += (e = std::exp(e - mx));
+      for (int64_t c = 0; c < d; ++c) {
+        double acc = 0;
+        for (int64_t j = 0; j < lk; ++j) acc += s[j] * v.f32()[(j * h + hh) * d + c];
+        ref.f32()[(i * h + hh) * d + c] = static_cast<float>(acc / sum);
+      }
+    }
+  EXPECT_LE(rel_l2(out, ref), kTol);
+  EXPECT_EQ(be.flops().attention, 4.0 * lq * lk * h * d);
+}
+
+TEST_F(CpuOps, RopeSplitsHeadDim128As22_21_21) {
+  // Moving a token one frame later rotates only the first 22 pairs; one row later only the next
+  // 21; one column later only the last 21.
+  const int64_t d = 128;
+  const Tensor x = random_tensor({1, 1, d}, 13);
+  auto rotated = [&](int32_t f, int hh, int ww) {
+    // A grid whose only token sits at (f, hh, ww): a 1-frame run with height/width large enough,
+    // selecting the token by its position in the run.
+    RopeGrid g{{f}, hh + 1, ww + 1};
+    Tensor t = Tensor::zeros({(hh + 1) * (ww + 1), 1, d});
+    const int64_t slot = hh * (ww + 1) + ww;
+    std::copy(x.f32(), x.f32() + d, t.f32() + slot * d);
+    be.rope_3d(t, g);
+    return std::vector<float>(t.f32() + slot * d, t.f32() + (slot + 1) * d);
+  };
+  const auto base = rotated(0, 0, 0);
+  for (int64_t c = 0; c < d; ++c) EXPECT_EQ(base[c], x.f32()[c]) << "position 0 is the identity";
+  auto changed_pairs = [&](const std::vector<float>& a) {
+    std::vector<int> pairs;
+    for (int64_t j = 0; j < d / 2; ++j)
+      if (a[2 * j] != base[2 * j] || a[2 * j + 1] != base[2 * j + 1]) pairs.push_back(int(j));
+    return pairs;
+  };
+  const auto f = changed_pairs(rotated(1, 0, 0)), hh = changed_pairs(rotated(0, 1, 0)),
+             ww = changed_pairs(rotated(0, 0, 1));
+  ASSERT_EQ(f.size(), 22u);
+  EXPECT_EQ(f.front(), 0);
+  ASSERT_EQ(hh.size(), 21u);
+  EXPECT_EQ(hh.front(), 22);
+  ASSERT_EQ(ww.size(), 21u);
+  EXPECT_EQ(ww.front(), 43);
+  // Pair 0 of the frame part rotates by exactly f radians (frequency 1).
+  const auto r = rotated(1, 0, 0);
+  EXPECT_NEAR(r[0], x.f32()[0] * std::cos(1.0) - x.f32()[1] * std::sin(1.0), 1e-6);
+}
+
+TEST_F(CpuOps, RopeOnGatheredFramesUsesTheTrueFrameIndices) {
+  const int64_t frames = 7, hh = 3, ww = 2, per = hh * ww, heads = 2, d = 24;
+  Tensor full = random_tensor({frames * per, heads, d}, 14);
+  const std::vector<int32_t> anchors = {0, 2, 5, 6};
+  Tensor gathered = Tensor::zeros({4 * per, heads, d});
+  be.gather_frames(full, anchors, per, gathered);
+  RopeGrid all{{0, 1, 2, 3, 4, 5, 6}, int(hh), int(ww)};
+  be.rope_3d(full, all);
+  be.rope_3d(gathered, RopeGrid{anchors, int(hh), int(ww)});
+  Tensor expected = Tensor::zeros({4 * per, heads, d});
+  be.gather_frames(full, anchors, per, expected);
+  EXPECT_EQ(rel_l2(gathered, expected), 0.0);
+}
+
+TEST_F(CpuOps, InterpolationReconstructsAffineInFrameInputsExactly) {
+  // FIS.md invariant: X_f = U + f V through a per-frame-affine module (a linear layer) computed
+  // on the anchors only and linearly reconstructed equals the module on every frame.
+  const int64_t frames = 21, per = 5, c = 12, n = 9;
+  const Tensor u = random_tensor({per, c}, 15), v = random_tensor({per, c}, 16);
+  Tensor x = Tensor::zeros({frames * per, c});
+  for (int64_t f = 0; f < frames; ++f)
+    for (int64_t i = 0; i < per * c; ++i) x.f32()[f * per * c + i] = u.f32()[i] + f * v.f32()[i];
+  const Tensor w = random_tensor({n, c}, 17), b = random_tensor({n}, 18);
+  Tensor dense = Tensor::zeros({frames * per, n});
+  be.linear(x, w, &b, dense, Activation::None);
+  for (const std::vector<int32_t>& anchors :
+       {std::vector<int32_t>{0, 3, 6, 9, 12, 15, 18, 20}, std::vector<int32_t>{0, 20},
+        std::vector<int32_t>{0, 1, 4, 7, 10, 13, 16, 19, 20}}) {
+    const int64_t a = static_cast<int64_t>(anchors.size());
+    Tensor xa = Tensor::zeros({a * per, c}), za = Tensor::zeros({a * per, n});
+    be.gather_frames(x, anchors, per, xa);
+    be.linear(xa, w, &b, za, Activation::None);
+    Tensor rec = poisoned({frames * per, n});
+    be.interpolate_frames(za, anchors, per, rec, false);
+    EXPECT_LE(rel_l2(rec, dense), 1e-6);
+    // Anchor frames are copied exactly.
+    for (int64_t s = 0; s < a; ++s)
+      for (int64_t i = 0; i < per * n; ++i)
+        ASSERT_EQ(rec.f32()[anchors[s] * per * n + i], za.f32()[s * per * n + i]);
+  }
+}
+
+TEST_F(CpuOps, InterpolationAccumulatesAndRejectsBadAnchors) {
+  const int64_t per = 2, c = 3;
+  Tensor za = random_tensor({2 * per, c}, 19), dst = random_tensor({5 * per, c}, 20);
+  const Tensor before = dst.clone();
+  be.interpolate_frames(za, {0, 4}, per, dst, /*accumulate=*/true);
+  for (int64_t i = 0; i < per * c; ++i) {
+    // frame 1 = before + (3 Z_0 + 1 Z_4) / 4
+    const float expect = before.f32()[per * c + i] + (3 * za.f32()[i] + za.f32()[per * c + i]) / 4;
+    EXPECT_NEAR(dst.f32()[per * c + i], expect, 1e-6);
+  }
+  Tensor out = Tensor::zeros({5 * per, c});
+  EXPECT_THROW(be.interpolate_frames(za, {1, 4}, per, out, false), Error);  // no frame 0
+  EXPECT_THROW(be.interpolate_frames(za, {0, 3}, per, out, false), Error);  // no last frame
+  EXPECT_THROW(be.gather_frames(out, {0, 9}, per, za), Error);             // out of range
+}
+
+TEST_F(CpuOps, PatchifyMatchesConvLayoutAndUnpatchifyInvertsHeadLayout) {
+  const int64_t c = 3, f = 2, h = 4, w = 6;
+  const Tensor x = random_tensor({c, f, h, w}, 21);
+  const std::array<int, 3> p = {1, 2, 2};
+  Tensor patches = poisoned({f * 2 * 3, c * 4});
+  be.patchify(x, p, patches);
+  // token (a, b, e), vector index ((ch * 1 + 0) * 2 + j) * 2 + l  (Conv3d weight flattening)
+  for (int64_t a = 0; a < f; ++a)
+    for (int64_t b = 0; b < 2; ++b)
+      for (int64_t e = 0; e < 3; ++e)
+        for (int64_t ch = 0; ch < c; ++ch)
+          for (int j = 0; j < 2; ++j)
+            for (int l = 0; l < 2; ++l)
+              ASSERT_EQ(patches.f32()[((a * 2 + b) * 3 + e) * c * 4 + (ch * 2 + j) * 2 + l],
+                        x.f32()[((ch * f + a) * h + b * 2 + j) * w + e * 2 + l]);
+  // The head lays out [pt, ph, pw, c] with c fastest.
+  Tensor head = random_tensor({f * 2 * 3, 4 * c}, 22), out = poisoned({c, f, h, w});
+  be.unpatchify(head, p, f, 2, 3, out);
+  for (int64_t a = 0; a < f; ++a)
+    for (int64_t b = 0; b < 2; ++b)
+      for (int64_t e = 0; e < 3; ++e)
+        for (int j = 0; j < 2; ++j)
+          for (int l = 0; l < 2; ++l)
+            for (int64_t ch = 0; ch < c; ++ch)
+              ASSERT_EQ(out.f32()[((ch * f + a) * h + b * 2 + j) * w + e * 2 + l],
+                        head.f32()[((a * 2 + b) * 3 + e) * 4 * c + (j * 2 + l) * c + ch]);
+}
+
+TEST_F(CpuOps, GatedAddUsesThePerTokenGate) {
+  const int64_t rows = 4, d = 5;
+  Tensor x = random_tensor({rows, d}, 23);
+  const Tensor y = random_tensor({rows, d}, 24), before = x.clone();
+  Modulation mod{random_tensor({2, 6, d}, 25), Tensor::zeros({rows}, DType::I32)};
+  mod.token_rows.data_as<int32_t>()[2] = 1;
+  be.add(x, y, {&mod, 2});
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < d; ++i) {
+      const float g = mod.table.f32()[((r == 2) * 6 + 2) * d + i];
+      EXPECT_FLOAT_EQ(x.f32()[r * d + i], before.f32()[r * d + i] + y.f32()[r * d + i] * g);
+    }
+}
+
+}  // namespace
+}  // namespace fisdit

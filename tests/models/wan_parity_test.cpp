@@ -1,0 +1,72 @@
+// The Wan DiT on the CPU backend against the official code's golden outputs (tests/data/wan).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+
+#include "backend/backend.h"
+#include "io/safetensors.h"
+#include "models/wan/loader.h"
+
+namespace fisdit {
+namespace {
+
+// fp32 arithmetic in any summation order stays far below this (fixtures README, Tolerances).
+constexpr double kFp32Tolerance = 1e-5;
+
+struct ParityCase {
+  const char* file;
+  bool has_y;
+};
+
+class WanParity : public ::testing::TestWithParam<ParityCase> {};
+
+TEST_P(WanParity, EveryHookAndTheOutputMatchTheOfficialCode) {
+  const std::string path = std::string(FISDIT_TEST_DATA) + "/wan/" + GetParam().file;
+  const auto fixture = SafetensorsFile::open(path);
+  auto backend = make_cpu_backend();
+  const wan::ModelSource src = wan::open_model(path);
+  auto dit = wan::load_dit(src, *backend);
+
+  Tensor x = fixture->tensor_f32("input.x");
+  if (GetParam().has_y)
+    x = wan::concat_channels(*backend, x, fixture->tensor_f32("input.y"));
+  const Tensor text = dit->embed_text(fixture->tensor_f32("input.context"));
+  std::map<std::string, Tensor> hooks;
+  const Tensor out = dit->forward(x, fixture->tensor_f32("input.t"), text, nullptr, true,
+                                  [&](const std::string& name, const Tensor& t) { hooks[name] = t; });
+  hooks["context"] = backend->download(text);
+  hooks["out"] = backend->download(out);
+
+  int compared = 0;
+  double worst = 0;
+  for (const TensorInfo& info : fixture->tensors()) {
+    if (info.name.rfind("expected.", 0) != 0) continue;
+    const std::string name = info.name.substr(9);
+    ASSERT_TRUE(hooks.count(name)) << "no engine value for " << info.name;
+    const Tensor expected = fixture->tensor_f32(info.name);
+    const Tensor& got = hooks[name];
+    ASSERT_EQ(got.numel(), expected.numel()) << name;
+    const double err = rel_l2(got.reshape(expected.shape()), expected);
+    EXPECT_LE(err, kFp32Tolerance) << name << " rel L2 " << err;
+    worst = std::max(worst, err);
+    ++compared;
+  }
+  // x_embed, e, e0, context, 4 blocks, head_out, out
+  EXPECT_EQ(compared, 10);
+  RecordProperty("worst_rel_l2", std::to_string(worst));
+  std::printf("%s: worst rel L2 %.3g over %d tensors\n", GetParam().file, worst, compared);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, WanParity,
+                         ::testing::Values(ParityCase{"dit_t2v_tiny.safetensors", false},
+                                           ParityCase{"dit_ti2v_tiny.safetensors", false},
+                                           ParityCase{"dit_i2v_tiny.safetensors", true}),
+                         [](const auto& info) {
+                           std::string n = info.param.file;
+                           return n.substr(4, n.find("_tiny") - 4);
+                         });
+
+}  // namespace
+}  // namespace fisdit
