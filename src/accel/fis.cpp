@@ -10,8 +10,7 @@ namespace fisdit::accel {
 
 void FisConfig::validate() const {
   if (stride < 1) throw Error("FIS: --fis-stride must be >= 1, got " + std::to_string(stride));
-  if (head < 0 || tail < 0)
-    throw Error("FIS: --fis-head and --fis-tail must be >= 0");
+  if (head < 0 || tail < 0) throw Error("FIS: --fis-head and --fis-tail must be >= 0");
   if (dense_last_steps < 0) throw Error("FIS: --fis-dense-last-steps must be >= 0");
   if (reconstruct == Reconstruct::Delta && granularity != Granularity::Block)
     throw Error("FIS: --fis-reconstruct delta needs --fis-granularity block (FIS.md)");
@@ -20,7 +19,9 @@ void FisConfig::validate() const {
 std::string granularity_name(Granularity g) {
   return g == Granularity::Module ? "module" : "block";
 }
-std::string reconstruct_name(Reconstruct r) { return r == Reconstruct::Linear ? "linear" : "delta"; }
+std::string reconstruct_name(Reconstruct r) {
+  return r == Reconstruct::Linear ? "linear" : "delta";
+}
 
 Granularity parse_granularity(const std::string& s) {
   if (s == "module") return Granularity::Module;
@@ -37,9 +38,10 @@ Reconstruct parse_reconstruct(const std::string& s) {
 std::string FisConfig::describe() const {
   if (!enabled()) return name == "off" ? "off (dense)" : name + " (s=1: dense)";
   return name + " (s=" + std::to_string(stride) + ", head=" + std::to_string(head) +
-         ", tail=" + std::to_string(tail) + ", dense_last_steps=" +
-         std::to_string(dense_last_steps) + ", " + (interleave ? "interleaved" : "fixed offset") +
-         ", " + granularity_name(granularity) + ", " + reconstruct_name(reconstruct) + ")";
+         ", tail=" + std::to_string(tail) +
+         ", dense_last_steps=" + std::to_string(dense_last_steps) + ", " +
+         (interleave ? "interleaved" : "fixed offset") + ", " + granularity_name(granularity) +
+         ", " + reconstruct_name(reconstruct) + ")";
 }
 
 nlohmann::json FisConfig::to_json() const {

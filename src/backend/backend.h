@@ -65,9 +65,14 @@ class Backend {
   // Memory. `empty` contents are unspecified. Upload converts host data to `dtype` on the device.
   virtual Tensor empty(const Shape& shape, DType dtype = DType::F32) = 0;
   virtual Tensor upload(const Tensor& host, DType dtype = DType::F32) = 0;
-  virtual Tensor download(const Tensor& t) = 0;  // host F32 copy
+  virtual Tensor download(const Tensor& t) = 0;           // host F32 copy
   virtual void copy(const Tensor& src, Tensor& dst) = 0;  // same shape or element count
   virtual void synchronize() {}
+  // A tensor of N(mean, stddev^2) values, deterministic in `seed`, made where the backend keeps
+  // tensors (the CUDA backend draws them on the GPU, so benchmarks never build host copies of
+  // large random weights). Default: drawn on the host, then uploaded.
+  virtual Tensor random_normal(const Shape& shape, DType dtype, float mean, float stddev,
+                               uint64_t seed);
 
   // y[M,N] = act(x[M,K] . w[N,K]^T + bias[N])
   virtual void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,

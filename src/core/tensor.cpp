@@ -30,8 +30,9 @@ Tensor Tensor::zeros(Shape shape, DType dtype) {
   // 64-byte aligned so vector loads never straddle; calloc-like zero fill.
   const size_t padded = ((bytes + 63) / 64) * 64 + 64;
   void* p = std::aligned_alloc(64, padded);
-  if (!p) throw Error("out of host memory allocating " + std::to_string(bytes) + " bytes for a " +
-                      shape_str(shape) + " tensor");
+  if (!p)
+    throw Error("out of host memory allocating " + std::to_string(bytes) + " bytes for a " +
+                shape_str(shape) + " tensor");
   std::memset(p, 0, padded);
   Tensor t;
   t.owner_ = std::shared_ptr<const void>(p, [](const void* q) { std::free(const_cast<void*>(q)); });

@@ -12,8 +12,8 @@ EulerSchedule flow_euler_schedule(int steps, float shift) {
   EulerSchedule s;
   for (int k = 0; k <= steps; ++k) {
     // linspace(1000, 0, N+1) in float32: the step is (end - start) / N.
-    const float t = k == steps ? 0.0f
-                               : static_cast<float>(1000.0 - 1000.0 * k / static_cast<double>(steps));
+    const float t =
+        k == steps ? 0.0f : static_cast<float>(1000.0 - 1000.0 * k / static_cast<double>(steps));
     const float u = t / 1000.0f;
     const float sigma = shift * u / (1.0f + (shift - 1.0f) * u);
     s.sigmas.push_back(sigma);
@@ -23,7 +23,9 @@ EulerSchedule flow_euler_schedule(int steps, float shift) {
   return s;
 }
 
-bool use_high_noise_expert(float timestep, float boundary) { return timestep >= boundary * 1000.0f; }
+bool use_high_noise_expert(float timestep, float boundary) {
+  return timestep >= boundary * 1000.0f;
+}
 
 Tensor denoise(wan::WanDiT& high, wan::WanDiT* low, const DenoiseInputs& in,
                const DenoiseOptions& opt, const StepCallback& on_step) {
@@ -37,8 +39,7 @@ Tensor denoise(wan::WanDiT& high, wan::WanDiT* low, const DenoiseInputs& in,
   if (in.x.ndim() != 4) throw Error("x must be [C, F, H, W], got " + shape_str(in.x.shape()));
   const bool cfg_guided = opt.guidance != 1.0f;
   if (cfg_guided && !in.context_neg.defined())
-    throw Error("--guidance " + std::to_string(opt.guidance) +
-                " needs 'context_neg' in the inputs (or --guidance 1)");
+    throw Error("guidance != 1 needs 'context_neg' in the inputs (or guidance 1)");
   const bool i2v = in.y.defined();
   if (i2v && (cfg.model_type != "i2v" || in.y.ndim() != 4 || in.y.dim(1) != in.x.dim(1) ||
               in.y.dim(2) != in.x.dim(2) || in.y.dim(3) != in.x.dim(3)))
@@ -47,8 +48,8 @@ Tensor denoise(wan::WanDiT& high, wan::WanDiT* low, const DenoiseInputs& in,
   if (cfg.model_type == "i2v" && !i2v) throw Error("an i2v model needs 'y' in the inputs");
   const int64_t x_channels = in.x.dim(0) + (i2v ? in.y.dim(0) : 0);
   if (x_channels != cfg.in_dim)
-    throw Error("latent has " + std::to_string(x_channels) + " channels (with y), the model expects " +
-                std::to_string(cfg.in_dim));
+    throw Error("latent has " + std::to_string(x_channels) +
+                " channels (with y), the model expects " + std::to_string(cfg.in_dim));
 
   const int frames = static_cast<int>(in.x.dim(1) / cfg.patch_size[0]);
   const accel::FisPlan plan(opt.fis, cfg.num_layers, opt.steps, frames);
@@ -87,8 +88,15 @@ Tensor denoise(wan::WanDiT& high, wan::WanDiT* low, const DenoiseInputs& in,
     be.add_scaled(x, v, sigma_next - sigma);
     be.synchronize();
     if (on_step) {
-      StepInfo info{k, opt.steps, timestep, sigma, sigma_next, use_high, open && opt.fis.enabled(),
-                    std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()};
+      StepInfo info{
+          k,
+          opt.steps,
+          timestep,
+          sigma,
+          sigma_next,
+          use_high,
+          open && opt.fis.enabled(),
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()};
       on_step(info);
     }
   }

@@ -89,7 +89,8 @@ TEST(FisPlanAnchors, InterleavingCoversEveryFrameWithinStrideBlocks) {
           }
           seen.insert(bp.anchors.begin(), bp.anchors.end());
         }
-        EXPECT_EQ(static_cast<int>(seen.size()), T) << "s " << s << " T " << T << " start " << start;
+        EXPECT_EQ(static_cast<int>(seen.size()), T)
+            << "s " << s << " T " << T << " start " << start;
       }
     }
   }
@@ -97,8 +98,7 @@ TEST(FisPlanAnchors, InterleavingCoversEveryFrameWithinStrideBlocks) {
 
 TEST(FisPlanAnchors, NonInterleavedUsesOffsetZeroEverywhere) {
   const FisPlan plan(custom(4, 1, 1, 0, /*interleave=*/false), 10, 1, 13);
-  for (int l = 1; l < 9; ++l)
-    EXPECT_EQ(plan.at(0, l).anchors, (std::vector<int32_t>{0, 4, 8, 12}));
+  for (int l = 1; l < 9; ++l) EXPECT_EQ(plan.at(0, l).anchors, (std::vector<int32_t>{0, 4, 8, 12}));
 }
 
 TEST(FisPlanDense, StrideOneOrTwoFramesOrNoSparsePairIsDense) {

@@ -76,7 +76,8 @@ TEST_F(CpuOps, LayerNormWithPerTokenModulationMatchesFloat64) {
     for (int64_t i = 0; i < d; ++i) {
       const double shift = mod.table.f32()[(row * 6 + 3) * d + i];
       const double scale = mod.table.f32()[(row * 6 + 4) * d + i];
-      const double v = (x.f32()[r * d + i] - mean) / std::sqrt(var + 1e-6) * w.f32()[i] + b.f32()[i];
+      const double v =
+          (x.f32()[r * d + i] - mean) / std::sqrt(var + 1e-6) * w.f32()[i] + b.f32()[i];
       ref.f32()[r * d + i] = static_cast<float>(v * (1 + scale) + shift);
     }
   }
@@ -90,7 +91,8 @@ TEST_F(CpuOps, RmsNormMatchesFloat64InPlace) {
     double ss = 0;
     for (int64_t i = 0; i < d; ++i) ss += std::pow(x.f32()[r * d + i], 2);
     for (int64_t i = 0; i < d; ++i)
-      ref.f32()[r * d + i] = static_cast<float>(x.f32()[r * d + i] / std::sqrt(ss / d + 1e-6) * w.f32()[i]);
+      ref.f32()[r * d + i] =
+          static_cast<float>(x.f32()[r * d + i] / std::sqrt(ss / d + 1e-6) * w.f32()[i]);
   }
   be.rms_norm(x, w, 1e-6f, x);
   EXPECT_LE(rel_l2(x, ref), kTol);
@@ -108,7 +110,8 @@ TEST_F(CpuOps, AttentionMatchesFloat64Softmax) {
       double mx = -1e300, sum = 0;
       for (int64_t j = 0; j < lk; ++j) {
         double dot = 0;
-        for (int64_t c = 0; c < d; ++c) dot += double(q.f32()[(i * h + hh) * d + c]) * k.f32()[(j * h + hh) * d + c];
+        for (int64_t c = 0; c < d; ++c)
+          dot += double(q.f32()[(i * h + hh) * d + c]) * k.f32()[(j * h + hh) * d + c];
         s[j] = dot / std::sqrt(double(d));
         mx = std::max(mx, s[j]);
       }
@@ -214,7 +217,7 @@ TEST_F(CpuOps, InterpolationAccumulatesAndRejectsBadAnchors) {
   Tensor out = Tensor::zeros({5 * per, c});
   EXPECT_THROW(be.interpolate_frames(za, {1, 4}, per, out, false), Error);  // no frame 0
   EXPECT_THROW(be.interpolate_frames(za, {0, 3}, per, out, false), Error);  // no last frame
-  EXPECT_THROW(be.gather_frames(out, {0, 9}, per, za), Error);             // out of range
+  EXPECT_THROW(be.gather_frames(out, {0, 9}, per, za), Error);              // out of range
 }
 
 TEST_F(CpuOps, PatchifyMatchesConvLayoutAndUnpatchifyInvertsHeadLayout) {

@@ -3,8 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <random>
 
 #include "backend/backend.h"
@@ -127,10 +127,9 @@ TEST(WanFis, EveryGranularityAndReconstructionRunsAndDiffers) {
   Harness h("dit_t2v_tiny.safetensors");
   const Tensor x = smooth_latent(16, 9, 8, 8, 3);
   const Tensor dense = h.run(x, nullptr);
-  const FisConfig cfgs[] = {
-      custom(3, 1, 1, accel::Granularity::Module, accel::Reconstruct::Linear),
-      custom(3, 1, 1, accel::Granularity::Block, accel::Reconstruct::Linear),
-      custom(3, 1, 1, accel::Granularity::Block, accel::Reconstruct::Delta)};
+  const FisConfig cfgs[] = {custom(3, 1, 1, accel::Granularity::Module, accel::Reconstruct::Linear),
+                            custom(3, 1, 1, accel::Granularity::Block, accel::Reconstruct::Linear),
+                            custom(3, 1, 1, accel::Granularity::Block, accel::Reconstruct::Delta)};
   std::vector<Tensor> outs;
   for (const auto& c : cfgs) {
     outs.push_back(h.run(x, &c));

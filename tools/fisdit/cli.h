@@ -23,8 +23,8 @@ void add_fis_flags(CLI::App* cmd, FisFlags& flags);
 // "1280x720" -> width, height; throws naming --size.
 void parse_size(const std::string& text, int& width, int& height);
 
-// Reads a named tensor from an inputs file as host F32; `required` false returns an undefined
-// tensor when absent. Errors name the file and the tensor.
+// Reads a named tensor (or "input.<name>", as fixture files store it) from an inputs file as host
+// F32; `required` false returns an undefined tensor when absent. Errors name file and tensor.
 Tensor read_input(const SafetensorsFile& file, const std::string& name, bool required);
 
 // Progress and status lines go to stderr so stdout stays machine-readable.

@@ -1,9 +1,9 @@
 // fisdit flops: the analytic DiT FLOPs of a denoising run, dense and with an FIS plan.
 #include <cstdio>
 
-#include "models/wan/flops.h"
 #include "cli.h"
 #include "fisdit/error.h"
+#include "models/wan/flops.h"
 
 namespace fisdit::cli {
 
@@ -37,8 +37,8 @@ void register_flops(CLI::App& app) {
     const wan::RunFlops r =
         wan::run_flops(cfg, width, height, args->frames, args->steps, fis, forwards);
     const wan::LatentGeometry g = wan::latent_geometry(cfg, width, height, args->frames);
-    std::printf("model        %s (%d blocks, dim %d)\n", args->model_config.c_str(),
-                cfg.num_layers, cfg.dim);
+    std::printf("model        %s (%d blocks, dim %d)\n", args->model_config.c_str(), cfg.num_layers,
+                cfg.dim);
     std::printf("video        %dx%d, %d frames -> latent %dx%dx%d, %lld tokens\n", width, height,
                 args->frames, g.frames, g.height, g.width,
                 static_cast<long long>(g.frames / cfg.patch_size[0]) *

@@ -59,19 +59,20 @@ void register_dit(CLI::App& app) {
     if (x.ndim() != 4)
       throw fisdit::Error(args->inputs + ": 'x' must be [C, F, H, W], got " + shape_str(x.shape()));
     if (y.defined() != (cfg.model_type == "i2v"))
-      throw fisdit::Error(args->inputs + (y.defined() ? ": 'y' given but the model is " + cfg.model_type
+      throw fisdit::Error(args->inputs + (y.defined()
+                                              ? ": 'y' given but the model is " + cfg.model_type
                                               : std::string(": an i2v model needs 'y'")));
     Tensor xd = backend->upload(x, DType::F32);
     if (y.defined()) {
       if (y.ndim() != 4 || y.dim(1) != x.dim(1) || y.dim(2) != x.dim(2) || y.dim(3) != x.dim(3))
-        throw fisdit::Error(args->inputs + ": 'y' " + shape_str(y.shape()) + " does not match 'x' " +
-                    shape_str(x.shape()));
+        throw fisdit::Error(args->inputs + ": 'y' " + shape_str(y.shape()) +
+                            " does not match 'x' " + shape_str(x.shape()));
       xd = wan::concat_channels(*backend, xd, backend->upload(y, DType::F32));
     }
     if (xd.dim(0) != cfg.in_dim)
       throw fisdit::Error(args->inputs + ": latent has " + std::to_string(xd.dim(0)) +
-                  " channels, the model expects " + std::to_string(cfg.in_dim) +
-                  (y.defined() ? " (x and y together)" : ""));
+                          " channels, the model expects " + std::to_string(cfg.in_dim) +
+                          (y.defined() ? " (x and y together)" : ""));
     const int frames = static_cast<int>(x.dim(1) / cfg.patch_size[0]);
     const accel::FisPlan plan(fis, cfg.num_layers, 1, frames);
     status("fis " + fis.describe());
@@ -127,6 +128,10 @@ void register_denoise(CLI::App& app) {
     const auto in = SafetensorsFile::open(args->inputs);
     sched::DenoiseInputs di{read_input(*in, "x", true), read_input(*in, "context", true),
                             read_input(*in, "context_neg", false), read_input(*in, "y", false)};
+    if (opt.guidance != 1.0f && !di.context_neg.defined())
+      throw fisdit::Error("--guidance " + CLI::detail::to_string(opt.guidance) + ": " +
+                          args->inputs +
+                          " has no 'context_neg' for the unconditional pass (or use --guidance 1)");
     auto high = load_model(args->model, *backend, args->model_low.empty() ? "model" : "high-noise");
     std::unique_ptr<wan::WanDiT> low;
     if (!args->model_low.empty()) low = load_model(args->model_low, *backend, "low-noise");

@@ -1,8 +1,8 @@
 // fisdit: few-step video DiT inference with Frame Interleaved Sparsity.
 #include <iostream>
 
-#include "fisdit/error.h"
 #include "cli.h"
+#include "fisdit/error.h"
 #ifdef FISDIT_WITH_CUDA
 #include "backend/cuda/cuda_backend.h"
 #endif

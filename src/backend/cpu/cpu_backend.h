@@ -36,8 +36,8 @@ class CpuBackend final : public Backend {
                           int64_t tokens_per_frame, Tensor& dst, bool accumulate) override;
 
   void patchify(const Tensor& x, const std::array<int, 3>& patch, Tensor& out) override;
-  void unpatchify(const Tensor& x, const std::array<int, 3>& patch, int64_t grid_f,
-                  int64_t grid_h, int64_t grid_w, Tensor& out) override;
+  void unpatchify(const Tensor& x, const std::array<int, 3>& patch, int64_t grid_f, int64_t grid_h,
+                  int64_t grid_w, Tensor& out) override;
 };
 
 namespace cpu {

@@ -12,10 +12,9 @@ void CpuBackend::gather_frames(const Tensor& src, const std::vector<int32_t>& fr
                    std::to_string(tokens_per_frame) + " tokens");
   const int64_t num_frames = src.dim(0) / tokens_per_frame;
   const size_t frame_bytes = src.nbytes() / static_cast<size_t>(num_frames ? num_frames : 1);
-  cpu::require(dst.dtype() == src.dtype() &&
-                   dst.nbytes() == frame_bytes * frames.size(),
-               op, "destination " + shape_str(dst.shape()) + " does not hold " +
-                       std::to_string(frames.size()) + " frames");
+  cpu::require(dst.dtype() == src.dtype() && dst.nbytes() == frame_bytes * frames.size(), op,
+               "destination " + shape_str(dst.shape()) + " does not hold " +
+                   std::to_string(frames.size()) + " frames");
   auto* out = static_cast<char*>(dst.raw());
   const auto* in = static_cast<const char*>(src.raw());
   for (size_t i = 0; i < frames.size(); ++i) {
@@ -31,8 +30,7 @@ void CpuBackend::interpolate_frames(const Tensor& src, const std::vector<int32_t
   cpu::require(src.ndim() == 2 && dst.ndim() == 2 && src.dim(1) == dst.dim(1), op,
                "expects [rows, channels] tensors with equal channels");
   const int64_t a = static_cast<int64_t>(anchors.size());
-  cpu::require(src.dim(0) == a * tokens_per_frame, op,
-               "source rows do not match the anchor count");
+  cpu::require(src.dim(0) == a * tokens_per_frame, op, "source rows do not match the anchor count");
   cpu::require(dst.dim(0) % tokens_per_frame == 0, op, "destination rows are not whole frames");
   const int64_t frames = dst.dim(0) / tokens_per_frame, d = dst.dim(1);
   cpu::require(a >= 1 && anchors.front() == 0 && anchors.back() == frames - 1, op,
@@ -59,7 +57,8 @@ void CpuBackend::interpolate_frames(const Tensor& src, const std::vector<int32_t
     }
     // Z_f = ((b - f) Z_a + (f - a) Z_b) / (b - a)   (FIS.md, Reconstruction)
     const float* zb = za + frame_elems;
-    const float wa = static_cast<float>(anchors[s + 1] - f), wb = static_cast<float>(f - anchors[s]);
+    const float wa = static_cast<float>(anchors[s + 1] - f),
+                wb = static_cast<float>(f - anchors[s]);
     const float span = static_cast<float>(anchors[s + 1] - anchors[s]);
     for (int64_t i = 0; i < frame_elems; ++i) {
       const float z = (wa * za[i] + wb * zb[i]) / span;
@@ -98,9 +97,9 @@ void CpuBackend::unpatchify(const Tensor& x, const std::array<int, 3>& patch, in
                             int64_t grid_h, int64_t grid_w, Tensor& out) {
   const char* op = "unpatchify";
   const int pt = patch[0], ph = patch[1], pw = patch[2];
-  cpu::require(x.ndim() == 2 && x.dim(0) == grid_f * grid_h * grid_w &&
-                   x.dim(1) % (pt * ph * pw) == 0,
-               op, "input " + shape_str(x.shape()) + " does not match the token grid");
+  cpu::require(
+      x.ndim() == 2 && x.dim(0) == grid_f * grid_h * grid_w && x.dim(1) % (pt * ph * pw) == 0, op,
+      "input " + shape_str(x.shape()) + " does not match the token grid");
   const int64_t c = x.dim(1) / (pt * ph * pw);
   const int64_t f = grid_f * pt, h = grid_h * ph, w = grid_w * pw;
   cpu::require(out.shape() == Shape{c, f, h, w}, op,

@@ -26,8 +26,8 @@ constexpr int kLanes = 8;
 
 // Four rows of x against one row of w, 8 independent partial sums per row so the compiler
 // vectorises without reassociating (no -ffast-math).
-inline void dot4(const float* x0, const float* x1, const float* x2, const float* x3,
-                 const float* w, int64_t k, float out[4]) {
+inline void dot4(const float* x0, const float* x1, const float* x2, const float* x3, const float* w,
+                 int64_t k, float out[4]) {
   float a0[kLanes] = {}, a1[kLanes] = {}, a2[kLanes] = {}, a3[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= k; i += kLanes) {

@@ -48,9 +48,9 @@ void CpuBackend::rms_norm(const Tensor& x, const Tensor& weight, float eps, Tens
   const char* op = "rms_norm";
   cpu::require(x.ndim() == 2 && x.shape() == y.shape(), op, "input and output must be equal 2-D");
   const int64_t rows = x.dim(0), d = x.dim(1);
-  cpu::require(weight.numel() == d, op,
-               "weight " + shape_str(weight.shape()) + " does not match channels " +
-                   std::to_string(d));
+  cpu::require(
+      weight.numel() == d, op,
+      "weight " + shape_str(weight.shape()) + " does not match channels " + std::to_string(d));
   const float* px = x.f32();
   const float* pw = weight.f32();
   float* py = y.f32();

@@ -14,9 +14,9 @@ void CpuBackend::rope_3d(Tensor& x, const RopeGrid& grid) {
   cpu::require(x.ndim() == 3, op, "expects [tokens, heads, head_dim], got " + shape_str(x.shape()));
   const int64_t tokens = x.dim(0), heads = x.dim(1), d = x.dim(2);
   cpu::require(d % 2 == 0, op, "head_dim must be even");
-  cpu::require(grid.tokens() == tokens, op,
-               "grid has " + std::to_string(grid.tokens()) + " tokens, tensor " +
-                   std::to_string(tokens));
+  cpu::require(
+      grid.tokens() == tokens, op,
+      "grid has " + std::to_string(grid.tokens()) + " tokens, tensor " + std::to_string(tokens));
   const int64_t c = d / 2;
   const int64_t parts[3] = {c - 2 * (c / 3), c / 3, c / 3};
   const int64_t widths[3] = {d - 4 * (d / 6), 2 * (d / 6), 2 * (d / 6)};

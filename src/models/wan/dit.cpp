@@ -95,7 +95,8 @@ WanDiT::WanDiT(WanConfig cfg, Backend& backend, const WeightFn& weights)
   for (int i = 0; i < cfg_.num_layers; ++i) {
     const std::string b = "blocks." + std::to_string(i) + ".";
     DitBlockWeights& w = blocks_[static_cast<size_t>(i)];
-    w.modulation = backend_.upload(weights(b + "modulation", {1, 6, d}), DType::F32).reshape({6 * d});
+    w.modulation =
+        backend_.upload(weights(b + "modulation", {1, 6, d}), DType::F32).reshape({6 * d});
     Tensor* sa[] = {&w.sa_q_w, &w.sa_q_b, &w.sa_k_w, &w.sa_k_b,
                     &w.sa_v_w, &w.sa_v_b, &w.sa_o_w, &w.sa_o_b};
     Tensor* ca[] = {&w.ca_q_w, &w.ca_q_b, &w.ca_k_w, &w.ca_k_b,
@@ -129,8 +130,10 @@ Tensor WanDiT::embed_text(const Tensor& context) {
     throw Error("context must be [tokens, " + std::to_string(cfg_.text_dim) + "], got " +
                 shape_str(context.shape()));
   if (context.dim(0) > cfg_.text_len)
-    throw Error("context has " + std::to_string(context.dim(0)) + " tokens, more than the model's "
-                "text_len " + std::to_string(cfg_.text_len));
+    throw Error("context has " + std::to_string(context.dim(0)) +
+                " tokens, more than the model's "
+                "text_len " +
+                std::to_string(cfg_.text_len));
   // Zero rows up to text_len, embedded and attended like the real ones (WanModel.forward).
   Tensor padded = Tensor::zeros({cfg_.text_len, cfg_.text_dim});
   const Tensor src = context.to_f32();
@@ -208,8 +211,7 @@ void WanDiT::feed_forward(const DitBlockWeights& w, const Tensor& x, const Modul
   const int64_t n = x.dim(0), d = cfg_.dim;
   const DType act = backend_.activation_dtype();
   Tensor xn = backend_.empty({n, d}, act);
-  backend_.layer_norm(x, nullptr, nullptr, static_cast<float>(cfg_.eps), xn, {&mod, 3},
-                      {&mod, 4});
+  backend_.layer_norm(x, nullptr, nullptr, static_cast<float>(cfg_.eps), xn, {&mod, 3}, {&mod, 4});
   Tensor hidden = backend_.empty({n, cfg_.ffn_dim}, act);
   backend_.linear(xn, w.ffn_in_w, &w.ffn_in_b, hidden, Activation::GeluTanh);
   backend_.linear(hidden, w.ffn_out_w, &w.ffn_out_b, out);
@@ -312,8 +314,8 @@ Tensor WanDiT::forward(const Tensor& x, const Tensor& t, const Tensor& text,
     throw Error("FIS plan is for " + std::to_string(plan->num_frames()) +
                 " latent frames, the latent has " + std::to_string(gf));
   if (plan && plan->num_blocks() != cfg_.num_layers)
-    throw Error("FIS plan is for " + std::to_string(plan->num_blocks()) + " blocks, the model has " +
-                std::to_string(cfg_.num_layers));
+    throw Error("FIS plan is for " + std::to_string(plan->num_blocks()) +
+                " blocks, the model has " + std::to_string(cfg_.num_layers));
   auto observe = [&](const std::string& name, const Tensor& dev) {
     if (observer) observer(name, backend_.download(dev));
   };
@@ -321,8 +323,10 @@ Tensor WanDiT::forward(const Tensor& x, const Tensor& t, const Tensor& text,
   // Timesteps: one row per distinct value (t2v/i2v: one row for all tokens).
   const std::vector<float> tv = t.to_vector();
   if (!(tv.size() == 1 || static_cast<int64_t>(tv.size()) == tokens))
-    throw Error("timestep t must have 1 or " + std::to_string(tokens) + " (one per token) values, "
-                "got " + std::to_string(tv.size()));
+    throw Error("timestep t must have 1 or " + std::to_string(tokens) +
+                " (one per token) values, "
+                "got " +
+                std::to_string(tv.size()));
   std::vector<float> unique_t;
   std::vector<int32_t> token_rows;
   {
@@ -380,7 +384,8 @@ Tensor WanDiT::forward(const Tensor& x, const Tensor& t, const Tensor& text,
   for (int64_t r = 0; r < rows; ++r)
     for (int c = 0; c < 2; ++c)
       for (int64_t i = 0; i < d; ++i)
-        head_table.f32()[(r * 2 + c) * d + i] = head_mod_.f32()[c * d + i] + e_host.f32()[r * d + i];
+        head_table.f32()[(r * 2 + c) * d + i] =
+            head_mod_.f32()[c * d + i] + e_host.f32()[r * d + i];
   const Modulation head_mod{backend_.upload(head_table, DType::F32), token_rows_dev};
   Tensor hn = backend_.empty({tokens, d});
   backend_.layer_norm(h, nullptr, nullptr, static_cast<float>(cfg_.eps), hn, {&head_mod, 0},

@@ -4,8 +4,8 @@ namespace fisdit::wan {
 
 double block_flops(const WanConfig& cfg, double n, double* attention) {
   const double d = cfg.dim, f = cfg.ffn_dim, lt = cfg.text_len;
-  const double attn = 4.0 * n * n * d + 4.0 * n * lt * d;  // self + cross: QK^T and PV
-  const double linear = 8.0 * n * d * d                      // self q, k, v, o
+  const double attn = 4.0 * n * n * d + 4.0 * n * lt * d;     // self + cross: QK^T and PV
+  const double linear = 8.0 * n * d * d                       // self q, k, v, o
                         + 4.0 * n * d * d + 4.0 * lt * d * d  // cross q, o on x; k, v on text
                         + 4.0 * n * d * f;                    // FFN
   if (attention) *attention += attn;

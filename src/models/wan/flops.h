@@ -25,8 +25,8 @@ ForwardFlops forward_flops(const WanConfig& cfg, int64_t grid_f, int64_t grid_h,
 double text_embedding_flops(const WanConfig& cfg);
 
 struct RunFlops {
-  double dense = 0;   // the denoising loop without FIS
-  double planned = 0; // with the given FIS plan
+  double dense = 0;    // the denoising loop without FIS
+  double planned = 0;  // with the given FIS plan
   std::vector<double> per_step_planned;
 };
 // A denoising run of `steps` steps at video size (width x height, frames), `forwards_per_step`

@@ -1,0 +1,183 @@
+// The fisdit command line as other tools call it: outputs, exit codes, one-line errors.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "io/safetensors.h"
+
+namespace fisdit {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Result {
+  int rc;
+  std::string out, err;
+};
+
+class Cli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("fisdit_cli_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  Result run(const std::string& args) {
+    const std::string err_path = (dir_ / "stderr.txt").string();
+    const std::string cmd =
+        "OMP_NUM_THREADS=2 " + std::string(FISDIT_CLI_PATH) + " " + args + " 2>" + err_path;
+    Result r{};
+    FILE* p = popen(cmd.c_str(), "r");
+    std::array<char, 4096> buf{};
+    size_t n;
+    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+    const int status = pclose(p);
+    r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    std::ifstream e(err_path);
+    std::stringstream ss;
+    ss << e.rdbuf();
+    r.err = ss.str();
+    return r;
+  }
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  static std::string fixture(const std::string& name) {
+    return std::string(FISDIT_TEST_DATA) + "/wan/" + name;
+  }
+  // The inputs file of `fisdit dit` made from a fixture's input.* tensors.
+  std::string inputs_from_fixture(const std::string& name, bool with_y) {
+    const auto f = SafetensorsFile::open(fixture(name));
+    NamedTensors t = {{"x", f->tensor_f32("input.x")},
+                      {"t", f->tensor_f32("input.t")},
+                      {"context", f->tensor_f32("input.context")}};
+    if (with_y) t.push_back({"y", f->tensor_f32("input.y")});
+    const std::string p = path("in_" + name);
+    write_safetensors(p, t);
+    return p;
+  }
+  static int lines(const std::string& s) {
+    int n = 0;
+    for (char c : s) n += c == '\n';
+    return n;
+  }
+  fs::path dir_;
+};
+
+TEST_F(Cli, FlopsPrintsDenseAndBalancedForA14B720p) {
+  const Result r = run(
+      "flops --model-config wan2.2-t2v-a14b --size 1280x720 --frames 81 --steps 4 --fis balanced");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("dense        26.094 PFLOP"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("balanced     11.703 PFLOP"), std::string::npos) << r.out;
+}
+
+TEST_F(Cli, DitMatchesTheOfficialOutputForEveryModelType) {
+  for (const auto& [name, with_y] :
+       std::vector<std::pair<std::string, bool>>{{"dit_t2v_tiny.safetensors", false},
+                                                 {"dit_ti2v_tiny.safetensors", false},
+                                                 {"dit_i2v_tiny.safetensors", true}}) {
+    const std::string out = path("out.safetensors");
+    const Result r = run("dit --model " + fixture(name) + " --inputs " +
+                         inputs_from_fixture(name, with_y) + " --output " + out);
+    ASSERT_EQ(r.rc, 0) << name << ": " << r.err;
+    const auto got = SafetensorsFile::open(out);
+    const auto expected = SafetensorsFile::open(fixture(name));
+    EXPECT_LE(rel_l2(got->tensor_f32("out"), expected->tensor_f32("expected.out")), 1e-5) << name;
+  }
+}
+
+TEST_F(Cli, DitWithFisChangesTheResult) {
+  const std::string in = inputs_from_fixture("dit_t2v_tiny.safetensors", false);
+  const std::string model = fixture("dit_t2v_tiny.safetensors");
+  ASSERT_EQ(run("dit --model " + model + " --inputs " + in + " --output " + path("d.st")).rc, 0);
+  const Result r = run("dit --model " + model + " --inputs " + in + " --output " + path("f.st") +
+                       " --fis balanced --fis-granularity block --fis-reconstruct delta");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.err.find("custom (s=3"), std::string::npos) << r.err;
+  const double diff = rel_l2(SafetensorsFile::open(path("f.st"))->tensor_f32("out"),
+                             SafetensorsFile::open(path("d.st"))->tensor_f32("out"));
+  EXPECT_GT(diff, 1e-4);
+  EXPECT_LT(diff, 1.0);
+}
+
+TEST_F(Cli, DenoiseWritesTheFinalLatentAndReportsSteps) {
+  const std::string in = inputs_from_fixture("dit_t2v_tiny.safetensors", false);
+  const std::string model = fixture("dit_t2v_tiny.safetensors");
+  const Result r = run("denoise --model " + model + " --model-low " + model + " --inputs " + in +
+                       " --steps 4 --shift 5 --fis fast --output " + path("x.st"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.err.find("step 4/4"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("expert low"), std::string::npos) << r.err;
+  const Tensor x = SafetensorsFile::open(path("x.st"))->tensor_f32("x");
+  EXPECT_EQ(x.shape(), (Shape{16, 9, 8, 8}));
+  for (float v : x.to_vector()) ASSERT_TRUE(std::isfinite(v));
+}
+
+TEST_F(Cli, InspectReportsLayoutConfigAndLoadability) {
+  const Result r = run("inspect " + fixture("dit_i2v_tiny.safetensors"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("layout       official, prefix 'model.'"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("config       i2v"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("loadable     yes"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("model.blocks.0.self_attn.q.weight"), std::string::npos);
+}
+
+TEST_F(Cli, BadInputGetsOneClearLineAndANonZeroExit) {
+  const std::string model = fixture("dit_t2v_tiny.safetensors");
+  const std::string in = inputs_from_fixture("dit_t2v_tiny.safetensors", false);
+  { std::ofstream(path("junk.safetensors")) << "not a safetensors file at all"; }
+  struct Case {
+    std::string args, must_mention;
+  };
+  const std::vector<Case> cases = {
+      {"dit --model " + model + " --inputs " + in + " --output " + path("o") + " --bogus", "bogus"},
+      {"dit --model " + path("missing.safetensors") + " --inputs " + in + " --output " + path("o"),
+       "missing.safetensors"},
+      {"dit --model " + path("junk.safetensors") + " --inputs " + in + " --output " + path("o"),
+       "junk.safetensors"},
+      {"dit --model " + model + " --inputs " + model + " --output " + path("o"), "'x'"},
+      {"dit --model " + model + " --inputs " + in + " --output " + path("o") + " --fis turbo",
+       "turbo"},
+      {"dit --model " + model + " --inputs " + in + " --output " + path("o") +
+           " --fis-reconstruct delta",
+       "granularity"},
+      {"dit --model " + model + " --inputs " + in + " --output " + path("o") + " --device tpu",
+       "--device"},
+      {"flops --model-config wan2.2-t2v-a14b --size 1280by720", "--size"},
+      {"flops --model-config wan2.2-t2v-a14b --frames 80", "--frames"},
+      {"denoise --model " + model + " --inputs " + in + " --output " + path("o") + " --steps 0",
+       "--steps"},
+      {"denoise --model " + model + " --inputs " + in + " --output " + path("o") + " --guidance 3",
+       "context_neg"},
+  };
+  for (const Case& c : cases) {
+    const Result r = run(c.args);
+    EXPECT_NE(r.rc, 0) << c.args;
+    EXPECT_EQ(lines(r.err), 1) << c.args << "\n" << r.err;
+    EXPECT_NE(r.err.find(c.must_mention), std::string::npos) << c.args << "\n" << r.err;
+    EXPECT_EQ(r.err.rfind("fisdit: error: ", 0), 0u) << r.err;
+  }
+}
+
+TEST_F(Cli, WrongLatentShapeNamesTheTensorAndTheExpectedChannels) {
+  const auto f = SafetensorsFile::open(fixture("dit_t2v_tiny.safetensors"));
+  write_safetensors(path("bad.st"), {{"x", Tensor::zeros({15, 9, 8, 8})},
+                                     {"t", f->tensor_f32("input.t")},
+                                     {"context", f->tensor_f32("input.context")}});
+  const Result r = run("dit --model " + fixture("dit_t2v_tiny.safetensors") + " --inputs " +
+                       path("bad.st") + " --output " + path("o"));
+  EXPECT_NE(r.rc, 0);
+  EXPECT_NE(r.err.find("15 channels"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("16"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace fisdit
