@@ -134,6 +134,7 @@ TEST_F(Cli, BadInputGetsOneClearLineAndANonZeroExit) {
   const std::string model = fixture("dit_t2v_tiny.safetensors");
   const std::string in = inputs_from_fixture("dit_t2v_tiny.safetensors", false);
   { std::ofstream(path("junk.safetensors")) << "not a safetensors file at all"; }
+  write_safetensors(path("no_x.safetensors"), {{"t", Tensor::from_vector({500.0f}, {1})}});
   struct Case {
     std::string args, must_mention;
   };
@@ -143,7 +144,8 @@ TEST_F(Cli, BadInputGetsOneClearLineAndANonZeroExit) {
        "missing.safetensors"},
       {"dit --model " + path("junk.safetensors") + " --inputs " + in + " --output " + path("o"),
        "junk.safetensors"},
-      {"dit --model " + model + " --inputs " + model + " --output " + path("o"), "'x'"},
+      {"dit --model " + model + " --inputs " + path("no_x.safetensors") + " --output " + path("o"),
+       "'x'"},
       {"dit --model " + model + " --inputs " + in + " --output " + path("o") + " --fis turbo",
        "turbo"},
       {"dit --model " + model + " --inputs " + in + " --output " + path("o") +

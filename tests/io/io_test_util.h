@@ -2,6 +2,7 @@
 // Shared helpers of the io tests: a self-deleting temp directory, raw safetensors images, and
 // checks on error messages.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdint>
@@ -14,8 +15,6 @@
 #include <string_view>
 #include <system_error>
 #include <utility>
-
-#include <unistd.h>
 
 #include "fisdit/error.h"
 
@@ -78,8 +77,8 @@ std::string error_of(F&& fn) {
 
 inline ::testing::AssertionResult contains(const std::string& message, std::string_view needle) {
   if (message.find(needle) != std::string::npos) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "message \"" << message << "\" lacks \"" << needle
-                                       << "\"";
+  return ::testing::AssertionFailure()
+         << "message \"" << message << "\" lacks \"" << needle << "\"";
 }
 
 }  // namespace fisdit::iotest

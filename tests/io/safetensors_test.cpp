@@ -1,9 +1,11 @@
 #include "io/safetensors.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 #include <string>
 #include <vector>
@@ -19,9 +21,9 @@ using iotest::raw_safetensors;
 using iotest::TempDir;
 using iotest::write_bytes;
 
-constexpr DType kAllDTypes[] = {DType::F64,  DType::F32, DType::F16, DType::BF16,
+constexpr DType kAllDTypes[] = {DType::F64,     DType::F32,     DType::F16, DType::BF16,
                                 DType::F8_E4M3, DType::F8_E5M2, DType::I64, DType::I32,
-                                DType::I16,  DType::I8,  DType::U8,  DType::Bool};
+                                DType::I16,     DType::I8,      DType::U8,  DType::Bool};
 
 // A host tensor of `dtype` whose bytes are a recognisable pattern.
 Tensor patterned(Shape shape, DType dtype, int seed) {
@@ -164,8 +166,8 @@ TEST(SafetensorsTest, MisalignedDataComesBackAsAnAlignedCopy) {
 // Conversions to F32 (known bit patterns)
 
 TEST(SafetensorsTest, ConvertsBF16) {
-  const auto v = convert(bytes_of<uint16_t>({0x3f80, 0xc040, 0x7f80, 0xff80, 0x0001, 0x4049}),
-                         DType::BF16);
+  const auto v =
+      convert(bytes_of<uint16_t>({0x3f80, 0xc040, 0x7f80, 0xff80, 0x0001, 0x4049}), DType::BF16);
   EXPECT_EQ(v[0], 1.0f);
   EXPECT_EQ(v[1], -3.0f);
   EXPECT_EQ(v[2], std::numeric_limits<float>::infinity());
@@ -175,8 +177,8 @@ TEST(SafetensorsTest, ConvertsBF16) {
 }
 
 TEST(SafetensorsTest, ConvertsF16) {
-  const auto v = convert(bytes_of<uint16_t>({0x3c00, 0xc000, 0x7bff, 0x0001, 0x7c00, 0x7e00}),
-                         DType::F16);
+  const auto v =
+      convert(bytes_of<uint16_t>({0x3c00, 0xc000, 0x7bff, 0x0001, 0x7c00, 0x7e00}), DType::F16);
   EXPECT_EQ(v[0], 1.0f);
   EXPECT_EQ(v[1], -2.0f);
   EXPECT_EQ(v[2], 65504.0f);
@@ -239,8 +241,8 @@ class SafetensorsValidationTest : public ::testing::Test {
 };
 
 TEST_F(SafetensorsValidationTest, ValidReferenceFileOpens) {
-  write_bytes(path_, raw_safetensors(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
-                                     eight_));
+  write_bytes(path_,
+              raw_safetensors(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", eight_));
   EXPECT_EQ(SafetensorsFile::open(path_)->tensors().size(), 1u);
 }
 
@@ -291,8 +293,8 @@ TEST_F(SafetensorsValidationTest, HeaderNotAnObject) {
 }
 
 TEST_F(SafetensorsValidationTest, DeeplyNestedHeader) {
-  const std::string header = R"({"__metadata__":)" + std::string(100, '[') +
-                             std::string(100, ']') + "}";
+  const std::string header =
+      R"({"__metadata__":)" + std::string(100, '[') + std::string(100, ']') + "}";
   const std::string msg = open_error(raw_safetensors(header));
   EXPECT_TRUE(contains(msg, path_));
   EXPECT_TRUE(contains(msg, "nests deeper"));
@@ -307,7 +309,8 @@ TEST_F(SafetensorsValidationTest, UnknownDType) {
 }
 
 TEST_F(SafetensorsValidationTest, DTypeNotAString) {
-  const std::string msg = open_error(R"({"w1":{"dtype":4,"shape":[2],"data_offsets":[0,8]}})", eight_);
+  const std::string msg =
+      open_error(R"({"w1":{"dtype":4,"shape":[2],"data_offsets":[0,8]}})", eight_);
   EXPECT_TRUE(contains(msg, "tensor 'w1'"));
   EXPECT_TRUE(contains(msg, "dtype"));
 }
@@ -320,8 +323,8 @@ TEST_F(SafetensorsValidationTest, MissingKey) {
 }
 
 TEST_F(SafetensorsValidationTest, UnknownKeyInTensorEntry) {
-  const std::string msg = open_error(
-      R"({"w3":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"stride":[1]}})", eight_);
+  const std::string msg =
+      open_error(R"({"w3":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"stride":[1]}})", eight_);
   EXPECT_TRUE(contains(msg, path_));
   EXPECT_TRUE(contains(msg, "tensor 'w3'"));
   EXPECT_TRUE(contains(msg, "unknown key 'stride'"));
@@ -340,12 +343,12 @@ TEST_F(SafetensorsValidationTest, NegativeDimension) {
 }
 
 TEST_F(SafetensorsValidationTest, NonIntegerDimension) {
-  EXPECT_TRUE(contains(
-      open_error(R"({"w6":{"dtype":"F32","shape":[2.0],"data_offsets":[0,8]}})", eight_),
-      "tensor 'w6'"));
-  EXPECT_TRUE(contains(
-      open_error(R"({"w6":{"dtype":"F32","shape":"2","data_offsets":[0,8]}})", eight_),
-      "not an array"));
+  EXPECT_TRUE(
+      contains(open_error(R"({"w6":{"dtype":"F32","shape":[2.0],"data_offsets":[0,8]}})", eight_),
+               "tensor 'w6'"));
+  EXPECT_TRUE(
+      contains(open_error(R"({"w6":{"dtype":"F32","shape":"2","data_offsets":[0,8]}})", eight_),
+               "not an array"));
 }
 
 TEST_F(SafetensorsValidationTest, ElementCountOverflow) {
@@ -395,20 +398,19 @@ TEST_F(SafetensorsValidationTest, OffsetsNotAPair) {
 }
 
 TEST_F(SafetensorsValidationTest, OverlappingTensors) {
-  const std::string msg = open_error(
-      R"({"first":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
-      R"("second":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
-      std::string(12, '\0'));
+  const std::string msg =
+      open_error(R"({"first":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                 R"("second":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
+                 std::string(12, '\0'));
   EXPECT_TRUE(contains(msg, path_));
   EXPECT_TRUE(contains(msg, "tensor 'second'"));
   EXPECT_TRUE(contains(msg, "overlap tensor 'first'"));
 }
 
 TEST_F(SafetensorsValidationTest, IdenticalRangesOverlap) {
-  const std::string msg = open_error(
-      R"({"a":{"dtype":"U8","shape":[8],"data_offsets":[0,8]},)"
-      R"("b":{"dtype":"I8","shape":[8],"data_offsets":[0,8]}})",
-      eight_);
+  const std::string msg = open_error(R"({"a":{"dtype":"U8","shape":[8],"data_offsets":[0,8]},)"
+                                     R"("b":{"dtype":"I8","shape":[8],"data_offsets":[0,8]}})",
+                                     eight_);
   EXPECT_TRUE(contains(msg, "overlap"));
 }
 
@@ -436,10 +438,9 @@ TEST_F(SafetensorsValidationTest, MetadataValueNotAString) {
 }
 
 TEST_F(SafetensorsValidationTest, DuplicateTensorName) {
-  const std::string msg = open_error(
-      R"({"dup":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},)"
-      R"("dup":{"dtype":"U8","shape":[4],"data_offsets":[4,8]}})",
-      eight_);
+  const std::string msg = open_error(R"({"dup":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},)"
+                                     R"("dup":{"dtype":"U8","shape":[4],"data_offsets":[4,8]}})",
+                                     eight_);
   EXPECT_TRUE(contains(msg, path_));
   EXPECT_TRUE(contains(msg, "tensor 'dup' is listed twice"));
 }
@@ -457,8 +458,8 @@ TEST_F(SafetensorsValidationTest, OpenMemoryValidatesTheSameWay) {
   const std::string msg =
       error_of([&] { SafetensorsFile::open_memory(image.data(), image.size(), "buffer-7"); });
   EXPECT_TRUE(contains(msg, "buffer-7: tensor 'w'"));
-  EXPECT_TRUE(contains(error_of([] { SafetensorsFile::open_memory(nullptr, 0, "nothing"); }),
-                       "nothing: "));
+  EXPECT_TRUE(
+      contains(error_of([] { SafetensorsFile::open_memory(nullptr, 0, "nothing"); }), "nothing: "));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -469,8 +470,8 @@ TEST(SafetensorsTest, AbsentTensorNamesFileAndTensor) {
   const std::string path = dir.file("one.safetensors");
   write_safetensors(path, {{"present", Tensor::zeros({1})}});
   const auto file = SafetensorsFile::open(path);
-  for (const std::string& msg : {error_of([&] { file->tensor("ghost"); }),
-                                 error_of([&] { file->tensor_f32("ghost"); })}) {
+  for (const std::string& msg :
+       {error_of([&] { file->tensor("ghost"); }), error_of([&] { file->tensor_f32("ghost"); })}) {
     EXPECT_TRUE(contains(msg, path));
     EXPECT_TRUE(contains(msg, "'ghost'"));
   }
@@ -484,29 +485,65 @@ TEST(SafetensorsTest, OpenErrorsNameThePath) {
   const std::string msg = error_of([&] { SafetensorsFile::open(dir.path().string()); });
   EXPECT_TRUE(contains(msg, dir.path().string()));
   EXPECT_TRUE(contains(msg, "directory"));
+  // A FIFO is refused at once instead of blocking for a writer.
+  const std::string fifo = dir.file("pipe.safetensors");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const std::string fifo_msg = error_of([&] { SafetensorsFile::open(fifo); });
+  EXPECT_TRUE(contains(fifo_msg, fifo));
+  EXPECT_TRUE(contains(fifo_msg, "not a regular file"));
 }
 
 TEST(SafetensorsTest, WriteErrorsNameThePath) {
   TempDir dir;
   const std::string path = dir.file("no-such-dir/out.safetensors");
   EXPECT_THROW(write_safetensors(path, {{"a", Tensor::zeros({1})}}), Error);
-  EXPECT_TRUE(contains(error_of([&] { write_safetensors(path, {{"a", Tensor::zeros({1})}}); }),
+  EXPECT_TRUE(contains(error_of([&] {
+                         write_safetensors(path, {{"a", Tensor::zeros({1})}});
+                       }),
                        path));
 }
 
 TEST(SafetensorsTest, WriteRejectsBadInput) {
   TempDir dir;
   const std::string path = dir.file("w.safetensors");
-  const std::string dup = error_of(
-      [&] { write_safetensors(path, {{"a", Tensor::zeros({1})}, {"a", Tensor::zeros({2})}}); });
+  const std::string dup = error_of([&] {
+    write_safetensors(path, {{"a", Tensor::zeros({1})}, {"a", Tensor::zeros({2})}});
+  });
   EXPECT_TRUE(contains(dup, path));
   EXPECT_TRUE(contains(dup, "'a'"));
-  EXPECT_TRUE(contains(
-      error_of([&] { write_safetensors(path, {{"__metadata__", Tensor::zeros({1})}}); }),
-      "reserved"));
-  EXPECT_TRUE(contains(error_of([&] { write_safetensors(path, {{"u", Tensor()}}); }),
+  EXPECT_TRUE(contains(error_of([&] {
+                         write_safetensors(path, {{"__metadata__", Tensor::zeros({1})}});
+                       }),
+                       "reserved"));
+  EXPECT_TRUE(contains(error_of([&] {
+                         write_safetensors(path, {{"u", Tensor()}});
+                       }),
                        "'u' is undefined"));
   EXPECT_FALSE(std::filesystem::exists(path));
+}
+
+// The fuzzer's seeds (fuzz/make_corpus.py) are what their names say.
+TEST(SafetensorsTest, FuzzSeedCorpus) {
+  const std::filesystem::path dir =
+      std::filesystem::path(FISDIT_TEST_DATA) / ".." / ".." / "fuzz" / "corpus" / "safetensors";
+  if (!std::filesystem::is_directory(dir)) GTEST_SKIP() << "no seed corpus at " << dir;
+  int valid = 0, invalid = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    const std::string msg = error_of([&] {
+      const auto file = SafetensorsFile::open(entry.path().string());
+      for (const TensorInfo& info : file->tensors()) file->tensor_f32(info.name);
+    });
+    if (name.rfind("valid_", 0) == 0) {
+      EXPECT_EQ(msg, "<no exception>") << name;
+      ++valid;
+    } else if (name.rfind("invalid_", 0) == 0) {
+      EXPECT_TRUE(contains(msg, entry.path().string())) << name;
+      ++invalid;
+    }
+  }
+  EXPECT_GE(valid, 1);
+  EXPECT_GE(invalid, 1);
 }
 
 }  // namespace
