@@ -20,10 +20,11 @@ namespace fs = std::filesystem;
 class WanLoader : public ::testing::Test {
  protected:
   void SetUp() override {
-    fixture_ = SafetensorsFile::open(std::string(FISDIT_TEST_DATA) + "/wan/dit_t2v_tiny.safetensors");
+    fixture_ =
+        SafetensorsFile::open(std::string(FISDIT_TEST_DATA) + "/wan/dit_t2v_tiny.safetensors");
     dir_ = fs::temp_directory_path() /
-           ("fisdit_loader_" + std::string(
-                                   ::testing::UnitTest::GetInstance()->current_test_info()->name()));
+           ("fisdit_loader_" +
+            std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
     fs::remove_all(dir_);
     fs::create_directories(dir_);
   }
@@ -54,9 +55,17 @@ class WanLoader : public ::testing::Test {
 
   // config.json as the official release writes it (no text_dim, no patch_size).
   static nlohmann::json official_config() {
-    return {{"_class_name", "WanModel"}, {"_diffusers_version", "0.33.0"}, {"dim", 128},
-            {"eps", 1e-06}, {"ffn_dim", 256}, {"freq_dim", 256}, {"in_dim", 16},
-            {"model_type", "t2v"}, {"num_heads", 2}, {"num_layers", 4}, {"out_dim", 16},
+    return {{"_class_name", "WanModel"},
+            {"_diffusers_version", "0.33.0"},
+            {"dim", 128},
+            {"eps", 1e-06},
+            {"ffn_dim", 256},
+            {"freq_dim", 256},
+            {"in_dim", 16},
+            {"model_type", "t2v"},
+            {"num_heads", 2},
+            {"num_layers", 4},
+            {"out_dim", 16},
             {"text_len", 32}};
   }
 
@@ -84,11 +93,18 @@ TEST_F(WanLoader, ShardedOfficialDirectoryTakesOmittedValuesFromShapes) {
 }
 
 TEST_F(WanLoader, DiffusersDirectoryGivesTheSameModel) {
-  const nlohmann::json cfg = {{"_class_name", "WanTransformer3DModel"}, {"num_attention_heads", 2},
-                              {"attention_head_dim", 64}, {"in_channels", 16},
-                              {"out_channels", 16}, {"ffn_dim", 256}, {"num_layers", 4},
-                              {"text_dim", 48}, {"freq_dim", 256}, {"patch_size", {1, 2, 2}},
-                              {"cross_attn_norm", true}, {"eps", 1e-6}};
+  const nlohmann::json cfg = {{"_class_name", "WanTransformer3DModel"},
+                              {"num_attention_heads", 2},
+                              {"attention_head_dim", 64},
+                              {"in_channels", 16},
+                              {"out_channels", 16},
+                              {"ffn_dim", 256},
+                              {"num_layers", 4},
+                              {"text_dim", 48},
+                              {"freq_dim", 256},
+                              {"patch_size", {1, 2, 2}},
+                              {"cross_attn_norm", true},
+                              {"eps", 1e-6}};
   write_model(dir_ / "diffusers", KeyLayout::Diffusers, "", 2, &cfg);
   ModelSource src = open_model((dir_ / "diffusers").string());
   EXPECT_EQ(src.keys.layout, KeyLayout::Diffusers);
