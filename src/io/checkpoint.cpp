@@ -86,7 +86,8 @@ std::optional<std::string> config_beside(const fs::path& dir) {
 void add_file(Checkpoint::State& s, std::shared_ptr<SafetensorsFile> file) {
   const size_t index = s.files.size();
   for (const TensorInfo& info : file->tensors()) {
-    const auto [it, inserted] = s.tensors.emplace(info.name, Checkpoint::State::Entry{index, &info});
+    const auto [it, inserted] =
+        s.tensors.emplace(info.name, Checkpoint::State::Entry{index, &info});
     if (!inserted)
       fail(s.path, "tensor " + squoted(info.name) + " is in both " +
                        s.files[it->second.file]->path() + " and " + file->path());
@@ -105,8 +106,8 @@ void open_index(Checkpoint::State& s, const std::string& index_path) {
   std::map<std::string, size_t> shard_file;  // shard name -> index in s.files
   for (const auto& [name, shard_json] : weight_map.items()) {
     if (!shard_json.is_string() || shard_json.get<std::string>().empty())
-      fail(index_path, "weight_map entry for tensor " + squoted(name) +
-                           " is not a shard file name");
+      fail(index_path,
+           "weight_map entry for tensor " + squoted(name) + " is not a shard file name");
     const std::string shard = shard_json.get<std::string>();
     auto it = shard_file.find(shard);
     if (it == shard_file.end()) {
@@ -146,9 +147,10 @@ void open_directory(Checkpoint::State& s, const fs::path& dir) {
   s.config = config_beside(dir);
   if (indexes.size() > 1) {
     std::string list;
-    for (const auto& p : indexes) list += (list.empty() ? "" : ", ") + fs::path(p).filename().string();
-    fail(s.path, "directory has several safetensors index files (" + list +
-                     "); pass the one to use");
+    for (const auto& p : indexes)
+      list += (list.empty() ? "" : ", ") + fs::path(p).filename().string();
+    fail(s.path,
+         "directory has several safetensors index files (" + list + "); pass the one to use");
   }
   if (indexes.size() == 1) {
     open_index(s, indexes[0]);
@@ -178,8 +180,9 @@ Checkpoint Checkpoint::open(const std::string& path) {
   } else {
     const std::string ext = lower(fs::path(path).extension().string());
     if (ext == ".pt" || ext == ".pth" || ext == ".bin" || ext == ".ckpt" || ext == ".pkl")
-      fail(path, "looks like a PyTorch pickle checkpoint; fisdit reads only safetensors "
-                 "(convert it first)");
+      fail(path,
+           "looks like a PyTorch pickle checkpoint; fisdit reads only safetensors "
+           "(convert it first)");
     if (ext == ".gguf") fail(path, "GGUF checkpoints are not supported; use safetensors");
     add_file(*s, SafetensorsFile::open(path));
   }
@@ -213,7 +216,8 @@ const TensorInfo* Checkpoint::find(std::string_view name) const {
 namespace {
 const Checkpoint::State::Entry& require(const Checkpoint::State& s, std::string_view name) {
   const auto it = s.tensors.find(name);
-  if (it == s.tensors.end()) fail(s.path, "tensor " + squoted(name) + " not found in the checkpoint");
+  if (it == s.tensors.end())
+    fail(s.path, "tensor " + squoted(name) + " not found in the checkpoint");
   return it->second;
 }
 }  // namespace

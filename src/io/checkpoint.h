@@ -13,12 +13,11 @@
 // shard exists and holds each tensor the index assigns to it. Tensors a shard holds but the
 // index does not list are ignored. Copies of a Checkpoint share the open files.
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "io/safetensors.h"
 

@@ -184,9 +184,9 @@ int count_wan_blocks(const std::vector<std::string>& names, const KeyMap& keymap
   int expected = 0;
   for (int b : blocks) {
     if (b != expected)
-      throw Error("Wan DiT blocks under prefix " + squoted(keymap.prefix) + " are not numbered 0.." +
-                  std::to_string(blocks.size() - 1) + ": block " + std::to_string(expected) +
-                  " is missing");
+      throw Error("Wan DiT blocks under prefix " + squoted(keymap.prefix) +
+                  " are not numbered 0.." + std::to_string(blocks.size() - 1) + ": block " +
+                  std::to_string(expected) + " is missing");
     ++expected;
   }
   return static_cast<int>(blocks.size());

@@ -16,19 +16,23 @@
 // KeyMap turns a canonical name into the name stored in the checkpoint.
 //
 // Diffusers names of the canonical ones (N = block index):
-//   time_embedding.{0,2}   -> condition_embedder.time_embedder.linear_{1,2}
-//   time_projection.1      -> condition_embedder.time_proj
-//   text_embedding.{0,2}   -> condition_embedder.text_embedder.linear_{1,2}
-//   head.modulation        -> scale_shift_table        head.head -> proj_out
-//   blocks.N.modulation    -> blocks.N.scale_shift_table
-//   blocks.N.self_attn.{q,k,v,o,norm_q,norm_k}  -> blocks.N.attn1.{to_q,to_k,to_v,to_out.0,norm_q,norm_k}
-//   blocks.N.cross_attn.*  -> blocks.N.attn2.* (same), k_img/v_img/norm_k_img -> add_k_proj/
-//                             add_v_proj/norm_added_k (Wan 2.1 I2V)
-//   blocks.N.norm3         -> blocks.N.norm2 (the affine norm before cross-attention)
-//   blocks.N.ffn.0         -> blocks.N.ffn.net.0.proj  blocks.N.ffn.2 -> blocks.N.ffn.net.2
-//   img_emb.proj.{0,1,3,4} -> condition_embedder.image_embedder.{norm1,ff.net.0.proj,ff.net.2,
-//                             norm2}, img_emb.emb_pos -> condition_embedder.image_embedder.pos_embed
-//   patch_embedding        -> patch_embedding
+//   time_embedding.{0,2}    -> condition_embedder.time_embedder.linear_{1,2}
+//   time_projection.1       -> condition_embedder.time_proj
+//   text_embedding.{0,2}    -> condition_embedder.text_embedder.linear_{1,2}
+//   head.modulation         -> scale_shift_table
+//   head.head               -> proj_out
+//   blocks.N.modulation     -> blocks.N.scale_shift_table
+//   blocks.N.self_attn.X    -> blocks.N.attn1.Y, X -> Y: q -> to_q, k -> to_k, v -> to_v,
+//                              o -> to_out.0, norm_q -> norm_q, norm_k -> norm_k
+//   blocks.N.cross_attn.X   -> blocks.N.attn2.Y, as above, and (Wan 2.1 I2V) k_img -> add_k_proj,
+//                              v_img -> add_v_proj, norm_k_img -> norm_added_k
+//   blocks.N.norm3          -> blocks.N.norm2 (the affine norm before cross-attention)
+//   blocks.N.ffn.0          -> blocks.N.ffn.net.0.proj
+//   blocks.N.ffn.2          -> blocks.N.ffn.net.2
+//   img_emb.proj.{0,1,3,4}  -> condition_embedder.image_embedder.{norm1, ff.net.0.proj,
+//                              ff.net.2, norm2} (Wan 2.1 I2V)
+//   img_emb.emb_pos         -> condition_embedder.image_embedder.pos_embed
+//   patch_embedding         -> patch_embedding
 #include <optional>
 #include <string>
 #include <string_view>

@@ -12,11 +12,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <numeric>
 #include <set>
 #include <system_error>
-
-#include <nlohmann/json.hpp>
 
 #include "fisdit/error.h"
 #include "io/text.h"
@@ -105,7 +104,8 @@ OrderedJson parse_header(const std::string& path, std::string_view text) {
   if (!duplicate.empty())
     fail(path, duplicate_is_tensor ? "tensor " + squoted(duplicate) + " is listed twice"
                                    : "header repeats the key " + squoted(duplicate));
-  if (!j.is_object()) fail(path, std::string("header is a JSON ") + j.type_name() + ", not an object");
+  if (!j.is_object())
+    fail(path, std::string("header is a JSON ") + j.type_name() + ", not an object");
   return j;
 }
 
@@ -187,7 +187,8 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
                    " bytes, too short for a safetensors header (at least 8)");
   auto storage = std::make_shared<Storage>();
   void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  if (p == MAP_FAILED) fail(path, "cannot map " + std::to_string(size) + " bytes: " + errno_text(errno));
+  if (p == MAP_FAILED)
+    fail(path, "cannot map " + std::to_string(size) + " bytes: " + errno_text(errno));
   storage->addr = p;
   storage->length = size;
   storage->mapped = true;
@@ -256,13 +257,13 @@ void SafetensorsFile::parse() {
       continue;
     }
     if (!entry.is_object())
-      fail_tensor(path, name, std::string("entry is a JSON ") + entry.type_name() +
-                                  ", expected an object");
+      fail_tensor(path, name,
+                  std::string("entry is a JSON ") + entry.type_name() + ", expected an object");
     for (const auto& [key, value] : entry.items()) {
       (void)value;
       if (key != "dtype" && key != "shape" && key != "data_offsets")
-        fail_tensor(path, name, "unknown key " + squoted(key) +
-                                    " (expected only dtype, shape, data_offsets)");
+        fail_tensor(path, name,
+                    "unknown key " + squoted(key) + " (expected only dtype, shape, data_offsets)");
     }
     for (const char* key : {"dtype", "shape", "data_offsets"})
       if (!entry.contains(key)) fail_tensor(path, name, std::string("missing \"") + key + "\"");
@@ -283,8 +284,9 @@ void SafetensorsFile::parse() {
     for (const auto& d : shape) {
       uint64_t dim = 0;
       if (!json_unsigned(d, dim))
-        fail_tensor(path, name, "shape " + json_excerpt(shape) + " has " + json_excerpt(d) +
-                                    ", not a non-negative integer");
+        fail_tensor(path, name,
+                    "shape " + json_excerpt(shape) + " has " + json_excerpt(d) +
+                        ", not a non-negative integer");
       if (dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
           (dim != 0 && __builtin_mul_overflow(numel, static_cast<int64_t>(dim), &numel)))
         fail_tensor(path, name, "shape " + json_excerpt(shape) + " has too many elements");
@@ -297,24 +299,27 @@ void SafetensorsFile::parse() {
     uint64_t begin = 0, end = 0;
     if (!offsets.is_array() || offsets.size() != 2 || !json_unsigned(offsets[0], begin) ||
         !json_unsigned(offsets[1], end))
-      fail_tensor(path, name, "data_offsets " + json_excerpt(offsets) +
-                                  " is not a pair of non-negative integers [begin, end]");
+      fail_tensor(path, name,
+                  "data_offsets " + json_excerpt(offsets) +
+                      " is not a pair of non-negative integers [begin, end]");
     if (begin > end)
-      fail_tensor(path, name, "data_offsets [" + std::to_string(begin) + ", " +
-                                  std::to_string(end) + "] end before they begin");
+      fail_tensor(path, name,
+                  "data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
+                      "] end before they begin");
     if (end > data_size)
-      fail_tensor(path, name, "data_offsets [" + std::to_string(begin) + ", " +
-                                  std::to_string(end) + "] run past the end of the data (" +
-                                  std::to_string(data_size) + " bytes)");
+      fail_tensor(path, name,
+                  "data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
+                      "] run past the end of the data (" + std::to_string(data_size) + " bytes)");
     uint64_t nbytes = 0;
     const bool too_big =
         __builtin_mul_overflow(static_cast<uint64_t>(numel), dtype_size(info.dtype), &nbytes);
     if (too_big || nbytes != end - begin)
-      fail_tensor(path, name, "shape " + shape_str(info.shape) + " of " +
-                                  std::string(dtype_name(info.dtype)) + " needs " +
-                                  (too_big ? std::string("more than 2^64") : std::to_string(nbytes)) +
-                                  " bytes but data_offsets [" + std::to_string(begin) + ", " +
-                                  std::to_string(end) + "] hold " + std::to_string(end - begin));
+      fail_tensor(path, name,
+                  "shape " + shape_str(info.shape) + " of " + std::string(dtype_name(info.dtype)) +
+                      " needs " +
+                      (too_big ? std::string("more than 2^64") : std::to_string(nbytes)) +
+                      " bytes but data_offsets [" + std::to_string(begin) + ", " +
+                      std::to_string(end) + "] hold " + std::to_string(end - begin));
     info.offset = data_start + begin;
     info.nbytes = nbytes;
     ranges.emplace_back(begin, end);
@@ -326,8 +331,7 @@ void SafetensorsFile::parse() {
   std::vector<size_t> order;
   for (size_t i = 0; i < tensors_.size(); ++i)
     if (tensors_[i].nbytes) order.push_back(i);
-  std::sort(order.begin(), order.end(),
-            [&](size_t a, size_t b) { return ranges[a] < ranges[b]; });
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return ranges[a] < ranges[b]; });
   for (size_t k = 1; k < order.size(); ++k) {
     const size_t prev = order[k - 1], cur = order[k];
     if (ranges[cur].first < ranges[prev].second)
@@ -375,8 +379,8 @@ Tensor SafetensorsFile::tensor_f32(std::string_view name) const {
 namespace {
 
 struct WritePlan {
-  std::string header;          // padded JSON, length a multiple of 8
-  std::vector<size_t> order;   // tensors in data order
+  std::string header;         // padded JSON, length a multiple of 8
+  std::vector<size_t> order;  // tensors in data order
 };
 
 WritePlan plan_write(const std::string& where, const NamedTensors& tensors,

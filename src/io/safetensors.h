@@ -6,7 +6,9 @@
 // returned: every tensor's dtype, shape, byte range and size, no overlapping ranges, and string
 // metadata. Every violation throws fisdit::Error naming the file (and the tensor when there is
 // one). Nothing read from the file is trusted past validation: a hostile file can make open()
-// throw but never read out of bounds.
+// throw but never read out of bounds. Also refused: duplicate keys, NUL bytes or nesting deeper
+// than 16 in the header. Accepted: unused bytes between tensors (the reference reader requires
+// the data to be packed; fisdit only requires ranges not to overlap).
 //
 // The mapping is shared: Tensor views returned by tensor() keep the file mapped after the
 // SafetensorsFile handle is gone. Views point into read-only memory: never write through them.
