@@ -8,15 +8,6 @@
 #include "fisdit/error.h"
 #include "io/safetensors.h"
 
-// The fuzz target's own flags (-fsanitize=fuzzer,address,undefined) do not reach the
-// fisdit_engine library, so the code under test is compiled into this translation unit to get
-// coverage feedback and sanitizer checks. The linker then takes none of these objects from the
-// library archive. (Drop these includes if the engine itself gets built with
-// -fsanitize=fuzzer-no-link,address,undefined.)
-#include "../src/core/dtype.cpp"      // NOLINT(bugprone-suspicious-include)
-#include "../src/core/tensor.cpp"     // NOLINT(bugprone-suspicious-include)
-#include "../src/io/safetensors.cpp"  // NOLINT(bugprone-suspicious-include)
-
 namespace {
 
 constexpr uint64_t kMaxConvertBytes = 1 << 20;

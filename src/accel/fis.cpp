@@ -59,7 +59,9 @@ FisConfig fis_from_json(const nlohmann::json& j, const std::string& source) {
   if (!j.is_object()) throw Error(source + ": FIS preset must be a JSON object");
   FisConfig c;
   c.name = "custom";
-  for (const auto& [key, value] : j.items()) {
+  for (const auto& item : j.items()) {
+    const std::string& key = item.key();
+    const nlohmann::json& value = item.value();
     auto need_int = [&]() {
       if (!value.is_number_integer())
         throw Error(source + ": FIS field '" + key + "' must be an integer");

@@ -28,9 +28,9 @@ inline Backend* gpu_or_null() {
   return backend.get();
 }
 
-#define FISDIT_REQUIRE_GPU()                                    \
-  Backend* gpu_ptr = ::fisdit::test::gpu_or_null();             \
-  if (!gpu_ptr) GTEST_SKIP() << "no usable CUDA GPU";           \
+#define FISDIT_REQUIRE_GPU()                          \
+  Backend* gpu_ptr = ::fisdit::test::gpu_or_null();   \
+  if (!gpu_ptr) GTEST_SKIP() << "no usable CUDA GPU"; \
   Backend& gpu = *gpu_ptr
 
 inline Tensor randn(const Shape& shape, uint64_t seed, float stddev = 1.0f, float mean = 0.0f) {

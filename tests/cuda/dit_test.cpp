@@ -33,7 +33,8 @@ ModelRun load(Backend& backend, const std::string& path, const SafetensorsFile& 
 Tensor forward(Backend& backend, ModelRun& r, const SafetensorsFile& f, bool has_y,
                const accel::FisPlan* plan) {
   Tensor x = backend.upload(f.tensor_f32("input.x"), DType::F32);
-  if (has_y) x = wan::concat_channels(backend, x, backend.upload(f.tensor_f32("input.y"), DType::F32));
+  if (has_y)
+    x = wan::concat_channels(backend, x, backend.upload(f.tensor_f32("input.y"), DType::F32));
   return backend.download(r.dit->forward(x, f.tensor_f32("input.t"), r.text, plan, true));
 }
 

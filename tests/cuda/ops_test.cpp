@@ -58,11 +58,11 @@ INSTANTIATE_TEST_SUITE_P(
         LinearCase{37, 200, 72, DType::BF16, DType::BF16, true, Activation::None},
         LinearCase{37, 200, 72, DType::BF16, DType::BF16, true, Activation::GeluTanh},
         LinearCase{130, 136, 300, DType::BF16, DType::BF16, false, Activation::None},
-        LinearCase{130, 64, 256, DType::F32, DType::F32, true, Activation::None},   // patch embed
-        LinearCase{257, 128, 64, DType::F32, DType::F32, true, Activation::None},   // head
+        LinearCase{130, 64, 256, DType::F32, DType::F32, true, Activation::None},  // patch embed
+        LinearCase{257, 128, 64, DType::F32, DType::F32, true, Activation::None},  // head
         LinearCase{33, 48, 128, DType::F32, DType::BF16, true, Activation::GeluTanh},  // text
-        LinearCase{1, 256, 128, DType::F32, DType::F32, true, Activation::Silu},    // time emb
-        LinearCase{3, 128, 768, DType::F32, DType::F32, true, Activation::None},    // projection
+        LinearCase{1, 256, 128, DType::F32, DType::F32, true, Activation::Silu},       // time emb
+        LinearCase{3, 128, 768, DType::F32, DType::F32, true, Activation::None},       // projection
         LinearCase{1000, 1536, 1000, DType::BF16, DType::BF16, true, Activation::GeluTanh},
         LinearCase{77, 512, 1536, DType::BF16, DType::F32, true, Activation::Silu}));
 
@@ -82,16 +82,16 @@ TEST_P(CudaAttention, MatchesTheCpuReference) {
   cpu->attention(q, k, v, ref);
   Tensor out = poisoned(gpu, {c.lq, c.heads, c.d}, DType::BF16);
   gpu.flops().reset();
-  gpu.attention(gpu.upload(q, DType::BF16), gpu.upload(k, DType::BF16),
-                gpu.upload(v, DType::BF16), out);
+  gpu.attention(gpu.upload(q, DType::BF16), gpu.upload(k, DType::BF16), gpu.upload(v, DType::BF16),
+                out);
   EXPECT_LE(gpu_err(gpu, out, ref), kBf16Out)
       << "lq=" << c.lq << " lk=" << c.lk << " heads=" << c.heads << " d=" << c.d;
   EXPECT_DOUBLE_EQ(gpu.flops().attention, cpu->flops().attention);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaAttention,
-                         ::testing::Values(AttnCase{144, 144, 2, 64},   // fixture self-attention
-                                           AttnCase{144, 32, 2, 64},    // fixture cross-attention
+                         ::testing::Values(AttnCase{144, 144, 2, 64},  // fixture self-attention
+                                           AttnCase{144, 32, 2, 64},   // fixture cross-attention
                                            AttnCase{77, 33, 3, 64}, AttnCase{300, 512, 2, 128},
                                            AttnCase{1000, 1000, 2, 128},
                                            AttnCase{129, 77, 5, 128}));
@@ -99,7 +99,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaAttention,
 TEST(CudaOps, LayerNormWithModulationAndRowIndex) {
   FISDIT_REQUIRE_GPU();
   auto cpu = make_cpu_backend();
-  for (int64_t d : {128, 200, 5120}) {
+  for (int64_t d : {128, 130, 200, 5120}) {  // 130: the non-vectorised path
     const int64_t rows = 37;
     const Tensor x = randn({rows, d}, 21, 2.0f, 0.5f);
     const Tensor table = randn({2, 6, d}, 22, 0.3f);
@@ -130,7 +130,7 @@ TEST(CudaOps, LayerNormWithModulationAndRowIndex) {
 TEST(CudaOps, RmsNormInPlace) {
   FISDIT_REQUIRE_GPU();
   auto cpu = make_cpu_backend();
-  for (int64_t d : {128, 330, 5120}) {
+  for (int64_t d : {128, 330, 5120}) {  // 330: the non-vectorised path
     const Tensor x = round_bf16(randn({41, d}, 31, 3.0f));
     const Tensor w = round_bf16(randn({d}, 32, 0.1f, 1.0f));
     Tensor ref = Tensor::zeros({41, d});
@@ -227,7 +227,8 @@ TEST(CudaOps, GatherAndInterpolateFrames) {
     EXPECT_EQ(gpu_err(gpu, dst, ref), 0.0) << "gather width " << width;
   }
   Tensor rows = Tensor::zeros({frames * per_frame}, DType::I32);
-  for (int64_t i = 0; i < rows.numel(); ++i) rows.data_as<int32_t>()[i] = static_cast<int32_t>(i * 7 % 5);
+  for (int64_t i = 0; i < rows.numel(); ++i)
+    rows.data_as<int32_t>()[i] = static_cast<int32_t>(i * 7 % 5);
   Tensor rows_ref = Tensor::zeros({a * per_frame}, DType::I32);
   cpu->gather_frames(rows, anchors, per_frame, rows_ref);
   Tensor rows_d = gpu.empty({a * per_frame}, DType::I32);

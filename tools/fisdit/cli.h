@@ -34,5 +34,6 @@ void register_inspect(CLI::App& app);
 void register_flops(CLI::App& app);
 void register_dit(CLI::App& app);
 void register_denoise(CLI::App& app);
+void register_bench(CLI::App& app);
 
 }  // namespace fisdit::cli

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   fisdit::cli::register_flops(app);
   fisdit::cli::register_dit(app);
   fisdit::cli::register_denoise(app);
+  fisdit::cli::register_bench(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -1,6 +1,9 @@
 #pragma once
 // The CUDA backend (Hopper-first): cuBLASLt GEMMs, cuDNN attention, own fused kernels.
+// bf16 weights and activations, fp32 residual stream, modulation and norm statistics.
+#include <cstdint>
 #include <memory>
+#include <string>
 
 #include "backend/backend.h"
 
@@ -8,3 +11,39 @@ namespace fisdit {
 // Throws fisdit::Error when no usable GPU is present.
 std::unique_ptr<Backend> make_cuda_backend();
 }  // namespace fisdit
+
+namespace fisdit::cuda {
+
+// Device memory of a CUDA backend's stream-ordered pool (tensors and library workspaces).
+struct MemoryStats {
+  size_t in_use = 0;    // bytes held by live allocations now
+  size_t peak = 0;      // most bytes held at once since the last reset_peak_memory
+  size_t reserved = 0;  // bytes the pool holds from the driver
+  size_t device_total = 0;
+};
+// Throw fisdit::Error when `backend` is not a CUDA backend.
+MemoryStats memory_stats(Backend& backend);
+void reset_peak_memory(Backend& backend);
+
+// With FISDIT_CUDA_PROFILE=1 every op synchronizes around itself and its time is summed per op
+// (and per GEMM shape): a breakdown for performance work, not for timing runs. Returns the table
+// since the last reset ("" when profiling is off).
+std::string op_profile_report(bool reset);
+
+// Times device work on the backend's stream with CUDA events.
+class EventTimer {
+ public:
+  explicit EventTimer(Backend& backend);
+  ~EventTimer();
+  EventTimer(const EventTimer&) = delete;
+  EventTimer& operator=(const EventTimer&) = delete;
+  void start();
+  double stop_ms();  // waits for the stop event
+
+ private:
+  void* stream_;
+  void* begin_;
+  void* end_;
+};
+
+}  // namespace fisdit::cuda

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The one entry point on a GPU machine: configure and build (cuDNN from PyTorch's venv or the CUDA
+# toolkit), run the GPU tests, run the benchmarks, and print a short table last.
+#
+#   bash bench/device.sh [full|quick|tests|bench]     (default: full)
+#
+# quick: tests + small benchmarks (Wan2.1-1.3B 480p, A14B 480p); bench: benchmarks only.
+# Logs go to $OUT (the device tool's folder) or /tmp/fisdit-device. Header-only dependencies and
+# GoogleTest may travel in .deps/ (a CMake prefix) when the machine has no -dev packages.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+MODE=${1:-full}
+OUT=${OUT:-/tmp/fisdit-device}
+mkdir -p "$OUT"
+SUMMARY=$OUT/summary.txt
+: >"$SUMMARY"
+say() { echo "$@" | tee -a "$SUMMARY"; }
+
+[ -d /usr/local/cuda/bin ] && export PATH=/usr/local/cuda/bin:$PATH
+CUDNN_ROOT=${FISDIT_CUDNN_ROOT:-$(python3 -c 'import nvidia.cudnn as m; print(list(m.__path__)[0])' 2>/dev/null || true)}
+[ -n "$CUDNN_ROOT" ] && export LD_LIBRARY_PATH=$CUDNN_ROOT/lib:${LD_LIBRARY_PATH:-}
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader | tee -a "$SUMMARY"
+say "cuDNN root: ${CUDNN_ROOT:-<toolkit>}; nvcc: $(nvcc --version | tail -1)"
+
+# ---- build
+if [ "$MODE" != "bench" ] || [ ! -x build-device/fisdit ]; then
+  t0=$(date +%s)
+  gen=""; command -v ninja >/dev/null && gen="-G Ninja"
+  prefix=""; [ -d .deps ] && prefix="-DCMAKE_PREFIX_PATH=$PWD/.deps"
+  cmake -S . -B build-device $gen -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
+    ${CUDNN_ROOT:+-DFISDIT_CUDNN_ROOT=$CUDNN_ROOT} $prefix >"$OUT/cmake.log" 2>&1 ||
+    { tail -30 "$OUT/cmake.log"; say "CONFIGURE FAILED"; exit 1; }
+  grep "fisdit:" "$OUT/cmake.log" | tee -a "$SUMMARY"
+  cmake --build build-device --target fisdit fisdit_cuda_tests -j "$(nproc)" >"$OUT/build.log" 2>&1 ||
+    { grep -B2 -A12 -m5 "error" "$OUT/build.log" | head -80; say "BUILD FAILED"; exit 1; }
+  say "build: $(( $(date +%s) - t0 )) s"
+fi
+
+# ---- GPU tests
+if [ "$MODE" != "bench" ]; then
+  t0=$(date +%s)
+  FISDIT_CUDA_SYNC=1 ./build-device/fisdit_cuda_tests --gtest_color=no >"$OUT/tests.log" 2>&1
+  rc=$?
+  grep -E "rel L2|declined" "$OUT/tests.log" | sort -u | head -40
+  grep -E "^\[  FAILED  \]|Failure|Expected|Which is|actual|error" "$OUT/tests.log" | head -40
+  say "tests: $(grep -E '^\[  PASSED  \]' "$OUT/tests.log" || echo 'not all passed') $(grep -E '^\[  FAILED  \] [0-9]+ test' "$OUT/tests.log") (rc $rc, $(( $(date +%s) - t0 )) s)"
+fi
+[ "$MODE" = "tests" ] && { cat "$SUMMARY"; exit 0; }
+
+# ---- benchmarks (random bf16 weights of the real shapes; A14B = one expert's weights)
+bench() {  # label, then fisdit bench arguments
+  local label=$1; shift
+  local t0=$(date +%s)
+  ./build-device/fisdit bench --device cuda --random-weights --label "$label" "$@" \
+    >"$OUT/bench_$label.log" 2>&1 || { tail -5 "$OUT/bench_$label.log"; say "bench $label FAILED"; }
+  grep -A6 "^fisdit bench:" "$OUT/bench_$label.log" | grep -v RESULT
+  grep "^RESULT" "$OUT/bench_$label.log" >>"$OUT/results.txt"
+  say "bench $label: $(( $(date +%s) - t0 )) s"
+}
+: >"$OUT/results.txt"
+if [ "$MODE" = "quick" ]; then
+  bench wan21-1.3b-480p --model-config wan2.1-t2v-1.3b --size 832x480 --frames 81 --steps 4 --warmup 1 --repeats 2
+  bench a14b-480p --model-config wan2.2-t2v-a14b --size 832x480 --frames 81 --steps 4 --warmup 1 --repeats 1 --mode per-step-type
+else
+  bench a14b-720p --model-config wan2.2-t2v-a14b --size 1280x720 --frames 81 --steps 4 --warmup 1 --repeats 1
+  bench a14b-480p --model-config wan2.2-t2v-a14b --size 832x480 --frames 81 --steps 4 --warmup 1 --repeats 1
+  bench ti2v-5b-704p --model-config wan2.2-ti2v-5b --size 1280x704 --frames 121 --steps 4 --warmup 1 --repeats 2
+  bench wan21-1.3b-480p --model-config wan2.1-t2v-1.3b --size 832x480 --frames 81 --steps 4 --warmup 1 --repeats 3
+  # Where the time goes: every op synchronized and summed (a breakdown, not a timing run).
+  FISDIT_CUDA_PROFILE=1 ./build-device/fisdit bench --device cuda --random-weights --label profile \
+    --model-config wan2.2-t2v-a14b --size 832x480 --frames 81 --steps 4 --fis off,balanced \
+    --warmup 1 --repeats 1 --mode per-step-type >"$OUT/profile.log" 2>&1
+  grep -A14 "op profile" "$OUT/profile.log" | cut -c1-100
+  FISDIT_GEMM_AUTOTUNE=0 FISDIT_CUDA_PROFILE=1 ./build-device/fisdit bench --device cuda \
+    --random-weights --label profile-noautotune --model-config wan2.2-t2v-a14b --size 832x480 \
+    --frames 81 --steps 4 --fis off --warmup 1 --repeats 1 --mode per-step-type \
+    >"$OUT/profile_noautotune.log" 2>&1
+  echo "without GEMM autotuning:"; grep "linear N" "$OUT/profile_noautotune.log" | head -4 | cut -c1-100
+fi
+
+# ---- the table, last
+{
+  echo
+  echo "model|size|frames|fis|ms/step|ms/DiT|PFLOP|TFLOP/s|speedup|peak GiB|exec PFLOP"
+  sed 's/^RESULT|//' "$OUT/results.txt"
+} | awk -F'|' '{printf "%-16s %-9s %-6s %-9s %9s %9s %8s %8s %8s %9s %10s\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11}' |
+  tee -a "$SUMMARY"

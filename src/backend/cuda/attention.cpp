@@ -1,0 +1,435 @@
+// Attention through cuDNN's fused flash-attention runtime engine, driven directly through the
+// cuDNN 9 backend C API (cudnnBackendCreateDescriptor / SetAttribute / Finalize / Execute).
+//
+// q/k/v/out are bf16 [tokens, heads, head_dim], which is BHSD with b = 1 and strides
+// (tokens * heads * d, d, heads * d, 1): no transposes. The operation graph is the flash
+// attention forward pattern of the cuDNN graph API documentation:
+//
+//   S  = matmul(Q, K^T)                 K^T: a strided view of K, dims (1, h, d, Lk)
+//   S' = S * scale                      pointwise MUL with a by-value fp32 scalar
+//   M  = reduce_max(S') over keys       softmax, written out as reductions and pointwise ops
+//   E  = exp(S' - M)
+//   Z  = reduce_add(E) over keys
+//   P  = E / Z                          bf16 (the second matmul takes the I/O type)
+//   O  = matmul(P, V)
+//
+// Every intermediate is virtual (never stored) and fp32 except P; all compute types are fp32.
+// One execution plan per (Lq, Lk, heads, head_dim), built once and cached; the workspace grows on
+// demand on the engine's stream. A shape cuDNN cannot run is remembered as declined and the
+// caller takes its fallback kernel.
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "backend/cuda/cuda_internal.h"
+
+#if FISDIT_HAVE_CUDNN
+#include <cudnn.h>
+
+namespace fisdit::cuda {
+
+namespace {
+
+// Tensor uids of the variant pack (the virtual tensors get uids too; they must be unique).
+constexpr int64_t kQ = 1, kK = 2, kV = 3, kO = 4, kScale = 5;
+constexpr int64_t kS = 101, kScaled = 102, kMax = 103, kCentered = 104, kExp = 105, kSum = 106,
+                  kP = 107, kLogSum = 108, kStats = 109;
+
+std::string status_text(cudnnStatus_t st) {
+  std::string s = cudnnGetErrorString(st);
+  char detail[512] = {0};
+  cudnnGetLastErrorString(detail, sizeof(detail));
+  if (detail[0] != '\0') s += std::string(" [") + detail + "]";
+  return s;
+}
+
+// A failure while building a plan: cuDNN does not take this shape (the caller falls back).
+struct BuildError {
+  std::string what;
+};
+
+// Owns one backend descriptor.
+class Descriptor {
+ public:
+  Descriptor() = default;
+  Descriptor(cudnnBackendDescriptorType_t type, const char* what) : what_(what) {
+    const cudnnStatus_t st = cudnnBackendCreateDescriptor(type, &d_);
+    if (st != CUDNN_STATUS_SUCCESS) {
+      d_ = nullptr;
+      throw BuildError{std::string("create ") + what + ": " + status_text(st)};
+    }
+  }
+  ~Descriptor() { reset(); }
+  Descriptor(const Descriptor&) = delete;
+  Descriptor& operator=(const Descriptor&) = delete;
+  Descriptor(Descriptor&& o) noexcept : d_(std::exchange(o.d_, nullptr)), what_(o.what_) {}
+  Descriptor& operator=(Descriptor&& o) noexcept {
+    if (this != &o) {
+      reset();
+      d_ = std::exchange(o.d_, nullptr);
+      what_ = o.what_;
+    }
+    return *this;
+  }
+
+  cudnnBackendDescriptor_t get() const { return d_; }
+  const char* what() const { return what_; }
+
+  // Sets an attribute; a failure is a BuildError naming the descriptor and the attribute.
+  void set(cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type, int64_t count,
+           const void* values, const char* attr) {
+    const cudnnStatus_t st = cudnnBackendSetAttribute(d_, name, type, count, values);
+    if (st != CUDNN_STATUS_SUCCESS)
+      throw BuildError{std::string(what_) + " set " + attr + ": " + status_text(st)};
+  }
+  void set_desc(cudnnBackendAttributeName_t name, const Descriptor& other, const char* attr) {
+    cudnnBackendDescriptor_t raw = other.get();
+    set(name, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &raw, attr);
+  }
+  void finalize() {
+    const cudnnStatus_t st = cudnnBackendFinalize(d_);
+    if (st != CUDNN_STATUS_SUCCESS)
+      throw BuildError{std::string(what_) + " finalize: " + status_text(st)};
+  }
+
+ private:
+  void reset() {
+    if (d_) cudnnBackendDestroyDescriptor(d_);
+    d_ = nullptr;
+  }
+  cudnnBackendDescriptor_t d_ = nullptr;
+  const char* what_ = "";
+};
+
+using Dims = std::array<int64_t, 4>;
+
+Descriptor tensor_desc(const char* name, int64_t uid, cudnnDataType_t type, const Dims& dim,
+                       const Dims& stride, bool is_virtual, bool by_value) {
+  Descriptor t(CUDNN_BACKEND_TENSOR_DESCRIPTOR, name);
+  const int64_t alignment = 16;
+  t.set(CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type, "DATA_TYPE");
+  t.set(CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dim.data(), "DIMENSIONS");
+  t.set(CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, stride.data(), "STRIDES");
+  t.set(CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid, "UNIQUE_ID");
+  t.set(CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &alignment, "BYTE_ALIGNMENT");
+  if (is_virtual) {
+    const bool v = true;
+    t.set(CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &v, "IS_VIRTUAL");
+  }
+  if (by_value) {
+    const bool v = true;
+    t.set(CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &v, "IS_BY_VALUE");
+  }
+  t.finalize();
+  return t;
+}
+
+struct Plan {
+  bool ok = false;  // false: cuDNN declined this shape
+  float scale = 1.0f;
+  int64_t workspace = 0;
+  std::vector<Descriptor> keep;  // tensors, ops, the graph and the engine config the plan uses
+  Descriptor plan;
+};
+
+}  // namespace
+
+class AttentionEngine {
+ public:
+  explicit AttentionEngine(cudaStream_t stream) : stream_(stream) {
+    const cudnnStatus_t st = cudnnCreate(&handle_);
+    if (st != CUDNN_STATUS_SUCCESS)
+      fail("attention", "",
+           std::string("cudnnCreate failed: ") + cudnnGetErrorString(st) +
+               " (is libcudnn.so.9 and its engines on the library path?)");
+    const cudnnStatus_t ss = cudnnSetStream(handle_, stream_);
+    if (ss != CUDNN_STATUS_SUCCESS)
+      fail("attention", "", std::string("cudnnSetStream failed: ") + cudnnGetErrorString(ss));
+  }
+  ~AttentionEngine() {
+    if (workspace_) cudaFreeAsync(workspace_, stream_);
+    plans_.clear();  // descriptors go before the handle
+    cudnnDestroy(handle_);
+  }
+  AttentionEngine(const AttentionEngine&) = delete;
+  AttentionEngine& operator=(const AttentionEngine&) = delete;
+
+  bool run(const void* q, const void* k, const void* v, void* out, int64_t lq, int64_t lk,
+           int64_t heads, int64_t d, const std::string& ctx) {
+    const auto key = std::make_tuple(lq, lk, heads, d);
+    auto it = plans_.find(key);
+    if (it == plans_.end()) it = plans_.emplace(key, build(lq, lk, heads, d)).first;
+    Plan& p = it->second;
+    if (!p.ok) return false;
+    if (p.workspace > workspace_bytes_) {
+      if (workspace_) check(cudaFreeAsync(workspace_, stream_), "attention", ctx);
+      workspace_ = nullptr;
+      workspace_bytes_ = 0;
+      check(cudaMallocAsync(&workspace_, static_cast<size_t>(p.workspace), stream_), "attention",
+            ctx + " (workspace)");
+      workspace_bytes_ = p.workspace;
+    }
+
+    const std::string where = ctx + " " + shape_text(lq, lk, heads, d);
+    const int64_t uids[5] = {kQ, kK, kV, kO, kScale};
+    void* ptrs[5] = {const_cast<void*>(q), const_cast<void*>(k), const_cast<void*>(v), out,
+                     &p.scale};  // the by-value scalar is read from host memory
+    void* ws = p.workspace > 0 ? workspace_ : nullptr;
+    try {
+      Descriptor pack(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, "variant pack");
+      pack.set(CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, 5, uids, "UNIQUE_IDS");
+      pack.set(CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, 5, ptrs,
+               "DATA_POINTERS");
+      pack.set(CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws, "WORKSPACE");
+      pack.finalize();
+      const cudnnStatus_t st = cudnnBackendExecute(handle_, p.plan.get(), pack.get());
+      if (st != CUDNN_STATUS_SUCCESS)
+        fail("attention", where, "cudnnBackendExecute failed: " + status_text(st));
+    } catch (const BuildError& e) {
+      fail("attention", where, "cuDNN " + e.what);
+    }
+    check_launch("attention", where, stream_);
+    return true;
+  }
+
+ private:
+  static std::string shape_text(int64_t lq, int64_t lk, int64_t heads, int64_t d) {
+    return "(Lq=" + std::to_string(lq) + " Lk=" + std::to_string(lk) +
+           " heads=" + std::to_string(heads) + " head_dim=" + std::to_string(d) + ")";
+  }
+
+  Plan build(int64_t lq, int64_t lk, int64_t heads, int64_t d) {
+    Plan p;
+    // The graph with the (virtual) softmax statistics tail first, then the bare softmax.
+    std::string why;
+    for (bool with_stats : {true, false}) {
+      try {
+        build_plan(p, lq, lk, heads, d, with_stats);
+        p.ok = true;
+        return p;
+      } catch (const BuildError& e) {
+        why += std::string(why.empty() ? "" : "; ") +
+               (with_stats ? "graph with stats: " : "graph without stats: ") + e.what;
+        p = Plan();
+      }
+    }
+    std::fprintf(stderr,
+                 "fisdit: cuDNN attention declined Lq=%lld Lk=%lld heads=%lld head_dim=%lld "
+                 "(%s); using the fallback kernel\n",
+                 static_cast<long long>(lq), static_cast<long long>(lk),
+                 static_cast<long long>(heads), static_cast<long long>(d), why.c_str());
+    return p;
+  }
+
+  void build_plan(Plan& p, int64_t lq, int64_t lk, int64_t h, int64_t d, bool with_stats) {
+    const cudnnDataType_t bf16 = CUDNN_DATA_BFLOAT16, f32 = CUDNN_DATA_FLOAT;
+    p.scale = 1.0f / std::sqrt(static_cast<float>(d));
+    auto& keep = p.keep;
+    keep.reserve(32);
+    auto add = [&](Descriptor&& x) -> const Descriptor& {
+      keep.push_back(std::move(x));
+      return keep.back();
+    };
+    // keep[] reallocation would not move the raw handles (Descriptor moves only the pointer), but
+    // references into it would dangle: index the tensors instead of holding references.
+    auto tensor = [&](const char* name, int64_t uid, cudnnDataType_t t, Dims dim, Dims stride,
+                      bool virt, bool by_value = false) {
+      add(tensor_desc(name, uid, t, dim, stride, virt, by_value));
+      return keep.size() - 1;
+    };
+
+    // I/O: rows of all heads interleaved ([tokens, heads, d]).
+    const size_t Q = tensor("tensor Q", kQ, bf16, {1, h, lq, d}, {lq * h * d, d, h * d, 1}, false);
+    const size_t KT =
+        tensor("tensor K^T", kK, bf16, {1, h, d, lk}, {lk * h * d, d, 1, h * d}, false);
+    const size_t V = tensor("tensor V", kV, bf16, {1, h, lk, d}, {lk * h * d, d, h * d, 1}, false);
+    const size_t O = tensor("tensor O", kO, bf16, {1, h, lq, d}, {lq * h * d, d, h * d, 1}, false);
+    const size_t SC = tensor("tensor scale", kScale, f32, {1, 1, 1, 1}, {1, 1, 1, 1}, false, true);
+    // Virtual intermediates: scores [1, h, lq, lk] and per-row statistics [1, h, lq, 1].
+    const Dims s_dim = {1, h, lq, lk}, s_stride = {h * lq * lk, lq * lk, lk, 1};
+    const Dims r_dim = {1, h, lq, 1}, r_stride = {h * lq, lq, 1, 1};
+    const size_t S = tensor("tensor S", kS, f32, s_dim, s_stride, true);
+    const size_t S2 = tensor("tensor S*scale", kScaled, f32, s_dim, s_stride, true);
+    const size_t M = tensor("tensor rowmax", kMax, f32, r_dim, r_stride, true);
+    const size_t C = tensor("tensor S-max", kCentered, f32, s_dim, s_stride, true);
+    const size_t E = tensor("tensor exp", kExp, f32, s_dim, s_stride, true);
+    const size_t Z = tensor("tensor rowsum", kSum, f32, r_dim, r_stride, true);
+    const size_t P = tensor("tensor P", kP, bf16, s_dim, s_stride, true);
+
+    std::vector<size_t> ops;
+    auto matmul = [&](size_t a, size_t b, size_t c, const char* name) {
+      Descriptor mm(CUDNN_BACKEND_MATMUL_DESCRIPTOR, name);
+      mm.set(CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f32, "MATMUL_COMP_TYPE");
+      mm.finalize();
+      add(std::move(mm));
+      const size_t mm_i = keep.size() - 1;
+      Descriptor op(CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR, name);
+      op.set_desc(CUDNN_ATTR_OPERATION_MATMUL_ADESC, keep[a], "ADESC");
+      op.set_desc(CUDNN_ATTR_OPERATION_MATMUL_BDESC, keep[b], "BDESC");
+      op.set_desc(CUDNN_ATTR_OPERATION_MATMUL_CDESC, keep[c], "CDESC");
+      op.set_desc(CUDNN_ATTR_OPERATION_MATMUL_DESC, keep[mm_i], "DESC");
+      op.finalize();
+      add(std::move(op));
+      ops.push_back(keep.size() - 1);
+    };
+    auto pointwise = [&](cudnnPointwiseMode_t mode, size_t x, const size_t* b, size_t y,
+                         const char* name) {
+      Descriptor pw(CUDNN_BACKEND_POINTWISE_DESCRIPTOR, name);
+      pw.set(CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode, "POINTWISE_MODE");
+      pw.set(CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &f32, "POINTWISE_MATH_PREC");
+      pw.finalize();
+      add(std::move(pw));
+      const size_t pw_i = keep.size() - 1;
+      Descriptor op(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR, name);
+      op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, keep[pw_i], "PW_DESCRIPTOR");
+      op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_XDESC, keep[x], "XDESC");
+      if (b) op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_BDESC, keep[*b], "BDESC");
+      op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_YDESC, keep[y], "YDESC");
+      op.finalize();
+      add(std::move(op));
+      ops.push_back(keep.size() - 1);
+    };
+    auto reduction = [&](cudnnReduceTensorOp_t mode, size_t x, size_t y, const char* name) {
+      Descriptor rd(CUDNN_BACKEND_REDUCTION_DESCRIPTOR, name);
+      rd.set(CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, 1, &mode,
+             "REDUCTION_OPERATOR");
+      rd.set(CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f32, "REDUCTION_COMP_TYPE");
+      rd.finalize();
+      add(std::move(rd));
+      const size_t rd_i = keep.size() - 1;
+      Descriptor op(CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR, name);
+      op.set_desc(CUDNN_ATTR_OPERATION_REDUCTION_DESC, keep[rd_i], "DESC");
+      op.set_desc(CUDNN_ATTR_OPERATION_REDUCTION_XDESC, keep[x], "XDESC");
+      op.set_desc(CUDNN_ATTR_OPERATION_REDUCTION_YDESC, keep[y], "YDESC");
+      op.finalize();
+      add(std::move(op));
+      ops.push_back(keep.size() - 1);
+    };
+
+    matmul(Q, KT, S, "matmul Q*K^T");
+    pointwise(CUDNN_POINTWISE_MUL, S, &SC, S2, "pointwise scale");
+    reduction(CUDNN_REDUCE_TENSOR_MAX, S2, M, "reduction max");
+    pointwise(CUDNN_POINTWISE_SUB, S2, &M, C, "pointwise sub");
+    pointwise(CUDNN_POINTWISE_EXP, C, nullptr, E, "pointwise exp");
+    reduction(CUDNN_REDUCE_TENSOR_ADD, E, Z, "reduction add");
+    if (with_stats) {
+      // The softmax statistics max + log(sum) as a virtual output: the fused engine's pattern
+      // matcher recognizes the softmax with this tail (the stats are never written).
+      const size_t L = tensor("tensor log(rowsum)", kLogSum, f32, r_dim, r_stride, true);
+      const size_t ST = tensor("tensor stats", kStats, f32, r_dim, r_stride, true);
+      pointwise(CUDNN_POINTWISE_LOG, Z, nullptr, L, "pointwise log");
+      pointwise(CUDNN_POINTWISE_ADD, M, &L, ST, "pointwise add");
+    }
+    pointwise(CUDNN_POINTWISE_DIV, E, &Z, P, "pointwise div");
+    matmul(P, V, O, "matmul P*V");
+
+    std::vector<cudnnBackendDescriptor_t> raw_ops;
+    for (size_t i : ops) raw_ops.push_back(keep[i].get());
+    Descriptor graph(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, "operation graph");
+    graph.set(CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+              static_cast<int64_t>(raw_ops.size()), raw_ops.data(), "OPS");
+    graph.set(CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle_, "HANDLE");
+    graph.finalize();
+
+    // Engine configs by heuristics: mode A first, then FALLBACK; the first that finalizes wins.
+    std::string why;
+    auto note = [&](const std::string& w) { why += (why.empty() ? "" : "; ") + w; };
+    for (cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
+      const char* mode_name = mode == CUDNN_HEUR_MODE_A ? "heuristics A" : "heuristics FALLBACK";
+      std::vector<Descriptor> configs;
+      try {
+        Descriptor heur(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, mode_name);
+        heur.set_desc(CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, graph, "OPERATION_GRAPH");
+        heur.set(CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode, "MODE");
+        heur.finalize();
+        int64_t count = 0;
+        cudnnStatus_t st =
+            cudnnBackendGetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                     CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, nullptr);
+        if (st != CUDNN_STATUS_SUCCESS)
+          throw BuildError{std::string(mode_name) + " result count: " + status_text(st)};
+        if (count <= 0) {
+          note(std::string(mode_name) + ": no engine config");
+          continue;
+        }
+        std::vector<cudnnBackendDescriptor_t> raw(static_cast<size_t>(count));
+        for (auto& r : raw) {
+          configs.emplace_back(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, "engine config");
+          r = configs.back().get();
+        }
+        int64_t got = 0;
+        st = cudnnBackendGetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                      CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &got, raw.data());
+        if (st != CUDNN_STATUS_SUCCESS)
+          throw BuildError{std::string(mode_name) + " results: " + status_text(st)};
+        configs.resize(static_cast<size_t>(std::max<int64_t>(0, std::min(got, count))));
+        if (configs.empty()) {
+          note(std::string(mode_name) + ": no viable engine config among " + std::to_string(count) +
+               " result(s)");
+          continue;
+        }
+      } catch (const BuildError& e) {
+        note(e.what);
+        continue;
+      }
+      for (size_t i = 0; i < configs.size(); ++i) {
+        try {
+          Descriptor plan(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, "execution plan");
+          plan.set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle_, "HANDLE");
+          plan.set_desc(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, configs[i], "ENGINE_CONFIG");
+          plan.finalize();
+          int64_t ws = 0, n = 0;
+          const cudnnStatus_t st = cudnnBackendGetAttribute(
+              plan.get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &n, &ws);
+          if (st != CUDNN_STATUS_SUCCESS)
+            throw BuildError{"execution plan workspace size: " + status_text(st)};
+          p.workspace = ws;
+          p.plan = std::move(plan);
+          keep.push_back(std::move(graph));
+          keep.push_back(std::move(configs[i]));
+          return;
+        } catch (const BuildError& e) {
+          note(std::string(mode_name) + " config " + std::to_string(i) + ": " + e.what);
+        }
+      }
+    }
+    throw BuildError{why.empty() ? std::string("no engine config") : why};
+  }
+
+  cudaStream_t stream_;
+  cudnnHandle_t handle_ = nullptr;
+  void* workspace_ = nullptr;
+  int64_t workspace_bytes_ = 0;
+  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, Plan> plans_;
+};
+
+AttentionEngine* make_attention_engine(cudaStream_t stream) { return new AttentionEngine(stream); }
+void destroy(AttentionEngine* e) { delete e; }
+
+bool attention_cudnn(AttentionEngine& e, const void* q, const void* k, const void* v, void* out,
+                     int64_t lq, int64_t lk, int64_t heads, int64_t head_dim,
+                     const std::string& ctx) {
+  return e.run(q, k, v, out, lq, lk, heads, head_dim, ctx);
+}
+
+}  // namespace fisdit::cuda
+
+#else  // built without cuDNN: every shape goes to the fallback kernel
+
+namespace fisdit::cuda {
+class AttentionEngine {};
+AttentionEngine* make_attention_engine(cudaStream_t) { return new AttentionEngine; }
+void destroy(AttentionEngine* e) { delete e; }
+bool attention_cudnn(AttentionEngine&, const void*, const void*, const void*, void*, int64_t,
+                     int64_t, int64_t, int64_t, const std::string&) {
+  return false;
+}
+}  // namespace fisdit::cuda
+
+#endif

@@ -1,0 +1,266 @@
+// Memory-bound elementwise kernels: conversions, random fills, activations, gated residual adds,
+// bias epilogues and the small-row GEMV of the timestep embedding (fp32 math throughout).
+#include "backend/cuda/kernel_util.cuh"
+
+namespace fisdit::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+__global__ void convert_kernel(const void* src, EType st, void* dst, EType dt, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x)
+    store(dst, dt, i, load(src, st, i));
+}
+
+__device__ __forceinline__ uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+// Counter-based normal numbers (splitmix64 + Box-Muller): element i depends on (seed, i) only.
+__global__ void random_normal_kernel(void* dst, EType dt, int64_t n, float mean, float stddev,
+                                     uint64_t seed) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const uint64_t r = mix64(seed * 0x9e3779b97f4a7c15ULL + static_cast<uint64_t>(i) + 1);
+    const float u1 = (static_cast<float>(r >> 40) + 1.0f) * (1.0f / 16777217.0f);  // (0, 1]
+    const float u2 = static_cast<float>((r >> 16) & 0xffffffu) * (1.0f / 16777216.0f);
+    const float z = sqrtf(-2.0f * logf(u1)) * cospif(2.0f * u2);
+    store(dst, dt, i, mean + stddev * z);
+  }
+}
+
+__global__ void activation_kernel(const void* x, EType xt, void* y, EType yt, int64_t n,
+                                  Activation act) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x)
+    store(y, yt, i, apply_act(load(x, xt, i), act));
+}
+
+__global__ void bias_act_kernel(void* y, EType yt, const void* bias, EType bt, int64_t rows,
+                                int64_t cols, Activation act) {
+  const int64_t n = rows * cols;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    float v = load(y, yt, i);
+    if (bias) v += load(bias, bt, i % cols);
+    store(y, yt, i, apply_act(v, act));
+  }
+}
+
+// One warp per output column n, all m (<= 8) rows at once; w rows read once, coalesced.
+constexpr int kMaxGemvRows = 8;
+__global__ void gemv_rows_kernel(const float* x, const __nv_bfloat16* w, const void* bias, EType bt,
+                                 void* y, EType yt, int m, int64_t n, int64_t k, Activation act) {
+  const int64_t col = blockIdx.x * int64_t{blockDim.x / 32} + (threadIdx.x >> 5);
+  const int lane = threadIdx.x & 31;
+  if (col >= n) return;
+  float acc[kMaxGemvRows];
+#pragma unroll
+  for (int r = 0; r < kMaxGemvRows; ++r) acc[r] = 0.0f;
+  const __nv_bfloat16* wr = w + col * k;
+  for (int64_t i = lane; i < k; i += 32) {
+    const float wv = __bfloat162float(wr[i]);
+#pragma unroll
+    for (int r = 0; r < kMaxGemvRows; ++r)
+      if (r < m) acc[r] += x[r * k + i] * wv;
+  }
+#pragma unroll
+  for (int r = 0; r < kMaxGemvRows; ++r) {
+    if (r >= m) break;
+    const float s = warp_sum(acc[r]);
+    if (lane == 0) {
+      float v = s + (bias ? load(bias, bt, col) : 0.0f);
+      store(y, yt, r * n + col, apply_act(v, act));
+    }
+  }
+}
+
+// x[r, i] += y[r, i] * gate[row(r), i]; 4 channels per thread when d % 4 == 0.
+__global__ void add_vec4_kernel(float* x, const void* y, EType yt, int64_t rows, int64_t d,
+                                ModArg gate) {
+  const int64_t d4 = d / 4, n4 = rows * d4;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n4;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = i / d4, c = (i - r * d4) * 4;
+    float4 xv = reinterpret_cast<float4*>(x)[i];
+    float yv[4];
+    if (yt == EType::BF16) {
+      const uint2 raw = reinterpret_cast<const uint2*>(y)[i];
+      const __nv_bfloat162 lo = *reinterpret_cast<const __nv_bfloat162*>(&raw.x);
+      const __nv_bfloat162 hi = *reinterpret_cast<const __nv_bfloat162*>(&raw.y);
+      yv[0] = __low2float(lo);
+      yv[1] = __high2float(lo);
+      yv[2] = __low2float(hi);
+      yv[3] = __high2float(hi);
+    } else {
+      const float4 f = reinterpret_cast<const float4*>(y)[i];
+      yv[0] = f.x;
+      yv[1] = f.y;
+      yv[2] = f.z;
+      yv[3] = f.w;
+    }
+    if (gate.table) {
+      const float4 g = *reinterpret_cast<const float4*>(mod_row(gate, r, d) + c);
+      yv[0] *= g.x;
+      yv[1] *= g.y;
+      yv[2] *= g.z;
+      yv[3] *= g.w;
+    }
+    xv.x += yv[0];
+    xv.y += yv[1];
+    xv.z += yv[2];
+    xv.w += yv[3];
+    reinterpret_cast<float4*>(x)[i] = xv;
+  }
+}
+
+__global__ void add_kernel(float* x, const void* y, EType yt, int64_t rows, int64_t d,
+                           ModArg gate) {
+  const int64_t n = rows * d;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = i / d, c = i - r * d;
+    float v = load(y, yt, i);
+    if (gate.table) v *= mod_row(gate, r, d)[c];
+    x[i] += v;
+  }
+}
+
+__global__ void mul_gate_kernel(void* x, EType xt, int64_t rows, int64_t d, ModArg gate) {
+  const int64_t n = rows * d;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = i / d, c = i - r * d;
+    store(x, xt, i, load(x, xt, i) * mod_row(gate, r, d)[c]);
+  }
+}
+
+// bf16 x, 4 channels per thread (d % 4 == 0, aligned).
+__global__ void mul_gate_bf16_vec4_kernel(__nv_bfloat16* x, int64_t rows, int64_t d, ModArg gate) {
+  const int64_t d4 = d / 4, n4 = rows * d4;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n4;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = i / d4, c = (i - r * d4) * 4;
+    uint2 raw = reinterpret_cast<uint2*>(x)[i];
+    __nv_bfloat162* lo = reinterpret_cast<__nv_bfloat162*>(&raw.x);
+    __nv_bfloat162* hi = reinterpret_cast<__nv_bfloat162*>(&raw.y);
+    const float4 g = *reinterpret_cast<const float4*>(mod_row(gate, r, d) + c);
+    *lo = __floats2bfloat162_rn(__low2float(*lo) * g.x, __high2float(*lo) * g.y);
+    *hi = __floats2bfloat162_rn(__low2float(*hi) * g.z, __high2float(*hi) * g.w);
+    reinterpret_cast<uint2*>(x)[i] = raw;
+  }
+}
+
+__global__ void add_scaled_kernel(void* x, EType xt, const void* y, EType yt, float alpha,
+                                  int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x)
+    store(x, xt, i, load(x, xt, i) + alpha * load(y, yt, i));
+}
+
+__global__ void sub_kernel(const void* a, EType at, const void* b, EType bt, void* out, EType ot,
+                           int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x)
+    store(out, ot, i, load(a, at, i) - load(b, bt, i));
+}
+
+__global__ void add_row_kernel(const void* a, EType at, const void* row, EType rt, void* out,
+                               EType ot, int64_t n, int64_t d) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x)
+    store(out, ot, i, load(a, at, i) + load(row, rt, i % d));
+}
+
+}  // namespace
+
+void launch_convert(const void* src, EType st, void* dst, EType dt, int64_t n, cudaStream_t s) {
+  if (n == 0) return;
+  convert_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(src, st, dst, dt, n);
+  check_launch("convert", "", s);
+}
+
+void launch_random_normal(void* dst, EType dt, int64_t n, float mean, float stddev, uint64_t seed,
+                          cudaStream_t s) {
+  if (n == 0) return;
+  random_normal_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(dst, dt, n, mean, stddev, seed);
+  check_launch("random_normal", "", s);
+}
+
+void launch_activation(const void* x, EType xt, void* y, EType yt, int64_t n, Activation act,
+                       cudaStream_t s) {
+  if (n == 0) return;
+  activation_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(x, xt, y, yt, n, act);
+  check_launch("activation", "", s);
+}
+
+void launch_bias_act(void* y, EType yt, const void* bias, EType bt, int64_t rows, int64_t cols,
+                     Activation act, cudaStream_t s) {
+  if (rows * cols == 0 || (!bias && act == Activation::None)) return;
+  bias_act_kernel<<<grid_for(rows * cols, kThreads), kThreads, 0, s>>>(y, yt, bias, bt, rows, cols,
+                                                                       act);
+  check_launch("linear (bias epilogue)", "", s);
+}
+
+void launch_gemv_rows(const float* x, const void* w, const void* bias, EType bt, void* y, EType yt,
+                      int64_t m, int64_t n, int64_t k, Activation act, cudaStream_t s) {
+  require(m >= 1 && m <= kMaxGemvRows, "linear", "gemv path takes 1..8 rows");
+  const int warps = 8;
+  const unsigned blocks = static_cast<unsigned>((n + warps - 1) / warps);
+  gemv_rows_kernel<<<blocks, warps * 32, 0, s>>>(x, static_cast<const __nv_bfloat16*>(w), bias, bt,
+                                                 y, yt, static_cast<int>(m), n, k, act);
+  check_launch("linear (gemv)", "", s);
+}
+
+void launch_add(float* x, const void* y, EType yt, int64_t rows, int64_t d, ModArg gate,
+                cudaStream_t s) {
+  const int64_t n = rows * d;
+  if (n == 0) return;
+  const bool vec = d % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(y) % (yt == EType::F32 ? 16 : 8) == 0 &&
+                   (!gate.table || reinterpret_cast<uintptr_t>(gate.table) % 16 == 0);
+  if (vec)
+    add_vec4_kernel<<<grid_for(n / 4, kThreads), kThreads, 0, s>>>(x, y, yt, rows, d, gate);
+  else
+    add_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(x, y, yt, rows, d, gate);
+  check_launch("add", "", s);
+}
+
+void launch_mul_gate(void* x, EType xt, int64_t rows, int64_t d, ModArg gate, cudaStream_t s) {
+  if (rows * d == 0) return;
+  const bool vec = xt == EType::BF16 && d % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 8 == 0 &&
+                   reinterpret_cast<uintptr_t>(gate.table) % 16 == 0;
+  if (vec)
+    mul_gate_bf16_vec4_kernel<<<grid_for(rows * d / 4, kThreads), kThreads, 0, s>>>(
+        static_cast<__nv_bfloat16*>(x), rows, d, gate);
+  else
+    mul_gate_kernel<<<grid_for(rows * d, kThreads), kThreads, 0, s>>>(x, xt, rows, d, gate);
+  check_launch("mul_gate", "", s);
+}
+
+void launch_add_scaled(void* x, EType xt, const void* y, EType yt, float alpha, int64_t n,
+                       cudaStream_t s) {
+  if (n == 0) return;
+  add_scaled_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(x, xt, y, yt, alpha, n);
+  check_launch("add_scaled", "", s);
+}
+
+void launch_sub(const void* a, EType at, const void* b, EType bt, void* out, EType ot, int64_t n,
+                cudaStream_t s) {
+  if (n == 0) return;
+  sub_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(a, at, b, bt, out, ot, n);
+  check_launch("sub", "", s);
+}
+
+void launch_add_row(const void* a, EType at, const void* row, EType rt, void* out, EType ot,
+                    int64_t n, int64_t d, cudaStream_t s) {
+  if (n == 0) return;
+  add_row_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(a, at, row, rt, out, ot, n, d);
+  check_launch("add_row", "", s);
+}
+
+}  // namespace fisdit::cuda

@@ -1,0 +1,231 @@
+// Frame-structured kernels: FIS anchor gather and linear reconstruction (FIS.md), patchify /
+// unpatchify of the latent, and the reference attention kernel used when cuDNN declines a shape.
+#include "backend/cuda/kernel_util.cuh"
+
+namespace fisdit::cuda {
+
+namespace {
+
+// dst frame i = src frame frames[i]; `Word` is the copy unit (16, 4 or 1 bytes).
+template <class Word>
+__global__ void gather_kernel(const Word* src, Word* dst, int64_t frame_words, FrameList frames) {
+  const int64_t n = frame_words * frames.count;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t f = i / frame_words, w = i - f * frame_words;
+    dst[i] = src[frames.frame[f] * frame_words + w];
+  }
+}
+
+// Z_f = ((b - f) Z_a + (f - a) Z_b) / (b - a); anchors copy Z_a exactly (wb = 0, span = 1).
+__global__ void interpolate_kernel(const void* src, EType st, float* dst, int64_t frame_elems,
+                                   InterpPlan plan, bool accumulate) {
+  const int64_t n = frame_elems * plan.frames;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t f = i / frame_elems, e = i - f * frame_elems;
+    const int64_t a = plan.slot[f] * frame_elems + e;
+    float z;
+    if (plan.wb[f] == 0.0f) {
+      z = load(src, st, a);
+    } else {
+      z = (plan.wa[f] * load(src, st, a) + plan.wb[f] * load(src, st, a + frame_elems)) /
+          plan.span[f];
+    }
+    dst[i] = accumulate ? dst[i] + z : z;
+  }
+}
+
+// The same, 4 channels per thread (frame_elems % 4 == 0, aligned): one frame per blockIdx.y.
+__global__ void interpolate_vec4_kernel(const void* src, EType st, float* dst, int64_t frame_elems,
+                                        InterpPlan plan, bool accumulate) {
+  const int f = blockIdx.y;
+  const int64_t n4 = frame_elems / 4;
+  const int64_t a = plan.slot[f] * n4;
+  const bool anchor = plan.wb[f] == 0.0f;
+  const float wa = plan.wa[f], wb = plan.wb[f], inv_span = 1.0f / plan.span[f];
+  float4* out = reinterpret_cast<float4*>(dst) + f * n4;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n4;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    float za[4], zb[4] = {0, 0, 0, 0};
+    auto fetch = [&](int64_t idx, float* v) {
+      if (st == EType::BF16) {
+        const uint2 raw = reinterpret_cast<const uint2*>(src)[idx];
+        const __nv_bfloat162 lo = *reinterpret_cast<const __nv_bfloat162*>(&raw.x);
+        const __nv_bfloat162 hi = *reinterpret_cast<const __nv_bfloat162*>(&raw.y);
+        v[0] = __low2float(lo);
+        v[1] = __high2float(lo);
+        v[2] = __low2float(hi);
+        v[3] = __high2float(hi);
+      } else {
+        const float4 q = reinterpret_cast<const float4*>(src)[idx];
+        v[0] = q.x;
+        v[1] = q.y;
+        v[2] = q.z;
+        v[3] = q.w;
+      }
+    };
+    fetch(a + i, za);
+    if (!anchor) fetch(a + n4 + i, zb);
+    float z[4];
+#pragma unroll
+    for (int c = 0; c < 4; ++c) z[c] = anchor ? za[c] : (wa * za[c] + wb * zb[c]) * inv_span;
+    float4 o = accumulate ? out[i] : make_float4(0, 0, 0, 0);
+    o.x += z[0];
+    o.y += z[1];
+    o.z += z[2];
+    o.w += z[3];
+    out[i] = o;
+  }
+}
+
+// out[token, (ch, i, j, l)] = x[ch, a*pt+i, b*ph+j, e*pw+l], tokens (a, b, e).
+__global__ void patchify_kernel(const float* x, float* out, int64_t c, int64_t f, int64_t h,
+                                int64_t w, int pt, int ph, int pw) {
+  const int64_t gh = h / ph, gw = w / pw, k = c * pt * ph * pw;
+  const int64_t n = c * f * h * w;
+  for (int64_t o = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; o < n;
+       o += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t token = o / k;
+    int64_t idx = o - token * k;
+    const int l = static_cast<int>(idx % pw);
+    idx /= pw;
+    const int j = static_cast<int>(idx % ph);
+    idx /= ph;
+    const int i = static_cast<int>(idx % pt);
+    const int64_t ch = idx / pt;
+    const int64_t e = token % gw, b = (token / gw) % gh, a = token / (gw * gh);
+    out[o] = x[((ch * f + a * pt + i) * h + b * ph + j) * w + e * pw + l];
+  }
+}
+
+// out[ch, f, h, w] from x[token, ((i*ph + j)*pw + l)*c + ch] (einsum 'fhwpqrc->cfphqwr').
+__global__ void unpatchify_kernel(const float* x, float* out, int64_t c, int64_t gf, int64_t gh,
+                                  int64_t gw, int pt, int ph, int pw) {
+  const int64_t f = gf * pt, h = gh * ph, w = gw * pw;
+  const int64_t n = c * f * h * w, row = c * pt * ph * pw;
+  for (int64_t o = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; o < n;
+       o += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t xx = o % w, yy = (o / w) % h, ff = (o / (w * h)) % f, ch = o / (w * h * f);
+    const int64_t a = ff / pt, i = ff % pt, b = yy / ph, j = yy % ph, e = xx / pw, l = xx % pw;
+    const int64_t token = (a * gh + b) * gw + e;
+    out[o] = x[token * row + ((i * ph + j) * pw + l) * c + ch];
+  }
+}
+
+// One block of 128 threads per (query, head): scores for 128 keys at a time, online softmax,
+// each thread owns up to two output channels. fp32 throughout.
+constexpr int kAttnThreads = 128;
+__global__ void attention_naive_kernel(const __nv_bfloat16* q, const __nv_bfloat16* k,
+                                       const __nv_bfloat16* v, __nv_bfloat16* out, int64_t lk,
+                                       int64_t heads, int d, float scale) {
+  __shared__ float qs[256];
+  __shared__ float ps[kAttnThreads];
+  __shared__ float scratch[33];
+  const int64_t i = blockIdx.x, h = blockIdx.y;
+  const int tid = threadIdx.x;
+  for (int c = tid; c < d; c += kAttnThreads) qs[c] = __bfloat162float(q[(i * heads + h) * d + c]);
+  __syncthreads();
+  float m = -INFINITY, l = 0.0f, acc0 = 0.0f, acc1 = 0.0f;
+  for (int64_t j0 = 0; j0 < lk; j0 += kAttnThreads) {
+    const int64_t j = j0 + tid;
+    float s = -INFINITY;
+    if (j < lk) {
+      const __nv_bfloat16* kj = k + (j * heads + h) * d;
+      float dot = 0.0f;
+      for (int c = 0; c < d; ++c) dot += qs[c] * __bfloat162float(kj[c]);
+      s = dot * scale;
+    }
+    const float m_new = fmaxf(m, block_max(s, scratch));
+    const float p = j < lk ? expf(s - m_new) : 0.0f;
+    ps[tid] = p;
+    const float tile_l = block_sum(p, scratch);  // its barriers also publish ps
+    const float corr = expf(m - m_new);
+    l = l * corr + tile_l;
+    acc0 *= corr;
+    acc1 *= corr;
+    const int64_t count = lk - j0 < kAttnThreads ? lk - j0 : kAttnThreads;
+    for (int64_t jj = 0; jj < count; ++jj) {
+      const __nv_bfloat16* vj = v + ((j0 + jj) * heads + h) * d;
+      if (tid < d) acc0 += ps[jj] * __bfloat162float(vj[tid]);
+      if (tid + kAttnThreads < d) acc1 += ps[jj] * __bfloat162float(vj[tid + kAttnThreads]);
+    }
+    m = m_new;
+    __syncthreads();  // ps is rewritten by the next tile
+  }
+  __nv_bfloat16* o = out + (i * heads + h) * d;
+  if (tid < d) o[tid] = __float2bfloat16_rn(acc0 / l);
+  if (tid + kAttnThreads < d) o[tid + kAttnThreads] = __float2bfloat16_rn(acc1 / l);
+}
+
+}  // namespace
+
+void launch_gather_frames(const void* src, void* dst, int64_t frame_bytes, const FrameList& frames,
+                          cudaStream_t s) {
+  const int64_t total = frame_bytes * frames.count;
+  if (total == 0) return;
+  const auto aligned = [&](int64_t a) {
+    return frame_bytes % a == 0 && reinterpret_cast<uintptr_t>(src) % a == 0 &&
+           reinterpret_cast<uintptr_t>(dst) % a == 0;
+  };
+  if (aligned(16)) {
+    gather_kernel<<<grid_for(total / 16, 256), 256, 0, s>>>(
+        static_cast<const uint4*>(src), static_cast<uint4*>(dst), frame_bytes / 16, frames);
+  } else if (aligned(4)) {
+    gather_kernel<<<grid_for(total / 4, 256), 256, 0, s>>>(
+        static_cast<const uint32_t*>(src), static_cast<uint32_t*>(dst), frame_bytes / 4, frames);
+  } else {
+    gather_kernel<<<grid_for(total, 256), 256, 0, s>>>(
+        static_cast<const uint8_t*>(src), static_cast<uint8_t*>(dst), frame_bytes, frames);
+  }
+  check_launch("gather_frames", "", s);
+}
+
+void launch_interpolate_frames(const void* src, EType st, float* dst, int64_t frame_elems,
+                               const InterpPlan& plan, bool accumulate, cudaStream_t s) {
+  const int64_t n = frame_elems * plan.frames;
+  if (n == 0) return;
+  const bool vec = frame_elems % 4 == 0 && reinterpret_cast<uintptr_t>(dst) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(src) % (st == EType::F32 ? 16 : 8) == 0;
+  if (vec) {
+    const dim3 grid(grid_for(frame_elems / 4, 256, 4096), static_cast<unsigned>(plan.frames));
+    interpolate_vec4_kernel<<<grid, 256, 0, s>>>(src, st, dst, frame_elems, plan, accumulate);
+  } else {
+    interpolate_kernel<<<grid_for(n, 256), 256, 0, s>>>(src, st, dst, frame_elems, plan,
+                                                        accumulate);
+  }
+  check_launch("interpolate_frames", "", s);
+}
+
+void launch_patchify(const float* x, float* out, int64_t c, int64_t f, int64_t h, int64_t w,
+                     std::array<int, 3> patch, cudaStream_t s) {
+  const int64_t n = c * f * h * w;
+  if (n == 0) return;
+  patchify_kernel<<<grid_for(n, 256), 256, 0, s>>>(x, out, c, f, h, w, patch[0], patch[1],
+                                                   patch[2]);
+  check_launch("patchify", "", s);
+}
+
+void launch_unpatchify(const float* x, float* out, int64_t c, int64_t gf, int64_t gh, int64_t gw,
+                       std::array<int, 3> patch, cudaStream_t s) {
+  const int64_t n = c * gf * gh * gw * patch[0] * patch[1] * patch[2];
+  if (n == 0) return;
+  unpatchify_kernel<<<grid_for(n, 256), 256, 0, s>>>(x, out, c, gf, gh, gw, patch[0], patch[1],
+                                                     patch[2]);
+  check_launch("unpatchify", "", s);
+}
+
+void launch_attention_naive(const void* q, const void* k, const void* v, void* out, int64_t lq,
+                            int64_t lk, int64_t heads, int64_t head_dim, cudaStream_t s) {
+  require(head_dim <= 256, "attention", "the fallback kernel takes head_dim <= 256");
+  require(lq <= 0x7fffffff && heads <= 65535, "attention", "too many queries or heads");
+  if (lq == 0) return;
+  const dim3 grid(static_cast<unsigned>(lq), static_cast<unsigned>(heads));
+  attention_naive_kernel<<<grid, kAttnThreads, 0, s>>>(
+      static_cast<const __nv_bfloat16*>(q), static_cast<const __nv_bfloat16*>(k),
+      static_cast<const __nv_bfloat16*>(v), static_cast<__nv_bfloat16*>(out), lk, heads,
+      static_cast<int>(head_dim), 1.0f / sqrtf(static_cast<float>(head_dim)));
+  check_launch("attention (fallback kernel)", "", s);
+}
+
+}  // namespace fisdit::cuda

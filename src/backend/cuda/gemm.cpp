@@ -1,0 +1,229 @@
+// bf16 GEMMs through cuBLASLt with fused bias / bias+GELU(tanh) epilogues. Row-major
+// y[M,N] = x[M,K] w[N,K]^T is the column-major D[N,M] = W^T[N,K] X[K,M]: A = w (transposed),
+// B = x, so the bias runs along D's rows (the output features), as cuBLASLt's epilogue wants.
+// Descriptors and the heuristic's algorithm are cached per shape.
+#include <cublasLt.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <tuple>
+#include <vector>
+
+#include "backend/cuda/cuda_internal.h"
+
+namespace fisdit::cuda {
+
+namespace {
+std::string status_name(cublasStatus_t st) {
+  switch (st) {
+    case CUBLAS_STATUS_NOT_INITIALIZED:
+      return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_ALLOC_FAILED:
+      return "CUBLAS_STATUS_ALLOC_FAILED";
+    case CUBLAS_STATUS_INVALID_VALUE:
+      return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_ARCH_MISMATCH:
+      return "CUBLAS_STATUS_ARCH_MISMATCH";
+    case CUBLAS_STATUS_EXECUTION_FAILED:
+      return "CUBLAS_STATUS_EXECUTION_FAILED";
+    case CUBLAS_STATUS_INTERNAL_ERROR:
+      return "CUBLAS_STATUS_INTERNAL_ERROR";
+    case CUBLAS_STATUS_NOT_SUPPORTED:
+      return "CUBLAS_STATUS_NOT_SUPPORTED";
+    default:
+      return "cublasStatus " + std::to_string(static_cast<int>(st));
+  }
+}
+
+void check_lt(cublasStatus_t st, const char* what, const std::string& ctx) {
+  if (st == CUBLAS_STATUS_SUCCESS) return;
+  fail("linear", ctx, std::string("cuBLASLt ") + what + " failed: " + status_name(st));
+}
+
+constexpr size_t kWorkspaceBytes = 64ull << 20;
+
+struct Plan {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  std::vector<cublasLtMatmulAlgo_t> candidates;  // the heuristic's list, best guess first
+};
+
+// FISDIT_GEMM_AUTOTUNE=0 keeps the heuristic's first choice; otherwise the first call of each
+// shape times the heuristic's top candidates on the real operands and keeps the fastest.
+bool autotune_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("FISDIT_GEMM_AUTOTUNE");
+    return !(v && std::string(v) == "0");
+  }();
+  return on;
+}
+constexpr int kCandidates = 6;
+
+int alignment_of(const void* p) {
+  const auto v = reinterpret_cast<uintptr_t>(p);
+  for (int a : {256, 128, 64, 32, 16, 8, 4})
+    if (v % a == 0) return a;
+  return 2;
+}
+}  // namespace
+
+class GemmEngine {
+ public:
+  explicit GemmEngine(cudaStream_t stream) : stream_(stream) {
+    check_lt(cublasLtCreate(&handle_), "create", "");
+    check(cudaMallocAsync(&workspace_, kWorkspaceBytes, stream_), "linear", "cuBLASLt workspace");
+  }
+  ~GemmEngine() {
+    for (auto& [key, p] : plans_) {
+      cublasLtMatrixLayoutDestroy(p.a);
+      cublasLtMatrixLayoutDestroy(p.b);
+      cublasLtMatrixLayoutDestroy(p.d);
+      cublasLtMatmulDescDestroy(p.op);
+    }
+    if (workspace_) cudaFreeAsync(workspace_, stream_);
+    cublasLtDestroy(handle_);
+  }
+
+  // key: m, n, k, y_f32, epilogue, alignment of (x, w, y, bias)
+  using Key = std::tuple<int64_t, int64_t, int64_t, bool, int, int, int, int, int>;
+
+  void run(const void* x, const void* w, void* y, bool y_f32, int64_t m, int64_t n, int64_t k,
+           const void* bias, bool gelu, const std::string& ctx) {
+    const cublasLtEpilogue_t epi =
+        bias ? (gelu ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_BIAS)
+             : (gelu ? CUBLASLT_EPILOGUE_GELU : CUBLASLT_EPILOGUE_DEFAULT);
+    const Key key{m,
+                  n,
+                  k,
+                  y_f32,
+                  static_cast<int>(epi),
+                  alignment_of(x),
+                  alignment_of(w),
+                  alignment_of(y),
+                  bias ? alignment_of(bias) : 256};
+    auto it = plans_.find(key);
+    const bool fresh = it == plans_.end();
+    if (fresh) it = plans_.emplace(key, make_plan(key, epi, ctx)).first;
+    Plan& p = it->second;
+    if (bias)
+      check_lt(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                              sizeof bias),
+               "bias pointer", ctx);
+    const float alpha = 1.0f, beta = 0.0f;
+    if (fresh && p.candidates.size() > 1) autotune(p, x, w, y, ctx);
+    check_lt(cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, y, p.d, y, p.d, &p.algo,
+                            workspace_, kWorkspaceBytes, stream_),
+             "matmul", ctx);
+    check_launch("linear", ctx, stream_);
+  }
+
+ private:
+  Plan make_plan(const Key& key, cublasLtEpilogue_t epi, const std::string& ctx) {
+    const auto [m, n, k, y_f32, e, ax, aw, ay, ab] = key;
+    Plan p;
+    check_lt(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "desc", ctx);
+    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    check_lt(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta),
+             "transa", ctx);
+    check_lt(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb),
+             "transb", ctx);
+    check_lt(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi),
+             "epilogue", ctx);
+    if (epi == CUBLASLT_EPILOGUE_BIAS || epi == CUBLASLT_EPILOGUE_GELU_BIAS) {
+      const cudaDataType_t bt = CUDA_R_16BF;
+      check_lt(
+          cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt),
+          "bias type", ctx);
+    }
+    const cudaDataType_t dt = y_f32 ? CUDA_R_32F : CUDA_R_16BF;
+    check_lt(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_16BF, k, n, k), "layout A", ctx);
+    check_lt(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_16BF, k, m, k), "layout B", ctx);
+    check_lt(cublasLtMatrixLayoutCreate(&p.d, dt, n, m, n), "layout D", ctx);
+    cublasLtMatmulPreference_t pref = nullptr;
+    check_lt(cublasLtMatmulPreferenceCreate(&pref), "preference", ctx);
+    const size_t ws = kWorkspaceBytes;
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                         sizeof ws);
+    const uint32_t al_a = static_cast<uint32_t>(aw), al_b = static_cast<uint32_t>(ax),
+                   al_d = static_cast<uint32_t>(ay);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a,
+                                         sizeof al_a);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b,
+                                         sizeof al_b);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_d,
+                                         sizeof al_d);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d,
+                                         sizeof al_d);
+    cublasLtMatmulHeuristicResult_t results[kCandidates] = {};
+    int found = 0;
+    const cublasStatus_t st =
+        cublasLtMatmulAlgoGetHeuristic(handle_, p.op, p.a, p.b, p.d, p.d, pref,
+                                       autotune_enabled() ? kCandidates : 1, results, &found);
+    const cublasLtMatmulHeuristicResult_t& result = results[0];
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
+      char what[160];
+      std::snprintf(what, sizeof what,
+                    "cuBLASLt has no algorithm for M=%lld N=%lld K=%lld (%s out, epilogue %d): %s",
+                    static_cast<long long>(m), static_cast<long long>(n), static_cast<long long>(k),
+                    y_f32 ? "F32" : "BF16", e, status_name(st).c_str());
+      fail("linear", ctx, what);
+    }
+    p.algo = result.algo;
+    for (int i = 0; i < found; ++i)
+      if (results[i].state == CUBLAS_STATUS_SUCCESS) p.candidates.push_back(results[i].algo);
+    return p;
+  }
+
+  // Times each candidate (one warm run, then the best of two) and keeps the fastest in p.algo.
+  void autotune(Plan& p, const void* x, const void* w, void* y, const std::string& ctx) {
+    cudaEvent_t t0 = nullptr, t1 = nullptr;
+    check(cudaEventCreate(&t0), "linear", ctx);
+    check(cudaEventCreate(&t1), "linear", ctx);
+    const float alpha = 1.0f, beta = 0.0f;
+    float best = 1e30f;
+    for (const cublasLtMatmulAlgo_t& algo : p.candidates) {
+      float ms = 1e30f;
+      for (int rep = 0; rep < 3; ++rep) {
+        check(cudaEventRecord(t0, stream_), "linear", ctx);
+        const cublasStatus_t st =
+            cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, y, p.d, y, p.d, &algo,
+                           workspace_, kWorkspaceBytes, stream_);
+        check(cudaEventRecord(t1, stream_), "linear", ctx);
+        check(cudaEventSynchronize(t1), "linear", ctx);
+        if (st != CUBLAS_STATUS_SUCCESS) {
+          ms = 1e30f;
+          break;
+        }
+        float t = 0;
+        check(cudaEventElapsedTime(&t, t0, t1), "linear", ctx);
+        if (rep > 0) ms = std::min(ms, t);
+      }
+      if (ms < best) {
+        best = ms;
+        p.algo = algo;
+      }
+    }
+    cudaGetLastError();
+    cudaEventDestroy(t0);
+    cudaEventDestroy(t1);
+  }
+
+  cudaStream_t stream_;
+  cublasLtHandle_t handle_ = nullptr;
+  void* workspace_ = nullptr;
+  std::map<Key, Plan> plans_;
+};
+
+GemmEngine* make_gemm_engine(cudaStream_t stream) { return new GemmEngine(stream); }
+void destroy(GemmEngine* e) { delete e; }
+
+void gemm_bf16(GemmEngine& e, const void* x, const void* w, void* y, bool y_f32, int64_t m,
+               int64_t n, int64_t k, const void* bias, bool gelu, const std::string& ctx) {
+  e.run(x, w, y, y_f32, m, n, k, bias, gelu, ctx);
+}
+
+}  // namespace fisdit::cuda

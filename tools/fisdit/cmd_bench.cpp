@@ -1,0 +1,345 @@
+// fisdit bench: the DiT denoising loop at real sizes, dense and with FIS presets in one process.
+// Random bf16 weights of the real shapes are drawn directly on the device (no host copy), or real
+// weights come from --model. Per setting: ms per step, ms per DiT forward, analytic PFLOP,
+// achieved TFLOP/s, speedup vs the first setting, peak device memory.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <sstream>
+
+#include "cli.h"
+#include "fisdit/error.h"
+#include "models/wan/flops.h"
+#include "models/wan/loader.h"
+#include "sched/flow_euler.h"
+#ifdef FISDIT_WITH_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
+
+namespace fisdit::cli {
+
+namespace {
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string item; std::getline(ss, item, sep);)
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+// Device timing: CUDA events on the backend's stream, else a host clock after synchronize().
+class Timer {
+ public:
+  explicit Timer(Backend& b) : backend_(b) {
+#ifdef FISDIT_WITH_CUDA
+    if (b.device() == Device::CUDA) events_ = std::make_unique<cuda::EventTimer>(b);
+#endif
+  }
+  void start() {
+#ifdef FISDIT_WITH_CUDA
+    if (events_) return events_->start();
+#endif
+    backend_.synchronize();
+    t0_ = std::chrono::steady_clock::now();
+  }
+  double stop_ms() {
+#ifdef FISDIT_WITH_CUDA
+    if (events_) return events_->stop_ms();
+#endif
+    backend_.synchronize();
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0_)
+        .count();
+  }
+
+ private:
+  Backend& backend_;
+  std::chrono::steady_clock::time_point t0_;
+#ifdef FISDIT_WITH_CUDA
+  std::unique_ptr<cuda::EventTimer> events_;
+#endif
+};
+
+struct Memory {
+  bool known = false;
+  double in_use_gib = 0, peak_gib = 0;
+};
+Memory memory(Backend& b) {
+  Memory m;
+#ifdef FISDIT_WITH_CUDA
+  if (b.device() == Device::CUDA) {
+    const cuda::MemoryStats s = cuda::memory_stats(b);
+    m.known = true;
+    m.in_use_gib = s.in_use / 1073741824.0;
+    m.peak_gib = s.peak / 1073741824.0;
+  }
+#endif
+  return m;
+}
+void reset_peak(Backend& b) {
+#ifdef FISDIT_WITH_CUDA
+  if (b.device() == Device::CUDA) cuda::reset_peak_memory(b);
+#endif
+  (void)b;
+}
+
+// Random weights of the real shapes, drawn where the backend keeps tensors: matrices
+// N(0, 1/fan_in) so activations stay O(1), biases N(0, 0.1^2), norm gains N(1, 0.1^2),
+// modulation N(0, 0.2^2) (F32, as the model keeps it). head.modulation is read on the host.
+wan::WeightFn random_weights(Backend& backend) {
+  return [&backend](const std::string& name, const Shape& shape) -> Tensor {
+    const uint64_t seed = std::hash<std::string>{}(name);
+    if (name == "head.modulation") {
+      Tensor host = Tensor::zeros(shape);
+      uint64_t z = seed;
+      for (int64_t i = 0; i < host.numel(); ++i) {  // small; uniform with std 0.2
+        z = z * 6364136223846793005ULL + 1442695040888963407ULL;
+        host.f32()[i] = (static_cast<float>(z >> 40) / 16777216.0f - 0.5f) * 0.69f;
+      }
+      return host;
+    }
+    if (name.find("modulation") != std::string::npos)
+      return backend.random_normal(shape, DType::F32, 0.0f, 0.2f, seed);
+    const DType wt = backend.weight_dtype();
+    if (shape.size() == 1) {
+      const bool gain = name.find("norm") != std::string::npos;
+      return backend.random_normal(shape, wt, gain ? 1.0f : 0.0f, 0.1f, seed);
+    }
+    const double fan_in = static_cast<double>(shape_numel(shape) / shape[0]);
+    return backend.random_normal(shape, wt, 0.0f, static_cast<float>(1.0 / std::sqrt(fan_in)),
+                                 seed);
+  };
+}
+
+struct Result {
+  std::string setting;
+  double ms_step = 0, ms_forward = 0, ms_sparse = 0, ms_dense = 0;
+  int sparse_steps = 0, dense_steps = 0;
+  double pflop = 0, executed_pflop = 0, tflops = 0, speedup = 0;
+  Memory mem;
+};
+
+}  // namespace
+
+void register_bench(CLI::App& app) {
+  struct Args {
+    std::string model_config, model, size = "1280x720", fis = "off,balanced,fast", device = "cuda",
+                                     mode = "loop", label;
+    int frames = 81, steps = 4, warmup = 1, repeats = 3;
+    float shift = 5.0f;
+    bool random_weights = false;
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand(
+      "bench", "time the DiT denoising loop at real sizes, dense and with FIS, in one process");
+  cmd->add_option("--model-config", args->model_config,
+                  "preset name or config.json for --random-weights");
+  cmd->add_option("--model", args->model, "real weights: .safetensors file or model directory");
+  cmd->add_flag("--random-weights", args->random_weights,
+                "random bf16 weights of the real shapes, made on the device");
+  cmd->add_option("--size", args->size, "video WIDTHxHEIGHT")->capture_default_str();
+  cmd->add_option("--frames", args->frames, "video frames (4k+1)")->capture_default_str();
+  cmd->add_option("--steps", args->steps, "denoising steps")->capture_default_str();
+  cmd->add_option("--shift", args->shift, "flow shift")->capture_default_str();
+  cmd->add_option("--fis", args->fis, "comma-separated FIS presets (off, balanced, fast, FILE)")
+      ->capture_default_str();
+  cmd->add_option("--warmup", args->warmup, "untimed forwards per step type before timing")
+      ->capture_default_str();
+  cmd->add_option("--repeats", args->repeats, "timed repeats; the median is reported")
+      ->capture_default_str();
+  cmd->add_option("--mode", args->mode,
+                  "loop: time whole denoising loops; per-step-type: time one forward per step "
+                  "type (sparse, dense) and compose the loop from them")
+      ->capture_default_str();
+  cmd->add_option("--device", args->device, "cuda or cpu")->capture_default_str();
+  cmd->add_option("--label", args->label, "name printed in the RESULT lines");
+  cmd->callback([args] {
+    if (args->steps < 1 || args->repeats < 1 || args->warmup < 0)
+      throw fisdit::Error("--steps and --repeats must be >= 1, --warmup >= 0");
+    if (args->mode != "loop" && args->mode != "per-step-type")
+      throw fisdit::Error("--mode must be loop or per-step-type");
+    if (args->model.empty() == args->model_config.empty())
+      throw fisdit::Error("give exactly one of --model PATH or --model-config NAME");
+    if (!args->model_config.empty() && !args->random_weights)
+      throw fisdit::Error("--model-config needs --random-weights (or use --model PATH)");
+    int width = 0, height = 0;
+    parse_size(args->size, width, height);
+    std::vector<accel::FisConfig> settings;
+    for (const auto& name : split(args->fis, ',')) settings.push_back(accel::fis_preset(name));
+    if (settings.empty()) throw fisdit::Error("--fis names no setting");
+
+    auto backend = make_backend(args->device);
+    const auto t_load = std::chrono::steady_clock::now();
+    std::unique_ptr<wan::WanDiT> dit;
+    if (!args->model.empty()) {
+      dit = wan::load_dit(wan::open_model(args->model), *backend);
+    } else {
+      dit = std::make_unique<wan::WanDiT>(wan::load_config(args->model_config), *backend,
+                                          random_weights(*backend));
+    }
+    backend->synchronize();
+    const wan::WanConfig& cfg = dit->config();
+    const Memory weights_mem = memory(*backend);
+    const wan::LatentGeometry g = wan::latent_geometry(cfg, width, height, args->frames);
+    const auto& p = cfg.patch_size;
+    const int64_t gf = g.frames / p[0], tokens = gf * (g.height / p[1]) * (g.width / p[2]);
+    const std::string label = !args->label.empty()
+                                  ? args->label
+                                  : (args->model.empty() ? args->model_config : args->model);
+    char line[512];
+    std::snprintf(line, sizeof line,
+                  "bench %s: %d blocks, dim %d; %dx%d, %d frames -> latent %dx%dx%d, %lld tokens; "
+                  "%d steps; weights ready in %.1f s%s",
+                  label.c_str(), cfg.num_layers, cfg.dim, width, height, args->frames, g.frames,
+                  g.height, g.width, static_cast<long long>(tokens), args->steps,
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count(),
+                  weights_mem.known ? (", " + std::to_string(weights_mem.in_use_gib).substr(0, 6) +
+                                       " GiB on the device")
+                                          .c_str()
+                                    : "");
+    status(line);
+
+    const Tensor x0 = backend->download(
+        backend->random_normal({cfg.in_dim, g.frames, g.height, g.width}, DType::F32, 0, 1, 1));
+    const Tensor context = backend->download(
+        backend->random_normal({cfg.text_len, cfg.text_dim}, DType::F32, 0, 1, 2));
+    const Tensor text = dit->embed_text(context);
+    const sched::EulerSchedule schedule = sched::flow_euler_schedule(args->steps, args->shift);
+    Timer timer(*backend);
+
+    std::vector<Result> results;
+    for (const accel::FisConfig& fis : settings) {
+      const accel::FisPlan plan(fis, cfg.num_layers, args->steps, static_cast<int>(gf));
+      Result r;
+      r.setting = fis.name;
+      std::vector<bool> opens;
+      for (int k = 0; k < args->steps; ++k) {
+        const bool open = fis.enabled() && plan.step_open(k);
+        (open ? r.sparse_steps : r.dense_steps)++;
+        opens.push_back(open);
+      }
+      Tensor x = backend->upload(x0, DType::F32);
+      auto forward = [&](int k, bool open) {
+        const Tensor t = Tensor::from_vector({schedule.timesteps[static_cast<size_t>(k)]}, {1});
+        return dit->forward(x, t, text, &plan, open);
+      };
+      // Warm-up: every step type once per --warmup (graph builds, heuristics, pool growth).
+      for (int w = 0; w < args->warmup; ++w) {
+        if (r.sparse_steps) forward(0, true);
+        if (r.dense_steps) forward(args->steps - 1, false);
+      }
+      backend->synchronize();
+      reset_peak(*backend);
+      backend->flops().reset();
+#ifdef FISDIT_WITH_CUDA
+      cuda::op_profile_report(/*reset=*/true);  // drop the warm-up's share
+#endif
+      std::vector<double> loops, sparse_ms, dense_ms, fwd_ms;
+      double flops_sparse = 0, flops_dense = 0;  // executed by one forward of each type
+      for (int rep = 0; rep < args->repeats; ++rep) {
+        if (args->mode == "per-step-type") {
+          if (r.sparse_steps) {
+            const double before = backend->flops().total();
+            timer.start();
+            forward(0, true);
+            sparse_ms.push_back(timer.stop_ms());
+            flops_sparse = backend->flops().total() - before;
+          }
+          if (r.dense_steps) {
+            const double before = backend->flops().total();
+            timer.start();
+            forward(args->steps - 1, false);
+            dense_ms.push_back(timer.stop_ms());
+            flops_dense = backend->flops().total() - before;
+          }
+          continue;
+        }
+        x = backend->upload(x0, DType::F32);
+        double loop = 0;
+        for (int k = 0; k < args->steps; ++k) {
+          timer.start();
+          const Tensor v = forward(k, opens[static_cast<size_t>(k)]);
+          const double f = timer.stop_ms();
+          timer.start();
+          backend->add_scaled(x, v,
+                              schedule.sigmas[static_cast<size_t>(k) + 1] -
+                                  schedule.sigmas[static_cast<size_t>(k)]);
+          loop += f + timer.stop_ms();
+          (opens[static_cast<size_t>(k)] ? sparse_ms : dense_ms).push_back(f);
+          fwd_ms.push_back(f);
+        }
+        loops.push_back(loop);
+      }
+      r.ms_sparse = median(sparse_ms);
+      r.ms_dense = median(dense_ms);
+      if (args->mode == "per-step-type") {
+        const double total = r.sparse_steps * r.ms_sparse + r.dense_steps * r.ms_dense;
+        r.ms_step = total / args->steps;
+        r.ms_forward = r.ms_step;
+      } else {
+        r.ms_step = median(loops) / args->steps;
+        double sum = 0;
+        for (double f : fwd_ms) sum += f;
+        r.ms_forward = sum / static_cast<double>(fwd_ms.size());
+      }
+      const wan::RunFlops rf = wan::run_flops(cfg, width, height, args->frames, args->steps, fis);
+      r.pflop = rf.planned / 1e15;
+      r.executed_pflop = args->mode == "loop"
+                             ? backend->flops().total() / 1e15 / args->repeats
+                             : (r.sparse_steps * flops_sparse + r.dense_steps * flops_dense) / 1e15;
+      r.tflops = rf.planned / (r.ms_step * args->steps / 1e3) / 1e12;
+      r.mem = memory(*backend);
+      results.push_back(r);
+#ifdef FISDIT_WITH_CUDA
+      const std::string profile = cuda::op_profile_report(/*reset=*/true);
+      if (!profile.empty()) std::fprintf(stderr, "%s: %s", r.setting.c_str(), profile.c_str());
+#endif
+      std::snprintf(line, sizeof line,
+                    "  %-9s %.1f ms/step (sparse step %.1f ms x%d, dense step %.1f ms x%d), "
+                    "%.3f PFLOP, %.0f TFLOP/s",
+                    r.setting.c_str(), r.ms_step, r.ms_sparse, r.sparse_steps, r.ms_dense,
+                    r.dense_steps, r.pflop, r.tflops);
+      status(line);
+    }
+
+    const double base = results.front().ms_step;
+    std::printf(
+        "\nfisdit bench: %s, %dx%d, %d frames (%lld tokens), %d steps, %s, device %s, "
+        "mode %s, warmup %d, repeats %d (median)\n",
+        label.c_str(), width, height, args->frames, static_cast<long long>(tokens), args->steps,
+        ((args->model.empty() ? "random " : "real ") +
+         std::string(dtype_name(backend->weight_dtype())) + " weights")
+            .c_str(),
+        backend->name().c_str(), args->mode.c_str(), args->warmup, args->repeats);
+    std::printf("%-9s %10s %10s %10s %10s %8s %8s %8s %9s %9s\n", "setting", "ms/step", "ms/DiT",
+                "sparse ms", "dense ms", "PFLOP", "TFLOP/s", "speedup", "peak GiB", "act GiB");
+    for (const Result& r : results) {
+      char peak[32] = "-", act[32] = "-";
+      if (r.mem.known) {
+        std::snprintf(peak, sizeof peak, "%.2f", r.mem.peak_gib);
+        std::snprintf(act, sizeof act, "%.2f", r.mem.peak_gib - weights_mem.in_use_gib);
+      }
+      std::printf("%-9s %10.1f %10.1f %10.1f %10.1f %8.4f %8.0f %7.2fx %9s %9s\n",
+                  r.setting.c_str(), r.ms_step, r.ms_forward, r.ms_sparse, r.ms_dense, r.pflop,
+                  r.tflops, base / r.ms_step, peak, act);
+    }
+    for (const Result& r : results)
+      std::printf("RESULT|%s|%dx%d|%d|%s|%.1f|%.1f|%.4f|%.0f|%.2f|%s|%.4f\n", label.c_str(), width,
+                  height, args->frames, r.setting.c_str(), r.ms_step, r.ms_forward, r.pflop,
+                  r.tflops, base / r.ms_step,
+                  r.mem.known ? std::to_string(r.mem.peak_gib).substr(0, 6).c_str() : "-",
+                  r.executed_pflop);
+    std::fflush(stdout);
+  });
+}
+
+}  // namespace fisdit::cli
