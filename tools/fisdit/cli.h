@@ -35,5 +35,6 @@ void register_flops(CLI::App& app);
 void register_dit(CLI::App& app);
 void register_denoise(CLI::App& app);
 void register_bench(CLI::App& app);
+void register_vae(CLI::App& app);
 
 }  // namespace fisdit::cli

@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   fisdit::cli::register_dit(app);
   fisdit::cli::register_denoise(app);
   fisdit::cli::register_bench(app);
+  fisdit::cli::register_vae(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

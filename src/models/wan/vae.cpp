@@ -1,0 +1,770 @@
+#include "models/wan/vae.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <variant>
+
+#include "backend/cpu/conv.h"
+#include "fisdit/error.h"
+
+namespace fisdit::wan {
+
+namespace {
+using cpu::Conv3dParams;
+
+// Joins chunks [C, Ti, ...] along time in one copy.
+Tensor join_frames(const std::vector<Tensor>& parts) {
+  if (parts.empty()) throw Error("vae: nothing to join");
+  Shape s = parts[0].shape();
+  s[1] = 0;
+  for (const Tensor& p : parts) s[1] += p.dim(1);
+  Tensor out = Tensor::zeros(s);
+  const int64_t c = s[0], frame = shape_numel(s) / (c * std::max<int64_t>(s[1], 1));
+  int64_t t0 = 0;
+  for (const Tensor& p : parts) {
+    const int64_t n = p.dim(1) * frame;
+    for (int64_t ch = 0; ch < c; ++ch)
+      std::memcpy(out.f32() + (ch * s[1] + t0) * frame, p.f32() + ch * n, n * sizeof(float));
+    t0 += p.dim(1);
+  }
+  return out;
+}
+
+Tensor conv(const Tensor& x, const Tensor& w, const Tensor& b, const Conv3dParams& p) {
+  Tensor out = Tensor::zeros(cpu::conv3d_output_shape(x.shape(), w.shape(), p));
+  cpu::conv3d(x, w, &b, p, out);
+  return out;
+}
+
+Tensor norm(const Tensor& x, const Tensor& gamma, bool silu) {
+  Tensor out = Tensor::zeros(x.shape());
+  cpu::channel_rms_norm(x, gamma, silu, out);
+  return out;
+}
+
+void add_inplace(Tensor& x, const Tensor& y) {
+  float* px = x.f32();
+  const float* py = y.f32();
+  const int64_t n = x.numel();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) px[i] += py[i];
+}
+
+// Loads weights by official key and checks shapes; Conv2d weights become [Cout, Cin, 1, kh, kw].
+class Loader {
+ public:
+  explicit Loader(const VaeWeightFn& fn) : fn_(fn) {}
+  Tensor get(const std::string& key, const Shape& shape) const {
+    Tensor t = fn_(key, shape);
+    if (t.shape() != shape)
+      throw Error("vae weight '" + key + "' has shape " + shape_str(t.shape()) + ", expected " +
+                  shape_str(shape));
+    return t.to_f32();
+  }
+  Tensor conv2d(const std::string& key, int64_t out, int64_t in, int64_t k) const {
+    return get(key, {out, in, k, k}).reshape({out, in, 1, k, k});
+  }
+
+ private:
+  const VaeWeightFn& fn_;
+};
+
+// CausalConv3d: time padded at the front only (2 * padding[0] frames), space symmetrically.
+// `history` holds the last pad_t frames of the padded input of the previous call (zeros before
+// the first), which is what the official feat_cache amounts to, so successive calls on chunks
+// equal one causal conv over the concatenated sequence.
+struct CausalConv {
+  Tensor w, b;
+  int pad_t = 0, pad_s = 0;
+  Tensor history;
+
+  CausalConv() = default;
+  CausalConv(const Loader& ld, const std::string& key, int64_t in, int64_t out, int kt, int ks,
+             int pad_time, int pad_space)
+      : pad_t(2 * pad_time), pad_s(pad_space) {
+    w = ld.get(key + ".weight", {out, in, kt, ks, ks});
+    b = ld.get(key + ".bias", {out});
+  }
+  void reset() { history = Tensor(); }
+  Tensor operator()(const Tensor& x) {
+    Conv3dParams p;
+    p.pad_top = p.pad_bottom = p.pad_left = p.pad_right = pad_s;
+    if (pad_t == 0) return conv(x, w, b, p);
+    const Tensor hist =
+        history.defined() ? history : Tensor::zeros({x.dim(0), pad_t, x.dim(2), x.dim(3)});
+    const Tensor in = cpu::concat_frames(hist, x);
+    history = cpu::slice_frames(in, in.dim(1) - pad_t, in.dim(1));
+    return conv(in, w, b, p);
+  }
+};
+
+struct ResidualBlock {
+  Tensor gamma1, gamma2;
+  CausalConv conv1, conv2, shortcut;
+  bool has_shortcut = false;
+
+  ResidualBlock(const Loader& ld, const std::string& k, int64_t in, int64_t out)
+      : gamma1(ld.get(k + ".residual.0.gamma", {in, 1, 1, 1})),
+        gamma2(ld.get(k + ".residual.3.gamma", {out, 1, 1, 1})),
+        conv1(ld, k + ".residual.2", in, out, 3, 3, 1, 1),
+        conv2(ld, k + ".residual.6", out, out, 3, 3, 1, 1),
+        has_shortcut(in != out) {
+    if (has_shortcut) shortcut = CausalConv(ld, k + ".shortcut", in, out, 1, 1, 0, 0);
+  }
+  void reset() {
+    conv1.reset();
+    conv2.reset();
+  }
+  Tensor operator()(const Tensor& x) {
+    Tensor y = conv2(norm(conv1(norm(x, gamma1, true)), gamma2, true));
+    add_inplace(y, has_shortcut ? shortcut(x) : x);
+    return y;
+  }
+};
+
+struct AttentionBlock {
+  Tensor gamma, qkv_w, qkv_b, proj_w, proj_b;
+
+  AttentionBlock(const Loader& ld, const std::string& k, int64_t c)
+      : gamma(ld.get(k + ".norm.gamma", {c, 1, 1})),
+        qkv_w(ld.conv2d(k + ".to_qkv.weight", 3 * c, c, 1)),
+        qkv_b(ld.get(k + ".to_qkv.bias", {3 * c})),
+        proj_w(ld.conv2d(k + ".proj.weight", c, c, 1)),
+        proj_b(ld.get(k + ".proj.bias", {c})) {}
+  void reset() {}
+  Tensor operator()(const Tensor& x) {
+    const int64_t c = x.dim(0);
+    const Tensor qkv = conv(norm(x, gamma, false), qkv_w, qkv_b, {});
+    Tensor o = Tensor::zeros(x.shape());
+    cpu::frame_attention(qkv.slice_rows(0, c), qkv.slice_rows(c, 2 * c),
+                         qkv.slice_rows(2 * c, 3 * c), o);
+    Tensor y = conv(o, proj_w, proj_b, {});
+    add_inplace(y, x);
+    return y;
+  }
+};
+
+enum class ResampleMode { Upsample2d, Upsample3d, Downsample2d, Downsample3d };
+
+struct Resample {
+  ResampleMode mode;
+  Tensor w, b;           // the spatial Conv2d as [Cout, C, 1, 3, 3]
+  CausalConv time_conv;  // upsample3d: causal, C -> 2C; downsample3d: stride 2, no padding
+  bool seen_first = false;
+  Tensor last_frame;  // downsample3d: last frame of the previous chunk
+
+  // Wan 2.1 upsampling convs halve the width (dim -> dim / 2); Wan 2.2 keeps it.
+  Resample(const Loader& ld, const std::string& k, int64_t c, ResampleMode m, bool halve_up)
+      : mode(m) {
+    const bool up = m == ResampleMode::Upsample2d || m == ResampleMode::Upsample3d;
+    const int64_t out = up && halve_up ? c / 2 : c;
+    w = ld.conv2d(k + ".resample.1.weight", out, c, 3);
+    b = ld.get(k + ".resample.1.bias", {out});
+    if (m == ResampleMode::Upsample3d)
+      time_conv = CausalConv(ld, k + ".time_conv", c, 2 * c, 3, 1, 1, 0);
+    if (m == ResampleMode::Downsample3d)
+      time_conv = CausalConv(ld, k + ".time_conv", c, c, 3, 1, 0, 0);
+  }
+  void reset() {
+    time_conv.reset();
+    seen_first = false;
+    last_frame = Tensor();
+  }
+  Tensor operator()(const Tensor& in) {
+    Tensor x = in;
+    if (mode == ResampleMode::Upsample3d) {
+      if (!seen_first) {
+        seen_first = true;  // latent frame 0: no time conv, not doubled
+      } else {
+        const Tensor y = time_conv(x);  // [2C, t, h, w]; halves interleaved in time
+        const int64_t c = x.dim(0), t = x.dim(1), plane = x.dim(2) * x.dim(3);
+        x = Tensor::zeros({c, 2 * t, x.dim(2), x.dim(3)});
+        for (int64_t half = 0; half < 2; ++half)
+          for (int64_t ch = 0; ch < c; ++ch)
+            for (int64_t f = 0; f < t; ++f)
+              std::memcpy(x.f32() + (ch * 2 * t + 2 * f + half) * plane,
+                          y.f32() + ((half * c + ch) * t + f) * plane, plane * sizeof(float));
+      }
+    }
+    Conv3dParams p;
+    if (mode == ResampleMode::Upsample2d || mode == ResampleMode::Upsample3d) {
+      Tensor up = Tensor::zeros({x.dim(0), x.dim(1), 2 * x.dim(2), 2 * x.dim(3)});
+      cpu::upsample_nearest2x(x, up);
+      p.pad_top = p.pad_bottom = p.pad_left = p.pad_right = 1;
+      return conv(up, w, b, p);
+    }
+    // nn.ZeroPad2d((0, 1, 0, 1)) then a stride-2 3x3 conv.
+    p.pad_bottom = p.pad_right = 1;
+    p.stride_h = p.stride_w = 2;
+    x = conv(x, w, b, p);
+    if (mode == ResampleMode::Downsample3d) {
+      const Tensor last = cpu::slice_frames(x, x.dim(1) - 1, x.dim(1));
+      if (last_frame.defined()) {
+        Conv3dParams pt;
+        pt.stride_t = 2;
+        x = conv(cpu::concat_frames(last_frame, x), time_conv.w, time_conv.b, pt);
+      }
+      last_frame = last;
+    }
+    return x;
+  }
+};
+
+// Wan 2.2 AvgDown3D (parameter free): front zero padding of the chunk to a multiple of factor_t,
+// then every output channel o is the mean of the `group` consecutive entries o*group.. of the
+// flattened (c, it, ih, iw) index of the (factor_t, factor_s, factor_s) neighbourhood.
+Tensor avg_down(const Tensor& x, int64_t out_c, int ft, int fs) {
+  const int64_t c = x.dim(0), t = x.dim(1), h = x.dim(2), w = x.dim(3);
+  const int64_t pad = (ft - t % ft) % ft, to = (t + pad) / ft, ho = h / fs, wo = w / fs;
+  const int64_t factor = int64_t{ft} * fs * fs, group = c * factor / out_c;
+  if (h % fs || w % fs || c * factor % out_c)
+    throw Error("vae AvgDown3D: cannot reduce " + shape_str(x.shape()) + " to " +
+                std::to_string(out_c) + " channels");
+  Tensor out = Tensor::zeros({out_c, to, ho, wo});
+  const float* px = x.f32();
+  float* po = out.f32();
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t o = 0; o < out_c; ++o) {
+    for (int64_t f = 0; f < to; ++f) {
+      for (int64_t i = 0; i < ho; ++i) {
+        for (int64_t j = 0; j < wo; ++j) {
+          double sum = 0;
+          for (int64_t g = 0; g < group; ++g) {
+            const int64_t k = o * group + g, ci = k / factor, r = k % factor;
+            const int64_t it = r / (fs * fs), ih = (r / fs) % fs, iw = r % fs;
+            const int64_t tf = f * ft + it - pad;  // padded frames are zeros
+            if (tf >= 0) sum += px[((ci * t + tf) * h + i * fs + ih) * w + j * fs + iw];
+          }
+          po[((o * to + f) * ho + i) * wo + j] = static_cast<float>(sum / group);
+        }
+      }
+    }
+  }
+  return out;
+}
+
+// Wan 2.2 DupUp3D: out[o, t*ft + it, h*fs + ih, w*fs + iw] =
+// x[(o*factor + it*fs*fs + ih*fs + iw) / repeats, t, h, w]; the first chunk drops its first
+// factor_t - 1 frames (as upsample3d does not double latent frame 0).
+Tensor dup_up(const Tensor& x, int64_t out_c, int ft, int fs, bool first_chunk) {
+  const int64_t c = x.dim(0), t = x.dim(1), h = x.dim(2), w = x.dim(3);
+  const int64_t factor = int64_t{ft} * fs * fs, repeats = out_c * factor / c;
+  if (out_c * factor % c) throw Error("vae DupUp3D: bad channel counts");
+  const int64_t skip = first_chunk ? ft - 1 : 0, to = t * ft - skip, ho = h * fs, wo = w * fs;
+  Tensor out = Tensor::zeros({out_c, to, ho, wo});
+  const float* px = x.f32();
+  float* po = out.f32();
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t o = 0; o < out_c; ++o) {
+    for (int64_t f = 0; f < to; ++f) {
+      const int64_t tf = f + skip, ts = tf / ft, it = tf % ft;
+      for (int64_t i = 0; i < ho; ++i) {
+        const int64_t hs = i / fs, ih = i % fs;
+        for (int64_t j = 0; j < wo; ++j) {
+          const int64_t ws = j / fs, iw = j % fs;
+          const int64_t src = (o * factor + (it * fs + ih) * fs + iw) / repeats;
+          po[((o * to + f) * ho + i) * wo + j] = px[((src * t + ts) * h + hs) * w + ws];
+        }
+      }
+    }
+  }
+  return out;
+}
+
+// Wan 2.2 Down_ResidualBlock: res blocks (+ resample), plus AvgDown3D of the block input.
+struct DownBlock {
+  std::vector<ResidualBlock> blocks;
+  std::vector<Resample> resample;  // zero or one
+  int64_t out_c;
+  int ft, fs;
+
+  DownBlock(const Loader& ld, const std::string& k, int64_t in, int64_t out, int mult,
+            bool temporal, bool down)
+      : out_c(out), ft(temporal ? 2 : 1), fs(down ? 2 : 1) {
+    for (int j = 0; j < mult; ++j)
+      blocks.emplace_back(ld, k + ".downsamples." + std::to_string(j), j == 0 ? in : out, out);
+    if (down)
+      resample.emplace_back(ld, k + ".downsamples." + std::to_string(mult), out,
+                            temporal ? ResampleMode::Downsample3d : ResampleMode::Downsample2d,
+                            false);
+  }
+  void reset() {
+    for (auto& b : blocks) b.reset();
+    for (auto& r : resample) r.reset();
+  }
+  Tensor operator()(const Tensor& x) {
+    Tensor y = x;
+    for (auto& b : blocks) y = b(y);
+    for (auto& r : resample) y = r(y);
+    add_inplace(y, avg_down(x, out_c, ft, fs));
+    return y;
+  }
+};
+
+// Wan 2.2 Up_ResidualBlock: res blocks (+ resample), plus DupUp3D of the block input when it
+// upsamples (the last stage has no shortcut at all).
+struct UpBlock {
+  std::vector<ResidualBlock> blocks;
+  std::vector<Resample> resample;  // zero or one
+  int64_t out_c;
+  int ft, fs;
+  bool first_chunk = true;
+
+  UpBlock(const Loader& ld, const std::string& k, int64_t in, int64_t out, int mult, bool temporal,
+          bool up)
+      : out_c(out), ft(temporal ? 2 : 1), fs(up ? 2 : 1) {
+    for (int j = 0; j < mult; ++j)
+      blocks.emplace_back(ld, k + ".upsamples." + std::to_string(j), j == 0 ? in : out, out);
+    if (up)
+      resample.emplace_back(ld, k + ".upsamples." + std::to_string(mult), out,
+                            temporal ? ResampleMode::Upsample3d : ResampleMode::Upsample2d, false);
+  }
+  void reset() {
+    for (auto& b : blocks) b.reset();
+    for (auto& r : resample) r.reset();
+    first_chunk = true;
+  }
+  Tensor operator()(const Tensor& x) {
+    Tensor y = x;
+    for (auto& b : blocks) y = b(y);
+    for (auto& r : resample) y = r(y);
+    if (!resample.empty()) add_inplace(y, dup_up(x, out_c, ft, fs, first_chunk));
+    first_chunk = false;
+    return y;
+  }
+};
+
+using Layer = std::variant<ResidualBlock, AttentionBlock, Resample, DownBlock, UpBlock>;
+
+Tensor run_layers(std::vector<Layer>& layers, Tensor x) {
+  for (Layer& l : layers) x = std::visit([&](auto& m) { return m(x); }, l);
+  return x;
+}
+void reset_layers(std::vector<Layer>& layers) {
+  for (Layer& l : layers) std::visit([](auto& m) { m.reset(); }, l);
+}
+
+// Encoder3d / Decoder3d: conv1, [downsamples], middle, head (RMS_norm, SiLU, CausalConv3d).
+struct Coder {
+  CausalConv conv_in;
+  std::vector<Layer> stages, middle;
+  Tensor head_gamma;
+  CausalConv conv_out;
+
+  void reset() {
+    conv_in.reset();
+    reset_layers(stages);
+    reset_layers(middle);
+    conv_out.reset();
+  }
+  Tensor operator()(const Tensor& x, bool decoder) {
+    Tensor h = conv_in(x);
+    if (decoder) {
+      h = run_layers(middle, h);
+      h = run_layers(stages, h);
+    } else {
+      h = run_layers(stages, h);
+      h = run_layers(middle, h);
+    }
+    return conv_out(norm(h, head_gamma, true));
+  }
+};
+
+void build_middle(const Loader& ld, const std::string& k, int64_t c, std::vector<Layer>& out) {
+  out.emplace_back(std::in_place_type<ResidualBlock>, ld, k + ".middle.0", c, c);
+  out.emplace_back(std::in_place_type<AttentionBlock>, ld, k + ".middle.1", c);
+  out.emplace_back(std::in_place_type<ResidualBlock>, ld, k + ".middle.2", c, c);
+}
+
+// Wan 2.2 patchify: [C, T, 2H, 2W] -> [4C, T, H, W], channel c*4 + r*2 + q holds pixel
+// (2h + q, 2w + r) ("b c f (h q) (w r) -> b (c r q) f h w": r, the w offset, before q).
+Tensor patchify2(const Tensor& x) {
+  const int64_t c = x.dim(0), t = x.dim(1), h = x.dim(2) / 2, w = x.dim(3) / 2;
+  if (x.dim(2) % 2 || x.dim(3) % 2)
+    throw Error("vae encode: the Wan 2.2 VAE needs an even frame size, got " +
+                shape_str(x.shape()));
+  Tensor out = Tensor::zeros({4 * c, t, h, w});
+  for (int64_t ci = 0; ci < c; ++ci)
+    for (int64_t r = 0; r < 2; ++r)
+      for (int64_t q = 0; q < 2; ++q)
+        for (int64_t f = 0; f < t; ++f)
+          for (int64_t i = 0; i < h; ++i)
+            for (int64_t j = 0; j < w; ++j)
+              out.f32()[(((ci * 4 + r * 2 + q) * t + f) * h + i) * w + j] =
+                  x.f32()[((ci * t + f) * 2 * h + 2 * i + q) * 2 * w + 2 * j + r];
+  return out;
+}
+
+// The inverse: [4C, T, H, W] -> [C, T, 2H, 2W].
+Tensor unpatchify2(const Tensor& x) {
+  const int64_t c = x.dim(0) / 4, t = x.dim(1), h = x.dim(2), w = x.dim(3);
+  Tensor out = Tensor::zeros({c, t, 2 * h, 2 * w});
+  for (int64_t ci = 0; ci < c; ++ci)
+    for (int64_t r = 0; r < 2; ++r)
+      for (int64_t q = 0; q < 2; ++q)
+        for (int64_t f = 0; f < t; ++f)
+          for (int64_t i = 0; i < h; ++i)
+            for (int64_t j = 0; j < w; ++j)
+              out.f32()[((ci * t + f) * 2 * h + 2 * i + q) * 2 * w + 2 * j + r] =
+                  x.f32()[(((ci * 4 + r * 2 + q) * t + f) * h + i) * w + j];
+  return out;
+}
+
+bool has_scale(const std::vector<double>& scales, double s) {
+  return std::find(scales.begin(), scales.end(), s) != scales.end();
+}
+}  // namespace
+
+struct WanVae::Impl {
+  Coder encoder, decoder;
+  CausalConv conv1, conv2;  // 1x1x1: mu/log_var, and the latent before the decoder
+};
+
+void VaeConfig::validate(const std::string& where) const {
+  auto fail = [&](const std::string& what) { throw Error(where + ": " + what); };
+  if (version != 21 && version != 22) fail("version must be 21 or 22");
+  if (dim <= 0 || z_dim <= 0 || dec_dim < 0) fail("dim, dec_dim and z_dim must be positive");
+  if (dim_mult.size() < 2) fail("dim_mult needs at least 2 entries");
+  for (int m : dim_mult)
+    if (m <= 0) fail("dim_mult entries must be positive");
+  if (num_res_blocks < 1) fail("num_res_blocks must be at least 1");
+  if (temperal_downsample.size() != dim_mult.size() - 1)
+    fail("temperal_downsample needs " + std::to_string(dim_mult.size() - 1) + " entries");
+  // Decoder3d halves the input width of stages 1..3 after each upsample (hard-coded upstream).
+  if (dim_mult.size() != 4) fail("only the 4-stage layout of the released VAEs is supported");
+}
+
+int64_t VaeConfig::temporal_stride() const {
+  int64_t s = 1;
+  for (bool t : temperal_downsample) s *= t ? 2 : 1;
+  return s;
+}
+
+LatentStats wan21_latent_stats() {
+  // wan/modules/vae2_1.py, Wan2_1_VAE.__init__
+  return {{-0.7571f, -0.7089f, -0.9113f, 0.1075f, -0.1745f, 0.9653f, -0.1517f, 1.5508f, 0.4134f,
+           -0.0715f, 0.5517f, -0.3632f, -0.1922f, -0.9497f, 0.2503f, -0.2921f},
+          {2.8184f, 1.4541f, 2.3275f, 2.6558f, 1.2196f, 1.7708f, 2.6052f, 2.0743f, 3.2687f, 2.1526f,
+           2.8652f, 1.5579f, 1.6382f, 1.1253f, 2.8251f, 1.9160f}};
+}
+
+LatentStats wan22_latent_stats() {
+  // wan/modules/vae2_2.py, Wan2_2_VAE.__init__
+  return {{-0.2289f, -0.0052f, -0.1323f, -0.2339f, -0.2799f, 0.0174f,  0.1838f,  0.1557f,
+           -0.1382f, 0.0542f,  0.2813f,  0.0891f,  0.1570f,  -0.0098f, 0.0375f,  -0.1825f,
+           -0.2246f, -0.1207f, -0.0698f, 0.5109f,  0.2665f,  -0.2108f, -0.2158f, 0.2502f,
+           -0.2055f, -0.0322f, 0.1109f,  0.1567f,  -0.0729f, 0.0899f,  -0.2799f, -0.1230f,
+           -0.0313f, -0.1649f, 0.0117f,  0.0723f,  -0.2839f, -0.2083f, -0.0520f, 0.3748f,
+           0.0152f,  0.1957f,  0.1433f,  -0.2944f, 0.3573f,  -0.0548f, -0.1681f, -0.0667f},
+          {0.4765f, 1.0364f, 0.4514f, 1.1677f, 0.5313f, 0.4990f, 0.4818f, 0.5013f, 0.8158f, 1.0344f,
+           0.5894f, 1.0901f, 0.6885f, 0.6165f, 0.8454f, 0.4978f, 0.5759f, 0.3523f, 0.7135f, 0.6804f,
+           0.5833f, 1.4146f, 0.8986f, 0.5659f, 0.7069f, 0.5338f, 0.4889f, 0.4917f, 0.4069f, 0.4999f,
+           0.6866f, 0.4093f, 0.5709f, 0.6065f, 0.6415f, 0.4944f, 0.5726f, 1.2042f, 0.5458f, 1.6887f,
+           0.3971f, 1.0600f, 0.3943f, 0.5537f, 0.5444f, 0.4089f, 0.7468f, 0.7744f}};
+}
+
+namespace {
+void check_stats(const Tensor& x, const LatentStats& s, const char* op) {
+  if (x.ndim() != 4 || s.mean.size() != static_cast<size_t>(x.dim(0)) ||
+      s.std.size() != s.mean.size())
+    throw Error(std::string(op) + ": latent " + shape_str(x.shape()) + " does not match " +
+                std::to_string(s.mean.size()) + " mean / " + std::to_string(s.std.size()) +
+                " std values");
+}
+}  // namespace
+
+void normalize_latent(Tensor& mu, const LatentStats& s) {
+  check_stats(mu, s, "normalize_latent");
+  const int64_t n = mu.numel() / mu.dim(0);
+  for (int64_t c = 0; c < mu.dim(0); ++c) {
+    const float mean = s.mean[c], inv_std = 1.0f / s.std[c];  // scale[1] = 1/std in float32
+    float* p = mu.f32() + c * n;
+    for (int64_t i = 0; i < n; ++i) p[i] = (p[i] - mean) * inv_std;
+  }
+}
+
+void denormalize_latent(Tensor& z, const LatentStats& s) {
+  check_stats(z, s, "denormalize_latent");
+  const int64_t n = z.numel() / z.dim(0);
+  for (int64_t c = 0; c < z.dim(0); ++c) {
+    const float mean = s.mean[c], inv_std = 1.0f / s.std[c];
+    float* p = z.f32() + c * n;
+    for (int64_t i = 0; i < n; ++i) p[i] = p[i] / inv_std + mean;
+  }
+}
+
+namespace {
+// Encoder3d / Decoder3d of vae2_1.py.
+void build_wan21(const VaeConfig& cfg, const Loader& ld, WanVae::Impl& impl) {
+  const int64_t dim = cfg.dim, z = cfg.z_dim;
+  const size_t stages = cfg.dim_mult.size();
+
+  // Encoder3d
+  Coder& enc = impl.encoder;
+  std::vector<int64_t> dims = {dim};
+  for (int m : cfg.dim_mult) dims.push_back(dim * m);
+  enc.conv_in = CausalConv(ld, "encoder.conv1", 3, dims[0], 3, 3, 1, 1);
+  double scale = 1.0;
+  int idx = 0;
+  int64_t out_dim = dims[0];
+  for (size_t i = 0; i < stages; ++i) {
+    int64_t in_dim = dims[i];
+    out_dim = dims[i + 1];
+    for (int r = 0; r < cfg.num_res_blocks; ++r) {
+      enc.stages.emplace_back(std::in_place_type<ResidualBlock>, ld,
+                              "encoder.downsamples." + std::to_string(idx++), in_dim, out_dim);
+      if (has_scale(cfg.attn_scales, scale))
+        enc.stages.emplace_back(std::in_place_type<AttentionBlock>, ld,
+                                "encoder.downsamples." + std::to_string(idx++), out_dim);
+      in_dim = out_dim;
+    }
+    if (i != stages - 1) {
+      enc.stages.emplace_back(
+          std::in_place_type<Resample>, ld, "encoder.downsamples." + std::to_string(idx++), out_dim,
+          cfg.temperal_downsample[i] ? ResampleMode::Downsample3d : ResampleMode::Downsample2d,
+          true);
+      scale /= 2.0;
+    }
+  }
+  build_middle(ld, "encoder", out_dim, enc.middle);
+  enc.head_gamma = ld.get("encoder.head.0.gamma", {out_dim, 1, 1, 1});
+  enc.conv_out = CausalConv(ld, "encoder.head.2", out_dim, 2 * z, 3, 3, 1, 1);
+
+  impl.conv1 = CausalConv(ld, "conv1", 2 * z, 2 * z, 1, 1, 0, 0);
+  impl.conv2 = CausalConv(ld, "conv2", z, z, 1, 1, 0, 0);
+
+  // Decoder3d (temperal_upsample = temperal_downsample reversed)
+  Coder& dec = impl.decoder;
+  std::vector<int64_t> ddims = {dim * cfg.dim_mult.back()};
+  for (size_t i = stages; i-- > 0;) ddims.push_back(dim * cfg.dim_mult[i]);
+  dec.conv_in = CausalConv(ld, "decoder.conv1", z, ddims[0], 3, 3, 1, 1);
+  build_middle(ld, "decoder", ddims[0], dec.middle);
+  scale = 1.0 / static_cast<double>(1 << (stages - 2));
+  idx = 0;
+  for (size_t i = 0; i < stages; ++i) {
+    int64_t in_dim = ddims[i];
+    out_dim = ddims[i + 1];
+    if (i == 1 || i == 2 || i == 3) in_dim /= 2;  // the previous upsample halved the width
+    for (int r = 0; r < cfg.num_res_blocks + 1; ++r) {
+      dec.stages.emplace_back(std::in_place_type<ResidualBlock>, ld,
+                              "decoder.upsamples." + std::to_string(idx++), in_dim, out_dim);
+      if (has_scale(cfg.attn_scales, scale))
+        dec.stages.emplace_back(std::in_place_type<AttentionBlock>, ld,
+                                "decoder.upsamples." + std::to_string(idx++), out_dim);
+      in_dim = out_dim;
+    }
+    if (i != stages - 1) {
+      const bool temporal = cfg.temperal_downsample[stages - 2 - i];
+      dec.stages.emplace_back(std::in_place_type<Resample>, ld,
+                              "decoder.upsamples." + std::to_string(idx++), out_dim,
+                              temporal ? ResampleMode::Upsample3d : ResampleMode::Upsample2d, true);
+      scale *= 2.0;
+    }
+  }
+  dec.head_gamma = ld.get("decoder.head.0.gamma", {out_dim, 1, 1, 1});
+  dec.conv_out = CausalConv(ld, "decoder.head.2", out_dim, 3, 3, 3, 1, 1);
+}
+
+// Encoder3d / Decoder3d of vae2_2.py: 12-channel (patchified) input and output, stages of
+// Down_ResidualBlock / Up_ResidualBlock, no attention outside the middle.
+void build_wan22(const VaeConfig& cfg, const Loader& ld, WanVae::Impl& impl) {
+  const int64_t dim = cfg.dim, z = cfg.z_dim;
+  const size_t stages = cfg.dim_mult.size();
+  Coder& enc = impl.encoder;
+  std::vector<int64_t> dims = {dim};
+  for (int m : cfg.dim_mult) dims.push_back(dim * m);
+  enc.conv_in = CausalConv(ld, "encoder.conv1", 12, dims[0], 3, 3, 1, 1);
+  for (size_t i = 0; i < stages; ++i) {
+    const bool temporal = i < cfg.temperal_downsample.size() && cfg.temperal_downsample[i];
+    enc.stages.emplace_back(std::in_place_type<DownBlock>, ld,
+                            "encoder.downsamples." + std::to_string(i), dims[i], dims[i + 1],
+                            cfg.num_res_blocks, temporal, i != stages - 1);
+  }
+  build_middle(ld, "encoder", dims.back(), enc.middle);
+  enc.head_gamma = ld.get("encoder.head.0.gamma", {dims.back(), 1, 1, 1});
+  enc.conv_out = CausalConv(ld, "encoder.head.2", dims.back(), 2 * z, 3, 3, 1, 1);
+
+  impl.conv1 = CausalConv(ld, "conv1", 2 * z, 2 * z, 1, 1, 0, 0);
+  impl.conv2 = CausalConv(ld, "conv2", z, z, 1, 1, 0, 0);
+
+  Coder& dec = impl.decoder;
+  const int64_t dd = cfg.decoder_dim();
+  std::vector<int64_t> ddims = {dd * cfg.dim_mult.back()};
+  for (size_t i = stages; i-- > 0;) ddims.push_back(dd * cfg.dim_mult[i]);
+  dec.conv_in = CausalConv(ld, "decoder.conv1", z, ddims[0], 3, 3, 1, 1);
+  build_middle(ld, "decoder", ddims[0], dec.middle);
+  const size_t nt = cfg.temperal_downsample.size();
+  for (size_t i = 0; i < stages; ++i) {
+    const bool temporal = i < nt && cfg.temperal_downsample[nt - 1 - i];  // reversed
+    dec.stages.emplace_back(std::in_place_type<UpBlock>, ld,
+                            "decoder.upsamples." + std::to_string(i), ddims[i], ddims[i + 1],
+                            cfg.num_res_blocks + 1, temporal, i != stages - 1);
+  }
+  dec.head_gamma = ld.get("decoder.head.0.gamma", {ddims.back(), 1, 1, 1});
+  dec.conv_out = CausalConv(ld, "decoder.head.2", ddims.back(), 12, 3, 3, 1, 1);
+}
+}  // namespace
+
+WanVae::WanVae(VaeConfig cfg, const VaeWeightFn& weights)
+    : cfg_(std::move(cfg)), impl_(std::make_unique<Impl>()) {
+  cfg_.validate("vae config");
+  const Loader ld(weights);
+  if (cfg_.version == 22)
+    build_wan22(cfg_, ld, *impl_);
+  else
+    build_wan21(cfg_, ld, *impl_);
+}
+
+WanVae::~WanVae() = default;
+
+Tensor WanVae::encode(const Tensor& video, Tensor* enc_raw, const VaeProgressFn& progress) {
+  if (video.ndim() != 4 || video.dim(0) != 3 || video.dim(1) < 1)
+    throw Error("vae encode: video must be [3, T, H, W] with T >= 1, got " +
+                shape_str(video.shape()));
+  const Tensor v = cfg_.version == 22 ? patchify2(video.to_f32()) : video.to_f32();
+  const int64_t chunks = 1 + (v.dim(1) - 1) / 4;  // frames 1, 4, 4, ...; the rest is dropped
+  impl_->encoder.reset();
+  std::vector<Tensor> outs;
+  for (int64_t i = 0; i < chunks; ++i) {
+    const int64_t b = i == 0 ? 0 : 1 + 4 * (i - 1), e = i == 0 ? 1 : 1 + 4 * i;
+    outs.push_back(impl_->encoder(cpu::slice_frames(v, b, e), false));
+    if (progress)
+      progress(static_cast<int>(i), static_cast<int>(chunks), e - b, outs.back().dim(1));
+  }
+  impl_->encoder.reset();
+  const Tensor raw = join_frames(outs);
+  const Tensor mu_logvar = impl_->conv1(raw);
+  if (enc_raw) *enc_raw = raw;
+  return mu_logvar.slice_rows(0, cfg_.z_dim).clone();
+}
+
+Tensor WanVae::decode(const Tensor& z, Tensor* conv2_out, const VaeProgressFn& progress) {
+  if (z.ndim() != 4 || z.dim(0) != cfg_.z_dim || z.dim(1) < 1)
+    throw Error("vae decode: latent must be [" + std::to_string(cfg_.z_dim) +
+                ", F, h, w] with F >= 1, got " + shape_str(z.shape()));
+  const Tensor x = impl_->conv2(z.to_f32());
+  if (conv2_out) *conv2_out = x;
+  impl_->decoder.reset();
+  std::vector<Tensor> outs;
+  const int64_t frames = x.dim(1);
+  for (int64_t i = 0; i < frames; ++i) {
+    outs.push_back(impl_->decoder(cpu::slice_frames(x, i, i + 1), true));
+    if (progress) progress(static_cast<int>(i), static_cast<int>(frames), 1, outs.back().dim(1));
+  }
+  impl_->decoder.reset();
+  return cfg_.version == 22 ? unpatchify2(join_frames(outs)) : join_frames(outs);
+}
+
+namespace {
+std::vector<float> json_floats(const nlohmann::json& j) {
+  std::vector<float> v;
+  for (const auto& e : j) v.push_back(e.get<float>());
+  return v;
+}
+}  // namespace
+
+VaeSource open_vae(const std::string& path) {
+  Checkpoint ck = Checkpoint::open(path);
+  std::string prefix;
+  bool found = false;
+  const std::string anchor = "encoder.conv1.weight";
+  for (const std::string& name : ck.names()) {
+    if (name.size() < anchor.size() ||
+        name.compare(name.size() - anchor.size(), anchor.size(), anchor) != 0)
+      continue;
+    const std::string p = name.substr(0, name.size() - anchor.size());
+    if (!p.empty() && p.back() != '.') continue;
+    if (!found || p.size() < prefix.size()) prefix = p;
+    found = true;
+  }
+  if (!found)
+    throw Error(path + ": not a Wan VAE (no tensor 'encoder.conv1.weight' under any prefix)");
+  const Shape conv_in = ck.find(prefix + anchor)->shape;
+  if (conv_in.size() != 5 || (conv_in[1] != 3 && conv_in[1] != 12))
+    throw Error(path + ": '" + prefix + anchor + "' has shape " + shape_str(conv_in) +
+                ", expected [dim, 3 (Wan 2.1) or 12 (Wan 2.2), 3, 3, 3]");
+
+  VaeSource src{ck, prefix, VaeConfig{}, "tensor shapes", {}};
+  src.config.version = conv_in[1] == 12 ? 22 : 21;
+  std::optional<nlohmann::json> meta;
+  for (const auto& f : ck.files()) {
+    const auto it = f->metadata().find("config");
+    if (it == f->metadata().end()) continue;
+    nlohmann::json j = nlohmann::json::parse(it->second, nullptr, /*allow_exceptions=*/false);
+    if (j.is_object() && j.contains("constructor")) {
+      meta = std::move(j);
+      break;
+    }
+  }
+  try {
+    if (meta) {
+      const nlohmann::json& c = (*meta)["constructor"];
+      VaeConfig& v = src.config;
+      if (c.contains("dec_dim")) v.version = 22;
+      v.dec_dim = c.value("dec_dim", v.version == 22 ? 256 : 0);  // WanVAE_ default 256
+      v.dim = c.value("dim", v.dim);
+      v.z_dim = c.value("z_dim", v.z_dim);
+      if (c.contains("dim_mult")) v.dim_mult = c["dim_mult"].get<std::vector<int>>();
+      v.num_res_blocks = c.value("num_res_blocks", v.num_res_blocks);
+      if (c.contains("attn_scales")) v.attn_scales = c["attn_scales"].get<std::vector<double>>();
+      if (c.contains("temperal_downsample"))
+        v.temperal_downsample = c["temperal_downsample"].get<std::vector<bool>>();
+      src.config_origin = "file metadata";
+      if (meta->contains("real_model")) {
+        const nlohmann::json& r = (*meta)["real_model"];
+        if (r.contains("latents_mean") && r.contains("latents_std"))
+          src.stats = {json_floats(r["latents_mean"]), json_floats(r["latents_std"])};
+      }
+    } else {
+      // The released layout (Wan2_1_VAE: dim 96, 2 res blocks per stage, no attention);
+      // dim, z_dim and the res-block count from the tensors.
+      VaeConfig& v = src.config;
+      v.dim = static_cast<int>(conv_in[0]);
+      if (const TensorInfo* c2 = ck.find(prefix + "conv2.weight"))
+        v.z_dim = static_cast<int>(c2->shape[0]);
+      if (const TensorInfo* d1 = ck.find(prefix + "decoder.conv1.weight"))
+        v.dec_dim = static_cast<int>(d1->shape[0] / v.dim_mult.back());
+      if (v.version == 21) v.dec_dim = 0;
+      // Wan 2.1: encoder.downsamples.<i> counts res blocks and resamples of every stage;
+      // Wan 2.2: encoder.downsamples.0.downsamples.<j> counts the first stage's (+ 1 resample).
+      const std::string down = prefix + (v.version == 22 ? "encoder.downsamples.0.downsamples."
+                                                         : "encoder.downsamples.");
+      std::set<int> idx;
+      for (const std::string& name : ck.names())
+        if (name.compare(0, down.size(), down) == 0)
+          idx.insert(std::atoi(name.c_str() + down.size()));
+      const int stages = static_cast<int>(v.dim_mult.size()), n = static_cast<int>(idx.size());
+      v.num_res_blocks = std::max(1, v.version == 22 ? n - 1 : (n - (stages - 1)) / stages);
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(path + ": bad VAE config in metadata: " + e.what());
+  } catch (const Error& e) {
+    throw Error(path + ": " + e.what());
+  }
+  src.config.validate(path);
+  if (!src.stats.defined() && src.config.z_dim == 16) src.stats = wan21_latent_stats();
+  if (!src.stats.defined() && src.config.z_dim == 48) src.stats = wan22_latent_stats();
+  return src;
+}
+
+std::unique_ptr<WanVae> load_vae(const VaeSource& src) {
+  const VaeWeightFn fn = [&](const std::string& key, const Shape&) {
+    const std::string name = src.prefix + key;
+    if (!src.checkpoint.contains(name))
+      throw Error(src.checkpoint.path() + ": missing VAE tensor '" + name + "'");
+    return src.checkpoint.tensor_f32(name);
+  };
+  try {
+    return std::make_unique<WanVae>(src.config, fn);
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    if (what.rfind(src.checkpoint.path(), 0) == 0) throw;
+    throw Error(src.checkpoint.path() + ": " + what);
+  }
+}
+
+}  // namespace fisdit::wan

@@ -1,0 +1,107 @@
+#pragma once
+// The Wan video VAEs on the CPU in fp32: Wan 2.1 (wan/modules/vae2_1.py, WanVAE_) and Wan 2.2
+// (vae2_2.py: 2x2 patchify, AvgDown3D/DupUp3D shortcuts around each stage, decoder width dec_dim).
+//
+// The official code runs the encoder on frame chunks 1, 4, 4, ... and the decoder on one latent
+// frame at a time, with per-conv caches of the last CACHE_T = 2 input frames. This class keeps
+// that streaming structure (bounded memory: one chunk of activations at a time) and its exact
+// semantics:
+//   * every CausalConv3d keeps a history of the last 2*pad_t frames of its (front zero padded)
+//     input, so it equals a causal conv over the whole sequence;
+//   * downsample3d lets the first chunk through and afterwards runs its stride-2 time conv over
+//     [last frame of the previous chunk, chunk];
+//   * upsample3d passes the first chunk (latent frame 0: 1 -> 1 frame) and runs its causal time
+//     conv from chunk 1 on with a fresh zero history (it never sees chunk 0), interleaving the two
+//     output halves in time (1 -> 2 frames).
+// Weights use the official state_dict keys ("encoder.conv1.weight", ...), optionally under a
+// prefix ("model.", "vae.", ...).
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "io/checkpoint.h"
+
+namespace fisdit::wan {
+
+struct VaeConfig {
+  int version = 21;  // 21: vae2_1.py, 22: vae2_2.py
+  int dim = 96;
+  int dec_dim = 0;  // Wan 2.2 decoder width (0: same as dim; Wan 2.1 always uses dim)
+  int z_dim = 16;
+  std::vector<int> dim_mult = {1, 2, 4, 4};
+  int num_res_blocks = 2;
+  std::vector<double> attn_scales;                              // empty in every released Wan VAE
+  std::vector<bool> temperal_downsample = {false, true, true};  // official spelling
+  // Throws fisdit::Error prefixed with `where` when the values cannot describe a WanVAE_.
+  void validate(const std::string& where) const;
+  int decoder_dim() const { return version == 22 && dec_dim > 0 ? dec_dim : dim; }
+  // 8 for Wan 2.1; 16 for Wan 2.2 (2x2 patchify, then three 2x downsamples).
+  int64_t spatial_stride() const {
+    return (int64_t{1} << (dim_mult.size() - 1)) * (version == 22 ? 2 : 1);
+  }
+  int64_t temporal_stride() const;
+};
+
+// Per-channel latent statistics; the official wrappers pass scale = [mean, 1/std].
+struct LatentStats {
+  std::vector<float> mean, std;
+  bool defined() const { return !mean.empty(); }
+};
+// Wan2_1_VAE's (16 channels) and Wan2_2_VAE's (48 channels) hard-coded statistics.
+LatentStats wan21_latent_stats();
+LatentStats wan22_latent_stats();
+// encode: (mu - mean) * (1/std), in place on [z, F, H, W].
+void normalize_latent(Tensor& mu, const LatentStats& stats);
+// decode input: z / (1/std) + mean, in place on [z, F, H, W].
+void denormalize_latent(Tensor& z, const LatentStats& stats);
+
+// Called after each encoder/decoder chunk: chunk index, chunk count, frames in, frames out.
+using VaeProgressFn =
+    std::function<void(int chunk, int chunks, int64_t in_frames, int64_t out_frames)>;
+// Returns the tensor stored under the official key (without prefix); shape is the expected one.
+using VaeWeightFn = std::function<Tensor(const std::string& key, const Shape& shape)>;
+
+class WanVae {
+ public:
+  WanVae(VaeConfig cfg, const VaeWeightFn& weights);
+  ~WanVae();
+  WanVae(const WanVae&) = delete;
+  WanVae& operator=(const WanVae&) = delete;
+
+  const VaeConfig& config() const { return cfg_; }
+
+  // video [3, T, H, W] (values in [-1, 1]; H, W multiples of spatial_stride() s) -> raw mu
+  // [z, 1 + (T-1)/4, H/s, W/s] (not normalised). Frames after the last 4k+1 are dropped, as
+  // upstream. `enc_raw`, when given, receives the encoder output before the 1x1x1 conv1 ([2z,
+  // ...]).
+  Tensor encode(const Tensor& video, Tensor* enc_raw = nullptr, const VaeProgressFn& progress = {});
+  // Raw (denormalised) latent [z, F, h, w] -> video [3, 1 + 4(F-1), s*h, s*w], unclamped.
+  // `conv2_out`, when given, receives conv2(z) as fed to the decoder.
+  Tensor decode(const Tensor& z, Tensor* conv2_out = nullptr, const VaeProgressFn& progress = {});
+
+  struct Impl;
+
+ private:
+  VaeConfig cfg_;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The VAE behind --vae: a safetensors file (or checkpoint directory) holding WanVAE_'s state_dict
+// keys, possibly under a prefix. The config comes from the file's metadata (`config` JSON with a
+// `constructor` object, as the fixtures store it) or else the released layout (Wan 2.1 when
+// encoder.conv1 takes 3 channels, Wan 2.2 when it takes 12) with the widths, z_dim and the
+// res-block count read from the tensor shapes.
+struct VaeSource {
+  Checkpoint checkpoint;
+  std::string prefix;
+  VaeConfig config;
+  std::string config_origin;  // "file metadata" or "tensor shapes"
+  LatentStats stats;          // metadata real_model, else the wrapper's constants (z_dim 16 / 48)
+};
+VaeSource open_vae(const std::string& path);
+// Loads the weights (throws naming the first missing or misshaped tensor).
+std::unique_ptr<WanVae> load_vae(const VaeSource& src);
+
+}  // namespace fisdit::wan

@@ -1,0 +1,122 @@
+// fisdit vae encode|decode: the Wan 2.1 / 2.2 VAE on the CPU (fp32), tensors from safetensors.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+
+#include "cli.h"
+#include "fisdit/error.h"
+#include "models/wan/vae.h"
+
+namespace fisdit::cli {
+
+namespace {
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// A [1, C, F, H, W] tensor as [C, F, H, W]; anything else but [C, F, H, W] is refused.
+Tensor drop_batch(const Tensor& t, const std::string& file, const std::string& name,
+                  const std::string& expected) {
+  if (t.ndim() == 5 && t.dim(0) == 1) return t.reshape({t.dim(1), t.dim(2), t.dim(3), t.dim(4)});
+  if (t.ndim() == 4) return t;
+  throw Error(file + ": '" + name + "' must be " + expected +
+              " (or with a leading batch of 1), got " + shape_str(t.shape()));
+}
+
+// Latent statistics for --normalize: 'scale_mean' / 'scale_std' of the inputs file when it has
+// them (the fixtures), else those of the VAE (its metadata, or Wan2_1_VAE's constants).
+wan::LatentStats normalize_stats(const SafetensorsFile& in, const wan::VaeSource& src) {
+  const Tensor mean = read_input(in, "scale_mean", false), std = read_input(in, "scale_std", false);
+  if (mean.defined() != std.defined())
+    throw Error(in.path() + ": 'scale_mean' and 'scale_std' must be given together");
+  if (mean.defined()) {
+    if (mean.numel() != src.config.z_dim || std.numel() != src.config.z_dim)
+      throw Error(in.path() + ": 'scale_mean'/'scale_std' need " +
+                  std::to_string(src.config.z_dim) + " values each");
+    return {mean.to_vector(), std.to_vector()};
+  }
+  if (!src.stats.defined())
+    throw Error("--normalize: no latent mean/std for a " + std::to_string(src.config.z_dim) +
+                "-channel VAE (give 'scale_mean' and 'scale_std' in --inputs)");
+  return src.stats;
+}
+}  // namespace
+
+void register_vae(CLI::App& app) {
+  struct Args {
+    std::string mode, vae, inputs, output;
+    bool normalize = false, clamp = false;
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand("vae", "Wan 2.1 / 2.2 VAE encode or decode on the CPU (fp32)");
+  cmd->add_option("mode", args->mode, "encode or decode")
+      ->required()
+      ->check(CLI::IsMember({"encode", "decode"}));
+  cmd->add_option("--vae", args->vae, "VAE .safetensors (official WanVAE_ keys, any prefix)")
+      ->required();
+  cmd->add_option("--inputs", args->inputs,
+                  "safetensors with 'video' [3, T, H, W] in [-1, 1] (encode) or 'z' [z_dim, F, h, "
+                  "w] (decode); optional 'scale_mean'/'scale_std'")
+      ->required();
+  cmd->add_option("--output", args->output,
+                  "safetensors to write 'z' (encode) or 'video' (decode) to")
+      ->required();
+  cmd->add_flag("--normalize", args->normalize,
+                "encode: (mu - mean) / std; decode: z * std + mean first (mean/std from --inputs "
+                "'scale_mean'/'scale_std', else from the VAE)");
+  cmd->add_flag("--clamp", args->clamp, "decode: clamp the video to [-1, 1] (as Wan2_1_VAE does)");
+  cmd->callback([args] {
+    const bool encode = args->mode == "encode";
+    if (encode && args->clamp) throw Error("--clamp only applies to 'vae decode'");
+    const auto in = SafetensorsFile::open(args->inputs);
+    const std::string name = encode ? "video" : "z";
+    const Tensor x = drop_batch(read_input(*in, name, true), args->inputs, name,
+                                encode ? "[3, T, H, W]" : "[z_dim, F, h, w]");
+    if (encode && x.dim(0) != 3)
+      throw Error(args->inputs + ": 'video' has " + std::to_string(x.dim(0)) +
+                  " channels, expected 3 (RGB)");
+    auto start = std::chrono::steady_clock::now();
+    const wan::VaeSource src = wan::open_vae(args->vae);
+    if (!encode && x.dim(0) != src.config.z_dim)
+      throw Error(args->inputs + ": 'z' has " + std::to_string(x.dim(0)) +
+                  " channels, the VAE expects " + std::to_string(src.config.z_dim));
+    const wan::LatentStats stats = args->normalize ? normalize_stats(*in, src) : wan::LatentStats{};
+    auto vae = wan::load_vae(src);
+    const wan::VaeConfig& c = src.config;
+    char line[512];
+    std::snprintf(line, sizeof line,
+                  "loaded VAE %s: dim %d, z_dim %d, %d res blocks (config from %s) in %.2f s",
+                  args->vae.c_str(), c.dim, c.z_dim, c.num_res_blocks, src.config_origin.c_str(),
+                  seconds_since(start));
+    status(line);
+    start = std::chrono::steady_clock::now();
+    auto chunk_start = start;
+    const wan::VaeProgressFn progress = [&](int i, int n, int64_t fin, int64_t fout) {
+      std::snprintf(line, sizeof line, "%s chunk %d/%d: %lld frame(s) -> %lld  %.3f s",
+                    encode ? "encode" : "decode", i + 1, n, static_cast<long long>(fin),
+                    static_cast<long long>(fout), seconds_since(chunk_start));
+      status(line);
+      chunk_start = std::chrono::steady_clock::now();
+    };
+    Tensor out;
+    if (encode) {
+      out = vae->encode(x, nullptr, progress);
+      if (args->normalize) wan::normalize_latent(out, stats);
+    } else {
+      Tensor z = x.clone();
+      if (args->normalize) wan::denormalize_latent(z, stats);
+      out = vae->decode(z, nullptr, progress);
+      if (args->clamp) {
+        float* p = out.f32();
+        for (int64_t i = 0; i < out.numel(); ++i) p[i] = std::clamp(p[i], -1.0f, 1.0f);
+      }
+    }
+    std::snprintf(line, sizeof line, "%s done in %.3f s", args->mode.c_str(), seconds_since(start));
+    status(line);
+    const std::string out_name = encode ? "z" : "video";
+    write_safetensors(args->output, {{out_name, out}}, {{"producer", "fisdit"}});
+    status("wrote " + args->output + " ('" + out_name + "' " + shape_str(out.shape()) + ")");
+  });
+}
+
+}  // namespace fisdit::cli
