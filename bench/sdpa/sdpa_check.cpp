@@ -1,5 +1,6 @@
-// Standalone check of src/backend/cuda/attention.cpp (cuDNN backend-API flash attention): correctness
-// against a naive fp32 GPU reference on sampled query rows, poisoned outputs, and timing.
+// Standalone check of src/backend/cuda/attention.cpp (cuDNN backend-API flash attention):
+// correctness against a naive fp32 GPU reference on sampled query rows, poisoned outputs, and
+// timing.
 //   sdpa_check [--quick]
 // Exit status 0 when every case ran on cuDNN with finite outputs and rel L2 error < 2e-2.
 #include <cuda_runtime.h>
