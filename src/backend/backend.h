@@ -86,6 +86,15 @@ class Backend {
   // In place on x [tokens, heads, head_dim]: rotate adjacent channel pairs by the 3D positions of
   // `grid` (Wan split: frame/height/width parts of head_dim/2 pairs, theta 10000).
   virtual void rope_3d(Tensor& x, const RopeGrid& grid) = 0;
+  // In place on x [tokens, heads * head_dim]: rms_norm over the full width (all heads together,
+  // as Wan's q/k norms), then rope_3d per head. The default runs the two ops; a backend may
+  // fuse them (one read and one write of q or k instead of two each).
+  virtual void rms_norm_rope(Tensor& x, const Tensor& weight, float eps, int64_t heads,
+                             const RopeGrid& grid) {
+    rms_norm(x, weight, eps, x);
+    Tensor per_head = x.reshape({x.dim(0), heads, x.dim(1) / heads});
+    rope_3d(per_head, grid);
+  }
   // out[Lq,H,d] = softmax(q k^T / sqrt(d)) v, no mask.
   virtual void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) = 0;
 

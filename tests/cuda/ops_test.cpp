@@ -156,6 +156,25 @@ TEST(CudaOps, Rope3dAtGatheredFrames) {
   }
 }
 
+TEST(CudaOps, FusedRmsNormRopeMatchesTheTwoReferenceOps) {
+  FISDIT_REQUIRE_GPU();
+  auto cpu = make_cpu_backend();
+  // (heads, head_dim): fused bf16 kernel for 2x64 and 40x128 (Wan), fallback for 3x66 (d % 8).
+  for (const auto& [heads, hd] :
+       std::vector<std::pair<int64_t, int64_t>>{{2, 64}, {40, 128}, {3, 66}}) {
+    const RopeGrid grid{{0, 3, 6, 8, 20}, 3, 5};  // gathered anchors: true frame indices
+    const int64_t tokens = grid.tokens(), d = heads * hd;
+    const Tensor x = round_bf16(randn({tokens, d}, 51, 2.0f));
+    const Tensor w = round_bf16(randn({d}, 52, 0.1f, 1.0f));
+    Tensor ref = x.clone();
+    cpu->rms_norm_rope(ref, w, 1e-6f, heads, grid);
+    Tensor xd = gpu.upload(x, DType::BF16);
+    gpu.flops().reset();
+    gpu.rms_norm_rope(xd, gpu.upload(w, DType::BF16), 1e-6f, heads, grid);
+    EXPECT_LE(gpu_err(gpu, xd, ref), kBf16Out) << heads << "x" << hd;
+  }
+}
+
 TEST(CudaOps, GatedAddMulGateAndArithmetic) {
   FISDIT_REQUIRE_GPU();
   auto cpu = make_cpu_backend();

@@ -36,5 +36,6 @@ void register_dit(CLI::App& app);
 void register_denoise(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_vae(CLI::App& app);
+void register_text_encode(CLI::App& app);
 
 }  // namespace fisdit::cli

@@ -504,6 +504,36 @@ void CudaBackend::rope_3d(Tensor& x, const RopeGrid& grid) {
                  grid.width, table, stream());
 }
 
+void CudaBackend::rms_norm_rope(Tensor& x, const Tensor& weight, float eps, int64_t heads,
+                                const RopeGrid& grid) {
+  const char* op = "rms_norm_rope";
+  require_device(x, op, "input");
+  require_device(weight, op, "weight");
+  require(x.ndim() == 2 && heads > 0 && x.dim(1) % heads == 0 && (x.dim(1) / heads) % 2 == 0, op,
+          "expects [tokens, heads * even head_dim], got " + desc(x) + " for " +
+              std::to_string(heads) + " heads");
+  const int64_t tokens = x.dim(0), d = x.dim(1), head_dim = d / heads;
+  require(weight.numel() == d, op,
+          "weight " + desc(weight) + " does not match channels " + std::to_string(d));
+  require(grid.tokens() == tokens, op,
+          "grid has " + std::to_string(grid.tokens()) + " tokens, tensor " + desc(x));
+  int max_pos = std::max(grid.height, grid.width);
+  for (int32_t f : grid.frames) {
+    require(f >= 0, op, "negative frame index");
+    max_pos = std::max(max_pos, f + 1);
+  }
+  const float* table = rope_table(head_dim, max_pos);
+  bool fused = false;
+  {
+    OpScope scope(stream(), op);
+    const FrameList frames = frame_list(grid.frames, std::numeric_limits<int32_t>::max(), op);
+    fused = launch_rms_norm_rope(x.raw(), etype(x.dtype(), op, "input"), weight.raw(),
+                                 etype(weight.dtype(), op, "weight"), tokens, d, head_dim, eps,
+                                 frames, grid.height, grid.width, table, stream());
+  }
+  if (!fused) Backend::rms_norm_rope(x, weight, eps, heads, grid);
+}
+
 // ---------------------------------------------------------------- elementwise
 void CudaBackend::add(Tensor& x, const Tensor& y, ModChunk gate) {
   const char* op = "add";

@@ -79,6 +79,11 @@ void launch_layer_norm(const float* x, void* y, EType yt, int64_t rows, int64_t 
                        ModArg scale, cudaStream_t s);
 void launch_rms_norm(const void* x, EType xt, void* y, EType yt, const void* weight, EType wt,
                      int64_t rows, int64_t d, float eps, cudaStream_t s);
+// Fused q/k RMSNorm + RoPE in place on bf16 x [rows, d]; false (nothing launched) when the
+// fused kernel does not apply (dtype, width or alignment).
+bool launch_rms_norm_rope(void* x, EType xt, const void* weight, EType wt, int64_t rows, int64_t d,
+                          int64_t head_dim, float eps, const FrameList& frames, int height,
+                          int width, const float* table, cudaStream_t s);
 // x [tokens, heads, head_dim] in place; `table` float2 (cos, sin) [positions, head_dim / 2].
 void launch_rope_3d(void* x, EType xt, int64_t tokens, int64_t heads, int64_t head_dim,
                     const FrameList& frames, int height, int width, const float* table,
@@ -138,6 +143,8 @@ class CudaBackend final : public Backend {
                   ModChunk shift, ModChunk scale) override;
   void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) override;
   void rope_3d(Tensor& x, const RopeGrid& grid) override;
+  void rms_norm_rope(Tensor& x, const Tensor& weight, float eps, int64_t heads,
+                     const RopeGrid& grid) override;
   void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) override;
 
   void add(Tensor& x, const Tensor& y, ModChunk gate) override;

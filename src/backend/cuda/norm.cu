@@ -135,6 +135,53 @@ __global__ void rms_norm_bf16_vec_kernel(const __nv_bfloat16* x, __nv_bfloat16* 
   }
 }
 
+// q/k RMSNorm over the full row (all heads) and 3D RoPE per head in one pass: bf16 rows, 8
+// channels per 16-byte access held in registers; each adjacent pair is normalised, weighted and
+// rotated in fp32 and rounded to bf16 once. In place.
+__global__ void rms_norm_rope_bf16_kernel(__nv_bfloat16* x, const void* weight, EType wt, int64_t d,
+                                          int64_t head_dim, float eps, FrameList frames, int height,
+                                          int width, const float2* table) {
+  __shared__ float scratch[33];
+  const int64_t r = blockIdx.x;
+  const int d8 = static_cast<int>(d / 8);
+  uint4* xr = reinterpret_cast<uint4*>(x + r * d);
+  uint4 v[kRowVec];
+  float sq = 0.0f;
+#pragma unroll
+  for (int j = 0; j < kRowVec; ++j) {
+    const int i = threadIdx.x + j * blockDim.x;
+    v[j] = i < d8 ? xr[i] : make_uint4(0, 0, 0, 0);
+    const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v[j]);
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const float2 f = __bfloat1622float2(h[c]);
+      sq += f.x * f.x + f.y * f.y;
+    }
+  }
+  const float inv = rsqrtf(block_sum(sq, scratch) / static_cast<float>(d) + eps);
+  // This row's token position: (frame, row, column) for the three parts of each head's pairs.
+  const int64_t pairs = head_dim / 2, c1 = pairs / 3, c0 = pairs - 2 * c1;
+  const int64_t per_frame = static_cast<int64_t>(height) * width, in_frame = r % per_frame;
+  const int64_t pos[3] = {frames.frame[r / per_frame], in_frame / width, in_frame % width};
+#pragma unroll
+  for (int j = 0; j < kRowVec; ++j) {
+    const int i = threadIdx.x + j * blockDim.x;
+    if (i >= d8) continue;
+    __nv_bfloat162* h = reinterpret_cast<__nv_bfloat162*>(&v[j]);
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const float2 f = __bfloat1622float2(h[c]);
+      const int64_t ch = 8 * static_cast<int64_t>(i) + 2 * c;
+      const float re = f.x * inv * load(weight, wt, ch), im = f.y * inv * load(weight, wt, ch + 1);
+      const int64_t pair = (ch % head_dim) / 2;
+      const int part = pair < c0 ? 0 : (pair < c0 + c1 ? 1 : 2);
+      const float2 cs = table[pos[part] * pairs + pair];
+      h[c] = __floats2bfloat162_rn(re * cs.x - im * cs.y, re * cs.y + im * cs.x);
+    }
+    xr[i] = v[j];
+  }
+}
+
 // y may alias x: the whole row is read before any of it is written.
 __global__ void rms_norm_kernel(const void* x, EType xt, void* y, EType yt, const void* weight,
                                 EType wt, int64_t d, float eps) {
@@ -236,6 +283,21 @@ void launch_rope_3d(void* x, EType xt, int64_t tokens, int64_t heads, int64_t he
   rope_kernel<<<grid_for(n, 256), 256, 0, s>>>(x, xt, tokens, heads, pairs, frames, height, width,
                                                reinterpret_cast<const float2*>(table));
   check_launch("rope_3d", "", s);
+}
+
+bool launch_rms_norm_rope(void* x, EType xt, const void* weight, EType wt, int64_t rows, int64_t d,
+                          int64_t head_dim, float eps, const FrameList& frames, int height,
+                          int width, const float* table, cudaStream_t s) {
+  const int vec_threads = d / 8 > 1024 ? 256 : 128;
+  if (xt != EType::BF16 || d % 8 != 0 || d / 8 > int64_t{kRowVec} * vec_threads ||
+      reinterpret_cast<uintptr_t>(x) % 16 != 0)
+    return false;  // the caller runs rms_norm and rope_3d
+  if (rows == 0) return true;
+  rms_norm_rope_bf16_kernel<<<static_cast<unsigned>(rows), vec_threads, 0, s>>>(
+      static_cast<__nv_bfloat16*>(x), weight, wt, d, head_dim, eps, frames, height, width,
+      reinterpret_cast<const float2*>(table));
+  check_launch("rms_norm_rope", "", s);
+  return true;
 }
 
 }  // namespace fisdit::cuda

@@ -168,13 +168,14 @@ void WanDiT::self_attention(const DitBlockWeights& w, const Tensor& x, const Mod
   backend_.linear(xn, w.sa_q_w, &w.sa_q_b, q);
   backend_.linear(xn, w.sa_k_w, &w.sa_k_b, k);
   backend_.linear(xn, w.sa_v_w, &w.sa_v_b, v);
-  if (cfg_.qk_norm) {  // over the full dim, all heads together, before RoPE
-    backend_.rms_norm(q, w.sa_norm_q, eps, q);
-    backend_.rms_norm(k, w.sa_norm_k, eps, k);
-  }
   Tensor q3 = q.reshape({n, heads, hd}), k3 = k.reshape({n, heads, hd});
-  backend_.rope_3d(q3, grid);
-  backend_.rope_3d(k3, grid);
+  if (cfg_.qk_norm) {  // over the full dim, all heads together, then RoPE per head
+    backend_.rms_norm_rope(q, w.sa_norm_q, eps, heads, grid);
+    backend_.rms_norm_rope(k, w.sa_norm_k, eps, heads, grid);
+  } else {
+    backend_.rope_3d(q3, grid);
+    backend_.rope_3d(k3, grid);
+  }
   Tensor o = backend_.empty({n, heads, hd}, act);
   backend_.attention(q3, k3, v.reshape({n, heads, hd}), o);
   backend_.linear(o.reshape({n, d}), w.sa_o_w, &w.sa_o_b, out);

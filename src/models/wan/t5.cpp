@@ -1,0 +1,501 @@
+#include "models/wan/t5.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <optional>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "core/dtype.h"
+#include "fisdit/error.h"
+
+namespace fisdit::wan {
+
+void T5Config::validate(const std::string& where) const {
+  auto fail = [&](const std::string& what) { throw Error(where + ": T5 config: " + what); };
+  if (vocab <= 0 || dim <= 0 || dim_attn <= 0 || dim_ffn <= 0 || num_heads <= 0 ||
+      num_layers <= 0 || num_buckets <= 0 || max_dist <= 0)
+    fail(
+        "vocab, dim, dim_attn, dim_ffn, num_heads, num_layers, num_buckets and max_dist must be "
+        "positive");
+  if (dim_attn % num_heads != 0)
+    fail("dim_attn " + std::to_string(dim_attn) + " is not divisible by num_heads " +
+         std::to_string(num_heads));
+  // Bidirectional buckets: half per direction, of which half are exact (max_exact >= 1).
+  if (num_buckets < 4 || num_buckets % 2 != 0)
+    fail("num_buckets must be even and >= 4, got " + std::to_string(num_buckets));
+  if (max_dist <= num_buckets / 4)
+    fail("max_dist " + std::to_string(max_dist) + " must exceed the exact range " +
+         std::to_string(num_buckets / 4));
+  if (!(eps > 0)) fail("eps must be positive");
+}
+
+int t5_relative_bucket(int64_t relative_position, int num_buckets, int max_dist) {
+  // T5RelativeEmbedding._relative_position_bucket with bidirectional=True. The log branch is
+  // float32 arithmetic in the official code (rel_pos.float() / max_exact, torch.log, division by
+  // the Python float log(max_dist / max_exact) cast to float32, times an integer, truncated by
+  // .long()); at distances 16, 32, 64, 128 the result is an exact integer, so it is evaluated here
+  // in the same float32 steps rather than in double.
+  const int half = num_buckets / 2;
+  int bucket = relative_position > 0 ? half : 0;
+  const int64_t distance = relative_position < 0 ? -relative_position : relative_position;
+  const int max_exact = half / 2;
+  if (distance < max_exact) return bucket + static_cast<int>(distance);
+  const float ratio = static_cast<float>(distance) / static_cast<float>(max_exact);
+  const float log_range =
+      static_cast<float>(std::log(static_cast<double>(max_dist) / static_cast<double>(max_exact)));
+  const float scaled = std::log(ratio) / log_range * static_cast<float>(half - max_exact);
+  const int64_t large = max_exact + static_cast<int64_t>(scaled);
+  return bucket + static_cast<int>(std::min<int64_t>(large, half - 1));
+}
+
+std::vector<std::pair<std::string, Shape>> t5_parameter_shapes(const T5Config& c) {
+  const int64_t d = c.dim, da = c.dim_attn, f = c.dim_ffn;
+  std::vector<std::pair<std::string, Shape>> s = {{"token_embedding.weight", {c.vocab, d}}};
+  if (c.shared_pos) s.push_back({"pos_embedding.embedding.weight", {c.num_buckets, c.num_heads}});
+  for (int i = 0; i < c.num_layers; ++i) {
+    const std::string b = "blocks." + std::to_string(i) + ".";
+    s.push_back({b + "norm1.weight", {d}});
+    s.push_back({b + "attn.q.weight", {da, d}});
+    s.push_back({b + "attn.k.weight", {da, d}});
+    s.push_back({b + "attn.v.weight", {da, d}});
+    s.push_back({b + "attn.o.weight", {d, da}});
+    s.push_back({b + "norm2.weight", {d}});
+    s.push_back({b + "ffn.gate.0.weight", {f, d}});
+    s.push_back({b + "ffn.fc1.weight", {f, d}});
+    s.push_back({b + "ffn.fc2.weight", {d, f}});
+    if (!c.shared_pos)
+      s.push_back({b + "pos_embedding.embedding.weight", {c.num_buckets, c.num_heads}});
+  }
+  s.push_back({"norm.weight", {d}});
+  return s;
+}
+
+// Parameters of one block in their stored dtype (converted to fp32 only while the block runs).
+struct T5Encoder::BlockWeights {
+  Tensor norm1, q, k, v, o, norm2, gate, fc1, fc2, pos;  // pos: [num_buckets, num_heads] or none
+};
+
+namespace {
+
+// A host F32 tensor with the values of `t`: `t` itself when it already is one, else a copy.
+Tensor as_f32(const Tensor& t) { return t.dtype() == DType::F32 ? t : t.to_f32(); }
+
+// T5Attention.forward for one sequence: logits q.k (no 1/sqrt(head_dim) scaling) plus the
+// relative position bias of bucket(j - i); masked keys get float's lowest value as
+// masked_fill(finfo.min) gives them; softmax over keys in fp32; out = p.v.
+// q, k, v, out: [L, heads, head_dim]; table: [num_buckets, heads]; bucket_of[(j - i) + L - 1].
+// A local CPU loop for now: the backend has no attention with bias and key mask yet; that op is
+// due with the CUDA encoder.
+void biased_masked_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& table,
+                             const std::vector<int32_t>& bucket_of,
+                             const std::vector<uint8_t>& key_valid, Tensor& out) {
+  const int64_t len = q.dim(0), heads = q.dim(1), hd = q.dim(2);
+  const float* pq = q.f32();
+  const float* pk = k.f32();
+  const float* pv = v.f32();
+  const float* pt = table.f32();
+  float* po = out.f32();
+  const float masked = std::numeric_limits<float>::lowest();  // torch.finfo(float32).min
+#pragma omp parallel
+  {
+    std::vector<float> scores(static_cast<size_t>(len));
+    std::vector<double> acc(static_cast<size_t>(hd));
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t h = 0; h < heads; ++h) {
+      for (int64_t i = 0; i < len; ++i) {
+        const float* qi = pq + (i * heads + h) * hd;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < len; ++j) {
+          const float* kj = pk + (j * heads + h) * hd;
+          float s = 0;
+          for (int64_t c = 0; c < hd; ++c) s += qi[c] * kj[c];
+          const float bias =
+              key_valid[static_cast<size_t>(j)]
+                  ? pt[static_cast<int64_t>(bucket_of[static_cast<size_t>(j - i + len - 1)]) *
+                           heads +
+                       h]
+                  : masked;
+          s += bias;
+          scores[static_cast<size_t>(j)] = s;
+          mx = std::max(mx, s);
+        }
+        double sum = 0;
+        for (int64_t j = 0; j < len; ++j) {
+          const float p = std::exp(scores[static_cast<size_t>(j)] - mx);
+          scores[static_cast<size_t>(j)] = p;
+          sum += p;
+        }
+        std::fill(acc.begin(), acc.end(), 0.0);
+        for (int64_t j = 0; j < len; ++j) {
+          const double p = scores[static_cast<size_t>(j)];
+          if (p == 0) continue;
+          const float* vj = pv + (j * heads + h) * hd;
+          for (int64_t c = 0; c < hd; ++c) acc[static_cast<size_t>(c)] += p * vj[c];
+        }
+        float* oi = po + (i * heads + h) * hd;
+        for (int64_t c = 0; c < hd; ++c)
+          oi[c] = static_cast<float>(acc[static_cast<size_t>(c)] / sum);
+      }
+    }
+  }
+}
+
+// out[i] *= gelu_tanh(gate[i]) (the gate already went through the activation in linear).
+void multiply(Tensor& out, const Tensor& gate) {
+  float* po = out.f32();
+  const float* pg = gate.f32();
+  const int64_t n = out.numel();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) po[i] *= pg[i];
+}
+
+// Throws naming the position when an id is outside [0, vocab) or a mask value is not 0/1.
+void check_tokens(const std::vector<int64_t>& ids, const std::vector<int64_t>& mask, int vocab) {
+  if (ids.empty()) throw Error("text encoder: no tokens");
+  if (mask.size() != ids.size())
+    throw Error("text encoder: " + std::to_string(ids.size()) + " token ids but " +
+                std::to_string(mask.size()) + " mask values");
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= vocab)
+      throw Error("text encoder: token id " + std::to_string(ids[i]) + " at position " +
+                  std::to_string(i) + " is outside the vocabulary [0, " + std::to_string(vocab) +
+                  ")");
+    if (mask[i] != 0 && mask[i] != 1)
+      throw Error("text encoder: mask value " + std::to_string(mask[i]) + " at position " +
+                  std::to_string(i) + " is not 0 or 1");
+  }
+}
+
+}  // namespace
+
+T5Encoder::T5Encoder(T5Config cfg, Backend& backend, const T5WeightFn& weights)
+    : cfg_(std::move(cfg)), backend_(backend) {
+  cfg_.validate("text encoder");
+  if (backend_.device() != Device::CPU)
+    throw Error("the umT5 text encoder runs on the CPU backend only (got '" + backend_.name() +
+                "')");
+  const auto shapes = t5_parameter_shapes(cfg_);
+  const std::map<std::string, Shape> shape_of(shapes.begin(), shapes.end());
+  auto load = [&](const std::string& name) {
+    Tensor t = weights(name, shape_of.at(name));
+    if (!is_float(t.dtype()) || t.device() != Device::CPU)
+      throw Error("text encoder weight '" + name + "' must be a host float tensor, got " +
+                  std::string(dtype_name(t.dtype())));
+    return t;
+  };
+  token_embedding_ = load("token_embedding.weight");
+  if (cfg_.shared_pos) shared_pos_ = load("pos_embedding.embedding.weight");
+  blocks_.resize(static_cast<size_t>(cfg_.num_layers));
+  for (int i = 0; i < cfg_.num_layers; ++i) {
+    const std::string b = "blocks." + std::to_string(i) + ".";
+    BlockWeights& w = blocks_[static_cast<size_t>(i)];
+    w.norm1 = load(b + "norm1.weight");
+    w.q = load(b + "attn.q.weight");
+    w.k = load(b + "attn.k.weight");
+    w.v = load(b + "attn.v.weight");
+    w.o = load(b + "attn.o.weight");
+    w.norm2 = load(b + "norm2.weight");
+    w.gate = load(b + "ffn.gate.0.weight");
+    w.fc1 = load(b + "ffn.fc1.weight");
+    w.fc2 = load(b + "ffn.fc2.weight");
+    if (!cfg_.shared_pos) w.pos = load(b + "pos_embedding.embedding.weight");
+  }
+  final_norm_ = load("norm.weight");
+}
+
+T5Encoder::~T5Encoder() = default;
+
+Tensor T5Encoder::forward(const std::vector<int64_t>& ids, const std::vector<int64_t>& mask,
+                          const T5Observer& observer) {
+  check_tokens(ids, mask, cfg_.vocab);
+  const int64_t len = static_cast<int64_t>(ids.size());
+  const int64_t d = cfg_.dim, da = cfg_.dim_attn, heads = cfg_.num_heads, hd = cfg_.head_dim();
+  const float eps = static_cast<float>(cfg_.eps);
+
+  // token_embedding(ids): gather the rows, converting from the stored dtype.
+  Tensor x = Tensor::zeros({len, d});
+  {
+    const size_t row_bytes = static_cast<size_t>(d) * dtype_size(token_embedding_.dtype());
+    const auto* base = static_cast<const uint8_t*>(token_embedding_.raw());
+    for (int64_t i = 0; i < len; ++i)
+      convert_to_f32(token_embedding_.dtype(),
+                     base + static_cast<size_t>(ids[static_cast<size_t>(i)]) * row_bytes,
+                     x.f32() + i * d, static_cast<size_t>(d));
+  }
+  if (observer) observer("embedding", x.clone());
+
+  // Buckets depend on j - i only; one table of 2L - 1 entries serves every layer.
+  std::vector<int32_t> bucket_of(static_cast<size_t>(2 * len - 1));
+  for (int64_t r = -(len - 1); r <= len - 1; ++r)
+    bucket_of[static_cast<size_t>(r + len - 1)] =
+        t5_relative_bucket(r, cfg_.num_buckets, cfg_.max_dist);
+  std::vector<uint8_t> key_valid(static_cast<size_t>(len));
+  for (int64_t j = 0; j < len; ++j)
+    key_valid[static_cast<size_t>(j)] = mask[static_cast<size_t>(j)] != 0;
+  const Tensor shared_table = cfg_.shared_pos ? as_f32(shared_pos_) : Tensor();
+
+  Tensor xn = Tensor::zeros({len, d}), branch = Tensor::zeros({len, d});
+  Tensor q = Tensor::zeros({len, da}), k = Tensor::zeros({len, da}), v = Tensor::zeros({len, da}),
+         attn = Tensor::zeros({len, da});
+  Tensor gate = Tensor::zeros({len, cfg_.dim_ffn}), hidden = Tensor::zeros({len, cfg_.dim_ffn});
+  for (int i = 0; i < cfg_.num_layers; ++i) {
+    const BlockWeights& stored = blocks_[static_cast<size_t>(i)];
+    // T5SelfAttention.forward: x += attn(norm1(x), mask, pos_bias); x += ffn(norm2(x)).
+    {
+      const Tensor norm1 = as_f32(stored.norm1), wq = as_f32(stored.q), wk = as_f32(stored.k),
+                   wv = as_f32(stored.v), wo = as_f32(stored.o);
+      const Tensor table = cfg_.shared_pos ? shared_table : as_f32(stored.pos);
+      backend_.rms_norm(x, norm1, eps, xn);
+      backend_.linear(xn, wq, nullptr, q);
+      backend_.linear(xn, wk, nullptr, k);
+      backend_.linear(xn, wv, nullptr, v);
+      Tensor attn3 = attn.reshape({len, heads, hd});
+      biased_masked_attention(q.reshape({len, heads, hd}), k.reshape({len, heads, hd}),
+                              v.reshape({len, heads, hd}), table, bucket_of, key_valid, attn3);
+      backend_.linear(attn, wo, nullptr, branch);
+      backend_.add(x, branch);
+    }
+    {
+      const Tensor norm2 = as_f32(stored.norm2), wg = as_f32(stored.gate), w1 = as_f32(stored.fc1),
+                   w2 = as_f32(stored.fc2);
+      backend_.rms_norm(x, norm2, eps, xn);
+      backend_.linear(xn, wg, nullptr, gate, Activation::GeluTanh);
+      backend_.linear(xn, w1, nullptr, hidden);
+      multiply(hidden, gate);  // fc1(x) * gelu_tanh(gate(x))
+      backend_.linear(hidden, w2, nullptr, branch);
+      backend_.add(x, branch);
+    }
+    if (observer) observer("block_" + std::to_string(i), x.clone());
+  }
+  Tensor out = Tensor::zeros({len, d});
+  backend_.rms_norm(x, as_f32(final_norm_), eps, out);
+  return out;
+}
+
+Tensor T5Encoder::encode(const std::vector<int64_t>& ids, const std::vector<int64_t>& mask,
+                         const T5Observer& observer) {
+  check_tokens(ids, mask, cfg_.vocab);
+  int64_t valid = 0;
+  for (int64_t m : mask) valid += m > 0;  // seq_lens = mask.gt(0).sum()
+  if (valid == 0) throw Error("text encoder: the mask selects no token");
+  // With a prefix mask (what the tokenizer makes: ones, then padding) the first `valid` rows
+  // attend only to the first `valid` keys, and the bias depends on j - i only, so running the
+  // prefix alone gives the same rows (masked keys contribute exp(finfo.min - max) = 0 exactly)
+  // at a fraction of the cost (a prompt is ~10-100 of the 512 positions).
+  const bool prefix =
+      std::all_of(mask.begin(), mask.begin() + valid, [](int64_t m) { return m == 1; }) &&
+      std::all_of(mask.begin() + valid, mask.end(), [](int64_t m) { return m == 0; });
+  if (prefix) {
+    const std::vector<int64_t> head_ids(ids.begin(), ids.begin() + valid);
+    const std::vector<int64_t> head_mask(static_cast<size_t>(valid), 1);
+    return forward(head_ids, head_mask, observer);
+  }
+  const Tensor out = forward(ids, mask, observer);
+  return out.slice_rows(0, valid).clone();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoint discovery.
+
+namespace {
+
+constexpr const char* kOfficialAnchor = "blocks.0.attn.q.weight";
+constexpr const char* kHfAnchor = "encoder.block.0.layer.0.SelfAttention.q.weight";
+
+// The shortest prefix (empty or ending in '.') under which `anchor` exists.
+std::optional<std::string> find_prefix(const std::vector<std::string>& names,
+                                       const std::string& anchor) {
+  std::optional<std::string> best;
+  for (const std::string& name : names) {
+    if (name.size() < anchor.size() ||
+        name.compare(name.size() - anchor.size(), anchor.size(), anchor) != 0)
+      continue;
+    const std::string p = name.substr(0, name.size() - anchor.size());
+    if (!p.empty() && p.back() != '.') continue;
+    if (!best || p.size() < best->size()) best = p;
+  }
+  return best;
+}
+
+// Official key -> Hugging Face (UMT5EncoderModel) key; empty when there is none.
+std::string hf_key(const std::string& official, bool shared_embedding) {
+  if (official == "token_embedding.weight")
+    return shared_embedding ? "shared.weight" : "encoder.embed_tokens.weight";
+  if (official == "norm.weight") return "encoder.final_layer_norm.weight";
+  if (official == "pos_embedding.embedding.weight")  // shared_pos: T5 keeps it in block 0
+    return "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight";
+  if (official.rfind("blocks.", 0) != 0) return {};
+  const size_t dot = official.find('.', 7);
+  const std::string n = official.substr(7, dot - 7), rest = official.substr(dot + 1);
+  const std::string b = "encoder.block." + n + ".layer.";
+  static const std::map<std::string, std::string> map = {
+      {"norm1.weight", "0.layer_norm.weight"},
+      {"attn.q.weight", "0.SelfAttention.q.weight"},
+      {"attn.k.weight", "0.SelfAttention.k.weight"},
+      {"attn.v.weight", "0.SelfAttention.v.weight"},
+      {"attn.o.weight", "0.SelfAttention.o.weight"},
+      {"pos_embedding.embedding.weight", "0.SelfAttention.relative_attention_bias.weight"},
+      {"norm2.weight", "1.layer_norm.weight"},
+      // T5DenseGatedActDense: act(wi_0(x)) * wi_1(x) -> wo, i.e. gate, fc1, fc2.
+      {"ffn.gate.0.weight", "1.DenseReluDense.wi_0.weight"},
+      {"ffn.fc1.weight", "1.DenseReluDense.wi_1.weight"},
+      {"ffn.fc2.weight", "1.DenseReluDense.wo.weight"},
+  };
+  const auto it = map.find(rest);
+  return it == map.end() ? std::string() : b + it->second;
+}
+
+// Distinct N of names "<prefix><stem>N.", which must be 0..count-1.
+int count_blocks(const std::vector<std::string>& names, const std::string& stem,
+                 const std::string& path) {
+  std::set<int> idx;
+  for (const std::string& name : names) {
+    if (name.compare(0, stem.size(), stem) != 0) continue;
+    const char* p = name.c_str() + stem.size();
+    if (*p < '0' || *p > '9') continue;
+    idx.insert(std::atoi(p));
+  }
+  const int n = static_cast<int>(idx.size());
+  if (n == 0 || *idx.rbegin() != n - 1)
+    throw Error(path + ": text encoder blocks under '" + stem + "' are not numbered 0.." +
+                std::to_string(n - 1));
+  return n;
+}
+
+}  // namespace
+
+std::string t5_checkpoint_key(const T5Source& src, const std::string& official_key) {
+  if (src.layout == T5KeyLayout::Official) return src.prefix + official_key;
+  const bool shared = src.checkpoint.contains(src.prefix + "shared.weight");
+  const std::string k = hf_key(official_key, shared);
+  if (k.empty()) throw Error("no Hugging Face name for text encoder key '" + official_key + "'");
+  return src.prefix + k;
+}
+
+T5Source open_t5(const std::string& path) {
+  Checkpoint ck = Checkpoint::open(path);
+  const std::vector<std::string> names = ck.names();
+  T5Source src{ck, {}, T5KeyLayout::Official, T5Config{}, "tensor shapes"};
+  if (auto p = find_prefix(names, kOfficialAnchor)) {
+    src.prefix = *p;
+  } else if (auto h = find_prefix(names, kHfAnchor)) {
+    src.prefix = *h;
+    src.layout = T5KeyLayout::HuggingFace;
+  } else {
+    throw Error(path + ": not a umT5 encoder (no tensor '" + std::string(kOfficialAnchor) +
+                "' or '" + kHfAnchor + "' under any prefix)");
+  }
+  for (const std::string& name : names) {
+    const size_t s = name.rfind(".scale_weight");
+    if (name == src.prefix + "scaled_fp8" || (s != std::string::npos && s + 13 == name.size()))
+      throw Error(path + ": scaled fp8 text encoders ('" + name +
+                  "') are not supported; use an fp32, fp16 or bf16 file");
+  }
+  const bool hf = src.layout == T5KeyLayout::HuggingFace;
+  auto info = [&](const std::string& official) -> const TensorInfo* {
+    const std::string key = t5_checkpoint_key(src, official);
+    const TensorInfo* t = ck.find(key);
+    if (!t) throw Error(path + ": text encoder tensor '" + key + "' is missing");
+    return t;
+  };
+  auto dim2 = [&](const TensorInfo* t) {
+    if (t->shape.size() != 2)
+      throw Error(path + ": text encoder tensor '" + t->name + "' has shape " +
+                  shape_str(t->shape) + ", expected 2-D");
+    return t->shape;
+  };
+  T5Config& c = src.config;
+  try {
+    // Shapes first: they define every real checkpoint; a metadata config must agree with them.
+    const Shape emb = dim2(info("token_embedding.weight"));
+    const Shape q = dim2(info("blocks.0.attn.q.weight"));
+    const Shape fc1 = dim2(info("blocks.0.ffn.fc1.weight"));
+    c.vocab = static_cast<int>(emb[0]);
+    c.dim = static_cast<int>(emb[1]);
+    c.dim_attn = static_cast<int>(q[0]);
+    c.dim_ffn = static_cast<int>(fc1[0]);
+    c.num_layers = count_blocks(names, src.prefix + (hf ? "encoder.block." : "blocks."), path);
+    // The relative position table is [num_buckets, num_heads]: per block (umT5) or shared.
+    const std::string per_block =
+        hf ? "encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight"
+           : "blocks.0.pos_embedding.embedding.weight";
+    c.shared_pos = hf ? (c.num_layers > 1 && !ck.contains(src.prefix + per_block))
+                      : !ck.contains(src.prefix + per_block);
+    const Shape pos = dim2(info(c.shared_pos ? "pos_embedding.embedding.weight"
+                                             : "blocks.0.pos_embedding.embedding.weight"));
+    c.num_buckets = static_cast<int>(pos[0]);
+    c.num_heads = static_cast<int>(pos[1]);
+
+    std::optional<nlohmann::json> meta;
+    for (const auto& f : ck.files()) {
+      const auto it = f->metadata().find("config");
+      if (it == f->metadata().end()) continue;
+      nlohmann::json j = nlohmann::json::parse(it->second, nullptr, /*allow_exceptions=*/false);
+      if (j.is_object() && j.contains("constructor")) {
+        meta = std::move(j);
+        break;
+      }
+    }
+    if (meta) {
+      const nlohmann::json& k = (*meta)["constructor"];
+      T5Config m = c;
+      m.vocab = k.value("vocab", m.vocab);
+      m.dim = k.value("dim", m.dim);
+      m.dim_attn = k.value("dim_attn", m.dim_attn);
+      m.dim_ffn = k.value("dim_ffn", m.dim_ffn);
+      m.num_heads = k.value("num_heads", m.num_heads);
+      m.num_layers = k.value("num_layers", m.num_layers);
+      m.num_buckets = k.value("num_buckets", m.num_buckets);
+      m.shared_pos = k.value("shared_pos", m.shared_pos);
+      if (m.vocab != c.vocab || m.dim != c.dim || m.dim_attn != c.dim_attn ||
+          m.dim_ffn != c.dim_ffn || m.num_heads != c.num_heads || m.num_layers != c.num_layers ||
+          m.num_buckets != c.num_buckets || m.shared_pos != c.shared_pos)
+        throw Error("the metadata config (vocab " + std::to_string(m.vocab) + ", dim " +
+                    std::to_string(m.dim) + ", heads " + std::to_string(m.num_heads) + ", layers " +
+                    std::to_string(m.num_layers) + ") disagrees with the tensor shapes (vocab " +
+                    std::to_string(c.vocab) + ", dim " + std::to_string(c.dim) + ", heads " +
+                    std::to_string(c.num_heads) + ", layers " + std::to_string(c.num_layers) + ")");
+      src.config_origin = "file metadata";
+    } else if (const auto cfg = ck.config_json()) {
+      // A Hugging Face config.json: the values the shapes cannot tell.
+      const nlohmann::json& j = *cfg;
+      c.max_dist = j.value("relative_attention_max_distance", c.max_dist);
+      c.eps = j.value("layer_norm_epsilon", c.eps);
+      const std::string ff = j.value("feed_forward_proj", std::string("gated-gelu"));
+      if (ff != "gated-gelu")
+        throw Error("config.json feed_forward_proj is '" + ff + "', umT5 needs 'gated-gelu'");
+      src.config_origin = "tensor shapes + config.json";
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(path + ": bad text encoder config: " + e.what());
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    if (what.rfind(path, 0) == 0) throw;
+    throw Error(path + ": " + what);
+  }
+  c.validate(path);
+  return src;
+}
+
+std::unique_ptr<T5Encoder> load_t5(const T5Source& src, Backend& backend) {
+  const T5WeightFn weights = [&src](const std::string& official, const Shape& shape) {
+    const std::string key = t5_checkpoint_key(src, official);
+    const TensorInfo* info = src.checkpoint.find(key);
+    if (!info)
+      throw Error(src.checkpoint.path() + ": text encoder tensor '" + key + "' is missing");
+    if (info->shape != shape)
+      throw Error(src.checkpoint.path() + ": text encoder tensor '" + key + "' has shape " +
+                  shape_str(info->shape) + ", expected " + shape_str(shape));
+    if (!is_float(info->dtype))
+      throw Error(src.checkpoint.path() + ": text encoder tensor '" + key + "' has dtype " +
+                  std::string(dtype_name(info->dtype)) + ", expected a float type");
+    return src.checkpoint.tensor(key);
+  };
+  return std::make_unique<T5Encoder>(src.config, backend, weights);
+}
+
+}  // namespace fisdit::wan

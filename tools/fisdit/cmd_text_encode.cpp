@@ -1,0 +1,133 @@
+// fisdit text-encode: the umT5 text encoder (CPU, fp32) on token ids from a safetensors file.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+
+#include "cli.h"
+#include "core/dtype.h"
+#include "fisdit/error.h"
+#include "models/wan/t5.h"
+
+namespace fisdit::cli {
+
+namespace {
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// `name` (or "input.<name>") of `file` as integers: [1, L] or [L], any integer dtype, or a float
+// dtype holding whole numbers. Errors name the file and the tensor.
+std::vector<int64_t> read_integers(const SafetensorsFile& file, const std::string& name) {
+  const std::string stored =
+      file.contains(name) || !file.contains("input." + name) ? name : "input." + name;
+  const TensorInfo* info = file.find(stored);
+  if (!info) throw Error(file.path() + ": required input tensor '" + name + "' is missing");
+  const std::string where = file.path() + ": '" + stored + "'";
+  const Shape& s = info->shape;
+  if (!(s.size() == 1 || (s.size() == 2 && s[0] == 1)))
+    throw Error(where + " must be [1, L] or [L] (one prompt), got " + shape_str(s));
+  std::vector<int64_t> out(static_cast<size_t>(info->numel()));
+  const Tensor t = file.tensor(stored);
+  switch (info->dtype) {
+    case DType::I64:
+      for (size_t i = 0; i < out.size(); ++i) out[i] = t.data_as<int64_t>()[i];
+      break;
+    case DType::I32:
+      for (size_t i = 0; i < out.size(); ++i) out[i] = t.data_as<int32_t>()[i];
+      break;
+    case DType::I16:
+      for (size_t i = 0; i < out.size(); ++i) out[i] = t.data_as<int16_t>()[i];
+      break;
+    case DType::I8:
+      for (size_t i = 0; i < out.size(); ++i) out[i] = t.data_as<int8_t>()[i];
+      break;
+    case DType::U8:
+    case DType::Bool:
+      for (size_t i = 0; i < out.size(); ++i) out[i] = t.data_as<uint8_t>()[i];
+      break;
+    default: {
+      if (!is_float(info->dtype))
+        throw Error(where + " has dtype " + std::string(dtype_name(info->dtype)) +
+                    ", expected an integer or float type");
+      const std::vector<float> v = t.to_vector();
+      for (size_t i = 0; i < out.size(); ++i) {
+        if (!(std::isfinite(v[i]) && v[i] == std::floor(v[i]) && std::fabs(v[i]) < 16777216.0f))
+          throw Error(where + " value " + std::to_string(v[i]) + " at position " +
+                      std::to_string(i) + " is not a whole number");
+        out[i] = static_cast<int64_t>(v[i]);
+      }
+    }
+  }
+  return out;
+}
+}  // namespace
+
+void register_text_encode(CLI::App& app) {
+  struct Args {
+    std::string text_encoder, inputs, output, prompt, tokenizer;
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand(
+      "text-encode", "umT5 text encoder on the CPU (fp32): token ids -> DiT context");
+  cmd->add_option("--text-encoder", args->text_encoder,
+                  "umT5 encoder .safetensors (official T5Encoder or Hugging Face UMT5 keys, any "
+                  "prefix) or checkpoint directory")
+      ->required();
+  cmd->add_option("--inputs", args->inputs,
+                  "safetensors with 'ids' and 'mask' [1, L] (or 'input.ids'/'input.mask'), "
+                  "integer or float");
+  cmd->add_option("--output", args->output,
+                  "safetensors to write 'context' [sum(mask), dim] F32 to (the encoder output "
+                  "trimmed as T5EncoderModel returns it)")
+      ->required();
+  cmd->add_option("--prompt", args->prompt, "text to encode (needs the tokenizer: not built yet)");
+  cmd->add_option("--tokenizer", args->tokenizer, "umT5 tokenizer (not built yet)");
+  cmd->callback([args] {
+    if (!args->prompt.empty() || !args->tokenizer.empty())
+      throw Error(std::string(args->prompt.empty() ? "--tokenizer" : "--prompt") +
+                  ": the umT5 tokenizer is not built yet; tokenize elsewhere and pass 'ids' and "
+                  "'mask' with --inputs");
+    if (args->inputs.empty()) throw Error("--inputs is required (token 'ids' and 'mask')");
+    const auto in = SafetensorsFile::open(args->inputs);
+    const std::vector<int64_t> ids = read_integers(*in, "ids"), mask = read_integers(*in, "mask");
+    if (ids.size() != mask.size())
+      throw Error(args->inputs + ": 'ids' has " + std::to_string(ids.size()) +
+                  " tokens but 'mask' has " + std::to_string(mask.size()));
+    if (ids.empty()) throw Error(args->inputs + ": 'ids' is empty");
+    int64_t valid = 0;
+    for (size_t i = 0; i < mask.size(); ++i) {
+      if (mask[i] != 0 && mask[i] != 1)
+        throw Error(args->inputs + ": 'mask' value " + std::to_string(mask[i]) + " at position " +
+                    std::to_string(i) + " is not 0 or 1");
+      valid += mask[i];
+    }
+    if (valid == 0) throw Error(args->inputs + ": 'mask' selects no token");
+
+    auto start = std::chrono::steady_clock::now();
+    const wan::T5Source src = wan::open_t5(args->text_encoder);
+    const wan::T5Config& c = src.config;
+    for (size_t i = 0; i < ids.size(); ++i)
+      if (ids[i] < 0 || ids[i] >= c.vocab)
+        throw Error(args->inputs + ": 'ids' value " + std::to_string(ids[i]) + " at position " +
+                    std::to_string(i) + " is outside the vocabulary [0, " +
+                    std::to_string(c.vocab) + ") of " + args->text_encoder);
+    auto backend = make_cpu_backend();
+    auto encoder = wan::load_t5(src, *backend);
+    char line[512];
+    std::snprintf(line, sizeof line,
+                  "loaded text encoder %s: dim %d, %d layers, %d heads, vocab %d (config from %s) "
+                  "in %.2f s",
+                  args->text_encoder.c_str(), c.dim, c.num_layers, c.num_heads, c.vocab,
+                  src.config_origin.c_str(), seconds_since(start));
+    status(line);
+    start = std::chrono::steady_clock::now();
+    const Tensor context = encoder->encode(ids, mask);
+    std::snprintf(line, sizeof line, "encoded %lld of %zu tokens in %.3f s",
+                  static_cast<long long>(valid), ids.size(), seconds_since(start));
+    status(line);
+    write_safetensors(args->output, {{"context", context}}, {{"producer", "fisdit"}});
+    status("wrote " + args->output + " ('context' " + shape_str(context.shape()) + ")");
+  });
+}
+
+}  // namespace fisdit::cli
