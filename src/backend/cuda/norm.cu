@@ -160,22 +160,26 @@ __global__ void rms_norm_rope_bf16_kernel(__nv_bfloat16* x, const void* weight, 
   }
   const float inv = rsqrtf(block_sum(sq, scratch) / static_cast<float>(d) + eps);
   // This row's token position: (frame, row, column) for the three parts of each head's pairs.
-  const int64_t pairs = head_dim / 2, c1 = pairs / 3, c0 = pairs - 2 * c1;
-  const int64_t per_frame = static_cast<int64_t>(height) * width, in_frame = r % per_frame;
-  const int64_t pos[3] = {frames.frame[r / per_frame], in_frame / width, in_frame % width};
+  // 32-bit index math and no runtime-indexed arrays (they would live in local memory).
+  const int pairs = static_cast<int>(head_dim / 2), c1 = pairs / 3, c0 = pairs - 2 * c1;
+  const int per_frame = height * width, in_frame = static_cast<int>(r % per_frame);
+  const int pos_f = frames.frame[r / per_frame], pos_h = in_frame / width,
+            pos_w = in_frame - pos_h * width;
+  const int hd = static_cast<int>(head_dim);
 #pragma unroll
   for (int j = 0; j < kRowVec; ++j) {
     const int i = threadIdx.x + j * blockDim.x;
     if (i >= d8) continue;
     __nv_bfloat162* h = reinterpret_cast<__nv_bfloat162*>(&v[j]);
+    int pair = (8 * i) % hd / 2;  // pair index of the first of this thread's 4 pairs
 #pragma unroll
-    for (int c = 0; c < 4; ++c) {
+    for (int c = 0; c < 4; ++c, ++pair) {
+      if (pair == pairs) pair = 0;  // the 8 channels may straddle two heads
       const float2 f = __bfloat1622float2(h[c]);
-      const int64_t ch = 8 * static_cast<int64_t>(i) + 2 * c;
+      const int ch = 8 * i + 2 * c;
       const float re = f.x * inv * load(weight, wt, ch), im = f.y * inv * load(weight, wt, ch + 1);
-      const int64_t pair = (ch % head_dim) / 2;
-      const int part = pair < c0 ? 0 : (pair < c0 + c1 ? 1 : 2);
-      const float2 cs = table[pos[part] * pairs + pair];
+      const int pos = pair < c0 ? pos_f : (pair < c0 + c1 ? pos_h : pos_w);
+      const float2 cs = table[pos * pairs + pair];
       h[c] = __floats2bfloat162_rn(re * cs.x - im * cs.y, re * cs.y + im * cs.x);
     }
     xr[i] = v[j];
