@@ -117,6 +117,17 @@ class Backend {
   // its nearest anchors. With accumulate, dst += instead of dst =.
   virtual void interpolate_frames(const Tensor& src, const std::vector<int32_t>& anchors,
                                   int64_t tokens_per_frame, Tensor& dst, bool accumulate) = 0;
+  // FIS.md reconstruction of a whole block in one pass: `anchor_rows` [A * tokens_per_frame, D]
+  // (F32) holds the anchor frames' hidden state after the block, `x` [T * tokens_per_frame, D]
+  // (F32) the full hidden state before it. Every skipped frame gets
+  //   x_f += ((b - f) (Y_a - x_a) + (f - a) (Y_b - x_b)) / (b - a)
+  // (the interpolated update of its nearest anchors), then anchor frames become Y exactly.
+  // Because the interpolation is linear, this equals reconstructing each residual branch of
+  // the block separately and adding it (module granularity), and it is the delta operator of
+  // block granularity.
+  virtual void reconstruct_frames_delta(const Tensor& anchor_rows,
+                                        const std::vector<int32_t>& anchors,
+                                        int64_t tokens_per_frame, Tensor& x) = 0;
 
   // [C, F, H, W] -> [F/pt * H/ph * W/pw, C*pt*ph*pw] with patch vectors ordered (c, i, j, l) as
   // a Conv3d weight [dim, C, pt, ph, pw] flattens; tokens ordered (f, h, w).

@@ -220,6 +220,48 @@ TEST_F(CpuOps, InterpolationAccumulatesAndRejectsBadAnchors) {
   EXPECT_THROW(be.gather_frames(out, {0, 9}, per, za), Error);              // out of range
 }
 
+TEST_F(CpuOps, DeltaReconstructionEqualsInterpolatingTheAnchorUpdate) {
+  // x_f += linear(Y_A - X_A)_f on skipped frames, anchors := Y exactly; computed here in float64
+  // from the definition (FIS.md, Reconstruction) for several anchor sets.
+  const int64_t frames = 11, per = 3, c = 5, fe = per * c;
+  const Tensor x0 = random_tensor({frames * per, c}, 41);
+  for (const std::vector<int32_t>& anchors :
+       {std::vector<int32_t>{0, 3, 6, 9, 10}, std::vector<int32_t>{0, 10},
+        std::vector<int32_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10},
+        std::vector<int32_t>{0, 2, 7, 10}}) {
+    const int64_t a = static_cast<int64_t>(anchors.size());
+    const Tensor y = random_tensor({a * per, c}, 42 + static_cast<uint32_t>(a));
+    Tensor x = x0.clone();
+    be.reconstruct_frames_delta(y, anchors, per, x);
+    std::vector<double> expect(static_cast<size_t>(frames * fe));
+    for (int64_t s = 0; s < a; ++s)
+      for (int64_t i = 0; i < fe; ++i) expect[anchors[s] * fe + i] = y.f32()[s * fe + i];
+    for (int64_t s = 0; s + 1 < a; ++s) {
+      const int64_t fa = anchors[s], fb = anchors[s + 1];
+      for (int64_t f = fa + 1; f < fb; ++f)
+        for (int64_t i = 0; i < fe; ++i) {
+          const double da = double{y.f32()[s * fe + i]} - x0.f32()[fa * fe + i];
+          const double db = double{y.f32()[(s + 1) * fe + i]} - x0.f32()[fb * fe + i];
+          expect[f * fe + i] =
+              x0.f32()[f * fe + i] + (double(fb - f) * da + double(f - fa) * db) / double(fb - fa);
+        }
+    }
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < frames * fe; ++i) {
+      num += (x.f32()[i] - expect[i]) * (x.f32()[i] - expect[i]);
+      den += expect[i] * expect[i];
+    }
+    EXPECT_LE(std::sqrt(num / den), 1e-6) << a << " anchors";
+    for (int64_t s = 0; s < a; ++s)  // anchors exactly
+      for (int64_t i = 0; i < fe; ++i) ASSERT_EQ(x.f32()[anchors[s] * fe + i], y.f32()[s * fe + i]);
+  }
+  Tensor x = x0.clone();
+  const Tensor y2 = random_tensor({2 * per, c}, 50);
+  EXPECT_THROW(be.reconstruct_frames_delta(y2, {1, 10}, per, x), Error);     // no frame 0
+  EXPECT_THROW(be.reconstruct_frames_delta(y2, {0, 9}, per, x), Error);      // no last frame
+  EXPECT_THROW(be.reconstruct_frames_delta(y2, {0, 5, 10}, per, x), Error);  // row count
+}
+
 TEST_F(CpuOps, PatchifyMatchesConvLayoutAndUnpatchifyInvertsHeadLayout) {
   const int64_t c = 3, f = 2, h = 4, w = 6;
   const Tensor x = random_tensor({c, f, h, w}, 21);

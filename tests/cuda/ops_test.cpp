@@ -267,6 +267,26 @@ TEST(CudaOps, GatherAndInterpolateFrames) {
   }
 }
 
+TEST(CudaOps, DeltaReconstructionMatchesTheCpuReference) {
+  FISDIT_REQUIRE_GPU();
+  auto cpu = make_cpu_backend();
+  const int64_t frames = 21, per_frame = 6;
+  // A multiple of 4 channels (vectorised kernel) and an odd count (scalar kernel).
+  for (int64_t d : {int64_t{40}, int64_t{7}}) {
+    for (const std::vector<int32_t>& anchors :
+         {std::vector<int32_t>{0, 3, 6, 9, 12, 15, 18, 20}, std::vector<int32_t>{0, 20},
+          std::vector<int32_t>{0, 2, 7, 12, 17, 20}}) {
+      const int64_t a = static_cast<int64_t>(anchors.size());
+      const Tensor x = randn({frames * per_frame, d}, 81), y = randn({a * per_frame, d}, 82);
+      Tensor ref = x.clone();
+      cpu->reconstruct_frames_delta(y, anchors, per_frame, ref);
+      Tensor dst = gpu.upload(x, DType::F32);
+      gpu.reconstruct_frames_delta(gpu.upload(y, DType::F32), anchors, per_frame, dst);
+      EXPECT_LE(gpu_err(gpu, dst, ref), kF32Elementwise) << "d " << d << ", " << a << " anchors";
+    }
+  }
+}
+
 TEST(CudaOps, PatchifyAndUnpatchify) {
   FISDIT_REQUIRE_GPU();
   auto cpu = make_cpu_backend();

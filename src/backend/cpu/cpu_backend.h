@@ -34,6 +34,8 @@ class CpuBackend final : public Backend {
                      int64_t tokens_per_frame, Tensor& dst) override;
   void interpolate_frames(const Tensor& src, const std::vector<int32_t>& anchors,
                           int64_t tokens_per_frame, Tensor& dst, bool accumulate) override;
+  void reconstruct_frames_delta(const Tensor& anchor_rows, const std::vector<int32_t>& anchors,
+                                int64_t tokens_per_frame, Tensor& x) override;
 
   void patchify(const Tensor& x, const std::array<int, 3>& patch, Tensor& out) override;
   void unpatchify(const Tensor& x, const std::array<int, 3>& patch, int64_t grid_f, int64_t grid_h,

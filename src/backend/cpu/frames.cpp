@@ -1,4 +1,5 @@
 #include <cstring>
+#include <vector>
 
 #include "backend/cpu/cpu_backend.h"
 
@@ -65,6 +66,51 @@ void CpuBackend::interpolate_frames(const Tensor& src, const std::vector<int32_t
       out[i] = accumulate ? out[i] + z : z;
     }
   }
+}
+
+void CpuBackend::reconstruct_frames_delta(const Tensor& anchor_rows,
+                                          const std::vector<int32_t>& anchors,
+                                          int64_t tokens_per_frame, Tensor& x) {
+  const char* op = "reconstruct_frames_delta";
+  cpu::require(anchor_rows.ndim() == 2 && x.ndim() == 2 && anchor_rows.dim(1) == x.dim(1), op,
+               "expects [rows, channels] tensors with equal channels");
+  cpu::require(anchor_rows.dtype() == DType::F32 && x.dtype() == DType::F32, op,
+               "expects F32 tensors");
+  const int64_t a = static_cast<int64_t>(anchors.size());
+  cpu::require(tokens_per_frame > 0 && anchor_rows.dim(0) == a * tokens_per_frame, op,
+               "anchor rows do not match the anchor count");
+  cpu::require(x.dim(0) % tokens_per_frame == 0, op, "hidden state rows are not whole frames");
+  const int64_t frames = x.dim(0) / tokens_per_frame;
+  cpu::require(a >= 1 && anchors.front() == 0 && anchors.back() == frames - 1, op,
+               "anchors must include the first and last frame");
+  for (int64_t i = 1; i < a; ++i)
+    cpu::require(anchors[i] > anchors[i - 1], op, "anchors must be strictly increasing");
+  const int64_t frame_elems = tokens_per_frame * x.dim(1);
+  const float* py = anchor_rows.f32();
+  float* px = x.f32();
+  // Skipped frames first (they read the anchors' old values), then the anchors.
+  std::vector<int64_t> left(static_cast<size_t>(frames));
+  for (int64_t s = 0; s + 1 < a; ++s)
+    for (int64_t f = anchors[s]; f < anchors[s + 1]; ++f) left[f] = s;
+#pragma omp parallel for schedule(static)
+  for (int64_t f = 0; f < frames; ++f) {
+    const int64_t s = left[f];
+    if (f == anchors.back() || anchors[s] == f) continue;
+    const int64_t fa = anchors[s], fb = anchors[s + 1];
+    const float* ya = py + s * frame_elems;
+    const float* yb = ya + frame_elems;
+    const float* xa = px + fa * frame_elems;
+    const float* xb = px + fb * frame_elems;
+    float* out = px + f * frame_elems;
+    // Z_f = ((b - f) Z_a + (f - a) Z_b) / (b - a) of the update Z = Y - X  (FIS.md)
+    const float wa = static_cast<float>(fb - f), wb = static_cast<float>(f - fa);
+    const float span = static_cast<float>(fb - fa);
+    for (int64_t i = 0; i < frame_elems; ++i)
+      out[i] += (wa * (ya[i] - xa[i]) + wb * (yb[i] - xb[i])) / span;
+  }
+  for (int64_t s = 0; s < a; ++s)
+    std::memcpy(px + anchors[s] * frame_elems, py + s * frame_elems,
+                static_cast<size_t>(frame_elems) * sizeof(float));
 }
 
 void CpuBackend::patchify(const Tensor& x, const std::array<int, 3>& patch, Tensor& out) {

@@ -657,6 +657,31 @@ void CudaBackend::interpolate_frames(const Tensor& src, const std::vector<int32_
                             tokens_per_frame * dst.dim(1), plan, accumulate, stream());
 }
 
+void CudaBackend::reconstruct_frames_delta(const Tensor& anchor_rows,
+                                           const std::vector<int32_t>& anchors,
+                                           int64_t tokens_per_frame, Tensor& x) {
+  const char* op = "reconstruct_frames_delta";
+  OpScope scope(stream(), op);
+  require_device(anchor_rows, op, "anchor rows");
+  require_device(x, op, "hidden state");
+  require(anchor_rows.ndim() == 2 && x.ndim() == 2 && anchor_rows.dim(1) == x.dim(1), op,
+          "expects [rows, channels] tensors with equal channels, got " + desc(anchor_rows) +
+              " and " + desc(x));
+  require(anchor_rows.dtype() == DType::F32 && x.dtype() == DType::F32, op,
+          "expects F32 tensors, got " + desc(anchor_rows) + " and " + desc(x));
+  const int64_t a = static_cast<int64_t>(anchors.size());
+  require(tokens_per_frame > 0 && anchor_rows.dim(0) == a * tokens_per_frame, op,
+          "anchor rows do not match the anchor count");
+  require(x.dim(0) % tokens_per_frame == 0, op, "hidden state rows are not whole frames");
+  const int64_t frames = x.dim(0) / tokens_per_frame;
+  require(a >= 1 && anchors.front() == 0 && anchors.back() == frames - 1, op,
+          "anchors must include the first and last frame");
+  for (int64_t i = 1; i < a; ++i)
+    require(anchors[i] > anchors[i - 1], op, "anchors must be strictly increasing");
+  launch_reconstruct_delta(anchor_rows.data_as<float>(), x.data_as<float>(),
+                           tokens_per_frame * x.dim(1), frame_list(anchors, frames, op), stream());
+}
+
 void CudaBackend::patchify(const Tensor& x, const std::array<int, 3>& patch, Tensor& out) {
   const char* op = "patchify";
   OpScope scope(stream(), op);

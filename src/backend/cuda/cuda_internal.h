@@ -94,6 +94,9 @@ void launch_gather_frames(const void* src, void* dst, int64_t frame_bytes, const
                           cudaStream_t s);
 void launch_interpolate_frames(const void* src, EType st, float* dst, int64_t frame_elems,
                                const InterpPlan& plan, bool accumulate, cudaStream_t s);
+// y [A, frame_elems] anchor rows after a block, x [T, frame_elems] before it (FIS delta).
+void launch_reconstruct_delta(const float* y, float* x, int64_t frame_elems,
+                              const FrameList& anchors, cudaStream_t s);
 void launch_patchify(const float* x, float* out, int64_t c, int64_t f, int64_t h, int64_t w,
                      std::array<int, 3> patch, cudaStream_t s);
 void launch_unpatchify(const float* x, float* out, int64_t c, int64_t gf, int64_t gh, int64_t gw,
@@ -157,6 +160,8 @@ class CudaBackend final : public Backend {
                      int64_t tokens_per_frame, Tensor& dst) override;
   void interpolate_frames(const Tensor& src, const std::vector<int32_t>& anchors,
                           int64_t tokens_per_frame, Tensor& dst, bool accumulate) override;
+  void reconstruct_frames_delta(const Tensor& anchor_rows, const std::vector<int32_t>& anchors,
+                                int64_t tokens_per_frame, Tensor& x) override;
 
   void patchify(const Tensor& x, const std::array<int, 3>& patch, Tensor& out) override;
   void unpatchify(const Tensor& x, const std::array<int, 3>& patch, int64_t grid_f, int64_t grid_h,

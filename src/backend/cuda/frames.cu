@@ -79,6 +79,65 @@ __global__ void interpolate_vec4_kernel(const void* src, EType st, float* dst, i
   }
 }
 
+// FIS delta reconstruction of a block (Backend::reconstruct_frames_delta). Each thread owns 4
+// channels of one token position across all frames: it reads every anchor's old and new value
+// once, updates the skipped frames between consecutive anchors and then writes the anchor, so
+// no thread reads what another writes. anchors.frame[0] == 0, anchors.frame[count-1] == T-1.
+__global__ void reconstruct_delta_vec4_kernel(const float4* __restrict__ y, float4* __restrict__ x,
+                                              int64_t n4, FrameList anchors) {
+  __shared__ int32_t frame[kMaxFrames];
+  for (int s = threadIdx.x; s < anchors.count; s += blockDim.x) frame[s] = anchors.frame[s];
+  __syncthreads();
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n4;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    float4 ya = y[i];
+    float4 xa = x[i];
+    float4 da = make_float4(ya.x - xa.x, ya.y - xa.y, ya.z - xa.z, ya.w - xa.w);
+    x[i] = ya;
+    for (int s = 0; s + 1 < anchors.count; ++s) {
+      const int fa = frame[s], fb = frame[s + 1];
+      const float4 yb = y[(s + 1) * n4 + i];
+      const float4 xb = x[fb * n4 + i];
+      const float4 db = make_float4(yb.x - xb.x, yb.y - xb.y, yb.z - xb.z, yb.w - xb.w);
+      const float span = static_cast<float>(fb - fa);
+      for (int f = fa + 1; f < fb; ++f) {
+        const float wa = static_cast<float>(fb - f), wb = static_cast<float>(f - fa);
+        float4 o = x[f * n4 + i];
+        o.x += (wa * da.x + wb * db.x) / span;
+        o.y += (wa * da.y + wb * db.y) / span;
+        o.z += (wa * da.z + wb * db.z) / span;
+        o.w += (wa * da.w + wb * db.w) / span;
+        x[f * n4 + i] = o;
+      }
+      x[fb * n4 + i] = yb;
+      da = db;
+    }
+  }
+}
+
+// The same, one element per thread (frame sizes not a multiple of 4 or unaligned buffers).
+__global__ void reconstruct_delta_kernel(const float* __restrict__ y, float* __restrict__ x,
+                                         int64_t n, FrameList anchors) {
+  __shared__ int32_t frame[kMaxFrames];
+  for (int s = threadIdx.x; s < anchors.count; s += blockDim.x) frame[s] = anchors.frame[s];
+  __syncthreads();
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    float da = y[i] - x[i];
+    x[i] = y[i];
+    for (int s = 0; s + 1 < anchors.count; ++s) {
+      const int fa = frame[s], fb = frame[s + 1];
+      const float yb = y[(s + 1) * n + i];
+      const float db = yb - x[fb * n + i];
+      const float span = static_cast<float>(fb - fa);
+      for (int f = fa + 1; f < fb; ++f)
+        x[f * n + i] += (static_cast<float>(fb - f) * da + static_cast<float>(f - fa) * db) / span;
+      x[fb * n + i] = yb;
+      da = db;
+    }
+  }
+}
+
 // out[token, (ch, i, j, l)] = x[ch, a*pt+i, b*ph+j, e*pw+l], tokens (a, b, e).
 __global__ void patchify_kernel(const float* x, float* out, int64_t c, int64_t f, int64_t h,
                                 int64_t w, int pt, int ph, int pw) {
@@ -195,6 +254,21 @@ void launch_interpolate_frames(const void* src, EType st, float* dst, int64_t fr
                                                         accumulate);
   }
   check_launch("interpolate_frames", "", s);
+}
+
+void launch_reconstruct_delta(const float* y, float* x, int64_t frame_elems,
+                              const FrameList& anchors, cudaStream_t s) {
+  if (frame_elems == 0) return;
+  const bool vec = frame_elems % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(y) % 16 == 0;
+  if (vec) {
+    const int64_t n4 = frame_elems / 4;
+    reconstruct_delta_vec4_kernel<<<grid_for(n4, 256), 256, 0, s>>>(
+        reinterpret_cast<const float4*>(y), reinterpret_cast<float4*>(x), n4, anchors);
+  } else {
+    reconstruct_delta_kernel<<<grid_for(frame_elems, 256), 256, 0, s>>>(y, x, frame_elems, anchors);
+  }
+  check_launch("reconstruct_frames_delta", "", s);
 }
 
 void launch_patchify(const float* x, float* out, int64_t c, int64_t f, int64_t h, int64_t w,

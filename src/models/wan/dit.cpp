@@ -241,22 +241,25 @@ void WanDiT::run_block_sparse(int index, Tensor& x, const Modulation& mod, const
   const Modulation mod_a = gather_modulation(mod, anchors, per_frame);
   const RopeGrid grid_a{anchors, grid.height, grid.width};  // true frame indices for RoPE
   Tensor xa = backend_.empty({rows, cfg_.dim});
-  if (fis.granularity == accel::Granularity::Block) {
-    backend_.gather_frames(x, anchors, per_frame, xa);
-    Tensor ya = backend_.empty(xa.shape());
-    backend_.copy(xa, ya);
-    run_block(index, ya, mod_a, grid_a, text);
-    if (fis.reconstruct == accel::Reconstruct::Delta) {  // Y_f = X_f + linear(Y - X)_f
-      backend_.sub(ya, xa, ya);
-      backend_.interpolate_frames(ya, anchors, per_frame, x, /*accumulate=*/true);
-    } else {
-      backend_.interpolate_frames(ya, anchors, per_frame, x, /*accumulate=*/false);
-    }
+  backend_.gather_frames(x, anchors, per_frame, xa);
+  if (fis.granularity == accel::Granularity::Block &&
+      fis.reconstruct == accel::Reconstruct::Linear) {  // Y_f = linear(Y_A)_f
+    run_block(index, xa, mod_a, grid_a, text);
+    backend_.interpolate_frames(xa, anchors, per_frame, x, /*accumulate=*/false);
     return;
   }
-  // Module granularity: each branch on the anchors, reconstructed, then added for all frames.
+  if (!literal_module_reconstruction_ || fis.granularity == accel::Granularity::Block) {
+    // Module granularity reconstructs each branch Z and adds it to every frame; the anchors' own
+    // rows see exactly the dense block's updates, and the interpolation is linear, so the sum of
+    // the three reconstructed branches is the reconstruction of the anchors' total update
+    // Y_A - X_A: run the block on the anchors and reconstruct once (one gather and one pass over
+    // the hidden state instead of three each). For block granularity this is the delta operator.
+    run_block(index, xa, mod_a, grid_a, text);
+    backend_.reconstruct_frames_delta(xa, anchors, per_frame, x);
+    return;
+  }
+  // Module granularity literally (FIS.md): each branch on the anchors, reconstructed, added.
   Tensor za = backend_.empty({rows, cfg_.dim}, backend_.activation_dtype());
-  backend_.gather_frames(x, anchors, per_frame, xa);
   self_attention(w, xa, mod_a, grid_a, za);
   backend_.mul_gate(za, {&mod_a, 2});
   backend_.interpolate_frames(za, anchors, per_frame, x, /*accumulate=*/true);

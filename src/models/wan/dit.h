@@ -34,6 +34,10 @@ class WanDiT {
   WanDiT(WanConfig cfg, Backend& backend, const WeightFn& weights);
 
   const WanConfig& config() const { return cfg_; }
+  // Module-granularity FIS reconstructs the block's total update once (equal to reconstructing
+  // each branch, up to float rounding, because the interpolation is linear). true runs the three
+  // branch reconstructions literally, as FIS.md words them: the reference for tests.
+  void set_literal_module_reconstruction(bool literal) { literal_module_reconstruction_ = literal; }
   Backend& backend() { return backend_; }
 
   // The text embedding of `context` [L_txt <= text_len, text_dim] (host), zero-padded to
@@ -68,6 +72,7 @@ class WanDiT {
   Tensor time0_w_, time0_b_, time2_w_, time2_b_, proj_w_, proj_b_;
   Tensor head_mod_, head_w_, head_b_;
   std::vector<DitBlockWeights> blocks_;
+  bool literal_module_reconstruction_ = false;
 };
 
 }  // namespace fisdit::wan
