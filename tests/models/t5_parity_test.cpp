@@ -293,10 +293,16 @@ TEST_F(TextEncodeCli, BadInputsFailWithOneLineNamingTheProblem) {
                "'ids' has 12 tokens but 'mask' has 10");
   expect_error({{"ids", ids}}, "'mask' is missing");
 
+  // --prompt runs the tokenizer (tests/models/t5_tokenizer_test.cpp); a missing one is named.
   const Result p = run("text-encode --prompt 'a cat' --tokenizer tok.json" + enc);
   EXPECT_EQ(p.rc, 1);
   EXPECT_EQ(lines(p.err), 1) << p.err;
-  EXPECT_NE(p.err.find("tokenizer is not built yet"), std::string::npos) << p.err;
+  EXPECT_NE(p.err.find("--tokenizer: tok.json: no such file or directory"), std::string::npos)
+      << p.err;
+  const Result both = run("text-encode --inputs " + fixture_path() + " --prompt 'a cat'" + enc);
+  EXPECT_EQ(both.rc, 1);
+  EXPECT_NE(both.err.find("--prompt and --inputs exclude each other"), std::string::npos)
+      << both.err;
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
-// fisdit text-encode: the umT5 text encoder (CPU, fp32) on token ids from a safetensors file.
+// fisdit text-encode: the umT5 text encoder (CPU, fp32) on a prompt (with the umT5 tokenizer) or
+// on token ids from a safetensors file.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -6,7 +7,9 @@
 #include "cli.h"
 #include "core/dtype.h"
 #include "fisdit/error.h"
+#include "models/wan/prompt_clean.h"
 #include "models/wan/t5.h"
+#include "models/wan/t5_tokenizer.h"
 
 namespace fisdit::cli {
 
@@ -65,47 +68,84 @@ std::vector<int64_t> read_integers(const SafetensorsFile& file, const std::strin
 void register_text_encode(CLI::App& app) {
   struct Args {
     std::string text_encoder, inputs, output, prompt, tokenizer;
+    int text_len = wan::kT5TextLen;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
-      "text-encode", "umT5 text encoder on the CPU (fp32): token ids -> DiT context");
+      "text-encode", "umT5 text encoder on the CPU (fp32): prompt or token ids -> DiT context");
   cmd->add_option("--text-encoder", args->text_encoder,
                   "umT5 encoder .safetensors (official T5Encoder or Hugging Face UMT5 keys, any "
                   "prefix) or checkpoint directory")
       ->required();
+  CLI::Option* prompt = cmd->add_option(
+      "--prompt", args->prompt,
+      "text to encode as Wan does (HTML entities decoded twice, whitespace collapsed, umT5 "
+      "SentencePiece, </s>, padded to --text-len); needs --tokenizer");
+  cmd->add_option("--tokenizer", args->tokenizer,
+                  "umT5 SentencePiece model: spiece.model, or a directory holding it (also in "
+                  "tokenizer/ or google/umt5-xxl/)");
+  cmd->add_option("--text-len", args->text_len,
+                  "tokenizer max length with --prompt (Wan's text_len; longer prompts are "
+                  "truncated, </s> kept)")
+      ->default_val(wan::kT5TextLen);
   cmd->add_option("--inputs", args->inputs,
-                  "safetensors with 'ids' and 'mask' [1, L] (or 'input.ids'/'input.mask'), "
-                  "integer or float");
+                  "instead of --prompt: safetensors with 'ids' and 'mask' [1, L] (or "
+                  "'input.ids'/'input.mask'), integer or float");
   cmd->add_option("--output", args->output,
                   "safetensors to write 'context' [sum(mask), dim] F32 to (the encoder output "
-                  "trimmed as T5EncoderModel returns it)")
+                  "trimmed as T5EncoderModel returns it); with --prompt also 'ids' and 'mask' "
+                  "[1, text_len] I64")
       ->required();
-  cmd->add_option("--prompt", args->prompt, "text to encode (needs the tokenizer: not built yet)");
-  cmd->add_option("--tokenizer", args->tokenizer, "umT5 tokenizer (not built yet)");
-  cmd->callback([args] {
-    if (!args->prompt.empty() || !args->tokenizer.empty())
-      throw Error(std::string(args->prompt.empty() ? "--tokenizer" : "--prompt") +
-                  ": the umT5 tokenizer is not built yet; tokenize elsewhere and pass 'ids' and "
-                  "'mask' with --inputs");
-    if (args->inputs.empty()) throw Error("--inputs is required (token 'ids' and 'mask')");
-    const auto in = SafetensorsFile::open(args->inputs);
-    const std::vector<int64_t> ids = read_integers(*in, "ids"), mask = read_integers(*in, "mask");
-    if (ids.size() != mask.size())
-      throw Error(args->inputs + ": 'ids' has " + std::to_string(ids.size()) +
-                  " tokens but 'mask' has " + std::to_string(mask.size()));
-    if (ids.empty()) throw Error(args->inputs + ": 'ids' is empty");
-    int64_t valid = 0;
-    for (size_t i = 0; i < mask.size(); ++i) {
-      if (mask[i] != 0 && mask[i] != 1)
-        throw Error(args->inputs + ": 'mask' value " + std::to_string(mask[i]) + " at position " +
-                    std::to_string(i) + " is not 0 or 1");
-      valid += mask[i];
+  cmd->callback([args, prompt] {
+    const bool from_prompt = prompt->count() > 0;
+    if (from_prompt && !args->inputs.empty())
+      throw Error("--prompt and --inputs exclude each other: give the text or the token ids");
+    if (!from_prompt && args->inputs.empty())
+      throw Error("give --prompt (with --tokenizer) or --inputs (token 'ids' and 'mask')");
+    if (from_prompt && args->tokenizer.empty())
+      throw Error("--prompt needs --tokenizer (the umT5 spiece.model or its directory)");
+    if (!from_prompt && !args->tokenizer.empty())
+      throw Error("--tokenizer is only used with --prompt");
+    if (args->text_len < 1)
+      throw Error("--text-len must be at least 1, got " + std::to_string(args->text_len));
+
+    std::unique_ptr<wan::T5Tokenizer> tokenizer;
+    std::vector<int64_t> ids, mask;
+    if (from_prompt) {
+      wan::check_utf8(args->prompt, "--prompt");
+      try {
+        tokenizer = std::make_unique<wan::T5Tokenizer>(args->tokenizer);
+      } catch (const Error& e) {
+        throw Error(std::string("--tokenizer: ") + e.what());
+      }
+    } else {
+      const auto in = SafetensorsFile::open(args->inputs);
+      ids = read_integers(*in, "ids");
+      mask = read_integers(*in, "mask");
+      if (ids.size() != mask.size())
+        throw Error(args->inputs + ": 'ids' has " + std::to_string(ids.size()) +
+                    " tokens but 'mask' has " + std::to_string(mask.size()));
+      if (ids.empty()) throw Error(args->inputs + ": 'ids' is empty");
+      int64_t valid = 0;
+      for (size_t i = 0; i < mask.size(); ++i) {
+        if (mask[i] != 0 && mask[i] != 1)
+          throw Error(args->inputs + ": 'mask' value " + std::to_string(mask[i]) + " at position " +
+                      std::to_string(i) + " is not 0 or 1");
+        valid += mask[i];
+      }
+      if (valid == 0) throw Error(args->inputs + ": 'mask' selects no token");
     }
-    if (valid == 0) throw Error(args->inputs + ": 'mask' selects no token");
 
     auto start = std::chrono::steady_clock::now();
     const wan::T5Source src = wan::open_t5(args->text_encoder);
     const wan::T5Config& c = src.config;
+    if (tokenizer) {
+      try {
+        wan::check_tokenizer_fits(*tokenizer, c, args->text_encoder);
+      } catch (const Error& e) {
+        throw Error(std::string("--tokenizer: ") + e.what());
+      }
+    }
     for (size_t i = 0; i < ids.size(); ++i)
       if (ids[i] < 0 || ids[i] >= c.vocab)
         throw Error(args->inputs + ": 'ids' value " + std::to_string(ids[i]) + " at position " +
@@ -121,12 +161,25 @@ void register_text_encode(CLI::App& app) {
                   src.config_origin.c_str(), seconds_since(start));
     status(line);
     start = std::chrono::steady_clock::now();
-    const Tensor context = encoder->encode(ids, mask);
-    std::snprintf(line, sizeof line, "encoded %lld of %zu tokens in %.3f s",
-                  static_cast<long long>(valid), ids.size(), seconds_since(start));
+    NamedTensors out;
+    if (tokenizer) {
+      const wan::PromptContext encoded =
+          wan::encode_prompt(*tokenizer, *encoder, args->prompt, args->text_len);
+      std::snprintf(line, sizeof line, "encoded the prompt: %lld of %d tokens in %.3f s",
+                    static_cast<long long>(encoded.tokens.length), args->text_len,
+                    seconds_since(start));
+      out = {{"context", encoded.context},
+             {"ids", encoded.tokens.ids_tensor()},
+             {"mask", encoded.tokens.mask_tensor()}};
+    } else {
+      const Tensor context = encoder->encode(ids, mask);
+      std::snprintf(line, sizeof line, "encoded %lld of %zu tokens in %.3f s",
+                    static_cast<long long>(context.dim(0)), ids.size(), seconds_since(start));
+      out = {{"context", context}};
+    }
     status(line);
-    write_safetensors(args->output, {{"context", context}}, {{"producer", "fisdit"}});
-    status("wrote " + args->output + " ('context' " + shape_str(context.shape()) + ")");
+    write_safetensors(args->output, out, {{"producer", "fisdit"}});
+    status("wrote " + args->output + " ('context' " + shape_str(out[0].second.shape()) + ")");
   });
 }
 
