@@ -109,15 +109,23 @@ void register_text_encode(CLI::App& app) {
     if (args->text_len < 1)
       throw Error("--text-len must be at least 1, got " + std::to_string(args->text_len));
 
+#ifdef FISDIT_WITH_PIPELINE
     std::unique_ptr<wan::T5Tokenizer> tokenizer;
+#endif
     std::vector<int64_t> ids, mask;
     if (from_prompt) {
       wan::check_utf8(args->prompt, "--prompt");
+#ifdef FISDIT_WITH_PIPELINE
       try {
         tokenizer = std::make_unique<wan::T5Tokenizer>(args->tokenizer);
       } catch (const Error& e) {
         throw Error(std::string("--tokenizer: ") + e.what());
       }
+#else
+      throw Error(
+          "--prompt: this fisdit was built without the tokenizer (FISDIT_PIPELINE=OFF); "
+          "rebuild with libsentencepiece-dev installed, or pass token ids with --inputs");
+#endif
     } else {
       const auto in = SafetensorsFile::open(args->inputs);
       ids = read_integers(*in, "ids");
@@ -139,6 +147,7 @@ void register_text_encode(CLI::App& app) {
     auto start = std::chrono::steady_clock::now();
     const wan::T5Source src = wan::open_t5(args->text_encoder);
     const wan::T5Config& c = src.config;
+#ifdef FISDIT_WITH_PIPELINE
     if (tokenizer) {
       try {
         wan::check_tokenizer_fits(*tokenizer, c, args->text_encoder);
@@ -146,6 +155,7 @@ void register_text_encode(CLI::App& app) {
         throw Error(std::string("--tokenizer: ") + e.what());
       }
     }
+#endif
     for (size_t i = 0; i < ids.size(); ++i)
       if (ids[i] < 0 || ids[i] >= c.vocab)
         throw Error(args->inputs + ": 'ids' value " + std::to_string(ids[i]) + " at position " +
@@ -162,6 +172,7 @@ void register_text_encode(CLI::App& app) {
     status(line);
     start = std::chrono::steady_clock::now();
     NamedTensors out;
+#ifdef FISDIT_WITH_PIPELINE
     if (tokenizer) {
       const wan::PromptContext encoded =
           wan::encode_prompt(*tokenizer, *encoder, args->prompt, args->text_len);
@@ -171,7 +182,9 @@ void register_text_encode(CLI::App& app) {
       out = {{"context", encoded.context},
              {"ids", encoded.tokens.ids_tensor()},
              {"mask", encoded.tokens.mask_tensor()}};
-    } else {
+    } else
+#endif
+    {
       const Tensor context = encoder->encode(ids, mask);
       std::snprintf(line, sizeof line, "encoded %lld of %zu tokens in %.3f s",
                     static_cast<long long>(context.dim(0)), ids.size(), seconds_since(start));
