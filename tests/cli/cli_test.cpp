@@ -121,6 +121,47 @@ TEST_F(Cli, DenoiseWritesTheFinalLatentAndReportsSteps) {
   for (float v : x.to_vector()) ASSERT_TRUE(std::isfinite(v));
 }
 
+TEST_F(Cli, DenoiseWithUniPCRunsTheOfficialScheduleAndDiffersFromEuler) {
+  const std::string in = inputs_from_fixture("dit_t2v_tiny.safetensors", false);
+  const std::string model = fixture("dit_t2v_tiny.safetensors");
+  const Result euler = run("denoise --model " + model + " --inputs " + in +
+                           " --steps 4 --shift 5 --output " + path("euler.st"));
+  ASSERT_EQ(euler.rc, 0) << euler.err;
+  const Result unipc = run("denoise --model " + model + " --inputs " + in +
+                           " --solver unipc --steps 4 --shift 5 --output " + path("unipc.st"));
+  ASSERT_EQ(unipc.rc, 0) << unipc.err;
+  EXPECT_NE(unipc.err.find("solver unipc"), std::string::npos) << unipc.err;
+  EXPECT_NE(unipc.err.find("step 1/4  t= 999.00"), std::string::npos) << unipc.err;
+  EXPECT_NE(unipc.err.find("step 4/4  t= 624.00"), std::string::npos) << unipc.err;
+  EXPECT_NE(euler.err.find("step 1/4  t=1000.00"), std::string::npos) << euler.err;
+  const Tensor a = SafetensorsFile::open(path("unipc.st"))->tensor_f32("x");
+  const Tensor b = SafetensorsFile::open(path("euler.st"))->tensor_f32("x");
+  ASSERT_EQ(a.shape(), b.shape());
+  for (float v : a.to_vector()) ASSERT_TRUE(std::isfinite(v));
+  EXPECT_GT(rel_l2(a, b), 1e-3);
+}
+
+TEST_F(Cli, DenoiseTi2vKeepsTheImageLatentAsFrameZero) {
+  const auto f = SafetensorsFile::open(fixture("dit_ti2v_tiny.safetensors"));
+  const Tensor z = f->tensor_f32("input.image_latent");
+  write_safetensors(path("ti2v_in.st"), {{"x", f->tensor_f32("input.noise")},
+                                         {"context", f->tensor_f32("input.context")},
+                                         {"context_neg", Tensor::zeros({3, 48})},
+                                         {"z_image", z}});
+  const Result r =
+      run("denoise --model " + fixture("dit_ti2v_tiny.safetensors") + " --inputs " +
+          path("ti2v_in.st") + " --solver dpm++ --steps 3 --guidance 5 --output " + path("x.st"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.err.find("first frame from 'z_image'"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("cfg 5.00"), std::string::npos) << r.err;
+  const Tensor x = SafetensorsFile::open(path("x.st"))->tensor_f32("x");
+  ASSERT_EQ(x.shape(), (Shape{48, 9, 8, 8}));
+  const int64_t hw = 64, frames = 9;
+  for (int64_t c = 0; c < 48; ++c)
+    for (int64_t i = 0; i < hw; ++i)
+      ASSERT_EQ(x.f32()[c * frames * hw + i], z.f32()[c * hw + i]) << c << " " << i;
+}
+
 TEST_F(Cli, InspectReportsLayoutConfigAndLoadability) {
   const Result r = run("inspect " + fixture("dit_i2v_tiny.safetensors"));
   ASSERT_EQ(r.rc, 0) << r.err;
@@ -159,6 +200,17 @@ TEST_F(Cli, BadInputGetsOneClearLineAndANonZeroExit) {
        "--steps"},
       {"denoise --model " + model + " --inputs " + in + " --output " + path("o") + " --guidance 3",
        "context_neg"},
+      {"denoise --model " + model + " --inputs " + in + " --output " + path("o") + " --solver heun",
+       "--solver"},
+      {"denoise --model " + model + " --inputs " + in + " --output " + path("o") +
+           " --solver unipc --guidance-high 4",
+       "--guidance-high"},
+      {"denoise --model " + model + " --inputs " + in + " --output " + path("o") +
+           " --guidance-low nan",
+       "--guidance-low"},
+      {"denoise --model " + model + " --inputs " + in + " --output " + path("o") +
+           " --guidance-high abc",
+       "--guidance-high"},
   };
   for (const Case& c : cases) {
     const Result r = run(c.args);

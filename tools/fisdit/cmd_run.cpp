@@ -1,11 +1,14 @@
 // fisdit dit / denoise: one DiT forward, or the sampling loop, on inputs from a safetensors file.
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <optional>
 
 #include "cli.h"
 #include "fisdit/error.h"
 #include "models/wan/flops.h"
 #include "models/wan/loader.h"
+#include "sched/denoise.h"
 #include "sched/flow_euler.h"
 
 namespace fisdit::cli {
@@ -91,58 +94,88 @@ void register_dit(CLI::App& app) {
 
 void register_denoise(CLI::App& app) {
   struct Args {
-    std::string model, model_low, inputs, output, device = "cpu";
+    std::string model, model_low, inputs, output, device = "cpu", solver = "euler";
     int steps = 4;
-    float shift = 5.0f, guidance = 1.0f, boundary = 0.875f;
+    double shift = 5.0;
+    float guidance = 1.0f, boundary = 0.875f;
+    std::optional<float> guidance_high, guidance_low;
     FisFlags fis;
   };
   auto args = std::make_shared<Args>();
-  CLI::App* cmd = app.add_subcommand("denoise", "the flow-matching Euler sampling loop");
+  CLI::App* cmd = app.add_subcommand("denoise", "the flow-matching sampling loop");
   cmd->add_option("--model", args->model, "(high-noise) model file or directory")->required();
   cmd->add_option("--model-low", args->model_low, "low-noise expert (Wan 2.2 A14B)");
   cmd->add_option("--boundary", args->boundary,
                   "expert switch: high-noise while timestep >= boundary*1000 (t2v 0.875, i2v 0.9)")
       ->capture_default_str();
   cmd->add_option("--inputs", args->inputs,
-                  "safetensors with x (noise), context, optional context_neg and y")
+                  "safetensors with x (noise), context, optional context_neg, y (i2v) and "
+                  "z_image (TI2V first-frame latent [C, 1, H, W])")
       ->required();
+  cmd->add_option("--solver", args->solver,
+                  "euler (Lightning recipe), unipc or dpm++ (the official Wan solvers)")
+      ->capture_default_str();
   cmd->add_option("--steps", args->steps, "denoising steps")->capture_default_str();
   cmd->add_option("--shift", args->shift, "flow shift")->capture_default_str();
   cmd->add_option("--guidance", args->guidance, "CFG scale; 1 = no guidance")
       ->capture_default_str();
+  cmd->add_option("--guidance-high", args->guidance_high,
+                  "CFG scale of the high-noise steps (timestep >= boundary*1000); default "
+                  "--guidance");
+  cmd->add_option("--guidance-low", args->guidance_low,
+                  "CFG scale of the low-noise steps; default --guidance");
   cmd->add_option("--output", args->output, "safetensors to write the final latent 'x' to")
       ->required();
   cmd->add_option("--device", args->device, "cpu or cuda")->capture_default_str();
   add_fis_flags(cmd, args->fis);
   cmd->callback([args] {
     sched::DenoiseOptions opt;
+    opt.solver = sched::parse_solver(args->solver);
     opt.steps = args->steps;
     opt.shift = args->shift;
     opt.guidance = args->guidance;
+    opt.guidance_high = args->guidance_high;
+    opt.guidance_low = args->guidance_low;
     opt.boundary = args->boundary;
     opt.fis = args->fis.resolve();
     if (!(opt.boundary >= 0.0f && opt.boundary <= 1.0f))
       throw fisdit::Error("--boundary must be in [0, 1]");
-    sched::flow_euler_schedule(opt.steps, opt.shift);  // validates --steps and --shift early
+    for (const auto& [flag, g] : {std::pair{"--guidance", std::optional<float>(opt.guidance)},
+                                  std::pair{"--guidance-high", opt.guidance_high},
+                                  std::pair{"--guidance-low", opt.guidance_low}})
+      if (g && !std::isfinite(*g))
+        throw fisdit::Error(std::string(flag) + " must be a finite number, got " +
+                            CLI::detail::to_string(*g));
+    // Validates --steps and --shift before anything is loaded.
+    const sched::FlowSchedule schedule = sched::flow_schedule(opt.solver, opt.steps, opt.shift);
     auto backend = make_backend(args->device);
     const auto in = SafetensorsFile::open(args->inputs);
     sched::DenoiseInputs di{read_input(*in, "x", true), read_input(*in, "context", true),
-                            read_input(*in, "context_neg", false), read_input(*in, "y", false)};
-    if (opt.guidance != 1.0f && !di.context_neg.defined())
-      throw fisdit::Error("--guidance " + CLI::detail::to_string(opt.guidance) + ": " +
+                            read_input(*in, "context_neg", false), read_input(*in, "y", false),
+                            read_input(*in, "z_image", false)};
+    for (float t : schedule.timesteps) {
+      const bool high_step = sched::use_high_noise_expert(t, opt.boundary);
+      const float g = opt.guidance_for(high_step);
+      if (g == 1.0f || di.context_neg.defined()) continue;
+      const char* flag = high_step && opt.guidance_high   ? "--guidance-high"
+                         : !high_step && opt.guidance_low ? "--guidance-low"
+                                                          : "--guidance";
+      throw fisdit::Error(std::string(flag) + " " + CLI::detail::to_string(g) + ": " +
                           args->inputs +
-                          " has no 'context_neg' for the unconditional pass (or use --guidance 1)");
+                          " has no 'context_neg' for the unconditional pass (or use guidance 1)");
+    }
     auto high = load_model(args->model, *backend, args->model_low.empty() ? "model" : "high-noise");
     std::unique_ptr<wan::WanDiT> low;
     if (!args->model_low.empty()) low = load_model(args->model_low, *backend, "low-noise");
-    status("fis " + opt.fis.describe());
+    status(std::string("solver ") + sched::solver_name(opt.solver) + ", fis " + opt.fis.describe() +
+           (di.z_image.defined() ? ", first frame from 'z_image'" : ""));
     const auto start = std::chrono::steady_clock::now();
     const Tensor x = sched::denoise(*high, low.get(), di, opt, [&](const sched::StepInfo& s) {
       char line[256];
       std::snprintf(line, sizeof line,
-                    "step %d/%d  t=%7.2f  sigma %.4f -> %.4f  expert %s  fis %s  %.3f s",
+                    "step %d/%d  t=%7.2f  sigma %.4f -> %.4f  expert %s  cfg %.2f  fis %s  %.3f s",
                     s.step + 1, s.steps, s.timestep, s.sigma, s.sigma_next,
-                    low ? (s.high_noise_expert ? "high" : "low") : "single",
+                    low ? (s.high_noise_expert ? "high" : "low") : "single", s.guidance,
                     s.fis_step_open ? "sparse" : "dense", s.seconds);
       status(line);
     });

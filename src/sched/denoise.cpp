@@ -1,0 +1,150 @@
+#include "sched/denoise.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+#include "fisdit/error.h"
+#include "sched/flow_euler.h"
+
+namespace fisdit::sched {
+
+namespace {
+
+// x[:, 0] = z[:, 0] on host [C, F, H, W] latents: the official (1 - mask) * z + mask * x with a
+// mask of 0 on frame 0 and 1 elsewhere, which is exactly this copy.
+void put_first_frame(Tensor& x, const Tensor& z) {
+  const int64_t channels = x.dim(0), frame = x.dim(2) * x.dim(3), per_channel = x.dim(1) * frame;
+  float* px = x.f32();
+  const float* pz = z.f32();
+  for (int64_t c = 0; c < channels; ++c)
+    std::copy(pz + c * frame, pz + (c + 1) * frame, px + c * per_channel);
+}
+
+void check_inputs(const wan::WanConfig& cfg, const DenoiseInputs& in) {
+  if (in.x.ndim() != 4) throw Error("x must be [C, F, H, W], got " + shape_str(in.x.shape()));
+  const bool i2v = in.y.defined();
+  if (i2v && (cfg.model_type != "i2v" || in.y.ndim() != 4 || in.y.dim(1) != in.x.dim(1) ||
+              in.y.dim(2) != in.x.dim(2) || in.y.dim(3) != in.x.dim(3)))
+    throw Error("'y' " + shape_str(in.y.shape()) + " does not fit latent " +
+                shape_str(in.x.shape()) + " for a " + cfg.model_type + " model");
+  if (cfg.model_type == "i2v" && !i2v) throw Error("an i2v model needs 'y' in the inputs");
+  const int64_t x_channels = in.x.dim(0) + (i2v ? in.y.dim(0) : 0);
+  if (x_channels != cfg.in_dim)
+    throw Error("latent has " + std::to_string(x_channels) +
+                " channels (with y), the model expects " + std::to_string(cfg.in_dim));
+  if (in.z_image.defined()) {
+    if (cfg.model_type != "ti2v")
+      throw Error("'z_image' (the TI2V first-frame latent) needs a ti2v model, this one is " +
+                  cfg.model_type);
+    if (cfg.patch_size[0] != 1)
+      throw Error("'z_image' needs a temporal patch size of 1, the model has " +
+                  std::to_string(cfg.patch_size[0]));
+    const Tensor& z = in.z_image;
+    if (z.ndim() != 4 || z.dim(0) != in.x.dim(0) || z.dim(1) != 1 || z.dim(2) != in.x.dim(2) ||
+        z.dim(3) != in.x.dim(3))
+      throw Error("'z_image' must be [" + std::to_string(in.x.dim(0)) + ", 1, " +
+                  std::to_string(in.x.dim(2)) + ", " + std::to_string(in.x.dim(3)) +
+                  "] (one latent frame of x " + shape_str(in.x.shape()) + "), got " +
+                  shape_str(z.shape()));
+  }
+}
+
+}  // namespace
+
+Tensor denoise(wan::WanDiT& high, wan::WanDiT* low, const DenoiseInputs& in,
+               const DenoiseOptions& opt, const StepCallback& on_step) {
+  const std::unique_ptr<FlowSolver> solver = make_flow_solver(opt.solver, opt.steps, opt.shift);
+  const FlowSchedule& sched = solver->schedule();
+  const wan::WanConfig& cfg = high.config();
+  Backend& be = high.backend();
+  if (low && &low->backend() != &be) throw Error("both experts must run on one backend");
+  if (low && (low->config().in_dim != cfg.in_dim || low->config().out_dim != cfg.out_dim ||
+              low->config().num_layers != cfg.num_layers))
+    throw Error("the low-noise expert's config does not match the high-noise expert's");
+  check_inputs(cfg, in);
+  for (const auto& [g, name] :
+       {std::pair{std::optional<float>(opt.guidance), "guidance"},
+        std::pair{opt.guidance_high, "guidance_high"}, std::pair{opt.guidance_low, "guidance_low"}})
+    if (g && !std::isfinite(*g)) throw Error(std::string(name) + " must be a finite number");
+
+  // The CFG scale of every step follows the timestep like the expert switch does.
+  std::vector<float> guidance;
+  bool any_guided = false;
+  for (float t : sched.timesteps) {
+    guidance.push_back(opt.guidance_for(use_high_noise_expert(t, opt.boundary)));
+    any_guided = any_guided || guidance.back() != 1.0f;
+  }
+  if (any_guided && !in.context_neg.defined())
+    throw Error("guidance != 1 needs 'context_neg' in the inputs (or guidance 1)");
+
+  const bool i2v = in.y.defined(), ti2v = in.z_image.defined();
+  const auto& p = cfg.patch_size;
+  const int64_t grid_f = in.x.dim(1) / p[0],
+                frame_tokens = (in.x.dim(2) / p[1]) * (in.x.dim(3) / p[2]);
+  const accel::FisPlan plan(opt.fis, cfg.num_layers, opt.steps, static_cast<int>(grid_f));
+  const Tensor y = i2v ? be.upload(in.y, DType::F32) : Tensor{};
+  const Tensor z_image = ti2v ? in.z_image.to_f32() : Tensor{};
+  // Text embeddings per expert (each has its own text_embedding weights).
+  struct Texts {
+    Tensor cond, uncond;
+  };
+  auto embed = [&](wan::WanDiT& m) {
+    Texts t{m.embed_text(in.context), {}};
+    if (any_guided) t.uncond = m.embed_text(in.context_neg);
+    return t;
+  };
+  const Texts high_text = embed(high);
+  const Texts low_text = low ? embed(*low) : Texts{};
+
+  // The latent lives on the host between steps, where the solver works on it.
+  Tensor x = in.x.to_f32();
+  if (ti2v) put_first_frame(x, z_image);
+  for (int k = 0; k < opt.steps; ++k) {
+    const auto start = std::chrono::steady_clock::now();
+    const float timestep = sched.timesteps[static_cast<size_t>(k)];
+    const bool use_high = !low || use_high_noise_expert(timestep, opt.boundary);
+    wan::WanDiT& model = use_high ? high : *low;
+    const Texts& text = use_high ? high_text : low_text;
+    Tensor t;
+    if (ti2v) {
+      // t = 0 on the tokens of latent frame 0 (the clean image), the step's t elsewhere.
+      std::vector<float> per_token(static_cast<size_t>(grid_f * frame_tokens), timestep);
+      std::fill_n(per_token.begin(), frame_tokens, 0.0f);
+      t = Tensor::from_vector(per_token, {1, grid_f * frame_tokens});
+    } else {
+      t = Tensor::from_vector({timestep}, {1});
+    }
+    const bool open = plan.step_open(k);
+    const float g = guidance[static_cast<size_t>(k)];
+    Tensor input = be.upload(x, DType::F32);
+    if (i2v) input = wan::concat_channels(be, input, y);
+    Tensor v = model.forward(input, t, text.cond, &plan, open);
+    if (g != 1.0f) {
+      Tensor v_uncond = model.forward(input, t, text.uncond, &plan, open);
+      be.sub(v, v_uncond, v);  // cond - uncond
+      be.add_scaled(v_uncond, v, g);
+      v = v_uncond;
+    }
+    solver->step(be.download(v), x);
+    if (ti2v) put_first_frame(x, z_image);
+    if (on_step) {
+      StepInfo info;
+      info.step = k;
+      info.steps = opt.steps;
+      info.timestep = timestep;
+      info.sigma = sched.sigmas[static_cast<size_t>(k)];
+      info.sigma_next = sched.sigmas[static_cast<size_t>(k) + 1];
+      info.high_noise_expert = use_high;
+      info.fis_step_open = open && opt.fis.enabled();
+      info.seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      info.guidance = g;
+      info.model_timestep = t;
+      on_step(info);
+    }
+  }
+  return x;
+}
+
+}  // namespace fisdit::sched

@@ -1,0 +1,60 @@
+#pragma once
+// The sampling loop: a flow solver (Euler, UniPC, DPM++), the A14B mixture-of-experts switch,
+// classifier-free guidance with a scale per expert, and TI2V first-frame conditioning.
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "accel/fis.h"
+#include "models/wan/dit.h"
+#include "sched/flow_solvers.h"
+
+namespace fisdit::sched {
+
+struct DenoiseInputs {
+  Tensor x;            // host noise [C, F, H, W]
+  Tensor context;      // host [L, text_dim]
+  Tensor context_neg;  // host, optional (needed when a guidance scale != 1)
+  Tensor y;            // host, i2v conditioning [C_y, F, H, W], optional
+  // Host [C, 1, H, W], optional: TI2V (Wan 2.2 5B) first-frame image latent. It replaces latent
+  // frame 0 before the loop and after every solver step, and the DiT gets t = 0 on frame 0's
+  // tokens (wan/textimage2video.py).
+  Tensor z_image;
+};
+
+struct DenoiseOptions {
+  int steps = 4;
+  double shift = 5.0;
+  SolverKind solver = SolverKind::Euler;
+  // CFG scale; 1 skips the unconditional pass. The official A14B pipelines use one scale for the
+  // high-noise steps (timestep >= boundary * 1000) and another for the rest, e.g. t2v 4.0 / 3.0:
+  // guidance_high / guidance_low override `guidance` for those steps.
+  float guidance = 1.0f;
+  std::optional<float> guidance_high, guidance_low;
+  float boundary = 0.875f;
+  accel::FisConfig fis;
+
+  float guidance_for(bool high_noise_step) const {
+    return high_noise_step ? guidance_high.value_or(guidance) : guidance_low.value_or(guidance);
+  }
+};
+
+struct StepInfo {
+  int step = 0, steps = 0;
+  float timestep = 0, sigma = 0, sigma_next = 0;
+  bool high_noise_expert = true;
+  bool fis_step_open = false;
+  double seconds = 0;
+  float guidance = 1;     // the CFG scale this step used
+  Tensor model_timestep;  // host t the DiT received: [1], or [1, tokens] per token (TI2V)
+};
+using StepCallback = std::function<void(const StepInfo&)>;
+
+// The sampling loop. `low` may be null (one model for every step). Returns the final latent on
+// the host. The solver runs on the host (sched/flow_solvers.h); the DiT gets the solver's
+// timesteps. With guidance g != 1: v = uncond + g * (cond - uncond), both sharing one FIS plan.
+Tensor denoise(wan::WanDiT& high, wan::WanDiT* low, const DenoiseInputs& in,
+               const DenoiseOptions& opt, const StepCallback& on_step = {});
+
+}  // namespace fisdit::sched
