@@ -54,14 +54,20 @@ void check_inputs(const wan::WanConfig& cfg, const DenoiseInputs& in) {
 
 Tensor denoise(wan::WanDiT& high, wan::WanDiT* low, const DenoiseInputs& in,
                const DenoiseOptions& opt, const StepCallback& on_step) {
+  if (low && &low->backend() != &high.backend())
+    throw Error("both experts must run on one backend");
+  if (low && (low->config().in_dim != high.config().in_dim ||
+              low->config().out_dim != high.config().out_dim ||
+              low->config().num_layers != high.config().num_layers))
+    throw Error("the low-noise expert's config does not match the high-noise expert's");
+  const ExpertFn expert = [&](bool use_high) -> wan::WanDiT& { return use_high ? high : *low; };
+  return denoise(high.config(), expert, low != nullptr, in, opt, on_step);
+}
+
+Tensor denoise(const wan::WanConfig& cfg, const ExpertFn& expert, bool two_experts,
+               const DenoiseInputs& in, const DenoiseOptions& opt, const StepCallback& on_step) {
   const std::unique_ptr<FlowSolver> solver = make_flow_solver(opt.solver, opt.steps, opt.shift);
   const FlowSchedule& sched = solver->schedule();
-  const wan::WanConfig& cfg = high.config();
-  Backend& be = high.backend();
-  if (low && &low->backend() != &be) throw Error("both experts must run on one backend");
-  if (low && (low->config().in_dim != cfg.in_dim || low->config().out_dim != cfg.out_dim ||
-              low->config().num_layers != cfg.num_layers))
-    throw Error("the low-noise expert's config does not match the high-noise expert's");
   check_inputs(cfg, in);
   for (const auto& [g, name] :
        {std::pair{std::optional<float>(opt.guidance), "guidance"},
@@ -83,19 +89,15 @@ Tensor denoise(wan::WanDiT& high, wan::WanDiT* low, const DenoiseInputs& in,
   const int64_t grid_f = in.x.dim(1) / p[0],
                 frame_tokens = (in.x.dim(2) / p[1]) * (in.x.dim(3) / p[2]);
   const accel::FisPlan plan(opt.fis, cfg.num_layers, opt.steps, static_cast<int>(grid_f));
-  const Tensor y = i2v ? be.upload(in.y, DType::F32) : Tensor{};
   const Tensor z_image = ti2v ? in.z_image.to_f32() : Tensor{};
-  // Text embeddings per expert (each has its own text_embedding weights).
+  // Text embeddings per expert (each has its own text_embedding weights), made when the expert
+  // first runs: an expert may be loaded only then.
   struct Texts {
     Tensor cond, uncond;
+    const wan::WanDiT* model = nullptr;
   };
-  auto embed = [&](wan::WanDiT& m) {
-    Texts t{m.embed_text(in.context), {}};
-    if (any_guided) t.uncond = m.embed_text(in.context_neg);
-    return t;
-  };
-  const Texts high_text = embed(high);
-  const Texts low_text = low ? embed(*low) : Texts{};
+  Texts texts[2];
+  Tensor y;
 
   // The latent lives on the host between steps, where the solver works on it.
   Tensor x = in.x.to_f32();
@@ -103,9 +105,20 @@ Tensor denoise(wan::WanDiT& high, wan::WanDiT* low, const DenoiseInputs& in,
   for (int k = 0; k < opt.steps; ++k) {
     const auto start = std::chrono::steady_clock::now();
     const float timestep = sched.timesteps[static_cast<size_t>(k)];
-    const bool use_high = !low || use_high_noise_expert(timestep, opt.boundary);
-    wan::WanDiT& model = use_high ? high : *low;
-    const Texts& text = use_high ? high_text : low_text;
+    const bool use_high = !two_experts || use_high_noise_expert(timestep, opt.boundary);
+    wan::WanDiT& model = expert(use_high);
+    if (model.config().in_dim != cfg.in_dim || model.config().out_dim != cfg.out_dim ||
+        model.config().num_layers != cfg.num_layers)
+      throw Error(std::string("the ") + (use_high ? "high" : "low") +
+                  "-noise expert's config does not match the model's");
+    Backend& be = model.backend();
+    Texts& text = texts[use_high ? 0 : 1];
+    if (text.model != &model) {
+      text.cond = model.embed_text(in.context);
+      if (any_guided) text.uncond = model.embed_text(in.context_neg);
+      text.model = &model;
+    }
+    if (i2v && !y.defined()) y = be.upload(in.y, DType::F32);  // experts share one backend
     Tensor t;
     if (ti2v) {
       // t = 0 on the tokens of latent frame 0 (the clean image), the step's t elsewhere.

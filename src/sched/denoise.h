@@ -57,4 +57,14 @@ using StepCallback = std::function<void(const StepInfo&)>;
 Tensor denoise(wan::WanDiT& high, wan::WanDiT* low, const DenoiseInputs& in,
                const DenoiseOptions& opt, const StepCallback& on_step = {});
 
+// The same with experts supplied on demand: `expert(true)` is the high-noise expert (or the only
+// model), `expert(false)` the low-noise one, asked for at each step; the function may load an
+// expert the first time and free the other (the A14B steps use the high-noise expert first,
+// then the low-noise one, so one expert at a time fits). `cfg` is the experts' common config;
+// all experts run on one backend.
+using ExpertFn = std::function<wan::WanDiT&(bool high_noise)>;
+Tensor denoise(const wan::WanConfig& cfg, const ExpertFn& expert, bool two_experts,
+               const DenoiseInputs& in, const DenoiseOptions& opt,
+               const StepCallback& on_step = {});
+
 }  // namespace fisdit::sched

@@ -44,7 +44,7 @@ struct Fixture {
 
 TEST(Denoise, EqualsTheHandWrittenEulerLoopWithGuidance) {
   Fixture f;
-  DenoiseInputs in{f.file->tensor_f32("input.x"), f.file->tensor_f32("input.context"), {}, {}};
+  DenoiseInputs in{f.file->tensor_f32("input.x"), f.file->tensor_f32("input.context"), {}, {}, {}};
   Tensor neg = in.context.clone();
   for (int64_t i = 0; i < neg.numel(); ++i) neg.f32()[i] *= -0.5f;
   in.context_neg = neg;
@@ -72,7 +72,7 @@ TEST(Denoise, EqualsTheHandWrittenEulerLoopWithGuidance) {
 TEST(Denoise, SwitchesExpertsAtTheBoundaryAndGatesFisOnTheLastStep) {
   Fixture f;
   auto low = wan::load_dit(wan::open_model(f.file->path()), *f.be);
-  DenoiseInputs in{f.file->tensor_f32("input.x"), f.file->tensor_f32("input.context"), {}, {}};
+  DenoiseInputs in{f.file->tensor_f32("input.x"), f.file->tensor_f32("input.context"), {}, {}, {}};
   DenoiseOptions opt;
   opt.fis = accel::fis_preset("balanced");
   std::vector<StepInfo> steps;
@@ -88,7 +88,7 @@ TEST(Denoise, SwitchesExpertsAtTheBoundaryAndGatesFisOnTheLastStep) {
 
 TEST(Denoise, ClearErrorsForMissingInputs) {
   Fixture f;
-  DenoiseInputs in{f.file->tensor_f32("input.x"), f.file->tensor_f32("input.context"), {}, {}};
+  DenoiseInputs in{f.file->tensor_f32("input.x"), f.file->tensor_f32("input.context"), {}, {}, {}};
   DenoiseOptions opt;
   opt.guidance = 3.0f;  // no context_neg
   EXPECT_THROW(denoise(*f.dit, nullptr, in, opt), Error);
