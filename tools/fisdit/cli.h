@@ -37,5 +37,7 @@ void register_denoise(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_vae(CLI::App& app);
 void register_text_encode(CLI::App& app);
+void register_media(CLI::App& app);  // video encode, image prepare
+void register_generate(CLI::App& app);
 
 }  // namespace fisdit::cli

@@ -21,6 +21,10 @@ int main(int argc, char** argv) {
   fisdit::cli::register_bench(app);
   fisdit::cli::register_vae(app);
   fisdit::cli::register_text_encode(app);
+#ifdef FISDIT_WITH_PIPELINE
+  fisdit::cli::register_media(app);
+  fisdit::cli::register_generate(app);
+#endif
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

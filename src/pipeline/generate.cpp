@@ -1,0 +1,277 @@
+#include "pipeline/generate.h"
+
+#include <unistd.h>
+#include <algorithm>
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+
+#include "backend/backend.h"
+#include "core/progress.h"
+#include "core/random.h"
+#include "fisdit/error.h"
+#include "io/image.h"
+#include "models/wan/loader.h"
+#include "models/wan/t5.h"
+#include "models/wan/t5_tokenizer.h"
+#include "models/wan/vae.h"
+
+namespace fisdit::pipeline {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+std::string expert_name(bool two_experts, bool high) {
+  if (!two_experts) return "model";
+  return high ? "high-noise expert" : "low-noise expert";
+}
+
+// [3, H, W] image -> [3, 1, H, W] video of one frame.
+Tensor as_one_frame(const Tensor& image) {
+  return image.clone().reshape({image.dim(0), 1, image.dim(1), image.dim(2)});
+}
+
+// The DiT with its LoRA merged (when one is given).
+std::unique_ptr<wan::WanDiT> load_expert(const wan::ModelSource& src, const std::string& lora,
+                                         float strength, Backend& backend) {
+  (void)lora;
+  (void)strength;
+  return wan::load_dit(src, backend);
+}
+
+}  // namespace
+
+GenerateResult generate(const GenerateOptions& o) {
+  nlohmann::json summary;
+  nlohmann::json stages = nlohmann::json::object();
+  const auto t_total = Clock::now();
+
+  // ---- what is where, and does the request fit the model (before any weight is read)
+  const ReleasePaths paths = resolve_release(o.model, o.parts);
+  const wan::ModelSource high_src = wan::open_model(paths.dit);
+  std::optional<wan::ModelSource> low_src;
+  if (!paths.dit_low.empty()) low_src = wan::open_model(paths.dit_low);
+  const wan::WanConfig& cfg = high_src.config;
+  const std::string task = cfg.model_type;
+  if (low_src) {
+    const wan::WanConfig& lc = low_src->config;
+    if (lc.model_type != cfg.model_type || lc.dim != cfg.dim || lc.in_dim != cfg.in_dim ||
+        lc.out_dim != cfg.out_dim || lc.text_dim != cfg.text_dim)
+      throw Error("the low-noise expert " + paths.dit_low + " (" + lc.model_type + ", dim " +
+                  std::to_string(lc.dim) + ") does not match the high-noise expert " + paths.dit +
+                  " (" + cfg.model_type + ", dim " + std::to_string(cfg.dim) + ")");
+  }
+  const wan::VaeSource vae_src = wan::open_vae(paths.vae);
+  const wan::VaeConfig& vc = vae_src.config;
+  const int64_t sstride = vc.spatial_stride(), tstride = vc.temporal_stride();
+  const int z = vc.z_dim;
+  if (cfg.out_dim != z)
+    throw Error("--vae " + paths.vae + ": its latent has " + std::to_string(z) +
+                " channels, the DiT predicts " + std::to_string(cfg.out_dim) +
+                " (a Wan 2.1 VAE goes with the 16-channel models, the Wan 2.2 VAE with TI2V-5B)");
+  const int expected_in = task == "i2v" ? 2 * z + 4 : z;
+  if (cfg.in_dim != expected_in)
+    throw Error(paths.dit + ": a " + task + " DiT with " + std::to_string(z) +
+                "-channel latents should take " + std::to_string(expected_in) +
+                " input channels, it takes " + std::to_string(cfg.in_dim));
+  if (o.frames < 1 || (o.frames - 1) % tstride != 0)
+    throw Error("--frames " + std::to_string(o.frames) + ": must be " + std::to_string(tstride) +
+                "k+1 (e.g. 81 or 121): the VAE turns " + std::to_string(tstride) +
+                " frames into one latent frame after the first");
+  const int64_t cell_h = sstride * cfg.patch_size[1], cell_w = sstride * cfg.patch_size[2];
+  if (o.width <= 0 || o.height <= 0 || o.width % cell_w || o.height % cell_h)
+    throw Error("--size " + std::to_string(o.width) + "x" + std::to_string(o.height) +
+                ": width must be a multiple of " + std::to_string(cell_w) + " and height of " +
+                std::to_string(cell_h) + " for this model (VAE stride " + std::to_string(sstride) +
+                " x patch " + std::to_string(cfg.patch_size[1]) + "), e.g. " +
+                (sstride == 16 ? "1280x704" : "1280x720 or 832x480"));
+  if (task == "i2v" && o.image.empty())
+    throw Error("--image is required: " + paths.dit + " is an image-to-video model");
+  if (task == "t2v" && !o.image.empty())
+    throw Error("--image: " + paths.dit + " is a text-to-video model and takes no image");
+  if (o.steps < 1) throw Error("--steps must be at least 1");
+  const int64_t lat_f = (o.frames - 1) / tstride + 1, lat_h = o.height / sstride,
+                lat_w = o.width / sstride;
+  const bool two_experts = low_src.has_value();
+  const float boundary = o.boundary.value_or(paths.boundary ? static_cast<float>(*paths.boundary)
+                                                            : (task == "i2v" ? 0.9f : 0.875f));
+  sched::DenoiseOptions dopt;
+  dopt.steps = o.steps;
+  dopt.shift = o.shift;
+  dopt.solver = o.solver;
+  dopt.guidance = o.guidance;
+  dopt.guidance_high = o.guidance_high;
+  dopt.guidance_low = o.guidance_low;
+  dopt.boundary = boundary;
+  dopt.fis = o.fis;
+  const bool needs_uncond = dopt.guidance_for(true) != 1.0f || dopt.guidance_for(false) != 1.0f;
+
+  summary["task"] = task;
+  summary["layout"] = paths.layout;
+  summary["paths"] = {{"dit", paths.dit},
+                      {"dit_low", paths.dit_low},
+                      {"text_encoder", paths.text_encoder},
+                      {"tokenizer", paths.tokenizer},
+                      {"vae", paths.vae}};
+  summary["request"] = {{"prompt", o.prompt},
+                        {"negative", o.negative},
+                        {"image", o.image},
+                        {"width", o.width},
+                        {"height", o.height},
+                        {"frames", o.frames},
+                        {"steps", o.steps},
+                        {"shift", o.shift},
+                        {"solver", sched::solver_name(o.solver)},
+                        {"guidance_high", dopt.guidance_for(true)},
+                        {"guidance_low", dopt.guidance_for(false)},
+                        {"boundary", boundary},
+                        {"seed", o.seed},
+                        {"fis", o.fis.describe()},
+                        {"device", o.device}};
+  summary["latent"] = {z, lat_f, lat_h, lat_w};
+
+  auto cpu = make_cpu_backend();
+
+  // ---- text
+  sched::DenoiseInputs in;
+  {
+    Progress bar("text", needs_uncond ? 2 : 1, o.progress);
+    const auto t0 = Clock::now();
+    const wan::T5Tokenizer tokenizer(paths.tokenizer);
+    const wan::T5Source t5_src = wan::open_t5(paths.text_encoder);
+    if (t5_src.config.dim != cfg.text_dim)
+      throw Error("--text-encoder " + paths.text_encoder + ": its output has " +
+                  std::to_string(t5_src.config.dim) + " channels, the DiT's text_dim is " +
+                  std::to_string(cfg.text_dim));
+    wan::check_tokenizer_fits(tokenizer, t5_src.config, paths.text_encoder);
+    auto t5 = wan::load_t5(t5_src, *cpu);
+    stages["text_load"] = since(t0);
+    const auto t1 = Clock::now();
+    const wan::PromptContext pc = wan::encode_prompt(tokenizer, *t5, o.prompt, cfg.text_len);
+    in.context = pc.context;
+    summary["prompt_tokens"] = pc.tokens.length;
+    bar.update(1, std::to_string(pc.tokens.length) + " tokens");
+    if (needs_uncond) {
+      in.context_neg = wan::encode_prompt(tokenizer, *t5, o.negative, cfg.text_len).context;
+      bar.update(2, "negative prompt");
+    }
+    stages["text_encode"] = since(t1);
+    bar.finish();
+  }
+
+  // ---- first frame (i2v: the whole conditioning video; ti2v: one frame)
+  auto vae = wan::load_vae(vae_src);
+  const wan::LatentStats stats =
+      vc.version == 22 ? wan::wan22_latent_stats() : wan::wan21_latent_stats();
+  if (!o.image.empty()) {
+    const auto t0 = Clock::now();
+    // As the official pipelines prepare the first frame: TI2V-5B scales with Lanczos and
+    // centre-crops (textimage2video.py); I2V-A14B stretches with bicubic (image2video.py).
+    const Tensor source = read_image(o.image);
+    const Tensor image = task == "ti2v"
+                             ? resize_and_center_crop(source, o.width, o.height)
+                             : resize_image(source, o.width, o.height, ResizeFilter::Bicubic);
+    if (task == "ti2v") {
+      Progress bar("image", 1, o.progress);
+      Tensor zi = vae->encode(as_one_frame(image));
+      wan::normalize_latent(zi, stats);
+      in.z_image = zi;
+      bar.finish();
+    } else {  // i2v: encode [image, zeros...], mask 1 on latent frame 0 (wan/image2video.py)
+      Tensor video = Tensor::zeros({3, o.frames, o.height, o.width});
+      const int64_t plane = static_cast<int64_t>(o.height) * o.width;
+      for (int64_t c = 0; c < 3; ++c)
+        std::copy(image.f32() + c * plane, image.f32() + (c + 1) * plane,
+                  video.f32() + c * o.frames * plane);
+      const int chunks = static_cast<int>(lat_f);
+      Progress bar("image", chunks, o.progress);
+      Tensor cond = vae->encode(video, nullptr, [&](int chunk, int, int64_t, int64_t) {
+        bar.update(chunk + 1, "VAE encode chunk " + std::to_string(chunk + 1));
+      });
+      wan::normalize_latent(cond, stats);
+      Tensor y = Tensor::zeros({4 + z, lat_f, lat_h, lat_w});
+      const int64_t lplane = lat_h * lat_w;
+      for (int64_t c = 0; c < 4; ++c)
+        std::fill(y.f32() + c * lat_f * lplane, y.f32() + c * lat_f * lplane + lplane, 1.0f);
+      std::copy(cond.f32(), cond.f32() + cond.numel(), y.f32() + 4 * lat_f * lplane);
+      in.y = y;
+      bar.finish();
+    }
+    stages["image_encode"] = since(t0);
+  }
+
+  // ---- sampling
+  in.x = randn({z, lat_f, lat_h, lat_w}, o.seed);
+  auto backend = make_backend(o.device);
+  nlohmann::json steps = nlohmann::json::array();
+  Tensor latent;
+  {
+    // One expert in memory at a time: the high-noise expert serves the first steps, then it is
+    // freed and the low-noise expert loaded (the steps never go back).
+    std::unique_ptr<wan::WanDiT> current;
+    bool current_high = true;
+    double load_seconds = 0;
+    const sched::ExpertFn expert = [&](bool high) -> wan::WanDiT& {
+      if (!current || current_high != high) {
+        current.reset();
+        const auto t0 = Clock::now();
+        const wan::ModelSource& src = high || !low_src ? high_src : *low_src;
+        const std::string& lora = high || !low_src ? o.lora_high : o.lora_low;
+        current = load_expert(src, lora, o.lora_strength, *backend);
+        current_high = high;
+        load_seconds += since(t0);
+        if (o.progress)
+          std::fprintf(stderr, "%sloaded %s %s in %.1f s\n", isatty(fileno(stderr)) ? "\n" : "",
+                       expert_name(two_experts, high).c_str(), src.checkpoint.path().c_str(),
+                       since(t0));
+      }
+      return *current;
+    };
+    Progress bar("denoise", o.steps, o.progress);
+    latent = sched::denoise(cfg, expert, two_experts, in, dopt, [&](const sched::StepInfo& s) {
+      const std::string name = expert_name(two_experts, s.high_noise_expert);
+      const bool sparse = s.fis_step_open && o.fis.enabled();
+      steps.push_back({{"step", s.step + 1},
+                       {"timestep", s.timestep},
+                       {"sigma", s.sigma},
+                       {"expert", name},
+                       {"fis", sparse ? "sparse" : "dense"},
+                       {"guidance", s.guidance},
+                       {"seconds", s.seconds}});
+      bar.update(s.step + 1, "t=" + std::to_string(static_cast<int>(s.timestep)) + " " + name +
+                                 (sparse ? ", fis " + o.fis.name : ", dense"));
+    });
+    const double total = bar.finish();
+    stages["dit_load"] = load_seconds;
+    stages["denoise"] = total - load_seconds;
+  }
+  summary["steps"] = steps;
+
+  // ---- decode
+  GenerateResult r;
+  r.task = task;
+  r.latent = latent;
+  {
+    const auto t0 = Clock::now();
+    Tensor zraw = latent.clone();
+    wan::denormalize_latent(zraw, stats);
+    Progress bar("decode", static_cast<int>(lat_f), o.progress);
+    r.video = vae->decode(zraw, nullptr, [&](int chunk, int, int64_t, int64_t) {
+      bar.update(chunk + 1, "latent frame " + std::to_string(chunk + 1));
+    });
+    float* p = r.video.f32();
+    for (int64_t i = 0; i < r.video.numel(); ++i) p[i] = std::clamp(p[i], -1.0f, 1.0f);
+    bar.finish();
+    stages["vae_decode"] = since(t0);
+  }
+  stages["total"] = since(t_total);
+  summary["seconds"] = stages;
+  r.summary = std::move(summary);
+  return r;
+}
+
+}  // namespace fisdit::pipeline

@@ -1,0 +1,136 @@
+// fisdit generate: prompt (and image) -> MP4 and/or PNG frames with a Wan release.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "cli.h"
+#include "fisdit/error.h"
+#include "io/image.h"
+#include "io/video.h"
+#include "pipeline/generate.h"
+#include "sched/flow_solvers.h"
+
+namespace fisdit::cli {
+
+void register_generate(CLI::App& app) {
+  struct Args {
+    pipeline::GenerateOptions opt;
+    std::string size = "1280x720", solver = "euler", output, frames_dir, summary_json;
+    std::optional<float> boundary, guidance_high, guidance_low;
+    std::optional<double> fps;
+    int crf = 18;
+    bool quiet = false;
+    FisFlags fis;
+  };
+  auto args = std::make_shared<Args>();
+  pipeline::GenerateOptions& o = args->opt;
+#ifdef FISDIT_WITH_CUDA
+  o.device = "cuda";
+#else
+  o.device = "cpu";
+#endif
+  o.fis = accel::fis_preset("balanced");
+  args->fis.preset = "balanced";
+  CLI::App* cmd = app.add_subcommand(
+      "generate", "text (and image) to video with a Wan 2.2 / 2.1 release: MP4 and/or PNG frames");
+  cmd->add_option("--model", o.model,
+                  "release directory (official or diffusers layout) or a DiT .safetensors file")
+      ->required();
+  cmd->add_option("--model-low", o.parts.dit_low, "low-noise expert (A14B), if not in --model");
+  cmd->add_option("--text-encoder", o.parts.text_encoder, "umT5 encoder, if not in --model");
+  cmd->add_option("--tokenizer", o.parts.tokenizer, "spiece.model or a directory holding it");
+  cmd->add_option("--vae", o.parts.vae, "Wan VAE, if not in --model");
+  cmd->add_option("--lora-high", o.lora_high, "LoRA for the high-noise expert (or the only one)");
+  cmd->add_option("--lora-low", o.lora_low, "LoRA for the low-noise expert");
+  cmd->add_option("--lora-strength", o.lora_strength, "LoRA scale")->capture_default_str();
+  cmd->add_option("--prompt", o.prompt, "what the video shows")->required();
+  cmd->add_option("--negative", o.negative, "negative prompt (used when guidance != 1)");
+  cmd->add_option("--image", o.image, "first frame, PNG or JPEG (i2v; optional for ti2v)");
+  cmd->add_option("--size", args->size, "WxH")->capture_default_str();
+  cmd->add_option("--frames", o.frames, "video frames, 4k+1")->capture_default_str();
+  cmd->add_option("--steps", o.steps, "sampling steps")->capture_default_str();
+  cmd->add_option("--shift", o.shift, "flow shift")->capture_default_str();
+  cmd->add_option("--solver", args->solver, "euler (Lightning 4-step), unipc or dpm++")
+      ->capture_default_str();
+  cmd->add_option("--guidance", o.guidance, "CFG scale (1 = off)")->capture_default_str();
+  cmd->add_option("--guidance-high", args->guidance_high, "CFG scale of the high-noise steps");
+  cmd->add_option("--guidance-low", args->guidance_low, "CFG scale of the low-noise steps");
+  cmd->add_option("--boundary", args->boundary,
+                  "expert switch: high-noise while t >= boundary*1000 (t2v 0.875, i2v 0.9)");
+  cmd->add_option("--seed", o.seed, "noise seed")->capture_default_str();
+  cmd->add_option("--device", o.device, "cuda or cpu (the DiT; text encoder and VAE: cpu)")
+      ->capture_default_str();
+  cmd->add_option("--output", args->output, "MP4 file to write");
+  cmd->add_option("--frames-dir", args->frames_dir, "directory for PNG frames");
+  cmd->add_option("--fps", args->fps, "MP4 frame rate (default 16; 24 for ti2v)");
+  cmd->add_option("--crf", args->crf, "H.264 quality, 0-51 (lower is better)")
+      ->capture_default_str();
+  cmd->add_option("--summary-json", args->summary_json,
+                  "write per-stage times and settings as JSON here");
+  cmd->add_flag("--quiet", args->quiet, "no progress bars");
+  add_fis_flags(cmd, args->fis);
+  cmd->callback([args] {
+    pipeline::GenerateOptions& o = args->opt;
+    if (args->output.empty() && args->frames_dir.empty())
+      throw Error("nothing to write: give --output OUT.mp4 and/or --frames-dir DIR");
+    if (!args->output.empty()) {
+      const std::filesystem::path parent = std::filesystem::path(args->output).parent_path();
+      std::error_code ec;
+      if (!parent.empty() && !std::filesystem::is_directory(parent, ec))
+        throw Error("--output " + args->output + ": directory " + parent.string() +
+                    " does not exist");
+    }
+    if (args->crf < 0 || args->crf > 51) throw Error("--crf must be in 0..51");
+    if (args->fps && !(*args->fps > 0 && *args->fps <= 240))
+      throw Error("--fps must be in (0, 240]");
+    parse_size(args->size, o.width, o.height);
+    o.solver = sched::parse_solver(args->solver);
+    o.fis = args->fis.resolve();
+    o.boundary = args->boundary;
+    o.guidance_high = args->guidance_high;
+    o.guidance_low = args->guidance_low;
+    o.progress = !args->quiet;
+    if (o.lora_strength != o.lora_strength) throw Error("--lora-strength must be a number");
+
+    pipeline::GenerateResult r = pipeline::generate(o);
+    nlohmann::json& summary = r.summary;
+    const auto t0 = std::chrono::steady_clock::now();
+    if (!args->output.empty()) {
+      const double fps = args->fps.value_or(r.task == "ti2v" ? 24.0 : 16.0);
+      Mp4Options mo;
+      mo.crf = args->crf;
+      const Mp4Result m = write_mp4(args->output, r.video, fps, mo);
+      if (!m.warning.empty()) status("warning: " + m.warning);
+      summary["output"] = {{"mp4", args->output}, {"encoder", m.encoder}, {"fps", fps}};
+      char line[512];
+      std::snprintf(line, sizeof line, "wrote %s: %lld frames %dx%d at %.3g fps (%s)",
+                    args->output.c_str(), static_cast<long long>(m.frames), m.width, m.height, fps,
+                    m.encoder.c_str());
+      status(line);
+    }
+    if (!args->frames_dir.empty()) {
+      const auto files = write_png_frames(args->frames_dir, r.video);
+      summary["frames_dir"] = args->frames_dir;
+      status("wrote " + std::to_string(files.size()) + " PNG frames to " + args->frames_dir);
+    }
+    summary["seconds"]["write"] =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const nlohmann::json& s = summary["seconds"];
+    char line[512];
+    std::snprintf(
+        line, sizeof line,
+        "times: text %.2f s, dit load %.2f s, denoise %.2f s, decode %.2f s, total %.2f s",
+        s.value("text_load", 0.0) + s.value("text_encode", 0.0), s.value("dit_load", 0.0),
+        s.value("denoise", 0.0), s.value("vae_decode", 0.0),
+        s.value("total", 0.0) + s.value("write", 0.0));
+    status(line);
+    if (!args->summary_json.empty()) {
+      std::ofstream out(args->summary_json);
+      out << summary.dump(2) << "\n";
+      if (!out) throw Error("--summary-json " + args->summary_json + ": cannot write");
+      status("wrote " + args->summary_json);
+    }
+  });
+}
+
+}  // namespace fisdit::cli

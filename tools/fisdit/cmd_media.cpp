@@ -1,0 +1,146 @@
+// fisdit video encode | image prepare: the media steps of `fisdit generate` on their own, for
+// checking a pipeline's decoded video or its conditioning image outside a full run.
+#include <cstdio>
+
+#include "cli.h"
+#include "fisdit/error.h"
+#include "io/image.h"
+#include "io/video.h"
+
+namespace fisdit::cli {
+
+namespace {
+
+// [1, 3, F, H, W] or [3, F, H, W] -> [3, F, H, W]; anything else is refused naming the file.
+Tensor video_of(const Tensor& t, const std::string& file, const std::string& name) {
+  const Tensor v =
+      t.ndim() == 5 && t.dim(0) == 1 ? t.reshape({t.dim(1), t.dim(2), t.dim(3), t.dim(4)}) : t;
+  if (v.ndim() != 4 || v.dim(0) != 3)
+    throw Error(file + ": '" + name + "' must be a video [3, F, H, W] (RGB, values in [-1, 1]), " +
+                "got " + shape_str(t.shape()));
+  return v;
+}
+
+void register_video(CLI::App& app) {
+  struct Args {
+    std::string mode, inputs, tensor = "video", output, frames_dir, preset = "medium",
+                              codec = "h264";
+    double fps = 16.0;
+    int crf = 18;
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand(
+      "video", "Write a decoded video tensor as MP4 (H.264) and/or PNG frames, as generate does");
+  cmd->add_option("mode", args->mode, "encode")->required()->check(CLI::IsMember({"encode"}));
+  cmd->add_option("--inputs", args->inputs,
+                  "safetensors holding the video [3, F, H, W] in [-1, 1] (as 'vae decode' "
+                  "writes it)")
+      ->required();
+  cmd->add_option("--tensor", args->tensor, "name of the video tensor")->capture_default_str();
+  cmd->add_option("--output", args->output, "MP4 file to write");
+  cmd->add_option("--frames-dir", args->frames_dir,
+                  "directory to write frame_0000.png, frame_0001.png, ... to (created)");
+  cmd->add_option("--fps", args->fps, "frame rate (Wan 2.2: 16 for A14B, 24 for TI2V-5B)")
+      ->capture_default_str();
+  cmd->add_option("--crf", args->crf, "H.264 quality, 0 (lossless) .. 51; lower is better")
+      ->capture_default_str();
+  cmd->add_option("--preset", args->preset, "x264 preset (ultrafast .. veryslow)")
+      ->capture_default_str();
+  cmd->add_option("--codec", args->codec,
+                  "h264 (libx264; MPEG-4 Part 2 with a warning when absent) or mpeg4")
+      ->check(CLI::IsMember({"h264", "mpeg4"}))
+      ->capture_default_str();
+  cmd->callback([args] {
+    if (args->output.empty() && args->frames_dir.empty())
+      throw Error("video encode: give --output FILE.mp4 and/or --frames-dir DIR");
+    const auto in = SafetensorsFile::open(args->inputs);
+    const Tensor video = video_of(read_input(*in, args->tensor, true), args->inputs, args->tensor);
+    const std::string size = std::to_string(video.dim(3)) + "x" + std::to_string(video.dim(2));
+    if (!args->output.empty()) {
+      Mp4Options options;
+      options.codec = args->codec == "mpeg4" ? VideoCodec::Mpeg4 : VideoCodec::H264;
+      options.crf = args->crf;
+      options.preset = args->preset;
+      const Mp4Result r = write_mp4(args->output, video, args->fps, options);
+      if (!r.warning.empty()) status("warning: " + r.warning);
+      const std::string codec = r.encoder == "libx264"
+                                    ? "H.264, libx264 CRF " + std::to_string(args->crf)
+                                    : "MPEG-4 Part 2, " + r.encoder;
+      char rate[32];
+      std::snprintf(rate, sizeof rate, "%g", args->fps);
+      status("wrote " + args->output + ": " + std::to_string(r.frames) + " frames " + size +
+             " at " + rate + " fps (" + codec + ")");
+    }
+    if (!args->frames_dir.empty()) {
+      const std::vector<std::string> paths = write_png_frames(args->frames_dir, video);
+      status("wrote " + std::to_string(paths.size()) + " PNG frames " + size + " to " +
+             args->frames_dir);
+    }
+  });
+}
+
+void register_image(CLI::App& app) {
+  struct Args {
+    std::string mode, image, size, method = "crop", output, png;
+    int64_t max_area = 0;
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand(
+      "image", "Prepare an I2V / TI2V conditioning image as the official pipelines do");
+  cmd->add_option("mode", args->mode, "prepare")->required()->check(CLI::IsMember({"prepare"}));
+  cmd->add_option("--image", args->image, "PNG or JPEG")->required();
+  auto* size = cmd->add_option("--size", args->size, "output WIDTHxHEIGHT");
+  auto* area = cmd->add_option("--max-area", args->max_area,
+                               "pick the size as the official pipeline does for this pixel area "
+                               "(e.g. 921600 = 1280*720; TI2V-5B: 901120 = 1280*704)");
+  size->excludes(area);
+  cmd->add_option("--method", args->method,
+                  "crop: TI2V-5B (Lanczos resize to cover, centre crop; sizes multiple of 32); "
+                  "stretch: I2V-A14B (bicubic resize to the size, no crop; multiple of 16)")
+      ->check(CLI::IsMember({"crop", "stretch"}))
+      ->capture_default_str();
+  cmd->add_option("--output", args->output, "safetensors to write 'image' [3, H, W] in [-1, 1] to");
+  cmd->add_option("--png", args->png, "also write the prepared image as an 8-bit PNG");
+  cmd->callback([args] {
+    if (args->size.empty() && args->max_area <= 0)
+      throw Error("image prepare: give --size WIDTHxHEIGHT or --max-area PIXELS");
+    if (args->output.empty() && args->png.empty())
+      throw Error("image prepare: give --output FILE.safetensors and/or --png FILE.png");
+    const Tensor img = read_image(args->image);
+    const int in_w = static_cast<int>(img.dim(2)), in_h = static_cast<int>(img.dim(1));
+    const bool crop = args->method == "crop";
+    int width = 0, height = 0;
+    if (!args->size.empty()) {
+      parse_size(args->size, width, height);
+      if (width <= 0 || height <= 0)
+        throw Error("--size must be positive, got '" + args->size + "'");
+    } else {
+      const ImageSize s = crop ? wan_ti2v_video_size(in_w, in_h, args->max_area)
+                               : wan_i2v_video_size(in_w, in_h, args->max_area);
+      width = s.width;
+      height = s.height;
+    }
+    const Tensor out = crop ? resize_and_center_crop(img, width, height)
+                            : resize_image(img, width, height, ResizeFilter::Bicubic);
+    status("read " + args->image + " (" + std::to_string(in_w) + "x" + std::to_string(in_h) +
+           "), " + (crop ? "resized and centre-cropped" : "stretched") + " to " +
+           std::to_string(width) + "x" + std::to_string(height));
+    if (!args->output.empty()) {
+      write_safetensors(args->output, {{"image", out}}, {{"producer", "fisdit"}});
+      status("wrote " + args->output + " ('image' " + shape_str(out.shape()) + ")");
+    }
+    if (!args->png.empty()) {
+      write_png(args->png, image_to_rgb8(out));
+      status("wrote " + args->png);
+    }
+  });
+}
+
+}  // namespace
+
+void register_media(CLI::App& app) {
+  register_video(app);
+  register_image(app);
+}
+
+}  // namespace fisdit::cli
