@@ -69,9 +69,10 @@ void register_text_encode(CLI::App& app) {
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
       "text-encode", "umT5 text encoder on the CPU (fp32): token ids -> DiT context");
-  cmd->add_option("--text-encoder", args->text_encoder,
-                  "umT5 encoder .safetensors (official T5Encoder or Hugging Face UMT5 keys, any "
-                  "prefix) or checkpoint directory")
+  cmd->add_option(
+         "--text-encoder", args->text_encoder,
+         "umT5 encoder .safetensors or torch.save .pth (official T5Encoder or Hugging Face "
+         "UMT5 keys, any prefix) or checkpoint directory")
       ->required();
   cmd->add_option("--inputs", args->inputs,
                   "safetensors with 'ids' and 'mask' [1, L] (or 'input.ids'/'input.mask'), "
