@@ -179,12 +179,15 @@ Checkpoint Checkpoint::open(const std::string& path) {
     open_index(*s, path);
   } else {
     const std::string ext = lower(fs::path(path).extension().string());
-    if (ext == ".pt" || ext == ".pth" || ext == ".bin" || ext == ".ckpt" || ext == ".pkl")
+    if (ext == ".pkl")
       fail(path,
-           "looks like a PyTorch pickle checkpoint; fisdit reads only safetensors "
-           "(convert it first)");
+           "looks like a plain pickle; fisdit reads safetensors and torch.save zip checkpoints "
+           "(.pth, .pt, .bin, .ckpt)");
     if (ext == ".gguf") fail(path, "GGUF checkpoints are not supported; use safetensors");
-    add_file(*s, SafetensorsFile::open(path));
+    if (ext == ".pt" || ext == ".pth" || ext == ".bin" || ext == ".ckpt")
+      add_file(*s, SafetensorsFile::open_pth(path));
+    else
+      add_file(*s, SafetensorsFile::open(path));
   }
   return Checkpoint(std::move(s));
 }

@@ -3,8 +3,10 @@
 // set of uniquely named tensors, plus the model's config.json when there is one.
 //
 // Accepted paths:
-//   (a) a single `*.safetensors` file (any other regular file is tried as safetensors, except
-//       PyTorch pickles and GGUF, which are refused by extension with a clear message);
+//   (a) a single `*.safetensors` file, or a PyTorch zip checkpoint by extension (`.pth`, `.pt`,
+//       `.bin`, `.ckpt`: torch.save's format since torch 1.6, read without running its pickle;
+//       see SafetensorsFile::open_pth). Any other regular file is tried as safetensors, except
+//       plain `.pkl` pickles and GGUF, which are refused by extension with a clear message;
 //   (b) a directory holding exactly one `*.safetensors.index.json` (its weight_map names the
 //       shard of every tensor), or else plain `*.safetensors` files (all of them are loaded);
 //       `config.json` in the directory is the config;

@@ -169,7 +169,7 @@ struct SafetensorsFile::Storage {
 
 SafetensorsFile::~SafetensorsFile() = default;
 
-std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
+std::shared_ptr<SafetensorsFile> SafetensorsFile::map_file(const std::string& path) {
   // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below).
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) fail(path, "cannot open: " + errno_text(errno));
@@ -179,12 +179,16 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
   } guard{fd};
   struct stat st {};
   if (::fstat(fd, &st) != 0) fail(path, "cannot stat: " + errno_text(errno));
-  if (S_ISDIR(st.st_mode)) fail(path, "is a directory, not a safetensors file");
+  if (S_ISDIR(st.st_mode)) fail(path, "is a directory, not a checkpoint file");
   if (!S_ISREG(st.st_mode)) fail(path, "is not a regular file");
   const auto size = static_cast<uint64_t>(st.st_size);
-  if (size < 8)
-    fail(path, "file is " + std::to_string(size) +
-                   " bytes, too short for a safetensors header (at least 8)");
+  std::shared_ptr<SafetensorsFile> file(new SafetensorsFile());
+  file->path_ = path;
+  if (size == 0) {
+    // mmap refuses empty ranges; the parsers report the empty file.
+    file->storage_ = std::make_shared<Storage>();
+    return file;
+  }
   auto storage = std::make_shared<Storage>();
   void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
   if (p == MAP_FAILED)
@@ -192,17 +196,13 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
   storage->addr = p;
   storage->length = size;
   storage->mapped = true;
-
-  std::shared_ptr<SafetensorsFile> file(new SafetensorsFile());
-  file->path_ = path;
   file->base_ = static_cast<const uint8_t*>(p);
   file->size_ = size;
   file->storage_ = std::move(storage);
-  file->parse();
   return file;
 }
 
-std::shared_ptr<SafetensorsFile> SafetensorsFile::open_memory(const void* data, size_t size,
+std::shared_ptr<SafetensorsFile> SafetensorsFile::copy_memory(const void* data, size_t size,
                                                               const std::string& name) {
   auto storage = std::make_shared<Storage>();
   const size_t padded = (size / 64 + 1) * 64;
@@ -216,7 +216,32 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open_memory(const void* data, 
   file->base_ = static_cast<const uint8_t*>(storage->addr);
   file->size_ = size;
   file->storage_ = std::move(storage);
+  return file;
+}
+
+std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
+  auto file = map_file(path);
   file->parse();
+  return file;
+}
+
+std::shared_ptr<SafetensorsFile> SafetensorsFile::open_memory(const void* data, size_t size,
+                                                              const std::string& name) {
+  auto file = copy_memory(data, size, name);
+  file->parse();
+  return file;
+}
+
+std::shared_ptr<SafetensorsFile> SafetensorsFile::open_pth(const std::string& path) {
+  auto file = map_file(path);
+  file->parse_pth();
+  return file;
+}
+
+std::shared_ptr<SafetensorsFile> SafetensorsFile::open_pth_memory(const void* data, size_t size,
+                                                                  const std::string& name) {
+  auto file = copy_memory(data, size, name);
+  file->parse_pth();
   return file;
 }
 

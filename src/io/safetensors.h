@@ -1,6 +1,8 @@
 #pragma once
 // Reading and writing safetensors files (https://github.com/huggingface/safetensors, format:
-// u64 little-endian header length N, N bytes of JSON header, then the data section).
+// u64 little-endian header length N, N bytes of JSON header, then the data section), and reading
+// PyTorch zip checkpoints (torch.save, torch >= 1.6: `.pth`, `.pt`, `.bin`, `.ckpt`) as the same
+// kind of tensor file.
 //
 // SafetensorsFile maps a file read-only and validates the whole header before anything is
 // returned: every tensor's dtype, shape, byte range and size, no overlapping ranges, and string
@@ -9,6 +11,14 @@
 // throw but never read out of bounds. Also refused: duplicate keys, NUL bytes or nesting deeper
 // than 16 in the header. Accepted: unused bytes between tensors (the reference reader requires
 // the data to be packed; fisdit only requires ranges not to overlap).
+//
+// open_pth() reads a torch.save archive instead (io/zip.h, io/torch_pickle.h): the state dict's
+// tensors become TensorInfo entries pointing at their bytes inside the archive's stored
+// `<archive>/data/<key>` entries, so tensor() is zero-copy there too. Checked: the zip
+// structure, `byteorder` (little), every storage entry's size against its numel * itemsize, and
+// every tensor's extent against its storage. Tensors may share a storage (views with a
+// storage_offset), so their ranges may overlap. Strided (non-contiguous) tensors are refused
+// naming the tensor. A .pth has no metadata: metadata() is empty.
 //
 // The mapping is shared: Tensor views returned by tensor() keep the file mapped after the
 // SafetensorsFile handle is gone. Views point into read-only memory: never write through them.
@@ -46,6 +56,14 @@ class SafetensorsFile {
   // in error messages and path().
   static std::shared_ptr<SafetensorsFile> open_memory(const void* data, size_t size,
                                                       const std::string& name = "<memory>");
+  // Maps a PyTorch zip checkpoint (torch.save) read-only and validates it; see above.
+  static std::shared_ptr<SafetensorsFile> open_pth(const std::string& path);
+  // The same for an image held in memory (the bytes are copied).
+  static std::shared_ptr<SafetensorsFile> open_pth_memory(const void* data, size_t size,
+                                                          const std::string& name = "<memory>");
+
+  enum class Format : uint8_t { Safetensors, PyTorchZip };
+  Format format() const { return format_; }
 
   SafetensorsFile(const SafetensorsFile&) = delete;
   SafetensorsFile& operator=(const SafetensorsFile&) = delete;
@@ -53,8 +71,8 @@ class SafetensorsFile {
 
   const std::string& path() const { return path_; }
   uint64_t file_size() const { return size_; }
-  // Tensors in header order (the order of the JSON object in the file). `__metadata__` is not a
-  // tensor and is not listed.
+  // Tensors in header order (the order of the JSON object in the file; a .pth: state dict order).
+  // `__metadata__` is not a tensor and is not listed.
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   // nullptr when the file has no tensor of that name.
   const TensorInfo* find(std::string_view name) const;
@@ -73,10 +91,15 @@ class SafetensorsFile {
  private:
   struct Storage;
   SafetensorsFile() = default;
+  static std::shared_ptr<SafetensorsFile> map_file(const std::string& path);
+  static std::shared_ptr<SafetensorsFile> copy_memory(const void* data, size_t size,
+                                                      const std::string& name);
   void parse();
+  void parse_pth();  // io/pth.cpp
   const TensorInfo& require(std::string_view name) const;
 
   std::string path_;
+  Format format_ = Format::Safetensors;
   std::shared_ptr<const Storage> storage_;
   const uint8_t* base_ = nullptr;
   uint64_t size_ = 0;

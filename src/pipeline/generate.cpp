@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 
 #include "backend/backend.h"
@@ -12,6 +13,7 @@
 #include "core/random.h"
 #include "fisdit/error.h"
 #include "io/image.h"
+#include "io/lora.h"
 #include "models/wan/loader.h"
 #include "models/wan/t5.h"
 #include "models/wan/t5_tokenizer.h"
@@ -38,9 +40,9 @@ Tensor as_one_frame(const Tensor& image) {
 // The DiT with its LoRA merged (when one is given).
 std::unique_ptr<wan::WanDiT> load_expert(const wan::ModelSource& src, const std::string& lora,
                                          float strength, Backend& backend) {
-  (void)lora;
-  (void)strength;
-  return wan::load_dit(src, backend);
+  std::vector<LoraSpec> loras;
+  if (!lora.empty()) loras.push_back({lora, strength});
+  return wan::load_dit(src, backend, loras);
 }
 
 }  // namespace
@@ -94,6 +96,15 @@ GenerateResult generate(const GenerateOptions& o) {
   if (task == "t2v" && !o.image.empty())
     throw Error("--image: " + paths.dit + " is a text-to-video model and takes no image");
   if (o.steps < 1) throw Error("--steps must be at least 1");
+  if (!o.lora_low.empty() && paths.dit_low.empty())
+    throw Error("--lora-low " + o.lora_low + ": " + paths.dit +
+                " has one expert; give its LoRA with --lora-high");
+  for (const auto& [flag, path] :
+       {std::pair{"--lora-high", o.lora_high}, std::pair{"--lora-low", o.lora_low}}) {
+    std::error_code ec;
+    if (!path.empty() && !std::filesystem::is_regular_file(path, ec))
+      throw Error(std::string(flag) + " " + path + ": no such file");
+  }
   const int64_t lat_f = (o.frames - 1) / tstride + 1, lat_h = o.height / sstride,
                 lat_w = o.width / sstride;
   const bool two_experts = low_src.has_value();

@@ -207,6 +207,32 @@ TEST_F(T5OtherLayouts, Bf16WeightsAreConvertedPerBlock) {
   EXPECT_LE(err, 3e-2);
 }
 
+TEST_F(T5OtherLayouts, PthCheckpointGivesTheBf16Context) {
+  // tests/data/pth/t5_tiny_bf16.pth: the fixture's weights rounded to bf16 and saved with
+  // torch.save, as the released models_t5_umt5-xxl-enc-bf16.pth. It must give exactly what the
+  // same bf16 weights give from safetensors.
+  NamedTensors bf16;
+  for (const TensorInfo& info : fixture_->tensors()) {
+    if (info.name.rfind("model.", 0) != 0) continue;
+    const Tensor f = fixture_->tensor_f32(info.name);
+    Tensor b = Tensor::zeros(f.shape(), DType::BF16);
+    for (int64_t i = 0; i < f.numel(); ++i) b.data_as<uint16_t>()[i] = float_to_bf16(f.f32()[i]);
+    bf16.push_back({info.name.substr(6), b});
+  }
+  const wan::T5Source st = wan::open_t5(write(bf16, "bf16_ref"));
+  const wan::T5Source pth = wan::open_t5(std::string(FISDIT_TEST_DATA) + "/pth/t5_tiny_bf16.pth");
+  EXPECT_EQ(pth.prefix, "");
+  EXPECT_EQ(pth.layout, wan::T5KeyLayout::Official);
+  EXPECT_EQ(pth.config_origin, "tensor shapes");
+  EXPECT_EQ(pth.config.num_heads, 2);
+  EXPECT_EQ(pth.config.num_layers, 2);
+  EXPECT_EQ(pth.checkpoint.find("blocks.0.attn.q.weight")->dtype, DType::BF16);
+  const std::vector<int64_t> ids = integers(input("ids")), mask = integers(input("mask"));
+  const Tensor a = wan::load_t5(pth, *backend_)->encode(ids, mask);
+  const Tensor b = wan::load_t5(st, *backend_)->encode(ids, mask);
+  EXPECT_EQ(rel_l2(a, b), 0.0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // fisdit text-encode
 

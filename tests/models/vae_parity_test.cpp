@@ -35,14 +35,34 @@ void expect_close(const Tensor& got, const Tensor& expected, const std::string& 
   std::printf("%-24s rel L2 %.3g\n", name.c_str(), err);
 }
 
+// A fixture name, or "<fixture>.pth": the same weights converted to a torch.save checkpoint by
+// tools/fixtures/gen_pth_fixtures.py (official keys, no metadata) with inputs and expected
+// outputs from the fixture.
 class VaeParity : public ::testing::TestWithParam<const char*> {
  protected:
   void SetUp() override {
-    fixture_ = SafetensorsFile::open(fixture_path(GetParam()));
-    const wan::VaeSource src = wan::open_vae(fixture_path(GetParam()));
-    ASSERT_EQ(src.prefix, "model.");
-    ASSERT_EQ(src.config_origin, "file metadata");
-    ASSERT_EQ(src.config.version, std::string(GetParam()) == "vae22_tiny" ? 22 : 21);
+    std::string name = GetParam();
+    const bool pth = name.size() > 4 && name.substr(name.size() - 4) == ".pth";
+    if (pth) name.resize(name.size() - 4);
+    fixture_ = SafetensorsFile::open(fixture_path(name));
+    const wan::VaeSource reference = wan::open_vae(fixture_path(name));
+    ASSERT_EQ(reference.prefix, "model.");
+    ASSERT_EQ(reference.config_origin, "file metadata");
+    ASSERT_EQ(reference.config.version, name == "vae22_tiny" ? 22 : 21);
+    const wan::VaeSource src =
+        pth ? wan::open_vae(std::string(FISDIT_TEST_DATA) + "/pth/" + GetParam()) : reference;
+    if (pth) {
+      // No metadata: the released layout with sizes from the tensor shapes must give the same.
+      ASSERT_EQ(src.prefix, "");
+      ASSERT_EQ(src.config_origin, "tensor shapes");
+      EXPECT_EQ(src.config.version, reference.config.version);
+      EXPECT_EQ(src.config.dim, reference.config.dim);
+      EXPECT_EQ(src.config.z_dim, reference.config.z_dim);
+      EXPECT_EQ(src.config.dim_mult, reference.config.dim_mult);
+      EXPECT_EQ(src.config.num_res_blocks, reference.config.num_res_blocks);
+      EXPECT_EQ(src.config.attn_scales, reference.config.attn_scales);
+      EXPECT_EQ(src.config.temperal_downsample, reference.config.temperal_downsample);
+    }
     std::printf("%s\n", GetParam());
     vae_ = wan::load_vae(src);
     stats_ = {fixture_->tensor_f32("input.scale_mean").to_vector(),
@@ -99,7 +119,14 @@ TEST_P(VaeParity, TrailingFramesBeyond4kPlus1AreDropped) {
   EXPECT_EQ(rel_l2(b, a), 0.0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Wan, VaeParity, ::testing::Values("vae21_tiny", "vae22_tiny"));
+INSTANTIATE_TEST_SUITE_P(Wan, VaeParity,
+                         ::testing::Values("vae21_tiny", "vae22_tiny", "vae21_tiny.pth"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           for (char& c : n)
+                             if (c == '.') c = '_';
+                           return n;
+                         });
 
 class VaeCli : public ::testing::Test {
  protected:

@@ -15,7 +15,7 @@ void register_inspect(CLI::App& app) {
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("inspect", "list a checkpoint's tensors, layout and config");
-  cmd->add_option("PATH", args->path, ".safetensors file, index.json, or model directory")
+  cmd->add_option("PATH", args->path, ".safetensors or .pth file, index.json, or model directory")
       ->required();
   cmd->add_flag("--summary", args->summary, "skip the per-tensor listing");
   cmd->callback([args] {

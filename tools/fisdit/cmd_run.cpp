@@ -6,6 +6,7 @@
 
 #include "cli.h"
 #include "fisdit/error.h"
+#include "io/lora.h"
 #include "models/wan/flops.h"
 #include "models/wan/loader.h"
 #include "sched/denoise.h"
@@ -18,16 +19,58 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
-std::unique_ptr<wan::WanDiT> load_model(const std::string& path, Backend& backend,
-                                        const char* role) {
+// --lora PATH (repeatable) with --lora-strength F (once for all, or once per --lora); the same
+// for the low-noise expert's --lora-low / --lora-low-strength.
+struct LoraFlags {
+  std::vector<std::string> paths;
+  std::vector<float> strengths;
+
+  void add(CLI::App* cmd, const std::string& flag, const std::string& which) {
+    flag_ = flag;
+    cmd->add_option(flag, paths,
+                    "LoRA (.safetensors or .pth) merged into the " + which +
+                        " weights at load time; repeatable")
+        ->allow_extra_args(false);
+    cmd->add_option(flag + "-strength", strengths,
+                    "LoRA strength (default 1): once for every " + flag + ", or once per " + flag)
+        ->allow_extra_args(false);
+  }
+  std::vector<LoraSpec> resolve() const {
+    if (paths.empty() && !strengths.empty())
+      throw fisdit::Error(flag_ + "-strength is given without " + flag_);
+    if (strengths.size() > 1 && strengths.size() != paths.size())
+      throw fisdit::Error(flag_ + "-strength is given " + std::to_string(strengths.size()) +
+                          " times for " + std::to_string(paths.size()) + " " + flag_ +
+                          " files (give it once, or once per " + flag_ + ")");
+    std::vector<LoraSpec> out;
+    for (size_t i = 0; i < paths.size(); ++i)
+      out.push_back({paths[i], strengths.empty() ? 1.0f : strengths[strengths.size() > 1 ? i : 0]});
+    return out;
+  }
+
+ private:
+  std::string flag_;
+};
+
+std::unique_ptr<wan::WanDiT> load_model(const std::string& path, Backend& backend, const char* role,
+                                        const std::vector<LoraSpec>& loras) {
   const auto start = std::chrono::steady_clock::now();
   const wan::ModelSource src = wan::open_model(path);
-  auto dit = wan::load_dit(src, backend);
+  auto dit = wan::load_dit(src, backend, loras);
   char line[512];
   std::snprintf(line, sizeof line, "loaded %s %s: %s, %d blocks, dim %d (config from %s) in %.2f s",
                 role, path.c_str(), src.config.model_type.c_str(), src.config.num_layers,
                 src.config.dim, src.config_origin.c_str(), seconds_since(start));
   status(line);
+  if (!loras.empty()) {
+    const LoraMerge merge(loras, wan::dit_parameter_shapes(src.config));  // for the counts only
+    for (size_t i = 0; i < loras.size(); ++i) {
+      std::snprintf(line, sizeof line, "  LoRA %s (strength %g): %zu weights changed",
+                    loras[i].path.c_str(), static_cast<double>(loras[i].strength),
+                    merge.count_for(i));
+      status(line);
+    }
+  }
   return dit;
 }
 
@@ -41,6 +84,7 @@ void register_dit(CLI::App& app) {
   struct Args {
     std::string model, inputs, output, device = "cpu";
     FisFlags fis;
+    LoraFlags lora;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("dit", "one DiT forward (the step gate open for FIS)");
@@ -51,13 +95,15 @@ void register_dit(CLI::App& app) {
       ->required();
   cmd->add_option("--device", args->device, "cpu or cuda")->capture_default_str();
   add_fis_flags(cmd, args->fis);
+  args->lora.add(cmd, "--lora", "DiT");
   cmd->callback([args] {
     const accel::FisConfig fis = args->fis.resolve();
+    const std::vector<LoraSpec> loras = args->lora.resolve();
     auto backend = make_backend(args->device);
     const auto in = SafetensorsFile::open(args->inputs);
     const Tensor x = read_input(*in, "x", true), t = read_input(*in, "t", true),
                  context = read_input(*in, "context", true), y = read_input(*in, "y", false);
-    auto dit = load_model(args->model, *backend, "model");
+    auto dit = load_model(args->model, *backend, "model", loras);
     const wan::WanConfig& cfg = dit->config();
     if (x.ndim() != 4)
       throw fisdit::Error(args->inputs + ": 'x' must be [C, F, H, W], got " + shape_str(x.shape()));
@@ -100,6 +146,7 @@ void register_denoise(CLI::App& app) {
     float guidance = 1.0f, boundary = 0.875f;
     std::optional<float> guidance_high, guidance_low;
     FisFlags fis;
+    LoraFlags lora, lora_low;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("denoise", "the flow-matching sampling loop");
@@ -128,7 +175,13 @@ void register_denoise(CLI::App& app) {
       ->required();
   cmd->add_option("--device", args->device, "cpu or cuda")->capture_default_str();
   add_fis_flags(cmd, args->fis);
+  args->lora.add(cmd, "--lora", "(high-noise) DiT");
+  args->lora_low.add(cmd, "--lora-low", "low-noise DiT (--model-low)");
   cmd->callback([args] {
+    const std::vector<LoraSpec> loras = args->lora.resolve();
+    const std::vector<LoraSpec> loras_low = args->lora_low.resolve();
+    if (!loras_low.empty() && args->model_low.empty())
+      throw fisdit::Error("--lora-low needs --model-low (the low-noise expert it changes)");
     sched::DenoiseOptions opt;
     opt.solver = sched::parse_solver(args->solver);
     opt.steps = args->steps;
@@ -164,9 +217,11 @@ void register_denoise(CLI::App& app) {
                           args->inputs +
                           " has no 'context_neg' for the unconditional pass (or use guidance 1)");
     }
-    auto high = load_model(args->model, *backend, args->model_low.empty() ? "model" : "high-noise");
+    auto high =
+        load_model(args->model, *backend, args->model_low.empty() ? "model" : "high-noise", loras);
     std::unique_ptr<wan::WanDiT> low;
-    if (!args->model_low.empty()) low = load_model(args->model_low, *backend, "low-noise");
+    if (!args->model_low.empty())
+      low = load_model(args->model_low, *backend, "low-noise", loras_low);
     status(std::string("solver ") + sched::solver_name(opt.solver) + ", fis " + opt.fis.describe() +
            (di.z_image.defined() ? ", first frame from 'z_image'" : ""));
     const auto start = std::chrono::steady_clock::now();

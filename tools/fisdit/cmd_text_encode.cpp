@@ -74,8 +74,8 @@ void register_text_encode(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "text-encode", "umT5 text encoder on the CPU (fp32): prompt or token ids -> DiT context");
   cmd->add_option("--text-encoder", args->text_encoder,
-                  "umT5 encoder .safetensors (official T5Encoder or Hugging Face UMT5 keys, any "
-                  "prefix) or checkpoint directory")
+                  "umT5 encoder .safetensors or torch.save .pth (official T5Encoder or Hugging "
+                  "Face UMT5 keys, any prefix) or checkpoint directory")
       ->required();
   CLI::Option* prompt = cmd->add_option(
       "--prompt", args->prompt,

@@ -52,7 +52,8 @@ void register_vae(CLI::App& app) {
   cmd->add_option("mode", args->mode, "encode or decode")
       ->required()
       ->check(CLI::IsMember({"encode", "decode"}));
-  cmd->add_option("--vae", args->vae, "VAE .safetensors (official WanVAE_ keys, any prefix)")
+  cmd->add_option("--vae", args->vae,
+                  "VAE .safetensors or torch.save .pth (official WanVAE_ keys, any prefix)")
       ->required();
   cmd->add_option("--inputs", args->inputs,
                   "safetensors with 'video' [3, T, H, W] in [-1, 1] (encode) or 'z' [z_dim, F, h, "

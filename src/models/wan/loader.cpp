@@ -1,6 +1,7 @@
 #include "models/wan/loader.h"
 
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "fisdit/error.h"
 #include "models/wan/config.h"
@@ -159,11 +160,24 @@ std::vector<std::string> check_model(const ModelSource& src) {
   return problems;
 }
 
-std::unique_ptr<WanDiT> load_dit(const ModelSource& src, Backend& backend) {
+std::unique_ptr<WanDiT> load_dit(const ModelSource& src, Backend& backend,
+                                 const std::vector<LoraSpec>& loras) {
   const WeightSource weights(src.checkpoint, src.keys);
-  return std::make_unique<WanDiT>(
-      src.config, backend,
-      [&](const std::string& name, const Shape& shape) { return weights.get(name, shape); });
+  const LoraMerge lora(loras, dit_parameter_shapes(src.config));
+  std::set<std::string> merged;
+  auto dit = std::make_unique<WanDiT>(
+      src.config, backend, [&](const std::string& name, const Shape& shape) {
+        Tensor w = weights.get(name, shape);  // a fresh host F32 copy: safe to change
+        if (lora.touches(name)) {
+          lora.apply(name, w);
+          merged.insert(name);
+        }
+        return w;
+      });
+  for (const std::string& target : lora.targets())
+    if (!merged.count(target))
+      throw Error("internal error: the DiT never loaded " + target + ", which a LoRA changes");
+  return dit;
 }
 
 }  // namespace fisdit::wan

@@ -7,6 +7,7 @@
 
 #include "io/checkpoint.h"
 #include "io/keymap.h"
+#include "io/lora.h"
 #include "models/wan/dit.h"
 
 namespace fisdit::wan {
@@ -27,7 +28,10 @@ ModelSource open_model(const std::string& path);
 // ("missing blocks.3.ffn.0.weight", "blocks.0.modulation has shape [..], expected [..]").
 std::vector<std::string> check_model(const ModelSource& src);
 
-// Loads the weights onto `backend` (throws naming the first missing or misshaped tensor).
-std::unique_ptr<WanDiT> load_dit(const ModelSource& src, Backend& backend);
+// Loads the weights onto `backend` (throws naming the first missing or misshaped tensor). `loras`
+// are merged into the fp32 weights before they go to the backend (io/lora.h); every LoRA tensor
+// must match a parameter of this model, else the load throws before any weight is read.
+std::unique_ptr<WanDiT> load_dit(const ModelSource& src, Backend& backend,
+                                 const std::vector<LoraSpec>& loras = {});
 
 }  // namespace fisdit::wan

@@ -102,9 +102,10 @@ class T5Encoder {
   std::vector<BlockWeights> blocks_;
 };
 
-// The encoder behind --text-encoder: a safetensors file (or checkpoint directory) with the
-// official T5Encoder keys or the Hugging Face UMT5EncoderModel keys, possibly under a prefix
-// ("model.", "text_encoder.", ...). The config comes from the file's metadata (`config` JSON with
+// The encoder behind --text-encoder: a safetensors file, a torch.save .pth (as the released
+// models_t5_umt5-xxl-enc-bf16.pth) or a checkpoint directory with the official T5Encoder keys or
+// the Hugging Face UMT5EncoderModel keys, possibly under a prefix ("model.", "text_encoder.",
+// ...). The config comes from the file's metadata (`config` JSON with
 // a `constructor` object, as the fixtures store it), else from the tensor shapes: vocab and dim
 // from the token embedding, dim_attn from q, dim_ffn from fc1, the layer count from the blocks,
 // and num_buckets x num_heads from the relative position table (max_dist 128, or

@@ -88,11 +88,12 @@ class WanVae {
   std::unique_ptr<Impl> impl_;
 };
 
-// The VAE behind --vae: a safetensors file (or checkpoint directory) holding WanVAE_'s state_dict
-// keys, possibly under a prefix. The config comes from the file's metadata (`config` JSON with a
-// `constructor` object, as the fixtures store it) or else the released layout (Wan 2.1 when
-// encoder.conv1 takes 3 channels, Wan 2.2 when it takes 12) with the widths, z_dim and the
-// res-block count read from the tensor shapes.
+// The VAE behind --vae: a safetensors file, a torch.save .pth (as the released Wan2.1_VAE.pth and
+// Wan2.2_VAE.pth) or a checkpoint directory, holding WanVAE_'s state_dict keys, possibly under a
+// prefix. The config comes from the file's metadata (`config` JSON with a `constructor` object,
+// as the fixtures store it) or else the released layout (Wan 2.1 when encoder.conv1 takes 3
+// channels, Wan 2.2 when it takes 12) with the widths, z_dim and the res-block count read from
+// the tensor shapes.
 struct VaeSource {
   Checkpoint checkpoint;
   std::string prefix;
