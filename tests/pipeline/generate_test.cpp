@@ -197,6 +197,34 @@ TEST(Generate, TextImageToVideoKeepsTheImageLatentAsFrameZero) {
   EXPECT_GT(rel_l2(with_image.latent, text_only.latent), 1e-4);
 }
 
+TEST(Generate, LorasChangeTheirExpertAndMustMatchIt) {
+  TempDir dir;
+  make_release(dir.path(), "t2v");
+  GenerateOptions o = tiny(dir.path());
+  const Tensor base = generate(o).latent;
+  // A rank-2 LoRA on the first block's q projection (ComfyUI naming).
+  write_safetensors(
+      dir.file("lora.safetensors"),
+      {{"diffusion_model.blocks.0.self_attn.q.lora_down.weight", randn({2, 128}, 5)},
+       {"diffusion_model.blocks.0.self_attn.q.lora_up.weight", randn({128, 2}, 6)},
+       {"diffusion_model.blocks.0.self_attn.q.alpha", Tensor::from_vector({2.0f}, {1})}});
+  o.lora_high = dir.file("lora.safetensors");
+  const Tensor high = generate(o).latent;
+  EXPECT_GT(rel_l2(high, base), 1e-4);
+  o.lora_high.clear();
+  o.lora_low = dir.file("lora.safetensors");
+  const Tensor low = generate(o).latent;
+  EXPECT_GT(rel_l2(low, base), 1e-4);
+  EXPECT_GT(rel_l2(low, high), 1e-4);  // each expert gets its own
+  write_safetensors(dir.file("wrong.safetensors"),
+                    {{"blocks.0.self_attn.q.lora_down.weight", randn({2, 96}, 5)},
+                     {"blocks.0.self_attn.q.lora_up.weight", randn({128, 2}, 6)}});
+  o.lora_low = dir.file("wrong.safetensors");
+  EXPECT_TRUE(contains(error_of([&] { generate(o); }), "LoRA does not match the model"));
+  o.lora_low = dir.file("missing.safetensors");
+  EXPECT_TRUE(contains(error_of([&] { generate(o); }), "--lora-low"));
+}
+
 TEST(Generate, RequestsThatDoNotFitTheModelSayWhichFlag) {
   TempDir dir;
   make_release(dir.path(), "t2v");
