@@ -27,7 +27,7 @@ if [ "$MODE" != "bench" ] || [ ! -x build-device/fisdit ]; then
   t0=$(date +%s)
   gen=""; command -v ninja >/dev/null && gen="-G Ninja"
   prefix=""; [ -d .deps ] && prefix="-DCMAKE_PREFIX_PATH=$PWD/.deps"
-  cmake -S . -B build-device $gen -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a -DFISDIT_PIPELINE=OFF \
+  cmake -S . -B build-device $gen -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a -DFISDIT_MP4=OFF \
     ${CUDNN_ROOT:+-DFISDIT_CUDNN_ROOT=$CUDNN_ROOT} $prefix >"$OUT/cmake.log" 2>&1 ||
     { tail -30 "$OUT/cmake.log"; say "CONFIGURE FAILED"; exit 1; }
   grep "fisdit:" "$OUT/cmake.log" | tee -a "$SUMMARY"

@@ -15,7 +15,7 @@ namespace fisdit::cli {
 void register_generate(CLI::App& app) {
   struct Args {
     pipeline::GenerateOptions opt;
-    std::string size = "1280x720", solver = "euler", output, frames_dir, summary_json;
+    std::string size = "1280x720", solver = "euler", output, frames_dir, summary_json, save_latent;
     std::optional<float> boundary, guidance_high, guidance_low;
     std::optional<double> fps;
     int crf = 18;
@@ -67,11 +67,13 @@ void register_generate(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--summary-json", args->summary_json,
                   "write per-stage times and settings as JSON here");
+  cmd->add_option("--save-latent", args->save_latent,
+                  "also write the final latent 'x' [z, F', h, w] (F32 safetensors) here");
   cmd->add_flag("--quiet", args->quiet, "no progress bars");
   add_fis_flags(cmd, args->fis);
   cmd->callback([args] {
     pipeline::GenerateOptions& o = args->opt;
-    if (args->output.empty() && args->frames_dir.empty())
+    if (args->output.empty() && args->frames_dir.empty() && args->save_latent.empty())
       throw Error("nothing to write: give --output OUT.mp4 and/or --frames-dir DIR");
     if (!args->output.empty()) {
       const std::filesystem::path parent = std::filesystem::path(args->output).parent_path();
@@ -107,6 +109,10 @@ void register_generate(CLI::App& app) {
                     args->output.c_str(), static_cast<long long>(m.frames), m.width, m.height, fps,
                     m.encoder.c_str());
       status(line);
+    }
+    if (!args->save_latent.empty()) {
+      write_safetensors(args->save_latent, {{"x", r.latent}}, {{"producer", "fisdit generate"}});
+      status("wrote " + args->save_latent + " ('x' " + shape_str(r.latent.shape()) + ")");
     }
     if (!args->frames_dir.empty()) {
       const auto files = write_png_frames(args->frames_dir, r.video);
