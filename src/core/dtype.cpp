@@ -85,6 +85,22 @@ float f8e4m3_to_float(uint8_t v) {
   return sign ? -mag : mag;
 }
 
+uint8_t float_to_f8e4m3(float f) {
+  const uint8_t sign = std::signbit(f) ? 0x80 : 0x00;
+  const float a = std::fabs(f);
+  if (std::isnan(a)) return static_cast<uint8_t>(sign | 0x7f);
+  if (a >= 448.0f) return static_cast<uint8_t>(sign | 0x7e);  // saturates, as torch does
+  // Spacing of representable values around `a`: 2^(e-3) in binade e (e >= -6), 2^-9 below 2^-6.
+  const int e = a < 0x1p-6f ? -6 : std::ilogb(a);
+  const float quantum = std::ldexp(1.0f, e - 3);
+  const float r = std::nearbyint(a / quantum) * quantum;  // round half to even (default mode)
+  if (r == 0.0f) return sign;
+  if (r < 0x1p-6f) return static_cast<uint8_t>(sign | static_cast<uint8_t>(r / 0x1p-9f));
+  const int re = std::ilogb(r);  // rounding may carry into the next binade
+  const auto mantissa = static_cast<uint8_t>(std::ldexp(r, 3 - re) - 8.0f);
+  return static_cast<uint8_t>(sign | static_cast<uint8_t>((re + 7) << 3) | mantissa);
+}
+
 float f8e5m2_to_float(uint8_t v) { return f16_to_float(static_cast<uint16_t>(v) << 8); }
 
 void convert_to_f32(DType from, const void* src, float* dst, size_t n) {

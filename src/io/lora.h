@@ -14,10 +14,10 @@
 // For a weight of more than two dimensions (the patch embedding Conv3d [out, in, kt, kh, kw]),
 // down is [r, in, kt, kh, kw] (or [r, in*kt*kh*kw]) and up [out, r, 1, 1, 1] (or [out, r]).
 // `<module>` is an official DiT module path (`blocks.0.self_attn.q`) optionally behind
-// `diffusion_model.` or `model.diffusion_model.` (ComfyUI), or a diffusers path
+// `diffusion_model.` or `model.diffusion_model.` (ComfyUI), a diffusers path
 // (`blocks.0.attn1.to_q`, see io/keymap.h) optionally behind `transformer.` (diffusers
-// save_lora_weights) or `base_model.model.` (PEFT). kohya's flattened `lora_unet_blocks_0_...`
-// names are not read.
+// save_lora_weights) or `base_model.model.` (PEFT), or kohya / musubi-tuner's flattened official
+// path `lora_unet_blocks_0_self_attn_q`.
 //
 // Every tensor of a LoRA file must change a parameter of the model with matching shapes; anything
 // else (an unknown suffix, a module the model lacks, a pair with one half missing, mismatched

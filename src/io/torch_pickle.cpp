@@ -159,6 +159,12 @@ constexpr NamedDType kDTypes[] = {
     {"bool", DType::Bool},
 };
 
+// torch dtypes fisdit has no element type for (named in the error instead of "refused global").
+constexpr std::string_view kUnsupportedDTypes[] = {
+    "uint16",     "uint32",          "uint64",          "complex32",      "complex64",
+    "complex128", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu", "float4_e2m1fn_x2",
+    "qint8",      "quint8",          "qint32",          "quint4x2",       "quint2x4"};
+
 // Object counts of real state dicts are ~20 per tensor; this allows 200k tensors and bounds the
 // memory a hostile pickle can make the reader spend.
 constexpr size_t kMaxObjects = 4u << 20;
@@ -325,6 +331,11 @@ class Unpickler {
       if (!known) {
         if (name.size() > 7 && name.substr(name.size() - 7) == "Storage")
           fail("storage type " + squoted(o.text) + " is not supported");
+        for (std::string_view other : kUnsupportedDTypes)
+          if (name == other)
+            fail("tensor dtype " + squoted(o.text) +
+                 " is not supported (float32/64, float16, bfloat16, float8_e4m3fn/e5m2, int8-64, "
+                 "uint8 and bool are)");
         refuse_global(o.text);
       }
     } else {

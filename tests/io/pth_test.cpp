@@ -313,6 +313,11 @@ TEST(TorchPickle, CodeExecutionIsRefused) {
   EXPECT_TRUE(contains(pickle_error(od_args), "OrderedDict() is called with arguments"));
 }
 
+TEST(TorchPickle, UnsupportedDtypeIsNamed) {
+  const std::string p = kProto2 + "ctorch\nuint16\n.";
+  EXPECT_TRUE(contains(pickle_error(p), "tensor dtype 'torch.uint16' is not supported"));
+}
+
 TEST(TorchPickle, MalformedPicklesAreRefused) {
   EXPECT_TRUE(contains(pickle_error(""), "pickle ends without STOP"));
   EXPECT_TRUE(contains(pickle_error(kProto2 + "}"), "pickle ends without STOP"));

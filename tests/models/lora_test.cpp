@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -79,6 +80,7 @@ struct Scheme {
   bool diffusers;        // module paths in diffusers naming
   std::string down, up;  // suffixes
   bool alpha;            // write an alpha tensor (2.0) per pair
+  bool flat = false;     // kohya's flattened paths: the module path's dots become '_'
 };
 
 const Scheme kSchemes[] = {
@@ -87,7 +89,14 @@ const Scheme kSchemes[] = {
      true},
     {"peft_diffusers", "transformer.", true, ".lora_A.weight", ".lora_B.weight", false},
     {"bare_official", "", false, ".lora_down.weight", ".lora_up.weight", false},
+    {"kohya_flat", "lora_unet_", false, ".lora_down.weight", ".lora_up.weight", true, true},
 };
+
+std::string module_name(const Scheme& scheme, const std::string& official_or_diffusers) {
+  std::string m = official_or_diffusers;
+  if (scheme.flat) std::replace(m.begin(), m.end(), '.', '_');
+  return scheme.prefix + m;
+}
 
 class LoraTest : public ::testing::Test {
  protected:
@@ -129,7 +138,7 @@ class LoraTest : public ::testing::Test {
     std::map<std::string, Tensor> merged;
     uint32_t seed = 100;
     for (const Update& u : updates()) {
-      const std::string module = scheme.prefix + (scheme.diffusers ? u.diffusers : u.module);
+      const std::string module = module_name(scheme, scheme.diffusers ? u.diffusers : u.module);
       const int64_t out = u.weight[0], in = shape_numel(u.weight) / out;
       Shape down_shape{u.rank};
       down_shape.insert(down_shape.end(), u.weight.begin() + 1, u.weight.end());
@@ -164,14 +173,14 @@ class LoraTest : public ::testing::Test {
     }
     if (!scheme.diffusers) {
       // Full deltas: a norm weight, a bias, and a bare parameter (modulation).
-      const std::vector<std::pair<std::string, std::string>> deltas = {
-          {"blocks.0.norm3.diff", "blocks.0.norm3.weight"},
-          {"blocks.0.self_attn.q.diff_b", "blocks.0.self_attn.q.bias"},
-          {"blocks.1.modulation.diff", "blocks.1.modulation"}};
-      for (const auto& [key, target] : deltas) {
+      const std::vector<std::array<std::string, 3>> deltas = {
+          {"blocks.0.norm3", ".diff", "blocks.0.norm3.weight"},
+          {"blocks.0.self_attn.q", ".diff_b", "blocks.0.self_attn.q.bias"},
+          {"blocks.1.modulation", ".diff", "blocks.1.modulation"}};
+      for (const auto& [module, suffix, target] : deltas) {
         Tensor base = merged.count(target) ? merged[target] : weight(target).clone();
         const Tensor delta = random_tensor(base.shape(), seed++, 0.1f);
-        lora.push_back({scheme.prefix + key, delta});
+        lora.push_back({module_name(scheme, module) + suffix, delta});
         for (int64_t i = 0; i < base.numel(); ++i)
           base.f32()[i] = static_cast<float>(static_cast<double>(base.f32()[i]) +
                                              static_cast<double>(strength) * delta.f32()[i]);
@@ -309,6 +318,10 @@ TEST_F(LoraTest, LorasThatDoNotFitAreRefusedNamingFileAndKey) {
        {{"diffusion_model.blocks.0.cross_attn.k_img.lora_down.weight", d4},
         {"diffusion_model.blocks.0.cross_attn.k_img.lora_up.weight", u4}},
        {"changes 'blocks.0.cross_attn.k_img.weight', which the model does not have"}},
+      {"flat_absent_block",
+       {{"lora_unet_blocks_9_ffn_0.lora_down.weight", d4},
+        {"lora_unet_blocks_9_ffn_0.lora_up.weight", random_tensor({256, 4}, 7, 0.1f)}},
+       {"names the flattened module path 'lora_unet_blocks_9_ffn_0', which matches no parameter"}},
       {"empty", {}, {"the LoRA file holds no tensors"}},
   };
   const wan::ModelSource src = wan::open_model(fixture_path());

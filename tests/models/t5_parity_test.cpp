@@ -5,7 +5,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -14,6 +16,7 @@
 
 #include "backend/backend.h"
 #include "core/dtype.h"
+#include "fisdit/error.h"
 #include "io/safetensors.h"
 #include "models/wan/t5.h"
 
@@ -231,6 +234,122 @@ TEST_F(T5OtherLayouts, PthCheckpointGivesTheBf16Context) {
   const Tensor a = wan::load_t5(pth, *backend_)->encode(ids, mask);
   const Tensor b = wan::load_t5(st, *backend_)->encode(ids, mask);
   EXPECT_EQ(rel_l2(a, b), 0.0);
+}
+
+// The Hugging Face (UMT5EncoderModel, ComfyUI) name of an official T5Encoder key.
+std::string hf_name(const std::string& official) {
+  if (official == "token_embedding.weight") return "shared.weight";
+  if (official == "norm.weight") return "encoder.final_layer_norm.weight";
+  const size_t dot = official.find('.', 7);  // "blocks.N."
+  const std::string block = "encoder.block." + official.substr(7, dot - 7) + ".layer.";
+  const std::map<std::string, std::string> per_block = {
+      {"norm1.weight", "0.layer_norm.weight"},
+      {"attn.q.weight", "0.SelfAttention.q.weight"},
+      {"attn.k.weight", "0.SelfAttention.k.weight"},
+      {"attn.v.weight", "0.SelfAttention.v.weight"},
+      {"attn.o.weight", "0.SelfAttention.o.weight"},
+      {"pos_embedding.embedding.weight", "0.SelfAttention.relative_attention_bias.weight"},
+      {"norm2.weight", "1.layer_norm.weight"},
+      {"ffn.gate.0.weight", "1.DenseReluDense.wi_0.weight"},
+      {"ffn.fc1.weight", "1.DenseReluDense.wi_1.weight"},
+      {"ffn.fc2.weight", "1.DenseReluDense.wo.weight"}};
+  return block + per_block.at(official.substr(dot + 1));
+}
+
+// ComfyUI's scaled fp8 umT5 (HF names, a `scaled_fp8` marker): every projection and the token
+// embedding stored as F8_E4M3 of W / s with s = max|W| / 448 per tensor and s in
+// `<name minus .weight>.scale_weight`; norms and relative position tables stay F32. `dequantised`
+// gets the values the file stands for (fp8 value * s in fp32), under the same names.
+NamedTensors scaled_fp8_file(const SafetensorsFile& fixture, NamedTensors* dequantised) {
+  NamedTensors q = {{"scaled_fp8", Tensor::zeros({0}, DType::F8_E4M3)}};
+  for (const TensorInfo& info : fixture.tensors()) {
+    if (info.name.rfind("model.", 0) != 0) continue;
+    const std::string official = info.name.substr(6);
+    const std::string name = hf_name(official);
+    const Tensor w = fixture.tensor_f32(info.name);
+    if (w.ndim() != 2 || official.find("pos_embedding") != std::string::npos) {
+      q.push_back({name, w});
+      dequantised->push_back({name, w});
+      continue;
+    }
+    float max_abs = 0;
+    for (int64_t i = 0; i < w.numel(); ++i) max_abs = std::max(max_abs, std::fabs(w.f32()[i]));
+    const float scale = max_abs / 448.0f;
+    Tensor f8 = Tensor::zeros(w.shape(), DType::F8_E4M3);
+    Tensor deq = Tensor::zeros(w.shape());
+    for (int64_t i = 0; i < w.numel(); ++i) {
+      const uint8_t code = float_to_f8e4m3(w.f32()[i] / scale);
+      f8.data_as<uint8_t>()[i] = code;
+      deq.f32()[i] = f8e4m3_to_float(code) * scale;
+    }
+    q.push_back({name, f8});
+    q.push_back(
+        {name.substr(0, name.size() - 7) + ".scale_weight", Tensor::from_vector({scale}, {})});
+    dequantised->push_back({name, deq});
+  }
+  return q;
+}
+
+TEST_F(T5OtherLayouts, ScaledFp8WeightsAreDequantisedWhenUsed) {
+  NamedTensors dequantised;
+  const NamedTensors fp8 = scaled_fp8_file(*fixture_, &dequantised);
+  const wan::T5Source src = wan::open_t5(write(fp8, "fp8"));
+  EXPECT_TRUE(src.scaled_fp8);
+  EXPECT_EQ(src.layout, wan::T5KeyLayout::HuggingFace);
+  EXPECT_EQ(src.checkpoint.find("encoder.block.0.layer.0.SelfAttention.q.weight")->dtype,
+            DType::F8_E4M3);
+  const std::vector<int64_t> ids = integers(input("ids_long")), mask = integers(input("mask_long"));
+  const Tensor context = wan::load_t5(src, *backend_)->encode(ids, mask);
+  // The same values widened beforehand: the scale is applied exactly as a file of them gives.
+  const wan::T5Source ref = wan::open_t5(write(dequantised, "fp8_dequantised"));
+  EXPECT_FALSE(ref.scaled_fp8);
+  EXPECT_EQ(rel_l2(context, wan::load_t5(ref, *backend_)->encode(ids, mask)), 0.0);
+  // Against the fp32 model: E4M3 keeps 3 mantissa bits, so each weight moves by up to 2^-4
+  // relative (~2-3% rms); every projection's output moves by about that, the unscaled T5 attention
+  // logits sharpen it through the softmax, and the two blocks' errors add through the residual
+  // stream: 0.06 measured here. 0.1 leaves headroom for that and still fails on a missing or
+  // inverted scale (the output would be off by orders of magnitude).
+  const double err = rel_l2(context, expected("context_long"));
+  std::printf("%-24s rel L2 %.3g\n", "scaled fp8 context", err);
+  EXPECT_GT(err, 1e-3);  // the weights really are fp8
+  EXPECT_LE(err, 0.1);
+}
+
+TEST_F(T5OtherLayouts, ScaledFp8FileMissingAScaleIsRefused) {
+  NamedTensors dequantised;
+  NamedTensors fp8 = scaled_fp8_file(*fixture_, &dequantised);
+  const std::string scale = "encoder.block.1.layer.1.DenseReluDense.wo.scale_weight";
+  const auto it =
+      std::find_if(fp8.begin(), fp8.end(), [&](const auto& t) { return t.first == scale; });
+  ASSERT_NE(it, fp8.end());
+  fp8.erase(it);
+  const std::string path = write(fp8, "fp8_missing_scale");
+  const wan::T5Source src = wan::open_t5(path);
+  std::string msg;
+  try {
+    wan::load_t5(src, *backend_);
+  } catch (const Error& e) {
+    msg = e.what();
+  }
+  EXPECT_NE(msg.find(path +
+                     ": text encoder tensor "
+                     "'encoder.block.1.layer.1.DenseReluDense.wo.weight' is F8_E4M3 in a "
+                     "scaled fp8 file but has no scale '" +
+                     scale + "'"),
+            std::string::npos)
+      << msg;
+
+  // A scale must be one value.
+  fp8.push_back({scale, Tensor::from_vector({1, 2}, {2})});
+  const std::string bad = write(fp8, "fp8_bad_scale");
+  msg.clear();
+  try {
+    wan::load_t5(wan::open_t5(bad), *backend_);
+  } catch (const Error& e) {
+    msg = e.what();
+  }
+  EXPECT_NE(msg.find("'" + scale + "' (the scale of "), std::string::npos) << msg;
+  EXPECT_NE(msg.find("expected a single float value"), std::string::npos) << msg;
 }
 
 // ---------------------------------------------------------------------------------------------

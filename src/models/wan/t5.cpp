@@ -6,6 +6,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -76,13 +77,23 @@ std::vector<std::pair<std::string, Shape>> t5_parameter_shapes(const T5Config& c
 
 // Parameters of one block in their stored dtype (converted to fp32 only while the block runs).
 struct T5Encoder::BlockWeights {
-  Tensor norm1, q, k, v, o, norm2, gate, fc1, fc2, pos;  // pos: [num_buckets, num_heads] or none
+  T5Weight norm1, q, k, v, o, norm2, gate, fc1, fc2, pos;  // pos: [num_buckets, num_heads] or none
 };
 
 namespace {
 
-// A host F32 tensor with the values of `t`: `t` itself when it already is one, else a copy.
-Tensor as_f32(const Tensor& t) { return t.dtype() == DType::F32 ? t : t.to_f32(); }
+// A host F32 tensor with the values of `w` (times its scale): the stored tensor itself when it
+// already is F32 and unscaled, else a copy (stored tensors may be read-only file mappings).
+Tensor as_f32(const T5Weight& w) {
+  if (w.scale == 1.0f) return w.stored.dtype() == DType::F32 ? w.stored : w.stored.to_f32();
+  Tensor t = w.stored.dtype() == DType::F32 ? w.stored.clone() : w.stored.to_f32();
+  float* p = t.f32();
+  const int64_t n = t.numel();
+  const float scale = w.scale;
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) p[i] *= scale;
+  return t;
+}
 
 // T5Attention.forward for one sequence: logits q.k (no 1/sqrt(head_dim) scaling) plus the
 // relative position bias of bucket(j - i); masked keys get float's lowest value as
@@ -181,11 +192,13 @@ T5Encoder::T5Encoder(T5Config cfg, Backend& backend, const T5WeightFn& weights)
   const auto shapes = t5_parameter_shapes(cfg_);
   const std::map<std::string, Shape> shape_of(shapes.begin(), shapes.end());
   auto load = [&](const std::string& name) {
-    Tensor t = weights(name, shape_of.at(name));
-    if (!is_float(t.dtype()) || t.device() != Device::CPU)
+    T5Weight w = weights(name, shape_of.at(name));
+    if (!is_float(w.stored.dtype()) || w.stored.device() != Device::CPU)
       throw Error("text encoder weight '" + name + "' must be a host float tensor, got " +
-                  std::string(dtype_name(t.dtype())));
-    return t;
+                  std::string(dtype_name(w.stored.dtype())));
+    if (!std::isfinite(w.scale))
+      throw Error("text encoder weight '" + name + "' has a non-finite scale");
+    return w;
   };
   token_embedding_ = load("token_embedding.weight");
   if (cfg_.shared_pos) shared_pos_ = load("pos_embedding.embedding.weight");
@@ -219,12 +232,15 @@ Tensor T5Encoder::forward(const std::vector<int64_t>& ids, const std::vector<int
   // token_embedding(ids): gather the rows, converting from the stored dtype.
   Tensor x = Tensor::zeros({len, d});
   {
-    const size_t row_bytes = static_cast<size_t>(d) * dtype_size(token_embedding_.dtype());
-    const auto* base = static_cast<const uint8_t*>(token_embedding_.raw());
+    const Tensor& table = token_embedding_.stored;
+    const size_t row_bytes = static_cast<size_t>(d) * dtype_size(table.dtype());
+    const auto* base = static_cast<const uint8_t*>(table.raw());
     for (int64_t i = 0; i < len; ++i)
-      convert_to_f32(token_embedding_.dtype(),
+      convert_to_f32(table.dtype(),
                      base + static_cast<size_t>(ids[static_cast<size_t>(i)]) * row_bytes,
                      x.f32() + i * d, static_cast<size_t>(d));
+    if (token_embedding_.scale != 1.0f)
+      for (int64_t i = 0; i < len * d; ++i) x.f32()[i] *= token_embedding_.scale;
   }
   if (observer) observer("embedding", x.clone());
 
@@ -390,10 +406,10 @@ T5Source open_t5(const std::string& path) {
                 "' or '" + kHfAnchor + "' under any prefix)");
   }
   for (const std::string& name : names) {
-    const size_t s = name.rfind(".scale_weight");
-    if (name == src.prefix + "scaled_fp8" || (s != std::string::npos && s + 13 == name.size()))
-      throw Error(path + ": scaled fp8 text encoders ('" + name +
-                  "') are not supported; use an fp32, fp16 or bf16 file");
+    constexpr std::string_view kScale = ".scale_weight";
+    const bool scale = name.size() > kScale.size() &&
+                       std::string_view(name).substr(name.size() - kScale.size()) == kScale;
+    if (scale || name == "scaled_fp8" || name == src.prefix + "scaled_fp8") src.scaled_fp8 = true;
   }
   const bool hf = src.layout == T5KeyLayout::HuggingFace;
   auto info = [&](const std::string& official) -> const TensorInfo* {
@@ -493,7 +509,29 @@ std::unique_ptr<T5Encoder> load_t5(const T5Source& src, Backend& backend) {
     if (!is_float(info->dtype))
       throw Error(src.checkpoint.path() + ": text encoder tensor '" + key + "' has dtype " +
                   std::string(dtype_name(info->dtype)) + ", expected a float type");
-    return src.checkpoint.tensor(key);
+    T5Weight w{src.checkpoint.tensor(key), 1.0f};
+    // ComfyUI scaled fp8: <module>.weight holds weight / scale, <module>.scale_weight the scale.
+    constexpr std::string_view kWeight = ".weight";
+    const std::string scale_key =
+        key.substr(0,
+                   key.size() - (std::string_view(key).ends_with(kWeight) ? kWeight.size() : 0)) +
+        ".scale_weight";
+    if (const TensorInfo* scale = src.checkpoint.find(scale_key)) {
+      if (scale->numel() != 1 || !is_float(scale->dtype))
+        throw Error(src.checkpoint.file_of(scale_key) + ": text encoder tensor '" + scale_key +
+                    "' (the scale of '" + key + "') has shape " + shape_str(scale->shape) +
+                    " and dtype " + std::string(dtype_name(scale->dtype)) +
+                    ", expected a single float value");
+      w.scale = src.checkpoint.tensor_f32(scale_key).f32()[0];
+      if (!std::isfinite(w.scale))
+        throw Error(src.checkpoint.file_of(scale_key) + ": text encoder tensor '" + scale_key +
+                    "' is not a finite number");
+    } else if (src.scaled_fp8 && (info->dtype == DType::F8_E4M3 || info->dtype == DType::F8_E5M2)) {
+      throw Error(src.checkpoint.file_of(key) + ": text encoder tensor '" + key + "' is " +
+                  std::string(dtype_name(info->dtype)) +
+                  " in a scaled fp8 file but has no scale '" + scale_key + "'");
+    }
+    return w;
   };
   return std::make_unique<T5Encoder>(src.config, backend, weights);
 }

@@ -55,10 +55,15 @@ enum class T5KeyLayout : uint8_t {
   HuggingFace,  // UMT5EncoderModel / ComfyUI: shared.weight, encoder.block.N.layer.0...
 };
 
-// Supplies a parameter by its official T5Encoder key as a host tensor of exactly `shape` in any
-// float dtype (it is converted to fp32 when used); throws fisdit::Error naming the tensor when it
-// is missing or misshaped.
-using T5WeightFn = std::function<Tensor(const std::string& official_key, const Shape& shape)>;
+// A parameter as stored: a host tensor in any float dtype, widened to fp32 only while it is used,
+// times `scale` (the per-tensor `scale_weight` of a ComfyUI "scaled fp8" file; 1 otherwise).
+struct T5Weight {
+  Tensor stored;
+  float scale = 1.0f;
+};
+// Supplies a parameter by its official T5Encoder key, of exactly `shape`; throws fisdit::Error
+// naming the tensor when it is missing or misshaped.
+using T5WeightFn = std::function<T5Weight(const std::string& official_key, const Shape& shape)>;
 
 // Every parameter of T5Encoder, official key -> shape, in state_dict order.
 std::vector<std::pair<std::string, Shape>> t5_parameter_shapes(const T5Config& cfg);
@@ -96,9 +101,9 @@ class T5Encoder {
  private:
   T5Config cfg_;
   Backend& backend_;
-  Tensor token_embedding_;  // [vocab, dim], stored dtype
-  Tensor shared_pos_;       // [num_buckets, num_heads] when shared_pos
-  Tensor final_norm_;       // [dim]
+  T5Weight token_embedding_;  // [vocab, dim], stored dtype
+  T5Weight shared_pos_;       // [num_buckets, num_heads] when shared_pos
+  T5Weight final_norm_;       // [dim]
   std::vector<BlockWeights> blocks_;
 };
 
@@ -110,12 +115,18 @@ class T5Encoder {
 // from the token embedding, dim_attn from q, dim_ffn from fc1, the layer count from the blocks,
 // and num_buckets x num_heads from the relative position table (max_dist 128, or
 // relative_attention_max_distance of a Hugging Face config.json).
+//
+// ComfyUI "scaled fp8" files (a `scaled_fp8` marker tensor and/or `<name>.scale_weight` tensors,
+// one value each) load too: a weight with a `.scale_weight` is multiplied by it when it is widened
+// to fp32, and in such a file every fp8 weight must have one (load_t5 throws naming the tensor
+// otherwise). `.scale_input` tensors (inputs scales for fp8 matmuls) are not needed and ignored.
 struct T5Source {
   Checkpoint checkpoint;
   std::string prefix;
   T5KeyLayout layout = T5KeyLayout::Official;
   T5Config config;
   std::string config_origin;  // "file metadata", "config.json" or "tensor shapes"
+  bool scaled_fp8 = false;    // the file carries per-tensor fp8 scales
 };
 T5Source open_t5(const std::string& path);
 // The checkpoint key holding an official T5Encoder key (with the prefix and layout applied).
