@@ -253,7 +253,7 @@ GenerateResult generate(const GenerateOptions& o) {
       return *current;
     };
     Progress bar("denoise", o.steps, o.progress);
-    latent = sched::denoise(cfg, expert, two_experts, in, dopt, [&](const sched::StepInfo& s) {
+    const auto on_step = [&](const sched::StepInfo& s) {
       const std::string name = expert_name(two_experts, s.high_noise_expert);
       const bool sparse = s.fis_step_open && o.fis.enabled();
       steps.push_back({{"step", s.step + 1},
@@ -265,7 +265,15 @@ GenerateResult generate(const GenerateOptions& o) {
                        {"seconds", s.seconds}});
       bar.update(s.step + 1, "t=" + std::to_string(static_cast<int>(s.timestep)) + " " + name +
                                  (sparse ? ", fis " + o.fis.name : ", dense"));
-    });
+    };
+    try {
+      latent = sched::denoise(cfg, expert, two_experts, in, dopt, on_step);
+    } catch (const Error& e) {
+      if (std::string(e.what()).find("out of GPU memory") == std::string::npos) throw;
+      throw Error(std::string(e.what()) + ". generate holds one expert's weights and the " +
+                  "activations of one step on the GPU: free the GPU of other jobs, or lower " +
+                  "--size / --frames");
+    }
     const double total = bar.finish();
     stages["dit_load"] = load_seconds;
     stages["denoise"] = total - load_seconds;
