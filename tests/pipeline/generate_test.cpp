@@ -294,6 +294,24 @@ TEST(Generate, CommandWritesVideoFramesAndSummary) {
   EXPECT_EQ(j.at("output").at("fps"), 16.0);
   EXPECT_TRUE(j.at("seconds").contains("write"));
 
+  // FIS balanced (the default) against the dense run with the same seed.
+  ASSERT_EQ(run(base + " --save-latent " + dir.file("x.safetensors") + " --compare-dense" +
+                    " --summary-json " + dir.file("c.json") + " --fis-head 0 --fis-tail 0",
+                err),
+            0)
+      << err;
+  EXPECT_TRUE(contains(err, "fidelity vs dense: latent rel. L2"));
+  std::ifstream cin(dir.file("c.json"));
+  const nlohmann::json c = nlohmann::json::parse(cin);
+  const double latent_err = c.at("fidelity_vs_dense").at("latent_rel_l2");
+  EXPECT_GT(latent_err, 1e-5);
+  EXPECT_LT(latent_err, 1.0);
+  EXPECT_GT(c.at("fidelity_vs_dense").at("ssim").get<double>(), 0.0);
+  EXPECT_NE(
+      run(base + " --save-latent " + dir.file("x.safetensors") + " --compare-dense --fis off", err),
+      0);
+  EXPECT_TRUE(contains(err, "already dense"));
+
   EXPECT_NE(run(base, err), 0);
   EXPECT_TRUE(contains(err, "nothing to write"));
   EXPECT_NE(run(base + " --output " + dir.file("o.mp4") + " --crf 99", err), 0);

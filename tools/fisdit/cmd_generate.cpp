@@ -1,8 +1,10 @@
 // fisdit generate: prompt (and image) -> MP4 and/or PNG frames with a Wan release.
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 
+#include "analysis/metrics.h"
 #include "cli.h"
 #include "fisdit/error.h"
 #include "io/image.h"
@@ -19,7 +21,7 @@ void register_generate(CLI::App& app) {
     std::optional<float> boundary, guidance_high, guidance_low;
     std::optional<double> fps;
     int crf = 18;
-    bool quiet = false;
+    bool quiet = false, compare_dense = false;
     FisFlags fis;
   };
   auto args = std::make_shared<Args>();
@@ -69,6 +71,8 @@ void register_generate(CLI::App& app) {
                   "write per-stage times and settings as JSON here");
   cmd->add_option("--save-latent", args->save_latent,
                   "also write the final latent 'x' [z, F', h, w] (F32 safetensors) here");
+  cmd->add_flag("--compare-dense", args->compare_dense,
+                "also run dense (FIS off, same seed) and report latent rel. L2, PSNR and SSIM");
   cmd->add_flag("--quiet", args->quiet, "no progress bars");
   add_fis_flags(cmd, args->fis);
   cmd->callback([args] {
@@ -94,8 +98,32 @@ void register_generate(CLI::App& app) {
     o.progress = !args->quiet;
     if (o.lora_strength != o.lora_strength) throw Error("--lora-strength must be a number");
 
+    if (args->compare_dense && !o.fis.enabled())
+      throw Error(
+          "--compare-dense compares a FIS run with the dense one: give --fis balanced, "
+          "fast or a preset (this run is already dense)");
     pipeline::GenerateResult r = pipeline::generate(o);
     nlohmann::json& summary = r.summary;
+    if (args->compare_dense) {
+      status("dense reference run (FIS off, same seed) for --compare-dense");
+      pipeline::GenerateOptions dense = o;
+      dense.fis = accel::fis_preset("off");
+      const pipeline::GenerateResult d = pipeline::generate(dense);
+      const double latent_err = rel_l2(r.latent, d.latent);
+      const double p = analysis::psnr(r.video, d.video), q = analysis::ssim(r.video, d.video);
+      summary["fidelity_vs_dense"] = {
+          {"latent_rel_l2", latent_err},
+          {"psnr_db", std::isinf(p) ? nlohmann::json("inf") : nlohmann::json(p)},
+          {"ssim", q},
+          {"dense_seconds", d.summary.at("seconds")}};
+      char line[256];
+      std::snprintf(line, sizeof line,
+                    "fidelity vs dense: latent rel. L2 %.4g, PSNR %.2f dB, SSIM %.4f; denoise "
+                    "%.2f s with %s vs %.2f s dense",
+                    latent_err, p, q, summary["seconds"].value("denoise", 0.0), o.fis.name.c_str(),
+                    d.summary.at("seconds").value("denoise", 0.0));
+      status(line);
+    }
     const auto t0 = std::chrono::steady_clock::now();
     if (!args->output.empty()) {
       const double fps = args->fps.value_or(r.task == "ti2v" ? 24.0 : 16.0);
