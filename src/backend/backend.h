@@ -44,6 +44,17 @@ struct RopeGrid {
 
 // Matrix-multiply FLOPs the backend executed (2 per multiply-add), for checking the analytic
 // counter against what actually ran.
+// A video VAE convolution (see Backend::conv3d). Spatial zero padding may be asymmetric (Wan's
+// nn.ZeroPad2d((0, 1, 0, 1)) before a stride-2 conv); the time axis is never padded here (causal
+// padding is the caller's job, see models/wan/vae.cpp).
+struct Conv3dParams {
+  int stride_t = 1, stride_h = 1, stride_w = 1;
+  int pad_top = 0, pad_bottom = 0, pad_left = 0, pad_right = 0;
+};
+// Output shape [Cout, To, Ho, Wo] of conv3d for input [Cin, T, H, W] and weight
+// [Cout, Cin, kt, kh, kw]; throws fisdit::Error naming the op when the sizes do not fit.
+Shape conv3d_output_shape(const Shape& x, const Shape& w, const Conv3dParams& p);
+
 struct FlopCounter {
   double linear = 0;
   double attention = 0;
@@ -135,6 +146,36 @@ class Backend {
   // Inverse layout of the head output: [tokens, pt*ph*pw*C] (C fastest) -> [C, F, H, W].
   virtual void unpatchify(const Tensor& x, const std::array<int, 3>& patch, int64_t grid_f,
                           int64_t grid_h, int64_t grid_w, Tensor& out) = 0;
+
+  // ---- video VAE ops: F32 tensors [C, T, H, W] (channels outermost, then frames, rows, columns)
+  // on every backend (the CPU is the fp32 reference).
+  // out[co, t, i, j] = bias[co] + sum over (ci, dt, dh, dw) of
+  //   w[co, ci, dt, dh, dw] * x[ci, t*st + dt, i*sh - pad_top + dh, j*sw - pad_left + dw]
+  // (zero outside the frame). `out` must have conv3d_output_shape; bias may be null.
+  virtual void conv3d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv3dParams& p,
+                      Tensor& out) = 0;
+  // The Wan VAE RMS_norm over the channels of every pixel: x / max(||x||_2, 1e-12) * sqrt(C) *
+  // gamma[c], then SiLU when `silu`. x and out [C, ...].
+  virtual void channel_rms_norm(const Tensor& x, const Tensor& gamma, bool silu, Tensor& out) = 0;
+  // Nearest-neighbour 2x spatial upsampling: [C, T, H, W] -> [C, T, 2H, 2W].
+  virtual void upsample_nearest2x(const Tensor& x, Tensor& out) = 0;
+  // Single-head attention over the pixels of each frame (q, k, v, out [C, T, H, W]):
+  // out[:, t] = softmax(q_t^T k_t / sqrt(C)) v_t.
+  virtual void frame_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) = 0;
+  // dst[dst_c + i, dst_f + f] = src[src_c + i, src_f + f] for i < channels, f < frames, whole
+  // frames; src and dst are [C, T, ...] F32 tensors with the same frame size.
+  virtual void copy_frames(const Tensor& src, int64_t src_c, int64_t src_f, Tensor& dst,
+                           int64_t dst_c, int64_t dst_f, int64_t channels, int64_t frames) = 0;
+  virtual void fill_zero(Tensor& x) = 0;
+  // Wan 2.2 AvgDown3D (front zero padding of the frames to a multiple of ft, then the mean of
+  // each group of the flattened (c, ft, fs, fs) neighbourhood): [C, T, H, W] -> out [Co, ...].
+  virtual void avg_down3d(const Tensor& x, int ft, int fs, Tensor& out) = 0;
+  // Wan 2.2 DupUp3D: [C, T, H, W] -> out [Co, T*ft - skip, H*fs, W*fs], dropping the first
+  // `skip` output frames (ft - 1 on the first chunk).
+  virtual void dup_up3d(const Tensor& x, int ft, int fs, int skip, Tensor& out) = 0;
+  // Wan 2.2 VAE patchify: [C, T, 2H, 2W] -> [4C, T, H, W], channel c*4 + r*2 + q holds pixel
+  // (2h + q, 2w + r); `inverse` maps back.
+  virtual void space_to_channels2(const Tensor& x, Tensor& out, bool inverse) = 0;
 
   FlopCounter& flops() { return flops_; }
 

@@ -7,6 +7,24 @@
 
 #include "backend/cpu/cpu_backend.h"
 
+namespace fisdit {
+
+Shape conv3d_output_shape(const Shape& x, const Shape& w, const Conv3dParams& p) {
+  const char* op = "conv3d";
+  cpu::require(x.size() == 4 && w.size() == 5, op,
+          "expects input [C, T, H, W] and weight [Cout, Cin, kt, kh, kw], got " + shape_str(x) +
+              " and " + shape_str(w));
+  cpu::require(w[1] == x[0], op, "input " + shape_str(x) + " does not match weight " + shape_str(w));
+  cpu::require(p.stride_t > 0 && p.stride_h > 0 && p.stride_w > 0, op, "strides must be positive");
+  const int64_t ht = x[2] + p.pad_top + p.pad_bottom, wd = x[3] + p.pad_left + p.pad_right;
+  cpu::require(x[1] >= w[2] && ht >= w[3] && wd >= w[4], op,
+          "input " + shape_str(x) + " is smaller than the kernel " + shape_str(w));
+  return {w[0], (x[1] - w[2]) / p.stride_t + 1, (ht - w[3]) / p.stride_h + 1,
+          (wd - w[4]) / p.stride_w + 1};
+}
+
+}  // namespace fisdit
+
 namespace fisdit::cpu {
 
 namespace {
@@ -61,20 +79,6 @@ void gemm_rows(const float* w, int64_t cout, int64_t k_total, const float* const
   }
 }
 }  // namespace
-
-Shape conv3d_output_shape(const Shape& x, const Shape& w, const Conv3dParams& p) {
-  const char* op = "conv3d";
-  require(x.size() == 4 && w.size() == 5, op,
-          "expects input [C, T, H, W] and weight [Cout, Cin, kt, kh, kw], got " + shape_str(x) +
-              " and " + shape_str(w));
-  require(w[1] == x[0], op, "input " + shape_str(x) + " does not match weight " + shape_str(w));
-  require(p.stride_t > 0 && p.stride_h > 0 && p.stride_w > 0, op, "strides must be positive");
-  const int64_t ht = x[2] + p.pad_top + p.pad_bottom, wd = x[3] + p.pad_left + p.pad_right;
-  require(x[1] >= w[2] && ht >= w[3] && wd >= w[4], op,
-          "input " + shape_str(x) + " is smaller than the kernel " + shape_str(w));
-  return {w[0], (x[1] - w[2]) / p.stride_t + 1, (ht - w[3]) / p.stride_h + 1,
-          (wd - w[4]) / p.stride_w + 1};
-}
 
 void conv3d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv3dParams& p,
             Tensor& out) {
@@ -270,6 +274,92 @@ Tensor slice_frames(const Tensor& x, int64_t begin, int64_t end) {
     if (n)
       std::memcpy(out.f32() + ch * n, x.f32() + (ch * x.dim(1) + begin) * frame, n * sizeof(float));
   return out;
+}
+
+void avg_down3d(const Tensor& x, int ft, int fs, Tensor& out) {
+  const char* op = "avg_down3d";
+  require(x.ndim() == 4 && out.ndim() == 4 && ft > 0 && fs > 0, op,
+          "expects [C, T, H, W] tensors, got " + shape_str(x.shape()));
+  const int64_t c = x.dim(0), t = x.dim(1), h = x.dim(2), w = x.dim(3), out_c = out.dim(0);
+  const int64_t pad = (ft - t % ft) % ft, to = (t + pad) / ft, ho = h / fs, wo = w / fs;
+  const int64_t factor = int64_t{ft} * fs * fs;
+  require(h % fs == 0 && w % fs == 0 && out_c > 0 && c * factor % out_c == 0 &&
+              out.shape() == Shape{out_c, to, ho, wo},
+          op, "cannot reduce " + shape_str(x.shape()) + " to " + shape_str(out.shape()));
+  const int64_t group = c * factor / out_c;
+  const float* px = x.f32();
+  float* po = out.f32();
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t o = 0; o < out_c; ++o) {
+    for (int64_t f = 0; f < to; ++f) {
+      for (int64_t i = 0; i < ho; ++i) {
+        for (int64_t j = 0; j < wo; ++j) {
+          double sum = 0;
+          for (int64_t g = 0; g < group; ++g) {
+            const int64_t k = o * group + g, ci = k / factor, r = k % factor;
+            const int64_t it = r / (fs * fs), ih = (r / fs) % fs, iw = r % fs;
+            const int64_t tf = f * ft + it - pad;  // padded frames are zeros
+            if (tf >= 0) sum += px[((ci * t + tf) * h + i * fs + ih) * w + j * fs + iw];
+          }
+          po[((o * to + f) * ho + i) * wo + j] = static_cast<float>(sum / group);
+        }
+      }
+    }
+  }
+}
+
+void dup_up3d(const Tensor& x, int ft, int fs, int skip, Tensor& out) {
+  const char* op = "dup_up3d";
+  require(x.ndim() == 4 && out.ndim() == 4 && ft > 0 && fs > 0 && skip >= 0, op,
+          "expects [C, T, H, W] tensors, got " + shape_str(x.shape()));
+  const int64_t c = x.dim(0), t = x.dim(1), h = x.dim(2), w = x.dim(3), out_c = out.dim(0);
+  const int64_t factor = int64_t{ft} * fs * fs;
+  const int64_t to = t * ft - skip, ho = h * fs, wo = w * fs;
+  require(out_c * factor % c == 0 && out.shape() == Shape{out_c, to, ho, wo}, op,
+          "cannot expand " + shape_str(x.shape()) + " to " + shape_str(out.shape()));
+  const int64_t repeats = out_c * factor / c;
+  const float* px = x.f32();
+  float* po = out.f32();
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t o = 0; o < out_c; ++o) {
+    for (int64_t f = 0; f < to; ++f) {
+      const int64_t tf = f + skip, ts = tf / ft, it = tf % ft;
+      for (int64_t i = 0; i < ho; ++i) {
+        const int64_t hs = i / fs, ih = i % fs;
+        for (int64_t j = 0; j < wo; ++j) {
+          const int64_t ws = j / fs, iw = j % fs;
+          const int64_t src = (o * factor + (it * fs + ih) * fs + iw) / repeats;
+          po[((o * to + f) * ho + i) * wo + j] = px[((src * t + ts) * h + hs) * w + ws];
+        }
+      }
+    }
+  }
+}
+
+void space_to_channels2(const Tensor& x, Tensor& out, bool inverse) {
+  const char* op = "space_to_channels2";
+  const Tensor& big = inverse ? out : x;
+  const Tensor& small = inverse ? x : out;
+  require(big.ndim() == 4 && big.dim(2) % 2 == 0 && big.dim(3) % 2 == 0 &&
+              small.shape() == Shape{4 * big.dim(0), big.dim(1), big.dim(2) / 2, big.dim(3) / 2},
+          op, "cannot map " + shape_str(x.shape()) + " to " + shape_str(out.shape()));
+  const int64_t c = big.dim(0), t = big.dim(1), h = big.dim(2) / 2, w = big.dim(3) / 2;
+  const float* src = x.f32();
+  float* dst = out.f32();
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t ci = 0; ci < c; ++ci)
+    for (int64_t f = 0; f < t; ++f)
+      for (int64_t r = 0; r < 2; ++r)
+        for (int64_t q = 0; q < 2; ++q)
+          for (int64_t i = 0; i < h; ++i)
+            for (int64_t j = 0; j < w; ++j) {
+              const int64_t s = (((ci * 4 + r * 2 + q) * t + f) * h + i) * w + j;
+              const int64_t b = ((ci * t + f) * 2 * h + 2 * i + q) * 2 * w + 2 * j + r;
+              if (inverse)
+                dst[b] = src[s];
+              else
+                dst[s] = src[b];
+            }
 }
 
 }  // namespace fisdit::cpu

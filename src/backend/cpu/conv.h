@@ -1,28 +1,19 @@
 #pragma once
 // Convolution-family primitives of the video VAEs on host F32 tensors laid out [C, T, H, W]
-// (channels outermost, frames, then rows). Free functions for now: they are not part of the
-// Backend interface yet; a CUDA version replaces them one for one (same arguments, device
-// tensors).
+// (channels outermost, frames, then rows): the CPU backend's VAE ops (backend.h) call these.
 //
 // conv3d is an im2col + GEMM over tiles of output pixels of one frame at a time, so the scratch
 // memory stays bounded (a few MB) whatever the frame size; fp32 accumulation, OpenMP over output
 // channels and pixel tiles.
 #include <cstdint>
 
+#include "backend/backend.h"
 #include "core/tensor.h"
 
 namespace fisdit::cpu {
 
-struct Conv3dParams {
-  int stride_t = 1, stride_h = 1, stride_w = 1;
-  // Spatial zero padding (the time axis is never padded here: causal padding is the caller's
-  // job, see models/wan/vae.cpp). Asymmetric for nn.ZeroPad2d((0, 1, 0, 1)).
-  int pad_top = 0, pad_bottom = 0, pad_left = 0, pad_right = 0;
-};
-
-// Output shape [Cout, To, Ho, Wo] of conv3d for input [Cin, T, H, W] and weight
-// [Cout, Cin, kt, kh, kw]; throws fisdit::Error naming the op when the sizes do not fit.
-Shape conv3d_output_shape(const Shape& x, const Shape& w, const Conv3dParams& p);
+using fisdit::Conv3dParams;
+using fisdit::conv3d_output_shape;
 
 // out[co, t, i, j] = bias[co] + sum over (ci, dt, dh, dw) of
 //   w[co, ci, dt, dh, dw] * x[ci, t*st + dt, i*sh - pad_top + dh, j*sw - pad_left + dw]
@@ -46,5 +37,10 @@ void frame_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& 
 Tensor concat_frames(const Tensor& a, const Tensor& b);
 // Frames [begin, end) of x [C, T, ...] as a new tensor.
 Tensor slice_frames(const Tensor& x, int64_t begin, int64_t end);
+
+// See Backend::avg_down3d / dup_up3d / space_to_channels2.
+void avg_down3d(const Tensor& x, int ft, int fs, Tensor& out);
+void dup_up3d(const Tensor& x, int ft, int fs, int skip, Tensor& out);
+void space_to_channels2(const Tensor& x, Tensor& out, bool inverse);
 
 }  // namespace fisdit::cpu

@@ -40,6 +40,18 @@ class CpuBackend final : public Backend {
   void patchify(const Tensor& x, const std::array<int, 3>& patch, Tensor& out) override;
   void unpatchify(const Tensor& x, const std::array<int, 3>& patch, int64_t grid_f, int64_t grid_h,
                   int64_t grid_w, Tensor& out) override;
+
+  void conv3d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv3dParams& p,
+              Tensor& out) override;
+  void channel_rms_norm(const Tensor& x, const Tensor& gamma, bool silu, Tensor& out) override;
+  void upsample_nearest2x(const Tensor& x, Tensor& out) override;
+  void frame_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) override;
+  void copy_frames(const Tensor& src, int64_t src_c, int64_t src_f, Tensor& dst, int64_t dst_c,
+                   int64_t dst_f, int64_t channels, int64_t frames) override;
+  void fill_zero(Tensor& x) override;
+  void avg_down3d(const Tensor& x, int ft, int fs, Tensor& out) override;
+  void dup_up3d(const Tensor& x, int ft, int fs, int skip, Tensor& out) override;
+  void space_to_channels2(const Tensor& x, Tensor& out, bool inverse) override;
 };
 
 namespace cpu {

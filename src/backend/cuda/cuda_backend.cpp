@@ -226,6 +226,7 @@ CudaBackend::CudaBackend() : ctx_(std::make_shared<DeviceContext>()) {
 
 CudaBackend::~CudaBackend() {
   cudaStreamSynchronize(ctx_->stream);
+  if (video_) destroy(video_);
   destroy(attn_);
   destroy(gemm_);
 }
@@ -756,6 +757,184 @@ double EventTimer::stop_ms() {
   check(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(begin_), static_cast<cudaEvent_t>(end_)),
         "EventTimer", "elapsed");
   return ms;
+}
+
+// ---------------------------------------------------------------- video VAE ops (F32)
+namespace {
+void require_f32_video(const Tensor& t, const char* op, const char* what) {
+  require_device(t, op, what);
+  require(t.dtype() == DType::F32, op, std::string(what) + " " + desc(t) + " must be F32");
+}
+}  // namespace
+
+VideoEngine& CudaBackend::video() {
+  if (!video_) video_ = make_video_engine(stream());
+  return *video_;
+}
+
+void CudaBackend::conv3d(const Tensor& x, const Tensor& w, const Tensor* bias,
+                         const Conv3dParams& p, Tensor& out) {
+  const char* op = "conv3d";
+  require_f32_video(x, op, "input");
+  require_f32_video(w, op, "weight");
+  require_f32_video(out, op, "output");
+  const Shape os = conv3d_output_shape(x.shape(), w.shape(), p);
+  require(out.shape() == os, op, "output " + desc(out) + ", expected " + shape_str(os));
+  if (bias) {
+    require_f32_video(*bias, op, "bias");
+    require(bias->numel() == os[0], op, "bias size does not match weight rows");
+  }
+  const std::string ctx = desc(x) + " * " + shape_str(w.shape());
+  OpScope scope(stream(), op, shape_str(w.shape()));
+  if (out.numel() == 0) return;
+  Tensor src = x;
+  int pad_h = p.pad_top, pad_w = p.pad_left;
+  if (p.pad_top != p.pad_bottom || p.pad_left != p.pad_right) {
+    // cuDNN pads symmetrically: zero pad explicitly, then convolve without padding.
+    src = empty({x.dim(0), x.dim(1), x.dim(2) + p.pad_top + p.pad_bottom,
+                 x.dim(3) + p.pad_left + p.pad_right},
+                DType::F32);
+    launch_pad_spatial(x.data_as<float>(), src.data_as<float>(), x.dim(0) * x.dim(1), x.dim(2),
+                       x.dim(3), p.pad_top, p.pad_bottom, p.pad_left, p.pad_right, stream());
+    check_launch(op, ctx, stream());
+    pad_h = pad_w = 0;
+  }
+  conv3d_forward(video(), src.data_as<float>(), {src.dim(0), src.dim(1), src.dim(2), src.dim(3)},
+                 w.data_as<float>(), {w.dim(0), w.dim(1), w.dim(2), w.dim(3), w.dim(4)},
+                 out.data_as<float>(), {os[0], os[1], os[2], os[3]},
+                 {p.stride_t, p.stride_h, p.stride_w}, pad_h, pad_w, ctx);
+  if (bias) {
+    launch_channel_bias(out.data_as<float>(), bias->data_as<float>(), os[0], out.numel() / os[0],
+                        stream());
+    check_launch(op, ctx, stream());
+  }
+}
+
+void CudaBackend::channel_rms_norm(const Tensor& x, const Tensor& gamma, bool silu, Tensor& out) {
+  const char* op = "channel_rms_norm";
+  require_f32_video(x, op, "input");
+  require_f32_video(gamma, op, "gamma");
+  require_f32_video(out, op, "output");
+  require(x.ndim() >= 2 && out.numel() == x.numel(), op,
+          "bad input " + desc(x) + " / output " + desc(out));
+  const int64_t c = x.dim(0);
+  require(gamma.numel() == c, op,
+          "gamma has " + std::to_string(gamma.numel()) + " values for " + std::to_string(c) +
+              " channels");
+  OpScope scope(stream(), op);
+  launch_channel_rms_norm(x.data_as<float>(), gamma.data_as<float>(), out.data_as<float>(), c,
+                          x.numel() / c, silu, stream());
+  check_launch(op, desc(x), stream());
+}
+
+void CudaBackend::upsample_nearest2x(const Tensor& x, Tensor& out) {
+  const char* op = "upsample_nearest2x";
+  require_f32_video(x, op, "input");
+  require_f32_video(out, op, "output");
+  require(x.ndim() == 4, op, "expects [C, T, H, W], got " + desc(x));
+  require(out.shape() == Shape{x.dim(0), x.dim(1), 2 * x.dim(2), 2 * x.dim(3)}, op,
+          "output " + desc(out) + " is not twice " + desc(x));
+  OpScope scope(stream(), op);
+  launch_upsample_nearest2x(x.data_as<float>(), out.data_as<float>(), x.dim(0) * x.dim(1),
+                            x.dim(2), x.dim(3), stream());
+  check_launch(op, desc(x), stream());
+}
+
+void CudaBackend::frame_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) {
+  const char* op = "frame_attention";
+  require_f32_video(q, op, "q");
+  require_f32_video(k, op, "k");
+  require_f32_video(v, op, "v");
+  require_f32_video(out, op, "output");
+  require(
+      q.ndim() == 4 && k.shape() == q.shape() && v.shape() == q.shape() && out.shape() == q.shape(),
+      op, "q, k, v and out must be the same [C, T, H, W], got " + desc(q));
+  const int64_t c = q.dim(0), t = q.dim(1), n = q.dim(2) * q.dim(3);
+  if (!q.numel()) return;
+  OpScope scope(stream(), op);
+  // Scores of at most 256 MiB at a time (blocks of query rows).
+  const int64_t rows = std::max<int64_t>(1, std::min<int64_t>(n, (int64_t{64} << 20) / n));
+  Tensor scores = empty({rows, n}, DType::F32);
+  frame_attention_forward(video(), q.data_as<float>(), k.data_as<float>(), v.data_as<float>(),
+                          out.data_as<float>(), c, t, n, scores.data_as<float>(), rows, desc(q));
+}
+
+void CudaBackend::copy_frames(const Tensor& src, int64_t src_c, int64_t src_f, Tensor& dst,
+                              int64_t dst_c, int64_t dst_f, int64_t channels, int64_t frames) {
+  const char* op = "copy_frames";
+  require_f32_video(src, op, "source");
+  require_f32_video(dst, op, "destination");
+  require(src.ndim() >= 2 && dst.ndim() == src.ndim(), op,
+          "expects [C, T, ...] tensors, got " + desc(src) + " and " + desc(dst));
+  for (int i = 2; i < src.ndim(); ++i)
+    require(src.dim(i) == dst.dim(i), op, "frame sizes differ: " + desc(src) + " and " + desc(dst));
+  require(channels >= 0 && frames >= 0 && src_c >= 0 && dst_c >= 0 && src_f >= 0 && dst_f >= 0 &&
+              src_c + channels <= src.dim(0) && dst_c + channels <= dst.dim(0) &&
+              src_f + frames <= src.dim(1) && dst_f + frames <= dst.dim(1),
+          op,
+          "block out of range: " + std::to_string(channels) + " channels x " +
+              std::to_string(frames) + " frames of " + desc(src) + " -> " + desc(dst));
+  const int64_t frame = src.dim(1) ? src.numel() / (src.dim(0) * src.dim(1)) : 0;
+  if (!frame || !channels || !frames) return;
+  OpScope scope(stream(), op);
+  const size_t fb = static_cast<size_t>(frame) * sizeof(float);
+  const char* s = static_cast<const char*>(src.raw()) + (src_c * src.dim(1) + src_f) * fb;
+  char* d = static_cast<char*>(dst.raw()) + (dst_c * dst.dim(1) + dst_f) * fb;
+  check(cudaMemcpy2DAsync(d, dst.dim(1) * fb, s, src.dim(1) * fb, frames * fb,
+                          static_cast<size_t>(channels), cudaMemcpyDeviceToDevice, stream()),
+        op, desc(src) + " -> " + desc(dst));
+}
+
+void CudaBackend::fill_zero(Tensor& x) {
+  require_device(x, "fill_zero", "tensor");
+  if (x.nbytes()) check(cudaMemsetAsync(x.raw(), 0, x.nbytes(), stream()), "fill_zero", desc(x));
+}
+
+void CudaBackend::avg_down3d(const Tensor& x, int ft, int fs, Tensor& out) {
+  const char* op = "avg_down3d";
+  require_f32_video(x, op, "input");
+  require_f32_video(out, op, "output");
+  require(x.ndim() == 4 && out.ndim() == 4 && ft > 0 && fs > 0, op,
+          "expects [C, T, H, W] tensors, got " + desc(x));
+  const int64_t c = x.dim(0), t = x.dim(1), h = x.dim(2), w = x.dim(3), out_c = out.dim(0);
+  const int64_t pad = (ft - t % ft) % ft, factor = int64_t{ft} * fs * fs;
+  require(h % fs == 0 && w % fs == 0 && out_c > 0 && c * factor % out_c == 0 &&
+              out.shape() == Shape{out_c, (t + pad) / ft, h / fs, w / fs},
+          op, "cannot reduce " + desc(x) + " to " + desc(out));
+  OpScope scope(stream(), op);
+  launch_avg_down3d(x.data_as<float>(), out.data_as<float>(), c, t, h, w, out_c, ft, fs, stream());
+  check_launch(op, desc(x), stream());
+}
+
+void CudaBackend::dup_up3d(const Tensor& x, int ft, int fs, int skip, Tensor& out) {
+  const char* op = "dup_up3d";
+  require_f32_video(x, op, "input");
+  require_f32_video(out, op, "output");
+  require(x.ndim() == 4 && out.ndim() == 4 && ft > 0 && fs > 0 && skip >= 0, op,
+          "expects [C, T, H, W] tensors, got " + desc(x));
+  const int64_t c = x.dim(0), t = x.dim(1), h = x.dim(2), w = x.dim(3), out_c = out.dim(0);
+  const int64_t factor = int64_t{ft} * fs * fs;
+  require(out_c * factor % c == 0 && out.shape() == Shape{out_c, t * ft - skip, h * fs, w * fs},
+          op, "cannot expand " + desc(x) + " to " + desc(out));
+  OpScope scope(stream(), op);
+  launch_dup_up3d(x.data_as<float>(), out.data_as<float>(), c, t, h, w, out_c, ft, fs, skip,
+                  stream());
+  check_launch(op, desc(x), stream());
+}
+
+void CudaBackend::space_to_channels2(const Tensor& x, Tensor& out, bool inverse) {
+  const char* op = "space_to_channels2";
+  require_f32_video(x, op, "input");
+  require_f32_video(out, op, "output");
+  const Tensor& big = inverse ? out : x;
+  const Tensor& small = inverse ? x : out;
+  require(big.ndim() == 4 && big.dim(2) % 2 == 0 && big.dim(3) % 2 == 0 &&
+              small.shape() == Shape{4 * big.dim(0), big.dim(1), big.dim(2) / 2, big.dim(3) / 2},
+          op, "cannot map " + desc(x) + " to " + desc(out));
+  OpScope scope(stream(), op);
+  launch_space_to_channels2(x.data_as<float>(), out.data_as<float>(), big.dim(0), big.dim(1),
+                            big.dim(2) / 2, big.dim(3) / 2, inverse, stream());
+  check_launch(op, desc(x), stream());
 }
 
 }  // namespace fisdit::cuda

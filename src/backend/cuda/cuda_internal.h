@@ -106,6 +106,41 @@ void launch_unpatchify(const float* x, float* out, int64_t c, int64_t gf, int64_
 void launch_attention_naive(const void* q, const void* k, const void* v, void* out, int64_t lq,
                             int64_t lk, int64_t heads, int64_t head_dim, cudaStream_t s);
 
+// ---- video.cu (F32 [C, T, H, W] tensors of the VAE ops) ----
+void launch_channel_bias(float* y, const float* bias, int64_t c, int64_t inner, cudaStream_t s);
+void launch_channel_rms_norm(const float* x, const float* gamma, float* y, int64_t c, int64_t n,
+                             bool silu, cudaStream_t s);
+void launch_upsample_nearest2x(const float* x, float* y, int64_t planes, int64_t h, int64_t w,
+                               cudaStream_t s);
+void launch_pad_spatial(const float* x, float* y, int64_t planes, int64_t h, int64_t w, int top,
+                        int bottom, int left, int right, cudaStream_t s);
+void launch_avg_down3d(const float* x, float* y, int64_t c, int64_t t, int64_t h, int64_t w,
+                       int64_t out_c, int ft, int fs, cudaStream_t s);
+void launch_dup_up3d(const float* x, float* y, int64_t c, int64_t t, int64_t h, int64_t w,
+                     int64_t out_c, int ft, int fs, int skip, cudaStream_t s);
+// Index space of the small side [4C, T, H, W] (c, h, w of the small side).
+void launch_space_to_channels2(const float* x, float* y, int64_t c, int64_t t, int64_t h,
+                               int64_t w, bool inverse, cudaStream_t s);
+// In place: every row of `cols` logits becomes softmax(scale * row).
+void launch_softmax_rows(float* scores, int64_t rows, int64_t cols, float scale, cudaStream_t s);
+
+// ---- video_engine.cpp: cuDNN convolutions and cuBLAS attention GEMMs of the VAE ops ----
+class VideoEngine;
+VideoEngine* make_video_engine(cudaStream_t stream);
+void destroy(VideoEngine* e);
+// FISDIT_VAE_TF32=0 turns TF32 tensor cores off for the VAE convolutions (plain fp32 FMA).
+bool vae_tf32_enabled();
+// y = conv(x, w) without bias; x [C, T, H, W], w [Cout, Cin, kt, kh, kw], symmetric spatial
+// padding, all F32.
+void conv3d_forward(VideoEngine& e, const float* x, const std::array<int64_t, 4>& xs,
+                    const float* w, const std::array<int64_t, 5>& ws, float* y,
+                    const std::array<int64_t, 4>& ys, const std::array<int, 3>& stride, int pad_h,
+                    int pad_w, const std::string& ctx);
+// q, k, v, out [c, t, n]; `scores` holds rows * n floats.
+void frame_attention_forward(VideoEngine& e, const float* q, const float* k, const float* v,
+                             float* out, int64_t c, int64_t t, int64_t n, float* scores,
+                             int64_t rows, const std::string& ctx);
+
 // ---- the context every tensor of a backend keeps alive ----
 struct DeviceContext {
   int device = 0;
@@ -167,16 +202,30 @@ class CudaBackend final : public Backend {
   void unpatchify(const Tensor& x, const std::array<int, 3>& patch, int64_t grid_f, int64_t grid_h,
                   int64_t grid_w, Tensor& out) override;
 
+  void conv3d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv3dParams& p,
+              Tensor& out) override;
+  void channel_rms_norm(const Tensor& x, const Tensor& gamma, bool silu, Tensor& out) override;
+  void upsample_nearest2x(const Tensor& x, Tensor& out) override;
+  void frame_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) override;
+  void copy_frames(const Tensor& src, int64_t src_c, int64_t src_f, Tensor& dst, int64_t dst_c,
+                   int64_t dst_f, int64_t channels, int64_t frames) override;
+  void fill_zero(Tensor& x) override;
+  void avg_down3d(const Tensor& x, int ft, int fs, Tensor& out) override;
+  void dup_up3d(const Tensor& x, int ft, int fs, int skip, Tensor& out) override;
+  void space_to_channels2(const Tensor& x, Tensor& out, bool inverse) override;
+
   cudaStream_t stream() const { return ctx_->stream; }
   MemoryStats memory_stats() const;
   void reset_peak_memory();
 
  private:
   const float* rope_table(int64_t head_dim, int positions);
+  VideoEngine& video();
 
   std::shared_ptr<DeviceContext> ctx_;
   GemmEngine* gemm_ = nullptr;
   AttentionEngine* attn_ = nullptr;
+  VideoEngine* video_ = nullptr;  // made on the first VAE op
   Tensor rope_table_;
   int64_t rope_head_dim_ = 0;
   int rope_positions_ = 0;

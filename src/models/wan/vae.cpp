@@ -8,15 +8,14 @@
 #include <set>
 #include <variant>
 
-#include "backend/cpu/conv.h"
+#include "backend/backend.h"
 #include "fisdit/error.h"
 
 namespace fisdit::wan {
 
 namespace {
-using cpu::Conv3dParams;
 
-// Joins chunks [C, Ti, ...] along time in one copy.
+// Joins host chunks [C, Ti, ...] along time in one copy.
 Tensor join_frames(const std::vector<Tensor>& parts) {
   if (parts.empty()) throw Error("vae: nothing to join");
   Shape s = parts[0].shape();
@@ -34,36 +33,59 @@ Tensor join_frames(const std::vector<Tensor>& parts) {
   return out;
 }
 
-Tensor conv(const Tensor& x, const Tensor& w, const Tensor& b, const Conv3dParams& p) {
-  Tensor out = Tensor::zeros(cpu::conv3d_output_shape(x.shape(), w.shape(), p));
-  cpu::conv3d(x, w, &b, p, out);
+// Every module runs its ops on one backend, on F32 [C, T, H, W] tensors that live there.
+Tensor make(Backend& be, const Shape& s) { return be.empty(s, DType::F32); }
+
+Tensor zeros(Backend& be, const Shape& s) {
+  Tensor t = make(be, s);
+  be.fill_zero(t);
+  return t;
+}
+
+Tensor conv(Backend& be, const Tensor& x, const Tensor& w, const Tensor& b,
+            const Conv3dParams& p) {
+  Tensor out = make(be, conv3d_output_shape(x.shape(), w.shape(), p));
+  be.conv3d(x, w, &b, p, out);
   return out;
 }
 
-Tensor norm(const Tensor& x, const Tensor& gamma, bool silu) {
-  Tensor out = Tensor::zeros(x.shape());
-  cpu::channel_rms_norm(x, gamma, silu, out);
+Tensor norm(Backend& be, const Tensor& x, const Tensor& gamma, bool silu) {
+  Tensor out = make(be, x.shape());
+  be.channel_rms_norm(x, gamma, silu, out);
   return out;
 }
 
-void add_inplace(Tensor& x, const Tensor& y) {
-  float* px = x.f32();
-  const float* py = y.f32();
-  const int64_t n = x.numel();
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) px[i] += py[i];
+void add_inplace(Backend& be, Tensor& x, const Tensor& y) { be.add_scaled(x, y, 1.0f); }
+
+Tensor concat_frames(Backend& be, const Tensor& a, const Tensor& b) {
+  Shape s = a.shape();
+  s[1] = a.dim(1) + b.dim(1);
+  Tensor out = make(be, s);
+  be.copy_frames(a, 0, 0, out, 0, 0, a.dim(0), a.dim(1));
+  be.copy_frames(b, 0, 0, out, 0, a.dim(1), b.dim(0), b.dim(1));
+  return out;
 }
 
-// Loads weights by official key and checks shapes; Conv2d weights become [Cout, Cin, 1, kh, kw].
+Tensor slice_frames(Backend& be, const Tensor& x, int64_t begin, int64_t end) {
+  Shape s = x.shape();
+  s[1] = end - begin;
+  Tensor out = make(be, s);
+  be.copy_frames(x, 0, begin, out, 0, 0, x.dim(0), end - begin);
+  return out;
+}
+
+// Loads weights by official key, checks shapes and puts them on the backend (F32); Conv2d
+// weights become [Cout, Cin, 1, kh, kw].
 class Loader {
  public:
-  explicit Loader(const VaeWeightFn& fn) : fn_(fn) {}
+  Loader(const VaeWeightFn& fn, Backend& be) : fn_(fn), be_(be) {}
+  Backend& backend() const { return be_; }
   Tensor get(const std::string& key, const Shape& shape) const {
     Tensor t = fn_(key, shape);
     if (t.shape() != shape)
       throw Error("vae weight '" + key + "' has shape " + shape_str(t.shape()) + ", expected " +
                   shape_str(shape));
-    return t.to_f32();
+    return be_.upload(t.device() == Device::CPU ? t.to_f32() : t, DType::F32);
   }
   Tensor conv2d(const std::string& key, int64_t out, int64_t in, int64_t k) const {
     return get(key, {out, in, k, k}).reshape({out, in, 1, k, k});
@@ -71,6 +93,7 @@ class Loader {
 
  private:
   const VaeWeightFn& fn_;
+  Backend& be_;
 };
 
 // CausalConv3d: time padded at the front only (2 * padding[0] frames), space symmetrically.
@@ -78,6 +101,7 @@ class Loader {
 // the first), which is what the official feat_cache amounts to, so successive calls on chunks
 // equal one causal conv over the concatenated sequence.
 struct CausalConv {
+  Backend* be = nullptr;
   Tensor w, b;
   int pad_t = 0, pad_s = 0;
   Tensor history;
@@ -85,7 +109,7 @@ struct CausalConv {
   CausalConv() = default;
   CausalConv(const Loader& ld, const std::string& key, int64_t in, int64_t out, int kt, int ks,
              int pad_time, int pad_space)
-      : pad_t(2 * pad_time), pad_s(pad_space) {
+      : be(&ld.backend()), pad_t(2 * pad_time), pad_s(pad_space) {
     w = ld.get(key + ".weight", {out, in, kt, ks, ks});
     b = ld.get(key + ".bias", {out});
   }
@@ -93,22 +117,24 @@ struct CausalConv {
   Tensor operator()(const Tensor& x) {
     Conv3dParams p;
     p.pad_top = p.pad_bottom = p.pad_left = p.pad_right = pad_s;
-    if (pad_t == 0) return conv(x, w, b, p);
+    if (pad_t == 0) return conv(*be, x, w, b, p);
     const Tensor hist =
-        history.defined() ? history : Tensor::zeros({x.dim(0), pad_t, x.dim(2), x.dim(3)});
-    const Tensor in = cpu::concat_frames(hist, x);
-    history = cpu::slice_frames(in, in.dim(1) - pad_t, in.dim(1));
-    return conv(in, w, b, p);
+        history.defined() ? history : zeros(*be, {x.dim(0), pad_t, x.dim(2), x.dim(3)});
+    const Tensor in = concat_frames(*be, hist, x);
+    history = slice_frames(*be, in, in.dim(1) - pad_t, in.dim(1));
+    return conv(*be, in, w, b, p);
   }
 };
 
 struct ResidualBlock {
+  Backend* be;
   Tensor gamma1, gamma2;
   CausalConv conv1, conv2, shortcut;
   bool has_shortcut = false;
 
   ResidualBlock(const Loader& ld, const std::string& k, int64_t in, int64_t out)
-      : gamma1(ld.get(k + ".residual.0.gamma", {in, 1, 1, 1})),
+      : be(&ld.backend()),
+        gamma1(ld.get(k + ".residual.0.gamma", {in, 1, 1, 1})),
         gamma2(ld.get(k + ".residual.3.gamma", {out, 1, 1, 1})),
         conv1(ld, k + ".residual.2", in, out, 3, 3, 1, 1),
         conv2(ld, k + ".residual.6", out, out, 3, 3, 1, 1),
@@ -120,17 +146,19 @@ struct ResidualBlock {
     conv2.reset();
   }
   Tensor operator()(const Tensor& x) {
-    Tensor y = conv2(norm(conv1(norm(x, gamma1, true)), gamma2, true));
-    add_inplace(y, has_shortcut ? shortcut(x) : x);
+    Tensor y = conv2(norm(*be, conv1(norm(*be, x, gamma1, true)), gamma2, true));
+    add_inplace(*be, y, has_shortcut ? shortcut(x) : x);
     return y;
   }
 };
 
 struct AttentionBlock {
+  Backend* be;
   Tensor gamma, qkv_w, qkv_b, proj_w, proj_b;
 
   AttentionBlock(const Loader& ld, const std::string& k, int64_t c)
-      : gamma(ld.get(k + ".norm.gamma", {c, 1, 1})),
+      : be(&ld.backend()),
+        gamma(ld.get(k + ".norm.gamma", {c, 1, 1})),
         qkv_w(ld.conv2d(k + ".to_qkv.weight", 3 * c, c, 1)),
         qkv_b(ld.get(k + ".to_qkv.bias", {3 * c})),
         proj_w(ld.conv2d(k + ".proj.weight", c, c, 1)),
@@ -138,12 +166,12 @@ struct AttentionBlock {
   void reset() {}
   Tensor operator()(const Tensor& x) {
     const int64_t c = x.dim(0);
-    const Tensor qkv = conv(norm(x, gamma, false), qkv_w, qkv_b, {});
-    Tensor o = Tensor::zeros(x.shape());
-    cpu::frame_attention(qkv.slice_rows(0, c), qkv.slice_rows(c, 2 * c),
-                         qkv.slice_rows(2 * c, 3 * c), o);
-    Tensor y = conv(o, proj_w, proj_b, {});
-    add_inplace(y, x);
+    const Tensor qkv = conv(*be, norm(*be, x, gamma, false), qkv_w, qkv_b, {});
+    Tensor o = make(*be, x.shape());
+    be->frame_attention(qkv.slice_rows(0, c), qkv.slice_rows(c, 2 * c),
+                        qkv.slice_rows(2 * c, 3 * c), o);
+    Tensor y = conv(*be, o, proj_w, proj_b, {});
+    add_inplace(*be, y, x);
     return y;
   }
 };
@@ -151,6 +179,7 @@ struct AttentionBlock {
 enum class ResampleMode { Upsample2d, Upsample3d, Downsample2d, Downsample3d };
 
 struct Resample {
+  Backend* be;
   ResampleMode mode;
   Tensor w, b;           // the spatial Conv2d as [Cout, C, 1, 3, 3]
   CausalConv time_conv;  // upsample3d: causal, C -> 2C; downsample3d: stride 2, no padding
@@ -159,7 +188,7 @@ struct Resample {
 
   // Wan 2.1 upsampling convs halve the width (dim -> dim / 2); Wan 2.2 keeps it.
   Resample(const Loader& ld, const std::string& k, int64_t c, ResampleMode m, bool halve_up)
-      : mode(m) {
+      : be(&ld.backend()), mode(m) {
     const bool up = m == ResampleMode::Upsample2d || m == ResampleMode::Upsample3d;
     const int64_t out = up && halve_up ? c / 2 : c;
     w = ld.conv2d(k + ".resample.1.weight", out, c, 3);
@@ -181,32 +210,29 @@ struct Resample {
         seen_first = true;  // latent frame 0: no time conv, not doubled
       } else {
         const Tensor y = time_conv(x);  // [2C, t, h, w]; halves interleaved in time
-        const int64_t c = x.dim(0), t = x.dim(1), plane = x.dim(2) * x.dim(3);
-        x = Tensor::zeros({c, 2 * t, x.dim(2), x.dim(3)});
+        const int64_t c = x.dim(0), t = x.dim(1);
+        x = make(*be, {c, 2 * t, x.dim(2), x.dim(3)});
         for (int64_t half = 0; half < 2; ++half)
-          for (int64_t ch = 0; ch < c; ++ch)
-            for (int64_t f = 0; f < t; ++f)
-              std::memcpy(x.f32() + (ch * 2 * t + 2 * f + half) * plane,
-                          y.f32() + ((half * c + ch) * t + f) * plane, plane * sizeof(float));
+          for (int64_t f = 0; f < t; ++f) be->copy_frames(y, half * c, f, x, 0, 2 * f + half, c, 1);
       }
     }
     Conv3dParams p;
     if (mode == ResampleMode::Upsample2d || mode == ResampleMode::Upsample3d) {
-      Tensor up = Tensor::zeros({x.dim(0), x.dim(1), 2 * x.dim(2), 2 * x.dim(3)});
-      cpu::upsample_nearest2x(x, up);
+      Tensor up = make(*be, {x.dim(0), x.dim(1), 2 * x.dim(2), 2 * x.dim(3)});
+      be->upsample_nearest2x(x, up);
       p.pad_top = p.pad_bottom = p.pad_left = p.pad_right = 1;
-      return conv(up, w, b, p);
+      return conv(*be, up, w, b, p);
     }
     // nn.ZeroPad2d((0, 1, 0, 1)) then a stride-2 3x3 conv.
     p.pad_bottom = p.pad_right = 1;
     p.stride_h = p.stride_w = 2;
-    x = conv(x, w, b, p);
+    x = conv(*be, x, w, b, p);
     if (mode == ResampleMode::Downsample3d) {
-      const Tensor last = cpu::slice_frames(x, x.dim(1) - 1, x.dim(1));
+      const Tensor last = slice_frames(*be, x, x.dim(1) - 1, x.dim(1));
       if (last_frame.defined()) {
         Conv3dParams pt;
         pt.stride_t = 2;
-        x = conv(cpu::concat_frames(last_frame, x), time_conv.w, time_conv.b, pt);
+        x = conv(*be, concat_frames(*be, last_frame, x), time_conv.w, time_conv.b, pt);
       }
       last_frame = last;
     }
@@ -214,69 +240,30 @@ struct Resample {
   }
 };
 
-// Wan 2.2 AvgDown3D (parameter free): front zero padding of the chunk to a multiple of factor_t,
-// then every output channel o is the mean of the `group` consecutive entries o*group.. of the
-// flattened (c, it, ih, iw) index of the (factor_t, factor_s, factor_s) neighbourhood.
-Tensor avg_down(const Tensor& x, int64_t out_c, int ft, int fs) {
-  const int64_t c = x.dim(0), t = x.dim(1), h = x.dim(2), w = x.dim(3);
-  const int64_t pad = (ft - t % ft) % ft, to = (t + pad) / ft, ho = h / fs, wo = w / fs;
-  const int64_t factor = int64_t{ft} * fs * fs, group = c * factor / out_c;
-  if (h % fs || w % fs || c * factor % out_c)
+// Wan 2.2 AvgDown3D of a chunk (Backend::avg_down3d).
+Tensor avg_down(Backend& be, const Tensor& x, int64_t out_c, int ft, int fs) {
+  const int64_t t = x.dim(1), pad = (ft - t % ft) % ft;
+  if (x.dim(2) % fs || x.dim(3) % fs || x.dim(0) * ft * fs * fs % out_c)
     throw Error("vae AvgDown3D: cannot reduce " + shape_str(x.shape()) + " to " +
                 std::to_string(out_c) + " channels");
-  Tensor out = Tensor::zeros({out_c, to, ho, wo});
-  const float* px = x.f32();
-  float* po = out.f32();
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t o = 0; o < out_c; ++o) {
-    for (int64_t f = 0; f < to; ++f) {
-      for (int64_t i = 0; i < ho; ++i) {
-        for (int64_t j = 0; j < wo; ++j) {
-          double sum = 0;
-          for (int64_t g = 0; g < group; ++g) {
-            const int64_t k = o * group + g, ci = k / factor, r = k % factor;
-            const int64_t it = r / (fs * fs), ih = (r / fs) % fs, iw = r % fs;
-            const int64_t tf = f * ft + it - pad;  // padded frames are zeros
-            if (tf >= 0) sum += px[((ci * t + tf) * h + i * fs + ih) * w + j * fs + iw];
-          }
-          po[((o * to + f) * ho + i) * wo + j] = static_cast<float>(sum / group);
-        }
-      }
-    }
-  }
+  Tensor out = make(be, {out_c, (t + pad) / ft, x.dim(2) / fs, x.dim(3) / fs});
+  be.avg_down3d(x, ft, fs, out);
   return out;
 }
 
-// Wan 2.2 DupUp3D: out[o, t*ft + it, h*fs + ih, w*fs + iw] =
-// x[(o*factor + it*fs*fs + ih*fs + iw) / repeats, t, h, w]; the first chunk drops its first
-// factor_t - 1 frames (as upsample3d does not double latent frame 0).
-Tensor dup_up(const Tensor& x, int64_t out_c, int ft, int fs, bool first_chunk) {
-  const int64_t c = x.dim(0), t = x.dim(1), h = x.dim(2), w = x.dim(3);
-  const int64_t factor = int64_t{ft} * fs * fs, repeats = out_c * factor / c;
-  if (out_c * factor % c) throw Error("vae DupUp3D: bad channel counts");
-  const int64_t skip = first_chunk ? ft - 1 : 0, to = t * ft - skip, ho = h * fs, wo = w * fs;
-  Tensor out = Tensor::zeros({out_c, to, ho, wo});
-  const float* px = x.f32();
-  float* po = out.f32();
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t o = 0; o < out_c; ++o) {
-    for (int64_t f = 0; f < to; ++f) {
-      const int64_t tf = f + skip, ts = tf / ft, it = tf % ft;
-      for (int64_t i = 0; i < ho; ++i) {
-        const int64_t hs = i / fs, ih = i % fs;
-        for (int64_t j = 0; j < wo; ++j) {
-          const int64_t ws = j / fs, iw = j % fs;
-          const int64_t src = (o * factor + (it * fs + ih) * fs + iw) / repeats;
-          po[((o * to + f) * ho + i) * wo + j] = px[((src * t + ts) * h + hs) * w + ws];
-        }
-      }
-    }
-  }
+// Wan 2.2 DupUp3D (Backend::dup_up3d); the first chunk drops its first factor_t - 1 frames (as
+// upsample3d does not double latent frame 0).
+Tensor dup_up(Backend& be, const Tensor& x, int64_t out_c, int ft, int fs, bool first_chunk) {
+  if (out_c * ft * fs * fs % x.dim(0)) throw Error("vae DupUp3D: bad channel counts");
+  const int skip = first_chunk ? ft - 1 : 0;
+  Tensor out = make(be, {out_c, x.dim(1) * ft - skip, x.dim(2) * fs, x.dim(3) * fs});
+  be.dup_up3d(x, ft, fs, skip, out);
   return out;
 }
 
 // Wan 2.2 Down_ResidualBlock: res blocks (+ resample), plus AvgDown3D of the block input.
 struct DownBlock {
+  Backend* be;
   std::vector<ResidualBlock> blocks;
   std::vector<Resample> resample;  // zero or one
   int64_t out_c;
@@ -284,7 +271,7 @@ struct DownBlock {
 
   DownBlock(const Loader& ld, const std::string& k, int64_t in, int64_t out, int mult,
             bool temporal, bool down)
-      : out_c(out), ft(temporal ? 2 : 1), fs(down ? 2 : 1) {
+      : be(&ld.backend()), out_c(out), ft(temporal ? 2 : 1), fs(down ? 2 : 1) {
     for (int j = 0; j < mult; ++j)
       blocks.emplace_back(ld, k + ".downsamples." + std::to_string(j), j == 0 ? in : out, out);
     if (down)
@@ -300,7 +287,7 @@ struct DownBlock {
     Tensor y = x;
     for (auto& b : blocks) y = b(y);
     for (auto& r : resample) y = r(y);
-    add_inplace(y, avg_down(x, out_c, ft, fs));
+    add_inplace(*be, y, avg_down(*be, x, out_c, ft, fs));
     return y;
   }
 };
@@ -308,6 +295,7 @@ struct DownBlock {
 // Wan 2.2 Up_ResidualBlock: res blocks (+ resample), plus DupUp3D of the block input when it
 // upsamples (the last stage has no shortcut at all).
 struct UpBlock {
+  Backend* be;
   std::vector<ResidualBlock> blocks;
   std::vector<Resample> resample;  // zero or one
   int64_t out_c;
@@ -316,7 +304,7 @@ struct UpBlock {
 
   UpBlock(const Loader& ld, const std::string& k, int64_t in, int64_t out, int mult, bool temporal,
           bool up)
-      : out_c(out), ft(temporal ? 2 : 1), fs(up ? 2 : 1) {
+      : be(&ld.backend()), out_c(out), ft(temporal ? 2 : 1), fs(up ? 2 : 1) {
     for (int j = 0; j < mult; ++j)
       blocks.emplace_back(ld, k + ".upsamples." + std::to_string(j), j == 0 ? in : out, out);
     if (up)
@@ -332,7 +320,7 @@ struct UpBlock {
     Tensor y = x;
     for (auto& b : blocks) y = b(y);
     for (auto& r : resample) y = r(y);
-    if (!resample.empty()) add_inplace(y, dup_up(x, out_c, ft, fs, first_chunk));
+    if (!resample.empty()) add_inplace(*be, y, dup_up(*be, x, out_c, ft, fs, first_chunk));
     first_chunk = false;
     return y;
   }
@@ -350,6 +338,7 @@ void reset_layers(std::vector<Layer>& layers) {
 
 // Encoder3d / Decoder3d: conv1, [downsamples], middle, head (RMS_norm, SiLU, CausalConv3d).
 struct Coder {
+  Backend* be = nullptr;
   CausalConv conv_in;
   std::vector<Layer> stages, middle;
   Tensor head_gamma;
@@ -370,7 +359,7 @@ struct Coder {
       h = run_layers(stages, h);
       h = run_layers(middle, h);
     }
-    return conv_out(norm(h, head_gamma, true));
+    return conv_out(norm(*be, h, head_gamma, true));
   }
 };
 
@@ -380,46 +369,14 @@ void build_middle(const Loader& ld, const std::string& k, int64_t c, std::vector
   out.emplace_back(std::in_place_type<ResidualBlock>, ld, k + ".middle.2", c, c);
 }
 
-// Wan 2.2 patchify: [C, T, 2H, 2W] -> [4C, T, H, W], channel c*4 + r*2 + q holds pixel
-// (2h + q, 2w + r) ("b c f (h q) (w r) -> b (c r q) f h w": r, the w offset, before q).
-Tensor patchify2(const Tensor& x) {
-  const int64_t c = x.dim(0), t = x.dim(1), h = x.dim(2) / 2, w = x.dim(3) / 2;
-  if (x.dim(2) % 2 || x.dim(3) % 2)
-    throw Error("vae encode: the Wan 2.2 VAE needs an even frame size, got " +
-                shape_str(x.shape()));
-  Tensor out = Tensor::zeros({4 * c, t, h, w});
-  for (int64_t ci = 0; ci < c; ++ci)
-    for (int64_t r = 0; r < 2; ++r)
-      for (int64_t q = 0; q < 2; ++q)
-        for (int64_t f = 0; f < t; ++f)
-          for (int64_t i = 0; i < h; ++i)
-            for (int64_t j = 0; j < w; ++j)
-              out.f32()[(((ci * 4 + r * 2 + q) * t + f) * h + i) * w + j] =
-                  x.f32()[((ci * t + f) * 2 * h + 2 * i + q) * 2 * w + 2 * j + r];
-  return out;
-}
-
-// The inverse: [4C, T, H, W] -> [C, T, 2H, 2W].
-Tensor unpatchify2(const Tensor& x) {
-  const int64_t c = x.dim(0) / 4, t = x.dim(1), h = x.dim(2), w = x.dim(3);
-  Tensor out = Tensor::zeros({c, t, 2 * h, 2 * w});
-  for (int64_t ci = 0; ci < c; ++ci)
-    for (int64_t r = 0; r < 2; ++r)
-      for (int64_t q = 0; q < 2; ++q)
-        for (int64_t f = 0; f < t; ++f)
-          for (int64_t i = 0; i < h; ++i)
-            for (int64_t j = 0; j < w; ++j)
-              out.f32()[((ci * t + f) * 2 * h + 2 * i + q) * 2 * w + 2 * j + r] =
-                  x.f32()[(((ci * 4 + r * 2 + q) * t + f) * h + i) * w + j];
-  return out;
-}
-
 bool has_scale(const std::vector<double>& scales, double s) {
   return std::find(scales.begin(), scales.end(), s) != scales.end();
 }
 }  // namespace
 
 struct WanVae::Impl {
+  std::unique_ptr<Backend> owned;  // the CPU backend when none was given
+  Backend* be = nullptr;
   Coder encoder, decoder;
   CausalConv conv1, conv2;  // 1x1x1: mu/log_var, and the latent before the decoder
 };
@@ -505,6 +462,7 @@ void build_wan21(const VaeConfig& cfg, const Loader& ld, WanVae::Impl& impl) {
 
   // Encoder3d
   Coder& enc = impl.encoder;
+  enc.be = impl.decoder.be = &ld.backend();
   std::vector<int64_t> dims = {dim};
   for (int m : cfg.dim_mult) dims.push_back(dim * m);
   enc.conv_in = CausalConv(ld, "encoder.conv1", 3, dims[0], 3, 3, 1, 1);
@@ -575,6 +533,7 @@ void build_wan22(const VaeConfig& cfg, const Loader& ld, WanVae::Impl& impl) {
   const int64_t dim = cfg.dim, z = cfg.z_dim;
   const size_t stages = cfg.dim_mult.size();
   Coder& enc = impl.encoder;
+  enc.be = impl.decoder.be = &ld.backend();
   std::vector<int64_t> dims = {dim};
   for (int m : cfg.dim_mult) dims.push_back(dim * m);
   enc.conv_in = CausalConv(ld, "encoder.conv1", 12, dims[0], 3, 3, 1, 1);
@@ -609,10 +568,15 @@ void build_wan22(const VaeConfig& cfg, const Loader& ld, WanVae::Impl& impl) {
 }
 }  // namespace
 
-WanVae::WanVae(VaeConfig cfg, const VaeWeightFn& weights)
+WanVae::WanVae(VaeConfig cfg, const VaeWeightFn& weights, Backend* backend)
     : cfg_(std::move(cfg)), impl_(std::make_unique<Impl>()) {
   cfg_.validate("vae config");
-  const Loader ld(weights);
+  if (!backend) {
+    impl_->owned = make_cpu_backend();
+    backend = impl_->owned.get();
+  }
+  impl_->be = backend;
+  const Loader ld(weights, *backend);
   if (cfg_.version == 22)
     build_wan22(cfg_, ld, *impl_);
   else
@@ -621,23 +585,43 @@ WanVae::WanVae(VaeConfig cfg, const VaeWeightFn& weights)
 
 WanVae::~WanVae() = default;
 
+Backend& WanVae::backend() const { return *impl_->be; }
+
+// Inputs and outputs stay on the host; one chunk at a time goes to the backend and its output
+// comes back before the next, so device memory holds the weights, the caches and one chunk's
+// activations.
 Tensor WanVae::encode(const Tensor& video, Tensor* enc_raw, const VaeProgressFn& progress) {
   if (video.ndim() != 4 || video.dim(0) != 3 || video.dim(1) < 1)
     throw Error("vae encode: video must be [3, T, H, W] with T >= 1, got " +
                 shape_str(video.shape()));
-  const Tensor v = cfg_.version == 22 ? patchify2(video.to_f32()) : video.to_f32();
+  if (cfg_.version == 22 && (video.dim(2) % 2 || video.dim(3) % 2))
+    throw Error("vae encode: the Wan 2.2 VAE needs an even frame size, got " +
+                shape_str(video.shape()));
+  Backend& be = *impl_->be;
+  const Tensor v = video.to_f32();
   const int64_t chunks = 1 + (v.dim(1) - 1) / 4;  // frames 1, 4, 4, ...; the rest is dropped
+  const int64_t plane = v.dim(2) * v.dim(3);
   impl_->encoder.reset();
   std::vector<Tensor> outs;
   for (int64_t i = 0; i < chunks; ++i) {
     const int64_t b = i == 0 ? 0 : 1 + 4 * (i - 1), e = i == 0 ? 1 : 1 + 4 * i;
-    outs.push_back(impl_->encoder(cpu::slice_frames(v, b, e), false));
+    Tensor host = Tensor::zeros({3, e - b, v.dim(2), v.dim(3)});
+    for (int64_t c = 0; c < 3; ++c)
+      std::memcpy(host.f32() + c * (e - b) * plane, v.f32() + (c * v.dim(1) + b) * plane,
+                  static_cast<size_t>((e - b) * plane) * sizeof(float));
+    Tensor x = be.upload(host, DType::F32);
+    if (cfg_.version == 22) {  // 2x2 patchify: [3, t, H, W] -> [12, t, H/2, W/2]
+      Tensor p = make(be, {12, e - b, v.dim(2) / 2, v.dim(3) / 2});
+      be.space_to_channels2(x, p, false);
+      x = p;
+    }
+    outs.push_back(be.download(impl_->encoder(x, false)));
     if (progress)
       progress(static_cast<int>(i), static_cast<int>(chunks), e - b, outs.back().dim(1));
   }
   impl_->encoder.reset();
   const Tensor raw = join_frames(outs);
-  const Tensor mu_logvar = impl_->conv1(raw);
+  const Tensor mu_logvar = be.download(impl_->conv1(be.upload(raw, DType::F32)));
   if (enc_raw) *enc_raw = raw;
   return mu_logvar.slice_rows(0, cfg_.z_dim).clone();
 }
@@ -646,17 +630,24 @@ Tensor WanVae::decode(const Tensor& z, Tensor* conv2_out, const VaeProgressFn& p
   if (z.ndim() != 4 || z.dim(0) != cfg_.z_dim || z.dim(1) < 1)
     throw Error("vae decode: latent must be [" + std::to_string(cfg_.z_dim) +
                 ", F, h, w] with F >= 1, got " + shape_str(z.shape()));
-  const Tensor x = impl_->conv2(z.to_f32());
-  if (conv2_out) *conv2_out = x;
+  Backend& be = *impl_->be;
+  const Tensor x = impl_->conv2(be.upload(z.to_f32(), DType::F32));
+  if (conv2_out) *conv2_out = be.download(x);
   impl_->decoder.reset();
   std::vector<Tensor> outs;
   const int64_t frames = x.dim(1);
   for (int64_t i = 0; i < frames; ++i) {
-    outs.push_back(impl_->decoder(cpu::slice_frames(x, i, i + 1), true));
+    Tensor y = impl_->decoder(slice_frames(be, x, i, i + 1), true);
+    if (cfg_.version == 22) {  // unpatchify: [12, t, h, w] -> [3, t, 2h, 2w]
+      Tensor u = make(be, {y.dim(0) / 4, y.dim(1), 2 * y.dim(2), 2 * y.dim(3)});
+      be.space_to_channels2(y, u, true);
+      y = u;
+    }
+    outs.push_back(be.download(y));
     if (progress) progress(static_cast<int>(i), static_cast<int>(frames), 1, outs.back().dim(1));
   }
   impl_->decoder.reset();
-  return cfg_.version == 22 ? unpatchify2(join_frames(outs)) : join_frames(outs);
+  return join_frames(outs);
 }
 
 namespace {
@@ -751,7 +742,7 @@ VaeSource open_vae(const std::string& path) {
   return src;
 }
 
-std::unique_ptr<WanVae> load_vae(const VaeSource& src) {
+std::unique_ptr<WanVae> load_vae(const VaeSource& src, Backend* backend) {
   const VaeWeightFn fn = [&](const std::string& key, const Shape&) {
     const std::string name = src.prefix + key;
     if (!src.checkpoint.contains(name))
@@ -759,7 +750,7 @@ std::unique_ptr<WanVae> load_vae(const VaeSource& src) {
     return src.checkpoint.tensor_f32(name);
   };
   try {
-    return std::make_unique<WanVae>(src.config, fn);
+    return std::make_unique<WanVae>(src.config, fn, backend);
   } catch (const Error& e) {
     const std::string what = e.what();
     if (what.rfind(src.checkpoint.path(), 0) == 0) throw;

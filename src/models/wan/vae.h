@@ -1,5 +1,5 @@
 #pragma once
-// The Wan video VAEs on the CPU in fp32: Wan 2.1 (wan/modules/vae2_1.py, WanVAE_) and Wan 2.2
+// The Wan video VAEs on a Backend (F32 tensors; the CPU backend is the fp32 reference): Wan 2.1 (wan/modules/vae2_1.py, WanVAE_) and Wan 2.2
 // (vae2_2.py: 2x2 patchify, AvgDown3D/DupUp3D shortcuts around each stage, decoder width dec_dim).
 //
 // The official code runs the encoder on frame chunks 1, 4, 4, ... and the decoder on one latent
@@ -22,6 +22,10 @@
 
 #include "core/tensor.h"
 #include "io/checkpoint.h"
+
+namespace fisdit {
+class Backend;
+}
 
 namespace fisdit::wan {
 
@@ -65,12 +69,15 @@ using VaeWeightFn = std::function<Tensor(const std::string& key, const Shape& sh
 
 class WanVae {
  public:
-  WanVae(VaeConfig cfg, const VaeWeightFn& weights);
+  // Weights go to `backend` (F32) and every op runs there; null: an own CPU backend. The
+  // backend must outlive the VAE. encode/decode take and return host tensors.
+  WanVae(VaeConfig cfg, const VaeWeightFn& weights, Backend* backend = nullptr);
   ~WanVae();
   WanVae(const WanVae&) = delete;
   WanVae& operator=(const WanVae&) = delete;
 
   const VaeConfig& config() const { return cfg_; }
+  Backend& backend() const;
 
   // video [3, T, H, W] (values in [-1, 1]; H, W multiples of spatial_stride() s) -> raw mu
   // [z, 1 + (T-1)/4, H/s, W/s] (not normalised). Frames after the last 4k+1 are dropped, as
@@ -103,6 +110,6 @@ struct VaeSource {
 };
 VaeSource open_vae(const std::string& path);
 // Loads the weights (throws naming the first missing or misshaped tensor).
-std::unique_ptr<WanVae> load_vae(const VaeSource& src);
+std::unique_ptr<WanVae> load_vae(const VaeSource& src, Backend* backend = nullptr);
 
 }  // namespace fisdit::wan
