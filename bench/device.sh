@@ -2,8 +2,9 @@
 # The one entry point on a GPU machine: configure and build (cuDNN from PyTorch's venv or the CUDA
 # toolkit), run the GPU tests, run the benchmarks, and print a short table last.
 #
-#   bash bench/device.sh [full|quick|tests|bench]     (default: full)
+#   bash bench/device.sh [full|quick|tests|bench|vae]     (default: full)
 #
+# vae: tests + VAE decode benchmarks (fisdit bench --vae, random weights of the real shapes).
 # quick: tests + small benchmarks (Wan2.1-1.3B 480p, A14B 480p); bench: benchmarks only.
 # Logs go to $OUT (the device tool's folder) or /tmp/fisdit-device. Header-only dependencies and
 # GoogleTest may travel in .deps/ (a CMake prefix) when the machine has no -dev packages.
@@ -46,6 +47,21 @@ if [ "$MODE" != "bench" ]; then
   say "tests: $(grep -E '^\[  PASSED  \]' "$OUT/tests.log" || echo 'not all passed') $(grep -E '^\[  FAILED  \] [0-9]+ test' "$OUT/tests.log") (rc $rc, $(( $(date +%s) - t0 )) s)"
 fi
 [ "$MODE" = "tests" ] && { cat "$SUMMARY"; exit 0; }
+
+if [ "$MODE" = "vae" ]; then
+  vbench() {  # label, limit in seconds, then fisdit bench --vae arguments
+    local label=$1 limit=$2; shift 2
+    local t0=$(date +%s)
+    timeout "$limit" ./build-device/fisdit bench --device cuda --label "$label" --vae "$@" \
+      >"$OUT/vae_$label.log" 2>&1 || { tail -5 "$OUT/vae_$label.log"; say "vae bench $label FAILED"; }
+    grep -A2 "^fisdit bench --vae" "$OUT/vae_$label.log" | tee -a "$SUMMARY"
+    say "vae bench $label: $(( $(date +%s) - t0 )) s"
+  }
+  vbench wan21-480p "${VAE_LIMIT:-60}" wan2.1 --size 832x480 --frames 81 --warmup 1 --repeats 1
+  vbench wan21-720p "${VAE_LIMIT:-100}" wan2.1 --size 1280x720 --frames 81 --warmup 1 --repeats 1
+  vbench wan22-704p "${VAE_LIMIT:-80}" wan2.2 --size 1280x704 --frames 121 --warmup 1 --repeats 1
+  exit 0
+fi
 
 # ---- benchmarks (random bf16 weights of the real shapes; A14B = one expert's weights)
 bench() {  # label, then fisdit bench arguments

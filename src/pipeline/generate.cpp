@@ -185,11 +185,15 @@ GenerateResult generate(const GenerateOptions& o) {
   }
 
   // ---- first frame (i2v: the whole conditioning video; ti2v: one frame)
-  auto vae = wan::load_vae(vae_src);
+  // The VAE runs on the DiT's backend (--device); its weights are loaded for the image encode and
+  // again for the decode, so they never sit beside a DiT expert in GPU memory.
+  auto backend = make_backend(o.device);
+  std::unique_ptr<wan::WanVae> vae;
   const wan::LatentStats stats =
       vc.version == 22 ? wan::wan22_latent_stats() : wan::wan21_latent_stats();
   if (!o.image.empty()) {
     const auto t0 = Clock::now();
+    vae = wan::load_vae(vae_src, backend.get());
     // As the official pipelines prepare the first frame: TI2V-5B scales with Lanczos and
     // centre-crops (textimage2video.py); I2V-A14B stretches with bicubic (image2video.py).
     const Tensor source = read_image(o.image);
@@ -222,12 +226,12 @@ GenerateResult generate(const GenerateOptions& o) {
       in.y = y;
       bar.finish();
     }
+    vae.reset();
     stages["image_encode"] = since(t0);
   }
 
   // ---- sampling
   in.x = randn({z, lat_f, lat_h, lat_w}, o.seed);
-  auto backend = make_backend(o.device);
   nlohmann::json steps = nlohmann::json::array();
   Tensor latent;
   {
@@ -286,6 +290,7 @@ GenerateResult generate(const GenerateOptions& o) {
   r.latent = latent;
   {
     const auto t0 = Clock::now();
+    vae = wan::load_vae(vae_src, backend.get());
     Tensor zraw = latent.clone();
     wan::denormalize_latent(zraw, stats);
     Progress bar("decode", static_cast<int>(lat_f), o.progress);

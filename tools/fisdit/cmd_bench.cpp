@@ -4,7 +4,9 @@
 // achieved TFLOP/s, speedup vs the first setting, peak device memory.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <map>
 #include <sstream>
@@ -13,6 +15,7 @@
 #include "fisdit/error.h"
 #include "models/wan/flops.h"
 #include "models/wan/loader.h"
+#include "models/wan/vae.h"
 #include "sched/flow_euler.h"
 #ifdef FISDIT_WITH_CUDA
 #include "backend/cuda/cuda_backend.h"
@@ -128,6 +131,114 @@ struct Result {
   Memory mem;
 };
 
+// fisdit bench --vae wan2.1|wan2.2: VAE decode of a random latent of the real size with random
+// weights of the released VAE's shapes (made on the device): ms per latent frame and peak memory.
+void run_vae_bench(const std::string& which, const std::string& device, int width, int height,
+                   int frames, int warmup, int repeats, const std::string& label_arg) {
+  wan::VaeConfig cfg;  // Wan2.1_VAE.pth: dim 96, z 16, dim_mult 1,2,4,4, 2 res blocks
+  if (which == "wan2.2") {
+    cfg.version = 22;  // Wan2.2_VAE.pth: dim 160, decoder 256, z 48
+    cfg.dim = 160;
+    cfg.dec_dim = 256;
+    cfg.z_dim = 48;
+  } else if (which != "wan2.1") {
+    throw fisdit::Error("--vae must be wan2.1 or wan2.2, got '" + which + "'");
+  }
+  const int64_t s = cfg.spatial_stride();
+  if (width % s || height % s || frames < 1 || (frames - 1) % 4)
+    throw fisdit::Error("--size must be a multiple of " + std::to_string(s) +
+                        " and --frames 4k+1 for the " + which + " VAE");
+  auto backend = make_backend(device);
+  const auto weights = [&](const std::string& key, const Shape& shape) -> Tensor {
+    const uint64_t seed = std::hash<std::string>{}(key);
+    if (key.size() > 5 && key.compare(key.size() - 5, 5, "gamma") == 0)
+      return backend->random_normal(shape, DType::F32, 1.0f, 0.1f, seed);
+    if (shape.size() == 1) return backend->random_normal(shape, DType::F32, 0.0f, 0.1f, seed);
+    const double fan_in = static_cast<double>(shape_numel(shape) / shape[0]);
+    return backend->random_normal(shape, DType::F32, 0.0f,
+                                  static_cast<float>(1.0 / std::sqrt(fan_in)), seed);
+  };
+  wan::WanVae vae(cfg, weights, backend.get());
+  backend->synchronize();
+  const Memory weights_mem = memory(*backend);
+  const int64_t lat_f = 1 + (frames - 1) / 4, lat_h = height / s, lat_w = width / s;
+  Tensor z = Tensor::zeros({cfg.z_dim, lat_f, lat_h, lat_w});
+  uint64_t r = 12345;
+  for (int64_t i = 0; i < z.numel(); ++i) {  // uniform with unit variance; values do not matter
+    r = r * 6364136223846793005ULL + 1442695040888963407ULL;
+    z.f32()[i] = (static_cast<float>(r >> 40) / 16777216.0f - 0.5f) * 3.4641f;
+  }
+  const std::string label = label_arg.empty() ? which + "-vae" : label_arg;
+  char line[512];
+  std::snprintf(line, sizeof line, "bench %s: decode latent %s -> video 3x%dx%dx%d on %s",
+                label.c_str(), shape_str(z.shape()).c_str(), frames, height, width,
+                backend->name().c_str());
+  status(line);
+  // Warm-up on the first two latent frames: every later frame has the shapes of the second, so
+  // this picks all conv algorithms at a fraction of a full decode.
+  Tensor z_warm = Tensor::zeros({cfg.z_dim, std::min<int64_t>(2, lat_f), lat_h, lat_w});
+  for (int64_t c = 0; c < cfg.z_dim; ++c)
+    std::copy(z.f32() + c * lat_f * lat_h * lat_w,
+              z.f32() + (c * lat_f + z_warm.dim(1)) * lat_h * lat_w,
+              z_warm.f32() + c * z_warm.dim(1) * lat_h * lat_w);
+  for (int i = 0; i < warmup; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    vae.decode(z_warm);
+    std::snprintf(
+        line, sizeof line,
+        "  warmup decode of %lld latent frame(s) %.1f s (the first picks the conv algorithms)",
+        static_cast<long long>(z_warm.dim(1)),
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    status(line);
+  }
+  std::vector<double> totals, firsts, rests;
+  reset_peak(*backend);
+  for (int i = 0; i < repeats; ++i) {
+    std::vector<double> chunk_ms;
+    auto t = std::chrono::steady_clock::now();
+    const auto t0 = t;
+    vae.decode(z, nullptr, [&](int k, int n, int64_t, int64_t out_frames) {
+      const auto now = std::chrono::steady_clock::now();
+      chunk_ms.push_back(std::chrono::duration<double, std::milli>(now - t).count());
+      t = now;
+      std::snprintf(line, sizeof line, "  latent frame %d/%d -> %lld frame(s): %.1f ms", k + 1, n,
+                    static_cast<long long>(out_frames), chunk_ms.back());
+      status(line);
+    });
+    totals.push_back(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    firsts.push_back(chunk_ms.front());
+    if (chunk_ms.size() > 1) {
+      double sum = 0;
+      for (size_t k = 1; k < chunk_ms.size(); ++k) sum += chunk_ms[k];
+      rests.push_back(sum / static_cast<double>(chunk_ms.size() - 1));
+    }
+  }
+  const Memory mem = memory(*backend);
+  const double total = median(totals);
+  const char* tf32 = std::getenv("FISDIT_VAE_TF32");
+  const char* precision = backend->device() == Device::CPU   ? "fp32"
+                          : tf32 && std::string(tf32) == "0" ? "fp32 tensors, fp32 convs"
+                                                             : "fp32 tensors, TF32 convs";
+  std::printf(
+      "\nfisdit bench --vae: %s, latent %s -> %dx%d, %d frames, random fp32 weights, device %s "
+      "(%s), warmup %d, repeats %d (median)\n",
+      label.c_str(), shape_str(z.shape()).c_str(), width, height, frames, backend->name().c_str(),
+      precision, warmup, repeats);
+  std::printf("%12s %14s %16s %16s %9s %12s\n", "decode ms", "ms/lat.frame", "first frame ms",
+              "later frame ms", "peak GiB", "weights GiB");
+  char peak[32] = "-", wgt[32] = "-";
+  if (mem.known) {
+    std::snprintf(peak, sizeof peak, "%.2f", mem.peak_gib);
+    std::snprintf(wgt, sizeof wgt, "%.2f", weights_mem.in_use_gib);
+  }
+  std::printf("%12.1f %14.1f %16.1f %16.1f %9s %12s\n", total, total / lat_f, median(firsts),
+              median(rests), peak, wgt);
+  std::printf("RESULT|%s|%dx%d|%d|vae-decode|%.1f|%.1f|%s\n", label.c_str(), width, height, frames,
+              total, total / lat_f, peak);
+  std::fflush(stdout);
+}
+
 }  // namespace
 
 void register_bench(CLI::App& app) {
@@ -137,6 +248,7 @@ void register_bench(CLI::App& app) {
     int frames = 81, steps = 4, warmup = 1, repeats = 3;
     float shift = 5.0f;
     bool random_weights = false;
+    std::string vae;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
@@ -162,7 +274,21 @@ void register_bench(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--device", args->device, "cuda or cpu")->capture_default_str();
   cmd->add_option("--label", args->label, "name printed in the RESULT lines");
+  cmd->add_option("--vae", args->vae,
+                  "wan2.1 or wan2.2: time VAE decode of a --size/--frames latent instead of the "
+                  "DiT (random weights of the released VAE's shapes)");
   cmd->callback([args] {
+    if (!args->vae.empty()) {
+      if (!args->model.empty() || !args->model_config.empty())
+        throw fisdit::Error("--vae times the VAE alone: drop --model / --model-config");
+      if (args->repeats < 1 || args->warmup < 0)
+        throw fisdit::Error("--repeats must be >= 1, --warmup >= 0");
+      int w = 0, h = 0;
+      parse_size(args->size, w, h);
+      run_vae_bench(args->vae, args->device, w, h, args->frames, args->warmup, args->repeats,
+                    args->label);
+      return;
+    }
     if (args->steps < 1 || args->repeats < 1 || args->warmup < 0)
       throw fisdit::Error("--steps and --repeats must be >= 1, --warmup >= 0");
     if (args->mode != "loop" && args->mode != "per-step-type")

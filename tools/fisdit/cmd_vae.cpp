@@ -1,8 +1,10 @@
-// fisdit vae encode|decode: the Wan 2.1 / 2.2 VAE on the CPU (fp32), tensors from safetensors.
+// fisdit vae encode|decode: the Wan 2.1 / 2.2 VAE on the CPU or the GPU (fp32 tensors), tensors
+// from safetensors.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 
+#include "backend/backend.h"
 #include "cli.h"
 #include "fisdit/error.h"
 #include "models/wan/vae.h"
@@ -44,11 +46,12 @@ wan::LatentStats normalize_stats(const SafetensorsFile& in, const wan::VaeSource
 
 void register_vae(CLI::App& app) {
   struct Args {
-    std::string mode, vae, inputs, output;
+    std::string mode, vae, inputs, output, device = "cpu";
     bool normalize = false, clamp = false;
   };
   auto args = std::make_shared<Args>();
-  CLI::App* cmd = app.add_subcommand("vae", "Wan 2.1 / 2.2 VAE encode or decode on the CPU (fp32)");
+  CLI::App* cmd =
+      app.add_subcommand("vae", "Wan 2.1 / 2.2 VAE encode or decode (fp32; --device cpu or cuda)");
   cmd->add_option("mode", args->mode, "encode or decode")
       ->required()
       ->check(CLI::IsMember({"encode", "decode"}));
@@ -65,6 +68,10 @@ void register_vae(CLI::App& app) {
   cmd->add_flag("--normalize", args->normalize,
                 "encode: (mu - mean) / std; decode: z * std + mean first (mean/std from --inputs "
                 "'scale_mean'/'scale_std', else from the VAE)");
+  cmd->add_option("--device", args->device,
+                  "cpu (fp32 reference) or cuda (fp32 tensors, TF32 convolutions unless "
+                  "FISDIT_VAE_TF32=0)")
+      ->capture_default_str();
   cmd->add_flag("--clamp", args->clamp, "decode: clamp the video to [-1, 1] (as Wan2_1_VAE does)");
   cmd->callback([args] {
     const bool encode = args->mode == "encode";
@@ -82,13 +89,14 @@ void register_vae(CLI::App& app) {
       throw Error(args->inputs + ": 'z' has " + std::to_string(x.dim(0)) +
                   " channels, the VAE expects " + std::to_string(src.config.z_dim));
     const wan::LatentStats stats = args->normalize ? normalize_stats(*in, src) : wan::LatentStats{};
-    auto vae = wan::load_vae(src);
+    auto backend = make_backend(args->device);
+    auto vae = wan::load_vae(src, backend.get());
     const wan::VaeConfig& c = src.config;
     char line[512];
     std::snprintf(line, sizeof line,
-                  "loaded VAE %s: dim %d, z_dim %d, %d res blocks (config from %s) in %.2f s",
+                  "loaded VAE %s: dim %d, z_dim %d, %d res blocks (config from %s) on %s in %.2f s",
                   args->vae.c_str(), c.dim, c.z_dim, c.num_res_blocks, src.config_origin.c_str(),
-                  seconds_since(start));
+                  backend->name().c_str(), seconds_since(start));
     status(line);
     start = std::chrono::steady_clock::now();
     auto chunk_start = start;

@@ -12,13 +12,14 @@ namespace fisdit {
 Shape conv3d_output_shape(const Shape& x, const Shape& w, const Conv3dParams& p) {
   const char* op = "conv3d";
   cpu::require(x.size() == 4 && w.size() == 5, op,
-          "expects input [C, T, H, W] and weight [Cout, Cin, kt, kh, kw], got " + shape_str(x) +
-              " and " + shape_str(w));
-  cpu::require(w[1] == x[0], op, "input " + shape_str(x) + " does not match weight " + shape_str(w));
+               "expects input [C, T, H, W] and weight [Cout, Cin, kt, kh, kw], got " +
+                   shape_str(x) + " and " + shape_str(w));
+  cpu::require(w[1] == x[0], op,
+               "input " + shape_str(x) + " does not match weight " + shape_str(w));
   cpu::require(p.stride_t > 0 && p.stride_h > 0 && p.stride_w > 0, op, "strides must be positive");
   const int64_t ht = x[2] + p.pad_top + p.pad_bottom, wd = x[3] + p.pad_left + p.pad_right;
   cpu::require(x[1] >= w[2] && ht >= w[3] && wd >= w[4], op,
-          "input " + shape_str(x) + " is smaller than the kernel " + shape_str(w));
+               "input " + shape_str(x) + " is smaller than the kernel " + shape_str(w));
   return {w[0], (x[1] - w[2]) / p.stride_t + 1, (ht - w[3]) / p.stride_h + 1,
           (wd - w[4]) / p.stride_w + 1};
 }

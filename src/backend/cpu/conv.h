@@ -12,8 +12,8 @@
 
 namespace fisdit::cpu {
 
-using fisdit::Conv3dParams;
 using fisdit::conv3d_output_shape;
+using fisdit::Conv3dParams;
 
 // out[co, t, i, j] = bias[co] + sum over (ci, dt, dh, dw) of
 //   w[co, ci, dt, dh, dw] * x[ci, t*st + dt, i*sh - pad_top + dh, j*sw - pad_left + dw]

@@ -8,8 +8,8 @@ namespace fisdit {
 
 using cpu::require;
 
-void CpuBackend::conv3d(const Tensor& x, const Tensor& w, const Tensor* bias,
-                        const Conv3dParams& p, Tensor& out) {
+void CpuBackend::conv3d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv3dParams& p,
+                        Tensor& out) {
   cpu::conv3d(x, w, bias, p, out);
 }
 

@@ -835,8 +835,8 @@ void CudaBackend::upsample_nearest2x(const Tensor& x, Tensor& out) {
   require(out.shape() == Shape{x.dim(0), x.dim(1), 2 * x.dim(2), 2 * x.dim(3)}, op,
           "output " + desc(out) + " is not twice " + desc(x));
   OpScope scope(stream(), op);
-  launch_upsample_nearest2x(x.data_as<float>(), out.data_as<float>(), x.dim(0) * x.dim(1),
-                            x.dim(2), x.dim(3), stream());
+  launch_upsample_nearest2x(x.data_as<float>(), out.data_as<float>(), x.dim(0) * x.dim(1), x.dim(2),
+                            x.dim(3), stream());
   check_launch(op, desc(x), stream());
 }
 
@@ -914,8 +914,8 @@ void CudaBackend::dup_up3d(const Tensor& x, int ft, int fs, int skip, Tensor& ou
           "expects [C, T, H, W] tensors, got " + desc(x));
   const int64_t c = x.dim(0), t = x.dim(1), h = x.dim(2), w = x.dim(3), out_c = out.dim(0);
   const int64_t factor = int64_t{ft} * fs * fs;
-  require(out_c * factor % c == 0 && out.shape() == Shape{out_c, t * ft - skip, h * fs, w * fs},
-          op, "cannot expand " + desc(x) + " to " + desc(out));
+  require(out_c * factor % c == 0 && out.shape() == Shape{out_c, t * ft - skip, h * fs, w * fs}, op,
+          "cannot expand " + desc(x) + " to " + desc(out));
   OpScope scope(stream(), op);
   launch_dup_up3d(x.data_as<float>(), out.data_as<float>(), c, t, h, w, out_c, ft, fs, skip,
                   stream());

@@ -119,8 +119,8 @@ void launch_avg_down3d(const float* x, float* y, int64_t c, int64_t t, int64_t h
 void launch_dup_up3d(const float* x, float* y, int64_t c, int64_t t, int64_t h, int64_t w,
                      int64_t out_c, int ft, int fs, int skip, cudaStream_t s);
 // Index space of the small side [4C, T, H, W] (c, h, w of the small side).
-void launch_space_to_channels2(const float* x, float* y, int64_t c, int64_t t, int64_t h,
-                               int64_t w, bool inverse, cudaStream_t s);
+void launch_space_to_channels2(const float* x, float* y, int64_t c, int64_t t, int64_t h, int64_t w,
+                               bool inverse, cudaStream_t s);
 // In place: every row of `cols` logits becomes softmax(scale * row).
 void launch_softmax_rows(float* scores, int64_t rows, int64_t cols, float scale, cudaStream_t s);
 

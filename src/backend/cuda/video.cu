@@ -41,8 +41,8 @@ __global__ void upsample2x_kernel(const float* x, float* y, int64_t planes, int6
   }
 }
 
-__global__ void pad_kernel(const float* x, float* y, int64_t planes, int64_t h, int64_t w,
-                           int top, int left, int64_t ho, int64_t wo) {
+__global__ void pad_kernel(const float* x, float* y, int64_t planes, int64_t h, int64_t w, int top,
+                           int left, int64_t ho, int64_t wo) {
   const int64_t n = planes * ho * wo;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
@@ -85,8 +85,8 @@ __global__ void dup_up3d_kernel(const float* x, float* y, int64_t t, int64_t h, 
 }
 
 // Index over the small side [4C, T, H, W]; `inverse` writes the big side.
-__global__ void space_to_channels2_kernel(const float* x, float* y, int64_t c, int64_t t,
-                                          int64_t h, int64_t w, bool inverse) {
+__global__ void space_to_channels2_kernel(const float* x, float* y, int64_t c, int64_t t, int64_t h,
+                                          int64_t w, bool inverse) {
   const int64_t n = 4 * c * t * h * w;
   for (int64_t s = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; s < n;
        s += int64_t{gridDim.x} * blockDim.x) {
@@ -168,8 +168,8 @@ void launch_dup_up3d(const float* x, float* y, int64_t c, int64_t t, int64_t h, 
                                                              repeats);
 }
 
-void launch_space_to_channels2(const float* x, float* y, int64_t c, int64_t t, int64_t h,
-                               int64_t w, bool inverse, cudaStream_t s) {
+void launch_space_to_channels2(const float* x, float* y, int64_t c, int64_t t, int64_t h, int64_t w,
+                               bool inverse, cudaStream_t s) {
   const int64_t n = 4 * c * t * h * w;
   if (!n) return;
   space_to_channels2_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(x, y, c, t, h, w, inverse);

@@ -98,9 +98,8 @@ class VideoEngine {
     const bool tf32 = vae_tf32_enabled();
     const auto key = std::make_tuple(xs, ws, stride, pad_h, pad_w, tf32);
     auto it = plans_.find(key);
-    if (it == plans_.end()) it = plans_.emplace(key, make_plan(xs, ws, ys, stride, pad_h, pad_w,
-                                                                tf32, ctx))
-                                .first;
+    if (it == plans_.end())
+      it = plans_.emplace(key, make_plan(xs, ws, ys, stride, pad_h, pad_w, tf32, ctx)).first;
     ConvPlan& p = it->second;
     if (!p.tuned) tune(p, x, w, y, tf32, ctx);
     reserve(p.workspace, ctx);
@@ -109,8 +108,7 @@ class VideoEngine {
                                       p.workspace, &beta, p.y, y),
               "cudnnConvolutionForward", ctx);
 #else
-    (void)x, (void)xs, (void)w, (void)ws, (void)y, (void)ys, (void)stride, (void)pad_h,
-        (void)pad_w;
+    (void)x, (void)xs, (void)w, (void)ws, (void)y, (void)ys, (void)stride, (void)pad_h, (void)pad_w;
     fail("conv3d", ctx,
          "this build of the CUDA backend has no cuDNN (the VAE convolutions need it); "
          "configure with -DFISDIT_CUDNN_ROOT=<cuDNN 9 root>");
@@ -119,8 +117,8 @@ class VideoEngine {
 
   // out[:, t] = softmax(q_t^T k_t * scale) v_t for every frame t; q, k, v, out [c, t, n];
   // scores: room for rows * n floats (query rows are done in blocks of `rows`).
-  void attention(const float* q, const float* k, const float* v, float* out, int64_t c,
-                 int64_t t, int64_t n, float* scores, int64_t rows, const std::string& ctx) {
+  void attention(const float* q, const float* k, const float* v, float* out, int64_t c, int64_t t,
+                 int64_t n, float* scores, int64_t rows, const std::string& ctx) {
     const char* op = "frame_attention";
     check_blas(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH), op, ctx);
     const int64_t ld = t * n;
@@ -133,19 +131,19 @@ class VideoEngine {
       for (int64_t i0 = 0; i0 < n; i0 += rows) {
         const int64_t m = std::min(rows, n - i0);
         // Column-major: S^T[j, i] = sum_c K[j, c] Q[i, c] (K, Q are [n, c] with leading dim ld).
-        check_blas(cublasSgemm(blas_, CUBLAS_OP_N, CUBLAS_OP_T, static_cast<int>(n),
-                               static_cast<int>(m), static_cast<int>(c), &one, kf,
-                               static_cast<int>(ld), qf + i0, static_cast<int>(ld), &zero, scores,
-                               static_cast<int>(n)),
-                   op, ctx);
+        check_blas(
+            cublasSgemm(blas_, CUBLAS_OP_N, CUBLAS_OP_T, static_cast<int>(n), static_cast<int>(m),
+                        static_cast<int>(c), &one, kf, static_cast<int>(ld), qf + i0,
+                        static_cast<int>(ld), &zero, scores, static_cast<int>(n)),
+            op, ctx);
         launch_softmax_rows(scores, m, n, 1.0f / std::sqrt(static_cast<float>(c)), stream_);
         check_launch(op, ctx, stream_);
         // O[i, c] = sum_j P[j, i] V[j, c]
-        check_blas(cublasSgemm(blas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(m),
-                               static_cast<int>(c), static_cast<int>(n), &one, scores,
-                               static_cast<int>(n), vf, static_cast<int>(ld), &zero, of + i0,
-                               static_cast<int>(ld)),
-                   op, ctx);
+        check_blas(
+            cublasSgemm(blas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(m), static_cast<int>(c),
+                        static_cast<int>(n), &one, scores, static_cast<int>(n), vf,
+                        static_cast<int>(ld), &zero, of + i0, static_cast<int>(ld)),
+            op, ctx);
       }
     }
   }
@@ -192,8 +190,7 @@ class VideoEngine {
     check_dnn(cudnnSetConvolutionMathType(p.conv, tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH),
               "math type", ctx);
     int out[5] = {0};
-    check_dnn(cudnnGetConvolutionNdForwardOutputDim(p.conv, p.x, p.w, 5, out), "output size",
-              ctx);
+    check_dnn(cudnnGetConvolutionNdForwardOutputDim(p.conv, p.x, p.w, 5, out), "output size", ctx);
     if (out[1] != ys[0] || out[2] != ys[1] || out[3] != ys[2] || out[4] != ys[3])
       fail("conv3d", ctx, "cuDNN computes another output size");
     return p;
@@ -218,8 +215,7 @@ class VideoEngine {
       p.algo = perf[i].algo;
       p.workspace = perf[i].memory;
       // Without TF32 the descriptor keeps CUDNN_FMA_MATH (plain fp32 FMA kernels only).
-      if (tf32)
-        check_dnn(cudnnSetConvolutionMathType(p.conv, perf[i].mathType), "math type", ctx);
+      if (tf32) check_dnn(cudnnSetConvolutionMathType(p.conv, perf[i].mathType), "math type", ctx);
       p.tuned = true;
       return;
     }

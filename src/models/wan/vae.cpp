@@ -42,8 +42,7 @@ Tensor zeros(Backend& be, const Shape& s) {
   return t;
 }
 
-Tensor conv(Backend& be, const Tensor& x, const Tensor& w, const Tensor& b,
-            const Conv3dParams& p) {
+Tensor conv(Backend& be, const Tensor& x, const Tensor& w, const Tensor& b, const Conv3dParams& p) {
   Tensor out = make(be, conv3d_output_shape(x.shape(), w.shape(), p));
   be.conv3d(x, w, &b, p, out);
   return out;

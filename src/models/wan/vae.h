@@ -1,6 +1,7 @@
 #pragma once
-// The Wan video VAEs on a Backend (F32 tensors; the CPU backend is the fp32 reference): Wan 2.1 (wan/modules/vae2_1.py, WanVAE_) and Wan 2.2
-// (vae2_2.py: 2x2 patchify, AvgDown3D/DupUp3D shortcuts around each stage, decoder width dec_dim).
+// The Wan video VAEs on a Backend (F32 tensors; the CPU backend is the fp32 reference): Wan 2.1
+// (wan/modules/vae2_1.py, WanVAE_) and Wan 2.2 (vae2_2.py: 2x2 patchify, AvgDown3D/DupUp3D
+// shortcuts around each stage, decoder width dec_dim).
 //
 // The official code runs the encoder on frame chunks 1, 4, 4, ... and the decoder on one latent
 // frame at a time, with per-conv caches of the last CACHE_T = 2 input frames. This class keeps
