@@ -1,5 +1,6 @@
 #include "backend/backend.h"
 
+#include <algorithm>
 #include <random>
 
 #include "fisdit/error.h"
@@ -35,6 +36,28 @@ std::unique_ptr<Backend> make_backend(const std::string& device) {
     return cuda_factory()();
   }
   throw Error("--device must be cpu or cuda, got '" + device + "'");
+}
+
+void check_rel_bias_args(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& table,
+                         const std::vector<int32_t>& bucket_of,
+                         const std::vector<uint8_t>& key_valid, const Tensor& out) {
+  auto fail = [](const std::string& what) { throw Error("attention_rel_bias: " + what); };
+  if (q.ndim() != 3 || k.shape() != q.shape() || v.shape() != q.shape() || out.shape() != q.shape())
+    fail("q, k, v and out must be the same [L, heads, head_dim], got " + shape_str(q.shape()) +
+         ", " + shape_str(k.shape()) + ", " + shape_str(v.shape()) + ", " + shape_str(out.shape()));
+  const int64_t len = q.dim(0), heads = q.dim(1);
+  if (table.ndim() != 2 || table.dim(1) != heads || table.dtype() != DType::F32)
+    fail("table must be F32 [num_buckets, " + std::to_string(heads) + "], got " +
+         shape_str(table.shape()) + " " + std::string(dtype_name(table.dtype())));
+  if (static_cast<int64_t>(bucket_of.size()) != std::max<int64_t>(2 * len - 1, 0) ||
+      static_cast<int64_t>(key_valid.size()) != len)
+    fail("need " + std::to_string(2 * len - 1) + " buckets and " + std::to_string(len) +
+         " key flags, got " + std::to_string(bucket_of.size()) + " and " +
+         std::to_string(key_valid.size()));
+  for (int32_t b : bucket_of)
+    if (b < 0 || b >= table.dim(0))
+      fail("bucket " + std::to_string(b) + " outside the table's " + std::to_string(table.dim(0)) +
+           " rows");
 }
 
 }  // namespace fisdit

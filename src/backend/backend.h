@@ -55,6 +55,11 @@ struct Conv3dParams {
 // [Cout, Cin, kt, kh, kw]; throws fisdit::Error naming the op when the sizes do not fit.
 Shape conv3d_output_shape(const Shape& x, const Shape& w, const Conv3dParams& p);
 
+// The argument checks of Backend::attention_rel_bias (throws fisdit::Error saying what is wrong).
+void check_rel_bias_args(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& table,
+                         const std::vector<int32_t>& bucket_of,
+                         const std::vector<uint8_t>& key_valid, const Tensor& out);
+
 struct FlopCounter {
   double linear = 0;
   double attention = 0;
@@ -109,6 +114,16 @@ class Backend {
   // out[Lq,H,d] = softmax(q k^T / sqrt(d)) v, no mask.
   virtual void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) = 0;
 
+  // umT5 self-attention (wan/modules/t5.py T5Attention) on q, k, v, out [L, heads, head_dim]:
+  // logits q.k with NO 1/sqrt(head_dim) scaling plus table[bucket_of[j - i + L - 1], h] (table
+  // F32 [num_buckets, heads]); keys with key_valid[j] == 0 get float's lowest value added
+  // instead (masked_fill(finfo.min)); softmax over keys in fp32.
+  virtual void attention_rel_bias(const Tensor& q, const Tensor& k, const Tensor& v,
+                                  const Tensor& table, const std::vector<int32_t>& bucket_of,
+                                  const std::vector<uint8_t>& key_valid, Tensor& out) = 0;
+
+  // x *= y elementwise (same element count).
+  virtual void mul(Tensor& x, const Tensor& y) = 0;
   // x += y * gate (gate per token from its modulation row; plain add without a gate).
   virtual void add(Tensor& x, const Tensor& y, ModChunk gate = {}) = 0;
   // x *= gate

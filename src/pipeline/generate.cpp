@@ -155,7 +155,8 @@ GenerateResult generate(const GenerateOptions& o) {
                         {"device", o.device}};
   summary["latent"] = {z, lat_f, lat_h, lat_w};
 
-  auto cpu = make_cpu_backend();
+  // Text encoder, VAE and DiT all run on --device.
+  auto backend = make_backend(o.device);
 
   // ---- text
   sched::DenoiseInputs in;
@@ -169,7 +170,7 @@ GenerateResult generate(const GenerateOptions& o) {
                   std::to_string(t5_src.config.dim) + " channels, the DiT's text_dim is " +
                   std::to_string(cfg.text_dim));
     wan::check_tokenizer_fits(tokenizer, t5_src.config, paths.text_encoder);
-    auto t5 = wan::load_t5(t5_src, *cpu);
+    auto t5 = wan::load_t5(t5_src, *backend);
     stages["text_load"] = since(t0);
     const auto t1 = Clock::now();
     const wan::PromptContext pc = wan::encode_prompt(tokenizer, *t5, o.prompt, cfg.text_len);
@@ -187,7 +188,6 @@ GenerateResult generate(const GenerateOptions& o) {
   // ---- first frame (i2v: the whole conditioning video; ti2v: one frame)
   // The VAE runs on the DiT's backend (--device); its weights are loaded for the image encode and
   // again for the decode, so they never sit beside a DiT expert in GPU memory.
-  auto backend = make_backend(o.device);
   std::unique_ptr<wan::WanVae> vae;
   const wan::LatentStats stats =
       vc.version == 22 ? wan::wan22_latent_stats() : wan::wan21_latent_stats();

@@ -1,5 +1,5 @@
-// fisdit text-encode: the umT5 text encoder (CPU, fp32) on a prompt (with the umT5 tokenizer) or
-// on token ids from a safetensors file.
+// fisdit text-encode: the umT5 text encoder (--device cpu or cuda) on a prompt (with the umT5
+// tokenizer) or on token ids from a safetensors file.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -67,12 +67,13 @@ std::vector<int64_t> read_integers(const SafetensorsFile& file, const std::strin
 
 void register_text_encode(CLI::App& app) {
   struct Args {
-    std::string text_encoder, inputs, output, prompt, tokenizer;
+    std::string text_encoder, inputs, output, prompt, tokenizer, device = "cpu";
     int text_len = wan::kT5TextLen;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
-      "text-encode", "umT5 text encoder on the CPU (fp32): prompt or token ids -> DiT context");
+      "text-encode",
+      "umT5 text encoder (--device cpu: fp32; cuda: bf16): prompt or token ids -> DiT context");
   cmd->add_option("--text-encoder", args->text_encoder,
                   "umT5 encoder .safetensors or torch.save .pth (official T5Encoder or Hugging "
                   "Face UMT5 keys, any prefix) or checkpoint directory")
@@ -88,6 +89,9 @@ void register_text_encode(CLI::App& app) {
                   "tokenizer max length with --prompt (Wan's text_len; longer prompts are "
                   "truncated, </s> kept)")
       ->default_val(wan::kT5TextLen);
+  cmd->add_option("--device", args->device,
+                  "cpu (fp32 reference) or cuda (bf16 weights streamed one block at a time)")
+      ->capture_default_str();
   cmd->add_option("--inputs", args->inputs,
                   "instead of --prompt: safetensors with 'ids' and 'mask' [1, L] (or "
                   "'input.ids'/'input.mask'), integer or float");
@@ -161,7 +165,7 @@ void register_text_encode(CLI::App& app) {
         throw Error(args->inputs + ": 'ids' value " + std::to_string(ids[i]) + " at position " +
                     std::to_string(i) + " is outside the vocabulary [0, " +
                     std::to_string(c.vocab) + ") of " + args->text_encoder);
-    auto backend = make_cpu_backend();
+    auto backend = make_backend(args->device);
     auto encoder = wan::load_t5(src, *backend);
     char line[512];
     std::snprintf(line, sizeof line,

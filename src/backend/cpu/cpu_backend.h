@@ -24,6 +24,10 @@ class CpuBackend final : public Backend {
   void rope_3d(Tensor& x, const RopeGrid& grid) override;
   void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) override;
 
+  void attention_rel_bias(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& table,
+                          const std::vector<int32_t>& bucket_of,
+                          const std::vector<uint8_t>& key_valid, Tensor& out) override;
+  void mul(Tensor& x, const Tensor& y) override;
   void add(Tensor& x, const Tensor& y, ModChunk gate) override;
   void mul_gate(Tensor& x, ModChunk gate) override;
   void add_scaled(Tensor& x, const Tensor& y, float alpha) override;

@@ -937,6 +937,50 @@ void CudaBackend::space_to_channels2(const Tensor& x, Tensor& out, bool inverse)
   check_launch(op, desc(x), stream());
 }
 
+// ---------------------------------------------------------------- umT5 ops
+void CudaBackend::attention_rel_bias(const Tensor& q, const Tensor& k, const Tensor& v,
+                                     const Tensor& table, const std::vector<int32_t>& bucket_of,
+                                     const std::vector<uint8_t>& key_valid, Tensor& out) {
+  const char* op = "attention_rel_bias";
+  require_device(q, op, "q");
+  require_device(k, op, "k");
+  require_device(v, op, "v");
+  require_device(table, op, "table");
+  require_device(out, op, "out");
+  check_rel_bias_args(q, k, v, table, bucket_of, key_valid, out);
+  require(k.dtype() == q.dtype() && v.dtype() == q.dtype(), op, "q, k and v must share a dtype");
+  const int64_t len = q.dim(0), heads = q.dim(1), hd = q.dim(2);
+  require((len + hd) * sizeof(float) <= 48 * 1024, op,
+          std::to_string(len) + " positions exceed the kernel's shared memory");
+  if (!len) return;
+  OpScope scope(stream(), op);
+  // Buckets and key flags as I32 on the device (pageable copies: staged before the call returns).
+  Tensor meta = empty({3 * len - 1}, DType::I32);
+  std::vector<int32_t> host(bucket_of.begin(), bucket_of.end());
+  for (uint8_t f : key_valid) host.push_back(f ? 1 : 0);
+  check(cudaMemcpyAsync(meta.raw(), host.data(), host.size() * sizeof(int32_t),
+                        cudaMemcpyHostToDevice, stream()),
+        op, "buckets");
+  const int32_t* buckets = meta.data_as<int32_t>();
+  launch_attention_rel_bias(q.raw(), k.raw(), v.raw(), etype(q.dtype(), op, "q"),
+                            table.data_as<float>(), buckets, buckets + 2 * len - 1, out.raw(),
+                            etype(out.dtype(), op, "out"), len, heads, hd, stream());
+  check_launch(op, desc(q), stream());
+  // The host vector must outlive the copy.
+  check(cudaStreamSynchronize(stream()), op, "buckets");
+}
+
+void CudaBackend::mul(Tensor& x, const Tensor& y) {
+  const char* op = "mul";
+  require_device(x, op, "x");
+  require_device(y, op, "y");
+  require(x.numel() == y.numel(), op, "shapes " + desc(x) + " and " + desc(y) + " differ");
+  OpScope scope(stream(), op);
+  launch_mul(x.raw(), etype(x.dtype(), op, "x"), y.raw(), etype(y.dtype(), op, "y"), x.numel(),
+             stream());
+  check_launch(op, desc(x), stream());
+}
+
 }  // namespace fisdit::cuda
 
 namespace fisdit {

@@ -124,6 +124,15 @@ void launch_space_to_channels2(const float* x, float* y, int64_t c, int64_t t, i
 // In place: every row of `cols` logits becomes softmax(scale * row).
 void launch_softmax_rows(float* scores, int64_t rows, int64_t cols, float scale, cudaStream_t s);
 
+// ---- t5.cu ----
+// umT5 attention: q, k, v, out [len, heads, hd] (q/k/v of type t); table F32 [buckets, heads];
+// bucket_of [2 len - 1], key_valid [len] I32 on the device. Shared memory: len + hd floats.
+void launch_attention_rel_bias(const void* q, const void* k, const void* v, EType t,
+                               const float* table, const int32_t* bucket_of,
+                               const int32_t* key_valid, void* out, EType ot, int64_t len,
+                               int64_t heads, int64_t hd, cudaStream_t s);
+void launch_mul(void* x, EType xt, const void* y, EType yt, int64_t n, cudaStream_t s);
+
 // ---- video_engine.cpp: cuDNN convolutions and cuBLAS attention GEMMs of the VAE ops ----
 class VideoEngine;
 VideoEngine* make_video_engine(cudaStream_t stream);
@@ -185,6 +194,10 @@ class CudaBackend final : public Backend {
                      const RopeGrid& grid) override;
   void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) override;
 
+  void attention_rel_bias(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& table,
+                          const std::vector<int32_t>& bucket_of,
+                          const std::vector<uint8_t>& key_valid, Tensor& out) override;
+  void mul(Tensor& x, const Tensor& y) override;
   void add(Tensor& x, const Tensor& y, ModChunk gate) override;
   void mul_gate(Tensor& x, ModChunk gate) override;
   void add_scaled(Tensor& x, const Tensor& y, float alpha) override;

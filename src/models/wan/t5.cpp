@@ -95,75 +95,6 @@ Tensor as_f32(const T5Weight& w) {
   return t;
 }
 
-// T5Attention.forward for one sequence: logits q.k (no 1/sqrt(head_dim) scaling) plus the
-// relative position bias of bucket(j - i); masked keys get float's lowest value as
-// masked_fill(finfo.min) gives them; softmax over keys in fp32; out = p.v.
-// q, k, v, out: [L, heads, head_dim]; table: [num_buckets, heads]; bucket_of[(j - i) + L - 1].
-// A local CPU loop for now: the backend has no attention with bias and key mask yet; that op is
-// due with the CUDA encoder.
-void biased_masked_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& table,
-                             const std::vector<int32_t>& bucket_of,
-                             const std::vector<uint8_t>& key_valid, Tensor& out) {
-  const int64_t len = q.dim(0), heads = q.dim(1), hd = q.dim(2);
-  const float* pq = q.f32();
-  const float* pk = k.f32();
-  const float* pv = v.f32();
-  const float* pt = table.f32();
-  float* po = out.f32();
-  const float masked = std::numeric_limits<float>::lowest();  // torch.finfo(float32).min
-#pragma omp parallel
-  {
-    std::vector<float> scores(static_cast<size_t>(len));
-    std::vector<double> acc(static_cast<size_t>(hd));
-#pragma omp for collapse(2) schedule(static)
-    for (int64_t h = 0; h < heads; ++h) {
-      for (int64_t i = 0; i < len; ++i) {
-        const float* qi = pq + (i * heads + h) * hd;
-        float mx = -INFINITY;
-        for (int64_t j = 0; j < len; ++j) {
-          const float* kj = pk + (j * heads + h) * hd;
-          float s = 0;
-          for (int64_t c = 0; c < hd; ++c) s += qi[c] * kj[c];
-          const float bias =
-              key_valid[static_cast<size_t>(j)]
-                  ? pt[static_cast<int64_t>(bucket_of[static_cast<size_t>(j - i + len - 1)]) *
-                           heads +
-                       h]
-                  : masked;
-          s += bias;
-          scores[static_cast<size_t>(j)] = s;
-          mx = std::max(mx, s);
-        }
-        double sum = 0;
-        for (int64_t j = 0; j < len; ++j) {
-          const float p = std::exp(scores[static_cast<size_t>(j)] - mx);
-          scores[static_cast<size_t>(j)] = p;
-          sum += p;
-        }
-        std::fill(acc.begin(), acc.end(), 0.0);
-        for (int64_t j = 0; j < len; ++j) {
-          const double p = scores[static_cast<size_t>(j)];
-          if (p == 0) continue;
-          const float* vj = pv + (j * heads + h) * hd;
-          for (int64_t c = 0; c < hd; ++c) acc[static_cast<size_t>(c)] += p * vj[c];
-        }
-        float* oi = po + (i * heads + h) * hd;
-        for (int64_t c = 0; c < hd; ++c)
-          oi[c] = static_cast<float>(acc[static_cast<size_t>(c)] / sum);
-      }
-    }
-  }
-}
-
-// out[i] *= gelu_tanh(gate[i]) (the gate already went through the activation in linear).
-void multiply(Tensor& out, const Tensor& gate) {
-  float* po = out.f32();
-  const float* pg = gate.f32();
-  const int64_t n = out.numel();
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) po[i] *= pg[i];
-}
-
 // Throws naming the position when an id is outside [0, vocab) or a mask value is not 0/1.
 void check_tokens(const std::vector<int64_t>& ids, const std::vector<int64_t>& mask, int vocab) {
   if (ids.empty()) throw Error("text encoder: no tokens");
@@ -186,9 +117,6 @@ void check_tokens(const std::vector<int64_t>& ids, const std::vector<int64_t>& m
 T5Encoder::T5Encoder(T5Config cfg, Backend& backend, const T5WeightFn& weights)
     : cfg_(std::move(cfg)), backend_(backend) {
   cfg_.validate("text encoder");
-  if (backend_.device() != Device::CPU)
-    throw Error("the umT5 text encoder runs on the CPU backend only (got '" + backend_.name() +
-                "')");
   const auto shapes = t5_parameter_shapes(cfg_);
   const std::map<std::string, Shape> shape_of(shapes.begin(), shapes.end());
   auto load = [&](const std::string& name) {
@@ -230,8 +158,9 @@ Tensor T5Encoder::forward(const std::vector<int64_t>& ids, const std::vector<int
   const float eps = static_cast<float>(cfg_.eps);
 
   // token_embedding(ids): gather the rows, converting from the stored dtype.
-  Tensor x = Tensor::zeros({len, d});
+  Tensor x_host = Tensor::zeros({len, d});
   {
+    Tensor& x = x_host;
     const Tensor& table = token_embedding_.stored;
     const size_t row_bytes = static_cast<size_t>(d) * dtype_size(table.dtype());
     const auto* base = static_cast<const uint8_t*>(table.raw());
@@ -242,7 +171,7 @@ Tensor T5Encoder::forward(const std::vector<int64_t>& ids, const std::vector<int
     if (token_embedding_.scale != 1.0f)
       for (int64_t i = 0; i < len * d; ++i) x.f32()[i] *= token_embedding_.scale;
   }
-  if (observer) observer("embedding", x.clone());
+  if (observer) observer("embedding", x_host.clone());
 
   // Buckets depend on j - i only; one table of 2L - 1 entries serves every layer.
   std::vector<int32_t> bucket_of(static_cast<size_t>(2 * len - 1));
@@ -252,44 +181,55 @@ Tensor T5Encoder::forward(const std::vector<int64_t>& ids, const std::vector<int
   std::vector<uint8_t> key_valid(static_cast<size_t>(len));
   for (int64_t j = 0; j < len; ++j)
     key_valid[static_cast<size_t>(j)] = mask[static_cast<size_t>(j)] != 0;
-  const Tensor shared_table = cfg_.shared_pos ? as_f32(shared_pos_) : Tensor();
+  // Weights go to the backend one block at a time (the CPU uses the fp32 host values directly;
+  // the CUDA backend gets bf16 matrices and fp32 norms, freed after the block), so a GPU holds
+  // one block of the 5.7B-parameter encoder at a time.
+  Backend& be = backend_;
+  const bool host = be.device() == Device::CPU;
+  auto matrix = [&](const T5Weight& w) {
+    return host ? as_f32(w) : be.upload(as_f32(w), be.weight_dtype());
+  };
+  auto vec = [&](const T5Weight& w) { return host ? as_f32(w) : be.upload(as_f32(w), DType::F32); };
+  const Tensor shared_table = cfg_.shared_pos ? vec(shared_pos_) : Tensor();
+  const DType act = be.activation_dtype();
 
-  Tensor xn = Tensor::zeros({len, d}), branch = Tensor::zeros({len, d});
-  Tensor q = Tensor::zeros({len, da}), k = Tensor::zeros({len, da}), v = Tensor::zeros({len, da}),
-         attn = Tensor::zeros({len, da});
-  Tensor gate = Tensor::zeros({len, cfg_.dim_ffn}), hidden = Tensor::zeros({len, cfg_.dim_ffn});
+  Tensor x = host ? x_host : be.upload(x_host, DType::F32);
+  Tensor xn = be.empty({len, d}, act), branch = be.empty({len, d}, DType::F32);
+  Tensor q = be.empty({len, da}, act), k = be.empty({len, da}, act), v = be.empty({len, da}, act),
+         attn = be.empty({len, da}, act);
+  Tensor gate = be.empty({len, cfg_.dim_ffn}, act), hidden = be.empty({len, cfg_.dim_ffn}, act);
   for (int i = 0; i < cfg_.num_layers; ++i) {
     const BlockWeights& stored = blocks_[static_cast<size_t>(i)];
     // T5SelfAttention.forward: x += attn(norm1(x), mask, pos_bias); x += ffn(norm2(x)).
     {
-      const Tensor norm1 = as_f32(stored.norm1), wq = as_f32(stored.q), wk = as_f32(stored.k),
-                   wv = as_f32(stored.v), wo = as_f32(stored.o);
-      const Tensor table = cfg_.shared_pos ? shared_table : as_f32(stored.pos);
-      backend_.rms_norm(x, norm1, eps, xn);
-      backend_.linear(xn, wq, nullptr, q);
-      backend_.linear(xn, wk, nullptr, k);
-      backend_.linear(xn, wv, nullptr, v);
+      const Tensor norm1 = vec(stored.norm1), wq = matrix(stored.q), wk = matrix(stored.k),
+                   wv = matrix(stored.v), wo = matrix(stored.o);
+      const Tensor table = cfg_.shared_pos ? shared_table : vec(stored.pos);
+      be.rms_norm(x, norm1, eps, xn);
+      be.linear(xn, wq, nullptr, q);
+      be.linear(xn, wk, nullptr, k);
+      be.linear(xn, wv, nullptr, v);
       Tensor attn3 = attn.reshape({len, heads, hd});
-      biased_masked_attention(q.reshape({len, heads, hd}), k.reshape({len, heads, hd}),
-                              v.reshape({len, heads, hd}), table, bucket_of, key_valid, attn3);
-      backend_.linear(attn, wo, nullptr, branch);
-      backend_.add(x, branch);
+      be.attention_rel_bias(q.reshape({len, heads, hd}), k.reshape({len, heads, hd}),
+                            v.reshape({len, heads, hd}), table, bucket_of, key_valid, attn3);
+      be.linear(attn, wo, nullptr, branch);
+      be.add(x, branch);
     }
     {
-      const Tensor norm2 = as_f32(stored.norm2), wg = as_f32(stored.gate), w1 = as_f32(stored.fc1),
-                   w2 = as_f32(stored.fc2);
-      backend_.rms_norm(x, norm2, eps, xn);
-      backend_.linear(xn, wg, nullptr, gate, Activation::GeluTanh);
-      backend_.linear(xn, w1, nullptr, hidden);
-      multiply(hidden, gate);  // fc1(x) * gelu_tanh(gate(x))
-      backend_.linear(hidden, w2, nullptr, branch);
-      backend_.add(x, branch);
+      const Tensor norm2 = vec(stored.norm2), wg = matrix(stored.gate), w1 = matrix(stored.fc1),
+                   w2 = matrix(stored.fc2);
+      be.rms_norm(x, norm2, eps, xn);
+      be.linear(xn, wg, nullptr, gate, Activation::GeluTanh);
+      be.linear(xn, w1, nullptr, hidden);
+      be.mul(hidden, gate);  // fc1(x) * gelu_tanh(gate(x))
+      be.linear(hidden, w2, nullptr, branch);
+      be.add(x, branch);
     }
-    if (observer) observer("block_" + std::to_string(i), x.clone());
+    if (observer) observer("block_" + std::to_string(i), be.download(x));
   }
-  Tensor out = Tensor::zeros({len, d});
-  backend_.rms_norm(x, as_f32(final_norm_), eps, out);
-  return out;
+  Tensor out = be.empty({len, d}, DType::F32);
+  be.rms_norm(x, vec(final_norm_), eps, out);
+  return be.download(out);
 }
 
 Tensor T5Encoder::encode(const std::vector<int64_t>& ids, const std::vector<int64_t>& mask,

@@ -1,6 +1,7 @@
 #pragma once
-// The umT5 text encoder of Wan (wan/modules/t5.py T5Encoder; the released umt5-xxl encoder) on the
-// CPU in fp32.
+// The umT5 text encoder of Wan (wan/modules/t5.py T5Encoder; the released umt5-xxl encoder) on a
+// Backend: the CPU in fp32 (the reference), or the GPU (bf16 weights and activations, fp32
+// residual stream, norms and softmax).
 //
 // Per block: x += o(attn(norm1(x))) with a per-layer relative position bias (shared_pos=False),
 // then x += fc2(fc1(norm2(x)) * gelu_tanh(gate(norm2(x)))); a final norm after the last block.
@@ -74,8 +75,8 @@ using T5Observer = std::function<void(const std::string& name, const Tensor& hos
 
 class T5Encoder {
  public:
-  // `backend` must be the CPU backend (the biased, masked attention is a local CPU loop until a
-  // backend op exists).
+  // Every op runs on `backend`; the weights stay on the host in their stored dtype and go to the
+  // backend one block at a time during the forward.
   T5Encoder(T5Config cfg, Backend& backend, const T5WeightFn& weights);
   ~T5Encoder();
   T5Encoder(const T5Encoder&) = delete;
