@@ -57,9 +57,14 @@ if [ "$MODE" = "vae" ]; then
     grep -A2 "^fisdit bench --vae" "$OUT/vae_$label.log" | tee -a "$SUMMARY"
     say "vae bench $label: $(( $(date +%s) - t0 )) s"
   }
+  # Where the time goes (every op synchronized; 3 latent frames), and each conv's layout choice.
+  FISDIT_CUDA_PROFILE=1 FISDIT_VAE_CONV_LOG=1 timeout 60 ./build-device/fisdit bench --device cuda \
+    --label profile --vae wan2.1 --size 1280x720 --frames 9 --warmup 1 --repeats 1 \
+    >"$OUT/vae_profile.log" 2>&1 || say "vae profile FAILED"
+  grep -A12 "op profile" "$OUT/vae_profile.log" | cut -c1-110
   vbench wan21-480p "${VAE_LIMIT:-60}" wan2.1 --size 832x480 --frames 81 --warmup 1 --repeats 1
   vbench wan21-720p "${VAE_LIMIT:-100}" wan2.1 --size 1280x720 --frames 81 --warmup 1 --repeats 1
-  vbench wan22-704p "${VAE_LIMIT:-80}" wan2.2 --size 1280x704 --frames 121 --warmup 1 --repeats 1
+  vbench wan22-704p "${VAE_LIMIT:-100}" wan2.2 --size 1280x704 --frames 121 --warmup 1 --repeats 1
   exit 0
 fi
 

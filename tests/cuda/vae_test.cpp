@@ -2,10 +2,11 @@
 // whole Wan 2.1 / 2.2 VAE on the GPU against the official code's outputs (tests/data/wan
 // vae21_tiny / vae22_tiny).
 //
-// Precision: the VAE keeps F32 tensors on the GPU. Convolutions run on TF32 tensor cores by
+// Precision: the VAE keeps F32 tensors on the GPU. Convolutions may run on TF32 tensor cores by
 // default (inputs rounded to 10-bit mantissas, fp32 accumulation), so they are held to 2e-3 rel
-// L2 per op; with FISDIT_VAE_TF32=0 they are plain fp32 (1e-5). Attention GEMMs are always fp32;
-// elementwise ops match to 1e-6 and data movement exactly.
+// L2 per op; with FISDIT_VAE_TF32=0 they are plain fp32 (1e-5). Each conv runs in both cuDNN
+// layouts (NCDHW as stored, NDHWC via transposes) and the automatic choice. Attention GEMMs are
+// always fp32; elementwise ops match to 1e-6 and data movement exactly.
 #include <cstdlib>
 
 #include "cuda_test_util.h"
@@ -23,11 +24,20 @@ constexpr double kTf32Conv = 2e-3;
 constexpr double kF32Conv = 1e-5;
 constexpr double kF32Elementwise = 1e-6;
 
-// Sets FISDIT_VAE_TF32 for one scope.
-class Tf32Scope {
+// Sets an environment variable for one scope.
+class EnvScope {
  public:
-  explicit Tf32Scope(bool on) { setenv("FISDIT_VAE_TF32", on ? "1" : "0", 1); }
-  ~Tf32Scope() { unsetenv("FISDIT_VAE_TF32"); }
+  EnvScope(const char* name, const char* value) : name_(name) { setenv(name, value, 1); }
+  ~EnvScope() { unsetenv(name_); }
+  EnvScope(const EnvScope&) = delete;
+  EnvScope& operator=(const EnvScope&) = delete;
+
+ private:
+  const char* name_;
+};
+class Tf32Scope : public EnvScope {
+ public:
+  explicit Tf32Scope(bool on) : EnvScope("FISDIT_VAE_TF32", on ? "1" : "0") {}
 };
 
 struct ConvCase {
@@ -51,14 +61,18 @@ TEST_P(CudaConv3d, MatchesTheCpuReference) {
   cpu->conv3d(x, w, c.bias ? &b : nullptr, c.p, ref);
   const Tensor xd = gpu.upload(x, DType::F32), wd = gpu.upload(w, DType::F32),
                bd = gpu.upload(b, DType::F32);
-  for (const bool tf32 : {true, false}) {
-    Tf32Scope scope(tf32);
-    Tensor yd = poisoned(gpu, os, DType::F32);
-    gpu.conv3d(xd, wd, c.bias ? &bd : nullptr, c.p, yd);
-    const double err = gpu_err(gpu, yd, ref);
-    std::printf("conv3d %s * %s tf32=%d rel L2 %.3g\n", shape_str(c.x).c_str(),
-                shape_str(c.w).c_str(), tf32, err);
-    EXPECT_LE(err, tf32 ? kTf32Conv : kF32Conv) << shape_str(c.x) << " * " << shape_str(c.w);
+  for (const char* layout : {"ncdhw", "ndhwc", "auto"}) {
+    EnvScope in_layout("FISDIT_VAE_CONV_LAYOUT", layout);
+    for (const bool tf32 : {true, false}) {
+      Tf32Scope scope(tf32);
+      Tensor yd = poisoned(gpu, os, DType::F32);
+      gpu.conv3d(xd, wd, c.bias ? &bd : nullptr, c.p, yd);
+      const double err = gpu_err(gpu, yd, ref);
+      std::printf("conv3d %s * %s %s tf32=%d rel L2 %.3g\n", shape_str(c.x).c_str(),
+                  shape_str(c.w).c_str(), layout, tf32, err);
+      EXPECT_LE(err, tf32 ? kTf32Conv : kF32Conv)
+          << shape_str(c.x) << " * " << shape_str(c.w) << " " << layout;
+    }
   }
 }
 
@@ -221,7 +235,7 @@ class CudaVae : public ::testing::TestWithParam<const char*> {};
 TEST_P(CudaVae, EncodeAndDecodeMatchTheOfficialCode) {
   FISDIT_REQUIRE_GPU();
   for (const bool tf32 : {true, false}) {
-    Tf32Scope scope(tf32);
+    Tf32Scope scope(tf32);  // conv layouts: auto (per shape, the faster)
     const VaeRun r = run_vae(gpu, GetParam());
     std::printf("%s tf32=%d: enc_raw rel L2 %.3g, mu %.3g, mu_image %.3g, decoded %.3g\n",
                 GetParam(), tf32, r.enc_raw, r.mu, r.mu_image, r.decoded);

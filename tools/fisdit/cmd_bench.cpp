@@ -193,6 +193,9 @@ void run_vae_bench(const std::string& which, const std::string& device, int widt
   }
   std::vector<double> totals, firsts, rests;
   reset_peak(*backend);
+#ifdef FISDIT_WITH_CUDA
+  cuda::op_profile_report(/*reset=*/true);  // FISDIT_CUDA_PROFILE: count the timed runs only
+#endif
   for (int i = 0; i < repeats; ++i) {
     std::vector<double> chunk_ms;
     auto t = std::chrono::steady_clock::now();
@@ -216,6 +219,10 @@ void run_vae_bench(const std::string& which, const std::string& device, int widt
   }
   const Memory mem = memory(*backend);
   const double total = median(totals);
+#ifdef FISDIT_WITH_CUDA
+  const std::string profile = cuda::op_profile_report(/*reset=*/true);
+  if (!profile.empty()) std::fprintf(stderr, "%s", profile.c_str());
+#endif
   const char* tf32 = std::getenv("FISDIT_VAE_TF32");
   const char* precision = backend->device() == Device::CPU   ? "fp32"
                           : tf32 && std::string(tf32) == "0" ? "fp32 tensors, fp32 convs"

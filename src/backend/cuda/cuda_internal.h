@@ -121,6 +121,9 @@ void launch_dup_up3d(const float* x, float* y, int64_t c, int64_t t, int64_t h, 
 // Index space of the small side [4C, T, H, W] (c, h, w of the small side).
 void launch_space_to_channels2(const float* x, float* y, int64_t c, int64_t t, int64_t h, int64_t w,
                                bool inverse, cudaStream_t s);
+// out[b, c, r] = in[b, r, c] for in [batch, rows, cols] (F32).
+void launch_transpose(const float* in, float* out, int64_t batch, int64_t rows, int64_t cols,
+                      cudaStream_t s);
 // In place: every row of `cols` logits becomes softmax(scale * row).
 void launch_softmax_rows(float* scores, int64_t rows, int64_t cols, float scale, cudaStream_t s);
 
@@ -139,6 +142,11 @@ VideoEngine* make_video_engine(cudaStream_t stream);
 void destroy(VideoEngine* e);
 // FISDIT_VAE_TF32=0 turns TF32 tensor cores off for the VAE convolutions (plain fp32 FMA).
 bool vae_tf32_enabled();
+// FISDIT_VAE_CONV_LAYOUT: auto (default: per shape, the faster of the two as measured on the first
+// call), ncdhw (cuDNN on the tensors as they are) or ndhwc (channels-last copies of input and
+// weight for cuDNN, output transposed back). FISDIT_VAE_CONV_LOG=1 prints each shape's choice.
+enum class ConvLayout { Auto, Ncdhw, Ndhwc };
+ConvLayout vae_conv_layout();
 // y = conv(x, w) without bias; x [C, T, H, W], w [Cout, Cin, kt, kh, kw], symmetric spatial
 // padding, all F32.
 void conv3d_forward(VideoEngine& e, const float* x, const std::array<int64_t, 4>& xs,

@@ -118,9 +118,37 @@ __global__ void softmax_rows_kernel(float* s, int64_t cols, float scale) {
   for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) row[j] *= inv;
 }
 
+// out[b, c, r] = in[b, r, c] for in [batch, rows, cols]: 32x32 tiles through shared memory,
+// tiles numbered along blockIdx.x (rows or cols may be in the millions), batch along blockIdx.y.
+__global__ void transpose_kernel(const float* in, float* out, int64_t rows, int64_t cols,
+                                 int64_t tiles_c) {
+  __shared__ float tile[32][33];
+  const int64_t b = blockIdx.y;
+  const int64_t r0 = (blockIdx.x / tiles_c) * 32, c0 = (blockIdx.x % tiles_c) * 32;
+  in += b * rows * cols;
+  out += b * rows * cols;
+  for (int i = threadIdx.y; i < 32; i += blockDim.y) {
+    const int64_t r = r0 + i, c = c0 + threadIdx.x;
+    if (r < rows && c < cols) tile[i][threadIdx.x] = in[r * cols + c];
+  }
+  __syncthreads();
+  for (int i = threadIdx.y; i < 32; i += blockDim.y) {
+    const int64_t c = c0 + i, r = r0 + threadIdx.x;
+    if (r < rows && c < cols) out[c * rows + r] = tile[threadIdx.x][i];
+  }
+}
+
 constexpr int kThreads = 256;
 
 }  // namespace
+
+void launch_transpose(const float* in, float* out, int64_t batch, int64_t rows, int64_t cols,
+                      cudaStream_t s) {
+  if (!batch || !rows || !cols) return;
+  const int64_t tiles_r = (rows + 31) / 32, tiles_c = (cols + 31) / 32;
+  transpose_kernel<<<dim3(static_cast<unsigned>(tiles_r * tiles_c), static_cast<unsigned>(batch)),
+                     dim3(32, 8), 0, s>>>(in, out, rows, cols, tiles_c);
+}
 
 void launch_channel_bias(float* y, const float* bias, int64_t c, int64_t inner, cudaStream_t s) {
   const int64_t n = c * inner;

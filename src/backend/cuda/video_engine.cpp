@@ -7,14 +7,17 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <map>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "backend/cuda/cuda_internal.h"
+#include "fisdit/error.h"
 
 #if FISDIT_HAVE_CUDNN
 #include <cudnn.h>
@@ -27,7 +30,37 @@ bool vae_tf32_enabled() {
   return !(v && std::strcmp(v, "0") == 0);
 }
 
+ConvLayout vae_conv_layout() {
+  const char* v = std::getenv("FISDIT_VAE_CONV_LAYOUT");
+  if (!v || !*v || std::strcmp(v, "auto") == 0) return ConvLayout::Auto;
+  if (std::strcmp(v, "ncdhw") == 0) return ConvLayout::Ncdhw;
+  if (std::strcmp(v, "ndhwc") == 0) return ConvLayout::Ndhwc;
+  fail("conv3d", "",
+       std::string("FISDIT_VAE_CONV_LAYOUT must be auto, ncdhw or ndhwc, got '") + v + "'");
+}
+
 namespace {
+bool conv_log() {
+  const char* v = std::getenv("FISDIT_VAE_CONV_LOG");
+  return v && *v && std::strcmp(v, "0") != 0;
+}
+
+// Stream-ordered scratch memory, freed when it goes out of scope.
+class Scratch {
+ public:
+  Scratch(size_t bytes, cudaStream_t s, const std::string& ctx) : s_(s) {
+    check(cudaMallocAsync(&p_, std::max<size_t>(bytes, 256), s), "conv3d", ctx + " (scratch)");
+  }
+  ~Scratch() { cudaFreeAsync(p_, s_); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  float* f32() const { return static_cast<float*>(p_); }
+
+ private:
+  void* p_ = nullptr;
+  cudaStream_t s_;
+};
+
 void check_blas(cublasStatus_t st, const char* op, const std::string& ctx) {
   if (st != CUBLAS_STATUS_SUCCESS)
     fail(op, ctx, "cuBLAS call failed (status " + std::to_string(static_cast<int>(st)) + ")");
@@ -56,6 +89,7 @@ struct ConvPlan {
   cudnnConvolutionFwdAlgo_t algo = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM;
   size_t workspace = 0;
   bool tuned = false;
+  float ms = 0;  // cuDNN's measured time of the chosen algorithm
 };
 #endif
 }  // namespace
@@ -96,17 +130,30 @@ class VideoEngine {
             const std::array<int, 3>& stride, int pad_h, int pad_w, const std::string& ctx) {
 #if FISDIT_HAVE_CUDNN
     const bool tf32 = vae_tf32_enabled();
-    const auto key = std::make_tuple(xs, ws, stride, pad_h, pad_w, tf32);
-    auto it = plans_.find(key);
-    if (it == plans_.end())
-      it = plans_.emplace(key, make_plan(xs, ws, ys, stride, pad_h, pad_w, tf32, ctx)).first;
-    ConvPlan& p = it->second;
-    if (!p.tuned) tune(p, x, w, y, tf32, ctx);
-    reserve(p.workspace, ctx);
-    const float alpha = 1.0f, beta = 0.0f;
-    check_dnn(cudnnConvolutionForward(dnn_, &alpha, p.x, x, p.w, w, p.conv, p.algo, workspace_,
-                                      p.workspace, &beta, p.y, y),
-              "cudnnConvolutionForward", ctx);
+    const ShapeKey sk = std::make_tuple(xs, ws, stride, pad_h, pad_w, tf32);
+    ConvLayout layout = vae_conv_layout();
+    if (layout == ConvLayout::Auto) {
+      auto it = choice_.find(sk);
+      if (it == choice_.end()) it = choice_.emplace(sk, choose(sk, x, w, y, ys, ctx)).first;
+      layout = it->second;
+    }
+    if (layout == ConvLayout::Ncdhw) {
+      ConvPlan& p = plan(sk, false, ys, x, w, y, ctx);
+      forward(p, x, w, y, ctx);
+      return;
+    }
+    // Channels-last: x [C, THW] -> [THW, C], w [Cout, Cin, k] -> [Cout, k, Cin], y back.
+    const int64_t xn = xs[0] * xs[1] * xs[2] * xs[3], yn = ys[0] * ys[1] * ys[2] * ys[3];
+    const int64_t taps = ws[2] * ws[3] * ws[4], wn = ws[0] * ws[1] * taps;
+    Scratch xt(xn * sizeof(float), stream_, ctx), wt(wn * sizeof(float), stream_, ctx),
+        yt(yn * sizeof(float), stream_, ctx);
+    launch_transpose(x, xt.f32(), 1, xs[0], xn / xs[0], stream_);
+    launch_transpose(w, wt.f32(), ws[0], ws[1], taps, stream_);
+    check_launch("conv3d", ctx, stream_);
+    ConvPlan& p = plan(sk, true, ys, xt.f32(), wt.f32(), yt.f32(), ctx);
+    forward(p, xt.f32(), wt.f32(), yt.f32(), ctx);
+    launch_transpose(yt.f32(), y, 1, yn / ys[0], ys[0], stream_);
+    check_launch("conv3d", ctx, stream_);
 #else
     (void)x, (void)xs, (void)w, (void)ws, (void)y, (void)ys, (void)stride, (void)pad_h, (void)pad_w;
     fail("conv3d", ctx,
@@ -159,9 +206,66 @@ class VideoEngine {
   }
 
 #if FISDIT_HAVE_CUDNN
+  using ShapeKey = std::tuple<std::array<int64_t, 4>, std::array<int64_t, 5>, std::array<int, 3>,
+                              int, int, bool>;
+
+  // The tuned plan of a shape and layout (made and timed on these operands the first time).
+  ConvPlan& plan(const ShapeKey& sk, bool channels_last, const std::array<int64_t, 4>& ys,
+                 const float* x, const float* w, float* y, const std::string& ctx) {
+    const auto key = std::make_pair(sk, channels_last);
+    auto it = plans_.find(key);
+    if (it == plans_.end())
+      it = plans_
+               .emplace(key, make_plan(std::get<0>(sk), std::get<1>(sk), ys, std::get<2>(sk),
+                                       std::get<3>(sk), std::get<4>(sk), std::get<5>(sk),
+                                       channels_last, ctx))
+               .first;
+    ConvPlan& p = it->second;
+    if (!p.tuned) tune(p, x, w, y, std::get<5>(sk), ctx);
+    return p;
+  }
+
+  void forward(ConvPlan& p, const float* x, const float* w, float* y, const std::string& ctx) {
+    reserve(p.workspace, ctx);
+    const float alpha = 1.0f, beta = 0.0f;
+    check_dnn(cudnnConvolutionForward(dnn_, &alpha, p.x, x, p.w, w, p.conv, p.algo, workspace_,
+                                      p.workspace, &beta, p.y, y),
+              "cudnnConvolutionForward", ctx);
+  }
+
+  // Auto layout: cuDNN's best time in each layout, plus for channels-last an estimate of its
+  // three transposes (read + write at 2.5 TB/s); a layout cuDNN cannot run loses.
+  ConvLayout choose(const ShapeKey& sk, const float* x, const float* w, float* y,
+                    const std::array<int64_t, 4>& ys, const std::string& ctx) {
+    const auto& xs = std::get<0>(sk);
+    const auto& ws = std::get<1>(sk);
+    const int64_t xn = xs[0] * xs[1] * xs[2] * xs[3], yn = ys[0] * ys[1] * ys[2] * ys[3];
+    const int64_t wn = ws[0] * ws[1] * ws[2] * ws[3] * ws[4];
+    float nc = -1, nd = -1;
+    try {
+      nc = plan(sk, false, ys, x, w, y, ctx).ms;
+    } catch (const Error&) {
+    }
+    try {
+      Scratch xt(xn * sizeof(float), stream_, ctx), wt(wn * sizeof(float), stream_, ctx),
+          yt(yn * sizeof(float), stream_, ctx);
+      check(cudaMemsetAsync(xt.f32(), 0, xn * sizeof(float), stream_), "conv3d", ctx);
+      check(cudaMemsetAsync(wt.f32(), 0, wn * sizeof(float), stream_), "conv3d", ctx);
+      nd = plan(sk, true, ys, xt.f32(), wt.f32(), yt.f32(), ctx).ms;
+    } catch (const Error&) {
+    }
+    const float transposes = static_cast<float>(2.0 * 4.0 * (xn + yn + wn) / 2.5e12 * 1e3);
+    if (nc < 0 && nd < 0) fail("conv3d", ctx, "cuDNN runs this convolution in no layout");
+    const bool last = nc < 0 || (nd >= 0 && nd + transposes < nc);
+    if (conv_log())
+      std::fprintf(stderr, "conv3d %s: ncdhw %.3f ms, ndhwc %.3f ms + transposes ~%.3f ms -> %s\n",
+                   ctx.c_str(), nc, nd, transposes, last ? "ndhwc" : "ncdhw");
+    return last ? ConvLayout::Ndhwc : ConvLayout::Ncdhw;
+  }
+
   ConvPlan make_plan(const std::array<int64_t, 4>& xs, const std::array<int64_t, 5>& ws,
                      const std::array<int64_t, 4>& ys, const std::array<int, 3>& stride, int pad_h,
-                     int pad_w, bool tf32, const std::string& ctx) {
+                     int pad_w, bool tf32, bool channels_last, const std::string& ctx) {
     ConvPlan p;
     check_dnn(cudnnCreateTensorDescriptor(&p.x), "descriptor", ctx);
     check_dnn(cudnnCreateTensorDescriptor(&p.y), "descriptor", ctx);
@@ -171,17 +275,27 @@ class VideoEngine {
       const int dims[5] = {1, as_int(s[0], ctx), as_int(s[1], ctx), as_int(s[2], ctx),
                            as_int(s[3], ctx)};
       int strides[5];
-      strides[4] = 1;
-      for (int i = 3; i >= 0; --i)
-        strides[i] = as_int(static_cast<int64_t>(strides[i + 1]) * dims[i + 1], ctx);
+      if (channels_last) {  // NDHWC: C fastest, then W, H, D
+        strides[1] = 1;
+        strides[4] = dims[1];
+        strides[3] = as_int(static_cast<int64_t>(dims[4]) * dims[1], ctx);
+        strides[2] = as_int(static_cast<int64_t>(dims[3]) * strides[3], ctx);
+        strides[0] = as_int(static_cast<int64_t>(dims[2]) * strides[2], ctx);
+      } else {
+        strides[4] = 1;
+        for (int i = 3; i >= 0; --i)
+          strides[i] = as_int(static_cast<int64_t>(strides[i + 1]) * dims[i + 1], ctx);
+      }
       check_dnn(cudnnSetTensorNdDescriptor(d, CUDNN_DATA_FLOAT, 5, dims, strides), "tensor", ctx);
     };
     set_tensor(p.x, xs);
     set_tensor(p.y, ys);
     const int wd[5] = {as_int(ws[0], ctx), as_int(ws[1], ctx), as_int(ws[2], ctx),
                        as_int(ws[3], ctx), as_int(ws[4], ctx)};
-    check_dnn(cudnnSetFilterNdDescriptor(p.w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, 5, wd), "filter",
-              ctx);
+    check_dnn(
+        cudnnSetFilterNdDescriptor(p.w, CUDNN_DATA_FLOAT,
+                                   channels_last ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW, 5, wd),
+        "filter", ctx);
     const int pads[3] = {0, pad_h, pad_w}, strides[3] = {stride[0], stride[1], stride[2]},
               dil[3] = {1, 1, 1};
     check_dnn(cudnnSetConvolutionNdDescriptor(p.conv, 3, pads, strides, dil,
@@ -214,6 +328,7 @@ class VideoEngine {
       if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].memory > workspace_bytes_) continue;
       p.algo = perf[i].algo;
       p.workspace = perf[i].memory;
+      p.ms = perf[i].time;
       // Without TF32 the descriptor keeps CUDNN_FMA_MATH (plain fp32 FMA kernels only).
       if (tf32) check_dnn(cudnnSetConvolutionMathType(p.conv, perf[i].mathType), "math type", ctx);
       p.tuned = true;
@@ -223,9 +338,8 @@ class VideoEngine {
   }
 
   cudnnHandle_t dnn_ = nullptr;
-  using Key = std::tuple<std::array<int64_t, 4>, std::array<int64_t, 5>, std::array<int, 3>, int,
-                         int, bool>;
-  std::map<Key, ConvPlan> plans_;
+  std::map<std::pair<ShapeKey, bool>, ConvPlan> plans_;
+  std::map<ShapeKey, ConvLayout> choice_;
 #endif
   cudaStream_t stream_;
   cublasHandle_t blas_ = nullptr;
