@@ -14,6 +14,8 @@
 
 #include "accel/fis.h"
 #include "analysis/redundancy.h"
+#include "core/random.h"
+#include "io/safetensors.h"
 
 namespace fisdit {
 namespace {
@@ -168,6 +170,69 @@ TEST_F(AnalyzeCli, SamplesAreAveragedAndDenseOnlyRunsWithoutFis) {
   EXPECT_NE(c.err.find("no FIS setting"), std::string::npos) << c.err;
 }
 
+// The fixture DiT as a model directory whose text embedding takes the tiny umT5's 64 channels
+// (the DiT fixtures were made with text_dim 48), as tests/pipeline does.
+std::string dit_for_tiny_t5(const fs::path& dir) {
+  fs::create_directories(dir);
+  const auto f =
+      SafetensorsFile::open(std::string(FISDIT_TEST_DATA) + "/wan/dit_t2v_tiny.safetensors");
+  NamedTensors out;
+  for (const TensorInfo& t : f->tensors()) {
+    if (t.name.rfind("model.", 0) != 0) continue;
+    Tensor v = f->tensor_f32(t.name);
+    if (t.name == "model.text_embedding.0.weight") {
+      v = randn({v.dim(0), 64}, 3);
+      for (int64_t i = 0; i < v.numel(); ++i) v.f32()[i] *= 0.125f;
+    }
+    out.emplace_back(t.name.substr(6), v);
+  }
+  write_safetensors((dir / "diffusion_pytorch_model.safetensors").string(), out);
+  std::ofstream(dir / "config.json")
+      << R"({"_class_name": "WanModel", "model_type": "t2v", "dim": 128, "ffn_dim": 256, )"
+      << R"("freq_dim": 256, "in_dim": 16, "out_dim": 16, "num_heads": 2, "num_layers": 4, )"
+      << R"("eps": 1e-06, "text_len": 32, "text_dim": 64})";
+  return dir.string();
+}
+
+TEST_F(AnalyzeCli, PromptsAreEncodedAndTheirCvAveraged) {
+  const std::string dit = dit_for_tiny_t5(dir_ / "dit");
+  { std::ofstream(path("a.txt")) << "a red square moves left\n"; }
+  { std::ofstream(path("b.txt")) << "two blue circles on grass\n"; }
+  { std::ofstream(path("ab.txt")) << "a red square moves left\n\ntwo blue circles on grass\n"; }
+  const std::string common = " --text-encoder " + std::string(FISDIT_TEST_DATA) +
+                             "/wan/t5_tiny.safetensors --tokenizer " +
+                             std::string(FISDIT_TEST_DATA) +
+                             "/tokenizer --size 32x32 --frames 17 --steps 2 --seed 5 --no-figures";
+  json cv[3];
+  const char* names[3] = {"a", "b", "ab"};
+  for (int i = 0; i < 3; ++i) {
+    const Result r = run("analyze --model " + dit + common + " --prompts " +
+                         path(std::string(names[i]) + ".txt") + " --output-dir " + path(names[i]));
+    ASSERT_EQ(r.rc, 0) << r.err;
+    const json a = load(path(std::string(names[i]) + "/analysis.json"));
+    EXPECT_EQ(a["latent"], json({16, 5, 4, 4}));
+    cv[i] = a["cv"];
+    if (i == 2) {
+      ASSERT_EQ(a["samples"].size(), 2u);
+      EXPECT_EQ(a["samples"][1], "two blue circles on grass");
+    }
+  }
+  // Eq. 5: the CV of two prompts is the mean of their CVs; the prompts differ.
+  bool differ = false;
+  for (int k = 0; k < 2; ++k)
+    for (int l = 0; l < 4; ++l) {
+      const double a = cv[0][k][l], b = cv[1][k][l];
+      EXPECT_NEAR(cv[2][k][l].get<double>(), (a + b) / 2, 1e-12);
+      differ = differ || a != b;
+    }
+  EXPECT_TRUE(differ);
+  // The fixture DiT takes 48-channel contexts, the tiny umT5 gives 64: a clear error.
+  const Result bad = run("analyze --model " + model() + common + " --prompts " + path("a.txt") +
+                         " --output-dir " + path("x"));
+  EXPECT_EQ(bad.rc, 1);
+  EXPECT_NE(bad.err.find("text_dim 48"), std::string::npos) << bad.err;
+}
+
 TEST_F(AnalyzeCli, BadFlagsAndFilesGetOneClearLine) {
   { std::ofstream(path("not.json")) << "{ broken"; }
   { std::ofstream(path("other.json")) << "{\"stride\": 3}"; }
@@ -182,6 +247,8 @@ TEST_F(AnalyzeCli, BadFlagsAndFilesGetOneClearLine) {
       {base + " --inputs " + model() + " --steps 0", "steps"},
       {base + " --inputs " + model() + " --guidance 3", "context_neg"},
       {"analyze --model " + model() + " --inputs " + model(), "--output-dir"},
+      {base, "--inputs"},
+      {base + " --prompts " + path("none.txt"), "none.txt"},
       {"calibrate --analysis " + path("missing.json") + " --budget 0.1", "missing.json"},
       {"calibrate --analysis " + path("not.json") + " --budget 0.1", "not valid JSON"},
       {"calibrate --analysis " + path("other.json") + " --budget 0.1", "fisdit-analysis"},
