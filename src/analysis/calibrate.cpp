@@ -75,10 +75,16 @@ Calibration calibrate_fis(const nlohmann::json& a, double budget, const std::str
   // Stride.
   int stride = 1;
   if (measured.size() > 1) {
-    for (const Measured& m : measured)
-      if (m.error <= budget) stride = std::max(stride, m.config.stride);
+    // Strides in increasing order, up to the first one over the budget: a larger stride that
+    // measured lower than a smaller one over the budget is not trusted.
+    for (const Measured& m : measured) {
+      if (!(m.error <= budget)) break;
+      stride = m.config.stride;
+    }
     say(stride > 1
-            ? fmt("stride %.0f: the largest measured stride within the budget %.4g", stride, budget)
+            ? fmt("stride %.0f: the largest measured stride within the budget %.4g (every "
+                  "smaller measured stride within it too)",
+                  stride, budget)
             : fmt("stride 1 (dense): no measured stride keeps the error within %.4g", budget));
   } else {
     // One stride measured: assume the error grows quadratically in the gap (s - 1) above it and

@@ -85,6 +85,12 @@ TEST(Calibrate, ChoicesMoveWithTheBudget) {
   EXPECT_EQ(last_stride, 7);
 }
 
+TEST(Calibrate, StopsAtTheFirstMeasuredStrideOverTheBudget) {
+  const json a = analysis({0.01, 0.01, 0.01}, {{2, 0.01}, {3, 0.05}, {4, 0.03}});
+  EXPECT_EQ(calibrate_fis(a, 0.04, "a.json").config.stride, 2);
+  EXPECT_EQ(calibrate_fis(a, 0.05, "a.json").config.stride, 4);
+}
+
 TEST(Calibrate, OneMeasuredStrideIsExtrapolatedConservatively) {
   const json a = analysis({0.01, 0.01, 0.01}, {{3, 0.1}});
   // error estimate: s=2 0.05, s=3 0.1, s=4 0.1 * (3/2)^2 = 0.225 (stride <= T - 1 = 4).
