@@ -133,6 +133,9 @@ Calibration calibrate_fis(const nlohmann::json& a, double budget, const std::str
     out.config = c;
     return out;
   }
+  std::string risks = "interpolation risk per block:";
+  for (double v : risk) risks += fmt(" %.3g", v);
+  say(risks);
   while (head < blocks && !(risk[static_cast<size_t>(head)] <= budget)) ++head;
   while (tail < blocks - head && !(risk[static_cast<size_t>(blocks - 1 - tail)] <= budget)) ++tail;
   say(fmt("head %.0f: leading blocks whose interpolation risk (s_m-1)/2*std_f(R_f) exceeds %.4g",
