@@ -132,7 +132,9 @@ Tensor denoise(const wan::WanConfig& cfg, const ExpertFn& expert, bool two_exper
     const float g = guidance[static_cast<size_t>(k)];
     Tensor input = be.upload(x, DType::F32);
     if (i2v) input = wan::concat_channels(be, input, y);
-    Tensor v = model.forward(input, t, text.cond, &plan, open);
+    Tensor v;
+    if (opt.on_forward) v = opt.on_forward({k, &model, &input, &t, &text.cond, &plan, open});
+    if (!v.defined()) v = model.forward(input, t, text.cond, &plan, open);
     if (g != 1.0f) {
       Tensor v_uncond = model.forward(input, t, text.uncond, &plan, open);
       be.sub(v, v_uncond, v);  // cond - uncond

@@ -23,6 +23,21 @@ struct DenoiseInputs {
   Tensor z_image;
 };
 
+// What the conditional DiT forward of a step gets. An analysis hook (DenoiseOptions::on_forward)
+// sees it before the forward runs and may run the forward itself (with an observer, or other
+// plans beside it): a defined returned tensor (device, the model's output) is used as that
+// forward's result; an undefined one lets the loop run it as usual.
+struct ForwardCall {
+  int step = 0;
+  wan::WanDiT* model = nullptr;
+  const Tensor* input = nullptr;  // device latent (i2v: with y)
+  const Tensor* t = nullptr;      // host timestep
+  const Tensor* text = nullptr;   // embed_text of the context
+  const accel::FisPlan* plan = nullptr;
+  bool step_open = false;
+};
+using ForwardHook = std::function<Tensor(const ForwardCall&)>;
+
 struct DenoiseOptions {
   int steps = 4;
   double shift = 5.0;
@@ -34,6 +49,7 @@ struct DenoiseOptions {
   std::optional<float> guidance_high, guidance_low;
   float boundary = 0.875f;
   accel::FisConfig fis;
+  ForwardHook on_forward;  // optional, see ForwardCall
 
   float guidance_for(bool high_noise_step) const {
     return high_noise_step ? guidance_high.value_or(guidance) : guidance_low.value_or(guidance);

@@ -39,5 +39,7 @@ void register_vae(CLI::App& app);
 void register_text_encode(CLI::App& app);
 void register_media(CLI::App& app);  // video encode, image prepare
 void register_generate(CLI::App& app);
+void register_analyze(CLI::App& app);  // needs the pipeline (figures)
+void register_calibrate(CLI::App& app);
 
 }  // namespace fisdit::cli
