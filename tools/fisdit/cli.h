@@ -5,6 +5,7 @@
 #include <string>
 
 #include "accel/fis.h"
+#include "accel/magcache.h"
 #include "core/tensor.h"
 #include "io/safetensors.h"
 
@@ -19,6 +20,21 @@ struct FisFlags {
   accel::FisConfig resolve() const;  // throws fisdit::Error naming the flag
 };
 void add_fis_flags(CLI::App* cmd, FisFlags& flags);
+
+// --cache off|magcache and the --magcache-* settings (accel/magcache.h). `list` (bench) lets
+// --cache name several modes, comma-separated.
+struct CacheFlags {
+  std::string mode = "off";
+  std::optional<double> threshold, retention;
+  std::optional<int> max_skips;
+  std::optional<std::string> ratios;
+  bool force = false;
+  // The MagCache settings (enabled = false for "off"); throws fisdit::Error naming the flag.
+  // `cache_mode` is one mode of --cache.
+  accel::MagCacheConfig resolve(const std::string& cache_mode) const;
+  accel::MagCacheConfig resolve() const { return resolve(mode); }
+};
+void add_cache_flags(CLI::App* cmd, CacheFlags& flags, bool list = false);
 
 // "1280x720" -> width, height; throws naming --size.
 void parse_size(const std::string& text, int& width, int& height);
@@ -39,5 +55,6 @@ void register_vae(CLI::App& app);
 void register_text_encode(CLI::App& app);
 void register_media(CLI::App& app);  // video encode, image prepare
 void register_generate(CLI::App& app);
+void register_calibrate(CLI::App& app);  // cmd_calibrate.cpp: --magcache (cmd_magcache.cpp)
 
 }  // namespace fisdit::cli

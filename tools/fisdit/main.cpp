@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   fisdit::cli::register_bench(app);
   fisdit::cli::register_vae(app);
   fisdit::cli::register_text_encode(app);
+  fisdit::cli::register_calibrate(app);
 #ifdef FISDIT_WITH_PIPELINE
   fisdit::cli::register_media(app);
   fisdit::cli::register_generate(app);
