@@ -57,7 +57,7 @@ void add_cache_flags(CLI::App* cmd, CacheFlags& f, bool list) {
                 "models; needs no ratios)");
 }
 
-accel::MagCacheConfig CacheFlags::resolve(const std::string& cache_mode) const {
+accel::MagCacheConfig CacheFlags::resolve(const std::string& cache_mode, bool ratios_later) const {
   accel::MagCacheConfig c;
   if (cache_mode == "off") {
     const char* given = threshold   ? "--magcache-thresh"
@@ -77,7 +77,13 @@ accel::MagCacheConfig CacheFlags::resolve(const std::string& cache_mode) const {
   if (retention) c.retention = *retention;
   c.force = force;
   if (ratios) c.ratios = accel::load_mag_ratios(*ratios);
-  c.validate();
+  if (ratios_later && c.ratios.cond.empty()) {
+    c.ratios.cond = {1.0};  // a stand-in for validation; the caller replaces it
+    c.validate();
+    c.ratios = {};
+  } else {
+    c.validate();
+  }
   return c;
 }
 

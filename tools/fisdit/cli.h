@@ -30,8 +30,9 @@ struct CacheFlags {
   std::optional<std::string> ratios;
   bool force = false;
   // The MagCache settings (enabled = false for "off"); throws fisdit::Error naming the flag.
-  // `cache_mode` is one mode of --cache.
-  accel::MagCacheConfig resolve(const std::string& cache_mode) const;
+  // `cache_mode` is one mode of --cache; `ratios_later`: the caller supplies the ratios (bench
+  // calibrates on its dense setting), so none are required here.
+  accel::MagCacheConfig resolve(const std::string& cache_mode, bool ratios_later = false) const;
   accel::MagCacheConfig resolve() const { return resolve(mode); }
 };
 void add_cache_flags(CLI::App* cmd, CacheFlags& flags, bool list = false);
