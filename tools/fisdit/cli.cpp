@@ -87,6 +87,12 @@ accel::MagCacheConfig CacheFlags::resolve(const std::string& cache_mode, bool ra
   return c;
 }
 
+void note_ratio_resampling(const accel::MagCacheConfig& cache, int steps) {
+  if (cache.enabled && !cache.force && cache.ratios.steps() != steps)
+    status("MagCache ratios are for " + std::to_string(cache.ratios.steps()) +
+           " steps: resampled to " + std::to_string(steps) + " by nearest index");
+}
+
 void parse_size(const std::string& text, int& width, int& height) {
   static const std::regex re(R"((\d{1,6})x(\d{1,6}))");
   std::smatch m;

@@ -36,6 +36,8 @@ struct CacheFlags {
   accel::MagCacheConfig resolve() const { return resolve(mode); }
 };
 void add_cache_flags(CLI::App* cmd, CacheFlags& flags, bool list = false);
+// A status line when calibrated ratios are resampled to another step count (nearest index).
+void note_ratio_resampling(const accel::MagCacheConfig& cache, int steps);
 
 // "1280x720" -> width, height; throws naming --size.
 void parse_size(const std::string& text, int& width, int& height);

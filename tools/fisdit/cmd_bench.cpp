@@ -196,6 +196,8 @@ void register_bench(CLI::App& app) {
     std::vector<Setting> settings;
     for (const auto& mode : cache_modes) {
       const accel::MagCacheConfig cache = args->cache.resolve(mode, /*ratios_later=*/true);
+      note_ratio_resampling(cache.ratios.cond.empty() ? accel::MagCacheConfig{} : cache,
+                            args->steps);
       for (const auto& fis : presets)
         settings.push_back(
             {cache.enabled ? (fis.enabled() ? fis.name + "+mc" : "magcache") : fis.name, fis,

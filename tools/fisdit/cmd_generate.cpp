@@ -96,6 +96,7 @@ void register_generate(CLI::App& app) {
     o.solver = sched::parse_solver(args->solver);
     o.fis = args->fis.resolve();
     o.cache = args->cache.resolve();
+    note_ratio_resampling(o.cache, o.steps);
     o.boundary = args->boundary;
     o.guidance_high = args->guidance_high;
     o.guidance_low = args->guidance_low;

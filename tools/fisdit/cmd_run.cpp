@@ -195,6 +195,7 @@ void register_denoise(CLI::App& app) {
     opt.boundary = args->boundary;
     opt.fis = args->fis.resolve();
     opt.cache = args->cache.resolve();
+    note_ratio_resampling(opt.cache, opt.steps);
     if (!(opt.boundary >= 0.0f && opt.boundary <= 1.0f))
       throw fisdit::Error("--boundary must be in [0, 1]");
     for (const auto& [flag, g] : {std::pair{"--guidance", std::optional<float>(opt.guidance)},
