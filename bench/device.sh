@@ -74,7 +74,7 @@ bench() {  # label, then fisdit bench arguments
   local t0=$(date +%s)
   ./build-device/fisdit bench --device cuda --random-weights --label "$label" "$@" \
     >"$OUT/bench_$label.log" 2>&1 || { tail -5 "$OUT/bench_$label.log"; say "bench $label FAILED"; }
-  grep -A6 "^fisdit bench:" "$OUT/bench_$label.log" | grep -v RESULT
+  grep -A10 "^fisdit bench:" "$OUT/bench_$label.log" | grep -v RESULT
   grep "^RESULT" "$OUT/bench_$label.log" >>"$OUT/results.txt"
   say "bench $label: $(( $(date +%s) - t0 )) s"
 }
@@ -82,11 +82,16 @@ bench() {  # label, then fisdit bench arguments
 if [ "$MODE" = "quick" ]; then
   bench wan21-1.3b-480p --model-config wan2.1-t2v-1.3b --size 832x480 --frames 81 --steps 4 --warmup 1 --repeats 2
   bench a14b-480p --model-config wan2.2-t2v-a14b --size 832x480 --frames 81 --steps 4 --warmup 1 --repeats 1 --mode per-step-type
+  # MagCache alone and with FIS (force: 4 steps -> computed, skipped, skipped, computed).
+  bench wan21-1.3b-480p-mc --model-config wan2.1-t2v-1.3b --size 832x480 --frames 81 --steps 4 --fis off,balanced --cache off,magcache --magcache-force --compare-dense --warmup 1 --repeats 2
 else
   bench a14b-720p --model-config wan2.2-t2v-a14b --size 1280x720 --frames 81 --steps 4 --warmup 1 --repeats 1
   bench a14b-480p --model-config wan2.2-t2v-a14b --size 832x480 --frames 81 --steps 4 --warmup 1 --repeats 1
   bench ti2v-5b-704p --model-config wan2.2-ti2v-5b --size 1280x704 --frames 121 --steps 4 --warmup 1 --repeats 2
   bench wan21-1.3b-480p --model-config wan2.1-t2v-1.3b --size 832x480 --frames 81 --steps 4 --warmup 1 --repeats 3
+  # MagCache alone and with FIS: the few-step force setting, and ratios calibrated in-process.
+  bench a14b-480p-mc --model-config wan2.2-t2v-a14b --size 832x480 --frames 81 --steps 4 --fis off,balanced --cache off,magcache --magcache-force --compare-dense --warmup 1 --repeats 1
+  bench wan21-1.3b-480p-mc-cal --model-config wan2.1-t2v-1.3b --size 832x480 --frames 81 --steps 8 --fis off,balanced --cache off,magcache --magcache-thresh 0.1 --compare-dense --warmup 1 --repeats 2
   # Where the time goes: every op synchronized and summed (a breakdown, not a timing run).
   FISDIT_CUDA_PROFILE=1 ./build-device/fisdit bench --device cuda --random-weights --label profile \
     --model-config wan2.2-t2v-a14b --size 832x480 --frames 81 --steps 4 --fis off,balanced \

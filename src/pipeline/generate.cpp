@@ -129,6 +129,7 @@ GenerateResult generate(const GenerateOptions& o) {
   dopt.guidance_low = o.guidance_low;
   dopt.boundary = boundary;
   dopt.fis = o.fis;
+  dopt.cache = o.cache;
   const bool needs_uncond = dopt.guidance_for(true) != 1.0f || dopt.guidance_for(false) != 1.0f;
 
   summary["task"] = task;
@@ -152,6 +153,7 @@ GenerateResult generate(const GenerateOptions& o) {
                         {"boundary", boundary},
                         {"seed", o.seed},
                         {"fis", o.fis.describe()},
+                        {"cache", o.cache.describe()},
                         {"device", o.device}};
   summary["latent"] = {z, lat_f, lat_h, lat_w};
 
@@ -266,9 +268,11 @@ GenerateResult generate(const GenerateOptions& o) {
                        {"expert", name},
                        {"fis", sparse ? "sparse" : "dense"},
                        {"guidance", s.guidance},
+                       {"cache_skipped_passes", s.skipped_passes},
                        {"seconds", s.seconds}});
       bar.update(s.step + 1, "t=" + std::to_string(static_cast<int>(s.timestep)) + " " + name +
-                                 (sparse ? ", fis " + o.fis.name : ", dense"));
+                                 (sparse ? ", fis " + o.fis.name : ", dense") +
+                                 sched::cache_note(s));
     };
     try {
       latent = sched::denoise(cfg, expert, two_experts, in, dopt, on_step);

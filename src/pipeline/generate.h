@@ -36,6 +36,7 @@ struct GenerateOptions {
   std::optional<float> boundary;  // default: the release's, else t2v 0.875 / i2v 0.9
   uint64_t seed = 0;
   accel::FisConfig fis;
+  accel::MagCacheConfig cache;  // MagCache step caching (off by default)
   std::string device = "cuda";
   bool progress = true;
 };

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <memory>
 
 #include "fisdit/error.h"
 #include "sched/flow_euler.h"
@@ -52,6 +53,12 @@ void check_inputs(const wan::WanConfig& cfg, const DenoiseInputs& in) {
 
 }  // namespace
 
+std::string cache_note(const StepInfo& s) {
+  if (s.skipped_passes == 0) return "";
+  if (s.skipped_passes == s.passes) return "  cache skip";
+  return s.cache_skipped_cond ? "  cache skip cond" : "  cache skip uncond";
+}
+
 Tensor denoise(wan::WanDiT& high, wan::WanDiT* low, const DenoiseInputs& in,
                const DenoiseOptions& opt, const StepCallback& on_step) {
   if (low && &low->backend() != &high.backend())
@@ -99,6 +106,22 @@ Tensor denoise(const wan::WanConfig& cfg, const ExpertFn& expert, bool two_exper
   Texts texts[2];
   Tensor y;
 
+  // MagCache: expert phases (0 high-noise / only, 1 low-noise); MagCache4Wan2.2 never caches
+  // the high-noise phase of i2v-A14B.
+  std::unique_ptr<accel::MagCache> cache;
+  if (opt.cache.enabled) {
+    std::vector<int> phase;
+    for (float ts : sched.timesteps)
+      phase.push_back(!two_experts || use_high_noise_expert(ts, opt.boundary) ? 0 : 1);
+    std::vector<bool> cache_phase;
+    if (two_experts && cfg.model_type == "i2v") cache_phase = {false, true};
+    cache = std::make_unique<accel::MagCache>(opt.cache, phase, cache_phase);
+    if (!opt.cache.force && any_guided && opt.cache.ratios.uncond.empty())
+      throw Error(
+          "--magcache-ratios: the file has no 'uncond' ratios (calibrated without guidance) but "
+          "this run uses guidance; calibrate with the run's --guidance");
+  }
+
   // The latent lives on the host between steps, where the solver works on it.
   Tensor x = in.x.to_f32();
   if (ti2v) put_first_frame(x, z_image);
@@ -132,11 +155,28 @@ Tensor denoise(const wan::WanConfig& cfg, const ExpertFn& expert, bool two_exper
     const float g = guidance[static_cast<size_t>(k)];
     Tensor input = be.upload(x, DType::F32);
     if (i2v) input = wan::concat_channels(be, input, y);
+    bool skipped[2] = {false, false};
+    // One DiT pass of a CFG branch, skipped or computed as MagCache decides.
+    auto pass = [&](int branch, const Tensor& text_emb) {
+      wan::BlockStackResidual stack;
+      Tensor scratch;
+      skipped[branch] = cache && cache->skip(k, branch);
+      if (skipped[branch])
+        stack.apply = &cache->residual(branch);
+      else if (cache)
+        stack.keep = &cache->residual(branch);
+      else if (opt.on_residual)
+        stack.keep = &scratch;
+      Tensor out = model.forward(input, t, text_emb, &plan, open, {}, stack);
+      if (!skipped[branch] && opt.on_residual) opt.on_residual(k, branch, use_high, *stack.keep);
+      return out;
+    };
+    // An analysis hook may run the conditional forward itself (it does not combine with MagCache).
     Tensor v;
     if (opt.on_forward) v = opt.on_forward({k, &model, &input, &t, &text.cond, &plan, open});
-    if (!v.defined()) v = model.forward(input, t, text.cond, &plan, open);
+    if (!v.defined()) v = pass(0, text.cond);
     if (g != 1.0f) {
-      Tensor v_uncond = model.forward(input, t, text.uncond, &plan, open);
+      Tensor v_uncond = pass(1, text.uncond);
       be.sub(v, v_uncond, v);  // cond - uncond
       be.add_scaled(v_uncond, v, g);
       v = v_uncond;
@@ -155,6 +195,10 @@ Tensor denoise(const wan::WanConfig& cfg, const ExpertFn& expert, bool two_exper
       info.seconds =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       info.guidance = g;
+      info.passes = g != 1.0f ? 2 : 1;
+      info.skipped_passes = int{skipped[0]} + int{skipped[1]};
+      info.cache_skipped_cond = skipped[0];
+      info.cache_skipped_uncond = skipped[1];
       info.model_timestep = t;
       on_step(info);
     }

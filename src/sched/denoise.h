@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "accel/fis.h"
+#include "accel/magcache.h"
 #include "models/wan/dit.h"
 #include "sched/flow_solvers.h"
 
@@ -37,6 +38,10 @@ struct ForwardCall {
   bool step_open = false;
 };
 using ForwardHook = std::function<Tensor(const ForwardCall&)>;
+// Called with the block stack's residual (device [tokens, dim] F32) of every computed DiT pass:
+// branch 0 is the conditional (or only) pass, 1 the unconditional one (calibrate --magcache).
+using ResidualObserver =
+    std::function<void(int step, int branch, bool high_noise_expert, const Tensor& residual)>;
 
 struct DenoiseOptions {
   int steps = 4;
@@ -50,6 +55,10 @@ struct DenoiseOptions {
   float boundary = 0.875f;
   accel::FisConfig fis;
   ForwardHook on_forward;  // optional, see ForwardCall
+  // MagCache (accel/magcache.h): skipped passes reuse the cached block-stack residual; computed
+  // passes follow the FIS plan. Off by default.
+  accel::MagCacheConfig cache;
+  ResidualObserver on_residual;
 
   float guidance_for(bool high_noise_step) const {
     return high_noise_step ? guidance_high.value_or(guidance) : guidance_low.value_or(guidance);
@@ -62,14 +71,21 @@ struct StepInfo {
   bool high_noise_expert = true;
   bool fis_step_open = false;
   double seconds = 0;
-  float guidance = 1;     // the CFG scale this step used
+  float guidance = 1;      // the CFG scale this step used
+  int passes = 1;          // DiT passes of this step (2 with CFG)
+  int skipped_passes = 0;  // of them, skipped by MagCache (cached residual applied)
+  bool cache_skipped_cond = false, cache_skipped_uncond = false;
   Tensor model_timestep;  // host t the DiT received: [1], or [1, tokens] per token (TI2V)
 };
 using StepCallback = std::function<void(const StepInfo&)>;
 
+// "  cache skip" (every pass skipped), "  cache skip cond|uncond", or "" for progress lines.
+std::string cache_note(const StepInfo& s);
+
 // The sampling loop. `low` may be null (one model for every step). Returns the final latent on
 // the host. The solver runs on the host (sched/flow_solvers.h); the DiT gets the solver's
 // timesteps. With guidance g != 1: v = uncond + g * (cond - uncond), both sharing one FIS plan.
+// With opt.cache enabled, MagCache decides per pass whether to run the blocks (accel/magcache.h).
 Tensor denoise(wan::WanDiT& high, wan::WanDiT* low, const DenoiseInputs& in,
                const DenoiseOptions& opt, const StepCallback& on_step = {});
 

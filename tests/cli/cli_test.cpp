@@ -233,5 +233,124 @@ TEST_F(Cli, WrongLatentShapeNamesTheTensorAndTheExpectedChannels) {
   EXPECT_NE(r.err.find("16"), std::string::npos) << r.err;
 }
 
+// calibrate --magcache writes ratios that denoise --magcache-ratios reads; the loop reports the
+// skipped steps; MagCache stacks with FIS.
+TEST_F(Cli, MagCacheCalibrateThenDenoiseSkipsSteps) {
+  const auto f = SafetensorsFile::open(fixture("dit_t2v_tiny.safetensors"));
+  Tensor neg = f->tensor_f32("input.context").clone();
+  for (int64_t i = 0; i < neg.numel(); ++i) neg.f32()[i] *= -0.5f;
+  write_safetensors(path("in.st"), {{"x", f->tensor_f32("input.x")},
+                                    {"context", f->tensor_f32("input.context")},
+                                    {"context_neg", neg}});
+  const std::string model = fixture("dit_t2v_tiny.safetensors");
+  const std::string common =
+      " --model " + model + " --inputs " + path("in.st") + " --steps 6 --solver unipc --guidance 3";
+  Result r = run("calibrate --magcache" + common + " --output " + path("ratios.json"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("uncond"), std::string::npos) << r.out;
+  std::ifstream in(path("ratios.json"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string json = ss.str();
+  EXPECT_NE(json.find("\"format\": \"fisdit-magcache-ratios\""), std::string::npos) << json;
+  EXPECT_NE(json.find("\"uncond\""), std::string::npos) << json;
+
+  // A generous threshold skips; the dense run and threshold 0 write the same latent.
+  r = run("denoise" + common + " --output " + path("dense.st"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  r = run("denoise" + common + " --cache magcache --magcache-ratios " + path("ratios.json") +
+          " --magcache-thresh 0 --output " + path("t0.st"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.err.find("MagCache skipped 0 of 12 DiT passes"), std::string::npos) << r.err;
+  const Tensor dense = SafetensorsFile::open(path("dense.st"))->tensor_f32("x");
+  EXPECT_EQ(SafetensorsFile::open(path("t0.st"))->tensor_f32("x").to_vector(), dense.to_vector());
+  r = run("denoise" + common + " --cache magcache --magcache-ratios " + path("ratios.json") +
+          " --magcache-thresh 5 --magcache-K 2 --fis balanced --output " + path("mc.st"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  // 6 steps, retention 0.2 -> 2 computed; then skip, skip, compute, skip (K 2) on both passes.
+  EXPECT_NE(r.err.find("MagCache skipped 6 of 12 DiT passes"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("step 3/6"), std::string::npos);
+  EXPECT_NE(r.err.find("cache skip"), std::string::npos) << r.err;
+  EXPECT_GT(rel_l2(SafetensorsFile::open(path("mc.st"))->tensor_f32("x"), dense), 1e-4);
+}
+
+TEST_F(Cli, MagCacheBadSettingsGetOneClearLine) {
+  const std::string model = fixture("dit_t2v_tiny.safetensors");
+  const std::string in = inputs_from_fixture("dit_t2v_tiny.safetensors", false);
+  const std::string base =
+      "denoise --model " + model + " --inputs " + in + " --output " + path("o");
+  { std::ofstream(path("bad.json")) << "{\"format\": \"something else\"}"; }
+  struct Case {
+    std::string args, must_mention;
+  };
+  const std::vector<Case> cases = {
+      {base + " --cache turbo", "--cache must be off or magcache"},
+      {base + " --cache magcache", "--magcache-ratios"},
+      {base + " --magcache-thresh 0.1", "--magcache-thresh needs --cache magcache"},
+      {base + " --magcache-force", "--magcache-force needs --cache magcache"},
+      {base + " --cache magcache --magcache-force --magcache-thresh -1", "--magcache-thresh"},
+      {base + " --cache magcache --magcache-force --magcache-K -2", "--magcache-K"},
+      {base + " --cache magcache --magcache-force --magcache-retention 1.5",
+       "--magcache-retention"},
+      {base + " --cache magcache --magcache-ratios " + path("missing.json"), "missing.json"},
+      {base + " --cache magcache --magcache-ratios " + path("bad.json"), "bad.json"},
+      {"calibrate --model " + model + " --inputs " + in + " --output " + path("r.json"),
+       "--magcache"},
+      {"calibrate --magcache --model " + model + " --inputs " + in, "--output"},
+      {"bench --device cpu --model " + model +
+           " --size 64x64 --frames 33 --cache magcache "
+           "--magcache-force --mode per-step-type",
+       "--mode loop"},
+      {"bench --device cpu --model " + model +
+           " --size 64x64 --frames 33 --fis balanced "
+           "--compare-dense",
+       "dense setting"},
+      {"bench --device cpu --model " + model +
+           " --size 64x64 --frames 33 --fis balanced "
+           "--cache magcache",
+       "--magcache-ratios"},
+  };
+  for (const Case& c : cases) {
+    const Result r = run(c.args);
+    EXPECT_NE(r.rc, 0) << c.args;
+    EXPECT_EQ(lines(r.err), 1) << c.args << "\n" << r.err;
+    EXPECT_NE(r.err.find(c.must_mention), std::string::npos) << c.args << "\n" << r.err;
+    EXPECT_EQ(r.err.rfind("fisdit: error: ", 0), 0u) << r.err;
+  }
+}
+
+// bench: MagCache rows alone and with FIS, skipped steps, speedup and rel. L2 vs dense, the
+// ratios calibrated on the dense setting in the same process.
+TEST_F(Cli, BenchMagCacheRowsReportSkipsAndFidelity) {
+  const Result r = run("bench --device cpu --model " + fixture("dit_t2v_tiny.safetensors") +
+                       " --size 64x64 --frames 33 --steps 6 --fis off,balanced --cache "
+                       "off,magcache --magcache-thresh 5 --compare-dense --warmup 0 --repeats 1");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.err.find("MagCache ratios from an untimed dense loop"), std::string::npos) << r.err;
+  std::vector<std::vector<std::string>> rows;
+  std::stringstream out(r.out);
+  for (std::string line; std::getline(out, line);) {
+    if (line.rfind("RESULT|", 0)) continue;
+    std::vector<std::string> fields;
+    std::stringstream ls(line);
+    for (std::string f; std::getline(ls, f, '|');) fields.push_back(f);
+    rows.push_back(fields);
+  }
+  ASSERT_EQ(rows.size(), 4u) << r.out;
+  const char* names[] = {"off", "balanced", "magcache", "balanced+mc"};
+  for (size_t i = 0; i < 4; ++i) {
+    ASSERT_EQ(rows[i].size(), 14u) << r.out;
+    EXPECT_EQ(rows[i][4], names[i]);
+    const int skipped = std::stoi(rows[i][12]);
+    const double err = std::stod(rows[i][13]);
+    EXPECT_EQ(skipped, i < 2 ? 0 : 3) << i;  // 2 retained, then S S C S
+    if (i == 0)
+      EXPECT_EQ(err, 0.0);
+    else
+      EXPECT_GT(err, 1e-5) << i;
+    EXPECT_LT(err, 1.0);
+  }
+}
+
 }  // namespace
 }  // namespace fisdit

@@ -135,5 +135,29 @@ TEST(CudaDitRandom, HeadDim128MatchesTheCpu) {
   }
 }
 
+// MagCache's hooks on the GPU: the kept block-stack residual and a forward that applies it
+// instead of the blocks, both against the CPU doing the same.
+TEST(CudaDitMagCache, KeptAndAppliedResidualMatchTheCpu) {
+  FISDIT_REQUIRE_GPU();
+  const std::string path = std::string(FISDIT_TEST_DATA) + "/wan/dit_t2v_tiny.safetensors";
+  const auto f = SafetensorsFile::open(path);
+  auto cpu = make_cpu_backend();
+  ModelRun rg = load(gpu, path, *f), rc = load(*cpu, path, *f);
+  const Tensor x = f->tensor_f32("input.x");
+  const Tensor xg = gpu.upload(x, DType::F32);
+  const Tensor t = f->tensor_f32("input.t"), t2 = Tensor::from_vector({600.0f}, {1});
+  Tensor res_g, res_c;
+  rg.dit->forward(xg, t, rg.text, nullptr, true, {}, {nullptr, &res_g});
+  rc.dit->forward(x, t, rc.text, nullptr, true, {}, {nullptr, &res_c});
+  const double err_res = rel_l2(gpu.download(res_g), res_c);
+  const Tensor got = gpu.download(rg.dit->forward(xg, t2, rg.text, nullptr, true, {}, {&res_g}));
+  const Tensor want = rc.dit->forward(x, t2, rc.text, nullptr, true, {}, {&res_c});
+  const double err_out = rel_l2(got, want);
+  std::printf("magcache residual: rel L2 %.3g, applied forward: rel L2 %.3g vs CPU\n", err_res,
+              err_out);
+  EXPECT_LE(err_res, kDitTolerance);
+  EXPECT_LE(err_out, kDitTolerance);
+}
+
 }  // namespace
 }  // namespace fisdit

@@ -322,5 +322,42 @@ TEST(Generate, CommandWritesVideoFramesAndSummary) {
   EXPECT_TRUE(contains(err, "does not exist"));
 }
 
+// --compare-dense for MagCache alone and stacked with FIS: the skipped passes and the fidelity.
+TEST(Generate, CompareDenseCoversMagCacheAloneAndWithFis) {
+  TempDir dir;
+  make_release(dir.path() / "release", "t2v");
+  auto run = [&](const std::string& args, std::string& err) {
+    const std::string cmd = "OMP_NUM_THREADS=2 " + std::string(FISDIT_CLI_PATH) + " generate " +
+                            args + " 2>" + dir.file("stderr.txt") + " >/dev/null";
+    const int status = std::system(cmd.c_str());
+    std::ifstream e(dir.file("stderr.txt"));
+    std::stringstream ss;
+    ss << e.rdbuf();
+    err = ss.str();
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  };
+  const std::string base = "--model " + (dir.path() / "release").string() +
+                           " --prompt 'a red square' --size 32x32 --frames 17 --device cpu" +
+                           " --save-latent " + dir.file("x.safetensors") +
+                           " --compare-dense --cache magcache --magcache-force --magcache-K 1" +
+                           " --summary-json " + dir.file("c.json");
+  std::string err;
+  // 4 steps, one retained, then skip / compute / skip.
+  for (const std::string fis : {"off", "balanced --fis-head 0 --fis-tail 0"}) {
+    ASSERT_EQ(run(base + " --fis " + fis, err), 0) << err;
+    EXPECT_TRUE(contains(err, "MagCache skipped 2 of 4 DiT passes")) << err;
+    EXPECT_TRUE(contains(err, "cache skip")) << err;
+    std::ifstream in(dir.file("c.json"));
+    const nlohmann::json c = nlohmann::json::parse(in);
+    const nlohmann::json& f = c.at("fidelity_vs_dense");
+    EXPECT_EQ(f.at("cache_skipped_passes"), 2);
+    EXPECT_EQ(f.at("accelerated"), fis == "off" ? "magcache" : "fis custom + magcache");
+    EXPECT_GT(f.at("latent_rel_l2").get<double>(), 1e-5);
+    EXPECT_LT(f.at("latent_rel_l2").get<double>(), 1.0);
+    EXPECT_EQ(c.at("steps").at(1).at("cache_skipped_passes"), 1);
+    EXPECT_EQ(c.at("steps").at(2).at("cache_skipped_passes"), 0);
+  }
+}
+
 }  // namespace
 }  // namespace fisdit::pipeline

@@ -36,6 +36,63 @@ accel::FisConfig FisFlags::resolve() const {
   return c;
 }
 
+void add_cache_flags(CLI::App* cmd, CacheFlags& f, bool list) {
+  cmd->add_option("--cache", f.mode,
+                  list ? "comma-separated step-cache modes, each run with every --fis setting: "
+                         "off, magcache"
+                       : "step cache: off, or magcache (skip steps, reuse the DiT's cached "
+                         "block-stack residual)")
+      ->capture_default_str();
+  cmd->add_option("--magcache-thresh", f.threshold,
+                  "MagCache bound on the accumulated error (default 0.04; 0 never skips)");
+  cmd->add_option("--magcache-K", f.max_skips,
+                  "MagCache: most consecutive skipped steps (default 2)");
+  cmd->add_option("--magcache-retention", f.retention,
+                  "MagCache: fraction of each expert's first steps never skipped (default 0.2; "
+                  "at least one step)");
+  cmd->add_option("--magcache-ratios", f.ratios,
+                  "calibrated magnitude ratios, JSON from fisdit calibrate --magcache");
+  cmd->add_flag("--magcache-force", f.force,
+                "skip every eligible step up to K in a row, ignoring the error bound (few-step "
+                "models; needs no ratios)");
+}
+
+accel::MagCacheConfig CacheFlags::resolve(const std::string& cache_mode, bool ratios_later) const {
+  accel::MagCacheConfig c;
+  if (cache_mode == "off") {
+    const char* given = threshold   ? "--magcache-thresh"
+                        : max_skips ? "--magcache-K"
+                        : retention ? "--magcache-retention"
+                        : ratios    ? "--magcache-ratios"
+                        : force     ? "--magcache-force"
+                                    : nullptr;
+    if (given && mode == "off") throw Error(std::string(given) + " needs --cache magcache");
+    return c;
+  }
+  if (cache_mode != "magcache")
+    throw Error("--cache must be off or magcache, got '" + cache_mode + "'");
+  c.enabled = true;
+  if (threshold) c.threshold = *threshold;
+  if (max_skips) c.max_skips = *max_skips;
+  if (retention) c.retention = *retention;
+  c.force = force;
+  if (ratios) c.ratios = accel::load_mag_ratios(*ratios);
+  if (ratios_later && c.ratios.cond.empty()) {
+    c.ratios.cond = {1.0};  // a stand-in for validation; the caller replaces it
+    c.validate();
+    c.ratios = {};
+  } else {
+    c.validate();
+  }
+  return c;
+}
+
+void note_ratio_resampling(const accel::MagCacheConfig& cache, int steps) {
+  if (cache.enabled && !cache.force && cache.ratios.steps() != steps)
+    status("MagCache ratios are for " + std::to_string(cache.ratios.steps()) +
+           " steps: resampled to " + std::to_string(steps) + " by nearest index");
+}
+
 void parse_size(const std::string& text, int& width, int& height) {
   static const std::regex re(R"((\d{1,6})x(\d{1,6}))");
   std::smatch m;

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "accel/fis.h"
+#include "accel/magcache.h"
 #include "core/tensor.h"
 #include "io/safetensors.h"
 
@@ -19,6 +20,24 @@ struct FisFlags {
   accel::FisConfig resolve() const;  // throws fisdit::Error naming the flag
 };
 void add_fis_flags(CLI::App* cmd, FisFlags& flags);
+
+// --cache off|magcache and the --magcache-* settings (accel/magcache.h). `list` (bench) lets
+// --cache name several modes, comma-separated.
+struct CacheFlags {
+  std::string mode = "off";
+  std::optional<double> threshold, retention;
+  std::optional<int> max_skips;
+  std::optional<std::string> ratios;
+  bool force = false;
+  // The MagCache settings (enabled = false for "off"); throws fisdit::Error naming the flag.
+  // `cache_mode` is one mode of --cache; `ratios_later`: the caller supplies the ratios (bench
+  // calibrates on its dense setting), so none are required here.
+  accel::MagCacheConfig resolve(const std::string& cache_mode, bool ratios_later = false) const;
+  accel::MagCacheConfig resolve() const { return resolve(mode); }
+};
+void add_cache_flags(CLI::App* cmd, CacheFlags& flags, bool list = false);
+// A status line when calibrated ratios are resampled to another step count (nearest index).
+void note_ratio_resampling(const accel::MagCacheConfig& cache, int steps);
 
 // "1280x720" -> width, height; throws naming --size.
 void parse_size(const std::string& text, int& width, int& height);
@@ -39,7 +58,7 @@ void register_vae(CLI::App& app);
 void register_text_encode(CLI::App& app);
 void register_media(CLI::App& app);  // video encode, image prepare
 void register_generate(CLI::App& app);
-void register_analyze(CLI::App& app);  // needs the pipeline (figures)
-void register_calibrate(CLI::App& app);
+void register_analyze(CLI::App& app);    // needs the pipeline (figures)
+void register_calibrate(CLI::App& app);  // FIS presets; --magcache: cmd_magcache.cpp
 
 }  // namespace fisdit::cli

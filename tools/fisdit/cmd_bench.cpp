@@ -1,7 +1,8 @@
-// fisdit bench: the DiT denoising loop at real sizes, dense and with FIS presets in one process.
-// Random bf16 weights of the real shapes are drawn directly on the device (no host copy), or real
-// weights come from --model. Per setting: ms per step, ms per DiT forward, analytic PFLOP,
-// achieved TFLOP/s, speedup vs the first setting, peak device memory.
+// fisdit bench: the DiT denoising loop at real sizes, dense and with FIS presets and MagCache in
+// one process. Random bf16 weights of the real shapes are drawn directly on the device (no host
+// copy), or real weights come from --model. Per setting: ms per step, ms per DiT forward, analytic
+// PFLOP, achieved TFLOP/s, speedup vs the first setting, peak device memory, MagCache's skipped
+// steps, and with --compare-dense the rel. L2 of the final latent against the dense setting.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -123,10 +124,18 @@ wan::WeightFn random_weights(Backend& backend) {
   };
 }
 
+struct Setting {
+  std::string name;
+  accel::FisConfig fis;
+  accel::MagCacheConfig cache;
+  bool dense() const { return !fis.enabled() && !cache.enabled; }
+};
+
 struct Result {
   std::string setting;
   double ms_step = 0, ms_forward = 0, ms_sparse = 0, ms_dense = 0;
-  int sparse_steps = 0, dense_steps = 0;
+  int sparse_steps = 0, dense_steps = 0, skipped_steps = 0;
+  double rel_l2 = -1;  // final latent vs the dense setting's (--compare-dense); -1: not compared
   double pflop = 0, executed_pflop = 0, tflops = 0, speedup = 0;
   Memory mem;
 };
@@ -254,7 +263,8 @@ void register_bench(CLI::App& app) {
                                      mode = "loop", label;
     int frames = 81, steps = 4, warmup = 1, repeats = 3;
     float shift = 5.0f;
-    bool random_weights = false;
+    bool random_weights = false, compare_dense = false;
+    CacheFlags cache;
     std::string vae;
   };
   auto args = std::make_shared<Args>();
@@ -284,6 +294,10 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--vae", args->vae,
                   "wan2.1 or wan2.2: time VAE decode of a --size/--frames latent instead of the "
                   "DiT (random weights of the released VAE's shapes)");
+  add_cache_flags(cmd, args->cache, /*list=*/true);
+  cmd->add_flag("--compare-dense", args->compare_dense,
+                "rel. L2 of every setting's final latent against the dense setting's (fis off, "
+                "cache off; same noise, same process). bench has no VAE: no PSNR/SSIM here");
   cmd->callback([args] {
     if (!args->vae.empty()) {
       if (!args->model.empty() || !args->model_config.empty())
@@ -306,9 +320,37 @@ void register_bench(CLI::App& app) {
       throw fisdit::Error("--model-config needs --random-weights (or use --model PATH)");
     int width = 0, height = 0;
     parse_size(args->size, width, height);
-    std::vector<accel::FisConfig> settings;
-    for (const auto& name : split(args->fis, ',')) settings.push_back(accel::fis_preset(name));
-    if (settings.empty()) throw fisdit::Error("--fis names no setting");
+    // Settings: every --cache mode with every --fis preset, the cache-off ones first.
+    std::vector<accel::FisConfig> presets;
+    for (const auto& name : split(args->fis, ',')) presets.push_back(accel::fis_preset(name));
+    if (presets.empty()) throw fisdit::Error("--fis names no setting");
+    const std::vector<std::string> cache_modes = split(args->cache.mode, ',');
+    if (cache_modes.empty()) throw fisdit::Error("--cache names no mode");
+    std::vector<Setting> settings;
+    for (const auto& mode : cache_modes) {
+      const accel::MagCacheConfig cache = args->cache.resolve(mode, /*ratios_later=*/true);
+      note_ratio_resampling(cache.ratios.cond.empty() ? accel::MagCacheConfig{} : cache,
+                            args->steps);
+      for (const auto& fis : presets)
+        settings.push_back(
+            {cache.enabled ? (fis.enabled() ? fis.name + "+mc" : "magcache") : fis.name, fis,
+             cache});
+    }
+    std::stable_partition(settings.begin(), settings.end(),
+                          [](const Setting& st) { return !st.cache.enabled; });
+    const auto dense_it = std::find_if(settings.begin(), settings.end(),
+                                       [](const Setting& st) { return st.dense(); });
+    const bool any_cache = std::any_of(settings.begin(), settings.end(),
+                                       [](const Setting& st) { return st.cache.enabled; });
+    if ((any_cache || args->compare_dense) && args->mode != "loop")
+      throw fisdit::Error("--cache magcache and --compare-dense need --mode loop");
+    if (args->compare_dense && dense_it == settings.end())
+      throw fisdit::Error("--compare-dense needs the dense setting: 'off' in --fis and in --cache");
+    const bool calibrate = any_cache && !args->cache.ratios && !args->cache.force;
+    if (calibrate && dense_it == settings.end())
+      throw fisdit::Error(
+          "--cache magcache without --magcache-ratios calibrates on the dense setting: add "
+          "'off' to --fis and --cache, or give --magcache-ratios FILE or --magcache-force");
 
     auto backend = make_backend(args->device);
     const auto t_load = std::chrono::steady_clock::now();
@@ -350,10 +392,17 @@ void register_bench(CLI::App& app) {
     Timer timer(*backend);
 
     std::vector<Result> results;
-    for (const accel::FisConfig& fis : settings) {
+    Tensor dense_latent;  // the dense setting's final latent (host), for --compare-dense
+    accel::MagRatios calibrated;
+    for (const Setting& setting : settings) {
+      const accel::FisConfig& fis = setting.fis;
       const accel::FisPlan plan(fis, cfg.num_layers, args->steps, static_cast<int>(gf));
+      accel::MagCacheConfig cache_cfg = setting.cache;
+      if (cache_cfg.enabled && calibrate) cache_cfg.ratios = calibrated;
+      const std::vector<int> one_phase(static_cast<size_t>(args->steps), 0);
       Result r;
-      r.setting = fis.name;
+      r.setting = setting.name;
+      std::vector<bool> skip_pattern(static_cast<size_t>(args->steps), false);
       std::vector<bool> opens;
       for (int k = 0; k < args->steps; ++k) {
         const bool open = fis.enabled() && plan.step_open(k);
@@ -361,10 +410,29 @@ void register_bench(CLI::App& app) {
         opens.push_back(open);
       }
       Tensor x = backend->upload(x0, DType::F32);
-      auto forward = [&](int k, bool open) {
+      auto forward = [&](int k, bool open, const wan::BlockStackResidual& stack = {}) {
         const Tensor t = Tensor::from_vector({schedule.timesteps[static_cast<size_t>(k)]}, {1});
-        return dit->forward(x, t, text, &plan, open);
+        return dit->forward(x, t, text, &plan, open, {}, stack);
       };
+      if (setting.dense() && calibrate) {
+        // MagCache's ratios from this model: one untimed dense loop (calibrate --magcache).
+        std::vector<double> prev;
+        calibrated.cond.assign(static_cast<size_t>(args->steps), 1.0);
+        Tensor residual;
+        for (int k = 0; k < args->steps; ++k) {
+          const Tensor v = forward(k, false, {nullptr, &residual});
+          const std::vector<double> norms = accel::token_norms(backend->download(residual));
+          if (!prev.empty())
+            calibrated.cond[static_cast<size_t>(k)] = accel::magnitude_ratio(norms, prev);
+          prev = norms;
+          backend->add_scaled(x, v,
+                              schedule.sigmas[static_cast<size_t>(k) + 1] -
+                                  schedule.sigmas[static_cast<size_t>(k)]);
+        }
+        std::string list;
+        for (double g : calibrated.cond) list += " " + std::to_string(g).substr(0, 7);
+        status("  MagCache ratios from an untimed dense loop:" + list);
+      }
       // Warm-up: every step type once per --warmup (graph builds, heuristics, pool growth).
       for (int w = 0; w < args->warmup; ++w) {
         if (r.sparse_steps) forward(0, true);
@@ -398,19 +466,37 @@ void register_bench(CLI::App& app) {
         }
         x = backend->upload(x0, DType::F32);
         double loop = 0;
+        std::unique_ptr<accel::MagCache> cache;
+        if (cache_cfg.enabled) cache = std::make_unique<accel::MagCache>(cache_cfg, one_phase);
+        int skipped = 0;
+        skip_pattern.assign(static_cast<size_t>(args->steps), false);
         for (int k = 0; k < args->steps; ++k) {
           timer.start();
-          const Tensor v = forward(k, opens[static_cast<size_t>(k)]);
+          wan::BlockStackResidual stack;
+          const bool skip = cache && cache->skip(k, 0);
+          if (skip)
+            stack.apply = &cache->residual(0);
+          else if (cache)
+            stack.keep = &cache->residual(0);
+          skipped += skip;
+          skip_pattern[static_cast<size_t>(k)] = skip;
+          const Tensor v = forward(k, opens[static_cast<size_t>(k)], stack);
           const double f = timer.stop_ms();
           timer.start();
           backend->add_scaled(x, v,
                               schedule.sigmas[static_cast<size_t>(k) + 1] -
                                   schedule.sigmas[static_cast<size_t>(k)]);
           loop += f + timer.stop_ms();
-          (opens[static_cast<size_t>(k)] ? sparse_ms : dense_ms).push_back(f);
+          if (!skip) (opens[static_cast<size_t>(k)] ? sparse_ms : dense_ms).push_back(f);
           fwd_ms.push_back(f);
         }
         loops.push_back(loop);
+        r.skipped_steps = skipped;
+      }
+      if (args->compare_dense) {
+        const Tensor final_latent = backend->download(x);
+        if (setting.dense()) dense_latent = final_latent;
+        if (dense_latent.defined()) r.rel_l2 = rel_l2(final_latent, dense_latent);
       }
       r.ms_sparse = median(sparse_ms);
       r.ms_dense = median(dense_ms);
@@ -425,11 +511,16 @@ void register_bench(CLI::App& app) {
         r.ms_forward = sum / static_cast<double>(fwd_ms.size());
       }
       const wan::RunFlops rf = wan::run_flops(cfg, width, height, args->frames, args->steps, fis);
-      r.pflop = rf.planned / 1e15;
+      // MagCache: skipped steps run no block (their embeddings and head are left out here).
+      double planned = 0;
+      for (int k = 0; k < args->steps; ++k)
+        if (!skip_pattern[static_cast<size_t>(k)])
+          planned += rf.per_step_planned[static_cast<size_t>(k)];
+      r.pflop = planned / 1e15;
       r.executed_pflop = args->mode == "loop"
                              ? backend->flops().total() / 1e15 / args->repeats
                              : (r.sparse_steps * flops_sparse + r.dense_steps * flops_dense) / 1e15;
-      r.tflops = rf.planned / (r.ms_step * args->steps / 1e3) / 1e12;
+      r.tflops = planned / (r.ms_step * args->steps / 1e3) / 1e12;
       r.mem = memory(*backend);
       results.push_back(r);
 #ifdef FISDIT_WITH_CUDA
@@ -437,10 +528,10 @@ void register_bench(CLI::App& app) {
       if (!profile.empty()) std::fprintf(stderr, "%s: %s", r.setting.c_str(), profile.c_str());
 #endif
       std::snprintf(line, sizeof line,
-                    "  %-9s %.1f ms/step (sparse step %.1f ms x%d, dense step %.1f ms x%d), "
-                    "%.3f PFLOP, %.0f TFLOP/s",
+                    "  %-12s %.1f ms/step (sparse step %.1f ms x%d, dense step %.1f ms x%d, "
+                    "skipped x%d), %.3f PFLOP, %.0f TFLOP/s",
                     r.setting.c_str(), r.ms_step, r.ms_sparse, r.sparse_steps, r.ms_dense,
-                    r.dense_steps, r.pflop, r.tflops);
+                    r.dense_steps, r.skipped_steps, r.pflop, r.tflops);
       status(line);
     }
 
@@ -453,24 +544,29 @@ void register_bench(CLI::App& app) {
          std::string(dtype_name(backend->weight_dtype())) + " weights")
             .c_str(),
         backend->name().c_str(), args->mode.c_str(), args->warmup, args->repeats);
-    std::printf("%-9s %10s %10s %10s %10s %8s %8s %8s %9s %9s\n", "setting", "ms/step", "ms/DiT",
-                "sparse ms", "dense ms", "PFLOP", "TFLOP/s", "speedup", "peak GiB", "act GiB");
+    std::printf("%-12s %10s %10s %10s %10s %8s %8s %8s %9s %9s %7s %9s\n", "setting", "ms/step",
+                "ms/DiT", "sparse ms", "dense ms", "PFLOP", "TFLOP/s", "speedup", "peak GiB",
+                "act GiB", "skipped", "rel L2");
     for (const Result& r : results) {
       char peak[32] = "-", act[32] = "-";
       if (r.mem.known) {
         std::snprintf(peak, sizeof peak, "%.2f", r.mem.peak_gib);
         std::snprintf(act, sizeof act, "%.2f", r.mem.peak_gib - weights_mem.in_use_gib);
       }
-      std::printf("%-9s %10.1f %10.1f %10.1f %10.1f %8.4f %8.0f %7.2fx %9s %9s\n",
+      char err[32] = "-";
+      if (r.rel_l2 >= 0) std::snprintf(err, sizeof err, "%.4g", r.rel_l2);
+      std::printf("%-12s %10.1f %10.1f %10.1f %10.1f %8.4f %8.0f %7.2fx %9s %9s %4d/%-2d %9s\n",
                   r.setting.c_str(), r.ms_step, r.ms_forward, r.ms_sparse, r.ms_dense, r.pflop,
-                  r.tflops, base / r.ms_step, peak, act);
+                  r.tflops, base / r.ms_step, peak, act, r.skipped_steps, args->steps, err);
     }
+    // The first twelve fields as before; MagCache's skipped steps and the rel. L2 appended.
     for (const Result& r : results)
-      std::printf("RESULT|%s|%dx%d|%d|%s|%.1f|%.1f|%.4f|%.0f|%.2f|%s|%.4f\n", label.c_str(), width,
-                  height, args->frames, r.setting.c_str(), r.ms_step, r.ms_forward, r.pflop,
+      std::printf("RESULT|%s|%dx%d|%d|%s|%.1f|%.1f|%.4f|%.0f|%.2f|%s|%.4f|%d|%s\n", label.c_str(),
+                  width, height, args->frames, r.setting.c_str(), r.ms_step, r.ms_forward, r.pflop,
                   r.tflops, base / r.ms_step,
                   r.mem.known ? std::to_string(r.mem.peak_gib).substr(0, 6).c_str() : "-",
-                  r.executed_pflop);
+                  r.executed_pflop, r.skipped_steps,
+                  r.rel_l2 >= 0 ? std::to_string(r.rel_l2).c_str() : "-");
     std::fflush(stdout);
   });
 }

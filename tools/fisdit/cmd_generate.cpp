@@ -23,6 +23,7 @@ void register_generate(CLI::App& app) {
     int crf = 18;
     bool quiet = false, compare_dense = false;
     FisFlags fis;
+    CacheFlags cache;
   };
   auto args = std::make_shared<Args>();
   pipeline::GenerateOptions& o = args->opt;
@@ -72,9 +73,11 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--save-latent", args->save_latent,
                   "also write the final latent 'x' [z, F', h, w] (F32 safetensors) here");
   cmd->add_flag("--compare-dense", args->compare_dense,
-                "also run dense (FIS off, same seed) and report latent rel. L2, PSNR and SSIM");
+                "also run dense (FIS and cache off, same seed) and report latent rel. L2, PSNR "
+                "and SSIM");
   cmd->add_flag("--quiet", args->quiet, "no progress bars");
   add_fis_flags(cmd, args->fis);
+  add_cache_flags(cmd, args->cache);
   cmd->callback([args] {
     pipeline::GenerateOptions& o = args->opt;
     if (args->output.empty() && args->frames_dir.empty() && args->save_latent.empty())
@@ -92,22 +95,25 @@ void register_generate(CLI::App& app) {
     parse_size(args->size, o.width, o.height);
     o.solver = sched::parse_solver(args->solver);
     o.fis = args->fis.resolve();
+    o.cache = args->cache.resolve();
+    note_ratio_resampling(o.cache, o.steps);
     o.boundary = args->boundary;
     o.guidance_high = args->guidance_high;
     o.guidance_low = args->guidance_low;
     o.progress = !args->quiet;
     if (o.lora_strength != o.lora_strength) throw Error("--lora-strength must be a number");
 
-    if (args->compare_dense && !o.fis.enabled())
+    if (args->compare_dense && !o.fis.enabled() && !o.cache.enabled)
       throw Error(
-          "--compare-dense compares a FIS run with the dense one: give --fis balanced, "
-          "fast or a preset (this run is already dense)");
+          "--compare-dense compares an accelerated run with the dense one: give --fis "
+          "balanced, fast or a preset, and/or --cache magcache (this run is already dense)");
     pipeline::GenerateResult r = pipeline::generate(o);
     nlohmann::json& summary = r.summary;
     if (args->compare_dense) {
-      status("dense reference run (FIS off, same seed) for --compare-dense");
+      status("dense reference run (FIS and cache off, same seed) for --compare-dense");
       pipeline::GenerateOptions dense = o;
       dense.fis = accel::fis_preset("off");
+      dense.cache = accel::MagCacheConfig{};
       const pipeline::GenerateResult d = pipeline::generate(dense);
       const double latent_err = rel_l2(r.latent, d.latent);
       const double p = analysis::psnr(r.video, d.video), q = analysis::ssim(r.video, d.video);
@@ -116,12 +122,26 @@ void register_generate(CLI::App& app) {
           {"psnr_db", std::isinf(p) ? nlohmann::json("inf") : nlohmann::json(p)},
           {"ssim", q},
           {"dense_seconds", d.summary.at("seconds")}};
-      char line[256];
+      const std::string accel_name =
+          o.fis.enabled() && o.cache.enabled
+              ? "fis " + o.fis.name + " + magcache"
+              : (o.fis.enabled() ? "fis " + o.fis.name : std::string("magcache"));
+      int skipped = 0, passes = 0;
+      for (const auto& st : summary["steps"]) skipped += st.value("cache_skipped_passes", 0);
+      for (const auto& st : summary["steps"]) passes += st.value("guidance", 1.0) != 1.0 ? 2 : 1;
+      summary["fidelity_vs_dense"]["accelerated"] = accel_name;
+      summary["fidelity_vs_dense"]["cache_skipped_passes"] = skipped;
+      summary["fidelity_vs_dense"]["passes"] = passes;
+      char line[384];
       std::snprintf(line, sizeof line,
                     "fidelity vs dense: latent rel. L2 %.4g, PSNR %.2f dB, SSIM %.4f; denoise "
-                    "%.2f s with %s vs %.2f s dense",
-                    latent_err, p, q, summary["seconds"].value("denoise", 0.0), o.fis.name.c_str(),
-                    d.summary.at("seconds").value("denoise", 0.0));
+                    "%.2f s with %s vs %.2f s dense%s",
+                    latent_err, p, q, summary["seconds"].value("denoise", 0.0), accel_name.c_str(),
+                    d.summary.at("seconds").value("denoise", 0.0),
+                    o.cache.enabled ? ("; MagCache skipped " + std::to_string(skipped) + " of " +
+                                       std::to_string(passes) + " DiT passes")
+                                          .c_str()
+                                    : "");
       status(line);
     }
     const auto t0 = std::chrono::steady_clock::now();

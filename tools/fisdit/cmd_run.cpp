@@ -2,6 +2,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <optional>
 
 #include "cli.h"
@@ -146,6 +147,7 @@ void register_denoise(CLI::App& app) {
     float guidance = 1.0f, boundary = 0.875f;
     std::optional<float> guidance_high, guidance_low;
     FisFlags fis;
+    CacheFlags cache;
     LoraFlags lora, lora_low;
   };
   auto args = std::make_shared<Args>();
@@ -175,6 +177,7 @@ void register_denoise(CLI::App& app) {
       ->required();
   cmd->add_option("--device", args->device, "cpu or cuda")->capture_default_str();
   add_fis_flags(cmd, args->fis);
+  add_cache_flags(cmd, args->cache);
   args->lora.add(cmd, "--lora", "(high-noise) DiT");
   args->lora_low.add(cmd, "--lora-low", "low-noise DiT (--model-low)");
   cmd->callback([args] {
@@ -191,6 +194,8 @@ void register_denoise(CLI::App& app) {
     opt.guidance_low = args->guidance_low;
     opt.boundary = args->boundary;
     opt.fis = args->fis.resolve();
+    opt.cache = args->cache.resolve();
+    note_ratio_resampling(opt.cache, opt.steps);
     if (!(opt.boundary >= 0.0f && opt.boundary <= 1.0f))
       throw fisdit::Error("--boundary must be in [0, 1]");
     for (const auto& [flag, g] : {std::pair{"--guidance", std::optional<float>(opt.guidance)},
@@ -223,19 +228,27 @@ void register_denoise(CLI::App& app) {
     if (!args->model_low.empty())
       low = load_model(args->model_low, *backend, "low-noise", loras_low);
     status(std::string("solver ") + sched::solver_name(opt.solver) + ", fis " + opt.fis.describe() +
+           ", cache " + opt.cache.describe() +
            (di.z_image.defined() ? ", first frame from 'z_image'" : ""));
+    int skipped_passes = 0, passes = 0;
     const auto start = std::chrono::steady_clock::now();
     const Tensor x = sched::denoise(*high, low.get(), di, opt, [&](const sched::StepInfo& s) {
-      char line[256];
-      std::snprintf(line, sizeof line,
-                    "step %d/%d  t=%7.2f  sigma %.4f -> %.4f  expert %s  cfg %.2f  fis %s  %.3f s",
-                    s.step + 1, s.steps, s.timestep, s.sigma, s.sigma_next,
-                    low ? (s.high_noise_expert ? "high" : "low") : "single", s.guidance,
-                    s.fis_step_open ? "sparse" : "dense", s.seconds);
+      char line[320];
+      std::snprintf(
+          line, sizeof line,
+          "step %d/%d  t=%7.2f  sigma %.4f -> %.4f  expert %s  cfg %.2f  fis %s  %.3f s%s",
+          s.step + 1, s.steps, s.timestep, s.sigma, s.sigma_next,
+          low ? (s.high_noise_expert ? "high" : "low") : "single", s.guidance,
+          s.fis_step_open ? "sparse" : "dense", s.seconds, sched::cache_note(s).c_str());
       status(line);
+      passes += s.passes;
+      skipped_passes += s.skipped_passes;
     });
-    char line[128];
+    char line[160];
     std::snprintf(line, sizeof line, "denoised in %.3f s", seconds_since(start));
+    if (opt.cache.enabled)
+      std::snprintf(line + std::strlen(line), sizeof line - std::strlen(line),
+                    ", MagCache skipped %d of %d DiT passes", skipped_passes, passes);
     status(line);
     write_output(args->output, "x", x);
   });

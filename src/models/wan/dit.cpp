@@ -302,8 +302,8 @@ Tensor expand_rows(const Tensor& table, const std::vector<int32_t>& token_rows, 
 }  // namespace
 
 Tensor WanDiT::forward(const Tensor& x, const Tensor& t, const Tensor& text,
-                       const accel::FisPlan* plan, bool step_open,
-                       const ForwardObserver& observer) {
+                       const accel::FisPlan* plan, bool step_open, const ForwardObserver& observer,
+                       const BlockStackResidual& stack) {
   const auto& p = cfg_.patch_size;
   if (x.ndim() != 4 || x.dim(0) != cfg_.in_dim)
     throw Error("latent must be [" + std::to_string(cfg_.in_dim) + ", F, H, W], got " +
@@ -370,16 +370,36 @@ Tensor WanDiT::forward(const Tensor& x, const Tensor& t, const Tensor& text,
 
   RopeGrid grid{{}, static_cast<int>(gh), static_cast<int>(gw)};
   for (int64_t f = 0; f < gf; ++f) grid.frames.push_back(static_cast<int32_t>(f));
-  Tensor block_table = backend_.empty({rows, 6 * d});
-  for (int i = 0; i < cfg_.num_layers; ++i) {
-    backend_.add_row(e0, blocks_[static_cast<size_t>(i)].modulation, block_table);
-    const Modulation mod{block_table.reshape({rows, 6, d}), token_rows_dev};
-    const accel::BlockPlan bp = plan ? plan->plan_for(step_open, i) : accel::BlockPlan{};
-    if (bp.sparse)
-      run_block_sparse(i, h, mod, grid, text, bp.anchors, plan->config());
-    else
-      run_block(i, h, mod, grid, text);
-    if (observer) observe("block_" + std::to_string(i), h);
+  if (stack.apply) {  // MagCache skipped step: the cached residual stands in for every block
+    const Tensor& r = *stack.apply;
+    if (r.shape() != h.shape() || r.dtype() != DType::F32)
+      throw Error("cached block-stack residual " + shape_str(r.shape()) + " does not fit " +
+                  shape_str(h.shape()) + " F32");
+    backend_.add(h, r);
+  } else {
+    Tensor h_in;
+    if (stack.keep) {
+      h_in = backend_.empty({tokens, d});
+      backend_.copy(h, h_in);
+    }
+    Tensor block_table = backend_.empty({rows, 6 * d});
+    for (int i = 0; i < cfg_.num_layers; ++i) {
+      backend_.add_row(e0, blocks_[static_cast<size_t>(i)].modulation, block_table);
+      const Modulation mod{block_table.reshape({rows, 6, d}), token_rows_dev};
+      const accel::BlockPlan bp = plan ? plan->plan_for(step_open, i) : accel::BlockPlan{};
+      if (bp.sparse)
+        run_block_sparse(i, h, mod, grid, text, bp.anchors, plan->config());
+      else
+        run_block(i, h, mod, grid, text);
+      if (observer) observe("block_" + std::to_string(i), h);
+    }
+    if (stack.keep) {
+      Tensor& keep = *stack.keep;
+      if (!keep.defined() || keep.shape() != h.shape() || keep.dtype() != DType::F32 ||
+          keep.device() != h.device())
+        keep = backend_.empty({tokens, d});
+      backend_.sub(h, h_in, keep);
+    }
   }
 
   // Head: (head.modulation + e) -> shift, scale; Linear(LN(x) * (1 + scale) + shift).

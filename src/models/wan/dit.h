@@ -21,6 +21,14 @@ std::vector<std::pair<std::string, Shape>> dit_parameter_shapes(const WanConfig&
 // them: x_embed, e, e0, context, block_<i>, head_out.
 using ForwardObserver = std::function<void(const std::string& name, const Tensor& host)>;
 
+// MagCache's hook into one forward (accel/magcache.h): the residual of the block stack, i.e. the
+// hidden state after the last block minus the one entering the first block (after the patch
+// embedding, before the head), device [tokens, dim] F32.
+struct BlockStackResidual {
+  const Tensor* apply = nullptr;  // skip every block: h = patch_embed(x) + *apply, then the head
+  Tensor* keep = nullptr;         // when the blocks run: *keep = their output - input
+};
+
 struct DitBlockWeights {
   Tensor modulation;  // [6 * dim]
   Tensor sa_q_w, sa_q_b, sa_k_w, sa_k_b, sa_v_w, sa_v_b, sa_o_w, sa_o_b, sa_norm_q, sa_norm_k;
@@ -46,11 +54,12 @@ class WanDiT {
 
   // One forward. `x` is the device latent [in_dim, F, H, W] (i2v: noise and y already
   // concatenated on channels), `t` the host timestep [1] or per token [1, L] / [L], `text` from
-  // embed_text. With a plan, blocks follow plan->plan_for(step_open, block). Returns the device
-  // output [out_dim, F, H, W].
+  // embed_text. With a plan, blocks follow plan->plan_for(step_open, block). `stack` keeps the
+  // block stack's residual or applies a given one instead of running the blocks (MagCache);
+  // keeping it does not change the output. Returns the device output [out_dim, F, H, W].
   Tensor forward(const Tensor& x, const Tensor& t, const Tensor& text,
                  const accel::FisPlan* plan = nullptr, bool step_open = true,
-                 const ForwardObserver& observer = {});
+                 const ForwardObserver& observer = {}, const BlockStackResidual& stack = {});
 
  private:
   void run_block(int index, Tensor& x, const Modulation& mod, const RopeGrid& grid,
