@@ -28,7 +28,11 @@ if [ "$MODE" != "bench" ] || [ ! -x build-device/fisdit ]; then
   t0=$(date +%s)
   gen=""; command -v ninja >/dev/null && gen="-G Ninja"
   prefix=""; [ -d .deps ] && prefix="-DCMAKE_PREFIX_PATH=$PWD/.deps"
-  cmake -S . -B build-device $gen -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a -DFISDIT_MP4=OFF \
+  # The pipeline (tokenizer, figures, generate) only where its -dev packages are installed.
+  pipeline=OFF
+  pkg-config --exists cairo libpng sentencepiece 2>/dev/null && pipeline=ON
+  say "pipeline: $pipeline"
+  cmake -S . -B build-device $gen -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a -DFISDIT_MP4=OFF -DFISDIT_PIPELINE=$pipeline \
     ${CUDNN_ROOT:+-DFISDIT_CUDNN_ROOT=$CUDNN_ROOT} $prefix >"$OUT/cmake.log" 2>&1 ||
     { tail -30 "$OUT/cmake.log"; say "CONFIGURE FAILED"; exit 1; }
   grep "fisdit:" "$OUT/cmake.log" | tee -a "$SUMMARY"
@@ -84,6 +88,7 @@ if [ "$MODE" = "quick" ]; then
   bench a14b-480p --model-config wan2.2-t2v-a14b --size 832x480 --frames 81 --steps 4 --warmup 1 --repeats 1 --mode per-step-type
   # MagCache alone and with FIS (force: 4 steps -> computed, skipped, skipped, computed).
   bench wan21-1.3b-480p-mc --model-config wan2.1-t2v-1.3b --size 832x480 --frames 81 --steps 4 --fis off,balanced --cache off,magcache --magcache-force --compare-dense --warmup 1 --repeats 2
+  bench a14b-480p-mc --model-config wan2.2-t2v-a14b --size 832x480 --frames 81 --steps 4 --fis off,balanced --cache off,magcache --magcache-force --compare-dense --warmup 1 --repeats 1
 else
   bench a14b-720p --model-config wan2.2-t2v-a14b --size 1280x720 --frames 81 --steps 4 --warmup 1 --repeats 1
   bench a14b-480p --model-config wan2.2-t2v-a14b --size 832x480 --frames 81 --steps 4 --warmup 1 --repeats 1
