@@ -28,12 +28,14 @@ if [ "$MODE" != "bench" ] || [ ! -x build-device/fisdit ]; then
   t0=$(date +%s)
   gen=""; command -v ninja >/dev/null && gen="-G Ninja"
   prefix=""; [ -d .deps ] && prefix="-DCMAKE_PREFIX_PATH=$PWD/.deps"
-  # The pipeline (tokenizer, figures, generate) only where its -dev packages are installed.
-  pipeline=OFF
-  pkg-config --exists cairo libpng sentencepiece 2>/dev/null && pipeline=ON
-  say "pipeline: $pipeline"
-  cmake -S . -B build-device $gen -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a -DFISDIT_MP4=OFF -DFISDIT_PIPELINE=$pipeline \
-    ${CUDNN_ROOT:+-DFISDIT_CUDNN_ROOT=$CUDNN_ROOT} $prefix >"$OUT/cmake.log" 2>&1 ||
+  # The pipeline (tokenizer, media, generate) where its -dev packages are, figures where cairo is.
+  figures=OFF
+  pkg-config --exists cairo 2>/dev/null && figures=ON
+  configure() {
+    cmake -S . -B build-device $gen -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a -DFISDIT_MP4=OFF \
+      -DFISDIT_FIGURES=$figures ${CUDNN_ROOT:+-DFISDIT_CUDNN_ROOT=$CUDNN_ROOT} $prefix "$@" >"$OUT/cmake.log" 2>&1
+  }
+  configure -DFISDIT_PIPELINE=ON || { rm -rf build-device; configure -DFISDIT_PIPELINE=OFF; } ||
     { tail -30 "$OUT/cmake.log"; say "CONFIGURE FAILED"; exit 1; }
   grep "fisdit:" "$OUT/cmake.log" | tee -a "$SUMMARY"
   cmake --build build-device --target fisdit fisdit_cuda_tests -j "$(nproc)" >"$OUT/build.log" 2>&1 ||

@@ -27,6 +27,9 @@ struct LinePlot {
   bool integer_x = false;  // ticks at whole numbers only
 };
 
+// False when this build has no cairo (-DFISDIT_FIGURES=OFF): the writers below then throw.
+bool figures_available();
+
 // Throw fisdit::Error naming the path when it cannot be written or there is nothing to draw.
 void write_heatmap_png(const std::string& path, const Heatmap& map, int width = 900,
                        int height = 700);

@@ -6,6 +6,7 @@
 
 #include "analysis/analyze.h"
 #include "analysis/figures.h"
+#include "analysis/plot.h"
 #include "cli.h"
 #include "core/random.h"
 #include "fisdit/error.h"
@@ -229,7 +230,10 @@ void register_analyze(CLI::App& app) {
     if (!out) throw Error("cannot write " + json_path);
     out.close();
     status("wrote " + json_path);
-    if (!args->no_figures)
+    if (!args->no_figures && !analysis::figures_available())
+      status(
+          "no figures: this build has no cairo (-DFISDIT_FIGURES=OFF); analysis.json has the data");
+    else if (!args->no_figures)
       for (const std::string& p : analysis::write_analysis_figures(result, args->output_dir))
         status("wrote " + p);
   });
