@@ -1,9 +1,10 @@
 #include "pipeline/generate.h"
 
 #include <unistd.h>
-#include <algorithm>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -47,7 +48,28 @@ std::unique_ptr<wan::WanDiT> load_expert(const wan::ModelSource& src, const std:
 
 }  // namespace
 
-GenerateResult generate(const GenerateOptions& o) {
+std::pair<int, int> i2v_size(int64_t max_area, int64_t image_width, int64_t image_height,
+                             int64_t vae_stride, int64_t patch_h, int64_t patch_w) {
+  if (max_area <= 0 || image_width <= 0 || image_height <= 0)
+    throw Error("i2v size: the area and the image size must be positive");
+  // wan/image2video.py: lat = round(sqrt(area * ar) // stride // patch * patch) in float64.
+  const double aspect = static_cast<double>(image_height) / static_cast<double>(image_width);
+  const double area = static_cast<double>(max_area);
+  const auto lat = [&](double side, int64_t patch) {
+    const double p = static_cast<double>(patch);
+    return static_cast<int64_t>(std::floor(std::floor(side / static_cast<double>(vae_stride)) / p) *
+                                p);
+  };
+  const int64_t lat_h = lat(std::sqrt(area * aspect), patch_h);
+  const int64_t lat_w = lat(std::sqrt(area / aspect), patch_w);
+  if (lat_h <= 0 || lat_w <= 0)
+    throw Error("--size: the area is too small for an image of aspect ratio " +
+                std::to_string(image_width) + ":" + std::to_string(image_height));
+  return {static_cast<int>(lat_w * vae_stride), static_cast<int>(lat_h * vae_stride)};
+}
+
+GenerateResult generate(const GenerateOptions& options) {
+  GenerateOptions o = options;  // i2v derives its size from the image (below)
   nlohmann::json summary;
   nlohmann::json stages = nlohmann::json::object();
   const auto t_total = Clock::now();
@@ -94,6 +116,22 @@ GenerateResult generate(const GenerateOptions& o) {
     throw Error("--frames " + std::to_string(o.frames) + ": must be " + std::to_string(tstride) +
                 "k+1 (e.g. 81 or 121): the VAE turns " + std::to_string(tstride) +
                 " frames into one latent frame after the first");
+  // I2V-A14B, as wan/image2video.py: --size gives the area; the first frame's aspect ratio sets
+  // the shape (height and width rounded down to whole latent patches).
+  Tensor source_image;
+  if (task == "i2v" && !o.image.empty()) {
+    source_image = read_image(o.image);
+    const auto [w, h] =
+        i2v_size(static_cast<int64_t>(o.width) * o.height, source_image.dim(2), source_image.dim(1),
+                 sstride, cfg.patch_size[1], cfg.patch_size[2]);
+    if ((w != o.width || h != o.height) && o.progress)
+      std::fprintf(stderr,
+                   "i2v: the area of --size %dx%d at the image's aspect ratio gives %dx%d (as the "
+                   "official pipeline)\n",
+                   o.width, o.height, w, h);
+    o.width = w;
+    o.height = h;
+  }
   const int64_t cell_h = sstride * cfg.patch_size[1], cell_w = sstride * cfg.patch_size[2];
   if (o.width <= 0 || o.height <= 0 || o.width % cell_w || o.height % cell_h)
     throw Error("--size " + std::to_string(o.width) + "x" + std::to_string(o.height) +
@@ -198,7 +236,7 @@ GenerateResult generate(const GenerateOptions& o) {
     vae = wan::load_vae(vae_src, backend.get());
     // As the official pipelines prepare the first frame: TI2V-5B scales with Lanczos and
     // centre-crops (textimage2video.py); I2V-A14B stretches with bicubic (image2video.py).
-    const Tensor source = read_image(o.image);
+    const Tensor source = source_image.defined() ? source_image : read_image(o.image);
     const Tensor image = task == "ti2v"
                              ? resize_and_center_crop(source, o.width, o.height)
                              : resize_image(source, o.width, o.height, ResizeFilter::Bicubic);

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "accel/fis.h"
 #include "core/tensor.h"
@@ -47,6 +48,11 @@ struct GenerateResult {
   std::string task;
   nlohmann::json summary;  // options, resolved paths, per-stage seconds, per-step records
 };
+
+// I2V's frame size as wan/image2video.py derives it: the area `max_area` (the --size's W*H) at the
+// image's aspect ratio, each side rounded down to whole latent patches: returns {width, height}.
+std::pair<int, int> i2v_size(int64_t max_area, int64_t image_width, int64_t image_height,
+                             int64_t vae_stride, int64_t patch_h, int64_t patch_w);
 
 // Checks the request against the model before any weight is loaded; throws fisdit::Error naming
 // the flag (--size, --frames, --image, ...).

@@ -163,12 +163,24 @@ TEST(Generate, ImageToVideoConditionsOnTheFirstFrame) {
   o.image = dir.file("first.png");
   const GenerateResult r = generate(o);
   EXPECT_EQ(r.task, "i2v");
-  ASSERT_EQ(r.video.shape(), (Shape{3, 17, 32, 32}));
+  // --size 32x32 is the area; the 48x40 image's aspect ratio makes it 32x16 (wan/image2video.py).
+  ASSERT_EQ(r.video.shape(), (Shape{3, 17, 16, 32}));
   // Another first frame, another video.
   for (int64_t i = 0; i < rgb.numel(); ++i) rgb.data_as<uint8_t>()[i] = static_cast<uint8_t>(i);
   write_png(dir.file("other.png"), rgb);
   o.image = dir.file("other.png");
   EXPECT_GT(rel_l2(generate(o).latent, r.latent), 1e-4);
+}
+
+TEST(Generate, ImageToVideoSizeFollowsTheOfficialAreaRule) {
+  // Expected values from wan/image2video.py's expression evaluated with numpy.
+  using P = std::pair<int, int>;
+  EXPECT_EQ(i2v_size(1280 * 720, 1280, 720, 8, 2, 2), (P{1280, 720}));
+  EXPECT_EQ(i2v_size(1280 * 720, 1024, 768, 8, 2, 2), (P{1104, 816}));
+  EXPECT_EQ(i2v_size(832 * 480, 480, 832, 8, 2, 2), (P{480, 832}));
+  EXPECT_EQ(i2v_size(832 * 480, 1000, 1000, 8, 2, 2), (P{624, 624}));
+  EXPECT_EQ(i2v_size(32 * 32, 48, 40, 8, 2, 2), (P{32, 16}));
+  EXPECT_THROW(i2v_size(16, 1000, 10, 8, 2, 2), Error);
 }
 
 TEST(Generate, TextImageToVideoKeepsTheImageLatentAsFrameZero) {
