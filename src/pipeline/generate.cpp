@@ -89,17 +89,7 @@ GenerateResult generate(const GenerateOptions& options) {
                   std::to_string(lc.dim) + ") does not match the high-noise expert " + paths.dit +
                   " (" + cfg.model_type + ", dim " + std::to_string(cfg.dim) + ")");
   }
-  const wan::VaeSource vae_src = [&] {
-    try {
-      return wan::open_vae(paths.vae);
-    } catch (const Error& e) {
-      if (paths.layout != "diffusers" || !o.parts.vae.empty()) throw;
-      throw Error(std::string(e.what()) +
-                  "; the diffusers VAE (AutoencoderKLWan names) is not read yet: pass the "
-                  "official Wan2.1_VAE.pth / Wan2.2_VAE.pth or ComfyUI's wan_2.1_vae.safetensors "
-                  "with --vae");
-    }
-  }();
+  const wan::VaeSource vae_src = wan::open_vae(paths.vae);  // official or diffusers names
   const wan::VaeConfig& vc = vae_src.config;
   const int64_t sstride = vc.spatial_stride(), tstride = vc.temporal_stride();
   const int z = vc.z_dim;

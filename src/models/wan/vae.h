@@ -15,7 +15,8 @@
 //     conv from chunk 1 on with a fresh zero history (it never sees chunk 0), interleaving the two
 //     output halves in time (1 -> 2 frames).
 // Weights use the official state_dict keys ("encoder.conv1.weight", ...), optionally under a
-// prefix ("model.", "vae.", ...).
+// prefix ("model.", "vae.", ...); open_vae also reads diffusers' AutoencoderKLWan names through
+// diffusers_vae_key.
 #include <functional>
 #include <memory>
 #include <string>
@@ -102,13 +103,29 @@ class WanVae {
 // as the fixtures store it) or else the released layout (Wan 2.1 when encoder.conv1 takes 3
 // channels, Wan 2.2 when it takes 12) with the widths, z_dim and the res-block count read from
 // the tensor shapes.
+//
+// diffusers' AutoencoderKLWan (a vae/ directory or a .safetensors file, names such as
+// "encoder.conv_in.weight") is read too: the config from its config.json (in the directory or
+// beside the file; else from the tensor shapes as above) and latents_mean / latents_std from it;
+// every official key is read under its diffusers name (diffusers_vae_key) and a tensor that no
+// official key maps to is an error.
 struct VaeSource {
   Checkpoint checkpoint;
   std::string prefix;
   VaeConfig config;
-  std::string config_origin;  // "file metadata" or "tensor shapes"
-  LatentStats stats;          // metadata real_model, else the wrapper's constants (z_dim 16 / 48)
+  std::string config_origin;  // "file metadata", "config.json" or "tensor shapes"
+  LatentStats stats;  // metadata real_model / config.json, else the wrapper's constants (z 16 / 48)
+  bool diffusers = false;  // AutoencoderKLWan names
 };
+// The diffusers AutoencoderKLWan name of an official WanVAE_ key (scripts/convert_wan_to_diffusers
+// .py, convert_vae / convert_vae_22, for any num_res_blocks); throws for a key it does not know.
+std::string diffusers_vae_key(const std::string& key, const VaeConfig& cfg);
+// A diffusers AutoencoderKLWan config.json (base_dim, decoder_base_dim, z_dim, dim_mult,
+// num_res_blocks, attn_scales, temperal_downsample, is_residual, in/out_channels, patch_size,
+// latents_mean, latents_std) as a VaeConfig and its latent statistics (empty when absent).
+// Throws naming `where` and the field for what the VAE here cannot run.
+void diffusers_vae_config(const nlohmann::json& j, const std::string& where, VaeConfig& cfg,
+                          LatentStats& stats);
 VaeSource open_vae(const std::string& path);
 // Loads the weights (throws naming the first missing or misshaped tensor).
 std::unique_ptr<WanVae> load_vae(const VaeSource& src, Backend* backend = nullptr);
