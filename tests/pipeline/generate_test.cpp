@@ -121,6 +121,49 @@ TEST(Generate, TextToVideoWithTwoExperts) {
     EXPECT_TRUE(r.summary.at("seconds").contains(stage)) << stage;
 }
 
+// A diffusers release (model_index.json, transformer/, transformer_2/, vae/ in AutoencoderKLWan
+// names: the fixture renamed by tools/fixtures/make_diffusers_vae.py's name map) gives the same
+// video as the official layout with the same weights.
+TEST(Generate, DiffusersReleaseReadsItsVae) {
+  for (const std::string task : {"t2v", "ti2v"}) {  // Wan 2.1 and Wan 2.2 VAE
+    SCOPED_TRACE(task);
+    TempDir dir;
+    const fs::path off = dir.path() / "official", dif = dir.path() / "diffusers";
+    make_release(off, task);
+    fs::create_directories(dif / "vae");
+    std::ofstream(dif / "model_index.json")
+        << R"({"_class_name": "WanPipeline", "boundary_ratio": 0.875})";
+    if (task == "ti2v") {
+      fs::create_directories(dif / "transformer");
+      for (const char* f : {"diffusion_pytorch_model.safetensors", "config.json"})
+        fs::copy_file(off / f, dif / "transformer" / f);
+    } else {
+      fs::copy(off / "high_noise_model", dif / "transformer");
+      fs::copy(off / "low_noise_model", dif / "transformer_2");
+    }
+    const std::string vae = task == "ti2v" ? "vae22_tiny" : "vae21_tiny";
+    std::ifstream in(data("wan/" + vae + ".diffusers.json"));
+    const nlohmann::json m = nlohmann::json::parse(in);
+    const auto f = SafetensorsFile::open(data("wan/" + vae + ".safetensors"));
+    NamedTensors w;
+    for (const auto& [official, diffusers] : m.at("names").items())
+      w.emplace_back(diffusers, f->tensor_f32("model." + official));
+    write_safetensors((dif / "vae/diffusion_pytorch_model.safetensors").string(), w);
+    std::ofstream(dif / "vae/config.json") << m.at("config").dump();
+
+    GenerateOptions o = tiny(off);
+    o.steps = 1;
+    o.frames = 5;
+    const GenerateResult a = generate(o);
+    o.model = dif.string();
+    o.parts.text_encoder = (off / "models_t5_umt5-xxl-enc-bf16.safetensors").string();
+    o.parts.tokenizer = (off / "google/umt5-xxl").string();
+    const GenerateResult b = generate(o);
+    EXPECT_TRUE(same(a.latent, b.latent));
+    EXPECT_TRUE(same(a.video, b.video)) << "the diffusers VAE decodes as the official one";
+  }
+}
+
 TEST(Generate, SeedsAreReproducibleAndFisChangesTheResult) {
   TempDir dir;
   make_release(dir.path(), "t2v");
