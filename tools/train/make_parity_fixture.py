@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Parity fixture for the C++ engine from this directory's PyTorch DiT (wan_models.WanModel):
-a small t2v model at the bundled model's head_dim (64) with seeded random weights rounded to
-bf16 as the export stores them, one forward in float32 on the CPU, and every hook the engine
-exposes. Same format as tests/data/wan (model.*, input.*, expected.*, metadata config), so
-tests/models/wan_parity_test.cpp checks it like the official fixtures.
+"""Parity fixtures for the C++ engine from this directory's PyTorch models, in the format of
+tests/data/wan (model.*, input.*, expected.*, metadata config), so the engine's parity tests
+check them like the official fixtures:
+  dit_shapes_tiny: WanModel (t2v) at the bundled model's head_dim (64), seeded random weights
+    rounded to bf16 as the export stores them, one float32 CPU forward with every hook
+    (tests/models/wan_parity_test.cpp);
+  vae21_shapes_tiny: WanVAE (Wan 2.1) dim 8, weights rounded to fp16 as exported; encode of a
+    9-frame 32x32 clip, decode of its latent (tests/models/vae_parity_test.cpp).
 
-  python3 tools/train/make_parity_fixture.py tests/data/wan/dit_shapes_tiny.safetensors
+  python3 tools/train/make_parity_fixture.py tests/data/wan
 """
 import json
 import os
@@ -15,11 +18,11 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wan_models import WanModel  # noqa: E402
+from wan_models import WanModel, WanVAE  # noqa: E402
 
 
 @torch.no_grad()
-def main(path):
+def make_dit(path):
     torch.manual_seed(11)
     model = WanModel(dim=128, ffn_dim=256, num_heads=2, num_layers=4, text_len=32, text_dim=32)
     for p in model.parameters():  # bf16 weights (as exported), nothing left at zero
@@ -35,7 +38,7 @@ def main(path):
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update({f"input.{k}": v for k, v in inputs.items()})
     tensors.update({f"expected.{k}": v for k, v in got.items()})
-    tensors = {k: v.float().contiguous() for k, v in tensors.items()}
+    tensors = {k: v.float().clone().contiguous() for k, v in tensors.items()}
     cfg = {k: v for k, v in model.config.items() if k != "_class_name"}
     config = dict(fixture="dit_shapes_tiny", kind="wan_dit", constructor=cfg,
                   description="tools/train/wan_models.py WanModel (t2v) float32 CPU forward; "
@@ -44,5 +47,37 @@ def main(path):
     print(f"wrote {path} ({len(tensors)} tensors)")
 
 
+@torch.no_grad()
+def make_vae(path):
+    torch.manual_seed(21)
+    model = WanVAE(dim=8, z_dim=16)
+    for name, p in model.named_parameters():  # fp16 weights (as exported), gammas near 1
+        p.copy_((p + 0.05 * torch.randn_like(p)).half().float())
+    g = torch.Generator().manual_seed(22)
+    mean, std = torch.randn(16, generator=g) * 0.3, torch.rand(16, generator=g) + 0.5
+    m5, s5 = mean.view(1, -1, 1, 1, 1), std.view(1, -1, 1, 1, 1)
+    video = torch.rand(1, 3, 9, 32, 32, generator=g) * 2 - 1
+    image = video[:, :, :1].clone()
+    enc_raw = model.encoder(video)
+    mu = (model.conv1(enc_raw).chunk(2, dim=1)[0] - m5) / s5
+    z_raw = mu * s5 + m5
+    decoded = model.decode(z_raw)
+    inputs = dict(video=video, image=image, scale_mean=mean, scale_std=std, z=mu)
+    expected = dict(enc_raw=enc_raw, mu=mu, dec_conv2=model.conv2(z_raw), decoded=decoded,
+                    decoded_clamped=decoded.clamp(-1, 1),
+                    mu_image=(model.encode(image)[0] - m5) / s5)
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors.update({f"input.{k}": v for k, v in inputs.items()})
+    tensors.update({f"expected.{k}": v for k, v in expected.items()})
+    tensors = {k: v.float().clone().contiguous() for k, v in tensors.items()}
+    config = dict(fixture="vae21_shapes_tiny", kind="wan_vae", module="vae2_1",
+                  constructor=model.config,
+                  description="tools/train/wan_models.py WanVAE float32 CPU; mu normalised "
+                  "with input.scale_mean/std; input.z = expected.mu; decoded not clamped")
+    save_file(tensors, path, metadata={"config": json.dumps(config)})
+    print(f"wrote {path} ({len(tensors)} tensors)")
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    make_dit(os.path.join(sys.argv[1], "dit_shapes_tiny.safetensors"))
+    make_vae(os.path.join(sys.argv[1], "vae21_shapes_tiny.safetensors"))
