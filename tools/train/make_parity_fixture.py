@@ -6,7 +6,9 @@ check them like the official fixtures:
     rounded to bf16 as the export stores them, one float32 CPU forward with every hook
     (tests/models/wan_parity_test.cpp);
   vae21_shapes_tiny: WanVAE (Wan 2.1) dim 8, weights rounded to fp16 as exported; encode of a
-    9-frame 32x32 clip, decode of its latent (tests/models/vae_parity_test.cpp).
+    9-frame 32x32 clip, decode of its latent (tests/models/vae_parity_test.cpp);
+  t5_shapes_tiny: T5Encoder (umT5) at the bundled model's size and vocabulary, 20 ids of which
+    13 are real, output and trimmed context (tests/models/t5_parity_test.cpp).
 
   python3 tools/train/make_parity_fixture.py tests/data/wan
 """
@@ -18,7 +20,7 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wan_models import WanModel, WanVAE  # noqa: E402
+from wan_models import T5Encoder, WanModel, WanVAE  # noqa: E402
 
 
 @torch.no_grad()
@@ -78,6 +80,30 @@ def make_vae(path):
     print(f"wrote {path} ({len(tensors)} tensors)")
 
 
+@torch.no_grad()
+def make_t5(path):
+    torch.manual_seed(31)
+    model = T5Encoder(vocab=34, dim=128, dim_attn=128, dim_ffn=256, num_heads=2, num_layers=2)
+    for p in model.parameters():
+        p.add_(0.05 * torch.randn_like(p))
+    g = torch.Generator().manual_seed(32)
+    ids = torch.randint(3, 34, (1, 20), generator=g)
+    ids[0, 12], ids[0, 13:] = 1, 0  # 12 pieces, </s>, padding
+    mask = (torch.arange(20) < 13).long()[None]
+    out = model(ids, mask)
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors.update({"input.ids": ids, "input.mask": mask, "expected.out": out,
+                    "expected.context": out[:, :13]})
+    tensors = {k: v.clone().contiguous() for k, v in tensors.items()}
+    config = dict(fixture="t5_shapes_tiny", kind="wan_t5",
+                  constructor=dict(model.config, shared_pos=False),
+                  description="tools/train/wan_models.py T5Encoder float32 CPU on the padded "
+                  "ids with the mask; context = out trimmed to sum(mask) rows")
+    save_file(tensors, path, metadata={"config": json.dumps(config)})
+    print(f"wrote {path} ({len(tensors)} tensors)")
+
+
 if __name__ == "__main__":
+    make_t5(os.path.join(sys.argv[1], "t5_shapes_tiny.safetensors"))
     make_dit(os.path.join(sys.argv[1], "dit_shapes_tiny.safetensors"))
     make_vae(os.path.join(sys.argv[1], "vae21_shapes_tiny.safetensors"))
