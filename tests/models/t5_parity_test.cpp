@@ -98,6 +98,22 @@ TEST_F(T5Parity, AllPositionsAndBlocksMatchTheOfficialCode) {
   expect_close(out, expected("out"), "out");
 }
 
+TEST(T5ShapesParity, OurPyTorchEncoderMatches) {
+  // tools/train/make_parity_fixture.py: the umT5 of the bundled model, in PyTorch.
+  const std::string path = std::string(FISDIT_TEST_DATA) + "/wan/t5_shapes_tiny.safetensors";
+  const auto fixture = SafetensorsFile::open(path);
+  const wan::T5Source src = wan::open_t5(path);
+  ASSERT_EQ(src.config_origin, "file metadata");
+  EXPECT_EQ(src.config.vocab, 34);
+  EXPECT_EQ(src.config.num_heads, 2);
+  auto backend = make_cpu_backend();
+  auto encoder = wan::load_t5(src, *backend);
+  const std::vector<int64_t> ids = integers(fixture->tensor_f32("input.ids"));
+  const std::vector<int64_t> mask = integers(fixture->tensor_f32("input.mask"));
+  expect_close(encoder->forward(ids, mask), fixture->tensor_f32("expected.out"), "out");
+  expect_close(encoder->encode(ids, mask), fixture->tensor_f32("expected.context"), "context");
+}
+
 TEST_F(T5Parity, TrimmedContextMatchesTheOfficialCode) {
   const Tensor context = encoder_->encode(integers(input("ids")), integers(input("mask")));
   expect_close(context, expected("context"), "context");

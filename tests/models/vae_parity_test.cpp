@@ -120,7 +120,9 @@ TEST_P(VaeParity, TrailingFramesBeyond4kPlus1AreDropped) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Wan, VaeParity,
-                         ::testing::Values("vae21_tiny", "vae22_tiny", "vae21_tiny.pth"),
+                         ::testing::Values("vae21_tiny", "vae22_tiny", "vae21_tiny.pth",
+                                           // tools/train/make_parity_fixture.py: our VAE
+                                           "vae21_shapes_tiny"),
                          [](const auto& info) {
                            std::string n = info.param;
                            for (char& c : n)

@@ -62,7 +62,9 @@ TEST_P(WanParity, EveryHookAndTheOutputMatchTheOfficialCode) {
 INSTANTIATE_TEST_SUITE_P(Fixtures, WanParity,
                          ::testing::Values(ParityCase{"dit_t2v_tiny.safetensors", false},
                                            ParityCase{"dit_ti2v_tiny.safetensors", false},
-                                           ParityCase{"dit_i2v_tiny.safetensors", true}),
+                                           ParityCase{"dit_i2v_tiny.safetensors", true},
+                                           // tools/train/make_parity_fixture.py: our PyTorch DiT
+                                           ParityCase{"dit_shapes_tiny.safetensors", false}),
                          [](const auto& info) {
                            std::string n = info.param.file;
                            return n.substr(4, n.find("_tiny") - 4);
