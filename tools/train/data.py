@@ -42,7 +42,7 @@ HELD_OUT_BG = ["black", "white", "gray", "green", "blue", "yellow", "purple", "r
 
 
 def caption(shape, colour, motion, bg_kind, bg_colour):
-    return f"a {colour} {shape} {motion} on a {bg_kind}{bg_colour} background"
+    return f"{'an' if colour == 'orange' else 'a'} {colour} {shape} {motion} on a {bg_kind}{bg_colour} background"
 
 
 HELD_OUT_PROMPTS = [caption(s, c, m, "gradient " if i % 3 == 1 else "", HELD_OUT_BG[i])
