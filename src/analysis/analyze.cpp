@@ -26,6 +26,87 @@ nlohmann::json numbers(const std::vector<double>& v) {
 
 }  // namespace
 
+RedundancyRecorder::RedundancyRecorder(int steps, int blocks)
+    : steps_(static_cast<size_t>(steps)),
+      blocks_(static_cast<size_t>(blocks)),
+      cv_(steps_, std::vector<double>(blocks_)),
+      timesteps_(steps_) {
+  if (steps < 1 || blocks < 1) throw Error("redundancy: steps and blocks must be positive");
+}
+
+void RedundancyRecorder::set_frames(int64_t frames) {
+  if (frames_ != 0 && frames != frames_)
+    throw Error("redundancy: a sample has " + std::to_string(frames) + " latent frames, " +
+                "the earlier ones " + std::to_string(frames_) + " (all samples need one size)");
+  if (frames_ == 0) {
+    frames_ = frames;
+    change_ = zeros3(steps_, blocks_, frames > 0 ? static_cast<size_t>(frames - 1) : 0);
+  }
+}
+
+void RedundancyRecorder::observe_block(int step, int block, const Tensor& host, double weight) {
+  if (frames_ == 0) throw Error("redundancy: observe_block before the frames are set");
+  const size_t k = static_cast<size_t>(step), l = static_cast<size_t>(block);
+  if (k >= steps_ || l >= blocks_)
+    throw Error("redundancy: step " + std::to_string(step) + " block " + std::to_string(block) +
+                " is outside the recorder's " + std::to_string(steps_) + " x " +
+                std::to_string(blocks_));
+  const std::vector<double> r = adjacent_change(host, frames_);
+  cv_[k][l] += coefficient_of_variation(r) * weight;
+  for (size_t f = 0; f < r.size(); ++f) change_[k][l][f] += r[f] * weight;
+}
+
+void RedundancyRecorder::set_timestep(int step, double t) {
+  timesteps_.at(static_cast<size_t>(step)) = t;
+}
+
+sched::ForwardHook RedundancyRecorder::hook(double weight) {
+  return [this, weight](const sched::ForwardCall& call) -> Tensor {
+    set_frames(call.input->dim(1) / call.model->config().patch_size[0]);
+    set_timestep(call.step, call.t->to_vector().back());  // TI2V: frame 0 has t = 0
+    const auto observe = [&](const std::string& name, const Tensor& host) {
+      if (name.rfind("block_", 0) == 0)
+        observe_block(call.step, std::stoi(name.substr(6)), host, weight);
+    };
+    return call.model->forward(*call.input, *call.t, *call.text, call.plan, call.step_open,
+                               observe);
+  };
+}
+
+void RedundancyRecorder::write(nlohmann::json& j) const {
+  j["timesteps"] = timesteps_;
+  j["cv"] = nlohmann::json::array();
+  j["rel_change"] = nlohmann::json::array();
+  for (size_t k = 0; k < steps_; ++k) {
+    j["cv"].push_back(numbers(cv_[k]));
+    nlohmann::json per_block = nlohmann::json::array();
+    for (size_t l = 0; l < blocks_; ++l)
+      per_block.push_back(change_.empty() ? nlohmann::json::array() : numbers(change_[k][l]));
+    j["rel_change"].push_back(per_block);
+  }
+}
+
+nlohmann::json RedundancyRecorder::to_json(const wan::WanConfig& cfg, const Shape& latent,
+                                           const sched::DenoiseOptions& denoise,
+                                           const std::vector<std::string>& samples,
+                                           const nlohmann::json& meta) const {
+  const auto& p = cfg.patch_size;
+  nlohmann::json j = meta.is_object() ? meta : nlohmann::json::object();
+  j["format"] = "fisdit-analysis";
+  j["version"] = 1;
+  j["model_type"] = cfg.model_type;
+  j["num_blocks"] = cfg.num_layers;
+  j["latent"] = latent;
+  j["frames"] = latent.size() == 4 ? latent[1] / p[0] : 0;
+  j["tokens_per_frame"] = latent.size() == 4 ? (latent[2] / p[1]) * (latent[3] / p[2]) : 0;
+  j["steps"] = steps_;
+  j["solver"] = sched::solver_name(denoise.solver);
+  j["shift"] = denoise.shift;
+  j["samples"] = samples;
+  write(j);
+  return j;
+}
+
 nlohmann::json analyze_redundancy(const wan::WanConfig& cfg, const sched::ExpertFn& expert,
                                   bool two_experts, const std::vector<AnalysisSample>& samples,
                                   const AnalysisOptions& options) {
@@ -39,18 +120,16 @@ nlohmann::json analyze_redundancy(const wan::WanConfig& cfg, const sched::Expert
                   " (all samples need one size)");
   const auto& p = cfg.patch_size;
   const int64_t frames = x0.dim(1) / p[0];
-  const int64_t tokens_per_frame = (x0.dim(2) / p[1]) * (x0.dim(3) / p[2]);
   const size_t steps = static_cast<size_t>(options.denoise.steps);
   const size_t blocks = static_cast<size_t>(cfg.num_layers);
-  const size_t nf = static_cast<size_t>(frames), nchange = nf > 0 ? nf - 1 : 0;
+  const size_t nf = static_cast<size_t>(frames);
   std::vector<accel::FisPlan> plans;
   for (const accel::FisConfig& c : options.plans)
     plans.emplace_back(c, cfg.num_layers, options.denoise.steps, static_cast<int>(frames));
 
-  Grid2 cv(steps, std::vector<double>(blocks));
-  Grid3 change = zeros3(steps, blocks, nchange);
+  RedundancyRecorder recorder(options.denoise.steps, cfg.num_layers);
+  recorder.set_frames(frames);
   std::vector<Grid3> error(plans.size(), zeros3(steps, blocks, nf));
-  std::vector<double> timesteps(steps);
   const double n = static_cast<double>(samples.size());
 
   Progress bar("analyze", static_cast<int>(samples.size() * steps), options.progress);
@@ -60,14 +139,12 @@ nlohmann::json analyze_redundancy(const wan::WanConfig& cfg, const sched::Expert
     opt.fis = accel::FisConfig{};
     opt.on_forward = [&](const sched::ForwardCall& call) -> Tensor {
       const size_t k = static_cast<size_t>(call.step);
-      timesteps[k] = call.t->to_vector().back();  // TI2V: frame 0 has t = 0
+      recorder.set_timestep(call.step, call.t->to_vector().back());  // TI2V: frame 0 has t = 0
       std::vector<Tensor> dense(plans.empty() ? 0 : blocks);
       const auto observe_dense = [&](const std::string& name, const Tensor& host) {
         if (name.rfind("block_", 0) != 0) return;
         const size_t l = std::stoul(name.substr(6));
-        const std::vector<double> r = adjacent_change(host, frames);
-        cv[k][l] += coefficient_of_variation(r) / n;
-        for (size_t f = 0; f < r.size(); ++f) change[k][l][f] += r[f] / n;
+        recorder.observe_block(call.step, static_cast<int>(l), host, 1.0 / n);
         if (!plans.empty()) dense[l] = host;
       };
       Tensor out =
@@ -94,28 +171,9 @@ nlohmann::json analyze_redundancy(const wan::WanConfig& cfg, const sched::Expert
   }
   bar.finish();
 
-  nlohmann::json j = options.meta.is_object() ? options.meta : nlohmann::json::object();
-  j["format"] = "fisdit-analysis";
-  j["version"] = 1;
-  j["model_type"] = cfg.model_type;
-  j["num_blocks"] = cfg.num_layers;
-  j["latent"] = x0.shape();
-  j["frames"] = frames;
-  j["tokens_per_frame"] = tokens_per_frame;
-  j["steps"] = steps;
-  j["solver"] = sched::solver_name(options.denoise.solver);
-  j["shift"] = options.denoise.shift;
-  j["samples"] = nlohmann::json::array();
-  for (const AnalysisSample& s : samples) j["samples"].push_back(s.name);
-  j["timesteps"] = timesteps;
-  j["cv"] = nlohmann::json::array();
-  j["rel_change"] = nlohmann::json::array();
-  for (size_t k = 0; k < steps; ++k) {
-    j["cv"].push_back(numbers(cv[k]));
-    nlohmann::json per_block = nlohmann::json::array();
-    for (size_t l = 0; l < blocks; ++l) per_block.push_back(numbers(change[k][l]));
-    j["rel_change"].push_back(per_block);
-  }
+  std::vector<std::string> names;
+  for (const AnalysisSample& s : samples) names.push_back(s.name);
+  nlohmann::json j = recorder.to_json(cfg, x0.shape(), options.denoise, names, options.meta);
   j["fis"] = nlohmann::json::array();
   for (size_t pi = 0; pi < plans.size(); ++pi) {
     nlohmann::json e = nlohmann::json::array(), anchor = nlohmann::json::array(),

@@ -11,6 +11,40 @@
 
 namespace fisdit::analysis {
 
+// Eq. 1-5 accumulated over dense forwards: R_f and CV of every block's output of the
+// conditional forward at each step, each sample weighted (1 / samples for the mean of Eq. 5).
+class RedundancyRecorder {
+ public:
+  RedundancyRecorder(int steps, int blocks);
+
+  // T, the latent frames after patchify; hook() sets it from its first forward when unset.
+  void set_frames(int64_t frames);
+  int64_t frames() const { return frames_; }
+  // One block output (host [T * H'W', C], tokens ordered (f, h, w)) of step k, for a sample of
+  // the given weight. Throws when the frames are not set.
+  void observe_block(int step, int block, const Tensor& host, double weight);
+  void set_timestep(int step, double t);
+  // A DenoiseOptions::on_forward hook that runs the conditional forward itself, with its plan and
+  // gate, observing every block's output; the forward's result is that of the forward without it.
+  sched::ForwardHook hook(double weight);
+
+  // analysis.json's "timesteps" [N], "cv" [N][L] and "rel_change" [N][L][T-1] (docs/ANALYSIS.md).
+  void write(nlohmann::json& j) const;
+  // The fields every analysis.json has ("format" ... "samples", as analyze writes them) plus
+  // write()'s, with no "fis" entry; `meta` is copied in first.
+  nlohmann::json to_json(const wan::WanConfig& cfg, const Shape& latent,
+                         const sched::DenoiseOptions& denoise,
+                         const std::vector<std::string>& samples,
+                         const nlohmann::json& meta = nlohmann::json::object()) const;
+
+ private:
+  size_t steps_, blocks_;
+  int64_t frames_ = 0;
+  std::vector<std::vector<double>> cv_;                   // [N][L]
+  std::vector<std::vector<std::vector<double>>> change_;  // [N][L][T-1]
+  std::vector<double> timesteps_;
+};
+
 struct AnalysisSample {
   std::string name;  // the inputs file or the prompt
   sched::DenoiseInputs inputs;

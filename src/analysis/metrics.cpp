@@ -33,6 +33,25 @@ double psnr(const Tensor& video, const Tensor& reference) {
   return 10.0 * std::log10(1.0 / mse);
 }
 
+std::vector<double> frame_mse(const Tensor& video, const Tensor& reference) {
+  check_pair(video, reference, "frame_mse");
+  const Tensor a = video.to_f32(), b = reference.to_f32();
+  const int64_t frames = a.dim(1), plane = a.dim(2) * a.dim(3);
+  std::vector<double> mse(static_cast<size_t>(frames));
+  for (int64_t c = 0; c < 3; ++c)
+    for (int64_t f = 0; f < frames; ++f) {
+      const float *pa = a.f32() + (c * frames + f) * plane,
+                  *pb = b.f32() + (c * frames + f) * plane;
+      double sum = 0;
+      for (int64_t i = 0; i < plane; ++i) {
+        const double d = unit(pa[i]) - unit(pb[i]);
+        sum += d * d;
+      }
+      mse[static_cast<size_t>(f)] += sum / static_cast<double>(3 * plane);
+    }
+  return mse;
+}
+
 double ssim(const Tensor& video, const Tensor& reference) {
   check_pair(video, reference, "ssim");
   const Tensor a = video.to_f32(), b = reference.to_f32();

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <memory>
 
 #include "backend/backend.h"
@@ -68,31 +69,44 @@ std::pair<int, int> i2v_size(int64_t max_area, int64_t image_width, int64_t imag
   return {static_cast<int>(lat_w * vae_stride), static_cast<int>(lat_h * vae_stride)};
 }
 
-GenerateResult generate(const GenerateOptions& options) {
-  GenerateOptions o = options;  // i2v derives its size from the image (below)
-  nlohmann::json summary;
-  nlohmann::json stages = nlohmann::json::object();
-  const auto t_total = Clock::now();
+struct Generator::State {
+  GenerateOptions model;  // the model fields
+  bool keep_loaded = false;
+  ReleasePaths paths;
+  std::optional<wan::ModelSource> high_src, low_src;  // high_src and vae_src: always set
+  std::optional<wan::VaeSource> vae_src;
+  // Declared before the models that hold a reference to it, so it is destroyed after them.
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<wan::T5Tokenizer> tokenizer;
+  std::unique_ptr<wan::T5Encoder> t5;
+  std::unique_ptr<wan::WanDiT> experts[2];  // high-noise (or only), low-noise
+  std::unique_ptr<wan::WanVae> vae;
+  std::map<std::string, wan::PromptContext> contexts;  // keep_loaded: encoded prompts
+};
 
-  // ---- what is where, and does the request fit the model (before any weight is read)
-  const ReleasePaths paths = resolve_release(o.model, o.parts);
-  const wan::ModelSource high_src = wan::open_model(paths.dit);
-  std::optional<wan::ModelSource> low_src;
-  if (!paths.dit_low.empty()) low_src = wan::open_model(paths.dit_low);
-  const wan::WanConfig& cfg = high_src.config;
-  const std::string task = cfg.model_type;
-  if (low_src) {
-    const wan::WanConfig& lc = low_src->config;
+Generator::Generator(const GenerateOptions& model, bool keep_loaded)
+    : s_(std::make_unique<State>()) {
+  State& s = *s_;
+  s.model = model;
+  s.model.on_forward = {};
+  s.keep_loaded = keep_loaded;
+  // ---- what is where, and do the parts fit each other (before any weight is read)
+  s.paths = resolve_release(model.model, model.parts);
+  const ReleasePaths& paths = s.paths;
+  s.high_src = wan::open_model(paths.dit);
+  if (!paths.dit_low.empty()) s.low_src = wan::open_model(paths.dit_low);
+  const wan::WanConfig& cfg = s.high_src->config;
+  const std::string& task = cfg.model_type;
+  if (s.low_src) {
+    const wan::WanConfig& lc = s.low_src->config;
     if (lc.model_type != cfg.model_type || lc.dim != cfg.dim || lc.in_dim != cfg.in_dim ||
         lc.out_dim != cfg.out_dim || lc.text_dim != cfg.text_dim)
       throw Error("the low-noise expert " + paths.dit_low + " (" + lc.model_type + ", dim " +
                   std::to_string(lc.dim) + ") does not match the high-noise expert " + paths.dit +
                   " (" + cfg.model_type + ", dim " + std::to_string(cfg.dim) + ")");
   }
-  const wan::VaeSource vae_src = wan::open_vae(paths.vae);  // official or diffusers names
-  const wan::VaeConfig& vc = vae_src.config;
-  const int64_t sstride = vc.spatial_stride(), tstride = vc.temporal_stride();
-  const int z = vc.z_dim;
+  s.vae_src = wan::open_vae(paths.vae);  // official or diffusers names
+  const int z = s.vae_src->config.z_dim;
   if (cfg.out_dim != z)
     throw Error("--vae " + paths.vae + ": its latent has " + std::to_string(z) +
                 " channels, the DiT predicts " + std::to_string(cfg.out_dim) +
@@ -102,6 +116,66 @@ GenerateResult generate(const GenerateOptions& options) {
     throw Error(paths.dit + ": a " + task + " DiT with " + std::to_string(z) +
                 "-channel latents should take " + std::to_string(expected_in) +
                 " input channels, it takes " + std::to_string(cfg.in_dim));
+}
+
+Generator::~Generator() = default;
+
+const ReleasePaths& Generator::paths() const { return s_->paths; }
+const wan::WanConfig& Generator::dit_config() const { return s_->high_src->config; }
+bool Generator::two_experts() const { return s_->low_src.has_value(); }
+
+GenerateResult generate(const GenerateOptions& options) {
+  return Generator(options, false).run(options);
+}
+
+Tensor Generator::decode(const Tensor& latent, bool progress) {
+  State& s = *s_;
+  const wan::VaeConfig& vc = s.vae_src->config;
+  if (latent.ndim() != 4 || latent.dim(0) != vc.z_dim)
+    throw Error("decode: expects a latent [" + std::to_string(vc.z_dim) + ", F, H, W], got " +
+                shape_str(latent.shape()));
+  if (!s.backend) s.backend = make_backend(s.model.device);
+  if (!s.vae) s.vae = wan::load_vae(*s.vae_src, s.backend.get());
+  const wan::LatentStats stats =
+      vc.version == 22 ? wan::wan22_latent_stats() : wan::wan21_latent_stats();
+  Tensor zraw = latent.clone();
+  wan::denormalize_latent(zraw, stats);
+  Progress bar("decode", static_cast<int>(latent.dim(1)), progress);
+  Tensor video = s.vae->decode(zraw, nullptr, [&](int chunk, int, int64_t, int64_t) {
+    bar.update(chunk + 1, "latent frame " + std::to_string(chunk + 1));
+  });
+  float* p = video.f32();
+  for (int64_t i = 0; i < video.numel(); ++i) p[i] = std::clamp(p[i], -1.0f, 1.0f);
+  bar.finish();
+  if (!s.keep_loaded) s.vae.reset();
+  return video;
+}
+
+GenerateResult Generator::run(const GenerateOptions& request) {
+  State& s = *s_;
+  if (request.model != s.model.model || request.device != s.model.device)
+    throw Error("Generator::run: the request names model " + request.model + " on " +
+                request.device + ", the generator holds " + s.model.model + " on " +
+                s.model.device);
+  GenerateOptions o = request;  // i2v derives its size from the image (below)
+  o.parts = s.model.parts;
+  o.lora_high = s.model.lora_high;
+  o.lora_low = s.model.lora_low;
+  o.lora_strength = s.model.lora_strength;
+  nlohmann::json summary;
+  nlohmann::json stages = nlohmann::json::object();
+  const auto t_total = Clock::now();
+
+  // ---- does the request fit the model (before any weight is read)
+  const ReleasePaths& paths = s.paths;
+  const wan::ModelSource& high_src = *s.high_src;
+  const std::optional<wan::ModelSource>& low_src = s.low_src;
+  const wan::WanConfig& cfg = high_src.config;
+  const std::string task = cfg.model_type;
+  const wan::VaeSource& vae_src = *s.vae_src;
+  const wan::VaeConfig& vc = vae_src.config;
+  const int64_t sstride = vc.spatial_stride(), tstride = vc.temporal_stride();
+  const int z = vc.z_dim;
   if (o.frames < 1 || (o.frames - 1) % tstride != 0)
     throw Error("--frames " + std::to_string(o.frames) + ": must be " + std::to_string(tstride) +
                 "k+1 (e.g. 81 or 121): the VAE turns " + std::to_string(tstride) +
@@ -158,6 +232,7 @@ GenerateResult generate(const GenerateOptions& options) {
   dopt.boundary = boundary;
   dopt.fis = o.fis;
   dopt.cache = o.cache;
+  dopt.on_forward = o.on_forward;
   const bool needs_uncond = dopt.guidance_for(true) != 1.0f || dopt.guidance_for(false) != 1.0f;
 
   summary["task"] = task;
@@ -186,44 +261,59 @@ GenerateResult generate(const GenerateOptions& options) {
   summary["latent"] = {z, lat_f, lat_h, lat_w};
 
   // Text encoder, VAE and DiT all run on --device.
-  auto backend = make_backend(o.device);
+  if (!s.backend) s.backend = make_backend(o.device);
+  Backend* const backend = s.backend.get();
 
   // ---- text
   sched::DenoiseInputs in;
   {
     Progress bar("text", needs_uncond ? 2 : 1, o.progress);
     const auto t0 = Clock::now();
-    const wan::T5Tokenizer tokenizer(paths.tokenizer);
-    const wan::T5Source t5_src = wan::open_t5(paths.text_encoder);
-    if (t5_src.config.dim != cfg.text_dim)
-      throw Error("--text-encoder " + paths.text_encoder + ": its output has " +
-                  std::to_string(t5_src.config.dim) + " channels, the DiT's text_dim is " +
-                  std::to_string(cfg.text_dim));
-    wan::check_tokenizer_fits(tokenizer, t5_src.config, paths.text_encoder);
-    auto t5 = wan::load_t5(t5_src, *backend);
+    if (!s.tokenizer) s.tokenizer = std::make_unique<wan::T5Tokenizer>(paths.tokenizer);
+    if (!s.t5) {
+      const wan::T5Source t5_src = wan::open_t5(paths.text_encoder);
+      if (t5_src.config.dim != cfg.text_dim)
+        throw Error("--text-encoder " + paths.text_encoder + ": its output has " +
+                    std::to_string(t5_src.config.dim) + " channels, the DiT's text_dim is " +
+                    std::to_string(cfg.text_dim));
+      wan::check_tokenizer_fits(*s.tokenizer, t5_src.config, paths.text_encoder);
+      s.t5 = wan::load_t5(t5_src, *backend);
+    }
     stages["text_load"] = since(t0);
     const auto t1 = Clock::now();
-    const wan::PromptContext pc = wan::encode_prompt(tokenizer, *t5, o.prompt, cfg.text_len);
+    const auto encode = [&](const std::string& text) {
+      if (!s.keep_loaded) return wan::encode_prompt(*s.tokenizer, *s.t5, text, cfg.text_len);
+      auto it = s.contexts.find(text);
+      if (it == s.contexts.end())
+        it = s.contexts.emplace(text, wan::encode_prompt(*s.tokenizer, *s.t5, text, cfg.text_len))
+                 .first;
+      return it->second;
+    };
+    const wan::PromptContext pc = encode(o.prompt);
     in.context = pc.context;
     summary["prompt_tokens"] = pc.tokens.length;
     bar.update(1, std::to_string(pc.tokens.length) + " tokens");
     if (needs_uncond) {
-      in.context_neg = wan::encode_prompt(tokenizer, *t5, o.negative, cfg.text_len).context;
+      in.context_neg = encode(o.negative).context;
       bar.update(2, "negative prompt");
     }
     stages["text_encode"] = since(t1);
+    if (!s.keep_loaded) {
+      s.t5.reset();
+      s.tokenizer.reset();
+    }
     bar.finish();
   }
 
   // ---- first frame (i2v: the whole conditioning video; ti2v: one frame)
   // The VAE runs on the DiT's backend (--device); its weights are loaded for the image encode and
   // again for the decode, so they never sit beside a DiT expert in GPU memory.
-  std::unique_ptr<wan::WanVae> vae;
+  std::unique_ptr<wan::WanVae>& vae = s.vae;
   const wan::LatentStats stats =
       vc.version == 22 ? wan::wan22_latent_stats() : wan::wan21_latent_stats();
   if (!o.image.empty()) {
     const auto t0 = Clock::now();
-    vae = wan::load_vae(vae_src, backend.get());
+    if (!vae) vae = wan::load_vae(vae_src, backend);
     // As the official pipelines prepare the first frame: TI2V-5B scales with Lanczos and
     // centre-crops (textimage2video.py); I2V-A14B stretches with bicubic (image2video.py).
     const Tensor source = source_image.defined() ? source_image : read_image(o.image);
@@ -256,7 +346,7 @@ GenerateResult generate(const GenerateOptions& options) {
       in.y = y;
       bar.finish();
     }
-    vae.reset();
+    if (!s.keep_loaded) vae.reset();
     stages["image_encode"] = since(t0);
   }
 
@@ -265,26 +355,25 @@ GenerateResult generate(const GenerateOptions& options) {
   nlohmann::json steps = nlohmann::json::array();
   Tensor latent;
   {
-    // One expert in memory at a time: the high-noise expert serves the first steps, then it is
-    // freed and the low-noise expert loaded (the steps never go back).
-    std::unique_ptr<wan::WanDiT> current;
-    bool current_high = true;
+    // One expert in memory at a time (unless keep_loaded): the high-noise expert serves the first
+    // steps, then it is freed and the low-noise expert loaded (the steps never go back).
     double load_seconds = 0;
     const sched::ExpertFn expert = [&](bool high) -> wan::WanDiT& {
-      if (!current || current_high != high) {
-        current.reset();
+      const bool use_high = high || !low_src;
+      std::unique_ptr<wan::WanDiT>& slot = s.experts[use_high ? 0 : 1];
+      if (!slot) {
+        if (!s.keep_loaded) s.experts[use_high ? 1 : 0].reset();
         const auto t0 = Clock::now();
-        const wan::ModelSource& src = high || !low_src ? high_src : *low_src;
-        const std::string& lora = high || !low_src ? o.lora_high : o.lora_low;
-        current = load_expert(src, lora, o.lora_strength, *backend);
-        current_high = high;
+        const wan::ModelSource& src = use_high ? high_src : *low_src;
+        const std::string& lora = use_high ? o.lora_high : o.lora_low;
+        slot = load_expert(src, lora, o.lora_strength, *backend);
         load_seconds += since(t0);
         if (o.progress)
           std::fprintf(stderr, "%sloaded %s %s in %.1f s\n", isatty(fileno(stderr)) ? "\n" : "",
                        expert_name(two_experts, high).c_str(), src.checkpoint.path().c_str(),
                        since(t0));
       }
-      return *current;
+      return *slot;
     };
     Progress bar("denoise", o.steps, o.progress);
     const auto on_step = [&](const sched::StepInfo& s) {
@@ -311,6 +400,10 @@ GenerateResult generate(const GenerateOptions& options) {
                   "--size / --frames");
     }
     const double total = bar.finish();
+    if (!s.keep_loaded) {
+      s.experts[0].reset();
+      s.experts[1].reset();
+    }
     stages["dit_load"] = load_seconds;
     stages["denoise"] = total - load_seconds;
   }
@@ -320,18 +413,9 @@ GenerateResult generate(const GenerateOptions& options) {
   GenerateResult r;
   r.task = task;
   r.latent = latent;
-  {
+  if (o.decode) {
     const auto t0 = Clock::now();
-    vae = wan::load_vae(vae_src, backend.get());
-    Tensor zraw = latent.clone();
-    wan::denormalize_latent(zraw, stats);
-    Progress bar("decode", static_cast<int>(lat_f), o.progress);
-    r.video = vae->decode(zraw, nullptr, [&](int chunk, int, int64_t, int64_t) {
-      bar.update(chunk + 1, "latent frame " + std::to_string(chunk + 1));
-    });
-    float* p = r.video.f32();
-    for (int64_t i = 0; i < r.video.numel(); ++i) p[i] = std::clamp(p[i], -1.0f, 1.0f);
-    bar.finish();
+    r.video = decode(latent, o.progress);
     stages["vae_decode"] = since(t0);
   }
   stages["total"] = since(t_total);

@@ -9,6 +9,7 @@
 // low-noise expert is loaded, so peak memory is one expert.
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -40,6 +41,11 @@ struct GenerateOptions {
   accel::MagCacheConfig cache;  // MagCache step caching (off by default)
   std::string device = "cuda";
   bool progress = true;
+  // Optional analysis hook on the conditional DiT forward of every step (sched::ForwardCall):
+  // fisdit quality records the redundancy of the dense runs through it.
+  sched::ForwardHook on_forward;
+  // false: stop after sampling; the result's video is then undefined (Generator::decode).
+  bool decode = true;
 };
 
 struct GenerateResult {
@@ -55,7 +61,37 @@ std::pair<int, int> i2v_size(int64_t max_area, int64_t image_width, int64_t imag
                              int64_t vae_stride, int64_t patch_h, int64_t patch_w);
 
 // Checks the request against the model before any weight is loaded; throws fisdit::Error naming
-// the flag (--size, --frames, --image, ...).
+// the flag (--size, --frames, --image, ...). The same as Generator(options, false).run(options).
 GenerateResult generate(const GenerateOptions& options);
+
+// One release opened for several requests (fisdit quality runs many on one model).
+class Generator {
+ public:
+  // Resolves and opens the release of the model fields of `model` (model, parts, lora_high,
+  // lora_low, lora_strength, device) and checks that its parts fit each other; no weight is read.
+  // keep_loaded: the text encoder, the DiT expert(s) and the VAE stay in memory once a request
+  // has loaded them, and encoded prompts are remembered, so later requests load nothing (every
+  // weight is then resident at once, both A14B experts included). Without it every request loads
+  // and frees them as the header comment says (one expert at a time).
+  Generator(const GenerateOptions& model, bool keep_loaded);
+  ~Generator();
+  Generator(const Generator&) = delete;
+  Generator& operator=(const Generator&) = delete;
+
+  const ReleasePaths& paths() const;
+  const wan::WanConfig& dit_config() const;  // the (high-noise) expert's
+  bool two_experts() const;
+
+  // One request: the request fields of `request` (prompt, image, size, sampling, seed, fis,
+  // cache, progress, on_forward). Its model fields must name the generator's model and device.
+  GenerateResult run(const GenerateOptions& request);
+  // The VAE decode of a final latent [z, F', h, w] (normalised, as run's result holds it) to a
+  // video [3, frames, height, width] clamped to [-1, 1], as run does it.
+  Tensor decode(const Tensor& latent, bool progress = false);
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
+};
 
 }  // namespace fisdit::pipeline

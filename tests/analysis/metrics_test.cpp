@@ -33,6 +33,28 @@ TEST(Metrics, PsnrClosedForm) {
   EXPECT_NEAR(psnr(b, a), 10.0 * std::log10(1.0 / 0.0025), 1e-4);
 }
 
+TEST(Metrics, FrameMseIsPerFrameAndAveragesToThePsnrMse) {
+  const Tensor a = random_video(3, 6, 5, 2);
+  Tensor b = a.clone();
+  // Frame 0 untouched, frame 1 offset by 0.2 (0.1 on the [0, 1] scale) in every channel, frame 2
+  // by 0.4 in the green channel only (0.2 on a third of its values).
+  const int64_t plane = 6 * 5;
+  for (int64_t c = 0; c < 3; ++c)
+    for (int64_t i = 0; i < plane; ++i) {
+      b.f32()[(c * 3 + 1) * plane + i] += 0.2f;
+      if (c == 1) b.f32()[(c * 3 + 2) * plane + i] += 0.4f;
+    }
+  const std::vector<double> mse = frame_mse(b, a);
+  ASSERT_EQ(mse.size(), 3u);
+  EXPECT_EQ(mse[0], 0.0);
+  EXPECT_NEAR(mse[1], 0.01, 1e-7);
+  EXPECT_NEAR(mse[2], 0.04 / 3, 1e-7);
+  // Equal frame sizes: the video's MSE is the mean of the frames'.
+  const double mean = (mse[0] + mse[1] + mse[2]) / 3;
+  EXPECT_NEAR(psnr(b, a), 10.0 * std::log10(1.0 / mean), 1e-9);
+  EXPECT_THROW(frame_mse(a, random_video(2, 6, 5, 2)), Error);
+}
+
 TEST(Metrics, SsimOfConstantFramesIsTheLuminanceTerm) {
   // No variance: SSIM = (2ab + C1) / (a^2 + b^2 + C1) with a, b on the [0, 1] scale.
   const double b = (static_cast<double>(0.2f) + 1.0) / 2.0;  // 0.2f is not exactly 0.2

@@ -59,6 +59,7 @@ void register_text_encode(CLI::App& app);
 void register_media(CLI::App& app);  // video encode, image prepare
 void register_generate(CLI::App& app);
 void register_analyze(CLI::App& app);    // needs the pipeline (figures)
+void register_quality(CLI::App& app);    // needs the pipeline (generate, figures)
 void register_calibrate(CLI::App& app);  // FIS presets; --magcache: cmd_magcache.cpp
 
 }  // namespace fisdit::cli

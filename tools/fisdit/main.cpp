@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   fisdit::cli::register_media(app);
   fisdit::cli::register_generate(app);
   fisdit::cli::register_analyze(app);
+  fisdit::cli::register_quality(app);
 #endif
   try {
     app.parse(argc, argv);

@@ -1,0 +1,28 @@
+#pragma once
+// The generation defaults a model directory may carry in fisdit.json (fisdit's own small models,
+// tools/train): {"name", "size": "128x128", "frames", "steps", "shift", "guidance", "solver",
+// "held_out_prompts": [...], "training": {...}}. Commands take a value from it when its flag is
+// not given, and their built-in default when neither is.
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace fisdit::pipeline {
+
+struct ModelDefaults {
+  std::string path;  // the fisdit.json read; empty when the model has none
+  std::string name;
+  std::optional<std::string> size;  // "WxH"
+  std::optional<int> frames, steps;
+  std::optional<double> shift;
+  std::optional<float> guidance;
+  std::optional<std::string> solver;
+  std::vector<std::string> held_out_prompts;
+};
+
+// MODEL/fisdit.json when `model` is a directory that holds one, else an empty ModelDefaults.
+// Throws fisdit::Error naming the file when it is not JSON or a field has the wrong type;
+// unknown fields (such as "training") are ignored.
+ModelDefaults read_model_defaults(const std::string& model);
+
+}  // namespace fisdit::pipeline
