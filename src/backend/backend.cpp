@@ -24,7 +24,21 @@ Tensor Backend::random_normal(const Shape& shape, DType dtype, float mean, float
   return upload(host, dtype);
 }
 
-void register_cuda_backend(BackendFactory factory) { cuda_factory() = factory; }
+namespace {
+DeviceCountFn& cuda_count() {
+  static DeviceCountFn count = nullptr;
+  return count;
+}
+}  // namespace
+
+void register_cuda_backend(BackendFactory factory, DeviceCountFn count) {
+  cuda_factory() = factory;
+  cuda_count() = count;
+}
+
+std::string default_device() {
+  return cuda_factory() && cuda_count() && cuda_count()() > 0 ? "cuda" : "cpu";
+}
 
 std::unique_ptr<Backend> make_backend(const std::string& device) {
   if (device == "cpu") return make_cpu_backend();

@@ -201,7 +201,11 @@ class Backend {
 std::unique_ptr<Backend> make_cpu_backend();
 // The CUDA backend lives in its own library; a program linking it registers its factory.
 using BackendFactory = std::unique_ptr<Backend> (*)();
-void register_cuda_backend(BackendFactory factory);
+using DeviceCountFn = int (*)();
+void register_cuda_backend(BackendFactory factory, DeviceCountFn count = nullptr);
+// "cuda" when the CUDA backend is registered and a GPU is present, else "cpu": the default of
+// --device in the commands that run on either.
+std::string default_device();
 // Throws fisdit::Error saying why when the CUDA backend is not available in this build or machine.
 std::unique_ptr<Backend> make_backend(const std::string& device);
 

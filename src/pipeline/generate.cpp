@@ -136,8 +136,8 @@ Tensor Generator::decode(const Tensor& latent, bool progress) {
                 shape_str(latent.shape()));
   if (!s.backend) s.backend = make_backend(s.model.device);
   if (!s.vae) s.vae = wan::load_vae(*s.vae_src, s.backend.get());
-  const wan::LatentStats stats =
-      vc.version == 22 ? wan::wan22_latent_stats() : wan::wan21_latent_stats();
+  // the VAE's own statistics (file metadata or diffusers config.json), else Wan's constants
+  const wan::LatentStats& stats = s.vae_src->stats;
   Tensor zraw = latent.clone();
   wan::denormalize_latent(zraw, stats);
   Progress bar("decode", static_cast<int>(latent.dim(1)), progress);
@@ -309,8 +309,7 @@ GenerateResult Generator::run(const GenerateOptions& request) {
   // The VAE runs on the DiT's backend (--device); its weights are loaded for the image encode and
   // again for the decode, so they never sit beside a DiT expert in GPU memory.
   std::unique_ptr<wan::WanVae>& vae = s.vae;
-  const wan::LatentStats stats =
-      vc.version == 22 ? wan::wan22_latent_stats() : wan::wan21_latent_stats();
+  const wan::LatentStats& stats = vae_src.stats;
   if (!o.image.empty()) {
     const auto t0 = Clock::now();
     if (!vae) vae = wan::load_vae(vae_src, backend);

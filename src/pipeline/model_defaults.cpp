@@ -1,12 +1,44 @@
 #include "pipeline/model_defaults.h"
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <vector>
 
 #include "fisdit/error.h"
 
 namespace fisdit::pipeline {
+
+std::string bundled_model_dir() {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (const char* env = std::getenv("FISDIT_MODEL"); env && *env) {
+    if (!fs::is_directory(env, ec))
+      throw Error(std::string("FISDIT_MODEL=") + env + ": not a directory (it names the model " +
+                  "used when no --model is given)");
+    return env;
+  }
+  std::vector<fs::path> candidates;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const fs::path dir = exe.parent_path();
+    candidates.push_back(dir / "models" / "fisdit-shapes");
+    candidates.push_back(dir.parent_path() / "models" / "fisdit-shapes");
+    candidates.push_back(dir.parent_path() / "share" / "fisdit" / "models" / "fisdit-shapes");
+  }
+#ifdef FISDIT_DATA_DIR
+  candidates.push_back(fs::path(FISDIT_DATA_DIR) / "models" / "fisdit-shapes");
+#endif
+  std::string looked;
+  for (const fs::path& c : candidates) {
+    if (fs::is_regular_file(c / "config.json", ec)) return c.lexically_normal().string();
+    looked += (looked.empty() ? "" : ", ") + c.lexically_normal().string();
+  }
+  throw Error(
+      "no --model given and the bundled model (models/fisdit-shapes) was not found (looked in " +
+      looked + "); pass --model DIR or set FISDIT_MODEL");
+}
 
 ModelDefaults read_model_defaults(const std::string& model) {
   ModelDefaults d;

@@ -25,4 +25,11 @@ struct ModelDefaults {
 // unknown fields (such as "training") are ignored.
 ModelDefaults read_model_defaults(const std::string& model);
 
+// The bundled model (models/fisdit-shapes, trained by tools/train), used when a command gets no
+// --model. Looked for, in order: $FISDIT_MODEL (any model directory), models/fisdit-shapes beside
+// or one level above the running binary (a build directory in the source tree), share/fisdit/
+// models/fisdit-shapes above the binary (an install), and the source tree fisdit was built from.
+// Throws fisdit::Error listing where it looked when none exists.
+std::string bundled_model_dir();
+
 }  // namespace fisdit::pipeline

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <cstdlib>
 
 #include <cmath>
 #include <cstring>
@@ -317,8 +318,11 @@ TEST_F(QualityCommand, BadFlagsAreNamed) {
   std::ofstream(dir_.file("a-file")) << "x";
   EXPECT_NE(run(base + prompts + " --output-dir " + dir_.file("a-file") + "/sub", err), 0);
   EXPECT_TRUE(contains(err, "--output-dir " + dir_.file("a-file") + "/sub: cannot create")) << err;
+  // no --model: the bundled model, or FISDIT_MODEL when set (here to a file, not a model)
+  setenv("FISDIT_MODEL", dir_.file("a-file").c_str(), 1);
   EXPECT_NE(run("quality --device cpu" + prompts + out, err), 0);
-  EXPECT_TRUE(contains(err, "--model is required")) << err;
+  unsetenv("FISDIT_MODEL");
+  EXPECT_TRUE(contains(err, "FISDIT_MODEL=" + dir_.file("a-file") + ": not a directory")) << err;
   EXPECT_NE(run(base + prompts, err), 0);
   EXPECT_TRUE(contains(err, "--output-dir")) << err;
   EXPECT_NE(

@@ -5,11 +5,13 @@
 #include <fstream>
 
 #include "analysis/metrics.h"
+#include "backend/backend.h"
 #include "cli.h"
 #include "fisdit/error.h"
 #include "io/image.h"
 #include "io/video.h"
 #include "pipeline/generate.h"
+#include "pipeline/model_defaults.h"
 #include "sched/flow_solvers.h"
 
 namespace fisdit::cli {
@@ -27,18 +29,14 @@ void register_generate(CLI::App& app) {
   };
   auto args = std::make_shared<Args>();
   pipeline::GenerateOptions& o = args->opt;
-#ifdef FISDIT_WITH_CUDA
-  o.device = "cuda";
-#else
-  o.device = "cpu";
-#endif
+  o.device = default_device();
   o.fis = accel::fis_preset("balanced");
   args->fis.preset = "balanced";
   CLI::App* cmd = app.add_subcommand(
       "generate", "text (and image) to video with a Wan 2.2 / 2.1 release: MP4 and/or PNG frames");
   cmd->add_option("--model", o.model,
-                  "release directory (official or diffusers layout) or a DiT .safetensors file")
-      ->required();
+                  "release directory (official or diffusers layout) or a DiT .safetensors file; "
+                  "default: the bundled model (models/fisdit-shapes, or $FISDIT_MODEL)");
   cmd->add_option("--model-low", o.parts.dit_low, "low-noise expert (A14B), if not in --model");
   cmd->add_option("--text-encoder", o.parts.text_encoder, "umT5 encoder, if not in --model");
   cmd->add_option("--tokenizer", o.parts.tokenizer, "spiece.model or a directory holding it");
@@ -49,19 +47,22 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--prompt", o.prompt, "what the video shows")->required();
   cmd->add_option("--negative", o.negative, "negative prompt (used when guidance != 1)");
   cmd->add_option("--image", o.image, "first frame, PNG or JPEG (i2v; optional for ti2v)");
-  cmd->add_option("--size", args->size, "WxH")->capture_default_str();
-  cmd->add_option("--frames", o.frames, "video frames, 4k+1")->capture_default_str();
-  cmd->add_option("--steps", o.steps, "sampling steps")->capture_default_str();
-  cmd->add_option("--shift", o.shift, "flow shift")->capture_default_str();
-  cmd->add_option("--solver", args->solver, "euler (Lightning 4-step), unipc or dpm++")
-      ->capture_default_str();
-  cmd->add_option("--guidance", o.guidance, "CFG scale (1 = off)")->capture_default_str();
+  // The model's fisdit.json (fisdit's own models) overrides these defaults; a flag overrides both.
+  cmd->add_option("--size", args->size, "WxH (default: the model's fisdit.json, else 1280x720)");
+  cmd->add_option("--frames", o.frames, "video frames, 4k+1 (default: fisdit.json, else 81)");
+  cmd->add_option("--steps", o.steps, "sampling steps (default: fisdit.json, else 4)");
+  cmd->add_option("--shift", o.shift, "flow shift (default: fisdit.json, else 5)");
+  cmd->add_option("--solver", args->solver,
+                  "euler (Lightning 4-step), unipc or dpm++ (default: fisdit.json, else euler)");
+  cmd->add_option("--guidance", o.guidance, "CFG scale, 1 = off (default: fisdit.json, else 1)");
   cmd->add_option("--guidance-high", args->guidance_high, "CFG scale of the high-noise steps");
   cmd->add_option("--guidance-low", args->guidance_low, "CFG scale of the low-noise steps");
   cmd->add_option("--boundary", args->boundary,
                   "expert switch: high-noise while t >= boundary*1000 (t2v 0.875, i2v 0.9)");
   cmd->add_option("--seed", o.seed, "noise seed")->capture_default_str();
-  cmd->add_option("--device", o.device, "cuda or cpu (the DiT; text encoder and VAE: cpu)")
+  cmd->add_option("--device", o.device,
+                  "cuda or cpu: where the text encoder, DiT and VAE run (default: cuda when "
+                  "this build has it and a GPU is present)")
       ->capture_default_str();
   cmd->add_option("--output", args->output, "MP4 file to write");
   cmd->add_option("--frames-dir", args->frames_dir, "directory for PNG frames");
@@ -78,8 +79,29 @@ void register_generate(CLI::App& app) {
   cmd->add_flag("--quiet", args->quiet, "no progress bars");
   add_fis_flags(cmd, args->fis);
   add_cache_flags(cmd, args->cache);
-  cmd->callback([args] {
+  cmd->callback([args, cmd] {
     pipeline::GenerateOptions& o = args->opt;
+    if (o.model.empty()) {
+      o.model = pipeline::bundled_model_dir();
+      status("model: " + o.model + " (the bundled fisdit-shapes; --model DIR for another)");
+    }
+    // Defaults the model carries (fisdit.json) for the flags not given.
+    const pipeline::ModelDefaults d = pipeline::read_model_defaults(o.model);
+    const auto unset = [&](const char* flag) { return cmd->count(flag) == 0; };
+    if (d.size && unset("--size")) args->size = *d.size;
+    if (d.frames && unset("--frames")) o.frames = *d.frames;
+    if (d.steps && unset("--steps")) o.steps = *d.steps;
+    if (d.shift && unset("--shift")) o.shift = *d.shift;
+    if (d.solver && unset("--solver")) args->solver = *d.solver;
+    if (d.guidance && unset("--guidance")) o.guidance = *d.guidance;
+    if (d.frames && !unset("--frames") && o.frames != *d.frames)
+      status("note: " + (d.name.empty() ? o.model : d.name) + " was trained on " +
+             std::to_string(*d.frames) + "-frame clips; --frames " + std::to_string(o.frames) +
+             " is outside what it learned and looks worse");
+    if (!d.path.empty())
+      status("defaults from " + d.path + ": --size " + args->size + " --frames " +
+             std::to_string(o.frames) + " --steps " + std::to_string(o.steps) + " --solver " +
+             args->solver + " (flags given override them)");
     if (args->output.empty() && args->frames_dir.empty() && args->save_latent.empty())
       throw Error("nothing to write: give --output OUT.mp4 and/or --frames-dir DIR");
     if (!args->output.empty()) {

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "analysis/plot.h"
+#include "backend/backend.h"
 #include "cli.h"
 #include "fisdit/error.h"
 #include "pipeline/model_defaults.h"
@@ -18,7 +19,7 @@ namespace fisdit::cli {
 namespace {
 
 // The model when --model is not given. None yet: the bundled model is still to come.
-std::string default_model() { return ""; }
+std::string default_model() { return pipeline::bundled_model_dir(); }
 
 std::vector<std::string> split_commas(const std::string& s) {
   std::vector<std::string> out;
@@ -81,19 +82,17 @@ void register_quality(CLI::App& app) {
     bool no_figures = false, quiet = false;
   };
   auto args = std::make_shared<Args>();
-#ifdef FISDIT_WITH_CUDA
-  args->device = "cuda";
-#else
-  args->device = "cpu";
-#endif
+  args->device = default_device();
   for (const std::string& v : pipeline::default_quality_variants())
     args->variants += (args->variants.empty() ? "" : ",") + v;
   CLI::App* cmd = app.add_subcommand(
       "quality",
       "FIS settings and ablations vs dense on held-out prompts: rel. L2, PSNR, SSIM, FLOPs, "
       "time, CV heat map (quality.md + quality.json)");
-  cmd->add_option("--model", args->model,
-                  "release directory (fisdit.json there gives the defaults and the prompts)");
+  cmd->add_option(
+      "--model", args->model,
+      "release directory (fisdit.json there gives the defaults and the prompts); default: "
+      "the bundled model");
   cmd->add_option("--prompts", args->prompts,
                   "text file, one prompt per non-empty line (default: held_out_prompts of the "
                   "model's fisdit.json)");

@@ -10,7 +10,7 @@
 int main(int argc, char** argv) {
   CLI::App app{"fisdit: few-step video diffusion transformers with Frame Interleaved Sparsity"};
 #ifdef FISDIT_WITH_CUDA
-  fisdit::register_cuda_backend(&fisdit::make_cuda_backend);
+  fisdit::register_cuda_backend(&fisdit::make_cuda_backend, &fisdit::cuda_device_count);
 #endif
   app.require_subcommand(1);
   app.set_version_flag("--version", "fisdit 0.1.0");

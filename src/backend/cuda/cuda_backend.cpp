@@ -985,4 +985,12 @@ void CudaBackend::mul(Tensor& x, const Tensor& y) {
 
 namespace fisdit {
 std::unique_ptr<Backend> make_cuda_backend() { return std::make_unique<cuda::CudaBackend>(); }
+int cuda_device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
 }  // namespace fisdit

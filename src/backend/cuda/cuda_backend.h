@@ -10,6 +10,8 @@
 namespace fisdit {
 // Throws fisdit::Error when no usable GPU is present.
 std::unique_ptr<Backend> make_cuda_backend();
+// The number of CUDA devices this process can use (0 when there is no driver or no GPU).
+int cuda_device_count();
 }  // namespace fisdit
 
 namespace fisdit::cuda {
