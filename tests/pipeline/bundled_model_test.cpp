@@ -141,6 +141,22 @@ TEST(BundledModel, GenerateWithoutModelUsesItAndItsDefaults) {
   EXPECT_EQ(t.at("request").at("width").get<int>(), 64);
   EXPECT_EQ(t.at("request").at("steps").get<int>(), 2);
 
+  // analyze without --model and --prompts: the bundled model on its held-out prompts, at its
+  // fisdit.json size, and the flags given (frames, steps) win
+  const std::string cli = std::string(FISDIT_CLI_PATH);
+  ASSERT_EQ(
+      std::system(("OMP_NUM_THREADS=2 " + cli + " analyze --frames 5 --steps 2 --no-figures " +
+                   "--device cpu --output-dir " + dir.file("an") + " 2>/dev/null")
+                      .c_str()),
+      0);
+  std::ifstream ain(dir.file("an") + "/analysis.json");
+  const nlohmann::json a = nlohmann::json::parse(ain);
+  EXPECT_EQ(a.at("latent"), nlohmann::json::parse("[16, 2, 16, 16]"));
+  ASSERT_EQ(a.at("samples").size(), 8u);
+  EXPECT_EQ(a.at("samples")[0].get<std::string>(),
+            read_model_defaults(bundled()).held_out_prompts[0]);
+  EXPECT_EQ(a.at("cv").size(), 2u);  // steps
+
   setenv("FISDIT_MODEL", dir.file("nowhere").c_str(), 1);
   EXPECT_NE(run("--prompt 'a red square' --frames-dir " + dir.file("h"), err), 0);
   unsetenv("FISDIT_MODEL");

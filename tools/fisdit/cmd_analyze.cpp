@@ -13,6 +13,7 @@
 #include "models/wan/loader.h"
 #include "models/wan/t5.h"
 #include "models/wan/t5_tokenizer.h"
+#include "pipeline/model_defaults.h"
 #include "pipeline/release.h"
 #include "sched/flow_euler.h"
 
@@ -32,6 +33,7 @@ std::vector<std::string> split_list(const std::string& s) {
 // from the same noise (--seed) at --size / --frames, as generate would for a t2v run.
 struct PromptFlags {
   std::string file, text_encoder, tokenizer, negative, size = "1280x720";
+  std::vector<std::string> list;  // used when no --prompts file: the model's held-out prompts
   int frames = 81;
   uint64_t seed = 0;
 };
@@ -40,12 +42,14 @@ std::vector<analysis::AnalysisSample> prompt_samples(const PromptFlags& p,
                                                      const wan::WanConfig& cfg, bool guided) {
   if (cfg.model_type == "i2v")
     throw Error("--prompts: an i2v model needs a first frame; give --inputs with 'y' instead");
-  std::ifstream in(p.file);
-  if (!in) throw Error("--prompts " + p.file + ": cannot open the file");
-  std::vector<std::string> prompts;
-  for (std::string line; std::getline(in, line);)
-    if (line.find_first_not_of(" \t\r") != std::string::npos) prompts.push_back(line);
-  if (prompts.empty()) throw Error("--prompts " + p.file + ": no prompt in the file");
+  std::vector<std::string> prompts = p.list;
+  if (!p.file.empty()) {
+    std::ifstream in(p.file);
+    if (!in) throw Error("--prompts " + p.file + ": cannot open the file");
+    for (std::string line; std::getline(in, line);)
+      if (line.find_first_not_of(" \t\r") != std::string::npos) prompts.push_back(line);
+    if (prompts.empty()) throw Error("--prompts " + p.file + ": no prompt in the file");
+  }
   int width = 0, height = 0;
   parse_size(p.size, width, height);
   // The VAE's strides: 4 in time; 8 in space (Wan 2.1 VAE, z_dim 16) or 16 (Wan 2.2 VAE, 48).
@@ -102,7 +106,8 @@ void register_analyze(CLI::App& app) {
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
       "analyze", "redundancy analysis of a dense run (CV, R_f, per-frame FIS error): JSON + PNG");
-  cmd->add_option("--model", args->model, "(high-noise) DiT file or directory")->required();
+  cmd->add_option("--model", args->model,
+                  "(high-noise) DiT file or release directory; default: the bundled model");
   cmd->add_option("--model-low", args->model_low, "low-noise expert (Wan 2.2 A14B)");
   cmd->add_option("--boundary", args->boundary, "expert switch (as denoise)")
       ->capture_default_str();
@@ -139,7 +144,27 @@ void register_analyze(CLI::App& app) {
       ->required();
   cmd->add_flag("--no-figures", args->no_figures, "write the JSON only");
   cmd->add_option("--device", args->device, "cpu or cuda")->capture_default_str();
-  cmd->callback([args] {
+  cmd->callback([args, cmd] {
+    // Without --model: the bundled model. A model with a fisdit.json gives the defaults of the
+    // flags not given and, without --inputs/--prompts, its held-out prompts.
+    if (args->model.empty()) {
+      args->model = pipeline::bundled_model_dir();
+      status("model: " + args->model + " (the bundled fisdit-shapes; --model for another)");
+    }
+    const pipeline::ModelDefaults d = pipeline::read_model_defaults(args->model);
+    const auto unset = [&](const char* flag) { return cmd->count(flag) == 0; };
+    if (d.size && unset("--size")) args->prompts.size = *d.size;
+    if (d.frames && unset("--frames")) args->prompts.frames = *d.frames;
+    if (d.steps && unset("--steps")) args->steps = *d.steps;
+    if (d.shift && unset("--shift")) args->shift = *d.shift;
+    if (d.solver && unset("--solver")) args->solver = *d.solver;
+    if (d.guidance && unset("--guidance")) args->guidance = *d.guidance;
+    if (args->inputs.empty() && args->prompts.file.empty() && !d.held_out_prompts.empty()) {
+      args->prompts.list = d.held_out_prompts;
+      status("prompts: the " + std::to_string(d.held_out_prompts.size()) + " held-out prompts of " +
+             d.path + "; size " + args->prompts.size + ", " + std::to_string(args->prompts.frames) +
+             " frames");
+    }
     analysis::AnalysisOptions opt;
     opt.denoise.solver = sched::parse_solver(args->solver);
     opt.denoise.steps = args->steps;
@@ -170,7 +195,8 @@ void register_analyze(CLI::App& app) {
       }
     }
 
-    if (args->inputs.empty() == args->prompts.file.empty())
+    const bool by_prompts = !args->prompts.file.empty() || !args->prompts.list.empty();
+    if (args->inputs.empty() == !by_prompts)
       throw Error("give either --inputs (noise and context files) or --prompts (a text file)");
     std::vector<analysis::AnalysisSample> samples;
     for (const std::string& path : args->inputs) {
@@ -194,7 +220,7 @@ void register_analyze(CLI::App& app) {
     PromptFlags& pf = args->prompts;
     if (!pf.file.empty() && !std::ifstream(pf.file))
       throw Error("--prompts " + pf.file + ": cannot open the file");
-    if (!pf.file.empty() && (pf.text_encoder.empty() || pf.tokenizer.empty())) {
+    if (by_prompts && (pf.text_encoder.empty() || pf.tokenizer.empty())) {
       pipeline::ReleaseOverrides o{args->model_low, pf.text_encoder, pf.tokenizer,
                                    /*vae: not used here*/ "-"};
       const pipeline::ReleasePaths paths = pipeline::resolve_release(args->model, o);
@@ -214,8 +240,7 @@ void register_analyze(CLI::App& app) {
       low = wan::load_dit(wan::open_model(dit_low_path), *backend);
       status("loaded low-noise expert " + dit_low_path);
     }
-    if (!args->prompts.file.empty())
-      samples = prompt_samples(pf, src.config, args->guidance != 1.0f);
+    if (by_prompts) samples = prompt_samples(pf, src.config, args->guidance != 1.0f);
     for (const accel::FisConfig& c : opt.plans) status("measuring fis " + c.describe());
     opt.meta = {{"model", dit_path}, {"model_low", dit_low_path}, {"device", args->device}};
     const sched::ExpertFn expert = [&](bool use_high) -> wan::WanDiT& {
