@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 
 #include <array>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -46,6 +47,27 @@ GenerateOptions tiny(const fs::path& root) {
   return o;
 }
 
+// The Hugging Face (UMT5EncoderModel) name of an official T5Encoder key, as diffusers'
+// text_encoder/ stores it.
+std::string hf_t5_name(const std::string& official) {
+  if (official == "token_embedding.weight") return "shared.weight";
+  if (official == "norm.weight") return "encoder.final_layer_norm.weight";
+  const size_t dot = official.find('.', 7);  // "blocks.N."
+  const std::string block = "encoder.block." + official.substr(7, dot - 7) + ".layer.";
+  const std::map<std::string, std::string> per_block = {
+      {"norm1.weight", "0.layer_norm.weight"},
+      {"attn.q.weight", "0.SelfAttention.q.weight"},
+      {"attn.k.weight", "0.SelfAttention.k.weight"},
+      {"attn.v.weight", "0.SelfAttention.v.weight"},
+      {"attn.o.weight", "0.SelfAttention.o.weight"},
+      {"pos_embedding.embedding.weight", "0.SelfAttention.relative_attention_bias.weight"},
+      {"norm2.weight", "1.layer_norm.weight"},
+      {"ffn.gate.0.weight", "1.DenseReluDense.wi_0.weight"},
+      {"ffn.fc1.weight", "1.DenseReluDense.wi_1.weight"},
+      {"ffn.fc2.weight", "1.DenseReluDense.wo.weight"}};
+  return block + per_block.at(official.substr(dot + 1));
+}
+
 bool same(const Tensor& a, const Tensor& b) {
   return a.shape() == b.shape() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
 }
@@ -81,7 +103,7 @@ TEST(Generate, TextToVideoWithTwoExperts) {
 // A diffusers release (model_index.json, transformer/, transformer_2/, vae/ in AutoencoderKLWan
 // names: the fixture renamed by tools/fixtures/make_diffusers_vae.py's name map) gives the same
 // video as the official layout with the same weights.
-TEST(Generate, DiffusersReleaseReadsItsVae) {
+TEST(Generate, DiffusersReleaseReadsItsVaeTextEncoderAndTokenizer) {
   for (const std::string task : {"t2v", "ti2v"}) {  // Wan 2.1 and Wan 2.2 VAE
     SCOPED_TRACE(task);
     TempDir dir;
@@ -118,6 +140,22 @@ TEST(Generate, DiffusersReleaseReadsItsVae) {
     const GenerateResult b = generate(o);
     EXPECT_TRUE(same(a.latent, b.latent));
     EXPECT_TRUE(same(a.video, b.video)) << "the diffusers VAE decodes as the official one";
+
+    // text_encoder/ (UMT5EncoderModel names) and tokenizer/ found in the diffusers directory
+    fs::create_directories(dif / "text_encoder");
+    fs::create_directories(dif / "tokenizer");
+    fs::copy_file(off / "google/umt5-xxl/spiece.model", dif / "tokenizer/spiece.model");
+    const auto t5 = SafetensorsFile::open(data("wan/t5_tiny.safetensors"));
+    NamedTensors hf;
+    for (const TensorInfo& info : t5->tensors())
+      if (info.name.rfind("model.", 0) == 0)
+        hf.emplace_back(hf_t5_name(info.name.substr(6)), t5->tensor_f32(info.name));
+    write_safetensors((dif / "text_encoder/model.safetensors").string(), hf);
+    o.parts = {};
+    const GenerateResult c = generate(o);
+    EXPECT_EQ(c.summary.at("paths").at("text_encoder"), (dif / "text_encoder").string());
+    EXPECT_EQ(c.summary.at("paths").at("tokenizer"), (dif / "tokenizer").string());
+    EXPECT_TRUE(same(a.latent, c.latent)) << "the diffusers text encoder encodes as the official";
   }
 }
 
