@@ -2,13 +2,16 @@
 // Shared helpers of the io tests: a self-deleting temp directory, raw safetensors images, and
 // checks on error messages.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <optional>
 #include <random>
 #include <string>
@@ -19,6 +22,19 @@
 #include "fisdit/error.h"
 
 namespace fisdit::iotest {
+
+#ifdef FISDIT_CLI_PATH
+// Runs the fisdit binary with `args` (2 OpenMP threads, stdout discarded); `err` gets its stderr,
+// kept in the file `stderr_path`. Returns the exit status, -1 when it did not exit normally.
+inline int run_fisdit(const std::string& args, const std::string& stderr_path, std::string& err) {
+  const std::string cmd = "OMP_NUM_THREADS=2 " + std::string(FISDIT_CLI_PATH) + " " + args + " 2>" +
+                          stderr_path + " >/dev/null";
+  const int status = std::system(cmd.c_str());
+  std::ifstream e(stderr_path);
+  err.assign(std::istreambuf_iterator<char>(e), std::istreambuf_iterator<char>());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+#endif
 
 // A fresh directory under the system temp directory, removed with everything in it.
 class TempDir {

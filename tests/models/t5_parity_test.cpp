@@ -19,6 +19,7 @@
 #include "fisdit/error.h"
 #include "io/safetensors.h"
 #include "models/wan/t5.h"
+#include "t5_hf_names.h"
 
 namespace fisdit {
 namespace {
@@ -252,25 +253,7 @@ TEST_F(T5OtherLayouts, PthCheckpointGivesTheBf16Context) {
   EXPECT_EQ(rel_l2(a, b), 0.0);
 }
 
-// The Hugging Face (UMT5EncoderModel, ComfyUI) name of an official T5Encoder key.
-std::string hf_name(const std::string& official) {
-  if (official == "token_embedding.weight") return "shared.weight";
-  if (official == "norm.weight") return "encoder.final_layer_norm.weight";
-  const size_t dot = official.find('.', 7);  // "blocks.N."
-  const std::string block = "encoder.block." + official.substr(7, dot - 7) + ".layer.";
-  const std::map<std::string, std::string> per_block = {
-      {"norm1.weight", "0.layer_norm.weight"},
-      {"attn.q.weight", "0.SelfAttention.q.weight"},
-      {"attn.k.weight", "0.SelfAttention.k.weight"},
-      {"attn.v.weight", "0.SelfAttention.v.weight"},
-      {"attn.o.weight", "0.SelfAttention.o.weight"},
-      {"pos_embedding.embedding.weight", "0.SelfAttention.relative_attention_bias.weight"},
-      {"norm2.weight", "1.layer_norm.weight"},
-      {"ffn.gate.0.weight", "1.DenseReluDense.wi_0.weight"},
-      {"ffn.fc1.weight", "1.DenseReluDense.wi_1.weight"},
-      {"ffn.fc2.weight", "1.DenseReluDense.wo.weight"}};
-  return block + per_block.at(official.substr(dot + 1));
-}
+using t5test::hf_name;
 
 // ComfyUI's scaled fp8 umT5 (HF names, a `scaled_fp8` marker): every projection and the token
 // embedding stored as F8_E4M3 of W / s with s = max|W| / 448 per tensor and s in

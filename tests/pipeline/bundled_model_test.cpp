@@ -1,7 +1,6 @@
 // The bundled model (models/fisdit-shapes, trained by tools/train): found without --model, its
 // fisdit.json defaults, its own VAE latent statistics, and prompts it was trained to follow.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <algorithm>
 #include <array>
@@ -10,7 +9,6 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "../io/io_test_util.h"
 #include "models/wan/vae.h"
@@ -104,14 +102,7 @@ TEST(BundledModel, GenerateWithoutModelUsesItAndItsDefaults) {
   TempDir dir;
   unsetenv("FISDIT_MODEL");
   auto run = [&](const std::string& args, std::string& err) {
-    const std::string cmd = "OMP_NUM_THREADS=2 " + std::string(FISDIT_CLI_PATH) + " generate " +
-                            args + " --device cpu 2>" + dir.file("stderr.txt") + " >/dev/null";
-    const int status = std::system(cmd.c_str());
-    std::ifstream e(dir.file("stderr.txt"));
-    std::stringstream ss;
-    ss << e.rdbuf();
-    err = ss.str();
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return iotest::run_fisdit("generate " + args + " --device cpu", dir.file("stderr.txt"), err);
   };
   std::string err;
   ASSERT_EQ(
@@ -143,12 +134,12 @@ TEST(BundledModel, GenerateWithoutModelUsesItAndItsDefaults) {
 
   // analyze without --model and --prompts: the bundled model on its held-out prompts, at its
   // fisdit.json size, and the flags given (frames, steps) win
-  const std::string cli = std::string(FISDIT_CLI_PATH);
-  ASSERT_EQ(
-      std::system(("OMP_NUM_THREADS=2 " + cli + " analyze --frames 5 --steps 2 --no-figures " +
-                   "--device cpu --output-dir " + dir.file("an") + " 2>/dev/null")
-                      .c_str()),
-      0);
+  ASSERT_EQ(iotest::run_fisdit("analyze --frames 5 --steps 2 --no-figures --device cpu "
+                               "--output-dir " +
+                                   dir.file("an"),
+                               dir.file("stderr.txt"), err),
+            0)
+      << err;
   std::ifstream ain(dir.file("an") + "/analysis.json");
   const nlohmann::json a = nlohmann::json::parse(ain);
   EXPECT_EQ(a.at("latent"), nlohmann::json::parse("[16, 2, 16, 16]"));

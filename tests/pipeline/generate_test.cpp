@@ -3,12 +3,9 @@
 #include "pipeline/generate.h"
 
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <array>
-#include <map>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include <cmath>
 #include <cstring>
@@ -16,6 +13,7 @@
 #include <fstream>
 
 #include "../io/io_test_util.h"
+#include "../models/t5_hf_names.h"
 #include "core/random.h"
 #include "io/image.h"
 #include "io/safetensors.h"
@@ -45,27 +43,6 @@ GenerateOptions tiny(const fs::path& root) {
   o.device = "cpu";
   o.progress = false;
   return o;
-}
-
-// The Hugging Face (UMT5EncoderModel) name of an official T5Encoder key, as diffusers'
-// text_encoder/ stores it.
-std::string hf_t5_name(const std::string& official) {
-  if (official == "token_embedding.weight") return "shared.weight";
-  if (official == "norm.weight") return "encoder.final_layer_norm.weight";
-  const size_t dot = official.find('.', 7);  // "blocks.N."
-  const std::string block = "encoder.block." + official.substr(7, dot - 7) + ".layer.";
-  const std::map<std::string, std::string> per_block = {
-      {"norm1.weight", "0.layer_norm.weight"},
-      {"attn.q.weight", "0.SelfAttention.q.weight"},
-      {"attn.k.weight", "0.SelfAttention.k.weight"},
-      {"attn.v.weight", "0.SelfAttention.v.weight"},
-      {"attn.o.weight", "0.SelfAttention.o.weight"},
-      {"pos_embedding.embedding.weight", "0.SelfAttention.relative_attention_bias.weight"},
-      {"norm2.weight", "1.layer_norm.weight"},
-      {"ffn.gate.0.weight", "1.DenseReluDense.wi_0.weight"},
-      {"ffn.fc1.weight", "1.DenseReluDense.wi_1.weight"},
-      {"ffn.fc2.weight", "1.DenseReluDense.wo.weight"}};
-  return block + per_block.at(official.substr(dot + 1));
 }
 
 bool same(const Tensor& a, const Tensor& b) {
@@ -149,7 +126,7 @@ TEST(Generate, DiffusersReleaseReadsItsVaeTextEncoderAndTokenizer) {
     NamedTensors hf;
     for (const TensorInfo& info : t5->tensors())
       if (info.name.rfind("model.", 0) == 0)
-        hf.emplace_back(hf_t5_name(info.name.substr(6)), t5->tensor_f32(info.name));
+        hf.emplace_back(t5test::hf_name(info.name.substr(6)), t5->tensor_f32(info.name));
     write_safetensors((dif / "text_encoder/model.safetensors").string(), hf);
     o.parts = {};
     const GenerateResult c = generate(o);
@@ -315,14 +292,7 @@ TEST(Generate, CommandWritesVideoFramesAndSummary) {
   TempDir dir;
   make_release(dir.path() / "release", "t2v");
   auto run = [&](const std::string& args, std::string& err) {
-    const std::string cmd = "OMP_NUM_THREADS=2 " + std::string(FISDIT_CLI_PATH) + " generate " +
-                            args + " 2>" + dir.file("stderr.txt") + " >/dev/null";
-    const int status = std::system(cmd.c_str());
-    std::ifstream e(dir.file("stderr.txt"));
-    std::stringstream ss;
-    ss << e.rdbuf();
-    err = ss.str();
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return iotest::run_fisdit("generate " + args, dir.file("stderr.txt"), err);
   };
   const std::string base = "--model " + (dir.path() / "release").string() +
                            " --prompt 'a red square' --size 32x32 --frames 17 --device cpu";
@@ -377,14 +347,7 @@ TEST(Generate, CompareDenseCoversMagCacheAloneAndWithFis) {
   TempDir dir;
   make_release(dir.path() / "release", "t2v");
   auto run = [&](const std::string& args, std::string& err) {
-    const std::string cmd = "OMP_NUM_THREADS=2 " + std::string(FISDIT_CLI_PATH) + " generate " +
-                            args + " 2>" + dir.file("stderr.txt") + " >/dev/null";
-    const int status = std::system(cmd.c_str());
-    std::ifstream e(dir.file("stderr.txt"));
-    std::stringstream ss;
-    ss << e.rdbuf();
-    err = ss.str();
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return iotest::run_fisdit("generate " + args, dir.file("stderr.txt"), err);
   };
   const std::string base = "--model " + (dir.path() / "release").string() +
                            " --prompt 'a red square' --size 32x32 --frames 17 --device cpu" +

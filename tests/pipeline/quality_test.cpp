@@ -3,7 +3,6 @@
 #include "pipeline/quality.h"
 
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 #include <cstdlib>
 
 #include <cmath>
@@ -156,14 +155,7 @@ class QualityCommand : public ::testing::Test {
         << "a red square moves left on a blue background\n\n  \na green circle grows\n";
   }
   int run(const std::string& args, std::string& err) {
-    const std::string cmd = "OMP_NUM_THREADS=2 " + std::string(FISDIT_CLI_PATH) + " " + args +
-                            " 2>" + dir_.file("stderr.txt") + " >/dev/null";
-    const int status = std::system(cmd.c_str());
-    std::ifstream e(dir_.file("stderr.txt"));
-    std::stringstream ss;
-    ss << e.rdbuf();
-    err = ss.str();
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return iotest::run_fisdit(args, dir_.file("stderr.txt"), err);
   }
   std::string release() const { return (dir_.path() / "release").string(); }
   static json load(const std::string& path) {

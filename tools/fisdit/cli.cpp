@@ -2,10 +2,20 @@
 
 #include <iostream>
 #include <regex>
+#include <sstream>
 
 #include "fisdit/error.h"
 
 namespace fisdit::cli {
+
+std::vector<std::string> split_commas(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
 
 void add_fis_flags(CLI::App* cmd, FisFlags& f) {
   cmd->add_option("--fis", f.preset, "FIS preset: off, balanced, fast, or a preset JSON file")

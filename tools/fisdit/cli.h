@@ -3,11 +3,16 @@
 #include <CLI/CLI.hpp>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "accel/fis.h"
 #include "accel/magcache.h"
 #include "core/tensor.h"
 #include "io/safetensors.h"
+
+namespace fisdit::pipeline {
+struct ModelDefaults;
+}
 
 namespace fisdit::cli {
 
@@ -48,6 +53,25 @@ Tensor read_input(const SafetensorsFile& file, const std::string& name, bool req
 
 // Progress and status lines go to stderr so stdout stays machine-readable.
 void status(const std::string& line);
+
+// "a,b,,c" -> {"a", "b", "c"} (empty items dropped).
+std::vector<std::string> split_commas(const std::string& text);
+
+// With the pipeline (cli_model.cpp): --model's value, or the bundled model (pipeline::
+// bundled_model_dir, with a status line) when it is empty.
+std::string model_or_bundled(const std::string& model);
+// The settings a model's fisdit.json gives, written to the flags' variables for the flags `cmd`
+// was not given.
+struct GenerationFlags {
+  std::string& size;
+  int& frames;
+  int& steps;
+  double& shift;
+  std::string& solver;
+  float& guidance;
+};
+void apply_model_defaults(const CLI::App& cmd, const pipeline::ModelDefaults& defaults,
+                          const GenerationFlags& flags);
 
 void register_inspect(CLI::App& app);
 void register_flops(CLI::App& app);

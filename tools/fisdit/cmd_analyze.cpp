@@ -2,7 +2,6 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include "analysis/analyze.h"
 #include "analysis/figures.h"
@@ -20,15 +19,6 @@
 namespace fisdit::cli {
 
 namespace {
-std::vector<std::string> split_list(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
-
 // --prompts: one sample per non-empty line, each encoded with the umT5 encoder (CPU) and sampled
 // from the same noise (--seed) at --size / --frames, as generate would for a t2v run.
 struct PromptFlags {
@@ -147,18 +137,11 @@ void register_analyze(CLI::App& app) {
   cmd->callback([args, cmd] {
     // Without --model: the bundled model. A model with a fisdit.json gives the defaults of the
     // flags not given and, without --inputs/--prompts, its held-out prompts.
-    if (args->model.empty()) {
-      args->model = pipeline::bundled_model_dir();
-      status("model: " + args->model + " (the bundled fisdit-shapes; --model for another)");
-    }
+    args->model = model_or_bundled(args->model);
     const pipeline::ModelDefaults d = pipeline::read_model_defaults(args->model);
-    const auto unset = [&](const char* flag) { return cmd->count(flag) == 0; };
-    if (d.size && unset("--size")) args->prompts.size = *d.size;
-    if (d.frames && unset("--frames")) args->prompts.frames = *d.frames;
-    if (d.steps && unset("--steps")) args->steps = *d.steps;
-    if (d.shift && unset("--shift")) args->shift = *d.shift;
-    if (d.solver && unset("--solver")) args->solver = *d.solver;
-    if (d.guidance && unset("--guidance")) args->guidance = *d.guidance;
+    apply_model_defaults(*cmd, d,
+                         {args->prompts.size, args->prompts.frames, args->steps, args->shift,
+                          args->solver, args->guidance});
     if (args->inputs.empty() && args->prompts.file.empty() && !d.held_out_prompts.empty()) {
       args->prompts.list = d.held_out_prompts;
       status("prompts: the " + std::to_string(d.held_out_prompts.size()) + " held-out prompts of " +
@@ -177,7 +160,7 @@ void register_analyze(CLI::App& app) {
     sched::flow_schedule(opt.denoise.solver, opt.denoise.steps, opt.denoise.shift);  // validates
     std::vector<std::string> fis_names;
     for (const std::string& f : args->fis)
-      for (const std::string& item : split_list(f)) fis_names.push_back(item);
+      for (const std::string& item : split_commas(f)) fis_names.push_back(item);
     if (fis_names.empty() && !args->strides.empty()) fis_names.push_back("balanced");
     for (const std::string& name : fis_names) {
       accel::FisConfig c = accel::fis_preset(name);

@@ -81,20 +81,12 @@ void register_generate(CLI::App& app) {
   add_cache_flags(cmd, args->cache);
   cmd->callback([args, cmd] {
     pipeline::GenerateOptions& o = args->opt;
-    if (o.model.empty()) {
-      o.model = pipeline::bundled_model_dir();
-      status("model: " + o.model + " (the bundled fisdit-shapes; --model DIR for another)");
-    }
+    o.model = model_or_bundled(o.model);
     // Defaults the model carries (fisdit.json) for the flags not given.
     const pipeline::ModelDefaults d = pipeline::read_model_defaults(o.model);
-    const auto unset = [&](const char* flag) { return cmd->count(flag) == 0; };
-    if (d.size && unset("--size")) args->size = *d.size;
-    if (d.frames && unset("--frames")) o.frames = *d.frames;
-    if (d.steps && unset("--steps")) o.steps = *d.steps;
-    if (d.shift && unset("--shift")) o.shift = *d.shift;
-    if (d.solver && unset("--solver")) args->solver = *d.solver;
-    if (d.guidance && unset("--guidance")) o.guidance = *d.guidance;
-    if (d.frames && !unset("--frames") && o.frames != *d.frames)
+    apply_model_defaults(*cmd, d,
+                         {args->size, o.frames, o.steps, o.shift, args->solver, o.guidance});
+    if (d.frames && cmd->count("--frames") && o.frames != *d.frames)
       status("note: " + (d.name.empty() ? o.model : d.name) + " was trained on " +
              std::to_string(*d.frames) + "-frame clips; --frames " + std::to_string(o.frames) +
              " is outside what it learned and looks worse");

@@ -5,7 +5,6 @@
 #include <filesystem>
 #include <fstream>
 #include <regex>
-#include <sstream>
 
 #include "analysis/plot.h"
 #include "backend/backend.h"
@@ -17,18 +16,6 @@
 
 namespace fisdit::cli {
 namespace {
-
-// The model when --model is not given. None yet: the bundled model is still to come.
-std::string default_model() { return pipeline::bundled_model_dir(); }
-
-std::vector<std::string> split_commas(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
 
 std::vector<uint64_t> parse_seeds(const std::string& text) {
   static const std::regex digits(R"(\d{1,19})");
@@ -121,11 +108,7 @@ void register_quality(CLI::App& app) {
     q.variants = split_commas(args->variants);
     for (const std::string& name : q.variants) pipeline::quality_variant(name);
     q.seeds = parse_seeds(args->seeds);
-    const std::string model = args->model.empty() ? default_model() : args->model;
-    if (model.empty())
-      throw Error(
-          "--model is required: a release directory (official layout; its fisdit.json, "
-          "when present, gives the defaults and the held-out prompts)");
+    const std::string model = model_or_bundled(args->model);
     const pipeline::ModelDefaults d = pipeline::read_model_defaults(model);
     q.model_name = d.name;
     if (!args->prompts.empty()) {
