@@ -84,6 +84,11 @@ class Backend {
   virtual Tensor download(const Tensor& t) = 0;           // host F32 copy
   virtual void copy(const Tensor& src, Tensor& dst) = 0;  // same shape or element count
   virtual void synchronize() {}
+  // Bytes of device memory held by live tensors now, and the most held at once since the last
+  // reset_memory_peak(); -1 where the backend does not track them (the CPU backend).
+  virtual int64_t memory_in_use() const { return -1; }
+  virtual int64_t memory_peak() const { return -1; }
+  virtual void reset_memory_peak() {}
   // A tensor of N(mean, stddev^2) values, deterministic in `seed`, made where the backend keeps
   // tensors (the CUDA backend draws them on the GPU, so benchmarks never build host copies of
   // large random weights). Default: drawn on the host, then uploaded.
@@ -130,6 +135,10 @@ class Backend {
   virtual void mul_gate(Tensor& x, ModChunk gate) = 0;
   // x += alpha * y
   virtual void add_scaled(Tensor& x, const Tensor& y, float alpha) = 0;
+  // w += scale * up @ down, all F32 and fp32 arithmetic (no TF32): w [rows, cols] (any shape of
+  // rows * cols elements whose first dim is rows), up [rows, rank], down [rank, cols]. The LoRA
+  // merge of a weight on the backend that will keep it.
+  virtual void add_low_rank(Tensor& w, const Tensor& up, const Tensor& down, float scale) = 0;
   // out = a - b
   virtual void sub(const Tensor& a, const Tensor& b, Tensor& out) = 0;
   // out[r, :] = a[r, :] + row[:] for every row r (out may alias a).

@@ -232,6 +232,15 @@ Tensor WeightSource::get(const std::string& canonical, const Shape& expected) co
   return get(canonical);
 }
 
+Tensor WeightSource::get_stored(const std::string& canonical, const Shape& expected) const {
+  const std::string stored = keymap_.stored_name(canonical);
+  const TensorInfo& info = require(canonical, stored);
+  if (info.dtype != DType::BF16 && info.dtype != DType::F16 && info.dtype != DType::F32)
+    return get(canonical, expected);
+  if (info.shape != expected) return get(canonical, expected);  // throws naming the tensor
+  return checkpoint_.tensor(stored);
+}
+
 Tensor WeightSource::get(const std::string& canonical) const {
   const std::string stored = keymap_.stored_name(canonical);
   const TensorInfo& info = require(canonical, stored);
@@ -249,7 +258,9 @@ Tensor WeightSource::get(const std::string& canonical) const {
                     shape_str(scale_info->shape) + ", expected a single value");
       const float scale = checkpoint_.tensor_f32(scale_name).f32()[0];
       float* p = t.f32();
-      for (int64_t i = 0; i < t.numel(); ++i) p[i] *= scale;
+      const int64_t n = t.numel();
+#pragma omp parallel for schedule(static) if (n > (1 << 20))
+      for (int64_t i = 0; i < n; ++i) p[i] *= scale;
     }
   }
   return t;

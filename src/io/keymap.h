@@ -97,6 +97,10 @@ class WeightSource {
   Tensor get(const std::string& canonical, const Shape& expected) const;
   // The same without a shape check.
   Tensor get(const std::string& canonical) const;
+  // As get(canonical, expected), but in the stored dtype when that needs no conversion to be
+  // used: a read-only view of the file for BF16 / F16 / F32 tensors (no copy), the scaled host F32
+  // copy for FP8 ones. For uploading straight to a backend that converts as it copies.
+  Tensor get_stored(const std::string& canonical, const Shape& expected) const;
 
  private:
   const TensorInfo& require(const std::string& canonical, const std::string& stored) const;

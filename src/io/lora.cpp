@@ -5,6 +5,7 @@
 #include <set>
 #include <string_view>
 
+#include "backend/backend.h"
 #include "fisdit/error.h"
 #include "io/keymap.h"
 #include "io/text.h"
@@ -273,11 +274,19 @@ size_t LoraMerge::count_for(size_t index) const {
 }
 
 void LoraMerge::apply(const std::string& canonical, Tensor& weight) const {
-  const auto it = patches_.find(canonical);
-  if (it == patches_.end()) return;
+  if (!touches(canonical)) return;
   if (weight.dtype() != DType::F32 || weight.device() != Device::CPU || weight.ndim() < 1)
     throw Error("LoRA merge of " + squoted(canonical) + ": the weight must be a host F32 tensor");
-  float* w = weight.f32();
+  static const std::unique_ptr<Backend> cpu = make_backend("cpu");
+  apply(canonical, weight, *cpu);
+}
+
+void LoraMerge::apply(const std::string& canonical, Tensor& weight, Backend& backend) const {
+  const auto it = patches_.find(canonical);
+  if (it == patches_.end()) return;
+  if (weight.dtype() != DType::F32 || weight.device() != backend.device() || weight.ndim() < 1)
+    throw Error("LoRA merge of " + squoted(canonical) + ": the weight must be an F32 tensor on " +
+                backend.name());
   const int64_t rows = weight.dim(0);
   const int64_t cols = rows > 0 ? weight.numel() / rows : 0;
   for (const Patch& p : it->second) {
@@ -287,36 +296,17 @@ void LoraMerge::apply(const std::string& canonical, Tensor& weight) const {
       if (d.numel() != weight.numel())
         throw Error(paths_[p.file] + ": LoRA tensor " + squoted(p.delta) + " does not match " +
                     squoted(canonical));
-      const float* pd = d.f32();
-      const int64_t n = weight.numel();
-#pragma omp parallel for schedule(static)
-      for (int64_t i = 0; i < n; ++i) w[i] += p.scale * pd[i];
+      backend.add_scaled(weight, backend.upload(d.reshape(weight.shape()), DType::F32), p.scale);
       continue;
     }
-    // W += scale * (up @ down): each row of the product accumulated in fp32 over the rank.
+    // W += scale * (up @ down), in fp32 on the backend (the weights' dtype comes after).
     const Tensor up = file.tensor_f32(p.up), down = file.tensor_f32(p.down);
     const int64_t rank = p.rank;
     if (up.numel() != rows * rank || down.numel() != rank * cols)
       throw Error(paths_[p.file] + ": LoRA tensors " + squoted(p.up) + " / " + squoted(p.down) +
                   " do not match " + squoted(canonical) + " " + shape_str(weight.shape()));
-    const float* pu = up.f32();
-    const float* pdown = down.f32();
-    const float scale = p.scale;
-#pragma omp parallel
-    {
-      std::vector<float> row(static_cast<size_t>(cols));
-#pragma omp for schedule(static)
-      for (int64_t o = 0; o < rows; ++o) {
-        std::fill(row.begin(), row.end(), 0.0f);
-        for (int64_t k = 0; k < rank; ++k) {
-          const float c = pu[o * rank + k];
-          const float* d = pdown + k * cols;
-          for (int64_t i = 0; i < cols; ++i) row[static_cast<size_t>(i)] += c * d[i];
-        }
-        float* wo = w + o * cols;
-        for (int64_t i = 0; i < cols; ++i) wo[i] += scale * row[static_cast<size_t>(i)];
-      }
-    }
+    backend.add_low_rank(weight, backend.upload(up.reshape({rows, rank}), DType::F32),
+                         backend.upload(down.reshape({rank, cols}), DType::F32), p.scale);
   }
 }
 

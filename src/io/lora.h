@@ -33,6 +33,8 @@
 
 namespace fisdit {
 
+class Backend;
+
 struct LoraSpec {
   std::string path;  // safetensors (or torch.save .pth) file
   float strength = 1.0f;
@@ -56,6 +58,8 @@ class LoraMerge {
   // Adds every delta for `canonical` to `weight`, a writable host F32 tensor of the parameter's
   // shape. No-op for a parameter no LoRA changes.
   void apply(const std::string& canonical, Tensor& weight) const;
+  // The same for an F32 `weight` that lives on `backend` (the GPU merges there, in fp32).
+  void apply(const std::string& canonical, Tensor& weight, Backend& backend) const;
 
   struct Patch {
     size_t file = 0;  // index into the LoRA list

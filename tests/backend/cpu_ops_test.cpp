@@ -304,5 +304,27 @@ TEST_F(CpuOps, GatedAddUsesThePerTokenGate) {
     }
 }
 
+// The LoRA merge op: w += scale * up @ down for any w of rows * cols elements.
+TEST_F(CpuOps, AddLowRankMatchesFloat64) {
+  for (const Shape& ws : {Shape{29, 41}, Shape{6, 5, 14}}) {
+    const int64_t rows = ws[0], cols = shape_numel(ws) / rows, rank = 7;
+    const Tensor w = random_tensor(ws, 11), up = random_tensor({rows, rank}, 12, 0.5f),
+                 down = random_tensor({rank, cols}, 13, 0.5f);
+    Tensor got = w.clone(), ref = w.clone();
+    be.add_low_rank(got, up, down, -0.6f);
+    for (int64_t o = 0; o < rows; ++o)
+      for (int64_t i = 0; i < cols; ++i) {
+        double s = 0;
+        for (int64_t k = 0; k < rank; ++k)
+          s += double(up.f32()[o * rank + k]) * down.f32()[k * cols + i];
+        ref.f32()[o * cols + i] = static_cast<float>(w.f32()[o * cols + i] - 0.6 * s);
+      }
+    EXPECT_LE(rel_l2(got, ref), kTol);
+    EXPECT_GT(rel_l2(got, w), 0.1);
+  }
+  Tensor w = Tensor::zeros({4, 6});
+  EXPECT_THROW(be.add_low_rank(w, Tensor::zeros({4, 2}), Tensor::zeros({3, 6}), 1.0f), Error);
+}
+
 }  // namespace
 }  // namespace fisdit

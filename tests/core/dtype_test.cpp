@@ -5,6 +5,9 @@
 
 #include <cmath>
 #include <limits>
+#include <vector>
+
+#include "fisdit/error.h"
 
 namespace fisdit {
 namespace {
@@ -35,6 +38,34 @@ TEST(Fp8E4M3, RoundsToNearestEvenAndSaturatesAsTorch) {
   EXPECT_EQ(float_to_f8e4m3(1e30f), 0x7e);  // saturates
   EXPECT_EQ(float_to_f8e4m3(-std::numeric_limits<float>::infinity()), 0xfe);
   EXPECT_TRUE(std::isnan(f8e4m3_to_float(float_to_f8e4m3(std::nanf("")))));
+}
+
+// Large buffers are converted in parallel chunks: every element equals the scalar conversion
+// (chunk edges included), and an unconvertible dtype still throws (outside the threads).
+TEST(ConvertToF32, LargeBuffersEqualTheScalarConversion) {
+  const size_t n = (size_t{5} << 20) + 12345;  // 5 chunks and a partial one
+  std::vector<uint8_t> f8(n);
+  std::vector<uint16_t> bf(n);
+  for (size_t i = 0; i < n; ++i) {
+    f8[i] = static_cast<uint8_t>((i * 2654435761u) >> 13);
+    bf[i] = static_cast<uint16_t>((i * 2654435761u) >> 7);
+  }
+  std::vector<float> out(n);
+  convert_to_f32(DType::F8_E4M3, f8.data(), out.data(), n);
+  size_t bad = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const float want = f8e4m3_to_float(f8[i]);
+    bad += !(out[i] == want || (std::isnan(out[i]) && std::isnan(want)));
+  }
+  EXPECT_EQ(bad, 0u);
+  convert_to_f32(DType::BF16, bf.data(), out.data(), n);
+  bad = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const float want = bf16_to_float(bf[i]);
+    bad += !(out[i] == want || (std::isnan(out[i]) && std::isnan(want)));
+  }
+  EXPECT_EQ(bad, 0u);
+  EXPECT_THROW(convert_to_f32(DType::Bool, f8.data(), out.data(), n), Error);
 }
 
 }  // namespace

@@ -323,6 +323,29 @@ TEST(CudaOps, UploadDownloadAndRandom) {
   EXPECT_NEAR(std::sqrt(var), 0.5, 0.01);
 }
 
+// The LoRA merge op: w += scale * up @ down in fp32 (no TF32), a 3-D w seen as [rows, cols].
+TEST(CudaOps, AddLowRankMatchesTheCpuInFp32) {
+  FISDIT_REQUIRE_GPU();
+  auto cpu = make_cpu_backend();
+  for (const Shape& ws : {Shape{48, 70}, Shape{6, 5, 14}}) {
+    const int64_t rows = ws[0], cols = shape_numel(ws) / rows, rank = 8;
+    const Tensor w = randn(ws, 93), up = randn({rows, rank}, 94, 0.5f),
+                 down = randn({rank, cols}, 95, 0.5f);
+    Tensor ref = w.clone();
+    cpu->add_low_rank(ref, up, down, 0.37f);
+    Tensor got = gpu.upload(w, DType::F32);
+    gpu.add_low_rank(got, gpu.upload(up, DType::F32), gpu.upload(down, DType::F32), 0.37f);
+    const double err = gpu_err(gpu, got, ref);
+    std::printf("add_low_rank %s rank %lld rel L2 %.3g\n", shape_str(ws).c_str(),
+                static_cast<long long>(rank), err);
+    EXPECT_LE(err, 1e-6);  // fp32 summation order only; TF32 would be ~1e-3
+    EXPECT_GT(rel_l2(ref, w), 0.1) << "the update is not negligible";
+  }
+  Tensor w = gpu.empty({4, 6}, DType::F32);
+  EXPECT_THROW(gpu.add_low_rank(w, gpu.empty({4, 2}, DType::F32), gpu.empty({3, 6}, DType::F32), 1),
+               Error);
+}
+
 TEST(CudaOps, ErrorsNameTheOpAndShapes) {
   FISDIT_REQUIRE_GPU();
   const Tensor x = gpu.empty({4, 8}, DType::BF16), w = gpu.empty({16, 9}, DType::BF16);

@@ -31,6 +31,7 @@ class CpuBackend final : public Backend {
   void add(Tensor& x, const Tensor& y, ModChunk gate) override;
   void mul_gate(Tensor& x, ModChunk gate) override;
   void add_scaled(Tensor& x, const Tensor& y, float alpha) override;
+  void add_low_rank(Tensor& w, const Tensor& up, const Tensor& down, float scale) override;
   void sub(const Tensor& a, const Tensor& b, Tensor& out) override;
   void add_row(const Tensor& a, const Tensor& row, Tensor& out) override;
 

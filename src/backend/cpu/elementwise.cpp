@@ -1,3 +1,6 @@
+#include <algorithm>
+#include <vector>
+
 #include "backend/cpu/cpu_backend.h"
 
 namespace fisdit {
@@ -41,6 +44,38 @@ void CpuBackend::add_scaled(Tensor& x, const Tensor& y, float alpha) {
   const int64_t n = x.numel();
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) px[i] += alpha * py[i];
+}
+
+void CpuBackend::add_low_rank(Tensor& w, const Tensor& up, const Tensor& down, float scale) {
+  const char* op = "add_low_rank";
+  for (const Tensor* t : {static_cast<const Tensor*>(&w), &up, &down})
+    cpu::require(t->dtype() == DType::F32 && t->device() == Device::CPU, op,
+                 "expects host F32 tensors");
+  cpu::require(up.ndim() == 2 && down.ndim() == 2 && w.ndim() >= 1 && up.dim(1) == down.dim(0) &&
+                   w.dim(0) == up.dim(0) && w.numel() == up.dim(0) * down.dim(1),
+               op,
+               "w " + shape_str(w.shape()) + " is not up " + shape_str(up.shape()) + " @ down " +
+                   shape_str(down.shape()));
+  const int64_t rows = up.dim(0), rank = up.dim(1), cols = down.dim(1);
+  float* pw = w.f32();
+  const float* pu = up.f32();
+  const float* pd = down.f32();
+  // Each row of the product accumulated in fp32 over the rank, then scaled and added.
+#pragma omp parallel
+  {
+    std::vector<float> row(static_cast<size_t>(cols));
+#pragma omp for schedule(static)
+    for (int64_t o = 0; o < rows; ++o) {
+      std::fill(row.begin(), row.end(), 0.0f);
+      for (int64_t k = 0; k < rank; ++k) {
+        const float c = pu[o * rank + k];
+        const float* d = pd + k * cols;
+        for (int64_t i = 0; i < cols; ++i) row[static_cast<size_t>(i)] += c * d[i];
+      }
+      float* wo = pw + o * cols;
+      for (int64_t i = 0; i < cols; ++i) wo[i] += scale * row[static_cast<size_t>(i)];
+    }
+  }
 }
 
 void CpuBackend::sub(const Tensor& a, const Tensor& b, Tensor& out) {

@@ -568,6 +568,23 @@ void CudaBackend::add_scaled(Tensor& x, const Tensor& y, float alpha) {
                     x.numel(), stream());
 }
 
+void CudaBackend::add_low_rank(Tensor& w, const Tensor& up, const Tensor& down, float scale) {
+  const char* op = "add_low_rank";
+  require_device(w, op, "w");
+  require_device(up, op, "up");
+  require_device(down, op, "down");
+  require(w.dtype() == DType::F32 && up.dtype() == DType::F32 && down.dtype() == DType::F32, op,
+          "expects F32 tensors");
+  const std::string ctx = "w " + desc(w) + ", up " + desc(up) + ", down " + desc(down);
+  require(up.ndim() == 2 && down.ndim() == 2 && w.ndim() >= 1 && up.dim(1) == down.dim(0) &&
+              w.dim(0) == up.dim(0) && w.numel() == up.dim(0) * down.dim(1),
+          op, ctx + ": w is not up @ down");
+  if (!w.numel() || !up.dim(1)) return;
+  OpScope scope(stream(), op);
+  low_rank_update(video(), w.data_as<float>(), up.data_as<float>(), down.data_as<float>(),
+                  up.dim(0), down.dim(1), up.dim(1), scale, ctx);
+}
+
 void CudaBackend::sub(const Tensor& a, const Tensor& b, Tensor& out) {
   const char* op = "sub";
   OpScope scope(stream(), op);

@@ -158,6 +158,10 @@ void frame_attention_forward(VideoEngine& e, const float* q, const float* k, con
                              float* out, int64_t c, int64_t t, int64_t n, float* scores,
                              int64_t rows, const std::string& ctx);
 
+// w [rows, cols] += scale * up [rows, rank] @ down [rank, cols], row-major F32, fp32 GEMM.
+void low_rank_update(VideoEngine& e, float* w, const float* up, const float* down, int64_t rows,
+                     int64_t cols, int64_t rank, float scale, const std::string& ctx);
+
 // ---- the context every tensor of a backend keeps alive ----
 struct DeviceContext {
   int device = 0;
@@ -209,6 +213,7 @@ class CudaBackend final : public Backend {
   void add(Tensor& x, const Tensor& y, ModChunk gate) override;
   void mul_gate(Tensor& x, ModChunk gate) override;
   void add_scaled(Tensor& x, const Tensor& y, float alpha) override;
+  void add_low_rank(Tensor& w, const Tensor& up, const Tensor& down, float scale) override;
   void sub(const Tensor& a, const Tensor& b, Tensor& out) override;
   void add_row(const Tensor& a, const Tensor& row, Tensor& out) override;
 
@@ -238,6 +243,9 @@ class CudaBackend final : public Backend {
   cudaStream_t stream() const { return ctx_->stream; }
   MemoryStats memory_stats() const;
   void reset_peak_memory();
+  int64_t memory_in_use() const override { return static_cast<int64_t>(memory_stats().in_use); }
+  int64_t memory_peak() const override { return static_cast<int64_t>(memory_stats().peak); }
+  void reset_memory_peak() override { reset_peak_memory(); }
 
  private:
   const float* rope_table(int64_t head_dim, int positions);

@@ -162,6 +162,23 @@ class VideoEngine {
 #endif
   }
 
+  // Row-major w [rows, cols] is column-major w^T [cols, rows]: w^T += scale * down^T up^T, with
+  // down^T [cols, rank] (row-major down, ld cols) and up^T [rank, rows] (row-major up, ld rank).
+  void low_rank(float* w, const float* up, const float* down, int64_t rows, int64_t cols,
+                int64_t rank, float scale, const std::string& ctx) {
+    const char* op = "add_low_rank";
+    if (rows > std::numeric_limits<int>::max() || cols > std::numeric_limits<int>::max() ||
+        rank > std::numeric_limits<int>::max())
+      fail(op, ctx, "a dimension exceeds cuBLAS's 32-bit sizes");
+    check_blas(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH), op, ctx);  // fp32, not TF32
+    const float one = 1.0f;
+    check_blas(
+        cublasSgemm(blas_, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(cols), static_cast<int>(rows),
+                    static_cast<int>(rank), &scale, down, static_cast<int>(cols), up,
+                    static_cast<int>(rank), &one, w, static_cast<int>(cols)),
+        op, ctx);
+  }
+
   // out[:, t] = softmax(q_t^T k_t * scale) v_t for every frame t; q, k, v, out [c, t, n];
   // scores: room for rows * n floats (query rows are done in blocks of `rows`).
   void attention(const float* q, const float* k, const float* v, float* out, int64_t c, int64_t t,
@@ -355,6 +372,11 @@ void conv3d_forward(VideoEngine& e, const float* x, const std::array<int64_t, 4>
                     const std::array<int64_t, 4>& ys, const std::array<int, 3>& stride, int pad_h,
                     int pad_w, const std::string& ctx) {
   e.conv(x, xs, w, ws, y, ys, stride, pad_h, pad_w, ctx);
+}
+
+void low_rank_update(VideoEngine& e, float* w, const float* up, const float* down, int64_t rows,
+                     int64_t cols, int64_t rank, float scale, const std::string& ctx) {
+  e.low_rank(w, up, down, rows, cols, rank, scale, ctx);
 }
 
 void frame_attention_forward(VideoEngine& e, const float* q, const float* k, const float* v,

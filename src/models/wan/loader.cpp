@@ -165,13 +165,27 @@ std::unique_ptr<WanDiT> load_dit(const ModelSource& src, Backend& backend,
   const WeightSource weights(src.checkpoint, src.keys);
   const LoraMerge lora(loras, dit_parameter_shapes(src.config));
   std::set<std::string> merged;
+  const bool host = backend.device() == Device::CPU;
   auto dit = std::make_unique<WanDiT>(
-      src.config, backend, [&](const std::string& name, const Shape& shape) {
-        Tensor w = weights.get(name, shape);  // a fresh host F32 copy: safe to change
-        if (lora.touches(name)) {
-          lora.apply(name, w);
-          merged.insert(name);
+      src.config, backend, [&](const std::string& name, const Shape& shape) -> Tensor {
+        if (host) {
+          Tensor w = weights.get(name, shape);  // a fresh host F32 copy: safe to change
+          if (lora.touches(name)) {
+            lora.apply(name, w);
+            merged.insert(name);
+          }
+          return w;
         }
+        // A GPU: the stored bytes go up as they are (a bf16 file: no host conversion, the backend
+        // converts as it stores); a LoRA is merged there in fp32 before WanDiT converts the
+        // weight to its dtype, as on the host.
+        const Tensor stored = weights.get_stored(name, shape);
+        if (!lora.touches(name)) return stored;
+        Tensor w =
+            backend.upload(stored, stored.dtype() == DType::F16 ? DType::F32 : stored.dtype());
+        if (w.dtype() != DType::F32) w = backend.upload(w, DType::F32);  // converted on the device
+        lora.apply(name, w, backend);
+        merged.insert(name);
         return w;
       });
   for (const std::string& target : lora.targets())

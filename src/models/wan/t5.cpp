@@ -186,8 +186,11 @@ Tensor T5Encoder::forward(const std::vector<int64_t>& ids, const std::vector<int
   // one block of the 5.7B-parameter encoder at a time.
   Backend& be = backend_;
   const bool host = be.device() == Device::CPU;
+  // An unscaled matrix goes up in its stored dtype (for the released bf16 file: a plain copy of
+  // the mapped bytes, no host conversion); a scaled one (ComfyUI fp8) is widened and scaled first.
   auto matrix = [&](const T5Weight& w) {
-    return host ? as_f32(w) : be.upload(as_f32(w), be.weight_dtype());
+    if (host) return as_f32(w);
+    return be.upload(w.scale == 1.0f ? w.stored : as_f32(w), be.weight_dtype());
   };
   auto vec = [&](const T5Weight& w) { return host ? as_f32(w) : be.upload(as_f32(w), DType::F32); };
   const Tensor shared_table = cfg_.shared_pos ? vec(shared_pos_) : Tensor();

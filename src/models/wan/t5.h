@@ -14,9 +14,10 @@
 //   * T5LayerNorm is an RMS norm without mean or bias (eps 1e-6);
 //   * T5EncoderModel.__call__ returns out[:mask.sum()] (the first mask.sum() rows).
 //
-// Weights stay in their stored dtype (bf16 for the released file: an mmap view, no copy) and are
-// converted to fp32 one block at a time during the forward, so the 5.7B-parameter encoder needs
-// about 0.8 GB of fp32 scratch rather than 23 GB.
+// Weights stay in their stored dtype (bf16 for the released file: an mmap view, no copy) and go
+// to the backend one block at a time during the forward: the CPU widens a block to fp32 (about
+// 0.8 GB of scratch for the 5.7B-parameter encoder rather than 23 GB); the GPU receives a bf16
+// file's matrices as stored (one block, ~0.4 GB, resident at a time).
 #include <cstdint>
 #include <functional>
 #include <memory>
