@@ -605,13 +605,25 @@ std::vector<std::string> write_png_frames(const std::string& dir, const Tensor& 
   if (ec || !fs::is_directory(dir))
     fail(dir, "cannot create the frames directory: " +
                   (ec ? ec.message() : std::string("a file of that name exists")));
-  std::vector<std::string> paths;
-  for (int64_t f = 0; f < v.dim(1); ++f) {
+  const int64_t frames = v.dim(1);
+  std::vector<std::string> paths, errors(static_cast<size_t>(frames));
+  for (int64_t f = 0; f < frames; ++f) {
     char name[32];
     std::snprintf(name, sizeof name, "frame_%04lld.png", static_cast<long long>(f));
     paths.push_back((fs::path(dir) / name).string());
-    write_png(paths.back(), video_frame_to_rgb8(v, f));
   }
+  // Frames are compressed in parallel (81 frames of 1280x720 take ~17 s on one core); the first
+  // failure, in frame order, is reported after all threads are done.
+#pragma omp parallel for schedule(dynamic)
+  for (int64_t f = 0; f < frames; ++f) {
+    try {
+      write_png(paths[static_cast<size_t>(f)], video_frame_to_rgb8(v, f));
+    } catch (const std::exception& e) {
+      errors[static_cast<size_t>(f)] = e.what();
+    }
+  }
+  for (const std::string& e : errors)
+    if (!e.empty()) throw Error(e);
   return paths;
 }
 

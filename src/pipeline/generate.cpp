@@ -263,11 +263,19 @@ GenerateResult Generator::run(const GenerateOptions& request) {
   // Text encoder, VAE and DiT all run on --device.
   if (!s.backend) s.backend = make_backend(o.device);
   Backend* const backend = s.backend.get();
+  // The most device memory held during each stage (GPU backends; the CPU does not track it).
+  nlohmann::json peaks = nlohmann::json::object();
+  const auto stage_begin = [&] { backend->reset_memory_peak(); };
+  const auto stage_end = [&](const char* stage) {
+    const int64_t peak = backend->memory_peak();
+    if (peak >= 0) peaks[stage] = static_cast<double>(peak) / 1073741824.0;
+  };
 
   // ---- text
   sched::DenoiseInputs in;
   {
     Progress bar("text", needs_uncond ? 2 : 1, o.progress);
+    stage_begin();
     const auto t0 = Clock::now();
     if (!s.tokenizer) s.tokenizer = std::make_unique<wan::T5Tokenizer>(paths.tokenizer);
     if (!s.t5) {
@@ -302,6 +310,7 @@ GenerateResult Generator::run(const GenerateOptions& request) {
       s.t5.reset();
       s.tokenizer.reset();
     }
+    stage_end("text");
     bar.finish();
   }
 
@@ -311,6 +320,7 @@ GenerateResult Generator::run(const GenerateOptions& request) {
   std::unique_ptr<wan::WanVae>& vae = s.vae;
   const wan::LatentStats& stats = vae_src.stats;
   if (!o.image.empty()) {
+    stage_begin();
     const auto t0 = Clock::now();
     if (!vae) vae = wan::load_vae(vae_src, backend);
     // As the official pipelines prepare the first frame: TI2V-5B scales with Lanczos and
@@ -347,6 +357,7 @@ GenerateResult Generator::run(const GenerateOptions& request) {
     }
     if (!s.keep_loaded) vae.reset();
     stages["image_encode"] = since(t0);
+    stage_end("image_encode");
   }
 
   // ---- sampling
@@ -375,9 +386,14 @@ GenerateResult Generator::run(const GenerateOptions& request) {
       return *slot;
     };
     Progress bar("denoise", o.steps, o.progress);
+    stage_begin();
+    double load_before_step = 0;  // load_seconds when the previous step ended
     const auto on_step = [&](const sched::StepInfo& s) {
       const std::string name = expert_name(two_experts, s.high_noise_expert);
       const bool sparse = s.fis_step_open && o.fis.enabled();
+      // An expert loaded during this step is timed apart from the step's compute.
+      const double step_load = load_seconds - load_before_step;
+      load_before_step = load_seconds;
       steps.push_back({{"step", s.step + 1},
                        {"timestep", s.timestep},
                        {"sigma", s.sigma},
@@ -385,7 +401,8 @@ GenerateResult Generator::run(const GenerateOptions& request) {
                        {"fis", sparse ? "sparse" : "dense"},
                        {"guidance", s.guidance},
                        {"cache_skipped_passes", s.skipped_passes},
-                       {"seconds", s.seconds}});
+                       {"seconds", s.seconds - step_load},
+                       {"expert_load_seconds", step_load}});
       bar.update(s.step + 1, "t=" + std::to_string(static_cast<int>(s.timestep)) + " " + name +
                                  (sparse ? ", fis " + o.fis.name : ", dense") +
                                  sched::cache_note(s));
@@ -399,6 +416,7 @@ GenerateResult Generator::run(const GenerateOptions& request) {
                   "--size / --frames");
     }
     const double total = bar.finish();
+    stage_end("denoise");
     if (!s.keep_loaded) {
       s.experts[0].reset();
       s.experts[1].reset();
@@ -413,10 +431,13 @@ GenerateResult Generator::run(const GenerateOptions& request) {
   r.task = task;
   r.latent = latent;
   if (o.decode) {
+    stage_begin();
     const auto t0 = Clock::now();
     r.video = decode(latent, o.progress);
     stages["vae_decode"] = since(t0);
+    stage_end("vae_decode");
   }
+  if (!peaks.empty()) summary["gpu_peak_gib"] = peaks;
   stages["total"] = since(t_total);
   summary["seconds"] = stages;
   r.summary = std::move(summary);

@@ -437,6 +437,21 @@ TEST(ImageTest, CmykJpegIsRefusedWithAHint) {
   EXPECT_TRUE(contains(msg, "CMYK"));
 }
 
+// Frames are written in parallel: a frame that cannot be written is still one clear error
+// naming it (here a directory sits where frame 2 goes), and the other frames are written.
+TEST(ImageTest, WritePngFramesReportsTheFrameThatFailed) {
+  TempDir dir;
+  const std::string frames_dir = dir.file("frames");
+  fs::create_directories(frames_dir + "/frame_0002.png");
+  const std::string msg = error_of([&] {
+    write_png_frames(frames_dir, Tensor::zeros({3, 6, 4, 4}));
+  });
+  EXPECT_TRUE(contains(msg, frames_dir + "/frame_0002.png")) << msg;
+  EXPECT_TRUE(contains(msg, "cannot create file")) << msg;
+  for (int f : {0, 1, 3, 4, 5})
+    EXPECT_TRUE(fs::is_regular_file(frames_dir + "/frame_000" + std::to_string(f) + ".png")) << f;
+}
+
 TEST(ImageTest, UnwritableOutputsAreErrors) {
   TempDir dir;
   const Tensor rgb = random_rgb8(2, 2, 6);

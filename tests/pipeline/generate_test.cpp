@@ -75,6 +75,17 @@ TEST(Generate, TextToVideoWithTwoExperts) {
   EXPECT_GT(r.summary.at("prompt_tokens").get<int>(), 2);
   for (const char* stage : {"text_load", "text_encode", "dit_load", "denoise", "vae_decode"})
     EXPECT_TRUE(r.summary.at("seconds").contains(stage)) << stage;
+  // Expert loads are timed apart from the steps: in steps 1 and 3 (where each expert is first
+  // needed), adding up to dit_load; the CPU backend tracks no device memory.
+  double loads = 0;
+  for (size_t i = 0; i < 4; ++i) {
+    const double load = steps[i].at("expert_load_seconds").get<double>();
+    EXPECT_EQ(load > 0, i == 0 || i == 2) << i;
+    EXPECT_GE(steps[i].at("seconds").get<double>(), 0.0) << i;
+    loads += load;
+  }
+  EXPECT_NEAR(loads, r.summary.at("seconds").at("dit_load").get<double>(), 1e-9);
+  EXPECT_FALSE(r.summary.contains("gpu_peak_gib"));
 }
 
 // A diffusers release (model_index.json, transformer/, transformer_2/, vae/ in AutoencoderKLWan

@@ -192,6 +192,18 @@ void register_generate(CLI::App& app) {
         s.value("denoise", 0.0), s.value("vae_decode", 0.0),
         s.value("total", 0.0) + s.value("write", 0.0));
     status(line);
+    if (summary.contains("gpu_peak_gib")) {
+      std::string peaks;
+      const nlohmann::json& g = summary["gpu_peak_gib"];
+      for (const char* stage : {"text", "image_encode", "denoise", "vae_decode"}) {
+        if (!g.contains(stage)) continue;
+        char item[96];
+        std::snprintf(item, sizeof item, "%s%s %.1f GiB", peaks.empty() ? "" : ", ", stage,
+                      g[stage].get<double>());
+        peaks += item;
+      }
+      status("GPU memory peak per stage: " + peaks);
+    }
     if (!args->summary_json.empty()) {
       std::ofstream out(args->summary_json);
       out << summary.dump(2) << "\n";
