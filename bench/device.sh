@@ -2,9 +2,14 @@
 # The one entry point on a GPU machine: configure and build (cuDNN from PyTorch's venv or the CUDA
 # toolkit), run the GPU tests, run the benchmarks, and print a short table last.
 #
-#   bash bench/device.sh [full|quick|tests|bench|vae]     (default: full)
+#   bash bench/device.sh [full|quick|tests|bench|vae|vae-encode|release-official|release-comfyui]
+#                                                          (default: full)
 #
-# vae: tests + VAE decode benchmarks (fisdit bench --vae, random weights of the real shapes).
+# vae: tests + VAE decode benchmarks (fisdit bench --vae, random weights of the real shapes);
+# vae-encode: tests + VAE encode benchmarks (81 frames at 480p/720p, Wan 2.2 121 frames at 704p).
+# release-official / release-comfyui: tests, then bench/make_random_release.py writes a full-size
+# Wan2.2-T2V-A14B release of random weights (+ rank-64 LoRAs) in that file layout and `fisdit
+# generate` runs it end to end on the GPU (480p with --compare-dense, 720p; comfyui: 480p).
 # quick: tests + small benchmarks (Wan2.1-1.3B 480p, A14B 480p); bench: benchmarks only.
 # Logs go to $OUT (the device tool's folder) or /tmp/fisdit-device. Header-only dependencies and
 # GoogleTest may travel in .deps/ (a CMake prefix) when the machine has no -dev packages.
@@ -53,6 +58,57 @@ if [ "$MODE" != "bench" ]; then
   say "tests: $(grep -E '^\[  PASSED  \]' "$OUT/tests.log" || echo 'not all passed') $(grep -E '^\[  FAILED  \] [0-9]+ test' "$OUT/tests.log") (rc $rc, $(( $(date +%s) - t0 )) s)"
 fi
 [ "$MODE" = "tests" ] && { cat "$SUMMARY"; exit 0; }
+
+# ---- a full-size A14B release of random weights in a user's file layout, generated end to end
+if [ "$MODE" = "release-official" ] || [ "$MODE" = "release-comfyui" ]; then
+  layout=${MODE#release-}
+  REL=${FISDIT_RELEASE_DIR:-/tmp/fisdit-release}/$layout
+  rm -rf "${FISDIT_RELEASE_DIR:-/tmp/fisdit-release}"
+  t0=$(date +%s)
+  python3 bench/make_random_release.py "$REL" --layout "$layout" --lora --same-experts \
+    >>"$OUT/release.log" 2>&1 || { tail -20 "$OUT/release.log"; say "make_random_release FAILED"; exit 1; }
+  say "random $layout release: $(( $(date +%s) - t0 )) s, $(du -shL "$REL" | cut -f1)"
+  if [ "$layout" = official ]; then
+    model=(--model "$REL" --lora-high "$REL/lora_high.safetensors" --lora-low "$REL/lora_low.safetensors")
+  else
+    model=(--model "$REL/wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors"
+      --model-low "$REL/wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"
+      --text-encoder "$REL/umt5_xxl_fp8_e4m3fn_scaled.safetensors"
+      --vae "$REL/wan_2.1_vae.safetensors" --tokenizer "$REL/tokenizer"
+      --lora-high "$REL/lora_high.safetensors" --lora-low "$REL/lora_low.safetensors")
+  fi
+  gen() {  # label, then generate arguments
+    local label=$1; shift
+    local t0=$(date +%s)
+    echo "=== $label: fisdit generate $*" >>"$OUT/release.log"
+    ./build-device/fisdit generate --device cuda "${model[@]}" \
+      --prompt "a red ball rolls across a wooden table, soft window light" --seed 7 \
+      --frames-dir "/tmp/fisdit-frames-$label" --summary-json "$OUT/gen_$label.json" "$@" \
+      >>"$OUT/release.log" 2>&1 || { tail -8 "$OUT/release.log"; say "generate $label FAILED"; }
+    grep -E "^(loaded|times|GPU memory|fidelity)" "$OUT/release.log" | tail -8 | sed "s/^/  $label: /" | tee -a "$SUMMARY"
+    say "generate $label: $(( $(date +%s) - t0 )) s wall"
+  }
+  if [ "$layout" = official ]; then
+    gen 480p-balanced --size 832x480 --frames 81 --steps 4 --fis balanced --compare-dense
+    gen 720p-balanced --size 1280x720 --frames 81 --steps 4 --fis balanced
+  else
+    gen comfy-480p-balanced --size 832x480 --frames 81 --steps 4 --fis balanced
+  fi
+  rm -rf "${FISDIT_RELEASE_DIR:-/tmp/fisdit-release}" /tmp/fisdit-frames-*
+  cat "$SUMMARY"
+  exit 0
+fi
+
+if [ "$MODE" = "vae-encode" ]; then
+  for spec in "wan2.1 832x480 81" "wan2.1 1280x720 81" "wan2.2 1280x704 121"; do
+    set -- $spec
+    ./build-device/fisdit bench --device cuda --vae "$1" --vae-op encode --size "$2" --frames "$3" \
+      --warmup 1 --repeats 1 --label "$1-encode-$2" >>"$OUT/vae_encode.log" 2>&1 ||
+      { tail -5 "$OUT/vae_encode.log"; say "vae encode $spec FAILED"; }
+  done
+  grep -A2 "^fisdit bench --vae" "$OUT/vae_encode.log" | tee -a "$SUMMARY"
+  exit 0
+fi
 
 if [ "$MODE" = "vae" ]; then
   vbench() {  # label, limit in seconds, then fisdit bench --vae arguments

@@ -352,5 +352,30 @@ TEST_F(Cli, BenchMagCacheRowsReportSkipsAndFidelity) {
   }
 }
 
+// bench --vae: one RESULT row per run naming the operation, at the released VAE's shapes (random
+// weights); --vae-op is checked and needs --vae.
+TEST_F(Cli, BenchVaeTimesDecodeAndEncode) {
+  for (const std::string op : {"decode", "encode"}) {
+    const Result r = run("bench --vae wan2.1 --vae-op " + op +
+                         " --device cpu --size 8x8 --frames 5 --warmup 0 --repeats 1");
+    ASSERT_EQ(r.rc, 0) << r.err;
+    const size_t at = r.out.find("RESULT|wan2.1-vae-" + op + "|8x8|5|vae-" + op + "|");
+    ASSERT_NE(at, std::string::npos) << r.out;
+    // total ms, then ms per latent frame (2 latent frames for 5 video frames): both positive
+    std::stringstream fields(r.out.substr(at));
+    std::vector<std::string> f;
+    for (std::string x; std::getline(fields, x, '|');) f.push_back(x);
+    ASSERT_GE(f.size(), 7u) << r.out;
+    EXPECT_GT(std::stod(f[5]), 0.0);
+    EXPECT_NEAR(std::stod(f[6]), std::stod(f[5]) / 2, 0.1) << r.out;
+  }
+  Result r = run("bench --vae wan2.1 --vae-op both --device cpu --size 8x8 --frames 1");
+  EXPECT_NE(r.rc, 0);
+  EXPECT_NE(r.err.find("--vae-op must be decode or encode"), std::string::npos) << r.err;
+  r = run("bench --vae-op encode --device cpu --size 8x8 --frames 1");
+  EXPECT_NE(r.rc, 0);
+  EXPECT_NE(r.err.find("--vae-op requires --vae"), std::string::npos) << r.err;
+}
+
 }  // namespace
 }  // namespace fisdit

@@ -140,10 +140,11 @@ struct Result {
   Memory mem;
 };
 
-// fisdit bench --vae wan2.1|wan2.2: VAE decode of a random latent of the real size with random
-// weights of the released VAE's shapes (made on the device): ms per latent frame and peak memory.
-void run_vae_bench(const std::string& which, const std::string& device, int width, int height,
-                   int frames, int warmup, int repeats, const std::string& label_arg) {
+// fisdit bench --vae wan2.1|wan2.2 [--vae-op encode]: VAE decode of a random latent of the real
+// size (or encode of a random video) with random weights of the released VAE's shapes (made on the
+// device): ms per latent frame and peak memory.
+void run_vae_bench(const std::string& which, bool encode, const std::string& device, int width,
+                   int height, int frames, int warmup, int repeats, const std::string& label_arg) {
   wan::VaeConfig cfg;  // Wan2.1_VAE.pth: dim 96, z 16, dim_mult 1,2,4,4, 2 res blocks
   if (which == "wan2.2") {
     cfg.version = 22;  // Wan2.2_VAE.pth: dim 160, decoder 256, z 48
@@ -171,33 +172,44 @@ void run_vae_bench(const std::string& which, const std::string& device, int widt
   backend->synchronize();
   const Memory weights_mem = memory(*backend);
   const int64_t lat_f = 1 + (frames - 1) / 4, lat_h = height / s, lat_w = width / s;
-  Tensor z = Tensor::zeros({cfg.z_dim, lat_f, lat_h, lat_w});
+  // The input: a latent [z, F', h, w] (decode) or a video [3, T, H, W] (encode), uniform random
+  // (decode: unit variance; encode: in [-1, 1]); the values do not change the time.
+  const Shape in_shape =
+      encode ? Shape{3, frames, height, width} : Shape{cfg.z_dim, lat_f, lat_h, lat_w};
+  Tensor input = Tensor::zeros(in_shape);
   uint64_t r = 12345;
-  for (int64_t i = 0; i < z.numel(); ++i) {  // uniform with unit variance; values do not matter
+  const float spread = encode ? 2.0f : 3.4641f;
+  for (int64_t i = 0; i < input.numel(); ++i) {
     r = r * 6364136223846793005ULL + 1442695040888963407ULL;
-    z.f32()[i] = (static_cast<float>(r >> 40) / 16777216.0f - 0.5f) * 3.4641f;
+    input.f32()[i] = (static_cast<float>(r >> 40) / 16777216.0f - 0.5f) * spread;
   }
-  const std::string label = label_arg.empty() ? which + "-vae" : label_arg;
+  const auto run = [&](const Tensor& x, const wan::VaeProgressFn& progress) {
+    return encode ? vae.encode(x, nullptr, progress) : vae.decode(x, nullptr, progress);
+  };
+  const std::string op = encode ? "encode" : "decode";
+  const std::string label = label_arg.empty() ? which + "-vae-" + op : label_arg;
   char line[512];
-  std::snprintf(line, sizeof line, "bench %s: decode latent %s -> video 3x%dx%dx%d on %s",
-                label.c_str(), shape_str(z.shape()).c_str(), frames, height, width,
+  std::snprintf(line, sizeof line, "bench %s: %s %s %s on %s", label.c_str(), op.c_str(),
+                encode ? "video" : "latent", shape_str(input.shape()).c_str(),
                 backend->name().c_str());
   status(line);
-  // Warm-up on the first two latent frames: every later frame has the shapes of the second, so
-  // this picks all conv algorithms at a fraction of a full decode.
-  Tensor z_warm = Tensor::zeros({cfg.z_dim, std::min<int64_t>(2, lat_f), lat_h, lat_w});
-  for (int64_t c = 0; c < cfg.z_dim; ++c)
-    std::copy(z.f32() + c * lat_f * lat_h * lat_w,
-              z.f32() + (c * lat_f + z_warm.dim(1)) * lat_h * lat_w,
-              z_warm.f32() + c * z_warm.dim(1) * lat_h * lat_w);
+  // Warm-up on the first two chunks (decode: latent frames 0-1; encode: video frames 0-4): every
+  // later chunk has the shapes of the second, so this picks all conv algorithms at a fraction of
+  // the full run.
+  const int64_t warm_frames = std::min<int64_t>(encode ? 5 : 2, in_shape[1]);
+  Tensor warm = Tensor::zeros({in_shape[0], warm_frames, in_shape[2], in_shape[3]});
+  const int64_t plane = in_shape[2] * in_shape[3];
+  for (int64_t c = 0; c < in_shape[0]; ++c)
+    std::copy(input.f32() + c * in_shape[1] * plane,
+              input.f32() + (c * in_shape[1] + warm_frames) * plane,
+              warm.f32() + c * warm_frames * plane);
   for (int i = 0; i < warmup; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
-    vae.decode(z_warm);
-    std::snprintf(
-        line, sizeof line,
-        "  warmup decode of %lld latent frame(s) %.1f s (the first picks the conv algorithms)",
-        static_cast<long long>(z_warm.dim(1)),
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    run(warm, {});
+    std::snprintf(line, sizeof line,
+                  "  warmup %s of %lld frame(s) %.1f s (the first picks the conv algorithms)",
+                  op.c_str(), static_cast<long long>(warm_frames),
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     status(line);
   }
   std::vector<double> totals, firsts, rests;
@@ -209,12 +221,13 @@ void run_vae_bench(const std::string& which, const std::string& device, int widt
     std::vector<double> chunk_ms;
     auto t = std::chrono::steady_clock::now();
     const auto t0 = t;
-    vae.decode(z, nullptr, [&](int k, int n, int64_t, int64_t out_frames) {
+    run(input, [&](int k, int n, int64_t in_frames, int64_t out_frames) {
       const auto now = std::chrono::steady_clock::now();
       chunk_ms.push_back(std::chrono::duration<double, std::milli>(now - t).count());
       t = now;
-      std::snprintf(line, sizeof line, "  latent frame %d/%d -> %lld frame(s): %.1f ms", k + 1, n,
-                    static_cast<long long>(out_frames), chunk_ms.back());
+      std::snprintf(line, sizeof line, "  chunk %d/%d: %lld -> %lld frame(s): %.1f ms", k + 1, n,
+                    static_cast<long long>(in_frames), static_cast<long long>(out_frames),
+                    chunk_ms.back());
       status(line);
     });
     totals.push_back(
@@ -237,21 +250,21 @@ void run_vae_bench(const std::string& which, const std::string& device, int widt
                           : tf32 && std::string(tf32) == "0" ? "fp32 tensors, fp32 convs"
                                                              : "fp32 tensors, TF32 convs";
   std::printf(
-      "\nfisdit bench --vae: %s, latent %s -> %dx%d, %d frames, random fp32 weights, device %s "
-      "(%s), warmup %d, repeats %d (median)\n",
-      label.c_str(), shape_str(z.shape()).c_str(), width, height, frames, backend->name().c_str(),
-      precision, warmup, repeats);
-  std::printf("%12s %14s %16s %16s %9s %12s\n", "decode ms", "ms/lat.frame", "first frame ms",
-              "later frame ms", "peak GiB", "weights GiB");
+      "\nfisdit bench --vae: %s, %s, latent %s <-> %dx%d, %d frames, random fp32 weights, device "
+      "%s (%s), warmup %d, repeats %d (median)\n",
+      label.c_str(), op.c_str(), shape_str({cfg.z_dim, lat_f, lat_h, lat_w}).c_str(), width, height,
+      frames, backend->name().c_str(), precision, warmup, repeats);
+  std::printf("%12s %14s %16s %16s %9s %12s\n", (op + " ms").c_str(), "ms/lat.frame",
+              "first chunk ms", "later chunk ms", "peak GiB", "weights GiB");
   char peak[32] = "-", wgt[32] = "-";
   if (mem.known) {
     std::snprintf(peak, sizeof peak, "%.2f", mem.peak_gib);
     std::snprintf(wgt, sizeof wgt, "%.2f", weights_mem.in_use_gib);
   }
   std::printf("%12.1f %14.1f %16.1f %16.1f %9s %12s\n", total, total / lat_f, median(firsts),
-              median(rests), peak, wgt);
-  std::printf("RESULT|%s|%dx%d|%d|vae-decode|%.1f|%.1f|%s\n", label.c_str(), width, height, frames,
-              total, total / lat_f, peak);
+              rests.empty() ? 0.0 : median(rests), peak, wgt);
+  std::printf("RESULT|%s|%dx%d|%d|vae-%s|%.1f|%.1f|%s\n", label.c_str(), width, height, frames,
+              op.c_str(), total, total / lat_f, peak);
   std::fflush(stdout);
 }
 
@@ -265,7 +278,7 @@ void register_bench(CLI::App& app) {
     float shift = 5.0f;
     bool random_weights = false, compare_dense = false;
     CacheFlags cache;
-    std::string vae;
+    std::string vae, vae_op = "decode";
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
@@ -291,9 +304,15 @@ void register_bench(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--device", args->device, "cuda or cpu")->capture_default_str();
   cmd->add_option("--label", args->label, "name printed in the RESULT lines");
-  cmd->add_option("--vae", args->vae,
-                  "wan2.1 or wan2.2: time VAE decode of a --size/--frames latent instead of the "
-                  "DiT (random weights of the released VAE's shapes)");
+  CLI::Option* vae_opt = cmd->add_option(
+      "--vae", args->vae,
+      "wan2.1 or wan2.2: time VAE decode of a --size/--frames latent instead of the "
+      "DiT (random weights of the released VAE's shapes)");
+  cmd->add_option("--vae-op", args->vae_op,
+                  "with --vae: decode (a random latent) or encode (a random --size/--frames "
+                  "video, as I2V and TI2V do with the first frame)")
+      ->capture_default_str()
+      ->needs(vae_opt);
   add_cache_flags(cmd, args->cache, /*list=*/true);
   cmd->add_flag("--compare-dense", args->compare_dense,
                 "rel. L2 of every setting's final latent against the dense setting's (fis off, "
@@ -306,8 +325,10 @@ void register_bench(CLI::App& app) {
         throw fisdit::Error("--repeats must be >= 1, --warmup >= 0");
       int w = 0, h = 0;
       parse_size(args->size, w, h);
-      run_vae_bench(args->vae, args->device, w, h, args->frames, args->warmup, args->repeats,
-                    args->label);
+      if (args->vae_op != "decode" && args->vae_op != "encode")
+        throw fisdit::Error("--vae-op must be decode or encode, got '" + args->vae_op + "'");
+      run_vae_bench(args->vae, args->vae_op == "encode", args->device, w, h, args->frames,
+                    args->warmup, args->repeats, args->label);
       return;
     }
     if (args->steps < 1 || args->repeats < 1 || args->warmup < 0)
