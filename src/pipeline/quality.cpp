@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <limits>
 
 #include "analysis/analyze.h"
@@ -114,8 +115,15 @@ QualityVariant quality_variant(const std::string& name) {
     }
     return v;
   }
+  // A preset file (fisdit calibrate's output, or written by hand): its row is named by the path.
+  std::error_code ec;
+  if (std::filesystem::is_regular_file(name, ec)) {
+    QualityVariant v{name, accel::fis_preset(name), ""};
+    v.fis.name = name;
+    return v;
+  }
   throw Error("--variants: unknown variant '" + name +
-              "'; valid: " + join(quality_variant_names(), ", "));
+              "'; valid: " + join(quality_variant_names(), ", ") + ", or a FIS preset JSON file");
 }
 
 QualityReport run_quality(const QualityOptions& options) {

@@ -28,7 +28,9 @@ std::vector<std::string> quality_variant_names();
 // dense, balanced, fast, balanced-no-interleave, fast-no-interleave,
 // balanced-no-block-protection, balanced-no-step-protection, balanced-no-protection.
 std::vector<std::string> default_quality_variants();
-// Throws fisdit::Error naming --variants and listing the valid names.
+// A name above, or the path of a FIS preset JSON file (`fisdit calibrate --output`, or as
+// FisConfig::to_json writes it; the variant is named by the path). Throws fisdit::Error naming
+// --variants and listing the valid names, or naming the file when it is not a valid preset.
 QualityVariant quality_variant(const std::string& name);
 
 struct QualityOptions {

@@ -346,6 +346,22 @@ TEST(CudaOps, AddLowRankMatchesTheCpuInFp32) {
                Error);
 }
 
+// Asking for more memory than the GPU has is an Error naming the size and what is in use (not a
+// CUDA abort), and the backend keeps working afterwards.
+TEST(CudaOps, OutOfMemoryIsAClearErrorAndTheBackendRecovers) {
+  FISDIT_REQUIRE_GPU();
+  try {
+    gpu.empty({int64_t{1} << 40}, DType::F32);  // 4 TiB
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("out of GPU memory allocating 4096.000 GiB"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("GiB in use by fisdit"), std::string::npos) << msg;
+  }
+  const Tensor x = randn({5, 7}, 96);
+  EXPECT_EQ(rel_l2(gpu.download(gpu.upload(x, DType::F32)), x), 0.0);
+}
+
 TEST(CudaOps, ErrorsNameTheOpAndShapes) {
   FISDIT_REQUIRE_GPU();
   const Tensor x = gpu.empty({4, 8}, DType::BF16), w = gpu.empty({16, 9}, DType::BF16);

@@ -288,6 +288,52 @@ TEST_F(QualityCommand, TakesDefaultsAndPromptsFromFisditJson) {
   EXPECT_EQ(first, "# FIS quality: tiny-shapes");
 }
 
+// A calibrated preset (a JSON file as `fisdit calibrate` writes it) is a row of its own, named by
+// its path, with its own stride and protections; a file that is not a preset is named.
+TEST_F(QualityCommand, TakesAPresetFileAsAVariant) {
+  accel::FisConfig c = accel::fis_preset("balanced");
+  c.name = "calibrated";
+  c.stride = 2;
+  c.tail = 0;
+  const std::string preset = dir_.file("calibrated.json");
+  std::ofstream(preset) << c.to_json().dump(2);
+  const QualityVariant v = quality_variant(preset);
+  EXPECT_EQ(v.name, preset);
+  EXPECT_EQ(v.fis.stride, 2);
+  EXPECT_EQ(v.fis.tail, 0);
+  EXPECT_EQ(v.fis.head, 1);
+  EXPECT_TRUE(v.ablation.empty());
+
+  std::ofstream(dir_.file("p1.txt")) << "a red square moves left on a blue background\n";
+  const std::string out = dir_.file("report");
+  std::string err;
+  ASSERT_EQ(run("quality --model " + release() + " --prompts " + dir_.file("p1.txt") +
+                    " --variants balanced," + preset +
+                    " --size 32x32 --frames 17 --device cpu --no-figures --output-dir " + out,
+                err),
+            0)
+      << err;
+  const json q = load(out + "/quality.json");
+  std::map<std::string, json> rows;
+  for (const json& row : q.at("variants")) rows[row.at("name")] = row;
+  ASSERT_EQ(rows.count(preset), 1u) << q.at("variants").dump();
+  // 4 blocks: the preset computes half the frames in blocks 1-3, balanced a third in blocks 1-2;
+  // both below dense, and not the same.
+  const double fp = rows[preset].at("flops").at("ratio"),
+               fb = rows["balanced"].at("flops").at("ratio");
+  EXPECT_LT(fp, 1.0);
+  EXPECT_NE(fp, fb);
+  EXPECT_GT(rows[preset].at("latent_rel_l2").at("mean").get<double>(), 0.0);
+
+  std::ofstream(dir_.file("not-a-preset.json")) << "{\"stride\": \"three\"}";
+  EXPECT_NE(run("quality --model " + release() + " --prompts " + dir_.file("p1.txt") +
+                    " --variants " + dir_.file("not-a-preset.json") +
+                    " --size 32x32 --frames 17 --device cpu --output-dir " + out,
+                err),
+            0);
+  EXPECT_TRUE(contains(err, dir_.file("not-a-preset.json"))) << err;
+}
+
 TEST_F(QualityCommand, BadFlagsAreNamed) {
   const std::string base = "quality --model " + release() + " --device cpu --size 32x32 --frames 9";
   const std::string out = " --output-dir " + dir_.file("o");
@@ -303,6 +349,7 @@ TEST_F(QualityCommand, BadFlagsAreNamed) {
   EXPECT_NE(run(base + prompts + " --variants dense,balancd" + out, err), 0);
   EXPECT_TRUE(contains(err, "--variants: unknown variant 'balancd'")) << err;
   EXPECT_TRUE(contains(err, "balanced-no-protection")) << err;
+  EXPECT_TRUE(contains(err, "or a FIS preset JSON file")) << err;
   EXPECT_NE(run(base + prompts + " --variants fast,fast" + out, err), 0);
   EXPECT_TRUE(contains(err, "'fast' is listed twice")) << err;
   EXPECT_NE(run(base + prompts + " --seeds 0,x" + out, err), 0);

@@ -85,8 +85,9 @@ void register_quality(CLI::App& app) {
                   "model's fisdit.json)");
   cmd->add_option("--seeds", args->seeds, "comma-separated noise seeds")->capture_default_str();
   cmd->add_option("--variants", args->variants,
-                  "comma-separated: dense, balanced, fast, and balanced/fast with -no-interleave, "
-                  "-no-block-protection, -no-step-protection or -no-protection")
+                  "comma-separated: dense, balanced, fast, balanced/fast with -no-interleave, "
+                  "-no-block-protection, -no-step-protection or -no-protection, and FIS preset "
+                  "JSON files (fisdit calibrate --output)")
       ->capture_default_str();
   cmd->add_option("--output-dir", args->output_dir,
                   "directory for quality.md, quality.json, analysis.json and the figures (created)")
