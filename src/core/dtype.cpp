@@ -4,6 +4,7 @@
 #include <array>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "fisdit/error.h"
 
@@ -136,6 +137,25 @@ void convert_to_f32(DType from, const void* src, float* dst, size_t n) {
   for (int64_t c = 0; c < chunks; ++c) {
     const size_t begin = static_cast<size_t>(c) * kChunk;
     convert_serial(from, in + begin * esize, dst + begin, std::min(kChunk, n - begin));
+  }
+}
+
+void convert_to_bf16_scaled(DType from, const void* src, float scale, uint16_t* dst, size_t n) {
+  constexpr size_t kChunk = size_t{1} << 16;
+  float probe = 0;
+  convert_serial(from, src, &probe, 0);  // throws here, not inside the parallel region
+  const auto chunks = static_cast<int64_t>((n + kChunk - 1) / kChunk);
+  const auto* in = static_cast<const uint8_t*>(src);
+  const size_t esize = dtype_size(from);
+#pragma omp parallel if (chunks > 16)
+  {
+    std::vector<float> buf(kChunk);
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < chunks; ++c) {
+      const size_t begin = static_cast<size_t>(c) * kChunk, len = std::min(kChunk, n - begin);
+      convert_serial(from, in + begin * esize, buf.data(), len);
+      for (size_t i = 0; i < len; ++i) dst[begin + i] = float_to_bf16(buf[i] * scale);
+    }
   }
 }
 

@@ -1,5 +1,6 @@
 #include "core/tensor.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -33,7 +34,19 @@ Tensor Tensor::zeros(Shape shape, DType dtype) {
   if (!p)
     throw Error("out of host memory allocating " + std::to_string(bytes) + " bytes for a " +
                 shape_str(shape) + " tensor");
-  std::memset(p, 0, padded);
+  // Large buffers are zeroed (and first touched) by all threads: a 14B-parameter checkpoint is
+  // widened through host tensors of up to ~280 MB each.
+  constexpr size_t kBlock = size_t{1} << 20;
+  if (padded >= 32 * kBlock) {
+    const auto blocks = static_cast<int64_t>((padded + kBlock - 1) / kBlock);
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const size_t off = static_cast<size_t>(b) * kBlock;
+      std::memset(static_cast<char*>(p) + off, 0, std::min(kBlock, padded - off));
+    }
+  } else {
+    std::memset(p, 0, padded);
+  }
   Tensor t;
   t.owner_ = std::shared_ptr<const void>(p, [](const void* q) { std::free(const_cast<void*>(q)); });
   t.data_ = p;

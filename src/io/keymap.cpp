@@ -5,6 +5,7 @@
 #include <unordered_set>
 #include <utility>
 
+#include "core/dtype.h"
 #include "fisdit/error.h"
 #include "io/text.h"
 
@@ -232,36 +233,48 @@ Tensor WeightSource::get(const std::string& canonical, const Shape& expected) co
   return get(canonical);
 }
 
-Tensor WeightSource::get_stored(const std::string& canonical, const Shape& expected) const {
+Tensor WeightSource::get_stored(const std::string& canonical, const Shape& expected,
+                                DType fp8_as) const {
   const std::string stored = keymap_.stored_name(canonical);
   const TensorInfo& info = require(canonical, stored);
-  if (info.dtype != DType::BF16 && info.dtype != DType::F16 && info.dtype != DType::F32)
-    return get(canonical, expected);
   if (info.shape != expected) return get(canonical, expected);  // throws naming the tensor
-  return checkpoint_.tensor(stored);
+  if (info.dtype == DType::BF16 || info.dtype == DType::F16 || info.dtype == DType::F32)
+    return checkpoint_.tensor(stored);
+  const bool fp8 = info.dtype == DType::F8_E4M3 || info.dtype == DType::F8_E5M2;
+  if (!fp8 || fp8_as != DType::BF16) return get(canonical, expected);
+  const Tensor raw = checkpoint_.tensor(stored);
+  Tensor out = Tensor::zeros(info.shape, DType::BF16);
+  convert_to_bf16_scaled(info.dtype, raw.raw(), fp8_scale(canonical, stored),
+                         out.data_as<uint16_t>(), static_cast<size_t>(info.numel()));
+  return out;
+}
+
+float WeightSource::fp8_scale(const std::string& canonical, const std::string& stored) const {
+  constexpr std::string_view kWeight = ".weight";
+  if (stored.size() <= kWeight.size() ||
+      std::string_view(stored).substr(stored.size() - kWeight.size()) != kWeight)
+    return 1.0f;
+  const std::string scale_name = stored.substr(0, stored.size() - kWeight.size()) + ".scale_weight";
+  const TensorInfo* scale_info = checkpoint_.find(scale_name);
+  if (!scale_info) return 1.0f;
+  if (scale_info->numel() != 1)
+    throw Error(checkpoint_.file_of(scale_name) + ": tensor " + squoted(scale_name) +
+                " (scale of " + printable(canonical) + ") has shape " +
+                shape_str(scale_info->shape) + ", expected a single value");
+  return checkpoint_.tensor_f32(scale_name).f32()[0];
 }
 
 Tensor WeightSource::get(const std::string& canonical) const {
   const std::string stored = keymap_.stored_name(canonical);
   const TensorInfo& info = require(canonical, stored);
   Tensor t = checkpoint_.tensor_f32(stored);
-  constexpr std::string_view kWeight = ".weight";
   const bool fp8 = info.dtype == DType::F8_E4M3 || info.dtype == DType::F8_E5M2;
-  if (fp8 && stored.size() > kWeight.size() &&
-      std::string_view(stored).substr(stored.size() - kWeight.size()) == kWeight) {
-    const std::string scale_name =
-        stored.substr(0, stored.size() - kWeight.size()) + ".scale_weight";
-    if (const TensorInfo* scale_info = checkpoint_.find(scale_name)) {
-      if (scale_info->numel() != 1)
-        throw Error(checkpoint_.file_of(scale_name) + ": tensor " + squoted(scale_name) +
-                    " (scale of " + printable(canonical) + ") has shape " +
-                    shape_str(scale_info->shape) + ", expected a single value");
-      const float scale = checkpoint_.tensor_f32(scale_name).f32()[0];
-      float* p = t.f32();
-      const int64_t n = t.numel();
+  const float scale = fp8 ? fp8_scale(canonical, stored) : 1.0f;
+  if (scale != 1.0f) {
+    float* p = t.f32();
+    const int64_t n = t.numel();
 #pragma omp parallel for schedule(static) if (n > (1 << 20))
-      for (int64_t i = 0; i < n; ++i) p[i] *= scale;
-    }
+    for (int64_t i = 0; i < n; ++i) p[i] *= scale;
   }
   return t;
 }

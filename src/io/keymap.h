@@ -98,12 +98,17 @@ class WeightSource {
   // The same without a shape check.
   Tensor get(const std::string& canonical) const;
   // As get(canonical, expected), but in the stored dtype when that needs no conversion to be
-  // used: a read-only view of the file for BF16 / F16 / F32 tensors (no copy), the scaled host F32
-  // copy for FP8 ones. For uploading straight to a backend that converts as it copies.
-  Tensor get_stored(const std::string& canonical, const Shape& expected) const;
+  // used: a read-only view of the file for BF16 / F16 / F32 tensors (no copy). FP8 ones come as
+  // the scaled host F32 copy, or with fp8_as = BF16 as bf16(fp8 * scale) (what the F32 copy
+  // narrowed to bf16 would hold, without the F32 buffer). For uploading straight to a backend
+  // that converts as it copies.
+  Tensor get_stored(const std::string& canonical, const Shape& expected,
+                    DType fp8_as = DType::F32) const;
 
  private:
   const TensorInfo& require(const std::string& canonical, const std::string& stored) const;
+  // The ComfyUI per-tensor scale of an fp8 `<name>.weight` (its `<name>.scale_weight`), else 1.
+  float fp8_scale(const std::string& canonical, const std::string& stored) const;
   Checkpoint checkpoint_;
   KeyMap keymap_;
 };

@@ -2,8 +2,11 @@
 // against the official fp32 outputs of every fixture, and with FIS against the CPU backend
 // running the same plan. Bound 2e-2 rel L2: bf16 storage of weights and activations through 4
 // blocks (measured errors are printed).
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 
+#include "core/dtype.h"
 #include "cuda_test_util.h"
 #include "io/safetensors.h"
 #include "models/wan/loader.h"
@@ -134,6 +137,59 @@ TEST(CudaDitLora, MergedOnTheGpuMatchesTheHostMerge) {
       effect);
   EXPECT_LE(err, kDitTolerance);
   EXPECT_GT(effect, 5 * kDitTolerance);
+}
+
+// A ComfyUI scaled-fp8 file (model.diffusion_model. keys, block matrices F8_E4M3 with a
+// scale_weight each): the GPU dequantises them straight to bf16; its forward matches the CPU's
+// (fp32 dequantisation) from the same file, with and without a LoRA on an fp8 matrix.
+TEST(CudaDitFp8, ScaledFp8FileMatchesTheCpu) {
+  FISDIT_REQUIRE_GPU();
+  const std::string path = std::string(FISDIT_TEST_DATA) + "/wan/dit_t2v_tiny.safetensors";
+  const auto f = SafetensorsFile::open(path);
+  NamedTensors q = {{"scaled_fp8", Tensor::zeros({0}, DType::F8_E4M3)}};
+  for (const TensorInfo& info : f->tensors()) {
+    if (info.name.rfind("model.", 0) != 0) continue;
+    const std::string name = "model.diffusion_model." + info.name.substr(6);
+    const Tensor w = f->tensor_f32(info.name);
+    if (w.ndim() != 2 || name.find(".blocks.") == std::string::npos) {
+      q.push_back({name, w});
+      continue;
+    }
+    float max_abs = 0;
+    for (int64_t i = 0; i < w.numel(); ++i) max_abs = std::max(max_abs, std::fabs(w.f32()[i]));
+    const float scale = max_abs / 448.0f;
+    Tensor f8 = Tensor::zeros(w.shape(), DType::F8_E4M3);
+    for (int64_t i = 0; i < w.numel(); ++i)
+      f8.data_as<uint8_t>()[i] = float_to_f8e4m3(w.f32()[i] / scale);
+    q.push_back({name, f8});
+    q.push_back(
+        {name.substr(0, name.size() - 7) + ".scale_weight", Tensor::from_vector({scale}, {})});
+  }
+  const std::string fp8 = ::testing::TempDir() + "/fisdit_cuda_fp8_dit.safetensors";
+  write_safetensors(fp8, q, f->metadata());  // the fixture's config travels in the metadata
+  const wan::ModelSource src = wan::open_model(fp8);
+  ASSERT_EQ(src.checkpoint.find("model.diffusion_model.blocks.0.ffn.0.weight")->dtype,
+            DType::F8_E4M3);
+  const int64_t d = src.config.dim, r = 4;
+  const std::string lora = ::testing::TempDir() + "/fisdit_cuda_fp8_lora.safetensors";
+  write_safetensors(
+      lora, {{"diffusion_model.blocks.0.ffn.0.lora_down.weight", test::randn({r, d}, 6, 0.3f)},
+             {"diffusion_model.blocks.0.ffn.0.lora_up.weight",
+              test::randn({src.config.ffn_dim, r}, 7, 0.3f)}});
+  auto cpu = make_cpu_backend();
+  for (const bool with_lora : {false, true}) {
+    const auto run = [&](Backend& backend) {
+      ModelRun m;
+      std::vector<LoraSpec> loras;
+      if (with_lora) loras.push_back({lora, 1.0f});
+      m.dit = wan::load_dit(src, backend, loras);
+      m.text = m.dit->embed_text(f->tensor_f32("input.context"));
+      return forward(backend, m, *f, false, nullptr);
+    };
+    const double err = rel_l2(run(gpu), run(*cpu));
+    std::printf("scaled fp8 DiT%s: GPU vs CPU rel L2 %.3g\n", with_lora ? " + LoRA" : "", err);
+    EXPECT_LE(err, kDitTolerance) << with_lora;
+  }
 }
 
 // head_dim 128 (the real models' value) on a random-weight model, CPU vs CUDA, with FIS.

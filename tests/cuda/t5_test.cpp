@@ -4,6 +4,11 @@
 // (fp32 residual stream, norms and softmax), as for the DiT, so the encoder is held to 2e-2 rel
 // L2 and the ops to 1e-2 for bf16 outputs, 1e-5 for fp32 ones.
 #include "models/wan/t5.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/dtype.h"
 #include "cuda_test_util.h"
 #include "io/safetensors.h"
 
@@ -102,6 +107,44 @@ TEST(CudaT5, EncoderMatchesTheOfficialCode) {
     std::printf("t5_tiny on cuda: %s rel L2 %.3g\n", name.c_str(), err);
     EXPECT_LE(err, 2e-2) << name;
   }
+}
+
+// A scaled fp8 encoder (every projection F8_E4M3 with a scale_weight, official names): the GPU
+// dequantises each block straight to bf16; its output matches the CPU's from the same file.
+TEST(CudaT5, ScaledFp8EncoderMatchesTheCpu) {
+  FISDIT_REQUIRE_GPU();
+  const std::string path = std::string(FISDIT_TEST_DATA) + "/wan/t5_tiny.safetensors";
+  const auto fixture = SafetensorsFile::open(path);
+  NamedTensors q;
+  for (const TensorInfo& info : fixture->tensors()) {
+    if (info.name.rfind("model.", 0) != 0) continue;
+    const Tensor w = fixture->tensor_f32(info.name);
+    if (w.ndim() != 2 || info.name.find("pos_embedding") != std::string::npos) {
+      q.push_back({info.name, w});
+      continue;
+    }
+    float max_abs = 0;
+    for (int64_t i = 0; i < w.numel(); ++i) max_abs = std::max(max_abs, std::fabs(w.f32()[i]));
+    const float scale = max_abs / 448.0f;
+    Tensor f8 = Tensor::zeros(w.shape(), DType::F8_E4M3);
+    for (int64_t i = 0; i < w.numel(); ++i)
+      f8.data_as<uint8_t>()[i] = float_to_f8e4m3(w.f32()[i] / scale);
+    q.push_back({info.name, f8});
+    q.push_back({info.name.substr(0, info.name.size() - 7) + ".scale_weight",
+                 Tensor::from_vector({scale}, {})});
+  }
+  const std::string fp8 = ::testing::TempDir() + "/fisdit_cuda_fp8_t5.safetensors";
+  write_safetensors(fp8, q);
+  const wan::T5Source src = wan::open_t5(fp8);
+  ASSERT_TRUE(src.scaled_fp8);
+  auto cpu = make_cpu_backend();
+  const std::vector<int64_t> ids = integers(fixture->tensor_f32("input.ids_long")),
+                             mask = integers(fixture->tensor_f32("input.mask_long"));
+  const Tensor want = wan::load_t5(src, *cpu)->forward(ids, mask);
+  const Tensor got = wan::load_t5(src, gpu)->forward(ids, mask);
+  const double err = rel_l2(got, want);
+  std::printf("scaled fp8 t5_tiny: GPU vs CPU rel L2 %.3g\n", err);
+  EXPECT_LE(err, 2e-2);
 }
 
 }  // namespace

@@ -309,9 +309,21 @@ TEST(WeightSourceTest, ScaledFp8Weights) {
   const WeightSource source(Checkpoint::open(path), KeyMap{});
   EXPECT_EQ(source.get("blocks.0.ffn.0.weight", {2, 2}).to_vector(),
             (std::vector<float>{0.5f, 1.0f, -0.5f, 224.0f}));
-  const std::string msg = error_of([&] { source.get("blocks.0.ffn.2.weight"); });
+  std::string msg = error_of([&] { source.get("blocks.0.ffn.2.weight"); });
   EXPECT_TRUE(contains(msg, "'blocks.0.ffn.2.scale_weight'"));
   EXPECT_TRUE(contains(msg, "single value"));
+  // As stored for an upload: scaled F32 by default, or straight to bf16 (the same values here,
+  // all exact in bf16); a shape or scale problem is the same error.
+  const Tensor f = source.get_stored("blocks.0.ffn.0.weight", {2, 2});
+  EXPECT_EQ(f.dtype(), DType::F32);
+  EXPECT_EQ(f.to_vector(), (std::vector<float>{0.5f, 1.0f, -0.5f, 224.0f}));
+  const Tensor b = source.get_stored("blocks.0.ffn.0.weight", {2, 2}, DType::BF16);
+  EXPECT_EQ(b.dtype(), DType::BF16);
+  EXPECT_EQ(b.to_vector(), (std::vector<float>{0.5f, 1.0f, -0.5f, 224.0f}));
+  msg = error_of([&] { source.get_stored("blocks.0.ffn.2.weight", {2}, DType::BF16); });
+  EXPECT_TRUE(contains(msg, "single value"));
+  msg = error_of([&] { source.get_stored("blocks.0.ffn.0.weight", {4}, DType::BF16); });
+  EXPECT_TRUE(contains(msg, "has shape [2, 2], expected [4]"));
 }
 
 TEST(WeightSourceTest, FixtureWeights) {

@@ -63,7 +63,7 @@ TEST_P(VaeDiffusers, EncodeDecodeAreBitIdenticalToTheOfficialNames) {
   const fs::path dir = tmp.path() / "vae";
   write_diffusers(GetParam(), dir);
   const wan::VaeSource off = wan::open_vae(fixture_path(GetParam()));
-  for (const std::string path :
+  for (const std::string& path :
        {dir.string(), (dir / "diffusion_pytorch_model.safetensors").string()}) {
     SCOPED_TRACE(path);
     const wan::VaeSource d = wan::open_vae(path);

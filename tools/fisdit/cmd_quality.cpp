@@ -162,9 +162,9 @@ void register_quality(CLI::App& app) {
     for (uint64_t s : q.seeds) seeds += (seeds.empty() ? "" : ",") + std::to_string(s);
     std::string variants;
     for (const std::string& v : q.variants) variants += (variants.empty() ? "" : ",") + v;
-    command += " --seeds " + seeds + " --variants " + variants + " --size " + size + " --frames " +
-               std::to_string(o.frames) + " --steps " + std::to_string(o.steps) + " --shift " +
-               number_text(o.shift) + " --solver " + solver + " --guidance " +
+    command += " --seeds " + seeds + " --variants " + shell_word(variants) + " --size " + size +
+               " --frames " + std::to_string(o.frames) + " --steps " + std::to_string(o.steps) +
+               " --shift " + number_text(o.shift) + " --solver " + solver + " --guidance " +
                number_text(o.guidance);
     if (!o.negative.empty()) command += " --negative " + shell_word(o.negative);
     command +=

@@ -179,8 +179,13 @@ std::unique_ptr<WanDiT> load_dit(const ModelSource& src, Backend& backend,
         // A GPU: the stored bytes go up as they are (a bf16 file: no host conversion, the backend
         // converts as it stores); a LoRA is merged there in fp32 before WanDiT converts the
         // weight to its dtype, as on the host.
-        const Tensor stored = weights.get_stored(name, shape);
-        if (!lora.touches(name)) return stored;
+        // WanDiT keeps modulation tables in fp32 and every other weight in the backend's
+        // weight dtype: an fp8 weight it will narrow anyway is dequantised straight to bf16.
+        const bool touched = lora.touches(name);
+        const bool narrowed = !touched && name.find("modulation") == std::string::npos;
+        const Tensor stored =
+            weights.get_stored(name, shape, narrowed ? backend.weight_dtype() : DType::F32);
+        if (!touched) return stored;
         Tensor w =
             backend.upload(stored, stored.dtype() == DType::F16 ? DType::F32 : stored.dtype());
         if (w.dtype() != DType::F32) w = backend.upload(w, DType::F32);  // converted on the device

@@ -187,10 +187,16 @@ Tensor T5Encoder::forward(const std::vector<int64_t>& ids, const std::vector<int
   Backend& be = backend_;
   const bool host = be.device() == Device::CPU;
   // An unscaled matrix goes up in its stored dtype (for the released bf16 file: a plain copy of
-  // the mapped bytes, no host conversion); a scaled one (ComfyUI fp8) is widened and scaled first.
+  // the mapped bytes, no host conversion); a scaled one (ComfyUI fp8) is dequantised on the host
+  // straight to bf16 (the values fp32 widening, scaling and narrowing give).
   auto matrix = [&](const T5Weight& w) {
     if (host) return as_f32(w);
-    return be.upload(w.scale == 1.0f ? w.stored : as_f32(w), be.weight_dtype());
+    if (w.scale == 1.0f) return be.upload(w.stored, be.weight_dtype());
+    if (be.weight_dtype() != DType::BF16) return be.upload(as_f32(w), be.weight_dtype());
+    Tensor b = Tensor::zeros(w.stored.shape(), DType::BF16);
+    convert_to_bf16_scaled(w.stored.dtype(), w.stored.raw(), w.scale, b.data_as<uint16_t>(),
+                           static_cast<size_t>(w.stored.numel()));
+    return be.upload(b, DType::BF16);
   };
   auto vec = [&](const T5Weight& w) { return host ? as_f32(w) : be.upload(as_f32(w), DType::F32); };
   const Tensor shared_table = cfg_.shared_pos ? vec(shared_pos_) : Tensor();
