@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -31,9 +32,15 @@ Tensor Tensor::zeros(Shape shape, DType dtype) {
   // 64-byte aligned so vector loads never straddle; calloc-like zero fill.
   const size_t padded = ((bytes + 63) / 64) * 64 + 64;
   void* p = std::aligned_alloc(64, padded);
-  if (!p)
-    throw Error("out of host memory allocating " + std::to_string(bytes) + " bytes for a " +
-                shape_str(shape) + " tensor");
+  if (!p) {
+    char size[64];
+    if (bytes >= (size_t{1} << 30))
+      std::snprintf(size, sizeof size, "%.1f GiB", static_cast<double>(bytes) / 1073741824.0);
+    else
+      std::snprintf(size, sizeof size, "%zu bytes", bytes);
+    throw Error("out of host memory allocating " + std::string(size) + " for a " +
+                shape_str(shape) + " " + std::string(dtype_name(dtype)) + " tensor");
+  }
   // Large buffers are zeroed (and first touched) by all threads: a 14B-parameter checkpoint is
   // widened through host tensors of up to ~280 MB each.
   constexpr size_t kBlock = size_t{1} << 20;

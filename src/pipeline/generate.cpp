@@ -152,6 +152,24 @@ Tensor Generator::decode(const Tensor& latent, bool progress) {
 }
 
 GenerateResult Generator::run(const GenerateOptions& request) {
+  try {
+    return run_request(request);
+  } catch (const Error& e) {
+    // Running out of memory anywhere in the run: say what the run holds and what to change.
+    const std::string what = e.what();
+    if (what.find("out of GPU memory") != std::string::npos)
+      throw Error(what +
+                  ". generate holds one stage on the GPU at a time (one umT5 block, then one DiT "
+                  "expert and the activations of one step, then the VAE decode): free the GPU of "
+                  "other jobs, or lower --size / --frames");
+    if (what.find("out of host memory") != std::string::npos)
+      throw Error(what + ". lower --size / --frames" +
+                  (request.device == "cpu" ? ", or run on a GPU (--device cuda)" : ""));
+    throw;
+  }
+}
+
+GenerateResult Generator::run_request(const GenerateOptions& request) {
   State& s = *s_;
   if (request.model != s.model.model || request.device != s.model.device)
     throw Error("Generator::run: the request names model " + request.model + " on " +
@@ -407,14 +425,7 @@ GenerateResult Generator::run(const GenerateOptions& request) {
                                  (sparse ? ", fis " + o.fis.name : ", dense") +
                                  sched::cache_note(s));
     };
-    try {
-      latent = sched::denoise(cfg, expert, two_experts, in, dopt, on_step);
-    } catch (const Error& e) {
-      if (std::string(e.what()).find("out of GPU memory") == std::string::npos) throw;
-      throw Error(std::string(e.what()) + ". generate holds one expert's weights and the " +
-                  "activations of one step on the GPU: free the GPU of other jobs, or lower " +
-                  "--size / --frames");
-    }
+    latent = sched::denoise(cfg, expert, two_experts, in, dopt, on_step);
     const double total = bar.finish();
     stage_end("denoise");
     if (!s.keep_loaded) {

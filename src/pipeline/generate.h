@@ -90,6 +90,7 @@ class Generator {
   Tensor decode(const Tensor& latent, bool progress = false);
 
  private:
+  GenerateResult run_request(const GenerateOptions& request);
   struct State;
   std::unique_ptr<State> s_;
 };

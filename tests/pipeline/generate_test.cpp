@@ -282,6 +282,20 @@ TEST(Generate, RequestsThatDoNotFitTheModelSayWhichFlag) {
   EXPECT_TRUE(contains(error_of([&] { generate(o); }), "low_noise_model/ is missing"));
 }
 
+// A request too large for memory (here a latent of ~10^17 bytes, beyond any address space, so
+// the allocation fails whatever the machine's overcommit policy) is one error that says what ran
+// out and what to change, not a crash.
+TEST(Generate, OutOfHostMemoryIsOneClearError) {
+  TempDir dir;
+  make_release(dir.path() / "rel", "t2v");
+  GenerateOptions o = tiny(dir.path() / "rel");
+  o.width = o.height = 999984;
+  o.frames = 400001;
+  const std::string msg = error_of([&] { generate(o); });
+  EXPECT_TRUE(contains(msg, "out of host memory allocating")) << msg;
+  EXPECT_TRUE(contains(msg, "lower --size / --frames, or run on a GPU (--device cuda)")) << msg;
+}
+
 TEST(Generate, TextEncoderMustMatchTheDit) {
   TempDir dir;
   make_release(dir.path(), "t2v");
