@@ -2,14 +2,16 @@
 # The one entry point on a GPU machine: configure and build (cuDNN from PyTorch's venv or the CUDA
 # toolkit), run the GPU tests, run the benchmarks, and print a short table last.
 #
-#   bash bench/device.sh [full|quick|tests|bench|vae|vae-encode|release-official|release-comfyui]
+#   bash bench/device.sh [full|quick|tests|bench|vae|vae-encode|release-official|release-comfyui|
+#                         release-i2v]
 #                                                          (default: full)
 #
 # vae: tests + VAE decode benchmarks (fisdit bench --vae, random weights of the real shapes);
 # vae-encode: tests + VAE encode benchmarks (81 frames at 480p/720p, Wan 2.2 121 frames at 704p).
-# release-official / release-comfyui: tests, then bench/make_random_release.py writes a full-size
-# Wan2.2-T2V-A14B release of random weights (+ rank-64 LoRAs) in that file layout and `fisdit
-# generate` runs it end to end on the GPU (480p with --compare-dense, 720p; comfyui: 480p).
+# release-official / release-comfyui / release-i2v: tests, then bench/make_random_release.py
+# writes a full-size Wan2.2-T2V-A14B (release-i2v: I2V-A14B, official layout, with a first-frame
+# PNG) release of random weights (+ rank-64 LoRAs) in that file layout and `fisdit generate` runs
+# it end to end on the GPU (t2v: 480p with --compare-dense, 720p; comfyui: 480p; i2v: 480p, 720p).
 # quick: tests + small benchmarks (Wan2.1-1.3B 480p, A14B 480p); bench: benchmarks only.
 # Logs go to $OUT (the device tool's folder) or /tmp/fisdit-device. Header-only dependencies and
 # GoogleTest may travel in .deps/ (a CMake prefix) when the machine has no -dev packages.
@@ -60,19 +62,21 @@ fi
 [ "$MODE" = "tests" ] && { cat "$SUMMARY"; exit 0; }
 
 # ---- a full-size A14B release of random weights in a user's file layout, generated end to end
-if [ "$MODE" = "release-official" ] || [ "$MODE" = "release-comfyui" ]; then
+if [ "$MODE" = "release-official" ] || [ "$MODE" = "release-comfyui" ] || [ "$MODE" = "release-i2v" ]; then
   layout=${MODE#release-}
+  task=t2v
+  if [ "$layout" = i2v ]; then layout=official; task=i2v; fi
   REL=${FISDIT_RELEASE_DIR:-/tmp/fisdit-release}/$layout
   rm -rf "${FISDIT_RELEASE_DIR:-/tmp/fisdit-release}"
   t0=$(date +%s)
-  python3 bench/make_random_release.py "$REL" --layout "$layout" --lora --same-experts \
+  python3 bench/make_random_release.py "$REL" --layout "$layout" --task "$task" --lora --same-experts \
     >>"$OUT/release.log" 2>&1 || { tail -20 "$OUT/release.log"; say "make_random_release FAILED"; exit 1; }
-  say "random $layout release: $(( $(date +%s) - t0 )) s, $(du -shL "$REL" | cut -f1)"
+  say "random $layout $task release: $(( $(date +%s) - t0 )) s, $(du -shL "$REL" | cut -f1)"
   if [ "$layout" = official ]; then
     model=(--model "$REL" --lora-high "$REL/lora_high.safetensors" --lora-low "$REL/lora_low.safetensors")
   else
-    model=(--model "$REL/wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors"
-      --model-low "$REL/wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"
+    model=(--model "$REL/wan2.2_${task}_high_noise_14B_fp8_scaled.safetensors"
+      --model-low "$REL/wan2.2_${task}_low_noise_14B_fp8_scaled.safetensors"
       --text-encoder "$REL/umt5_xxl_fp8_e4m3fn_scaled.safetensors"
       --vae "$REL/wan_2.1_vae.safetensors" --tokenizer "$REL/tokenizer"
       --lora-high "$REL/lora_high.safetensors" --lora-low "$REL/lora_low.safetensors")
@@ -88,7 +92,11 @@ if [ "$MODE" = "release-official" ] || [ "$MODE" = "release-comfyui" ]; then
     grep -E "^(loaded|times|GPU memory|fidelity)" "$OUT/release.log" | tail -8 | sed "s/^/  $label: /" | tee -a "$SUMMARY"
     say "generate $label: $(( $(date +%s) - t0 )) s wall"
   }
-  if [ "$layout" = official ]; then
+  [ "$task" = i2v ] && model+=(--image "$REL/first_frame.png")
+  if [ "$task" = i2v ]; then
+    gen i2v-480p-balanced --size 832x480 --frames 81 --steps 4 --fis balanced
+    gen i2v-720p-balanced --size 1280x720 --frames 81 --steps 4 --fis balanced
+  elif [ "$layout" = official ]; then
     gen 480p-balanced --size 832x480 --frames 81 --steps 4 --fis balanced --compare-dense
     gen 720p-balanced --size 1280x720 --frames 81 --steps 4 --fis balanced
   else

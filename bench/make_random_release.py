@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Write a Wan 2.2 T2V-A14B release of random weights at the real shapes, in the file layouts
-users download, so `fisdit generate` can be run end to end at full scale (loading, memory, time
+"""Write a Wan 2.2 T2V-A14B (or I2V-A14B) release of random weights at the real shapes, in the file
+layouts users download, so `fisdit generate` can be run end to end at full scale (loading, memory, time
 per stage) on a machine that cannot download the released weights. The video is noise; every
 file name, tensor name, shape and dtype is the released one.
 
-  python3 bench/make_random_release.py OUT --layout official|comfyui [--lora] [--tiny]
+  python3 bench/make_random_release.py OUT --layout official|comfyui [--task t2v|i2v] [--lora]
+      [--same-experts] [--tiny]
 
 official: OUT/high_noise_model/ and low_noise_model/ (bf16 shards of ~5 GB,
   diffusion_pytorch_model.safetensors.index.json, config.json), models_t5_umt5-xxl-enc-bf16.pth
@@ -18,6 +19,9 @@ comfyui: OUT/wan2.2_t2v_{high,low}_noise_14B_fp8_scaled.safetensors (model.diffu
   alpha for every linear layer of the blocks (the Lightning LoRA's key set).
 --same-experts: the low-noise expert's files are symbolic links to the high-noise ones (halves
   the disk: a full official release is ~70 GB otherwise).
+--task i2v: the I2V-A14B experts (36 input channels: noise, mask and the image latent; config
+  model_type "i2v"; ComfyUI files named wan2.2_i2v_*) and OUT/first_frame.png (a 640x480
+  gradient, for --image).
 --tiny: small dims (for checking this script on a CPU).
 
 Random values: matrices N(0, 1/fan_in), biases N(0, 0.1^2), norm gains N(1, 0.1^2), modulation
@@ -27,8 +31,10 @@ import argparse
 import json
 import os
 import shutil
+import struct
 import sys
 import time
+import zlib
 
 import torch
 from safetensors.torch import save_file
@@ -164,10 +170,26 @@ def write_lora(path, dit_shapes, seed, device, rank=64):
     save_file(out, path)
 
 
+def write_png(path, width, height):
+    """An RGB gradient as an 8-bit PNG (standard library only)."""
+    raw = b"".join(b"\x00" + bytes(v for x in range(width)
+                                   for v in (x * 255 // width, y * 255 // height, 128))
+                   for y in range(height))
+
+    def chunk(kind, data):
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("out")
     ap.add_argument("--layout", choices=["official", "comfyui"], default="official")
+    ap.add_argument("--task", choices=["t2v", "i2v"], default="t2v")
     ap.add_argument("--lora", action="store_true")
     ap.add_argument("--same-experts", action="store_true")
     ap.add_argument("--tiny", action="store_true")
@@ -176,12 +198,14 @@ def main():
     d = dims(a.tiny)
     t0 = time.time()
     with torch.device("meta"):
-        dit = wan_models.WanModel(freq_dim=256, in_dim=16, out_dim=16, text_len=512, **d["dit"])
+        dit = wan_models.WanModel(freq_dim=256, in_dim=36 if a.task == "i2v" else 16, out_dim=16,
+                                  text_len=512, **d["dit"])
         t5 = wan_models.T5Encoder(**d["t5"])
         vae = wan_models.WanVAE(z_dim=16, **d["vae"])
     dit_shapes, t5_shapes, vae_shapes = shapes(dit), shapes(t5), shapes(vae)
     config = dict(dit.config)
     config["_class_name"] = "WanModel"
+    config["model_type"] = a.task
     os.makedirs(a.out, exist_ok=True)
     tok = os.path.join(HERE, "..", "tests", "data", "tokenizer", "spiece.model")
 
@@ -213,7 +237,7 @@ def main():
         shutil.copy(tok, os.path.join(a.out, "google", "umt5-xxl", "spiece.model"))
     else:
         for which, seed in experts:
-            path = os.path.join(a.out, f"wan2.2_t2v_{which}_noise_14B_fp8_scaled.safetensors")
+            path = os.path.join(a.out, f"wan2.2_{a.task}_{which}_noise_14B_fp8_scaled.safetensors")
             if which == "low" and a.same_experts:
                 os.symlink(os.path.basename(path).replace("low", "high"), path)
                 continue
@@ -237,6 +261,9 @@ def main():
         os.makedirs(os.path.join(a.out, "tokenizer"), exist_ok=True)
         shutil.copy(tok, os.path.join(a.out, "tokenizer", "spiece.model"))
         say("wan_2.1_vae.safetensors, tokenizer/")
+    if a.task == "i2v":
+        write_png(os.path.join(a.out, "first_frame.png"), 640, 480)
+        say("first_frame.png")
     if a.lora:
         for which, seed in experts:
             write_lora(os.path.join(a.out, f"lora_{which}.safetensors"), dit_shapes, 10 + seed,
