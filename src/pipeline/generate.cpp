@@ -307,20 +307,29 @@ GenerateResult Generator::run_request(const GenerateOptions& request) {
     }
     stages["text_load"] = since(t0);
     const auto t1 = Clock::now();
-    const auto encode = [&](const std::string& text) {
-      if (!s.keep_loaded) return wan::encode_prompt(*s.tokenizer, *s.t5, text, cfg.text_len);
-      auto it = s.contexts.find(text);
-      if (it == s.contexts.end())
-        it = s.contexts.emplace(text, wan::encode_prompt(*s.tokenizer, *s.t5, text, cfg.text_len))
-                 .first;
-      return it->second;
+    // The prompt and (with CFG) the negative prompt in one pass over the encoder's weights; a
+    // kept-loaded generator reuses the contexts of texts it has encoded before.
+    std::vector<std::string> texts = {o.prompt};
+    if (needs_uncond) texts.push_back(o.negative);
+    std::vector<std::string> todo;
+    for (const std::string& t : texts)
+      if (!s.contexts.count(t) && std::find(todo.begin(), todo.end(), t) == todo.end())
+        todo.push_back(t);
+    std::vector<wan::PromptContext> fresh =
+        wan::encode_prompts(*s.tokenizer, *s.t5, todo, cfg.text_len);
+    std::map<std::string, wan::PromptContext> local;
+    for (size_t i = 0; i < todo.size(); ++i)
+      (s.keep_loaded ? s.contexts : local).emplace(todo[i], std::move(fresh[i]));
+    const auto context_of = [&](const std::string& t) -> const wan::PromptContext& {
+      const auto it = local.find(t);
+      return it != local.end() ? it->second : s.contexts.at(t);
     };
-    const wan::PromptContext pc = encode(o.prompt);
+    const wan::PromptContext& pc = context_of(o.prompt);
     in.context = pc.context;
     summary["prompt_tokens"] = pc.tokens.length;
     bar.update(1, std::to_string(pc.tokens.length) + " tokens");
     if (needs_uncond) {
-      in.context_neg = encode(o.negative).context;
+      in.context_neg = context_of(o.negative).context;
       bar.update(2, "negative prompt");
     }
     stages["text_encode"] = since(t1);

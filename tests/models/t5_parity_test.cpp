@@ -9,6 +9,7 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -136,6 +137,30 @@ TEST_F(T5Parity, NonPrefixMaskTrimsTheFullForward) {
   const Tensor context = encoder_->encode(ids, mask);
   ASSERT_EQ(shape_str(context.shape()), "[7, 64]");
   EXPECT_EQ(rel_l2(context, full.slice_rows(0, 7).clone()), 0.0);
+}
+
+// Several sequences in one pass over the weights (a prompt and its negative prompt): each result
+// equals the one-sequence call bit for bit, whatever the lengths and masks.
+TEST_F(T5Parity, EncodeManyEqualsEncodingEachAlone) {
+  const std::vector<int64_t> ids = integers(input("ids")), mask = integers(input("mask"));
+  const std::vector<int64_t> ids_long = integers(input("ids_long")),
+                             mask_long = integers(input("mask_long"));
+  std::vector<int64_t> holed = mask;
+  holed[2] = 0;  // a non-prefix mask: the full forward, trimmed
+  const std::vector<wan::T5Input> inputs = {
+      {ids, mask}, {ids_long, mask_long}, {ids, holed}, {ids, mask}};
+  const std::vector<Tensor> many = encoder_->encode_many(inputs);
+  ASSERT_EQ(many.size(), inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const Tensor one = encoder_->encode(inputs[i].ids, inputs[i].mask);
+    ASSERT_EQ(many[i].shape(), one.shape()) << i;
+    EXPECT_EQ(std::memcmp(many[i].raw(), one.raw(), one.nbytes()), 0) << i;
+  }
+  const std::vector<Tensor> full = encoder_->forward_many({{ids, holed}});
+  EXPECT_EQ(rel_l2(full.front(), encoder_->forward(ids, holed)), 0.0);
+  EXPECT_TRUE(encoder_->encode_many({}).empty());
+  EXPECT_THROW(encoder_->encode_many({{ids, mask}, {ids, std::vector<int64_t>(mask.size(), 0)}}),
+               std::exception);
 }
 
 TEST_F(T5Parity, BadTokensAreRefusedNamingThePosition) {

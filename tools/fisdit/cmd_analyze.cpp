@@ -67,15 +67,18 @@ std::vector<analysis::AnalysisSample> prompt_samples(const PromptFlags& p,
   status("loaded text encoder " + encoder_path + ", tokenizer " + tokenizer->model_path());
   const Tensor x =
       randn({cfg.out_dim, (p.frames - 1) / 4 + 1, height / spatial, width / spatial}, p.seed);
-  Tensor negative;
-  if (guided) negative = wan::encode_prompt(*tokenizer, *t5, p.negative, cfg.text_len).context;
+  // Every prompt (and the negative one) in one pass over the encoder's weights.
+  std::vector<std::string> texts = prompts;
+  if (guided) texts.push_back(p.negative);
+  const std::vector<wan::PromptContext> contexts =
+      wan::encode_prompts(*tokenizer, *t5, texts, cfg.text_len);
   std::vector<analysis::AnalysisSample> samples;
-  for (const std::string& prompt : prompts) {
+  for (size_t i = 0; i < prompts.size(); ++i) {
     sched::DenoiseInputs di;
     di.x = x;
-    di.context = wan::encode_prompt(*tokenizer, *t5, prompt, cfg.text_len).context;
-    di.context_neg = negative;
-    samples.push_back({prompt, di});
+    di.context = contexts[i].context;
+    if (guided) di.context_neg = contexts.back().context;
+    samples.push_back({prompts[i], di});
   }
   status("encoded " + std::to_string(samples.size()) + " prompts; latent " + shape_str(x.shape()));
   return samples;

@@ -152,40 +152,74 @@ T5Encoder::~T5Encoder() = default;
 
 Tensor T5Encoder::forward(const std::vector<int64_t>& ids, const std::vector<int64_t>& mask,
                           const T5Observer& observer) {
-  check_tokens(ids, mask, cfg_.vocab);
-  const int64_t len = static_cast<int64_t>(ids.size());
+  return run({{&ids, &mask}}, observer).front();
+}
+
+std::vector<Tensor> T5Encoder::forward_many(const std::vector<T5Input>& inputs) {
+  std::vector<std::pair<const std::vector<int64_t>*, const std::vector<int64_t>*>> seqs;
+  for (const T5Input& in : inputs) seqs.push_back({&in.ids, &in.mask});
+  return run(seqs, {});
+}
+
+std::vector<Tensor> T5Encoder::run(
+    const std::vector<std::pair<const std::vector<int64_t>*, const std::vector<int64_t>*>>& seqs,
+    const T5Observer& observer) {
+  if (seqs.empty()) return {};
+  for (const auto& [ids, mask] : seqs) check_tokens(*ids, *mask, cfg_.vocab);
   const int64_t d = cfg_.dim, da = cfg_.dim_attn, heads = cfg_.num_heads, hd = cfg_.head_dim();
   const float eps = static_cast<float>(cfg_.eps);
+  Backend& be = backend_;
+  const bool host = be.device() == Device::CPU;
+  const DType act = be.activation_dtype();
 
-  // token_embedding(ids): gather the rows, converting from the stored dtype.
-  Tensor x_host = Tensor::zeros({len, d});
-  {
-    Tensor& x = x_host;
+  // Per sequence: its residual stream, position buckets, key mask and scratch buffers.
+  struct State {
+    int64_t len = 0;
+    std::vector<int32_t> bucket_of;
+    std::vector<uint8_t> key_valid;
+    Tensor x, xn, branch, q, k, v, attn, gate, hidden;
+  };
+  std::vector<State> st(seqs.size());
+  for (size_t n = 0; n < seqs.size(); ++n) {
+    const std::vector<int64_t>& ids = *seqs[n].first;
+    const std::vector<int64_t>& mask = *seqs[n].second;
+    State& S = st[n];
+    const int64_t len = S.len = static_cast<int64_t>(ids.size());
+    // token_embedding(ids): gather the rows, converting from the stored dtype.
+    Tensor x_host = Tensor::zeros({len, d});
     const Tensor& table = token_embedding_.stored;
     const size_t row_bytes = static_cast<size_t>(d) * dtype_size(table.dtype());
     const auto* base = static_cast<const uint8_t*>(table.raw());
     for (int64_t i = 0; i < len; ++i)
       convert_to_f32(table.dtype(),
                      base + static_cast<size_t>(ids[static_cast<size_t>(i)]) * row_bytes,
-                     x.f32() + i * d, static_cast<size_t>(d));
+                     x_host.f32() + i * d, static_cast<size_t>(d));
     if (token_embedding_.scale != 1.0f)
-      for (int64_t i = 0; i < len * d; ++i) x.f32()[i] *= token_embedding_.scale;
+      for (int64_t i = 0; i < len * d; ++i) x_host.f32()[i] *= token_embedding_.scale;
+    if (observer) observer("embedding", x_host.clone());
+    // Buckets depend on j - i only; one table of 2L - 1 entries serves every layer.
+    S.bucket_of.resize(static_cast<size_t>(2 * len - 1));
+    for (int64_t r = -(len - 1); r <= len - 1; ++r)
+      S.bucket_of[static_cast<size_t>(r + len - 1)] =
+          t5_relative_bucket(r, cfg_.num_buckets, cfg_.max_dist);
+    S.key_valid.resize(static_cast<size_t>(len));
+    for (int64_t j = 0; j < len; ++j)
+      S.key_valid[static_cast<size_t>(j)] = mask[static_cast<size_t>(j)] != 0;
+    S.x = host ? x_host : be.upload(x_host, DType::F32);
+    S.xn = be.empty({len, d}, act);
+    S.branch = be.empty({len, d}, DType::F32);
+    S.q = be.empty({len, da}, act);
+    S.k = be.empty({len, da}, act);
+    S.v = be.empty({len, da}, act);
+    S.attn = be.empty({len, da}, act);
+    S.gate = be.empty({len, cfg_.dim_ffn}, act);
+    S.hidden = be.empty({len, cfg_.dim_ffn}, act);
   }
-  if (observer) observer("embedding", x_host.clone());
 
-  // Buckets depend on j - i only; one table of 2L - 1 entries serves every layer.
-  std::vector<int32_t> bucket_of(static_cast<size_t>(2 * len - 1));
-  for (int64_t r = -(len - 1); r <= len - 1; ++r)
-    bucket_of[static_cast<size_t>(r + len - 1)] =
-        t5_relative_bucket(r, cfg_.num_buckets, cfg_.max_dist);
-  std::vector<uint8_t> key_valid(static_cast<size_t>(len));
-  for (int64_t j = 0; j < len; ++j)
-    key_valid[static_cast<size_t>(j)] = mask[static_cast<size_t>(j)] != 0;
-  // Weights go to the backend one block at a time (the CPU uses the fp32 host values directly;
-  // the CUDA backend gets bf16 matrices and fp32 norms, freed after the block), so a GPU holds
-  // one block of the 5.7B-parameter encoder at a time.
-  Backend& be = backend_;
-  const bool host = be.device() == Device::CPU;
+  // Weights go to the backend one block at a time, once for all the sequences (the CPU uses the
+  // fp32 host values directly; the CUDA backend gets bf16 matrices and fp32 norms, freed after
+  // the block), so a GPU holds one block of the 5.7B-parameter encoder at a time and streams the
+  // encoder once however many prompts are encoded together.
   // An unscaled matrix goes up in its stored dtype (for the released bf16 file: a plain copy of
   // the mapped bytes, no host conversion); a scaled one (ComfyUI fp8) is dequantised on the host
   // straight to bf16 (the values fp32 widening, scaling and narrowing give).
@@ -200,13 +234,7 @@ Tensor T5Encoder::forward(const std::vector<int64_t>& ids, const std::vector<int
   };
   auto vec = [&](const T5Weight& w) { return host ? as_f32(w) : be.upload(as_f32(w), DType::F32); };
   const Tensor shared_table = cfg_.shared_pos ? vec(shared_pos_) : Tensor();
-  const DType act = be.activation_dtype();
 
-  Tensor x = host ? x_host : be.upload(x_host, DType::F32);
-  Tensor xn = be.empty({len, d}, act), branch = be.empty({len, d}, DType::F32);
-  Tensor q = be.empty({len, da}, act), k = be.empty({len, da}, act), v = be.empty({len, da}, act),
-         attn = be.empty({len, da}, act);
-  Tensor gate = be.empty({len, cfg_.dim_ffn}, act), hidden = be.empty({len, cfg_.dim_ffn}, act);
   for (int i = 0; i < cfg_.num_layers; ++i) {
     const BlockWeights& stored = blocks_[static_cast<size_t>(i)];
     // T5SelfAttention.forward: x += attn(norm1(x), mask, pos_bias); x += ffn(norm2(x)).
@@ -214,31 +242,42 @@ Tensor T5Encoder::forward(const std::vector<int64_t>& ids, const std::vector<int
       const Tensor norm1 = vec(stored.norm1), wq = matrix(stored.q), wk = matrix(stored.k),
                    wv = matrix(stored.v), wo = matrix(stored.o);
       const Tensor table = cfg_.shared_pos ? shared_table : vec(stored.pos);
-      be.rms_norm(x, norm1, eps, xn);
-      be.linear(xn, wq, nullptr, q);
-      be.linear(xn, wk, nullptr, k);
-      be.linear(xn, wv, nullptr, v);
-      Tensor attn3 = attn.reshape({len, heads, hd});
-      be.attention_rel_bias(q.reshape({len, heads, hd}), k.reshape({len, heads, hd}),
-                            v.reshape({len, heads, hd}), table, bucket_of, key_valid, attn3);
-      be.linear(attn, wo, nullptr, branch);
-      be.add(x, branch);
+      for (State& S : st) {
+        const int64_t len = S.len;
+        be.rms_norm(S.x, norm1, eps, S.xn);
+        be.linear(S.xn, wq, nullptr, S.q);
+        be.linear(S.xn, wk, nullptr, S.k);
+        be.linear(S.xn, wv, nullptr, S.v);
+        Tensor attn3 = S.attn.reshape({len, heads, hd});
+        be.attention_rel_bias(S.q.reshape({len, heads, hd}), S.k.reshape({len, heads, hd}),
+                              S.v.reshape({len, heads, hd}), table, S.bucket_of, S.key_valid,
+                              attn3);
+        be.linear(S.attn, wo, nullptr, S.branch);
+        be.add(S.x, S.branch);
+      }
     }
     {
       const Tensor norm2 = vec(stored.norm2), wg = matrix(stored.gate), w1 = matrix(stored.fc1),
                    w2 = matrix(stored.fc2);
-      be.rms_norm(x, norm2, eps, xn);
-      be.linear(xn, wg, nullptr, gate, Activation::GeluTanh);
-      be.linear(xn, w1, nullptr, hidden);
-      be.mul(hidden, gate);  // fc1(x) * gelu_tanh(gate(x))
-      be.linear(hidden, w2, nullptr, branch);
-      be.add(x, branch);
+      for (State& S : st) {
+        be.rms_norm(S.x, norm2, eps, S.xn);
+        be.linear(S.xn, wg, nullptr, S.gate, Activation::GeluTanh);
+        be.linear(S.xn, w1, nullptr, S.hidden);
+        be.mul(S.hidden, S.gate);  // fc1(x) * gelu_tanh(gate(x))
+        be.linear(S.hidden, w2, nullptr, S.branch);
+        be.add(S.x, S.branch);
+      }
     }
-    if (observer) observer("block_" + std::to_string(i), be.download(x));
+    if (observer) observer("block_" + std::to_string(i), be.download(st.front().x));
   }
-  Tensor out = be.empty({len, d}, DType::F32);
-  be.rms_norm(x, vec(final_norm_), eps, out);
-  return be.download(out);
+  const Tensor final_norm = vec(final_norm_);
+  std::vector<Tensor> outs;
+  for (State& S : st) {
+    Tensor out = be.empty({S.len, d}, DType::F32);
+    be.rms_norm(S.x, final_norm, eps, out);
+    outs.push_back(be.download(out));
+  }
+  return outs;
 }
 
 Tensor T5Encoder::encode(const std::vector<int64_t>& ids, const std::vector<int64_t>& mask,
@@ -261,6 +300,33 @@ Tensor T5Encoder::encode(const std::vector<int64_t>& ids, const std::vector<int6
   }
   const Tensor out = forward(ids, mask, observer);
   return out.slice_rows(0, valid).clone();
+}
+
+std::vector<Tensor> T5Encoder::encode_many(const std::vector<T5Input>& inputs) {
+  // encode() of each, with one pass over the weights: prefix masks run their prefix alone.
+  std::vector<T5Input> runs;
+  std::vector<int64_t> valid;
+  std::vector<bool> trim;
+  for (const T5Input& in : inputs) {
+    check_tokens(in.ids, in.mask, cfg_.vocab);
+    int64_t n = 0;
+    for (int64_t m : in.mask) n += m > 0;
+    if (n == 0) throw Error("text encoder: the mask selects no token");
+    const bool prefix =
+        std::all_of(in.mask.begin(), in.mask.begin() + n, [](int64_t m) { return m == 1; }) &&
+        std::all_of(in.mask.begin() + n, in.mask.end(), [](int64_t m) { return m == 0; });
+    if (prefix)
+      runs.push_back({std::vector<int64_t>(in.ids.begin(), in.ids.begin() + n),
+                      std::vector<int64_t>(static_cast<size_t>(n), 1)});
+    else
+      runs.push_back(in);
+    valid.push_back(n);
+    trim.push_back(!prefix);
+  }
+  std::vector<Tensor> outs = forward_many(runs);
+  for (size_t i = 0; i < outs.size(); ++i)
+    if (trim[i]) outs[i] = outs[i].slice_rows(0, valid[i]).clone();
+  return outs;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -74,6 +74,11 @@ std::vector<std::pair<std::string, Shape>> t5_parameter_shapes(const T5Config& c
 // (the hidden state after block i, before the final norm), as the fixtures name them.
 using T5Observer = std::function<void(const std::string& name, const Tensor& host)>;
 
+// One sequence for T5Encoder::forward_many / encode_many: token ids and their 0/1 key mask.
+struct T5Input {
+  std::vector<int64_t> ids, mask;
+};
+
 class T5Encoder {
  public:
   // Every op runs on `backend`; the weights stay on the host in their stored dtype and go to the
@@ -98,9 +103,19 @@ class T5Encoder {
   Tensor encode(const std::vector<int64_t>& ids, const std::vector<int64_t>& mask,
                 const T5Observer& observer = {});
 
+  // forward() / encode() of several sequences with one pass over the weights: each block goes to
+  // the backend once for all of them (a prompt and its negative prompt stream the 5.7B-parameter
+  // encoder once). Every result is bit-identical to the one-sequence call.
+  std::vector<Tensor> forward_many(const std::vector<T5Input>& inputs);
+  std::vector<Tensor> encode_many(const std::vector<T5Input>& inputs);
+
   struct BlockWeights;
 
  private:
+  std::vector<Tensor> run(
+      const std::vector<std::pair<const std::vector<int64_t>*, const std::vector<int64_t>*>>& seqs,
+      const T5Observer& observer);
+
   T5Config cfg_;
   Backend& backend_;
   T5Weight token_embedding_;  // [vocab, dim], stored dtype

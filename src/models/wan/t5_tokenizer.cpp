@@ -135,4 +135,18 @@ PromptContext encode_prompt(const T5Tokenizer& tokenizer, T5Encoder& encoder,
   return out;
 }
 
+std::vector<PromptContext> encode_prompts(const T5Tokenizer& tokenizer, T5Encoder& encoder,
+                                          const std::vector<std::string>& prompts, int max_length) {
+  check_tokenizer_fits(tokenizer, encoder.config(), "");
+  std::vector<PromptContext> out(prompts.size());
+  std::vector<T5Input> inputs;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    out[i].tokens = tokenizer.tokenize(prompts[i], max_length);
+    inputs.push_back({out[i].tokens.ids, out[i].tokens.mask});
+  }
+  std::vector<Tensor> contexts = encoder.encode_many(inputs);
+  for (size_t i = 0; i < prompts.size(); ++i) out[i].context = std::move(contexts[i]);
+  return out;
+}
+
 }  // namespace fisdit::wan

@@ -90,5 +90,10 @@ struct PromptContext {
 };
 PromptContext encode_prompt(const T5Tokenizer& tokenizer, T5Encoder& encoder,
                             std::string_view prompt, int max_length = kT5TextLen);
+// Several prompts with one pass over the encoder's weights (T5Encoder::encode_many): the same
+// contexts as encode_prompt of each.
+std::vector<PromptContext> encode_prompts(const T5Tokenizer& tokenizer, T5Encoder& encoder,
+                                          const std::vector<std::string>& prompts,
+                                          int max_length = kT5TextLen);
 
 }  // namespace fisdit::wan
