@@ -107,26 +107,23 @@ if [ "$MODE" = "release-official" ] || [ "$MODE" = "release-comfyui" ] || [ "$MO
   exit 0
 fi
 
+vbench() {  # label, limit in seconds, then fisdit bench --vae arguments
+  local label=$1 limit=$2; shift 2
+  local t0=$(date +%s)
+  timeout "$limit" ./build-device/fisdit bench --device cuda --label "$label" --vae "$@" \
+    >"$OUT/vae_$label.log" 2>&1 || { tail -5 "$OUT/vae_$label.log"; say "vae bench $label FAILED"; }
+  grep -A2 "^fisdit bench --vae" "$OUT/vae_$label.log" | tee -a "$SUMMARY"
+  say "vae bench $label: $(( $(date +%s) - t0 )) s"
+}
+
 if [ "$MODE" = "vae-encode" ]; then
-  for spec in "wan2.1 832x480 81" "wan2.1 1280x720 81" "wan2.2 1280x704 121"; do
-    set -- $spec
-    ./build-device/fisdit bench --device cuda --vae "$1" --vae-op encode --size "$2" --frames "$3" \
-      --warmup 1 --repeats 1 --label "$1-encode-$2" >>"$OUT/vae_encode.log" 2>&1 ||
-      { tail -5 "$OUT/vae_encode.log"; say "vae encode $spec FAILED"; }
-  done
-  grep -A2 "^fisdit bench --vae" "$OUT/vae_encode.log" | tee -a "$SUMMARY"
+  vbench wan21-encode-480p "${VAE_LIMIT:-60}" wan2.1 --vae-op encode --size 832x480 --frames 81 --warmup 1 --repeats 1
+  vbench wan21-encode-720p "${VAE_LIMIT:-100}" wan2.1 --vae-op encode --size 1280x720 --frames 81 --warmup 1 --repeats 1
+  vbench wan22-encode-704p "${VAE_LIMIT:-100}" wan2.2 --vae-op encode --size 1280x704 --frames 121 --warmup 1 --repeats 1
   exit 0
 fi
 
 if [ "$MODE" = "vae" ]; then
-  vbench() {  # label, limit in seconds, then fisdit bench --vae arguments
-    local label=$1 limit=$2; shift 2
-    local t0=$(date +%s)
-    timeout "$limit" ./build-device/fisdit bench --device cuda --label "$label" --vae "$@" \
-      >"$OUT/vae_$label.log" 2>&1 || { tail -5 "$OUT/vae_$label.log"; say "vae bench $label FAILED"; }
-    grep -A2 "^fisdit bench --vae" "$OUT/vae_$label.log" | tee -a "$SUMMARY"
-    say "vae bench $label: $(( $(date +%s) - t0 )) s"
-  }
   # Where the time goes (every op synchronized; 3 latent frames), and each conv's layout choice.
   FISDIT_CUDA_PROFILE=1 FISDIT_VAE_CONV_LOG=1 timeout 60 ./build-device/fisdit bench --device cuda \
     --label profile --vae wan2.1 --size 1280x720 --frames 9 --warmup 1 --repeats 1 \

@@ -2,11 +2,9 @@
 // against the official fp32 outputs of every fixture, and with FIS against the CPU backend
 // running the same plan. Bound 2e-2 rel L2: bf16 storage of weights and activations through 4
 // blocks (measured errors are printed).
-#include <algorithm>
-#include <cmath>
 #include <cstdio>
 
-#include "core/dtype.h"
+#include "../models/fp8_scaled.h"
 #include "cuda_test_util.h"
 #include "io/safetensors.h"
 #include "models/wan/loader.h"
@@ -26,11 +24,16 @@ struct ModelRun {
   Tensor text;
 };
 
-ModelRun load(Backend& backend, const std::string& path, const SafetensorsFile& f) {
+// The model of `src` (with `loras` merged) on `backend`, and the fixture's text embedded by it.
+ModelRun load(Backend& backend, const wan::ModelSource& src, const SafetensorsFile& f,
+              const std::vector<LoraSpec>& loras = {}) {
   ModelRun r;
-  r.dit = wan::load_dit(wan::open_model(path), backend);
+  r.dit = wan::load_dit(src, backend, loras);
   r.text = r.dit->embed_text(f.tensor_f32("input.context"));
   return r;
+}
+ModelRun load(Backend& backend, const std::string& path, const SafetensorsFile& f) {
+  return load(backend, wan::open_model(path), f);
 }
 
 Tensor forward(Backend& backend, ModelRun& r, const SafetensorsFile& f, bool has_y,
@@ -123,11 +126,8 @@ TEST(CudaDitLora, MergedOnTheGpuMatchesTheHostMerge) {
        {"diffusion_model.blocks.1.self_attn.o.diff_b", test::randn({d}, 5, 0.3f)}});
   auto cpu = make_cpu_backend();
   const auto run = [&](Backend& backend, bool with_lora) {
-    ModelRun m;
-    std::vector<LoraSpec> loras;
-    if (with_lora) loras.push_back({lora, 0.8f});
-    m.dit = wan::load_dit(src, backend, loras);
-    m.text = m.dit->embed_text(f->tensor_f32("input.context"));
+    ModelRun m = load(backend, src, *f,
+                      with_lora ? std::vector<LoraSpec>{{lora, 0.8f}} : std::vector<LoraSpec>{});
     return forward(backend, m, *f, false, nullptr);
   };
   const Tensor gpu_lora = run(gpu, true), cpu_lora = run(*cpu, true), gpu_plain = run(gpu, false);
@@ -155,15 +155,7 @@ TEST(CudaDitFp8, ScaledFp8FileMatchesTheCpu) {
       q.push_back({name, w});
       continue;
     }
-    float max_abs = 0;
-    for (int64_t i = 0; i < w.numel(); ++i) max_abs = std::max(max_abs, std::fabs(w.f32()[i]));
-    const float scale = max_abs / 448.0f;
-    Tensor f8 = Tensor::zeros(w.shape(), DType::F8_E4M3);
-    for (int64_t i = 0; i < w.numel(); ++i)
-      f8.data_as<uint8_t>()[i] = float_to_f8e4m3(w.f32()[i] / scale);
-    q.push_back({name, f8});
-    q.push_back(
-        {name.substr(0, name.size() - 7) + ".scale_weight", Tensor::from_vector({scale}, {})});
+    fp8test::append_scaled(q, name, w);
   }
   const std::string fp8 = ::testing::TempDir() + "/fisdit_cuda_fp8_dit.safetensors";
   write_safetensors(fp8, q, f->metadata());  // the fixture's config travels in the metadata
@@ -179,11 +171,8 @@ TEST(CudaDitFp8, ScaledFp8FileMatchesTheCpu) {
   auto cpu = make_cpu_backend();
   for (const bool with_lora : {false, true}) {
     const auto run = [&](Backend& backend) {
-      ModelRun m;
-      std::vector<LoraSpec> loras;
-      if (with_lora) loras.push_back({lora, 1.0f});
-      m.dit = wan::load_dit(src, backend, loras);
-      m.text = m.dit->embed_text(f->tensor_f32("input.context"));
+      ModelRun m = load(backend, src, *f,
+                        with_lora ? std::vector<LoraSpec>{{lora, 1.0f}} : std::vector<LoraSpec>{});
       return forward(backend, m, *f, false, nullptr);
     };
     const double err = rel_l2(run(gpu), run(*cpu));

@@ -5,10 +5,7 @@
 // L2 and the ops to 1e-2 for bf16 outputs, 1e-5 for fp32 ones.
 #include "models/wan/t5.h"
 
-#include <algorithm>
-#include <cmath>
-
-#include "core/dtype.h"
+#include "../models/fp8_scaled.h"
 #include "cuda_test_util.h"
 #include "io/safetensors.h"
 
@@ -123,15 +120,7 @@ TEST(CudaT5, ScaledFp8EncoderMatchesTheCpu) {
       q.push_back({info.name, w});
       continue;
     }
-    float max_abs = 0;
-    for (int64_t i = 0; i < w.numel(); ++i) max_abs = std::max(max_abs, std::fabs(w.f32()[i]));
-    const float scale = max_abs / 448.0f;
-    Tensor f8 = Tensor::zeros(w.shape(), DType::F8_E4M3);
-    for (int64_t i = 0; i < w.numel(); ++i)
-      f8.data_as<uint8_t>()[i] = float_to_f8e4m3(w.f32()[i] / scale);
-    q.push_back({info.name, f8});
-    q.push_back({info.name.substr(0, info.name.size() - 7) + ".scale_weight",
-                 Tensor::from_vector({scale}, {})});
+    fp8test::append_scaled(q, info.name, w);
   }
   const std::string fp8 = ::testing::TempDir() + "/fisdit_cuda_fp8_t5.safetensors";
   write_safetensors(fp8, q);

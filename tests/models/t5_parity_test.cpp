@@ -18,6 +18,7 @@
 #include "backend/backend.h"
 #include "core/dtype.h"
 #include "fisdit/error.h"
+#include "fp8_scaled.h"
 #include "io/safetensors.h"
 #include "models/wan/t5.h"
 #include "t5_hf_names.h"
@@ -296,20 +297,7 @@ NamedTensors scaled_fp8_file(const SafetensorsFile& fixture, NamedTensors* dequa
       dequantised->push_back({name, w});
       continue;
     }
-    float max_abs = 0;
-    for (int64_t i = 0; i < w.numel(); ++i) max_abs = std::max(max_abs, std::fabs(w.f32()[i]));
-    const float scale = max_abs / 448.0f;
-    Tensor f8 = Tensor::zeros(w.shape(), DType::F8_E4M3);
-    Tensor deq = Tensor::zeros(w.shape());
-    for (int64_t i = 0; i < w.numel(); ++i) {
-      const uint8_t code = float_to_f8e4m3(w.f32()[i] / scale);
-      f8.data_as<uint8_t>()[i] = code;
-      deq.f32()[i] = f8e4m3_to_float(code) * scale;
-    }
-    q.push_back({name, f8});
-    q.push_back(
-        {name.substr(0, name.size() - 7) + ".scale_weight", Tensor::from_vector({scale}, {})});
-    dequantised->push_back({name, deq});
+    dequantised->push_back({name, fp8test::append_scaled(q, name, w)});
   }
   return q;
 }

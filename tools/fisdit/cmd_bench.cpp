@@ -77,23 +77,15 @@ struct Memory {
   bool known = false;
   double in_use_gib = 0, peak_gib = 0;
 };
-Memory memory(Backend& b) {
+Memory memory(const Backend& b) {
   Memory m;
-#ifdef FISDIT_WITH_CUDA
-  if (b.device() == Device::CUDA) {
-    const cuda::MemoryStats s = cuda::memory_stats(b);
-    m.known = true;
-    m.in_use_gib = s.in_use / 1073741824.0;
-    m.peak_gib = s.peak / 1073741824.0;
+  const int64_t in_use = b.memory_in_use(), peak = b.memory_peak();
+  m.known = in_use >= 0 && peak >= 0;  // device backends; the CPU does not track memory
+  if (m.known) {
+    m.in_use_gib = static_cast<double>(in_use) / 1073741824.0;
+    m.peak_gib = static_cast<double>(peak) / 1073741824.0;
   }
-#endif
   return m;
-}
-void reset_peak(Backend& b) {
-#ifdef FISDIT_WITH_CUDA
-  if (b.device() == Device::CUDA) cuda::reset_peak_memory(b);
-#endif
-  (void)b;
 }
 
 // Random weights of the real shapes, drawn where the backend keeps tensors: matrices
@@ -213,7 +205,7 @@ void run_vae_bench(const std::string& which, bool encode, const std::string& dev
     status(line);
   }
   std::vector<double> totals, firsts, rests;
-  reset_peak(*backend);
+  backend->reset_memory_peak();
 #ifdef FISDIT_WITH_CUDA
   cuda::op_profile_report(/*reset=*/true);  // FISDIT_CUDA_PROFILE: count the timed runs only
 #endif
@@ -460,7 +452,7 @@ void register_bench(CLI::App& app) {
         if (r.dense_steps) forward(args->steps - 1, false);
       }
       backend->synchronize();
-      reset_peak(*backend);
+      backend->reset_memory_peak();
       backend->flops().reset();
 #ifdef FISDIT_WITH_CUDA
       cuda::op_profile_report(/*reset=*/true);  // drop the warm-up's share

@@ -743,13 +743,6 @@ CudaBackend& as_cuda(Backend& b, const char* what) {
 }
 }  // namespace
 
-MemoryStats memory_stats(Backend& backend) {
-  return as_cuda(backend, "memory_stats").memory_stats();
-}
-void reset_peak_memory(Backend& backend) {
-  as_cuda(backend, "reset_peak_memory").reset_peak_memory();
-}
-
 EventTimer::EventTimer(Backend& backend) {
   stream_ = as_cuda(backend, "EventTimer").stream();
   cudaEvent_t b = nullptr, e = nullptr;

@@ -23,9 +23,7 @@ struct MemoryStats {
   size_t reserved = 0;  // bytes the pool holds from the driver
   size_t device_total = 0;
 };
-// Throw fisdit::Error when `backend` is not a CUDA backend.
-MemoryStats memory_stats(Backend& backend);
-void reset_peak_memory(Backend& backend);
+// (Backend::memory_in_use / memory_peak / reset_memory_peak read and reset these.)
 
 // With FISDIT_CUDA_PROFILE=1 every op synchronizes around itself and its time is summed per op
 // (and per GEMM shape): a breakdown for performance work, not for timing runs. Returns the table

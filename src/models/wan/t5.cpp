@@ -112,6 +112,21 @@ void check_tokens(const std::vector<int64_t>& ids, const std::vector<int64_t>& m
   }
 }
 
+// sum(mask) (seq_lens = mask.gt(0).sum()), and whether the mask is a prefix: ones, then padding,
+// as the tokenizer makes it. Throws when the mask selects no token.
+struct MaskPrefix {
+  int64_t valid = 0;
+  bool prefix = false;
+};
+MaskPrefix mask_prefix(const std::vector<int64_t>& mask) {
+  MaskPrefix m;
+  for (int64_t v : mask) m.valid += v > 0;
+  if (m.valid == 0) throw Error("text encoder: the mask selects no token");
+  m.prefix = std::all_of(mask.begin(), mask.begin() + m.valid, [](int64_t v) { return v == 1; }) &&
+             std::all_of(mask.begin() + m.valid, mask.end(), [](int64_t v) { return v == 0; });
+  return m;
+}
+
 }  // namespace
 
 T5Encoder::T5Encoder(T5Config cfg, Backend& backend, const T5WeightFn& weights)
@@ -283,16 +298,11 @@ std::vector<Tensor> T5Encoder::run(
 Tensor T5Encoder::encode(const std::vector<int64_t>& ids, const std::vector<int64_t>& mask,
                          const T5Observer& observer) {
   check_tokens(ids, mask, cfg_.vocab);
-  int64_t valid = 0;
-  for (int64_t m : mask) valid += m > 0;  // seq_lens = mask.gt(0).sum()
-  if (valid == 0) throw Error("text encoder: the mask selects no token");
   // With a prefix mask (what the tokenizer makes: ones, then padding) the first `valid` rows
   // attend only to the first `valid` keys, and the bias depends on j - i only, so running the
   // prefix alone gives the same rows (masked keys contribute exp(finfo.min - max) = 0 exactly)
   // at a fraction of the cost (a prompt is ~10-100 of the 512 positions).
-  const bool prefix =
-      std::all_of(mask.begin(), mask.begin() + valid, [](int64_t m) { return m == 1; }) &&
-      std::all_of(mask.begin() + valid, mask.end(), [](int64_t m) { return m == 0; });
+  const auto [valid, prefix] = mask_prefix(mask);
   if (prefix) {
     const std::vector<int64_t> head_ids(ids.begin(), ids.begin() + valid);
     const std::vector<int64_t> head_mask(static_cast<size_t>(valid), 1);
@@ -309,12 +319,7 @@ std::vector<Tensor> T5Encoder::encode_many(const std::vector<T5Input>& inputs) {
   std::vector<bool> trim;
   for (const T5Input& in : inputs) {
     check_tokens(in.ids, in.mask, cfg_.vocab);
-    int64_t n = 0;
-    for (int64_t m : in.mask) n += m > 0;
-    if (n == 0) throw Error("text encoder: the mask selects no token");
-    const bool prefix =
-        std::all_of(in.mask.begin(), in.mask.begin() + n, [](int64_t m) { return m == 1; }) &&
-        std::all_of(in.mask.begin() + n, in.mask.end(), [](int64_t m) { return m == 0; });
+    const auto [n, prefix] = mask_prefix(in.mask);
     if (prefix)
       runs.push_back({std::vector<int64_t>(in.ids.begin(), in.ids.begin() + n),
                       std::vector<int64_t>(static_cast<size_t>(n), 1)});
