@@ -328,6 +328,10 @@ TEST(Generate, CommandWritesVideoFramesAndSummary) {
             0)
       << err;
   EXPECT_TRUE(contains(err, "denoise ["));
+  EXPECT_TRUE(contains(err, "times: text ")) << err;
+  EXPECT_TRUE(contains(err, " s, dit load ")) << err;
+  EXPECT_TRUE(contains(err, " s, write ")) << err;
+  EXPECT_FALSE(contains(err, "image encode")) << err;  // text-to-video has no image stage
   EXPECT_TRUE(contains(err, "wrote " + dir.file("out.mp4") + ": 17 frames 32x32 at 16 fps"));
   EXPECT_GT(fs::file_size(dir.file("out.mp4")), 100u);
   EXPECT_TRUE(fs::exists(dir.path() / "frames" / "frame_0016.png"));
@@ -365,6 +369,31 @@ TEST(Generate, CommandWritesVideoFramesAndSummary) {
   EXPECT_TRUE(contains(err, "heun"));
   EXPECT_NE(run(base + " --output /nonexistent/dir/o.mp4", err), 0);
   EXPECT_TRUE(contains(err, "does not exist"));
+}
+
+// Image-to-video from the command line: the image stage has its progress and its time.
+TEST(Generate, CommandImageToVideoReportsTheImageStage) {
+  TempDir dir;
+  make_release(dir.path() / "release", "i2v");
+  Tensor rgb = Tensor::zeros({40, 48, 3}, DType::U8);
+  for (int64_t i = 0; i < rgb.numel(); ++i) rgb.data_as<uint8_t>()[i] = static_cast<uint8_t>(i * 5);
+  write_png(dir.file("first.png"), rgb);
+  std::string err;
+  ASSERT_EQ(iotest::run_fisdit(
+                "generate --model " + (dir.path() / "release").string() + " --image " +
+                    dir.file("first.png") +
+                    " --prompt 'a red square' --size 32x32 --frames 17 --device cpu" +
+                    " --frames-dir " + dir.file("frames") + " --summary-json " + dir.file("s.json"),
+                dir.file("stderr.txt"), err),
+            0)
+      << err;
+  EXPECT_TRUE(contains(err, "image [")) << err;
+  EXPECT_TRUE(contains(err, "times: text ")) << err;
+  EXPECT_TRUE(contains(err, " s, image encode ")) << err;
+  std::ifstream in(dir.file("s.json"));
+  const nlohmann::json j = nlohmann::json::parse(in);
+  EXPECT_GT(j.at("seconds").at("image_encode").get<double>(), 0.0);
+  EXPECT_TRUE(fs::exists(dir.path() / "frames" / "frame_0016.png"));
 }
 
 // --compare-dense for MagCache alone and stacked with FIS: the skipped passes and the fidelity.

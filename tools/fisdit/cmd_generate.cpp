@@ -184,13 +184,20 @@ void register_generate(CLI::App& app) {
     summary["seconds"]["write"] =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const nlohmann::json& s = summary["seconds"];
-    char line[512];
-    std::snprintf(
-        line, sizeof line,
-        "times: text %.2f s, dit load %.2f s, denoise %.2f s, decode %.2f s, total %.2f s",
-        s.value("text_load", 0.0) + s.value("text_encode", 0.0), s.value("dit_load", 0.0),
-        s.value("denoise", 0.0), s.value("vae_decode", 0.0),
-        s.value("total", 0.0) + s.value("write", 0.0));
+    // Every stage the run had, in order; the total includes writing the output.
+    std::string line = "times:";
+    const auto item = [&](const char* name, double seconds) {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%s %s %.2f s", line.size() > 6 ? "," : "", name, seconds);
+      line += buf;
+    };
+    item("text", s.value("text_load", 0.0) + s.value("text_encode", 0.0));
+    if (s.contains("image_encode")) item("image encode", s.value("image_encode", 0.0));
+    item("dit load", s.value("dit_load", 0.0));
+    item("denoise", s.value("denoise", 0.0));
+    item("decode", s.value("vae_decode", 0.0));
+    item("write", s.value("write", 0.0));
+    item("total", s.value("total", 0.0) + s.value("write", 0.0));
     status(line);
     if (summary.contains("gpu_peak_gib")) {
       std::string peaks;
