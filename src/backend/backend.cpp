@@ -24,6 +24,28 @@ Tensor Backend::random_normal(const Shape& shape, DType dtype, float mean, float
   return upload(host, dtype);
 }
 
+Tensor Backend::dequantize(const Tensor& stored, float scale, DType dtype) {
+  if (!stored.defined() || !is_fp8(stored.dtype()))
+    throw Error(name() + " backend: dequantize takes an F8_E4M3 or F8_E5M2 tensor, not " +
+                (stored.defined() ? std::string(dtype_name(stored.dtype())) : "an undefined one"));
+  if (stored.device() != Device::CPU)
+    throw Error(name() + " backend: dequantize of a tensor not on the host");
+  const auto n = static_cast<size_t>(stored.numel());
+  if (dtype == DType::BF16) {
+    Tensor out = Tensor::zeros(stored.shape(), DType::BF16);
+    convert_to_bf16_scaled(stored.dtype(), stored.raw(), scale, out.data_as<uint16_t>(), n);
+    return device() == Device::CPU ? out : upload(out, dtype);
+  }
+  if (dtype != DType::F32)
+    throw Error(name() + " backend: dequantize gives F32 or BF16, not " +
+                std::string(dtype_name(dtype)));
+  Tensor out = stored.to_f32();
+  float* p = out.f32();
+#pragma omp parallel for schedule(static) if (n > (1u << 20))
+  for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) p[i] *= scale;
+  return device() == Device::CPU ? out : upload(out, dtype);
+}
+
 namespace {
 DeviceCountFn& cuda_count() {
   static DeviceCountFn count = nullptr;

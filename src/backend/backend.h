@@ -94,6 +94,12 @@ class Backend {
   // large random weights). Default: drawn on the host, then uploaded.
   virtual Tensor random_normal(const Shape& shape, DType dtype, float mean, float stddev,
                                uint64_t seed);
+  // An 8-bit float tensor (F8_E4M3 / F8_E5M2, on the host or the device) widened with one scale:
+  // out[i] = dtype(float(stored[i]) * scale) in fp32 arithmetic, rounded once to nearest even
+  // (dtype F32 or BF16), where the backend keeps tensors. A scaled fp8 checkpoint's weights: the
+  // CUDA backend copies the 1-byte codes and widens them on the GPU. Default: on the host, then
+  // uploaded.
+  virtual Tensor dequantize(const Tensor& stored, float scale, DType dtype);
 
   // y[M,N] = act(x[M,K] . w[N,K]^T + bias[N])
   virtual void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,

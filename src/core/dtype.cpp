@@ -43,9 +43,10 @@ bool parse_dtype(std::string_view name, DType& out) {
 }
 
 bool is_float(DType t) {
-  return t == DType::F64 || t == DType::F32 || t == DType::F16 || t == DType::BF16 ||
-         t == DType::F8_E4M3 || t == DType::F8_E5M2;
+  return t == DType::F64 || t == DType::F32 || t == DType::F16 || t == DType::BF16 || is_fp8(t);
 }
+
+bool is_fp8(DType t) { return t == DType::F8_E4M3 || t == DType::F8_E5M2; }
 
 float f16_to_float(uint16_t v) {
   const uint32_t sign = (v >> 15) & 1u, exp = (v >> 10) & 0x1fu, man = v & 0x3ffu;

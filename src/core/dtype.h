@@ -15,6 +15,7 @@ std::string_view dtype_name(DType t);  // safetensors spelling: "F32", "BF16", "
 // Parses the safetensors spelling; returns false for names fisdit does not know.
 bool parse_dtype(std::string_view name, DType& out);
 bool is_float(DType t);
+bool is_fp8(DType t);  // F8_E4M3 or F8_E5M2
 
 inline float bf16_to_float(uint16_t v) {
   uint32_t bits = static_cast<uint32_t>(v) << 16;

@@ -234,19 +234,16 @@ Tensor WeightSource::get(const std::string& canonical, const Shape& expected) co
 }
 
 Tensor WeightSource::get_stored(const std::string& canonical, const Shape& expected,
-                                DType fp8_as) const {
+                                float& scale) const {
+  scale = 1.0f;
   const std::string stored = keymap_.stored_name(canonical);
   const TensorInfo& info = require(canonical, stored);
   if (info.shape != expected) return get(canonical, expected);  // throws naming the tensor
   if (info.dtype == DType::BF16 || info.dtype == DType::F16 || info.dtype == DType::F32)
     return checkpoint_.tensor(stored);
-  const bool fp8 = info.dtype == DType::F8_E4M3 || info.dtype == DType::F8_E5M2;
-  if (!fp8 || fp8_as != DType::BF16) return get(canonical, expected);
-  const Tensor raw = checkpoint_.tensor(stored);
-  Tensor out = Tensor::zeros(info.shape, DType::BF16);
-  convert_to_bf16_scaled(info.dtype, raw.raw(), fp8_scale(canonical, stored),
-                         out.data_as<uint16_t>(), static_cast<size_t>(info.numel()));
-  return out;
+  if (!is_fp8(info.dtype)) return get(canonical, expected);
+  scale = fp8_scale(canonical, stored);
+  return checkpoint_.tensor(stored);
 }
 
 float WeightSource::fp8_scale(const std::string& canonical, const std::string& stored) const {

@@ -97,13 +97,11 @@ class WeightSource {
   Tensor get(const std::string& canonical, const Shape& expected) const;
   // The same without a shape check.
   Tensor get(const std::string& canonical) const;
-  // As get(canonical, expected), but in the stored dtype when that needs no conversion to be
-  // used: a read-only view of the file for BF16 / F16 / F32 tensors (no copy). FP8 ones come as
-  // the scaled host F32 copy, or with fp8_as = BF16 as bf16(fp8 * scale) (what the F32 copy
-  // narrowed to bf16 would hold, without the F32 buffer). For uploading straight to a backend
-  // that converts as it copies.
-  Tensor get_stored(const std::string& canonical, const Shape& expected,
-                    DType fp8_as = DType::F32) const;
+  // As get(canonical, expected), but as stored: a read-only view of the file (no copy) for BF16,
+  // F16, F32 and FP8 tensors, with `scale` set to the factor get() would apply (an fp8 tensor's
+  // scale_weight, else 1); other dtypes come as get()'s host F32 copy (scale 1). For uploading
+  // straight to a backend that converts as it copies (Backend::upload, Backend::dequantize).
+  Tensor get_stored(const std::string& canonical, const Shape& expected, float& scale) const;
 
  private:
   const TensorInfo& require(const std::string& canonical, const std::string& stored) const;

@@ -326,5 +326,49 @@ TEST_F(CpuOps, AddLowRankMatchesFloat64) {
   EXPECT_THROW(be.add_low_rank(w, Tensor::zeros({4, 2}), Tensor::zeros({3, 6}), 1.0f), Error);
 }
 
+// The 8-bit float formats decoded from their definitions (OCP FP8: E4M3 "fn" has no infinities
+// and NaN at S.1111.111; E5M2 follows IEEE), apart from the library's decoders.
+double fp8_value(uint8_t v, bool e5m2) {
+  const double sign = (v & 0x80) ? -1.0 : 1.0;
+  const int ebits = e5m2 ? 5 : 4, mbits = e5m2 ? 2 : 3, bias = e5m2 ? 15 : 7;
+  const int e = (v >> mbits) & ((1 << ebits) - 1), m = v & ((1 << mbits) - 1);
+  if (e5m2 && e == 31) return m == 0 ? sign * INFINITY : NAN;
+  if (!e5m2 && e == 15 && m == 7) return NAN;
+  if (e == 0) return sign * std::ldexp(m, 1 - bias - mbits);
+  return sign * std::ldexp(1.0 + std::ldexp(m, -mbits), e - bias);
+}
+
+// Every code of both formats with a scale that rounds: fp32 gets the correctly rounded product
+// (what widening and scaling in fp32 give), bf16 that product rounded once more to nearest even.
+TEST_F(CpuOps, DequantizeEveryFp8CodeWithItsScale) {
+  for (const DType format : {DType::F8_E4M3, DType::F8_E5M2}) {
+    Tensor codes = Tensor::zeros({16, 16}, format);
+    for (int v = 0; v < 256; ++v) codes.data_as<uint8_t>()[v] = static_cast<uint8_t>(v);
+    for (const float scale : {1.0f, 0.0137f, -3.3f}) {
+      const Tensor f = be.dequantize(codes, scale, DType::F32);
+      const Tensor b = be.dequantize(codes, scale, DType::BF16);
+      ASSERT_EQ(f.dtype(), DType::F32);
+      ASSERT_EQ(b.dtype(), DType::BF16);
+      ASSERT_EQ(b.shape(), codes.shape());
+      for (int v = 0; v < 256; ++v) {
+        const auto expected =
+            static_cast<float>(fp8_value(static_cast<uint8_t>(v), format == DType::F8_E5M2) *
+                               static_cast<double>(scale));
+        const float got_b = bf16_to_float(b.data_as<uint16_t>()[v]);
+        if (std::isnan(expected)) {
+          EXPECT_TRUE(std::isnan(f.f32()[v])) << v;
+          EXPECT_TRUE(std::isnan(got_b)) << v;
+          continue;
+        }
+        EXPECT_EQ(f.f32()[v], expected)
+            << dtype_name(format) << " code " << v << " scale " << scale;
+        EXPECT_EQ(got_b, bf16_to_float(float_to_bf16(expected))) << v;
+      }
+    }
+  }
+  EXPECT_THROW(be.dequantize(Tensor::zeros({4}), 1.0f, DType::F32), Error);
+  EXPECT_THROW(be.dequantize(Tensor::zeros({4}, DType::F8_E4M3), 1.0f, DType::F16), Error);
+}
+
 }  // namespace
 }  // namespace fisdit

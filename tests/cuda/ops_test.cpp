@@ -6,6 +6,8 @@
 // Tolerances (rel L2): 1e-2 where the output is stored as bf16 (one rounding, unit roundoff 2^-9,
 // plus bf16 probabilities inside cuDNN attention); 1e-4 for fp32 outputs of bf16 GEMMs (fp32
 // accumulation in another order); 1e-6 for fp32 elementwise ops; 0 for pure data movement.
+#include <vector>
+
 #include "cuda_test_util.h"
 
 namespace fisdit {
@@ -344,6 +346,45 @@ TEST(CudaOps, AddLowRankMatchesTheCpuInFp32) {
   Tensor w = gpu.empty({4, 6}, DType::F32);
   EXPECT_THROW(gpu.add_low_rank(w, gpu.empty({4, 2}, DType::F32), gpu.empty({3, 6}, DType::F32), 1),
                Error);
+}
+
+// fp8 codes widened with a scale on the GPU: the same bits as the CPU reference for every code of
+// both formats, from host or device codes, an odd element count and an unaligned device view.
+TEST(CudaOps, DequantizeMatchesTheCpuBitForBit) {
+  FISDIT_REQUIRE_GPU();
+  auto cpu = make_cpu_backend();
+  const int64_t n = (int64_t{1} << 20) + 7;  // many blocks, and a tail past the 4-code groups
+  std::vector<uint8_t> bytes(static_cast<size_t>(n));
+  std::mt19937 rng(97);
+  for (int64_t i = 0; i < n; ++i) bytes[i] = static_cast<uint8_t>(i < 256 ? i : rng() & 0xff);
+  const auto same = [](const Tensor& got, const Tensor& ref) {
+    const std::vector<float> g = got.to_vector(), r = ref.to_vector();
+    if (g.size() != r.size()) return std::string("sizes differ");
+    for (size_t i = 0; i < g.size(); ++i)
+      if (!(g[i] == r[i] || (std::isnan(g[i]) && std::isnan(r[i]))))
+        return "element " + std::to_string(i) + ": " + std::to_string(g[i]) + " vs " +
+               std::to_string(r[i]);
+    return std::string();
+  };
+  for (const DType format : {DType::F8_E4M3, DType::F8_E5M2}) {
+    Tensor c = Tensor::zeros({n, 1}, format);
+    std::memcpy(c.raw(), bytes.data(), bytes.size());
+    const Tensor on_device = gpu.upload(c, format);
+    for (const DType dtype : {DType::F32, DType::BF16})
+      for (const float scale : {1.0f, 0.0137f}) {
+        const Tensor ref = cpu->dequantize(c, scale, dtype).to_f32();  // bf16 widens exactly
+        const std::string what = std::string(dtype_name(format)) + " -> " +
+                                 std::string(dtype_name(dtype)) + " scale " + std::to_string(scale);
+        const Tensor from_host = gpu.dequantize(c, scale, dtype);
+        EXPECT_EQ(from_host.device(), Device::CUDA);
+        EXPECT_EQ(from_host.dtype(), dtype);
+        EXPECT_EQ(same(gpu.download(from_host), ref), "") << what << " from host codes";
+        const Tensor view = gpu.dequantize(on_device.slice_rows(1, n), scale, dtype);
+        EXPECT_EQ(same(gpu.download(view), ref.slice_rows(1, n)), "")
+            << what << " from an unaligned device view";
+      }
+  }
+  EXPECT_THROW(gpu.dequantize(Tensor::zeros({4}), 1.0f, DType::BF16), Error);
 }
 
 // Asking for more memory than the GPU has is an Error naming the size and what is in use (not a

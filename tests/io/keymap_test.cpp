@@ -4,10 +4,12 @@
 
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "backend/backend.h"
 #include "io_test_util.h"
 
 namespace fisdit {
@@ -312,17 +314,19 @@ TEST(WeightSourceTest, ScaledFp8Weights) {
   std::string msg = error_of([&] { source.get("blocks.0.ffn.2.weight"); });
   EXPECT_TRUE(contains(msg, "'blocks.0.ffn.2.scale_weight'"));
   EXPECT_TRUE(contains(msg, "single value"));
-  // As stored for an upload: scaled F32 by default, or straight to bf16 (the same values here,
-  // all exact in bf16); a shape or scale problem is the same error.
-  const Tensor f = source.get_stored("blocks.0.ffn.0.weight", {2, 2});
-  EXPECT_EQ(f.dtype(), DType::F32);
-  EXPECT_EQ(f.to_vector(), (std::vector<float>{0.5f, 1.0f, -0.5f, 224.0f}));
-  const Tensor b = source.get_stored("blocks.0.ffn.0.weight", {2, 2}, DType::BF16);
-  EXPECT_EQ(b.dtype(), DType::BF16);
-  EXPECT_EQ(b.to_vector(), (std::vector<float>{0.5f, 1.0f, -0.5f, 224.0f}));
-  msg = error_of([&] { source.get_stored("blocks.0.ffn.2.weight", {2}, DType::BF16); });
+  // As stored for an upload: the fp8 codes and their scale, which a backend's dequantize turns
+  // into get()'s values; a shape or scale problem is the same error.
+  float scale = 0.0f;
+  const Tensor f = source.get_stored("blocks.0.ffn.0.weight", {2, 2}, scale);
+  EXPECT_EQ(f.dtype(), DType::F8_E4M3);
+  EXPECT_EQ(scale, 0.5f);
+  EXPECT_EQ(std::memcmp(f.raw(), bits, 4), 0);
+  const std::unique_ptr<Backend> cpu = make_cpu_backend();
+  EXPECT_EQ(cpu->dequantize(f, scale, DType::F32).to_vector(),
+            (std::vector<float>{0.5f, 1.0f, -0.5f, 224.0f}));
+  msg = error_of([&] { source.get_stored("blocks.0.ffn.2.weight", {2}, scale); });
   EXPECT_TRUE(contains(msg, "single value"));
-  msg = error_of([&] { source.get_stored("blocks.0.ffn.0.weight", {4}, DType::BF16); });
+  msg = error_of([&] { source.get_stored("blocks.0.ffn.0.weight", {4}, scale); });
   EXPECT_TRUE(contains(msg, "has shape [2, 2], expected [4]"));
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -241,6 +242,24 @@ Tensor CudaBackend::random_normal(const Shape& shape, DType dtype, float mean, f
   launch_random_normal(t.raw(), etype(dtype, "random_normal", "dtype"), t.numel(), mean, stddev,
                        seed, stream());
   return t;
+}
+
+Tensor CudaBackend::dequantize(const Tensor& stored, float scale, DType dtype) {
+  const char* op = "dequantize";
+  if (!stored.defined()) fail(op, "", "tensor is undefined");
+  if (!is_fp8(stored.dtype())) fail(op, desc(stored), "takes an F8_E4M3 or F8_E5M2 tensor");
+  const EType dt = etype(dtype, op, "destination");
+  // The 1-byte codes go up as they are (a quarter of the fp32 bytes, half of bf16's).
+  Tensor codes = upload(stored, stored.dtype());
+  if (reinterpret_cast<uintptr_t>(codes.raw()) % 4 != 0) {  // a view: the kernel reads 4 at once
+    Tensor aligned = alloc_device(ctx_, codes.shape(), codes.dtype(), op);
+    copy(codes, aligned);
+    codes = aligned;
+  }
+  Tensor out = alloc_device(ctx_, stored.shape(), dtype, op);
+  launch_dequantize_fp8(static_cast<const uint8_t*>(codes.raw()), stored.dtype() == DType::F8_E5M2,
+                        scale, out.raw(), dt, stored.numel(), stream());
+  return out;
 }
 
 Tensor CudaBackend::upload(const Tensor& host, DType dtype) {

@@ -54,6 +54,9 @@ struct ModArg {
 void launch_convert(const void* src, EType st, void* dst, EType dt, int64_t n, cudaStream_t s);
 void launch_random_normal(void* dst, EType dt, int64_t n, float mean, float stddev, uint64_t seed,
                           cudaStream_t s);
+// dst[i] = dt(float(fp8 code src[i]) * scale); e5m2 selects F8_E5M2 codes, else F8_E4M3 (fn).
+void launch_dequantize_fp8(const uint8_t* src, bool e5m2, float scale, void* dst, EType dt,
+                           int64_t n, cudaStream_t s);
 void launch_activation(const void* x, EType xt, void* y, EType yt, int64_t n, Activation act,
                        cudaStream_t s);
 // y[r, :] = act(y[r, :] + bias) in place (bias may be null).
@@ -194,6 +197,7 @@ class CudaBackend final : public Backend {
   void synchronize() override;
   Tensor random_normal(const Shape& shape, DType dtype, float mean, float stddev,
                        uint64_t seed) override;
+  Tensor dequantize(const Tensor& stored, float scale, DType dtype) override;
 
   void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
               Activation act) override;

@@ -1,5 +1,10 @@
 // Memory-bound elementwise kernels: conversions, random fills, activations, gated residual adds,
 // bias epilogues and the small-row GEMV of the timestep embedding (fp32 math throughout).
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
+#include <algorithm>
+
 #include "backend/cuda/kernel_util.cuh"
 
 namespace fisdit::cuda {
@@ -12,6 +17,26 @@ __global__ void convert_kernel(const void* src, EType st, void* dst, EType dt, i
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x)
     store(dst, dt, i, load(src, st, i));
+}
+
+// Four codes per thread (one 32-bit load); the decode to half is exact for both formats, as is
+// half -> float; the product is one fp32 rounding, the store one more for BF16 (as on the host).
+__global__ void dequantize_fp8_kernel(const uint8_t* src, __nv_fp8_interpretation_t fmt,
+                                      float scale, void* dst, EType dt, int64_t n) {
+  const int64_t quads = n / 4;
+  for (int64_t q = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; q < quads;
+       q += int64_t{gridDim.x} * blockDim.x) {
+    const uint32_t codes = reinterpret_cast<const uint32_t*>(src)[q];
+    for (int j = 0; j < 4; ++j) {
+      const auto code = static_cast<__nv_fp8_storage_t>((codes >> (8 * j)) & 0xffu);
+      store(dst, dt, 4 * q + j, __half2float(__half(__nv_cvt_fp8_to_halfraw(code, fmt))) * scale);
+    }
+  }
+  // The last n % 4 codes (the source is 256-byte aligned: device allocations are).
+  if (blockIdx.x == 0 && threadIdx.x < n % 4) {
+    const int64_t i = 4 * quads + threadIdx.x;
+    store(dst, dt, i, __half2float(__half(__nv_cvt_fp8_to_halfraw(src[i], fmt))) * scale);
+  }
 }
 
 __device__ __forceinline__ uint64_t mix64(uint64_t z) {
@@ -189,6 +214,14 @@ void launch_random_normal(void* dst, EType dt, int64_t n, float mean, float stdd
   if (n == 0) return;
   random_normal_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(dst, dt, n, mean, stddev, seed);
   check_launch("random_normal", "", s);
+}
+
+void launch_dequantize_fp8(const uint8_t* src, bool e5m2, float scale, void* dst, EType dt,
+                           int64_t n, cudaStream_t s) {
+  if (n == 0) return;
+  dequantize_fp8_kernel<<<grid_for(std::max<int64_t>(n / 4, 1), kThreads), kThreads, 0, s>>>(
+      src, e5m2 ? __NV_E5M2 : __NV_E4M3, scale, dst, dt, n);
+  check_launch("dequantize", "", s);
 }
 
 void launch_activation(const void* x, EType xt, void* y, EType yt, int64_t n, Activation act,

@@ -177,17 +177,22 @@ std::unique_ptr<WanDiT> load_dit(const ModelSource& src, Backend& backend,
           return w;
         }
         // A GPU: the stored bytes go up as they are (a bf16 file: no host conversion, the backend
-        // converts as it stores); a LoRA is merged there in fp32 before WanDiT converts the
-        // weight to its dtype, as on the host.
+        // converts as it stores; fp8 codes are widened with their scale on the device); a LoRA
+        // is merged there in fp32 before WanDiT converts the weight to its dtype, as on the host.
         // WanDiT keeps modulation tables in fp32 and every other weight in the backend's
-        // weight dtype: an fp8 weight it will narrow anyway is dequantised straight to bf16.
+        // weight dtype: an fp8 weight it will narrow anyway is dequantised straight to that.
         const bool touched = lora.touches(name);
         const bool narrowed = !touched && name.find("modulation") == std::string::npos;
-        const Tensor stored =
-            weights.get_stored(name, shape, narrowed ? backend.weight_dtype() : DType::F32);
-        if (!touched) return stored;
-        Tensor w =
-            backend.upload(stored, stored.dtype() == DType::F16 ? DType::F32 : stored.dtype());
+        float scale = 1.0f;
+        const Tensor stored = weights.get_stored(name, shape, scale);
+        Tensor w;
+        if (is_fp8(stored.dtype()))
+          w = backend.dequantize(stored, scale, narrowed ? backend.weight_dtype() : DType::F32);
+        else if (!touched)
+          return stored;
+        else
+          w = backend.upload(stored, stored.dtype() == DType::F16 ? DType::F32 : stored.dtype());
+        if (!touched) return w;
         if (w.dtype() != DType::F32) w = backend.upload(w, DType::F32);  // converted on the device
         lora.apply(name, w, backend);
         merged.insert(name);

@@ -235,17 +235,14 @@ std::vector<Tensor> T5Encoder::run(
   // fp32 host values directly; the CUDA backend gets bf16 matrices and fp32 norms, freed after
   // the block), so a GPU holds one block of the 5.7B-parameter encoder at a time and streams the
   // encoder once however many prompts are encoded together.
-  // An unscaled matrix goes up in its stored dtype (for the released bf16 file: a plain copy of
-  // the mapped bytes, no host conversion); a scaled one (ComfyUI fp8) is dequantised on the host
-  // straight to bf16 (the values fp32 widening, scaling and narrowing give).
+  // A matrix goes up in its stored dtype (for the released bf16 file: a plain copy of the mapped
+  // bytes, no host conversion); fp8 codes (ComfyUI, scaled or not) are widened with their scale
+  // by the backend (the values fp32 widening, scaling and narrowing give).
   auto matrix = [&](const T5Weight& w) {
     if (host) return as_f32(w);
+    if (is_fp8(w.stored.dtype())) return be.dequantize(w.stored, w.scale, be.weight_dtype());
     if (w.scale == 1.0f) return be.upload(w.stored, be.weight_dtype());
-    if (be.weight_dtype() != DType::BF16) return be.upload(as_f32(w), be.weight_dtype());
-    Tensor b = Tensor::zeros(w.stored.shape(), DType::BF16);
-    convert_to_bf16_scaled(w.stored.dtype(), w.stored.raw(), w.scale, b.data_as<uint16_t>(),
-                           static_cast<size_t>(w.stored.numel()));
-    return be.upload(b, DType::BF16);
+    return be.upload(as_f32(w), be.weight_dtype());
   };
   auto vec = [&](const T5Weight& w) { return host ? as_f32(w) : be.upload(as_f32(w), DType::F32); };
   const Tensor shared_table = cfg_.shared_pos ? vec(shared_pos_) : Tensor();
