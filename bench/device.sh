@@ -3,15 +3,17 @@
 # toolkit), run the GPU tests, run the benchmarks, and print a short table last.
 #
 #   bash bench/device.sh [full|quick|tests|bench|vae|vae-encode|release-official|release-comfyui|
-#                         release-i2v]
+#                         release-i2v|release-ti2v]
 #                                                          (default: full)
 #
 # vae: tests + VAE decode benchmarks (fisdit bench --vae, random weights of the real shapes);
 # vae-encode: tests + VAE encode benchmarks (81 frames at 480p/720p, Wan 2.2 121 frames at 704p).
-# release-official / release-comfyui / release-i2v: tests, then bench/make_random_release.py
-# writes a full-size Wan2.2-T2V-A14B (release-i2v: I2V-A14B, official layout, with a first-frame
-# PNG) release of random weights (+ rank-64 LoRAs) in that file layout and `fisdit generate` runs
-# it end to end on the GPU (t2v: 480p with --compare-dense, 720p; comfyui: 480p; i2v: 480p, 720p).
+# release-official / release-comfyui / release-i2v / release-ti2v: tests, then
+# bench/make_random_release.py writes a full-size Wan2.2-T2V-A14B (release-i2v: I2V-A14B,
+# release-ti2v: TI2V-5B, official layout, with a first-frame PNG) release of random weights
+# (+ rank-64 LoRAs) in that file layout and `fisdit generate` runs it end to end on the GPU (t2v:
+# 480p with --compare-dense, 720p; comfyui: 480p; i2v: 480p, 720p; ti2v: 1280x704, 121 frames,
+# from the image in 4 steps with --compare-dense, and text-only with the official 50-step recipe).
 # quick: tests + small benchmarks (Wan2.1-1.3B 480p, A14B 480p); bench: benchmarks only.
 # Logs go to $OUT (the device tool's folder) or /tmp/fisdit-device. Header-only dependencies and
 # GoogleTest may travel in .deps/ (a CMake prefix) when the machine has no -dev packages.
@@ -62,17 +64,19 @@ fi
 [ "$MODE" = "tests" ] && { cat "$SUMMARY"; exit 0; }
 
 # ---- a full-size A14B release of random weights in a user's file layout, generated end to end
-if [ "$MODE" = "release-official" ] || [ "$MODE" = "release-comfyui" ] || [ "$MODE" = "release-i2v" ]; then
+if [ "${MODE#release-}" != "$MODE" ]; then
   layout=${MODE#release-}
   task=t2v
-  if [ "$layout" = i2v ]; then layout=official; task=i2v; fi
+  case "$layout" in i2v | ti2v) task=$layout; layout=official ;; esac
   REL=${FISDIT_RELEASE_DIR:-/tmp/fisdit-release}/$layout
   rm -rf "${FISDIT_RELEASE_DIR:-/tmp/fisdit-release}"
   t0=$(date +%s)
   python3 bench/make_random_release.py "$REL" --layout "$layout" --task "$task" --lora --same-experts \
     >>"$OUT/release.log" 2>&1 || { tail -20 "$OUT/release.log"; say "make_random_release FAILED"; exit 1; }
   say "random $layout $task release: $(( $(date +%s) - t0 )) s, $(du -shL "$REL" | cut -f1)"
-  if [ "$layout" = official ]; then
+  if [ "$task" = ti2v ]; then
+    model=(--model "$REL" --lora-high "$REL/lora.safetensors")
+  elif [ "$layout" = official ]; then
     model=(--model "$REL" --lora-high "$REL/lora_high.safetensors" --lora-low "$REL/lora_low.safetensors")
   else
     model=(--model "$REL/wan2.2_${task}_high_noise_14B_fp8_scaled.safetensors"
@@ -89,11 +93,16 @@ if [ "$MODE" = "release-official" ] || [ "$MODE" = "release-comfyui" ] || [ "$MO
       --prompt "a red ball rolls across a wooden table, soft window light" --seed 7 \
       --frames-dir "/tmp/fisdit-frames-$label" --summary-json "$OUT/gen_$label.json" "$@" \
       >>"$OUT/release.log" 2>&1 || { tail -8 "$OUT/release.log"; say "generate $label FAILED"; }
-    grep -E "^(loaded|times|GPU memory|fidelity)" "$OUT/release.log" | tail -8 | sed "s/^/  $label: /" | tee -a "$SUMMARY"
+    sed -n "/^=== $label:/,\$p" "$OUT/release.log" | grep -E "^(loaded|times|GPU memory|fidelity)" |
+      sed "s/^/  $label: /" | tee -a "$SUMMARY"
     say "generate $label: $(( $(date +%s) - t0 )) s wall"
   }
   [ "$task" = i2v ] && model+=(--image "$REL/first_frame.png")
-  if [ "$task" = i2v ]; then
+  if [ "$task" = ti2v ]; then
+    gen ti2v-704p-image-4step --size 1280x704 --frames 121 --steps 4 --guidance 1 --fis balanced \
+      --image "$REL/first_frame.png" --compare-dense
+    gen ti2v-704p-50step --size 1280x704 --frames 121 --steps 50 --guidance 5 --fis balanced
+  elif [ "$task" = i2v ]; then
     gen i2v-480p-balanced --size 832x480 --frames 81 --steps 4 --fis balanced
     gen i2v-720p-balanced --size 1280x720 --frames 81 --steps 4 --fis balanced
   elif [ "$layout" = official ]; then

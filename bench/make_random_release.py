@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Write a Wan 2.2 T2V-A14B (or I2V-A14B) release of random weights at the real shapes, in the file
+"""Write a Wan 2.2 T2V-A14B (or I2V-A14B, TI2V-5B) release of random weights at the real shapes, in the file
 layouts users download, so `fisdit generate` can be run end to end at full scale (loading, memory, time
 per stage) on a machine that cannot download the released weights. The video is noise; every
 file name, tensor name, shape and dtype is the released one.
 
-  python3 bench/make_random_release.py OUT --layout official|comfyui [--task t2v|i2v] [--lora]
+  python3 bench/make_random_release.py OUT --layout official|comfyui [--task t2v|i2v|ti2v] [--lora]
       [--same-experts] [--tiny]
 
 official: OUT/high_noise_model/ and low_noise_model/ (bf16 shards of ~5 GB,
@@ -22,6 +22,9 @@ comfyui: OUT/wan2.2_t2v_{high,low}_noise_14B_fp8_scaled.safetensors (model.diffu
 --task i2v: the I2V-A14B experts (36 input channels: noise, mask and the image latent; config
   model_type "i2v"; ComfyUI files named wan2.2_i2v_*) and OUT/first_frame.png (a 640x480
   gradient, for --image).
+--task ti2v: TI2V-5B, official layout only: one DiT (dim 3072, 30 blocks, 48 latent channels)
+  in shards in OUT itself, Wan2.2_VAE.pth (z 48, 160/256 wide) instead of Wan2.1_VAE.pth,
+  OUT/first_frame.png (the image is optional for ti2v), --lora: OUT/lora.safetensors.
 --tiny: small dims (for checking this script on a CPU).
 
 Random values: matrices N(0, 1/fan_in), biases N(0, 0.1^2), norm gains N(1, 0.1^2), modulation
@@ -46,17 +49,80 @@ import wan_models  # noqa: E402  (our PyTorch modules with the official paramete
 SHARD_BYTES = 5 * 1024**3
 
 
-def dims(tiny):
+def dims(tiny, task):
     if tiny:
         return dict(dit=dict(dim=128, ffn_dim=256, num_heads=2, num_layers=2, text_dim=64),
                     t5=dict(vocab=256384, dim=64, dim_attn=64, dim_ffn=128, num_heads=2,
                             num_layers=2, num_buckets=32),
                     vae=dict(dim=8, num_res_blocks=2))
-    # Wan2.2-T2V-A14B (each expert), umt5-xxl, Wan2.1_VAE.
-    return dict(dit=dict(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40, text_dim=4096),
+    # Wan2.2-T2V/I2V-A14B (each expert) or TI2V-5B, umt5-xxl, Wan2.1_VAE (Wan2.2_VAE: defaults of
+    # wan22_vae_shapes).
+    dit = (dict(dim=3072, ffn_dim=14336, num_heads=24, num_layers=30, text_dim=4096)
+           if task == "ti2v" else
+           dict(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40, text_dim=4096))
+    return dict(dit=dit,
                 t5=dict(vocab=256384, dim=4096, dim_attn=4096, dim_ffn=10240, num_heads=64,
                         num_layers=24, num_buckets=32),
                 vae=dict(dim=96, num_res_blocks=2))
+
+
+def wan22_vae_shapes(dim=160, dec_dim=256, z_dim=48, dim_mult=(1, 2, 4, 4), num_res_blocks=2,
+                     temperal_downsample=(False, True, True)):
+    """name -> shape of the Wan 2.2 VAE's state dict (wan/modules/vae2_2.py, WanVAE_; the defaults
+    are Wan2.2_VAE.pth's). Names and shapes only: the parameters are what fisdit reads."""
+    out = {}
+
+    def conv(name, cout, cin, k):
+        out[name + ".weight"] = (cout, cin) + k
+        out[name + ".bias"] = (cout,)
+
+    def res(name, cin, cout):
+        out[name + ".residual.0.gamma"] = (cin, 1, 1, 1)
+        conv(name + ".residual.2", cout, cin, (3, 3, 3))
+        out[name + ".residual.3.gamma"] = (cout, 1, 1, 1)
+        conv(name + ".residual.6", cout, cout, (3, 3, 3))
+        if cin != cout:
+            conv(name + ".shortcut", cout, cin, (1, 1, 1))
+
+    def middle(name, d):
+        res(name + ".0", d, d)
+        out[name + ".1.norm.gamma"] = (d, 1, 1)
+        conv(name + ".1.to_qkv", 3 * d, d, (1, 1))
+        conv(name + ".1.proj", d, d, (1, 1))
+        res(name + ".2", d, d)
+
+    levels = len(dim_mult)
+    enc = [dim * m for m in (1,) + tuple(dim_mult)]
+    conv("encoder.conv1", enc[0], 12, (3, 3, 3))  # 3 colours x 2x2 patch
+    for i in range(levels):
+        base = f"encoder.downsamples.{i}.downsamples"
+        for j in range(num_res_blocks):
+            res(f"{base}.{j}", enc[i] if j == 0 else enc[i + 1], enc[i + 1])
+        if i != levels - 1:
+            conv(f"{base}.{num_res_blocks}.resample.1", enc[i + 1], enc[i + 1], (3, 3))
+            if temperal_downsample[i]:
+                conv(f"{base}.{num_res_blocks}.time_conv", enc[i + 1], enc[i + 1], (3, 1, 1))
+    middle("encoder.middle", enc[-1])
+    out["encoder.head.0.gamma"] = (enc[-1], 1, 1, 1)
+    conv("encoder.head.2", 2 * z_dim, enc[-1], (3, 3, 3))
+    conv("conv1", 2 * z_dim, 2 * z_dim, (1, 1, 1))
+    conv("conv2", z_dim, z_dim, (1, 1, 1))
+    dec = [dec_dim * m for m in (dim_mult[-1],) + tuple(dim_mult[::-1])]
+    conv("decoder.conv1", dec[0], z_dim, (3, 3, 3))
+    middle("decoder.middle", dec[0])
+    temperal_upsample = tuple(temperal_downsample[::-1])
+    for i in range(levels):
+        base = f"decoder.upsamples.{i}.upsamples"
+        for j in range(num_res_blocks + 1):
+            res(f"{base}.{j}", dec[i] if j == 0 else dec[i + 1], dec[i + 1])
+        if i != levels - 1:
+            conv(f"{base}.{num_res_blocks + 1}.resample.1", dec[i + 1], dec[i + 1], (3, 3))
+            if temperal_upsample[i]:
+                conv(f"{base}.{num_res_blocks + 1}.time_conv", 2 * dec[i + 1], dec[i + 1],
+                     (3, 1, 1))
+    out["decoder.head.0.gamma"] = (dec[-1], 1, 1, 1)
+    conv("decoder.head.2", 12, dec[-1], (3, 3, 3))
+    return out
 
 
 def shapes(module):
@@ -189,20 +255,27 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("out")
     ap.add_argument("--layout", choices=["official", "comfyui"], default="official")
-    ap.add_argument("--task", choices=["t2v", "i2v"], default="t2v")
+    ap.add_argument("--task", choices=["t2v", "i2v", "ti2v"], default="t2v")
     ap.add_argument("--lora", action="store_true")
     ap.add_argument("--same-experts", action="store_true")
     ap.add_argument("--tiny", action="store_true")
     a = ap.parse_args()
+    ti2v = a.task == "ti2v"
+    if ti2v and a.layout != "official":
+        ap.error("--task ti2v writes the official layout only")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    d = dims(a.tiny)
+    d = dims(a.tiny, a.task)
     t0 = time.time()
     with torch.device("meta"):
-        dit = wan_models.WanModel(freq_dim=256, in_dim=36 if a.task == "i2v" else 16, out_dim=16,
-                                  text_len=512, **d["dit"])
+        dit = wan_models.WanModel(freq_dim=256, in_dim={"i2v": 36, "ti2v": 48}.get(a.task, 16),
+                                  out_dim=48 if ti2v else 16, text_len=512, **d["dit"])
         t5 = wan_models.T5Encoder(**d["t5"])
-        vae = wan_models.WanVAE(z_dim=16, **d["vae"])
-    dit_shapes, t5_shapes, vae_shapes = shapes(dit), shapes(t5), shapes(vae)
+        vae = None if ti2v else wan_models.WanVAE(z_dim=16, **d["vae"])
+    dit_shapes, t5_shapes = shapes(dit), shapes(t5)
+    if ti2v:
+        vae_shapes = (wan22_vae_shapes(dim=8, dec_dim=8) if a.tiny else wan22_vae_shapes())
+    else:
+        vae_shapes = shapes(vae)
     config = dict(dit.config)
     config["_class_name"] = "WanModel"
     config["model_type"] = a.task
@@ -213,6 +286,10 @@ def main():
         print(f"[{time.time() - t0:6.1f} s] {what}", flush=True)
 
     experts = [("high", 1), ("low", 2)]
+    if ti2v:  # one DiT, its shards in the root
+        n = write_sharded(a.out, dit_shapes, 1, device, config)
+        say(f"DiT shards: {n / 1e9:.1f} GB bf16")
+        experts = []
     if a.layout == "official":
         for which, seed in experts:
             sub = os.path.join(a.out, f"{which}_noise_model")
@@ -231,8 +308,9 @@ def main():
         say("models_t5_umt5-xxl-enc-bf16.pth")
         del t5_sd
         vae_sd = {k: v.cpu() for k, v in tensors(vae_shapes, 4, device, torch.float32)}
-        torch.save(vae_sd, os.path.join(a.out, "Wan2.1_VAE.pth"))
-        say("Wan2.1_VAE.pth")
+        vae_file = "Wan2.2_VAE.pth" if ti2v else "Wan2.1_VAE.pth"
+        torch.save(vae_sd, os.path.join(a.out, vae_file))
+        say(vae_file)
         os.makedirs(os.path.join(a.out, "google", "umt5-xxl"), exist_ok=True)
         shutil.copy(tok, os.path.join(a.out, "google", "umt5-xxl", "spiece.model"))
     else:
@@ -261,10 +339,13 @@ def main():
         os.makedirs(os.path.join(a.out, "tokenizer"), exist_ok=True)
         shutil.copy(tok, os.path.join(a.out, "tokenizer", "spiece.model"))
         say("wan_2.1_vae.safetensors, tokenizer/")
-    if a.task == "i2v":
+    if a.task in ("i2v", "ti2v"):
         write_png(os.path.join(a.out, "first_frame.png"), 640, 480)
         say("first_frame.png")
-    if a.lora:
+    if a.lora and ti2v:
+        write_lora(os.path.join(a.out, "lora.safetensors"), dit_shapes, 11, device)
+        say("lora.safetensors (rank 64)")
+    elif a.lora:
         for which, seed in experts:
             write_lora(os.path.join(a.out, f"lora_{which}.safetensors"), dit_shapes, 10 + seed,
                        device)
