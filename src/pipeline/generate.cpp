@@ -145,7 +145,9 @@ Tensor Generator::decode(const Tensor& latent, bool progress) {
     bar.update(chunk + 1, "latent frame " + std::to_string(chunk + 1));
   });
   float* p = video.f32();
-  for (int64_t i = 0; i < video.numel(); ++i) p[i] = std::clamp(p[i], -1.0f, 1.0f);
+  const int64_t n = video.numel();
+#pragma omp parallel for schedule(static) if (n > (int64_t{1} << 20))
+  for (int64_t i = 0; i < n; ++i) p[i] = std::clamp(p[i], -1.0f, 1.0f);
   bar.finish();
   if (!s.keep_loaded) s.vae.reset();
   return video;

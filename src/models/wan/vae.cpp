@@ -18,18 +18,29 @@ namespace fisdit::wan {
 namespace {
 
 // Joins host chunks [C, Ti, ...] along time in one copy.
+// Copies part [C, t, ...] into frames [t0, t0 + t) of out [C, T, ...] (host F32 tensors).
+void put_frames(const Tensor& part, Tensor& out, int64_t t0) {
+  const int64_t c = out.dim(0), total = out.dim(1);
+  if (part.dim(0) != c || t0 + part.dim(1) > total ||
+      shape_numel(part.shape()) != c * part.dim(1) * (shape_numel(out.shape()) / (c * total)))
+    throw Error("vae: internal error: chunk " + shape_str(part.shape()) + " does not fit " +
+                shape_str(out.shape()) + " at frame " + std::to_string(t0));
+  const int64_t frame = shape_numel(out.shape()) / (c * total), n = part.dim(1) * frame;
+#pragma omp parallel for schedule(static) if (c * n > (int64_t{1} << 22))
+  for (int64_t ch = 0; ch < c; ++ch)
+    std::memcpy(out.f32() + (ch * total + t0) * frame, part.f32() + ch * n,
+                static_cast<size_t>(n) * sizeof(float));
+}
+
 Tensor join_frames(const std::vector<Tensor>& parts) {
   if (parts.empty()) throw Error("vae: nothing to join");
   Shape s = parts[0].shape();
   s[1] = 0;
   for (const Tensor& p : parts) s[1] += p.dim(1);
   Tensor out = Tensor::zeros(s);
-  const int64_t c = s[0], frame = shape_numel(s) / (c * std::max<int64_t>(s[1], 1));
   int64_t t0 = 0;
   for (const Tensor& p : parts) {
-    const int64_t n = p.dim(1) * frame;
-    for (int64_t ch = 0; ch < c; ++ch)
-      std::memcpy(out.f32() + (ch * s[1] + t0) * frame, p.f32() + ch * n, n * sizeof(float));
+    put_frames(p, out, t0);
     t0 += p.dim(1);
   }
   return out;
@@ -635,8 +646,11 @@ Tensor WanVae::decode(const Tensor& z, Tensor* conv2_out, const VaeProgressFn& p
   const Tensor x = impl_->conv2(be.upload(z.to_f32(), DType::F32));
   if (conv2_out) *conv2_out = be.download(x);
   impl_->decoder.reset();
-  std::vector<Tensor> outs;
-  const int64_t frames = x.dim(1);
+  // Latent frame 0 decodes to one frame, each later one to temporal_stride() frames; each chunk
+  // goes into the video as it arrives (the host holds the video once, not chunks + video).
+  const int64_t frames = x.dim(1), out_frames = 1 + cfg_.temporal_stride() * (frames - 1);
+  Tensor video;
+  int64_t t0 = 0;
   for (int64_t i = 0; i < frames; ++i) {
     Tensor y = impl_->decoder(slice_frames(be, x, i, i + 1), true);
     if (cfg_.version == 22) {  // unpatchify: [12, t, h, w] -> [3, t, 2h, 2w]
@@ -644,11 +658,18 @@ Tensor WanVae::decode(const Tensor& z, Tensor* conv2_out, const VaeProgressFn& p
       be.space_to_channels2(y, u, true);
       y = u;
     }
-    outs.push_back(be.download(y));
-    if (progress) progress(static_cast<int>(i), static_cast<int>(frames), 1, outs.back().dim(1));
+    const Tensor part = be.download(y);
+    if (!video.defined())
+      video = Tensor::zeros({part.dim(0), out_frames, part.dim(2), part.dim(3)});
+    put_frames(part, video, t0);
+    t0 += part.dim(1);
+    if (progress) progress(static_cast<int>(i), static_cast<int>(frames), 1, part.dim(1));
   }
   impl_->decoder.reset();
-  return join_frames(outs);
+  if (t0 != out_frames)
+    throw Error("vae: internal error: decoded " + std::to_string(t0) + " frames, expected " +
+                std::to_string(out_frames));
+  return video;
 }
 
 namespace {
