@@ -185,13 +185,12 @@ std::unique_ptr<WanDiT> load_dit(const ModelSource& src, Backend& backend,
         const bool narrowed = !touched && name.find("modulation") == std::string::npos;
         float scale = 1.0f;
         const Tensor stored = weights.get_stored(name, shape, scale);
-        Tensor w;
-        if (is_fp8(stored.dtype()))
-          w = backend.dequantize(stored, scale, narrowed ? backend.weight_dtype() : DType::F32);
-        else if (!touched)
-          return stored;
-        else
-          w = backend.upload(stored, stored.dtype() == DType::F16 ? DType::F32 : stored.dtype());
+        const bool fp8 = is_fp8(stored.dtype());
+        if (!fp8 && !touched) return stored;
+        Tensor w =
+            fp8 ? backend.dequantize(stored, scale, narrowed ? backend.weight_dtype() : DType::F32)
+                : backend.upload(stored,
+                                 stored.dtype() == DType::F16 ? DType::F32 : stored.dtype());
         if (!touched) return w;
         if (w.dtype() != DType::F32) w = backend.upload(w, DType::F32);  // converted on the device
         lora.apply(name, w, backend);

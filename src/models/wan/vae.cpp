@@ -17,7 +17,6 @@ namespace fisdit::wan {
 
 namespace {
 
-// Joins host chunks [C, Ti, ...] along time in one copy.
 // Copies part [C, t, ...] into frames [t0, t0 + t) of out [C, T, ...] (host F32 tensors).
 void put_frames(const Tensor& part, Tensor& out, int64_t t0) {
   const int64_t c = out.dim(0), total = out.dim(1);
@@ -32,6 +31,7 @@ void put_frames(const Tensor& part, Tensor& out, int64_t t0) {
                 static_cast<size_t>(n) * sizeof(float));
 }
 
+// Joins host chunks [C, Ti, ...] along time.
 Tensor join_frames(const std::vector<Tensor>& parts) {
   if (parts.empty()) throw Error("vae: nothing to join");
   Shape s = parts[0].shape();
