@@ -30,19 +30,15 @@ Tensor Backend::dequantize(const Tensor& stored, float scale, DType dtype) {
                 (stored.defined() ? std::string(dtype_name(stored.dtype())) : "an undefined one"));
   if (stored.device() != Device::CPU)
     throw Error(name() + " backend: dequantize of a tensor not on the host");
-  const auto n = static_cast<size_t>(stored.numel());
-  if (dtype == DType::BF16) {
-    Tensor out = Tensor::zeros(stored.shape(), DType::BF16);
-    convert_to_bf16_scaled(stored.dtype(), stored.raw(), scale, out.data_as<uint16_t>(), n);
-    return device() == Device::CPU ? out : upload(out, dtype);
-  }
-  if (dtype != DType::F32)
+  if (dtype != DType::F32 && dtype != DType::BF16)
     throw Error(name() + " backend: dequantize gives F32 or BF16, not " +
                 std::string(dtype_name(dtype)));
-  Tensor out = stored.to_f32();
-  float* p = out.f32();
-#pragma omp parallel for schedule(static) if (n > (1u << 20))
-  for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) p[i] *= scale;
+  const auto n = static_cast<size_t>(stored.numel());
+  Tensor out = Tensor::zeros(stored.shape(), dtype);
+  if (dtype == DType::BF16)
+    convert_to_bf16_scaled(stored.dtype(), stored.raw(), scale, out.data_as<uint16_t>(), n);
+  else
+    convert_to_f32_scaled(stored.dtype(), stored.raw(), scale, out.f32(), n);
   return device() == Device::CPU ? out : upload(out, dtype);
 }
 

@@ -141,6 +141,14 @@ void convert_to_f32(DType from, const void* src, float* dst, size_t n) {
   }
 }
 
+void convert_to_f32_scaled(DType from, const void* src, float scale, float* dst, size_t n) {
+  convert_to_f32(from, src, dst, n);
+  if (scale == 1.0f) return;
+  const auto m = static_cast<int64_t>(n);
+#pragma omp parallel for schedule(static) if (m > (int64_t{1} << 20))
+  for (int64_t i = 0; i < m; ++i) dst[i] *= scale;
+}
+
 void convert_to_bf16_scaled(DType from, const void* src, float scale, uint16_t* dst, size_t n) {
   constexpr size_t kChunk = size_t{1} << 16;
   float probe = 0;

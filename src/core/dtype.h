@@ -45,6 +45,9 @@ float f8e5m2_to_float(uint8_t v);
 
 // Converts n elements of type `from` at src into float32 at dst.
 void convert_to_f32(DType from, const void* src, float* dst, size_t n);
+// dst[i] = float(src[i]) * scale (fp32 multiply; a scale of 1 copies): an fp8 checkpoint's
+// `scale_weight` applied as the F32 host copy is made.
+void convert_to_f32_scaled(DType from, const void* src, float scale, float* dst, size_t n);
 // dst[i] = float_to_bf16(float(src[i]) * scale): what widening, scaling in fp32 and narrowing to
 // bf16 give, without the fp32 buffer (a scaled fp8 checkpoint going to a bf16 backend).
 void convert_to_bf16_scaled(DType from, const void* src, float scale, uint16_t* dst, size_t n);

@@ -264,15 +264,11 @@ float WeightSource::fp8_scale(const std::string& canonical, const std::string& s
 Tensor WeightSource::get(const std::string& canonical) const {
   const std::string stored = keymap_.stored_name(canonical);
   const TensorInfo& info = require(canonical, stored);
-  Tensor t = checkpoint_.tensor_f32(stored);
-  const bool fp8 = info.dtype == DType::F8_E4M3 || info.dtype == DType::F8_E5M2;
-  const float scale = fp8 ? fp8_scale(canonical, stored) : 1.0f;
-  if (scale != 1.0f) {
-    float* p = t.f32();
-    const int64_t n = t.numel();
-#pragma omp parallel for schedule(static) if (n > (1 << 20))
-    for (int64_t i = 0; i < n; ++i) p[i] *= scale;
-  }
+  const float scale = is_fp8(info.dtype) ? fp8_scale(canonical, stored) : 1.0f;
+  if (scale == 1.0f) return checkpoint_.tensor_f32(stored);
+  const Tensor raw = checkpoint_.tensor(stored);
+  Tensor t = Tensor::zeros(info.shape);
+  convert_to_f32_scaled(info.dtype, raw.raw(), scale, t.f32(), static_cast<size_t>(info.numel()));
   return t;
 }
 

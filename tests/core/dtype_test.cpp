@@ -92,5 +92,23 @@ TEST(ConvertToBf16Scaled, EqualsWidenScaleNarrow) {
   EXPECT_THROW(convert_to_bf16_scaled(DType::Bool, f8.data(), 1.0f, out.data(), n), Error);
 }
 
+// The fp32 twin: widening then one fp32 multiply, across the parallel threshold.
+TEST(ConvertToF32Scaled, EqualsWidenThenScale) {
+  const size_t n = (size_t{1} << 21) + 13;
+  std::vector<uint8_t> f8(n);
+  for (size_t i = 0; i < n; ++i) f8[i] = static_cast<uint8_t>((i * 2654435761u) >> 11);
+  std::vector<float> out(n);
+  for (float scale : {1.0f, 0.00123f, -37.5f}) {
+    convert_to_f32_scaled(DType::F8_E4M3, f8.data(), scale, out.data(), n);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const float want = f8e4m3_to_float(f8[i]) * scale;
+      bad += !(out[i] == want || (std::isnan(out[i]) && std::isnan(want)));
+    }
+    EXPECT_EQ(bad, 0u) << scale;
+  }
+  EXPECT_THROW(convert_to_f32_scaled(DType::Bool, f8.data(), 2.0f, out.data(), n), Error);
+}
+
 }  // namespace
 }  // namespace fisdit

@@ -32,7 +32,7 @@ __global__ void dequantize_fp8_kernel(const uint8_t* src, __nv_fp8_interpretatio
       store(dst, dt, 4 * q + j, __half2float(__half(__nv_cvt_fp8_to_halfraw(code, fmt))) * scale);
     }
   }
-  // The last n % 4 codes (the source is 256-byte aligned: device allocations are).
+  // The last n % 4 codes (the caller passes a 4-byte aligned source).
   if (blockIdx.x == 0 && threadIdx.x < n % 4) {
     const int64_t i = 4 * quads + threadIdx.x;
     store(dst, dt, i, __half2float(__half(__nv_cvt_fp8_to_halfraw(src[i], fmt))) * scale);

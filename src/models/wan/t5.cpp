@@ -86,12 +86,9 @@ namespace {
 // already is F32 and unscaled, else a copy (stored tensors may be read-only file mappings).
 Tensor as_f32(const T5Weight& w) {
   if (w.scale == 1.0f) return w.stored.dtype() == DType::F32 ? w.stored : w.stored.to_f32();
-  Tensor t = w.stored.dtype() == DType::F32 ? w.stored.clone() : w.stored.to_f32();
-  float* p = t.f32();
-  const int64_t n = t.numel();
-  const float scale = w.scale;
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) p[i] *= scale;
+  Tensor t = Tensor::zeros(w.stored.shape());
+  convert_to_f32_scaled(w.stored.dtype(), w.stored.raw(), w.scale, t.f32(),
+                        static_cast<size_t>(w.stored.numel()));
   return t;
 }
 
