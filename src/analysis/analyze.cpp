@@ -62,14 +62,14 @@ void RedundancyRecorder::set_timestep(int step, double t) {
 
 sched::ForwardHook RedundancyRecorder::hook(double weight) {
   return [this, weight](const sched::ForwardCall& call) -> Tensor {
-    set_frames(call.input->dim(1) / call.model->config().patch_size[0]);
-    set_timestep(call.step, call.t->to_vector().back());  // TI2V: frame 0 has t = 0
+    set_frames(call.input->dim(1) / call.model->info().patch[0]);
+    set_timestep(call.step, call.time->t.to_vector().back());  // TI2V: frame 0 has t = 0
     const auto observe = [&](const std::string& name, const Tensor& host) {
       if (name.rfind("block_", 0) == 0)
         observe_block(call.step, std::stoi(name.substr(6)), host, weight);
     };
-    return call.model->forward(*call.input, *call.t, *call.text, call.plan, call.step_open,
-                               observe);
+    return call.model->forward(*call.input, *call.time, *call.text,
+                               {call.plan, call.step_open, observe, {}});
   };
 }
 
@@ -86,16 +86,16 @@ void RedundancyRecorder::write(nlohmann::json& j) const {
   }
 }
 
-nlohmann::json RedundancyRecorder::to_json(const wan::WanConfig& cfg, const Shape& latent,
+nlohmann::json RedundancyRecorder::to_json(const models::ModelInfo& info, const Shape& latent,
                                            const sched::DenoiseOptions& denoise,
                                            const std::vector<std::string>& samples,
                                            const nlohmann::json& meta) const {
-  const auto& p = cfg.patch_size;
+  const auto& p = info.patch;
   nlohmann::json j = meta.is_object() ? meta : nlohmann::json::object();
   j["format"] = "fisdit-analysis";
   j["version"] = 1;
-  j["model_type"] = cfg.model_type;
-  j["num_blocks"] = cfg.num_layers;
+  j["model_type"] = models::task_name(info.task);
+  j["num_blocks"] = info.num_blocks;
   j["latent"] = latent;
   j["frames"] = latent.size() == 4 ? latent[1] / p[0] : 0;
   j["tokens_per_frame"] = latent.size() == 4 ? (latent[2] / p[1]) * (latent[3] / p[2]) : 0;
@@ -107,7 +107,7 @@ nlohmann::json RedundancyRecorder::to_json(const wan::WanConfig& cfg, const Shap
   return j;
 }
 
-nlohmann::json analyze_redundancy(const wan::WanConfig& cfg, const sched::ExpertFn& expert,
+nlohmann::json analyze_redundancy(const models::ModelInfo& info, const sched::ExpertFn& expert,
                                   bool two_experts, const std::vector<AnalysisSample>& samples,
                                   const AnalysisOptions& options) {
   if (samples.empty()) throw Error("analyze: no samples (give --inputs or --prompts)");
@@ -118,16 +118,15 @@ nlohmann::json analyze_redundancy(const wan::WanConfig& cfg, const sched::Expert
       throw Error("analyze: " + s.name + ": latent " + shape_str(s.inputs.x.shape()) +
                   " differs from " + samples[0].name + "'s " + shape_str(x0.shape()) +
                   " (all samples need one size)");
-  const auto& p = cfg.patch_size;
-  const int64_t frames = x0.dim(1) / p[0];
+  const int64_t frames = x0.dim(1) / info.patch[0];
   const size_t steps = static_cast<size_t>(options.denoise.steps);
-  const size_t blocks = static_cast<size_t>(cfg.num_layers);
+  const size_t blocks = static_cast<size_t>(info.num_blocks);
   const size_t nf = static_cast<size_t>(frames);
   std::vector<accel::FisPlan> plans;
   for (const accel::FisConfig& c : options.plans)
-    plans.emplace_back(c, cfg.num_layers, options.denoise.steps, static_cast<int>(frames));
+    plans.emplace_back(c, info.num_blocks, options.denoise.steps, static_cast<int>(frames));
 
-  RedundancyRecorder recorder(options.denoise.steps, cfg.num_layers);
+  RedundancyRecorder recorder(options.denoise.steps, info.num_blocks);
   recorder.set_frames(frames);
   std::vector<Grid3> error(plans.size(), zeros3(steps, blocks, nf));
   const double n = static_cast<double>(samples.size());
@@ -139,7 +138,7 @@ nlohmann::json analyze_redundancy(const wan::WanConfig& cfg, const sched::Expert
     opt.fis = accel::FisConfig{};
     opt.on_forward = [&](const sched::ForwardCall& call) -> Tensor {
       const size_t k = static_cast<size_t>(call.step);
-      recorder.set_timestep(call.step, call.t->to_vector().back());  // TI2V: frame 0 has t = 0
+      recorder.set_timestep(call.step, call.time->t.to_vector().back());  // TI2V: frame 0 t = 0
       std::vector<Tensor> dense(plans.empty() ? 0 : blocks);
       const auto observe_dense = [&](const std::string& name, const Tensor& host) {
         if (name.rfind("block_", 0) != 0) return;
@@ -147,8 +146,8 @@ nlohmann::json analyze_redundancy(const wan::WanConfig& cfg, const sched::Expert
         recorder.observe_block(call.step, static_cast<int>(l), host, 1.0 / n);
         if (!plans.empty()) dense[l] = host;
       };
-      Tensor out =
-          call.model->forward(*call.input, *call.t, *call.text, nullptr, true, observe_dense);
+      Tensor out = call.model->forward(*call.input, *call.time, *call.text,
+                                       {nullptr, true, observe_dense, {}});
       for (size_t pi = 0; pi < plans.size(); ++pi) {
         const auto observe_sparse = [&](const std::string& name, const Tensor& host) {
           if (name.rfind("block_", 0) != 0) return;
@@ -156,12 +155,12 @@ nlohmann::json analyze_redundancy(const wan::WanConfig& cfg, const sched::Expert
           const std::vector<double> e = frame_relative_error(host, dense[l], frames);
           for (size_t f = 0; f < e.size(); ++f) error[pi][k][l][f] += e[f] / n;
         };
-        call.model->forward(*call.input, *call.t, *call.text, &plans[pi],
-                            plans[pi].step_open(call.step), observe_sparse);
+        call.model->forward(*call.input, *call.time, *call.text,
+                            {&plans[pi], plans[pi].step_open(call.step), observe_sparse, {}});
       }
       return out;
     };
-    sched::denoise(cfg, expert, two_experts, samples[si].inputs, opt,
+    sched::denoise(info, expert, two_experts, samples[si].inputs, opt,
                    [&](const sched::StepInfo& s) {
                      char detail[96];
                      std::snprintf(detail, sizeof detail, "sample %zu/%zu step %d/%d", si + 1,
@@ -173,7 +172,7 @@ nlohmann::json analyze_redundancy(const wan::WanConfig& cfg, const sched::Expert
 
   std::vector<std::string> names;
   for (const AnalysisSample& s : samples) names.push_back(s.name);
-  nlohmann::json j = recorder.to_json(cfg, x0.shape(), options.denoise, names, options.meta);
+  nlohmann::json j = recorder.to_json(info, x0.shape(), options.denoise, names, options.meta);
   j["fis"] = nlohmann::json::array();
   for (size_t pi = 0; pi < plans.size(); ++pi) {
     nlohmann::json e = nlohmann::json::array(), anchor = nlohmann::json::array(),

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "accel/fis.h"
+#include "models/model.h"
 #include "sched/denoise.h"
 
 namespace fisdit::analysis {
@@ -32,7 +33,7 @@ class RedundancyRecorder {
   void write(nlohmann::json& j) const;
   // The fields every analysis.json has ("format" ... "samples", as analyze writes them) plus
   // write()'s, with no "fis" entry; `meta` is copied in first.
-  nlohmann::json to_json(const wan::WanConfig& cfg, const Shape& latent,
+  nlohmann::json to_json(const models::ModelInfo& info, const Shape& latent,
                          const sched::DenoiseOptions& denoise,
                          const std::vector<std::string>& samples,
                          const nlohmann::json& meta = nlohmann::json::object()) const;
@@ -62,7 +63,7 @@ struct AnalysisOptions {
 // latent), and each block's output is compared per frame with the dense one. The dense block
 // outputs of one step are held on the host meanwhile (L * tokens * dim floats) when plans are
 // given. CV, R_f and the errors are averaged over samples (Eq. 5).
-nlohmann::json analyze_redundancy(const wan::WanConfig& cfg, const sched::ExpertFn& expert,
+nlohmann::json analyze_redundancy(const models::ModelInfo& info, const sched::ExpertFn& expert,
                                   bool two_experts, const std::vector<AnalysisSample>& samples,
                                   const AnalysisOptions& options);
 

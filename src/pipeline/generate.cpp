@@ -14,8 +14,8 @@
 #include "core/progress.h"
 #include "core/random.h"
 #include "fisdit/error.h"
-#include "io/image.h"
-#include "io/lora.h"
+#include "media/image.h"
+#include "models/lora.h"
 #include "models/wan/loader.h"
 #include "models/wan/t5.h"
 #include "models/wan/t5_tokenizer.h"
@@ -74,6 +74,7 @@ struct Generator::State {
   bool keep_loaded = false;
   ReleasePaths paths;
   std::optional<wan::ModelSource> high_src, low_src;  // high_src and vae_src: always set
+  models::ModelInfo info;                             // the high-noise (or only) expert's
   std::optional<wan::VaeSource> vae_src;
   // Declared before the models that hold a reference to it, so it is destroyed after them.
   std::unique_ptr<Backend> backend;
@@ -96,14 +97,16 @@ Generator::Generator(const GenerateOptions& model, bool keep_loaded)
   s.high_src = wan::open_model(paths.dit);
   if (!paths.dit_low.empty()) s.low_src = wan::open_model(paths.dit_low);
   const wan::WanConfig& cfg = s.high_src->config;
-  const std::string& task = cfg.model_type;
+  s.info = wan::model_info(cfg);
+  const std::string task = models::task_name(cfg.task);
   if (s.low_src) {
     const wan::WanConfig& lc = s.low_src->config;
-    if (lc.model_type != cfg.model_type || lc.dim != cfg.dim || lc.in_dim != cfg.in_dim ||
+    if (lc.task != cfg.task || lc.dim != cfg.dim || lc.in_dim != cfg.in_dim ||
         lc.out_dim != cfg.out_dim || lc.text_dim != cfg.text_dim)
-      throw Error("the low-noise expert " + paths.dit_low + " (" + lc.model_type + ", dim " +
-                  std::to_string(lc.dim) + ") does not match the high-noise expert " + paths.dit +
-                  " (" + cfg.model_type + ", dim " + std::to_string(cfg.dim) + ")");
+      throw Error("the low-noise expert " + paths.dit_low + " (" + models::task_name(lc.task) +
+                  ", dim " + std::to_string(lc.dim) + ") does not match the high-noise expert " +
+                  paths.dit + " (" + models::task_name(cfg.task) + ", dim " +
+                  std::to_string(cfg.dim) + ")");
   }
   s.vae_src = wan::open_vae(paths.vae);  // official or diffusers names
   const int z = s.vae_src->config.z_dim;
@@ -121,7 +124,7 @@ Generator::Generator(const GenerateOptions& model, bool keep_loaded)
 Generator::~Generator() = default;
 
 const ReleasePaths& Generator::paths() const { return s_->paths; }
-const wan::WanConfig& Generator::dit_config() const { return s_->high_src->config; }
+const models::ModelInfo& Generator::model_info() const { return s_->info; }
 bool Generator::two_experts() const { return s_->low_src.has_value(); }
 
 GenerateResult generate(const GenerateOptions& options) {
@@ -191,7 +194,7 @@ GenerateResult Generator::run_request(const GenerateOptions& request) {
   const wan::ModelSource& high_src = *s.high_src;
   const std::optional<wan::ModelSource>& low_src = s.low_src;
   const wan::WanConfig& cfg = high_src.config;
-  const std::string task = cfg.model_type;
+  const std::string task = models::task_name(cfg.task);
   const wan::VaeSource& vae_src = *s.vae_src;
   const wan::VaeConfig& vc = vae_src.config;
   const int64_t sstride = vc.spatial_stride(), tstride = vc.temporal_stride();
@@ -241,7 +244,7 @@ GenerateResult Generator::run_request(const GenerateOptions& request) {
                 lat_w = o.width / sstride;
   const bool two_experts = low_src.has_value();
   const float boundary = o.boundary.value_or(paths.boundary ? static_cast<float>(*paths.boundary)
-                                                            : (task == "i2v" ? 0.9f : 0.875f));
+                                                            : s.info.expert_boundary);
   sched::DenoiseOptions dopt;
   dopt.steps = o.steps;
   dopt.shift = o.shift;
@@ -397,7 +400,7 @@ GenerateResult Generator::run_request(const GenerateOptions& request) {
     // One expert in memory at a time (unless keep_loaded): the high-noise expert serves the first
     // steps, then it is freed and the low-noise expert loaded (the steps never go back).
     double load_seconds = 0;
-    const sched::ExpertFn expert = [&](bool high) -> wan::WanDiT& {
+    const sched::ExpertFn expert = [&](bool high) -> models::VelocityModel& {
       const bool use_high = high || !low_src;
       std::unique_ptr<wan::WanDiT>& slot = s.experts[use_high ? 0 : 1];
       if (!slot) {
@@ -436,7 +439,7 @@ GenerateResult Generator::run_request(const GenerateOptions& request) {
                                  (sparse ? ", fis " + o.fis.name : ", dense") +
                                  sched::cache_note(s));
     };
-    latent = sched::denoise(cfg, expert, two_experts, in, dopt, on_step);
+    latent = sched::denoise(s.info, expert, two_experts, in, dopt, on_step);
     const double total = bar.finish();
     stage_end("denoise");
     if (!s.keep_loaded) {

@@ -79,7 +79,7 @@ class Generator {
   Generator& operator=(const Generator&) = delete;
 
   const ReleasePaths& paths() const;
-  const wan::WanConfig& dit_config() const;  // the (high-noise) expert's
+  const models::ModelInfo& model_info() const;  // the (high-noise) expert's
   bool two_experts() const;
 
   // One request: the request fields of `request` (prompt, image, size, sampling, seed, fis,

@@ -13,7 +13,7 @@
 #include "analysis/analyze.h"
 #include "analysis/metrics.h"
 #include "fisdit/error.h"
-#include "models/wan/flops.h"
+#include "models/flops.h"
 #include "sched/flow_solvers.h"
 
 namespace fisdit::pipeline {
@@ -143,9 +143,9 @@ QualityReport run_quality(const QualityOptions& options) {
   }
 
   Generator generator(base, /*keep_loaded=*/true);
-  const wan::WanConfig& cfg = generator.dit_config();
+  const models::ModelInfo& info = generator.model_info();
   const size_t samples = options.prompts.size() * options.seeds.size();
-  analysis::RedundancyRecorder recorder(base.steps, cfg.num_layers);
+  analysis::RedundancyRecorder recorder(base.steps, info.num_blocks);
   std::vector<Collected> collected(variants.size());
   nlohmann::json runs = nlohmann::json::array(), reference = nlohmann::json::array();
   std::vector<std::string> sample_names;
@@ -231,7 +231,7 @@ QualityReport run_quality(const QualityOptions& options) {
     }
 
   // ---- per variant
-  const auto& patch = cfg.patch_size;
+  const auto& patch = info.patch;
   const int passes = base.guidance != 1.0f || base.guidance_high.value_or(base.guidance) != 1.0f ||
                              base.guidance_low.value_or(base.guidance) != 1.0f
                          ? 2
@@ -243,8 +243,8 @@ QualityReport run_quality(const QualityOptions& options) {
   for (size_t vi = 0; vi < variants.size(); ++vi) {
     const QualityVariant& v = variants[vi];
     const Collected& c = collected[vi];
-    const wan::RunFlops flops =
-        wan::run_flops(cfg, base.width, base.height, base.frames, base.steps, v.fis, passes);
+    const models::RunFlops flops =
+        models::run_flops(info, base.width, base.height, base.frames, base.steps, v.fis, passes);
     const size_t worst =
         static_cast<size_t>(std::min_element(c.psnr.begin(), c.psnr.end()) - c.psnr.begin());
     nlohmann::json frame_psnr = nlohmann::json::array();
@@ -283,7 +283,7 @@ QualityReport run_quality(const QualityOptions& options) {
   denoise.steps = base.steps;
   denoise.shift = base.shift;
   denoise.solver = base.solver;
-  report.analysis = recorder.to_json(cfg, latent, denoise, sample_names,
+  report.analysis = recorder.to_json(info, latent, denoise, sample_names,
                                      {{"model", generator.paths().dit},
                                       {"model_low", generator.paths().dit_low},
                                       {"device", base.device},
@@ -304,8 +304,8 @@ QualityReport run_quality(const QualityOptions& options) {
                 {"layout", layout},
                 {"dit", generator.paths().dit},
                 {"two_experts", generator.two_experts()},
-                {"num_blocks", cfg.num_layers},
-                {"dim", cfg.dim}};
+                {"num_blocks", info.num_blocks},
+                {"dim", info.dim}};
   q["settings"] = {{"width", base.width},
                    {"height", base.height},
                    {"frames", base.frames},

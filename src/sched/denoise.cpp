@@ -22,25 +22,26 @@ void put_first_frame(Tensor& x, const Tensor& z) {
     std::copy(pz + c * frame, pz + (c + 1) * frame, px + c * per_channel);
 }
 
-void check_inputs(const wan::WanConfig& cfg, const DenoiseInputs& in) {
+void check_inputs(const models::ModelInfo& info, const DenoiseInputs& in) {
   if (in.x.ndim() != 4) throw Error("x must be [C, F, H, W], got " + shape_str(in.x.shape()));
   const bool i2v = in.y.defined();
-  if (i2v && (cfg.model_type != "i2v" || in.y.ndim() != 4 || in.y.dim(1) != in.x.dim(1) ||
+  const std::string task = models::task_name(info.task);
+  if (i2v && (info.task != models::Task::I2V || in.y.ndim() != 4 || in.y.dim(1) != in.x.dim(1) ||
               in.y.dim(2) != in.x.dim(2) || in.y.dim(3) != in.x.dim(3)))
     throw Error("'y' " + shape_str(in.y.shape()) + " does not fit latent " +
-                shape_str(in.x.shape()) + " for a " + cfg.model_type + " model");
-  if (cfg.model_type == "i2v" && !i2v) throw Error("an i2v model needs 'y' in the inputs");
+                shape_str(in.x.shape()) + " for a " + task + " model");
+  if (info.task == models::Task::I2V && !i2v) throw Error("an i2v model needs 'y' in the inputs");
   const int64_t x_channels = in.x.dim(0) + (i2v ? in.y.dim(0) : 0);
-  if (x_channels != cfg.in_dim)
+  if (x_channels != info.in_channels)
     throw Error("latent has " + std::to_string(x_channels) +
-                " channels (with y), the model expects " + std::to_string(cfg.in_dim));
+                " channels (with y), the model expects " + std::to_string(info.in_channels));
   if (in.z_image.defined()) {
-    if (cfg.model_type != "ti2v")
+    if (info.task != models::Task::TI2V)
       throw Error("'z_image' (the TI2V first-frame latent) needs a ti2v model, this one is " +
-                  cfg.model_type);
-    if (cfg.patch_size[0] != 1)
+                  task);
+    if (info.patch[0] != 1)
       throw Error("'z_image' needs a temporal patch size of 1, the model has " +
-                  std::to_string(cfg.patch_size[0]));
+                  std::to_string(info.patch[0]));
     const Tensor& z = in.z_image;
     if (z.ndim() != 4 || z.dim(0) != in.x.dim(0) || z.dim(1) != 1 || z.dim(2) != in.x.dim(2) ||
         z.dim(3) != in.x.dim(3))
@@ -51,6 +52,13 @@ void check_inputs(const wan::WanConfig& cfg, const DenoiseInputs& in) {
   }
 }
 
+// Experts of one run must agree on what the loop relies on.
+bool same_shape(const models::ModelInfo& a, const models::ModelInfo& b) {
+  return a.family == b.family && a.task == b.task && a.in_channels == b.in_channels &&
+         a.latent_channels == b.latent_channels && a.num_blocks == b.num_blocks &&
+         a.patch == b.patch && a.meanflow == b.meanflow;
+}
+
 }  // namespace
 
 std::string cache_note(const StepInfo& s) {
@@ -59,23 +67,30 @@ std::string cache_note(const StepInfo& s) {
   return s.cache_skipped_cond ? "  cache skip cond" : "  cache skip uncond";
 }
 
-Tensor denoise(wan::WanDiT& high, wan::WanDiT* low, const DenoiseInputs& in,
+float expert_boundary(const DenoiseOptions& opt, const models::ModelInfo& info) {
+  return opt.boundary.value_or(info.expert_boundary);
+}
+
+Tensor denoise(models::VelocityModel& high, models::VelocityModel* low, const DenoiseInputs& in,
                const DenoiseOptions& opt, const StepCallback& on_step) {
   if (low && &low->backend() != &high.backend())
     throw Error("both experts must run on one backend");
-  if (low && (low->config().in_dim != high.config().in_dim ||
-              low->config().out_dim != high.config().out_dim ||
-              low->config().num_layers != high.config().num_layers))
+  if (low && !same_shape(low->info(), high.info()))
     throw Error("the low-noise expert's config does not match the high-noise expert's");
-  const ExpertFn expert = [&](bool use_high) -> wan::WanDiT& { return use_high ? high : *low; };
-  return denoise(high.config(), expert, low != nullptr, in, opt, on_step);
+  const ExpertFn expert = [&](bool use_high) -> models::VelocityModel& {
+    return use_high ? high : *low;
+  };
+  return denoise(high.info(), expert, low != nullptr, in, opt, on_step);
 }
 
-Tensor denoise(const wan::WanConfig& cfg, const ExpertFn& expert, bool two_experts,
+Tensor denoise(const models::ModelInfo& info, const ExpertFn& expert, bool two_experts,
                const DenoiseInputs& in, const DenoiseOptions& opt, const StepCallback& on_step) {
   const std::unique_ptr<FlowSolver> solver = make_flow_solver(opt.solver, opt.steps, opt.shift);
   const FlowSchedule& sched = solver->schedule();
-  check_inputs(cfg, in);
+  check_inputs(info, in);
+  const float boundary = expert_boundary(opt, info);
+  if (!(boundary >= 0.0f && boundary <= 1.0f))
+    throw ParamError("boundary", " " + std::to_string(boundary) + ": must be in [0, 1]");
   for (const auto& [g, name] :
        {std::pair{std::optional<float>(opt.guidance), "guidance"},
         std::pair{opt.guidance_high, "guidance_high"}, std::pair{opt.guidance_low, "guidance_low"}})
@@ -85,23 +100,23 @@ Tensor denoise(const wan::WanConfig& cfg, const ExpertFn& expert, bool two_exper
   std::vector<float> guidance;
   bool any_guided = false;
   for (float t : sched.timesteps) {
-    guidance.push_back(opt.guidance_for(use_high_noise_expert(t, opt.boundary)));
+    guidance.push_back(opt.guidance_for(use_high_noise_expert(t, boundary)));
     any_guided = any_guided || guidance.back() != 1.0f;
   }
   if (any_guided && !in.context_neg.defined())
     throw Error("guidance != 1 needs 'context_neg' in the inputs (or guidance 1)");
 
   const bool i2v = in.y.defined(), ti2v = in.z_image.defined();
-  const auto& p = cfg.patch_size;
+  const auto& p = info.patch;
   const int64_t grid_f = in.x.dim(1) / p[0],
                 frame_tokens = (in.x.dim(2) / p[1]) * (in.x.dim(3) / p[2]);
-  const accel::FisPlan plan(opt.fis, cfg.num_layers, opt.steps, static_cast<int>(grid_f));
+  const accel::FisPlan plan(opt.fis, info.num_blocks, opt.steps, static_cast<int>(grid_f));
   const Tensor z_image = ti2v ? in.z_image.to_f32() : Tensor{};
   // Text embeddings per expert (each has its own text_embedding weights), made when the expert
   // first runs: an expert may be loaded only then.
   struct Texts {
     Tensor cond, uncond;
-    const wan::WanDiT* model = nullptr;
+    const models::VelocityModel* model = nullptr;
   };
   Texts texts[2];
   Tensor y;
@@ -112,14 +127,14 @@ Tensor denoise(const wan::WanConfig& cfg, const ExpertFn& expert, bool two_exper
   if (opt.cache.enabled) {
     std::vector<int> phase;
     for (float ts : sched.timesteps)
-      phase.push_back(!two_experts || use_high_noise_expert(ts, opt.boundary) ? 0 : 1);
+      phase.push_back(!two_experts || use_high_noise_expert(ts, boundary) ? 0 : 1);
     std::vector<bool> cache_phase;
-    if (two_experts && cfg.model_type == "i2v") cache_phase = {false, true};
+    if (two_experts && info.task == models::Task::I2V) cache_phase = {false, true};
     cache = std::make_unique<accel::MagCache>(opt.cache, phase, cache_phase);
     if (!opt.cache.force && any_guided && opt.cache.ratios.uncond.empty())
-      throw Error(
-          "--magcache-ratios: the file has no 'uncond' ratios (calibrated without guidance) but "
-          "this run uses guidance; calibrate with the run's --guidance");
+      throw ParamError("magcache_ratios",
+                       ": the file has no 'uncond' ratios (calibrated without guidance) but this "
+                       "run uses guidance; calibrate with the run's guidance");
   }
 
   // The latent lives on the host between steps, where the solver works on it.
@@ -128,10 +143,9 @@ Tensor denoise(const wan::WanConfig& cfg, const ExpertFn& expert, bool two_exper
   for (int k = 0; k < opt.steps; ++k) {
     const auto start = std::chrono::steady_clock::now();
     const float timestep = sched.timesteps[static_cast<size_t>(k)];
-    const bool use_high = !two_experts || use_high_noise_expert(timestep, opt.boundary);
-    wan::WanDiT& model = expert(use_high);
-    if (model.config().in_dim != cfg.in_dim || model.config().out_dim != cfg.out_dim ||
-        model.config().num_layers != cfg.num_layers)
+    const bool use_high = !two_experts || use_high_noise_expert(timestep, boundary);
+    models::VelocityModel& model = expert(use_high);
+    if (!same_shape(model.info(), info))
       throw Error(std::string("the ") + (use_high ? "high" : "low") +
                   "-noise expert's config does not match the model's");
     Backend& be = model.backend();
@@ -142,23 +156,26 @@ Tensor denoise(const wan::WanConfig& cfg, const ExpertFn& expert, bool two_exper
       text.model = &model;
     }
     if (i2v && !y.defined()) y = be.upload(in.y, DType::F32);  // experts share one backend
-    Tensor t;
+    models::Timestep time;
     if (ti2v) {
       // t = 0 on the tokens of latent frame 0 (the clean image), the step's t elsewhere.
       std::vector<float> per_token(static_cast<size_t>(grid_f * frame_tokens), timestep);
       std::fill_n(per_token.begin(), frame_tokens, 0.0f);
-      t = Tensor::from_vector(per_token, {1, grid_f * frame_tokens});
+      time.t = Tensor::from_vector(per_token, {1, grid_f * frame_tokens});
     } else {
-      t = Tensor::from_vector({timestep}, {1});
+      time.t = Tensor::from_vector({timestep}, {1});
     }
+    // MeanFlow: the interval ends at the next step's timestep (0 after the last step).
+    if (info.meanflow)
+      time.r = k + 1 < opt.steps ? sched.timesteps[static_cast<size_t>(k) + 1] : 0.0f;
     const bool open = plan.step_open(k);
     const float g = guidance[static_cast<size_t>(k)];
     Tensor input = be.upload(x, DType::F32);
-    if (i2v) input = wan::concat_channels(be, input, y);
+    if (i2v) input = models::concat_channels(be, input, y);
     bool skipped[2] = {false, false};
     // One DiT pass of a CFG branch, skipped or computed as MagCache decides.
     auto pass = [&](int branch, const Tensor& text_emb) {
-      wan::BlockStackResidual stack;
+      models::BlockStackResidual stack;
       Tensor scratch;
       skipped[branch] = cache && cache->skip(k, branch);
       if (skipped[branch])
@@ -167,13 +184,13 @@ Tensor denoise(const wan::WanConfig& cfg, const ExpertFn& expert, bool two_exper
         stack.keep = &cache->residual(branch);
       else if (opt.on_residual)
         stack.keep = &scratch;
-      Tensor out = model.forward(input, t, text_emb, &plan, open, {}, stack);
+      Tensor out = model.forward(input, time, text_emb, {&plan, open, {}, stack});
       if (!skipped[branch] && opt.on_residual) opt.on_residual(k, branch, use_high, *stack.keep);
       return out;
     };
     // An analysis hook may run the conditional forward itself (it does not combine with MagCache).
     Tensor v;
-    if (opt.on_forward) v = opt.on_forward({k, &model, &input, &t, &text.cond, &plan, open});
+    if (opt.on_forward) v = opt.on_forward({k, &model, &input, &time, &text.cond, &plan, open});
     if (!v.defined()) v = pass(0, text.cond);
     if (g != 1.0f) {
       Tensor v_uncond = pass(1, text.uncond);
@@ -184,23 +201,23 @@ Tensor denoise(const wan::WanConfig& cfg, const ExpertFn& expert, bool two_exper
     solver->step(be.download(v), x);
     if (ti2v) put_first_frame(x, z_image);
     if (on_step) {
-      StepInfo info;
-      info.step = k;
-      info.steps = opt.steps;
-      info.timestep = timestep;
-      info.sigma = sched.sigmas[static_cast<size_t>(k)];
-      info.sigma_next = sched.sigmas[static_cast<size_t>(k) + 1];
-      info.high_noise_expert = use_high;
-      info.fis_step_open = open && opt.fis.enabled();
-      info.seconds =
+      StepInfo report;
+      report.step = k;
+      report.steps = opt.steps;
+      report.timestep = timestep;
+      report.sigma = sched.sigmas[static_cast<size_t>(k)];
+      report.sigma_next = sched.sigmas[static_cast<size_t>(k) + 1];
+      report.high_noise_expert = use_high;
+      report.fis_step_open = open && opt.fis.enabled();
+      report.seconds =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      info.guidance = g;
-      info.passes = g != 1.0f ? 2 : 1;
-      info.skipped_passes = int{skipped[0]} + int{skipped[1]};
-      info.cache_skipped_cond = skipped[0];
-      info.cache_skipped_uncond = skipped[1];
-      info.model_timestep = t;
-      on_step(info);
+      report.guidance = g;
+      report.passes = g != 1.0f ? 2 : 1;
+      report.skipped_passes = int{skipped[0]} + int{skipped[1]};
+      report.cache_skipped_cond = skipped[0];
+      report.cache_skipped_uncond = skipped[1];
+      report.model_timestep = time.t;
+      on_step(report);
     }
   }
   return x;

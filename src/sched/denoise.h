@@ -1,6 +1,8 @@
 #pragma once
-// The sampling loop: a flow solver (Euler, UniPC, DPM++), the A14B mixture-of-experts switch,
-// classifier-free guidance with a scale per expert, and TI2V first-frame conditioning.
+// The sampling loop: a flow solver (Euler, UniPC, DPM++), the two-expert switch (Wan 2.2 A14B),
+// classifier-free guidance with a scale per expert, and first-frame conditioning (channels
+// concatenated to the latent, or a replaced latent frame 0). Works on any family's
+// models::VelocityModel.
 #include <functional>
 #include <optional>
 #include <string>
@@ -8,16 +10,18 @@
 
 #include "accel/fis.h"
 #include "accel/magcache.h"
-#include "models/wan/dit.h"
+#include "models/model.h"
 #include "sched/flow_solvers.h"
 
 namespace fisdit::sched {
 
 struct DenoiseInputs {
-  Tensor x;            // host noise [C, F, H, W]
-  Tensor context;      // host [L, text_dim]
-  Tensor context_neg;  // host, optional (needed when a guidance scale != 1)
-  Tensor y;            // host, i2v conditioning [C_y, F, H, W], optional
+  Tensor x;                         // host noise [C, F, H, W]
+  models::TextContext context;      // the prompt's text side (host)
+  models::TextContext context_neg;  // optional (needed when a guidance scale != 1)
+  // Host [C_y, F, H, W], optional: conditioning channels concatenated to the latent at every
+  // step (I2V: Wan's mask + image latent); the model's in_channels count them.
+  Tensor y;
   // Host [C, 1, H, W], optional: TI2V (Wan 2.2 5B) first-frame image latent. It replaces latent
   // frame 0 before the loop and after every solver step, and the DiT gets t = 0 on frame 0's
   // tokens (wan/textimage2video.py).
@@ -30,10 +34,10 @@ struct DenoiseInputs {
 // forward's result; an undefined one lets the loop run it as usual.
 struct ForwardCall {
   int step = 0;
-  wan::WanDiT* model = nullptr;
-  const Tensor* input = nullptr;  // device latent (i2v: with y)
-  const Tensor* t = nullptr;      // host timestep
-  const Tensor* text = nullptr;   // embed_text of the context
+  models::VelocityModel* model = nullptr;
+  const Tensor* input = nullptr;           // device latent (i2v: with y)
+  const models::Timestep* time = nullptr;  // host timestep(s)
+  const Tensor* text = nullptr;            // embed_text of the context
   const accel::FisPlan* plan = nullptr;
   bool step_open = false;
 };
@@ -52,7 +56,9 @@ struct DenoiseOptions {
   // guidance_high / guidance_low override `guidance` for those steps.
   float guidance = 1.0f;
   std::optional<float> guidance_high, guidance_low;
-  float boundary = 0.875f;
+  // Two experts: the high-noise one runs while t >= boundary * 1000. Default: the model's
+  // (ModelInfo::expert_boundary).
+  std::optional<float> boundary;
   accel::FisConfig fis;
   ForwardHook on_forward;  // optional, see ForwardCall
   // MagCache (accel/magcache.h): skipped passes reuse the cached block-stack residual; computed
@@ -86,17 +92,20 @@ std::string cache_note(const StepInfo& s);
 // the host. The solver runs on the host (sched/flow_solvers.h); the DiT gets the solver's
 // timesteps. With guidance g != 1: v = uncond + g * (cond - uncond), both sharing one FIS plan.
 // With opt.cache enabled, MagCache decides per pass whether to run the blocks (accel/magcache.h).
-Tensor denoise(wan::WanDiT& high, wan::WanDiT* low, const DenoiseInputs& in,
+Tensor denoise(models::VelocityModel& high, models::VelocityModel* low, const DenoiseInputs& in,
                const DenoiseOptions& opt, const StepCallback& on_step = {});
 
 // The same with experts supplied on demand: `expert(true)` is the high-noise expert (or the only
 // model), `expert(false)` the low-noise one, asked for at each step; the function may load an
 // expert the first time and free the other (the A14B steps use the high-noise expert first,
-// then the low-noise one, so one expert at a time fits). `cfg` is the experts' common config;
-// all experts run on one backend.
-using ExpertFn = std::function<wan::WanDiT&(bool high_noise)>;
-Tensor denoise(const wan::WanConfig& cfg, const ExpertFn& expert, bool two_experts,
+// then the low-noise one, so one expert at a time fits). `info` describes the experts (their
+// shapes must agree); all experts run on one backend.
+using ExpertFn = std::function<models::VelocityModel&(bool high_noise)>;
+Tensor denoise(const models::ModelInfo& info, const ExpertFn& expert, bool two_experts,
                const DenoiseInputs& in, const DenoiseOptions& opt,
                const StepCallback& on_step = {});
+
+// The expert boundary of a run: opt.boundary, else the model's.
+float expert_boundary(const DenoiseOptions& opt, const models::ModelInfo& info);
 
 }  // namespace fisdit::sched

@@ -3,8 +3,6 @@
 // mixture-of-experts switch. The sampling loop (all solvers, CFG) is in sched/denoise.h.
 #include <vector>
 
-#include "sched/denoise.h"  // denoise() used to be declared here; kept for its callers
-
 namespace fisdit::sched {
 
 struct EulerSchedule {

@@ -11,9 +11,9 @@
 #include <fstream>
 #include <sstream>
 
-#include "io/image.h"
 #include "io/safetensors.h"
-#include "io/video.h"
+#include "media/image.h"
+#include "media/video.h"
 
 namespace fisdit {
 namespace {

@@ -40,7 +40,7 @@ Tensor forward(Backend& backend, ModelRun& r, const SafetensorsFile& f, bool has
                const accel::FisPlan* plan) {
   Tensor x = backend.upload(f.tensor_f32("input.x"), DType::F32);
   if (has_y)
-    x = wan::concat_channels(backend, x, backend.upload(f.tensor_f32("input.y"), DType::F32));
+    x = models::concat_channels(backend, x, backend.upload(f.tensor_f32("input.y"), DType::F32));
   return backend.download(r.dit->forward(x, f.tensor_f32("input.t"), r.text, plan, true));
 }
 

@@ -18,8 +18,8 @@
 #include "backend/backend.h"
 #include "core/dtype.h"
 #include "fisdit/error.h"
-#include "io/lora.h"
 #include "io/safetensors.h"
+#include "models/lora.h"
 #include "models/wan/loader.h"
 
 namespace fisdit {
@@ -236,8 +236,8 @@ TEST_F(LoraTest, EveryNamingSchemeEqualsTheModelMergedByTheTest) {
 
 TEST_F(LoraTest, MergedWeightsEqualTheDoublePrecisionMerge) {
   const auto merged = write_lora(kSchemes[0], "l.safetensors", 1.5f);
-  const LoraMerge merge({{path("l.safetensors"), 1.5f}},
-                        wan::dit_parameter_shapes(wan::open_model(fixture_path()).config));
+  const LoraMerge merge =
+      wan::dit_lora({{path("l.safetensors"), 1.5f}}, wan::open_model(fixture_path()).config);
   EXPECT_EQ(merge.targets().size(), merged.size());
   EXPECT_EQ(merge.count_for(0), merged.size());
   for (const auto& [name, expected] : merged) {

@@ -9,6 +9,7 @@
 
 #include "backend/backend.h"
 #include "io/safetensors.h"
+#include "models/flops.h"
 #include "models/wan/flops.h"
 #include "models/wan/loader.h"
 
@@ -195,13 +196,13 @@ TEST(WanFis, ExecutedFlopsEqualTheAnalyticCount) {
 }
 
 TEST(WanFis, AnalyticFlopsOfA14B720pMatchFisMd) {
-  const auto cfg = wan::preset_config("wan2.2-t2v-a14b");
-  const auto r = wan::run_flops(cfg, 1280, 720, 81, 4, accel::fis_preset("balanced"));
+  const models::ModelInfo info = wan::model_info(wan::preset_config("wan2.2-t2v-a14b"));
+  const auto r = models::run_flops(info, 1280, 720, 81, 4, accel::fis_preset("balanced"));
   // FIS.md: about 26.0 P dense and 11.6 P balanced (paper 26.09 / 11.55). The anchor rule of
   // FIS.md (boundaries always anchors) gives 11.70 P, within 1% of 11.6.
   EXPECT_NEAR(r.dense / 1e15, 26.09, 0.05);
   EXPECT_NEAR(r.planned / 1e15, 11.6, 0.15);
-  const auto fast = wan::run_flops(cfg, 1280, 720, 81, 4, accel::fis_preset("fast"));
+  const auto fast = models::run_flops(info, 1280, 720, 81, 4, accel::fis_preset("fast"));
   EXPECT_LT(fast.planned, r.planned);
 }
 

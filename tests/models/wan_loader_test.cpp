@@ -8,8 +8,8 @@
 
 #include "backend/backend.h"
 #include "fisdit/error.h"
-#include "io/keymap.h"
 #include "io/safetensors.h"
+#include "models/wan/keymap.h"
 #include "models/wan/loader.h"
 
 namespace fisdit::wan {
@@ -124,7 +124,7 @@ TEST_F(WanLoader, ComfyPrefixedBareFileInfersTheConfigFromShapes) {
   EXPECT_EQ(src.config.in_dim, 16);
   EXPECT_EQ(src.config.out_dim, 16);
   EXPECT_EQ(src.config.text_dim, 48);
-  EXPECT_EQ(src.config.model_type, "t2v");
+  EXPECT_EQ(src.config.task, models::Task::T2V);
   EXPECT_TRUE(check_model(src).empty());
 }
 

@@ -30,7 +30,7 @@ TEST_P(WanParity, EveryHookAndTheOutputMatchTheOfficialCode) {
   auto dit = wan::load_dit(src, *backend);
 
   Tensor x = fixture->tensor_f32("input.x");
-  if (GetParam().has_y) x = wan::concat_channels(*backend, x, fixture->tensor_f32("input.y"));
+  if (GetParam().has_y) x = models::concat_channels(*backend, x, fixture->tensor_f32("input.y"));
   const Tensor text = dit->embed_text(fixture->tensor_f32("input.context"));
   std::map<std::string, Tensor> hooks;
   const Tensor out =

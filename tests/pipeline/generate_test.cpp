@@ -15,8 +15,8 @@
 #include "../io/io_test_util.h"
 #include "../models/t5_hf_names.h"
 #include "core/random.h"
-#include "io/image.h"
 #include "io/safetensors.h"
+#include "media/image.h"
 #include "models/wan/vae.h"
 #include "tiny_release.h"
 

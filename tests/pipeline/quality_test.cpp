@@ -116,7 +116,7 @@ TEST(QualityGenerator, KeepsTheModelLoadedAndReproducesGenerate) {
   const GenerateResult expect = generate(o);
   Generator g(o, /*keep_loaded=*/true);
   EXPECT_TRUE(g.two_experts());
-  EXPECT_EQ(g.dit_config().num_layers, 4);
+  EXPECT_EQ(g.model_info().num_blocks, 4);
   const GenerateResult first = g.run(o);
   EXPECT_TRUE(same(first.latent, expect.latent));
   EXPECT_TRUE(same(first.video, expect.video));

@@ -57,7 +57,7 @@ TEST(DenoiseSolvers, UniPCWithAScalePerExpertEqualsTheHandWrittenLoop) {
   Model m("dit_t2v_tiny.safetensors");
   auto low = wan::load_dit(wan::open_model(m.file->path()), *m.be);
   DenoiseInputs in{m.file->tensor_f32("input.x"), m.file->tensor_f32("input.context"), {}, {}, {}};
-  in.context_neg = negated(in.context);
+  in.context_neg = negated(in.context.states);
   DenoiseOptions opt;
   opt.solver = SolverKind::UniPC;
   opt.steps = 4;
@@ -171,10 +171,10 @@ TEST(DenoiseTi2v, FirstFrameStaysTheImageAndItsTokensGetTimestepZero) {
   }
   EXPECT_EQ(steps[0].timestep, 999.0f);
 
-  const Tensor want = hand_loop_ti2v(m, noise, z, in.context, 3, true);
+  const Tensor want = hand_loop_ti2v(m, noise, z, in.context.states, 3, true);
   EXPECT_LE(rel_l2(got, want), 1e-6);
   // One timestep for every token gives another result: the per-token t reached the DiT.
-  const Tensor plain = hand_loop_ti2v(m, noise, z, in.context, 3, false);
+  const Tensor plain = hand_loop_ti2v(m, noise, z, in.context.states, 3, false);
   EXPECT_GT(rel_l2(got, plain), 1e-4);
 }
 

@@ -7,6 +7,7 @@
 #include "fisdit/error.h"
 #include "io/safetensors.h"
 #include "models/wan/loader.h"
+#include "sched/denoise.h"
 #include "sched/flow_euler.h"
 
 namespace fisdit::sched {
@@ -45,7 +46,7 @@ struct Fixture {
 TEST(Denoise, EqualsTheHandWrittenEulerLoopWithGuidance) {
   Fixture f;
   DenoiseInputs in{f.file->tensor_f32("input.x"), f.file->tensor_f32("input.context"), {}, {}, {}};
-  Tensor neg = in.context.clone();
+  Tensor neg = in.context.states.clone();
   for (int64_t i = 0; i < neg.numel(); ++i) neg.f32()[i] *= -0.5f;
   in.context_neg = neg;
   DenoiseOptions opt;

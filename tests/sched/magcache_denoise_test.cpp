@@ -25,8 +25,9 @@ struct Model {
 DenoiseInputs inputs(Model& m, bool negative) {
   DenoiseInputs in{m.file->tensor_f32("input.x"), m.file->tensor_f32("input.context"), {}, {}, {}};
   if (negative) {
-    in.context_neg = in.context.clone();
-    for (int64_t i = 0; i < in.context_neg.numel(); ++i) in.context_neg.f32()[i] *= -0.5f;
+    Tensor neg = in.context.states.clone();
+    for (int64_t i = 0; i < neg.numel(); ++i) neg.f32()[i] *= -0.5f;
+    in.context_neg = neg;
   }
   return in;
 }

@@ -1,5 +1,6 @@
 #include "cli.h"
 
+#include <algorithm>
 #include <iostream>
 #include <regex>
 #include <sstream>
@@ -14,6 +15,12 @@ std::vector<std::string> split_commas(const std::string& text) {
   std::string item;
   while (std::getline(ss, item, ','))
     if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+std::string join(const std::vector<std::string>& items, const std::string& sep) {
+  std::string out;
+  for (const std::string& item : items) out += (out.empty() ? "" : sep) + item;
   return out;
 }
 
@@ -125,6 +132,12 @@ Tensor read_input(const SafetensorsFile& file, const std::string& name, bool req
     throw Error(file.path() + ": input tensor '" + stored + "' has dtype " +
                 std::string(dtype_name(info->dtype)) + ", expected a float type");
   return file.tensor_f32(stored);
+}
+
+std::string flag_of(const std::string& param) {
+  std::string flag = "--" + param;
+  std::replace(flag.begin(), flag.end(), '_', '-');
+  return flag;
 }
 
 void status(const std::string& line) { std::cerr << line << std::endl; }

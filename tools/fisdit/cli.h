@@ -51,11 +51,17 @@ void parse_size(const std::string& text, int& width, int& height);
 // F32; `required` false returns an undefined tensor when absent. Errors name file and tensor.
 Tensor read_input(const SafetensorsFile& file, const std::string& name, bool required);
 
+// The flag that sets a library parameter (fisdit::ParamError): "magcache_ratios" ->
+// "--magcache-ratios".
+std::string flag_of(const std::string& param);
+
 // Progress and status lines go to stderr so stdout stays machine-readable.
 void status(const std::string& line);
 
 // "a,b,,c" -> {"a", "b", "c"} (empty items dropped).
 std::vector<std::string> split_commas(const std::string& text);
+// {"a", "b"} -> "a, b" with `sep` between.
+std::string join(const std::vector<std::string>& items, const std::string& sep);
 
 // With the pipeline (cli_model.cpp): --model's value, or the bundled model (pipeline::
 // bundled_model_dir, with a status line) when it is empty.

@@ -14,6 +14,7 @@
 #include "models/wan/t5_tokenizer.h"
 #include "pipeline/model_defaults.h"
 #include "pipeline/release.h"
+#include "sched/denoise.h"
 #include "sched/flow_euler.h"
 
 namespace fisdit::cli {
@@ -30,7 +31,7 @@ struct PromptFlags {
 
 std::vector<analysis::AnalysisSample> prompt_samples(const PromptFlags& p,
                                                      const wan::WanConfig& cfg, bool guided) {
-  if (cfg.model_type == "i2v")
+  if (cfg.task == models::Task::I2V)
     throw Error("--prompts: an i2v model needs a first frame; give --inputs with 'y' instead");
   std::vector<std::string> prompts = p.list;
   if (!p.file.empty()) {
@@ -92,7 +93,8 @@ void register_analyze(CLI::App& app) {
     std::vector<int> strides;
     int steps = 4;
     double shift = 5.0;
-    float guidance = 1.0f, boundary = 0.875f;
+    float guidance = 1.0f;
+    std::optional<float> boundary;
     bool no_figures = false;
     PromptFlags prompts;
   };
@@ -102,8 +104,7 @@ void register_analyze(CLI::App& app) {
   cmd->add_option("--model", args->model,
                   "(high-noise) DiT file or release directory; default: the bundled model");
   cmd->add_option("--model-low", args->model_low, "low-noise expert (Wan 2.2 A14B)");
-  cmd->add_option("--boundary", args->boundary, "expert switch (as denoise)")
-      ->capture_default_str();
+  cmd->add_option("--boundary", args->boundary, "expert switch (as denoise; default: the model's)");
   cmd->add_option("--inputs", args->inputs,
                   "safetensors with x (noise), context (and context_neg, y, z_image) as denoise "
                   "takes them; repeatable: CV is averaged over the samples (Eq. 5)")
@@ -158,7 +159,7 @@ void register_analyze(CLI::App& app) {
     opt.denoise.guidance = args->guidance;
     opt.denoise.boundary = args->boundary;
     if (!std::isfinite(args->guidance)) throw Error("--guidance must be a finite number");
-    if (!(args->boundary >= 0.0f && args->boundary <= 1.0f))
+    if (args->boundary && !(*args->boundary >= 0.0f && *args->boundary <= 1.0f))
       throw Error("--boundary must be in [0, 1]");
     sched::flow_schedule(opt.denoise.solver, opt.denoise.steps, opt.denoise.shift);  // validates
     std::vector<std::string> fis_names;
@@ -214,13 +215,13 @@ void register_analyze(CLI::App& app) {
       dit_low_path = paths.dit_low;
       pf.text_encoder = paths.text_encoder;
       pf.tokenizer = paths.tokenizer;
-      if (!paths.dit_low.empty() && args->boundary == 0.875f && paths.boundary)
+      if (!paths.dit_low.empty() && !args->boundary && paths.boundary)
         opt.denoise.boundary = static_cast<float>(*paths.boundary);
     }
     auto backend = make_backend(args->device);
     const wan::ModelSource src = wan::open_model(dit_path);
     std::unique_ptr<wan::WanDiT> high = wan::load_dit(src, *backend), low;
-    status("loaded " + dit_path + ": " + src.config.model_type + ", " +
+    status("loaded " + dit_path + ": " + models::task_name(src.config.task) + ", " +
            std::to_string(src.config.num_layers) + " blocks");
     if (!dit_low_path.empty()) {
       low = wan::load_dit(wan::open_model(dit_low_path), *backend);
@@ -229,11 +230,11 @@ void register_analyze(CLI::App& app) {
     if (by_prompts) samples = prompt_samples(pf, src.config, args->guidance != 1.0f);
     for (const accel::FisConfig& c : opt.plans) status("measuring fis " + c.describe());
     opt.meta = {{"model", dit_path}, {"model_low", dit_low_path}, {"device", args->device}};
-    const sched::ExpertFn expert = [&](bool use_high) -> wan::WanDiT& {
+    const sched::ExpertFn expert = [&](bool use_high) -> models::VelocityModel& {
       return use_high || !low ? *high : *low;
     };
     const nlohmann::json result =
-        analysis::analyze_redundancy(src.config, expert, low != nullptr, samples, opt);
+        analysis::analyze_redundancy(high->info(), expert, low != nullptr, samples, opt);
 
     const std::string json_path = (std::filesystem::path(args->output_dir) / "analysis.json");
     std::ofstream out(json_path);

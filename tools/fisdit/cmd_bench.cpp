@@ -14,8 +14,8 @@
 
 #include "cli.h"
 #include "fisdit/error.h"
-#include "models/wan/flops.h"
-#include "models/wan/loader.h"
+#include "models/family.h"
+#include "models/flops.h"
 #include "models/wan/vae.h"
 #include "sched/flow_euler.h"
 #ifdef FISDIT_WITH_CUDA
@@ -86,34 +86,6 @@ Memory memory(const Backend& b) {
     m.peak_gib = static_cast<double>(peak) / 1073741824.0;
   }
   return m;
-}
-
-// Random weights of the real shapes, drawn where the backend keeps tensors: matrices
-// N(0, 1/fan_in) so activations stay O(1), biases N(0, 0.1^2), norm gains N(1, 0.1^2),
-// modulation N(0, 0.2^2) (F32, as the model keeps it). head.modulation is read on the host.
-wan::WeightFn random_weights(Backend& backend) {
-  return [&backend](const std::string& name, const Shape& shape) -> Tensor {
-    const uint64_t seed = std::hash<std::string>{}(name);
-    if (name == "head.modulation") {
-      Tensor host = Tensor::zeros(shape);
-      uint64_t z = seed;
-      for (int64_t i = 0; i < host.numel(); ++i) {  // small; uniform with std 0.2
-        z = z * 6364136223846793005ULL + 1442695040888963407ULL;
-        host.f32()[i] = (static_cast<float>(z >> 40) / 16777216.0f - 0.5f) * 0.69f;
-      }
-      return host;
-    }
-    if (name.find("modulation") != std::string::npos)
-      return backend.random_normal(shape, DType::F32, 0.0f, 0.2f, seed);
-    const DType wt = backend.weight_dtype();
-    if (shape.size() == 1) {
-      const bool gain = name.find("norm") != std::string::npos;
-      return backend.random_normal(shape, wt, gain ? 1.0f : 0.0f, 0.1f, seed);
-    }
-    const double fan_in = static_cast<double>(shape_numel(shape) / shape[0]);
-    return backend.random_normal(shape, wt, 0.0f, static_cast<float>(1.0 / std::sqrt(fan_in)),
-                                 seed);
-  };
 }
 
 struct Setting {
@@ -367,19 +339,16 @@ void register_bench(CLI::App& app) {
 
     auto backend = make_backend(args->device);
     const auto t_load = std::chrono::steady_clock::now();
-    std::unique_ptr<wan::WanDiT> dit;
-    if (!args->model.empty()) {
-      dit = wan::load_dit(wan::open_model(args->model), *backend);
-    } else {
-      dit = std::make_unique<wan::WanDiT>(wan::load_config(args->model_config), *backend,
-                                          random_weights(*backend));
-    }
+    std::unique_ptr<models::VelocityModel> dit =
+        !args->model.empty()
+            ? models::load_model(args->model, *backend)
+            : models::family_for_config(args->model_config).random(args->model_config, *backend);
     backend->synchronize();
-    const wan::WanConfig& cfg = dit->config();
+    const models::ModelInfo& info = dit->info();
     const Memory weights_mem = memory(*backend);
-    const wan::LatentGeometry g = wan::latent_geometry(cfg, width, height, args->frames);
-    const auto& p = cfg.patch_size;
-    const int64_t gf = g.frames / p[0], tokens = gf * (g.height / p[1]) * (g.width / p[2]);
+    const models::LatentGrid g = info.latent_grid(width, height, args->frames);
+    const auto& p = info.patch;
+    const int64_t gf = info.plan_frames(g), tokens = gf * (g.height / p[1]) * (g.width / p[2]);
     const std::string label = !args->label.empty()
                                   ? args->label
                                   : (args->model.empty() ? args->model_config : args->model);
@@ -387,8 +356,9 @@ void register_bench(CLI::App& app) {
     std::snprintf(line, sizeof line,
                   "bench %s: %d blocks, dim %d; %dx%d, %d frames -> latent %dx%dx%d, %lld tokens; "
                   "%d steps; weights ready in %.1f s%s",
-                  label.c_str(), cfg.num_layers, cfg.dim, width, height, args->frames, g.frames,
-                  g.height, g.width, static_cast<long long>(tokens), args->steps,
+                  label.c_str(), info.num_blocks, info.dim, width, height, args->frames,
+                  static_cast<int>(g.frames), static_cast<int>(g.height), static_cast<int>(g.width),
+                  static_cast<long long>(tokens), args->steps,
                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count(),
                   weights_mem.known ? (", " + std::to_string(weights_mem.in_use_gib).substr(0, 6) +
                                        " GiB on the device")
@@ -396,10 +366,10 @@ void register_bench(CLI::App& app) {
                                     : "");
     status(line);
 
-    const Tensor x0 = backend->download(
-        backend->random_normal({cfg.in_dim, g.frames, g.height, g.width}, DType::F32, 0, 1, 1));
+    const Tensor x0 = backend->download(backend->random_normal(
+        {info.in_channels, g.frames, g.height, g.width}, DType::F32, 0, 1, 1));
     const Tensor context = backend->download(
-        backend->random_normal({cfg.text_len, cfg.text_dim}, DType::F32, 0, 1, 2));
+        backend->random_normal({info.text_tokens, info.text_dim}, DType::F32, 0, 1, 2));
     const Tensor text = dit->embed_text(context);
     const sched::EulerSchedule schedule = sched::flow_euler_schedule(args->steps, args->shift);
     Timer timer(*backend);
@@ -409,7 +379,7 @@ void register_bench(CLI::App& app) {
     accel::MagRatios calibrated;
     for (const Setting& setting : settings) {
       const accel::FisConfig& fis = setting.fis;
-      const accel::FisPlan plan(fis, cfg.num_layers, args->steps, static_cast<int>(gf));
+      const accel::FisPlan plan(fis, info.num_blocks, args->steps, static_cast<int>(gf));
       accel::MagCacheConfig cache_cfg = setting.cache;
       if (cache_cfg.enabled && calibrate) cache_cfg.ratios = calibrated;
       const std::vector<int> one_phase(static_cast<size_t>(args->steps), 0);
@@ -423,9 +393,12 @@ void register_bench(CLI::App& app) {
         opens.push_back(open);
       }
       Tensor x = backend->upload(x0, DType::F32);
-      auto forward = [&](int k, bool open, const wan::BlockStackResidual& stack = {}) {
-        const Tensor t = Tensor::from_vector({schedule.timesteps[static_cast<size_t>(k)]}, {1});
-        return dit->forward(x, t, text, &plan, open, {}, stack);
+      auto forward = [&](int k, bool open, const models::BlockStackResidual& stack = {}) {
+        const size_t i = static_cast<size_t>(k);
+        models::Timestep time{Tensor::from_vector({schedule.timesteps[i]}, {1}), std::nullopt};
+        if (info.meanflow)
+          time.r = i + 1 < schedule.timesteps.size() ? schedule.timesteps[i + 1] : 0.0f;
+        return dit->forward(x, time, text, {&plan, open, {}, stack});
       };
       if (setting.dense() && calibrate) {
         // MagCache's ratios from this model: one untimed dense loop (calibrate --magcache).
@@ -485,7 +458,7 @@ void register_bench(CLI::App& app) {
         skip_pattern.assign(static_cast<size_t>(args->steps), false);
         for (int k = 0; k < args->steps; ++k) {
           timer.start();
-          wan::BlockStackResidual stack;
+          models::BlockStackResidual stack;
           const bool skip = cache && cache->skip(k, 0);
           if (skip)
             stack.apply = &cache->residual(0);
@@ -523,7 +496,8 @@ void register_bench(CLI::App& app) {
         for (double f : fwd_ms) sum += f;
         r.ms_forward = sum / static_cast<double>(fwd_ms.size());
       }
-      const wan::RunFlops rf = wan::run_flops(cfg, width, height, args->frames, args->steps, fis);
+      const models::RunFlops rf =
+          models::run_flops(info, width, height, args->frames, args->steps, fis);
       // MagCache: skipped steps run no block (their embeddings and head are left out here).
       double planned = 0;
       for (int k = 0; k < args->steps; ++k)

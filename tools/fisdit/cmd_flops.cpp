@@ -3,7 +3,8 @@
 
 #include "cli.h"
 #include "fisdit/error.h"
-#include "models/wan/flops.h"
+#include "models/family.h"
+#include "models/flops.h"
 
 namespace fisdit::cli {
 
@@ -18,8 +19,7 @@ void register_flops(CLI::App& app) {
   args->fis.preset = "balanced";
   CLI::App* cmd = app.add_subcommand("flops", "analytic DiT FLOPs, dense and with FIS");
   cmd->add_option("--model-config", args->model_config,
-                  "preset name (wan2.2-t2v-a14b, wan2.2-i2v-a14b, wan2.2-ti2v-5b, wan2.1-t2v-1.3b, "
-                  "wan2.1-t2v-14b) or a config.json")
+                  "config name (" + join(models::all_config_names(), ", ") + ") or a config.json")
       ->required();
   cmd->add_option("--size", args->size, "video WIDTHxHEIGHT")->capture_default_str();
   cmd->add_option("--frames", args->frames, "video frames (4k+1)")->capture_default_str();
@@ -28,21 +28,23 @@ void register_flops(CLI::App& app) {
       ->capture_default_str();
   add_fis_flags(cmd, args->fis);
   cmd->callback([args] {
-    const wan::WanConfig cfg = wan::load_config(args->model_config);
+    const models::ModelInfo info =
+        models::family_for_config(args->model_config).config_info(args->model_config);
     int width = 0, height = 0;
     parse_size(args->size, width, height);
     if (args->steps < 1) throw fisdit::Error("--steps must be >= 1");
     const accel::FisConfig fis = args->fis.resolve();
     const int forwards = args->guidance != 1.0f ? 2 : 1;
-    const wan::RunFlops r =
-        wan::run_flops(cfg, width, height, args->frames, args->steps, fis, forwards);
-    const wan::LatentGeometry g = wan::latent_geometry(cfg, width, height, args->frames);
-    std::printf("model        %s (%d blocks, dim %d)\n", args->model_config.c_str(), cfg.num_layers,
-                cfg.dim);
-    std::printf("video        %dx%d, %d frames -> latent %dx%dx%d, %lld tokens\n", width, height,
-                args->frames, g.frames, g.height, g.width,
-                static_cast<long long>(g.frames / cfg.patch_size[0]) *
-                    (g.height / cfg.patch_size[1]) * (g.width / cfg.patch_size[2]));
+    const models::RunFlops r =
+        models::run_flops(info, width, height, args->frames, args->steps, fis, forwards);
+    const models::LatentGrid g = info.latent_grid(width, height, args->frames);
+    std::printf("model        %s (%d blocks, dim %d)\n", args->model_config.c_str(),
+                info.num_blocks, info.dim);
+    std::printf("video        %dx%d, %d frames -> latent %lldx%lldx%lld, %lld tokens\n", width,
+                height, args->frames, static_cast<long long>(g.frames),
+                static_cast<long long>(g.height), static_cast<long long>(g.width),
+                static_cast<long long>(info.plan_frames(g) * (g.height / info.patch[1]) *
+                                       (g.width / info.patch[2])));
     std::printf("steps        %d, %d DiT forward(s) per step\n", args->steps, forwards);
     std::printf("fis          %s\n", fis.describe().c_str());
     std::printf("dense        %.3f PFLOP\n", r.dense / 1e15);

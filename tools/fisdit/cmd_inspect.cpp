@@ -4,7 +4,7 @@
 
 #include "cli.h"
 #include "fisdit/error.h"
-#include "models/wan/loader.h"
+#include "models/family.h"
 
 namespace fisdit::cli {
 
@@ -44,31 +44,18 @@ void register_inspect(CLI::App& app) {
                     shape_str(info->shape).c_str());
       }
     }
-    // How fisdit would load it as a Wan DiT, or why it cannot.
-    try {
-      const wan::ModelSource src = wan::open_model(args->path);
-      const wan::WanConfig& c = src.config;
-      std::printf("layout       %s%s\n", layout_name(src.keys.layout).c_str(),
-                  src.keys.prefix.empty() ? "" : (", prefix '" + src.keys.prefix + "'").c_str());
-      std::printf("config       %s (from %s)\n", c.model_type.c_str(), src.config_origin.c_str());
-      std::printf("  dim %d, ffn_dim %d, freq_dim %d, heads %d (head_dim %d), layers %d\n", c.dim,
-                  c.ffn_dim, c.freq_dim, c.num_heads, c.head_dim(), c.num_layers);
-      std::printf("  in_dim %d, out_dim %d, text_dim %d, text_len %d, patch [%d, %d, %d], eps %g\n",
-                  c.in_dim, c.out_dim, c.text_dim, c.text_len, c.patch_size[0], c.patch_size[1],
-                  c.patch_size[2], c.eps);
-      const auto problems = wan::check_model(src);
-      if (problems.empty()) {
-        std::printf("loadable     yes: every tensor of the %s DiT is present with its shape\n",
-                    c.model_type.c_str());
-      } else {
-        std::printf("loadable     no: %zu problem(s)\n", problems.size());
-        for (size_t i = 0; i < problems.size() && i < 50; ++i)
-          std::printf("  %s\n", problems[i].c_str());
-        if (problems.size() > 50) std::printf("  ... and %zu more\n", problems.size() - 50);
+    // How fisdit would load it: the family whose DiT it is, or why no family's.
+    std::string why;
+    for (const models::Family& family : models::families()) {
+      std::string why_not;
+      if (!family.recognizes(ckpt, &why_not)) {
+        why += (why.empty() ? "" : "; ") + why_not;
+        continue;
       }
-    } catch (const Error& e) {
-      std::printf("loadable     no: %s\n", e.what());
+      for (const std::string& line : family.explain(args->path)) std::printf("%s\n", line.c_str());
+      return;
     }
+    std::printf("loadable     no: %s\n", why.c_str());
   });
 }
 

@@ -7,8 +7,8 @@
 #include <nlohmann/json.hpp>
 
 #include "fisdit/error.h"
-#include "io/lora.h"
-#include "models/wan/loader.h"
+#include "models/family.h"
+#include "models/lora.h"
 #include "sched/denoise.h"
 #include "sched/flow_euler.h"
 
@@ -31,8 +31,8 @@ void add_magcache_calibration_options(CLI::App* cmd, MagCacheCalibrationArgs& a)
       ->capture_default_str();
   cmd->add_option("--guidance-high", a.guidance_high, "CFG scale of the high-noise steps");
   cmd->add_option("--guidance-low", a.guidance_low, "CFG scale of the low-noise steps");
-  cmd->add_option("--boundary", a.boundary, "expert switch (t >= boundary*1000 is high-noise)")
-      ->capture_default_str();
+  cmd->add_option("--boundary", a.boundary,
+                  "expert switch (t >= boundary*1000 is high-noise); default: the model's");
   cmd->add_option("--device", a.device, "cpu or cuda")->capture_default_str();
 }
 
@@ -51,7 +51,8 @@ void run_magcache_calibration(const MagCacheCalibrationArgs& a) {
   opt.guidance_high = a.guidance_high;
   opt.guidance_low = a.guidance_low;
   opt.boundary = a.boundary;
-  if (!(opt.boundary >= 0.0f && opt.boundary <= 1.0f)) throw Error("--boundary must be in [0, 1]");
+  if (opt.boundary && !(*opt.boundary >= 0.0f && *opt.boundary <= 1.0f))
+    throw Error("--boundary must be in [0, 1]");
   const sched::FlowSchedule schedule = sched::flow_schedule(opt.solver, opt.steps, opt.shift);
   auto backend = make_backend(a.device);
   const auto in = SafetensorsFile::open(a.inputs);
@@ -63,10 +64,9 @@ void run_magcache_calibration(const MagCacheCalibrationArgs& a) {
     for (const auto& p : paths) out.push_back({p, a.lora_strength});
     return out;
   };
-  auto high = wan::load_dit(wan::open_model(a.model), *backend, specs(a.lora));
-  std::unique_ptr<wan::WanDiT> low;
-  if (!a.model_low.empty())
-    low = wan::load_dit(wan::open_model(a.model_low), *backend, specs(a.lora_low));
+  auto high = models::load_model(a.model, *backend, specs(a.lora));
+  std::unique_ptr<models::VelocityModel> low;
+  if (!a.model_low.empty()) low = models::load_model(a.model_low, *backend, specs(a.lora_low));
   status("calibrate --magcache: dense run, " + std::to_string(opt.steps) + " steps, solver " +
          sched::solver_name(opt.solver));
 
@@ -96,14 +96,14 @@ void run_magcache_calibration(const MagCacheCalibrationArgs& a) {
   if (guided) r.uncond = ratios[1];
   nlohmann::json info = {{"model", a.model},
                          {"model_low", a.model_low},
-                         {"model_type", high->config().model_type},
+                         {"model_type", models::task_name(high->info().task)},
                          {"inputs", a.inputs},
                          {"steps", opt.steps},
                          {"solver", sched::solver_name(opt.solver)},
                          {"shift", opt.shift},
                          {"guidance_high", opt.guidance_for(true)},
                          {"guidance_low", opt.guidance_for(false)},
-                         {"boundary", opt.boundary},
+                         {"boundary", sched::expert_boundary(opt, high->info())},
                          {"timesteps", schedule.timesteps},
                          {"experts", experts},
                          {"definition",

@@ -15,7 +15,8 @@ struct MagCacheCalibrationArgs {
   float lora_strength = 1.0f;
   int steps = 4;
   double shift = 5.0;
-  float guidance = 1.0f, boundary = 0.875f;
+  float guidance = 1.0f;
+  std::optional<float> boundary;
   std::optional<float> guidance_high, guidance_low;
 };
 

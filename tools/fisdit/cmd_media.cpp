@@ -4,8 +4,8 @@
 
 #include "cli.h"
 #include "fisdit/error.h"
-#include "io/image.h"
-#include "io/video.h"
+#include "media/image.h"
+#include "media/video.h"
 
 namespace fisdit::cli {
 

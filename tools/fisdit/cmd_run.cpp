@@ -7,9 +7,8 @@
 
 #include "cli.h"
 #include "fisdit/error.h"
-#include "io/lora.h"
-#include "models/wan/flops.h"
-#include "models/wan/loader.h"
+#include "models/family.h"
+#include "models/lora.h"
 #include "sched/denoise.h"
 #include "sched/flow_euler.h"
 
@@ -53,25 +52,17 @@ struct LoraFlags {
   std::string flag_;
 };
 
-std::unique_ptr<wan::WanDiT> load_model(const std::string& path, Backend& backend, const char* role,
-                                        const std::vector<LoraSpec>& loras) {
+std::unique_ptr<models::VelocityModel> load_model(const std::string& path, Backend& backend,
+                                                  const char* role,
+                                                  const std::vector<LoraSpec>& loras) {
   const auto start = std::chrono::steady_clock::now();
-  const wan::ModelSource src = wan::open_model(path);
-  auto dit = wan::load_dit(src, backend, loras);
+  std::vector<std::string> report;
+  auto dit = models::load_model(path, backend, loras, &report);
   char line[512];
-  std::snprintf(line, sizeof line, "loaded %s %s: %s, %d blocks, dim %d (config from %s) in %.2f s",
-                role, path.c_str(), src.config.model_type.c_str(), src.config.num_layers,
-                src.config.dim, src.config_origin.c_str(), seconds_since(start));
+  std::snprintf(line, sizeof line, "loaded %s %s: %s in %.2f s", role, path.c_str(),
+                report.empty() ? "" : report.front().c_str(), seconds_since(start));
   status(line);
-  if (!loras.empty()) {
-    const LoraMerge merge(loras, wan::dit_parameter_shapes(src.config));  // for the counts only
-    for (size_t i = 0; i < loras.size(); ++i) {
-      std::snprintf(line, sizeof line, "  LoRA %s (strength %g): %zu weights changed",
-                    loras[i].path.c_str(), static_cast<double>(loras[i].strength),
-                    merge.count_for(i));
-      status(line);
-    }
-  }
+  for (size_t i = 1; i < report.size(); ++i) status("  " + report[i]);
   return dit;
 }
 
@@ -105,31 +96,31 @@ void register_dit(CLI::App& app) {
     const Tensor x = read_input(*in, "x", true), t = read_input(*in, "t", true),
                  context = read_input(*in, "context", true), y = read_input(*in, "y", false);
     auto dit = load_model(args->model, *backend, "model", loras);
-    const wan::WanConfig& cfg = dit->config();
+    const models::ModelInfo& info = dit->info();
     if (x.ndim() != 4)
       throw fisdit::Error(args->inputs + ": 'x' must be [C, F, H, W], got " + shape_str(x.shape()));
-    if (y.defined() != (cfg.model_type == "i2v"))
-      throw fisdit::Error(args->inputs + (y.defined()
-                                              ? ": 'y' given but the model is " + cfg.model_type
-                                              : std::string(": an i2v model needs 'y'")));
+    if (y.defined() != (info.task == models::Task::I2V))
+      throw fisdit::Error(args->inputs + (y.defined() ? ": 'y' given but the model is " +
+                                                            std::string(task_name(info.task))
+                                                      : std::string(": an i2v model needs 'y'")));
     Tensor xd = backend->upload(x, DType::F32);
     if (y.defined()) {
       if (y.ndim() != 4 || y.dim(1) != x.dim(1) || y.dim(2) != x.dim(2) || y.dim(3) != x.dim(3))
         throw fisdit::Error(args->inputs + ": 'y' " + shape_str(y.shape()) +
                             " does not match 'x' " + shape_str(x.shape()));
-      xd = wan::concat_channels(*backend, xd, backend->upload(y, DType::F32));
+      xd = models::concat_channels(*backend, xd, backend->upload(y, DType::F32));
     }
-    if (xd.dim(0) != cfg.in_dim)
+    if (xd.dim(0) != info.in_channels)
       throw fisdit::Error(args->inputs + ": latent has " + std::to_string(xd.dim(0)) +
-                          " channels, the model expects " + std::to_string(cfg.in_dim) +
+                          " channels, the model expects " + std::to_string(info.in_channels) +
                           (y.defined() ? " (x and y together)" : ""));
-    const int frames = static_cast<int>(x.dim(1) / cfg.patch_size[0]);
-    const accel::FisPlan plan(fis, cfg.num_layers, 1, frames);
+    const int frames = static_cast<int>(x.dim(1) / info.patch[0]);
+    const accel::FisPlan plan(fis, info.num_blocks, 1, frames);
     status("fis " + fis.describe());
     const auto start = std::chrono::steady_clock::now();
     const Tensor text = dit->embed_text(context);
     backend->flops().reset();
-    Tensor out = dit->forward(xd, t, text, &plan, /*step_open=*/true);
+    Tensor out = dit->forward(xd, {t, std::nullopt}, text, {&plan, /*step_open=*/true, {}, {}});
     backend->synchronize();
     char line[256];
     std::snprintf(line, sizeof line, "forward done in %.3f s, %.3f GFLOP executed",
@@ -144,8 +135,8 @@ void register_denoise(CLI::App& app) {
     std::string model, model_low, inputs, output, device = "cpu", solver = "euler";
     int steps = 4;
     double shift = 5.0;
-    float guidance = 1.0f, boundary = 0.875f;
-    std::optional<float> guidance_high, guidance_low;
+    float guidance = 1.0f;
+    std::optional<float> guidance_high, guidance_low, boundary;
     FisFlags fis;
     CacheFlags cache;
     LoraFlags lora, lora_low;
@@ -155,8 +146,8 @@ void register_denoise(CLI::App& app) {
   cmd->add_option("--model", args->model, "(high-noise) model file or directory")->required();
   cmd->add_option("--model-low", args->model_low, "low-noise expert (Wan 2.2 A14B)");
   cmd->add_option("--boundary", args->boundary,
-                  "expert switch: high-noise while timestep >= boundary*1000 (t2v 0.875, i2v 0.9)")
-      ->capture_default_str();
+                  "expert switch: high-noise while timestep >= boundary*1000 (default: the "
+                  "model's, Wan t2v 0.875, i2v 0.9)");
   cmd->add_option("--inputs", args->inputs,
                   "safetensors with x (noise), context, optional context_neg, y (i2v) and "
                   "z_image (TI2V first-frame latent [C, 1, H, W])")
@@ -196,7 +187,7 @@ void register_denoise(CLI::App& app) {
     opt.fis = args->fis.resolve();
     opt.cache = args->cache.resolve();
     note_ratio_resampling(opt.cache, opt.steps);
-    if (!(opt.boundary >= 0.0f && opt.boundary <= 1.0f))
+    if (opt.boundary && !(*opt.boundary >= 0.0f && *opt.boundary <= 1.0f))
       throw fisdit::Error("--boundary must be in [0, 1]");
     for (const auto& [flag, g] : {std::pair{"--guidance", std::optional<float>(opt.guidance)},
                                   std::pair{"--guidance-high", opt.guidance_high},
@@ -211,8 +202,9 @@ void register_denoise(CLI::App& app) {
     sched::DenoiseInputs di{read_input(*in, "x", true), read_input(*in, "context", true),
                             read_input(*in, "context_neg", false), read_input(*in, "y", false),
                             read_input(*in, "z_image", false)};
+    const float boundary = sched::expert_boundary(opt, models::probe_model(args->model));
     for (float t : schedule.timesteps) {
-      const bool high_step = sched::use_high_noise_expert(t, opt.boundary);
+      const bool high_step = sched::use_high_noise_expert(t, boundary);
       const float g = opt.guidance_for(high_step);
       if (g == 1.0f || di.context_neg.defined()) continue;
       const char* flag = high_step && opt.guidance_high   ? "--guidance-high"
@@ -224,7 +216,7 @@ void register_denoise(CLI::App& app) {
     }
     auto high =
         load_model(args->model, *backend, args->model_low.empty() ? "model" : "high-noise", loras);
-    std::unique_ptr<wan::WanDiT> low;
+    std::unique_ptr<models::VelocityModel> low;
     if (!args->model_low.empty())
       low = load_model(args->model_low, *backend, "low-noise", loras_low);
     status(std::string("solver ") + sched::solver_name(opt.solver) + ", fis " + opt.fis.describe() +

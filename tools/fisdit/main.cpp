@@ -39,6 +39,10 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     std::cerr << "fisdit: error: " << e.what() << " (see fisdit --help)" << std::endl;
     return 2;
+  } catch (const fisdit::ParamError& e) {
+    // A library error about a parameter, reported under the flag that sets it.
+    std::cerr << "fisdit: error: " << fisdit::cli::flag_of(e.param()) << e.rest() << std::endl;
+    return 1;
   } catch (const fisdit::Error& e) {
     std::cerr << "fisdit: error: " << e.what() << std::endl;
     return 1;

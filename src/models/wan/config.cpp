@@ -9,8 +9,6 @@ namespace fisdit::wan {
 
 void WanConfig::validate(const std::string& source) const {
   auto fail = [&](const std::string& what) { throw Error(source + ": " + what); };
-  if (model_type != "t2v" && model_type != "i2v" && model_type != "ti2v")
-    fail("model_type must be t2v, i2v or ti2v, got '" + model_type + "'");
   for (int p : patch_size)
     if (p < 1) fail("patch_size entries must be >= 1");
   if (dim < 1 || num_heads < 1 || dim % num_heads != 0)
@@ -31,11 +29,11 @@ WanConfig preset_config(const std::string& name) {
     c.num_heads = 40;
     c.num_layers = 40;
     if (name == "wan2.2-i2v-a14b") {
-      c.model_type = "i2v";
+      c.task = models::Task::I2V;
       c.in_dim = 36;
     }
   } else if (name == "wan2.2-ti2v-5b") {
-    c.model_type = "ti2v";
+    c.task = models::Task::TI2V;
     c.dim = 3072;
     c.ffn_dim = 14336;
     c.num_heads = 24;
@@ -79,7 +77,10 @@ WanConfig config_from_json(const nlohmann::json& j, const std::string& source) {
                 "', expected 'WanModel'");
   if (j.contains("model_type")) {
     if (!j["model_type"].is_string()) throw Error(source + ": model_type must be a string");
-    c.model_type = j["model_type"].get<std::string>();
+    const std::string type = j["model_type"].get<std::string>();
+    const std::optional<models::Task> task = models::parse_task(type);
+    if (!task) throw Error(source + ": model_type must be t2v, i2v or ti2v, got '" + type + "'");
+    c.task = *task;
   }
   get_int("dim", c.dim, true);
   get_int("ffn_dim", c.ffn_dim, true);
@@ -133,17 +134,9 @@ WanConfig load_config(const std::string& name_or_path) {
   return config_from_json(j, name_or_path);
 }
 
-LatentGeometry latent_geometry(const WanConfig& cfg, int video_width, int video_height,
-                               int video_frames) {
-  const int stride_s = cfg.in_dim == 48 || cfg.out_dim == 48 ? 16 : 8;
-  if (video_frames < 1 || (video_frames - 1) % 4 != 0)
-    throw Error("--frames must be 4k+1 (e.g. 81), got " + std::to_string(video_frames));
-  const int align = stride_s * cfg.patch_size[1];
-  if (video_width < align || video_height < align || video_width % align != 0 ||
-      video_height % align != 0)
-    throw Error("--size " + std::to_string(video_width) + "x" + std::to_string(video_height) +
-                ": width and height must be positive multiples of " + std::to_string(align));
-  return {1 + (video_frames - 1) / 4, video_height / stride_s, video_width / stride_s};
+std::array<int, 3> vae_stride(const WanConfig& cfg) {
+  return cfg.in_dim == 48 || cfg.out_dim == 48 ? std::array<int, 3>{4, 16, 16}
+                                               : std::array<int, 3>{4, 8, 8};
 }
 
 }  // namespace fisdit::wan

@@ -6,10 +6,12 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "models/task.h"
+
 namespace fisdit::wan {
 
 struct WanConfig {
-  std::string model_type = "t2v";  // t2v | i2v | ti2v
+  models::Task task = models::Task::T2V;  // config.json's model_type
   std::array<int, 3> patch_size = {1, 2, 2};
   int text_len = 512;
   int in_dim = 16;
@@ -40,11 +42,8 @@ WanConfig config_from_json(const nlohmann::json& j, const std::string& source);
 // Reads a config.json file (or a preset name when `name_or_path` is one).
 WanConfig load_config(const std::string& name_or_path);
 
-// Latent geometry of a video: VAE stride (4, 8, 8) for z16 models, (4, 16, 16) for ti2v (z48).
-struct LatentGeometry {
-  int frames = 0, height = 0, width = 0;  // latent F, H, W
-};
-LatentGeometry latent_geometry(const WanConfig& cfg, int video_width, int video_height,
-                               int video_frames);
+// The VAE's (t, h, w) stride of the latents a config works on: (4, 8, 8) for the Wan 2.1 VAE's
+// 16 channels, (4, 16, 16) for the Wan 2.2 VAE's 48 (TI2V-5B).
+std::array<int, 3> vae_stride(const WanConfig& cfg);
 
 }  // namespace fisdit::wan

@@ -4,6 +4,7 @@
 #include <map>
 
 #include "fisdit/error.h"
+#include "models/wan/flops.h"
 
 namespace fisdit::wan {
 
@@ -52,23 +53,33 @@ std::vector<std::pair<std::string, Shape>> dit_parameter_shapes(const WanConfig&
   return s;
 }
 
-Tensor concat_channels(Backend& backend, const Tensor& a, const Tensor& b) {
-  Shape sa(a.shape().begin() + 1, a.shape().end()), sb(b.shape().begin() + 1, b.shape().end());
-  if (a.ndim() < 1 || sa != sb || a.dtype() != b.dtype())
-    throw Error("cannot concatenate " + shape_str(a.shape()) + " and " + shape_str(b.shape()) +
-                " on channels");
-  Shape out_shape = a.shape();
-  out_shape[0] += b.dim(0);
-  Tensor out = backend.empty(out_shape, a.dtype());
-  Tensor head = out.slice_rows(0, a.dim(0)), tail = out.slice_rows(a.dim(0), out_shape[0]);
-  backend.copy(a, head);
-  backend.copy(b, tail);
-  return out;
+models::ModelInfo model_info(const WanConfig& cfg) {
+  models::ModelInfo info;
+  info.family = "wan";
+  info.task = cfg.task;
+  info.num_blocks = cfg.num_layers;
+  info.dim = cfg.dim;
+  info.in_channels = cfg.in_dim;
+  info.latent_channels = cfg.out_dim;
+  info.text_tokens = cfg.text_len;
+  info.text_dim = cfg.text_dim;
+  info.patch = cfg.patch_size;
+  info.vae_stride = vae_stride(cfg);
+  info.expert_boundary = cfg.task == models::Task::I2V ? 0.9f : 0.875f;  // the A14B pipelines'
+  info.forward_flops = [cfg](const models::LatentGrid& g, const accel::FisPlan* plan,
+                             bool step_open, int64_t timestep_rows) {
+    const auto& p = cfg.patch_size;
+    return forward_flops(cfg, g.frames / p[0], g.height / p[1], g.width / p[2], plan, step_open,
+                         timestep_rows)
+        .total();
+  };
+  return info;
 }
 
 WanDiT::WanDiT(WanConfig cfg, Backend& backend, const WeightFn& weights)
     : cfg_(std::move(cfg)), backend_(backend) {
   cfg_.validate("model config");
+  info_ = model_info(cfg_);
   const auto shapes = dit_parameter_shapes(cfg_);
   std::map<std::string, Shape> shape_of(shapes.begin(), shapes.end());
   auto load = [&](const std::string& name) {
@@ -300,6 +311,19 @@ Tensor expand_rows(const Tensor& table, const std::vector<int32_t>& token_rows, 
   return out;
 }
 }  // namespace
+
+Tensor WanDiT::embed_text(const models::TextContext& text) {
+  if (!text.extra.empty())
+    throw Error("the Wan DiT's text side takes the text encoder's states only, got '" +
+                text.extra.begin()->first + "' too");
+  return embed_text(text.states);
+}
+
+Tensor WanDiT::forward(const Tensor& x, const models::Timestep& time, const Tensor& text,
+                       const models::ForwardOptions& o) {
+  if (time.r) throw Error("the Wan DiT takes no MeanFlow r timestep");
+  return forward(x, time.t, text, o.plan, o.step_open, o.observer, o.stack);
+}
 
 Tensor WanDiT::forward(const Tensor& x, const Tensor& t, const Tensor& text,
                        const accel::FisPlan* plan, bool step_open, const ForwardObserver& observer,

@@ -6,6 +6,7 @@
 
 #include "accel/fis.h"
 #include "backend/backend.h"
+#include "models/model.h"
 #include "models/wan/config.h"
 
 namespace fisdit::wan {
@@ -17,17 +18,14 @@ using WeightFn = std::function<Tensor(const std::string& canonical, const Shape&
 // Every parameter of WanModel, canonical name -> shape, in state_dict order.
 std::vector<std::pair<std::string, Shape>> dit_parameter_shapes(const WanConfig& cfg);
 
-// Called with intermediate results (host copies) during a forward, named as the fixtures name
-// them: x_embed, e, e0, context, block_<i>, head_out.
-using ForwardObserver = std::function<void(const std::string& name, const Tensor& host)>;
+// Intermediate results of a forward (models/model.h), named as the fixtures name them: x_embed,
+// e, e0, context, block_<i>, head_out.
+using models::ForwardObserver;
+// MagCache's block-stack residual: the hidden state after the patch embedding, before the head.
+using models::BlockStackResidual;
 
-// MagCache's hook into one forward (accel/magcache.h): the residual of the block stack, i.e. the
-// hidden state after the last block minus the one entering the first block (after the patch
-// embedding, before the head), device [tokens, dim] F32.
-struct BlockStackResidual {
-  const Tensor* apply = nullptr;  // skip every block: h = patch_embed(x) + *apply, then the head
-  Tensor* keep = nullptr;         // when the blocks run: *keep = their output - input
-};
+// The family-agnostic description of a config (models/model.h), FLOPs included.
+models::ModelInfo model_info(const WanConfig& cfg);
 
 struct DitBlockWeights {
   Tensor modulation;  // [6 * dim]
@@ -37,20 +35,22 @@ struct DitBlockWeights {
   Tensor ffn_in_w, ffn_in_b, ffn_out_w, ffn_out_b;
 };
 
-class WanDiT {
+class WanDiT final : public models::VelocityModel {
  public:
   WanDiT(WanConfig cfg, Backend& backend, const WeightFn& weights);
 
   const WanConfig& config() const { return cfg_; }
+  const models::ModelInfo& info() const override { return info_; }
   // Module-granularity FIS reconstructs the block's total update once (equal to reconstructing
   // each branch, up to float rounding, because the interpolation is linear). true runs the three
   // branch reconstructions literally, as FIS.md words them: the reference for tests.
   void set_literal_module_reconstruction(bool literal) { literal_module_reconstruction_ = literal; }
-  Backend& backend() { return backend_; }
+  Backend& backend() override { return backend_; }
 
   // The text embedding of `context` [L_txt <= text_len, text_dim] (host), zero-padded to
   // text_len as the official forward does; the padded rows are attended. Reused across steps.
   Tensor embed_text(const Tensor& context);
+  Tensor embed_text(const models::TextContext& text) override;
 
   // One forward. `x` is the device latent [in_dim, F, H, W] (i2v: noise and y already
   // concatenated on channels), `t` the host timestep [1] or per token [1, L] / [L], `text` from
@@ -60,6 +60,8 @@ class WanDiT {
   Tensor forward(const Tensor& x, const Tensor& t, const Tensor& text,
                  const accel::FisPlan* plan = nullptr, bool step_open = true,
                  const ForwardObserver& observer = {}, const BlockStackResidual& stack = {});
+  Tensor forward(const Tensor& x, const models::Timestep& time, const Tensor& text,
+                 const models::ForwardOptions& options) override;
 
  private:
   void run_block(int index, Tensor& x, const Modulation& mod, const RopeGrid& grid,
@@ -75,6 +77,7 @@ class WanDiT {
                                int64_t tokens_per_frame);
 
   WanConfig cfg_;
+  models::ModelInfo info_;
   Backend& backend_;
   Tensor patch_w_, patch_b_;
   Tensor text0_w_, text0_b_, text2_w_, text2_b_;
@@ -84,10 +87,4 @@ class WanDiT {
   bool literal_module_reconstruction_ = false;
 };
 
-}  // namespace fisdit::wan
-
-namespace fisdit::wan {
-// [Ca, ...] and [Cb, ...] with equal trailing dims -> [Ca + Cb, ...] on the backend (i2v's
-// channel concatenation of the noise latent and y).
-Tensor concat_channels(Backend& backend, const Tensor& a, const Tensor& b);
 }  // namespace fisdit::wan

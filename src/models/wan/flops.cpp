@@ -37,21 +37,4 @@ double text_embedding_flops(const WanConfig& cfg) {
   return 2.0 * cfg.text_len * cfg.text_dim * cfg.dim + 2.0 * cfg.text_len * cfg.dim * cfg.dim;
 }
 
-RunFlops run_flops(const WanConfig& cfg, int video_width, int video_height, int video_frames,
-                   int steps, const accel::FisConfig& fis, int forwards_per_step) {
-  const LatentGeometry g = latent_geometry(cfg, video_width, video_height, video_frames);
-  const auto& p = cfg.patch_size;
-  const int64_t gf = g.frames / p[0], gh = g.height / p[1], gw = g.width / p[2];
-  const accel::FisPlan plan(fis, cfg.num_layers, steps, static_cast<int>(gf));
-  RunFlops r;
-  const double dense = forward_flops(cfg, gf, gh, gw, nullptr, false).total();
-  for (int k = 0; k < steps; ++k) {
-    const double planned = forward_flops(cfg, gf, gh, gw, &plan, plan.step_open(k)).total();
-    r.dense += dense * forwards_per_step;
-    r.planned += planned * forwards_per_step;
-    r.per_step_planned.push_back(planned * forwards_per_step);
-  }
-  return r;
-}
-
 }  // namespace fisdit::wan

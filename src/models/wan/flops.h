@@ -1,7 +1,8 @@
 #pragma once
 // Analytic matrix-multiply FLOPs (2 per multiply-add) of the Wan DiT, counting exactly the
 // products the engine runs: every linear layer and both attention products. Elementwise work
-// (norms, RoPE, modulation) is not counted, as in the paper's FLOPs figures.
+// (norms, RoPE, modulation) is not counted, as in the paper's FLOPs figures. A whole run:
+// models/flops.h over the model's ModelInfo.
 #include "accel/fis.h"
 #include "models/wan/config.h"
 
@@ -23,15 +24,5 @@ ForwardFlops forward_flops(const WanConfig& cfg, int64_t grid_f, int64_t grid_h,
                            const accel::FisPlan* plan, bool step_open, int64_t timestep_rows = 1);
 // The text embedding of one prompt (padded to text_len), run once per prompt and expert.
 double text_embedding_flops(const WanConfig& cfg);
-
-struct RunFlops {
-  double dense = 0;    // the denoising loop without FIS
-  double planned = 0;  // with the given FIS plan
-  std::vector<double> per_step_planned;
-};
-// A denoising run of `steps` steps at video size (width x height, frames), `forwards_per_step`
-// DiT runs per step (2 with classifier-free guidance). DiT forwards only.
-RunFlops run_flops(const WanConfig& cfg, int video_width, int video_height, int video_frames,
-                   int steps, const accel::FisConfig& fis, int forwards_per_step = 1);
 
 }  // namespace fisdit::wan

@@ -53,10 +53,10 @@ ShapeFacts facts_from_shapes(const Checkpoint& ckpt, const KeyMap& keys) {
   return f;
 }
 
-std::string model_type_for(int in_dim) {
-  if (in_dim == 36) return "i2v";
-  if (in_dim == 48) return "ti2v";
-  return "t2v";
+models::Task task_for(int in_dim) {
+  if (in_dim == 36) return models::Task::I2V;
+  if (in_dim == 48) return models::Task::TI2V;
+  return models::Task::T2V;
 }
 
 // diffusers' transformer/config.json (WanTransformer3DModel) in official terms.
@@ -76,7 +76,7 @@ nlohmann::json official_from_diffusers(const nlohmann::json& d, const std::strin
   for (const char* key : {"text_dim", "freq_dim", "patch_size", "eps"})
     if (d.contains(key)) j[key] = d[key];
   if (d.contains("cross_attn_norm")) j["cross_attn_norm"] = d["cross_attn_norm"];
-  j["model_type"] = model_type_for(j["in_dim"].get<int>());
+  j["model_type"] = models::task_name(task_for(j["in_dim"].get<int>()));
   return j;
 }
 }  // namespace
@@ -137,7 +137,7 @@ ModelSource open_model(const std::string& path) {
     cfg.num_heads = facts.dim % 128 == 0 ? facts.dim / 128 : 1;
     cfg.qk_norm = facts.qk_norm;
     cfg.cross_attn_norm = facts.cross_attn_norm;
-    cfg.model_type = model_type_for(facts.in_dim);
+    cfg.task = task_for(facts.in_dim);
   }
   cfg.validate(origin);
   return ModelSource{std::move(ckpt), std::move(keys), std::move(cfg), std::move(origin)};
@@ -160,10 +160,17 @@ std::vector<std::string> check_model(const ModelSource& src) {
   return problems;
 }
 
+LoraMerge dit_lora(const std::vector<LoraSpec>& loras, const WanConfig& config) {
+  const KeyMap diffusers{KeyLayout::Diffusers, ""};
+  return LoraMerge(loras, dit_parameter_shapes(config), [diffusers](std::string_view module) {
+    return diffusers.canonical_name(module);
+  });
+}
+
 std::unique_ptr<WanDiT> load_dit(const ModelSource& src, Backend& backend,
                                  const std::vector<LoraSpec>& loras) {
-  const WeightSource weights(src.checkpoint, src.keys);
-  const LoraMerge lora(loras, dit_parameter_shapes(src.config));
+  const WeightSource weights = dit_weights(src.checkpoint, src.keys);
+  const LoraMerge lora = dit_lora(loras, src.config);
   std::set<std::string> merged;
   const bool host = backend.device() == Device::CPU;
   auto dit = std::make_unique<WanDiT>(

@@ -6,9 +6,9 @@
 #include <vector>
 
 #include "io/checkpoint.h"
-#include "io/keymap.h"
-#include "io/lora.h"
+#include "models/lora.h"
 #include "models/wan/dit.h"
+#include "models/wan/keymap.h"
 
 namespace fisdit::wan {
 
@@ -28,8 +28,12 @@ ModelSource open_model(const std::string& path);
 // ("missing blocks.3.ffn.0.weight", "blocks.0.modulation has shape [..], expected [..]").
 std::vector<std::string> check_model(const ModelSource& src);
 
+// The LoRA files matched against this config's parameters, module paths in the official or the
+// diffusers naming (models/lora.h); throws naming the file and tensor that does not fit.
+LoraMerge dit_lora(const std::vector<LoraSpec>& loras, const WanConfig& config);
+
 // Loads the weights onto `backend` (throws naming the first missing or misshaped tensor). `loras`
-// are merged into the fp32 weights before they go to the backend (io/lora.h); every LoRA tensor
+// are merged into the fp32 weights before they go to the backend (models/lora.h); every LoRA tensor
 // must match a parameter of this model, else the load throws before any weight is read.
 std::unique_ptr<WanDiT> load_dit(const ModelSource& src, Backend& backend,
                                  const std::vector<LoraSpec>& loras = {});

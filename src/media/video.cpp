@@ -1,4 +1,4 @@
-#include "io/video.h"
+#include "media/video.h"
 
 extern "C" {
 #include <libavcodec/avcodec.h>
@@ -19,7 +19,7 @@ extern "C" {
 #include <mutex>
 
 #include "fisdit/error.h"
-#include "io/image.h"
+#include "media/image.h"
 
 namespace fisdit {
 

@@ -39,8 +39,9 @@
 #include <vector>
 
 #include "io/checkpoint.h"
+#include "io/weights.h"
 
-namespace fisdit {
+namespace fisdit::wan {
 
 enum class KeyLayout { Official, Diffusers };
 std::string layout_name(KeyLayout layout);  // "official", "diffusers"
@@ -73,42 +74,7 @@ KeyMap detect_wan_layout(const Checkpoint& checkpoint,
 // 0..count-1. Returns 0 when there are none.
 int count_wan_blocks(const std::vector<std::string>& names, const KeyMap& keymap);
 
-// Fetches DiT weights by canonical name as host F32 tensors, with the checks a model loader
-// needs. Copies share the checkpoint.
-class WeightSource {
- public:
-  WeightSource(Checkpoint checkpoint, KeyMap keymap);
-  WeightSource(std::shared_ptr<SafetensorsFile> file, KeyMap keymap);
-  // Detects the key map from the checkpoint's names (see detect_wan_layout).
-  static WeightSource detect(Checkpoint checkpoint,
-                             const std::optional<std::string>& prefix = std::nullopt);
+// The DiT's weights by canonical name through `keymap`.
+WeightSource dit_weights(Checkpoint checkpoint, const KeyMap& keymap);
 
-  const Checkpoint& checkpoint() const { return checkpoint_; }
-  const KeyMap& keymap() const { return keymap_; }
-
-  bool has(const std::string& canonical) const;
-  // nullptr when absent.
-  const TensorInfo* info(const std::string& canonical) const;
-  // The tensor converted to host F32. Throws
-  //   "<file>: tensor '<stored>' (<canonical>) is missing"
-  //   "<file>: tensor '<stored>' (<canonical>) has shape [a, b], expected [c, d]".
-  // FP8 weights with a ComfyUI "scaled fp8" companion `<name minus .weight>.scale_weight`
-  // (a single value) come back multiplied by it.
-  Tensor get(const std::string& canonical, const Shape& expected) const;
-  // The same without a shape check.
-  Tensor get(const std::string& canonical) const;
-  // As get(canonical, expected), but as stored: a read-only view of the file (no copy) for BF16,
-  // F16, F32 and FP8 tensors, with `scale` set to the factor get() would apply (an fp8 tensor's
-  // scale_weight, else 1); other dtypes come as get()'s host F32 copy (scale 1). For uploading
-  // straight to a backend that converts as it copies (Backend::upload, Backend::dequantize).
-  Tensor get_stored(const std::string& canonical, const Shape& expected, float& scale) const;
-
- private:
-  const TensorInfo& require(const std::string& canonical, const std::string& stored) const;
-  // The ComfyUI per-tensor scale of an fp8 `<name>.weight` (its `<name>.scale_weight`), else 1.
-  float fp8_scale(const std::string& canonical, const std::string& stored) const;
-  Checkpoint checkpoint_;
-  KeyMap keymap_;
-};
-
-}  // namespace fisdit
+}  // namespace fisdit::wan

@@ -1,4 +1,4 @@
-#include "io/image.h"
+#include "media/image.h"
 
 #include <gtest/gtest.h>
 // clang-format off
@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "io_test_util.h"
+#include "../io/io_test_util.h"
 
 namespace fisdit {
 namespace {

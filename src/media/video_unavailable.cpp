@@ -1,6 +1,6 @@
 // write_mp4 in a build without FFmpeg's libraries (FISDIT_MP4=OFF): a clear error, no crash.
 #include "fisdit/error.h"
-#include "io/video.h"
+#include "media/video.h"
 
 namespace fisdit {
 

@@ -1,6 +1,6 @@
 #pragma once
-// LoRA files for the Wan DiT (e.g. the Lightning / lightx2v step-distillation LoRAs), merged into
-// the weights while they are loaded: W += strength * (alpha / rank) * up @ down in fp32, before the
+// LoRA files for a DiT (e.g. Wan's Lightning / lightx2v step-distillation LoRAs), merged into the
+// weights while they are loaded: W += strength * (alpha / rank) * up @ down in fp32, before the
 // weight is converted to the backend's dtype.
 //
 // Tensor names in a LoRA file are `<module>.<suffix>`:
@@ -13,19 +13,22 @@
 //   diff_b     a full delta of `<module>.bias`, added times strength
 // For a weight of more than two dimensions (the patch embedding Conv3d [out, in, kt, kh, kw]),
 // down is [r, in, kt, kh, kw] (or [r, in*kt*kh*kw]) and up [out, r, 1, 1, 1] (or [out, r]).
-// `<module>` is an official DiT module path (`blocks.0.self_attn.q`) optionally behind
-// `diffusion_model.` or `model.diffusion_model.` (ComfyUI), a diffusers path
-// (`blocks.0.attn1.to_q`, see io/keymap.h) optionally behind `transformer.` (diffusers
-// save_lora_weights) or `base_model.model.` (PEFT), or kohya / musubi-tuner's flattened official
-// path `lora_unet_blocks_0_self_attn_q`.
+// `<module>` is an official DiT module path (Wan: `blocks.0.self_attn.q`) or a path in another
+// layout the model family maps to official ones (Wan: diffusers' `blocks.0.attn1.to_q`,
+// models/wan/keymap.h), optionally behind `diffusion_model.` or `model.diffusion_model.` (ComfyUI),
+// `transformer.` (diffusers save_lora_weights) or `base_model.model.` (PEFT), or kohya /
+// musubi-tuner's flattened official path `lora_unet_blocks_0_self_attn_q`.
 //
 // Every tensor of a LoRA file must change a parameter of the model with matching shapes; anything
 // else (an unknown suffix, a module the model lacks, a pair with one half missing, mismatched
 // shapes, a non-float tensor) throws fisdit::Error "<lora file>: LoRA does not match the model:
 // ..." naming the key. A file without tensors is refused too. Several files (and several pairs
 // for the same weight) add up.
+#include <functional>
 #include <map>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -40,13 +43,18 @@ struct LoraSpec {
   float strength = 1.0f;
 };
 
+// A model family's other module naming: the official module path of `module`, or nullopt.
+using LoraModuleNames = std::function<std::optional<std::string>(std::string_view module)>;
+
 class LoraMerge {
  public:
   LoraMerge() = default;
   // Opens every file and matches its tensors against `parameters` (canonical name -> shape, e.g.
-  // wan::dit_parameter_shapes). Throws as described above.
+  // wan::dit_parameter_shapes), reading module paths as official ones or through `other_names`.
+  // Throws as described above.
   LoraMerge(const std::vector<LoraSpec>& loras,
-            const std::vector<std::pair<std::string, Shape>>& parameters);
+            const std::vector<std::pair<std::string, Shape>>& parameters,
+            const LoraModuleNames& other_names = {});
 
   bool empty() const { return patches_.empty(); }
   // The canonical parameter names the LoRAs change, sorted.

@@ -1,4 +1,4 @@
-#include "io/image.h"
+#include "media/image.h"
 
 // jpeglib.h uses FILE and size_t without including their headers.
 #include <cstdio>

@@ -1,4 +1,4 @@
-#include "io/keymap.h"
+#include "models/wan/keymap.h"
 
 #include <gtest/gtest.h>
 
@@ -9,10 +9,10 @@
 #include <utility>
 #include <vector>
 
+#include "../io/io_test_util.h"
 #include "backend/backend.h"
-#include "io_test_util.h"
 
-namespace fisdit {
+namespace fisdit::wan {
 namespace {
 
 using iotest::contains;
@@ -258,9 +258,11 @@ TEST(WeightSourceTest, LoadsEveryCanonicalTensor) {
     TempDir dir;
     const KeyMap map{layout, "model.diffusion_model."};
     const std::string path = write_tiny_wan(dir, map, /*bf16=*/layout == KeyLayout::Diffusers);
-    const WeightSource source = WeightSource::detect(Checkpoint::open(path));
-    EXPECT_EQ(source.keymap().layout, layout);
-    EXPECT_EQ(source.keymap().prefix, "model.diffusion_model.");
+    const Checkpoint ckpt = Checkpoint::open(path);
+    const KeyMap detected = detect_wan_layout(ckpt);
+    EXPECT_EQ(detected.layout, layout);
+    EXPECT_EQ(detected.prefix, "model.diffusion_model.");
+    const WeightSource source = dit_weights(ckpt, detected);
     int index = 0;
     for (const auto& [name, shape] : tiny_wan()) {
       ASSERT_TRUE(source.has(name)) << name;
@@ -276,7 +278,7 @@ TEST(WeightSourceTest, MissingTensor) {
   TempDir dir;
   const KeyMap map{KeyLayout::Diffusers, ""};
   const std::string path = write_tiny_wan(dir, map, false);
-  const WeightSource source(Checkpoint::open(path), map);
+  const WeightSource source = dit_weights(Checkpoint::open(path), map);
   EXPECT_FALSE(source.has("blocks.7.ffn.0.weight"));
   EXPECT_EQ(source.info("blocks.7.ffn.0.weight"), nullptr);
   const std::string msg = error_of([&] { source.get("blocks.7.ffn.0.weight", {16, 8}); });
@@ -289,7 +291,7 @@ TEST(WeightSourceTest, MisshapedTensor) {
   TempDir dir;
   const KeyMap map{KeyLayout::Official, "model."};
   const std::string path = write_tiny_wan(dir, map, false);
-  const WeightSource source(SafetensorsFile::open(path), map);
+  const WeightSource source = dit_weights(Checkpoint::open(path), map);
   const std::string msg = error_of([&] { source.get("blocks.1.ffn.2.weight", {8, 32}); });
   EXPECT_TRUE(contains(msg, path));
   EXPECT_TRUE(contains(msg, "tensor 'model.blocks.1.ffn.2.weight' (blocks.1.ffn.2.weight)"));
@@ -308,7 +310,7 @@ TEST(WeightSourceTest, ScaledFp8Weights) {
                            {"blocks.0.ffn.0.scale_weight", Tensor::from_vector({0.5f}, {1})},
                            {"blocks.0.ffn.2.weight", unscaled},
                            {"blocks.0.ffn.2.scale_weight", Tensor::zeros({2})}});
-  const WeightSource source(Checkpoint::open(path), KeyMap{});
+  const WeightSource source(Checkpoint::open(path));
   EXPECT_EQ(source.get("blocks.0.ffn.0.weight", {2, 2}).to_vector(),
             (std::vector<float>{0.5f, 1.0f, -0.5f, 224.0f}));
   std::string msg = error_of([&] { source.get("blocks.0.ffn.2.weight"); });
@@ -332,7 +334,7 @@ TEST(WeightSourceTest, ScaledFp8Weights) {
 
 TEST(WeightSourceTest, FixtureWeights) {
   const Checkpoint ckpt = Checkpoint::open(fixture("dit_t2v_tiny.safetensors"));
-  const WeightSource source = WeightSource::detect(ckpt, std::string("model."));
+  const WeightSource source = dit_weights(ckpt, detect_wan_layout(ckpt, std::string("model.")));
   const Tensor q = source.get("blocks.0.self_attn.q.weight", {128, 128});
   EXPECT_EQ(rel_l2(q, ckpt.tensor("model.blocks.0.self_attn.q.weight")), 0.0);
   EXPECT_EQ(source.get("patch_embedding.weight", {128, 16, 1, 2, 2}).numel(), 128 * 16 * 4);
@@ -344,4 +346,4 @@ TEST(WeightSourceTest, FixtureWeights) {
 }
 
 }  // namespace
-}  // namespace fisdit
+}  // namespace fisdit::wan

@@ -1,4 +1,4 @@
-#include "io/lora.h"
+#include "models/lora.h"
 
 #include <algorithm>
 #include <cmath>
@@ -7,7 +7,6 @@
 
 #include "backend/backend.h"
 #include "fisdit/error.h"
-#include "io/keymap.h"
 #include "io/text.h"
 
 namespace fisdit {
@@ -56,7 +55,8 @@ std::string flattened(std::string_view module) {
 // `flat` maps flattened module paths (see above) to official ones.
 std::string target_of(std::string_view module, Part part,
                       const std::map<std::string, Shape>& params,
-                      const std::map<std::string, std::string, std::less<>>& flat) {
+                      const std::map<std::string, std::string, std::less<>>& flat,
+                      const LoraModuleNames& other_names) {
   if (starts_with(module, kFlatPrefix)) {
     const auto it = flat.find(module.substr(kFlatPrefix.size()));
     if (it == flat.end()) return {};
@@ -65,13 +65,13 @@ std::string target_of(std::string_view module, Part part,
     if (part == Part::Diff && params.count(it->second)) return it->second;
     return {};
   }
-  const KeyMap diffusers{KeyLayout::Diffusers, ""};
   for (std::string_view prefix : kPrefixes) {
     if (!starts_with(module, prefix)) continue;
     const std::string_view rest = module.substr(prefix.size());
     for (const bool official : {true, false}) {
+      if (!official && !other_names) break;
       const std::string canonical =
-          official ? std::string(rest) : diffusers.canonical_name(rest).value_or(std::string());
+          official ? std::string(rest) : other_names(rest).value_or(std::string());
       const std::string param = canonical + (part == Part::DiffBias ? ".bias" : ".weight");
       if (params.count(param)) return param;
       if (part == Part::Diff && params.count(canonical)) return canonical;
@@ -134,7 +134,8 @@ Shape with_rank_first(int64_t rank, const Shape& w) {
 }  // namespace
 
 LoraMerge::LoraMerge(const std::vector<LoraSpec>& loras,
-                     const std::vector<std::pair<std::string, Shape>>& parameters) {
+                     const std::vector<std::pair<std::string, Shape>>& parameters,
+                     const LoraModuleNames& other_names) {
   const std::map<std::string, Shape> params(parameters.begin(), parameters.end());
   std::map<std::string, std::string, std::less<>> flat;  // flattened module path -> official
   for (const auto& [name, shape] : parameters) {
@@ -172,7 +173,7 @@ LoraMerge::LoraMerge(const std::vector<LoraSpec>& loras,
                            ".diff_b)");
       const std::string_view module =
           std::string_view(name).substr(0, name.size() - suffix->text.size());
-      const std::string target = target_of(module, suffix->part, params, flat);
+      const std::string target = target_of(module, suffix->part, params, flat, other_names);
       if (target.empty() && starts_with(module, kFlatPrefix))
         mismatch(path, "tensor " + squoted(name) + " names the flattened module path " +
                            squoted(module) + ", which matches no parameter of the model");

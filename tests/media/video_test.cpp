@@ -1,4 +1,4 @@
-#include "io/video.h"
+#include "media/video.h"
 
 #include <gtest/gtest.h>
 
@@ -18,8 +18,8 @@ extern "C" {
 #include <string>
 #include <vector>
 
-#include "io/image.h"
-#include "io_test_util.h"
+#include "../io/io_test_util.h"
+#include "media/image.h"
 
 namespace fisdit {
 namespace {

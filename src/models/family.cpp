@@ -1,0 +1,63 @@
+#include "models/family.h"
+
+#include <algorithm>
+
+#include "fisdit/error.h"
+#include "models/wan/family.h"
+
+namespace fisdit::models {
+
+const std::vector<Family>& families() {
+  static const std::vector<Family> all = {wan::family()};
+  return all;
+}
+
+std::vector<std::string> all_config_names() {
+  std::vector<std::string> names;
+  for (const Family& f : families())
+    for (std::string& n : f.config_names()) names.push_back(std::move(n));
+  return names;
+}
+
+const Family& family_for_config(const std::string& name_or_path) {
+  for (const Family& f : families()) {
+    const std::vector<std::string> names = f.config_names();
+    if (std::find(names.begin(), names.end(), name_or_path) != names.end()) return f;
+  }
+  // A config file: the family that reads it (a single family's error says why it does not).
+  std::string why;
+  for (const Family& f : families()) {
+    try {
+      f.config_info(name_or_path);
+      return f;
+    } catch (const Error& e) {
+      why += (why.empty() ? "" : "; ") + std::string(e.what());
+    }
+  }
+  if (families().size() == 1) throw Error(why);
+  std::string names;
+  for (const std::string& n : all_config_names()) names += (names.empty() ? "" : ", ") + n;
+  throw Error("unknown model config '" + name_or_path + "' (known: " + names +
+              ", or a config.json): " + why);
+}
+
+const Family& family_for_model(const std::string& path) {
+  const Checkpoint ckpt = Checkpoint::open(path);
+  std::string why;
+  for (const Family& f : families()) {
+    std::string why_not;
+    if (f.recognizes(ckpt, &why_not)) return f;
+    why += (why.empty() ? "" : "; ") + why_not;
+  }
+  throw Error(families().size() == 1 ? why : path + ": not a DiT of a family fisdit runs: " + why);
+}
+
+ModelInfo probe_model(const std::string& path) { return family_for_model(path).probe(path); }
+
+std::unique_ptr<VelocityModel> load_model(const std::string& path, Backend& backend,
+                                          const std::vector<LoraSpec>& loras,
+                                          std::vector<std::string>* report) {
+  return family_for_model(path).load(path, backend, loras, report);
+}
+
+}  // namespace fisdit::models
