@@ -1,95 +1,473 @@
+// The backend-independent half of every op: its argument checks, written once here for all
+// backends. Each public op of Backend checks what does not depend on the device (tensors defined,
+// shapes and counts that agree, F32 where the contract says so, frame lists in range, anchors
+// sorted with both ends), then calls the backend's do_<op>, which checks only what is its own
+// (tensors on its device, the dtypes its kernels take, its size limits).
 #include "backend/backend.h"
 
 #include <algorithm>
-#include <random>
+#include <initializer_list>
 
 #include "fisdit/error.h"
 
 namespace fisdit {
 
+// ---------------------------------------------------------------- check helpers
 namespace {
-BackendFactory& cuda_factory() {
-  static BackendFactory factory = nullptr;
-  return factory;
+
+// Throws fisdit::Error "<op>: <what>".
+[[noreturn]] void fail(const char* op, const std::string& what) {
+  throw Error(std::string(op) + ": " + what);
 }
+void require(bool ok, const char* op, const std::string& what) {
+  if (!ok) fail(op, what);
+}
+
+std::string desc(const Tensor& t) {
+  return shape_str(t.shape()) + " " + std::string(dtype_name(t.dtype()));
+}
+std::string num(int64_t v) { return std::to_string(v); }
+
+struct Arg {
+  const Tensor& t;
+  const char* name;
+};
+// Every tensor an op reads or writes must exist...
+void need(const char* op, std::initializer_list<Arg> args) {
+  for (const Arg& a : args)
+    if (!a.t.defined()) fail(op, std::string(a.name) + " is undefined");
+}
+// ...and be F32 where the op's contract says so (the residual stream, the video VAE ops).
+void need_f32(const char* op, std::initializer_list<Arg> args) {
+  need(op, args);
+  for (const Arg& a : args)
+    if (a.t.dtype() != DType::F32) fail(op, std::string(a.name) + " " + desc(a.t) + " must be F32");
+}
+
+// A modulation chunk for `tokens` rows of `dim` channels. The row indices' values are checked by
+// the backend that can read them.
+void check_mod(const ModChunk& m, int64_t tokens, int64_t dim, const char* op) {
+  if (!m.mod) return;
+  const Tensor& table = m.mod->table;
+  need(op, {{table, "modulation table"}});
+  require(table.dtype() == DType::F32 && table.ndim() == 3 && table.dim(2) == dim, op,
+          "modulation table " + desc(table) + " does not match channels " + num(dim));
+  require(m.chunk >= 0 && m.chunk < table.dim(1), op, "modulation chunk out of range");
+  const Tensor& rows = m.mod->token_rows;
+  if (rows.defined())
+    require(
+        rows.dtype() == DType::I32 && rows.numel() == tokens, op,
+        "modulation row index " + desc(rows) + " does not have " + num(tokens) + " I32 entries");
+}
+
+void check_grid(const RopeGrid& grid, const Tensor& x, int64_t tokens, const char* op) {
+  require(grid.tokens() == tokens, op,
+          "grid has " + num(grid.tokens()) + " tokens, tensor " + desc(x));
+  for (int32_t f : grid.frames) require(f >= 0, op, "negative frame index");
+}
+
+// The anchor-frame arguments of interpolate_frames and reconstruct_frames_delta: `rows` holds one
+// frame of `tokens_per_frame` rows per anchor, `full` every frame of the sequence; the anchors are
+// strictly increasing and include its first and last frame.
+void check_anchor_frames(const Tensor& rows, const char* rows_name,
+                         const std::vector<int32_t>& anchors, int64_t tokens_per_frame,
+                         const Tensor& full, const char* full_name, const char* op) {
+  require(rows.ndim() == 2 && full.ndim() == 2 && rows.dim(1) == full.dim(1), op,
+          "expects [rows, channels] tensors with equal channels, got " + desc(rows) + " and " +
+              desc(full));
+  const int64_t a = static_cast<int64_t>(anchors.size());
+  require(tokens_per_frame > 0 && rows.dim(0) == a * tokens_per_frame, op,
+          std::string(rows_name) + " rows " + desc(rows) + " do not match the anchor count " +
+              num(a) + " (" + num(tokens_per_frame) + " tokens per frame)");
+  require(full.dim(0) % tokens_per_frame == 0, op,
+          std::string(full_name) + " rows " + desc(full) + " are not whole frames");
+  const int64_t frames = full.dim(0) / tokens_per_frame;
+  require(a >= 1 && anchors.front() == 0 && anchors.back() == frames - 1, op,
+          "anchors must include the first and last frame (0 and " + num(frames - 1) + ")");
+  for (int64_t i = 1; i < a; ++i)
+    require(anchors[i] > anchors[i - 1], op, "anchors must be strictly increasing");
+}
+
 }  // namespace
 
-Tensor Backend::random_normal(const Shape& shape, DType dtype, float mean, float stddev,
-                              uint64_t seed) {
-  Tensor host = Tensor::zeros(shape);
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> dist(mean, stddev);
-  float* p = host.f32();
-  for (int64_t i = 0; i < host.numel(); ++i) p[i] = dist(rng);
-  return upload(host, dtype);
+Shape conv3d_output_shape(const Shape& x, const Shape& w, const Conv3dParams& p) {
+  const char* op = "conv3d";
+  require(x.size() == 4 && w.size() == 5, op,
+          "expects input [C, T, H, W] and weight [Cout, Cin, kt, kh, kw], got " + shape_str(x) +
+              " and " + shape_str(w));
+  require(w[1] == x[0], op, "input " + shape_str(x) + " does not match weight " + shape_str(w));
+  require(p.stride_t > 0 && p.stride_h > 0 && p.stride_w > 0, op, "strides must be positive");
+  const int64_t ht = x[2] + p.pad_top + p.pad_bottom, wd = x[3] + p.pad_left + p.pad_right;
+  require(x[1] >= w[2] && ht >= w[3] && wd >= w[4], op,
+          "input " + shape_str(x) + " is smaller than the kernel " + shape_str(w));
+  return {w[0], (x[1] - w[2]) / p.stride_t + 1, (ht - w[3]) / p.stride_h + 1,
+          (wd - w[4]) / p.stride_w + 1};
+}
+
+// ---------------------------------------------------------------- memory
+void Backend::copy(const Tensor& src, Tensor& dst) {
+  const char* op = "copy";
+  need(op, {{src, "source"}, {dst, "destination"}});
+  require(src.numel() == dst.numel() && src.dtype() == dst.dtype(), op,
+          "source " + desc(src) + " and destination " + desc(dst) + " differ in size or dtype");
+  do_copy(src, dst);
 }
 
 Tensor Backend::dequantize(const Tensor& stored, float scale, DType dtype) {
-  if (!stored.defined() || !is_fp8(stored.dtype()))
-    throw Error(name() + " backend: dequantize takes an F8_E4M3 or F8_E5M2 tensor, not " +
-                (stored.defined() ? std::string(dtype_name(stored.dtype())) : "an undefined one"));
-  if (stored.device() != Device::CPU)
-    throw Error(name() + " backend: dequantize of a tensor not on the host");
-  if (dtype != DType::F32 && dtype != DType::BF16)
-    throw Error(name() + " backend: dequantize gives F32 or BF16, not " +
-                std::string(dtype_name(dtype)));
-  const auto n = static_cast<size_t>(stored.numel());
-  Tensor out = Tensor::zeros(stored.shape(), dtype);
-  if (dtype == DType::BF16)
-    convert_to_bf16_scaled(stored.dtype(), stored.raw(), scale, out.data_as<uint16_t>(), n);
-  else
-    convert_to_f32_scaled(stored.dtype(), stored.raw(), scale, out.f32(), n);
-  return device() == Device::CPU ? out : upload(out, dtype);
+  const char* op = "dequantize";
+  need(op, {{stored, "tensor"}});
+  require(is_fp8(stored.dtype()), op, "takes an F8_E4M3 or F8_E5M2 tensor, not " + desc(stored));
+  require(dtype == DType::F32 || dtype == DType::BF16, op,
+          "gives F32 or BF16, not " + std::string(dtype_name(dtype)));
+  return do_dequantize(stored, scale, dtype);
 }
 
-namespace {
-DeviceCountFn& cuda_count() {
-  static DeviceCountFn count = nullptr;
-  return count;
-}
-}  // namespace
-
-void register_cuda_backend(BackendFactory factory, DeviceCountFn count) {
-  cuda_factory() = factory;
-  cuda_count() = count;
-}
-
-std::string default_device() {
-  return cuda_factory() && cuda_count() && cuda_count()() > 0 ? "cuda" : "cpu";
-}
-
-std::unique_ptr<Backend> make_backend(const std::string& device) {
-  if (device == "cpu") return make_cpu_backend();
-  if (device == "cuda") {
-    if (!cuda_factory())
-      throw Error(
-          "--device cuda: this fisdit was built without the CUDA backend (nvcc was not "
-          "found at configure time); rebuild with the CUDA toolkit or use --device cpu");
-    return cuda_factory()();
+// ---------------------------------------------------------------- matrix ops, norms, rope
+void Backend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
+                     Activation act) {
+  const char* op = "linear";
+  need(op, {{x, "input"}, {w, "weight"}, {y, "output"}});
+  require(x.ndim() == 2 && w.ndim() == 2 && y.ndim() == 2, op,
+          "expects 2-D tensors, got x " + desc(x) + ", w " + desc(w) + ", y " + desc(y));
+  const int64_t m = x.dim(0), k = x.dim(1), n = w.dim(0);
+  require(w.dim(1) == k, op, "input " + desc(x) + " does not match weight " + desc(w));
+  require(y.dim(0) == m && y.dim(1) == n, op,
+          "output " + desc(y) + ", expected [" + num(m) + ", " + num(n) + "]");
+  if (bias) {
+    need(op, {{*bias, "bias"}});
+    require(bias->numel() == n, op,
+            "bias " + desc(*bias) + " does not match the " + num(n) + " weight rows");
   }
-  throw Error("--device must be cpu or cuda, got '" + device + "'");
+  do_linear(x, w, bias, y, act);
 }
 
-void check_rel_bias_args(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& table,
-                         const std::vector<int32_t>& bucket_of,
-                         const std::vector<uint8_t>& key_valid, const Tensor& out) {
-  auto fail = [](const std::string& what) { throw Error("attention_rel_bias: " + what); };
+void Backend::activation(const Tensor& x, Tensor& y, Activation act) {
+  const char* op = "activation";
+  need(op, {{x, "input"}, {y, "output"}});
+  require(x.numel() == y.numel(), op,
+          "input " + desc(x) + " and output " + desc(y) + " differ in size");
+  do_activation(x, y, act);
+}
+
+void Backend::layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps,
+                         Tensor& y, ModChunk shift, ModChunk scale) {
+  const char* op = "layer_norm";
+  need(op, {{x, "input"}, {y, "output"}});
+  require(x.ndim() == 2 && x.shape() == y.shape(), op,
+          "input " + desc(x) + " and output " + desc(y) + " must be equal 2-D shapes");
+  require(x.dtype() == DType::F32, op, "input " + desc(x) + " must be the F32 residual stream");
+  const int64_t rows = x.dim(0), d = x.dim(1);
+  if (weight) {
+    need(op, {{*weight, "weight"}});
+    require(weight->numel() == d, op, "weight size does not match channels");
+  }
+  if (bias) {
+    need(op, {{*bias, "bias"}});
+    require(bias->numel() == d, op, "bias size does not match channels");
+  }
+  require((shift.mod == nullptr) == (scale.mod == nullptr), op, "shift and scale come together");
+  check_mod(shift, rows, d, op);
+  check_mod(scale, rows, d, op);
+  do_layer_norm(x, weight, bias, eps, y, shift, scale);
+}
+
+void Backend::rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) {
+  const char* op = "rms_norm";
+  need(op, {{x, "input"}, {weight, "weight"}, {y, "output"}});
+  require(x.ndim() == 2 && x.shape() == y.shape(), op,
+          "input " + desc(x) + " and output " + desc(y) + " must be equal 2-D shapes");
+  const int64_t d = x.dim(1);
+  require(weight.numel() == d, op, "weight " + desc(weight) + " does not match channels " + num(d));
+  do_rms_norm(x, weight, eps, y);
+}
+
+void Backend::rope_3d(Tensor& x, const RopeGrid& grid) {
+  const char* op = "rope_3d";
+  need(op, {{x, "input"}});
+  require(x.ndim() == 3, op, "expects [tokens, heads, head_dim], got " + desc(x));
+  require(x.dim(2) % 2 == 0, op, "head_dim must be even");
+  check_grid(grid, x, x.dim(0), op);
+  do_rope_3d(x, grid);
+}
+
+void Backend::rms_norm_rope(Tensor& x, const Tensor& weight, float eps, int64_t heads,
+                            const RopeGrid& grid) {
+  const char* op = "rms_norm_rope";
+  need(op, {{x, "input"}, {weight, "weight"}});
+  require(
+      x.ndim() == 2 && heads > 0 && x.dim(1) % heads == 0 && (x.dim(1) / heads) % 2 == 0, op,
+      "expects [tokens, heads * even head_dim], got " + desc(x) + " for " + num(heads) + " heads");
+  const int64_t d = x.dim(1);
+  require(weight.numel() == d, op, "weight " + desc(weight) + " does not match channels " + num(d));
+  check_grid(grid, x, x.dim(0), op);
+  do_rms_norm_rope(x, weight, eps, heads, grid);
+}
+
+void Backend::attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) {
+  const char* op = "attention";
+  need(op, {{q, "q"}, {k, "k"}, {v, "v"}, {out, "out"}});
+  const std::string qkv = "q " + desc(q) + ", k " + desc(k) + ", v " + desc(v);
+  require(q.ndim() == 3 && k.ndim() == 3 && v.ndim() == 3, op,
+          "expects [tokens, heads, head_dim] tensors, got " + qkv);
+  require(k.dim(1) == q.dim(1) && k.dim(2) == q.dim(2) && v.shape() == k.shape(), op,
+          qkv + ": shapes do not agree");
+  require(out.shape() == q.shape(), op, "output " + desc(out) + " must have q's shape");
+  require(k.dim(0) > 0, op, "no keys");
+  do_attention(q, k, v, out);
+}
+
+void Backend::attention_rel_bias(const Tensor& q, const Tensor& k, const Tensor& v,
+                                 const Tensor& table, const std::vector<int32_t>& bucket_of,
+                                 const std::vector<uint8_t>& key_valid, Tensor& out) {
+  const char* op = "attention_rel_bias";
+  need(op, {{q, "q"}, {k, "k"}, {v, "v"}, {table, "table"}, {out, "out"}});
   if (q.ndim() != 3 || k.shape() != q.shape() || v.shape() != q.shape() || out.shape() != q.shape())
-    fail("q, k, v and out must be the same [L, heads, head_dim], got " + shape_str(q.shape()) +
-         ", " + shape_str(k.shape()) + ", " + shape_str(v.shape()) + ", " + shape_str(out.shape()));
+    fail(op, "q, k, v and out must be the same [L, heads, head_dim], got " + shape_str(q.shape()) +
+                 ", " + shape_str(k.shape()) + ", " + shape_str(v.shape()) + ", " +
+                 shape_str(out.shape()));
+  require(k.dtype() == q.dtype() && v.dtype() == q.dtype(), op, "q, k and v must share a dtype");
   const int64_t len = q.dim(0), heads = q.dim(1);
-  if (table.ndim() != 2 || table.dim(1) != heads || table.dtype() != DType::F32)
-    fail("table must be F32 [num_buckets, " + std::to_string(heads) + "], got " +
-         shape_str(table.shape()) + " " + std::string(dtype_name(table.dtype())));
-  if (static_cast<int64_t>(bucket_of.size()) != std::max<int64_t>(2 * len - 1, 0) ||
-      static_cast<int64_t>(key_valid.size()) != len)
-    fail("need " + std::to_string(2 * len - 1) + " buckets and " + std::to_string(len) +
-         " key flags, got " + std::to_string(bucket_of.size()) + " and " +
-         std::to_string(key_valid.size()));
+  require(table.ndim() == 2 && table.dim(1) == heads && table.dtype() == DType::F32, op,
+          "table must be F32 [num_buckets, " + num(heads) + "], got " + desc(table));
+  require(static_cast<int64_t>(bucket_of.size()) == std::max<int64_t>(2 * len - 1, 0) &&
+              static_cast<int64_t>(key_valid.size()) == len,
+          op,
+          "need " + num(2 * len - 1) + " buckets and " + num(len) + " key flags, got " +
+              num(static_cast<int64_t>(bucket_of.size())) + " and " +
+              num(static_cast<int64_t>(key_valid.size())));
   for (int32_t b : bucket_of)
     if (b < 0 || b >= table.dim(0))
-      fail("bucket " + std::to_string(b) + " outside the table's " + std::to_string(table.dim(0)) +
-           " rows");
+      fail(op, "bucket " + num(b) + " outside the table's " + num(table.dim(0)) + " rows");
+  do_attention_rel_bias(q, k, v, table, bucket_of, key_valid, out);
+}
+
+// ---------------------------------------------------------------- elementwise
+void Backend::mul(Tensor& x, const Tensor& y) {
+  const char* op = "mul";
+  need(op, {{x, "x"}, {y, "y"}});
+  require(x.numel() == y.numel(), op, "shapes " + desc(x) + " and " + desc(y) + " differ");
+  do_mul(x, y);
+}
+
+void Backend::add(Tensor& x, const Tensor& y, ModChunk gate) {
+  const char* op = "add";
+  need(op, {{x, "x"}, {y, "y"}});
+  require(x.shape() == y.shape(), op, "shapes " + desc(x) + " and " + desc(y) + " differ");
+  require(x.dtype() == DType::F32, op, "x " + desc(x) + " must be the F32 residual stream");
+  const int64_t d = x.ndim() ? x.dim(-1) : 1, rows = d ? x.numel() / d : 0;
+  check_mod(gate, rows, d, op);
+  do_add(x, y, gate);
+}
+
+void Backend::mul_gate(Tensor& x, ModChunk gate) {
+  const char* op = "mul_gate";
+  need(op, {{x, "x"}});
+  require(gate.mod != nullptr, op, "no gate given");
+  require(x.ndim() >= 1, op, "x " + desc(x) + " has no channel dimension");
+  const int64_t d = x.dim(-1), rows = d ? x.numel() / d : 0;
+  check_mod(gate, rows, d, op);
+  do_mul_gate(x, gate);
+}
+
+void Backend::add_scaled(Tensor& x, const Tensor& y, float alpha) {
+  const char* op = "add_scaled";
+  need(op, {{x, "x"}, {y, "y"}});
+  require(x.shape() == y.shape(), op, "shapes " + desc(x) + " and " + desc(y) + " differ");
+  do_add_scaled(x, y, alpha);
+}
+
+void Backend::add_low_rank(Tensor& w, const Tensor& up, const Tensor& down, float scale) {
+  const char* op = "add_low_rank";
+  need_f32(op, {{w, "w"}, {up, "up"}, {down, "down"}});
+  require(up.ndim() == 2 && down.ndim() == 2 && w.ndim() >= 1 && up.dim(1) == down.dim(0) &&
+              w.dim(0) == up.dim(0) && w.numel() == up.dim(0) * down.dim(1),
+          op, "w " + desc(w) + " is not up " + desc(up) + " @ down " + desc(down));
+  do_add_low_rank(w, up, down, scale);
+}
+
+void Backend::sub(const Tensor& a, const Tensor& b, Tensor& out) {
+  const char* op = "sub";
+  need(op, {{a, "a"}, {b, "b"}, {out, "out"}});
+  require(a.shape() == b.shape() && a.shape() == out.shape(), op,
+          "shapes " + desc(a) + ", " + desc(b) + ", " + desc(out) + " differ");
+  do_sub(a, b, out);
+}
+
+void Backend::add_row(const Tensor& a, const Tensor& row, Tensor& out) {
+  const char* op = "add_row";
+  need(op, {{a, "a"}, {row, "row"}, {out, "out"}});
+  require(a.shape() == out.shape(), op, "shapes " + desc(a) + " and " + desc(out) + " differ");
+  const int64_t d = row.numel();
+  require(d > 0 && a.numel() % d == 0, op, "row of " + num(d) + " does not tile " + desc(a));
+  do_add_row(a, row, out);
+}
+
+// ---------------------------------------------------------------- frames
+void Backend::gather_frames(const Tensor& src, const std::vector<int32_t>& frames,
+                            int64_t tokens_per_frame, Tensor& dst) {
+  const char* op = "gather_frames";
+  need(op, {{src, "source"}, {dst, "destination"}});
+  require(
+      src.ndim() >= 1 && tokens_per_frame > 0 && src.dim(0) % tokens_per_frame == 0, op,
+      "source rows " + desc(src) + " are not whole frames of " + num(tokens_per_frame) + " tokens");
+  const int64_t num_frames = src.dim(0) / tokens_per_frame;
+  const int64_t frame_bytes = static_cast<int64_t>(src.nbytes()) / (num_frames ? num_frames : 1);
+  require(dst.dtype() == src.dtype() && static_cast<int64_t>(dst.nbytes()) ==
+                                            frame_bytes * static_cast<int64_t>(frames.size()),
+          op,
+          "destination " + desc(dst) + " does not hold " +
+              num(static_cast<int64_t>(frames.size())) + " frames of " + desc(src));
+  for (int32_t f : frames)
+    if (f < 0 || f >= num_frames)
+      fail(op, "frame index " + num(f) + " out of range [0, " + num(num_frames) + ")");
+  do_gather_frames(src, frames, tokens_per_frame, dst);
+}
+
+void Backend::interpolate_frames(const Tensor& src, const std::vector<int32_t>& anchors,
+                                 int64_t tokens_per_frame, Tensor& dst, bool accumulate) {
+  const char* op = "interpolate_frames";
+  need(op, {{src, "source"}});
+  need_f32(op, {{dst, "destination"}});
+  check_anchor_frames(src, "source", anchors, tokens_per_frame, dst, "destination", op);
+  do_interpolate_frames(src, anchors, tokens_per_frame, dst, accumulate);
+}
+
+void Backend::reconstruct_frames_delta(const Tensor& anchor_rows,
+                                       const std::vector<int32_t>& anchors,
+                                       int64_t tokens_per_frame, Tensor& x) {
+  const char* op = "reconstruct_frames_delta";
+  need_f32(op, {{anchor_rows, "anchor rows"}, {x, "hidden state"}});
+  check_anchor_frames(anchor_rows, "anchor", anchors, tokens_per_frame, x, "hidden state", op);
+  do_reconstruct_frames_delta(anchor_rows, anchors, tokens_per_frame, x);
+}
+
+void Backend::patchify(const Tensor& x, const std::array<int, 3>& patch, Tensor& out) {
+  const char* op = "patchify";
+  need_f32(op, {{x, "input"}, {out, "output"}});
+  require(x.ndim() == 4, op, "expects [C, F, H, W], got " + desc(x));
+  const int64_t c = x.dim(0), f = x.dim(1), h = x.dim(2), w = x.dim(3);
+  const int pt = patch[0], ph = patch[1], pw = patch[2];
+  require(pt > 0 && ph > 0 && pw > 0 && f % pt == 0 && h % ph == 0 && w % pw == 0, op,
+          "latent " + desc(x) + " is not divisible by the patch size");
+  const int64_t tokens = (f / pt) * (h / ph) * (w / pw), k = c * pt * ph * pw;
+  require(out.ndim() == 2 && out.dim(0) == tokens && out.dim(1) == k, op,
+          "output " + desc(out) + ", expected [" + num(tokens) + ", " + num(k) + "]");
+  do_patchify(x, patch, out);
+}
+
+void Backend::unpatchify(const Tensor& x, const std::array<int, 3>& patch, int64_t grid_f,
+                         int64_t grid_h, int64_t grid_w, Tensor& out) {
+  const char* op = "unpatchify";
+  need_f32(op, {{x, "input"}, {out, "output"}});
+  const int pt = patch[0], ph = patch[1], pw = patch[2];
+  require(pt > 0 && ph > 0 && pw > 0, op, "patch sizes must be positive");
+  require(x.ndim() == 2 && x.dim(0) == grid_f * grid_h * grid_w && x.dim(1) % (pt * ph * pw) == 0,
+          op, "input " + desc(x) + " does not match the token grid");
+  const int64_t c = x.dim(1) / (pt * ph * pw);
+  const Shape expect{c, grid_f * pt, grid_h * ph, grid_w * pw};
+  require(out.shape() == expect, op, "output " + desc(out) + ", expected " + shape_str(expect));
+  do_unpatchify(x, patch, grid_f, grid_h, grid_w, out);
+}
+
+// ---------------------------------------------------------------- video VAE ops (F32)
+void Backend::conv3d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv3dParams& p,
+                     Tensor& out) {
+  const char* op = "conv3d";
+  need_f32(op, {{x, "input"}, {w, "weight"}, {out, "output"}});
+  const Shape os = conv3d_output_shape(x.shape(), w.shape(), p);
+  require(out.shape() == os, op, "output " + desc(out) + ", expected " + shape_str(os));
+  if (bias) {
+    need_f32(op, {{*bias, "bias"}});
+    require(bias->numel() == os[0], op, "bias size does not match weight rows");
+  }
+  do_conv3d(x, w, bias, p, out);
+}
+
+void Backend::channel_rms_norm(const Tensor& x, const Tensor& gamma, bool silu, Tensor& out) {
+  const char* op = "channel_rms_norm";
+  need_f32(op, {{x, "input"}, {gamma, "gamma"}, {out, "output"}});
+  require(x.ndim() >= 2 && out.numel() == x.numel(), op,
+          "bad input " + desc(x) + " / output " + desc(out));
+  const int64_t c = x.dim(0);
+  require(gamma.numel() == c, op,
+          "gamma has " + num(gamma.numel()) + " values for " + num(c) + " channels");
+  do_channel_rms_norm(x, gamma, silu, out);
+}
+
+void Backend::upsample_nearest2x(const Tensor& x, Tensor& out) {
+  const char* op = "upsample_nearest2x";
+  need_f32(op, {{x, "input"}, {out, "output"}});
+  require(x.ndim() == 4, op, "expects [C, T, H, W], got " + desc(x));
+  require(out.shape() == Shape{x.dim(0), x.dim(1), 2 * x.dim(2), 2 * x.dim(3)}, op,
+          "output " + desc(out) + " is not twice " + desc(x));
+  do_upsample_nearest2x(x, out);
+}
+
+void Backend::frame_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) {
+  const char* op = "frame_attention";
+  need_f32(op, {{q, "q"}, {k, "k"}, {v, "v"}, {out, "output"}});
+  require(
+      q.ndim() == 4 && k.shape() == q.shape() && v.shape() == q.shape() && out.shape() == q.shape(),
+      op, "q, k, v and out must be the same [C, T, H, W], got " + desc(q));
+  do_frame_attention(q, k, v, out);
+}
+
+void Backend::copy_frames(const Tensor& src, int64_t src_c, int64_t src_f, Tensor& dst,
+                          int64_t dst_c, int64_t dst_f, int64_t channels, int64_t frames) {
+  const char* op = "copy_frames";
+  need_f32(op, {{src, "source"}, {dst, "destination"}});
+  require(src.ndim() >= 2 && dst.ndim() == src.ndim(), op,
+          "expects [C, T, ...] tensors, got " + desc(src) + " and " + desc(dst));
+  for (int i = 2; i < src.ndim(); ++i)
+    require(src.dim(i) == dst.dim(i), op, "frame sizes differ: " + desc(src) + " and " + desc(dst));
+  require(channels >= 0 && frames >= 0 && src_c >= 0 && dst_c >= 0 && src_f >= 0 && dst_f >= 0 &&
+              src_c + channels <= src.dim(0) && dst_c + channels <= dst.dim(0) &&
+              src_f + frames <= src.dim(1) && dst_f + frames <= dst.dim(1),
+          op,
+          "block out of range: " + num(channels) + " channels x " + num(frames) + " frames of " +
+              desc(src) + " -> " + desc(dst));
+  do_copy_frames(src, src_c, src_f, dst, dst_c, dst_f, channels, frames);
+}
+
+void Backend::fill_zero(Tensor& x) {
+  need("fill_zero", {{x, "tensor"}});
+  do_fill_zero(x);
+}
+
+void Backend::avg_down3d(const Tensor& x, int ft, int fs, Tensor& out) {
+  const char* op = "avg_down3d";
+  need_f32(op, {{x, "input"}, {out, "output"}});
+  require(x.ndim() == 4 && out.ndim() == 4 && ft > 0 && fs > 0, op,
+          "expects [C, T, H, W] tensors, got " + desc(x));
+  const int64_t c = x.dim(0), t = x.dim(1), h = x.dim(2), w = x.dim(3), out_c = out.dim(0);
+  const int64_t pad = (ft - t % ft) % ft, factor = int64_t{ft} * fs * fs;
+  require(h % fs == 0 && w % fs == 0 && out_c > 0 && c * factor % out_c == 0 &&
+              out.shape() == Shape{out_c, (t + pad) / ft, h / fs, w / fs},
+          op, "cannot reduce " + desc(x) + " to " + desc(out));
+  do_avg_down3d(x, ft, fs, out);
+}
+
+void Backend::dup_up3d(const Tensor& x, int ft, int fs, int skip, Tensor& out) {
+  const char* op = "dup_up3d";
+  need_f32(op, {{x, "input"}, {out, "output"}});
+  require(x.ndim() == 4 && out.ndim() == 4 && ft > 0 && fs > 0 && skip >= 0, op,
+          "expects [C, T, H, W] tensors, got " + desc(x));
+  const int64_t c = x.dim(0), t = x.dim(1), h = x.dim(2), w = x.dim(3), out_c = out.dim(0);
+  const int64_t factor = int64_t{ft} * fs * fs;
+  require(out_c * factor % c == 0 && out.shape() == Shape{out_c, t * ft - skip, h * fs, w * fs}, op,
+          "cannot expand " + desc(x) + " to " + desc(out));
+  do_dup_up3d(x, ft, fs, skip, out);
+}
+
+void Backend::space_to_channels2(const Tensor& x, Tensor& out, bool inverse) {
+  const char* op = "space_to_channels2";
+  need_f32(op, {{x, "input"}, {out, "output"}});
+  const Tensor& big = inverse ? out : x;
+  const Tensor& small = inverse ? x : out;
+  require(big.ndim() == 4 && big.dim(2) % 2 == 0 && big.dim(3) % 2 == 0 &&
+              small.shape() == Shape{4 * big.dim(0), big.dim(1), big.dim(2) / 2, big.dim(3) / 2},
+          op, "cannot map " + desc(x) + " to " + desc(out));
+  do_space_to_channels2(x, out, inverse);
 }
 
 }  // namespace fisdit

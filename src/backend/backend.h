@@ -3,6 +3,14 @@
 // never learns which backend runs it. CPU (reference, fp32) implements all of them; the CUDA
 // backend implements the same set on bf16/fp32 device tensors.
 //
+// Why named ops and not a graph of ops (ggml): at this size (a few dozen ops, one model family)
+// a named op with its contract written here is clearer than a graph builder, and each op can be
+// tested on its own against the CPU reference. Every public op checks its arguments once, in
+// backend.cpp, then calls the backend's do_<op>. Adding an op costs: its declaration here with
+// its contract and its check in backend.cpp, a CPU reference (cpu/), a CUDA implementation
+// (cuda/, dispatch next to its kernel), a CPU test against float64 (tests/backend/) and a GPU
+// test against the CPU (tests/cuda/).
+//
 // Layout conventions: activations are row-major [tokens, channels]; attention tensors are
 // [tokens, heads, head_dim]; a video latent is [C, F, H, W]. Frames of a token sequence are
 // contiguous runs of `tokens_per_frame` rows (FIS.md, Terms).
@@ -42,8 +50,6 @@ struct RopeGrid {
   int64_t tokens() const { return static_cast<int64_t>(frames.size()) * height * width; }
 };
 
-// Matrix-multiply FLOPs the backend executed (2 per multiply-add), for checking the analytic
-// counter against what actually ran.
 // A video VAE convolution (see Backend::conv3d). Spatial zero padding may be asymmetric (Wan's
 // nn.ZeroPad2d((0, 1, 0, 1)) before a stride-2 conv); the time axis is never padded here (causal
 // padding is the caller's job, see models/wan/vae.cpp).
@@ -55,11 +61,8 @@ struct Conv3dParams {
 // [Cout, Cin, kt, kh, kw]; throws fisdit::Error naming the op when the sizes do not fit.
 Shape conv3d_output_shape(const Shape& x, const Shape& w, const Conv3dParams& p);
 
-// The argument checks of Backend::attention_rel_bias (throws fisdit::Error saying what is wrong).
-void check_rel_bias_args(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& table,
-                         const std::vector<int32_t>& bucket_of,
-                         const std::vector<uint8_t>& key_valid, const Tensor& out);
-
+// Matrix-multiply FLOPs the backend executed (2 per multiply-add), for checking the analytic
+// counter against what actually ran.
 struct FlopCounter {
   double linear = 0;
   double attention = 0;
@@ -79,10 +82,10 @@ class Backend {
   virtual DType activation_dtype() const { return DType::F32; }
 
   // Memory. `empty` contents are unspecified. Upload converts host data to `dtype` on the device.
+  // What a backend can store is its own, so these are virtual and check their own arguments.
   virtual Tensor empty(const Shape& shape, DType dtype = DType::F32) = 0;
   virtual Tensor upload(const Tensor& host, DType dtype = DType::F32) = 0;
-  virtual Tensor download(const Tensor& t) = 0;           // host F32 copy
-  virtual void copy(const Tensor& src, Tensor& dst) = 0;  // same shape or element count
+  virtual Tensor download(const Tensor& t) = 0;  // host F32 copy
   virtual void synchronize() {}
   // Bytes of device memory held by live tensors now, and the most held at once since the last
   // reset_memory_peak(); -1 where the backend does not track them (the CPU backend).
@@ -94,70 +97,70 @@ class Backend {
   // large random weights). Default: drawn on the host, then uploaded.
   virtual Tensor random_normal(const Shape& shape, DType dtype, float mean, float stddev,
                                uint64_t seed);
+
+  // ---- the ops: each checks its arguments (backend.cpp), then runs the backend's do_<op>.
+  void copy(const Tensor& src, Tensor& dst);  // same element count and dtype
   // An 8-bit float tensor (F8_E4M3 / F8_E5M2, on the host or the device) widened with one scale:
   // out[i] = dtype(float(stored[i]) * scale) in fp32 arithmetic, rounded once to nearest even
   // (dtype F32 or BF16), where the backend keeps tensors. A scaled fp8 checkpoint's weights: the
   // CUDA backend copies the 1-byte codes and widens them on the GPU. Default: on the host, then
   // uploaded.
-  virtual Tensor dequantize(const Tensor& stored, float scale, DType dtype);
+  Tensor dequantize(const Tensor& stored, float scale, DType dtype);
 
   // y[M,N] = act(x[M,K] . w[N,K]^T + bias[N])
-  virtual void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
-                      Activation act = Activation::None) = 0;
-  virtual void activation(const Tensor& x, Tensor& y, Activation act) = 0;
+  void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
+              Activation act = Activation::None);
+  void activation(const Tensor& x, Tensor& y, Activation act);
   // y = LN(x) (over the last dim, optional affine) then, if given, y * (1 + scale) + shift.
-  virtual void layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps,
-                          Tensor& y, ModChunk shift = {}, ModChunk scale = {}) = 0;
+  // x is the F32 residual stream.
+  void layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps, Tensor& y,
+                  ModChunk shift = {}, ModChunk scale = {});
   // y = x * rsqrt(mean(x^2) + eps) * weight over the last dim.
-  virtual void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) = 0;
+  void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y);
   // In place on x [tokens, heads, head_dim]: rotate adjacent channel pairs by the 3D positions of
   // `grid` (Wan split: frame/height/width parts of head_dim/2 pairs, theta 10000).
-  virtual void rope_3d(Tensor& x, const RopeGrid& grid) = 0;
+  void rope_3d(Tensor& x, const RopeGrid& grid);
   // In place on x [tokens, heads * head_dim]: rms_norm over the full width (all heads together,
   // as Wan's q/k norms), then rope_3d per head. The default runs the two ops; a backend may
   // fuse them (one read and one write of q or k instead of two each).
-  virtual void rms_norm_rope(Tensor& x, const Tensor& weight, float eps, int64_t heads,
-                             const RopeGrid& grid) {
-    rms_norm(x, weight, eps, x);
-    Tensor per_head = x.reshape({x.dim(0), heads, x.dim(1) / heads});
-    rope_3d(per_head, grid);
-  }
+  void rms_norm_rope(Tensor& x, const Tensor& weight, float eps, int64_t heads,
+                     const RopeGrid& grid);
   // out[Lq,H,d] = softmax(q k^T / sqrt(d)) v, no mask.
-  virtual void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) = 0;
+  void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out);
 
   // umT5 self-attention (wan/modules/t5.py T5Attention) on q, k, v, out [L, heads, head_dim]:
   // logits q.k with NO 1/sqrt(head_dim) scaling plus table[bucket_of[j - i + L - 1], h] (table
   // F32 [num_buckets, heads]); keys with key_valid[j] == 0 get float's lowest value added
   // instead (masked_fill(finfo.min)); softmax over keys in fp32.
-  virtual void attention_rel_bias(const Tensor& q, const Tensor& k, const Tensor& v,
-                                  const Tensor& table, const std::vector<int32_t>& bucket_of,
-                                  const std::vector<uint8_t>& key_valid, Tensor& out) = 0;
+  void attention_rel_bias(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& table,
+                          const std::vector<int32_t>& bucket_of,
+                          const std::vector<uint8_t>& key_valid, Tensor& out);
 
   // x *= y elementwise (same element count).
-  virtual void mul(Tensor& x, const Tensor& y) = 0;
-  // x += y * gate (gate per token from its modulation row; plain add without a gate).
-  virtual void add(Tensor& x, const Tensor& y, ModChunk gate = {}) = 0;
+  void mul(Tensor& x, const Tensor& y);
+  // x += y * gate (gate per token from its modulation row; plain add without a gate); x F32.
+  void add(Tensor& x, const Tensor& y, ModChunk gate = {});
   // x *= gate
-  virtual void mul_gate(Tensor& x, ModChunk gate) = 0;
+  void mul_gate(Tensor& x, ModChunk gate);
   // x += alpha * y
-  virtual void add_scaled(Tensor& x, const Tensor& y, float alpha) = 0;
+  void add_scaled(Tensor& x, const Tensor& y, float alpha);
   // w += scale * up @ down, all F32 and fp32 arithmetic (no TF32): w [rows, cols] (any shape of
   // rows * cols elements whose first dim is rows), up [rows, rank], down [rank, cols]. The LoRA
   // merge of a weight on the backend that will keep it.
-  virtual void add_low_rank(Tensor& w, const Tensor& up, const Tensor& down, float scale) = 0;
+  void add_low_rank(Tensor& w, const Tensor& up, const Tensor& down, float scale);
   // out = a - b
-  virtual void sub(const Tensor& a, const Tensor& b, Tensor& out) = 0;
+  void sub(const Tensor& a, const Tensor& b, Tensor& out);
   // out[r, :] = a[r, :] + row[:] for every row r (out may alias a).
-  virtual void add_row(const Tensor& a, const Tensor& row, Tensor& out) = 0;
+  void add_row(const Tensor& a, const Tensor& row, Tensor& out);
 
   // Rows of `src` ([frames * tokens_per_frame, ...], any dtype) for `frames`, packed in order.
-  virtual void gather_frames(const Tensor& src, const std::vector<int32_t>& frames,
-                             int64_t tokens_per_frame, Tensor& dst) = 0;
+  void gather_frames(const Tensor& src, const std::vector<int32_t>& frames,
+                     int64_t tokens_per_frame, Tensor& dst);
   // FIS.md linear reconstruction: anchors (sorted, including 0 and T-1) hold `src` rows; every
-  // frame of `dst` [T * tokens_per_frame, D] gets the anchor value or the interpolation between
-  // its nearest anchors. With accumulate, dst += instead of dst =.
-  virtual void interpolate_frames(const Tensor& src, const std::vector<int32_t>& anchors,
-                                  int64_t tokens_per_frame, Tensor& dst, bool accumulate) = 0;
+  // frame of `dst` [T * tokens_per_frame, D] (F32) gets the anchor value or the interpolation
+  // between its nearest anchors. With accumulate, dst += instead of dst =.
+  void interpolate_frames(const Tensor& src, const std::vector<int32_t>& anchors,
+                          int64_t tokens_per_frame, Tensor& dst, bool accumulate);
   // FIS.md reconstruction of a whole block in one pass: `anchor_rows` [A * tokens_per_frame, D]
   // (F32) holds the anchor frames' hidden state after the block, `x` [T * tokens_per_frame, D]
   // (F32) the full hidden state before it. Every skipped frame gets
@@ -166,50 +169,99 @@ class Backend {
   // Because the interpolation is linear, this equals reconstructing each residual branch of
   // the block separately and adding it (module granularity), and it is the delta operator of
   // block granularity.
-  virtual void reconstruct_frames_delta(const Tensor& anchor_rows,
-                                        const std::vector<int32_t>& anchors,
-                                        int64_t tokens_per_frame, Tensor& x) = 0;
+  void reconstruct_frames_delta(const Tensor& anchor_rows, const std::vector<int32_t>& anchors,
+                                int64_t tokens_per_frame, Tensor& x);
 
   // [C, F, H, W] -> [F/pt * H/ph * W/pw, C*pt*ph*pw] with patch vectors ordered (c, i, j, l) as
-  // a Conv3d weight [dim, C, pt, ph, pw] flattens; tokens ordered (f, h, w).
-  virtual void patchify(const Tensor& x, const std::array<int, 3>& patch, Tensor& out) = 0;
-  // Inverse layout of the head output: [tokens, pt*ph*pw*C] (C fastest) -> [C, F, H, W].
-  virtual void unpatchify(const Tensor& x, const std::array<int, 3>& patch, int64_t grid_f,
-                          int64_t grid_h, int64_t grid_w, Tensor& out) = 0;
+  // a Conv3d weight [dim, C, pt, ph, pw] flattens; tokens ordered (f, h, w). F32.
+  void patchify(const Tensor& x, const std::array<int, 3>& patch, Tensor& out);
+  // Inverse layout of the head output: [tokens, pt*ph*pw*C] (C fastest) -> [C, F, H, W]. F32.
+  void unpatchify(const Tensor& x, const std::array<int, 3>& patch, int64_t grid_f, int64_t grid_h,
+                  int64_t grid_w, Tensor& out);
 
   // ---- video VAE ops: F32 tensors [C, T, H, W] (channels outermost, then frames, rows, columns)
   // on every backend (the CPU is the fp32 reference).
   // out[co, t, i, j] = bias[co] + sum over (ci, dt, dh, dw) of
   //   w[co, ci, dt, dh, dw] * x[ci, t*st + dt, i*sh - pad_top + dh, j*sw - pad_left + dw]
   // (zero outside the frame). `out` must have conv3d_output_shape; bias may be null.
-  virtual void conv3d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv3dParams& p,
-                      Tensor& out) = 0;
+  void conv3d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv3dParams& p,
+              Tensor& out);
   // The Wan VAE RMS_norm over the channels of every pixel: x / max(||x||_2, 1e-12) * sqrt(C) *
   // gamma[c], then SiLU when `silu`. x and out [C, ...].
-  virtual void channel_rms_norm(const Tensor& x, const Tensor& gamma, bool silu, Tensor& out) = 0;
+  void channel_rms_norm(const Tensor& x, const Tensor& gamma, bool silu, Tensor& out);
   // Nearest-neighbour 2x spatial upsampling: [C, T, H, W] -> [C, T, 2H, 2W].
-  virtual void upsample_nearest2x(const Tensor& x, Tensor& out) = 0;
+  void upsample_nearest2x(const Tensor& x, Tensor& out);
   // Single-head attention over the pixels of each frame (q, k, v, out [C, T, H, W]):
   // out[:, t] = softmax(q_t^T k_t / sqrt(C)) v_t.
-  virtual void frame_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) = 0;
+  void frame_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out);
   // dst[dst_c + i, dst_f + f] = src[src_c + i, src_f + f] for i < channels, f < frames, whole
   // frames; src and dst are [C, T, ...] F32 tensors with the same frame size.
-  virtual void copy_frames(const Tensor& src, int64_t src_c, int64_t src_f, Tensor& dst,
-                           int64_t dst_c, int64_t dst_f, int64_t channels, int64_t frames) = 0;
-  virtual void fill_zero(Tensor& x) = 0;
+  void copy_frames(const Tensor& src, int64_t src_c, int64_t src_f, Tensor& dst, int64_t dst_c,
+                   int64_t dst_f, int64_t channels, int64_t frames);
+  void fill_zero(Tensor& x);
   // Wan 2.2 AvgDown3D (front zero padding of the frames to a multiple of ft, then the mean of
   // each group of the flattened (c, ft, fs, fs) neighbourhood): [C, T, H, W] -> out [Co, ...].
-  virtual void avg_down3d(const Tensor& x, int ft, int fs, Tensor& out) = 0;
+  void avg_down3d(const Tensor& x, int ft, int fs, Tensor& out);
   // Wan 2.2 DupUp3D: [C, T, H, W] -> out [Co, T*ft - skip, H*fs, W*fs], dropping the first
   // `skip` output frames (ft - 1 on the first chunk).
-  virtual void dup_up3d(const Tensor& x, int ft, int fs, int skip, Tensor& out) = 0;
+  void dup_up3d(const Tensor& x, int ft, int fs, int skip, Tensor& out);
   // Wan 2.2 VAE patchify: [C, T, 2H, 2W] -> [4C, T, H, W], channel c*4 + r*2 + q holds pixel
   // (2h + q, 2w + r); `inverse` maps back.
-  virtual void space_to_channels2(const Tensor& x, Tensor& out, bool inverse) = 0;
+  void space_to_channels2(const Tensor& x, Tensor& out, bool inverse);
 
   FlopCounter& flops() { return flops_; }
 
  protected:
+  // What a backend implements: each op above, called only after its arguments passed the
+  // checks in backend.cpp (defined tensors, shapes and counts that agree, F32 where the contract
+  // says so, frame lists in range, anchors sorted with both ends). An implementation checks only
+  // what is its own: that tensors live on its device, the dtypes its kernels take, its limits.
+  virtual void do_copy(const Tensor& src, Tensor& dst) = 0;
+  virtual Tensor do_dequantize(const Tensor& stored, float scale, DType dtype);  // host codes
+  virtual void do_linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
+                         Activation act) = 0;
+  virtual void do_activation(const Tensor& x, Tensor& y, Activation act) = 0;
+  virtual void do_layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps,
+                             Tensor& y, ModChunk shift, ModChunk scale) = 0;
+  virtual void do_rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) = 0;
+  virtual void do_rope_3d(Tensor& x, const RopeGrid& grid) = 0;
+  virtual void do_rms_norm_rope(Tensor& x, const Tensor& weight, float eps, int64_t heads,
+                                const RopeGrid& grid);  // rms_norm, then rope_3d
+  virtual void do_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) = 0;
+  virtual void do_attention_rel_bias(const Tensor& q, const Tensor& k, const Tensor& v,
+                                     const Tensor& table, const std::vector<int32_t>& bucket_of,
+                                     const std::vector<uint8_t>& key_valid, Tensor& out) = 0;
+  virtual void do_mul(Tensor& x, const Tensor& y) = 0;
+  virtual void do_add(Tensor& x, const Tensor& y, ModChunk gate) = 0;
+  virtual void do_mul_gate(Tensor& x, ModChunk gate) = 0;
+  virtual void do_add_scaled(Tensor& x, const Tensor& y, float alpha) = 0;
+  virtual void do_add_low_rank(Tensor& w, const Tensor& up, const Tensor& down, float scale) = 0;
+  virtual void do_sub(const Tensor& a, const Tensor& b, Tensor& out) = 0;
+  virtual void do_add_row(const Tensor& a, const Tensor& row, Tensor& out) = 0;
+  virtual void do_gather_frames(const Tensor& src, const std::vector<int32_t>& frames,
+                                int64_t tokens_per_frame, Tensor& dst) = 0;
+  virtual void do_interpolate_frames(const Tensor& src, const std::vector<int32_t>& anchors,
+                                     int64_t tokens_per_frame, Tensor& dst, bool accumulate) = 0;
+  virtual void do_reconstruct_frames_delta(const Tensor& anchor_rows,
+                                           const std::vector<int32_t>& anchors,
+                                           int64_t tokens_per_frame, Tensor& x) = 0;
+  virtual void do_patchify(const Tensor& x, const std::array<int, 3>& patch, Tensor& out) = 0;
+  virtual void do_unpatchify(const Tensor& x, const std::array<int, 3>& patch, int64_t grid_f,
+                             int64_t grid_h, int64_t grid_w, Tensor& out) = 0;
+  virtual void do_conv3d(const Tensor& x, const Tensor& w, const Tensor* bias,
+                         const Conv3dParams& p, Tensor& out) = 0;
+  virtual void do_channel_rms_norm(const Tensor& x, const Tensor& gamma, bool silu,
+                                   Tensor& out) = 0;
+  virtual void do_upsample_nearest2x(const Tensor& x, Tensor& out) = 0;
+  virtual void do_frame_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                  Tensor& out) = 0;
+  virtual void do_copy_frames(const Tensor& src, int64_t src_c, int64_t src_f, Tensor& dst,
+                              int64_t dst_c, int64_t dst_f, int64_t channels, int64_t frames) = 0;
+  virtual void do_fill_zero(Tensor& x) = 0;
+  virtual void do_avg_down3d(const Tensor& x, int ft, int fs, Tensor& out) = 0;
+  virtual void do_dup_up3d(const Tensor& x, int ft, int fs, int skip, Tensor& out) = 0;
+  virtual void do_space_to_channels2(const Tensor& x, Tensor& out, bool inverse) = 0;
+
   FlopCounter flops_;
 };
 

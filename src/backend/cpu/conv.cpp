@@ -1,3 +1,4 @@
+// The video VAE primitives of backend/cpu/conv.h (why conv3d is tiled im2col + GEMM: there).
 #include "backend/cpu/conv.h"
 
 #include <algorithm>
@@ -6,25 +7,6 @@
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
-
-namespace fisdit {
-
-Shape conv3d_output_shape(const Shape& x, const Shape& w, const Conv3dParams& p) {
-  const char* op = "conv3d";
-  cpu::require(x.size() == 4 && w.size() == 5, op,
-               "expects input [C, T, H, W] and weight [Cout, Cin, kt, kh, kw], got " +
-                   shape_str(x) + " and " + shape_str(w));
-  cpu::require(w[1] == x[0], op,
-               "input " + shape_str(x) + " does not match weight " + shape_str(w));
-  cpu::require(p.stride_t > 0 && p.stride_h > 0 && p.stride_w > 0, op, "strides must be positive");
-  const int64_t ht = x[2] + p.pad_top + p.pad_bottom, wd = x[3] + p.pad_left + p.pad_right;
-  cpu::require(x[1] >= w[2] && ht >= w[3] && wd >= w[4], op,
-               "input " + shape_str(x) + " is smaller than the kernel " + shape_str(w));
-  return {w[0], (x[1] - w[2]) / p.stride_t + 1, (ht - w[3]) / p.stride_h + 1,
-          (wd - w[4]) / p.stride_w + 1};
-}
-
-}  // namespace fisdit
 
 namespace fisdit::cpu {
 
@@ -94,10 +76,7 @@ void gemm_rows(const float* w, int64_t cout, int64_t k_total, const float* const
 
 void conv3d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv3dParams& p,
             Tensor& out) {
-  const Shape os = conv3d_output_shape(x.shape(), w.shape(), p);
-  require(out.shape() == os, "conv3d",
-          "output " + shape_str(out.shape()) + ", expected " + shape_str(os));
-  require(!bias || bias->numel() == os[0], "conv3d", "bias size does not match weight rows");
+  const Shape& os = out.shape();  // conv3d_output_shape, checked by Backend::conv3d
   const int64_t cin = x.dim(0), t_in = x.dim(1), h = x.dim(2), wd = x.dim(3);
   const int64_t cout = w.dim(0), kt = w.dim(2), kh = w.dim(3), kw = w.dim(4);
   const int64_t t_out = os[1], ho = os[2], wo = os[3];
@@ -168,10 +147,7 @@ void conv3d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv3dPa
 }
 
 void upsample_nearest2x(const Tensor& x, Tensor& out) {
-  require(x.ndim() == 4, "upsample_nearest2x", "expects [C, T, H, W], got " + shape_str(x.shape()));
   const int64_t planes = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3);
-  require(out.shape() == Shape{x.dim(0), x.dim(1), 2 * h, 2 * w}, "upsample_nearest2x",
-          "output " + shape_str(out.shape()) + " is not twice " + shape_str(x.shape()));
   const float* px = x.f32();
   float* po = out.f32();
 #pragma omp parallel for schedule(static)
@@ -187,13 +163,7 @@ void upsample_nearest2x(const Tensor& x, Tensor& out) {
 }
 
 void channel_rms_norm(const Tensor& x, const Tensor& gamma, bool silu, Tensor& out) {
-  const char* op = "channel_rms_norm";
-  require(x.ndim() >= 2 && out.numel() == x.numel(), op,
-          "bad input " + shape_str(x.shape()) + " / output " + shape_str(out.shape()));
   const int64_t c = x.dim(0), n = x.numel() / c;
-  require(gamma.numel() == c, op,
-          "gamma has " + std::to_string(gamma.numel()) + " values for " + std::to_string(c) +
-              " channels");
   const float* px = x.f32();
   const float* pg = gamma.f32();
   float* po = out.f32();
@@ -222,10 +192,6 @@ void channel_rms_norm(const Tensor& x, const Tensor& gamma, bool silu, Tensor& o
 }
 
 void frame_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) {
-  const char* op = "frame_attention";
-  require(
-      q.ndim() == 4 && k.shape() == q.shape() && v.shape() == q.shape() && out.shape() == q.shape(),
-      op, "q, k, v and out must be the same [C, T, H, W], got " + shape_str(q.shape()));
   const int64_t c = q.dim(0), t_count = q.dim(1), n = q.dim(2) * q.dim(3);
   const float scale = 1.0f / std::sqrt(static_cast<float>(c));
   std::vector<float> qt(static_cast<size_t>(n * c)), kt(qt.size()), vt(qt.size());
@@ -306,15 +272,9 @@ Tensor slice_frames(const Tensor& x, int64_t begin, int64_t end) {
 }
 
 void avg_down3d(const Tensor& x, int ft, int fs, Tensor& out) {
-  const char* op = "avg_down3d";
-  require(x.ndim() == 4 && out.ndim() == 4 && ft > 0 && fs > 0, op,
-          "expects [C, T, H, W] tensors, got " + shape_str(x.shape()));
   const int64_t c = x.dim(0), t = x.dim(1), h = x.dim(2), w = x.dim(3), out_c = out.dim(0);
   const int64_t pad = (ft - t % ft) % ft, to = (t + pad) / ft, ho = h / fs, wo = w / fs;
   const int64_t factor = int64_t{ft} * fs * fs;
-  require(h % fs == 0 && w % fs == 0 && out_c > 0 && c * factor % out_c == 0 &&
-              out.shape() == Shape{out_c, to, ho, wo},
-          op, "cannot reduce " + shape_str(x.shape()) + " to " + shape_str(out.shape()));
   const int64_t group = c * factor / out_c;
   const float* px = x.f32();
   float* po = out.f32();
@@ -338,14 +298,9 @@ void avg_down3d(const Tensor& x, int ft, int fs, Tensor& out) {
 }
 
 void dup_up3d(const Tensor& x, int ft, int fs, int skip, Tensor& out) {
-  const char* op = "dup_up3d";
-  require(x.ndim() == 4 && out.ndim() == 4 && ft > 0 && fs > 0 && skip >= 0, op,
-          "expects [C, T, H, W] tensors, got " + shape_str(x.shape()));
   const int64_t c = x.dim(0), t = x.dim(1), h = x.dim(2), w = x.dim(3), out_c = out.dim(0);
   const int64_t factor = int64_t{ft} * fs * fs;
   const int64_t to = t * ft - skip, ho = h * fs, wo = w * fs;
-  require(out_c * factor % c == 0 && out.shape() == Shape{out_c, to, ho, wo}, op,
-          "cannot expand " + shape_str(x.shape()) + " to " + shape_str(out.shape()));
   const int64_t repeats = out_c * factor / c;
   const float* px = x.f32();
   float* po = out.f32();
@@ -366,12 +321,7 @@ void dup_up3d(const Tensor& x, int ft, int fs, int skip, Tensor& out) {
 }
 
 void space_to_channels2(const Tensor& x, Tensor& out, bool inverse) {
-  const char* op = "space_to_channels2";
   const Tensor& big = inverse ? out : x;
-  const Tensor& small = inverse ? x : out;
-  require(big.ndim() == 4 && big.dim(2) % 2 == 0 && big.dim(3) % 2 == 0 &&
-              small.shape() == Shape{4 * big.dim(0), big.dim(1), big.dim(2) / 2, big.dim(3) / 2},
-          op, "cannot map " + shape_str(x.shape()) + " to " + shape_str(out.shape()));
   const int64_t c = big.dim(0), t = big.dim(1), h = big.dim(2) / 2, w = big.dim(3) / 2;
   const float* src = x.f32();
   float* dst = out.f32();

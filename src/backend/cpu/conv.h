@@ -1,6 +1,7 @@
 #pragma once
 // Convolution-family primitives of the video VAEs on host F32 tensors laid out [C, T, H, W]
-// (channels outermost, frames, then rows): the CPU backend's VAE ops (backend.h) call these.
+// (channels outermost, frames, then rows): the CPU backend's VAE ops (backend.h) call these with
+// arguments already checked by Backend (backend.cpp).
 //
 // conv3d is an im2col + GEMM over tiles of output pixels of one frame at a time, so the scratch
 // memory stays bounded (a few MB) whatever the frame size; fp32 accumulation, OpenMP over output

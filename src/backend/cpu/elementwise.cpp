@@ -1,3 +1,5 @@
+// The CPU backend's elementwise ops (fp32): gated residual adds with a per-token modulation row,
+// scaled adds, differences, row broadcasts and the LoRA merge w += scale * up @ down.
 #include <algorithm>
 #include <vector>
 
@@ -5,17 +7,9 @@
 
 namespace fisdit {
 
-namespace {
-void require_same(const Tensor& a, const Tensor& b, const char* op) {
-  cpu::require(a.shape() == b.shape(), op,
-               "shapes " + shape_str(a.shape()) + " and " + shape_str(b.shape()) + " differ");
-}
-}  // namespace
-
-void CpuBackend::add(Tensor& x, const Tensor& y, ModChunk gate) {
-  require_same(x, y, "add");
+void CpuBackend::do_add(Tensor& x, const Tensor& y, ModChunk gate) {
   const int64_t d = x.ndim() ? x.dim(-1) : 1, rows = d ? x.numel() / d : 0;
-  cpu::check_mod(gate, rows, d, "add");
+  cpu::check_mod_rows(gate, rows, "add");
   float* px = x.f32();
   const float* py = y.f32();
 #pragma omp parallel for schedule(static)
@@ -25,10 +19,9 @@ void CpuBackend::add(Tensor& x, const Tensor& y, ModChunk gate) {
   }
 }
 
-void CpuBackend::mul_gate(Tensor& x, ModChunk gate) {
-  cpu::require(gate.mod != nullptr, "mul_gate", "no gate given");
+void CpuBackend::do_mul_gate(Tensor& x, ModChunk gate) {
   const int64_t d = x.dim(-1), rows = x.numel() / d;
-  cpu::check_mod(gate, rows, d, "mul_gate");
+  cpu::check_mod_rows(gate, rows, "mul_gate");
   float* px = x.f32();
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
@@ -37,8 +30,7 @@ void CpuBackend::mul_gate(Tensor& x, ModChunk gate) {
   }
 }
 
-void CpuBackend::add_scaled(Tensor& x, const Tensor& y, float alpha) {
-  require_same(x, y, "add_scaled");
+void CpuBackend::do_add_scaled(Tensor& x, const Tensor& y, float alpha) {
   float* px = x.f32();
   const float* py = y.f32();
   const int64_t n = x.numel();
@@ -46,16 +38,9 @@ void CpuBackend::add_scaled(Tensor& x, const Tensor& y, float alpha) {
   for (int64_t i = 0; i < n; ++i) px[i] += alpha * py[i];
 }
 
-void CpuBackend::add_low_rank(Tensor& w, const Tensor& up, const Tensor& down, float scale) {
-  const char* op = "add_low_rank";
+void CpuBackend::do_add_low_rank(Tensor& w, const Tensor& up, const Tensor& down, float scale) {
   for (const Tensor* t : {static_cast<const Tensor*>(&w), &up, &down})
-    cpu::require(t->dtype() == DType::F32 && t->device() == Device::CPU, op,
-                 "expects host F32 tensors");
-  cpu::require(up.ndim() == 2 && down.ndim() == 2 && w.ndim() >= 1 && up.dim(1) == down.dim(0) &&
-                   w.dim(0) == up.dim(0) && w.numel() == up.dim(0) * down.dim(1),
-               op,
-               "w " + shape_str(w.shape()) + " is not up " + shape_str(up.shape()) + " @ down " +
-                   shape_str(down.shape()));
+    cpu::require(t->device() == Device::CPU, "add_low_rank", "expects host tensors");
   const int64_t rows = up.dim(0), rank = up.dim(1), cols = down.dim(1);
   float* pw = w.f32();
   const float* pu = up.f32();
@@ -78,9 +63,7 @@ void CpuBackend::add_low_rank(Tensor& w, const Tensor& up, const Tensor& down, f
   }
 }
 
-void CpuBackend::sub(const Tensor& a, const Tensor& b, Tensor& out) {
-  require_same(a, b, "sub");
-  require_same(a, out, "sub");
+void CpuBackend::do_sub(const Tensor& a, const Tensor& b, Tensor& out) {
   const float* pa = a.f32();
   const float* pb = b.f32();
   float* po = out.f32();
@@ -89,11 +72,8 @@ void CpuBackend::sub(const Tensor& a, const Tensor& b, Tensor& out) {
   for (int64_t i = 0; i < n; ++i) po[i] = pa[i] - pb[i];
 }
 
-void CpuBackend::add_row(const Tensor& a, const Tensor& row, Tensor& out) {
-  require_same(a, out, "add_row");
+void CpuBackend::do_add_row(const Tensor& a, const Tensor& row, Tensor& out) {
   const int64_t d = row.numel();
-  cpu::require(d > 0 && a.numel() % d == 0, "add_row",
-               "row of " + std::to_string(d) + " does not tile " + shape_str(a.shape()));
   const float* pa = a.f32();
   const float* pr = row.f32();
   float* po = out.f32();

@@ -1,3 +1,6 @@
+// The CPU backend's linear op and activations: a blocked fp32 GEMM (4 rows x 64 columns per task,
+// 8 partial sums per dot product so it vectorises without -ffast-math), the reference of the
+// CUDA GEMMs.
 #include <cmath>
 
 #include "backend/cpu/cpu_backend.h"
@@ -59,17 +62,9 @@ inline void dot4(const float* x0, const float* x1, const float* x2, const float*
 }
 }  // namespace
 
-void CpuBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
-                        Activation act) {
-  const char* op = "linear";
-  cpu::require(x.ndim() == 2 && w.ndim() == 2 && y.ndim() == 2, op, "expects 2-D tensors");
+void CpuBackend::do_linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
+                           Activation act) {
   const int64_t m = x.dim(0), k = x.dim(1), n = w.dim(0);
-  cpu::require(w.dim(1) == k, op,
-               "input " + shape_str(x.shape()) + " does not match weight " + shape_str(w.shape()));
-  cpu::require(y.dim(0) == m && y.dim(1) == n, op,
-               "output " + shape_str(y.shape()) + ", expected [" + std::to_string(m) + ", " +
-                   std::to_string(n) + "]");
-  cpu::require(!bias || bias->numel() == n, op, "bias size does not match weight rows");
   const float* px = x.f32();
   const float* pw = w.f32();
   const float* pb = bias ? bias->f32() : nullptr;
@@ -98,8 +93,7 @@ void CpuBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, Te
   flops_.linear += 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
 }
 
-void CpuBackend::activation(const Tensor& x, Tensor& y, Activation act) {
-  cpu::require(x.numel() == y.numel(), "activation", "input and output sizes differ");
+void CpuBackend::do_activation(const Tensor& x, Tensor& y, Activation act) {
   const float* px = x.f32();
   float* py = y.f32();
   const int64_t n = x.numel();

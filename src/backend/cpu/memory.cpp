@@ -1,3 +1,4 @@
+// The CPU backend's memory (host tensors) and the helpers its op files share.
 #include <cstring>
 
 #include "backend/cpu/cpu_backend.h"
@@ -19,21 +20,12 @@ const float* mod_row(const ModChunk& m, int64_t token) {
   return table.f32() + (row * chunks + m.chunk) * dim;
 }
 
-void check_mod(const ModChunk& m, int64_t tokens, int64_t dim, const char* op) {
-  if (!m.mod) return;
-  const Tensor& table = m.mod->table;
-  require(table.ndim() == 3 && table.dim(2) == dim, op,
-          "modulation table " + shape_str(table.shape()) + " does not match channels " +
-              std::to_string(dim));
-  require(m.chunk >= 0 && m.chunk < table.dim(1), op, "modulation chunk out of range");
-  if (m.mod->token_rows.defined()) {
-    require(m.mod->token_rows.dtype() == DType::I32 && m.mod->token_rows.numel() == tokens, op,
-            "modulation row index has " + std::to_string(m.mod->token_rows.numel()) +
-                " entries for " + std::to_string(tokens) + " tokens");
-    const int32_t* rows = m.mod->token_rows.data_as<int32_t>();
-    for (int64_t i = 0; i < tokens; ++i)
-      require(rows[i] >= 0 && rows[i] < table.dim(0), op, "modulation row index out of range");
-  }
+void check_mod_rows(const ModChunk& m, int64_t tokens, const char* op) {
+  if (!m.mod || !m.mod->token_rows.defined()) return;
+  const int64_t table_rows = m.mod->table.dim(0);
+  const int32_t* rows = m.mod->token_rows.data_as<int32_t>();
+  for (int64_t i = 0; i < tokens; ++i)
+    require(rows[i] >= 0 && rows[i] < table_rows, op, "modulation row index out of range");
 }
 }  // namespace cpu
 
@@ -49,10 +41,7 @@ Tensor CpuBackend::download(const Tensor& t) {
   return t.dtype() == DType::F32 ? t.clone() : t.to_f32();
 }
 
-void CpuBackend::copy(const Tensor& src, Tensor& dst) {
-  cpu::require(src.numel() == dst.numel() && src.dtype() == dst.dtype(), "copy",
-               "source " + shape_str(src.shape()) + " and destination " + shape_str(dst.shape()) +
-                   " differ in size or dtype");
+void CpuBackend::do_copy(const Tensor& src, Tensor& dst) {
   if (src.nbytes()) std::memmove(dst.raw(), src.raw(), src.nbytes());
 }
 

@@ -1,22 +1,16 @@
+// The CPU backend's LayerNorm (+ adaLN modulation) and RMSNorm, statistics in double: the
+// reference of the CUDA norm kernels.
 #include <cmath>
 
 #include "backend/cpu/cpu_backend.h"
 
 namespace fisdit {
 
-void CpuBackend::layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps,
-                            Tensor& y, ModChunk shift, ModChunk scale) {
-  const char* op = "layer_norm";
-  cpu::require(x.ndim() == 2 && x.shape() == y.shape(), op,
-               "input " + shape_str(x.shape()) + " and output " + shape_str(y.shape()) +
-                   " must be equal 2-D shapes");
+void CpuBackend::do_layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps,
+                               Tensor& y, ModChunk shift, ModChunk scale) {
   const int64_t rows = x.dim(0), d = x.dim(1);
-  cpu::require(!weight || weight->numel() == d, op, "weight size does not match channels");
-  cpu::require(!bias || bias->numel() == d, op, "bias size does not match channels");
-  cpu::require((shift.mod == nullptr) == (scale.mod == nullptr), op,
-               "shift and scale come together");
-  cpu::check_mod(shift, rows, d, op);
-  cpu::check_mod(scale, rows, d, op);
+  cpu::check_mod_rows(shift, rows, "layer_norm");
+  cpu::check_mod_rows(scale, rows, "layer_norm");
   const float* px = x.f32();
   float* py = y.f32();
   const float* pw = weight ? weight->f32() : nullptr;
@@ -44,13 +38,8 @@ void CpuBackend::layer_norm(const Tensor& x, const Tensor* weight, const Tensor*
   }
 }
 
-void CpuBackend::rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) {
-  const char* op = "rms_norm";
-  cpu::require(x.ndim() == 2 && x.shape() == y.shape(), op, "input and output must be equal 2-D");
+void CpuBackend::do_rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) {
   const int64_t rows = x.dim(0), d = x.dim(1);
-  cpu::require(
-      weight.numel() == d, op,
-      "weight " + shape_str(weight.shape()) + " does not match channels " + std::to_string(d));
   const float* px = x.f32();
   const float* pw = weight.f32();
   float* py = y.f32();

@@ -1,3 +1,4 @@
+// The CPU backend's 3D RoPE, in float64 as the official code computes its angles.
 #include <cmath>
 
 #include "backend/cpu/cpu_backend.h"
@@ -9,14 +10,8 @@ namespace fisdit {
 // the last c/3 with the column. Each part has its own frequency base over its own width
 // (d - 4*(d/6), 2*(d/6), 2*(d/6)): freq_j = 10000^(-2j / width). Computed in float64 as the
 // official code does.
-void CpuBackend::rope_3d(Tensor& x, const RopeGrid& grid) {
-  const char* op = "rope_3d";
-  cpu::require(x.ndim() == 3, op, "expects [tokens, heads, head_dim], got " + shape_str(x.shape()));
+void CpuBackend::do_rope_3d(Tensor& x, const RopeGrid& grid) {
   const int64_t tokens = x.dim(0), heads = x.dim(1), d = x.dim(2);
-  cpu::require(d % 2 == 0, op, "head_dim must be even");
-  cpu::require(
-      grid.tokens() == tokens, op,
-      "grid has " + std::to_string(grid.tokens()) + " tokens, tensor " + std::to_string(tokens));
   const int64_t c = d / 2;
   const int64_t parts[3] = {c - 2 * (c / 3), c / 3, c / 3};
   const int64_t widths[3] = {d - 4 * (d / 6), 2 * (d / 6), 2 * (d / 6)};

@@ -13,10 +13,9 @@ namespace fisdit {
 // relative position bias of bucket(j - i); masked keys get float's lowest value as
 // masked_fill(finfo.min) gives them; softmax over keys in fp32; out = p.v.
 // q, k, v, out: [L, heads, head_dim]; table: [num_buckets, heads]; bucket_of[(j - i) + L - 1].
-void CpuBackend::attention_rel_bias(const Tensor& q, const Tensor& k, const Tensor& v,
-                                    const Tensor& table, const std::vector<int32_t>& bucket_of,
-                                    const std::vector<uint8_t>& key_valid, Tensor& out) {
-  check_rel_bias_args(q, k, v, table, bucket_of, key_valid, out);
+void CpuBackend::do_attention_rel_bias(const Tensor& q, const Tensor& k, const Tensor& v,
+                                       const Tensor& table, const std::vector<int32_t>& bucket_of,
+                                       const std::vector<uint8_t>& key_valid, Tensor& out) {
   const int64_t len = q.dim(0), heads = q.dim(1), hd = q.dim(2);
   const float* pq = q.f32();
   const float* pk = k.f32();
@@ -68,9 +67,7 @@ void CpuBackend::attention_rel_bias(const Tensor& q, const Tensor& k, const Tens
   }
 }
 
-void CpuBackend::mul(Tensor& x, const Tensor& y) {
-  cpu::require(x.numel() == y.numel(), "mul",
-               "shapes " + shape_str(x.shape()) + " and " + shape_str(y.shape()) + " differ");
+void CpuBackend::do_mul(Tensor& x, const Tensor& y) {
   float* px = x.f32();
   const float* py = y.f32();
   const int64_t n = x.numel();

@@ -1,4 +1,5 @@
-// The CPU backend's video VAE ops: thin wrappers of backend/cpu/conv.h (fp32 reference).
+// The CPU backend's video VAE ops: thin wrappers of backend/cpu/conv.h (fp32 reference); their
+// arguments are checked by Backend (backend.cpp).
 #include <cstring>
 
 #include "backend/cpu/conv.h"
@@ -6,41 +7,26 @@
 
 namespace fisdit {
 
-using cpu::require;
-
-void CpuBackend::conv3d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv3dParams& p,
-                        Tensor& out) {
+void CpuBackend::do_conv3d(const Tensor& x, const Tensor& w, const Tensor* bias,
+                           const Conv3dParams& p, Tensor& out) {
   cpu::conv3d(x, w, bias, p, out);
 }
 
-void CpuBackend::channel_rms_norm(const Tensor& x, const Tensor& gamma, bool silu, Tensor& out) {
+void CpuBackend::do_channel_rms_norm(const Tensor& x, const Tensor& gamma, bool silu, Tensor& out) {
   cpu::channel_rms_norm(x, gamma, silu, out);
 }
 
-void CpuBackend::upsample_nearest2x(const Tensor& x, Tensor& out) {
+void CpuBackend::do_upsample_nearest2x(const Tensor& x, Tensor& out) {
   cpu::upsample_nearest2x(x, out);
 }
 
-void CpuBackend::frame_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) {
+void CpuBackend::do_frame_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                    Tensor& out) {
   cpu::frame_attention(q, k, v, out);
 }
 
-void CpuBackend::copy_frames(const Tensor& src, int64_t src_c, int64_t src_f, Tensor& dst,
-                             int64_t dst_c, int64_t dst_f, int64_t channels, int64_t frames) {
-  const char* op = "copy_frames";
-  require(src.ndim() >= 2 && dst.ndim() == src.ndim(), op,
-          "expects [C, T, ...] tensors, got " + shape_str(src.shape()) + " and " +
-              shape_str(dst.shape()));
-  for (int i = 2; i < src.ndim(); ++i)
-    require(src.dim(i) == dst.dim(i), op,
-            "frame sizes differ: " + shape_str(src.shape()) + " and " + shape_str(dst.shape()));
-  require(channels >= 0 && frames >= 0 && src_c >= 0 && dst_c >= 0 && src_f >= 0 && dst_f >= 0 &&
-              src_c + channels <= src.dim(0) && dst_c + channels <= dst.dim(0) &&
-              src_f + frames <= src.dim(1) && dst_f + frames <= dst.dim(1),
-          op,
-          "block out of range: " + std::to_string(channels) + " channels x " +
-              std::to_string(frames) + " frames of " + shape_str(src.shape()) + " -> " +
-              shape_str(dst.shape()));
+void CpuBackend::do_copy_frames(const Tensor& src, int64_t src_c, int64_t src_f, Tensor& dst,
+                                int64_t dst_c, int64_t dst_f, int64_t channels, int64_t frames) {
   const int64_t frame = src.dim(1) ? src.numel() / (src.dim(0) * src.dim(1)) : 0;
   if (!frame || !channels || !frames) return;
   const float* ps = src.f32();
@@ -51,19 +37,19 @@ void CpuBackend::copy_frames(const Tensor& src, int64_t src_c, int64_t src_f, Te
                 static_cast<size_t>(frames * frame) * sizeof(float));
 }
 
-void CpuBackend::fill_zero(Tensor& x) {
+void CpuBackend::do_fill_zero(Tensor& x) {
   if (x.numel()) std::memset(x.f32(), 0, x.nbytes());
 }
 
-void CpuBackend::avg_down3d(const Tensor& x, int ft, int fs, Tensor& out) {
+void CpuBackend::do_avg_down3d(const Tensor& x, int ft, int fs, Tensor& out) {
   cpu::avg_down3d(x, ft, fs, out);
 }
 
-void CpuBackend::dup_up3d(const Tensor& x, int ft, int fs, int skip, Tensor& out) {
+void CpuBackend::do_dup_up3d(const Tensor& x, int ft, int fs, int skip, Tensor& out) {
   cpu::dup_up3d(x, ft, fs, skip, out);
 }
 
-void CpuBackend::space_to_channels2(const Tensor& x, Tensor& out, bool inverse) {
+void CpuBackend::do_space_to_channels2(const Tensor& x, Tensor& out, bool inverse) {
   cpu::space_to_channels2(x, out, inverse);
 }
 

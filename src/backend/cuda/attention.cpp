@@ -27,6 +27,7 @@
 #include <utility>
 #include <vector>
 
+#include "backend/cuda/attention.h"
 #include "backend/cuda/cuda_internal.h"
 
 #if FISDIT_HAVE_CUDNN

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "backend/cuda/elementwise.cuh"
 #include "backend/cuda/kernel_util.cuh"
 
 namespace fisdit::cuda {

@@ -1,5 +1,6 @@
 // Frame-structured kernels: FIS anchor gather and linear reconstruction (FIS.md), patchify /
-// unpatchify of the latent, and the reference attention kernel used when cuDNN declines a shape.
+// unpatchify of the latent. Launchers declared in frames.cuh, called by frames.cpp.
+#include "backend/cuda/frames.cuh"
 #include "backend/cuda/kernel_util.cuh"
 
 namespace fisdit::cuda {
@@ -172,51 +173,6 @@ __global__ void unpatchify_kernel(const float* x, float* out, int64_t c, int64_t
   }
 }
 
-// One block of 128 threads per (query, head): scores for 128 keys at a time, online softmax,
-// each thread owns up to two output channels. fp32 throughout.
-constexpr int kAttnThreads = 128;
-__global__ void attention_naive_kernel(const __nv_bfloat16* q, const __nv_bfloat16* k,
-                                       const __nv_bfloat16* v, __nv_bfloat16* out, int64_t lk,
-                                       int64_t heads, int d, float scale) {
-  __shared__ float qs[256];
-  __shared__ float ps[kAttnThreads];
-  __shared__ float scratch[33];
-  const int64_t i = blockIdx.x, h = blockIdx.y;
-  const int tid = threadIdx.x;
-  for (int c = tid; c < d; c += kAttnThreads) qs[c] = __bfloat162float(q[(i * heads + h) * d + c]);
-  __syncthreads();
-  float m = -INFINITY, l = 0.0f, acc0 = 0.0f, acc1 = 0.0f;
-  for (int64_t j0 = 0; j0 < lk; j0 += kAttnThreads) {
-    const int64_t j = j0 + tid;
-    float s = -INFINITY;
-    if (j < lk) {
-      const __nv_bfloat16* kj = k + (j * heads + h) * d;
-      float dot = 0.0f;
-      for (int c = 0; c < d; ++c) dot += qs[c] * __bfloat162float(kj[c]);
-      s = dot * scale;
-    }
-    const float m_new = fmaxf(m, block_max(s, scratch));
-    const float p = j < lk ? expf(s - m_new) : 0.0f;
-    ps[tid] = p;
-    const float tile_l = block_sum(p, scratch);  // its barriers also publish ps
-    const float corr = expf(m - m_new);
-    l = l * corr + tile_l;
-    acc0 *= corr;
-    acc1 *= corr;
-    const int64_t count = lk - j0 < kAttnThreads ? lk - j0 : kAttnThreads;
-    for (int64_t jj = 0; jj < count; ++jj) {
-      const __nv_bfloat16* vj = v + ((j0 + jj) * heads + h) * d;
-      if (tid < d) acc0 += ps[jj] * __bfloat162float(vj[tid]);
-      if (tid + kAttnThreads < d) acc1 += ps[jj] * __bfloat162float(vj[tid + kAttnThreads]);
-    }
-    m = m_new;
-    __syncthreads();  // ps is rewritten by the next tile
-  }
-  __nv_bfloat16* o = out + (i * heads + h) * d;
-  if (tid < d) o[tid] = __float2bfloat16_rn(acc0 / l);
-  if (tid + kAttnThreads < d) o[tid + kAttnThreads] = __float2bfloat16_rn(acc1 / l);
-}
-
 }  // namespace
 
 void launch_gather_frames(const void* src, void* dst, int64_t frame_bytes, const FrameList& frames,
@@ -287,19 +243,6 @@ void launch_unpatchify(const float* x, float* out, int64_t c, int64_t gf, int64_
   unpatchify_kernel<<<grid_for(n, 256), 256, 0, s>>>(x, out, c, gf, gh, gw, patch[0], patch[1],
                                                      patch[2]);
   check_launch("unpatchify", "", s);
-}
-
-void launch_attention_naive(const void* q, const void* k, const void* v, void* out, int64_t lq,
-                            int64_t lk, int64_t heads, int64_t head_dim, cudaStream_t s) {
-  require(head_dim <= 256, "attention", "the fallback kernel takes head_dim <= 256");
-  require(lq <= 0x7fffffff && heads <= 65535, "attention", "too many queries or heads");
-  if (lq == 0) return;
-  const dim3 grid(static_cast<unsigned>(lq), static_cast<unsigned>(heads));
-  attention_naive_kernel<<<grid, kAttnThreads, 0, s>>>(
-      static_cast<const __nv_bfloat16*>(q), static_cast<const __nv_bfloat16*>(k),
-      static_cast<const __nv_bfloat16*>(v), static_cast<__nv_bfloat16*>(out), lk, heads,
-      static_cast<int>(head_dim), 1.0f / sqrtf(static_cast<float>(head_dim)));
-  check_launch("attention (fallback kernel)", "", s);
 }
 
 }  // namespace fisdit::cuda

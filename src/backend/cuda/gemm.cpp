@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "backend/cuda/cuda_internal.h"
+#include "backend/cuda/gemm.h"
 
 namespace fisdit::cuda {
 

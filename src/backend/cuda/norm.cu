@@ -2,6 +2,7 @@
 // staged in shared memory as fp32 so the statistics are two-pass (mean, then centred variance)
 // as the fp32 reference computes them.
 #include "backend/cuda/kernel_util.cuh"
+#include "backend/cuda/norm.cuh"
 
 namespace fisdit::cuda {
 

@@ -3,6 +3,7 @@
 #include <cfloat>
 
 #include "backend/cuda/kernel_util.cuh"
+#include "backend/cuda/t5.cuh"
 
 namespace fisdit::cuda {
 

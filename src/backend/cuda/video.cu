@@ -2,6 +2,7 @@
 // channel RMS norm (+ SiLU), nearest 2x upsampling, zero padding, Wan 2.2 AvgDown3D / DupUp3D /
 // 2x2 patchify, and the row softmax of the frame attention.
 #include "backend/cuda/kernel_util.cuh"
+#include "backend/cuda/video.cuh"
 
 namespace fisdit::cuda {
 

@@ -17,6 +17,8 @@
 #include <vector>
 
 #include "backend/cuda/cuda_internal.h"
+#include "backend/cuda/video.cuh"
+#include "backend/cuda/video_engine.h"
 #include "fisdit/error.h"
 
 #if FISDIT_HAVE_CUDNN

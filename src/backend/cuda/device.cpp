@@ -1,0 +1,238 @@
+// The CUDA backend's device side: the context every tensor keeps alive (device, stream, the
+// stream-ordered memory pool that caches freed blocks), allocation with clear out-of-memory errors,
+// host<->device transfers, on-GPU random fills and fp8 widening, memory statistics, the event
+// timer, and the backend's construction (FISDIT_CUDA_DEVICE picks the GPU).
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <limits>
+
+#include "backend/cuda/cuda_internal.h"
+#include "backend/cuda/elementwise.cuh"
+#include "backend/cuda/profile.h"
+#include "fisdit/error.h"
+
+namespace fisdit::cuda {
+
+DeviceContext::~DeviceContext() {
+  if (stream) {
+    cudaStreamSynchronize(stream);
+    cudaStreamDestroy(stream);
+  }
+}
+
+Tensor alloc_device(const std::shared_ptr<DeviceContext>& ctx, const Shape& shape, DType dtype,
+                    const char* op) {
+  for (int64_t d : shape)
+    if (d < 0) fail(op, shape_str(shape), "negative dimension");
+  const size_t bytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
+  const size_t padded = ((bytes > 0 ? bytes : 1) + 255) / 256 * 256;
+  void* p = nullptr;
+  const cudaError_t err = cudaMallocAsync(&p, padded, ctx->stream);
+  if (err == cudaErrorMemoryAllocation) {
+    cudaGetLastError();
+    size_t used = 0;
+    cudaMemPoolGetAttribute(ctx->pool, cudaMemPoolAttrUsedMemCurrent, &used);
+    char what[256];
+    std::snprintf(what, sizeof what,
+                  "out of GPU memory allocating %.3f GiB (%.2f GiB in use by fisdit, %.2f GiB "
+                  "device)",
+                  bytes / 1073741824.0, used / 1073741824.0, ctx->device_total / 1073741824.0);
+    fail(op, shape_str(shape) + " " + std::string(dtype_name(dtype)), what);
+  }
+  check(err, op, "allocating " + shape_str(shape));
+  std::shared_ptr<DeviceContext> keep = ctx;
+  std::shared_ptr<const void> owner(
+      p, [keep](const void* q) { cudaFreeAsync(const_cast<void*>(q), keep->stream); });
+  return Tensor::view_of(std::move(owner), p, shape, dtype, Device::CUDA);
+}
+
+CudaBackend::CudaBackend() : ctx_(std::make_shared<DeviceContext>()) {
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess || count == 0)
+    throw Error(std::string("--device cuda: no usable CUDA GPU (") +
+                (err != cudaSuccess ? cudaGetErrorString(err) : "no device") + ")");
+  const char* dev = std::getenv("FISDIT_CUDA_DEVICE");
+  ctx_->device = dev ? std::atoi(dev) : 0;
+  check(cudaSetDevice(ctx_->device), "cuda backend", "cudaSetDevice");
+  check(cudaStreamCreateWithFlags(&ctx_->stream, cudaStreamNonBlocking), "cuda backend",
+        "creating the stream");
+  check(cudaDeviceGetDefaultMemPool(&ctx_->pool, ctx_->device), "cuda backend", "memory pool");
+  uint64_t keep_all = std::numeric_limits<uint64_t>::max();  // cache freed blocks in the pool
+  check(cudaMemPoolSetAttribute(ctx_->pool, cudaMemPoolAttrReleaseThreshold, &keep_all),
+        "cuda backend", "memory pool release threshold");
+  size_t free_bytes = 0;
+  check(cudaMemGetInfo(&free_bytes, &ctx_->device_total), "cuda backend", "cudaMemGetInfo");
+  gemm_ = make_gemm_engine(ctx_->stream);
+  attn_ = make_attention_engine(ctx_->stream);
+}
+
+CudaBackend::~CudaBackend() {
+  cudaStreamSynchronize(ctx_->stream);
+  if (video_) destroy(video_);
+  destroy(attn_);
+  destroy(gemm_);
+}
+
+Tensor CudaBackend::empty(const Shape& shape, DType dtype) {
+  return alloc_device(ctx_, shape, dtype, "empty");
+}
+
+Tensor CudaBackend::random_normal(const Shape& shape, DType dtype, float mean, float stddev,
+                                  uint64_t seed) {
+  Tensor t = alloc_device(ctx_, shape, dtype, "random_normal");
+  launch_random_normal(t.raw(), etype(dtype, "random_normal", "dtype"), t.numel(), mean, stddev,
+                       seed, stream());
+  return t;
+}
+
+Tensor CudaBackend::do_dequantize(const Tensor& stored, float scale, DType dtype) {
+  const char* op = "dequantize";
+  const EType dt = etype(dtype, op, "destination");
+  // The 1-byte codes go up as they are (a quarter of the fp32 bytes, half of bf16's).
+  Tensor codes = upload(stored, stored.dtype());
+  if (reinterpret_cast<uintptr_t>(codes.raw()) % 4 != 0) {  // a view: the kernel reads 4 at once
+    Tensor aligned = alloc_device(ctx_, codes.shape(), codes.dtype(), op);
+    copy(codes, aligned);
+    codes = aligned;
+  }
+  Tensor out = alloc_device(ctx_, stored.shape(), dtype, op);
+  launch_dequantize_fp8(static_cast<const uint8_t*>(codes.raw()), stored.dtype() == DType::F8_E5M2,
+                        scale, out.raw(), dt, stored.numel(), stream());
+  return out;
+}
+
+Tensor CudaBackend::upload(const Tensor& host, DType dtype) {
+  const char* op = "upload";
+  if (!host.defined()) fail(op, "", "tensor is undefined");
+  if (host.device() == Device::CUDA) {  // already here: as is, or converted on the device
+    if (host.dtype() == dtype) return host;
+    Tensor out = alloc_device(ctx_, host.shape(), dtype, op);
+    launch_convert(host.raw(), etype(host.dtype(), op, "source"), out.raw(),
+                   etype(dtype, op, "destination"), host.numel(), stream());
+    return out;
+  }
+  Tensor staged;  // host bytes in the device dtype
+  if (dtype == host.dtype()) {
+    staged = host;
+  } else if (dtype == DType::F32) {
+    staged = host.to_f32();
+  } else if (dtype == DType::BF16) {
+    const Tensor f = host.dtype() == DType::F32 ? host : host.to_f32();
+    staged = Tensor::zeros(host.shape(), DType::BF16);
+    const float* src = f.data_as<float>();
+    auto* dst = staged.data_as<uint16_t>();
+    const int64_t n = f.numel();
+#pragma omp parallel for schedule(static) if (n > (1 << 20))
+    for (int64_t i = 0; i < n; ++i) dst[i] = float_to_bf16(src[i]);
+  } else if (dtype == DType::I32 && host.dtype() == DType::I64) {
+    staged = Tensor::zeros(host.shape(), DType::I32);
+    for (int64_t i = 0; i < host.numel(); ++i)
+      staged.data_as<int32_t>()[i] = static_cast<int32_t>(host.data_as<int64_t>()[i]);
+  } else {
+    fail(op, desc(host), "cannot store as " + std::string(dtype_name(dtype)));
+  }
+  Tensor out = alloc_device(ctx_, host.shape(), dtype, op);
+  if (staged.nbytes()) {
+    check(
+        cudaMemcpyAsync(out.raw(), staged.raw(), staged.nbytes(), cudaMemcpyHostToDevice, stream()),
+        op, desc(host));
+    if (staged.raw() != host.raw())  // the staging buffer dies here: let the copy finish first
+      check(cudaStreamSynchronize(stream()), op, desc(host));
+  }
+  return out;
+}
+
+Tensor CudaBackend::download(const Tensor& t) {
+  const char* op = "download";
+  if (!t.defined()) fail(op, "", "tensor is undefined");
+  if (t.device() == Device::CPU) return t.dtype() == DType::F32 ? t.clone() : t.to_f32();
+  Tensor host = Tensor::zeros(t.shape(), t.dtype());
+  if (t.nbytes())
+    check(cudaMemcpyAsync(host.raw(), t.raw(), t.nbytes(), cudaMemcpyDeviceToHost, stream()), op,
+          desc(t));
+  check(cudaStreamSynchronize(stream()), op, desc(t));
+  return t.dtype() == DType::F32 ? host : host.to_f32();
+}
+
+void CudaBackend::do_copy(const Tensor& src, Tensor& dst) {
+  const char* op = "copy";
+  OpScope scope(stream(), op);
+  require_device(src, op, "source");
+  require_device(dst, op, "destination");
+  if (src.nbytes())
+    check(cudaMemcpyAsync(dst.raw(), src.raw(), src.nbytes(), cudaMemcpyDeviceToDevice, stream()),
+          op, desc(src));
+}
+
+void CudaBackend::synchronize() { check(cudaStreamSynchronize(stream()), "synchronize", ""); }
+
+MemoryStats CudaBackend::memory_stats() const {
+  MemoryStats s;
+  uint64_t v = 0;
+  check(cudaMemPoolGetAttribute(ctx_->pool, cudaMemPoolAttrUsedMemCurrent, &v), "memory_stats", "");
+  s.in_use = v;
+  check(cudaMemPoolGetAttribute(ctx_->pool, cudaMemPoolAttrUsedMemHigh, &v), "memory_stats", "");
+  s.peak = v;
+  check(cudaMemPoolGetAttribute(ctx_->pool, cudaMemPoolAttrReservedMemCurrent, &v), "memory_stats",
+        "");
+  s.reserved = v;
+  s.device_total = ctx_->device_total;
+  return s;
+}
+
+void CudaBackend::reset_peak_memory() {
+  check(cudaStreamSynchronize(stream()), "reset_peak_memory", "");
+  uint64_t zero = 0;
+  check(cudaMemPoolSetAttribute(ctx_->pool, cudaMemPoolAttrUsedMemHigh, &zero), "reset_peak_memory",
+        "");
+}
+
+namespace {
+CudaBackend& as_cuda(Backend& b, const char* what) {
+  auto* c = dynamic_cast<CudaBackend*>(&b);
+  if (!c) throw Error(std::string(what) + ": backend '" + b.name() + "' is not the CUDA backend");
+  return *c;
+}
+}  // namespace
+
+EventTimer::EventTimer(Backend& backend) {
+  stream_ = as_cuda(backend, "EventTimer").stream();
+  cudaEvent_t b = nullptr, e = nullptr;
+  check(cudaEventCreate(&b), "EventTimer", "");
+  check(cudaEventCreate(&e), "EventTimer", "");
+  begin_ = b;
+  end_ = e;
+}
+EventTimer::~EventTimer() {
+  cudaEventDestroy(static_cast<cudaEvent_t>(begin_));
+  cudaEventDestroy(static_cast<cudaEvent_t>(end_));
+}
+void EventTimer::start() {
+  check(cudaEventRecord(static_cast<cudaEvent_t>(begin_), static_cast<cudaStream_t>(stream_)),
+        "EventTimer", "start");
+}
+double EventTimer::stop_ms() {
+  check(cudaEventRecord(static_cast<cudaEvent_t>(end_), static_cast<cudaStream_t>(stream_)),
+        "EventTimer", "stop");
+  check(cudaEventSynchronize(static_cast<cudaEvent_t>(end_)), "EventTimer", "stop");
+  float ms = 0;
+  check(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(begin_), static_cast<cudaEvent_t>(end_)),
+        "EventTimer", "elapsed");
+  return ms;
+}
+
+}  // namespace fisdit::cuda
+
+namespace fisdit {
+std::unique_ptr<Backend> make_cuda_backend() { return std::make_unique<cuda::CudaBackend>(); }
+int cuda_device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+}  // namespace fisdit

@@ -1,0 +1,37 @@
+#pragma once
+// Launchers of elementwise.cu: conversions, random fills, fp8 widening, activations, gated residual
+// adds and the linear op's bias epilogue and small-row GEMV (fp32 math throughout).
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "backend/cuda/cuda_internal.h"
+
+namespace fisdit::cuda {
+
+void launch_convert(const void* src, EType st, void* dst, EType dt, int64_t n, cudaStream_t s);
+void launch_random_normal(void* dst, EType dt, int64_t n, float mean, float stddev, uint64_t seed,
+                          cudaStream_t s);
+// dst[i] = dt(float(fp8 code src[i]) * scale); e5m2 selects F8_E5M2 codes, else F8_E4M3 (fn).
+void launch_dequantize_fp8(const uint8_t* src, bool e5m2, float scale, void* dst, EType dt,
+                           int64_t n, cudaStream_t s);
+void launch_activation(const void* x, EType xt, void* y, EType yt, int64_t n, Activation act,
+                       cudaStream_t s);
+// y[r, :] = act(y[r, :] + bias) in place (bias may be null).
+void launch_bias_act(void* y, EType yt, const void* bias, EType bt, int64_t rows, int64_t cols,
+                     Activation act, cudaStream_t s);
+// y[m, n] = act(sum_k x[m, k] w[n, k] + b[n]), x F32, w BF16, fp32 math; m <= 8.
+void launch_gemv_rows(const float* x, const void* w, const void* bias, EType bt, void* y, EType yt,
+                      int64_t m, int64_t n, int64_t k, Activation act, cudaStream_t s);
+// x[r, i] += y[r, i] * gate (x F32)
+void launch_add(float* x, const void* y, EType yt, int64_t rows, int64_t d, ModArg gate,
+                cudaStream_t s);
+void launch_mul_gate(void* x, EType xt, int64_t rows, int64_t d, ModArg gate, cudaStream_t s);
+void launch_add_scaled(void* x, EType xt, const void* y, EType yt, float alpha, int64_t n,
+                       cudaStream_t s);
+void launch_sub(const void* a, EType at, const void* b, EType bt, void* out, EType ot, int64_t n,
+                cudaStream_t s);
+void launch_add_row(const void* a, EType at, const void* row, EType rt, void* out, EType ot,
+                    int64_t n, int64_t d, cudaStream_t s);
+
+}  // namespace fisdit::cuda

@@ -1,0 +1,75 @@
+// The CUDA backend's matrix-multiply ops: linear through cuBLASLt (gemm.cpp) with fused
+// bias / GELU epilogues, or a GEMV for the few fp32 rows of the timestep embedding; attention
+// through cuDNN's fused flash attention (attention.cpp), falling back to the reference kernel
+// (attention.cu) for a shape cuDNN declines. Both count their FLOPs (Backend::flops).
+#include <string>
+
+#include "backend/cuda/cuda_internal.h"
+#include "backend/cuda/elementwise.cuh"
+#include "backend/cuda/profile.h"
+
+namespace fisdit::cuda {
+
+void CudaBackend::do_linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
+                            Activation act) {
+  const char* op = "linear";
+  require_device(x, op, "input");
+  require_device(w, op, "weight");
+  require_device(y, op, "output");
+  const int64_t m = x.dim(0), k = x.dim(1), n = w.dim(0);
+  const std::string ctx = "x " + desc(x) + ", w " + desc(w) + ", y " + desc(y);
+  require(w.dtype() == DType::BF16, op, ctx + ": weights must be BF16 on the CUDA backend");
+  if (bias) require_device(*bias, op, "bias");
+  const EType xt = etype(x.dtype(), op, "input"), yt = etype(y.dtype(), op, "output");
+  const EType bt = bias ? etype(bias->dtype(), op, "bias") : EType::F32;
+  flops_.linear += 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+  if (m == 0 || n == 0) return;
+  OpScope scope(stream(), op,
+                profiling() ? "N=" + std::to_string(n) + " K=" + std::to_string(k) +
+                                  (xt == EType::F32 && m <= 8 ? " gemv" : "") +
+                                  (act == Activation::GeluTanh ? " gelu" : "")
+                            : std::string());
+  if (xt == EType::F32 && m <= 8) {  // timestep embeddings: fp32 activations, exact-ish GEMV
+    launch_gemv_rows(x.data_as<float>(), w.raw(), bias ? bias->raw() : nullptr, bt, y.raw(), yt, m,
+                     n, k, act, stream());
+    return;
+  }
+  Tensor xb = x;
+  if (xt == EType::F32) {  // bf16 operands, as the official code under autocast
+    xb = alloc_device(ctx_, x.shape(), DType::BF16, op);
+    launch_convert(x.raw(), EType::F32, xb.raw(), EType::BF16, x.numel(), stream());
+  }
+  const bool fuse = yt == EType::BF16 && bt == EType::BF16 &&
+                    (act == Activation::None || act == Activation::GeluTanh);
+  if (fuse) {
+    gemm_bf16(*gemm_, xb.raw(), w.raw(), y.raw(), false, m, n, k, bias ? bias->raw() : nullptr,
+              act == Activation::GeluTanh, ctx);
+  } else {
+    gemm_bf16(*gemm_, xb.raw(), w.raw(), y.raw(), yt == EType::F32, m, n, k, nullptr, false, ctx);
+    launch_bias_act(y.raw(), yt, bias ? bias->raw() : nullptr, bt, m, n, act, stream());
+  }
+}
+
+void CudaBackend::do_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) {
+  const char* op = "attention";
+  require_device(q, op, "q");
+  require_device(k, op, "k");
+  require_device(v, op, "v");
+  require_device(out, op, "out");
+  const int64_t lq = q.dim(0), heads = q.dim(1), d = q.dim(2), lk = k.dim(0);
+  const std::string ctx = "q " + desc(q) + ", k " + desc(k) + ", v " + desc(v);
+  require(q.dtype() == DType::BF16 && k.dtype() == DType::BF16 && v.dtype() == DType::BF16 &&
+              out.dtype() == DType::BF16,
+          op, ctx + ": the CUDA backend takes BF16 q, k, v and output");
+  flops_.attention += 4.0 * static_cast<double>(lq) * static_cast<double>(lk) *
+                      static_cast<double>(heads) * static_cast<double>(d);
+  if (lq == 0) return;
+  OpScope scope(stream(), op,
+                profiling()
+                    ? (lq == lk ? "self" : "Lk=" + std::to_string(lk)) + " d=" + std::to_string(d)
+                    : std::string());
+  if (!attention_cudnn(*attn_, q.raw(), k.raw(), v.raw(), out.raw(), lq, lk, heads, d, ctx))
+    launch_attention_naive(q.raw(), k.raw(), v.raw(), out.raw(), lq, lk, heads, d, stream());
+}
+
+}  // namespace fisdit::cuda

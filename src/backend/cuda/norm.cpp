@@ -1,0 +1,105 @@
+// The CUDA backend's norm ops next to their kernels (norm.cu): LayerNorm with the adaLN
+// modulation, RMSNorm, Wan's 3D RoPE from a cached (cos, sin) table, and the fused q/k RMSNorm +
+// RoPE (one read and one write of q or k) with the two separate ops as its fallback.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "backend/cuda/cuda_internal.h"
+#include "backend/cuda/norm.cuh"
+#include "backend/cuda/profile.h"
+
+namespace fisdit::cuda {
+
+void CudaBackend::do_layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias,
+                                float eps, Tensor& y, ModChunk shift, ModChunk scale) {
+  const char* op = "layer_norm";
+  OpScope scope(stream(), op);
+  require_device(x, op, "input");
+  require_device(y, op, "output");
+  const int64_t rows = x.dim(0), d = x.dim(1);
+  require((weight == nullptr) == (bias == nullptr), op, "weight and bias come together");
+  EType wt = EType::F32;
+  if (weight) {
+    require_device(*weight, op, "weight");
+    require_device(*bias, op, "bias");
+    wt = etype(weight->dtype(), op, "weight");
+    require(bias->dtype() == weight->dtype(), op, "weight and bias dtypes differ");
+  }
+  launch_layer_norm(x.data_as<float>(), y.raw(), etype(y.dtype(), op, "output"), rows, d,
+                    weight ? weight->raw() : nullptr, bias ? bias->raw() : nullptr, wt, eps,
+                    mod_arg(shift, op), mod_arg(scale, op), stream());
+}
+
+void CudaBackend::do_rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) {
+  const char* op = "rms_norm";
+  OpScope scope(stream(), op);
+  require_device(x, op, "input");
+  require_device(y, op, "output");
+  require_device(weight, op, "weight");
+  const int64_t rows = x.dim(0), d = x.dim(1);
+  launch_rms_norm(x.raw(), etype(x.dtype(), op, "input"), y.raw(), etype(y.dtype(), op, "output"),
+                  weight.raw(), etype(weight.dtype(), op, "weight"), rows, d, eps, stream());
+}
+
+const float* CudaBackend::rope_table(int64_t head_dim, int positions) {
+  if (rope_table_.defined() && rope_head_dim_ == head_dim && positions <= rope_positions_)
+    return rope_table_.data_as<float>();
+  positions = std::max(positions, 256);
+  const int64_t d = head_dim, c = d / 2;
+  const int64_t parts[3] = {c - 2 * (c / 3), c / 3, c / 3};
+  const int64_t widths[3] = {d - 4 * (d / 6), 2 * (d / 6), 2 * (d / 6)};
+  std::vector<double> freq;
+  for (int p = 0; p < 3; ++p)
+    for (int64_t i = 0; i < parts[p]; ++i)
+      freq.push_back(
+          std::pow(10000.0, -static_cast<double>(2 * i) / static_cast<double>(widths[p])));
+  Tensor host = Tensor::zeros({positions, c, 2});
+  float* t = host.f32();
+  for (int pos = 0; pos < positions; ++pos)
+    for (int64_t j = 0; j < c; ++j) {  // angles in float64, as the official rope_params
+      const double a = pos * freq[static_cast<size_t>(j)];
+      t[(pos * c + j) * 2] = static_cast<float>(std::cos(a));
+      t[(pos * c + j) * 2 + 1] = static_cast<float>(std::sin(a));
+    }
+  synchronize();  // the old table may still be read by queued kernels
+  rope_table_ = upload(host, DType::F32);
+  rope_head_dim_ = head_dim;
+  rope_positions_ = positions;
+  return rope_table_.data_as<float>();
+}
+
+void CudaBackend::do_rope_3d(Tensor& x, const RopeGrid& grid) {
+  const char* op = "rope_3d";
+  OpScope scope(stream(), op);
+  require_device(x, op, "input");
+  const int64_t tokens = x.dim(0), heads = x.dim(1), d = x.dim(2);
+  int max_pos = std::max(grid.height, grid.width);
+  for (int32_t f : grid.frames) max_pos = std::max(max_pos, f + 1);
+  const FrameList frames = frame_list(grid.frames, op);
+  const float* table = rope_table(d, max_pos);
+  launch_rope_3d(x.raw(), etype(x.dtype(), op, "input"), tokens, heads, d, frames, grid.height,
+                 grid.width, table, stream());
+}
+
+void CudaBackend::do_rms_norm_rope(Tensor& x, const Tensor& weight, float eps, int64_t heads,
+                                   const RopeGrid& grid) {
+  const char* op = "rms_norm_rope";
+  require_device(x, op, "input");
+  require_device(weight, op, "weight");
+  const int64_t tokens = x.dim(0), d = x.dim(1), head_dim = d / heads;
+  int max_pos = std::max(grid.height, grid.width);
+  for (int32_t f : grid.frames) max_pos = std::max(max_pos, f + 1);
+  const float* table = rope_table(head_dim, max_pos);
+  bool fused = false;
+  {
+    OpScope scope(stream(), op);
+    const FrameList frames = frame_list(grid.frames, op);
+    fused = launch_rms_norm_rope(x.raw(), etype(x.dtype(), op, "input"), weight.raw(),
+                                 etype(weight.dtype(), op, "weight"), tokens, d, head_dim, eps,
+                                 frames, grid.height, grid.width, table, stream());
+  }
+  if (!fused) Backend::do_rms_norm_rope(x, weight, eps, heads, grid);
+}
+
+}  // namespace fisdit::cuda

@@ -1,0 +1,27 @@
+#pragma once
+// Launchers of norm.cu: LayerNorm (+ adaLN modulation), RMSNorm, Wan's 3D RoPE and the fused q/k
+// RMSNorm + RoPE.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "backend/cuda/cuda_internal.h"
+
+namespace fisdit::cuda {
+
+void launch_layer_norm(const float* x, void* y, EType yt, int64_t rows, int64_t d,
+                       const void* weight, const void* bias, EType wt, float eps, ModArg shift,
+                       ModArg scale, cudaStream_t s);
+void launch_rms_norm(const void* x, EType xt, void* y, EType yt, const void* weight, EType wt,
+                     int64_t rows, int64_t d, float eps, cudaStream_t s);
+// Fused q/k RMSNorm + RoPE in place on bf16 x [rows, d]; false (nothing launched) when the
+// fused kernel does not apply (dtype, width or alignment).
+bool launch_rms_norm_rope(void* x, EType xt, const void* weight, EType wt, int64_t rows, int64_t d,
+                          int64_t head_dim, float eps, const FrameList& frames, int height,
+                          int width, const float* table, cudaStream_t s);
+// x [tokens, heads, head_dim] in place; `table` float2 (cos, sin) [positions, head_dim / 2].
+void launch_rope_3d(void* x, EType xt, int64_t tokens, int64_t heads, int64_t head_dim,
+                    const FrameList& frames, int height, int width, const float* table,
+                    cudaStream_t s);
+
+}  // namespace fisdit::cuda

@@ -1,0 +1,72 @@
+// Which backends exist (the CPU always; CUDA when a program links it and registers its factory)
+// and the defaults a backend inherits from Backend: host-side random_normal and dequantize, and
+// rms_norm_rope as its two ops. Kept apart from backend.cpp, which holds the ops' checks.
+#include <random>
+
+#include "backend/backend.h"
+#include "fisdit/error.h"
+
+namespace fisdit {
+
+namespace {
+BackendFactory& cuda_factory() {
+  static BackendFactory factory = nullptr;
+  return factory;
+}
+DeviceCountFn& cuda_count() {
+  static DeviceCountFn count = nullptr;
+  return count;
+}
+}  // namespace
+
+void register_cuda_backend(BackendFactory factory, DeviceCountFn count) {
+  cuda_factory() = factory;
+  cuda_count() = count;
+}
+
+std::string default_device() {
+  return cuda_factory() && cuda_count() && cuda_count()() > 0 ? "cuda" : "cpu";
+}
+
+std::unique_ptr<Backend> make_backend(const std::string& device) {
+  if (device == "cpu") return make_cpu_backend();
+  if (device == "cuda") {
+    if (!cuda_factory())
+      throw Error(
+          "--device cuda: this fisdit was built without the CUDA backend (nvcc was not "
+          "found at configure time); rebuild with the CUDA toolkit or use --device cpu");
+    return cuda_factory()();
+  }
+  throw Error("--device must be cpu or cuda, got '" + device + "'");
+}
+
+Tensor Backend::random_normal(const Shape& shape, DType dtype, float mean, float stddev,
+                              uint64_t seed) {
+  Tensor host = Tensor::zeros(shape);
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> dist(mean, stddev);
+  float* p = host.f32();
+  for (int64_t i = 0; i < host.numel(); ++i) p[i] = dist(rng);
+  return upload(host, dtype);
+}
+
+Tensor Backend::do_dequantize(const Tensor& stored, float scale, DType dtype) {
+  if (stored.device() != Device::CPU)
+    throw Error(name() + " backend: dequantize of a tensor not on the host");
+  const auto n = static_cast<size_t>(stored.numel());
+  Tensor out = Tensor::zeros(stored.shape(), dtype);
+  if (dtype == DType::BF16)
+    convert_to_bf16_scaled(stored.dtype(), stored.raw(), scale, out.data_as<uint16_t>(), n);
+  else
+    convert_to_f32_scaled(stored.dtype(), stored.raw(), scale, out.f32(), n);
+  return device() == Device::CPU ? out : upload(out, dtype);
+}
+
+void Backend::do_rms_norm_rope(Tensor& x, const Tensor& weight, float eps, int64_t heads,
+                               const RopeGrid& grid) {
+  rms_norm(x, weight, eps, x);
+  Tensor per_head = x.reshape({x.dim(0), heads, x.dim(1) / heads});
+  rope_3d(per_head, grid);
+}
+
+}  // namespace fisdit
