@@ -26,9 +26,10 @@ set(FISDIT_LAYER_DEPS_sched core backend accel models)
 set(FISDIT_LAYER_DEPS_analysis core backend accel models sched)
 set(FISDIT_LAYER_DEPS_pipeline core io media backend accel models sched analysis)
 
-# Layers that may include a family's own headers (models/<family>/...); the others work on the
-# family-agnostic seam (models/model.h, models/family.h).
-set(FISDIT_FAMILY_AWARE_LAYERS models pipeline)
+# Layers that may include a family's own headers (models/<family>/...): only models itself, whose
+# registry (models/family.cpp) lists the families. The others work on the seam (models/model.h,
+# models/release.h, models/family.h), so a second family is a folder plus a registration.
+set(FISDIT_FAMILY_AWARE_LAYERS models)
 
 # The layer an #include "<path>" of the project names, from its first folders ("" if none).
 function(fisdit_layer_of_include path out)

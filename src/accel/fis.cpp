@@ -109,8 +109,8 @@ FisConfig fis_preset(const std::string& name_or_path) {
   }
   std::ifstream in(name_or_path);
   if (!in)
-    throw Error("--fis: '" + name_or_path +
-                "' is neither off, balanced, fast nor a readable JSON preset file");
+    throw ParamError("fis", ": '" + name_or_path +
+                                "' is neither off, balanced, fast nor a readable JSON preset file");
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(in);

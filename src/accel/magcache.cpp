@@ -76,12 +76,12 @@ MagRatios mag_ratios_from_json(const nlohmann::json& j, const std::string& sourc
 
 MagRatios load_mag_ratios(const std::string& path) {
   std::ifstream in(path);
-  if (!in) throw Error("--magcache-ratios " + path + ": cannot open");
+  if (!in) throw ParamError("magcache_ratios", " " + path + ": cannot open");
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(in);
   } catch (const nlohmann::json::exception& e) {
-    throw Error("--magcache-ratios " + path + ": not valid JSON (" + e.what() + ")");
+    throw ParamError("magcache_ratios", " " + path + ": not valid JSON (" + e.what() + ")");
   }
   return mag_ratios_from_json(j, path);
 }
@@ -89,7 +89,7 @@ MagRatios load_mag_ratios(const std::string& path) {
 void save_mag_ratios(const std::string& path, const MagRatios& r) {
   std::ofstream out(path);
   out << mag_ratios_to_json(r).dump(2) << "\n";
-  if (!out) throw Error("--output " + path + ": cannot write");
+  if (!out) throw ParamError("output", " " + path + ": cannot write");
 }
 
 std::vector<double> token_norms(const Tensor& residual) {
@@ -125,16 +125,17 @@ double magnitude_ratio(const std::vector<double>& now, const std::vector<double>
 void MagCacheConfig::validate() const {
   if (!enabled) return;
   if (!std::isfinite(threshold) || threshold < 0)
-    throw Error("--magcache-thresh must be a finite number >= 0, got " + std::to_string(threshold));
+    throw ParamError("magcache_thresh",
+                     ": must be a finite number >= 0, got " + std::to_string(threshold));
   if (max_skips < 0)
-    throw Error("--magcache-K must be >= 0 (the most consecutive skipped steps), got " +
-                std::to_string(max_skips));
+    throw ParamError("magcache_K", ": must be >= 0 (the most consecutive skipped steps), got " +
+                                       std::to_string(max_skips));
   if (!(retention >= 0 && retention <= 1))
-    throw Error("--magcache-retention must be in [0, 1], got " + std::to_string(retention));
+    throw ParamError("magcache_retention", ": must be in [0, 1], got " + std::to_string(retention));
   if (!force && ratios.cond.empty())
-    throw Error(
-        "--cache magcache needs --magcache-ratios FILE (make one with fisdit calibrate "
-        "--magcache) or --magcache-force");
+    throw ParamError("magcache_ratios",
+                     ": MagCache needs calibrated ratios (fisdit calibrate --magcache writes "
+                     "them), or forced skipping (magcache_force)");
 }
 
 std::string MagCacheConfig::describe() const {

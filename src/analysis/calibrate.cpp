@@ -30,8 +30,8 @@ struct Measured {
 
 Calibration calibrate_fis(const nlohmann::json& a, double budget, const std::string& source) {
   if (!(budget > 0) || !std::isfinite(budget))
-    throw Error("--budget must be a positive number (a relative error, e.g. 0.05), got " +
-                std::to_string(budget));
+    throw ParamError("budget", ": must be a positive number (a relative error, e.g. 0.05), got " +
+                                   std::to_string(budget));
   if (!a.is_object() || a.value("format", "") != "fisdit-analysis")
     throw Error(source +
                 ": not an analysis JSON of fisdit analyze (no \"format\": "

@@ -32,12 +32,12 @@ std::unique_ptr<Backend> make_backend(const std::string& device) {
   if (device == "cpu") return make_cpu_backend();
   if (device == "cuda") {
     if (!cuda_factory())
-      throw Error(
-          "--device cuda: this fisdit was built without the CUDA backend (nvcc was not "
-          "found at configure time); rebuild with the CUDA toolkit or use --device cpu");
+      throw ParamError("device",
+                       " cuda: this fisdit was built without the CUDA backend (nvcc was not found "
+                       "at configure time); rebuild with the CUDA toolkit or use the cpu device");
     return cuda_factory()();
   }
-  throw Error("--device must be cpu or cuda, got '" + device + "'");
+  throw ParamError("device", ": must be cpu or cuda, got '" + device + "'");
 }
 
 Tensor Backend::random_normal(const Shape& shape, DType dtype, float mean, float stddev,

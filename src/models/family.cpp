@@ -54,6 +54,28 @@ const Family& family_for_model(const std::string& path) {
 
 ModelInfo probe_model(const std::string& path) { return family_for_model(path).probe(path); }
 
+std::unique_ptr<Release> open_release(const std::string& path, const ReleaseOptions& options) {
+  // A release is a directory in a family's layout (or a DiT file): each family tries to open it.
+  // With one family its error says what is missing; with several, the reasons of each.
+  std::string why;
+  int tried = 0;
+  for (const Family& f : families()) {
+    if (!f.open_release) continue;
+    ++tried;
+    if (families().size() == 1) return f.open_release(path, options);
+    try {
+      return f.open_release(path, options);
+    } catch (const Error& e) {
+      why += (why.empty() ? "" : "; ") + std::string(f.name) + ": " + e.what();
+    }
+  }
+  if (tried == 0)
+    throw Error(
+        "this fisdit was built without the pipeline (-DFISDIT_PIPELINE=OFF): it has no "
+        "tokenizer to run a release");
+  throw ParamError("model", " " + path + ": not a release fisdit can run: " + why);
+}
+
 std::unique_ptr<VelocityModel> load_model(const std::string& path, Backend& backend,
                                           const std::vector<LoraSpec>& loras,
                                           std::vector<std::string>* report) {

@@ -10,6 +10,7 @@
 #include "io/checkpoint.h"
 #include "models/lora.h"
 #include "models/model.h"
+#include "models/release.h"
 
 namespace fisdit::models {
 
@@ -34,6 +35,10 @@ struct Family {
   // A model of a config name (or config file) with random weights of the real shapes, made on
   // `backend` (fisdit bench): matrices N(0, 1/fan_in), so activations stay O(1).
   std::unique_ptr<VelocityModel> (*random)(const std::string& name_or_path, Backend& backend);
+  // The release at `path` (a directory in one of the family's layouts, or a DiT file with the
+  // other parts in `options`), opened and checked without reading a weight; nullptr in a build
+  // without the pipeline (no tokenizer). Throws ParamError naming the part that is missing.
+  std::unique_ptr<Release> (*open_release)(const std::string& path, const ReleaseOptions& options);
 };
 
 const std::vector<Family>& families();
@@ -45,6 +50,8 @@ const Family& family_for_config(const std::string& name_or_path);
 const Family& family_for_model(const std::string& path);
 // family_for_model(path).probe(path): what the DiT at `path` is, without loading it.
 ModelInfo probe_model(const std::string& path);
+// The release at `path`, by the family whose DiT it holds.
+std::unique_ptr<Release> open_release(const std::string& path, const ReleaseOptions& options);
 // family_for_model(path).load(...).
 std::unique_ptr<VelocityModel> load_model(const std::string& path, Backend& backend,
                                           const std::vector<LoraSpec>& loras = {},

@@ -1,32 +1,38 @@
 #pragma once
-// Prompt (and image) to video with a Wan release: tokenizer -> umT5 -> (VAE encode of the first
-// frame) -> flow sampling with the DiT expert(s) and FIS -> VAE decode. T2V-A14B, I2V-A14B and
-// TI2V-5B (and Wan 2.1 T2V), selected by the DiT's model_type.
-//
-// Where each stage runs: the DiT on the chosen backend (cuda or cpu); the text encoder and the
-// VAE on the CPU backend in fp32 (their CUDA versions do not exist yet). The two A14B experts
-// are loaded one at a time: the high-noise expert for the first steps, then it is freed and the
-// low-noise expert is loaded, so peak memory is one expert.
+// Prompt (and first frame) to video with any family's release (models/release.h), in named
+// stages, each on --device:
+//   check   the request against the release: sizes, frames, image, sampling, LoRA files; no
+//           weight is read (check_request)
+//   text    the prompt (and the negative prompt with CFG) through the text encoder
+//   image   the first frame through the VAE encoder (I2V, TI2V)
+//   sample  the flow solver over the DiT expert(s), with FIS and MagCache
+//   decode  the final latent through the VAE decoder
+//   write   MP4, PNG frames, the latent, the summary (pipeline/output.h)
+// Without keep_loaded each stage frees what it loaded (one A14B expert at a time).
 #include <cstdint>
-#include <functional>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
-#include <utility>
+#include <vector>
 
 #include "accel/fis.h"
 #include "core/tensor.h"
-#include "pipeline/release.h"
+#include "models/release.h"
 #include "sched/denoise.h"
 
 namespace fisdit::pipeline {
 
 struct GenerateOptions {
-  std::string model;  // --model: release directory, diffusers directory or DiT file
-  ReleaseOverrides parts;
+  // ---- the model (fixed for a Generator)
+  std::string model;  // release directory, diffusers directory or DiT file
+  // Parts given explicitly, by role (Wan: dit_low, text_encoder, tokenizer, vae).
+  std::map<std::string, std::string> parts;
   std::string lora_high, lora_low;  // LoRA files for the (high-noise) and low-noise experts
   float lora_strength = 1.0f;
+  std::string device = "cuda";
+  // ---- the request
   std::string prompt, negative;
   std::string image;  // first frame (i2v, ti2v); PNG or JPEG
   int width = 1280, height = 720, frames = 81;
@@ -35,11 +41,10 @@ struct GenerateOptions {
   sched::SolverKind solver = sched::SolverKind::Euler;
   float guidance = 1.0f;
   std::optional<float> guidance_high, guidance_low;
-  std::optional<float> boundary;  // default: the release's, else t2v 0.875 / i2v 0.9
+  std::optional<float> boundary;  // default: the release's, else the model's
   uint64_t seed = 0;
   accel::FisConfig fis;
   accel::MagCacheConfig cache;  // MagCache step caching (off by default)
-  std::string device = "cuda";
   bool progress = true;
   // Optional analysis hook on the conditional DiT forward of every step (sched::ForwardCall):
   // fisdit quality records the redundancy of the dense runs through it.
@@ -48,49 +53,61 @@ struct GenerateOptions {
   bool decode = true;
 };
 
+// A request checked against the release: what the stages run.
+struct CheckedRequest {
+  GenerateOptions options;  // width and height as the video will have them (I2V: the image's)
+  models::LatentGrid grid;  // the latent [latent_channels, frames, height, width]
+  Tensor image;             // the first frame as read, [3, H, W] in [-1, 1]; undefined if none
+  sched::DenoiseOptions denoise;
+  bool needs_uncond = false;       // a guidance scale != 1 on some step
+  std::vector<std::string> notes;  // for the log: what was derived (I2V's size)
+};
+
+// Checks `request` against the release and resolves it, reading no weight (the image file is
+// read: its size decides I2V's). Throws ParamError naming the parameter (frames, size, image,
+// steps, boundary, guidance, lora_high, lora_low, ...).
+CheckedRequest check_request(const models::Release& release, const GenerateOptions& request);
+
 struct GenerateResult {
   Tensor video;   // [3, frames, height, width] in [-1, 1]
-  Tensor latent;  // the final latent [z, F', h, w] (normalised, as the DiT sees it)
-  std::string task;
+  Tensor latent;  // the final latent [C, F', h, w] (normalised, as the DiT sees it)
+  models::Task task = models::Task::T2V;
+  double fps = 16;         // the release's
   nlohmann::json summary;  // options, resolved paths, per-stage seconds, per-step records
 };
 
-// I2V's frame size as wan/image2video.py derives it: the area `max_area` (the --size's W*H) at the
-// image's aspect ratio, each side rounded down to whole latent patches: returns {width, height}.
-std::pair<int, int> i2v_size(int64_t max_area, int64_t image_width, int64_t image_height,
-                             int64_t vae_stride, int64_t patch_h, int64_t patch_w);
-
-// Checks the request against the model before any weight is loaded; throws fisdit::Error naming
-// the flag (--size, --frames, --image, ...). The same as Generator(options, false).run(options).
+// One request on a release opened for it: Generator(options, false).run(options).
 GenerateResult generate(const GenerateOptions& options);
 
 // One release opened for several requests (fisdit quality runs many on one model).
 class Generator {
  public:
-  // Resolves and opens the release of the model fields of `model` (model, parts, lora_high,
-  // lora_low, lora_strength, device) and checks that its parts fit each other; no weight is read.
+  // Opens the release of the model fields of `model` (model, parts, lora_high, lora_low,
+  // lora_strength, device) and checks that its parts fit each other; no weight is read.
   // keep_loaded: the text encoder, the DiT expert(s) and the VAE stay in memory once a request
   // has loaded them, and encoded prompts are remembered, so later requests load nothing (every
-  // weight is then resident at once, both A14B experts included). Without it every request loads
-  // and frees them as the header comment says (one expert at a time).
+  // weight is then resident at once, both A14B experts included).
   Generator(const GenerateOptions& model, bool keep_loaded);
+  // The same on a release opened by the caller (tests: a release whose stages are recorded).
+  Generator(std::unique_ptr<models::Release> release, const GenerateOptions& model,
+            bool keep_loaded);
   ~Generator();
   Generator(const Generator&) = delete;
   Generator& operator=(const Generator&) = delete;
 
-  const ReleasePaths& paths() const;
-  const models::ModelInfo& model_info() const;  // the (high-noise) expert's
-  bool two_experts() const;
+  const models::ReleaseInfo& release() const;
+  const models::ModelInfo& model_info() const { return release().model; }
+  bool two_experts() const { return release().two_experts; }
 
-  // One request: the request fields of `request` (prompt, image, size, sampling, seed, fis,
-  // cache, progress, on_forward). Its model fields must name the generator's model and device.
+  // check_request on this generator's release (and model: the request's model fields must
+  // name it).
+  CheckedRequest check(const GenerateOptions& request) const;
+  // One request: checked, then text, image, sample, decode.
   GenerateResult run(const GenerateOptions& request);
-  // The VAE decode of a final latent [z, F', h, w] (normalised, as run's result holds it) to a
-  // video [3, frames, height, width] clamped to [-1, 1], as run does it.
+  // The decode stage alone, for a final latent as run's result holds it.
   Tensor decode(const Tensor& latent, bool progress = false);
 
  private:
-  GenerateResult run_request(const GenerateOptions& request);
   struct State;
   std::unique_ptr<State> s_;
 };

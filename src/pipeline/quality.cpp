@@ -8,6 +8,7 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <functional>
 #include <limits>
 
 #include "analysis/analyze.h"
@@ -32,7 +33,7 @@ nlohmann::json number(double v) {
 
 std::string join(const std::vector<std::string>& items, const std::string& sep) {
   std::string out;
-  for (const std::string& s : items) out += (out.empty() ? "" : sep) + s;
+  for (const std::string& item : items) out += (out.empty() ? "" : sep) + item;
   return out;
 }
 
@@ -122,191 +123,227 @@ QualityVariant quality_variant(const std::string& name) {
     v.fis.name = name;
     return v;
   }
-  throw Error("--variants: unknown variant '" + name +
-              "'; valid: " + join(quality_variant_names(), ", ") + ", or a FIS preset JSON file");
+  throw ParamError("variants", ": unknown variant '" + name +
+                                   "'; valid: " + join(quality_variant_names(), ", ") +
+                                   ", or a FIS preset JSON file");
 }
 
-QualityReport run_quality(const QualityOptions& options) {
-  const GenerateOptions& base = options.base;
-  if (options.prompts.empty())
-    throw Error(
-        "no prompts: give --prompts FILE (one prompt per line), or a model whose "
-        "fisdit.json lists held_out_prompts");
-  if (options.seeds.empty()) throw Error("--seeds: give at least one seed");
-  if (options.variants.empty()) throw Error("--variants: give at least one variant");
-  if (base.steps < 1) throw Error("--steps must be at least 1");
-  std::vector<QualityVariant> variants;
-  for (const std::string& name : options.variants) {
-    for (const QualityVariant& v : variants)
-      if (v.name == name) throw Error("--variants: '" + name + "' is listed twice");
-    variants.push_back(quality_variant(name));
-  }
+namespace {
 
-  Generator generator(base, /*keep_loaded=*/true);
-  const models::ModelInfo& info = generator.model_info();
-  const size_t samples = options.prompts.size() * options.seeds.size();
-  analysis::RedundancyRecorder recorder(base.steps, info.num_blocks);
-  std::vector<Collected> collected(variants.size());
+// Everything the runs of a report collect.
+struct QualityRuns {
+  explicit QualityRuns(int steps, int blocks, size_t variants)
+      : recorder(steps, blocks), collected(variants) {}
+  analysis::RedundancyRecorder recorder;  // the dense references' redundancy
+  std::vector<Collected> collected;       // per variant
   nlohmann::json runs = nlohmann::json::array(), reference = nlohmann::json::array();
   std::vector<std::string> sample_names;
   Shape latent;
   std::string task, layout;
+};
+
+// The checks of a report before anything runs: prompts, seeds, the variants (resolved), and the
+// shared request against the release (no weight is read).
+std::vector<QualityVariant> check_quality(const QualityOptions& options,
+                                          const Generator& generator) {
+  if (options.prompts.empty())
+    throw Error(
+        "no prompts: give --prompts FILE (one prompt per line), or a model whose "
+        "fisdit.json lists held_out_prompts");
+  if (options.seeds.empty()) throw ParamError("seeds", ": give at least one seed");
+  if (options.variants.empty()) throw ParamError("variants", ": give at least one variant");
+  std::vector<QualityVariant> variants;
+  for (const std::string& name : options.variants) {
+    for (const QualityVariant& v : variants)
+      if (v.name == name) throw ParamError("variants", ": '" + name + "' is listed twice");
+    variants.push_back(quality_variant(name));
+  }
+  GenerateOptions o = options.base;
+  o.prompt = options.prompts.front();
+  generator.check(o);
+  return variants;
+}
+
+// One prompt and seed: the dense reference (its redundancy recorded), then every variant from
+// the same noise, each compared with the reference.
+void run_sample(Generator& generator, const QualityOptions& options,
+                const std::vector<QualityVariant>& variants, size_t p, uint64_t seed,
+                QualityRuns& q, const std::function<void(const std::string&)>& status) {
+  const size_t samples = options.prompts.size() * options.seeds.size();
+  GenerateOptions o = options.base;
+  o.prompt = options.prompts[p];
+  o.seed = seed;
+  o.fis = accel::fis_preset("off");
+  o.cache = accel::MagCacheConfig{};
+  o.progress = false;
+  // The reference: dense, with every block output of the conditional forward observed.
+  o.on_forward = q.recorder.hook(1.0 / static_cast<double>(samples));
+  const GenerateResult ref = generator.run(o);
+  o.on_forward = {};
+  q.latent = ref.latent.shape();
+  q.task = models::task_name(ref.task);
+  q.layout = ref.summary.value("layout", "");
+  const double ref_seconds = ref.summary.at("seconds").value("denoise", 0.0);
+  q.sample_names.push_back(o.prompt + " (seed " + std::to_string(seed) + ")");
+  q.reference.push_back({{"prompt_index", p},
+                         {"seed", seed},
+                         {"prompt_tokens", ref.summary.value("prompt_tokens", 0)},
+                         {"denoise_seconds", ref_seconds}});
+  char line[256];
+  std::snprintf(line, sizeof line, "dense reference (redundancy recorded), denoise %.2f s",
+                ref_seconds);
+  status(line);
+
+  for (size_t vi = 0; vi < variants.size(); ++vi) {
+    o.fis = variants[vi].fis;
+    // The dense row repeats the reference's sampling; a latent equal to the reference's bit for
+    // bit decodes to the reference's video (the decode is deterministic), so it is only decoded
+    // again when it differs.
+    const bool dense = !o.fis.enabled();
+    o.decode = !dense;
+    const GenerateResult r = generator.run(o);
+    o.decode = true;
+    const bool identical = r.latent.shape() == ref.latent.shape() &&
+                           std::memcmp(r.latent.raw(), ref.latent.raw(), r.latent.nbytes()) == 0;
+    const Tensor video = r.video.defined() ? r.video
+                         : identical       ? ref.video
+                                           : generator.decode(r.latent);
+    const double rel = rel_l2(r.latent, ref.latent);
+    const double ps = analysis::psnr(video, ref.video);
+    const double ss = analysis::ssim(video, ref.video);
+    const std::vector<double> fm = analysis::frame_mse(video, ref.video);
+    const double seconds = r.summary.at("seconds").value("denoise", 0.0);
+    Collected& c = q.collected[vi];
+    c.rel_l2.push_back(rel);
+    c.psnr.push_back(ps);
+    c.ssim.push_back(ss);
+    c.seconds.push_back(seconds);
+    c.prompt.push_back(p);
+    c.seed.push_back(seed);
+    c.frame_mse_sum.resize(fm.size());
+    for (size_t f = 0; f < fm.size(); ++f) c.frame_mse_sum[f] += fm[f];
+    q.runs.push_back({{"prompt_index", p},
+                      {"seed", seed},
+                      {"variant", variants[vi].name},
+                      {"latent_identical", identical},
+                      {"latent_rel_l2", rel},
+                      {"psnr_db", number(ps)},
+                      {"ssim", number(ss)},
+                      {"denoise_seconds", seconds}});
+    std::snprintf(line, sizeof line,
+                  "%s: latent rel. L2 %.4g, PSNR %.2f dB, SSIM %.4f, denoise %.2f s",
+                  variants[vi].name.c_str(), rel, ps, ss, seconds);
+    status(line);
+  }
+}
+
+// A variant's row: its fidelity over every run, its FLOPs and its denoise time.
+nlohmann::json variant_row(const QualityVariant& v, const Collected& c,
+                           const models::ModelInfo& info, const GenerateOptions& base, int passes,
+                           double dense_seconds) {
+  const models::RunFlops flops =
+      models::run_flops(info, base.width, base.height, base.frames, base.steps, v.fis, passes);
+  const size_t worst =
+      static_cast<size_t>(std::min_element(c.psnr.begin(), c.psnr.end()) - c.psnr.begin());
+  nlohmann::json frame_psnr = nlohmann::json::array();
+  for (double sum : c.frame_mse_sum) {
+    const double mse = sum / static_cast<double>(c.psnr.size());
+    frame_psnr.push_back(
+        number(mse == 0 ? std::numeric_limits<double>::infinity() : 10.0 * std::log10(1.0 / mse)));
+  }
+  const double seconds = median(c.seconds);
+  return {
+      {"name", v.name},
+      {"fis", v.fis.to_json()},
+      {"fis_description", v.fis.describe()},
+      {"ablation", v.ablation},
+      {"runs", c.psnr.size()},
+      {"latent_rel_l2",
+       {{"mean", mean(c.rel_l2)}, {"max", *std::max_element(c.rel_l2.begin(), c.rel_l2.end())}}},
+      {"psnr_db",
+       {{"mean", number(mean(c.psnr))},
+        {"min", number(c.psnr[worst])},
+        {"min_prompt_index", c.prompt[worst]},
+        {"min_seed", c.seed[worst]}}},
+      {"ssim", {{"mean", mean(c.ssim)}, {"min", *std::min_element(c.ssim.begin(), c.ssim.end())}}},
+      {"flops",
+       {{"dense", flops.dense},
+        {"planned", flops.planned},
+        {"ratio", flops.dense > 0 ? flops.planned / flops.dense : 1.0}}},
+      {"denoise_seconds", {{"median", seconds}, {"mean", mean(c.seconds)}}},
+      {"speedup_vs_dense", number(dense_seconds / seconds)},
+      {"frame_psnr_db", frame_psnr}};
+}
+
+}  // namespace
+
+QualityReport run_quality(const QualityOptions& options) {
+  const GenerateOptions& base = options.base;
+  // ---- check: everything but the weights
+  Generator generator(base, /*keep_loaded=*/true);
+  const std::vector<QualityVariant> variants = check_quality(options, generator);
+  const models::ModelInfo& info = generator.model_info();
+
+  // ---- run: per prompt and seed, the reference and every variant
+  QualityRuns q(base.steps, info.num_blocks, variants.size());
+  const size_t samples = options.prompts.size() * options.seeds.size();
   const int total = static_cast<int>(samples * (1 + variants.size()));
   int done = 0;
-  const auto status = [&](size_t p, uint64_t seed, const std::string& what) {
-    if (!options.progress) return;
-    std::fprintf(stderr, "[%d/%d] prompt %zu/%zu, seed %llu: %s\n", ++done, total, p + 1,
-                 options.prompts.size(), static_cast<unsigned long long>(seed), what.c_str());
-    std::fflush(stderr);
-  };
-
   for (size_t p = 0; p < options.prompts.size(); ++p)
-    for (const uint64_t seed : options.seeds) {
-      GenerateOptions o = base;
-      o.prompt = options.prompts[p];
-      o.seed = seed;
-      o.fis = accel::fis_preset("off");
-      o.cache = accel::MagCacheConfig{};
-      o.progress = false;
-      // The reference: dense, with every block output of the conditional forward observed.
-      o.on_forward = recorder.hook(1.0 / static_cast<double>(samples));
-      const GenerateResult ref = generator.run(o);
-      o.on_forward = {};
-      latent = ref.latent.shape();
-      task = ref.task;
-      layout = ref.summary.value("layout", "");
-      const double ref_seconds = ref.summary.at("seconds").value("denoise", 0.0);
-      sample_names.push_back(o.prompt + " (seed " + std::to_string(seed) + ")");
-      reference.push_back({{"prompt_index", p},
-                           {"seed", seed},
-                           {"prompt_tokens", ref.summary.value("prompt_tokens", 0)},
-                           {"denoise_seconds", ref_seconds}});
-      char line[256];
-      std::snprintf(line, sizeof line, "dense reference (redundancy recorded), denoise %.2f s",
-                    ref_seconds);
-      status(p, seed, line);
-
-      for (size_t vi = 0; vi < variants.size(); ++vi) {
-        o.fis = variants[vi].fis;
-        // The dense row repeats the reference's sampling; a latent equal to the reference's bit
-        // for bit decodes to the reference's video (the decode is deterministic), so it is only
-        // decoded again when it differs.
-        const bool dense = !o.fis.enabled();
-        o.decode = !dense;
-        const GenerateResult r = generator.run(o);
-        o.decode = true;
-        const bool identical =
-            r.latent.shape() == ref.latent.shape() &&
-            std::memcmp(r.latent.raw(), ref.latent.raw(), r.latent.nbytes()) == 0;
-        const Tensor video = r.video.defined() ? r.video
-                             : identical       ? ref.video
-                                               : generator.decode(r.latent);
-        const double rel = rel_l2(r.latent, ref.latent);
-        const double ps = analysis::psnr(video, ref.video);
-        const double ss = analysis::ssim(video, ref.video);
-        const std::vector<double> fm = analysis::frame_mse(video, ref.video);
-        const double seconds = r.summary.at("seconds").value("denoise", 0.0);
-        Collected& c = collected[vi];
-        c.rel_l2.push_back(rel);
-        c.psnr.push_back(ps);
-        c.ssim.push_back(ss);
-        c.seconds.push_back(seconds);
-        c.prompt.push_back(p);
-        c.seed.push_back(seed);
-        c.frame_mse_sum.resize(fm.size());
-        for (size_t f = 0; f < fm.size(); ++f) c.frame_mse_sum[f] += fm[f];
-        runs.push_back({{"prompt_index", p},
-                        {"seed", seed},
-                        {"variant", variants[vi].name},
-                        {"latent_identical", identical},
-                        {"latent_rel_l2", rel},
-                        {"psnr_db", number(ps)},
-                        {"ssim", number(ss)},
-                        {"denoise_seconds", seconds}});
-        std::snprintf(line, sizeof line,
-                      "%s: latent rel. L2 %.4g, PSNR %.2f dB, SSIM %.4f, denoise %.2f s",
-                      variants[vi].name.c_str(), rel, ps, ss, seconds);
-        status(p, seed, line);
-      }
-    }
+    for (const uint64_t seed : options.seeds)
+      run_sample(generator, options, variants, p, seed, q, [&](const std::string& what) {
+        if (!options.progress) return;
+        std::fprintf(stderr, "[%d/%d] prompt %zu/%zu, seed %llu: %s\n", ++done, total, p + 1,
+                     options.prompts.size(), static_cast<unsigned long long>(seed), what.c_str());
+        std::fflush(stderr);
+      });
 
   // ---- per variant
-  const auto& patch = info.patch;
   const int passes = base.guidance != 1.0f || base.guidance_high.value_or(base.guidance) != 1.0f ||
                              base.guidance_low.value_or(base.guidance) != 1.0f
                          ? 2
                          : 1;
   double dense_seconds = std::numeric_limits<double>::quiet_NaN();
   for (size_t vi = 0; vi < variants.size(); ++vi)
-    if (variants[vi].name == "dense") dense_seconds = median(collected[vi].seconds);
+    if (variants[vi].name == "dense") dense_seconds = median(q.collected[vi].seconds);
   nlohmann::json per_variant = nlohmann::json::array();
-  for (size_t vi = 0; vi < variants.size(); ++vi) {
-    const QualityVariant& v = variants[vi];
-    const Collected& c = collected[vi];
-    const models::RunFlops flops =
-        models::run_flops(info, base.width, base.height, base.frames, base.steps, v.fis, passes);
-    const size_t worst =
-        static_cast<size_t>(std::min_element(c.psnr.begin(), c.psnr.end()) - c.psnr.begin());
-    nlohmann::json frame_psnr = nlohmann::json::array();
-    for (double sum : c.frame_mse_sum) {
-      const double mse = sum / static_cast<double>(c.psnr.size());
-      frame_psnr.push_back(number(mse == 0 ? std::numeric_limits<double>::infinity()
-                                           : 10.0 * std::log10(1.0 / mse)));
-    }
-    const double seconds = median(c.seconds);
+  for (size_t vi = 0; vi < variants.size(); ++vi)
     per_variant.push_back(
-        {{"name", v.name},
-         {"fis", v.fis.to_json()},
-         {"fis_description", v.fis.describe()},
-         {"ablation", v.ablation},
-         {"runs", c.psnr.size()},
-         {"latent_rel_l2",
-          {{"mean", mean(c.rel_l2)}, {"max", *std::max_element(c.rel_l2.begin(), c.rel_l2.end())}}},
-         {"psnr_db",
-          {{"mean", number(mean(c.psnr))},
-           {"min", number(c.psnr[worst])},
-           {"min_prompt_index", c.prompt[worst]},
-           {"min_seed", c.seed[worst]}}},
-         {"ssim",
-          {{"mean", mean(c.ssim)}, {"min", *std::min_element(c.ssim.begin(), c.ssim.end())}}},
-         {"flops",
-          {{"dense", flops.dense},
-           {"planned", flops.planned},
-           {"ratio", flops.dense > 0 ? flops.planned / flops.dense : 1.0}}},
-         {"denoise_seconds", {{"median", seconds}, {"mean", mean(c.seconds)}}},
-         {"speedup_vs_dense", number(dense_seconds / seconds)},
-         {"frame_psnr_db", frame_psnr}});
-  }
+        variant_row(variants[vi], q.collected[vi], info, base, passes, dense_seconds));
 
+  // ---- the report
   QualityReport report;
   sched::DenoiseOptions denoise;
   denoise.steps = base.steps;
   denoise.shift = base.shift;
   denoise.solver = base.solver;
-  report.analysis = recorder.to_json(info, latent, denoise, sample_names,
-                                     {{"model", generator.paths().dit},
-                                      {"model_low", generator.paths().dit_low},
-                                      {"device", base.device},
-                                      {"producer", "fisdit quality: the dense reference runs"}});
+  const models::ReleaseInfo& release = generator.release();
+  report.analysis = q.recorder.to_json(info, q.latent, denoise, q.sample_names,
+                                       {{"model", release.part("dit")},
+                                        {"model_low", release.part("dit_low")},
+                                        {"device", base.device},
+                                        {"producer", "fisdit quality: the dense reference runs"}});
   report.analysis["fis"] = nlohmann::json::array();
 
+  const auto& patch = info.patch;
+  const Shape& latent = q.latent;
   const int64_t grid_f = latent.size() == 4 ? latent[1] / patch[0] : 0;
   const int64_t tokens =
       latent.size() == 4 ? grid_f * (latent[2] / patch[1]) * (latent[3] / patch[2]) : 0;
-  nlohmann::json& q = report.quality;
-  q["format"] = "fisdit-quality";
-  q["version"] = 1;
-  q["date"] = utc_now();
-  q["command"] = options.command;
-  q["model"] = {{"path", base.model},
+  nlohmann::json& j = report.quality;
+  j["format"] = "fisdit-quality";
+  j["version"] = 1;
+  j["date"] = utc_now();
+  j["command"] = options.command;
+  j["model"] = {{"path", base.model},
                 {"name", options.model_name},
-                {"task", task},
-                {"layout", layout},
-                {"dit", generator.paths().dit},
+                {"task", q.task},
+                {"layout", q.layout},
+                {"dit", release.part("dit")},
                 {"two_experts", generator.two_experts()},
                 {"num_blocks", info.num_blocks},
                 {"dim", info.dim}};
-  q["settings"] = {{"width", base.width},
+  j["settings"] = {{"width", base.width},
                    {"height", base.height},
                    {"frames", base.frames},
                    {"latent", latent},
@@ -321,14 +358,14 @@ QualityReport run_quality(const QualityOptions& options) {
                    {"threads", omp_get_max_threads()},
                    {"seeds", options.seeds},
                    {"prompts", options.prompts}};
-  q["reference"] = {{"fis", "off"},
+  j["reference"] = {{"fis", "off"},
                     {"note",
                      "dense run of every prompt and seed; its redundancy (CV of R_f) is "
                      "recorded, so its denoise time includes the recording"},
-                    {"runs", reference}};
-  q["variants"] = per_variant;
-  q["runs"] = runs;
-  q["cv"] = report.analysis["cv"];
+                    {"runs", q.reference}};
+  j["variants"] = per_variant;
+  j["runs"] = q.runs;
+  j["cv"] = report.analysis["cv"];
   return report;
 }
 

@@ -5,8 +5,8 @@
 namespace fisdit::sched {
 
 EulerSchedule flow_euler_schedule(int steps, float shift) {
-  if (steps < 1) throw Error("--steps must be >= 1, got " + std::to_string(steps));
-  if (!(shift > 0)) throw Error("--shift must be > 0");
+  if (steps < 1) throw ParamError("steps", ": must be >= 1, got " + std::to_string(steps));
+  if (!(shift > 0)) throw ParamError("shift", ": must be > 0");
   EulerSchedule s;
   for (int k = 0; k <= steps; ++k) {
     // linspace(1000, 0, N+1) in float32: the step is (end - start) / N.

@@ -15,7 +15,7 @@ SolverKind parse_solver(const std::string& name) {
   if (name == "euler") return SolverKind::Euler;
   if (name == "unipc") return SolverKind::UniPC;
   if (name == "dpm++" || name == "dpmpp") return SolverKind::DpmPP;
-  throw Error("--solver must be euler, unipc or dpm++, got '" + name + "'");
+  throw ParamError("solver", ": must be euler, unipc or dpm++, got '" + name + "'");
 }
 
 const char* solver_name(SolverKind kind) {
@@ -33,8 +33,8 @@ const char* solver_name(SolverKind kind) {
 namespace {
 
 void check_steps_and_shift(int steps, double shift) {
-  if (steps < 1) throw Error("--steps must be >= 1, got " + std::to_string(steps));
-  if (!(shift > 0) || !std::isfinite(shift)) throw Error("--shift must be > 0");
+  if (steps < 1) throw ParamError("steps", ": must be >= 1, got " + std::to_string(steps));
+  if (!(shift > 0) || !std::isfinite(shift)) throw ParamError("shift", ": must be > 0");
 }
 
 // numpy.linspace(start, stop, num)[k] for k < num - 1: start + k * ((stop - start) / (num - 1)).

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "../io/io_test_util.h"
 #include "accel/magcache.h"
 #include "fisdit/error.h"
 
@@ -200,16 +201,16 @@ TEST(MagCache, RatiosFileRoundTripsAndBadFilesNameTheProblem) {
   std::filesystem::remove_all(dir);
 }
 
-TEST(MagCache, BadSettingsNameTheFlag) {
+TEST(MagCache, BadSettingsNameTheParameter) {
   MagCacheConfig c = config({1}, 0.1, 2, 0.2);
   c.threshold = -1;
-  EXPECT_NE(error_of([&] { c.validate(); }).find("--magcache-thresh"), std::string::npos);
+  EXPECT_EQ(iotest::param_of([&] { c.validate(); }), "magcache_thresh");
   c = config({1}, 0.1, -1, 0.2);
-  EXPECT_NE(error_of([&] { c.validate(); }).find("--magcache-K"), std::string::npos);
+  EXPECT_EQ(iotest::param_of([&] { c.validate(); }), "magcache_K");
   c = config({1}, 0.1, 2, 1.5);
-  EXPECT_NE(error_of([&] { c.validate(); }).find("--magcache-retention"), std::string::npos);
+  EXPECT_EQ(iotest::param_of([&] { c.validate(); }), "magcache_retention");
   c = config({}, 0.1, 2, 0.2);
-  EXPECT_NE(error_of([&] { c.validate(); }).find("--magcache-ratios"), std::string::npos);
+  EXPECT_EQ(iotest::param_of([&] { c.validate(); }), "magcache_ratios");
   c.force = true;
   EXPECT_EQ(error_of([&] { c.validate(); }), "");
   // Guidance with ratios calibrated without it.

@@ -230,7 +230,7 @@ TEST_F(AnalyzeCli, PromptsAreEncodedAndTheirCvAveraged) {
   const Result bad = run("analyze --model " + model() + common + " --prompts " + path("a.txt") +
                          " --output-dir " + path("x"));
   EXPECT_EQ(bad.rc, 1);
-  EXPECT_NE(bad.err.find("text_dim 48"), std::string::npos) << bad.err;
+  EXPECT_NE(bad.err.find("text_dim is 48"), std::string::npos) << bad.err;
 }
 
 TEST_F(AnalyzeCli, BadFlagsAndFilesGetOneClearLine) {

@@ -91,6 +91,19 @@ std::string error_of(F&& fn) {
   return "<no exception>";
 }
 
+// The parameter the fisdit::ParamError `fn` throws names; "<...>" for another error or none.
+template <class F>
+std::string param_of(F&& fn) {
+  try {
+    fn();
+  } catch (const ParamError& e) {
+    return e.param();
+  } catch (const Error& e) {
+    return std::string("<not a ParamError: ") + e.what() + ">";
+  }
+  return "<no exception>";
+}
+
 inline ::testing::AssertionResult contains(const std::string& message, std::string_view needle) {
   if (message.find(needle) != std::string::npos) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure()

@@ -70,7 +70,7 @@ TEST(QualityVariants, NamesMapToThePresetsAndTheirAblations) {
   EXPECT_EQ(default_quality_variants().size(), 8u);
   for (const std::string& name : default_quality_variants()) quality_variant(name);
   const std::string err = error_of([] { quality_variant("balanced-no-anything"); });
-  EXPECT_TRUE(contains(err, "--variants: unknown variant 'balanced-no-anything'"));
+  EXPECT_TRUE(contains(err, "variants: unknown variant 'balanced-no-anything'"));
   EXPECT_TRUE(contains(err, "fast-no-step-protection"));  // the valid names are listed
 }
 

@@ -174,8 +174,8 @@ TEST(FlowSolver, RefusesBadUse) {
   try {
     parse_solver("heun");
     FAIL() << "no error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("--solver"), std::string::npos) << e.what();
+  } catch (const ParamError& e) {
+    EXPECT_EQ(e.param(), "solver");
     EXPECT_NE(std::string(e.what()).find("heun"), std::string::npos) << e.what();
   }
 }

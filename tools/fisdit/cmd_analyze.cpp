@@ -9,11 +9,8 @@
 #include "cli.h"
 #include "core/random.h"
 #include "fisdit/error.h"
-#include "models/wan/loader.h"
-#include "models/wan/t5.h"
-#include "models/wan/t5_tokenizer.h"
+#include "models/family.h"
 #include "pipeline/model_defaults.h"
-#include "pipeline/release.h"
 #include "sched/denoise.h"
 #include "sched/flow_euler.h"
 
@@ -29,9 +26,11 @@ struct PromptFlags {
   uint64_t seed = 0;
 };
 
-std::vector<analysis::AnalysisSample> prompt_samples(const PromptFlags& p,
-                                                     const wan::WanConfig& cfg, bool guided) {
-  if (cfg.task == models::Task::I2V)
+// Every prompt (and the negative one) through the release's text stage, all from one noise.
+std::vector<analysis::AnalysisSample> prompt_samples(const PromptFlags& p, models::Release& release,
+                                                     Backend& backend, bool guided) {
+  const models::ModelInfo& info = release.info().model;
+  if (info.task == models::Task::I2V)
     throw Error("--prompts: an i2v model needs a first frame; give --inputs with 'y' instead");
   std::vector<std::string> prompts = p.list;
   if (!p.file.empty()) {
@@ -43,36 +42,14 @@ std::vector<analysis::AnalysisSample> prompt_samples(const PromptFlags& p,
   }
   int width = 0, height = 0;
   parse_size(p.size, width, height);
-  // The VAE's strides: 4 in time; 8 in space (Wan 2.1 VAE, z_dim 16) or 16 (Wan 2.2 VAE, 48).
-  const int spatial = cfg.out_dim == 48 ? 16 : 8;
-  const int ph = spatial * cfg.patch_size[1], pw = spatial * cfg.patch_size[2];
-  if (width % pw || height % ph || width <= 0 || height <= 0)
-    throw Error("--size " + p.size + ": width must be a multiple of " + std::to_string(pw) +
-                " and height of " + std::to_string(ph) + " for this model");
-  if (p.frames < 1 || (p.frames - 1) % 4)
-    throw Error("--frames must be 4n+1 (1, 5, ..., 81), got " + std::to_string(p.frames));
-  const std::string &encoder_path = p.text_encoder, &tokenizer_path = p.tokenizer;
-  std::unique_ptr<wan::T5Tokenizer> tokenizer;
-  try {
-    tokenizer = std::make_unique<wan::T5Tokenizer>(tokenizer_path);
-  } catch (const Error& e) {
-    throw Error(std::string("--tokenizer: ") + e.what());
-  }
-  const wan::T5Source t5_src = wan::open_t5(encoder_path);
-  wan::check_tokenizer_fits(*tokenizer, t5_src.config, encoder_path);
-  if (t5_src.config.dim != cfg.text_dim)
-    throw Error("--text-encoder " + encoder_path + " gives " + std::to_string(t5_src.config.dim) +
-                "-channel contexts, the DiT takes text_dim " + std::to_string(cfg.text_dim));
-  auto cpu = make_backend("cpu");
-  auto t5 = wan::load_t5(t5_src, *cpu);
-  status("loaded text encoder " + encoder_path + ", tokenizer " + tokenizer->model_path());
-  const Tensor x =
-      randn({cfg.out_dim, (p.frames - 1) / 4 + 1, height / spatial, width / spatial}, p.seed);
-  // Every prompt (and the negative one) in one pass over the encoder's weights.
+  const models::LatentGrid g = info.latent_grid(width, height, p.frames);
+  const Tensor x = randn({info.latent_channels, g.frames, g.height, g.width}, p.seed);
   std::vector<std::string> texts = prompts;
   if (guided) texts.push_back(p.negative);
-  const std::vector<wan::PromptContext> contexts =
-      wan::encode_prompts(*tokenizer, *t5, texts, cfg.text_len);
+  const std::vector<models::EncodedText> contexts = release.encode_text(texts, backend, nullptr);
+  release.unload(models::Release::Part::TextEncoder);
+  status("encoded " + std::to_string(prompts.size()) + " prompts with " +
+         release.info().part("text_encoder") + "; latent " + shape_str(x.shape()));
   std::vector<analysis::AnalysisSample> samples;
   for (size_t i = 0; i < prompts.size(); ++i) {
     sched::DenoiseInputs di;
@@ -81,7 +58,6 @@ std::vector<analysis::AnalysisSample> prompt_samples(const PromptFlags& p,
     if (guided) di.context_neg = contexts.back().context;
     samples.push_back({prompts[i], di});
   }
-  status("encoded " + std::to_string(samples.size()) + " prompts; latent " + shape_str(x.shape()));
   return samples;
 }
 }  // namespace
@@ -201,40 +177,41 @@ void register_analyze(CLI::App& app) {
     if (ec || !std::filesystem::is_directory(args->output_dir))
       throw Error("--output-dir " + args->output_dir + ": cannot create the directory");
 
-    // --prompts with a release directory: the experts, text encoder and tokenizer found in it
-    // (explicit flags win), as generate finds them.
-    std::string dit_path = args->model, dit_low_path = args->model_low;
-    PromptFlags& pf = args->prompts;
-    if (!pf.file.empty() && !std::ifstream(pf.file))
+    const PromptFlags& pf = args->prompts;
+    if (by_prompts && !pf.file.empty() && !std::ifstream(pf.file))
       throw Error("--prompts " + pf.file + ": cannot open the file");
-    if (by_prompts && (pf.text_encoder.empty() || pf.tokenizer.empty())) {
-      pipeline::ReleaseOverrides o{args->model_low, pf.text_encoder, pf.tokenizer,
-                                   /*vae: not used here*/ "-"};
-      const pipeline::ReleasePaths paths = pipeline::resolve_release(args->model, o);
-      dit_path = paths.dit;
-      dit_low_path = paths.dit_low;
-      pf.text_encoder = paths.text_encoder;
-      pf.tokenizer = paths.tokenizer;
-      if (!paths.dit_low.empty() && !args->boundary && paths.boundary)
-        opt.denoise.boundary = static_cast<float>(*paths.boundary);
-    }
     auto backend = make_backend(args->device);
-    const wan::ModelSource src = wan::open_model(dit_path);
-    std::unique_ptr<wan::WanDiT> high = wan::load_dit(src, *backend), low;
-    status("loaded " + dit_path + ": " + models::task_name(src.config.task) + ", " +
-           std::to_string(src.config.num_layers) + " blocks");
-    if (!dit_low_path.empty()) {
-      low = wan::load_dit(wan::open_model(dit_low_path), *backend);
-      status("loaded low-noise expert " + dit_low_path);
+    // --prompts: the release's text stage and experts (explicit flags win over what it holds);
+    // --inputs: the DiT(s) alone.
+    std::unique_ptr<models::Release> release;
+    std::unique_ptr<models::VelocityModel> high, low;
+    if (by_prompts) {
+      models::ReleaseOptions ro;
+      ro.parts = {{"dit_low", args->model_low},
+                  {"text_encoder", pf.text_encoder},
+                  {"tokenizer", pf.tokenizer}};
+      ro.vae = false;
+      release = models::open_release(args->model, ro);
+      if (!args->boundary && release->info().two_experts)
+        opt.denoise.boundary = release->info().boundary;
+      samples = prompt_samples(pf, *release, *backend, args->guidance != 1.0f);
+    } else {
+      high = models::load_model(args->model, *backend);
+      if (!args->model_low.empty()) low = models::load_model(args->model_low, *backend);
     }
-    if (by_prompts) samples = prompt_samples(pf, src.config, args->guidance != 1.0f);
-    for (const accel::FisConfig& c : opt.plans) status("measuring fis " + c.describe());
-    opt.meta = {{"model", dit_path}, {"model_low", dit_low_path}, {"device", args->device}};
+    const bool two = release ? release->info().two_experts : low != nullptr;
     const sched::ExpertFn expert = [&](bool use_high) -> models::VelocityModel& {
+      if (release) return release->expert(use_high || !two, *backend);
       return use_high || !low ? *high : *low;
     };
-    const nlohmann::json result =
-        analysis::analyze_redundancy(high->info(), expert, low != nullptr, samples, opt);
+    const models::ModelInfo& info = release ? release->info().model : high->info();
+    status("model " + args->model + ": " + info.family + " " + models::task_name(info.task) + ", " +
+           std::to_string(info.num_blocks) + " blocks" + (two ? ", two experts" : ""));
+    for (const accel::FisConfig& c : opt.plans) status("measuring fis " + c.describe());
+    opt.meta = {{"model", release ? release->info().part("dit") : args->model},
+                {"model_low", release ? release->info().part("dit_low") : args->model_low},
+                {"device", args->device}};
+    const nlohmann::json result = analysis::analyze_redundancy(info, expert, two, samples, opt);
 
     const std::string json_path = (std::filesystem::path(args->output_dir) / "analysis.json");
     std::ofstream out(json_path);

@@ -51,8 +51,9 @@ CudaBackend::CudaBackend() : ctx_(std::make_shared<DeviceContext>()) {
   int count = 0;
   const cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess || count == 0)
-    throw Error(std::string("--device cuda: no usable CUDA GPU (") +
-                (err != cudaSuccess ? cudaGetErrorString(err) : "no device") + ")");
+    throw ParamError("device", std::string(" cuda: no usable CUDA GPU (") +
+                                   (err != cudaSuccess ? cudaGetErrorString(err) : "no device") +
+                                   ")");
   const char* dev = std::getenv("FISDIT_CUDA_DEVICE");
   ctx_->device = dev ? std::atoi(dev) : 0;
   check(cudaSetDevice(ctx_->device), "cuda backend", "cudaSetDevice");

@@ -6,6 +6,7 @@
 
 #include "fisdit/error.h"
 #include "models/wan/loader.h"
+#include "models/wan/release.h"
 
 namespace fisdit::wan {
 
@@ -124,7 +125,12 @@ std::unique_ptr<models::VelocityModel> random(const std::string& name_or_path, B
 }  // namespace
 
 models::Family family() {
-  return {"wan", &config_names, &config_info, &recognizes, &probe, &explain, &load, &random};
+  models::Family f = {"wan",    &config_names, &config_info, &recognizes, &probe,
+                      &explain, &load,         &random,      nullptr};
+#ifdef FISDIT_WITH_PIPELINE
+  f.open_release = &open_release;  // release_stages.cpp: needs the tokenizer
+#endif
+  return f;
 }
 
 }  // namespace fisdit::wan

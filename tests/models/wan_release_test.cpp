@@ -1,5 +1,5 @@
 // Locating the parts of a Wan release in the layouts users download.
-#include "pipeline/release.h"
+#include "models/wan/release.h"
 
 #include <gtest/gtest.h>
 
@@ -7,11 +7,12 @@
 
 #include "../io/io_test_util.h"
 
-namespace fisdit::pipeline {
+namespace fisdit::wan {
 namespace {
 
 using iotest::contains;
 using iotest::error_of;
+using iotest::param_of;
 using iotest::TempDir;
 namespace fs = std::filesystem;
 
@@ -63,7 +64,7 @@ TEST(Release, MissingExpertSaysWhatToDo) {
   official_a14b(dir.path(), /*with_low=*/false);
   const std::string msg = error_of([&] { resolve_release(dir.path().string()); });
   EXPECT_TRUE(contains(msg, "low_noise_model/ is missing"));
-  EXPECT_TRUE(contains(msg, "--model-low"));
+  EXPECT_EQ(param_of([&] { resolve_release(dir.path().string()); }), "dit_low");
   // The flag supplies it.
   ReleaseOverrides o;
   o.dit_low = "elsewhere/low";
@@ -96,11 +97,12 @@ TEST(Release, SingleFileNeedsTheOtherParts) {
   TempDir dir;
   touch(dir.path() / "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors");
   const std::string file = dir.file("wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors");
-  EXPECT_TRUE(contains(error_of([&] { resolve_release(file); }), "--text-encoder"));
+  EXPECT_EQ(param_of([&] { resolve_release(file); }), "text_encoder");
+  EXPECT_TRUE(contains(error_of([&] { resolve_release(file); }), "umT5 encoder"));
   ReleaseOverrides o{"", "t5.safetensors", "", ""};
-  EXPECT_TRUE(contains(error_of([&] { resolve_release(file, o); }), "--tokenizer"));
+  EXPECT_EQ(param_of([&] { resolve_release(file, o); }), "tokenizer");
   o.tokenizer = "spiece.model";
-  EXPECT_TRUE(contains(error_of([&] { resolve_release(file, o); }), "--vae"));
+  EXPECT_EQ(param_of([&] { resolve_release(file, o); }), "vae");
   o.vae = "wan_2.1_vae.safetensors";
   const ReleasePaths r = resolve_release(file, o);
   EXPECT_EQ(r.layout, "single file");
@@ -109,8 +111,9 @@ TEST(Release, SingleFileNeedsTheOtherParts) {
 
 TEST(Release, NoSuchPath) {
   EXPECT_TRUE(contains(error_of([] { resolve_release("/nonexistent/wan"); }),
-                       "--model /nonexistent/wan: no such file or directory"));
+                       "model /nonexistent/wan: no such file or directory"));
+  EXPECT_EQ(param_of([] { resolve_release("/nonexistent/wan"); }), "model");
 }
 
 }  // namespace
-}  // namespace fisdit::pipeline
+}  // namespace fisdit::wan

@@ -1,4 +1,4 @@
-#include "pipeline/release.h"
+#include "models/wan/release.h"
 
 #include <algorithm>
 #include <filesystem>
@@ -8,7 +8,7 @@
 
 #include "fisdit/error.h"
 
-namespace fisdit::pipeline {
+namespace fisdit::wan {
 namespace {
 
 namespace fs = std::filesystem;
@@ -70,9 +70,10 @@ ReleasePaths official(const fs::path& root, const ReleaseOverrides& o) {
     if (has_low)
       r.dit_low = low.string();
     else if (o.dit_low.empty())
-      throw Error(root.string() + ": high_noise_model/ is there but low_noise_model/ is missing " +
-                  "or holds no .safetensors (an A14B release has both experts); download it, " +
-                  "or pass --model-low PATH");
+      throw ParamError("dit_low", ": " + root.string() +
+                                      " has high_noise_model/ but low_noise_model/ is missing or "
+                                      "holds no .safetensors (an A14B release has both experts); "
+                                      "download it, or give the low-noise expert's path");
   } else {
     r.dit = root.string();  // TI2V-5B, Wan 2.1: the DiT shards are in the root
   }
@@ -106,8 +107,9 @@ ReleasePaths diffusers(const fs::path& root, const ReleaseOverrides& o) {
     r.dit_low = (root / "transformer_2").string();
   } else if (j.contains("transformer_2") && j["transformer_2"].is_array() &&
              !j["transformer_2"].empty() && !j["transformer_2"][0].is_null() && o.dit_low.empty()) {
-    throw Error(root.string() + ": model_index.json names transformer_2 (the low-noise expert) " +
-                "but transformer_2/ is missing; download it or pass --model-low PATH");
+    throw ParamError("dit_low", ": " + root.string() +
+                                    "/model_index.json names transformer_2 (the low-noise expert) "
+                                    "but transformer_2/ is missing; download it or give its path");
   }
   if (is_dir(root / "text_encoder")) r.text_encoder = (root / "text_encoder").string();
   if (is_dir(root / "tokenizer")) r.tokenizer = (root / "tokenizer").string();
@@ -117,7 +119,7 @@ ReleasePaths diffusers(const fs::path& root, const ReleaseOverrides& o) {
 
 }  // namespace
 
-ReleasePaths resolve_release(const std::string& model, const ReleaseOverrides& o) {
+ReleasePaths resolve_release(const std::string& model, const ReleaseOverrides& o, bool need_vae) {
   const fs::path root(model);
   ReleasePaths r;
   if (is_dir(root)) {
@@ -126,22 +128,46 @@ ReleasePaths resolve_release(const std::string& model, const ReleaseOverrides& o
     r.layout = "single file";
     r.dit = root.string();
   } else {
-    throw Error("--model " + model + ": no such file or directory");
+    throw ParamError("model", " " + model + ": no such file or directory");
   }
   r.dit_low = pick(o.dit_low, r.dit_low);
   r.text_encoder = pick(o.text_encoder, r.text_encoder);
   r.tokenizer = pick(o.tokenizer, r.tokenizer);
   r.vae = pick(o.vae, r.vae);
-  const std::string where = "--model " + model + " (" + r.layout + " layout)";
+  const std::string where = ": not in " + model + " (" + r.layout + " layout, ";
   if (r.text_encoder.empty())
-    throw Error(where + ": no umT5 text encoder found (models_t5_*.pth/.safetensors or " +
-                "text_encoder/); pass --text-encoder PATH");
+    throw ParamError("text_encoder",
+                     where +
+                         "looked for models_t5_*.pth/.safetensors and text_encoder/): give the "
+                         "umT5 encoder's path");
   if (r.tokenizer.empty())
-    throw Error(where + ": no tokenizer found (google/umt5-xxl/ or tokenizer/ with " +
-                "spiece.model); pass --tokenizer PATH");
-  if (r.vae.empty())
-    throw Error(where + ": no VAE found (Wan2.1_VAE.pth, Wan2.2_VAE.pth or vae/); pass --vae PATH");
+    throw ParamError("tokenizer", where +
+                                      "looked for google/umt5-xxl/ and tokenizer/ with "
+                                      "spiece.model): give the tokenizer's path");
+  if (r.vae.empty() && need_vae)
+    throw ParamError("vae", where +
+                                "looked for Wan2.1_VAE.pth, Wan2.2_VAE.pth and vae/): give the "
+                                "VAE's path");
   return r;
 }
 
-}  // namespace fisdit::pipeline
+ReleaseOverrides overrides_of(const models::ReleaseOptions& options) {
+  ReleaseOverrides o;
+  for (const auto& [role, path] : options.parts) {
+    if (role == "dit_low")
+      o.dit_low = path;
+    else if (role == "text_encoder")
+      o.text_encoder = path;
+    else if (role == "tokenizer")
+      o.tokenizer = path;
+    else if (role == "vae")
+      o.vae = path;
+    else
+      throw ParamError(role,
+                       ": a Wan release has no such part (dit_low, text_encoder, "
+                       "tokenizer, vae)");
+  }
+  return o;
+}
+
+}  // namespace fisdit::wan

@@ -1,0 +1,101 @@
+#pragma once
+// A model release on disk as `fisdit generate` runs it, family-agnostic: what it is made of, what
+// a request may ask of it, and its stages (text, first frame, experts, decode), each on a
+// backend. A family implements Release (Wan: models/wan/release.h) and registers its opener in
+// models/family.cpp; the pipeline never sees the family's encoders or VAE.
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "backend/backend.h"
+#include "models/lora.h"
+#include "models/model.h"
+
+namespace fisdit::models {
+
+// How a first frame is fitted to the video size before it is encoded (as each official pipeline
+// prepares it).
+enum class ImageFit : uint8_t {
+  Stretch,    // bicubic to width x height (Wan I2V-A14B)
+  CoverCrop,  // Lanczos to cover width x height, centre crop (Wan TI2V-5B)
+};
+
+struct ReleaseOptions {
+  // Parts given explicitly, by role, win over what the release holds: "dit_low", "text_encoder",
+  // "tokenizer", "vae" (Wan). An empty path means "as found".
+  std::map<std::string, std::string> parts;
+  std::vector<LoraSpec> lora_high, lora_low;  // merged into the (high-noise) / low-noise expert
+  // false: the release is used without its VAE (fisdit analyze: text and DiT only), which then
+  // need not exist; the image and decode stages throw.
+  bool vae = true;
+};
+
+struct ReleaseInfo {
+  std::string family;  // "wan"
+  std::string layout;  // "official", "diffusers", "single file"
+  // The files of each part, by role, in the order a summary lists them ("dit", "dit_low", ...).
+  std::vector<std::pair<std::string, std::string>> parts;
+  ModelInfo model;  // the (high-noise) expert's
+  bool two_experts = false;
+  float boundary = 0.875f;  // the release's own expert switch, else the model's
+  int latent_channels = 0;  // of the VAE, = model.latent_channels
+  ImageFit image_fit = ImageFit::Stretch;
+  double fps = 16;  // of the videos the model was trained on
+
+  // The path of a part, or "" when the release has none.
+  std::string part(const std::string& role) const;
+  bool takes_image() const { return model.task != Task::T2V; }
+  bool needs_image() const { return model.task == Task::I2V; }
+};
+
+// The prompt's text side and how many tokens it had (after cleaning, with the end token).
+struct EncodedText {
+  TextContext context;
+  int64_t tokens = 0;
+};
+
+// A first frame's conditioning, for sched::DenoiseInputs: channels concatenated to the latent
+// (y, Wan I2V) or a latent frame that replaces frame 0 (z_image, Wan TI2V).
+struct FirstFrame {
+  Tensor y, z_image;
+};
+
+// Progress of a stage: `done` of `total` units, and what the unit was.
+using StageProgress = std::function<void(int done, int total, const std::string& detail)>;
+
+class Release {
+ public:
+  virtual ~Release() = default;
+  virtual const ReleaseInfo& info() const = 0;
+
+  // The video size a request with an image of image_width x image_height gets (Wan I2V-A14B:
+  // the area of width x height at the image's aspect ratio, as upstream); default: unchanged.
+  virtual std::pair<int, int> frame_size(int width, int height, int image_width,
+                                         int image_height) const;
+
+  // Stage text: the text side of every prompt, in one pass over the encoder's weights;
+  // *load_seconds (optional) gets the time spent loading the encoder (0 when it was loaded).
+  virtual std::vector<EncodedText> encode_text(const std::vector<std::string>& prompts,
+                                               Backend& backend, double* load_seconds) = 0;
+  // Stage first frame: `image` [3, H, W] in [-1, 1], fitted to the video (info().image_fit), for
+  // a video of `frames` frames.
+  virtual FirstFrame encode_image(const Tensor& image, int frames, Backend& backend,
+                                  const StageProgress& progress) = 0;
+  // Stage sample: the expert of a step (the high-noise one, or the only model), loaded on first
+  // use; *load_report gets one line when this call loaded it.
+  virtual VelocityModel& expert(bool high_noise, Backend& backend,
+                                std::string* load_report = nullptr) = 0;
+  // Stage decode: a final latent [C, F', H', W'] (normalised, as the DiT sees it) to a video
+  // [3, F, H, W] clamped to [-1, 1].
+  virtual Tensor decode(const Tensor& latent, Backend& backend, const StageProgress& progress) = 0;
+
+  // What the stages loaded stays in memory until freed here.
+  enum class Part : uint8_t { TextEncoder, HighExpert, LowExpert, Vae };
+  virtual void unload(Part part) = 0;
+};
+
+}  // namespace fisdit::models

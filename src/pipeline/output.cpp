@@ -1,0 +1,147 @@
+#include "pipeline/output.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "analysis/metrics.h"
+#include "fisdit/error.h"
+#include "io/safetensors.h"
+#include "media/image.h"
+#include "media/video.h"
+
+namespace fisdit::pipeline {
+
+void check_outputs(const OutputOptions& out) {
+  if (out.output.empty() && out.frames_dir.empty() && out.save_latent.empty())
+    throw ParamError("output",
+                     ": nothing to write: give an MP4 file (output) and/or a directory for PNG "
+                     "frames (frames_dir)");
+  if (!out.output.empty()) {
+    const std::filesystem::path parent = std::filesystem::path(out.output).parent_path();
+    std::error_code ec;
+    if (!parent.empty() && !std::filesystem::is_directory(parent, ec))
+      throw ParamError("output",
+                       " " + out.output + ": directory " + parent.string() + " does not exist");
+  }
+  if (out.crf < 0 || out.crf > 51)
+    throw ParamError("crf", " " + std::to_string(out.crf) + ": must be in 0..51");
+  if (out.fps && !(*out.fps > 0 && *out.fps <= 240))
+    throw ParamError("fps", ": must be in (0, 240]");
+}
+
+std::vector<std::string> write_outputs(GenerateResult& r, const OutputOptions& out) {
+  std::vector<std::string> lines;
+  nlohmann::json& summary = r.summary;
+  const auto t0 = std::chrono::steady_clock::now();
+  if (!out.output.empty()) {
+    const double fps = out.fps.value_or(r.fps);
+    Mp4Options mo;
+    mo.crf = out.crf;
+    const Mp4Result m = write_mp4(out.output, r.video, fps, mo);
+    if (!m.warning.empty()) lines.push_back("warning: " + m.warning);
+    summary["output"] = {{"mp4", out.output}, {"encoder", m.encoder}, {"fps", fps}};
+    char line[512];
+    std::snprintf(line, sizeof line, "wrote %s: %lld frames %dx%d at %.3g fps (%s)",
+                  out.output.c_str(), static_cast<long long>(m.frames), m.width, m.height, fps,
+                  m.encoder.c_str());
+    lines.push_back(line);
+  }
+  if (!out.save_latent.empty()) {
+    write_safetensors(out.save_latent, {{"x", r.latent}}, {{"producer", "fisdit generate"}});
+    lines.push_back("wrote " + out.save_latent + " ('x' " + shape_str(r.latent.shape()) + ")");
+  }
+  if (!out.frames_dir.empty()) {
+    const auto files = write_png_frames(out.frames_dir, r.video);
+    summary["frames_dir"] = out.frames_dir;
+    lines.push_back("wrote " + std::to_string(files.size()) + " PNG frames to " + out.frames_dir);
+  }
+  summary["seconds"]["write"] =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!out.summary_json.empty()) {
+    std::ofstream f(out.summary_json);
+    f << summary.dump(2) << "\n";
+    if (!f) throw ParamError("summary_json", " " + out.summary_json + ": cannot write");
+    lines.push_back("wrote " + out.summary_json);
+  }
+  return lines;
+}
+
+std::string times_line(const nlohmann::json& summary) {
+  const nlohmann::json& s = summary.at("seconds");
+  std::string line = "times:";
+  const auto item = [&](const char* name, double seconds) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%s %s %.2f s", line.size() > 6 ? "," : "", name, seconds);
+    line += buf;
+  };
+  item("text", s.value("text_load", 0.0) + s.value("text_encode", 0.0));
+  if (s.contains("image_encode")) item("image encode", s.value("image_encode", 0.0));
+  item("dit load", s.value("dit_load", 0.0));
+  item("denoise", s.value("denoise", 0.0));
+  if (s.contains("vae_decode")) item("decode", s.value("vae_decode", 0.0));
+  if (s.contains("write")) item("write", s.value("write", 0.0));
+  item("total", s.value("total", 0.0) + s.value("write", 0.0));
+  return line;
+}
+
+std::string peaks_line(const nlohmann::json& summary) {
+  if (!summary.contains("gpu_peak_gib")) return "";
+  std::string peaks;
+  const nlohmann::json& g = summary["gpu_peak_gib"];
+  for (const char* stage : {"text", "image_encode", "denoise", "vae_decode"}) {
+    if (!g.contains(stage)) continue;
+    char item[96];
+    std::snprintf(item, sizeof item, "%s%s %.1f GiB", peaks.empty() ? "" : ", ", stage,
+                  g[stage].get<double>());
+    peaks += item;
+  }
+  return "GPU memory peak per stage: " + peaks;
+}
+
+std::string compare_with_dense(Generator& generator, const GenerateOptions& request,
+                               GenerateResult& r) {
+  if (!request.fis.enabled() && !request.cache.enabled)
+    throw ParamError("compare_dense",
+                     ": compares an accelerated run with the dense one: give FIS balanced, fast "
+                     "or a preset, and/or the MagCache step cache (this run is already dense)");
+  GenerateOptions dense = request;
+  dense.fis = accel::fis_preset("off");
+  dense.cache = accel::MagCacheConfig{};
+  const GenerateResult d = generator.run(dense);
+  const double latent_err = rel_l2(r.latent, d.latent);
+  const double p = analysis::psnr(r.video, d.video), q = analysis::ssim(r.video, d.video);
+  nlohmann::json& summary = r.summary;
+  const std::string accel_name =
+      request.fis.enabled() && request.cache.enabled
+          ? "fis " + request.fis.name + " + magcache"
+          : (request.fis.enabled() ? "fis " + request.fis.name : std::string("magcache"));
+  int skipped = 0, passes = 0;
+  for (const auto& st : summary["steps"]) {
+    skipped += st.value("cache_skipped_passes", 0);
+    passes += st.value("guidance", 1.0) != 1.0 ? 2 : 1;
+  }
+  summary["fidelity_vs_dense"] = {
+      {"latent_rel_l2", latent_err},
+      {"psnr_db", std::isinf(p) ? nlohmann::json("inf") : nlohmann::json(p)},
+      {"ssim", q},
+      {"dense_seconds", d.summary.at("seconds")},
+      {"accelerated", accel_name},
+      {"cache_skipped_passes", skipped},
+      {"passes", passes}};
+  char line[384];
+  std::snprintf(line, sizeof line,
+                "fidelity vs dense: latent rel. L2 %.4g, PSNR %.2f dB, SSIM %.4f; denoise %.2f s "
+                "with %s vs %.2f s dense%s",
+                latent_err, p, q, summary["seconds"].value("denoise", 0.0), accel_name.c_str(),
+                d.summary.at("seconds").value("denoise", 0.0),
+                request.cache.enabled ? ("; MagCache skipped " + std::to_string(skipped) + " of " +
+                                         std::to_string(passes) + " DiT passes")
+                                            .c_str()
+                                      : "");
+  return line;
+}
+
+}  // namespace fisdit::pipeline

@@ -1,0 +1,215 @@
+// generate's stages on a release whose stages are recorded: a request is checked completely
+// before any stage runs (no weight is touched), and a run calls the stages in order, freeing
+// what each loaded unless the generator keeps it.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "../io/io_test_util.h"
+#include "media/image.h"
+#include "models/wan/config.h"
+#include "models/wan/dit.h"
+#include "pipeline/generate.h"
+
+namespace fisdit::pipeline {
+namespace {
+
+using iotest::param_of;
+using iotest::TempDir;
+
+// A velocity model that predicts zeros: enough for the sampling loop to run.
+class ZeroModel final : public models::VelocityModel {
+ public:
+  ZeroModel(models::ModelInfo info, Backend& backend) : info_(std::move(info)), be_(backend) {}
+  const models::ModelInfo& info() const override { return info_; }
+  Backend& backend() override { return be_; }
+  Tensor embed_text(const models::TextContext& text) override {
+    return be_.upload(text.states, DType::F32);
+  }
+  Tensor forward(const Tensor& x, const models::Timestep&, const Tensor&,
+                 const models::ForwardOptions&) override {
+    Tensor out = be_.empty({info_.latent_channels, x.dim(1), x.dim(2), x.dim(3)});
+    be_.fill_zero(out);
+    return out;
+  }
+
+ private:
+  models::ModelInfo info_;
+  Backend& be_;
+};
+
+// A release of a Wan-shaped model whose every stage is logged.
+class RecordingRelease final : public models::Release {
+ public:
+  RecordingRelease(models::Task task, bool two_experts, std::vector<std::string>& log) : log_(log) {
+    wan::WanConfig cfg;
+    cfg.task = task;
+    cfg.dim = 64;
+    cfg.num_heads = 2;
+    cfg.num_layers = 4;
+    cfg.in_dim = task == models::Task::I2V ? 36 : 16;
+    info_.family = "recording";
+    info_.layout = "test";
+    info_.parts = {{"dit", "dit.safetensors"}};
+    info_.model = wan::model_info(cfg);
+    info_.two_experts = two_experts;
+    info_.boundary = 0.9f;
+    info_.latent_channels = 16;
+  }
+  const models::ReleaseInfo& info() const override { return info_; }
+  std::vector<models::EncodedText> encode_text(const std::vector<std::string>& prompts, Backend&,
+                                               double* load_seconds) override {
+    log_.push_back("text " + std::to_string(prompts.size()));
+    if (load_seconds) *load_seconds = 0;
+    std::vector<models::EncodedText> out;
+    for (size_t i = 0; i < prompts.size(); ++i)
+      out.push_back({Tensor::zeros({3, 8}), static_cast<int64_t>(prompts[i].size())});
+    return out;
+  }
+  models::FirstFrame encode_image(const Tensor& image, int frames, Backend&,
+                                  const models::StageProgress&) override {
+    log_.push_back("image " + std::to_string(image.dim(2)) + "x" + std::to_string(image.dim(1)));
+    models::FirstFrame f;
+    f.y = Tensor::zeros({20, (frames - 1) / 4 + 1, image.dim(1) / 8, image.dim(2) / 8});
+    return f;
+  }
+  models::VelocityModel& expert(bool high, Backend& backend, std::string* report) override {
+    std::unique_ptr<ZeroModel>& slot = experts_[high ? 0 : 1];
+    if (!slot) {
+      log_.push_back(high ? "load high" : "load low");
+      slot = std::make_unique<ZeroModel>(info_.model, backend);
+      if (report) *report = high ? "high" : "low";
+    }
+    return *slot;
+  }
+  Tensor decode(const Tensor& latent, Backend&, const models::StageProgress&) override {
+    log_.push_back("decode");
+    return Tensor::zeros({3, (latent.dim(1) - 1) * 4 + 1, latent.dim(2) * 8, latent.dim(3) * 8});
+  }
+  void unload(Part part) override {
+    const char* names[] = {"unload text", "unload high", "unload low", "unload vae"};
+    const bool held = part == Part::HighExpert  ? experts_[0] != nullptr
+                      : part == Part::LowExpert ? experts_[1] != nullptr
+                                                : true;
+    if (part == Part::HighExpert) experts_[0].reset();
+    if (part == Part::LowExpert) experts_[1].reset();
+    if (held) log_.push_back(names[static_cast<int>(part)]);
+  }
+
+ private:
+  models::ReleaseInfo info_;
+  std::vector<std::string>& log_;
+  std::unique_ptr<ZeroModel> experts_[2];
+};
+
+GenerateOptions request() {
+  GenerateOptions o;
+  o.model = "recording";
+  o.device = "cpu";
+  o.prompt = "a red square";
+  o.width = 64;
+  o.height = 32;
+  o.frames = 9;
+  o.steps = 4;
+  o.progress = false;
+  return o;
+}
+
+TEST(GenerateStages, EveryBadRequestNamesItsParameterBeforeAnyStage) {
+  std::vector<std::string> log;
+  TempDir dir;
+  Tensor rgb = Tensor::zeros({16, 16, 3}, DType::U8);
+  write_png(dir.file("first.png"), rgb);
+  struct Case {
+    const char* param;
+    std::function<void(GenerateOptions&)> change;
+  };
+  const std::vector<Case> cases = {
+      {"frames", [](GenerateOptions& o) { o.frames = 8; }},
+      {"size", [](GenerateOptions& o) { o.width = 40; }},
+      {"size", [](GenerateOptions& o) { o.height = 0; }},
+      {"steps", [](GenerateOptions& o) { o.steps = 0; }},
+      {"shift", [](GenerateOptions& o) { o.shift = -1; }},
+      {"boundary", [](GenerateOptions& o) { o.boundary = 1.5f; }},
+      {"guidance", [](GenerateOptions& o) { o.guidance = NAN; }},
+      {"guidance_low", [](GenerateOptions& o) { o.guidance_low = INFINITY; }},
+      {"image", [&](GenerateOptions& o) { o.image = dir.file("first.png"); }},
+      {"lora_low", [](GenerateOptions& o) { o.lora_low = "low.safetensors"; }},
+      {"lora_high", [](GenerateOptions& o) { o.lora_high = "/nonexistent/lora.safetensors"; }},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.param);
+    GenerateOptions o = request();
+    c.change(o);
+    Generator g(std::make_unique<RecordingRelease>(models::Task::T2V, false, log), o, false);
+    EXPECT_EQ(param_of([&] { g.check(o); }), c.param);
+    EXPECT_EQ(param_of([&] { g.run(o); }), c.param);
+    EXPECT_TRUE(log.empty()) << log.front();
+  }
+  // An image-to-video model without its first frame.
+  GenerateOptions o = request();
+  Generator i2v(std::make_unique<RecordingRelease>(models::Task::I2V, true, log), o, false);
+  EXPECT_EQ(param_of([&] { i2v.run(o); }), "image");
+  EXPECT_TRUE(log.empty());
+  // The generator's own model and device only.
+  o.device = "cuda";
+  EXPECT_EQ(param_of([&] { i2v.check(o); }).rfind("<not a ParamError", 0), 0u);
+}
+
+TEST(GenerateStages, TheCheckedRequestIsWhatTheStagesRun) {
+  std::vector<std::string> log;
+  GenerateOptions o = request();
+  o.guidance_high = 3.0f;
+  Generator g(std::make_unique<RecordingRelease>(models::Task::T2V, true, log), o, false);
+  const CheckedRequest r = g.check(o);
+  EXPECT_EQ(r.grid.frames, 3);
+  EXPECT_EQ(r.grid.height, 4);
+  EXPECT_EQ(r.grid.width, 8);
+  EXPECT_EQ(*r.denoise.boundary, 0.9f) << "the release's boundary";
+  EXPECT_TRUE(r.needs_uncond) << "guidance 3 on the high-noise steps";
+  EXPECT_FLOAT_EQ(r.denoise.guidance_for(true), 3.0f);
+  EXPECT_FLOAT_EQ(r.denoise.guidance_for(false), 1.0f);
+  EXPECT_FALSE(r.image.defined());
+  o.boundary = 0.5f;
+  EXPECT_EQ(*g.check(o).denoise.boundary, 0.5f) << "a given boundary wins";
+  EXPECT_TRUE(log.empty());
+}
+
+TEST(GenerateStages, ARunCallsTheStagesInOrderAndFreesWhatItLoaded) {
+  std::vector<std::string> log;
+  TempDir dir;
+  Tensor rgb = Tensor::zeros({16, 32, 3}, DType::U8);
+  write_png(dir.file("first.png"), rgb);
+  GenerateOptions o = request();
+  o.image = dir.file("first.png");
+  o.guidance = 2.0f;
+  Generator g(std::make_unique<RecordingRelease>(models::Task::I2V, true, log), o, false);
+  const GenerateResult r = g.run(o);
+  // Lightning schedule at shift 5 over 4 steps: t = 1000, 937.5 (>= 900: high), then 833, 625.
+  const std::vector<std::string> expected = {
+      "text 2",      "unload text", "image 64x32", "unload vae", "load high",
+      "unload high", "load low",    "unload low",  "decode",     "unload vae"};
+  EXPECT_EQ(log, expected);
+  EXPECT_EQ(r.latent.shape(), (Shape{16, 3, 4, 8}));
+  EXPECT_EQ(r.video.shape(), (Shape{3, 9, 32, 64}));
+  EXPECT_EQ(r.summary.at("steps").size(), 4u);
+  for (const char* stage :
+       {"text_load", "text_encode", "image_encode", "dit_load", "denoise", "vae_decode", "total"})
+    EXPECT_TRUE(r.summary.at("seconds").contains(stage)) << stage;
+
+  // Kept loaded: a second request loads nothing and encodes only the text it has not seen.
+  log.clear();
+  Generator kept(std::make_unique<RecordingRelease>(models::Task::I2V, true, log), o, true);
+  kept.run(o);
+  log.clear();
+  o.prompt = "a blue circle";
+  kept.run(o);
+  const std::vector<std::string> again = {"text 1", "image 64x32", "decode"};
+  EXPECT_EQ(log, again);
+}
+
+}  // namespace
+}  // namespace fisdit::pipeline
