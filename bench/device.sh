@@ -3,9 +3,14 @@
 # toolkit), run the GPU tests, run the benchmarks, and print a short table last.
 #
 #   bash bench/device.sh [full|quick|tests|bench|vae|vae-encode|release-official|release-comfyui|
-#                         release-i2v|release-ti2v]
+#                         release-i2v|release-ti2v|compare]
 #                                                          (default: full)
 #
+# compare: tests, then the DiT benchmarks of the README (A14B 480p and 720p, TI2V-5B 704p,
+# Wan2.1-1.3B 480p) for this tree and for the source tree in $FISDIT_BASELINE (another commit:
+# `git archive REF CMakeLists.txt include src tools/fisdit | tar -x -C DIR`, built without its
+# tests), each configuration run by both binaries back to back, and a table of both and their
+# ratio last.
 # vae: tests + VAE decode benchmarks (fisdit bench --vae, random weights of the real shapes);
 # vae-encode: tests + VAE encode benchmarks (81 frames at 480p/720p, Wan 2.2 121 frames at 704p).
 # release-official / release-comfyui / release-i2v / release-ti2v: tests, then
@@ -40,15 +45,25 @@ if [ "$MODE" != "bench" ] || [ ! -x build-device/fisdit ]; then
   # The pipeline (tokenizer, media, generate) where its -dev packages are, figures where cairo is.
   figures=OFF
   pkg-config --exists cairo 2>/dev/null && figures=ON
-  configure() {
-    cmake -S . -B build-device $gen -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a -DFISDIT_MP4=OFF \
+  configure() {  # source tree, build directory, extra flags
+    local src=$1 dir=$2; shift 2
+    cmake -S "$src" -B "$dir" $gen -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a -DFISDIT_MP4=OFF \
       -DFISDIT_FIGURES=$figures ${CUDNN_ROOT:+-DFISDIT_CUDNN_ROOT=$CUDNN_ROOT} $prefix "$@" >"$OUT/cmake.log" 2>&1
   }
-  configure -DFISDIT_PIPELINE=ON || { rm -rf build-device; configure -DFISDIT_PIPELINE=OFF; } ||
-    { tail -30 "$OUT/cmake.log"; say "CONFIGURE FAILED"; exit 1; }
-  grep "fisdit:" "$OUT/cmake.log" | tee -a "$SUMMARY"
-  cmake --build build-device --target fisdit fisdit_cuda_tests -j "$(nproc)" >"$OUT/build.log" 2>&1 ||
-    { grep -B2 -A12 -m5 "error" "$OUT/build.log" | head -80; say "BUILD FAILED"; exit 1; }
+  build_tree() {  # source tree, build directory, extra cmake flags (one word), targets
+    local src=$1 dir=$2 flags=$3; shift 3
+    configure "$src" "$dir" $flags -DFISDIT_PIPELINE=ON ||
+      { rm -rf "$dir"; configure "$src" "$dir" $flags -DFISDIT_PIPELINE=OFF; } ||
+      { tail -30 "$OUT/cmake.log"; say "CONFIGURE FAILED ($src)"; exit 1; }
+    grep "fisdit:" "$OUT/cmake.log" | tee -a "$SUMMARY"
+    cmake --build "$dir" --target "$@" -j "$(nproc)" >"$OUT/build.log" 2>&1 ||
+      { grep -B2 -A12 -m5 "error" "$OUT/build.log" | head -80; say "BUILD FAILED ($src)"; exit 1; }
+  }
+  build_tree . build-device "" fisdit fisdit_cuda_tests
+  if [ "$MODE" = "compare" ]; then
+    [ -d "${FISDIT_BASELINE:-}" ] || { say "compare needs FISDIT_BASELINE=DIR (a source tree)"; exit 1; }
+    build_tree "$FISDIT_BASELINE" "$FISDIT_BASELINE/build-device" -DFISDIT_TESTS=OFF fisdit
+  fi
   say "build: $(( $(date +%s) - t0 )) s"
 fi
 
@@ -62,6 +77,38 @@ if [ "$MODE" != "bench" ]; then
   say "tests: $(grep -E '^\[  PASSED  \]' "$OUT/tests.log" || echo 'not all passed') $(grep -E '^\[  FAILED  \] [0-9]+ test' "$OUT/tests.log") (rc $rc, $(( $(date +%s) - t0 )) s)"
 fi
 [ "$MODE" = "tests" ] && { cat "$SUMMARY"; exit 0; }
+
+# ---- this tree against a baseline tree: the same benchmarks, back to back per configuration
+if [ "$MODE" = "compare" ]; then
+  : >"$OUT/compare.txt"
+  pair() {  # label, then fisdit bench arguments
+    local label=$1; shift
+    for side in baseline current; do
+      local bin=./build-device/fisdit
+      [ "$side" = baseline ] && bin=$FISDIT_BASELINE/build-device/fisdit
+      local t0=$(date +%s)
+      "$bin" bench --device cuda --random-weights --label "$label" "$@" >"$OUT/compare_${label}_$side.log" 2>&1 ||
+        { tail -5 "$OUT/compare_${label}_$side.log"; say "bench $label ($side) FAILED"; }
+      grep "^RESULT" "$OUT/compare_${label}_$side.log" | sed "s/^RESULT|/$side|/" >>"$OUT/compare.txt"
+      say "bench $label ($side): $(( $(date +%s) - t0 )) s"
+    done
+  }
+  pair a14b-480p --model-config wan2.2-t2v-a14b --size 832x480 --frames 81 --steps 4 --warmup 1 --repeats 1
+  pair a14b-720p --model-config wan2.2-t2v-a14b --size 1280x720 --frames 81 --steps 4 --fis off,balanced \
+    --warmup 1 --repeats 1 --mode per-step-type
+  pair ti2v-5b-704p --model-config wan2.2-ti2v-5b --size 1280x704 --frames 121 --steps 4 --warmup 1 --repeats 2
+  pair wan21-1.3b-480p --model-config wan2.1-t2v-1.3b --size 832x480 --frames 81 --steps 4 --warmup 1 --repeats 3
+  # label | setting | baseline ms/step | current ms/step | current / baseline
+  {
+    echo
+    printf "%-16s %-9s %14s %14s %9s\n" model fis "baseline ms" "current ms" "ratio"
+    awk -F'|' '$1 == "baseline" { base[$2 "|" $5] = $6 }
+               $1 == "current" && ($2 "|" $5) in base {
+                 printf "%-16s %-9s %14.1f %14.1f %9.3f\n", $2, $5, base[$2 "|" $5], $6, $6 / base[$2 "|" $5] }' \
+      "$OUT/compare.txt"
+  } | tee -a "$SUMMARY"
+  exit 0
+fi
 
 # ---- a full-size A14B release of random weights in a user's file layout, generated end to end
 if [ "${MODE#release-}" != "$MODE" ]; then
