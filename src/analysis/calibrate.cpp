@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 
 #include "analysis/redundancy.h"
 #include "fisdit/error.h"
@@ -28,22 +29,14 @@ struct Measured {
 
 }  // namespace
 
-Calibration calibrate_fis(const nlohmann::json& a, double budget, const std::string& source) {
-  if (!(budget > 0) || !std::isfinite(budget))
-    throw ParamError("budget", ": must be a positive number (a relative error, e.g. 0.05), got " +
-                                   std::to_string(budget));
-  if (!a.is_object() || a.value("format", "") != "fisdit-analysis")
-    throw Error(source +
-                ": not an analysis JSON of fisdit analyze (no \"format\": "
-                "\"fisdit-analysis\")");
-  int blocks = 0, steps = 0, frames = 0;
-  try {
-    blocks = a.at("num_blocks").get<int>();
-    steps = a.at("steps").get<int>();
-    frames = a.at("frames").get<int>();
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(source + ": " + e.what());
-  }
+namespace {
+
+using Say = std::function<void(const std::string&)>;
+
+// The measured FIS settings of stride > 1 with their largest final-block frame error over the
+// sparse steps, by increasing stride.
+std::vector<Measured> read_measured(const nlohmann::json& a, const std::string& source, int blocks,
+                                    int steps) {
   const nlohmann::json& fis = a.value("fis", nlohmann::json::array());
   std::vector<Measured> measured;
   try {
@@ -65,18 +58,16 @@ Calibration calibrate_fis(const nlohmann::json& a, double budget, const std::str
                 "with --fis (e.g. --fis balanced or --strides 2,3)");
   std::sort(measured.begin(), measured.end(),
             [](const Measured& x, const Measured& y) { return x.config.stride < y.config.stride; });
-  const Measured& base = measured.front();
-  Calibration out;
-  auto say = [&](const std::string& s) { out.reasoning.push_back(s); };
-  for (const Measured& m : measured)
-    say(fmt("measured: stride %.0f (head %.0f, tail %.0f): max final-block frame error %.4g",
-            m.config.stride, m.config.head, m.config.tail, m.error));
+  return measured;
+}
 
-  // Stride.
+// The largest stride within the budget: measured ones in increasing order up to the first over
+// it, or (one stride measured) extrapolated pessimistically.
+int choose_stride(const std::vector<Measured>& measured, double budget, int frames,
+                  const Say& say) {
   int stride = 1;
   if (measured.size() > 1) {
-    // Strides in increasing order, up to the first one over the budget: a larger stride that
-    // measured lower than a smaller one over the budget is not trusted.
+    // A larger stride that measured lower than a smaller one over the budget is not trusted.
     for (const Measured& m : measured) {
       if (!(m.error <= budget)) break;
       stride = m.config.stride;
@@ -86,30 +77,34 @@ Calibration calibrate_fis(const nlohmann::json& a, double budget, const std::str
                   "smaller measured stride within it too)",
                   stride, budget)
             : fmt("stride 1 (dense): no measured stride keeps the error within %.4g", budget));
-  } else {
-    // One stride measured: assume the error grows quadratically in the gap (s - 1) above it and
-    // shrinks only linearly below it, both on the pessimistic side of linear scaling.
-    const double s0 = base.config.stride, e0 = base.error;
-    const int max_stride = std::max(2, frames - 1);
-    for (int s = 2; s <= max_stride; ++s) {
-      const double r = (s - 1) / (s0 - 1);
-      const double est = s >= s0 ? e0 * r * r : e0 * r;
-      if (est <= budget) stride = s;
-    }
-    if (stride > 1) {
-      const double r = (stride - 1) / (s0 - 1);
-      say(
-          fmt("stride %.0f: estimated error %.4g <= budget %.4g (one stride measured: error "
-              "scaled by ((s-1)/(s0-1))^2 above s0, linearly below)",
-              stride, stride >= s0 ? base.error * r * r : base.error * r, budget));
-    } else {
-      say(fmt("stride 1 (dense): even stride 2 is estimated above the budget %.4g", budget));
-    }
+    return stride;
   }
+  // One stride measured: assume the error grows quadratically in the gap (s - 1) above it and
+  // shrinks only linearly below it, both on the pessimistic side of linear scaling.
+  const Measured& base = measured.front();
+  const double s0 = base.config.stride, e0 = base.error;
+  const int max_stride = std::max(2, frames - 1);
+  for (int s = 2; s <= max_stride; ++s) {
+    const double r = (s - 1) / (s0 - 1);
+    const double est = s >= s0 ? e0 * r * r : e0 * r;
+    if (est <= budget) stride = s;
+  }
+  if (stride > 1) {
+    const double r = (stride - 1) / (s0 - 1);
+    say(
+        fmt("stride %.0f: estimated error %.4g <= budget %.4g (one stride measured: error "
+            "scaled by ((s-1)/(s0-1))^2 above s0, linearly below)",
+            stride, stride >= s0 ? e0 * r * r : e0 * r, budget));
+  } else {
+    say(fmt("stride 1 (dense): even stride 2 is estimated above the budget %.4g", budget));
+  }
+  return stride;
+}
 
-  // Head and tail: interpolation risk of block l = (s_m - 1) / 2 * std_f(R_f), the largest over
-  // the sparse steps, at the smallest measured stride s_m. Leading and trailing blocks whose risk
-  // exceeds the budget stay dense, never fewer than in the measured setting.
+// Interpolation risk of block l = (s_m - 1) / 2 * std_f(R_f), the largest over the sparse steps,
+// at the smallest measured stride s_m.
+std::vector<double> interpolation_risk(const nlohmann::json& a, const std::string& source,
+                                       const Measured& base, int blocks, int steps) {
   std::vector<double> risk(static_cast<size_t>(blocks), 0.0);
   try {
     for (int k = 0; k < steps - base.config.dense_last_steps; ++k)
@@ -125,6 +120,39 @@ Calibration calibrate_fis(const nlohmann::json& a, double budget, const std::str
   } catch (const nlohmann::json::exception& e) {
     throw Error(source + ": malformed \"rel_change\": " + e.what());
   }
+  return risk;
+}
+
+}  // namespace
+
+Calibration calibrate_fis(const nlohmann::json& a, double budget, const std::string& source) {
+  if (!(budget > 0) || !std::isfinite(budget))
+    throw ParamError("budget", ": must be a positive number (a relative error, e.g. 0.05), got " +
+                                   std::to_string(budget));
+  if (!a.is_object() || a.value("format", "") != "fisdit-analysis")
+    throw Error(source +
+                ": not an analysis JSON of fisdit analyze (no \"format\": "
+                "\"fisdit-analysis\")");
+  int blocks = 0, steps = 0, frames = 0;
+  try {
+    blocks = a.at("num_blocks").get<int>();
+    steps = a.at("steps").get<int>();
+    frames = a.at("frames").get<int>();
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(source + ": " + e.what());
+  }
+  const std::vector<Measured> measured = read_measured(a, source, blocks, steps);
+  const Measured& base = measured.front();
+  Calibration out;
+  const Say say = [&](const std::string& s) { out.reasoning.push_back(s); };
+  for (const Measured& m : measured)
+    say(fmt("measured: stride %.0f (head %.0f, tail %.0f): max final-block frame error %.4g",
+            m.config.stride, m.config.head, m.config.tail, m.error));
+  int stride = choose_stride(measured, budget, frames, say);
+
+  // Leading and trailing blocks whose interpolation risk exceeds the budget stay dense, never
+  // fewer than in the measured setting.
+  const std::vector<double> risk = interpolation_risk(a, source, base, blocks, steps);
   int head = 0, tail = 0;
   if (stride == 1) {
     say("head 0, tail 0, dense_last_steps 0: nothing runs sparse");
