@@ -260,11 +260,9 @@ void WanDiT::run_block_sparse(int index, Tensor& x, const Modulation& mod, const
     return;
   }
   if (!literal_module_reconstruction_ || fis.granularity == accel::Granularity::Block) {
-    // Module granularity reconstructs each branch Z and adds it to every frame; the anchors' own
-    // rows see exactly the dense block's updates, and the interpolation is linear, so the sum of
-    // the three reconstructed branches is the reconstruction of the anchors' total update
-    // Y_A - X_A: run the block on the anchors and reconstruct once (one gather and one pass over
-    // the hidden state instead of three each). For block granularity this is the delta operator.
+    // Module granularity: the anchors' rows see exactly the dense block's updates and the
+    // interpolation is linear, so the three reconstructed branches sum to the reconstruction of
+    // Y_A - X_A: one gather and one reconstruction instead of three (block: the delta operator).
     run_block(index, xa, mod_a, grid_a, text);
     backend_.reconstruct_frames_delta(xa, anchors, per_frame, x);
     return;

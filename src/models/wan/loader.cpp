@@ -5,6 +5,7 @@
 
 #include "fisdit/error.h"
 #include "models/wan/config.h"
+#include "models/weights.h"
 
 namespace fisdit::wan {
 
@@ -172,37 +173,16 @@ std::unique_ptr<WanDiT> load_dit(const ModelSource& src, Backend& backend,
   const WeightSource weights = dit_weights(src.checkpoint, src.keys);
   const LoraMerge lora = dit_lora(loras, src.config);
   std::set<std::string> merged;
-  const bool host = backend.device() == Device::CPU;
   auto dit = std::make_unique<WanDiT>(
       src.config, backend, [&](const std::string& name, const Shape& shape) -> Tensor {
-        if (host) {
-          Tensor w = weights.get(name, shape);  // a fresh host F32 copy: safe to change
-          if (lora.touches(name)) {
-            lora.apply(name, w);
-            merged.insert(name);
-          }
-          return w;
-        }
-        // A GPU: the stored bytes go up as they are (a bf16 file: no host conversion, the backend
-        // converts as it stores; fp8 codes are widened with their scale on the device); a LoRA
-        // is merged there in fp32 before WanDiT converts the weight to its dtype, as on the host.
-        // WanDiT keeps modulation tables in fp32 and every other weight in the backend's
-        // weight dtype: an fp8 weight it will narrow anyway is dequantised straight to that.
-        const bool touched = lora.touches(name);
-        const bool narrowed = !touched && name.find("modulation") == std::string::npos;
-        float scale = 1.0f;
-        const Tensor stored = weights.get_stored(name, shape, scale);
-        const bool fp8 = is_fp8(stored.dtype());
-        if (!fp8 && !touched) return stored;
-        Tensor w =
-            fp8 ? backend.dequantize(stored, scale, narrowed ? backend.weight_dtype() : DType::F32)
-                : backend.upload(stored,
-                                 stored.dtype() == DType::F16 ? DType::F32 : stored.dtype());
-        if (!touched) return w;
-        if (w.dtype() != DType::F32) w = backend.upload(w, DType::F32);  // converted on the device
-        lora.apply(name, w, backend);
-        merged.insert(name);
-        return w;
+        if (lora.touches(name)) merged.insert(name);
+        // Each weight where and in the dtype WanDiT keeps it (dit.cpp), so its own upload is a
+        // no-op: head.modulation on the host, the other modulation tables in fp32, the rest in
+        // the backend's weight dtype (an fp8 weight is dequantised straight to that).
+        if (name == "head.modulation") return models::host_weight(weights, name, shape, &lora);
+        const bool fp32 = name.find("modulation") != std::string::npos;
+        return models::load_weight(weights, name, shape, backend,
+                                   fp32 ? DType::F32 : backend.weight_dtype(), &lora);
       });
   for (const std::string& target : lora.targets())
     if (!merged.count(target))

@@ -12,6 +12,8 @@
 
 #include "core/dtype.h"
 #include "fisdit/error.h"
+#include "io/weights.h"
+#include "models/weights.h"
 
 namespace fisdit::wan {
 
@@ -35,11 +37,9 @@ void T5Config::validate(const std::string& where) const {
 }
 
 int t5_relative_bucket(int64_t relative_position, int num_buckets, int max_dist) {
-  // T5RelativeEmbedding._relative_position_bucket with bidirectional=True. The log branch is
-  // float32 arithmetic in the official code (rel_pos.float() / max_exact, torch.log, division by
-  // the Python float log(max_dist / max_exact) cast to float32, times an integer, truncated by
-  // .long()); at distances 16, 32, 64, 128 the result is an exact integer, so it is evaluated here
-  // in the same float32 steps rather than in double.
+  // T5RelativeEmbedding._relative_position_bucket (bidirectional). Its log branch is float32 and
+  // lands on exact integers at distances 16, 32, 64, 128 before .long() truncates, so it takes
+  // the same float32 steps here, not double.
   const int half = num_buckets / 2;
   int bucket = relative_position > 0 ? half : 0;
   const int64_t distance = relative_position < 0 ? -relative_position : relative_position;
@@ -81,16 +81,6 @@ struct T5Encoder::BlockWeights {
 };
 
 namespace {
-
-// A host F32 tensor with the values of `w` (times its scale): the stored tensor itself when it
-// already is F32 and unscaled, else a copy (stored tensors may be read-only file mappings).
-Tensor as_f32(const T5Weight& w) {
-  if (w.scale == 1.0f) return w.stored.dtype() == DType::F32 ? w.stored : w.stored.to_f32();
-  Tensor t = Tensor::zeros(w.stored.shape());
-  convert_to_f32_scaled(w.stored.dtype(), w.stored.raw(), w.scale, t.f32(),
-                        static_cast<size_t>(w.stored.numel()));
-  return t;
-}
 
 // Throws naming the position when an id is outside [0, vocab) or a mask value is not 0/1.
 void check_tokens(const std::vector<int64_t>& ids, const std::vector<int64_t>& mask, int vocab) {
@@ -181,7 +171,6 @@ std::vector<Tensor> T5Encoder::run(
   const int64_t d = cfg_.dim, da = cfg_.dim_attn, heads = cfg_.num_heads, hd = cfg_.head_dim();
   const float eps = static_cast<float>(cfg_.eps);
   Backend& be = backend_;
-  const bool host = be.device() == Device::CPU;
   const DType act = be.activation_dtype();
 
   // Per sequence: its residual stream, position buckets, key mask and scratch buffers.
@@ -217,7 +206,7 @@ std::vector<Tensor> T5Encoder::run(
     S.key_valid.resize(static_cast<size_t>(len));
     for (int64_t j = 0; j < len; ++j)
       S.key_valid[static_cast<size_t>(j)] = mask[static_cast<size_t>(j)] != 0;
-    S.x = host ? x_host : be.upload(x_host, DType::F32);
+    S.x = be.upload(x_host, DType::F32);
     S.xn = be.empty({len, d}, act);
     S.branch = be.empty({len, d}, DType::F32);
     S.q = be.empty({len, da}, act);
@@ -228,20 +217,15 @@ std::vector<Tensor> T5Encoder::run(
     S.hidden = be.empty({len, cfg_.dim_ffn}, act);
   }
 
-  // Weights go to the backend one block at a time, once for all the sequences (the CPU uses the
-  // fp32 host values directly; the CUDA backend gets bf16 matrices and fp32 norms, freed after
-  // the block), so a GPU holds one block of the 5.7B-parameter encoder at a time and streams the
-  // encoder once however many prompts are encoded together.
-  // A matrix goes up in its stored dtype (for the released bf16 file: a plain copy of the mapped
-  // bytes, no host conversion); fp8 codes (ComfyUI, scaled or not) are widened with their scale
-  // by the backend (the values fp32 widening, scaling and narrowing give).
+  // One block's weights on the backend at a time, once for all the sequences (a GPU holds one
+  // block of the 5.7B-parameter encoder): matrices in the weight dtype, norms and position tables
+  // in fp32, each converted where models/weights.h says.
   auto matrix = [&](const T5Weight& w) {
-    if (host) return as_f32(w);
-    if (is_fp8(w.stored.dtype())) return be.dequantize(w.stored, w.scale, be.weight_dtype());
-    if (w.scale == 1.0f) return be.upload(w.stored, be.weight_dtype());
-    return be.upload(as_f32(w), be.weight_dtype());
+    return models::upload_weight(w.stored, w.scale, be, be.weight_dtype());
   };
-  auto vec = [&](const T5Weight& w) { return host ? as_f32(w) : be.upload(as_f32(w), DType::F32); };
+  auto vec = [&](const T5Weight& w) {
+    return models::upload_weight(w.stored, w.scale, be, DType::F32);
+  };
   const Tensor shared_table = cfg_.shared_pos ? vec(shared_pos_) : Tensor();
 
   for (int i = 0; i < cfg_.num_layers; ++i) {
@@ -292,10 +276,9 @@ std::vector<Tensor> T5Encoder::run(
 Tensor T5Encoder::encode(const std::vector<int64_t>& ids, const std::vector<int64_t>& mask,
                          const T5Observer& observer) {
   check_tokens(ids, mask, cfg_.vocab);
-  // With a prefix mask (what the tokenizer makes: ones, then padding) the first `valid` rows
-  // attend only to the first `valid` keys, and the bias depends on j - i only, so running the
-  // prefix alone gives the same rows (masked keys contribute exp(finfo.min - max) = 0 exactly)
-  // at a fraction of the cost (a prompt is ~10-100 of the 512 positions).
+  // A prefix mask (the tokenizer's): the first `valid` rows attend only to the first `valid` keys
+  // (masked keys add exp(finfo.min - max) = 0 exactly; the bias depends on j - i), so the prefix
+  // alone gives the same rows at a fraction of the cost (a prompt is ~10-100 of 512 positions).
   const auto [valid, prefix] = mask_prefix(mask);
   if (prefix) {
     const std::vector<int64_t> head_ids(ids.begin(), ids.begin() + valid);
@@ -512,9 +495,14 @@ T5Source open_t5(const std::string& path) {
 }
 
 std::unique_ptr<T5Encoder> load_t5(const T5Source& src, Backend& backend) {
-  const T5WeightFn weights = [&src](const std::string& official, const Shape& shape) {
-    const std::string key = t5_checkpoint_key(src, official);
-    const TensorInfo* info = src.checkpoint.find(key);
+  const WeightSource source(src.checkpoint, [&src](const std::string& official) {
+    return t5_checkpoint_key(src, official);
+  });
+  // The checks and the scale are umT5's own: a `.scale_weight` scales a weight of any float dtype
+  // (WeightSource's, fp8 ones only), and a scaled fp8 file must give every fp8 weight one.
+  const T5WeightFn weights = [&](const std::string& official, const Shape& shape) {
+    const std::string key = source.stored_name(official);
+    const TensorInfo* info = source.info(official);
     if (!info)
       throw Error(src.checkpoint.path() + ": text encoder tensor '" + key + "' is missing");
     if (info->shape != shape)
@@ -523,7 +511,7 @@ std::unique_ptr<T5Encoder> load_t5(const T5Source& src, Backend& backend) {
     if (!is_float(info->dtype))
       throw Error(src.checkpoint.path() + ": text encoder tensor '" + key + "' has dtype " +
                   std::string(dtype_name(info->dtype)) + ", expected a float type");
-    T5Weight w{src.checkpoint.tensor(key), 1.0f};
+    T5Weight w;
     // ComfyUI scaled fp8: <module>.weight holds weight / scale, <module>.scale_weight the scale.
     constexpr std::string_view kWeight = ".weight";
     const std::string scale_key =
@@ -540,11 +528,13 @@ std::unique_ptr<T5Encoder> load_t5(const T5Source& src, Backend& backend) {
       if (!std::isfinite(w.scale))
         throw Error(src.checkpoint.file_of(scale_key) + ": text encoder tensor '" + scale_key +
                     "' is not a finite number");
-    } else if (src.scaled_fp8 && (info->dtype == DType::F8_E4M3 || info->dtype == DType::F8_E5M2)) {
+    } else if (src.scaled_fp8 && is_fp8(info->dtype)) {
       throw Error(src.checkpoint.file_of(key) + ": text encoder tensor '" + key + "' is " +
                   std::string(dtype_name(info->dtype)) +
                   " in a scaled fp8 file but has no scale '" + scale_key + "'");
     }
+    float fp8_scale = 1.0f;  // WeightSource's reading of the same scale_weight (fp8 only)
+    w.stored = source.get_stored(official, shape, fp8_scale);  // after the checks above
     return w;
   };
   return std::make_unique<T5Encoder>(src.config, backend, weights);
