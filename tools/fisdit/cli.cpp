@@ -1,11 +1,15 @@
 #include "cli.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <iostream>
 #include <regex>
 #include <sstream>
 
 #include "fisdit/error.h"
+#include "models/family.h"
+#include "sched/flow_solvers.h"
 
 namespace fisdit::cli {
 
@@ -22,6 +26,132 @@ std::string join(const std::vector<std::string>& items, const std::string& sep) 
   std::string out;
   for (const std::string& item : items) out += (out.empty() ? "" : sep) + item;
   return out;
+}
+
+void add_device_flags(CLI::App* cmd, DeviceFlags& f, const std::string& default_device,
+                      const std::string& help) {
+  f.device = default_device;
+  cmd->add_option("--device", f.device, help)->capture_default_str();
+}
+
+void add_sampling_flags(CLI::App* cmd, SamplingFlags& f, const SamplingFlagSet& set) {
+  const sched::DenoiseOptions d;
+  // The default in the help: "=4", or where fisdit.json gives it.
+  const auto add = [&](const std::string& flag, auto& value, const std::string& help,
+                       const std::string& fallback) {
+    if (set.defaults_from_model)
+      cmd->add_option(flag, value, help + " (default: fisdit.json, else " + fallback + ")");
+    else
+      cmd->add_option(flag, value, help)->default_str(fallback);
+  };
+  add("--steps", f.steps, "denoising steps", std::to_string(d.steps));
+  if (set.shift) add("--shift", f.shift, "flow shift", CLI::detail::to_string(d.shift));
+  if (set.solver)
+    add("--solver", f.solver,
+        "euler (the Lightning recipe), or the official Wan solvers unipc and dpm++",
+        sched::solver_name(d.solver));
+  if (set.guidance)
+    add("--guidance", f.guidance,
+        "CFG scale; 1 = no guidance, else a second (unconditional) DiT forward per step",
+        CLI::detail::to_string(d.guidance));
+  if (set.guidance_per_expert) {
+    cmd->add_option("--guidance-high", f.guidance_high,
+                    "CFG scale of the high-noise steps (timestep >= boundary*1000); default "
+                    "--guidance");
+    cmd->add_option("--guidance-low", f.guidance_low,
+                    "CFG scale of the low-noise steps; default --guidance");
+  }
+  if (set.boundary)
+    cmd->add_option("--boundary", f.boundary,
+                    "expert switch: high-noise while timestep >= boundary*1000 (default: the "
+                    "release's or model's, Wan t2v 0.875, i2v 0.9)");
+}
+
+sched::DenoiseOptions SamplingFlags::resolve() const {
+  sched::DenoiseOptions o;
+  if (solver) o.solver = sched::parse_solver(*solver);
+  o.steps = steps.value_or(o.steps);
+  o.shift = shift.value_or(o.shift);
+  o.guidance = guidance.value_or(o.guidance);
+  o.guidance_high = guidance_high;
+  o.guidance_low = guidance_low;
+  o.boundary = boundary;
+  if (boundary && !(*boundary >= 0.0f && *boundary <= 1.0f))
+    throw Error("--boundary must be in [0, 1]");
+  for (const auto& [flag, g] :
+       {std::pair{"--guidance", guidance}, std::pair{"--guidance-high", guidance_high},
+        std::pair{"--guidance-low", guidance_low}})
+    if (g && !std::isfinite(*g))
+      throw Error(std::string(flag) + " must be a finite number, got " +
+                  CLI::detail::to_string(*g));
+  sched::flow_schedule(o.solver, o.steps, o.shift);  // checks steps and shift (ParamError)
+  return o;
+}
+
+void add_expert_flags(CLI::App* cmd, ExpertFlags& f, const ExpertFlagSet& set) {
+  f.style = set.lora;
+  CLI::Option* model = cmd->add_option("--model", f.model, set.model_help);
+  if (set.model_required) model->required();
+  if (set.model_low_help) cmd->add_option("--model-low", f.model_low, *set.model_low_help);
+  if (set.lora == LoraStyle::None) return;
+  const bool low = set.model_low_help.has_value();
+  const auto add_files = [&](const std::string& flag, std::vector<std::string>& paths,
+                             const std::string& which) {
+    cmd->add_option(flag, paths,
+                    "LoRA (.safetensors or .pth) merged into the " + which +
+                        " weights at load time; repeatable")
+        ->allow_extra_args(false);
+  };
+  add_files("--lora", f.lora, low ? "(high-noise) DiT" : "DiT");
+  if (set.lora == LoraStyle::OneStrength) {
+    if (low) add_files("--lora-low", f.lora_low, "low-noise DiT (--model-low)");
+    cmd->add_option("--lora-strength", f.lora_strength, "strength of every LoRA")
+        ->expected(1)
+        ->default_str("1");
+    return;
+  }
+  const auto add_strengths = [&](const std::string& flag, std::vector<float>& strengths) {
+    cmd->add_option(flag + "-strength", strengths,
+                    "LoRA strength (default 1): once for every " + flag + ", or once per " + flag)
+        ->allow_extra_args(false);
+  };
+  add_strengths("--lora", f.lora_strength);
+  if (low) {
+    add_files("--lora-low", f.lora_low, "low-noise DiT (--model-low)");
+    add_strengths("--lora-low", f.lora_low_strength);
+  }
+}
+
+namespace {
+// `paths` with `strengths`: none (all 1), one for every file or, `per_file`, one per file.
+std::vector<LoraSpec> lora_specs(const std::vector<std::string>& paths,
+                                 const std::vector<float>& strengths, const std::string& flag,
+                                 const std::string& strength_flag, bool per_file) {
+  if (per_file && paths.empty() && !strengths.empty())
+    throw Error(strength_flag + " is given without " + flag);
+  if (strengths.size() > 1 && strengths.size() != paths.size())
+    throw Error(strength_flag + " is given " + std::to_string(strengths.size()) + " times for " +
+                std::to_string(paths.size()) + " " + flag + " files (give it once, or once per " +
+                flag + ")");
+  for (float s : strengths)
+    if (!std::isfinite(s)) throw Error(strength_flag + " must be a finite number");
+  std::vector<LoraSpec> out;
+  for (size_t i = 0; i < paths.size(); ++i)
+    out.push_back({paths[i], strengths.empty() ? 1.0f : strengths[strengths.size() > 1 ? i : 0]});
+  return out;
+}
+}  // namespace
+
+std::vector<LoraSpec> ExpertFlags::loras() const {
+  return lora_specs(lora, lora_strength, "--lora", "--lora-strength", style == LoraStyle::PerFile);
+}
+
+std::vector<LoraSpec> ExpertFlags::loras_low() const {
+  if (!lora_low.empty() && model_low.empty())
+    throw Error("--lora-low needs --model-low (the low-noise expert it changes)");
+  if (style == LoraStyle::OneStrength)
+    return lora_specs(lora_low, lora_strength, "--lora-low", "--lora-strength", false);
+  return lora_specs(lora_low, lora_low_strength, "--lora-low", "--lora-low-strength", true);
 }
 
 void add_fis_flags(CLI::App* cmd, FisFlags& f) {
@@ -132,6 +262,32 @@ Tensor read_input(const SafetensorsFile& file, const std::string& name, bool req
     throw Error(file.path() + ": input tensor '" + stored + "' has dtype " +
                 std::string(dtype_name(info->dtype)) + ", expected a float type");
   return file.tensor_f32(stored);
+}
+
+sched::DenoiseInputs read_denoise_inputs(const SafetensorsFile& file) {
+  return {read_input(file, "x", true), read_input(file, "context", true),
+          read_input(file, "context_neg", false), read_input(file, "y", false),
+          read_input(file, "z_image", false)};
+}
+
+std::unique_ptr<models::VelocityModel> load_model_reporting(const std::string& path,
+                                                            Backend& backend,
+                                                            const std::string& role,
+                                                            const std::vector<LoraSpec>& loras) {
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<std::string> report;
+  auto dit = models::load_model(path, backend, loras, &report);
+  char line[512];
+  std::snprintf(line, sizeof line, "loaded %s %s: %s in %.2f s", role.c_str(), path.c_str(),
+                report.empty() ? "" : report.front().c_str(), seconds_since(start));
+  status(line);
+  for (size_t i = 1; i < report.size(); ++i) status("  " + report[i]);
+  return dit;
+}
+
+void write_tensor(const std::string& path, const std::string& name, const Tensor& t) {
+  write_safetensors(path, {{name, t}}, {{"producer", "fisdit"}});
+  status("wrote " + path + " ('" + name + "' " + shape_str(t.shape()) + ")");
 }
 
 std::string flag_of(const std::string& param) {

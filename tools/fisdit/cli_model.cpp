@@ -11,15 +11,14 @@ std::string model_or_bundled(const std::string& model) {
   return dir;
 }
 
-void apply_model_defaults(const CLI::App& cmd, const pipeline::ModelDefaults& d,
-                          const GenerationFlags& f) {
-  const auto unset = [&](const char* flag) { return cmd.count(flag) == 0; };
-  if (d.size && unset("--size")) f.size = *d.size;
-  if (d.frames && unset("--frames")) f.frames = *d.frames;
-  if (d.steps && unset("--steps")) f.steps = *d.steps;
-  if (d.shift && unset("--shift")) f.shift = *d.shift;
-  if (d.solver && unset("--solver")) f.solver = *d.solver;
-  if (d.guidance && unset("--guidance")) f.guidance = *d.guidance;
+void apply_model_defaults(const pipeline::ModelDefaults& d, std::optional<std::string>& size,
+                          std::optional<int>& frames, SamplingFlags& s) {
+  if (!size) size = d.size;
+  if (!frames) frames = d.frames;
+  if (!s.steps) s.steps = d.steps;
+  if (!s.shift) s.shift = d.shift;
+  if (!s.solver) s.solver = d.solver;
+  if (!s.guidance) s.guidance = d.guidance;
 }
 
 }  // namespace fisdit::cli

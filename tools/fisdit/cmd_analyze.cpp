@@ -2,6 +2,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include "analysis/analyze.h"
 #include "analysis/figures.h"
@@ -20,9 +21,10 @@ namespace {
 // --prompts: one sample per non-empty line, each encoded with the umT5 encoder (CPU) and sampled
 // from the same noise (--seed) at --size / --frames, as generate would for a t2v run.
 struct PromptFlags {
-  std::string file, text_encoder, tokenizer, negative, size = "1280x720";
-  std::vector<std::string> list;  // used when no --prompts file: the model's held-out prompts
-  int frames = 81;
+  std::string file, text_encoder, tokenizer, negative;
+  std::optional<std::string> size;  // default: fisdit.json's, else kDefaultSize
+  std::optional<int> frames;        // default: fisdit.json's, else kDefaultFrames
+  std::vector<std::string> list;    // used when no --prompts file: the model's held-out prompts
   uint64_t seed = 0;
 };
 
@@ -41,8 +43,8 @@ std::vector<analysis::AnalysisSample> prompt_samples(const PromptFlags& p, model
     if (prompts.empty()) throw Error("--prompts " + p.file + ": no prompt in the file");
   }
   int width = 0, height = 0;
-  parse_size(p.size, width, height);
-  const models::LatentGrid g = info.latent_grid(width, height, p.frames);
+  parse_size(p.size.value_or(kDefaultSize), width, height);
+  const models::LatentGrid g = info.latent_grid(width, height, p.frames.value_or(kDefaultFrames));
   const Tensor x = randn({info.latent_channels, g.frames, g.height, g.width}, p.seed);
   std::vector<std::string> texts = prompts;
   if (guided) texts.push_back(p.negative);
@@ -60,27 +62,149 @@ std::vector<analysis::AnalysisSample> prompt_samples(const PromptFlags& p, model
   }
   return samples;
 }
+struct AnalyzeArgs {
+  std::string output_dir;
+  std::vector<std::string> inputs, fis;
+  std::vector<int> strides;
+  bool no_figures = false;
+  ExpertFlags experts;     // --model, --model-low
+  SamplingFlags sampling;  // no --guidance-high / --guidance-low
+  DeviceFlags device;
+  PromptFlags prompts;
+};
+
+// The FIS settings whose per-frame error is measured: each --fis at each of --strides.
+std::vector<accel::FisConfig> fis_plans(const AnalyzeArgs& a) {
+  std::vector<std::string> names;
+  for (const std::string& f : a.fis)
+    for (const std::string& item : split_commas(f)) names.push_back(item);
+  if (names.empty() && !a.strides.empty()) names.push_back("balanced");
+  std::vector<accel::FisConfig> plans;
+  for (const std::string& name : names) {
+    const accel::FisConfig c = accel::fis_preset(name);
+    if (a.strides.empty()) {
+      plans.push_back(c);
+      continue;
+    }
+    for (int s : a.strides) {
+      if (s < 1) throw Error("--strides: a stride must be >= 1, got " + std::to_string(s));
+      accel::FisConfig cs = c;
+      cs.stride = s;
+      cs.name = "custom";
+      cs.validate();
+      plans.push_back(cs);
+    }
+  }
+  return plans;
+}
+
+// --inputs: one sample per file, as denoise reads it.
+std::vector<analysis::AnalysisSample> input_samples(const std::vector<std::string>& paths,
+                                                    float guidance) {
+  std::vector<analysis::AnalysisSample> samples;
+  for (const std::string& path : paths) {
+    const auto in = SafetensorsFile::open(path);
+    samples.push_back({path, read_denoise_inputs(*in)});
+    if (guidance != 1.0f && !samples.back().inputs.context_neg.defined())
+      throw Error("--guidance " + CLI::detail::to_string(guidance) + ": " + path +
+                  " has no 'context_neg' for the unconditional pass (or use guidance 1)");
+  }
+  return samples;
+}
+
+// The DiT expert(s): from the release with --prompts (explicit flags win over what it holds),
+// else the DiT file(s) alone.
+struct Experts {
+  std::unique_ptr<models::Release> release;
+  std::unique_ptr<models::VelocityModel> high, low;
+  bool two() const { return release ? release->info().two_experts : low != nullptr; }
+  const models::ModelInfo& info() const { return release ? release->info().model : high->info(); }
+};
+
+void write_analysis(const nlohmann::json& result, const std::string& dir, bool no_figures) {
+  const std::string json_path = (std::filesystem::path(dir) / "analysis.json");
+  std::ofstream out(json_path);
+  out << result.dump(1) << "\n";
+  if (!out) throw Error("cannot write " + json_path);
+  out.close();
+  status("wrote " + json_path);
+  if (!no_figures && !analysis::figures_available())
+    status(
+        "no figures: this build has no cairo (-DFISDIT_FIGURES=OFF); analysis.json has the data");
+  else if (!no_figures)
+    for (const std::string& p : analysis::write_analysis_figures(result, dir)) status("wrote " + p);
+}
+
+void run_analyze(const AnalyzeArgs& args) {
+  // Without --model: the bundled model. A model with a fisdit.json gives the defaults of the
+  // flags not given and, without --inputs/--prompts, its held-out prompts.
+  const std::string model = model_or_bundled(args.experts.model);
+  const pipeline::ModelDefaults d = pipeline::read_model_defaults(model);
+  PromptFlags pf = args.prompts;
+  SamplingFlags sampling = args.sampling;
+  apply_model_defaults(d, pf.size, pf.frames, sampling);
+  if (args.inputs.empty() && pf.file.empty() && !d.held_out_prompts.empty()) {
+    pf.list = d.held_out_prompts;
+    status("prompts: the " + std::to_string(d.held_out_prompts.size()) + " held-out prompts of " +
+           d.path + "; size " + pf.size.value_or(kDefaultSize) + ", " +
+           std::to_string(pf.frames.value_or(kDefaultFrames)) + " frames");
+  }
+  analysis::AnalysisOptions opt;
+  opt.denoise = sampling.resolve();
+  opt.plans = fis_plans(args);
+  const bool by_prompts = !pf.file.empty() || !pf.list.empty();
+  if (args.inputs.empty() == !by_prompts)
+    throw Error("give either --inputs (noise and context files) or --prompts (a text file)");
+  std::vector<analysis::AnalysisSample> samples = input_samples(args.inputs, opt.denoise.guidance);
+  std::error_code ec;
+  std::filesystem::create_directories(args.output_dir, ec);
+  if (ec || !std::filesystem::is_directory(args.output_dir))
+    throw Error("--output-dir " + args.output_dir + ": cannot create the directory");
+  if (by_prompts && !pf.file.empty() && !std::ifstream(pf.file))
+    throw Error("--prompts " + pf.file + ": cannot open the file");
+  auto backend = args.device.backend();
+  Experts e;
+  if (by_prompts) {
+    models::ReleaseOptions ro;
+    ro.parts = {{"dit_low", args.experts.model_low},
+                {"text_encoder", pf.text_encoder},
+                {"tokenizer", pf.tokenizer}};
+    ro.vae = false;
+    e.release = models::open_release(model, ro);
+    if (!opt.denoise.boundary && e.release->info().two_experts)
+      opt.denoise.boundary = e.release->info().boundary;
+    samples = prompt_samples(pf, *e.release, *backend, opt.denoise.guidance != 1.0f);
+  } else {
+    e.high = models::load_model(model, *backend);
+    if (!args.experts.model_low.empty())
+      e.low = models::load_model(args.experts.model_low, *backend);
+  }
+  const bool two = e.two();
+  const sched::ExpertFn expert = [&](bool use_high) -> models::VelocityModel& {
+    if (e.release) return e.release->expert(use_high || !two, *backend);
+    return use_high || !e.low ? *e.high : *e.low;
+  };
+  const models::ModelInfo& info = e.info();
+  status("model " + model + ": " + info.family + " " + models::task_name(info.task) + ", " +
+         std::to_string(info.num_blocks) + " blocks" + (two ? ", two experts" : ""));
+  for (const accel::FisConfig& c : opt.plans) status("measuring fis " + c.describe());
+  opt.meta = {{"model", e.release ? e.release->info().part("dit") : model},
+              {"model_low", e.release ? e.release->info().part("dit_low") : args.experts.model_low},
+              {"device", args.device.device}};
+  write_analysis(analysis::analyze_redundancy(info, expert, two, samples, opt), args.output_dir,
+                 args.no_figures);
+}
+
 }  // namespace
 
 void register_analyze(CLI::App& app) {
-  struct Args {
-    std::string model, model_low, output_dir, device = "cpu", solver = "euler";
-    std::vector<std::string> inputs, fis;
-    std::vector<int> strides;
-    int steps = 4;
-    double shift = 5.0;
-    float guidance = 1.0f;
-    std::optional<float> boundary;
-    bool no_figures = false;
-    PromptFlags prompts;
-  };
-  auto args = std::make_shared<Args>();
+  auto args = std::make_shared<AnalyzeArgs>();
   CLI::App* cmd = app.add_subcommand(
       "analyze", "redundancy analysis of a dense run (CV, R_f, per-frame FIS error): JSON + PNG");
-  cmd->add_option("--model", args->model,
-                  "(high-noise) DiT file or release directory; default: the bundled model");
-  cmd->add_option("--model-low", args->model_low, "low-noise expert (Wan 2.2 A14B)");
-  cmd->add_option("--boundary", args->boundary, "expert switch (as denoise; default: the model's)");
+  add_expert_flags(
+      cmd, args->experts,
+      {.model_help = "(high-noise) DiT file or release directory; default: the bundled model",
+       .model_low_help = "low-noise expert (Wan 2.2 A14B)"});
   cmd->add_option("--inputs", args->inputs,
                   "safetensors with x (noise), context (and context_neg, y, z_image) as denoise "
                   "takes them; repeatable: CV is averaged over the samples (Eq. 5)")
@@ -92,9 +216,9 @@ void register_analyze(CLI::App& app) {
   cmd->add_option("--tokenizer", args->prompts.tokenizer, "umT5 tokenizer (with --prompts)");
   cmd->add_option("--negative", args->prompts.negative, "negative prompt (with --guidance)");
   cmd->add_option("--size", args->prompts.size, "WIDTHxHEIGHT of the video (with --prompts)")
-      ->capture_default_str();
+      ->default_str(kDefaultSize);
   cmd->add_option("--frames", args->prompts.frames, "video frames, 4n+1 (with --prompts)")
-      ->capture_default_str();
+      ->default_str(std::to_string(kDefaultFrames));
   cmd->add_option("--seed", args->prompts.seed, "noise seed (with --prompts)")
       ->capture_default_str();
   cmd->add_option("--fis", args->fis,
@@ -105,127 +229,13 @@ void register_analyze(CLI::App& app) {
                   "measure each --fis setting (default balanced) at these strides, e.g. 2,3,4")
       ->delimiter(',')
       ->allow_extra_args(false);
-  cmd->add_option("--solver", args->solver, "euler, unipc or dpm++")->capture_default_str();
-  cmd->add_option("--steps", args->steps, "denoising steps")->capture_default_str();
-  cmd->add_option("--shift", args->shift, "flow shift")->capture_default_str();
-  cmd->add_option("--guidance", args->guidance, "CFG scale (1 = none)")->capture_default_str();
+  add_sampling_flags(cmd, args->sampling, {.guidance_per_expert = false});
   cmd->add_option("--output-dir", args->output_dir,
                   "directory for analysis.json and the PNG figures (created)")
       ->required();
   cmd->add_flag("--no-figures", args->no_figures, "write the JSON only");
-  cmd->add_option("--device", args->device, "cpu or cuda")->capture_default_str();
-  cmd->callback([args, cmd] {
-    // Without --model: the bundled model. A model with a fisdit.json gives the defaults of the
-    // flags not given and, without --inputs/--prompts, its held-out prompts.
-    args->model = model_or_bundled(args->model);
-    const pipeline::ModelDefaults d = pipeline::read_model_defaults(args->model);
-    apply_model_defaults(*cmd, d,
-                         {args->prompts.size, args->prompts.frames, args->steps, args->shift,
-                          args->solver, args->guidance});
-    if (args->inputs.empty() && args->prompts.file.empty() && !d.held_out_prompts.empty()) {
-      args->prompts.list = d.held_out_prompts;
-      status("prompts: the " + std::to_string(d.held_out_prompts.size()) + " held-out prompts of " +
-             d.path + "; size " + args->prompts.size + ", " + std::to_string(args->prompts.frames) +
-             " frames");
-    }
-    analysis::AnalysisOptions opt;
-    opt.denoise.solver = sched::parse_solver(args->solver);
-    opt.denoise.steps = args->steps;
-    opt.denoise.shift = args->shift;
-    opt.denoise.guidance = args->guidance;
-    opt.denoise.boundary = args->boundary;
-    if (!std::isfinite(args->guidance)) throw Error("--guidance must be a finite number");
-    if (args->boundary && !(*args->boundary >= 0.0f && *args->boundary <= 1.0f))
-      throw Error("--boundary must be in [0, 1]");
-    sched::flow_schedule(opt.denoise.solver, opt.denoise.steps, opt.denoise.shift);  // validates
-    std::vector<std::string> fis_names;
-    for (const std::string& f : args->fis)
-      for (const std::string& item : split_commas(f)) fis_names.push_back(item);
-    if (fis_names.empty() && !args->strides.empty()) fis_names.push_back("balanced");
-    for (const std::string& name : fis_names) {
-      accel::FisConfig c = accel::fis_preset(name);
-      if (args->strides.empty()) {
-        opt.plans.push_back(c);
-        continue;
-      }
-      for (int s : args->strides) {
-        if (s < 1) throw Error("--strides: a stride must be >= 1, got " + std::to_string(s));
-        accel::FisConfig cs = c;
-        cs.stride = s;
-        cs.name = "custom";
-        cs.validate();
-        opt.plans.push_back(cs);
-      }
-    }
-
-    const bool by_prompts = !args->prompts.file.empty() || !args->prompts.list.empty();
-    if (args->inputs.empty() == !by_prompts)
-      throw Error("give either --inputs (noise and context files) or --prompts (a text file)");
-    std::vector<analysis::AnalysisSample> samples;
-    for (const std::string& path : args->inputs) {
-      const auto in = SafetensorsFile::open(path);
-      samples.push_back({path,
-                         {read_input(*in, "x", true), read_input(*in, "context", true),
-                          read_input(*in, "context_neg", false), read_input(*in, "y", false),
-                          read_input(*in, "z_image", false)}});
-      if (args->guidance != 1.0f && !samples.back().inputs.context_neg.defined())
-        throw Error("--guidance " + CLI::detail::to_string(args->guidance) + ": " + path +
-                    " has no 'context_neg' for the unconditional pass (or use guidance 1)");
-    }
-    std::error_code ec;
-    std::filesystem::create_directories(args->output_dir, ec);
-    if (ec || !std::filesystem::is_directory(args->output_dir))
-      throw Error("--output-dir " + args->output_dir + ": cannot create the directory");
-
-    const PromptFlags& pf = args->prompts;
-    if (by_prompts && !pf.file.empty() && !std::ifstream(pf.file))
-      throw Error("--prompts " + pf.file + ": cannot open the file");
-    auto backend = make_backend(args->device);
-    // --prompts: the release's text stage and experts (explicit flags win over what it holds);
-    // --inputs: the DiT(s) alone.
-    std::unique_ptr<models::Release> release;
-    std::unique_ptr<models::VelocityModel> high, low;
-    if (by_prompts) {
-      models::ReleaseOptions ro;
-      ro.parts = {{"dit_low", args->model_low},
-                  {"text_encoder", pf.text_encoder},
-                  {"tokenizer", pf.tokenizer}};
-      ro.vae = false;
-      release = models::open_release(args->model, ro);
-      if (!args->boundary && release->info().two_experts)
-        opt.denoise.boundary = release->info().boundary;
-      samples = prompt_samples(pf, *release, *backend, args->guidance != 1.0f);
-    } else {
-      high = models::load_model(args->model, *backend);
-      if (!args->model_low.empty()) low = models::load_model(args->model_low, *backend);
-    }
-    const bool two = release ? release->info().two_experts : low != nullptr;
-    const sched::ExpertFn expert = [&](bool use_high) -> models::VelocityModel& {
-      if (release) return release->expert(use_high || !two, *backend);
-      return use_high || !low ? *high : *low;
-    };
-    const models::ModelInfo& info = release ? release->info().model : high->info();
-    status("model " + args->model + ": " + info.family + " " + models::task_name(info.task) + ", " +
-           std::to_string(info.num_blocks) + " blocks" + (two ? ", two experts" : ""));
-    for (const accel::FisConfig& c : opt.plans) status("measuring fis " + c.describe());
-    opt.meta = {{"model", release ? release->info().part("dit") : args->model},
-                {"model_low", release ? release->info().part("dit_low") : args->model_low},
-                {"device", args->device}};
-    const nlohmann::json result = analysis::analyze_redundancy(info, expert, two, samples, opt);
-
-    const std::string json_path = (std::filesystem::path(args->output_dir) / "analysis.json");
-    std::ofstream out(json_path);
-    out << result.dump(1) << "\n";
-    if (!out) throw Error("cannot write " + json_path);
-    out.close();
-    status("wrote " + json_path);
-    if (!args->no_figures && !analysis::figures_available())
-      status(
-          "no figures: this build has no cairo (-DFISDIT_FIGURES=OFF); analysis.json has the data");
-    else if (!args->no_figures)
-      for (const std::string& p : analysis::write_analysis_figures(result, args->output_dir))
-        status("wrote " + p);
-  });
+  add_device_flags(cmd, args->device, "cpu");
+  cmd->callback([args] { run_analyze(*args); });
 }
 
 }  // namespace fisdit::cli

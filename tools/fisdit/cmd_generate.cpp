@@ -1,36 +1,105 @@
 // fisdit generate: prompt (and image) -> MP4 and/or PNG frames with a release (Wan 2.2 / 2.1).
+#include <optional>
+
 #include "backend/backend.h"
 #include "cli.h"
 #include "fisdit/error.h"
 #include "pipeline/generate.h"
 #include "pipeline/model_defaults.h"
 #include "pipeline/output.h"
-#include "sched/flow_solvers.h"
 
 namespace fisdit::cli {
 
+namespace {
+
+struct GenerateArgs {
+  // The request's own fields (prompt, negative, image, seed, parts by role, the release's LoRA
+  // flags --lora-high / --lora-low / --lora-strength, named as GenerateOptions names them).
+  pipeline::GenerateOptions opt;
+  pipeline::OutputOptions out;
+  std::optional<std::string> size;
+  std::optional<int> frames;
+  ExpertFlags experts;  // --model, --model-low
+  SamplingFlags sampling;
+  DeviceFlags device;
+  FisFlags fis;
+  CacheFlags cache;
+  bool quiet = false, compare_dense = false;
+};
+
+// The request from the flags, the model's fisdit.json filling in the flags not given.
+pipeline::GenerateOptions generate_request(const GenerateArgs& a) {
+  pipeline::GenerateOptions o = a.opt;
+  o.model = model_or_bundled(a.experts.model);
+  o.parts["dit_low"] = a.experts.model_low;
+  o.device = a.device.device;
+  const pipeline::ModelDefaults d = pipeline::read_model_defaults(o.model);
+  std::optional<std::string> size = a.size;
+  std::optional<int> frames = a.frames;
+  SamplingFlags sampling = a.sampling;
+  apply_model_defaults(d, size, frames, sampling);
+  o.frames = frames.value_or(kDefaultFrames);
+  const std::string size_text = size.value_or(kDefaultSize);
+  if (d.frames && a.frames && o.frames != *d.frames)
+    status("note: " + (d.name.empty() ? o.model : d.name) + " was trained on " +
+           std::to_string(*d.frames) + "-frame clips; --frames " + std::to_string(o.frames) +
+           " is outside what it learned and looks worse");
+  const sched::DenoiseOptions builtin;
+  if (!d.path.empty())
+    status("defaults from " + d.path + ": --size " + size_text + " --frames " +
+           std::to_string(o.frames) + " --steps " +
+           std::to_string(sampling.steps.value_or(builtin.steps)) + " --solver " +
+           sampling.solver.value_or(sched::solver_name(builtin.solver)) +
+           " (flags given override them)");
+  pipeline::check_outputs(a.out);
+  parse_size(size_text, o.width, o.height);
+  const sched::DenoiseOptions s = sampling.resolve();
+  o.steps = s.steps;
+  o.shift = s.shift;
+  o.solver = s.solver;
+  o.guidance = s.guidance;
+  o.guidance_high = s.guidance_high;
+  o.guidance_low = s.guidance_low;
+  o.boundary = s.boundary;
+  o.fis = a.fis.resolve();
+  o.cache = a.cache.resolve();
+  note_ratio_resampling(o.cache, o.steps);
+  o.progress = !a.quiet;
+  if (a.compare_dense && !o.fis.enabled() && !o.cache.enabled)
+    throw ParamError("compare_dense",
+                     ": compares an accelerated run with the dense one: give --fis balanced, "
+                     "fast or a preset, and/or --cache magcache (this run is already dense)");
+  return o;
+}
+
+// Stages: check (no weight read), text, image, sample, decode; then write.
+void run_generate(const GenerateArgs& a) {
+  const pipeline::GenerateOptions o = generate_request(a);
+  pipeline::Generator generator(o, /*keep_loaded=*/false);
+  pipeline::GenerateResult r = generator.run(o);
+  if (a.compare_dense) {
+    status("dense reference run (FIS and cache off, same seed) for --compare-dense");
+    status(pipeline::compare_with_dense(generator, o, r));
+  }
+  for (const std::string& line : pipeline::write_outputs(r, a.out)) status(line);
+  status(pipeline::times_line(r.summary));
+  if (const std::string peaks = pipeline::peaks_line(r.summary); !peaks.empty()) status(peaks);
+}
+
+}  // namespace
+
 void register_generate(CLI::App& app) {
-  struct Args {
-    pipeline::GenerateOptions opt;
-    pipeline::OutputOptions out;
-    std::string size = "1280x720", solver = "euler";
-    std::optional<float> boundary, guidance_high, guidance_low;
-    bool quiet = false, compare_dense = false;
-    FisFlags fis;
-    CacheFlags cache;
-  };
-  auto args = std::make_shared<Args>();
+  auto args = std::make_shared<GenerateArgs>();
   pipeline::GenerateOptions& o = args->opt;
-  o.device = default_device();
-  o.fis = accel::fis_preset("balanced");
   args->fis.preset = "balanced";
   CLI::App* cmd = app.add_subcommand(
       "generate", "text (and image) to video with a Wan 2.2 / 2.1 release: MP4 and/or PNG frames");
-  cmd->add_option("--model", o.model,
-                  "release directory (official or diffusers layout) or a DiT .safetensors file; "
-                  "default: the bundled model (models/fisdit-shapes, or $FISDIT_MODEL)");
+  add_expert_flags(cmd, args->experts,
+                   {.model_help = "release directory (official or diffusers layout) or a DiT "
+                                  ".safetensors file; default: the bundled model "
+                                  "(models/fisdit-shapes, or $FISDIT_MODEL)",
+                    .model_low_help = "low-noise expert (A14B), if not in --model"});
   // Parts of the release by role (a std::map's elements stay where they are).
-  cmd->add_option("--model-low", o.parts["dit_low"], "low-noise expert (A14B), if not in --model");
   cmd->add_option("--text-encoder", o.parts["text_encoder"], "umT5 encoder, if not in --model");
   cmd->add_option("--tokenizer", o.parts["tokenizer"], "spiece.model or a directory holding it");
   cmd->add_option("--vae", o.parts["vae"], "Wan VAE, if not in --model");
@@ -41,23 +110,16 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--negative", o.negative, "negative prompt (used when guidance != 1)");
   cmd->add_option("--image", o.image, "first frame, PNG or JPEG (i2v; optional for ti2v)");
   // The model's fisdit.json (fisdit's own models) overrides these defaults; a flag overrides both.
-  cmd->add_option("--size", args->size, "WxH (default: the model's fisdit.json, else 1280x720)");
-  cmd->add_option("--frames", o.frames, "video frames, 4k+1 (default: fisdit.json, else 81)");
-  cmd->add_option("--steps", o.steps, "sampling steps (default: fisdit.json, else 4)");
-  cmd->add_option("--shift", o.shift, "flow shift (default: fisdit.json, else 5)");
-  cmd->add_option("--solver", args->solver,
-                  "euler (Lightning 4-step), unipc or dpm++ (default: fisdit.json, else euler)");
-  cmd->add_option("--guidance", o.guidance, "CFG scale, 1 = off (default: fisdit.json, else 1)");
-  cmd->add_option("--guidance-high", args->guidance_high, "CFG scale of the high-noise steps");
-  cmd->add_option("--guidance-low", args->guidance_low, "CFG scale of the low-noise steps");
-  cmd->add_option("--boundary", args->boundary,
-                  "expert switch: high-noise while t >= boundary*1000 (default: the release's, "
-                  "else Wan t2v 0.875, i2v 0.9)");
+  cmd->add_option("--size", args->size,
+                  std::string("WxH (default: the model's fisdit.json, else ") + kDefaultSize + ")");
+  cmd->add_option(
+      "--frames", args->frames,
+      "video frames, 4k+1 (default: fisdit.json, else " + std::to_string(kDefaultFrames) + ")");
+  add_sampling_flags(cmd, args->sampling, {.defaults_from_model = true});
   cmd->add_option("--seed", o.seed, "noise seed")->capture_default_str();
-  cmd->add_option("--device", o.device,
-                  "cuda or cpu: where the text encoder, DiT and VAE run (default: cuda when "
-                  "this build has it and a GPU is present)")
-      ->capture_default_str();
+  add_device_flags(cmd, args->device, default_device(),
+                   "cuda or cpu: where the text encoder, DiT and VAE run (default: cuda when "
+                   "this build has it and a GPU is present)");
   cmd->add_option("--output", args->out.output, "MP4 file to write");
   cmd->add_option("--frames-dir", args->out.frames_dir, "directory for PNG frames");
   cmd->add_option("--fps", args->out.fps, "MP4 frame rate (default: the model's, 16; 24 for ti2v)");
@@ -73,47 +135,7 @@ void register_generate(CLI::App& app) {
   cmd->add_flag("--quiet", args->quiet, "no progress bars");
   add_fis_flags(cmd, args->fis);
   add_cache_flags(cmd, args->cache);
-  cmd->callback([args, cmd] {
-    pipeline::GenerateOptions& o = args->opt;
-    o.model = model_or_bundled(o.model);
-    // Defaults the model carries (fisdit.json) for the flags not given.
-    const pipeline::ModelDefaults d = pipeline::read_model_defaults(o.model);
-    apply_model_defaults(*cmd, d,
-                         {args->size, o.frames, o.steps, o.shift, args->solver, o.guidance});
-    if (d.frames && cmd->count("--frames") && o.frames != *d.frames)
-      status("note: " + (d.name.empty() ? o.model : d.name) + " was trained on " +
-             std::to_string(*d.frames) + "-frame clips; --frames " + std::to_string(o.frames) +
-             " is outside what it learned and looks worse");
-    if (!d.path.empty())
-      status("defaults from " + d.path + ": --size " + args->size + " --frames " +
-             std::to_string(o.frames) + " --steps " + std::to_string(o.steps) + " --solver " +
-             args->solver + " (flags given override them)");
-    pipeline::check_outputs(args->out);
-    parse_size(args->size, o.width, o.height);
-    o.solver = sched::parse_solver(args->solver);
-    o.fis = args->fis.resolve();
-    o.cache = args->cache.resolve();
-    note_ratio_resampling(o.cache, o.steps);
-    o.boundary = args->boundary;
-    o.guidance_high = args->guidance_high;
-    o.guidance_low = args->guidance_low;
-    o.progress = !args->quiet;
-    if (args->compare_dense && !o.fis.enabled() && !o.cache.enabled)
-      throw ParamError("compare_dense",
-                       ": compares an accelerated run with the dense one: give --fis balanced, "
-                       "fast or a preset, and/or --cache magcache (this run is already dense)");
-
-    // Stages: check (no weight read), text, image, sample, decode; then write.
-    pipeline::Generator generator(o, /*keep_loaded=*/false);
-    pipeline::GenerateResult r = generator.run(o);
-    if (args->compare_dense) {
-      status("dense reference run (FIS and cache off, same seed) for --compare-dense");
-      status(pipeline::compare_with_dense(generator, o, r));
-    }
-    for (const std::string& line : pipeline::write_outputs(r, args->out)) status(line);
-    status(pipeline::times_line(r.summary));
-    if (const std::string peaks = pipeline::peaks_line(r.summary); !peaks.empty()) status(peaks);
-  });
+  cmd->callback([args] { run_generate(*args); });
 }
 
 }  // namespace fisdit::cli

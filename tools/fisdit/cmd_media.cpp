@@ -1,6 +1,7 @@
 // fisdit video encode | image prepare: the media steps of `fisdit generate` on their own, for
 // checking a pipeline's decoded video or its conditioning image outside a full run.
 #include <cstdio>
+#include <optional>
 
 #include "cli.h"
 #include "fisdit/error.h"
@@ -21,14 +22,40 @@ Tensor video_of(const Tensor& t, const std::string& file, const std::string& nam
   return v;
 }
 
+struct VideoArgs {
+  std::string mode, inputs, tensor = "video", output, frames_dir, preset = "medium", codec = "h264";
+  double fps = 16.0;
+  int crf = 18;
+};
+
+void run_video(const VideoArgs& a) {
+  if (a.output.empty() && a.frames_dir.empty())
+    throw Error("video encode: give --output FILE.mp4 and/or --frames-dir DIR");
+  const auto in = SafetensorsFile::open(a.inputs);
+  const Tensor video = video_of(read_input(*in, a.tensor, true), a.inputs, a.tensor);
+  const std::string size = std::to_string(video.dim(3)) + "x" + std::to_string(video.dim(2));
+  if (!a.output.empty()) {
+    Mp4Options options;
+    options.codec = a.codec == "mpeg4" ? VideoCodec::Mpeg4 : VideoCodec::H264;
+    options.crf = a.crf;
+    options.preset = a.preset;
+    const Mp4Result r = write_mp4(a.output, video, a.fps, options);
+    if (!r.warning.empty()) status("warning: " + r.warning);
+    const std::string codec = r.encoder == "libx264" ? "H.264, libx264 CRF " + std::to_string(a.crf)
+                                                     : "MPEG-4 Part 2, " + r.encoder;
+    char rate[32];
+    std::snprintf(rate, sizeof rate, "%g", a.fps);
+    status("wrote " + a.output + ": " + std::to_string(r.frames) + " frames " + size + " at " +
+           rate + " fps (" + codec + ")");
+  }
+  if (!a.frames_dir.empty()) {
+    const std::vector<std::string> paths = write_png_frames(a.frames_dir, video);
+    status("wrote " + std::to_string(paths.size()) + " PNG frames " + size + " to " + a.frames_dir);
+  }
+}
+
 void register_video(CLI::App& app) {
-  struct Args {
-    std::string mode, inputs, tensor = "video", output, frames_dir, preset = "medium",
-                              codec = "h264";
-    double fps = 16.0;
-    int crf = 18;
-  };
-  auto args = std::make_shared<Args>();
+  auto args = std::make_shared<VideoArgs>();
   CLI::App* cmd = app.add_subcommand(
       "video", "Write a decoded video tensor as MP4 (H.264) and/or PNG frames, as generate does");
   cmd->add_option("mode", args->mode, "encode")->required()->check(CLI::IsMember({"encode"}));
@@ -50,41 +77,47 @@ void register_video(CLI::App& app) {
                   "h264 (libx264; MPEG-4 Part 2 with a warning when absent) or mpeg4")
       ->check(CLI::IsMember({"h264", "mpeg4"}))
       ->capture_default_str();
-  cmd->callback([args] {
-    if (args->output.empty() && args->frames_dir.empty())
-      throw Error("video encode: give --output FILE.mp4 and/or --frames-dir DIR");
-    const auto in = SafetensorsFile::open(args->inputs);
-    const Tensor video = video_of(read_input(*in, args->tensor, true), args->inputs, args->tensor);
-    const std::string size = std::to_string(video.dim(3)) + "x" + std::to_string(video.dim(2));
-    if (!args->output.empty()) {
-      Mp4Options options;
-      options.codec = args->codec == "mpeg4" ? VideoCodec::Mpeg4 : VideoCodec::H264;
-      options.crf = args->crf;
-      options.preset = args->preset;
-      const Mp4Result r = write_mp4(args->output, video, args->fps, options);
-      if (!r.warning.empty()) status("warning: " + r.warning);
-      const std::string codec = r.encoder == "libx264"
-                                    ? "H.264, libx264 CRF " + std::to_string(args->crf)
-                                    : "MPEG-4 Part 2, " + r.encoder;
-      char rate[32];
-      std::snprintf(rate, sizeof rate, "%g", args->fps);
-      status("wrote " + args->output + ": " + std::to_string(r.frames) + " frames " + size +
-             " at " + rate + " fps (" + codec + ")");
-    }
-    if (!args->frames_dir.empty()) {
-      const std::vector<std::string> paths = write_png_frames(args->frames_dir, video);
-      status("wrote " + std::to_string(paths.size()) + " PNG frames " + size + " to " +
-             args->frames_dir);
-    }
-  });
+  cmd->callback([args] { run_video(*args); });
+}
+
+struct ImageArgs {
+  std::string mode, image, method = "crop", output, png;
+  std::optional<std::string> size;
+  std::optional<int64_t> max_area;
+};
+
+void run_image(const ImageArgs& a) {
+  if (!a.size && !(a.max_area && *a.max_area > 0))
+    throw Error("image prepare: give --size WIDTHxHEIGHT or --max-area PIXELS");
+  if (a.output.empty() && a.png.empty())
+    throw Error("image prepare: give --output FILE.safetensors and/or --png FILE.png");
+  const Tensor img = read_image(a.image);
+  const int in_w = static_cast<int>(img.dim(2)), in_h = static_cast<int>(img.dim(1));
+  const bool crop = a.method == "crop";
+  int width = 0, height = 0;
+  if (a.size) {
+    parse_size(*a.size, width, height);
+    if (width <= 0 || height <= 0) throw Error("--size must be positive, got '" + *a.size + "'");
+  } else {
+    const ImageSize s = crop ? wan_ti2v_video_size(in_w, in_h, *a.max_area)
+                             : wan_i2v_video_size(in_w, in_h, *a.max_area);
+    width = s.width;
+    height = s.height;
+  }
+  const Tensor out = crop ? resize_and_center_crop(img, width, height)
+                          : resize_image(img, width, height, ResizeFilter::Bicubic);
+  status("read " + a.image + " (" + std::to_string(in_w) + "x" + std::to_string(in_h) + "), " +
+         (crop ? "resized and centre-cropped" : "stretched") + " to " + std::to_string(width) +
+         "x" + std::to_string(height));
+  if (!a.output.empty()) write_tensor(a.output, "image", out);
+  if (!a.png.empty()) {
+    write_png(a.png, image_to_rgb8(out));
+    status("wrote " + a.png);
+  }
 }
 
 void register_image(CLI::App& app) {
-  struct Args {
-    std::string mode, image, size, method = "crop", output, png;
-    int64_t max_area = 0;
-  };
-  auto args = std::make_shared<Args>();
+  auto args = std::make_shared<ImageArgs>();
   CLI::App* cmd = app.add_subcommand(
       "image", "Prepare an I2V / TI2V conditioning image as the official pipelines do");
   cmd->add_option("mode", args->mode, "prepare")->required()->check(CLI::IsMember({"prepare"}));
@@ -101,43 +134,13 @@ void register_image(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--output", args->output, "safetensors to write 'image' [3, H, W] in [-1, 1] to");
   cmd->add_option("--png", args->png, "also write the prepared image as an 8-bit PNG");
-  cmd->callback([args] {
-    if (args->size.empty() && args->max_area <= 0)
-      throw Error("image prepare: give --size WIDTHxHEIGHT or --max-area PIXELS");
-    if (args->output.empty() && args->png.empty())
-      throw Error("image prepare: give --output FILE.safetensors and/or --png FILE.png");
-    const Tensor img = read_image(args->image);
-    const int in_w = static_cast<int>(img.dim(2)), in_h = static_cast<int>(img.dim(1));
-    const bool crop = args->method == "crop";
-    int width = 0, height = 0;
-    if (!args->size.empty()) {
-      parse_size(args->size, width, height);
-      if (width <= 0 || height <= 0)
-        throw Error("--size must be positive, got '" + args->size + "'");
-    } else {
-      const ImageSize s = crop ? wan_ti2v_video_size(in_w, in_h, args->max_area)
-                               : wan_i2v_video_size(in_w, in_h, args->max_area);
-      width = s.width;
-      height = s.height;
-    }
-    const Tensor out = crop ? resize_and_center_crop(img, width, height)
-                            : resize_image(img, width, height, ResizeFilter::Bicubic);
-    status("read " + args->image + " (" + std::to_string(in_w) + "x" + std::to_string(in_h) +
-           "), " + (crop ? "resized and centre-cropped" : "stretched") + " to " +
-           std::to_string(width) + "x" + std::to_string(height));
-    if (!args->output.empty()) {
-      write_safetensors(args->output, {{"image", out}}, {{"producer", "fisdit"}});
-      status("wrote " + args->output + " ('image' " + shape_str(out.shape()) + ")");
-    }
-    if (!args->png.empty()) {
-      write_png(args->png, image_to_rgb8(out));
-      status("wrote " + args->png);
-    }
-  });
+  cmd->callback([args] { run_image(*args); });
 }
 
 }  // namespace
 
+// Both commands need the pipeline's media libraries, so they share this file (CMakeLists.txt
+// leaves it out without the pipeline).
 void register_media(CLI::App& app) {
   register_video(app);
   register_image(app);

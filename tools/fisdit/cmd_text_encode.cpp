@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 
 #include "cli.h"
 #include "core/dtype.h"
@@ -14,10 +15,6 @@
 namespace fisdit::cli {
 
 namespace {
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
-
 // `name` (or "input.<name>") of `file` as integers: [1, L] or [L], any integer dtype, or a float
 // dtype holding whole numbers. Errors name the file and the tensor.
 std::vector<int64_t> read_integers(const SafetensorsFile& file, const std::string& name) {
@@ -63,14 +60,126 @@ std::vector<int64_t> read_integers(const SafetensorsFile& file, const std::strin
   }
   return out;
 }
+struct TextEncodeArgs {
+  std::string text_encoder, inputs, output, tokenizer;
+  std::optional<std::string> prompt;
+  DeviceFlags device;
+  int text_len = wan::kT5TextLen;
+};
+
+void check_args(const TextEncodeArgs& a) {
+  if (a.prompt && !a.inputs.empty())
+    throw Error("--prompt and --inputs exclude each other: give the text or the token ids");
+  if (!a.prompt && a.inputs.empty())
+    throw Error("give --prompt (with --tokenizer) or --inputs (token 'ids' and 'mask')");
+  if (a.prompt && a.tokenizer.empty())
+    throw Error("--prompt needs --tokenizer (the umT5 spiece.model or its directory)");
+  if (!a.prompt && !a.tokenizer.empty()) throw Error("--tokenizer is only used with --prompt");
+  if (a.text_len < 1)
+    throw Error("--text-len must be at least 1, got " + std::to_string(a.text_len));
+}
+
+// --inputs: the token 'ids' and their 'mask', checked against each other.
+struct TokenIds {
+  std::vector<int64_t> ids, mask;
+};
+TokenIds read_token_ids(const std::string& path) {
+  const auto in = SafetensorsFile::open(path);
+  TokenIds t{read_integers(*in, "ids"), read_integers(*in, "mask")};
+  if (t.ids.size() != t.mask.size())
+    throw Error(path + ": 'ids' has " + std::to_string(t.ids.size()) + " tokens but 'mask' has " +
+                std::to_string(t.mask.size()));
+  if (t.ids.empty()) throw Error(path + ": 'ids' is empty");
+  int64_t valid = 0;
+  for (size_t i = 0; i < t.mask.size(); ++i) {
+    if (t.mask[i] != 0 && t.mask[i] != 1)
+      throw Error(path + ": 'mask' value " + std::to_string(t.mask[i]) + " at position " +
+                  std::to_string(i) + " is not 0 or 1");
+    valid += t.mask[i];
+  }
+  if (valid == 0) throw Error(path + ": 'mask' selects no token");
+  return t;
+}
+
+#ifdef FISDIT_WITH_PIPELINE
+// --prompt: the umT5 tokenizer, its errors under --tokenizer.
+std::unique_ptr<wan::T5Tokenizer> open_tokenizer(const TextEncodeArgs& a) {
+  wan::check_utf8(*a.prompt, "--prompt");
+  try {
+    return std::make_unique<wan::T5Tokenizer>(a.tokenizer);
+  } catch (const Error& e) {
+    throw Error(std::string("--tokenizer: ") + e.what());
+  }
+}
+#endif
+
+void run_text_encode(const TextEncodeArgs& a) {
+  check_args(a);
+#ifdef FISDIT_WITH_PIPELINE
+  const std::unique_ptr<wan::T5Tokenizer> tokenizer = a.prompt ? open_tokenizer(a) : nullptr;
+#else
+  if (a.prompt) {
+    wan::check_utf8(*a.prompt, "--prompt");
+    throw Error(
+        "--prompt: this fisdit was built without the tokenizer (FISDIT_PIPELINE=OFF); "
+        "rebuild with libsentencepiece-dev installed, or pass token ids with --inputs");
+  }
+#endif
+  const TokenIds tokens = a.prompt ? TokenIds{} : read_token_ids(a.inputs);
+  auto start = std::chrono::steady_clock::now();
+  const wan::T5Source src = wan::open_t5(a.text_encoder);
+  const wan::T5Config& c = src.config;
+#ifdef FISDIT_WITH_PIPELINE
+  if (tokenizer) {
+    try {
+      wan::check_tokenizer_fits(*tokenizer, c, a.text_encoder);
+    } catch (const Error& e) {
+      throw Error(std::string("--tokenizer: ") + e.what());
+    }
+  }
+#endif
+  for (size_t i = 0; i < tokens.ids.size(); ++i)
+    if (tokens.ids[i] < 0 || tokens.ids[i] >= c.vocab)
+      throw Error(a.inputs + ": 'ids' value " + std::to_string(tokens.ids[i]) + " at position " +
+                  std::to_string(i) + " is outside the vocabulary [0, " + std::to_string(c.vocab) +
+                  ") of " + a.text_encoder);
+  auto backend = a.device.backend();
+  auto encoder = wan::load_t5(src, *backend);
+  char line[512];
+  std::snprintf(line, sizeof line,
+                "loaded text encoder %s: dim %d, %d layers, %d heads, vocab %d (config from %s) "
+                "in %.2f s",
+                a.text_encoder.c_str(), c.dim, c.num_layers, c.num_heads, c.vocab,
+                src.config_origin.c_str(), seconds_since(start));
+  status(line);
+  start = std::chrono::steady_clock::now();
+  NamedTensors out;
+#ifdef FISDIT_WITH_PIPELINE
+  if (tokenizer) {
+    const wan::PromptContext encoded =
+        wan::encode_prompt(*tokenizer, *encoder, *a.prompt, a.text_len);
+    std::snprintf(line, sizeof line, "encoded the prompt: %lld of %d tokens in %.3f s",
+                  static_cast<long long>(encoded.tokens.length), a.text_len, seconds_since(start));
+    out = {{"context", encoded.context},
+           {"ids", encoded.tokens.ids_tensor()},
+           {"mask", encoded.tokens.mask_tensor()}};
+  } else
+#endif
+  {
+    const Tensor context = encoder->encode(tokens.ids, tokens.mask);
+    std::snprintf(line, sizeof line, "encoded %lld of %zu tokens in %.3f s",
+                  static_cast<long long>(context.dim(0)), tokens.ids.size(), seconds_since(start));
+    out = {{"context", context}};
+  }
+  status(line);
+  write_safetensors(a.output, out, {{"producer", "fisdit"}});
+  status("wrote " + a.output + " ('context' " + shape_str(out[0].second.shape()) + ")");
+}
+
 }  // namespace
 
 void register_text_encode(CLI::App& app) {
-  struct Args {
-    std::string text_encoder, inputs, output, prompt, tokenizer, device = "cpu";
-    int text_len = wan::kT5TextLen;
-  };
-  auto args = std::make_shared<Args>();
+  auto args = std::make_shared<TextEncodeArgs>();
   CLI::App* cmd = app.add_subcommand(
       "text-encode",
       "umT5 text encoder (--device cpu: fp32; cuda: bf16): prompt or token ids -> DiT context");
@@ -78,10 +187,9 @@ void register_text_encode(CLI::App& app) {
                   "umT5 encoder .safetensors or torch.save .pth (official T5Encoder or Hugging "
                   "Face UMT5 keys, any prefix) or checkpoint directory")
       ->required();
-  CLI::Option* prompt = cmd->add_option(
-      "--prompt", args->prompt,
-      "text to encode as Wan does (HTML entities decoded twice, whitespace collapsed, umT5 "
-      "SentencePiece, </s>, padded to --text-len); needs --tokenizer");
+  cmd->add_option("--prompt", args->prompt,
+                  "text to encode as Wan does (HTML entities decoded twice, whitespace collapsed, "
+                  "umT5 SentencePiece, </s>, padded to --text-len); needs --tokenizer");
   cmd->add_option("--tokenizer", args->tokenizer,
                   "umT5 SentencePiece model: spiece.model, or a directory holding it (also in "
                   "tokenizer/ or google/umt5-xxl/)");
@@ -89,9 +197,8 @@ void register_text_encode(CLI::App& app) {
                   "tokenizer max length with --prompt (Wan's text_len; longer prompts are "
                   "truncated, </s> kept)")
       ->default_val(wan::kT5TextLen);
-  cmd->add_option("--device", args->device,
-                  "cpu (fp32 reference) or cuda (bf16 weights streamed one block at a time)")
-      ->capture_default_str();
+  add_device_flags(cmd, args->device, "cpu",
+                   "cpu (fp32 reference) or cuda (bf16 weights streamed one block at a time)");
   cmd->add_option("--inputs", args->inputs,
                   "instead of --prompt: safetensors with 'ids' and 'mask' [1, L] (or "
                   "'input.ids'/'input.mask'), integer or float");
@@ -100,104 +207,7 @@ void register_text_encode(CLI::App& app) {
                   "trimmed as T5EncoderModel returns it); with --prompt also 'ids' and 'mask' "
                   "[1, text_len] I64")
       ->required();
-  cmd->callback([args, prompt] {
-    const bool from_prompt = prompt->count() > 0;
-    if (from_prompt && !args->inputs.empty())
-      throw Error("--prompt and --inputs exclude each other: give the text or the token ids");
-    if (!from_prompt && args->inputs.empty())
-      throw Error("give --prompt (with --tokenizer) or --inputs (token 'ids' and 'mask')");
-    if (from_prompt && args->tokenizer.empty())
-      throw Error("--prompt needs --tokenizer (the umT5 spiece.model or its directory)");
-    if (!from_prompt && !args->tokenizer.empty())
-      throw Error("--tokenizer is only used with --prompt");
-    if (args->text_len < 1)
-      throw Error("--text-len must be at least 1, got " + std::to_string(args->text_len));
-
-#ifdef FISDIT_WITH_PIPELINE
-    std::unique_ptr<wan::T5Tokenizer> tokenizer;
-#endif
-    std::vector<int64_t> ids, mask;
-    if (from_prompt) {
-      wan::check_utf8(args->prompt, "--prompt");
-#ifdef FISDIT_WITH_PIPELINE
-      try {
-        tokenizer = std::make_unique<wan::T5Tokenizer>(args->tokenizer);
-      } catch (const Error& e) {
-        throw Error(std::string("--tokenizer: ") + e.what());
-      }
-#else
-      throw Error(
-          "--prompt: this fisdit was built without the tokenizer (FISDIT_PIPELINE=OFF); "
-          "rebuild with libsentencepiece-dev installed, or pass token ids with --inputs");
-#endif
-    } else {
-      const auto in = SafetensorsFile::open(args->inputs);
-      ids = read_integers(*in, "ids");
-      mask = read_integers(*in, "mask");
-      if (ids.size() != mask.size())
-        throw Error(args->inputs + ": 'ids' has " + std::to_string(ids.size()) +
-                    " tokens but 'mask' has " + std::to_string(mask.size()));
-      if (ids.empty()) throw Error(args->inputs + ": 'ids' is empty");
-      int64_t valid = 0;
-      for (size_t i = 0; i < mask.size(); ++i) {
-        if (mask[i] != 0 && mask[i] != 1)
-          throw Error(args->inputs + ": 'mask' value " + std::to_string(mask[i]) + " at position " +
-                      std::to_string(i) + " is not 0 or 1");
-        valid += mask[i];
-      }
-      if (valid == 0) throw Error(args->inputs + ": 'mask' selects no token");
-    }
-
-    auto start = std::chrono::steady_clock::now();
-    const wan::T5Source src = wan::open_t5(args->text_encoder);
-    const wan::T5Config& c = src.config;
-#ifdef FISDIT_WITH_PIPELINE
-    if (tokenizer) {
-      try {
-        wan::check_tokenizer_fits(*tokenizer, c, args->text_encoder);
-      } catch (const Error& e) {
-        throw Error(std::string("--tokenizer: ") + e.what());
-      }
-    }
-#endif
-    for (size_t i = 0; i < ids.size(); ++i)
-      if (ids[i] < 0 || ids[i] >= c.vocab)
-        throw Error(args->inputs + ": 'ids' value " + std::to_string(ids[i]) + " at position " +
-                    std::to_string(i) + " is outside the vocabulary [0, " +
-                    std::to_string(c.vocab) + ") of " + args->text_encoder);
-    auto backend = make_backend(args->device);
-    auto encoder = wan::load_t5(src, *backend);
-    char line[512];
-    std::snprintf(line, sizeof line,
-                  "loaded text encoder %s: dim %d, %d layers, %d heads, vocab %d (config from %s) "
-                  "in %.2f s",
-                  args->text_encoder.c_str(), c.dim, c.num_layers, c.num_heads, c.vocab,
-                  src.config_origin.c_str(), seconds_since(start));
-    status(line);
-    start = std::chrono::steady_clock::now();
-    NamedTensors out;
-#ifdef FISDIT_WITH_PIPELINE
-    if (tokenizer) {
-      const wan::PromptContext encoded =
-          wan::encode_prompt(*tokenizer, *encoder, args->prompt, args->text_len);
-      std::snprintf(line, sizeof line, "encoded the prompt: %lld of %d tokens in %.3f s",
-                    static_cast<long long>(encoded.tokens.length), args->text_len,
-                    seconds_since(start));
-      out = {{"context", encoded.context},
-             {"ids", encoded.tokens.ids_tensor()},
-             {"mask", encoded.tokens.mask_tensor()}};
-    } else
-#endif
-    {
-      const Tensor context = encoder->encode(ids, mask);
-      std::snprintf(line, sizeof line, "encoded %lld of %zu tokens in %.3f s",
-                    static_cast<long long>(context.dim(0)), ids.size(), seconds_since(start));
-      out = {{"context", context}};
-    }
-    status(line);
-    write_safetensors(args->output, out, {{"producer", "fisdit"}});
-    status("wrote " + args->output + " ('context' " + shape_str(out[0].second.shape()) + ")");
-  });
+  cmd->callback([args] { run_text_encode(*args); });
 }
 
 }  // namespace fisdit::cli

@@ -12,10 +12,6 @@
 namespace fisdit::cli {
 
 namespace {
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
-
 // A [1, C, F, H, W] tensor as [C, F, H, W]; anything else but [C, F, H, W] is refused.
 Tensor drop_batch(const Tensor& t, const std::string& file, const std::string& name,
                   const std::string& expected) {
@@ -42,14 +38,76 @@ wan::LatentStats normalize_stats(const SafetensorsFile& in, const wan::VaeSource
                 "-channel VAE (give 'scale_mean' and 'scale_std' in --inputs)");
   return src.stats;
 }
+struct VaeArgs {
+  std::string mode, vae, inputs, output;
+  DeviceFlags device;
+  bool normalize = false, clamp = false;
+};
+
+// The encoder or decoder on `x`, with a status line per chunk; --normalize and --clamp applied.
+Tensor run_vae_op(const VaeArgs& a, wan::WanVae& vae, const Tensor& x,
+                  const wan::LatentStats& stats) {
+  const bool encode = a.mode == "encode";
+  auto chunk_start = std::chrono::steady_clock::now();
+  const wan::VaeProgressFn progress = [&](int i, int n, int64_t fin, int64_t fout) {
+    char line[256];
+    std::snprintf(line, sizeof line, "%s chunk %d/%d: %lld frame(s) -> %lld  %.3f s",
+                  a.mode.c_str(), i + 1, n, static_cast<long long>(fin),
+                  static_cast<long long>(fout), seconds_since(chunk_start));
+    status(line);
+    chunk_start = std::chrono::steady_clock::now();
+  };
+  if (encode) {
+    Tensor z = vae.encode(x, nullptr, progress);
+    if (a.normalize) wan::normalize_latent(z, stats);
+    return z;
+  }
+  Tensor z = x.clone();
+  if (a.normalize) wan::denormalize_latent(z, stats);
+  Tensor video = vae.decode(z, nullptr, progress);
+  if (a.clamp) {
+    float* p = video.f32();
+    for (int64_t i = 0; i < video.numel(); ++i) p[i] = std::clamp(p[i], -1.0f, 1.0f);
+  }
+  return video;
+}
+
+void run_vae(const VaeArgs& a) {
+  const bool encode = a.mode == "encode";
+  if (encode && a.clamp) throw Error("--clamp only applies to 'vae decode'");
+  const auto in = SafetensorsFile::open(a.inputs);
+  const std::string name = encode ? "video" : "z";
+  const Tensor x = drop_batch(read_input(*in, name, true), a.inputs, name,
+                              encode ? "[3, T, H, W]" : "[z_dim, F, h, w]");
+  if (encode && x.dim(0) != 3)
+    throw Error(a.inputs + ": 'video' has " + std::to_string(x.dim(0)) +
+                " channels, expected 3 (RGB)");
+  auto start = std::chrono::steady_clock::now();
+  const wan::VaeSource src = wan::open_vae(a.vae);
+  if (!encode && x.dim(0) != src.config.z_dim)
+    throw Error(a.inputs + ": 'z' has " + std::to_string(x.dim(0)) + " channels, the VAE expects " +
+                std::to_string(src.config.z_dim));
+  const wan::LatentStats stats = a.normalize ? normalize_stats(*in, src) : wan::LatentStats{};
+  auto backend = a.device.backend();
+  auto vae = wan::load_vae(src, backend.get());
+  const wan::VaeConfig& c = src.config;
+  char line[512];
+  std::snprintf(line, sizeof line,
+                "loaded VAE %s: dim %d, z_dim %d, %d res blocks (config from %s) on %s in %.2f s",
+                a.vae.c_str(), c.dim, c.z_dim, c.num_res_blocks, src.config_origin.c_str(),
+                backend->name().c_str(), seconds_since(start));
+  status(line);
+  start = std::chrono::steady_clock::now();
+  const Tensor out = run_vae_op(a, *vae, x, stats);
+  std::snprintf(line, sizeof line, "%s done in %.3f s", a.mode.c_str(), seconds_since(start));
+  status(line);
+  write_tensor(a.output, encode ? "z" : "video", out);
+}
+
 }  // namespace
 
 void register_vae(CLI::App& app) {
-  struct Args {
-    std::string mode, vae, inputs, output, device = "cpu";
-    bool normalize = false, clamp = false;
-  };
-  auto args = std::make_shared<Args>();
+  auto args = std::make_shared<VaeArgs>();
   CLI::App* cmd =
       app.add_subcommand("vae", "Wan 2.1 / 2.2 VAE encode or decode (fp32; --device cpu or cuda)");
   cmd->add_option("mode", args->mode, "encode or decode")
@@ -68,64 +126,11 @@ void register_vae(CLI::App& app) {
   cmd->add_flag("--normalize", args->normalize,
                 "encode: (mu - mean) / std; decode: z * std + mean first (mean/std from --inputs "
                 "'scale_mean'/'scale_std', else from the VAE)");
-  cmd->add_option("--device", args->device,
-                  "cpu (fp32 reference) or cuda (fp32 tensors, TF32 convolutions unless "
-                  "FISDIT_VAE_TF32=0)")
-      ->capture_default_str();
+  add_device_flags(cmd, args->device, "cpu",
+                   "cpu (fp32 reference) or cuda (fp32 tensors, TF32 convolutions unless "
+                   "FISDIT_VAE_TF32=0)");
   cmd->add_flag("--clamp", args->clamp, "decode: clamp the video to [-1, 1] (as Wan2_1_VAE does)");
-  cmd->callback([args] {
-    const bool encode = args->mode == "encode";
-    if (encode && args->clamp) throw Error("--clamp only applies to 'vae decode'");
-    const auto in = SafetensorsFile::open(args->inputs);
-    const std::string name = encode ? "video" : "z";
-    const Tensor x = drop_batch(read_input(*in, name, true), args->inputs, name,
-                                encode ? "[3, T, H, W]" : "[z_dim, F, h, w]");
-    if (encode && x.dim(0) != 3)
-      throw Error(args->inputs + ": 'video' has " + std::to_string(x.dim(0)) +
-                  " channels, expected 3 (RGB)");
-    auto start = std::chrono::steady_clock::now();
-    const wan::VaeSource src = wan::open_vae(args->vae);
-    if (!encode && x.dim(0) != src.config.z_dim)
-      throw Error(args->inputs + ": 'z' has " + std::to_string(x.dim(0)) +
-                  " channels, the VAE expects " + std::to_string(src.config.z_dim));
-    const wan::LatentStats stats = args->normalize ? normalize_stats(*in, src) : wan::LatentStats{};
-    auto backend = make_backend(args->device);
-    auto vae = wan::load_vae(src, backend.get());
-    const wan::VaeConfig& c = src.config;
-    char line[512];
-    std::snprintf(line, sizeof line,
-                  "loaded VAE %s: dim %d, z_dim %d, %d res blocks (config from %s) on %s in %.2f s",
-                  args->vae.c_str(), c.dim, c.z_dim, c.num_res_blocks, src.config_origin.c_str(),
-                  backend->name().c_str(), seconds_since(start));
-    status(line);
-    start = std::chrono::steady_clock::now();
-    auto chunk_start = start;
-    const wan::VaeProgressFn progress = [&](int i, int n, int64_t fin, int64_t fout) {
-      std::snprintf(line, sizeof line, "%s chunk %d/%d: %lld frame(s) -> %lld  %.3f s",
-                    encode ? "encode" : "decode", i + 1, n, static_cast<long long>(fin),
-                    static_cast<long long>(fout), seconds_since(chunk_start));
-      status(line);
-      chunk_start = std::chrono::steady_clock::now();
-    };
-    Tensor out;
-    if (encode) {
-      out = vae->encode(x, nullptr, progress);
-      if (args->normalize) wan::normalize_latent(out, stats);
-    } else {
-      Tensor z = x.clone();
-      if (args->normalize) wan::denormalize_latent(z, stats);
-      out = vae->decode(z, nullptr, progress);
-      if (args->clamp) {
-        float* p = out.f32();
-        for (int64_t i = 0; i < out.numel(); ++i) p[i] = std::clamp(p[i], -1.0f, 1.0f);
-      }
-    }
-    std::snprintf(line, sizeof line, "%s done in %.3f s", args->mode.c_str(), seconds_since(start));
-    status(line);
-    const std::string out_name = encode ? "z" : "video";
-    write_safetensors(args->output, {{out_name, out}}, {{"producer", "fisdit"}});
-    status("wrote " + args->output + " ('" + out_name + "' " + shape_str(out.shape()) + ")");
-  });
+  cmd->callback([args] { run_vae(*args); });
 }
 
 }  // namespace fisdit::cli
