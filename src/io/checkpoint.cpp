@@ -250,4 +250,16 @@ std::optional<nlohmann::json> Checkpoint::config_json() const {
   return read_json(*state_->config);
 }
 
+std::optional<std::string> shortest_prefix(const std::vector<std::string>& names,
+                                           std::string_view anchor) {
+  std::optional<std::string> best;
+  for (const std::string& name : names) {
+    if (!std::string_view(name).ends_with(anchor)) continue;
+    const std::string p = name.substr(0, name.size() - anchor.size());
+    if (!p.empty() && p.back() != '.') continue;
+    if (!best || p.size() < best->size()) best = p;
+  }
+  return best;
+}
+
 }  // namespace fisdit

@@ -60,4 +60,9 @@ class Checkpoint {
   std::shared_ptr<const State> state_;
 };
 
+// The shortest prefix (empty or ending in '.') under which a tensor named `anchor` exists among
+// `names`, e.g. "model." for "model.encoder.conv1.weight"; nullopt when none does.
+std::optional<std::string> shortest_prefix(const std::vector<std::string>& names,
+                                           std::string_view anchor);
+
 }  // namespace fisdit

@@ -42,7 +42,6 @@ struct ReleaseInfo {
   ModelInfo model;  // the (high-noise) expert's
   bool two_experts = false;
   float boundary = 0.875f;  // the release's own expert switch, else the model's
-  int latent_channels = 0;  // of the VAE, = model.latent_channels
   ImageFit image_fit = ImageFit::Stretch;
   double fps = 16;  // of the videos the model was trained on
 

@@ -80,7 +80,6 @@ CheckedRequest check_request(const models::Release& release, const GenerateOptio
   r.options = request;
   GenerateOptions& o = r.options;
   const std::string dit = info.part("dit");
-  if (o.steps < 1) throw ParamError("steps", " " + std::to_string(o.steps) + ": must be >= 1");
   if (!o.image.empty() && !info.takes_image())
     throw ParamError("image", ": " + dit + " is a text-to-video model and takes no image");
   if (o.image.empty() && info.needs_image())
@@ -117,13 +116,7 @@ CheckedRequest check_request(const models::Release& release, const GenerateOptio
   d.guidance_high = o.guidance_high;
   d.guidance_low = o.guidance_low;
   d.boundary = o.boundary.value_or(info.boundary);
-  if (!(*d.boundary >= 0.0f && *d.boundary <= 1.0f))
-    throw ParamError("boundary", " " + std::to_string(*d.boundary) + ": must be in [0, 1]");
-  for (const auto& [param, g] :
-       {std::pair{"guidance", std::optional<float>(o.guidance)},
-        std::pair{"guidance_high", o.guidance_high}, std::pair{"guidance_low", o.guidance_low}})
-    if (g && !std::isfinite(*g)) throw ParamError(param, ": must be a finite number");
-  sched::flow_schedule(o.solver, o.steps, o.shift);  // throws for a bad step count or shift
+  sched::check_options(d);
   o.fis.validate();
   if (o.cache.enabled) o.cache.validate();
   d.fis = o.fis;
@@ -221,16 +214,14 @@ Tensor Generator::State::sample(const CheckedRequest& r, const sched::DenoiseInp
   // One expert in memory at a time (unless keep_loaded): the high-noise expert serves the first
   // steps, then it is freed and the low-noise expert loaded (the steps never go back).
   double load_seconds = 0;
-  bool loaded[2] = {false, false};
   const sched::ExpertFn expert = [&](bool high) -> models::VelocityModel& {
     const bool use_high = high || !two;
-    if (!keep_loaded && !loaded[use_high ? 0 : 1] && two)
+    if (!keep_loaded && two)  // frees the other expert (once it is freed, a no-op)
       release->unload(use_high ? models::Release::Part::LowExpert
                                : models::Release::Part::HighExpert);
     const auto t0 = Clock::now();
     std::string report;
     models::VelocityModel& m = release->expert(use_high, *backend, &report);
-    loaded[use_high ? 0 : 1] = true;
     if (!report.empty()) {
       load_seconds += since(t0);
       if (o.progress)
@@ -337,15 +328,15 @@ GenerateResult Generator::run(const GenerateOptions& request) {
     summary["paths"] = nlohmann::json::object();
     for (const auto& [role, path] : info.parts) summary["paths"][role] = path;
     summary["request"] = request_json(r);
-    summary["latent"] = {info.latent_channels, r.grid.frames, r.grid.height, r.grid.width};
+    summary["latent"] = {info.model.latent_channels, r.grid.frames, r.grid.height, r.grid.width};
 
     if (!s.backend) s.backend = make_backend(s.model.device);
     StageLog log{s.backend.get()};
     sched::DenoiseInputs in;
     s.encode_text(r, in, summary, log);
     s.encode_image(r, in, log);
-    in.x =
-        randn({info.latent_channels, r.grid.frames, r.grid.height, r.grid.width}, r.options.seed);
+    in.x = randn({info.model.latent_channels, r.grid.frames, r.grid.height, r.grid.width},
+                 r.options.seed);
     GenerateResult result;
     result.task = info.model.task;
     result.fps = info.fps;

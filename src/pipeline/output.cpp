@@ -101,12 +101,16 @@ std::string peaks_line(const nlohmann::json& summary) {
   return "GPU memory peak per stage: " + peaks;
 }
 
-std::string compare_with_dense(Generator& generator, const GenerateOptions& request,
-                               GenerateResult& r) {
+void check_compare_with_dense(const GenerateOptions& request) {
   if (!request.fis.enabled() && !request.cache.enabled)
     throw ParamError("compare_dense",
                      ": compares an accelerated run with the dense one: give FIS balanced, fast "
                      "or a preset, and/or the MagCache step cache (this run is already dense)");
+}
+
+std::string compare_with_dense(Generator& generator, const GenerateOptions& request,
+                               GenerateResult& r) {
+  check_compare_with_dense(request);
   GenerateOptions dense = request;
   dense.fis = accel::fis_preset("off");
   dense.cache = accel::MagCacheConfig{};

@@ -36,7 +36,8 @@ std::string peaks_line(const nlohmann::json& summary);
 // --compare-dense: the same request dense (FIS and cache off, same seed) on `generator`, and
 // the accelerated result's fidelity to it (latent rel. L2, PSNR, SSIM, denoise times, MagCache's
 // skipped passes), stored in accelerated.summary["fidelity_vs_dense"]; returns its status line.
-// Throws ParamError (compare_dense) when the request is already dense.
+// Throws ParamError (compare_dense) when the request is already dense (check_compare_with_dense).
+void check_compare_with_dense(const GenerateOptions& request);
 std::string compare_with_dense(Generator& generator, const GenerateOptions& request,
                                GenerateResult& accelerated);
 

@@ -67,6 +67,16 @@ std::string cache_note(const StepInfo& s) {
   return s.cache_skipped_cond ? "  cache skip cond" : "  cache skip uncond";
 }
 
+void check_options(const DenoiseOptions& opt) {
+  flow_schedule(opt.solver, opt.steps, opt.shift);  // throws for a bad step count or shift
+  for (const auto& [param, g] :
+       {std::pair{"guidance", std::optional<float>(opt.guidance)},
+        std::pair{"guidance_high", opt.guidance_high}, std::pair{"guidance_low", opt.guidance_low}})
+    if (g && !std::isfinite(*g)) throw ParamError(param, ": must be a finite number");
+  if (opt.boundary && !(*opt.boundary >= 0.0f && *opt.boundary <= 1.0f))
+    throw ParamError("boundary", " " + std::to_string(*opt.boundary) + ": must be in [0, 1]");
+}
+
 float expert_boundary(const DenoiseOptions& opt, const models::ModelInfo& info) {
   return opt.boundary.value_or(info.expert_boundary);
 }
@@ -85,16 +95,11 @@ Tensor denoise(models::VelocityModel& high, models::VelocityModel* low, const De
 
 Tensor denoise(const models::ModelInfo& info, const ExpertFn& expert, bool two_experts,
                const DenoiseInputs& in, const DenoiseOptions& opt, const StepCallback& on_step) {
+  check_options(opt);
   const std::unique_ptr<FlowSolver> solver = make_flow_solver(opt.solver, opt.steps, opt.shift);
   const FlowSchedule& sched = solver->schedule();
   check_inputs(info, in);
   const float boundary = expert_boundary(opt, info);
-  if (!(boundary >= 0.0f && boundary <= 1.0f))
-    throw ParamError("boundary", " " + std::to_string(boundary) + ": must be in [0, 1]");
-  for (const auto& [g, name] :
-       {std::pair{std::optional<float>(opt.guidance), "guidance"},
-        std::pair{opt.guidance_high, "guidance_high"}, std::pair{opt.guidance_low, "guidance_low"}})
-    if (g && !std::isfinite(*g)) throw Error(std::string(name) + " must be a finite number");
 
   // The CFG scale of every step follows the timestep like the expert switch does.
   std::vector<float> guidance;

@@ -105,6 +105,11 @@ Tensor denoise(const models::ModelInfo& info, const ExpertFn& expert, bool two_e
                const DenoiseInputs& in, const DenoiseOptions& opt,
                const StepCallback& on_step = {});
 
+// The settings of a run checked before any model runs: the solver's steps and shift, finite
+// guidance scales, a given boundary in [0, 1]. Throws ParamError naming the field (steps, shift,
+// guidance, guidance_high, guidance_low, boundary).
+void check_options(const DenoiseOptions& opt);
+
 // The expert boundary of a run: opt.boundary, else the model's.
 float expert_boundary(const DenoiseOptions& opt, const models::ModelInfo& info);
 

@@ -6,12 +6,12 @@
 
 #include <cmath>
 #include <cstring>
-#include <functional>
 #include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "../io/io_test_util.h"
 #include "backend/backend.h"
 #include "core/dtype.h"
 #include "fisdit/error.h"
@@ -33,14 +33,7 @@ Tensor random_tensor(const Shape& shape, uint32_t seed, float scale) {
   return t;
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no fisdit::Error>";
-}
+using iotest::error_of;
 
 // Same shape and the same bits in every element.
 ::testing::AssertionResult same_bits(const Tensor& got, const Tensor& want) {

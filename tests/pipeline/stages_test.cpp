@@ -57,7 +57,6 @@ class RecordingRelease final : public models::Release {
     info_.model = wan::model_info(cfg);
     info_.two_experts = two_experts;
     info_.boundary = 0.9f;
-    info_.latent_channels = 16;
   }
   const models::ReleaseInfo& info() const override { return info_; }
   std::vector<models::EncodedText> encode_text(const std::vector<std::string>& prompts, Backend&,

@@ -76,15 +76,7 @@ sched::DenoiseOptions SamplingFlags::resolve() const {
   o.guidance_high = guidance_high;
   o.guidance_low = guidance_low;
   o.boundary = boundary;
-  if (boundary && !(*boundary >= 0.0f && *boundary <= 1.0f))
-    throw Error("--boundary must be in [0, 1]");
-  for (const auto& [flag, g] :
-       {std::pair{"--guidance", guidance}, std::pair{"--guidance-high", guidance_high},
-        std::pair{"--guidance-low", guidance_low}})
-    if (g && !std::isfinite(*g))
-      throw Error(std::string(flag) + " must be a finite number, got " +
-                  CLI::detail::to_string(*g));
-  sched::flow_schedule(o.solver, o.steps, o.shift);  // checks steps and shift (ParamError)
+  sched::check_options(o);  // ParamError: main names the flag
   return o;
 }
 

@@ -46,7 +46,7 @@ struct SamplingFlags {
   std::optional<std::string> solver;
   std::optional<float> guidance, guidance_high, guidance_low, boundary;
   // The settings, checked before any weight is read (solver name, steps, shift, finite guidance
-  // scales, boundary in [0, 1]); throws fisdit::Error or ParamError naming the flag.
+  // scales, boundary in [0, 1]: sched::check_options); throws ParamError naming the field.
   sched::DenoiseOptions resolve() const;
 };
 // Which sampling flags a command takes (--steps always), and how its help gives the defaults.

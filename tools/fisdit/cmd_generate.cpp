@@ -65,10 +65,7 @@ pipeline::GenerateOptions generate_request(const GenerateArgs& a) {
   o.cache = a.cache.resolve();
   note_ratio_resampling(o.cache, o.steps);
   o.progress = !a.quiet;
-  if (a.compare_dense && !o.fis.enabled() && !o.cache.enabled)
-    throw ParamError("compare_dense",
-                     ": compares an accelerated run with the dense one: give --fis balanced, "
-                     "fast or a preset, and/or --cache magcache (this run is already dense)");
+  if (a.compare_dense) pipeline::check_compare_with_dense(o);  // before anything runs
   return o;
 }
 

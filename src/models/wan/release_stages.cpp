@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <filesystem>
 #include <optional>
 
 #include "fisdit/error.h"
@@ -59,13 +58,8 @@ class WanRelease final : public models::Release {
                     paths_.dit + " (" + models::task_name(cfg.task) + ", dim " +
                     std::to_string(cfg.dim) + ")");
     }
-    for (const auto& [role, loras] :
-         {std::pair{"lora_high", &options.lora_high}, std::pair{"lora_low", &options.lora_low}})
-      for (const LoraSpec& l : *loras) {
-        std::error_code ec;
-        if (!std::filesystem::is_regular_file(l.path, ec))
-          throw ParamError(role, " " + l.path + ": no such file");
-      }
+    // A low-noise LoRA on a one-expert release would be dropped without a word. (That each LoRA
+    // file exists is checked with the request, pipeline::check_request; loading names it too.)
     if (!options.lora_low.empty() && !low_src_)
       throw ParamError("lora_low", " " + options.lora_low.front().path + ": " + paths_.dit +
                                        " has one expert; give its LoRA for the high-noise one");
@@ -99,7 +93,6 @@ class WanRelease final : public models::Release {
                             static_cast<int>(vae_src_->config.spatial_stride())};
     i.two_experts = low_src_.has_value();
     i.boundary = paths_.boundary ? static_cast<float>(*paths_.boundary) : i.model.expert_boundary;
-    i.latent_channels = z;
     // As the official pipelines prepare the first frame: TI2V-5B scales with Lanczos and
     // centre-crops (textimage2video.py); I2V-A14B stretches with bicubic (image2video.py).
     i.image_fit =

@@ -319,21 +319,6 @@ namespace {
 constexpr const char* kOfficialAnchor = "blocks.0.attn.q.weight";
 constexpr const char* kHfAnchor = "encoder.block.0.layer.0.SelfAttention.q.weight";
 
-// The shortest prefix (empty or ending in '.') under which `anchor` exists.
-std::optional<std::string> find_prefix(const std::vector<std::string>& names,
-                                       const std::string& anchor) {
-  std::optional<std::string> best;
-  for (const std::string& name : names) {
-    if (name.size() < anchor.size() ||
-        name.compare(name.size() - anchor.size(), anchor.size(), anchor) != 0)
-      continue;
-    const std::string p = name.substr(0, name.size() - anchor.size());
-    if (!p.empty() && p.back() != '.') continue;
-    if (!best || p.size() < best->size()) best = p;
-  }
-  return best;
-}
-
 // Official key -> Hugging Face (UMT5EncoderModel) key; empty when there is none.
 std::string hf_key(const std::string& official, bool shared_embedding) {
   if (official == "token_embedding.weight")
@@ -393,9 +378,9 @@ T5Source open_t5(const std::string& path) {
   Checkpoint ck = Checkpoint::open(path);
   const std::vector<std::string> names = ck.names();
   T5Source src{ck, {}, T5KeyLayout::Official, T5Config{}, "tensor shapes"};
-  if (auto p = find_prefix(names, kOfficialAnchor)) {
+  if (auto p = shortest_prefix(names, kOfficialAnchor)) {
     src.prefix = *p;
-  } else if (auto h = find_prefix(names, kHfAnchor)) {
+  } else if (auto h = shortest_prefix(names, kHfAnchor)) {
     src.prefix = *h;
     src.layout = T5KeyLayout::HuggingFace;
   } else {

@@ -77,23 +77,11 @@ VaeSource open_diffusers_vae(const Checkpoint& ck, const std::string& path,
 
 VaeSource open_vae(const std::string& path) {
   Checkpoint ck = Checkpoint::open(path);
-  // The shortest prefix under which `anchor` is stored.
-  const auto find_prefix = [&](const std::string& anchor) -> std::optional<std::string> {
-    std::optional<std::string> prefix;
-    for (const std::string& name : ck.names()) {
-      if (name.size() < anchor.size() ||
-          name.compare(name.size() - anchor.size(), anchor.size(), anchor) != 0)
-        continue;
-      const std::string p = name.substr(0, name.size() - anchor.size());
-      if (!p.empty() && p.back() != '.') continue;
-      if (!prefix || p.size() < prefix->size()) prefix = p;
-    }
-    return prefix;
-  };
+  const std::vector<std::string> names = ck.names();
   const std::string anchor = "encoder.conv1.weight";
-  const std::optional<std::string> official = find_prefix(anchor);
+  const std::optional<std::string> official = shortest_prefix(names, anchor);
   if (!official) {
-    if (const std::optional<std::string> d = find_prefix("encoder.conv_in.weight"))
+    if (const std::optional<std::string> d = shortest_prefix(names, "encoder.conv_in.weight"))
       return open_diffusers_vae(ck, path, *d);
     throw Error(path + ": not a Wan VAE (no tensor 'encoder.conv1.weight' (official names) or " +
                 "'encoder.conv_in.weight' (diffusers AutoencoderKLWan) under any prefix)");
