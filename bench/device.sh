@@ -47,7 +47,7 @@ if [ "$MODE" != "bench" ] || [ ! -x build-device/fisdit ]; then
   pkg-config --exists cairo 2>/dev/null && figures=ON
   configure() {  # source tree, build directory, extra flags
     local src=$1 dir=$2; shift 2
-    cmake -S "$src" -B "$dir" $gen -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a -DFISDIT_MP4=OFF \
+    cmake -S "$src" -B "$dir" $gen -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a -DFISDIT_MP4=OFF -DFISDIT_SERVE=AUTO \
       -DFISDIT_FIGURES=$figures ${CUDNN_ROOT:+-DFISDIT_CUDNN_ROOT=$CUDNN_ROOT} $prefix "$@" >"$OUT/cmake.log" 2>&1
   }
   build_tree() {  # source tree, build directory, extra cmake flags (one word), targets

@@ -14,7 +14,8 @@
 #   sched     flow solvers and the sampling loop, on the seam
 #   analysis  fidelity metrics, redundancy analysis, figures
 #   pipeline  releases on disk, generate, quality (part of the pipeline)
-set(FISDIT_LAYERS core io media backend backend_cuda accel models sched analysis pipeline)
+#   serve     fisdit serve: the HTTP API, the job database, the web page (part of the pipeline)
+set(FISDIT_LAYERS core io media backend backend_cuda accel models sched analysis pipeline serve)
 set(FISDIT_LAYER_DEPS_core "")
 set(FISDIT_LAYER_DEPS_io core)
 set(FISDIT_LAYER_DEPS_media core)
@@ -25,6 +26,7 @@ set(FISDIT_LAYER_DEPS_models core io backend accel)
 set(FISDIT_LAYER_DEPS_sched core backend accel models)
 set(FISDIT_LAYER_DEPS_analysis core backend accel models sched)
 set(FISDIT_LAYER_DEPS_pipeline core io media backend accel models sched analysis)
+set(FISDIT_LAYER_DEPS_serve core io media backend accel models sched analysis pipeline)
 
 # Layers that may include a family's own headers (models/<family>/...): only models itself, whose
 # registry (models/family.cpp) lists the families. The others work on the seam (models/model.h,

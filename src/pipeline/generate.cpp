@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <deque>
 #include <filesystem>
 #include <map>
 
@@ -20,6 +21,10 @@ namespace fisdit::pipeline {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+// GenerateOptions::on_progress, when set.
+void notify(const GenerateOptions& o, const char* stage, int done, int total) {
+  if (o.on_progress) o.on_progress(stage, done, total);
+}
 double since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
@@ -132,7 +137,11 @@ struct Generator::State {
   // Declared before the release whose models hold a reference to it, so it outlives them.
   std::unique_ptr<Backend> backend;
   std::unique_ptr<models::Release> release;
-  std::map<std::string, models::EncodedText> texts;  // keep_loaded: encoded prompts
+  // keep_loaded: the prompts encoded last (at most kKeptTexts), oldest first in text_order.
+  static constexpr size_t kKeptTexts = 32;
+  std::map<std::string, models::EncodedText> texts;
+  std::deque<std::string> text_order;
+  void keep_text(const std::string& text, models::EncodedText encoded);
 
   // ---- the stages of run(); each records its seconds (and peak memory) in `log`
   void encode_text(const CheckedRequest& r, sched::DenoiseInputs& in, nlohmann::json& summary,
@@ -140,13 +149,14 @@ struct Generator::State {
   void encode_image(const CheckedRequest& r, sched::DenoiseInputs& in, StageLog& log);
   Tensor sample(const CheckedRequest& r, const sched::DenoiseInputs& in, nlohmann::json& summary,
                 StageLog& log);
-  Tensor decode(const Tensor& latent, bool progress);
+  Tensor decode(const Tensor& latent, bool progress, const GenerateOptions* request = nullptr);
 };
 
 void Generator::State::encode_text(const CheckedRequest& r, sched::DenoiseInputs& in,
                                    nlohmann::json& summary, StageLog& log) {
   const GenerateOptions& o = r.options;
   Progress bar("text", r.needs_uncond ? 2 : 1, o.progress);
+  notify(o, "text", 0, r.needs_uncond ? 2 : 1);
   log.begin();
   const auto t0 = Clock::now();
   // The prompt and (with CFG) the negative prompt in one pass over the encoder's weights; a
@@ -155,13 +165,21 @@ void Generator::State::encode_text(const CheckedRequest& r, sched::DenoiseInputs
   if (r.needs_uncond) wanted.push_back(o.negative);
   std::vector<std::string> todo;
   for (const std::string& t : wanted)
-    if (!texts.count(t) && std::find(todo.begin(), todo.end(), t) == todo.end()) todo.push_back(t);
+    if (texts.count(t)) {  // used again: the newest, so adding the others cannot evict it
+      text_order.erase(std::find(text_order.begin(), text_order.end(), t));
+      text_order.push_back(t);
+    } else if (std::find(todo.begin(), todo.end(), t) == todo.end()) {
+      todo.push_back(t);
+    }
   std::map<std::string, models::EncodedText> fresh;
   double load_seconds = 0;
   if (!todo.empty()) {
     std::vector<models::EncodedText> encoded = release->encode_text(todo, *backend, &load_seconds);
     for (size_t i = 0; i < todo.size(); ++i)
-      (keep_loaded ? texts : fresh).emplace(todo[i], std::move(encoded[i]));
+      if (keep_loaded)
+        keep_text(todo[i], std::move(encoded[i]));
+      else
+        fresh.emplace(todo[i], std::move(encoded[i]));
   }
   const auto text_of = [&](const std::string& t) -> const models::EncodedText& {
     const auto it = fresh.find(t);
@@ -171,9 +189,11 @@ void Generator::State::encode_text(const CheckedRequest& r, sched::DenoiseInputs
   in.context = prompt.context;
   summary["prompt_tokens"] = prompt.tokens;
   bar.update(1, std::to_string(prompt.tokens) + " tokens");
+  notify(o, "text", 1, r.needs_uncond ? 2 : 1);
   if (r.needs_uncond) {
     in.context_neg = text_of(o.negative).context;
     bar.update(2, "negative prompt");
+    notify(o, "text", 2, 2);
   }
   log.seconds["text_load"] = load_seconds;
   log.seconds["text_encode"] = since(t0) - load_seconds;
@@ -182,10 +202,21 @@ void Generator::State::encode_text(const CheckedRequest& r, sched::DenoiseInputs
   bar.finish();
 }
 
+void Generator::State::keep_text(const std::string& text, models::EncodedText encoded) {
+  // A server sees endless prompts: the oldest are forgotten (the wanted ones are just added).
+  while (texts.size() >= kKeptTexts && !text_order.empty()) {
+    texts.erase(text_order.front());
+    text_order.pop_front();
+  }
+  texts.insert_or_assign(text, std::move(encoded));
+  text_order.push_back(text);
+}
+
 void Generator::State::encode_image(const CheckedRequest& r, sched::DenoiseInputs& in,
                                     StageLog& log) {
   const GenerateOptions& o = r.options;
   if (!r.image.defined()) return;
+  notify(o, "image", 0, 1);
   log.begin();
   const auto t0 = Clock::now();
   const Tensor image = release->info().image_fit == models::ImageFit::CoverCrop
@@ -196,6 +227,7 @@ void Generator::State::encode_image(const CheckedRequest& r, sched::DenoiseInput
       release->encode_image(image, o.frames, *backend, [&](int done, int total, const auto& what) {
         if (!bar) bar = std::make_unique<Progress>("image", total, o.progress);
         bar->update(done, what);
+        notify(o, "image", done, total);
       });
   if (bar) bar->finish();
   in.y = std::move(first.y);
@@ -232,6 +264,7 @@ Tensor Generator::State::sample(const CheckedRequest& r, const sched::DenoiseInp
   };
   nlohmann::json steps = nlohmann::json::array();
   Progress bar("denoise", o.steps, o.progress);
+  notify(o, "denoise", 0, o.steps);
   log.begin();
   double load_before_step = 0;  // load_seconds when the previous step ended
   const auto on_step = [&](const sched::StepInfo& s) {
@@ -251,6 +284,7 @@ Tensor Generator::State::sample(const CheckedRequest& r, const sched::DenoiseInp
                      {"expert_load_seconds", step_load}});
     bar.update(s.step + 1, "t=" + std::to_string(static_cast<int>(s.timestep)) + " " + name +
                                (sparse ? ", fis " + o.fis.name : ", dense") + sched::cache_note(s));
+    notify(o, "denoise", s.step + 1, o.steps);
   };
   Tensor latent = sched::denoise(release->info().model, expert, two, in, r.denoise, on_step);
   const double total = bar.finish();
@@ -265,12 +299,15 @@ Tensor Generator::State::sample(const CheckedRequest& r, const sched::DenoiseInp
   return latent;
 }
 
-Tensor Generator::State::decode(const Tensor& latent, bool progress) {
+Tensor Generator::State::decode(const Tensor& latent, bool progress,
+                                const GenerateOptions* request) {
   std::unique_ptr<Progress> bar;
+  if (request) notify(*request, "decode", 0, 1);
   Tensor video =
       release->decode(latent, *backend, [&](int done, int total, const std::string& what) {
         if (!bar) bar = std::make_unique<Progress>("decode", total, progress);
         bar->update(done, what);
+        if (request) notify(*request, "decode", done, total);
       });
   if (bar) bar->finish();
   if (!keep_loaded) release->unload(models::Release::Part::Vae);
@@ -306,6 +343,19 @@ CheckedRequest Generator::check(const GenerateOptions& request) const {
                 ", the generator holds " + m.model + " on " + m.device +
                 " (with its parts and LoRAs)");
   return check_request(*s_->release, request);
+}
+
+double Generator::preload() {
+  State& s = *s_;
+  if (!s.keep_loaded) return 0;
+  const auto t0 = Clock::now();
+  if (!s.backend) s.backend = make_backend(s.model.device);
+  // The empty prompt is the default negative prompt: encoding it loads the encoder.
+  if (!s.texts.count(""))
+    s.keep_text("", std::move(s.release->encode_text({""}, *s.backend, nullptr).at(0)));
+  s.release->expert(true, *s.backend);
+  if (s.release->info().two_experts) s.release->expert(false, *s.backend);
+  return since(t0);
 }
 
 Tensor Generator::decode(const Tensor& latent, bool progress) {
@@ -344,7 +394,7 @@ GenerateResult Generator::run(const GenerateOptions& request) {
     if (r.options.decode) {
       log.begin();
       const auto t0 = Clock::now();
-      result.video = s.decode(result.latent, r.options.progress);
+      result.video = s.decode(result.latent, r.options.progress, &r.options);
       log.seconds["vae_decode"] = since(t0);
       log.end("vae_decode");
     }

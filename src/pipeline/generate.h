@@ -10,6 +10,7 @@
 //   write   MP4, PNG frames, the latent, the summary (pipeline/output.h)
 // Without keep_loaded each stage frees what it loaded (one A14B expert at a time).
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -19,6 +20,7 @@
 
 #include "accel/fis.h"
 #include "core/tensor.h"
+#include "fisdit/error.h"
 #include "models/release.h"
 #include "sched/denoise.h"
 
@@ -51,6 +53,16 @@ struct GenerateOptions {
   sched::ForwardHook on_forward;
   // false: stop after sampling; the result's video is then undefined (Generator::decode).
   bool decode = true;
+  // Where a run's progress goes besides the terminal (fisdit serve): called as each stage starts
+  // (done 0) and as its units finish; stages "text" (prompts), "image" and "decode" (VAE
+  // chunks), "denoise" (steps). An exception thrown from it (Cancelled) ends the run there.
+  std::function<void(const std::string& stage, int done, int total)> on_progress;
+};
+
+// What an on_progress callback throws to stop a run between two units of work.
+class Cancelled : public Error {
+ public:
+  using Error::Error;
 };
 
 // A request checked against the release: what the stages run.
@@ -104,6 +116,9 @@ class Generator {
   CheckedRequest check(const GenerateOptions& request) const;
   // One request: checked, then text, image, sample, decode.
   GenerateResult run(const GenerateOptions& request);
+  // keep_loaded: loads the text encoder and the DiT expert(s) now (fisdit serve at start), so
+  // requests load only the VAE, once; returns the seconds it took (0 without keep_loaded).
+  double preload();
   // The decode stage alone, for a final latent as run's result holds it.
   Tensor decode(const Tensor& latent, bool progress = false);
 

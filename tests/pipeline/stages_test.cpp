@@ -3,6 +3,7 @@
 // what each loaded unless the generator keeps it.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <string>
@@ -208,6 +209,39 @@ TEST(GenerateStages, ARunCallsTheStagesInOrderAndFreesWhatItLoaded) {
   kept.run(o);
   const std::vector<std::string> again = {"text 1", "image 64x32", "decode"};
   EXPECT_EQ(log, again);
+}
+
+// fisdit serve follows a run through on_progress and stops it by throwing from there.
+TEST(GenerateStages, ProgressIsReportedPerStageAndACallbackThatThrowsStopsTheRun) {
+  std::vector<std::string> log;
+  GenerateOptions o = request();
+  std::vector<std::string> seen;
+  o.on_progress = [&](const std::string& stage, int done, int total) {
+    seen.push_back(stage + " " + std::to_string(done) + "/" + std::to_string(total));
+  };
+  Generator g(std::make_unique<RecordingRelease>(models::Task::T2V, false, log), o, true);
+  EXPECT_EQ(g.preload() >= 0, true);
+  EXPECT_EQ(log, (std::vector<std::string>{"text 1", "load high"}));
+  g.run(o);
+  const std::vector<std::string> expected = {"text 0/1",    "text 1/1",    "denoise 0/4",
+                                             "denoise 1/4", "denoise 2/4", "denoise 3/4",
+                                             "denoise 4/4", "decode 0/1"};
+  EXPECT_EQ(seen, expected);
+
+  // Cancelled after step 2: no step 3, no decode; the generator serves the next request.
+  log.clear();
+  seen.clear();
+  o.on_progress = [&](const std::string& stage, int done, int) {
+    seen.push_back(stage + " " + std::to_string(done));
+    if (stage == "denoise" && done == 2) throw Cancelled("cancelled by the test");
+  };
+  EXPECT_THROW(g.run(o), Cancelled);
+  EXPECT_EQ(seen.back(), "denoise 2");
+  EXPECT_EQ(std::count(log.begin(), log.end(), "decode"), 0);
+  o.on_progress = {};
+  log.clear();
+  g.run(o);
+  EXPECT_EQ(log, (std::vector<std::string>{"decode"})) << "nothing reloaded after a cancel";
 }
 
 }  // namespace

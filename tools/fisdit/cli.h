@@ -170,6 +170,7 @@ void register_media(CLI::App& app);      // video encode, image prepare
 void register_generate(CLI::App& app);   // needs the pipeline
 void register_analyze(CLI::App& app);    // needs the pipeline (figures)
 void register_quality(CLI::App& app);    // needs the pipeline (generate, figures)
+void register_serve(CLI::App& app);      // needs the pipeline (generate, serve)
 void register_calibrate(CLI::App& app);  // FIS presets; --magcache: calibrate_magcache.cpp
 
 }  // namespace fisdit::cli

@@ -28,6 +28,9 @@ int main(int argc, char** argv) {
   fisdit::cli::register_analyze(app);
   fisdit::cli::register_quality(app);
 #endif
+#ifdef FISDIT_WITH_SERVE
+  fisdit::cli::register_serve(app);
+#endif
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
