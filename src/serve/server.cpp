@@ -1,11 +1,16 @@
 #include "serve/server.h"
 
+#include <fcntl.h>
 #include <httplib.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -88,10 +93,36 @@ bool is_loopback(const std::string& host) {
   return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
 }
 
+// An exclusive lock on DATA/lock for the server's life: two servers on one data directory would
+// both run its queue.
+class DataLock {
+ public:
+  explicit DataLock(const std::string& dir) {
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    const std::string path = (fs::path(dir) / "lock").string();
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0)
+      throw ParamError("data",
+                       " " + dir + ": cannot create " + path + " (" + std::strerror(errno) + ")");
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      ::close(fd_);
+      throw ParamError("data", " " + dir + ": another fisdit serve is using this directory");
+    }
+  }
+  ~DataLock() { ::close(fd_); }  // closing releases the lock
+  DataLock(const DataLock&) = delete;
+  DataLock& operator=(const DataLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
 struct Server::Impl {
   ServedModel model;
   ServeOptions opt;
   fs::path data;
+  DataLock lock;
   JobStore store;
   std::unique_ptr<pipeline::Generator> generator;
   httplib::Server http;
@@ -114,7 +145,11 @@ struct Server::Impl {
   double started_at = unix_now();
 
   Impl(ServedModel m, ServeOptions o)
-      : model(std::move(m)), opt(std::move(o)), data(opt.data), store(open_store(opt.data)) {}
+      : model(std::move(m)),
+        opt(std::move(o)),
+        data(opt.data),
+        lock(opt.data),
+        store(open_store(opt.data)) {}
 
   static std::string open_store(const std::string& dir) {
     std::error_code ec;

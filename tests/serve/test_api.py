@@ -628,6 +628,17 @@ class ApiTest(h.ServerTestCase):
         self.assertIn("--api-key", out)
         self.assertNotIn("listening on", out)
 
+    def test_one_server_per_data_directory(self):
+        # A second server on the same --data would run the same queue: it refuses to start.
+        srv = self.start()
+        rc, out = h.run_server_expect_exit(self.BIN, srv.data_dir)
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn("another fisdit serve", out)
+        self.assertNotIn("listening on", out)
+        st, _, health = srv.json("GET", "/health")
+        self.assertEqual(st, 200, health)
+        srv.stop()
+
     def test_queue_full(self):
         srv = self.start(None, "--queue-max", "2")
         a = self.submit_ok(srv, h.long_job())
