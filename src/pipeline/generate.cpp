@@ -21,6 +21,10 @@ namespace fisdit::pipeline {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+bool out_of_gpu_memory(const Error& e) {
+  return std::string(e.what()).find("out of GPU memory") != std::string::npos;
+}
+
 // GenerateOptions::on_progress, when set.
 void notify(const GenerateOptions& o, const char* stage, int done, int total) {
   if (o.on_progress) o.on_progress(stage, done, total);
@@ -142,6 +146,10 @@ struct Generator::State {
   std::map<std::string, models::EncodedText> texts;
   std::deque<std::string> text_order;
   void keep_text(const std::string& text, models::EncodedText encoded);
+  // keep_loaded: the experts held, so running out of GPU memory can free what a stage does not
+  // need (free_experts) and retry it once, rather than fail the request.
+  bool expert_held[2] = {false, false};  // high, low
+  bool free_experts(bool high, bool low, const std::string& why);
 
   // ---- the stages of run(); each records its seconds (and peak memory) in `log`
   void encode_text(const CheckedRequest& r, sched::DenoiseInputs& in, nlohmann::json& summary,
@@ -202,6 +210,21 @@ void Generator::State::encode_text(const CheckedRequest& r, sched::DenoiseInputs
   bar.finish();
 }
 
+bool Generator::State::free_experts(bool high, bool low, const std::string& why) {
+  const bool any = (high && expert_held[0]) || (low && expert_held[1]);
+  if (!any) return false;
+  if (high && expert_held[0]) release->unload(models::Release::Part::HighExpert);
+  if (low && expert_held[1]) release->unload(models::Release::Part::LowExpert);
+  if (high) expert_held[0] = false;
+  if (low) expert_held[1] = false;
+  // Said even without progress bars (fisdit serve logs it): the next request loads them again.
+  std::fprintf(stderr,
+               "out of GPU memory: freed the resident DiT expert(s) for %s; they load again "
+               "when needed\n",
+               why.c_str());
+  return true;
+}
+
 void Generator::State::keep_text(const std::string& text, models::EncodedText encoded) {
   // A server sees endless prompts: the oldest are forgotten (the wanted ones are just added).
   while (texts.size() >= kKeptTexts && !text_order.empty()) {
@@ -248,12 +271,25 @@ Tensor Generator::State::sample(const CheckedRequest& r, const sched::DenoiseInp
   double load_seconds = 0;
   const sched::ExpertFn expert = [&](bool high) -> models::VelocityModel& {
     const bool use_high = high || !two;
-    if (!keep_loaded && two)  // frees the other expert (once it is freed, a no-op)
+    if (!keep_loaded && two) {  // frees the other expert (once it is freed, a no-op)
       release->unload(use_high ? models::Release::Part::LowExpert
                                : models::Release::Part::HighExpert);
+      expert_held[use_high ? 1 : 0] = false;
+    }
     const auto t0 = Clock::now();
     std::string report;
-    models::VelocityModel& m = release->expert(use_high, *backend, &report);
+    models::VelocityModel* loaded = nullptr;
+    try {
+      loaded = &release->expert(use_high, *backend, &report);
+    } catch (const Error& e) {
+      // Both experts resident only while they fit: else the other one makes room.
+      if (!out_of_gpu_memory(e) ||
+          !free_experts(!use_high, use_high, "loading the " + expert_name(two, high)))
+        throw;
+      loaded = &release->expert(use_high, *backend, &report);
+    }
+    expert_held[use_high ? 0 : 1] = true;
+    models::VelocityModel& m = *loaded;
     if (!report.empty()) {
       load_seconds += since(t0);
       if (o.progress)
@@ -292,6 +328,7 @@ Tensor Generator::State::sample(const CheckedRequest& r, const sched::DenoiseInp
   if (!keep_loaded) {
     release->unload(models::Release::Part::HighExpert);
     release->unload(models::Release::Part::LowExpert);
+    expert_held[0] = expert_held[1] = false;
   }
   log.seconds["dit_load"] = load_seconds;
   log.seconds["denoise"] = total - load_seconds;
@@ -354,7 +391,16 @@ double Generator::preload() {
   if (!s.texts.count(""))
     s.keep_text("", std::move(s.release->encode_text({""}, *s.backend, nullptr).at(0)));
   s.release->expert(true, *s.backend);
-  if (s.release->info().two_experts) s.release->expert(false, *s.backend);
+  s.expert_held[0] = true;
+  if (s.release->info().two_experts) {
+    try {
+      s.release->expert(false, *s.backend);
+      s.expert_held[1] = true;
+    } catch (const Error& e) {
+      if (!out_of_gpu_memory(e)) throw;  // the low-noise expert loads at the switch instead
+      std::fprintf(stderr, "both DiT experts do not fit in GPU memory: they take turns\n");
+    }
+  }
   return since(t0);
 }
 
@@ -394,7 +440,12 @@ GenerateResult Generator::run(const GenerateOptions& request) {
     if (r.options.decode) {
       log.begin();
       const auto t0 = Clock::now();
-      result.video = s.decode(result.latent, r.options.progress, &r.options);
+      try {
+        result.video = s.decode(result.latent, r.options.progress, &r.options);
+      } catch (const Error& e) {
+        if (!out_of_gpu_memory(e) || !s.free_experts(true, true, "the decode")) throw;
+        result.video = s.decode(result.latent, r.options.progress, &r.options);
+      }
       log.seconds["vae_decode"] = since(t0);
       log.end("vae_decode");
     }

@@ -76,8 +76,14 @@ class RecordingRelease final : public models::Release {
     f.y = Tensor::zeros({20, (frames - 1) / 4 + 1, image.dim(1) / 8, image.dim(2) / 8});
     return f;
   }
+  // A GPU that holds `experts` DiT experts, or one fewer beside a decode.
+  void set_capacity(int experts) { capacity_ = experts; }
+  int held() const { return (experts_[0] != nullptr) + (experts_[1] != nullptr); }
   models::VelocityModel& expert(bool high, Backend& backend, std::string* report) override {
     std::unique_ptr<ZeroModel>& slot = experts_[high ? 0 : 1];
+    if (!slot && held() + 1 > capacity_)
+      throw Error(std::string("out of GPU memory allocating 27 GiB for the ") +
+                  (high ? "high" : "low") + "-noise expert (test)");
     if (!slot) {
       log_.push_back(high ? "load high" : "load low");
       slot = std::make_unique<ZeroModel>(info_.model, backend);
@@ -86,6 +92,7 @@ class RecordingRelease final : public models::Release {
     return *slot;
   }
   Tensor decode(const Tensor& latent, Backend&, const models::StageProgress&) override {
+    if (held() + 1 > capacity_) throw Error("out of GPU memory allocating 20 GiB (test decode)");
     log_.push_back("decode");
     return Tensor::zeros({3, (latent.dim(1) - 1) * 4 + 1, latent.dim(2) * 8, latent.dim(3) * 8});
   }
@@ -103,6 +110,7 @@ class RecordingRelease final : public models::Release {
   models::ReleaseInfo info_;
   std::vector<std::string>& log_;
   std::unique_ptr<ZeroModel> experts_[2];
+  int capacity_ = 1000;
 };
 
 GenerateOptions request() {
@@ -242,6 +250,37 @@ TEST(GenerateStages, ProgressIsReportedPerStageAndACallbackThatThrowsStopsTheRun
   log.clear();
   g.run(o);
   EXPECT_EQ(log, (std::vector<std::string>{"decode"})) << "nothing reloaded after a cancel";
+}
+
+// Kept loaded, the experts stay resident while they fit; running out of GPU memory frees what
+// the stage does not need and retries it once instead of failing the request.
+TEST(GenerateStages, ResidentExpertsMakeRoomWhenTheGpuRunsOut) {
+  std::vector<std::string> log;
+  GenerateOptions o = request();
+  auto owned = std::make_unique<RecordingRelease>(models::Task::T2V, true, log);
+  RecordingRelease& release = *owned;
+  Generator g(std::move(owned), o, true);
+  // Room for both experts, but not for the decode beside them.
+  release.set_capacity(2);
+  g.preload();
+  EXPECT_EQ(release.held(), 2);
+  log.clear();
+  g.run(o);
+  EXPECT_EQ(log, (std::vector<std::string>{"text 1", "unload high", "unload low", "decode"}));
+  // Room for one expert: they take turns at the switch, and the decode frees the last one.
+  release.set_capacity(1);
+  log.clear();
+  g.run(o);
+  EXPECT_EQ(log, (std::vector<std::string>{"load high", "unload high", "load low", "unload low",
+                                           "decode"}));
+  // No room at all: the error says so; nothing resident could be freed.
+  release.set_capacity(0);
+  try {
+    g.run(o);
+    FAIL() << "ran without memory";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("out of GPU memory"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace
