@@ -262,4 +262,14 @@ std::optional<std::string> shortest_prefix(const std::vector<std::string>& names
   return best;
 }
 
+std::optional<nlohmann::json> metadata_config(const Checkpoint& ck) {
+  for (const auto& f : ck.files()) {
+    const auto it = f->metadata().find("config");
+    if (it == f->metadata().end()) continue;
+    nlohmann::json j = nlohmann::json::parse(it->second, nullptr, /*allow_exceptions=*/false);
+    if (j.is_object() && j.contains("constructor")) return j;
+  }
+  return std::nullopt;
+}
+
 }  // namespace fisdit

@@ -65,4 +65,10 @@ class Checkpoint {
 std::optional<std::string> shortest_prefix(const std::vector<std::string>& names,
                                            std::string_view anchor);
 
+// The description fisdit and its fixture generator write into a file's metadata: "config", a
+// JSON object holding "constructor" (the model's constructor arguments) and maybe "real_model",
+// ... (tests/data/wan/README.md). That of the first file of `ck` that has one; nullopt when none
+// has (or the metadata is other JSON).
+std::optional<nlohmann::json> metadata_config(const Checkpoint& ck);
+
 }  // namespace fisdit

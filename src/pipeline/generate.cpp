@@ -150,6 +150,17 @@ struct Generator::State {
   // need (free_experts) and retry it once, rather than fail the request.
   bool expert_held[2] = {false, false};  // high, low
   bool free_experts(bool high, bool low, const std::string& why);
+  // Runs `stage`; when it runs out of GPU memory and freeing the held experts named (high, low)
+  // frees one, runs it once more.
+  template <class F>
+  decltype(auto) with_room(bool high, bool low, const std::string& why, F&& stage) {
+    try {
+      return stage();
+    } catch (const Error& e) {
+      if (!out_of_gpu_memory(e) || !free_experts(high, low, why)) throw;
+    }
+    return stage();
+  }
 
   // ---- the stages of run(); each records its seconds (and peak memory) in `log`
   void encode_text(const CheckedRequest& r, sched::DenoiseInputs& in, nlohmann::json& summary,
@@ -278,18 +289,11 @@ Tensor Generator::State::sample(const CheckedRequest& r, const sched::DenoiseInp
     }
     const auto t0 = Clock::now();
     std::string report;
-    models::VelocityModel* loaded = nullptr;
-    try {
-      loaded = &release->expert(use_high, *backend, &report);
-    } catch (const Error& e) {
-      // Both experts resident only while they fit: else the other one makes room.
-      if (!out_of_gpu_memory(e) ||
-          !free_experts(!use_high, use_high, "loading the " + expert_name(two, high)))
-        throw;
-      loaded = &release->expert(use_high, *backend, &report);
-    }
+    // Both experts resident only while they fit: else the other one makes room.
+    models::VelocityModel& m = with_room(
+        !use_high, use_high, "loading the " + expert_name(two, high),
+        [&]() -> models::VelocityModel& { return release->expert(use_high, *backend, &report); });
     expert_held[use_high ? 0 : 1] = true;
-    models::VelocityModel& m = *loaded;
     if (!report.empty()) {
       load_seconds += since(t0);
       if (o.progress)
@@ -440,12 +444,9 @@ GenerateResult Generator::run(const GenerateOptions& request) {
     if (r.options.decode) {
       log.begin();
       const auto t0 = Clock::now();
-      try {
-        result.video = s.decode(result.latent, r.options.progress, &r.options);
-      } catch (const Error& e) {
-        if (!out_of_gpu_memory(e) || !s.free_experts(true, true, "the decode")) throw;
-        result.video = s.decode(result.latent, r.options.progress, &r.options);
-      }
+      result.video = s.with_room(true, true, "the decode", [&] {
+        return s.decode(result.latent, r.options.progress, &r.options);
+      });
       log.seconds["vae_decode"] = since(t0);
       log.end("vae_decode");
     }

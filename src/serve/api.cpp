@@ -24,10 +24,6 @@ constexpr size_t kMaxPromptBytes = 20000;
 constexpr int kMaxSteps = 1000;
 constexpr int64_t kMaxSeed = (int64_t{1} << 53) - 1;  // exact in a JSON number everywhere
 
-std::string size_text(int width, int height) {
-  return std::to_string(width) + "x" + std::to_string(height);
-}
-
 std::string one_of(const std::vector<std::string>& values) {
   std::string s;
   for (size_t i = 0; i < values.size(); ++i) s += (i ? ", " : "") + values[i];
@@ -170,6 +166,10 @@ pipeline::GenerateOptions to_options(const json& r, const std::string& image_pat
   }
   o.progress = false;
   return o;
+}
+
+std::string size_text(int width, int height) {
+  return std::to_string(width) + "x" + std::to_string(height);
 }
 
 std::string api_param(const std::string& param) {

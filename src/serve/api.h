@@ -36,6 +36,9 @@ nlohmann::json resolve_request(const nlohmann::json& body, const ServedModel& mo
 pipeline::GenerateOptions to_options(const nlohmann::json& request, const std::string& image_path,
                                      const ServedModel& model);
 
+// "WxH", as the request's size field.
+std::string size_text(int width, int height);
+
 // The API field of a generate parameter that check_request named (width -> size, ...).
 std::string api_param(const std::string& param);
 

@@ -347,8 +347,7 @@ void Server::Impl::submit(const httplib::Request& req, httplib::Response& res) {
         to_options(job.request, image_file.empty() ? "" : image_file.string(), model);
     const pipeline::CheckedRequest checked = generator->check(o);
     // I2V takes its size from the image: record the size the video will have.
-    job.request["size"] =
-        std::to_string(checked.options.width) + "x" + std::to_string(checked.options.height);
+    job.request["size"] = size_text(checked.options.width, checked.options.height);
     job.steps = o.steps;
   } catch (const ParamError& e) {
     std::error_code ec;

@@ -20,7 +20,8 @@
 
 namespace fisdit::pipeline {
 struct ModelDefaults;
-}
+struct GenerateOptions;
+}  // namespace fisdit::pipeline
 
 namespace fisdit::cli {
 
@@ -158,6 +159,8 @@ std::string model_or_bundled(const std::string& model);
 // The settings a model's fisdit.json gives, for the flags not given.
 void apply_model_defaults(const pipeline::ModelDefaults& defaults, std::optional<std::string>& size,
                           std::optional<int>& frames, SamplingFlags& sampling);
+// The resolved sampling flags into a request (steps, shift, solver, the guidance scales, boundary).
+void set_sampling(pipeline::GenerateOptions& request, const sched::DenoiseOptions& sampling);
 
 void register_inspect(CLI::App& app);
 void register_flops(CLI::App& app);

@@ -1,5 +1,6 @@
 // The bundled model and fisdit.json defaults, shared by generate, analyze and quality.
 #include "cli.h"
+#include "pipeline/generate.h"
 #include "pipeline/model_defaults.h"
 
 namespace fisdit::cli {
@@ -19,6 +20,16 @@ void apply_model_defaults(const pipeline::ModelDefaults& d, std::optional<std::s
   if (!s.shift) s.shift = d.shift;
   if (!s.solver) s.solver = d.solver;
   if (!s.guidance) s.guidance = d.guidance;
+}
+
+void set_sampling(pipeline::GenerateOptions& o, const sched::DenoiseOptions& s) {
+  o.steps = s.steps;
+  o.shift = s.shift;
+  o.solver = s.solver;
+  o.guidance = s.guidance;
+  o.guidance_high = s.guidance_high;
+  o.guidance_low = s.guidance_low;
+  o.boundary = s.boundary;
 }
 
 }  // namespace fisdit::cli

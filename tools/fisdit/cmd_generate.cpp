@@ -53,14 +53,7 @@ pipeline::GenerateOptions generate_request(const GenerateArgs& a) {
            " (flags given override them)");
   pipeline::check_outputs(a.out);
   parse_size(size_text, o.width, o.height);
-  const sched::DenoiseOptions s = sampling.resolve();
-  o.steps = s.steps;
-  o.shift = s.shift;
-  o.solver = s.solver;
-  o.guidance = s.guidance;
-  o.guidance_high = s.guidance_high;
-  o.guidance_low = s.guidance_low;
-  o.boundary = s.boundary;
+  set_sampling(o, sampling.resolve());
   o.fis = a.fis.resolve();
   o.cache = a.cache.resolve();
   note_ratio_resampling(o.cache, o.steps);

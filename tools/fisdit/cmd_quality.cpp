@@ -135,13 +135,9 @@ pipeline::QualityOptions quality_options(const QualityArgs& a) {
     throw Error(d.path + ": \"size\": " + e.what());
   }
   o.frames = frames.value_or(kDefaultFrames);
-  const sched::DenoiseOptions s = sampling.resolve();
-  o.steps = s.steps;
-  o.shift = s.shift;
-  o.solver = s.solver;
-  o.guidance = s.guidance;
+  set_sampling(o, sampling.resolve());  // no per-expert guidance or boundary flags: unset
   prepare_output_dir(a.output_dir);
-  q.command = rerun_command(a, q, size.value_or(kDefaultSize), sched::solver_name(s.solver));
+  q.command = rerun_command(a, q, size.value_or(kDefaultSize), sched::solver_name(o.solver));
   q.progress = !a.quiet;
   if (!a.quiet)
     status("quality: " + std::to_string(q.prompts.size()) + " prompts x " +

@@ -39,11 +39,7 @@ void run_serve(ServeArgs& a) {
   apply_model_defaults(d, a.size, a.frames, a.sampling);
   parse_size(a.size.value_or(kDefaultSize), o.width, o.height);
   o.frames = a.frames.value_or(kDefaultFrames);
-  const sched::DenoiseOptions s = a.sampling.resolve();
-  o.steps = s.steps;
-  o.shift = s.shift;
-  o.solver = s.solver;
-  o.guidance = s.guidance;
+  set_sampling(o, a.sampling.resolve());  // no per-expert guidance or boundary flags: unset
   o.progress = false;
   if (!(a.max_body_mib > 0 && a.max_body_mib <= 1024))
     throw ParamError("max_body_mib", ": must be in (0, 1024]");

@@ -94,18 +94,11 @@ ModelSource open_model(const std::string& path) {
     if (j->is_object() && j->value("_class_name", "") == "WanTransformer3DModel")
       *j = official_from_diffusers(*j, origin);
   } else if (ckpt.files().size() == 1) {
-    // Files written by fisdit or the fixture generator carry their constructor in metadata.
-    const auto& meta = ckpt.files().front()->metadata();
-    if (auto it = meta.find("config"); it != meta.end()) {
-      try {
-        auto m = nlohmann::json::parse(it->second);
-        if (m.is_object() && m.contains("constructor")) {
-          j = m["constructor"];
-          origin = "file metadata";
-        }
-      } catch (const nlohmann::json::exception&) {
-        // Not our metadata: fall back to the shapes.
-      }
+    // Files written by fisdit or the fixture generator carry their constructor in metadata
+    // (else the shapes say it all).
+    if (const std::optional<nlohmann::json> meta = metadata_config(ckpt)) {
+      j = meta->at("constructor");
+      origin = "file metadata";
     }
   }
   if (j) {

@@ -428,18 +428,8 @@ T5Source open_t5(const std::string& path) {
     c.num_buckets = static_cast<int>(pos[0]);
     c.num_heads = static_cast<int>(pos[1]);
 
-    std::optional<nlohmann::json> meta;
-    for (const auto& f : ck.files()) {
-      const auto it = f->metadata().find("config");
-      if (it == f->metadata().end()) continue;
-      nlohmann::json j = nlohmann::json::parse(it->second, nullptr, /*allow_exceptions=*/false);
-      if (j.is_object() && j.contains("constructor")) {
-        meta = std::move(j);
-        break;
-      }
-    }
-    if (meta) {
-      const nlohmann::json& k = (*meta)["constructor"];
+    if (const std::optional<nlohmann::json> meta = metadata_config(ck)) {
+      const nlohmann::json& k = meta->at("constructor");
       T5Config m = c;
       m.vocab = k.value("vocab", m.vocab);
       m.dim = k.value("dim", m.dim);

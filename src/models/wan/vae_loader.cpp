@@ -94,19 +94,10 @@ VaeSource open_vae(const std::string& path) {
 
   VaeSource src{ck, prefix, VaeConfig{}, "tensor shapes", {}};
   src.config.version = conv_in[1] == 12 ? 22 : 21;
-  std::optional<nlohmann::json> meta;
-  for (const auto& f : ck.files()) {
-    const auto it = f->metadata().find("config");
-    if (it == f->metadata().end()) continue;
-    nlohmann::json j = nlohmann::json::parse(it->second, nullptr, /*allow_exceptions=*/false);
-    if (j.is_object() && j.contains("constructor")) {
-      meta = std::move(j);
-      break;
-    }
-  }
+  const std::optional<nlohmann::json> meta = metadata_config(ck);
   try {
     if (meta) {
-      const nlohmann::json& c = (*meta)["constructor"];
+      const nlohmann::json& c = meta->at("constructor");
       VaeConfig& v = src.config;
       if (c.contains("dec_dim")) v.version = 22;
       v.dec_dim = c.value("dec_dim", v.version == 22 ? 256 : 0);  // WanVAE_ default 256
