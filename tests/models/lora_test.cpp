@@ -21,6 +21,7 @@
 #include "io/safetensors.h"
 #include "models/lora.h"
 #include "models/wan/loader.h"
+#include "random_tensor.h"
 
 namespace fisdit {
 namespace {
@@ -51,13 +52,7 @@ std::string error_of(F&& fn) {
   return ::testing::AssertionFailure() << "\"" << message << "\" lacks \"" << needle << "\"";
 }
 
-Tensor random_tensor(const Shape& shape, uint32_t seed, float scale) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  Tensor t = Tensor::zeros(shape);
-  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = dist(rng);
-  return t;
-}
+using modeltest::random_tensor;
 
 Tensor to_bf16(const Tensor& f) {
   Tensor b = Tensor::zeros(f.shape(), DType::BF16);

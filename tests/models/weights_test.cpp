@@ -19,19 +19,14 @@
 #include "io/weights.h"
 #include "models/lora.h"
 #include "models/weights.h"
+#include "random_tensor.h"
 
 namespace fisdit {
 namespace {
 
 const Shape kShape = {8, 6};
 
-Tensor random_tensor(const Shape& shape, uint32_t seed, float scale) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  Tensor t = Tensor::zeros(shape);
-  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = dist(rng);
-  return t;
-}
+using modeltest::random_tensor;
 
 using iotest::error_of;
 

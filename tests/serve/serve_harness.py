@@ -518,6 +518,36 @@ class EventStream:
             pass
 
 
+def read_events(srv, job_id, timeout=60, headers=None):
+    """Every event of a job's stream until the server closes it; the stream must open (200)."""
+    es = EventStream(srv, job_id, headers=headers)
+    try:
+        if es.status != 200:
+            raise AssertionError(f"events of {job_id}: {es.status} {es.body()[:300]!r}")
+        return es.read_all(timeout=timeout)
+    finally:
+        es.close()
+
+
+def open_streams(srv, job_id, n, first_event=False):
+    """n event streams of a job, each checked to open (200) and, with first_event, to send its
+    first event within 10 s. The caller closes them."""
+    streams = []
+    try:
+        for i in range(n):
+            es = EventStream(srv, job_id)
+            streams.append(es)
+            if es.status != 200:
+                raise AssertionError(f"stream {i + 1} of {n}: {es.status}")
+            if first_event:
+                es.next_event(time.monotonic() + 10)
+    except BaseException:
+        for es in streams:
+            es.close()
+        raise
+    return streams
+
+
 def abort_socket(sock):
     """Close a socket with a TCP reset (SO_LINGER 0): a client that vanished."""
     try:

@@ -177,12 +177,7 @@ class ApiTest(h.ServerTestCase):
 
         h.wait_for_status(srv, first["id"], "completed", timeout=60)
         # A finished job's stream: its state at once, then done, then closed.
-        es = h.EventStream(srv, job["id"])
-        try:
-            self.assertEqual(es.status, 200)
-            evs = es.read_all(timeout=15)
-        finally:
-            es.close()
+        evs = h.read_events(srv, job["id"], timeout=15)
         self.assertTrue(evs and evs[-1]["event"] == "done", evs)
         self.assertEqual(evs[-1]["json"]["status"], "completed")
         srv.stop()
@@ -603,12 +598,7 @@ class ApiTest(h.ServerTestCase):
             h.check_error(st, hd, data, 401, where=path)
         st, hd, data = srv.request("DELETE", f"/v1/videos/{jid}")
         h.check_error(st, hd, data, 401, where="DELETE without key")
-        es = h.EventStream(srv, jid, headers=good)
-        try:
-            self.assertEqual(es.status, 200)
-            evs = es.read_all(timeout=60)
-        finally:
-            es.close()
+        evs = h.read_events(srv, jid, timeout=60, headers=good)
         self.assertEqual(evs[-1]["event"], "done")
         h.wait_for_status(srv, jid, "completed", headers=good)
         self.download(srv, jid, headers=good)

@@ -770,25 +770,13 @@ class FaultTest(h.ServerTestCase):
         self.assertEqual(st, 200, health)
         done = h.wait_for_status(srv, job["id"], "completed", timeout=60)
         self.assertEqual(done["progress"], 100)
-        es = h.EventStream(srv, job["id"])
-        try:
-            self.assertEqual(es.status, 200)
-            evs = es.read_all(timeout=20)
-        finally:
-            es.close()
+        evs = h.read_events(srv, job["id"], timeout=20)
         self.assertEqual(evs[-1]["event"], "done", evs)
         # Their slots are free again: 16 streams open at once on a queued job.
         long = self.submit_ok(srv, h.long_job())
         queued = self.submit_ok(srv, h.tiny_job())
-        streams = []
-        try:
-            for i in range(16):
-                es = h.EventStream(srv, queued["id"])
-                streams.append(es)
-                self.assertEqual(es.status, 200, f"stream {i + 1} after the vanished clients")
-        finally:
-            for es in streams:
-                es.close()
+        for es in h.open_streams(srv, queued["id"], 16):  # after the vanished clients
+            es.close()
         for j in (queued, long):
             st, _, obj = srv.json("DELETE", f"/v1/videos/{j['id']}")
             self.assertEqual(st, 200, obj)
@@ -805,13 +793,8 @@ class FaultTest(h.ServerTestCase):
         srv = self.start()
         running = self.submit_ok(srv, h.long_job())
         queued = self.submit_ok(srv, h.tiny_job())
-        streams = []
+        streams = h.open_streams(srv, queued["id"], 16, first_event=True)
         try:
-            for i in range(16):
-                es = h.EventStream(srv, queued["id"])
-                streams.append(es)
-                self.assertEqual(es.status, 200, f"stream {i + 1}: {es.status}")
-                es.next_event(time.monotonic() + 10)
             st, hd, data = srv.request("GET", f"/v1/videos/{queued['id']}/events")
             err = h.check_error(st, hd, data, 429, where="17th event stream")
             st, _, health = srv.json("GET", "/health")
