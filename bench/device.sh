@@ -3,7 +3,7 @@
 # toolkit), run the GPU tests, run the benchmarks, and print a short table last.
 #
 #   bash bench/device.sh [full|quick|tests|bench|vae|vae-encode|release-official|release-comfyui|
-#                         release-i2v|release-ti2v|compare]
+#                         release-i2v|release-ti2v|release-limit|compare|offload]
 #                                                          (default: full)
 #
 # compare: tests, then the DiT benchmarks of the README (A14B 480p and 720p, TI2V-5B 704p,
@@ -19,6 +19,10 @@
 # (+ rank-64 LoRAs) in that file layout and `fisdit generate` runs it end to end on the GPU (t2v:
 # 480p with --compare-dense, 720p; comfyui: 480p; i2v: 480p, 720p; ti2v: 1280x704, 121 frames,
 # from the image in 4 steps with --compare-dense, and text-only with the official 50-step recipe).
+# release-limit: tests, then the official T2V release at 480p resident and at 480p and 720p with
+# --gpu-memory-limit 24 (generate end to end, FIS balanced).
+# offload: the block-offload tests with and without FISDIT_CUDA_SYNC, then A14B 480p and 720p
+# resident and with --gpu-memory-limit 24 (bench, back to back) and their ratio.
 # quick: tests + small benchmarks (Wan2.1-1.3B 480p, A14B 480p); bench: benchmarks only.
 # Logs go to $OUT (the device tool's folder) or /tmp/fisdit-device. Header-only dependencies and
 # GoogleTest may travel in .deps/ (a CMake prefix) when the machine has no -dev packages.
@@ -68,7 +72,7 @@ if [ "$MODE" != "bench" ] || [ ! -x build-device/fisdit ]; then
 fi
 
 # ---- GPU tests
-if [ "$MODE" != "bench" ]; then
+if [ "$MODE" != "bench" ] && [ "$MODE" != "offload" ]; then
   t0=$(date +%s)
   FISDIT_CUDA_SYNC=1 ./build-device/fisdit_cuda_tests --gtest_color=no >"$OUT/tests.log" 2>&1
   rc=$?
@@ -110,11 +114,48 @@ if [ "$MODE" = "compare" ]; then
   exit 0
 fi
 
+# ---- block offload: the streaming tests, also with copies overlapping compute (no FISDIT_CUDA_SYNC),
+# then A14B 480p and 720p resident and under --gpu-memory-limit 24, back to back per size
+if [ "$MODE" = "offload" ]; then
+  for sync in 1 0; do
+    FISDIT_CUDA_SYNC=$sync ./build-device/fisdit_cuda_tests --gtest_color=no --gtest_filter='CudaOffload*' \
+      >"$OUT/offload_tests_sync$sync.log" 2>&1
+    grep -E "^offload:|OK \]|FAILED|Failure|Which is" "$OUT/offload_tests_sync$sync.log" | head -20 |
+      sed "s/^/FISDIT_CUDA_SYNC=$sync: /" | tee -a "$SUMMARY"
+  done
+  : >"$OUT/offload.txt"
+  side() {  # label, side name, then fisdit bench arguments
+    local label=$1 name=$2; shift 2
+    local t0=$(date +%s)
+    ./build-device/fisdit bench --device cuda --random-weights --label "$label" "$@" \
+      >"$OUT/offload_${label}_$name.log" 2>&1 || { tail -5 "$OUT/offload_${label}_$name.log"; say "bench $label ($name) FAILED"; }
+    grep -E "gpu-memory-limit|^bench " "$OUT/offload_${label}_$name.log" | tee -a "$SUMMARY"
+    grep "^RESULT" "$OUT/offload_${label}_$name.log" | sed "s/^RESULT|/$name|/" >>"$OUT/offload.txt"
+    say "bench $label ($name): $(( $(date +%s) - t0 )) s"
+  }
+  for size in 832x480 1280x720; do
+    args=(--model-config wan2.2-t2v-a14b --size "$size" --frames 81 --steps 4 --fis off,balanced
+      --warmup 1 --repeats 1 --mode per-step-type)
+    side "a14b-$size" resident "${args[@]}"
+    side "a14b-$size" limit24 "${args[@]}" --gpu-memory-limit 24
+  done
+  {
+    echo
+    printf "%-16s %-9s %13s %13s %9s %11s\n" model fis "resident ms" "limit-24 ms" "ratio" "peak GiB"
+    awk -F'|' '$1 == "resident" { base[$2 "|" $5] = $6 }
+               $1 == "limit24" && ($2 "|" $5) in base {
+                 printf "%-16s %-9s %13.1f %13.1f %9.3f %11s\n", $2, $5, base[$2 "|" $5], $6, $6 / base[$2 "|" $5], $11 }' \
+      "$OUT/offload.txt"
+  } | tee -a "$SUMMARY"
+  exit 0
+fi
+
 # ---- a full-size A14B release of random weights in a user's file layout, generated end to end
 if [ "${MODE#release-}" != "$MODE" ]; then
   layout=${MODE#release-}
   task=t2v
-  case "$layout" in i2v | ti2v) task=$layout; layout=official ;; esac
+  limited=0
+  case "$layout" in i2v | ti2v) task=$layout; layout=official ;; limit) layout=official; limited=1 ;; esac
   REL=${FISDIT_RELEASE_DIR:-/tmp/fisdit-release}/$layout
   rm -rf "${FISDIT_RELEASE_DIR:-/tmp/fisdit-release}"
   t0=$(date +%s)
@@ -149,6 +190,10 @@ if [ "${MODE#release-}" != "$MODE" ]; then
     gen ti2v-704p-image-4step --size 1280x704 --frames 121 --steps 4 --guidance 1 --fis balanced \
       --image "$REL/first_frame.png" --compare-dense
     gen ti2v-704p-50step --size 1280x704 --frames 121 --steps 50 --guidance 5 --fis balanced
+  elif [ "$limited" = 1 ]; then
+    gen 480p-balanced --size 832x480 --frames 81 --steps 4 --fis balanced
+    gen 480p-balanced-limit24 --size 832x480 --frames 81 --steps 4 --fis balanced --gpu-memory-limit 24
+    gen 720p-balanced-limit24 --size 1280x720 --frames 81 --steps 4 --fis balanced --gpu-memory-limit 24
   elif [ "$task" = i2v ]; then
     gen i2v-480p-balanced --size 832x480 --frames 81 --steps 4 --fis balanced
     gen i2v-720p-balanced --size 1280x720 --frames 81 --steps 4 --fis balanced

@@ -92,6 +92,37 @@ class Backend {
   virtual int64_t memory_in_use() const { return -1; }
   virtual int64_t memory_peak() const { return -1; }
   virtual void reset_memory_peak() {}
+  // The memory budget (--gpu-memory-limit). `limit`: bytes of device memory the backend may hold
+  // at once; an allocation past it fails as running out of GPU memory does (the error names the
+  // limit), as on a card of that size. `reserve`: of those, what a model that places its weights
+  // (models/offload.h) leaves free for the activations of the run at hand. The CPU backend applies
+  // the same limit to the tensors it holds (and reports them as memory_in_use while a limit is
+  // set), so the logic is tested without a GPU.
+  struct MemoryBudget {
+    int64_t limit = -1;  // -1: none (the device's own size)
+    int64_t reserve = 0;
+  };
+  virtual void set_memory_budget(const MemoryBudget& budget) { budget_ = budget; }
+  const MemoryBudget& memory_budget() const { return budget_; }
+
+  // Weight streaming (models/offload.h): host memory the device copies from at full speed
+  // (page-locked on CUDA), copies on a second stream that overlap the ops, and events ordering
+  // the two. The defaults (CPU) copy at once and need no ordering.
+  // An event: a point in the ops' stream or the end of a copy; undefined = already passed.
+  struct Event {
+    std::shared_ptr<void> handle;
+  };
+  // An uninitialised host tensor the backend copies from asynchronously.
+  virtual Tensor pinned_host(const Shape& shape, DType dtype);
+  // The point the ops queued so far reach.
+  virtual Event record() { return {}; }
+  // Copies host `src` into device `dst` (same bytes) once `after` has passed, without waiting
+  // for it; ops that read `dst` must wait() for the returned event first, and `src` must live
+  // until then.
+  virtual Event copy_async(const Tensor& src, Tensor& dst, const Event& after);
+  // Ops queued from now on run after `event`.
+  virtual void wait(const Event& event) { (void)event; }
+
   // A tensor of N(mean, stddev^2) values, deterministic in `seed`, made where the backend keeps
   // tensors (the CUDA backend draws them on the GPU, so benchmarks never build host copies of
   // large random weights). Default: drawn on the host, then uploaded.
@@ -99,7 +130,9 @@ class Backend {
                                uint64_t seed);
 
   // ---- the ops: each checks its arguments (backend.cpp), then runs the backend's do_<op>.
-  void copy(const Tensor& src, Tensor& dst);  // same element count and dtype
+  // Same element count and dtype; either side may be a host tensor (then the copy has finished
+  // when copy returns).
+  void copy(const Tensor& src, Tensor& dst);
   // An 8-bit float tensor (F8_E4M3 / F8_E5M2, on the host or the device) widened with one scale:
   // out[i] = dtype(float(stored[i]) * scale) in fp32 arithmetic, rounded once to nearest even
   // (dtype F32 or BF16), where the backend keeps tensors. A scaled fp8 checkpoint's weights: the
@@ -263,6 +296,7 @@ class Backend {
   virtual void do_space_to_channels2(const Tensor& x, Tensor& out, bool inverse) = 0;
 
   FlopCounter flops_;
+  MemoryBudget budget_;
 };
 
 std::unique_ptr<Backend> make_cpu_backend();

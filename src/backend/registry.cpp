@@ -50,6 +50,14 @@ Tensor Backend::random_normal(const Shape& shape, DType dtype, float mean, float
   return upload(host, dtype);
 }
 
+Tensor Backend::pinned_host(const Shape& shape, DType dtype) { return Tensor::zeros(shape, dtype); }
+
+Backend::Event Backend::copy_async(const Tensor& src, Tensor& dst, const Event& after) {
+  (void)after;  // the default backend runs every op at once: `after` has passed
+  copy(src, dst);
+  return {};
+}
+
 Tensor Backend::do_dequantize(const Tensor& stored, float scale, DType dtype) {
   if (stored.device() != Device::CPU)
     throw Error(name() + " backend: dequantize of a tensor not on the host");

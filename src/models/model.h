@@ -55,6 +55,12 @@ struct ModelInfo {
   float expert_boundary = 0.875f;
   // MeanFlow models (HunyuanVideo 1.5's step-distilled one) take the next step's timestep r.
   bool meanflow = false;
+  // Device memory one forward over `grid` needs beside the weights, with activations of
+  // `activation_bytes` per element (bf16: 2), FIS plans (`fis`) and MagCache's kept residual
+  // (`cache`): an upper estimate, which --gpu-memory-limit keeps free when it places the weights
+  // (models/offload.h).
+  std::function<int64_t(const LatentGrid& grid, int activation_bytes, bool fis, bool cache)>
+      activation_bytes;
   // Analytic matrix-multiply FLOPs (2 per multiply-add) of one forward over `grid` with blocks
   // as `plan` says on a step whose gate is `step_open` (dense without a plan), `timestep_rows`
   // distinct timesteps (TI2V: 2). Linear layers and attention products, as the paper counts.
@@ -107,6 +113,9 @@ class VelocityModel {
   // concatenated), `text` from embed_text. Returns the device velocity [latent_channels, F, H, W].
   virtual Tensor forward(const Tensor& x, const Timestep& time, const Tensor& text,
                          const ForwardOptions& options) = 0;
+  // Where the weights are, for the log, when not all on the device (--gpu-memory-limit): "12 of
+  // 40 blocks streamed from host memory ..."; "" when they are.
+  virtual std::string placement() const { return ""; }
 };
 
 // [Ca, ...] and [Cb, ...] with equal trailing dims -> [Ca + Cb, ...] on the backend: a latent and

@@ -21,8 +21,21 @@ namespace fisdit::pipeline {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+// Running out of GPU memory, or a --gpu-memory-limit too small for a model beside what is held.
 bool out_of_gpu_memory(const Error& e) {
+  if (const auto* p = dynamic_cast<const ParamError*>(&e); p && p->param() == "gpu-memory-limit")
+    return true;
   return std::string(e.what()).find("out of GPU memory") != std::string::npos;
+}
+
+// The backend of a generator: --device, with --gpu-memory-limit as its memory budget.
+std::unique_ptr<Backend> make_run_backend(const GenerateOptions& o) {
+  if (!(o.gpu_memory_limit >= 0) || o.gpu_memory_limit > 1e6)
+    throw ParamError("gpu-memory-limit", ": must be a number of GiB >= 0 (0: the whole device)");
+  std::unique_ptr<Backend> backend = make_backend(o.device);
+  if (o.gpu_memory_limit > 0)
+    backend->set_memory_budget({static_cast<int64_t>(o.gpu_memory_limit * 1073741824.0), 0});
+  return backend;
 }
 
 // GenerateOptions::on_progress, when set.
@@ -277,17 +290,29 @@ Tensor Generator::State::sample(const CheckedRequest& r, const sched::DenoiseInp
                                 nlohmann::json& summary, StageLog& log) {
   const GenerateOptions& o = r.options;
   const bool two = release->info().two_experts;
+  // Under a memory limit an expert loaded now leaves room for this request's activations.
+  if (Backend::MemoryBudget budget = backend->memory_budget(); budget.limit >= 0) {
+    const models::ModelInfo& mi = release->info().model;
+    budget.reserve =
+        mi.activation_bytes
+            ? mi.activation_bytes(r.grid, static_cast<int>(dtype_size(backend->activation_dtype())),
+                                  o.fis.enabled(), o.cache.enabled)
+            : 0;
+    backend->set_memory_budget(budget);
+  }
   // One expert in memory at a time (unless keep_loaded): the high-noise expert serves the first
   // steps, then it is freed and the low-noise expert loaded (the steps never go back).
   double load_seconds = 0;
   const sched::ExpertFn expert = [&](bool high) -> models::VelocityModel& {
     const bool use_high = high || !two;
+    // The switch is timed as loading: freeing the other expert (its page-locked host memory
+    // under --gpu-memory-limit takes a while) and loading this one.
+    const auto t0 = Clock::now();
     if (!keep_loaded && two) {  // frees the other expert (once it is freed, a no-op)
       release->unload(use_high ? models::Release::Part::LowExpert
                                : models::Release::Part::HighExpert);
       expert_held[use_high ? 1 : 0] = false;
     }
-    const auto t0 = Clock::now();
     std::string report;
     // Both experts resident only while they fit: else the other one makes room.
     models::VelocityModel& m = with_room(
@@ -296,9 +321,12 @@ Tensor Generator::State::sample(const CheckedRequest& r, const sched::DenoiseInp
     expert_held[use_high ? 0 : 1] = true;
     if (!report.empty()) {
       load_seconds += since(t0);
-      if (o.progress)
-        std::fprintf(stderr, "%sloaded %s %s in %.1f s\n", isatty(fileno(stderr)) ? "\n" : "",
-                     expert_name(two, high).c_str(), report.c_str(), since(t0));
+      const std::string placed = m.placement();
+      if (o.progress || !placed.empty())  // where the weights went is said even without bars
+        std::fprintf(stderr, "%sloaded %s %s in %.1f s%s\n", isatty(fileno(stderr)) ? "\n" : "",
+                     expert_name(two, high).c_str(), report.c_str(), since(t0),
+                     placed.empty() ? "" : (": " + placed).c_str());
+      if (!placed.empty()) summary["dit_placement"][expert_name(two, high)] = placed;
     }
     return m;
   };
@@ -379,7 +407,7 @@ CheckedRequest Generator::check(const GenerateOptions& request) const {
   const GenerateOptions& m = s_->model;
   if (request.model != m.model || request.device != m.device || request.parts != m.parts ||
       request.lora_high != m.lora_high || request.lora_low != m.lora_low ||
-      request.lora_strength != m.lora_strength)
+      request.lora_strength != m.lora_strength || request.gpu_memory_limit != m.gpu_memory_limit)
     throw Error("Generator: the request names model " + request.model + " on " + request.device +
                 ", the generator holds " + m.model + " on " + m.device +
                 " (with its parts and LoRAs)");
@@ -390,7 +418,7 @@ double Generator::preload() {
   State& s = *s_;
   if (!s.keep_loaded) return 0;
   const auto t0 = Clock::now();
-  if (!s.backend) s.backend = make_backend(s.model.device);
+  if (!s.backend) s.backend = make_run_backend(s.model);
   // The empty prompt is the default negative prompt: encoding it loads the encoder.
   if (!s.texts.count(""))
     s.keep_text("", std::move(s.release->encode_text({""}, *s.backend, nullptr).at(0)));
@@ -409,7 +437,7 @@ double Generator::preload() {
 }
 
 Tensor Generator::decode(const Tensor& latent, bool progress) {
-  if (!s_->backend) s_->backend = make_backend(s_->model.device);
+  if (!s_->backend) s_->backend = make_run_backend(s_->model);
   return s_->decode(latent, progress);
 }
 
@@ -429,8 +457,9 @@ GenerateResult Generator::run(const GenerateOptions& request) {
     for (const auto& [role, path] : info.parts) summary["paths"][role] = path;
     summary["request"] = request_json(r);
     summary["latent"] = {info.model.latent_channels, r.grid.frames, r.grid.height, r.grid.width};
+    if (s.model.gpu_memory_limit > 0) summary["gpu_memory_limit_gib"] = s.model.gpu_memory_limit;
 
-    if (!s.backend) s.backend = make_backend(s.model.device);
+    if (!s.backend) s.backend = make_run_backend(s.model);
     StageLog log{s.backend.get()};
     sched::DenoiseInputs in;
     s.encode_text(r, in, summary, log);
@@ -462,7 +491,11 @@ GenerateResult Generator::run(const GenerateOptions& request) {
       throw Error(what +
                   ". generate holds one stage on the GPU at a time (the text encoder, then one "
                   "DiT expert and the activations of one step, then the VAE decode): free the "
-                  "GPU of other jobs, or lower the size / frames");
+                  "GPU of other jobs, lower the size / frames, or " +
+                  (s.model.gpu_memory_limit > 0
+                       ? std::string("raise --gpu-memory-limit")
+                       : std::string("pass --gpu-memory-limit to stream DiT blocks from host "
+                                     "memory")));
     if (what.find("out of host memory") != std::string::npos)
       throw Error(what + ". lower the size / frames" +
                   (request.device == "cpu" ? ", or run on a GPU (device cuda)" : ""));

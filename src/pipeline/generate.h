@@ -34,6 +34,10 @@ struct GenerateOptions {
   std::string lora_high, lora_low;  // LoRA files for the (high-noise) and low-noise experts
   float lora_strength = 1.0f;
   std::string device = "cuda";
+  // GiB of device memory the run may hold (0: the whole device): the DiT blocks that do not fit
+  // beside the activations stream from host memory (models/offload.h), and anything else that
+  // would pass it fails as running out of GPU memory does.
+  double gpu_memory_limit = 0;
   // ---- the request
   std::string prompt, negative;
   std::string image;  // first frame (i2v, ti2v); PNG or JPEG

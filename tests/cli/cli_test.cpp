@@ -5,11 +5,13 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "io/safetensors.h"
+#include "models/wan/loader.h"
 
 namespace fisdit {
 namespace {
@@ -119,6 +121,47 @@ TEST_F(Cli, DenoiseWritesTheFinalLatentAndReportsSteps) {
   const Tensor x = SafetensorsFile::open(path("x.st"))->tensor_f32("x");
   EXPECT_EQ(x.shape(), (Shape{16, 9, 8, 8}));
   for (float v : x.to_vector()) ASSERT_TRUE(std::isfinite(v));
+}
+
+// --gpu-memory-limit: the experts take turns, their blocks stream from host memory (the CPU
+// backend holds its tensors to the limit as a GPU would) and the latent is the unlimited one; a
+// limit too small is one error naming the smallest that works, and that one works.
+TEST_F(Cli, DenoiseUnderAMemoryLimitStreamsBlocksAndKeepsTheLatent) {
+  const std::string in = inputs_from_fixture("dit_t2v_tiny.safetensors", false);
+  const std::string model = fixture("dit_t2v_tiny.safetensors");
+  const std::string common = "denoise --model " + model + " --model-low " + model + " --inputs " +
+                             in + " --steps 4 --shift 5 --fis fast";
+  ASSERT_EQ(run(common + " --output " + path("free.st")).rc, 0);
+  // The reserve for this latent's activations plus the smallest placement, and 1 MiB.
+  const wan::ModelSource src = wan::open_model(model);
+  auto cpu = make_cpu_backend();
+  const int64_t least = wan::load_dit(src, *cpu)->offload_plan().min_bytes;
+  const models::ModelInfo info = wan::model_info(src.config);
+  const int64_t reserve = info.activation_bytes({9, 8, 8}, 4, true, false);
+  char limit[64];
+  std::snprintf(limit, sizeof limit, "%.9f",
+                static_cast<double>(reserve + least + (int64_t{1} << 20)) / 1073741824.0);
+  Result r = run(common + " --gpu-memory-limit " + limit + " --output " + path("limited.st"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.err.find("blocks streamed from host memory"), std::string::npos) << r.err;
+  const Tensor free_x = SafetensorsFile::open(path("free.st"))->tensor_f32("x");
+  const Tensor limited_x = SafetensorsFile::open(path("limited.st"))->tensor_f32("x");
+  ASSERT_EQ(free_x.shape(), limited_x.shape());
+  EXPECT_EQ(std::memcmp(free_x.raw(), limited_x.raw(), free_x.nbytes()), 0);
+
+  r = run(common + " --gpu-memory-limit 0.01 --output " + path("o.st"));
+  ASSERT_NE(r.rc, 0);
+  EXPECT_NE(r.err.find("fisdit: error: --gpu-memory-limit 0.01 GiB is too small"),
+            std::string::npos)
+      << r.err;
+  const std::string key = "the smallest limit that would work is ";
+  const size_t at = r.err.find(key);
+  ASSERT_NE(at, std::string::npos) << r.err;
+  const std::string smallest =
+      r.err.substr(at + key.size(), r.err.find(' ', at + key.size()) - at - key.size());
+  r = run(common + " --gpu-memory-limit " + smallest + " --output " + path("o.st"));
+  EXPECT_EQ(r.rc, 0) << smallest << "\n" << r.err;
+  EXPECT_NE(run(common + " --gpu-memory-limit -2 --output " + path("o.st")).rc, 0);
 }
 
 TEST_F(Cli, DenoiseWithUniPCRunsTheOfficialScheduleAndDiffersFromEuler) {

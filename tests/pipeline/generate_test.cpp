@@ -17,6 +17,8 @@
 #include "core/random.h"
 #include "io/safetensors.h"
 #include "media/image.h"
+#include "models/wan/dit.h"
+#include "models/wan/loader.h"
 #include "models/wan/release.h"
 #include "models/wan/vae.h"
 #include "tiny_release.h"
@@ -296,6 +298,46 @@ TEST(Generate, OutOfHostMemoryIsOneClearError) {
   const std::string msg = error_of([&] { generate(o); });
   EXPECT_TRUE(contains(msg, "out of host memory allocating")) << msg;
   EXPECT_TRUE(contains(msg, "lower the size / frames, or run on a GPU (device cuda)")) << msg;
+}
+
+// --gpu-memory-limit on the CPU backend, which holds its tensors to the limit as a GPU of that
+// size would: a limit just above the smallest streams the blocks of both experts from host memory
+// and gives the unlimited run's video; below the smallest, one error names the limit that works.
+TEST(Generate, MemoryLimitStreamsTheBlocksAndKeepsTheVideo) {
+  TempDir dir;
+  make_release(dir.path(), "t2v");
+  GenerateOptions o = tiny(dir.path());
+  const GenerateResult want = generate(o);
+  EXPECT_FALSE(want.summary.contains("dit_placement"));
+  // The expert's smallest placement (outside the blocks and two block slots) and the reserve
+  // this request's activations get.
+  const wan::ModelSource src = wan::open_model((dir.path() / "high_noise_model").string());
+  auto cpu = make_cpu_backend();
+  const int64_t least = wan::load_dit(src, *cpu)->offload_plan().min_bytes;
+  const models::ModelInfo info = wan::model_info(src.config);
+  const int64_t reserve = info.activation_bytes(info.latent_grid(32, 32, 17), 4, false, false);
+  const double gib = 1073741824.0;
+  o.gpu_memory_limit = static_cast<double>(reserve + least + (int64_t{1} << 20)) / gib;
+  const GenerateResult got = generate(o);
+  EXPECT_TRUE(same(got.video, want.video));
+  EXPECT_TRUE(same(got.latent, want.latent));
+  ASSERT_TRUE(got.summary.contains("dit_placement")) << got.summary.dump();
+  for (const char* expert : {"high-noise expert", "low-noise expert"})
+    EXPECT_TRUE(contains(got.summary["dit_placement"].value(expert, ""),
+                         "blocks streamed from host memory"))
+        << got.summary["dit_placement"].dump();
+  EXPECT_DOUBLE_EQ(got.summary.value("gpu_memory_limit_gib", 0.0), o.gpu_memory_limit);
+
+  o.gpu_memory_limit = static_cast<double>(reserve + least - (int64_t{1} << 20)) / gib;
+  try {
+    generate(o);
+    FAIL() << "expected the limit to be refused";
+  } catch (const ParamError& e) {
+    EXPECT_EQ(e.param(), "gpu-memory-limit");
+    EXPECT_TRUE(contains(e.what(), "the smallest limit that would work is")) << e.what();
+  }
+  o.gpu_memory_limit = -1;
+  EXPECT_TRUE(contains(error_of([&] { generate(o); }), "gpu-memory-limit"));
 }
 
 TEST(Generate, TextEncoderMustMatchTheDit) {

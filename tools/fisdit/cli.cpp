@@ -34,6 +34,30 @@ void add_device_flags(CLI::App* cmd, DeviceFlags& f, const std::string& default_
   cmd->add_option("--device", f.device, help)->capture_default_str();
 }
 
+std::unique_ptr<Backend> DeviceFlags::backend() const {
+  std::unique_ptr<Backend> b = make_backend(device);
+  if (gpu_memory_limit > 0)
+    b->set_memory_budget({static_cast<int64_t>(gpu_memory_limit * 1073741824.0), 0});
+  return b;
+}
+
+void add_memory_limit_flag(CLI::App* cmd, DeviceFlags& f) {
+  cmd->add_option("--gpu-memory-limit", f.gpu_memory_limit,
+                  "GiB of GPU memory to use at most (0: all): DiT blocks that do not fit beside "
+                  "the activations stream from host memory, ahead of use")
+      ->check(CLI::Range(0.0, 1e6))
+      ->capture_default_str();
+}
+
+void reserve_activations(Backend& backend, const models::ModelInfo& info,
+                         const models::LatentGrid& grid, bool fis, bool cache) {
+  Backend::MemoryBudget budget = backend.memory_budget();
+  if (budget.limit < 0 || !info.activation_bytes) return;
+  budget.reserve = info.activation_bytes(
+      grid, static_cast<int>(dtype_size(backend.activation_dtype())), fis, cache);
+  backend.set_memory_budget(budget);
+}
+
 void add_sampling_flags(CLI::App* cmd, SamplingFlags& f, const SamplingFlagSet& set) {
   const sched::DenoiseOptions d;
   // The default in the help: "=4", or where fisdit.json gives it.

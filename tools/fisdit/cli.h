@@ -31,12 +31,19 @@ inline constexpr int kDefaultFrames = 81;
 
 // --device, with the command's default ("cpu" for the tools, default_device() for generate and
 // quality, "cuda" for bench) and, where it says more, the command's help.
+// --gpu-memory-limit (where add_memory_limit_flag adds it): the backend's memory limit.
 struct DeviceFlags {
   std::string device;
-  std::unique_ptr<Backend> backend() const { return make_backend(device); }
+  double gpu_memory_limit = 0;  // GiB; 0: the whole device
+  std::unique_ptr<Backend> backend() const;
 };
 void add_device_flags(CLI::App* cmd, DeviceFlags& flags, const std::string& default_device,
                       const std::string& help = "cpu or cuda");
+void add_memory_limit_flag(CLI::App* cmd, DeviceFlags& flags);
+// Under a memory limit, the room a model loaded next leaves for the activations of forwards over
+// `grid` (Backend::MemoryBudget::reserve); nothing without one.
+void reserve_activations(Backend& backend, const models::ModelInfo& info,
+                         const models::LatentGrid& grid, bool fis, bool cache);
 
 // --steps, --shift, --solver, --guidance, --guidance-high, --guidance-low, --boundary. Not given:
 // the model's fisdit.json where the command reads it (apply_model_defaults), else

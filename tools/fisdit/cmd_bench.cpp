@@ -119,9 +119,19 @@ struct DitBench {
 };
 
 // Loads (or draws) the weights and makes the inputs, with a status line.
-void load_dit_bench(DitBench& b, double shift) {
+void load_dit_bench(DitBench& b, double shift, const std::vector<Setting>& settings) {
   const BenchArgs& a = b.args;
   b.backend = a.device.backend();
+  if (b.backend->memory_budget().limit >= 0) {  // --gpu-memory-limit: room for the activations
+    const models::ModelInfo probed =
+        !a.experts.model.empty()
+            ? models::probe_model(a.experts.model)
+            : models::family_for_config(a.model_config).config_info(a.model_config);
+    const auto any = [&](auto pred) { return std::any_of(settings.begin(), settings.end(), pred); };
+    reserve_activations(*b.backend, probed, probed.latent_grid(b.width, b.height, a.frames),
+                        any([](const Setting& st) { return st.fis.enabled(); }),
+                        any([](const Setting& st) { return st.cache.enabled; }));
+  }
   const auto t_load = std::chrono::steady_clock::now();
   b.dit = !a.experts.model.empty()
               ? models::load_model(a.experts.model, *b.backend)
@@ -146,6 +156,9 @@ void load_dit_bench(DitBench& b, double shift) {
                 .c_str()
           : "");
   status(line);
+  if (const std::string placed = b.dit->placement(); !placed.empty())
+    status("  --gpu-memory-limit " + std::to_string(a.device.gpu_memory_limit).substr(0, 5) +
+           " GiB: " + placed);
   b.x0 = b.backend->download(b.backend->random_normal(
       {info.in_channels, g.frames, g.height, g.width}, DType::F32, 0, 1, 1));
   const Tensor context = b.backend->download(
@@ -364,7 +377,7 @@ void run_dit_bench(const BenchArgs& a) {
   parse_size(a.size, b.width, b.height);
   const std::vector<Setting> settings = bench_settings(a, b.steps);
   const bool calibrate = check_settings(a, settings);
-  load_dit_bench(b, sampling.shift);
+  load_dit_bench(b, sampling.shift, settings);
   std::vector<Result> results;
   Tensor dense_latent;  // the dense setting's final latent (host), for --compare-dense
   accel::MagRatios calibrated;
@@ -420,6 +433,7 @@ void register_bench(CLI::App& app) {
                   "type (sparse, dense) and compose the loop from them")
       ->capture_default_str();
   add_device_flags(cmd, args->device, "cuda", "cuda or cpu");
+  add_memory_limit_flag(cmd, args->device);
   cmd->add_option("--label", args->label, "name printed in the RESULT lines");
   CLI::Option* vae = cmd->add_option(
       "--vae", args->vae,

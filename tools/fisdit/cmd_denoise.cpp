@@ -61,20 +61,47 @@ void run_denoise(const DenoiseArgs& a) {
   const std::string& model_low = a.experts.model_low;
   check_uncond_context(opt, schedule, sched::expert_boundary(opt, models::probe_model(model)), di,
                        a.inputs);
-  auto high =
-      load_model_reporting(model, *backend, model_low.empty() ? "model" : "high-noise", loras);
-  std::unique_ptr<models::VelocityModel> low;
-  if (!model_low.empty()) low = load_model_reporting(model_low, *backend, "low-noise", loras_low);
+  const models::ModelInfo info = models::probe_model(model);
+  const bool two = !model_low.empty();
+  // Under --gpu-memory-limit each expert is placed beside this latent's activations, and the two
+  // experts take turns on the device (the high-noise one is freed at the switch).
+  const bool limited = backend->memory_budget().limit >= 0;
+  if (limited && di.x.ndim() == 4)
+    reserve_activations(*backend, info, {di.x.dim(1), di.x.dim(2), di.x.dim(3)}, opt.fis.enabled(),
+                        opt.cache.enabled);
+  int skipped_passes = 0, passes = 0;
+  std::unique_ptr<models::VelocityModel> high, low;
+  const auto load = [&](bool use_high) -> models::VelocityModel& {
+    std::unique_ptr<models::VelocityModel>& slot = use_high ? high : low;
+    if (!slot) {
+      if (limited) (use_high ? low : high).reset();
+      slot = load_model_reporting(use_high ? model : model_low, *backend,
+                                  !two       ? "model"
+                                  : use_high ? "high-noise"
+                                             : "low-noise",
+                                  use_high ? loras : loras_low);
+      if (const std::string placed = slot->placement(); !placed.empty()) status("  " + placed);
+    }
+    return *slot;
+  };
+  if (!limited) {  // both loaded before the first step, as the step times assume
+    load(true);
+    if (two) load(false);
+  }
+  const auto on_step = [&](const sched::StepInfo& s) {
+    report_step(s, two);
+    passes += s.passes;
+    skipped_passes += s.skipped_passes;
+  };
   status(std::string("solver ") + sched::solver_name(opt.solver) + ", fis " + opt.fis.describe() +
          ", cache " + opt.cache.describe() +
          (di.z_image.defined() ? ", first frame from 'z_image'" : ""));
-  int skipped_passes = 0, passes = 0;
   const auto start = std::chrono::steady_clock::now();
-  const Tensor x = sched::denoise(*high, low.get(), di, opt, [&](const sched::StepInfo& s) {
-    report_step(s, low != nullptr);
-    passes += s.passes;
-    skipped_passes += s.skipped_passes;
-  });
+  const sched::ExpertFn expert = [&](bool high_noise) -> models::VelocityModel& {
+    return load(high_noise || !two);
+  };
+  const Tensor x = limited ? sched::denoise(info, expert, two, di, opt, on_step)
+                           : sched::denoise(*high, low.get(), di, opt, on_step);
   char line[160];
   std::snprintf(line, sizeof line, "denoised in %.3f s", seconds_since(start));
   if (opt.cache.enabled)
@@ -102,6 +129,7 @@ void register_denoise(CLI::App& app) {
       ->required();
   add_sampling_flags(cmd, args->sampling);
   add_device_flags(cmd, args->device, "cpu");
+  add_memory_limit_flag(cmd, args->device);
   add_fis_flags(cmd, args->fis);
   add_cache_flags(cmd, args->cache);
   cmd->callback([args] { run_denoise(*args); });

@@ -33,6 +33,7 @@ pipeline::GenerateOptions generate_request(const GenerateArgs& a) {
   o.model = model_or_bundled(a.experts.model);
   o.parts["dit_low"] = a.experts.model_low;
   o.device = a.device.device;
+  o.gpu_memory_limit = a.device.gpu_memory_limit;
   const pipeline::ModelDefaults d = pipeline::read_model_defaults(o.model);
   std::optional<std::string> size = a.size;
   std::optional<int> frames = a.frames;
@@ -110,6 +111,7 @@ void register_generate(CLI::App& app) {
   add_device_flags(cmd, args->device, default_device(),
                    "cuda or cpu: where the text encoder, DiT and VAE run (default: cuda when "
                    "this build has it and a GPU is present)");
+  add_memory_limit_flag(cmd, args->device);
   cmd->add_option("--output", args->out.output, "MP4 file to write");
   cmd->add_option("--frames-dir", args->out.frames_dir, "directory for PNG frames");
   cmd->add_option("--fps", args->out.fps, "MP4 frame rate (default: the model's, 16; 24 for ti2v)");

@@ -97,6 +97,7 @@ std::string rerun_command(const QualityArgs& a, const pipeline::QualityOptions& 
              " --guidance " + number_text(o.guidance);
   if (!o.negative.empty()) command += " --negative " + shell_word(o.negative);
   command += " --device " + shell_word(o.device) + " --output-dir " + shell_word(a.output_dir);
+  if (o.gpu_memory_limit > 0) command += " --gpu-memory-limit " + number_text(o.gpu_memory_limit);
   if (a.no_figures) command += " --no-figures";
   return command;
 }
@@ -127,6 +128,7 @@ pipeline::QualityOptions quality_options(const QualityArgs& a) {
   pipeline::GenerateOptions& o = q.base;
   o.model = model;
   o.device = a.device.device;
+  o.gpu_memory_limit = a.device.gpu_memory_limit;
   o.negative = a.negative;
   try {
     parse_size(size.value_or(kDefaultSize), o.width, o.height);
@@ -218,6 +220,7 @@ void register_quality(CLI::App& app) {
                   "directory for quality.md, quality.json, analysis.json and the figures (created)")
       ->required();
   add_device_flags(cmd, args->device, default_device(), "cuda or cpu");
+  add_memory_limit_flag(cmd, args->device);
   cmd->add_option("--size", args->size,
                   std::string("WxH (default: fisdit.json's, else ") + kDefaultSize + ")");
   cmd->add_option(

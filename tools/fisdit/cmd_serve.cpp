@@ -34,6 +34,7 @@ void run_serve(ServeArgs& a) {
   o.model = model_or_bundled(a.experts.model);
   o.parts["dit_low"] = a.experts.model_low;
   o.device = a.device.device;
+  o.gpu_memory_limit = a.device.gpu_memory_limit;
   const pipeline::ModelDefaults d = pipeline::read_model_defaults(o.model);
   m.name = !d.name.empty() ? d.name : std::filesystem::path(o.model).filename().string();
   apply_model_defaults(d, a.size, a.frames, a.sampling);
@@ -116,6 +117,7 @@ void register_serve(CLI::App& app) {
       {.guidance_per_expert = false, .boundary = false, .defaults_from_model = true});
   add_device_flags(cmd, args->device, default_device(),
                    "cuda or cpu (default: cuda when this build has it and a GPU is present)");
+  add_memory_limit_flag(cmd, args->device);
   cmd->callback([args] { run_serve(*args); });
 }
 

@@ -7,12 +7,18 @@ namespace fisdit {
 
 class CpuBackend final : public Backend {
  public:
+  CpuBackend();
   Device device() const override { return Device::CPU; }
   std::string name() const override { return "cpu"; }
 
   Tensor empty(const Shape& shape, DType dtype) override;
   Tensor upload(const Tensor& host, DType dtype) override;
   Tensor download(const Tensor& t) override;
+  // The bytes of the tensors this backend made (empty, upload), reported while a memory limit is
+  // set, which then applies to them as a device's size would (Backend::MemoryBudget).
+  int64_t memory_in_use() const override;
+  int64_t memory_peak() const override;
+  void reset_memory_peak() override;
 
  private:
   // The ops, arguments checked by Backend (backend.cpp).
@@ -59,6 +65,12 @@ class CpuBackend final : public Backend {
   void do_avg_down3d(const Tensor& x, int ft, int fs, Tensor& out) override;
   void do_dup_up3d(const Tensor& x, int ft, int fs, int skip, Tensor& out) override;
   void do_space_to_channels2(const Tensor& x, Tensor& out, bool inverse) override;
+
+  // Counts `t` as held by the backend until its last view dies; past the limit, throws as running
+  // out of GPU memory does.
+  Tensor tracked(Tensor t, const char* op);
+  struct Held;
+  std::shared_ptr<Held> held_;
 };
 
 namespace cpu {

@@ -59,6 +59,8 @@ struct DeviceContext {
   cudaStream_t stream = nullptr;
   cudaMemPool_t pool = nullptr;
   size_t device_total = 0;
+  int64_t limit = -1;                  // Backend::MemoryBudget::limit
+  cudaStream_t copy_stream = nullptr;  // weight streaming (copy_async), made on first use
   ~DeviceContext();
 };
 
@@ -79,6 +81,11 @@ class CudaBackend final : public Backend {
   void synchronize() override;
   Tensor random_normal(const Shape& shape, DType dtype, float mean, float stddev,
                        uint64_t seed) override;
+  void set_memory_budget(const MemoryBudget& budget) override;
+  Tensor pinned_host(const Shape& shape, DType dtype) override;
+  Event record() override;
+  Event copy_async(const Tensor& src, Tensor& dst, const Event& after) override;
+  void wait(const Event& event) override;
 
   cudaStream_t stream() const { return ctx_->stream; }
   MemoryStats memory_stats() const;

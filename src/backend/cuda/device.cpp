@@ -15,11 +15,25 @@
 namespace fisdit::cuda {
 
 DeviceContext::~DeviceContext() {
+  if (copy_stream) {
+    cudaStreamSynchronize(copy_stream);
+    cudaStreamDestroy(copy_stream);
+  }
   if (stream) {
     cudaStreamSynchronize(stream);
     cudaStreamDestroy(stream);
   }
 }
+
+namespace {
+[[noreturn]] void out_of_memory(const char* op, const Shape& shape, DType dtype, size_t bytes,
+                                size_t used, const std::string& why) {
+  char what[320];
+  std::snprintf(what, sizeof what, "out of GPU memory allocating %.3f GiB (%.2f GiB in use by %s)",
+                bytes / 1073741824.0, used / 1073741824.0, why.c_str());
+  fail(op, shape_str(shape) + " " + std::string(dtype_name(dtype)), what);
+}
+}  // namespace
 
 Tensor alloc_device(const std::shared_ptr<DeviceContext>& ctx, const Shape& shape, DType dtype,
                     const char* op) {
@@ -27,18 +41,26 @@ Tensor alloc_device(const std::shared_ptr<DeviceContext>& ctx, const Shape& shap
     if (d < 0) fail(op, shape_str(shape), "negative dimension");
   const size_t bytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
   const size_t padded = ((bytes > 0 ? bytes : 1) + 255) / 256 * 256;
+  if (ctx->limit >= 0) {  // --gpu-memory-limit: as on a card of that size
+    uint64_t used = 0;
+    cudaMemPoolGetAttribute(ctx->pool, cudaMemPoolAttrUsedMemCurrent, &used);
+    if (used + padded > static_cast<uint64_t>(ctx->limit)) {
+      char limit[64];
+      std::snprintf(limit, sizeof limit, "fisdit; the memory limit is %.3f GiB",
+                    ctx->limit / 1073741824.0);
+      out_of_memory(op, shape, dtype, bytes, used, limit);
+    }
+  }
   void* p = nullptr;
   const cudaError_t err = cudaMallocAsync(&p, padded, ctx->stream);
   if (err == cudaErrorMemoryAllocation) {
     cudaGetLastError();
     size_t used = 0;
     cudaMemPoolGetAttribute(ctx->pool, cudaMemPoolAttrUsedMemCurrent, &used);
-    char what[256];
-    std::snprintf(what, sizeof what,
-                  "out of GPU memory allocating %.3f GiB (%.2f GiB in use by fisdit, %.2f GiB "
-                  "device)",
-                  bytes / 1073741824.0, used / 1073741824.0, ctx->device_total / 1073741824.0);
-    fail(op, shape_str(shape) + " " + std::string(dtype_name(dtype)), what);
+    char device[64];
+    std::snprintf(device, sizeof device, "fisdit, %.2f GiB device",
+                  ctx->device_total / 1073741824.0);
+    out_of_memory(op, shape, dtype, bytes, used, device);
   }
   check(err, op, "allocating " + shape_str(shape));
   std::shared_ptr<DeviceContext> keep = ctx;
@@ -160,14 +182,79 @@ Tensor CudaBackend::download(const Tensor& t) {
 void CudaBackend::do_copy(const Tensor& src, Tensor& dst) {
   const char* op = "copy";
   OpScope scope(stream(), op);
-  require_device(src, op, "source");
-  require_device(dst, op, "destination");
+  const bool host = src.device() == Device::CPU || dst.device() == Device::CPU;
   if (src.nbytes())
-    check(cudaMemcpyAsync(dst.raw(), src.raw(), src.nbytes(), cudaMemcpyDeviceToDevice, stream()),
+    check(cudaMemcpyAsync(dst.raw(), src.raw(), src.nbytes(),
+                          host ? cudaMemcpyDefault : cudaMemcpyDeviceToDevice, stream()),
           op, desc(src));
+  if (host) check(cudaStreamSynchronize(stream()), op, desc(src));  // the host side is free now
 }
 
-void CudaBackend::synchronize() { check(cudaStreamSynchronize(stream()), "synchronize", ""); }
+void CudaBackend::synchronize() {
+  if (ctx_->copy_stream)
+    check(cudaStreamSynchronize(ctx_->copy_stream), "synchronize", "copy stream");
+  check(cudaStreamSynchronize(stream()), "synchronize", "");
+}
+
+void CudaBackend::set_memory_budget(const MemoryBudget& budget) {
+  Backend::set_memory_budget(budget);
+  ctx_->limit = budget.limit;
+}
+
+Tensor CudaBackend::pinned_host(const Shape& shape, DType dtype) {
+  const char* op = "pinned_host";
+  const size_t bytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
+  void* p = nullptr;
+  const cudaError_t err = cudaHostAlloc(&p, bytes > 0 ? bytes : 1, cudaHostAllocDefault);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    char what[160];
+    std::snprintf(what, sizeof what, "cannot allocate %.3f GiB of page-locked host memory (%s)",
+                  bytes / 1073741824.0, cudaGetErrorString(err));
+    fail(op, shape_str(shape), what);
+  }
+  std::shared_ptr<const void> owner(p, [](const void* q) { cudaFreeHost(const_cast<void*>(q)); });
+  return Tensor::view_of(std::move(owner), p, shape, dtype, Device::CPU);
+}
+
+namespace {
+Backend::Event make_event(const char* op) {
+  cudaEvent_t e = nullptr;
+  check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), op, "creating an event");
+  return {std::shared_ptr<void>(e, [](void* q) { cudaEventDestroy(static_cast<cudaEvent_t>(q)); })};
+}
+cudaEvent_t event_of(const Backend::Event& e) { return static_cast<cudaEvent_t>(e.handle.get()); }
+}  // namespace
+
+Backend::Event CudaBackend::record() {
+  Event e = make_event("record");
+  check(cudaEventRecord(event_of(e), stream()), "record", "");
+  return e;
+}
+
+Backend::Event CudaBackend::copy_async(const Tensor& src, Tensor& dst, const Event& after) {
+  const char* op = "copy_async";
+  require(src.defined() && dst.defined(), op, "a tensor is undefined");
+  require(src.device() == Device::CPU, op, "the source " + desc(src) + " must be a host tensor");
+  require_device(dst, op, "destination");
+  require(src.nbytes() == dst.nbytes(), op,
+          "source " + desc(src) + " and destination " + desc(dst) + " differ in size");
+  if (!ctx_->copy_stream)
+    check(cudaStreamCreateWithFlags(&ctx_->copy_stream, cudaStreamNonBlocking), op,
+          "creating the copy stream");
+  if (after.handle) check(cudaStreamWaitEvent(ctx_->copy_stream, event_of(after), 0), op, "wait");
+  if (src.nbytes())
+    check(cudaMemcpyAsync(dst.raw(), src.raw(), src.nbytes(), cudaMemcpyHostToDevice,
+                          ctx_->copy_stream),
+          op, desc(src));
+  Event done = make_event(op);
+  check(cudaEventRecord(event_of(done), ctx_->copy_stream), op, "");
+  return done;
+}
+
+void CudaBackend::wait(const Event& event) {
+  if (event.handle) check(cudaStreamWaitEvent(stream(), event_of(event), 0), "wait", "");
+}
 
 MemoryStats CudaBackend::memory_stats() const {
   MemoryStats s;

@@ -1,5 +1,6 @@
 #include "models/wan/dit.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 
@@ -53,6 +54,17 @@ std::vector<std::pair<std::string, Shape>> dit_parameter_shapes(const WanConfig&
   return s;
 }
 
+std::vector<Tensor*> DitBlockWeights::tensors() {
+  std::vector<Tensor*> all = {
+      &modulation, &sa_q_w,  &sa_q_b,    &sa_k_w,    &sa_k_b,    &sa_v_w,    &sa_v_b,
+      &sa_o_w,     &sa_o_b,  &sa_norm_q, &sa_norm_k, &ca_q_w,    &ca_q_b,    &ca_k_w,
+      &ca_k_b,     &ca_v_w,  &ca_v_b,    &ca_o_w,    &ca_o_b,    &ca_norm_q, &ca_norm_k,
+      &norm3_w,    &norm3_b, &ffn_in_w,  &ffn_in_b,  &ffn_out_w, &ffn_out_b};
+  all.erase(std::remove_if(all.begin(), all.end(), [](const Tensor* t) { return !t->defined(); }),
+            all.end());
+  return all;
+}
+
 models::ModelInfo model_info(const WanConfig& cfg) {
   models::ModelInfo info;
   info.family = "wan";
@@ -66,6 +78,24 @@ models::ModelInfo model_info(const WanConfig& cfg) {
   info.patch = cfg.patch_size;
   info.vae_stride = vae_stride(cfg);
   info.expert_boundary = cfg.task == models::Task::I2V ? 0.9f : 0.875f;  // the A14B pipelines'
+  info.activation_bytes = [cfg](const models::LatentGrid& g, int act, bool fis, bool cache) {
+    // What lives at once in forward() (F32 unless said): the hidden state h and the patches; with
+    // MagCache h_in and the kept residual, with FIS the anchors' rows xa; then the larger of a
+    // block's self-attention (branch, xn, q, k, v, o in the activation dtype) and its FFN (branch,
+    // xn, hidden), or the head's F32 norm output; the text side; library workspaces.
+    const auto& p = cfg.patch_size;
+    const int64_t tokens = g.frames / p[0] * (g.height / p[1]) * (g.width / p[2]);
+    const int64_t ld = tokens * cfg.dim;
+    int64_t bytes = 4 * ld + tokens * int64_t{cfg.in_dim} * p[0] * p[1] * p[2] * 4;
+    if (cache) bytes += 8 * ld;
+    if (fis) bytes += 4 * ld;
+    const int64_t attention = 6 * act * ld;
+    const int64_t ffn = 2 * act * ld + int64_t{act} * tokens * cfg.ffn_dim;
+    const int64_t head = 4 * ld + tokens * int64_t{cfg.out_dim} * p[0] * p[1] * p[2] * 8;
+    bytes += std::max({attention, ffn, head});
+    bytes += 6 * int64_t{cfg.text_len} * cfg.dim * 4;  // text embedding, cross-attention k, v
+    return bytes + (int64_t{512} << 20);
+  };
   info.forward_flops = [cfg](const models::LatentGrid& g, const accel::FisPlan* plan,
                              bool step_open, int64_t timestep_rows) {
     const auto& p = cfg.patch_size;
@@ -82,6 +112,23 @@ WanDiT::WanDiT(WanConfig cfg, Backend& backend, const WeightFn& weights)
   info_ = model_info(cfg_);
   const auto shapes = dit_parameter_shapes(cfg_);
   std::map<std::string, Shape> shape_of(shapes.begin(), shapes.end());
+  // Where the weights go: every block on the device, or, under a memory budget, as many as fit
+  // and the rest streamed (models/offload.h). Bytes as the device stores them.
+  int64_t block_bytes = 0, other_bytes = 0;
+  for (const auto& [name, shape] : shapes) {
+    if (name == "head.modulation") continue;  // kept on the host
+    const bool block = name.rfind("blocks.", 0) == 0;
+    if (block && name.rfind("blocks.0.", 0) != 0) continue;
+    const DType dt =
+        name.find("modulation") != std::string::npos ? DType::F32 : backend_.weight_dtype();
+    const int64_t bytes =
+        (shape_numel(shape) * static_cast<int64_t>(dtype_size(dt)) + 255) / 256 * 256;
+    (block ? block_bytes : other_bytes) += bytes;
+  }
+  plan_ = models::plan_for_budget(backend_, cfg_.num_layers, block_bytes, other_bytes,
+                                  "this Wan DiT (" + std::to_string(cfg_.num_layers) +
+                                      " blocks, dim " + std::to_string(cfg_.dim) + ")");
+  if (plan_.active()) streamer_ = std::make_unique<models::BlockStreamer>(backend_, plan_);
   auto load = [&](const std::string& name) {
     return backend_.upload(weights(name, shape_of.at(name)), backend_.weight_dtype());
   };
@@ -133,8 +180,11 @@ WanDiT::WanDiT(WanConfig cfg, Backend& backend, const WeightFn& weights)
     w.ffn_in_b = load(b + "ffn.0.bias");
     w.ffn_out_w = load(b + "ffn.2.weight");
     w.ffn_out_b = load(b + "ffn.2.bias");
+    if (streamer_) streamer_->add_block(i, w.tensors());
   }
 }
+
+std::string WanDiT::placement() const { return plan_.active() ? plan_.describe() : ""; }
 
 Tensor WanDiT::embed_text(const Tensor& context) {
   if (context.ndim() != 2 || context.dim(1) != cfg_.text_dim)
@@ -406,6 +456,7 @@ Tensor WanDiT::forward(const Tensor& x, const Tensor& t, const Tensor& text,
     }
     Tensor block_table = backend_.empty({rows, 6 * d});
     for (int i = 0; i < cfg_.num_layers; ++i) {
+      if (streamer_) streamer_->fetch(i);
       backend_.add_row(e0, blocks_[static_cast<size_t>(i)].modulation, block_table);
       const Modulation mod{block_table.reshape({rows, 6, d}), token_rows_dev};
       const accel::BlockPlan bp = plan ? plan->plan_for(step_open, i) : accel::BlockPlan{};
@@ -413,6 +464,7 @@ Tensor WanDiT::forward(const Tensor& x, const Tensor& t, const Tensor& text,
         run_block_sparse(i, h, mod, grid, text, bp.anchors, plan->config());
       else
         run_block(i, h, mod, grid, text);
+      if (streamer_) streamer_->release(i);
       if (observer) observe("block_" + std::to_string(i), h);
     }
     if (stack.keep) {

@@ -1,12 +1,14 @@
 #pragma once
 // The Wan 2.2 DiT (wan/modules/model.py WanModel) on any backend, dense or with an FIS plan.
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "accel/fis.h"
 #include "backend/backend.h"
 #include "models/model.h"
+#include "models/offload.h"
 #include "models/wan/config.h"
 
 namespace fisdit::wan {
@@ -33,6 +35,8 @@ struct DitBlockWeights {
   Tensor ca_q_w, ca_q_b, ca_k_w, ca_k_b, ca_v_w, ca_v_b, ca_o_w, ca_o_b, ca_norm_q, ca_norm_k;
   Tensor norm3_w, norm3_b;
   Tensor ffn_in_w, ffn_in_b, ffn_out_w, ffn_out_b;
+  // Every tensor above that is defined (what a BlockStreamer moves).
+  std::vector<Tensor*> tensors();
 };
 
 class WanDiT final : public models::VelocityModel {
@@ -46,6 +50,11 @@ class WanDiT final : public models::VelocityModel {
   // branch reconstructions literally, as FIS.md words them: the reference for tests.
   void set_literal_module_reconstruction(bool literal) { literal_module_reconstruction_ = literal; }
   Backend& backend() override { return backend_; }
+  // Under the backend's memory budget (--gpu-memory-limit) blocks that do not fit stream from
+  // host memory (models/offload.h); the plan made at load.
+  const models::OffloadPlan& offload_plan() const { return plan_; }
+  std::string placement() const override;
+  int64_t bytes_streamed() const { return streamer_ ? streamer_->bytes_streamed() : 0; }
 
   // The text embedding of `context` [L_txt <= text_len, text_dim] (host), zero-padded to
   // text_len as the official forward does; the padded rows are attended. Reused across steps.
@@ -84,6 +93,8 @@ class WanDiT final : public models::VelocityModel {
   Tensor time0_w_, time0_b_, time2_w_, time2_b_, proj_w_, proj_b_;
   Tensor head_mod_, head_w_, head_b_;
   std::vector<DitBlockWeights> blocks_;
+  models::OffloadPlan plan_;
+  std::unique_ptr<models::BlockStreamer> streamer_;  // when plan_ streams blocks
   bool literal_module_reconstruction_ = false;
 };
 
