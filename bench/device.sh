@@ -194,6 +194,14 @@ if [ "${MODE#release-}" != "$MODE" ]; then
     gen 480p-balanced --size 832x480 --frames 81 --steps 4 --fis balanced
     gen 480p-balanced-limit24 --size 832x480 --frames 81 --steps 4 --fis balanced --gpu-memory-limit 24
     gen 720p-balanced-limit24 --size 1280x720 --frames 81 --steps 4 --fis balanced --gpu-memory-limit 24
+    gen 720p-balanced --size 1280x720 --frames 81 --steps 4 --fis balanced
+    # The full-size umT5 per pass, streamed per block and resident (a kept-loaded generator).
+    for mode in "" --resident; do
+      ./build-device/fisdit text-encode --device cuda --text-encoder "$REL/models_t5_umt5-xxl-enc-bf16.pth" \
+        --tokenizer "$REL/google/umt5-xxl" --prompt "a red ball rolls across a wooden table, soft window light" \
+        --repeats 3 $mode --output /tmp/fisdit-context.safetensors 2>&1 | grep -E "^(encoded|loaded|resident)" |
+        sed "s/^/  text-encode ${mode:-streamed}: /" | tee -a "$SUMMARY"
+    done
   elif [ "$task" = i2v ]; then
     gen i2v-480p-balanced --size 832x480 --frames 81 --steps 4 --fis balanced
     gen i2v-720p-balanced --size 1280x720 --frames 81 --steps 4 --fis balanced

@@ -92,6 +92,9 @@ class Backend {
   virtual int64_t memory_in_use() const { return -1; }
   virtual int64_t memory_peak() const { return -1; }
   virtual void reset_memory_peak() {}
+  // Bytes the backend could still allocate now (free device memory and what its pool holds
+  // unused, within the memory limit); -1 where it does not know (the CPU backend without a limit).
+  virtual int64_t memory_free() const { return -1; }
   // The memory budget (--gpu-memory-limit). `limit`: bytes of device memory the backend may hold
   // at once; an allocation past it fails as running out of GPU memory does (the error names the
   // limit), as on a card of that size. `reserve`: of those, what a model that places its weights

@@ -32,6 +32,10 @@ struct ReleaseOptions {
   // false: the release is used without its VAE (fisdit analyze: text and DiT only), which then
   // need not exist; the image and decode stages throw.
   bool vae = true;
+  // The text encoder's weights stay on the device once a prompt has uploaded them, so a new
+  // prompt costs only the encoder's compute (a kept-loaded generator on a GPU); by default they
+  // go up one block at a time for each batch of prompts.
+  bool resident_text_encoder = false;
 };
 
 struct ReleaseInfo {
@@ -88,6 +92,13 @@ class Release {
   // use; *load_report gets one line when this call loaded it.
   virtual VelocityModel& expert(bool high_noise, Backend& backend,
                                 std::string* load_report = nullptr) = 0;
+  // The device bytes of an expert's weights on `backend`, all resident (none streamed), without
+  // loading it; -1 when the family cannot tell.
+  virtual int64_t expert_bytes(bool high_noise, const Backend& backend) const {
+    (void)high_noise;
+    (void)backend;
+    return -1;
+  }
   // Stage decode: a final latent [C, F', H', W'] (normalised, as the DiT sees it) to a video
   // [3, F, H, W] clamped to [-1, 1].
   virtual Tensor decode(const Tensor& latent, Backend& backend, const StageProgress& progress) = 0;

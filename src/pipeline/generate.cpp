@@ -51,9 +51,12 @@ std::string expert_name(bool two_experts, bool high) {
   return high ? "high-noise expert" : "low-noise expert";
 }
 
-models::ReleaseOptions release_options(const GenerateOptions& o) {
+models::ReleaseOptions release_options(const GenerateOptions& o, bool keep_loaded) {
   if (o.lora_strength != o.lora_strength) throw ParamError("lora_strength", ": must be a number");
   models::ReleaseOptions r;
+  // Kept loaded without a memory limit: the text encoder's weights stay on the GPU too (freed
+  // first when a stage runs out of memory, State::free_room).
+  r.resident_text_encoder = keep_loaded && !(o.gpu_memory_limit > 0);
   r.parts = o.parts;
   if (!o.lora_high.empty()) r.lora_high.push_back({o.lora_high, o.lora_strength});
   if (!o.lora_low.empty()) r.lora_low.push_back({o.lora_low, o.lora_strength});
@@ -159,21 +162,39 @@ struct Generator::State {
   std::map<std::string, models::EncodedText> texts;
   std::deque<std::string> text_order;
   void keep_text(const std::string& text, models::EncodedText encoded);
-  // keep_loaded: the experts held, so running out of GPU memory can free what a stage does not
-  // need (free_experts) and retry it once, rather than fail the request.
+  // keep_loaded: what is held, so running out of GPU memory can free what a stage does not need
+  // (free_room) and run it again, rather than fail the request: first the text encoder's
+  // resident weights (a new prompt uploads them again), then the DiT experts named.
+  bool text_held = false;
   bool expert_held[2] = {false, false};  // high, low
-  bool free_experts(bool high, bool low, const std::string& why);
-  // Runs `stage`; when it runs out of GPU memory and freeing the held experts named (high, low)
-  // frees one, runs it once more.
+  struct Room {
+    bool text = false, high = false, low = false;
+  };
+  bool free_room(Room room, const std::string& why);
+  // Runs `stage`; while it runs out of GPU memory and free_room frees something, runs it again.
   template <class F>
-  decltype(auto) with_room(bool high, bool low, const std::string& why, F&& stage) {
-    try {
-      return stage();
-    } catch (const Error& e) {
-      if (!out_of_gpu_memory(e) || !free_experts(high, low, why)) throw;
+  decltype(auto) with_room(Room room, const std::string& why, F&& stage) {
+    for (;;) {
+      try {
+        return stage();
+      } catch (const Error& e) {
+        if (!out_of_gpu_memory(e) || !free_room(room, why)) throw;
+      }
     }
-    return stage();
   }
+
+  // The activations of a step over `grid` (ModelInfo::activation_bytes; 0 when unknown).
+  int64_t step_bytes(const models::LatentGrid& grid, bool fis, bool cache) const {
+    const models::ModelInfo& mi = release->info().model;
+    return mi.activation_bytes
+               ? mi.activation_bytes(
+                     grid, static_cast<int>(dtype_size(backend->activation_dtype())), fis, cache)
+               : 0;
+  }
+  // Whether expert `high` (not loaded) and a step of `step` bytes fit in the free memory, decided
+  // before loading it (true when the backend or the family cannot tell); otherwise says so in
+  // the log, naming `beside` (what holds the memory).
+  bool expert_fits(bool high, int64_t step, const std::string& beside) const;
 
   // ---- the stages of run(); each records its seconds (and peak memory) in `log`
   void encode_text(const CheckedRequest& r, sched::DenoiseInputs& in, nlohmann::json& summary,
@@ -206,7 +227,11 @@ void Generator::State::encode_text(const CheckedRequest& r, sched::DenoiseInputs
   std::map<std::string, models::EncodedText> fresh;
   double load_seconds = 0;
   if (!todo.empty()) {
-    std::vector<models::EncodedText> encoded = release->encode_text(todo, *backend, &load_seconds);
+    // Kept loaded, the encoder's resident weights may not fit beside the experts: they go.
+    std::vector<models::EncodedText> encoded =
+        with_room({false, true, true}, "the text encoder",
+                  [&] { return release->encode_text(todo, *backend, &load_seconds); });
+    if (keep_loaded) text_held = true;
     for (size_t i = 0; i < todo.size(); ++i)
       if (keep_loaded)
         keep_text(todo[i], std::move(encoded[i]));
@@ -234,19 +259,40 @@ void Generator::State::encode_text(const CheckedRequest& r, sched::DenoiseInputs
   bar.finish();
 }
 
-bool Generator::State::free_experts(bool high, bool low, const std::string& why) {
-  const bool any = (high && expert_held[0]) || (low && expert_held[1]);
+bool Generator::State::free_room(Room room, const std::string& why) {
+  if (room.text && text_held) {
+    release->unload(models::Release::Part::TextEncoder);
+    text_held = false;
+    std::fprintf(stderr,
+                 "out of GPU memory: freed the resident text encoder weights for %s; they go up "
+                 "again with the next new prompt\n",
+                 why.c_str());
+    return true;
+  }
+  const bool any = (room.high && expert_held[0]) || (room.low && expert_held[1]);
   if (!any) return false;
-  if (high && expert_held[0]) release->unload(models::Release::Part::HighExpert);
-  if (low && expert_held[1]) release->unload(models::Release::Part::LowExpert);
-  if (high) expert_held[0] = false;
-  if (low) expert_held[1] = false;
+  if (room.high && expert_held[0]) release->unload(models::Release::Part::HighExpert);
+  if (room.low && expert_held[1]) release->unload(models::Release::Part::LowExpert);
+  if (room.high) expert_held[0] = false;
+  if (room.low) expert_held[1] = false;
   // Said even without progress bars (fisdit serve logs it): the next request loads them again.
   std::fprintf(stderr,
                "out of GPU memory: freed the resident DiT expert(s) for %s; they load again "
                "when needed\n",
                why.c_str());
   return true;
+}
+
+bool Generator::State::expert_fits(bool high, int64_t step, const std::string& beside) const {
+  const int64_t need = release->expert_bytes(high, *backend), free_now = backend->memory_free();
+  if (need < 0 || free_now < 0 || free_now >= need + step) return true;
+  const double gib = 1073741824.0;
+  std::fprintf(stderr,
+               "%.1f GiB of GPU memory free beside %s: the %s (%.1f GiB) and a step's "
+               "activations (%.1f GiB) do not fit, so the experts take turns\n",
+               free_now / gib, beside.c_str(), high ? "high-noise expert" : "low-noise expert",
+               need / gib, step / gib);
+  return false;
 }
 
 void Generator::State::keep_text(const std::string& text, models::EncodedText encoded) {
@@ -312,11 +358,18 @@ Tensor Generator::State::sample(const CheckedRequest& r, const sched::DenoiseInp
       release->unload(use_high ? models::Release::Part::LowExpert
                                : models::Release::Part::HighExpert);
       expert_held[use_high ? 1 : 0] = false;
+    } else if (two && expert_held[use_high ? 1 : 0] && !expert_held[use_high ? 0 : 1] &&
+               !expert_fits(use_high, step_bytes(r.grid, o.fis.enabled(), o.cache.enabled),
+                            use_high ? "the low-noise expert" : "the high-noise expert")) {
+      // Kept loaded: both experts stay resident only while the free memory holds this one too.
+      release->unload(use_high ? models::Release::Part::LowExpert
+                               : models::Release::Part::HighExpert);
+      expert_held[use_high ? 1 : 0] = false;
     }
     std::string report;
     // Both experts resident only while they fit: else the other one makes room.
     models::VelocityModel& m = with_room(
-        !use_high, use_high, "loading the " + expert_name(two, high),
+        {true, !use_high, use_high}, "loading the " + expert_name(two, high),
         [&]() -> models::VelocityModel& { return release->expert(use_high, *backend, &report); });
     expert_held[use_high ? 0 : 1] = true;
     if (!report.empty()) {
@@ -384,7 +437,8 @@ Tensor Generator::State::decode(const Tensor& latent, bool progress,
 }
 
 Generator::Generator(const GenerateOptions& model, bool keep_loaded)
-    : Generator(models::open_release(model.model, release_options(model)), model, keep_loaded) {}
+    : Generator(models::open_release(model.model, release_options(model, keep_loaded)), model,
+                keep_loaded) {}
 
 Generator::Generator(std::unique_ptr<models::Release> release, const GenerateOptions& model,
                      bool keep_loaded)
@@ -422,15 +476,31 @@ double Generator::preload() {
   // The empty prompt is the default negative prompt: encoding it loads the encoder.
   if (!s.texts.count(""))
     s.keep_text("", std::move(s.release->encode_text({""}, *s.backend, nullptr).at(0)));
-  s.release->expert(true, *s.backend);
+  s.text_held = true;
+  s.with_room({true, false, false}, "loading the DiT",
+              [&]() -> models::VelocityModel& { return s.release->expert(true, *s.backend); });
   s.expert_held[0] = true;
   if (s.release->info().two_experts) {
+    // Both experts resident when the free memory holds the second one and a step of the
+    // generator's default size (said in the log either way).
+    models::LatentGrid grid;
     try {
-      s.release->expert(false, *s.backend);
-      s.expert_held[1] = true;
-    } catch (const Error& e) {
-      if (!out_of_gpu_memory(e)) throw;  // the low-noise expert loads at the switch instead
-      std::fprintf(stderr, "both DiT experts do not fit in GPU memory: they take turns\n");
+      grid = s.release->info().model.latent_grid(s.model.width, s.model.height, s.model.frames);
+    } catch (const Error&) {
+    }
+    const int64_t step = s.step_bytes(grid, s.model.fis.enabled(), s.model.cache.enabled);
+    if (s.expert_fits(false, step, "the high-noise expert")) {
+      try {
+        s.release->expert(false, *s.backend);
+        s.expert_held[1] = true;
+        const int64_t free_now = s.backend->memory_free();
+        if (free_now >= 0)
+          std::fprintf(stderr, "both DiT experts resident, %.1f GiB of GPU memory free\n",
+                       free_now / 1073741824.0);
+      } catch (const Error& e) {
+        if (!out_of_gpu_memory(e)) throw;  // the low-noise expert loads at the switch instead
+        std::fprintf(stderr, "both DiT experts do not fit in GPU memory: they take turns\n");
+      }
     }
   }
   return since(t0);
@@ -473,7 +543,7 @@ GenerateResult Generator::run(const GenerateOptions& request) {
     if (r.options.decode) {
       log.begin();
       const auto t0 = Clock::now();
-      result.video = s.with_room(true, true, "the decode", [&] {
+      result.video = s.with_room({true, true, true}, "the decode", [&] {
         return s.decode(result.latent, r.options.progress, &r.options);
       });
       log.seconds["vae_decode"] = since(t0);

@@ -106,6 +106,24 @@ TEST(CudaT5, EncoderMatchesTheOfficialCode) {
   }
 }
 
+// Resident weights on the GPU: later passes read the blocks the first one left there, with the
+// streamed encoder's results bit for bit.
+TEST(CudaT5, ResidentWeightsGiveTheStreamedResults) {
+  FISDIT_REQUIRE_GPU();
+  const std::string path = std::string(FISDIT_TEST_DATA) + "/wan/t5_tiny.safetensors";
+  const auto fixture = SafetensorsFile::open(path);
+  auto encoder = wan::load_t5(wan::open_t5(path), gpu);
+  auto in = [&](const std::string& n) { return integers(fixture->tensor_f32("input." + n)); };
+  const Tensor want = encoder->encode(in("ids"), in("mask"));
+  encoder->set_resident(true);
+  for (int pass = 0; pass < 3; ++pass) {
+    const Tensor got = encoder->encode(in("ids"), in("mask"));
+    ASSERT_EQ(got.shape(), want.shape());
+    EXPECT_EQ(std::memcmp(got.raw(), want.raw(), want.nbytes()), 0) << pass;
+    EXPECT_GT(encoder->resident_bytes(), 0);
+  }
+}
+
 // A scaled fp8 encoder (every projection F8_E4M3 with a scale_weight, official names): the GPU
 // dequantises each block straight to bf16; its output matches the CPU's from the same file.
 TEST(CudaT5, ScaledFp8EncoderMatchesTheCpu) {

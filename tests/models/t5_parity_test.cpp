@@ -164,6 +164,33 @@ TEST_F(T5Parity, EncodeManyEqualsEncodingEachAlone) {
                std::exception);
 }
 
+// Resident weights (a kept-loaded generator): the first pass leaves every block on the backend,
+// later passes read them there; every result equals the streamed encoder's bit for bit, and
+// turning it off frees them.
+TEST_F(T5Parity, ResidentWeightsGiveTheStreamedResults) {
+  const std::vector<int64_t> ids = integers(input("ids")), mask = integers(input("mask"));
+  const std::vector<int64_t> ids_long = integers(input("ids_long")),
+                             mask_long = integers(input("mask_long"));
+  const Tensor want = encoder_->encode(ids, mask),
+               want_long = encoder_->encode(ids_long, mask_long);
+  EXPECT_FALSE(encoder_->resident());
+  EXPECT_EQ(encoder_->resident_bytes(), 0);
+  encoder_->set_resident(true);
+  for (int pass = 0; pass < 2; ++pass) {
+    const std::vector<Tensor> got = encoder_->encode_many({{ids, mask}, {ids_long, mask_long}});
+    EXPECT_EQ(rel_l2(got[0], want), 0.0) << pass;
+    EXPECT_EQ(rel_l2(got[1], want_long), 0.0) << pass;
+    // Every block's matrices (fp32 on the CPU backend) and norms stay.
+    const wan::T5Config& c = encoder_->config();
+    const int64_t per_block =
+        4 * (int64_t{c.dim} * c.dim_attn * 2 + int64_t{c.dim} * c.dim_ffn * 3 + 2 * c.dim);
+    EXPECT_GE(encoder_->resident_bytes(), c.num_layers * per_block) << pass;
+  }
+  encoder_->set_resident(false);
+  EXPECT_EQ(encoder_->resident_bytes(), 0);
+  EXPECT_EQ(rel_l2(encoder_->encode(ids, mask), want), 0.0);
+}
+
 TEST_F(T5Parity, BadTokensAreRefusedNamingThePosition) {
   std::vector<int64_t> ids = integers(input("ids")), mask = integers(input("mask"));
   ids[3] = 256;

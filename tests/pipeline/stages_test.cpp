@@ -24,7 +24,11 @@ using iotest::TempDir;
 // A velocity model that predicts zeros: enough for the sampling loop to run.
 class ZeroModel final : public models::VelocityModel {
  public:
-  ZeroModel(models::ModelInfo info, Backend& backend) : info_(std::move(info)), be_(backend) {}
+  // `bytes`: weights it holds on the backend (counted there while a memory limit is set).
+  ZeroModel(models::ModelInfo info, Backend& backend, int64_t bytes = 0)
+      : info_(std::move(info)), be_(backend) {
+    if (bytes) weights_ = be_.empty({bytes}, DType::U8);
+  }
   const models::ModelInfo& info() const override { return info_; }
   Backend& backend() override { return be_; }
   Tensor embed_text(const models::TextContext& text) override {
@@ -40,6 +44,7 @@ class ZeroModel final : public models::VelocityModel {
  private:
   models::ModelInfo info_;
   Backend& be_;
+  Tensor weights_;
 };
 
 // A release of a Wan-shaped model whose every stage is logged.
@@ -86,11 +91,13 @@ class RecordingRelease final : public models::Release {
                   (high ? "high" : "low") + "-noise expert (test)");
     if (!slot) {
       log_.push_back(high ? "load high" : "load low");
-      slot = std::make_unique<ZeroModel>(info_.model, backend);
+      slot = std::make_unique<ZeroModel>(info_.model, backend, kExpertBytes);
       if (report) *report = high ? "high" : "low";
     }
     return *slot;
   }
+  static constexpr int64_t kExpertBytes = int64_t{1} << 20;
+  int64_t expert_bytes(bool, const Backend&) const override { return kExpertBytes; }
   Tensor decode(const Tensor& latent, Backend&, const models::StageProgress&) override {
     if (held() + 1 > capacity_) throw Error("out of GPU memory allocating 20 GiB (test decode)");
     log_.push_back("decode");
@@ -260,13 +267,15 @@ TEST(GenerateStages, ResidentExpertsMakeRoomWhenTheGpuRunsOut) {
   auto owned = std::make_unique<RecordingRelease>(models::Task::T2V, true, log);
   RecordingRelease& release = *owned;
   Generator g(std::move(owned), o, true);
-  // Room for both experts, but not for the decode beside them.
+  // Room for both experts, but not for the decode beside them: the text encoder's resident
+  // weights go first, then the experts.
   release.set_capacity(2);
   g.preload();
   EXPECT_EQ(release.held(), 2);
   log.clear();
   g.run(o);
-  EXPECT_EQ(log, (std::vector<std::string>{"text 1", "unload high", "unload low", "decode"}));
+  EXPECT_EQ(log, (std::vector<std::string>{"text 1", "unload text", "unload high", "unload low",
+                                           "decode"}));
   // Room for one expert: they take turns at the switch, and the decode frees the last one.
   release.set_capacity(1);
   log.clear();
@@ -280,6 +289,52 @@ TEST(GenerateStages, ResidentExpertsMakeRoomWhenTheGpuRunsOut) {
     FAIL() << "ran without memory";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("out of GPU memory"), std::string::npos) << e.what();
+  }
+}
+
+// Kept loaded, whether both experts stay resident is decided from the free memory before the
+// second one loads (here the CPU backend under a memory limit, which counts each expert's
+// weights): said in the log, and the experts take turns without running out of memory first.
+TEST(GenerateStages, BothExpertsResidentIsDecidedFromTheFreeMemory) {
+  const wan::WanConfig cfg = [] {
+    wan::WanConfig c;
+    c.dim = 64;
+    c.num_heads = 2;
+    c.num_layers = 4;
+    return c;
+  }();
+  const models::ModelInfo info = wan::model_info(cfg);
+  GenerateOptions o = request();
+  const int64_t step = info.activation_bytes(info.latent_grid(o.width, o.height, o.frames), 4,
+                                             o.fis.enabled(), o.cache.enabled);
+  const double gib = 1073741824.0;
+  const int64_t expert = RecordingRelease::kExpertBytes;
+  {  // room for both: both load at start and nothing loads again
+    std::vector<std::string> log;
+    o.gpu_memory_limit = static_cast<double>(step + 2 * expert + expert / 2) / gib;
+    Generator g(std::make_unique<RecordingRelease>(models::Task::T2V, true, log), o, true);
+    testing::internal::CaptureStderr();
+    g.preload();
+    const std::string said = testing::internal::GetCapturedStderr();
+    EXPECT_NE(said.find("both DiT experts resident"), std::string::npos) << said;
+    EXPECT_EQ(log, (std::vector<std::string>{"text 1", "load high", "load low"}));
+    log.clear();
+    g.run(o);
+    g.run(o);
+    EXPECT_EQ(log, (std::vector<std::string>{"text 1", "decode", "decode"}));
+  }
+  {  // room for one: the second one is not loaded at start; at each switch the other goes first
+    std::vector<std::string> log;
+    o.gpu_memory_limit = static_cast<double>(step + expert + expert / 2) / gib;
+    Generator g(std::make_unique<RecordingRelease>(models::Task::T2V, true, log), o, true);
+    testing::internal::CaptureStderr();
+    g.preload();
+    g.run(o);
+    const std::string said = testing::internal::GetCapturedStderr();
+    EXPECT_NE(said.find("do not fit, so the experts take turns"), std::string::npos) << said;
+    EXPECT_EQ(said.find("out of GPU memory"), std::string::npos) << said;
+    EXPECT_EQ(log, (std::vector<std::string>{"text 1", "load high", "text 1", "unload high",
+                                             "load low", "decode"}));
   }
 }
 

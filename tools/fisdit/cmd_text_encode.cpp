@@ -65,6 +65,8 @@ struct TextEncodeArgs {
   std::optional<std::string> prompt;
   DeviceFlags device;
   int text_len = wan::kT5TextLen;
+  int repeats = 1;
+  bool resident = false;
 };
 
 void check_args(const TextEncodeArgs& a) {
@@ -77,6 +79,8 @@ void check_args(const TextEncodeArgs& a) {
   if (!a.prompt && !a.tokenizer.empty()) throw Error("--tokenizer is only used with --prompt");
   if (a.text_len < 1)
     throw Error("--text-len must be at least 1, got " + std::to_string(a.text_len));
+  if (a.repeats < 1 || a.repeats > 1000)
+    throw Error("--repeats must be in [1, 1000], got " + std::to_string(a.repeats));
 }
 
 // --inputs: the token 'ids' and their 'mask', checked against each other.
@@ -152,26 +156,38 @@ void run_text_encode(const TextEncodeArgs& a) {
                 a.text_encoder.c_str(), c.dim, c.num_layers, c.num_heads, c.vocab,
                 src.config_origin.c_str(), seconds_since(start));
   status(line);
-  start = std::chrono::steady_clock::now();
+  encoder->set_resident(a.resident);
   NamedTensors out;
+  // Each pass timed on its own (--repeats): with --resident the first uploads the weights and
+  // keeps them, the later ones are the encoder's compute alone.
+  for (int pass = 1; pass <= a.repeats; ++pass) {
+    start = std::chrono::steady_clock::now();
+    const std::string which =
+        a.repeats > 1 ? " (pass " + std::to_string(pass) + " of " + std::to_string(a.repeats) + ")"
+                      : "";
 #ifdef FISDIT_WITH_PIPELINE
-  if (tokenizer) {
-    const wan::PromptContext encoded =
-        wan::encode_prompt(*tokenizer, *encoder, *a.prompt, a.text_len);
-    std::snprintf(line, sizeof line, "encoded the prompt: %lld of %d tokens in %.3f s",
-                  static_cast<long long>(encoded.tokens.length), a.text_len, seconds_since(start));
-    out = {{"context", encoded.context},
-           {"ids", encoded.tokens.ids_tensor()},
-           {"mask", encoded.tokens.mask_tensor()}};
-  } else
+    if (tokenizer) {
+      const wan::PromptContext encoded =
+          wan::encode_prompt(*tokenizer, *encoder, *a.prompt, a.text_len);
+      std::snprintf(line, sizeof line, "encoded the prompt: %lld of %d tokens in %.3f s%s",
+                    static_cast<long long>(encoded.tokens.length), a.text_len, seconds_since(start),
+                    which.c_str());
+      out = {{"context", encoded.context},
+             {"ids", encoded.tokens.ids_tensor()},
+             {"mask", encoded.tokens.mask_tensor()}};
+    } else
 #endif
-  {
-    const Tensor context = encoder->encode(tokens.ids, tokens.mask);
-    std::snprintf(line, sizeof line, "encoded %lld of %zu tokens in %.3f s",
-                  static_cast<long long>(context.dim(0)), tokens.ids.size(), seconds_since(start));
-    out = {{"context", context}};
+    {
+      const Tensor context = encoder->encode(tokens.ids, tokens.mask);
+      std::snprintf(line, sizeof line, "encoded %lld of %zu tokens in %.3f s%s",
+                    static_cast<long long>(context.dim(0)), tokens.ids.size(), seconds_since(start),
+                    which.c_str());
+      out = {{"context", context}};
+    }
+    status(line);
   }
-  status(line);
+  if (a.resident)
+    status("resident weights: " + std::to_string(encoder->resident_bytes() / 1048576) + " MiB");
   write_safetensors(a.output, out, {{"producer", "fisdit"}});
   status("wrote " + a.output + " ('context' " + shape_str(out[0].second.shape()) + ")");
 }
@@ -197,6 +213,11 @@ void register_text_encode(CLI::App& app) {
                   "tokenizer max length with --prompt (Wan's text_len; longer prompts are "
                   "truncated, </s> kept)")
       ->default_val(wan::kT5TextLen);
+  cmd->add_option("--repeats", args->repeats, "encode this many times, each pass timed")
+      ->capture_default_str();
+  cmd->add_flag("--resident", args->resident,
+                "keep the weights on the device after the first pass (as a kept-loaded generator "
+                "does on a GPU)");
   add_device_flags(cmd, args->device, "cpu",
                    "cpu (fp32 reference) or cuda (bf16 weights streamed one block at a time)");
   cmd->add_option("--inputs", args->inputs,

@@ -19,6 +19,7 @@ class CpuBackend final : public Backend {
   int64_t memory_in_use() const override;
   int64_t memory_peak() const override;
   void reset_memory_peak() override;
+  int64_t memory_free() const override;
 
  private:
   // The ops, arguments checked by Backend (backend.cpp).

@@ -86,6 +86,13 @@ int64_t CpuBackend::memory_peak() const {
   return held_->peak;
 }
 
+int64_t CpuBackend::memory_free() const {
+  const int64_t limit = memory_budget().limit;
+  if (limit < 0) return -1;
+  std::lock_guard<std::mutex> lock(held_->mutex);
+  return std::max<int64_t>(limit - held_->in_use, 0);
+}
+
 void CpuBackend::reset_memory_peak() {
   std::lock_guard<std::mutex> lock(held_->mutex);
   held_->peak = held_->in_use;

@@ -93,6 +93,7 @@ class CudaBackend final : public Backend {
   int64_t memory_in_use() const override { return static_cast<int64_t>(memory_stats().in_use); }
   int64_t memory_peak() const override { return static_cast<int64_t>(memory_stats().peak); }
   void reset_memory_peak() override { reset_peak_memory(); }
+  int64_t memory_free() const override;
 
  private:
   // device.cpp

@@ -2,6 +2,7 @@
 // stream-ordered memory pool that caches freed blocks), allocation with clear out-of-memory errors,
 // host<->device transfers, on-GPU random fills and fp8 widening, memory statistics, the event
 // timer, and the backend's construction (FISDIT_CUDA_DEVICE picks the GPU).
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -268,6 +269,19 @@ MemoryStats CudaBackend::memory_stats() const {
   s.reserved = v;
   s.device_total = ctx_->device_total;
   return s;
+}
+
+int64_t CudaBackend::memory_free() const {
+  size_t free_bytes = 0, total = 0;
+  check(cudaMemGetInfo(&free_bytes, &total), "memory_free", "cudaMemGetInfo");
+  const MemoryStats s = memory_stats();
+  // The pool's unused reserve is free to fisdit too.
+  int64_t free_now = static_cast<int64_t>(free_bytes) +
+                     static_cast<int64_t>(s.reserved > s.in_use ? s.reserved - s.in_use : 0);
+  if (ctx_->limit >= 0)
+    free_now = std::min<int64_t>(
+        free_now, std::max<int64_t>(ctx_->limit - static_cast<int64_t>(s.in_use), 0));
+  return free_now;
 }
 
 void CudaBackend::reset_peak_memory() {

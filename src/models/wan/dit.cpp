@@ -54,6 +54,22 @@ std::vector<std::pair<std::string, Shape>> dit_parameter_shapes(const WanConfig&
   return s;
 }
 
+DitBytes dit_device_bytes(const WanConfig& cfg, DType weight_dtype) {
+  DitBytes b;
+  for (const auto& [name, shape] : dit_parameter_shapes(cfg)) {
+    if (name == "head.modulation") continue;  // kept on the host
+    const bool block = name.rfind("blocks.", 0) == 0;
+    if (block && name.rfind("blocks.0.", 0) != 0) continue;
+    const DType dt = name.find("modulation") != std::string::npos ? DType::F32 : weight_dtype;
+    // Each tensor starts on a 256-byte boundary, as the device allocator and the offload slots
+    // place them.
+    const int64_t bytes =
+        (shape_numel(shape) * static_cast<int64_t>(dtype_size(dt)) + 255) / 256 * 256;
+    (block ? b.block : b.other) += bytes;
+  }
+  return b;
+}
+
 std::vector<Tensor*> DitBlockWeights::tensors() {
   std::vector<Tensor*> all = {
       &modulation, &sa_q_w,  &sa_q_b,    &sa_k_w,    &sa_k_b,    &sa_v_w,    &sa_v_b,
@@ -113,18 +129,9 @@ WanDiT::WanDiT(WanConfig cfg, Backend& backend, const WeightFn& weights)
   const auto shapes = dit_parameter_shapes(cfg_);
   std::map<std::string, Shape> shape_of(shapes.begin(), shapes.end());
   // Where the weights go: every block on the device, or, under a memory budget, as many as fit
-  // and the rest streamed (models/offload.h). Bytes as the device stores them.
-  int64_t block_bytes = 0, other_bytes = 0;
-  for (const auto& [name, shape] : shapes) {
-    if (name == "head.modulation") continue;  // kept on the host
-    const bool block = name.rfind("blocks.", 0) == 0;
-    if (block && name.rfind("blocks.0.", 0) != 0) continue;
-    const DType dt =
-        name.find("modulation") != std::string::npos ? DType::F32 : backend_.weight_dtype();
-    const int64_t bytes =
-        (shape_numel(shape) * static_cast<int64_t>(dtype_size(dt)) + 255) / 256 * 256;
-    (block ? block_bytes : other_bytes) += bytes;
-  }
+  // and the rest streamed (models/offload.h).
+  const DitBytes bytes = dit_device_bytes(cfg_, backend_.weight_dtype());
+  const int64_t block_bytes = bytes.block, other_bytes = bytes.other;
   plan_ = models::plan_for_budget(backend_, cfg_.num_layers, block_bytes, other_bytes,
                                   "this Wan DiT (" + std::to_string(cfg_.num_layers) +
                                       " blocks, dim " + std::to_string(cfg_.dim) + ")");

@@ -20,6 +20,13 @@ using WeightFn = std::function<Tensor(const std::string& canonical, const Shape&
 // Every parameter of WanModel, canonical name -> shape, in state_dict order.
 std::vector<std::pair<std::string, Shape>> dit_parameter_shapes(const WanConfig& cfg);
 
+// Device bytes of the weights as WanDiT keeps them with matrices in `weight_dtype` (modulation
+// tables fp32, head.modulation on the host): one block's, and those outside the blocks.
+struct DitBytes {
+  int64_t block = 0, other = 0;
+};
+DitBytes dit_device_bytes(const WanConfig& cfg, DType weight_dtype);
+
 // Intermediate results of a forward (models/model.h), named as the fixtures name them: x_embed,
 // e, e0, context, block_<i>, head_out.
 using models::ForwardObserver;

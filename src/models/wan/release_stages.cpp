@@ -126,6 +126,7 @@ class WanRelease final : public models::Release {
                                              std::to_string(cfg.text_dim));
       check_tokenizer_fits(*tokenizer_, src.config, paths_.text_encoder);
       t5_ = load_t5(src, backend);
+      t5_->set_resident(options_.resident_text_encoder && backend.device() != Device::CPU);
       t5_on_ = &backend;
     }
     if (load_seconds)
@@ -185,6 +186,12 @@ class WanRelease final : public models::Release {
       if (load_report) *load_report = src.checkpoint.path();
     }
     return *slot;
+  }
+
+  int64_t expert_bytes(bool high_noise, const Backend& backend) const override {
+    const ModelSource& src = high_noise || !low_src_ ? *high_src_ : *low_src_;
+    const DitBytes b = dit_device_bytes(src.config, backend.weight_dtype());
+    return b.other + int64_t{src.config.num_layers} * b.block;
   }
 
   Tensor decode(const Tensor& latent, Backend& backend,

@@ -150,7 +150,59 @@ T5Encoder::T5Encoder(T5Config cfg, Backend& backend, const T5WeightFn& weights)
   final_norm_ = load("norm.weight");
 }
 
+// One block as the ops take it: matrices in the weight dtype, norms and the position table in
+// fp32, each converted where models/weights.h says.
+struct T5Encoder::DeviceBlock {
+  Tensor norm1, wq, wk, wv, wo, table, norm2, wg, w1, w2;
+  int64_t bytes() const {
+    int64_t n = 0;
+    for (const Tensor* t : {&norm1, &wq, &wk, &wv, &wo, &table, &norm2, &wg, &w1, &w2})
+      if (t->defined()) n += static_cast<int64_t>(t->nbytes());
+    return n;
+  }
+};
+
 T5Encoder::~T5Encoder() = default;
+
+void T5Encoder::set_resident(bool resident) {
+  resident_ = resident;
+  if (!resident) {
+    on_device_.clear();
+    shared_table_ = Tensor();
+    final_norm_device_ = Tensor();
+  }
+}
+
+int64_t T5Encoder::resident_bytes() const {
+  int64_t n = 0;
+  for (const DeviceBlock& b : on_device_) n += b.bytes();
+  for (const Tensor* t : {&shared_table_, &final_norm_device_})
+    if (t->defined()) n += static_cast<int64_t>(t->nbytes());
+  return n;
+}
+
+T5Encoder::DeviceBlock T5Encoder::upload_block(int index) {
+  Backend& be = backend_;
+  const auto matrix = [&](const T5Weight& w) {
+    return models::upload_weight(w.stored, w.scale, be, be.weight_dtype());
+  };
+  const auto vec = [&](const T5Weight& w) {
+    return models::upload_weight(w.stored, w.scale, be, DType::F32);
+  };
+  const BlockWeights& s = blocks_[static_cast<size_t>(index)];
+  DeviceBlock b;
+  b.norm1 = vec(s.norm1);
+  b.wq = matrix(s.q);
+  b.wk = matrix(s.k);
+  b.wv = matrix(s.v);
+  b.wo = matrix(s.o);
+  if (!cfg_.shared_pos) b.table = vec(s.pos);
+  b.norm2 = vec(s.norm2);
+  b.wg = matrix(s.gate);
+  b.w1 = matrix(s.fc1);
+  b.w2 = matrix(s.fc2);
+  return b;
+}
 
 Tensor T5Encoder::forward(const std::vector<int64_t>& ids, const std::vector<int64_t>& mask,
                           const T5Observer& observer) {
@@ -218,52 +270,47 @@ std::vector<Tensor> T5Encoder::run(
   }
 
   // One block's weights on the backend at a time, once for all the sequences (a GPU holds one
-  // block of the 5.7B-parameter encoder): matrices in the weight dtype, norms and position tables
-  // in fp32, each converted where models/weights.h says.
-  auto matrix = [&](const T5Weight& w) {
-    return models::upload_weight(w.stored, w.scale, be, be.weight_dtype());
-  };
-  auto vec = [&](const T5Weight& w) {
+  // block of the 5.7B-parameter encoder), or every block kept there (set_resident).
+  const auto vec = [&](const T5Weight& w) {
     return models::upload_weight(w.stored, w.scale, be, DType::F32);
   };
-  const Tensor shared_table = cfg_.shared_pos ? vec(shared_pos_) : Tensor();
+  const Tensor shared_table = !cfg_.shared_pos          ? Tensor()
+                              : shared_table_.defined() ? shared_table_
+                                                        : vec(shared_pos_);
+  if (resident_) shared_table_ = shared_table;
 
   for (int i = 0; i < cfg_.num_layers; ++i) {
-    const BlockWeights& stored = blocks_[static_cast<size_t>(i)];
+    DeviceBlock streamed;
+    if (!resident_ || static_cast<size_t>(i) >= on_device_.size()) streamed = upload_block(i);
+    if (resident_ && static_cast<size_t>(i) >= on_device_.size())
+      on_device_.push_back(std::move(streamed));
+    const DeviceBlock& w = resident_ ? on_device_[static_cast<size_t>(i)] : streamed;
+    const Tensor& table = cfg_.shared_pos ? shared_table : w.table;
     // T5SelfAttention.forward: x += attn(norm1(x), mask, pos_bias); x += ffn(norm2(x)).
-    {
-      const Tensor norm1 = vec(stored.norm1), wq = matrix(stored.q), wk = matrix(stored.k),
-                   wv = matrix(stored.v), wo = matrix(stored.o);
-      const Tensor table = cfg_.shared_pos ? shared_table : vec(stored.pos);
-      for (State& S : st) {
-        const int64_t len = S.len;
-        be.rms_norm(S.x, norm1, eps, S.xn);
-        be.linear(S.xn, wq, nullptr, S.q);
-        be.linear(S.xn, wk, nullptr, S.k);
-        be.linear(S.xn, wv, nullptr, S.v);
-        Tensor attn3 = S.attn.reshape({len, heads, hd});
-        be.attention_rel_bias(S.q.reshape({len, heads, hd}), S.k.reshape({len, heads, hd}),
-                              S.v.reshape({len, heads, hd}), table, S.bucket_of, S.key_valid,
-                              attn3);
-        be.linear(S.attn, wo, nullptr, S.branch);
-        be.add(S.x, S.branch);
-      }
+    for (State& S : st) {
+      const int64_t len = S.len;
+      be.rms_norm(S.x, w.norm1, eps, S.xn);
+      be.linear(S.xn, w.wq, nullptr, S.q);
+      be.linear(S.xn, w.wk, nullptr, S.k);
+      be.linear(S.xn, w.wv, nullptr, S.v);
+      Tensor attn3 = S.attn.reshape({len, heads, hd});
+      be.attention_rel_bias(S.q.reshape({len, heads, hd}), S.k.reshape({len, heads, hd}),
+                            S.v.reshape({len, heads, hd}), table, S.bucket_of, S.key_valid, attn3);
+      be.linear(S.attn, w.wo, nullptr, S.branch);
+      be.add(S.x, S.branch);
     }
-    {
-      const Tensor norm2 = vec(stored.norm2), wg = matrix(stored.gate), w1 = matrix(stored.fc1),
-                   w2 = matrix(stored.fc2);
-      for (State& S : st) {
-        be.rms_norm(S.x, norm2, eps, S.xn);
-        be.linear(S.xn, wg, nullptr, S.gate, Activation::GeluTanh);
-        be.linear(S.xn, w1, nullptr, S.hidden);
-        be.mul(S.hidden, S.gate);  // fc1(x) * gelu_tanh(gate(x))
-        be.linear(S.hidden, w2, nullptr, S.branch);
-        be.add(S.x, S.branch);
-      }
+    for (State& S : st) {
+      be.rms_norm(S.x, w.norm2, eps, S.xn);
+      be.linear(S.xn, w.wg, nullptr, S.gate, Activation::GeluTanh);
+      be.linear(S.xn, w.w1, nullptr, S.hidden);
+      be.mul(S.hidden, S.gate);  // fc1(x) * gelu_tanh(gate(x))
+      be.linear(S.hidden, w.w2, nullptr, S.branch);
+      be.add(S.x, S.branch);
     }
     if (observer) observer("block_" + std::to_string(i), be.download(st.front().x));
   }
-  const Tensor final_norm = vec(final_norm_);
+  const Tensor final_norm = final_norm_device_.defined() ? final_norm_device_ : vec(final_norm_);
+  if (resident_) final_norm_device_ = final_norm;
   std::vector<Tensor> outs;
   for (State& S : st) {
     Tensor out = be.empty({S.len, d}, DType::F32);

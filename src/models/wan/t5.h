@@ -89,6 +89,14 @@ class T5Encoder {
   T5Encoder& operator=(const T5Encoder&) = delete;
 
   const T5Config& config() const { return cfg_; }
+  // Resident: the first pass leaves every block on the backend in the form its ops take (bf16
+  // matrices, fp32 norms and position tables), and later passes read them there instead of
+  // uploading the weights again (a kept-loaded generator: one new prompt costs the encoder's
+  // compute, not 11 GB of copies). Off (the default), or turned off: one block at a time, freed
+  // after use. Results are bit-identical either way.
+  void set_resident(bool resident);
+  bool resident() const { return resident_; }
+  int64_t resident_bytes() const;  // device bytes held for the resident weights
 
   // T5Encoder.forward(ids, mask) for one sequence: `ids` token ids in [0, vocab), `mask` 0/1 of
   // the same length (0 = padding key). Returns [L, dim] F32 for every position, pads included.
@@ -122,6 +130,11 @@ class T5Encoder {
   T5Weight shared_pos_;       // [num_buckets, num_heads] when shared_pos
   T5Weight final_norm_;       // [dim]
   std::vector<BlockWeights> blocks_;
+  struct DeviceBlock;
+  DeviceBlock upload_block(int index);
+  bool resident_ = false;
+  std::vector<DeviceBlock> on_device_;  // resident: the blocks uploaded so far
+  Tensor shared_table_, final_norm_device_;
 };
 
 // The encoder behind --text-encoder: a safetensors file, a torch.save .pth (as the released
