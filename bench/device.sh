@@ -3,7 +3,7 @@
 # toolkit), run the GPU tests, run the benchmarks, and print a short table last.
 #
 #   bash bench/device.sh [full|quick|tests|bench|vae|vae-encode|release-official|release-comfyui|
-#                         release-i2v|release-ti2v|release-limit|compare|offload]
+#                         release-i2v|release-ti2v|release-limit|compare|offload|vae-cache]
 #                                                          (default: full)
 #
 # compare: tests, then the DiT benchmarks of the README (A14B 480p and 720p, TI2V-5B 704p,
@@ -21,6 +21,8 @@
 # from the image in 4 steps with --compare-dense, and text-only with the official 50-step recipe).
 # release-limit: tests, then the official T2V release at 480p resident and at 480p and 720p with
 # --gpu-memory-limit 24 (generate end to end, FIS balanced).
+# vae-cache: the Wan 2.1 720p decode cold (no warm-up) in two processes sharing a fresh tuning
+# cache, then with the cache off.
 # offload: the block-offload tests with and without FISDIT_CUDA_SYNC, then A14B 480p and 720p
 # resident and with --gpu-memory-limit 24 (bench, back to back) and their ratio.
 # quick: tests + small benchmarks (Wan2.1-1.3B 480p, A14B 480p); bench: benchmarks only.
@@ -72,7 +74,7 @@ if [ "$MODE" != "bench" ] || [ ! -x build-device/fisdit ]; then
 fi
 
 # ---- GPU tests
-if [ "$MODE" != "bench" ] && [ "$MODE" != "offload" ]; then
+if [ "$MODE" != "bench" ] && [ "$MODE" != "offload" ] && [ "$MODE" != "vae-cache" ]; then
   t0=$(date +%s)
   FISDIT_CUDA_SYNC=1 ./build-device/fisdit_cuda_tests --gtest_color=no >"$OUT/tests.log" 2>&1
   rc=$?
@@ -224,6 +226,19 @@ vbench() {  # label, limit in seconds, then fisdit bench --vae arguments
   grep -A2 "^fisdit bench --vae" "$OUT/vae_$label.log" | tee -a "$SUMMARY"
   say "vae bench $label: $(( $(date +%s) - t0 )) s"
 }
+
+# A second process reads the cuDNN choices of the first from the tuning cache: the same cold
+# decode (no warm-up) in two processes on an empty FISDIT_CACHE_DIR, then with the cache off.
+if [ "$MODE" = "vae-cache" ]; then
+  export FISDIT_CACHE_DIR=/tmp/fisdit-tuning-cache
+  rm -rf "$FISDIT_CACHE_DIR"
+  for run in first second; do
+    vbench "wan21-720p-cold-$run" 120 wan2.1 --size 1280x720 --frames 81 --warmup 0 --repeats 1
+  done
+  say "tuning cache: $(ls "$FISDIT_CACHE_DIR") $(wc -l <"$FISDIT_CACHE_DIR"/*.txt) lines"
+  FISDIT_CACHE_DIR=off vbench wan21-720p-cold-nocache 120 wan2.1 --size 1280x720 --frames 81 --warmup 0 --repeats 1
+  exit 0
+fi
 
 if [ "$MODE" = "vae-encode" ]; then
   vbench wan21-encode-480p "${VAE_LIMIT:-60}" wan2.1 --vae-op encode --size 832x480 --frames 81 --warmup 1 --repeats 1

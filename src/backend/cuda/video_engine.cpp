@@ -1,7 +1,9 @@
 // The library calls of the video VAE ops: 3D convolutions through cuDNN's convolution API
 // (fp32 NCDHW tensors with N = 1, i.e. [C, T, H, W]; TF32 tensor cores unless
 // FISDIT_VAE_TF32=0) and the per-frame attention GEMMs through cuBLAS (fp32).
-// The fastest cuDNN algorithm of each shape is measured on the first call and cached.
+// The fastest cuDNN algorithm (and layout) of each shape is measured on the first call and kept,
+// in memory and in the tuning cache file of this GPU and library versions (backend/
+// tuning_cache.h), so a later process finds it there instead of measuring again.
 #include <cublas_v2.h>
 
 #include <algorithm>
@@ -12,6 +14,9 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <memory>
+#include <optional>
+#include <string>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -19,6 +24,7 @@
 #include "backend/cuda/cuda_internal.h"
 #include "backend/cuda/video.cuh"
 #include "backend/cuda/video_engine.h"
+#include "backend/tuning_cache.h"
 #include "fisdit/error.h"
 
 #if FISDIT_HAVE_CUDNN
@@ -90,6 +96,7 @@ struct ConvPlan {
   cudnnConvolutionDescriptor_t conv = nullptr;
   cudnnConvolutionFwdAlgo_t algo = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM;
   size_t workspace = 0;
+  cudnnMathType_t math = CUDNN_DEFAULT_MATH;
   bool tuned = false;
   float ms = 0;  // cuDNN's measured time of the chosen algorithm
 };
@@ -108,6 +115,7 @@ class VideoEngine {
            std::string("cudnnCreate failed: ") + cudnnGetErrorString(st) +
                " (is libcudnn.so.9 and its engines on the library path?)");
     check_dnn(cudnnSetStream(dnn_, stream_), "cudnnSetStream", "");
+    cache_ = std::make_unique<TuningCache>(TuningCache::default_dir(), "cudnn-conv", device_key());
 #endif
   }
   ~VideoEngine() {
@@ -136,7 +144,18 @@ class VideoEngine {
     ConvLayout layout = vae_conv_layout();
     if (layout == ConvLayout::Auto) {
       auto it = choice_.find(sk);
-      if (it == choice_.end()) it = choice_.emplace(sk, choose(sk, x, w, y, ys, ctx)).first;
+      if (it == choice_.end()) {
+        const std::string key = "layout " + shape_text(sk);
+        const std::optional<std::string> known = cache_->get(key);
+        ConvLayout chosen;
+        if (known == "ncdhw" || known == "ndhwc") {
+          chosen = *known == "ndhwc" ? ConvLayout::Ndhwc : ConvLayout::Ncdhw;
+        } else {
+          chosen = choose(sk, x, w, y, ys, ctx);
+          cache_->put(key, chosen == ConvLayout::Ndhwc ? "ndhwc" : "ncdhw");
+        }
+        it = choice_.emplace(sk, chosen).first;
+      }
       layout = it->second;
     }
     if (layout == ConvLayout::Ncdhw) {
@@ -240,8 +259,66 @@ class VideoEngine {
                                        channels_last, ctx))
                .first;
     ConvPlan& p = it->second;
-    if (!p.tuned) tune(p, x, w, y, std::get<5>(sk), ctx);
+    if (!p.tuned) {
+      const std::string key = std::string(channels_last ? "ndhwc " : "ncdhw ") + shape_text(sk);
+      if (!use_cached(p, key, std::get<5>(sk), ctx)) {
+        tune(p, x, w, y, std::get<5>(sk), ctx);
+        char value[96];
+        std::snprintf(value, sizeof value, "algo=%d ws=%zu math=%d ms=%.4f",
+                      static_cast<int>(p.algo), p.workspace, static_cast<int>(p.math), p.ms);
+        cache_->put(key, value);
+      }
+    }
     return p;
+  }
+
+  // A shape as the cache keys it.
+  static std::string shape_text(const ShapeKey& sk) {
+    const auto& [xs, ws, st, ph, pw, tf32] = sk;
+    char text[256];
+    std::snprintf(text, sizeof text,
+                  "x=%lld,%lld,%lld,%lld w=%lld,%lld,%lld,%lld,%lld s=%d,%d,%d p=%d,%d tf32=%d",
+                  static_cast<long long>(xs[0]), static_cast<long long>(xs[1]),
+                  static_cast<long long>(xs[2]), static_cast<long long>(xs[3]),
+                  static_cast<long long>(ws[0]), static_cast<long long>(ws[1]),
+                  static_cast<long long>(ws[2]), static_cast<long long>(ws[3]),
+                  static_cast<long long>(ws[4]), st[0], st[1], st[2], ph, pw, tf32 ? 1 : 0);
+    return text;
+  }
+
+  // What the tuning cache of this GPU and library versions is valid for.
+  static std::string device_key() {
+    int dev = 0, driver = 0, runtime = 0;
+    cudaGetDevice(&dev);
+    cudaDeviceProp prop{};
+    cudaGetDeviceProperties(&prop, dev);
+    cudaDriverGetVersion(&driver);
+    cudaRuntimeGetVersion(&runtime);
+    char key[320];
+    std::snprintf(key, sizeof key, "%s sm%d%d driver %d runtime %d cudnn %zu", prop.name,
+                  prop.major, prop.minor, driver, runtime, cudnnGetVersion());
+    return key;
+  }
+
+  // The plan's algorithm from the cache, when it has a well-formed entry; false: tune it.
+  bool use_cached(ConvPlan& p, const std::string& key, bool tf32, const std::string& ctx) {
+    const std::optional<std::string> v = cache_->get(key);
+    int algo = -1, math = -1;
+    size_t workspace = 0;
+    float ms = 0;
+    if (!v ||
+        std::sscanf(v->c_str(), "algo=%d ws=%zu math=%d ms=%f", &algo, &workspace, &math, &ms) != 4)
+      return false;
+    if (algo < 0 || algo >= CUDNN_CONVOLUTION_FWD_ALGO_COUNT || math < 0 || math > 3 ||
+        workspace > (size_t{1} << 32))
+      return false;
+    p.algo = static_cast<cudnnConvolutionFwdAlgo_t>(algo);
+    p.workspace = workspace;
+    p.ms = ms;
+    p.math = static_cast<cudnnMathType_t>(math);
+    if (tf32) check_dnn(cudnnSetConvolutionMathType(p.conv, p.math), "math type", ctx);
+    p.tuned = true;
+    return true;
   }
 
   void forward(ConvPlan& p, const float* x, const float* w, float* y, const std::string& ctx) {
@@ -349,6 +426,7 @@ class VideoEngine {
       p.workspace = perf[i].memory;
       p.ms = perf[i].time;
       // Without TF32 the descriptor keeps CUDNN_FMA_MATH (plain fp32 FMA kernels only).
+      p.math = tf32 ? perf[i].mathType : CUDNN_FMA_MATH;
       if (tf32) check_dnn(cudnnSetConvolutionMathType(p.conv, perf[i].mathType), "math type", ctx);
       p.tuned = true;
       return;
@@ -357,6 +435,7 @@ class VideoEngine {
   }
 
   cudnnHandle_t dnn_ = nullptr;
+  std::unique_ptr<TuningCache> cache_;
   std::map<std::pair<ShapeKey, bool>, ConvPlan> plans_;
   std::map<ShapeKey, ConvLayout> choice_;
 #endif
