@@ -150,17 +150,12 @@ T5Encoder::T5Encoder(T5Config cfg, Backend& backend, const T5WeightFn& weights)
   final_norm_ = load("norm.weight");
 }
 
-// One block as the ops take it: matrices in the weight dtype, norms and the position table in
-// fp32, each converted where models/weights.h says.
-struct T5Encoder::DeviceBlock {
-  Tensor norm1, wq, wk, wv, wo, table, norm2, wg, w1, w2;
-  int64_t bytes() const {
-    int64_t n = 0;
-    for (const Tensor* t : {&norm1, &wq, &wk, &wv, &wo, &table, &norm2, &wg, &w1, &w2})
-      if (t->defined()) n += static_cast<int64_t>(t->nbytes());
-    return n;
-  }
-};
+int64_t T5Encoder::DeviceBlock::bytes() const {
+  int64_t n = 0;
+  for (const Tensor* t : {&norm1, &wq, &wk, &wv, &wo, &table, &norm2, &wg, &w1, &w2})
+    if (t->defined()) n += static_cast<int64_t>(t->nbytes());
+  return n;
+}
 
 T5Encoder::~T5Encoder() = default;
 

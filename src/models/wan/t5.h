@@ -130,7 +130,12 @@ class T5Encoder {
   T5Weight shared_pos_;       // [num_buckets, num_heads] when shared_pos
   T5Weight final_norm_;       // [dim]
   std::vector<BlockWeights> blocks_;
-  struct DeviceBlock;
+  // One block as the ops take it: matrices in the weight dtype, norms and the position table in
+  // fp32, each converted where models/weights.h says.
+  struct DeviceBlock {
+    Tensor norm1, wq, wk, wv, wo, table, norm2, wg, w1, w2;
+    int64_t bytes() const;
+  };
   DeviceBlock upload_block(int index);
   bool resident_ = false;
   std::vector<DeviceBlock> on_device_;  // resident: the blocks uploaded so far
