@@ -141,6 +141,33 @@ void Backend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tenso
   do_linear(x, w, bias, y, act);
 }
 
+void Backend::linear_fp8(const Tensor& x, const Tensor& w_codes, const Tensor& w_scales,
+                         const Tensor* bias, Tensor& y, Activation act) {
+  const char* op = "linear_fp8";
+  need(op, {{x, "input"}, {w_codes, "weight codes"}, {w_scales, "weight scales"}, {y, "output"}});
+  require(w_codes.dtype() == DType::F8_E4M3 && w_codes.ndim() == 2, op,
+          "weight codes " + desc(w_codes) + " must be 2-D F8_E4M3");
+  require(w_scales.dtype() == DType::F32 && w_scales.numel() == w_codes.dim(0), op,
+          "weight scales " + desc(w_scales) + " must be F32 with one per weight row");
+  require(x.ndim() == 2 && y.ndim() == 2 && x.dim(1) == w_codes.dim(1), op,
+          "input " + desc(x) + " does not match weight " + desc(w_codes));
+  require(y.dim(0) == x.dim(0) && y.dim(1) == w_codes.dim(0), op,
+          "output " + desc(y) + ", expected [" + num(x.dim(0)) + ", " + num(w_codes.dim(0)) + "]");
+  if (bias) {
+    need(op, {{*bias, "bias"}});
+    require(bias->numel() == w_codes.dim(0), op,
+            "bias " + desc(*bias) + " does not match the " + num(w_codes.dim(0)) + " weight rows");
+  }
+  do_linear_fp8(x, w_codes, w_scales, bias, y, act);
+}
+
+void Backend::do_linear_fp8(const Tensor&, const Tensor&, const Tensor&, const Tensor*, Tensor&,
+                            Activation) {
+  throw Error(name() +
+              " backend: --precision fp8 is not implemented on this backend yet (the cpu backend "
+              "computes it, as the reference)");
+}
+
 void Backend::activation(const Tensor& x, Tensor& y, Activation act) {
   const char* op = "activation";
   need(op, {{x, "input"}, {y, "output"}});

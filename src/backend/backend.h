@@ -146,6 +146,12 @@ class Backend {
   // y[M,N] = act(x[M,K] . w[N,K]^T + bias[N])
   void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
               Activation act = Activation::None);
+  // --precision fp8: y[M,N] = act(q(x) . w^T + bias) with w given as E4M3 codes [N,K] and one
+  // F32 scale per output row [N] (core/quantize.h), and x quantized to E4M3 per row (token) with
+  // its own dynamic scale; products of the codes accumulated in fp32. The CPU backend computes it
+  // (the reference); a backend without it throws saying so.
+  void linear_fp8(const Tensor& x, const Tensor& w_codes, const Tensor& w_scales,
+                  const Tensor* bias, Tensor& y, Activation act = Activation::None);
   void activation(const Tensor& x, Tensor& y, Activation act);
   // y = LN(x) (over the last dim, optional affine) then, if given, y * (1 + scale) + shift.
   // x is the F32 residual stream.
@@ -256,6 +262,8 @@ class Backend {
   virtual Tensor do_dequantize(const Tensor& stored, float scale, DType dtype);  // host codes
   virtual void do_linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
                          Activation act) = 0;
+  virtual void do_linear_fp8(const Tensor& x, const Tensor& w_codes, const Tensor& w_scales,
+                             const Tensor* bias, Tensor& y, Activation act);  // throws
   virtual void do_activation(const Tensor& x, Tensor& y, Activation act) = 0;
   virtual void do_layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps,
                              Tensor& y, ModChunk shift, ModChunk scale) = 0;

@@ -16,6 +16,7 @@
 
 #include "accel/fis.h"
 #include "backend/backend.h"
+#include "fisdit/error.h"
 #include "models/task.h"
 
 namespace fisdit::models {
@@ -102,6 +103,11 @@ struct ForwardOptions {
   BlockStackResidual stack;  // keeping the residual does not change the output
 };
 
+// The arithmetic of the block stack's matrix multiplies: the backend's own (bf16 on CUDA, fp32 on
+// the CPU), or FP8 E4M3 (--precision fp8: weights per output channel, activations per token,
+// core/quantize.h).
+enum class Precision : uint8_t { Default, Fp8 };
+
 class VelocityModel {
  public:
   virtual ~VelocityModel() = default;
@@ -116,6 +122,11 @@ class VelocityModel {
   // Where the weights are, for the log, when not all on the device (--gpu-memory-limit): "12 of
   // 40 blocks streamed from host memory ..."; "" when they are.
   virtual std::string placement() const { return ""; }
+  // Switches the block matrices to `precision` (quantizing the loaded weights); throws naming what
+  // does not support it (the model, the backend, offloaded blocks).
+  virtual void set_precision(Precision precision) {
+    if (precision != Precision::Default) throw Error("this model has no --precision fp8 path");
+  }
 };
 
 // [Ca, ...] and [Cb, ...] with equal trailing dims -> [Ca + Cb, ...] on the backend: a latent and

@@ -164,6 +164,26 @@ TEST_F(Cli, DenoiseUnderAMemoryLimitStreamsBlocksAndKeepsTheLatent) {
   EXPECT_NE(run(common + " --gpu-memory-limit -2 --output " + path("o.st")).rc, 0);
 }
 
+// dit --precision fp8 on the CPU backend: the E4M3 reference runs, says so, and lands near the
+// default-precision output; other values are refused naming the flag.
+TEST_F(Cli, DitPrecisionFp8RunsTheReferenceOnTheCpu) {
+  const std::string in = inputs_from_fixture("dit_t2v_tiny.safetensors", false);
+  const std::string model = fixture("dit_t2v_tiny.safetensors");
+  ASSERT_EQ(run("dit --model " + model + " --inputs " + in + " --output " + path("d.st")).rc, 0);
+  const Result r = run("dit --model " + model + " --inputs " + in + " --output " + path("f8.st") +
+                       " --precision fp8");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.err.find("precision fp8"), std::string::npos) << r.err;
+  const double diff = rel_l2(SafetensorsFile::open(path("f8.st"))->tensor_f32("out"),
+                             SafetensorsFile::open(path("d.st"))->tensor_f32("out"));
+  EXPECT_GT(diff, 1e-4);
+  EXPECT_LT(diff, 0.1);
+  const Result bad = run("dit --model " + model + " --inputs " + in + " --output " + path("o") +
+                         " --precision fp16");
+  EXPECT_NE(bad.rc, 0);
+  EXPECT_NE(bad.err.find("--precision"), std::string::npos) << bad.err;
+}
+
 TEST_F(Cli, DenoiseWithUniPCRunsTheOfficialScheduleAndDiffersFromEuler) {
   const std::string in = inputs_from_fixture("dit_t2v_tiny.safetensors", false);
   const std::string model = fixture("dit_t2v_tiny.safetensors");

@@ -81,6 +81,12 @@ std::vector<Tensor*> DitBlockWeights::tensors() {
   return all;
 }
 
+Tensor* DitBlockWeights::matrix(int m) {
+  Tensor* all[kMatrices] = {&sa_q_w, &sa_k_w, &sa_v_w, &sa_o_w,   &ca_q_w,
+                            &ca_k_w, &ca_v_w, &ca_o_w, &ffn_in_w, &ffn_out_w};
+  return all[m];
+}
+
 models::ModelInfo model_info(const WanConfig& cfg) {
   models::ModelInfo info;
   info.family = "wan";
@@ -193,6 +199,44 @@ WanDiT::WanDiT(WanConfig cfg, Backend& backend, const WeightFn& weights)
 
 std::string WanDiT::placement() const { return plan_.active() ? plan_.describe() : ""; }
 
+void WanDiT::set_precision(models::Precision precision) {
+  if (precision == precision_) return;
+  if (precision_ == models::Precision::Fp8)
+    throw Error("the Wan DiT's fp8 weights cannot go back to the default precision: load it again");
+  if (streamer_)
+    throw Error(
+        "--precision fp8 with blocks streamed from host memory (--gpu-memory-limit) is not "
+        "supported yet");
+  {  // the backend must have the fp8 GEMM: a one-row probe, before any weight is touched
+    Fp8Rows probe = quantize_rows_e4m3(Tensor::zeros({1, 16}));
+    Tensor x = backend_.upload(Tensor::zeros({1, 16}), DType::F32), y = backend_.empty({1, 1});
+    backend_.linear_fp8(x, backend_.upload(probe.codes, DType::F8_E4M3),
+                        backend_.upload(probe.scales, DType::F32), nullptr, y);
+  }
+  // Each matrix quantized per output channel once; the default-precision copy is dropped.
+  for (DitBlockWeights& w : blocks_) {
+    w.fp8.clear();
+    for (int m = 0; m < DitBlockWeights::kMatrices; ++m) {
+      Tensor* t = w.matrix(m);
+      Fp8Rows q = quantize_rows_e4m3(backend_.download(*t));
+      w.fp8.push_back(
+          {backend_.upload(q.codes, DType::F8_E4M3), backend_.upload(q.scales, DType::F32)});
+      *t = Tensor();
+    }
+  }
+  precision_ = precision;
+}
+
+void WanDiT::linear(const DitBlockWeights& w, int m, const Tensor& x, const Tensor* b, Tensor& y,
+                    Activation act) {
+  if (precision_ == models::Precision::Fp8) {
+    const Fp8Rows& q = w.fp8[static_cast<size_t>(m)];
+    backend_.linear_fp8(x, q.codes, q.scales, b, y, act);
+  } else {
+    backend_.linear(x, *w.matrix(m), b, y, act);
+  }
+}
+
 Tensor WanDiT::embed_text(const Tensor& context) {
   if (context.ndim() != 2 || context.dim(1) != cfg_.text_dim)
     throw Error("context must be [tokens, " + std::to_string(cfg_.text_dim) + "], got " +
@@ -233,9 +277,9 @@ void WanDiT::self_attention(const DitBlockWeights& w, const Tensor& x, const Mod
   backend_.layer_norm(x, nullptr, nullptr, eps, xn, {&mod, 0}, {&mod, 1});
   Tensor q = backend_.empty({n, d}, act), k = backend_.empty({n, d}, act),
          v = backend_.empty({n, d}, act);
-  backend_.linear(xn, w.sa_q_w, &w.sa_q_b, q);
-  backend_.linear(xn, w.sa_k_w, &w.sa_k_b, k);
-  backend_.linear(xn, w.sa_v_w, &w.sa_v_b, v);
+  linear(w, DitBlockWeights::SaQ, xn, &w.sa_q_b, q);
+  linear(w, DitBlockWeights::SaK, xn, &w.sa_k_b, k);
+  linear(w, DitBlockWeights::SaV, xn, &w.sa_v_b, v);
   Tensor q3 = q.reshape({n, heads, hd}), k3 = k.reshape({n, heads, hd});
   if (cfg_.qk_norm) {  // over the full dim, all heads together, then RoPE per head
     backend_.rms_norm_rope(q, w.sa_norm_q, eps, heads, grid);
@@ -246,7 +290,7 @@ void WanDiT::self_attention(const DitBlockWeights& w, const Tensor& x, const Mod
   }
   Tensor o = backend_.empty({n, heads, hd}, act);
   backend_.attention(q3, k3, v.reshape({n, heads, hd}), o);
-  backend_.linear(o.reshape({n, d}), w.sa_o_w, &w.sa_o_b, out);
+  linear(w, DitBlockWeights::SaO, o.reshape({n, d}), &w.sa_o_b, out);
 }
 
 void WanDiT::cross_attention(const DitBlockWeights& w, const Tensor& x, const Tensor& text,
@@ -262,9 +306,9 @@ void WanDiT::cross_attention(const DitBlockWeights& w, const Tensor& x, const Te
   }
   Tensor q = backend_.empty({n, d}, act), k = backend_.empty({lt, d}, act),
          v = backend_.empty({lt, d}, act);
-  backend_.linear(xn, w.ca_q_w, &w.ca_q_b, q);
-  backend_.linear(text, w.ca_k_w, &w.ca_k_b, k);
-  backend_.linear(text, w.ca_v_w, &w.ca_v_b, v);
+  linear(w, DitBlockWeights::CaQ, xn, &w.ca_q_b, q);
+  linear(w, DitBlockWeights::CaK, text, &w.ca_k_b, k);
+  linear(w, DitBlockWeights::CaV, text, &w.ca_v_b, v);
   if (cfg_.qk_norm) {
     backend_.rms_norm(q, w.ca_norm_q, eps, q);
     backend_.rms_norm(k, w.ca_norm_k, eps, k);
@@ -272,7 +316,7 @@ void WanDiT::cross_attention(const DitBlockWeights& w, const Tensor& x, const Te
   Tensor o = backend_.empty({n, heads, hd}, act);
   backend_.attention(q.reshape({n, heads, hd}), k.reshape({lt, heads, hd}),
                      v.reshape({lt, heads, hd}), o);
-  backend_.linear(o.reshape({n, d}), w.ca_o_w, &w.ca_o_b, out);
+  linear(w, DitBlockWeights::CaO, o.reshape({n, d}), &w.ca_o_b, out);
 }
 
 void WanDiT::feed_forward(const DitBlockWeights& w, const Tensor& x, const Modulation& mod,
@@ -282,8 +326,8 @@ void WanDiT::feed_forward(const DitBlockWeights& w, const Tensor& x, const Modul
   Tensor xn = backend_.empty({n, d}, act);
   backend_.layer_norm(x, nullptr, nullptr, static_cast<float>(cfg_.eps), xn, {&mod, 3}, {&mod, 4});
   Tensor hidden = backend_.empty({n, cfg_.ffn_dim}, act);
-  backend_.linear(xn, w.ffn_in_w, &w.ffn_in_b, hidden, Activation::GeluTanh);
-  backend_.linear(hidden, w.ffn_out_w, &w.ffn_out_b, out);
+  linear(w, DitBlockWeights::FfnIn, xn, &w.ffn_in_b, hidden, Activation::GeluTanh);
+  linear(w, DitBlockWeights::FfnOut, hidden, &w.ffn_out_b, out);
 }
 
 // WanAttentionBlock.forward: three gated residual branches (cross-attention ungated), fp32.

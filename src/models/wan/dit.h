@@ -7,6 +7,7 @@
 
 #include "accel/fis.h"
 #include "backend/backend.h"
+#include "core/quantize.h"
 #include "models/model.h"
 #include "models/offload.h"
 #include "models/wan/config.h"
@@ -44,6 +45,12 @@ struct DitBlockWeights {
   Tensor ffn_in_w, ffn_in_b, ffn_out_w, ffn_out_b;
   // Every tensor above that is defined (what a BlockStreamer moves).
   std::vector<Tensor*> tensors();
+  // The block's ten matrices, in the order of Matrix below; --precision fp8 keeps them as E4M3
+  // codes and scales in `fp8` (same order) instead.
+  enum Matrix { SaQ, SaK, SaV, SaO, CaQ, CaK, CaV, CaO, FfnIn, FfnOut, kMatrices };
+  Tensor* matrix(int m);
+  const Tensor* matrix(int m) const { return const_cast<DitBlockWeights*>(this)->matrix(m); }
+  std::vector<Fp8Rows> fp8;
 };
 
 class WanDiT final : public models::VelocityModel {
@@ -61,6 +68,8 @@ class WanDiT final : public models::VelocityModel {
   // host memory (models/offload.h); the plan made at load.
   const models::OffloadPlan& offload_plan() const { return plan_; }
   std::string placement() const override;
+  void set_precision(models::Precision precision) override;
+  models::Precision precision() const { return precision_; }
   int64_t bytes_streamed() const { return streamer_ ? streamer_->bytes_streamed() : 0; }
 
   // The text embedding of `context` [L_txt <= text_len, text_dim] (host), zero-padded to
@@ -89,6 +98,9 @@ class WanDiT final : public models::VelocityModel {
                       const RopeGrid& grid, Tensor& out);
   void cross_attention(const DitBlockWeights& w, const Tensor& x, const Tensor& text, Tensor& out);
   void feed_forward(const DitBlockWeights& w, const Tensor& x, const Modulation& mod, Tensor& out);
+  // y = act(x . W^T + b) for matrix `m` of a block, in the model's precision.
+  void linear(const DitBlockWeights& w, int m, const Tensor& x, const Tensor* b, Tensor& y,
+              Activation act = Activation::None);
   Modulation gather_modulation(const Modulation& mod, const std::vector<int32_t>& frames,
                                int64_t tokens_per_frame);
 
@@ -103,6 +115,7 @@ class WanDiT final : public models::VelocityModel {
   models::OffloadPlan plan_;
   std::unique_ptr<models::BlockStreamer> streamer_;  // when plan_ streams blocks
   bool literal_module_reconstruction_ = false;
+  models::Precision precision_ = models::Precision::Default;
 };
 
 }  // namespace fisdit::wan
