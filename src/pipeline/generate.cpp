@@ -32,6 +32,8 @@ bool out_of_gpu_memory(const Error& e) {
 std::unique_ptr<Backend> make_run_backend(const GenerateOptions& o) {
   if (!(o.gpu_memory_limit >= 0) || o.gpu_memory_limit > 1e6)
     throw ParamError("gpu-memory-limit", ": must be a number of GiB >= 0 (0: the whole device)");
+  if (o.precision != "bf16" && o.precision != "fp8")
+    throw ParamError("precision", ": must be bf16 or fp8, got '" + o.precision + "'");
   std::unique_ptr<Backend> backend = make_backend(o.device);
   if (o.gpu_memory_limit > 0)
     backend->set_memory_budget({static_cast<int64_t>(o.gpu_memory_limit * 1073741824.0), 0});
@@ -373,6 +375,7 @@ Tensor Generator::State::sample(const CheckedRequest& r, const sched::DenoiseInp
         [&]() -> models::VelocityModel& { return release->expert(use_high, *backend, &report); });
     expert_held[use_high ? 0 : 1] = true;
     if (!report.empty()) {
+      if (o.precision == "fp8") m.set_precision(models::Precision::Fp8);
       load_seconds += since(t0);
       const std::string placed = m.placement();
       if (o.progress || !placed.empty())  // where the weights went is said even without bars
@@ -461,7 +464,8 @@ CheckedRequest Generator::check(const GenerateOptions& request) const {
   const GenerateOptions& m = s_->model;
   if (request.model != m.model || request.device != m.device || request.parts != m.parts ||
       request.lora_high != m.lora_high || request.lora_low != m.lora_low ||
-      request.lora_strength != m.lora_strength || request.gpu_memory_limit != m.gpu_memory_limit)
+      request.lora_strength != m.lora_strength || request.gpu_memory_limit != m.gpu_memory_limit ||
+      request.precision != m.precision)
     throw Error("Generator: the request names model " + request.model + " on " + request.device +
                 ", the generator holds " + m.model + " on " + m.device +
                 " (with its parts and LoRAs)");
@@ -477,8 +481,10 @@ double Generator::preload() {
   if (!s.texts.count(""))
     s.keep_text("", std::move(s.release->encode_text({""}, *s.backend, nullptr).at(0)));
   s.text_held = true;
-  s.with_room({true, false, false}, "loading the DiT",
-              [&]() -> models::VelocityModel& { return s.release->expert(true, *s.backend); });
+  models::VelocityModel& high =
+      s.with_room({true, false, false}, "loading the DiT",
+                  [&]() -> models::VelocityModel& { return s.release->expert(true, *s.backend); });
+  if (s.model.precision == "fp8") high.set_precision(models::Precision::Fp8);
   s.expert_held[0] = true;
   if (s.release->info().two_experts) {
     // Both experts resident when the free memory holds the second one and a step of the
@@ -491,7 +497,8 @@ double Generator::preload() {
     const int64_t step = s.step_bytes(grid, s.model.fis.enabled(), s.model.cache.enabled);
     if (s.expert_fits(false, step, "the high-noise expert")) {
       try {
-        s.release->expert(false, *s.backend);
+        models::VelocityModel& low = s.release->expert(false, *s.backend);
+        if (s.model.precision == "fp8") low.set_precision(models::Precision::Fp8);
         s.expert_held[1] = true;
         const int64_t free_now = s.backend->memory_free();
         if (free_now >= 0)
@@ -528,6 +535,7 @@ GenerateResult Generator::run(const GenerateOptions& request) {
     summary["request"] = request_json(r);
     summary["latent"] = {info.model.latent_channels, r.grid.frames, r.grid.height, r.grid.width};
     if (s.model.gpu_memory_limit > 0) summary["gpu_memory_limit_gib"] = s.model.gpu_memory_limit;
+    summary["precision"] = s.model.precision;
 
     if (!s.backend) s.backend = make_run_backend(s.model);
     StageLog log{s.backend.get()};

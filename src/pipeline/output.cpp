@@ -102,10 +102,11 @@ std::string peaks_line(const nlohmann::json& summary) {
 }
 
 void check_compare_with_dense(const GenerateOptions& request) {
-  if (!request.fis.enabled() && !request.cache.enabled)
+  if (!request.fis.enabled() && !request.cache.enabled && request.precision == "bf16")
     throw ParamError("compare_dense",
                      ": compares an accelerated run with the dense one: give FIS balanced, fast "
-                     "or a preset, and/or the MagCache step cache (this run is already dense)");
+                     "or a preset, the MagCache step cache and/or --precision fp8 (this run is "
+                     "already dense)");
 }
 
 std::string compare_with_dense(Generator& generator, const GenerateOptions& request,
@@ -114,14 +115,20 @@ std::string compare_with_dense(Generator& generator, const GenerateOptions& requ
   GenerateOptions dense = request;
   dense.fis = accel::fis_preset("off");
   dense.cache = accel::MagCacheConfig{};
-  const GenerateResult d = generator.run(dense);
+  dense.precision = "bf16";
+  // The reference runs in the default precision: another generator when this one is fp8.
+  const GenerateResult d =
+      request.precision == "bf16" ? generator.run(dense) : Generator(dense, false).run(dense);
   const double latent_err = rel_l2(r.latent, d.latent);
   const double p = analysis::psnr(r.video, d.video), q = analysis::ssim(r.video, d.video);
   nlohmann::json& summary = r.summary;
-  const std::string accel_name =
-      request.fis.enabled() && request.cache.enabled
-          ? "fis " + request.fis.name + " + magcache"
-          : (request.fis.enabled() ? "fis " + request.fis.name : std::string("magcache"));
+  std::string accel_name;
+  const auto with = [&](const std::string& part) {
+    accel_name += (accel_name.empty() ? "" : " + ") + part;
+  };
+  if (request.precision != "bf16") with(request.precision);
+  if (request.fis.enabled()) with("fis " + request.fis.name);
+  if (request.cache.enabled) with("magcache");
   int skipped = 0, passes = 0;
   for (const auto& st : summary["steps"]) {
     skipped += st.value("cache_skipped_passes", 0);

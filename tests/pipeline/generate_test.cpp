@@ -28,6 +28,7 @@ namespace {
 
 using iotest::contains;
 using iotest::error_of;
+using iotest::param_of;
 using iotest::TempDir;
 namespace fs = std::filesystem;
 using tiny_release::data;
@@ -340,6 +341,24 @@ TEST(Generate, MemoryLimitStreamsTheBlocksAndKeepsTheVideo) {
   EXPECT_TRUE(contains(error_of([&] { generate(o); }), "gpu-memory-limit"));
 }
 
+// --precision fp8 (the CPU reference): the DiT's block matrices in E4M3 move the latent a little
+// from the default precision's, the summary says which ran, and an unknown precision is refused.
+TEST(Generate, Fp8PrecisionStaysNearTheDefaultLatent) {
+  TempDir dir;
+  make_release(dir.path(), "t2v");
+  GenerateOptions o = tiny(dir.path());
+  o.fis = accel::fis_preset("off");
+  const GenerateResult want = generate(o);
+  o.precision = "fp8";
+  const GenerateResult got = generate(o);
+  EXPECT_EQ(got.summary.value("precision", ""), "fp8");
+  const double err = rel_l2(got.latent, want.latent);
+  EXPECT_GT(err, 1e-5);
+  EXPECT_LT(err, 0.1);
+  o.precision = "int4";
+  EXPECT_EQ(param_of([&] { generate(o); }), "precision");
+}
+
 TEST(Generate, TextEncoderMustMatchTheDit) {
   TempDir dir;
   make_release(dir.path(), "t2v");
@@ -468,6 +487,28 @@ TEST(Generate, CompareDenseCoversMagCacheAloneAndWithFis) {
     EXPECT_EQ(c.at("steps").at(1).at("cache_skipped_passes"), 1);
     EXPECT_EQ(c.at("steps").at(2).at("cache_skipped_passes"), 0);
   }
+}
+
+// --compare-dense with --precision fp8 alone: the reference is the default precision's dense run
+// (another generator), and the fidelity names fp8.
+TEST(Generate, CompareDenseMeasuresFp8AgainstTheDefaultPrecision) {
+  TempDir dir;
+  make_release(dir.path() / "release", "t2v");
+  std::string err;
+  const std::string args = "generate --model " + (dir.path() / "release").string() +
+                           " --prompt 'a red square' --size 32x32 --frames 17 --device cpu" +
+                           " --save-latent " + dir.file("x.safetensors") +
+                           " --fis off --precision fp8 --compare-dense --summary-json " +
+                           dir.file("c.json");
+  ASSERT_EQ(iotest::run_fisdit(args, dir.file("stderr.txt"), err), 0) << err;
+  EXPECT_TRUE(contains(err, "with fp8 vs")) << err;
+  std::ifstream in(dir.file("c.json"));
+  const nlohmann::json c = nlohmann::json::parse(in);
+  EXPECT_EQ(c.at("precision"), "fp8");
+  const nlohmann::json& f = c.at("fidelity_vs_dense");
+  EXPECT_EQ(f.at("accelerated"), "fp8");
+  EXPECT_GT(f.at("latent_rel_l2").get<double>(), 1e-5);
+  EXPECT_LT(f.at("latent_rel_l2").get<double>(), 0.1);
 }
 
 }  // namespace
