@@ -57,6 +57,21 @@ int64_t weight_budget(const Backend& backend) {
   return std::max<int64_t>(b.limit - in_use - b.reserve, 0);
 }
 
+int64_t activation_reserve(const ModelInfo& info, const Backend& backend, const LatentGrid& grid,
+                           bool fis, bool cache) {
+  if (!info.activation_bytes) return 0;
+  return info.activation_bytes(grid, static_cast<int>(dtype_size(backend.activation_dtype())), fis,
+                               cache);
+}
+
+void reserve_activations(Backend& backend, const ModelInfo& info, const LatentGrid& grid, bool fis,
+                         bool cache) {
+  Backend::MemoryBudget budget = backend.memory_budget();
+  if (budget.limit < 0) return;
+  budget.reserve = activation_reserve(info, backend, grid, fis, cache);
+  backend.set_memory_budget(budget);
+}
+
 OffloadPlan plan_for_budget(const Backend& backend, int num_blocks, int64_t block_bytes,
                             int64_t other_bytes, const std::string& model) {
   OffloadPlan plan = plan_offload(num_blocks, block_bytes, other_bytes, weight_budget(backend));

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "models/model.h"
 
 namespace fisdit::models {
 
@@ -36,6 +37,16 @@ OffloadPlan plan_offload(int num_blocks, int64_t block_bytes, int64_t other_byte
 // What the backend's memory budget leaves a model for its weights: the limit less what the
 // backend holds already and the activation reserve (-1 without a limit).
 int64_t weight_budget(const Backend& backend);
+// The device memory of forwards over `grid` beside the weights on `backend`:
+// ModelInfo::activation_bytes in the backend's activation dtype (0 when the family has no
+// estimate).
+int64_t activation_reserve(const ModelInfo& info, const Backend& backend, const LatentGrid& grid,
+                           bool fis, bool cache);
+// Under a memory limit, that reserve becomes the backend's (what a model loaded next leaves free
+// for the activations); nothing without a limit.
+void reserve_activations(Backend& backend, const ModelInfo& info, const LatentGrid& grid, bool fis,
+                         bool cache);
+
 // plan_offload within weight_budget(backend); when it does not fit, throws
 // ParamError("gpu-memory-limit", ...) naming the smallest limit that would work for `model`.
 OffloadPlan plan_for_budget(const Backend& backend, int num_blocks, int64_t block_bytes,

@@ -16,6 +16,7 @@
 #include "fisdit/error.h"
 #include "media/image.h"
 #include "models/family.h"
+#include "models/offload.h"
 
 namespace fisdit::pipeline {
 namespace {
@@ -185,13 +186,9 @@ struct Generator::State {
     }
   }
 
-  // The activations of a step over `grid` (ModelInfo::activation_bytes; 0 when unknown).
+  // The activations of a step over `grid` (models::activation_reserve).
   int64_t step_bytes(const models::LatentGrid& grid, bool fis, bool cache) const {
-    const models::ModelInfo& mi = release->info().model;
-    return mi.activation_bytes
-               ? mi.activation_bytes(
-                     grid, static_cast<int>(dtype_size(backend->activation_dtype())), fis, cache)
-               : 0;
+    return models::activation_reserve(release->info().model, *backend, grid, fis, cache);
   }
   // Whether expert `high` (not loaded) and a step of `step` bytes fit in the free memory, decided
   // before loading it (true when the backend or the family cannot tell); otherwise says so in
@@ -339,15 +336,8 @@ Tensor Generator::State::sample(const CheckedRequest& r, const sched::DenoiseInp
   const GenerateOptions& o = r.options;
   const bool two = release->info().two_experts;
   // Under a memory limit an expert loaded now leaves room for this request's activations.
-  if (Backend::MemoryBudget budget = backend->memory_budget(); budget.limit >= 0) {
-    const models::ModelInfo& mi = release->info().model;
-    budget.reserve =
-        mi.activation_bytes
-            ? mi.activation_bytes(r.grid, static_cast<int>(dtype_size(backend->activation_dtype())),
-                                  o.fis.enabled(), o.cache.enabled)
-            : 0;
-    backend->set_memory_budget(budget);
-  }
+  models::reserve_activations(*backend, release->info().model, r.grid, o.fis.enabled(),
+                              o.cache.enabled);
   // One expert in memory at a time (unless keep_loaded): the high-noise expert serves the first
   // steps, then it is freed and the low-noise expert loaded (the steps never go back).
   double load_seconds = 0;

@@ -49,15 +49,6 @@ void add_memory_limit_flag(CLI::App* cmd, DeviceFlags& f) {
       ->capture_default_str();
 }
 
-void reserve_activations(Backend& backend, const models::ModelInfo& info,
-                         const models::LatentGrid& grid, bool fis, bool cache) {
-  Backend::MemoryBudget budget = backend.memory_budget();
-  if (budget.limit < 0 || !info.activation_bytes) return;
-  budget.reserve = info.activation_bytes(
-      grid, static_cast<int>(dtype_size(backend.activation_dtype())), fis, cache);
-  backend.set_memory_budget(budget);
-}
-
 void add_sampling_flags(CLI::App* cmd, SamplingFlags& f, const SamplingFlagSet& set) {
   const sched::DenoiseOptions d;
   // The default in the help: "=4", or where fisdit.json gives it.

@@ -40,10 +40,6 @@ struct DeviceFlags {
 void add_device_flags(CLI::App* cmd, DeviceFlags& flags, const std::string& default_device,
                       const std::string& help = "cpu or cuda");
 void add_memory_limit_flag(CLI::App* cmd, DeviceFlags& flags);
-// Under a memory limit, the room a model loaded next leaves for the activations of forwards over
-// `grid` (Backend::MemoryBudget::reserve); nothing without one.
-void reserve_activations(Backend& backend, const models::ModelInfo& info,
-                         const models::LatentGrid& grid, bool fis, bool cache);
 
 // --steps, --shift, --solver, --guidance, --guidance-high, --guidance-low, --boundary. Not given:
 // the model's fisdit.json where the command reads it (apply_model_defaults), else

@@ -14,6 +14,7 @@
 #include "fisdit/error.h"
 #include "models/family.h"
 #include "models/flops.h"
+#include "models/offload.h"
 #include "sched/flow_euler.h"
 
 namespace fisdit::cli {
@@ -128,9 +129,9 @@ void load_dit_bench(DitBench& b, double shift, const std::vector<Setting>& setti
             ? models::probe_model(a.experts.model)
             : models::family_for_config(a.model_config).config_info(a.model_config);
     const auto any = [&](auto pred) { return std::any_of(settings.begin(), settings.end(), pred); };
-    reserve_activations(*b.backend, probed, probed.latent_grid(b.width, b.height, a.frames),
-                        any([](const Setting& st) { return st.fis.enabled(); }),
-                        any([](const Setting& st) { return st.cache.enabled; }));
+    models::reserve_activations(*b.backend, probed, probed.latent_grid(b.width, b.height, a.frames),
+                                any([](const Setting& st) { return st.fis.enabled(); }),
+                                any([](const Setting& st) { return st.cache.enabled; }));
   }
   const auto t_load = std::chrono::steady_clock::now();
   b.dit = !a.experts.model.empty()

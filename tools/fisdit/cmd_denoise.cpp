@@ -6,6 +6,7 @@
 #include "cli.h"
 #include "fisdit/error.h"
 #include "models/family.h"
+#include "models/offload.h"
 #include "sched/flow_euler.h"
 
 namespace fisdit::cli {
@@ -67,8 +68,8 @@ void run_denoise(const DenoiseArgs& a) {
   // experts take turns on the device (the high-noise one is freed at the switch).
   const bool limited = backend->memory_budget().limit >= 0;
   if (limited && di.x.ndim() == 4)
-    reserve_activations(*backend, info, {di.x.dim(1), di.x.dim(2), di.x.dim(3)}, opt.fis.enabled(),
-                        opt.cache.enabled);
+    models::reserve_activations(*backend, info, {di.x.dim(1), di.x.dim(2), di.x.dim(3)},
+                                opt.fis.enabled(), opt.cache.enabled);
   int skipped_passes = 0, passes = 0;
   std::unique_ptr<models::VelocityModel> high, low;
   const auto load = [&](bool use_high) -> models::VelocityModel& {
