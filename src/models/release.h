@@ -36,6 +36,8 @@ struct ReleaseOptions {
   // prompt costs only the encoder's compute (a kept-loaded generator on a GPU); by default they
   // go up one block at a time for each batch of prompts.
   bool resident_text_encoder = false;
+  // The DiT experts' block-matrix arithmetic, set as each expert is loaded (--precision).
+  Precision precision = Precision::Default;
 };
 
 struct ReleaseInfo {

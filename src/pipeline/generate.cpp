@@ -33,8 +33,6 @@ bool out_of_gpu_memory(const Error& e) {
 std::unique_ptr<Backend> make_run_backend(const GenerateOptions& o) {
   if (!(o.gpu_memory_limit >= 0) || o.gpu_memory_limit > 1e6)
     throw ParamError("gpu-memory-limit", ": must be a number of GiB >= 0 (0: the whole device)");
-  if (o.precision != "bf16" && o.precision != "fp8")
-    throw ParamError("precision", ": must be bf16 or fp8, got '" + o.precision + "'");
   std::unique_ptr<Backend> backend = make_backend(o.device);
   if (o.gpu_memory_limit > 0)
     backend->set_memory_budget({static_cast<int64_t>(o.gpu_memory_limit * 1073741824.0), 0});
@@ -60,6 +58,9 @@ models::ReleaseOptions release_options(const GenerateOptions& o, bool keep_loade
   // Kept loaded without a memory limit: the text encoder's weights stay on the GPU too (freed
   // first when a stage runs out of memory, State::free_room).
   r.resident_text_encoder = keep_loaded && !(o.gpu_memory_limit > 0);
+  if (o.precision != "bf16" && o.precision != "fp8")
+    throw ParamError("precision", ": must be bf16 or fp8, got '" + o.precision + "'");
+  r.precision = o.precision == "fp8" ? models::Precision::Fp8 : models::Precision::Default;
   r.parts = o.parts;
   if (!o.lora_high.empty()) r.lora_high.push_back({o.lora_high, o.lora_strength});
   if (!o.lora_low.empty()) r.lora_low.push_back({o.lora_low, o.lora_strength});
@@ -365,7 +366,6 @@ Tensor Generator::State::sample(const CheckedRequest& r, const sched::DenoiseInp
         [&]() -> models::VelocityModel& { return release->expert(use_high, *backend, &report); });
     expert_held[use_high ? 0 : 1] = true;
     if (!report.empty()) {
-      if (o.precision == "fp8") m.set_precision(models::Precision::Fp8);
       load_seconds += since(t0);
       const std::string placed = m.placement();
       if (o.progress || !placed.empty())  // where the weights went is said even without bars
@@ -471,10 +471,8 @@ double Generator::preload() {
   if (!s.texts.count(""))
     s.keep_text("", std::move(s.release->encode_text({""}, *s.backend, nullptr).at(0)));
   s.text_held = true;
-  models::VelocityModel& high =
-      s.with_room({true, false, false}, "loading the DiT",
-                  [&]() -> models::VelocityModel& { return s.release->expert(true, *s.backend); });
-  if (s.model.precision == "fp8") high.set_precision(models::Precision::Fp8);
+  s.with_room({true, false, false}, "loading the DiT",
+              [&]() -> models::VelocityModel& { return s.release->expert(true, *s.backend); });
   s.expert_held[0] = true;
   if (s.release->info().two_experts) {
     // Both experts resident when the free memory holds the second one and a step of the
@@ -487,8 +485,7 @@ double Generator::preload() {
     const int64_t step = s.step_bytes(grid, s.model.fis.enabled(), s.model.cache.enabled);
     if (s.expert_fits(false, step, "the high-noise expert")) {
       try {
-        models::VelocityModel& low = s.release->expert(false, *s.backend);
-        if (s.model.precision == "fp8") low.set_precision(models::Precision::Fp8);
+        s.release->expert(false, *s.backend);
         s.expert_held[1] = true;
         const int64_t free_now = s.backend->memory_free();
         if (free_now >= 0)

@@ -182,7 +182,10 @@ class WanRelease final : public models::Release {
     if (slot && &slot->backend() != &backend) slot.reset();
     if (!slot) {
       const ModelSource& src = use_high ? *high_src_ : *low_src_;
-      slot = load_dit(src, backend, use_high ? options_.lora_high : options_.lora_low);
+      std::unique_ptr<WanDiT> dit =
+          load_dit(src, backend, use_high ? options_.lora_high : options_.lora_low);
+      dit->set_precision(options_.precision);  // kept only once it runs in the asked precision
+      slot = std::move(dit);
       if (load_report) *load_report = src.checkpoint.path();
     }
     return *slot;
