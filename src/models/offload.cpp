@@ -10,10 +10,10 @@ namespace fisdit::models {
 
 namespace {
 constexpr int kSlots = 2;
-constexpr int64_t kAlign = 256;  // each tensor of a packed block starts on this boundary
-int64_t aligned(int64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 double gib(int64_t bytes) { return static_cast<double>(bytes) / 1073741824.0; }
 }  // namespace
+
+int64_t device_bytes(int64_t bytes) { return (bytes + 255) / 256 * 256; }
 
 int OffloadPlan::streamed_count() const {
   return static_cast<int>(std::count(streamed.begin(), streamed.end(), true));
@@ -126,7 +126,7 @@ void BlockStreamer::add_block(int index, const std::vector<Tensor*>& tensors) {
     int64_t total = 0;
     for (const Tensor* t : tensors) {
       b.offset.push_back(total);
-      total += aligned(static_cast<int64_t>(t->nbytes()));
+      total += device_bytes(static_cast<int64_t>(t->nbytes()));
     }
     b.host = backend_.pinned_host({total}, DType::U8);
     for (size_t j = 0; j < tensors.size(); ++j) {

@@ -18,6 +18,10 @@
 
 namespace fisdit::models {
 
+// The bytes a tensor of `bytes` takes on the device: rounded up to 256, where the device allocator
+// and a streamed block's packing start each tensor.
+int64_t device_bytes(int64_t bytes);
+
 struct OffloadPlan {
   std::vector<bool> streamed;  // per block; all false: every block resident
   int slots = 0;               // device buffers the streamed blocks rotate through

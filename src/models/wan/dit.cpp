@@ -61,11 +61,8 @@ DitBytes dit_device_bytes(const WanConfig& cfg, DType weight_dtype) {
     const bool block = name.rfind("blocks.", 0) == 0;
     if (block && name.rfind("blocks.0.", 0) != 0) continue;
     const DType dt = name.find("modulation") != std::string::npos ? DType::F32 : weight_dtype;
-    // Each tensor starts on a 256-byte boundary, as the device allocator and the offload slots
-    // place them.
-    const int64_t bytes =
-        (shape_numel(shape) * static_cast<int64_t>(dtype_size(dt)) + 255) / 256 * 256;
-    (block ? b.block : b.other) += bytes;
+    (block ? b.block : b.other) +=
+        models::device_bytes(shape_numel(shape) * static_cast<int64_t>(dtype_size(dt)));
   }
   return b;
 }
