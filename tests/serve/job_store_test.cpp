@@ -9,22 +9,20 @@
 namespace fisdit::serve {
 namespace {
 
-Job queued(const std::string& id, double at) {
+// A queued job `id` submitted at `at`, in `store`.
+void add_queued(JobStore& store, const std::string& id, double at) {
   Job j;
   j.id = id;
   j.created_at = at;
   j.request = {{"prompt", id}};
   j.steps = 4;
-  return j;
+  store.insert(j);
 }
 
 TEST(JobStore, RunsJobsInArrivalOrderAndCancelWinsOnlyBeforeTheEnd) {
   iotest::TempDir dir;
   JobStore store(dir.file("jobs.sqlite"));
-  for (const char* id : {"a", "b", "c"}) {
-    Job j = queued(id, 1);
-    store.insert(j);
-  }
+  for (const char* id : {"a", "b", "c"}) add_queued(store, id, 1);
   EXPECT_EQ(store.active(), 3);
   ASSERT_EQ(store.next_queued()->id, "a");
   EXPECT_EQ(store.queue_position(store.get("c")->seq), 2);
@@ -72,10 +70,7 @@ TEST(JobStore, AReopenedStoreFailsTheJobThatWasRunningAndKeepsTheRest) {
   iotest::TempDir dir;
   {
     JobStore store(dir.file("jobs.sqlite"));
-    for (const char* id : {"done", "running", "waiting"}) {
-      Job j = queued(id, 1);
-      store.insert(j);
-    }
+    for (const char* id : {"done", "running", "waiting"}) add_queued(store, id, 1);
     ASSERT_TRUE(store.claim("done", 1));
     ASSERT_TRUE(store.finish("done", JobStatus::Completed, "", "videos/done.mp4", {}, 2));
     ASSERT_TRUE(store.claim("running", 3));
@@ -96,10 +91,7 @@ TEST(JobStore, AReopenedStoreFailsTheJobThatWasRunningAndKeepsTheRest) {
 TEST(JobStore, ListsNewestFirstInPages) {
   iotest::TempDir dir;
   JobStore store(dir.file("jobs.sqlite"));
-  for (int i = 0; i < 5; ++i) {
-    Job j = queued("j" + std::to_string(i), i);
-    store.insert(j);
-  }
+  for (int i = 0; i < 5; ++i) add_queued(store, "j" + std::to_string(i), i);
   bool more = false;
   std::vector<std::string> seen;
   std::optional<std::string> after;

@@ -716,6 +716,14 @@ class FaultTest(h.ServerTestCase):
             self.assertLess(time.monotonic(), deadline, f"never running: {j}")
             time.sleep(0.02)
 
+    def completed_video(self, srv, body):
+        """Submits `body` and waits for it to complete; returns (job, its MP4 bytes)."""
+        job = self.submit_ok(srv, body)
+        h.wait_for_status(srv, job["id"], "completed", timeout=60)
+        st, _, video = srv.request("GET", f"/v1/videos/{job['id']}/content")
+        self.assertEqual(st, 200)
+        return job, video
+
     def open_raw_stream(self, srv, job_id):
         """GET events on a raw socket; returns (socket, bytes read up to the first event)."""
         s = socket.create_connection((srv.host, srv.port), timeout=20)
@@ -826,10 +834,7 @@ class FaultTest(h.ServerTestCase):
     def test_output_cannot_be_written(self):
         data = self.tmpdir("data")
         srv = self.start(data)
-        first = self.submit_ok(srv, h.tiny_job())
-        h.wait_for_status(srv, first["id"], "completed", timeout=60)
-        st, _, before = srv.request("GET", f"/v1/videos/{first['id']}/content")
-        self.assertEqual(st, 200)
+        first, before = self.completed_video(srv, h.tiny_job())
         videos = os.path.join(data, "videos")
         moved = os.path.join(data, "videos.moved")
         os.rename(videos, moved)
@@ -903,10 +908,7 @@ class FaultTest(h.ServerTestCase):
     def test_sigkill_mid_job(self):
         data = self.tmpdir("data")
         srv = self.start(data)
-        early = self.submit_ok(srv, h.tiny_job())
-        h.wait_for_status(srv, early["id"], "completed", timeout=60)
-        st, _, early_bytes = srv.request("GET", f"/v1/videos/{early['id']}/content")
-        self.assertEqual(st, 200)
+        early, early_bytes = self.completed_video(srv, h.tiny_job())
         a = self.submit_ok(srv, h.long_job())
         b = self.submit_ok(srv, h.tiny_job(h.PROMPTS[2]))
         c = self.submit_ok(srv, h.tiny_job(h.PROMPTS[3]))
