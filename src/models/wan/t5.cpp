@@ -176,14 +176,15 @@ int64_t T5Encoder::resident_bytes() const {
   return n;
 }
 
+Tensor T5Encoder::upload_vector(const T5Weight& w) {
+  return models::upload_weight(w.stored, w.scale, backend_, DType::F32);
+}
+
 T5Encoder::DeviceBlock T5Encoder::upload_block(int index) {
-  Backend& be = backend_;
   const auto matrix = [&](const T5Weight& w) {
-    return models::upload_weight(w.stored, w.scale, be, be.weight_dtype());
+    return models::upload_weight(w.stored, w.scale, backend_, backend_.weight_dtype());
   };
-  const auto vec = [&](const T5Weight& w) {
-    return models::upload_weight(w.stored, w.scale, be, DType::F32);
-  };
+  const auto vec = [&](const T5Weight& w) { return upload_vector(w); };
   const BlockWeights& s = blocks_[static_cast<size_t>(index)];
   DeviceBlock b;
   b.norm1 = vec(s.norm1);
@@ -266,12 +267,9 @@ std::vector<Tensor> T5Encoder::run(
 
   // One block's weights on the backend at a time, once for all the sequences (a GPU holds one
   // block of the 5.7B-parameter encoder), or every block kept there (set_resident).
-  const auto vec = [&](const T5Weight& w) {
-    return models::upload_weight(w.stored, w.scale, be, DType::F32);
-  };
   const Tensor shared_table = !cfg_.shared_pos          ? Tensor()
                               : shared_table_.defined() ? shared_table_
-                                                        : vec(shared_pos_);
+                                                        : upload_vector(shared_pos_);
   if (resident_) shared_table_ = shared_table;
 
   for (int i = 0; i < cfg_.num_layers; ++i) {
@@ -304,7 +302,8 @@ std::vector<Tensor> T5Encoder::run(
     }
     if (observer) observer("block_" + std::to_string(i), be.download(st.front().x));
   }
-  const Tensor final_norm = final_norm_device_.defined() ? final_norm_device_ : vec(final_norm_);
+  const Tensor final_norm =
+      final_norm_device_.defined() ? final_norm_device_ : upload_vector(final_norm_);
   if (resident_) final_norm_device_ = final_norm;
   std::vector<Tensor> outs;
   for (State& S : st) {

@@ -137,6 +137,7 @@ class T5Encoder {
     int64_t bytes() const;
   };
   DeviceBlock upload_block(int index);
+  Tensor upload_vector(const T5Weight& w);  // a norm or position table, fp32 on the backend
   bool resident_ = false;
   std::vector<DeviceBlock> on_device_;  // resident: the blocks uploaded so far
   Tensor shared_table_, final_norm_device_;
