@@ -141,28 +141,59 @@ void Backend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tenso
   do_linear(x, w, bias, y, act);
 }
 
-void Backend::linear_fp8(const Tensor& x, const Tensor& w_codes, const Tensor& w_scales,
-                         const Tensor* bias, Tensor& y, Activation act) {
-  const char* op = "linear_fp8";
-  need(op, {{x, "input"}, {w_codes, "weight codes"}, {w_scales, "weight scales"}, {y, "output"}});
-  require(w_codes.dtype() == DType::F8_E4M3 && w_codes.ndim() == 2, op,
-          "weight codes " + desc(w_codes) + " must be 2-D F8_E4M3");
-  require(w_scales.dtype() == DType::F32 && w_scales.numel() == w_codes.dim(0), op,
-          "weight scales " + desc(w_scales) + " must be F32 with one per weight row");
-  require(x.ndim() == 2 && y.ndim() == 2 && x.dim(1) == w_codes.dim(1), op,
-          "input " + desc(x) + " does not match weight " + desc(w_codes));
-  require(y.dim(0) == x.dim(0) && y.dim(1) == w_codes.dim(0), op,
-          "output " + desc(y) + ", expected [" + num(x.dim(0)) + ", " + num(w_codes.dim(0)) + "]");
-  if (bias) {
-    need(op, {{*bias, "bias"}});
-    require(bias->numel() == w_codes.dim(0), op,
-            "bias " + desc(*bias) + " does not match the " + num(w_codes.dim(0)) + " weight rows");
-  }
-  do_linear_fp8(x, w_codes, w_scales, bias, y, act);
+namespace {
+// E4M3 rows: 2-D F8_E4M3 codes and one F32 scale per row.
+void check_fp8_rows(const char* op, const Fp8Rows& q, const char* name) {
+  const std::string n(name);
+  if (!q.codes.defined() || !q.scales.defined()) fail(op, n + " codes or scales are undefined");
+  require(q.codes.dtype() == DType::F8_E4M3 && q.codes.ndim() == 2, op,
+          n + " codes " + desc(q.codes) + " must be 2-D F8_E4M3");
+  require(q.scales.dtype() == DType::F32 && q.scales.numel() == q.codes.dim(0), op,
+          n + " scales " + desc(q.scales) + " must be F32 with one per row");
+}
+}  // namespace
+
+Fp8Rows Backend::quantize_rows(const Tensor& x) {
+  const char* op = "quantize_rows";
+  need(op, {{x, "input"}});
+  require(x.ndim() == 2 && (x.dtype() == DType::F32 || x.dtype() == DType::BF16), op,
+          "input " + desc(x) + " must be a 2-D F32 or BF16 tensor");
+  return do_quantize_rows(x);
 }
 
-void Backend::do_linear_fp8(const Tensor&, const Tensor&, const Tensor&, const Tensor*, Tensor&,
-                            Activation) {
+Fp8Rows Backend::do_quantize_rows(const Tensor& x) {
+  const Fp8Rows host = quantize_rows_e4m3(x.device() == Device::CPU ? x : download(x));
+  return {upload(host.codes, DType::F8_E4M3), upload(host.scales, DType::F32)};
+}
+
+void Backend::linear_fp8(const Fp8Rows& x, const Fp8Rows& w, const Tensor* bias, Tensor& y,
+                         Activation act) {
+  const char* op = "linear_fp8";
+  check_fp8_rows(op, x, "input");
+  check_fp8_rows(op, w, "weight");
+  need(op, {{y, "output"}});
+  require(x.codes.dim(1) == w.codes.dim(1), op,
+          "input " + desc(x.codes) + " does not match weight " + desc(w.codes));
+  require(x.codes.dim(1) % 16 == 0, op,
+          "input " + desc(x.codes) + ": the inner dimension must be a multiple of 16");
+  require(y.ndim() == 2 && y.dim(0) == x.codes.dim(0) && y.dim(1) == w.codes.dim(0), op,
+          "output " + desc(y) + ", expected [" + num(x.codes.dim(0)) + ", " + num(w.codes.dim(0)) +
+              "]");
+  if (bias) {
+    need(op, {{*bias, "bias"}});
+    require(bias->numel() == w.codes.dim(0), op,
+            "bias " + desc(*bias) + " does not match the " + num(w.codes.dim(0)) + " weight rows");
+  }
+  do_linear_fp8(x, w, bias, y, act);
+}
+
+void Backend::linear_fp8(const Tensor& x, const Fp8Rows& w, const Tensor* bias, Tensor& y,
+                         Activation act) {
+  need("linear_fp8", {{x, "input"}});
+  linear_fp8(quantize_rows(x), w, bias, y, act);
+}
+
+void Backend::do_linear_fp8(const Fp8Rows&, const Fp8Rows&, const Tensor*, Tensor&, Activation) {
   throw Error(name() +
               " backend: --precision fp8 is not implemented on this backend yet (the cpu backend "
               "computes it, as the reference)");

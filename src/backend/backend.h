@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "core/quantize.h"
 #include "core/tensor.h"
 
 namespace fisdit {
@@ -146,12 +147,21 @@ class Backend {
   // y[M,N] = act(x[M,K] . w[N,K]^T + bias[N])
   void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
               Activation act = Activation::None);
-  // --precision fp8: y[M,N] = act(q(x) . w^T + bias) with w given as E4M3 codes [N,K] and one
-  // F32 scale per output row [N] (core/quantize.h), and x quantized to E4M3 per row (token) with
-  // its own dynamic scale; products of the codes accumulated in fp32. The CPU backend computes it
-  // (the reference); a backend without it throws saying so.
-  void linear_fp8(const Tensor& x, const Tensor& w_codes, const Tensor& w_scales,
-                  const Tensor* bias, Tensor& y, Activation act = Activation::None);
+  // --precision fp8. quantize_rows: a 2-D F32/BF16 tensor as E4M3 codes with one F32 scale per
+  // row (core/quantize.h: scale = amax / 448, round to nearest even), made where the backend
+  // keeps tensors; the CUDA backend gives the same bits as the host function.
+  Fp8Rows quantize_rows(const Tensor& x);
+  // y[M,N] = act(x . w^T + bias) with x [M,K] and w [N,K] both given as E4M3 rows with their
+  // scales (x per token, w per output channel): products of the codes summed in fp32, then
+  // scaled by x's row scale and w's row scale. The CPU backend computes it (the reference); a
+  // backend without it throws saying so. K must be a multiple of 16 (the FP8 tensor cores'
+  // granularity).
+  void linear_fp8(const Fp8Rows& x, const Fp8Rows& w, const Tensor* bias, Tensor& y,
+                  Activation act = Activation::None);
+  // The same with x quantized here first (quantize_rows). A caller with several matrices on one
+  // input quantizes it once and passes the Fp8Rows.
+  void linear_fp8(const Tensor& x, const Fp8Rows& w, const Tensor* bias, Tensor& y,
+                  Activation act = Activation::None);
   void activation(const Tensor& x, Tensor& y, Activation act);
   // y = LN(x) (over the last dim, optional affine) then, if given, y * (1 + scale) + shift.
   // x is the F32 residual stream.
@@ -262,8 +272,9 @@ class Backend {
   virtual Tensor do_dequantize(const Tensor& stored, float scale, DType dtype);  // host codes
   virtual void do_linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
                          Activation act) = 0;
-  virtual void do_linear_fp8(const Tensor& x, const Tensor& w_codes, const Tensor& w_scales,
-                             const Tensor* bias, Tensor& y, Activation act);  // throws
+  virtual Fp8Rows do_quantize_rows(const Tensor& x);  // on the host, then uploaded
+  virtual void do_linear_fp8(const Fp8Rows& x, const Fp8Rows& w, const Tensor* bias, Tensor& y,
+                             Activation act);  // throws
   virtual void do_activation(const Tensor& x, Tensor& y, Activation act) = 0;
   virtual void do_layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps,
                              Tensor& y, ModChunk shift, ModChunk scale) = 0;

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "backend/backend.h"
@@ -70,7 +71,7 @@ TEST(LinearFp8, IsTheGemmOfTheE4m3OperandsAndWithinTheFormatOfTheExactOne) {
   const Fp8Rows wq = quantize_rows_e4m3(w);
   Tensor y = cpu->empty({m, n}), exact = cpu->empty({m, n});
   const Tensor bias = b.reshape({n});
-  cpu->linear_fp8(x, wq.codes, wq.scales, &bias, y);
+  cpu->linear_fp8(x, wq, &bias, y);
   cpu->linear(x, w, &bias, exact);
   const Tensor xd = dequantize_rows(quantize_rows_e4m3(x)), wd = dequantize_rows(wq);
   double err = 0, ref = 0;
@@ -89,8 +90,14 @@ TEST(LinearFp8, IsTheGemmOfTheE4m3OperandsAndWithinTheFormatOfTheExactOne) {
   EXPECT_LE(vs_exact, 0.06);
   // Arguments are checked, naming them.
   Tensor wrong = cpu->empty({m, n + 1});
-  EXPECT_THROW(cpu->linear_fp8(x, wq.codes, wq.scales, nullptr, wrong), Error);
-  EXPECT_THROW(cpu->linear_fp8(x, w, wq.scales, nullptr, y), Error);
+  EXPECT_THROW(cpu->linear_fp8(x, wq, nullptr, wrong), Error);
+  EXPECT_THROW(cpu->linear_fp8(x, Fp8Rows{w, wq.scales}, nullptr, y), Error);  // F32, not codes
+  const Fp8Rows odd = quantize_rows_e4m3(randn(n, 24, 6));  // K not a multiple of 16
+  EXPECT_THROW(cpu->linear_fp8(randn(m, 24, 7), odd, nullptr, y), Error);
+  // quantize_rows on the backend is the host function.
+  const Fp8Rows xq = cpu->quantize_rows(x), host = quantize_rows_e4m3(x);
+  EXPECT_EQ(0, std::memcmp(xq.codes.raw(), host.codes.raw(), static_cast<size_t>(m * k)));
+  EXPECT_EQ(0, std::memcmp(xq.scales.raw(), host.scales.raw(), static_cast<size_t>(m) * 4));
 }
 
 }  // namespace

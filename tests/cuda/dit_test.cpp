@@ -146,19 +146,8 @@ TEST(CudaDitFp8, ScaledFp8FileMatchesTheCpu) {
   FISDIT_REQUIRE_GPU();
   const std::string path = std::string(FISDIT_TEST_DATA) + "/wan/dit_t2v_tiny.safetensors";
   const auto f = SafetensorsFile::open(path);
-  NamedTensors q = {{"scaled_fp8", Tensor::zeros({0}, DType::F8_E4M3)}};
-  for (const TensorInfo& info : f->tensors()) {
-    if (info.name.rfind("model.", 0) != 0) continue;
-    const std::string name = "model.diffusion_model." + info.name.substr(6);
-    const Tensor w = f->tensor_f32(info.name);
-    if (w.ndim() != 2 || name.find(".blocks.") == std::string::npos) {
-      q.push_back({name, w});
-      continue;
-    }
-    fp8test::append_scaled(q, name, w);
-  }
   const std::string fp8 = ::testing::TempDir() + "/fisdit_cuda_fp8_dit.safetensors";
-  write_safetensors(fp8, q, f->metadata());  // the fixture's config travels in the metadata
+  fp8test::write_scaled_dit(path, fp8);
   const wan::ModelSource src = wan::open_model(fp8);
   ASSERT_EQ(src.checkpoint.find("model.diffusion_model.blocks.0.ffn.0.weight")->dtype,
             DType::F8_E4M3);
@@ -178,6 +167,21 @@ TEST(CudaDitFp8, ScaledFp8FileMatchesTheCpu) {
     const double err = rel_l2(run(gpu), run(*cpu));
     std::printf("scaled fp8 DiT%s: GPU vs CPU rel L2 %.3g\n", with_lora ? " + LoRA" : "", err);
     EXPECT_LE(err, kDitTolerance) << with_lora;
+    // --precision fp8: the matrices as stored (or merged and quantized, with the LoRA) on both;
+    // the activations' quantization differs between bf16 and fp32 inputs (bound and reason:
+    // tests/cuda/fp8_test.cpp, WanDitMatchesTheCpuFp8Forward).
+    const auto run_fp8 = [&](Backend& backend) {
+      auto dit = wan::load_dit(
+          src, backend, with_lora ? std::vector<LoraSpec>{{lora, 1.0f}} : std::vector<LoraSpec>{},
+          models::Precision::Fp8);
+      return backend.download(dit->forward(backend.upload(f->tensor_f32("input.x"), DType::F32),
+                                           f->tensor_f32("input.t"),
+                                           dit->embed_text(f->tensor_f32("input.context"))));
+    };
+    const double err8 = rel_l2(run_fp8(gpu), run_fp8(*cpu));
+    std::printf("scaled fp8 DiT%s, --precision fp8: GPU vs CPU rel L2 %.3g\n",
+                with_lora ? " + LoRA" : "", err8);
+    EXPECT_LE(err8, 0.06) << with_lora;
   }
 }
 

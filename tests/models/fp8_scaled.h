@@ -29,4 +29,22 @@ inline Tensor append_scaled(NamedTensors& out, const std::string& name, const Te
   return deq;
 }
 
+// The DiT fixture `fixture` rewritten as a ComfyUI scaled-fp8 file at `out`: model.diffusion_model.
+// keys, every 2-D block matrix F8_E4M3 with its scale_weight (append_scaled), the rest as they
+// are, the fixture's config in the metadata.
+inline void write_scaled_dit(const std::string& fixture, const std::string& out) {
+  const auto f = SafetensorsFile::open(fixture);
+  NamedTensors q = {{"scaled_fp8", Tensor::zeros({0}, DType::F8_E4M3)}};
+  for (const TensorInfo& info : f->tensors()) {
+    if (info.name.rfind("model.", 0) != 0) continue;
+    const std::string name = "model.diffusion_model." + info.name.substr(6);
+    const Tensor w = f->tensor_f32(info.name);
+    if (w.ndim() == 2 && name.find(".blocks.") != std::string::npos)
+      append_scaled(q, name, w);
+    else
+      q.push_back({name, w});
+  }
+  write_safetensors(out, q, f->metadata());
+}
+
 }  // namespace fisdit::fp8test

@@ -3,10 +3,14 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <map>
+#include <random>
 
 #include "backend/backend.h"
+#include "fp8_scaled.h"
 #include "io/safetensors.h"
+#include "models/offload.h"
 #include "models/wan/loader.h"
 
 namespace fisdit {
@@ -81,6 +85,25 @@ TEST_P(WanParity, Fp8BlockMatricesStayCloseToTheOfficialOutput) {
   EXPECT_GT(err, kFp32Tolerance);
   EXPECT_LE(err, 0.1);
   EXPECT_THROW(dit->set_precision(models::Precision::Default), Error);
+  // Quantized as it loads (block by block): the same weights, the same output bit for bit.
+  auto loaded = wan::load_dit(wan::open_model(path), *backend, {}, models::Precision::Fp8);
+  EXPECT_EQ(loaded->precision(), models::Precision::Fp8);
+  const Tensor again = backend->download(loaded->forward(
+      x, fixture->tensor_f32("input.t"), loaded->embed_text(fixture->tensor_f32("input.context"))));
+  EXPECT_EQ(rel_l2(again, out), 0.0);
+  // Its device bytes: each matrix one byte per weight plus a scale per row.
+  const wan::WanConfig& cfg = loaded->config();
+  const wan::DitBytes f8 = wan::dit_device_bytes(cfg, DType::F32, models::Precision::Fp8),
+                      f32 = wan::dit_device_bytes(cfg, DType::F32);
+  EXPECT_EQ(f8.other, f32.other);
+  EXPECT_LT(f8.block, f32.block);
+  const int64_t d = cfg.dim, ffn = cfg.ffn_dim;
+  EXPECT_EQ(f32.block - f8.block,
+            models::device_bytes(d * d * 4) * 8 -
+                (models::device_bytes(d * d) + models::device_bytes(d * 4)) * 8 +
+                models::device_bytes(ffn * d * 4) * 2 -
+                (models::device_bytes(ffn * d) + models::device_bytes(ffn * 4)) -
+                (models::device_bytes(d * ffn) + models::device_bytes(d * 4)));
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, WanParity,
@@ -93,6 +116,69 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, WanParity,
                            std::string n = info.param.file;
                            return n.substr(4, n.find("_tiny") - 4);
                          });
+
+}  // namespace
+}  // namespace fisdit
+
+namespace fisdit {
+namespace {
+
+// --precision fp8 from a ComfyUI scaled-fp8 file: its E4M3 block matrices are used as stored
+// (the codes bit for bit, the per-tensor scale on every row), not widened and quantized again; a
+// matrix a LoRA changes is merged in fp32 and then quantized per row. The forward equals the
+// default-precision forward of the same file up to the activations' quantization only.
+TEST(WanFp8Stored, ScaledFp8MatricesAreUsedAsStored) {
+  const std::string path = std::string(FISDIT_TEST_DATA) + "/wan/dit_t2v_tiny.safetensors";
+  const auto f = SafetensorsFile::open(path);
+  const std::string file = ::testing::TempDir() + "/fisdit_stored_fp8_dit.safetensors";
+  fp8test::write_scaled_dit(path, file);
+  const wan::ModelSource src = wan::open_model(file);
+  const auto stored = SafetensorsFile::open(file);
+  auto cpu = make_cpu_backend();
+  auto dit = wan::load_dit(src, *cpu, {}, models::Precision::Fp8);
+  const wan::DitBlockWeights& b1 = dit->block(1);
+  ASSERT_EQ(b1.fp8.size(), static_cast<size_t>(wan::DitBlockWeights::kMatrices));
+  const Fp8Rows& ffn = b1.fp8[wan::DitBlockWeights::FfnIn];
+  const Tensor codes = stored->tensor("model.diffusion_model.blocks.1.ffn.0.weight");
+  const float scale =
+      stored->tensor_f32("model.diffusion_model.blocks.1.ffn.0.scale_weight").f32()[0];
+  ASSERT_EQ(ffn.codes.numel(), codes.numel());
+  EXPECT_EQ(0, std::memcmp(ffn.codes.raw(), codes.raw(), static_cast<size_t>(codes.numel())));
+  for (int64_t r = 0; r < ffn.scales.numel(); ++r) ASSERT_EQ(ffn.scales.f32()[r], scale) << r;
+  EXPECT_FALSE(b1.ffn_in_w.defined());  // no widened copy kept
+
+  // A LoRA on blocks.1.ffn.0: that matrix is merged and quantized per row (not the file's codes).
+  const int64_t d = src.config.dim, r = 4;
+  const std::string lora = ::testing::TempDir() + "/fisdit_stored_fp8_lora.safetensors";
+  std::mt19937 rng(9);
+  std::normal_distribution<float> n(0.0f, 0.3f);
+  const auto randn = [&](int64_t rows, int64_t cols) {
+    Tensor t = Tensor::zeros({rows, cols});
+    for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = n(rng);
+    return t;
+  };
+  write_safetensors(
+      lora, {{"diffusion_model.blocks.1.ffn.0.lora_down.weight", randn(r, d)},
+             {"diffusion_model.blocks.1.ffn.0.lora_up.weight", randn(src.config.ffn_dim, r)}});
+  auto merged = wan::load_dit(src, *cpu, {{lora, 1.0f}}, models::Precision::Fp8);
+  const Fp8Rows& mf = merged->block(1).fp8[wan::DitBlockWeights::FfnIn];
+  EXPECT_NE(0, std::memcmp(mf.codes.raw(), codes.raw(), static_cast<size_t>(codes.numel())));
+  EXPECT_NE(mf.scales.f32()[0], scale);
+  EXPECT_EQ(0, std::memcmp(merged->block(0).fp8[wan::DitBlockWeights::FfnIn].codes.raw(),
+                           dit->block(0).fp8[wan::DitBlockWeights::FfnIn].codes.raw(),
+                           static_cast<size_t>(codes.numel())));  // untouched ones as stored
+
+  // The forward: close to the file's default-precision forward (activations quantized only).
+  auto dense = wan::load_dit(src, *cpu);
+  const auto run = [&](wan::WanDiT& m) {
+    return cpu->download(m.forward(f->tensor_f32("input.x"), f->tensor_f32("input.t"),
+                                   m.embed_text(f->tensor_f32("input.context"))));
+  };
+  const double err = rel_l2(run(*dit), run(*dense));
+  std::printf("scaled fp8 file, matrices as stored: rel L2 %.4f vs its default precision\n", err);
+  EXPECT_GT(err, 1e-5);
+  EXPECT_LT(err, 0.05);
+}
 
 }  // namespace
 }  // namespace fisdit

@@ -26,8 +26,9 @@ class CpuBackend final : public Backend {
   void do_copy(const Tensor& src, Tensor& dst) override;
   void do_linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
                  Activation act) override;
-  void do_linear_fp8(const Tensor& x, const Tensor& w_codes, const Tensor& w_scales,
-                     const Tensor* bias, Tensor& y, Activation act) override;
+  Fp8Rows do_quantize_rows(const Tensor& x) override;
+  void do_linear_fp8(const Fp8Rows& x, const Fp8Rows& w, const Tensor* bias, Tensor& y,
+                     Activation act) override;
   void do_activation(const Tensor& x, Tensor& y, Activation act) override;
   void do_layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps,
                      Tensor& y, ModChunk shift, ModChunk scale) override;

@@ -97,11 +97,11 @@ void CpuBackend::do_linear(const Tensor& x, const Tensor& w, const Tensor* bias,
 // Both operands as the E4M3 values they are (code * scale, exact in fp32 up to the scale's
 // rounding), then the fp32 GEMM: a product of two E4M3 values is exact in fp32, so this differs
 // from a GPU's fp8 GEMM by the order of the fp32 sums only.
-void CpuBackend::do_linear_fp8(const Tensor& x, const Tensor& w_codes, const Tensor& w_scales,
-                               const Tensor* bias, Tensor& y, Activation act) {
-  const Tensor xq = dequantize_rows(quantize_rows_e4m3(x));
-  const Tensor w = dequantize_rows({w_codes, w_scales});
-  do_linear(xq, w, bias, y, act);  // counts the FLOPs
+Fp8Rows CpuBackend::do_quantize_rows(const Tensor& x) { return quantize_rows_e4m3(x); }
+
+void CpuBackend::do_linear_fp8(const Fp8Rows& x, const Fp8Rows& w, const Tensor* bias, Tensor& y,
+                               Activation act) {
+  do_linear(dequantize_rows(x), dequantize_rows(w), bias, y, act);  // counts the FLOPs
 }
 
 void CpuBackend::do_activation(const Tensor& x, Tensor& y, Activation act) {

@@ -102,6 +102,9 @@ class CudaBackend final : public Backend {
   // matmul.cpp
   void do_linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
                  Activation act) override;
+  Fp8Rows do_quantize_rows(const Tensor& x) override;
+  void do_linear_fp8(const Fp8Rows& x, const Fp8Rows& w, const Tensor* bias, Tensor& y,
+                     Activation act) override;
   void do_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) override;
   // norm.cpp
   void do_layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps,

@@ -40,6 +40,33 @@ __global__ void dequantize_fp8_kernel(const uint8_t* src, __nv_fp8_interpretatio
   }
 }
 
+// One block per row: the row's amax, then every value divided by amax / 448 (IEEE division, as
+// the host) and rounded to E4M3 to nearest even, saturating (|v| <= 448 here but for rounding).
+// With `quads` four codes are packed into one 32-bit store (cols % 4 == 0, 4-byte aligned rows).
+__global__ void quantize_rows_kernel(const void* x, EType xt, uint8_t* codes, float* scales,
+                                     int64_t cols, bool quads) {
+  __shared__ float scratch[33];
+  const int64_t base = static_cast<int64_t>(blockIdx.x) * cols;
+  float amax = 0.0f;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
+    amax = fmaxf(amax, fabsf(load(x, xt, base + c)));
+  amax = block_max(amax, scratch);
+  const float scale = amax > 0.0f ? __fdiv_rn(amax, 448.0f) : 1.0f;
+  if (threadIdx.x == 0) scales[blockIdx.x] = scale;
+  const auto code = [&](int64_t c) {
+    return static_cast<uint32_t>(
+        __nv_cvt_float_to_fp8(__fdiv_rn(load(x, xt, base + c), scale), __NV_SATFINITE, __NV_E4M3));
+  };
+  if (quads) {
+    auto* out = reinterpret_cast<uint32_t*>(codes + base);
+    for (int64_t q = threadIdx.x; q < cols / 4; q += blockDim.x)
+      out[q] = code(4 * q) | code(4 * q + 1) << 8 | code(4 * q + 2) << 16 | code(4 * q + 3) << 24;
+  } else {
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
+      codes[base + c] = static_cast<uint8_t>(code(c));
+  }
+}
+
 __device__ __forceinline__ uint64_t mix64(uint64_t z) {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
@@ -66,12 +93,14 @@ __global__ void activation_kernel(const void* x, EType xt, void* y, EType yt, in
     store(y, yt, i, apply_act(load(x, xt, i), act));
 }
 
-__global__ void bias_act_kernel(void* y, EType yt, const void* bias, EType bt, int64_t rows,
-                                int64_t cols, Activation act) {
+__global__ void bias_act_kernel(void* y, EType yt, const float* row_scale, const float* col_scale,
+                                const void* bias, EType bt, int64_t rows, int64_t cols,
+                                Activation act) {
   const int64_t n = rows * cols;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
     float v = load(y, yt, i);
+    if (row_scale) v = v * row_scale[i / cols] * col_scale[i % cols];
     if (bias) v += load(bias, bt, i % cols);
     store(y, yt, i, apply_act(v, act));
   }
@@ -225,6 +254,16 @@ void launch_dequantize_fp8(const uint8_t* src, bool e5m2, float scale, void* dst
   check_launch("dequantize", "", s);
 }
 
+void launch_quantize_rows_e4m3(const void* x, EType xt, uint8_t* codes, float* scales, int64_t rows,
+                               int64_t cols, cudaStream_t s) {
+  if (rows == 0) return;
+  if (rows > 0x7fffffff) fail("quantize_rows", "", "more than 2^31 rows");
+  const bool quads = cols % 4 == 0 && reinterpret_cast<uintptr_t>(codes) % 4 == 0;
+  quantize_rows_kernel<<<static_cast<unsigned>(rows), kThreads, 0, s>>>(x, xt, codes, scales, cols,
+                                                                        quads);
+  check_launch("quantize_rows", "", s);
+}
+
 void launch_activation(const void* x, EType xt, void* y, EType yt, int64_t n, Activation act,
                        cudaStream_t s) {
   if (n == 0) return;
@@ -235,9 +274,18 @@ void launch_activation(const void* x, EType xt, void* y, EType yt, int64_t n, Ac
 void launch_bias_act(void* y, EType yt, const void* bias, EType bt, int64_t rows, int64_t cols,
                      Activation act, cudaStream_t s) {
   if (rows * cols == 0 || (!bias && act == Activation::None)) return;
-  bias_act_kernel<<<grid_for(rows * cols, kThreads), kThreads, 0, s>>>(y, yt, bias, bt, rows, cols,
-                                                                       act);
+  bias_act_kernel<<<grid_for(rows * cols, kThreads), kThreads, 0, s>>>(y, yt, nullptr, nullptr,
+                                                                       bias, bt, rows, cols, act);
   check_launch("linear (bias epilogue)", "", s);
+}
+
+void launch_scale_bias_act(void* y, EType yt, const float* row_scale, const float* col_scale,
+                           const void* bias, EType bt, int64_t rows, int64_t cols, Activation act,
+                           cudaStream_t s) {
+  if (rows * cols == 0) return;
+  bias_act_kernel<<<grid_for(rows * cols, kThreads), kThreads, 0, s>>>(y, yt, row_scale, col_scale,
+                                                                       bias, bt, rows, cols, act);
+  check_launch("linear_fp8 (scale epilogue)", "", s);
 }
 
 void launch_gemv_rows(const float* x, const void* w, const void* bias, EType bt, void* y, EType yt,

@@ -1,6 +1,7 @@
 #pragma once
-// Launchers of elementwise.cu: conversions, random fills, fp8 widening, activations, gated residual
-// adds and the linear op's bias epilogue and small-row GEMV (fp32 math throughout).
+// Launchers of elementwise.cu: conversions, random fills, fp8 widening and per-row quantization,
+// activations, gated residual adds and the linear op's bias epilogue and small-row GEMV (fp32
+// math throughout).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -15,11 +16,20 @@ void launch_random_normal(void* dst, EType dt, int64_t n, float mean, float stdd
 // dst[i] = dt(float(fp8 code src[i]) * scale); e5m2 selects F8_E5M2 codes, else F8_E4M3 (fn).
 void launch_dequantize_fp8(const uint8_t* src, bool e5m2, float scale, void* dst, EType dt,
                            int64_t n, cudaStream_t s);
+// Row r of x [rows, cols] (F32 or BF16) as E4M3 codes with scale amax / 448 (core/quantize.h):
+// the same bits as quantize_rows_e4m3 on the host.
+void launch_quantize_rows_e4m3(const void* x, EType xt, uint8_t* codes, float* scales, int64_t rows,
+                               int64_t cols, cudaStream_t s);
 void launch_activation(const void* x, EType xt, void* y, EType yt, int64_t n, Activation act,
                        cudaStream_t s);
 // y[r, :] = act(y[r, :] + bias) in place (bias may be null).
 void launch_bias_act(void* y, EType yt, const void* bias, EType bt, int64_t rows, int64_t cols,
                      Activation act, cudaStream_t s);
+// y[r, c] = act(y[r, c] * row_scale[r] * col_scale[c] + bias[c]) in place (bias may be null): the
+// scales of an fp8 GEMM that cuBLASLt could not apply itself.
+void launch_scale_bias_act(void* y, EType yt, const float* row_scale, const float* col_scale,
+                           const void* bias, EType bt, int64_t rows, int64_t cols, Activation act,
+                           cudaStream_t s);
 // y[m, n] = act(sum_k x[m, k] w[n, k] + b[n]), x F32, w BF16, fp32 math; m <= 8.
 void launch_gemv_rows(const float* x, const void* w, const void* bias, EType bt, void* y, EType yt,
                       int64_t m, int64_t n, int64_t k, Activation act, cudaStream_t s);

@@ -1,4 +1,4 @@
-// bf16 GEMMs through cuBLASLt with fused bias / bias+GELU(tanh) epilogues. Row-major
+// bf16 and E4M3 GEMMs through cuBLASLt with fused bias / bias+GELU(tanh) epilogues. Row-major
 // y[M,N] = x[M,K] w[N,K]^T is the column-major D[N,M] = W^T[N,K] X[K,M]: A = w (transposed),
 // B = x, so the bias runs along D's rows (the output features), as cuBLASLt's epilogue wants.
 // Descriptors and the heuristic's algorithm are cached per shape.
@@ -46,6 +46,7 @@ void check_lt(cublasStatus_t st, const char* what, const std::string& ctx) {
 constexpr size_t kWorkspaceBytes = 64ull << 20;
 
 struct Plan {
+  bool declined = false;  // no algorithm for fp8 with per-row scales: the caller goes another way
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
   cublasLtMatmulAlgo_t algo{};
@@ -79,6 +80,7 @@ class GemmEngine {
   }
   ~GemmEngine() {
     for (auto& [key, p] : plans_) {
+      if (p.declined) continue;
       cublasLtMatrixLayoutDestroy(p.a);
       cublasLtMatrixLayoutDestroy(p.b);
       cublasLtMatrixLayoutDestroy(p.d);
@@ -88,11 +90,18 @@ class GemmEngine {
     cublasLtDestroy(handle_);
   }
 
-  // key: m, n, k, y_f32, epilogue, alignment of (x, w, y, bias)
-  using Key = std::tuple<int64_t, int64_t, int64_t, bool, int, int, int, int, int>;
+  // What the operands are: bf16; E4M3 with cuBLASLt applying the per-row scales (outer-vector
+  // scaling); E4M3 with the plain sums written out (the caller applies the scales).
+  enum Mode { kBf16 = 0, kFp8Scaled = 1, kFp8Unscaled = 2 };
+  // key: m, n, k, y_f32, epilogue, alignment of (x, w, y, bias), mode
+  using Key = std::tuple<int64_t, int64_t, int64_t, bool, int, int, int, int, int, int>;
 
-  void run(const void* x, const void* w, void* y, bool y_f32, int64_t m, int64_t n, int64_t k,
-           const void* bias, bool gelu, const std::string& ctx) {
+  // y = x w^T (+ bias, GELU) in `mode`; x_scales / w_scales are kFp8Scaled's per-row scales.
+  // Returns false when cuBLASLt has no algorithm for kFp8Scaled with this epilogue (remembered
+  // per shape); throws when it has none for the other modes.
+  bool run(Mode mode, const void* x, const float* x_scales, const void* w, const float* w_scales,
+           void* y, bool y_f32, int64_t m, int64_t n, int64_t k, const void* bias, bool gelu,
+           const std::string& ctx) {
     const cublasLtEpilogue_t epi =
         bias ? (gelu ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_BIAS)
              : (gelu ? CUBLASLT_EPILOGUE_GELU : CUBLASLT_EPILOGUE_DEFAULT);
@@ -104,26 +113,42 @@ class GemmEngine {
                   alignment_of(x),
                   alignment_of(w),
                   alignment_of(y),
-                  bias ? alignment_of(bias) : 256};
+                  bias ? alignment_of(bias) : 256,
+                  static_cast<int>(mode)};
     auto it = plans_.find(key);
     const bool fresh = it == plans_.end();
-    if (fresh) it = plans_.emplace(key, make_plan(key, epi, ctx)).first;
+    if (fresh) it = plans_.emplace(key, make_plan(key, epi, ctx, x_scales, w_scales)).first;
     Plan& p = it->second;
+    if (p.declined) return false;
     if (bias)
       check_lt(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
                                               sizeof bias),
                "bias pointer", ctx);
+    if (mode == kFp8Scaled) set_scales(p, x_scales, w_scales, ctx);
     const float alpha = 1.0f, beta = 0.0f;
     if (fresh && p.candidates.size() > 1) autotune(p, x, w, y, ctx);
     check_lt(cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, y, p.d, y, p.d, &p.algo,
                             workspace_, kWorkspaceBytes, stream_),
              "matmul", ctx);
     check_launch("linear", ctx, stream_);
+    return true;
   }
 
  private:
-  Plan make_plan(const Key& key, cublasLtEpilogue_t epi, const std::string& ctx) {
-    const auto [m, n, k, y_f32, e, ax, aw, ay, ab] = key;
+  // A is w, B is x (see the top of this file).
+  void set_scales(Plan& p, const float* x_scales, const float* w_scales, const std::string& ctx) {
+    check_lt(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &w_scales,
+                                            sizeof w_scales),
+             "A scale pointer", ctx);
+    check_lt(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &x_scales,
+                                            sizeof x_scales),
+             "B scale pointer", ctx);
+  }
+
+  Plan make_plan(const Key& key, cublasLtEpilogue_t epi, const std::string& ctx,
+                 const float* x_scales, const float* w_scales) {
+    const auto [m, n, k, y_f32, e, ax, aw, ay, ab, mode] = key;
+    const bool fp8 = mode != kBf16;
     Plan p;
     check_lt(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "desc", ctx);
     const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
@@ -139,9 +164,21 @@ class GemmEngine {
           cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt),
           "bias type", ctx);
     }
+    if (mode == kFp8Scaled) {  // the scale pointers are set before the heuristic looks
+      const cublasLtMatmulMatrixScale_t vec = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
+      if (cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &vec,
+                                         sizeof vec) != CUBLAS_STATUS_SUCCESS ||
+          cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &vec,
+                                         sizeof vec) != CUBLAS_STATUS_SUCCESS) {
+        cublasLtMatmulDescDestroy(p.op);
+        return Plan{.declined = true};
+      }
+      set_scales(p, x_scales, w_scales, ctx);
+    }
     const cudaDataType_t dt = y_f32 ? CUDA_R_32F : CUDA_R_16BF;
-    check_lt(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_16BF, k, n, k), "layout A", ctx);
-    check_lt(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_16BF, k, m, k), "layout B", ctx);
+    const cudaDataType_t in = fp8 ? CUDA_R_8F_E4M3 : CUDA_R_16BF;
+    check_lt(cublasLtMatrixLayoutCreate(&p.a, in, k, n, k), "layout A", ctx);
+    check_lt(cublasLtMatrixLayoutCreate(&p.b, in, k, m, k), "layout B", ctx);
     check_lt(cublasLtMatrixLayoutCreate(&p.d, dt, n, m, n), "layout D", ctx);
     cublasLtMatmulPreference_t pref = nullptr;
     check_lt(cublasLtMatmulPreferenceCreate(&pref), "preference", ctx);
@@ -166,11 +203,22 @@ class GemmEngine {
     const cublasLtMatmulHeuristicResult_t& result = results[0];
     cublasLtMatmulPreferenceDestroy(pref);
     if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
-      char what[160];
+      if (mode == kFp8Scaled) {  // the caller takes another way
+        cublasLtMatrixLayoutDestroy(p.a);
+        cublasLtMatrixLayoutDestroy(p.b);
+        cublasLtMatrixLayoutDestroy(p.d);
+        cublasLtMatmulDescDestroy(p.op);
+        return Plan{.declined = true};
+      }
+      char what[256];
       std::snprintf(what, sizeof what,
-                    "cuBLASLt has no algorithm for M=%lld N=%lld K=%lld (%s out, epilogue %d): %s",
+                    "cuBLASLt has no algorithm for M=%lld N=%lld K=%lld (%s in, %s out, epilogue "
+                    "%d): %s%s",
                     static_cast<long long>(m), static_cast<long long>(n), static_cast<long long>(k),
-                    y_f32 ? "F32" : "BF16", e, status_name(st).c_str());
+                    fp8 ? "E4M3" : "BF16", y_f32 ? "F32" : "BF16", e, status_name(st).c_str(),
+                    fp8 ? "; --precision fp8 needs a GPU with FP8 tensor cores (compute "
+                          "capability 8.9 or later)"
+                        : "");
       fail("linear", ctx, what);
     }
     p.algo = result.algo;
@@ -224,7 +272,19 @@ void destroy(GemmEngine* e) { delete e; }
 
 void gemm_bf16(GemmEngine& e, const void* x, const void* w, void* y, bool y_f32, int64_t m,
                int64_t n, int64_t k, const void* bias, bool gelu, const std::string& ctx) {
-  e.run(x, w, y, y_f32, m, n, k, bias, gelu, ctx);
+  e.run(GemmEngine::kBf16, x, nullptr, w, nullptr, y, y_f32, m, n, k, bias, gelu, ctx);
+}
+
+Fp8Gemm gemm_fp8(GemmEngine& e, const void* x, const float* x_scales, const void* w,
+                 const float* w_scales, void* y, bool y_f32, int64_t m, int64_t n, int64_t k,
+                 const void* bias, bool gelu, const std::string& ctx) {
+  if (e.run(GemmEngine::kFp8Scaled, x, x_scales, w, w_scales, y, y_f32, m, n, k, bias, gelu, ctx))
+    return Fp8Gemm::Done;
+  if ((bias || gelu) && e.run(GemmEngine::kFp8Scaled, x, x_scales, w, w_scales, y, y_f32, m, n, k,
+                              nullptr, false, ctx))
+    return Fp8Gemm::NeedsEpilogue;
+  e.run(GemmEngine::kFp8Unscaled, x, nullptr, w, nullptr, y, y_f32, m, n, k, nullptr, false, ctx);
+  return Fp8Gemm::NeedsScales;
 }
 
 }  // namespace fisdit::cuda

@@ -54,12 +54,32 @@ std::vector<std::pair<std::string, Shape>> dit_parameter_shapes(const WanConfig&
   return s;
 }
 
-DitBytes dit_device_bytes(const WanConfig& cfg, DType weight_dtype) {
+namespace {
+// One of a block's ten matrices (DitBlockWeights::Matrix), by its name in blocks.<i>.
+bool is_block_matrix(const std::string& name) {
+  for (const char* m :
+       {".self_attn.q.weight", ".self_attn.k.weight", ".self_attn.v.weight", ".self_attn.o.weight",
+        ".cross_attn.q.weight", ".cross_attn.k.weight", ".cross_attn.v.weight",
+        ".cross_attn.o.weight", ".ffn.0.weight", ".ffn.2.weight"}) {
+    const std::string suffix = m;
+    if (name.size() > suffix.size() &&
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+      return true;
+  }
+  return false;
+}
+}  // namespace
+
+DitBytes dit_device_bytes(const WanConfig& cfg, DType weight_dtype, models::Precision precision) {
   DitBytes b;
   for (const auto& [name, shape] : dit_parameter_shapes(cfg)) {
     if (name == "head.modulation") continue;  // kept on the host
     const bool block = name.rfind("blocks.", 0) == 0;
     if (block && name.rfind("blocks.0.", 0) != 0) continue;
+    if (block && precision == models::Precision::Fp8 && is_block_matrix(name)) {  // codes, scales
+      b.block += models::device_bytes(shape_numel(shape)) + models::device_bytes(shape[0] * 4);
+      continue;
+    }
     const DType dt = name.find("modulation") != std::string::npos ? DType::F32 : weight_dtype;
     (block ? b.block : b.other) +=
         models::device_bytes(shape_numel(shape) * static_cast<int64_t>(dtype_size(dt)));
@@ -125,7 +145,8 @@ models::ModelInfo model_info(const WanConfig& cfg) {
   return info;
 }
 
-WanDiT::WanDiT(WanConfig cfg, Backend& backend, const WeightFn& weights)
+WanDiT::WanDiT(WanConfig cfg, Backend& backend, const WeightFn& weights,
+               models::Precision precision, const StoredFp8Fn& stored_fp8)
     : cfg_(std::move(cfg)), backend_(backend) {
   cfg_.validate("model config");
   info_ = model_info(cfg_);
@@ -133,12 +154,13 @@ WanDiT::WanDiT(WanConfig cfg, Backend& backend, const WeightFn& weights)
   std::map<std::string, Shape> shape_of(shapes.begin(), shapes.end());
   // Where the weights go: every block on the device, or, under a memory budget, as many as fit
   // and the rest streamed (models/offload.h).
-  const DitBytes bytes = dit_device_bytes(cfg_, backend_.weight_dtype());
+  const DitBytes bytes = dit_device_bytes(cfg_, backend_.weight_dtype(), precision);
   const int64_t block_bytes = bytes.block, other_bytes = bytes.other;
   plan_ = models::plan_for_budget(backend_, cfg_.num_layers, block_bytes, other_bytes,
                                   "this Wan DiT (" + std::to_string(cfg_.num_layers) +
                                       " blocks, dim " + std::to_string(cfg_.dim) + ")");
   if (plan_.active()) streamer_ = std::make_unique<models::BlockStreamer>(backend_, plan_);
+  if (precision == models::Precision::Fp8) check_fp8();
   auto load = [&](const std::string& name) {
     return backend_.upload(weights(name, shape_of.at(name)), backend_.weight_dtype());
   };
@@ -169,11 +191,21 @@ WanDiT::WanDiT(WanConfig cfg, Backend& backend, const WeightFn& weights)
                     &w.sa_v_w, &w.sa_v_b, &w.sa_o_w, &w.sa_o_b};
     Tensor* ca[] = {&w.ca_q_w, &w.ca_q_b, &w.ca_k_w, &w.ca_k_b,
                     &w.ca_v_w, &w.ca_v_b, &w.ca_o_w, &w.ca_o_b};
+    // A block matrix: in fp8 as the file stores it where it is E4M3 already, else loaded.
+    w.fp8.assign(precision == models::Precision::Fp8 ? DitBlockWeights::kMatrices : 0, {});
+    const auto matrix = [&](int m, const std::string& name) {
+      if (precision == models::Precision::Fp8 && stored_fp8)
+        if (std::optional<Fp8Rows> q = stored_fp8(name, shape_of.at(name))) {
+          w.fp8[static_cast<size_t>(m)] = std::move(*q);
+          return;
+        }
+      *w.matrix(m) = load(name);
+    };
     const char* lin[] = {"q", "k", "v", "o"};
     for (int j = 0; j < 4; ++j) {
-      *sa[2 * j] = load(b + "self_attn." + lin[j] + ".weight");
+      matrix(DitBlockWeights::SaQ + j, b + "self_attn." + lin[j] + ".weight");
       *sa[2 * j + 1] = load(b + "self_attn." + lin[j] + ".bias");
-      *ca[2 * j] = load(b + "cross_attn." + lin[j] + ".weight");
+      matrix(DitBlockWeights::CaQ + j, b + "cross_attn." + lin[j] + ".weight");
       *ca[2 * j + 1] = load(b + "cross_attn." + lin[j] + ".bias");
     }
     if (cfg_.qk_norm) {
@@ -186,10 +218,11 @@ WanDiT::WanDiT(WanConfig cfg, Backend& backend, const WeightFn& weights)
       w.norm3_w = load(b + "norm3.weight");
       w.norm3_b = load(b + "norm3.bias");
     }
-    w.ffn_in_w = load(b + "ffn.0.weight");
+    matrix(DitBlockWeights::FfnIn, b + "ffn.0.weight");
     w.ffn_in_b = load(b + "ffn.0.bias");
-    w.ffn_out_w = load(b + "ffn.2.weight");
+    matrix(DitBlockWeights::FfnOut, b + "ffn.2.weight");
     w.ffn_out_b = load(b + "ffn.2.bias");
+    if (precision == models::Precision::Fp8) quantize_block(w);  // as it loads: one bf16 block
     if (streamer_) streamer_->add_block(i, w.tensors());
   }
 }
@@ -200,38 +233,46 @@ void WanDiT::set_precision(models::Precision precision) {
   if (precision == precision_) return;
   if (precision_ == models::Precision::Fp8)
     throw Error("the Wan DiT's fp8 weights cannot go back to the default precision: load it again");
+  check_fp8();
+  for (DitBlockWeights& w : blocks_) quantize_block(w);
+}
+
+void WanDiT::check_fp8() {
   if (streamer_)
     throw Error(
         "--precision fp8 with blocks streamed from host memory (--gpu-memory-limit) is not "
         "supported yet");
-  {  // the backend must have the fp8 GEMM: a one-row probe, before any weight is touched
-    Fp8Rows probe = quantize_rows_e4m3(Tensor::zeros({1, 16}));
-    Tensor x = backend_.upload(Tensor::zeros({1, 16}), DType::F32), y = backend_.empty({1, 1});
-    backend_.linear_fp8(x, backend_.upload(probe.codes, DType::F8_E4M3),
-                        backend_.upload(probe.scales, DType::F32), nullptr, y);
-  }
-  // Each matrix quantized per output channel once; the default-precision copy is dropped.
-  for (DitBlockWeights& w : blocks_) {
-    w.fp8.clear();
-    for (int m = 0; m < DitBlockWeights::kMatrices; ++m) {
-      Tensor* t = w.matrix(m);
-      Fp8Rows q = quantize_rows_e4m3(backend_.download(*t));
-      w.fp8.push_back(
-          {backend_.upload(q.codes, DType::F8_E4M3), backend_.upload(q.scales, DType::F32)});
-      *t = Tensor();
-    }
-  }
-  precision_ = precision;
+  // The backend must have the fp8 GEMM: a one-row probe, before any weight is touched.
+  const Fp8Rows probe =
+      backend_.quantize_rows(backend_.upload(Tensor::zeros({16, 16}), DType::F32));
+  Tensor y = backend_.empty({16, 16});
+  backend_.linear_fp8(probe, probe, nullptr, y);
+  precision_ = models::Precision::Fp8;  // the blocks are quantized as they load, or next
 }
 
-void WanDiT::linear(const DitBlockWeights& w, int m, const Tensor& x, const Tensor* b, Tensor& y,
-                    Activation act) {
-  if (precision_ == models::Precision::Fp8) {
-    const Fp8Rows& q = w.fp8[static_cast<size_t>(m)];
-    backend_.linear_fp8(x, q.codes, q.scales, b, y, act);
-  } else {
-    backend_.linear(x, *w.matrix(m), b, y, act);
+// Each matrix quantized per output channel once, where it lives; the default-precision copy is
+// dropped.
+void WanDiT::quantize_block(DitBlockWeights& w) {
+  w.fp8.resize(DitBlockWeights::kMatrices);
+  for (int m = 0; m < DitBlockWeights::kMatrices; ++m) {
+    Tensor* t = w.matrix(m);
+    if (!t->defined()) continue;  // stored as E4M3 already
+    w.fp8[static_cast<size_t>(m)] = backend_.quantize_rows(*t);
+    *t = Tensor();
   }
+}
+
+WanDiT::MatrixInput WanDiT::matrix_input(const Tensor& x) {
+  if (precision_ == models::Precision::Fp8) return {x, backend_.quantize_rows(x)};
+  return {x, {}};
+}
+
+void WanDiT::linear(const DitBlockWeights& w, int m, const MatrixInput& in, const Tensor* b,
+                    Tensor& y, Activation act) {
+  if (precision_ == models::Precision::Fp8)
+    backend_.linear_fp8(in.q, w.fp8[static_cast<size_t>(m)], b, y, act);
+  else
+    backend_.linear(in.x, *w.matrix(m), b, y, act);
 }
 
 Tensor WanDiT::embed_text(const Tensor& context) {
@@ -274,9 +315,10 @@ void WanDiT::self_attention(const DitBlockWeights& w, const Tensor& x, const Mod
   backend_.layer_norm(x, nullptr, nullptr, eps, xn, {&mod, 0}, {&mod, 1});
   Tensor q = backend_.empty({n, d}, act), k = backend_.empty({n, d}, act),
          v = backend_.empty({n, d}, act);
-  linear(w, DitBlockWeights::SaQ, xn, &w.sa_q_b, q);
-  linear(w, DitBlockWeights::SaK, xn, &w.sa_k_b, k);
-  linear(w, DitBlockWeights::SaV, xn, &w.sa_v_b, v);
+  const MatrixInput in = matrix_input(xn);
+  linear(w, DitBlockWeights::SaQ, in, &w.sa_q_b, q);
+  linear(w, DitBlockWeights::SaK, in, &w.sa_k_b, k);
+  linear(w, DitBlockWeights::SaV, in, &w.sa_v_b, v);
   Tensor q3 = q.reshape({n, heads, hd}), k3 = k.reshape({n, heads, hd});
   if (cfg_.qk_norm) {  // over the full dim, all heads together, then RoPE per head
     backend_.rms_norm_rope(q, w.sa_norm_q, eps, heads, grid);
@@ -287,7 +329,7 @@ void WanDiT::self_attention(const DitBlockWeights& w, const Tensor& x, const Mod
   }
   Tensor o = backend_.empty({n, heads, hd}, act);
   backend_.attention(q3, k3, v.reshape({n, heads, hd}), o);
-  linear(w, DitBlockWeights::SaO, o.reshape({n, d}), &w.sa_o_b, out);
+  linear(w, DitBlockWeights::SaO, matrix_input(o.reshape({n, d})), &w.sa_o_b, out);
 }
 
 void WanDiT::cross_attention(const DitBlockWeights& w, const Tensor& x, const Tensor& text,
@@ -303,9 +345,10 @@ void WanDiT::cross_attention(const DitBlockWeights& w, const Tensor& x, const Te
   }
   Tensor q = backend_.empty({n, d}, act), k = backend_.empty({lt, d}, act),
          v = backend_.empty({lt, d}, act);
-  linear(w, DitBlockWeights::CaQ, xn, &w.ca_q_b, q);
-  linear(w, DitBlockWeights::CaK, text, &w.ca_k_b, k);
-  linear(w, DitBlockWeights::CaV, text, &w.ca_v_b, v);
+  linear(w, DitBlockWeights::CaQ, matrix_input(xn), &w.ca_q_b, q);
+  const MatrixInput context = matrix_input(text);
+  linear(w, DitBlockWeights::CaK, context, &w.ca_k_b, k);
+  linear(w, DitBlockWeights::CaV, context, &w.ca_v_b, v);
   if (cfg_.qk_norm) {
     backend_.rms_norm(q, w.ca_norm_q, eps, q);
     backend_.rms_norm(k, w.ca_norm_k, eps, k);
@@ -313,7 +356,7 @@ void WanDiT::cross_attention(const DitBlockWeights& w, const Tensor& x, const Te
   Tensor o = backend_.empty({n, heads, hd}, act);
   backend_.attention(q.reshape({n, heads, hd}), k.reshape({lt, heads, hd}),
                      v.reshape({lt, heads, hd}), o);
-  linear(w, DitBlockWeights::CaO, o.reshape({n, d}), &w.ca_o_b, out);
+  linear(w, DitBlockWeights::CaO, matrix_input(o.reshape({n, d})), &w.ca_o_b, out);
 }
 
 void WanDiT::feed_forward(const DitBlockWeights& w, const Tensor& x, const Modulation& mod,
@@ -323,8 +366,8 @@ void WanDiT::feed_forward(const DitBlockWeights& w, const Tensor& x, const Modul
   Tensor xn = backend_.empty({n, d}, act);
   backend_.layer_norm(x, nullptr, nullptr, static_cast<float>(cfg_.eps), xn, {&mod, 3}, {&mod, 4});
   Tensor hidden = backend_.empty({n, cfg_.ffn_dim}, act);
-  linear(w, DitBlockWeights::FfnIn, xn, &w.ffn_in_b, hidden, Activation::GeluTanh);
-  linear(w, DitBlockWeights::FfnOut, hidden, &w.ffn_out_b, out);
+  linear(w, DitBlockWeights::FfnIn, matrix_input(xn), &w.ffn_in_b, hidden, Activation::GeluTanh);
+  linear(w, DitBlockWeights::FfnOut, matrix_input(hidden), &w.ffn_out_b, out);
 }
 
 // WanAttentionBlock.forward: three gated residual branches (cross-attention ungated), fp32.

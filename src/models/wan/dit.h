@@ -2,6 +2,7 @@
 // The Wan 2.2 DiT (wan/modules/model.py WanModel) on any backend, dense or with an FIS plan.
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,11 @@ namespace fisdit::wan {
 // Supplies a weight by its official (canonical) name as a host tensor of exactly `shape`;
 // throws fisdit::Error naming the tensor when it is missing or misshaped.
 using WeightFn = std::function<Tensor(const std::string& canonical, const Shape& shape)>;
+// --precision fp8: a block matrix already stored as E4M3 codes with a scale (a ComfyUI scaled fp8
+// file), as Fp8Rows on the backend (the per-tensor scale repeated per row), so that it is used as
+// stored rather than widened and quantized again; nullopt when it is not (or a LoRA changes it).
+using StoredFp8Fn =
+    std::function<std::optional<Fp8Rows>(const std::string& canonical, const Shape& shape)>;
 
 // Every parameter of WanModel, canonical name -> shape, in state_dict order.
 std::vector<std::pair<std::string, Shape>> dit_parameter_shapes(const WanConfig& cfg);
@@ -26,7 +32,9 @@ std::vector<std::pair<std::string, Shape>> dit_parameter_shapes(const WanConfig&
 struct DitBytes {
   int64_t block = 0, other = 0;
 };
-DitBytes dit_device_bytes(const WanConfig& cfg, DType weight_dtype);
+// With `precision` Fp8 the blocks' ten matrices count as E4M3 codes and their row scales.
+DitBytes dit_device_bytes(const WanConfig& cfg, DType weight_dtype,
+                          models::Precision precision = models::Precision::Default);
 
 // Intermediate results of a forward (models/model.h), named as the fixtures name them: x_embed,
 // e, e0, context, block_<i>, head_out.
@@ -55,7 +63,11 @@ struct DitBlockWeights {
 
 class WanDiT final : public models::VelocityModel {
  public:
-  WanDiT(WanConfig cfg, Backend& backend, const WeightFn& weights);
+  // `precision` Fp8 quantizes each block's matrices as the block loads (the peak holds one block
+  // in the default precision, not the whole model); set_precision does it after the load.
+  WanDiT(WanConfig cfg, Backend& backend, const WeightFn& weights,
+         models::Precision precision = models::Precision::Default,
+         const StoredFp8Fn& stored_fp8 = {});
 
   const WanConfig& config() const { return cfg_; }
   const models::ModelInfo& info() const override { return info_; }
@@ -70,6 +82,7 @@ class WanDiT final : public models::VelocityModel {
   std::string placement() const override;
   void set_precision(models::Precision precision) override;
   models::Precision precision() const { return precision_; }
+  const DitBlockWeights& block(int i) const { return blocks_.at(static_cast<size_t>(i)); }
   int64_t bytes_streamed() const { return streamer_ ? streamer_->bytes_streamed() : 0; }
 
   // The text embedding of `context` [L_txt <= text_len, text_dim] (host), zero-padded to
@@ -98,8 +111,17 @@ class WanDiT final : public models::VelocityModel {
                       const RopeGrid& grid, Tensor& out);
   void cross_attention(const DitBlockWeights& w, const Tensor& x, const Tensor& text, Tensor& out);
   void feed_forward(const DitBlockWeights& w, const Tensor& x, const Modulation& mod, Tensor& out);
+  // The input of one or more block matrices: in fp8 quantized once (per token), however many
+  // matrices read it (q, k and v read one).
+  void check_fp8();  // throws when this DiT cannot run in fp8 here; else sets precision_
+  void quantize_block(DitBlockWeights& w);  // the matrices not already in w.fp8
+  struct MatrixInput {
+    Tensor x;
+    Fp8Rows q;
+  };
+  MatrixInput matrix_input(const Tensor& x);
   // y = act(x . W^T + b) for matrix `m` of a block, in the model's precision.
-  void linear(const DitBlockWeights& w, int m, const Tensor& x, const Tensor* b, Tensor& y,
+  void linear(const DitBlockWeights& w, int m, const MatrixInput& in, const Tensor* b, Tensor& y,
               Activation act = Activation::None);
   Modulation gather_modulation(const Modulation& mod, const std::vector<int32_t>& frames,
                                int64_t tokens_per_frame);

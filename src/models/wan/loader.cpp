@@ -1,6 +1,8 @@
 #include "models/wan/loader.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 
 #include "fisdit/error.h"
@@ -162,12 +164,26 @@ LoraMerge dit_lora(const std::vector<LoraSpec>& loras, const WanConfig& config) 
 }
 
 std::unique_ptr<WanDiT> load_dit(const ModelSource& src, Backend& backend,
-                                 const std::vector<LoraSpec>& loras) {
+                                 const std::vector<LoraSpec>& loras, models::Precision precision) {
   const WeightSource weights = dit_weights(src.checkpoint, src.keys);
   const LoraMerge lora = dit_lora(loras, src.config);
   std::set<std::string> merged;
+  // --precision fp8: a block matrix the file stores as E4M3 (scaled fp8) is used as stored, its
+  // per-tensor scale repeated per row, unless a LoRA changes it (then merged, then quantized).
+  const StoredFp8Fn stored_fp8 = [&](const std::string& name,
+                                     const Shape& shape) -> std::optional<Fp8Rows> {
+    if (lora.touches(name) || shape.size() != 2) return std::nullopt;
+    float scale = 1.0f;
+    const Tensor stored = weights.get_stored(name, shape, scale);
+    if (stored.dtype() != DType::F8_E4M3) return std::nullopt;
+    Tensor scales = Tensor::zeros({shape[0]});
+    std::fill(scales.f32(), scales.f32() + shape[0], scale);
+    return Fp8Rows{backend.upload(stored.reshape(shape), DType::F8_E4M3),
+                   backend.upload(scales, DType::F32)};
+  };
   auto dit = std::make_unique<WanDiT>(
-      src.config, backend, [&](const std::string& name, const Shape& shape) -> Tensor {
+      src.config, backend,
+      [&](const std::string& name, const Shape& shape) -> Tensor {
         if (lora.touches(name)) merged.insert(name);
         // Each weight where and in the dtype WanDiT keeps it (dit.cpp), so its own upload is a
         // no-op: head.modulation on the host, the other modulation tables in fp32, the rest in
@@ -176,7 +192,8 @@ std::unique_ptr<WanDiT> load_dit(const ModelSource& src, Backend& backend,
         const bool fp32 = name.find("modulation") != std::string::npos;
         return models::load_weight(weights, name, shape, backend,
                                    fp32 ? DType::F32 : backend.weight_dtype(), &lora);
-      });
+      },
+      precision, stored_fp8);
   for (const std::string& target : lora.targets())
     if (!merged.count(target))
       throw Error("internal error: the DiT never loaded " + target + ", which a LoRA changes");

@@ -34,8 +34,10 @@ LoraMerge dit_lora(const std::vector<LoraSpec>& loras, const WanConfig& config);
 
 // Loads the weights onto `backend` (throws naming the first missing or misshaped tensor). `loras`
 // are merged into the fp32 weights before they go to the backend (models/lora.h); every LoRA tensor
-// must match a parameter of this model, else the load throws before any weight is read.
+// must match a parameter of this model, else the load throws before any weight is read. `precision`
+// Fp8 quantizes the block matrices as they load, LoRAs merged first (WanDiT).
 std::unique_ptr<WanDiT> load_dit(const ModelSource& src, Backend& backend,
-                                 const std::vector<LoraSpec>& loras = {});
+                                 const std::vector<LoraSpec>& loras = {},
+                                 models::Precision precision = models::Precision::Default);
 
 }  // namespace fisdit::wan

@@ -182,10 +182,8 @@ class WanRelease final : public models::Release {
     if (slot && &slot->backend() != &backend) slot.reset();
     if (!slot) {
       const ModelSource& src = use_high ? *high_src_ : *low_src_;
-      std::unique_ptr<WanDiT> dit =
-          load_dit(src, backend, use_high ? options_.lora_high : options_.lora_low);
-      dit->set_precision(options_.precision);  // kept only once it runs in the asked precision
-      slot = std::move(dit);
+      slot = load_dit(src, backend, use_high ? options_.lora_high : options_.lora_low,
+                      options_.precision);  // quantized block by block as it loads
       if (load_report) *load_report = src.checkpoint.path();
     }
     return *slot;
@@ -193,7 +191,7 @@ class WanRelease final : public models::Release {
 
   int64_t expert_bytes(bool high_noise, const Backend& backend) const override {
     const ModelSource& src = high_noise || !low_src_ ? *high_src_ : *low_src_;
-    const DitBytes b = dit_device_bytes(src.config, backend.weight_dtype());
+    const DitBytes b = dit_device_bytes(src.config, backend.weight_dtype(), options_.precision);
     return b.other + int64_t{src.config.num_layers} * b.block;
   }
 
