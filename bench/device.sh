@@ -3,7 +3,8 @@
 # toolkit), run the GPU tests, run the benchmarks, and print a short table last.
 #
 #   bash bench/device.sh [full|quick|tests|bench|vae|vae-encode|release-official|release-comfyui|
-#                         release-i2v|release-ti2v|release-limit|compare|offload|vae-cache]
+#                         release-i2v|release-ti2v|release-limit|release-fp8|compare|offload|
+#                         vae-cache|fp8]
 #                                                          (default: full)
 #
 # compare: tests, then the DiT benchmarks of the README (A14B 480p and 720p, TI2V-5B 704p,
@@ -19,12 +20,18 @@
 # (+ rank-64 LoRAs) in that file layout and `fisdit generate` runs it end to end on the GPU (t2v:
 # 480p with --compare-dense, 720p; comfyui: 480p; i2v: 480p, 720p; ti2v: 1280x704, 121 frames,
 # from the image in 4 steps with --compare-dense, and text-only with the official 50-step recipe).
+# release-fp8: tests, `fisdit quality` of the bundled model on the GPU (bf16 dense, balanced, fp8,
+# fp8 + balanced), then the official T2V release at 480p with --precision fp8 (dense and balanced,
+# each with --compare-dense against bf16 dense) and 720p fp8 + balanced.
 # release-limit: tests, then the official T2V release at 480p resident and at 480p and 720p with
 # --gpu-memory-limit 24 (generate end to end, FIS balanced).
 # vae-cache: the Wan 2.1 720p decode cold (no warm-up) in two processes sharing a fresh tuning
 # cache, then with the cache off.
 # offload: the block-offload tests with and without FISDIT_CUDA_SYNC, then A14B 480p and 720p
 # resident and with --gpu-memory-limit 24 (bench, back to back) and their ratio.
+# fp8: tests, then A14B 480p (loops, --compare-dense) and 720p (per step type) with
+# --precision bf16,fp8 and FIS off/balanced in one process each, and an op profile of a 480p
+# forward in both precisions.
 # quick: tests + small benchmarks (Wan2.1-1.3B 480p, A14B 480p); bench: benchmarks only.
 # Logs go to $OUT (the device tool's folder) or /tmp/fisdit-device. Header-only dependencies and
 # GoogleTest may travel in .deps/ (a CMake prefix) when the machine has no -dev packages.
@@ -156,8 +163,18 @@ fi
 if [ "${MODE#release-}" != "$MODE" ]; then
   layout=${MODE#release-}
   task=t2v
-  limited=0
-  case "$layout" in i2v | ti2v) task=$layout; layout=official ;; limit) layout=official; limited=1 ;; esac
+  limited=0 fp8=0
+  case "$layout" in
+    i2v | ti2v) task=$layout; layout=official ;;
+    limit) layout=official; limited=1 ;;
+    fp8) layout=official; fp8=1 ;;
+  esac
+  if [ "$fp8" = 1 ]; then
+    ./build-device/fisdit quality --device cuda --variants dense,balanced,fp8,fp8-balanced \
+      --no-figures --quiet --output-dir "$OUT/quality-fp8" >"$OUT/quality-fp8.log" 2>&1 ||
+      { tail -5 "$OUT/quality-fp8.log"; say "quality fp8 FAILED"; }
+    grep -A8 "^| variant" "$OUT/quality-fp8/quality.md" | tee -a "$SUMMARY"
+  fi
   REL=${FISDIT_RELEASE_DIR:-/tmp/fisdit-release}/$layout
   rm -rf "${FISDIT_RELEASE_DIR:-/tmp/fisdit-release}"
   t0=$(date +%s)
@@ -192,6 +209,10 @@ if [ "${MODE#release-}" != "$MODE" ]; then
     gen ti2v-704p-image-4step --size 1280x704 --frames 121 --steps 4 --guidance 1 --fis balanced \
       --image "$REL/first_frame.png" --compare-dense
     gen ti2v-704p-50step --size 1280x704 --frames 121 --steps 50 --guidance 5 --fis balanced
+  elif [ "$fp8" = 1 ]; then
+    gen 480p-fp8 --size 832x480 --frames 81 --steps 4 --fis off --precision fp8 --compare-dense
+    gen 480p-fp8-balanced --size 832x480 --frames 81 --steps 4 --fis balanced --precision fp8 --compare-dense
+    gen 720p-fp8-balanced --size 1280x720 --frames 81 --steps 4 --fis balanced --precision fp8
   elif [ "$limited" = 1 ]; then
     gen 480p-balanced --size 832x480 --frames 81 --steps 4 --fis balanced
     gen 480p-balanced-limit24 --size 832x480 --frames 81 --steps 4 --fis balanced --gpu-memory-limit 24
@@ -270,6 +291,25 @@ bench() {  # label, then fisdit bench arguments
   say "bench $label: $(( $(date +%s) - t0 )) s"
 }
 : >"$OUT/results.txt"
+table() {
+  {
+    echo
+    echo "model|size|frames|fis|ms/step|ms/DiT|PFLOP|TFLOP/s|speedup|peak GiB|exec PFLOP|skipped|rel L2"
+    sed 's/^RESULT|//' "$OUT/results.txt"
+  } | awk -F'|' '{printf "%-16s %-9s %-6s %-13s %9s %9s %8s %8s %8s %9s %10s %4s %9s\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13}' |
+    tee -a "$SUMMARY"
+}
+if [ "$MODE" = "fp8" ]; then
+  bench a14b-480p-fp8 --model-config wan2.2-t2v-a14b --size 832x480 --frames 81 --steps 4 --fis off,balanced --precision bf16,fp8 --compare-dense --warmup 1 --repeats 1
+  bench a14b-720p-fp8 --model-config wan2.2-t2v-a14b --size 1280x720 --frames 81 --steps 4 --fis off,balanced --precision bf16,fp8 --warmup 1 --repeats 1 --mode per-step-type
+  FISDIT_CUDA_PROFILE=1 ./build-device/fisdit bench --device cuda --random-weights --label profile \
+    --model-config wan2.2-t2v-a14b --size 832x480 --frames 81 --steps 4 --fis off --precision bf16,fp8 \
+    --warmup 1 --repeats 1 --mode per-step-type >"$OUT/profile.log" 2>&1
+  grep -A16 "op profile" "$OUT/profile.log" | cut -c1-110
+  grep -h "per-row scaled fp8" "$OUT"/*.log | head -1 | tee -a "$SUMMARY"
+  table
+  exit 0
+fi
 if [ "$MODE" = "quick" ]; then
   bench wan21-1.3b-480p --model-config wan2.1-t2v-1.3b --size 832x480 --frames 81 --steps 4 --warmup 1 --repeats 2
   bench a14b-480p --model-config wan2.2-t2v-a14b --size 832x480 --frames 81 --steps 4 --warmup 1 --repeats 1 --mode per-step-type

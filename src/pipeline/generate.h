@@ -38,8 +38,8 @@ struct GenerateOptions {
   // beside the activations stream from host memory (models/offload.h), and anything else that
   // would pass it fails as running out of GPU memory does.
   double gpu_memory_limit = 0;
-  // The DiT block matrices' arithmetic: "bf16" (the backend's own) or "fp8" (E4M3, for now on
-  // the cpu backend only: models::Precision).
+  // The DiT block matrices' arithmetic: "bf16" (the backend's own) or "fp8" (E4M3 with per-row
+  // scales, models::Precision; CUDA on FP8 tensor cores, the cpu backend as the reference).
   std::string precision = "bf16";
   // ---- the request
   std::string prompt, negative;

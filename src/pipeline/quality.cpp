@@ -92,6 +92,14 @@ std::vector<std::string> default_quality_variants() {
 
 QualityVariant quality_variant(const std::string& name) {
   if (name == "dense") return {name, accel::fis_preset("off"), ""};
+  if (name == "fp8" || (name.rfind("fp8-", 0) == 0 && name.size() > 4 &&
+                        name.rfind("fp8", 4) != 4)) {  // fp8-<variant>, the prefix once
+    QualityVariant v = quality_variant(name == "fp8" ? "dense" : name.substr(4));
+    v.name = name;
+    if (v.fis.enabled()) v.fis.name = name;
+    v.precision = "fp8";
+    return v;
+  }
   for (const char* preset : kPresets) {
     const std::string base = preset;
     if (name == base) return {name, accel::fis_preset(base), ""};
@@ -125,7 +133,8 @@ QualityVariant quality_variant(const std::string& name) {
   }
   throw ParamError("variants", ": unknown variant '" + name +
                                    "'; valid: " + join(quality_variant_names(), ", ") +
-                                   ", or a FIS preset JSON file");
+                                   ", or a FIS preset JSON file; each also as fp8-<variant> "
+                                   "(fp8 alone: dense in fp8)");
 }
 
 namespace {
@@ -166,9 +175,10 @@ std::vector<QualityVariant> check_quality(const QualityOptions& options,
 
 // One prompt and seed: the dense reference (its redundancy recorded), then every variant from
 // the same noise, each compared with the reference.
-void run_sample(Generator& generator, const QualityOptions& options,
-                const std::vector<QualityVariant>& variants, size_t p, uint64_t seed,
-                QualityRuns& q, const std::function<void(const std::string&)>& status) {
+void run_sample(Generator& generator, const std::function<Generator&()>& fp8_generator,
+                const QualityOptions& options, const std::vector<QualityVariant>& variants,
+                size_t p, uint64_t seed, QualityRuns& q,
+                const std::function<void(const std::string&)>& status) {
   const size_t samples = options.prompts.size() * options.seeds.size();
   GenerateOptions o = options.base;
   o.prompt = options.prompts[p];
@@ -196,18 +206,18 @@ void run_sample(Generator& generator, const QualityOptions& options,
 
   for (size_t vi = 0; vi < variants.size(); ++vi) {
     o.fis = variants[vi].fis;
+    o.precision = variants[vi].precision;
+    Generator& g = o.precision == "fp8" ? fp8_generator() : generator;
     // The dense row repeats the reference's sampling; a latent equal to the reference's bit for
     // bit decodes to the reference's video (the decode is deterministic), so it is only decoded
     // again when it differs.
-    const bool dense = !o.fis.enabled();
+    const bool dense = !o.fis.enabled() && o.precision == options.base.precision;
     o.decode = !dense;
-    const GenerateResult r = generator.run(o);
+    const GenerateResult r = g.run(o);
     o.decode = true;
     const bool identical = r.latent.shape() == ref.latent.shape() &&
                            std::memcmp(r.latent.raw(), ref.latent.raw(), r.latent.nbytes()) == 0;
-    const Tensor video = r.video.defined() ? r.video
-                         : identical       ? ref.video
-                                           : generator.decode(r.latent);
+    const Tensor video = r.video.defined() ? r.video : identical ? ref.video : g.decode(r.latent);
     const double rel = rel_l2(r.latent, ref.latent);
     const double ps = analysis::psnr(video, ref.video);
     const double ss = analysis::ssim(video, ref.video);
@@ -257,6 +267,7 @@ nlohmann::json variant_row(const QualityVariant& v, const Collected& c,
       {"fis", v.fis.to_json()},
       {"fis_description", v.fis.describe()},
       {"ablation", v.ablation},
+      {"precision", v.precision},
       {"runs", c.psnr.size()},
       {"latent_rel_l2",
        {{"mean", mean(c.rel_l2)}, {"max", *std::max_element(c.rel_l2.begin(), c.rel_l2.end())}}},
@@ -289,14 +300,26 @@ QualityReport run_quality(const QualityOptions& options) {
   const size_t samples = options.prompts.size() * options.seeds.size();
   const int total = static_cast<int>(samples * (1 + variants.size()));
   int done = 0;
+  // fp8 variants: a second generator, its DiT quantized as it loads; made on first use.
+  std::unique_ptr<Generator> fp8;
+  const std::function<Generator&()> fp8_generator = [&]() -> Generator& {
+    if (!fp8) {
+      GenerateOptions o = base;
+      o.precision = "fp8";
+      fp8 = std::make_unique<Generator>(o, /*keep_loaded=*/true);
+    }
+    return *fp8;
+  };
   for (size_t p = 0; p < options.prompts.size(); ++p)
     for (const uint64_t seed : options.seeds)
-      run_sample(generator, options, variants, p, seed, q, [&](const std::string& what) {
-        if (!options.progress) return;
-        std::fprintf(stderr, "[%d/%d] prompt %zu/%zu, seed %llu: %s\n", ++done, total, p + 1,
-                     options.prompts.size(), static_cast<unsigned long long>(seed), what.c_str());
-        std::fflush(stderr);
-      });
+      run_sample(generator, fp8_generator, options, variants, p, seed, q,
+                 [&](const std::string& what) {
+                   if (!options.progress) return;
+                   std::fprintf(stderr, "[%d/%d] prompt %zu/%zu, seed %llu: %s\n", ++done, total,
+                                p + 1, options.prompts.size(),
+                                static_cast<unsigned long long>(seed), what.c_str());
+                   std::fflush(stderr);
+                 });
 
   // ---- per variant
   const int passes = base.guidance != 1.0f || base.guidance_high.value_or(base.guidance) != 1.0f ||

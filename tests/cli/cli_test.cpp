@@ -415,6 +415,59 @@ TEST_F(Cli, BenchMagCacheRowsReportSkipsAndFidelity) {
   }
 }
 
+// bench --precision bf16,fp8 (the fp8 rows on the CPU reference): the fp8 rows follow the bf16
+// ones in the same process, named +fp8, with their rel. L2 against the bf16 dense latent; fp8
+// before bf16 is refused (the weights are quantized in place).
+TEST_F(Cli, BenchPrecisionRowsCompareFp8WithTheBf16Dense) {
+  const std::string base = "bench --device cpu --model " + fixture("dit_t2v_tiny.safetensors") +
+                           " --size 64x64 --frames 33 --steps 3 --fis off,balanced --warmup 0 "
+                           "--repeats 1 --compare-dense";
+  const Result r = run(base + " --precision bf16,fp8");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.err.find("precision fp8: block matrices quantized"), std::string::npos) << r.err;
+  std::vector<std::vector<std::string>> rows;
+  std::stringstream out(r.out);
+  for (std::string line; std::getline(out, line);) {
+    if (line.rfind("RESULT|", 0)) continue;
+    std::vector<std::string> fields;
+    std::stringstream ls(line);
+    for (std::string f; std::getline(ls, f, '|');) fields.push_back(f);
+    rows.push_back(fields);
+  }
+  ASSERT_EQ(rows.size(), 4u) << r.out;
+  const char* names[] = {"off", "balanced", "off+fp8", "balanced+fp8"};
+  for (size_t i = 0; i < 4; ++i) {
+    ASSERT_EQ(rows[i].size(), 14u) << r.out;
+    EXPECT_EQ(rows[i][4], names[i]);
+    const double err = std::stod(rows[i][13]);
+    if (i == 0)
+      EXPECT_EQ(err, 0.0);
+    else
+      EXPECT_GT(err, 1e-5) << i;
+    EXPECT_LT(err, 0.5) << i;
+  }
+  for (const char* bad : {" --precision fp8,bf16", " --precision fp16", " --precision bf16,bf16"}) {
+    const Result b = run(base + bad);
+    EXPECT_NE(b.rc, 0) << bad;
+    EXPECT_NE(b.err.find("--precision"), std::string::npos) << bad << "\n" << b.err;
+  }
+}
+
+// denoise --precision fp8 (the CPU reference): runs, says so, and moves the latent a little.
+TEST_F(Cli, DenoisePrecisionFp8RunsTheReference) {
+  const std::string in = inputs_from_fixture("dit_t2v_tiny.safetensors", false);
+  const std::string base =
+      "denoise --model " + fixture("dit_t2v_tiny.safetensors") + " --inputs " + in + " --steps 2";
+  ASSERT_EQ(run(base + " --output " + path("b.st")).rc, 0);
+  const Result r = run(base + " --precision fp8 --output " + path("f.st"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.err.find("precision fp8"), std::string::npos) << r.err;
+  const double diff = rel_l2(SafetensorsFile::open(path("f.st"))->tensor_f32("x"),
+                             SafetensorsFile::open(path("b.st"))->tensor_f32("x"));
+  EXPECT_GT(diff, 1e-5);
+  EXPECT_LT(diff, 0.1);
+}
+
 // bench --vae: one RESULT row per run naming the operation, at the released VAE's shapes (random
 // weights); --vae-op is checked and needs --vae.
 TEST_F(Cli, BenchVaeTimesDecodeAndEncode) {

@@ -72,6 +72,18 @@ TEST(QualityVariants, NamesMapToThePresetsAndTheirAblations) {
   const std::string err = error_of([] { quality_variant("balanced-no-anything"); });
   EXPECT_TRUE(contains(err, "variants: unknown variant 'balanced-no-anything'"));
   EXPECT_TRUE(contains(err, "fast-no-step-protection"));  // the valid names are listed
+  // fp8-<variant>: the same FIS setting in fp8; "fp8" alone is dense in fp8.
+  for (const std::string& name : quality_variant_names())
+    EXPECT_EQ(quality_variant(name).precision, "bf16") << name;
+  const QualityVariant f8 = quality_variant("fp8"), f8b = quality_variant("fp8-balanced");
+  EXPECT_EQ(f8.precision, "fp8");
+  EXPECT_FALSE(f8.fis.enabled());
+  EXPECT_EQ(f8b.precision, "fp8");
+  EXPECT_EQ(f8b.name, "fp8-balanced");
+  EXPECT_EQ(f8b.fis.stride, b.fis.stride);
+  EXPECT_EQ(quality_variant("fp8-fast-no-interleave").fis.interleave, false);
+  for (const char* bad : {"fp8-", "fp8-fp8", "fp8-fp8-balanced", "fp8balanced"})
+    EXPECT_TRUE(contains(error_of([&] { quality_variant(bad); }), "unknown variant")) << bad;
 }
 
 TEST(ModelDefaults, ReadsFisditJsonAndNamesBadFields) {
@@ -255,6 +267,56 @@ TEST_F(QualityCommand, WritesTheReportWithAnExactDenseRow) {
     EXPECT_EQ(again.at("runs")[i].at("latent_rel_l2"), q.at("runs")[i].at("latent_rel_l2"));
     EXPECT_EQ(again.at("runs")[i].at("psnr_db"), q.at("runs")[i].at("psnr_db"));
   }
+}
+
+// fp8 rows (the CPU reference of --precision fp8) against the same bf16 dense reference: close to
+// it but not equal, and --precision fp8 names every variant so.
+TEST_F(QualityCommand, Fp8VariantsAreComparedWithTheBf16Reference) {
+  const std::string out = dir_.file("fp8");
+  std::string err;
+  ASSERT_EQ(run("quality --model " + release() + " --prompts " + dir_.file("prompts.txt") +
+                    " --variants dense,fp8,fp8-balanced --size 32x32 --frames 17 --device cpu"
+                    " --no-figures --quiet --output-dir " +
+                    out,
+                err),
+            0)
+      << err;
+  const json q = load(out + "/quality.json");
+  std::map<std::string, json> v;
+  for (const json& row : q.at("variants")) v[row.at("name")] = row;
+  ASSERT_EQ(v.size(), 3u);
+  EXPECT_EQ(v["dense"].at("precision"), "bf16");
+  EXPECT_EQ(v["dense"].at("psnr_db").at("mean"), "inf");
+  for (const char* name : {"fp8", "fp8-balanced"}) {
+    SCOPED_TRACE(name);
+    EXPECT_EQ(v[name].at("precision"), "fp8");
+    const double rel = v[name].at("latent_rel_l2").at("mean");
+    EXPECT_GT(rel, 1e-5);
+    EXPECT_LT(rel, 0.5);
+    const double psnr = v[name].at("psnr_db").at("mean");
+    EXPECT_TRUE(std::isfinite(psnr));
+    EXPECT_GT(psnr, 15.0);
+  }
+  EXPECT_GT(v["fp8"].at("psnr_db").at("mean").get<double>(),
+            v["fp8-balanced"].at("psnr_db").at("mean").get<double>());
+  // --precision fp8 maps the variants and the recorded command names them.
+  ASSERT_EQ(run("quality --model " + release() + " --prompts " + dir_.file("prompts.txt") +
+                    " --variants dense,balanced --precision fp8 --seeds 1 --size 32x32 --frames "
+                    "17 --device cpu --no-figures --quiet --output-dir " +
+                    out,
+                err),
+            0)
+      << err;
+  const json p = load(out + "/quality.json");
+  ASSERT_EQ(p.at("variants").size(), 2u);
+  EXPECT_EQ(p.at("variants")[0].at("name"), "fp8");
+  EXPECT_EQ(p.at("variants")[1].at("name"), "fp8-balanced");
+  EXPECT_TRUE(contains(p.at("command").get<std::string>(), "--variants fp8,fp8-balanced"));
+  EXPECT_NE(
+      run("quality --model " + release() + " --precision fp16 --device cpu --output-dir " + out,
+          err),
+      0);
+  EXPECT_TRUE(contains(err, "--precision")) << err;
 }
 
 TEST_F(QualityCommand, TakesDefaultsAndPromptsFromFisditJson) {

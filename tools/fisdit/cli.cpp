@@ -49,6 +49,33 @@ void add_memory_limit_flag(CLI::App* cmd, DeviceFlags& f) {
       ->capture_default_str();
 }
 
+void add_precision_flag(CLI::App* cmd, std::string& precision, bool list) {
+  cmd->add_option("--precision", precision,
+                  std::string(list ? "comma-separated, each of: " : "") +
+                      "bf16 (the backend's own: bf16 on cuda, fp32 on cpu) or fp8 (the DiT "
+                      "block matrices in E4M3, per output channel, activations per token; "
+                      "cuda needs FP8 tensor cores, compute capability 9.0+; the cpu backend "
+                      "emulates it as the reference)")
+      ->capture_default_str();
+}
+
+models::Precision parse_precision(const std::string& name) {
+  if (name == "bf16") return models::Precision::Default;
+  if (name == "fp8") return models::Precision::Fp8;
+  throw Error("--precision: must be bf16 or fp8, got '" + name + "'");
+}
+
+void apply_precision(models::VelocityModel& dit, models::Precision precision) {
+  if (precision == models::Precision::Default) return;
+  const auto start = std::chrono::steady_clock::now();
+  dit.set_precision(precision);
+  char line[160];
+  std::snprintf(line, sizeof line,
+                "precision fp8: block matrices quantized to E4M3 per output channel in %.2f s",
+                seconds_since(start));
+  status(line);
+}
+
 void add_sampling_flags(CLI::App* cmd, SamplingFlags& f, const SamplingFlagSet& set) {
   const sched::DenoiseOptions d;
   // The default in the help: "=4", or where fisdit.json gives it.

@@ -40,6 +40,13 @@ struct DeviceFlags {
 void add_device_flags(CLI::App* cmd, DeviceFlags& flags, const std::string& default_device,
                       const std::string& help = "cpu or cuda");
 void add_memory_limit_flag(CLI::App* cmd, DeviceFlags& flags);
+// --precision bf16|fp8: the DiT block matrices' arithmetic (models::Precision). `list` (bench)
+// lets it name both, comma-separated, run in that order in one process.
+void add_precision_flag(CLI::App* cmd, std::string& precision, bool list = false);
+// "bf16" or "fp8"; throws naming --precision.
+models::Precision parse_precision(const std::string& name);
+// Puts a loaded DiT in `precision` with a status line (nothing for the default precision).
+void apply_precision(models::VelocityModel& dit, models::Precision precision);
 
 // --steps, --shift, --solver, --guidance, --guidance-high, --guidance-low, --boundary. Not given:
 // the model's fisdit.json where the command reads it (apply_model_defaults), else

@@ -1,8 +1,9 @@
 // fisdit bench: the DiT denoising loop at real sizes, dense and with FIS presets and MagCache in
-// one process. Random bf16 weights of the real shapes are drawn directly on the device (no host
-// copy), or real weights come from --model. Per setting: ms per step, ms per DiT forward, analytic
-// PFLOP, achieved TFLOP/s, speedup vs the first setting, peak device memory, MagCache's skipped
-// steps, and with --compare-dense the rel. L2 of the final latent against the dense setting.
+// one process, in bf16 and/or fp8 (--precision). Random bf16 weights of the real shapes are drawn
+// directly on the device (no host copy), or real weights come from --model. Per setting: ms per
+// step, ms per DiT forward, analytic PFLOP, achieved TFLOP/s, speedup vs the first setting, peak
+// device memory, MagCache's skipped steps, and with --compare-dense the rel. L2 of the final latent
+// against the dense setting.
 // --vae times a VAE instead (bench_vae.cpp).
 #include <algorithm>
 #include <chrono>
@@ -23,6 +24,7 @@ namespace {
 
 struct BenchArgs {
   std::string model_config, size = kDefaultSize, fis = "off,balanced,fast", mode = "loop";
+  std::string precision = "bf16";
   std::optional<std::string> label;
   int frames = kDefaultFrames, warmup = 1, repeats = 3;
   bool random_weights = false, compare_dense = false;
@@ -38,6 +40,7 @@ struct Setting {
   std::string name;
   accel::FisConfig fis;
   accel::MagCacheConfig cache;
+  models::Precision precision = models::Precision::Default;
   bool dense() const { return !fis.enabled() && !cache.enabled; }
 };
 
@@ -47,26 +50,44 @@ struct Result {
   int sparse_steps = 0, dense_steps = 0, skipped_steps = 0;
   std::optional<double> rel_l2;  // final latent vs the dense setting's (--compare-dense)
   double pflop = 0, executed_pflop = 0, tflops = 0;
-  Memory mem;
+  Memory mem, weights;  // the run's; the weights' as it ran (fp8 rows: quantized)
 };
 
-// Every --cache mode with every --fis preset, the cache-off ones first.
+// Every --cache mode with every --fis preset, the cache-off ones first, for each --precision in
+// its order (bf16 before fp8: the weights are quantized in place between them). fp8 rows are
+// named with "+fp8".
 std::vector<Setting> bench_settings(const BenchArgs& a, int steps) {
   std::vector<accel::FisConfig> presets;
   for (const auto& name : split_commas(a.fis)) presets.push_back(accel::fis_preset(name));
   if (presets.empty()) throw Error("--fis names no setting");
   const std::vector<std::string> cache_modes = split_commas(a.cache.mode);
   if (cache_modes.empty()) throw Error("--cache names no mode");
-  std::vector<Setting> settings;
-  for (const auto& mode : cache_modes) {
-    const accel::MagCacheConfig cache = a.cache.resolve(mode, /*ratios_later=*/true);
-    note_ratio_resampling(cache.ratios.cond.empty() ? accel::MagCacheConfig{} : cache, steps);
-    for (const auto& fis : presets)
-      settings.push_back(
-          {cache.enabled ? (fis.enabled() ? fis.name + "+mc" : "magcache") : fis.name, fis, cache});
+  std::vector<models::Precision> precisions;
+  for (const auto& name : split_commas(a.precision)) {
+    const models::Precision p = parse_precision(name);
+    if (std::find(precisions.begin(), precisions.end(), p) != precisions.end())
+      throw Error("--precision: '" + name + "' is listed twice");
+    if (!precisions.empty() && p == models::Precision::Default)
+      throw Error("--precision: bf16 must come before fp8 (the weights are quantized in place)");
+    precisions.push_back(p);
   }
-  std::stable_partition(settings.begin(), settings.end(),
-                        [](const Setting& st) { return !st.cache.enabled; });
+  if (precisions.empty()) throw Error("--precision names no precision");
+  std::vector<Setting> settings;
+  for (const models::Precision precision : precisions) {
+    std::vector<Setting> group;
+    const std::string suffix = precision == models::Precision::Fp8 ? "+fp8" : "";
+    for (const auto& mode : cache_modes) {
+      const accel::MagCacheConfig cache = a.cache.resolve(mode, /*ratios_later=*/true);
+      note_ratio_resampling(cache.ratios.cond.empty() ? accel::MagCacheConfig{} : cache, steps);
+      for (const auto& fis : presets)
+        group.push_back(
+            {(cache.enabled ? (fis.enabled() ? fis.name + "+mc" : "magcache") : fis.name) + suffix,
+             fis, cache, precision});
+    }
+    std::stable_partition(group.begin(), group.end(),
+                          [](const Setting& st) { return !st.cache.enabled; });
+    settings.insert(settings.end(), group.begin(), group.end());
+  }
   return settings;
 }
 
@@ -297,7 +318,8 @@ Result run_setting(const DitBench& b, const Setting& setting, bool calibrate,
     opens.push_back(open);
   }
   Tensor x = b.backend->upload(b.x0, DType::F32);
-  if (setting.dense() && calibrate) calibrated = calibrate_ratios(b, plan, x);
+  if (setting.dense() && calibrate && calibrated.cond.empty())
+    calibrated = calibrate_ratios(b, plan, x);
   // Warm-up: every step type once per --warmup (graph builds, heuristics, pool growth).
   for (int w = 0; w < a.warmup; ++w) {
     if (r.sparse_steps) b.forward(x, plan, 0, true);
@@ -311,11 +333,12 @@ Result run_setting(const DitBench& b, const Setting& setting, bool calibrate,
                                               : time_loops(b, plan, opens, cache_cfg, x);
   if (a.compare_dense) {
     const Tensor final_latent = b.backend->download(x);
-    if (setting.dense()) dense_latent = final_latent;
+    if (setting.dense() && !dense_latent.defined()) dense_latent = final_latent;  // the first
     if (dense_latent.defined()) r.rel_l2 = rel_l2(final_latent, dense_latent);
   }
   summarize(b, setting.fis, t, r);
   r.mem = memory(*b.backend);
+  r.weights = b.weights_mem;
   if (const std::string profile = take_op_profile(); !profile.empty())
     std::fprintf(stderr, "%s: %s", r.setting.c_str(), profile.c_str());
   char line[512];
@@ -346,7 +369,7 @@ void print_results(const DitBench& b, const std::vector<Result>& results) {
               "act GiB", "skipped", "rel L2");
   for (const Result& r : results) {
     const std::string peak = gib_text(r.mem.known, r.mem.peak_gib);
-    const std::string act = gib_text(r.mem.known, r.mem.peak_gib - b.weights_mem.in_use_gib);
+    const std::string act = gib_text(r.mem.known, r.mem.peak_gib - r.weights.in_use_gib);
     char err[32] = "-";
     if (r.rel_l2) std::snprintf(err, sizeof err, "%.4g", *r.rel_l2);
     std::printf("%-12s %10.1f %10.1f %10.1f %10.1f %8.4f %8.0f %7.2fx %9s %9s %4d/%-2d %9s\n",
@@ -382,8 +405,18 @@ void run_dit_bench(const BenchArgs& a) {
   std::vector<Result> results;
   Tensor dense_latent;  // the dense setting's final latent (host), for --compare-dense
   accel::MagRatios calibrated;
-  for (const Setting& setting : settings)
+  models::Precision precision = models::Precision::Default;  // the weights' as loaded
+  for (const Setting& setting : settings) {
+    if (setting.precision != precision) {
+      apply_precision(*b.dit, precision = setting.precision);
+      b.backend->synchronize();
+      b.weights_mem = memory(*b.backend);
+      if (b.weights_mem.known)
+        status("  weights now " + std::to_string(b.weights_mem.in_use_gib).substr(0, 6) +
+               " GiB on the device");
+    }
     results.push_back(run_setting(b, setting, calibrate, calibrated, dense_latent));
+  }
   print_results(b, results);
 }
 
@@ -446,9 +479,11 @@ void register_bench(CLI::App& app) {
       ->capture_default_str()
       ->needs(vae);
   add_cache_flags(cmd, args->cache, /*list=*/true);
+  add_precision_flag(cmd, args->precision, /*list=*/true);
   cmd->add_flag("--compare-dense", args->compare_dense,
-                "rel. L2 of every setting's final latent against the dense setting's (fis off, "
-                "cache off; same noise, same process). bench has no VAE: no PSNR/SSIM here");
+                "rel. L2 of every setting's final latent against the first dense setting's (fis "
+                "off, cache off, the first --precision; same noise, same process). bench has no "
+                "VAE: no PSNR/SSIM here");
   cmd->callback([args] { run_bench(*args); });
 }
 

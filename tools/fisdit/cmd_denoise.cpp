@@ -20,6 +20,7 @@ struct DenoiseArgs {
   DeviceFlags device;
   FisFlags fis;
   CacheFlags cache;
+  std::string precision = "bf16";
 };
 
 // A guidance scale != 1 needs the unconditional context: refused naming the flag that set it.
@@ -55,6 +56,7 @@ void run_denoise(const DenoiseArgs& a) {
   opt.cache = a.cache.resolve();
   note_ratio_resampling(opt.cache, opt.steps);
   const sched::FlowSchedule schedule = sched::flow_schedule(opt.solver, opt.steps, opt.shift);
+  const models::Precision precision = parse_precision(a.precision);
   auto backend = a.device.backend();
   const auto in = SafetensorsFile::open(a.inputs);
   const sched::DenoiseInputs di = read_denoise_inputs(*in);
@@ -81,6 +83,7 @@ void run_denoise(const DenoiseArgs& a) {
                                   : use_high ? "high-noise"
                                              : "low-noise",
                                   use_high ? loras : loras_low);
+      apply_precision(*slot, precision);
       if (const std::string placed = slot->placement(); !placed.empty()) status("  " + placed);
     }
     return *slot;
@@ -133,6 +136,7 @@ void register_denoise(CLI::App& app) {
   add_memory_limit_flag(cmd, args->device);
   add_fis_flags(cmd, args->fis);
   add_cache_flags(cmd, args->cache);
+  add_precision_flag(cmd, args->precision);
   cmd->callback([args] { run_denoise(*args); });
 }
 

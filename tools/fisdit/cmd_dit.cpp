@@ -50,10 +50,7 @@ void run_dit(const DitArgs& a) {
   const Tensor x = read_input(*in, "x", true), t = read_input(*in, "t", true),
                context = read_input(*in, "context", true), y = read_input(*in, "y", false);
   auto dit = load_model_reporting(a.experts.model, *backend, "model", loras);
-  if (a.precision == "fp8") {
-    dit->set_precision(models::Precision::Fp8);
-    status("precision fp8: block matrices E4M3 per output channel, activations per token");
-  }
+  apply_precision(*dit, parse_precision(a.precision));
   const models::ModelInfo& info = dit->info();
   const Tensor xd = dit_input(a.inputs, info, *backend, x, y);
   const int frames = static_cast<int>(x.dim(1) / info.patch[0]);
@@ -86,11 +83,7 @@ void register_dit(CLI::App& app) {
       ->required();
   add_device_flags(cmd, args->device, "cpu");
   add_fis_flags(cmd, args->fis);
-  cmd->add_option("--precision", args->precision,
-                  "bf16 (the backend's own: bf16 on cuda, fp32 on cpu) or fp8 (E4M3 block "
-                  "matrices; on the cpu backend only, as the reference, for now)")
-      ->check(CLI::IsMember({"bf16", "fp8"}))
-      ->capture_default_str();
+  add_precision_flag(cmd, args->precision);
   cmd->callback([args] { run_dit(*args); });
 }
 

@@ -108,11 +108,7 @@ void register_generate(CLI::App& app) {
       "video frames, 4k+1 (default: fisdit.json, else " + std::to_string(kDefaultFrames) + ")");
   add_sampling_flags(cmd, args->sampling, {.defaults_from_model = true});
   cmd->add_option("--seed", o.seed, "noise seed")->capture_default_str();
-  cmd->add_option("--precision", o.precision,
-                  "bf16 (the backend's own) or fp8 (E4M3 DiT block matrices; for now on the cpu "
-                  "backend only, as the reference)")
-      ->check(CLI::IsMember({"bf16", "fp8"}))
-      ->capture_default_str();
+  add_precision_flag(cmd, o.precision);
   add_device_flags(cmd, args->device, default_device(),
                    "cuda or cpu: where the text encoder, DiT and VAE run (default: cuda when "
                    "this build has it and a GPU is present)");

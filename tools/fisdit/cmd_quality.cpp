@@ -58,7 +58,7 @@ std::string number_text(double v) {
 }
 
 struct QualityArgs {
-  std::string prompts, seeds = "0", output_dir, negative, variants;
+  std::string prompts, seeds = "0", output_dir, negative, variants, precision = "bf16";
   std::optional<std::string> size;
   std::optional<int> frames;
   ExpertFlags experts;     // --model
@@ -107,6 +107,12 @@ std::string rerun_command(const QualityArgs& a, const pipeline::QualityOptions& 
 pipeline::QualityOptions quality_options(const QualityArgs& a) {
   pipeline::QualityOptions q;
   q.variants = split_commas(a.variants);
+  if (parse_precision(a.precision) == models::Precision::Fp8)  // every variant in fp8
+    for (std::string& name : q.variants)
+      if (name == "dense")
+        name = "fp8";
+      else if (name != "fp8" && name.rfind("fp8-", 0) != 0)
+        name = "fp8-" + name;
   for (const std::string& name : q.variants) pipeline::quality_variant(name);
   q.seeds = parse_seeds(a.seeds);
   const std::string model = model_or_bundled(a.experts.model);
@@ -214,7 +220,12 @@ void register_quality(CLI::App& app) {
   cmd->add_option("--variants", args->variants,
                   "comma-separated: dense, balanced, fast, balanced/fast with -no-interleave, "
                   "-no-block-protection, -no-step-protection or -no-protection, and FIS preset "
-                  "JSON files (fisdit calibrate --output)")
+                  "JSON files (fisdit calibrate --output); each also as fp8-<variant> "
+                  "(--precision fp8; fp8 alone: dense in fp8). The reference is bf16 dense")
+      ->capture_default_str();
+  cmd->add_option("--precision", args->precision,
+                  "bf16, or fp8: every variant in fp8 (as if named fp8-<variant>), against the "
+                  "bf16 dense reference")
       ->capture_default_str();
   cmd->add_option("--output-dir", args->output_dir,
                   "directory for quality.md, quality.json, analysis.json and the figures (created)")

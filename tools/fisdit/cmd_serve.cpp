@@ -118,6 +118,7 @@ void register_serve(CLI::App& app) {
   add_device_flags(cmd, args->device, default_device(),
                    "cuda or cpu (default: cuda when this build has it and a GPU is present)");
   add_memory_limit_flag(cmd, args->device);
+  add_precision_flag(cmd, args->opt.precision);
   cmd->callback([args] { run_serve(*args); });
 }
 
