@@ -69,6 +69,7 @@ void apply_precision(models::VelocityModel& dit, models::Precision precision) {
   if (precision == models::Precision::Default) return;
   const auto start = std::chrono::steady_clock::now();
   dit.set_precision(precision);
+  dit.backend().synchronize();  // the quantization kernels' time, not their launch
   char line[160];
   std::snprintf(line, sizeof line,
                 "precision fp8: block matrices quantized to E4M3 per output channel in %.2f s",
