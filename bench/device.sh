@@ -28,7 +28,9 @@
 # vae-cache: the Wan 2.1 720p decode cold (no warm-up) in two processes sharing a fresh tuning
 # cache, then with the cache off.
 # offload: the block-offload tests with and without FISDIT_CUDA_SYNC, then A14B 480p and 720p
-# resident and with --gpu-memory-limit 24 (bench, back to back) and their ratio.
+# resident and with --gpu-memory-limit 24 (bench, back to back) and their ratio
+# (OFFLOAD_LIMIT=GiB, OFFLOAD_PRECISION=fp8 and OFFLOAD_SIZES="832x480" change the limit, the
+# precision and the sizes).
 # fp8: tests, then A14B 480p (loops, --compare-dense) and 720p (per step type) with
 # --precision bf16,fp8 and FIS off/balanced in one process each, and an op profile of a 480p
 # forward in both precisions.
@@ -142,18 +144,19 @@ if [ "$MODE" = "offload" ]; then
     grep "^RESULT" "$OUT/offload_${label}_$name.log" | sed "s/^RESULT|/$name|/" >>"$OUT/offload.txt"
     say "bench $label ($name): $(( $(date +%s) - t0 )) s"
   }
-  for size in 832x480 1280x720; do
+  limit=${OFFLOAD_LIMIT:-24}
+  for size in ${OFFLOAD_SIZES:-832x480 1280x720}; do
     args=(--model-config wan2.2-t2v-a14b --size "$size" --frames 81 --steps 4 --fis off,balanced
-      --warmup 1 --repeats 1 --mode per-step-type)
+      --precision "${OFFLOAD_PRECISION:-bf16}" --warmup 1 --repeats 1 --mode per-step-type)
     side "a14b-$size" resident "${args[@]}"
-    side "a14b-$size" limit24 "${args[@]}" --gpu-memory-limit 24
+    side "a14b-$size" limited "${args[@]}" --gpu-memory-limit "$limit"
   done
   {
     echo
-    printf "%-16s %-9s %13s %13s %9s %11s\n" model fis "resident ms" "limit-24 ms" "ratio" "peak GiB"
+    printf "%-16s %-13s %13s %13s %9s %11s\n" model fis "resident ms" "limit-$limit ms" "ratio" "peak GiB"
     awk -F'|' '$1 == "resident" { base[$2 "|" $5] = $6 }
-               $1 == "limit24" && ($2 "|" $5) in base {
-                 printf "%-16s %-9s %13.1f %13.1f %9.3f %11s\n", $2, $5, base[$2 "|" $5], $6, $6 / base[$2 "|" $5], $11 }' \
+               $1 == "limited" && ($2 "|" $5) in base {
+                 printf "%-16s %-13s %13.1f %13.1f %9.3f %11s\n", $2, $5, base[$2 "|" $5], $6, $6 / base[$2 "|" $5], $11 }' \
       "$OUT/offload.txt"
   } | tee -a "$SUMMARY"
   exit 0

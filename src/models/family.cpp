@@ -78,8 +78,8 @@ std::unique_ptr<Release> open_release(const std::string& path, const ReleaseOpti
 
 std::unique_ptr<VelocityModel> load_model(const std::string& path, Backend& backend,
                                           const std::vector<LoraSpec>& loras,
-                                          std::vector<std::string>* report) {
-  return family_for_model(path).load(path, backend, loras, report);
+                                          std::vector<std::string>* report, Precision precision) {
+  return family_for_model(path).load(path, backend, loras, report, precision);
 }
 
 }  // namespace fisdit::models

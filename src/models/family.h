@@ -27,14 +27,16 @@ struct Family {
   // How this family reads the DiT at `path` (layout, config and its origin) and whether it can
   // load it, as lines for `fisdit inspect`; never throws (problems are lines).
   std::vector<std::string> (*explain)(const std::string& path);
-  // The DiT at `path` (a file or a directory) on `backend` with `loras` merged into its weights.
-  // `report` (optional) gets lines on what was loaded: config, origin of the config, LoRAs.
+  // The DiT at `path` (a file or a directory) on `backend` with `loras` merged into its weights,
+  // its block matrices in `precision` as they load. `report` (optional) gets lines on what was
+  // loaded: config, origin of the config, LoRAs.
   std::unique_ptr<VelocityModel> (*load)(const std::string& path, Backend& backend,
                                          const std::vector<LoraSpec>& loras,
-                                         std::vector<std::string>* report);
+                                         std::vector<std::string>* report, Precision precision);
   // A model of a config name (or config file) with random weights of the real shapes, made on
   // `backend` (fisdit bench): matrices N(0, 1/fan_in), so activations stay O(1).
-  std::unique_ptr<VelocityModel> (*random)(const std::string& name_or_path, Backend& backend);
+  std::unique_ptr<VelocityModel> (*random)(const std::string& name_or_path, Backend& backend,
+                                           Precision precision);
   // The release at `path` (a directory in one of the family's layouts, or a DiT file with the
   // other parts in `options`), opened and checked without reading a weight; nullptr in a build
   // without the pipeline (no tokenizer). Throws ParamError naming the part that is missing.
@@ -55,6 +57,7 @@ std::unique_ptr<Release> open_release(const std::string& path, const ReleaseOpti
 // family_for_model(path).load(...).
 std::unique_ptr<VelocityModel> load_model(const std::string& path, Backend& backend,
                                           const std::vector<LoraSpec>& loras = {},
-                                          std::vector<std::string>* report = nullptr);
+                                          std::vector<std::string>* report = nullptr,
+                                          Precision precision = Precision::Default);
 
 }  // namespace fisdit::models

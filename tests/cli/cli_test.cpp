@@ -462,10 +462,30 @@ TEST_F(Cli, DenoisePrecisionFp8RunsTheReference) {
   const Result r = run(base + " --precision fp8 --output " + path("f.st"));
   ASSERT_EQ(r.rc, 0) << r.err;
   EXPECT_NE(r.err.find("precision fp8"), std::string::npos) << r.err;
-  const double diff = rel_l2(SafetensorsFile::open(path("f.st"))->tensor_f32("x"),
-                             SafetensorsFile::open(path("b.st"))->tensor_f32("x"));
+  const Tensor fp8 = SafetensorsFile::open(path("f.st"))->tensor_f32("x");
+  const double diff = rel_l2(fp8, SafetensorsFile::open(path("b.st"))->tensor_f32("x"));
   EXPECT_GT(diff, 1e-5);
   EXPECT_LT(diff, 0.1);
+  // Under a memory limit the blocks stream as E4M3 codes and scales: the same latent. The limit:
+  // the reserve for this latent's activations, the smallest fp8 placement and 4 KiB (less than a
+  // block of this model in fp8).
+  const wan::ModelSource src = wan::open_model(fixture("dit_t2v_tiny.safetensors"));
+  auto cpu = make_cpu_backend();
+  const int64_t least =
+      wan::load_dit(src, *cpu, {}, models::Precision::Fp8)->offload_plan().min_bytes;
+  const Shape xs = fp8.shape();
+  const int64_t reserve =
+      wan::model_info(src.config).activation_bytes({xs[1], xs[2], xs[3]}, 4, false, false);
+  char limit[64];
+  std::snprintf(limit, sizeof limit, "%.9f",
+                static_cast<double>(reserve + least + 4096) / 1073741824.0);
+  const Result limited =
+      run(base + " --precision fp8 --gpu-memory-limit " + limit + " --output " + path("l.st"));
+  ASSERT_EQ(limited.rc, 0) << limited.err;
+  EXPECT_NE(limited.err.find("blocks streamed from host memory"), std::string::npos) << limited.err;
+  const Tensor streamed = SafetensorsFile::open(path("l.st"))->tensor_f32("x");
+  ASSERT_EQ(streamed.shape(), fp8.shape());
+  EXPECT_EQ(std::memcmp(streamed.raw(), fp8.raw(), fp8.nbytes()), 0);
 }
 
 // bench --vae: one RESULT row per run naming the operation, at the released VAE's shapes (random

@@ -109,13 +109,17 @@ struct TinyRun {
   }
 };
 
-TEST(Offload, StreamedBlocksGiveTheResidentOutputsBitForBitWithinTheLimit) {
+// In the default precision and in fp8 (the matrices streamed as E4M3 codes and scales).
+class OffloadPrecision : public ::testing::TestWithParam<models::Precision> {};
+
+TEST_P(OffloadPrecision, StreamedBlocksGiveTheResidentOutputsBitForBitWithinTheLimit) {
   const TinyRun in;
   const std::string path = fixture("dit_t2v_tiny.safetensors");
   // Resident, on a backend that counts what it holds (a limit far above the model).
   auto resident_backend = make_cpu_backend();
   resident_backend->set_memory_budget({int64_t{1} << 40, 0});
-  auto resident = wan::load_dit(wan::open_model(path), *resident_backend);
+  const models::Precision precision = GetParam();
+  auto resident = wan::load_dit(wan::open_model(path), *resident_backend, {}, precision);
   ASSERT_FALSE(resident->offload_plan().active());
   EXPECT_EQ(resident->placement(), "");
   const int64_t weights = resident_backend->memory_in_use();
@@ -127,13 +131,15 @@ TEST(Offload, StreamedBlocksGiveTheResidentOutputsBitForBitWithinTheLimit) {
   // The smallest limit: the weights outside the blocks, two block slots and those activations.
   auto backend = make_cpu_backend();
   backend->set_memory_budget({int64_t{1} << 40, activations});
-  const OffloadPlan probe = wan::load_dit(wan::open_model(path), *backend)->offload_plan();
+  const OffloadPlan probe =
+      wan::load_dit(wan::open_model(path), *backend, {}, precision)->offload_plan();
   ASSERT_EQ(backend->memory_in_use(), 0);
   EXPECT_FALSE(probe.active());
   const int64_t block_bytes = (probe.device_bytes - probe.min_bytes) / 2;  // 4 blocks vs 2 slots
   const int64_t limit = activations + probe.min_bytes;
   backend->set_memory_budget({limit, activations});
-  auto streamed = wan::load_dit(wan::open_model(path), *backend);
+  auto streamed = wan::load_dit(wan::open_model(path), *backend, {}, precision);
+  EXPECT_EQ(streamed->precision(), precision);
   const OffloadPlan& plan = streamed->offload_plan();
   ASSERT_TRUE(plan.active());
   EXPECT_EQ(plan.streamed_count(), 4);  // every block, through two slots
@@ -152,13 +158,19 @@ TEST(Offload, StreamedBlocksGiveTheResidentOutputsBitForBitWithinTheLimit) {
   auto small = make_cpu_backend();
   small->set_memory_budget({limit - 1, activations});
   try {
-    wan::load_dit(wan::open_model(path), *small);
+    wan::load_dit(wan::open_model(path), *small, {}, precision);
     FAIL() << "expected the limit to be refused";
   } catch (const ParamError& e) {
     EXPECT_EQ(e.param(), "gpu-memory-limit");
     EXPECT_NE(std::string(e.what()).find("smallest limit that would work"), std::string::npos);
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Precisions, OffloadPrecision,
+                         ::testing::Values(models::Precision::Default, models::Precision::Fp8),
+                         [](const auto& info) {
+                           return info.param == models::Precision::Fp8 ? "fp8" : "default";
+                         });
 
 TEST(Offload, AForwardThatFailsMidBlockLeavesTheNextOneRight) {
   const TinyRun in;

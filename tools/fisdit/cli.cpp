@@ -308,13 +308,19 @@ sched::DenoiseInputs read_denoise_inputs(const SafetensorsFile& file) {
 std::unique_ptr<models::VelocityModel> load_model_reporting(const std::string& path,
                                                             Backend& backend,
                                                             const std::string& role,
-                                                            const std::vector<LoraSpec>& loras) {
+                                                            const std::vector<LoraSpec>& loras,
+                                                            models::Precision precision) {
   const auto start = std::chrono::steady_clock::now();
   std::vector<std::string> report;
-  auto dit = models::load_model(path, backend, loras, &report);
+  auto dit = models::load_model(path, backend, loras, &report, precision);
+  backend.synchronize();
   char line[512];
-  std::snprintf(line, sizeof line, "loaded %s %s: %s in %.2f s", role.c_str(), path.c_str(),
-                report.empty() ? "" : report.front().c_str(), seconds_since(start));
+  std::snprintf(line, sizeof line, "loaded %s %s: %s%s in %.2f s", role.c_str(), path.c_str(),
+                report.empty() ? "" : report.front().c_str(),
+                precision == models::Precision::Fp8
+                    ? "; precision fp8: block matrices E4M3 per output channel"
+                    : "",
+                seconds_since(start));
   status(line);
   for (size_t i = 1; i < report.size(); ++i) status("  " + report[i]);
   return dit;

@@ -139,11 +139,10 @@ Tensor read_input(const SafetensorsFile& file, const std::string& name, bool req
 sched::DenoiseInputs read_denoise_inputs(const SafetensorsFile& file);
 
 // models::load_model with status lines: what was loaded (`role`: "model", "high-noise", ...),
-// the LoRA report and the time.
-std::unique_ptr<models::VelocityModel> load_model_reporting(const std::string& path,
-                                                            Backend& backend,
-                                                            const std::string& role,
-                                                            const std::vector<LoraSpec>& loras);
+// the LoRA report, the precision and the time.
+std::unique_ptr<models::VelocityModel> load_model_reporting(
+    const std::string& path, Backend& backend, const std::string& role,
+    const std::vector<LoraSpec>& loras, models::Precision precision = models::Precision::Default);
 // Writes one tensor to a safetensors file with a status line.
 void write_tensor(const std::string& path, const std::string& name, const Tensor& t);
 

@@ -156,8 +156,9 @@ void load_dit_bench(DitBench& b, double shift, const std::vector<Setting>& setti
   }
   const auto t_load = std::chrono::steady_clock::now();
   b.dit = !a.experts.model.empty()
-              ? models::load_model(a.experts.model, *b.backend)
-              : models::family_for_config(a.model_config).random(a.model_config, *b.backend);
+              ? models::load_model(a.experts.model, *b.backend, {}, nullptr, settings[0].precision)
+              : models::family_for_config(a.model_config)
+                    .random(a.model_config, *b.backend, settings[0].precision);
   b.backend->synchronize();
   const models::ModelInfo& info = b.info();
   b.weights_mem = memory(*b.backend);
@@ -405,7 +406,7 @@ void run_dit_bench(const BenchArgs& a) {
   std::vector<Result> results;
   Tensor dense_latent;  // the dense setting's final latent (host), for --compare-dense
   accel::MagRatios calibrated;
-  models::Precision precision = models::Precision::Default;  // the weights' as loaded
+  models::Precision precision = settings.front().precision;  // the weights' as loaded
   for (const Setting& setting : settings) {
     if (setting.precision != precision) {
       apply_precision(*b.dit, precision = setting.precision);

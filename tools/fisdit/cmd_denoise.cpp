@@ -82,8 +82,7 @@ void run_denoise(const DenoiseArgs& a) {
                                   !two       ? "model"
                                   : use_high ? "high-noise"
                                              : "low-noise",
-                                  use_high ? loras : loras_low);
-      apply_precision(*slot, precision);
+                                  use_high ? loras : loras_low, precision);
       if (const std::string placed = slot->placement(); !placed.empty()) status("  " + placed);
     }
     return *slot;

@@ -49,8 +49,8 @@ void run_dit(const DitArgs& a) {
   const auto in = SafetensorsFile::open(a.inputs);
   const Tensor x = read_input(*in, "x", true), t = read_input(*in, "t", true),
                context = read_input(*in, "context", true), y = read_input(*in, "y", false);
-  auto dit = load_model_reporting(a.experts.model, *backend, "model", loras);
-  apply_precision(*dit, parse_precision(a.precision));
+  auto dit =
+      load_model_reporting(a.experts.model, *backend, "model", loras, parse_precision(a.precision));
   const models::ModelInfo& info = dit->info();
   const Tensor xd = dit_input(a.inputs, info, *backend, x, y);
   const int frames = static_cast<int>(x.dim(1) / info.patch[0]);

@@ -97,7 +97,10 @@ void CpuBackend::do_linear(const Tensor& x, const Tensor& w, const Tensor* bias,
 // Both operands as the E4M3 values they are (code * scale, exact in fp32 up to the scale's
 // rounding), then the fp32 GEMM: a product of two E4M3 values is exact in fp32, so this differs
 // from a GPU's fp8 GEMM by the order of the fp32 sums only.
-Fp8Rows CpuBackend::do_quantize_rows(const Tensor& x) { return quantize_rows_e4m3(x); }
+Fp8Rows CpuBackend::do_quantize_rows(const Tensor& x) {
+  Fp8Rows q = quantize_rows_e4m3(x);
+  return {tracked(q.codes, "quantize_rows"), tracked(q.scales, "quantize_rows")};
+}
 
 void CpuBackend::do_linear_fp8(const Fp8Rows& x, const Fp8Rows& w, const Tensor* bias, Tensor& y,
                                Activation act) {

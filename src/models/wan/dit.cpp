@@ -93,6 +93,10 @@ std::vector<Tensor*> DitBlockWeights::tensors() {
       &sa_o_w,     &sa_o_b,  &sa_norm_q, &sa_norm_k, &ca_q_w,    &ca_q_b,    &ca_k_w,
       &ca_k_b,     &ca_v_w,  &ca_v_b,    &ca_o_w,    &ca_o_b,    &ca_norm_q, &ca_norm_k,
       &norm3_w,    &norm3_b, &ffn_in_w,  &ffn_in_b,  &ffn_out_w, &ffn_out_b};
+  for (Fp8Rows& q : fp8) {  // --precision fp8: the matrices as codes and scales
+    all.push_back(&q.codes);
+    all.push_back(&q.scales);
+  }
   all.erase(std::remove_if(all.begin(), all.end(), [](const Tensor* t) { return !t->defined(); }),
             all.end());
   return all;
@@ -233,15 +237,15 @@ void WanDiT::set_precision(models::Precision precision) {
   if (precision == precision_) return;
   if (precision_ == models::Precision::Fp8)
     throw Error("the Wan DiT's fp8 weights cannot go back to the default precision: load it again");
+  if (streamer_)
+    throw Error(
+        "this Wan DiT streams blocks from host memory (--gpu-memory-limit): load it with "
+        "--precision fp8 instead of switching it after the load");
   check_fp8();
   for (DitBlockWeights& w : blocks_) quantize_block(w);
 }
 
 void WanDiT::check_fp8() {
-  if (streamer_)
-    throw Error(
-        "--precision fp8 with blocks streamed from host memory (--gpu-memory-limit) is not "
-        "supported yet");
   // The backend must have the fp8 GEMM: a one-row probe, before any weight is touched.
   const Fp8Rows probe =
       backend_.quantize_rows(backend_.upload(Tensor::zeros({16, 16}), DType::F32));

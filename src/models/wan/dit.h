@@ -51,7 +51,7 @@ struct DitBlockWeights {
   Tensor ca_q_w, ca_q_b, ca_k_w, ca_k_b, ca_v_w, ca_v_b, ca_o_w, ca_o_b, ca_norm_q, ca_norm_k;
   Tensor norm3_w, norm3_b;
   Tensor ffn_in_w, ffn_in_b, ffn_out_w, ffn_out_b;
-  // Every tensor above that is defined (what a BlockStreamer moves).
+  // Every tensor above that is defined and the fp8 codes and scales (what a BlockStreamer moves).
   std::vector<Tensor*> tensors();
   // The block's ten matrices, in the order of Matrix below; --precision fp8 keeps them as E4M3
   // codes and scales in `fp8` (same order) instead.

@@ -68,9 +68,10 @@ std::vector<std::string> explain(const std::string& path) {
 
 std::unique_ptr<models::VelocityModel> load(const std::string& path, Backend& backend,
                                             const std::vector<LoraSpec>& loras,
-                                            std::vector<std::string>* report) {
+                                            std::vector<std::string>* report,
+                                            models::Precision precision) {
   const ModelSource src = open_model(path);
-  auto dit = load_dit(src, backend, loras);
+  auto dit = load_dit(src, backend, loras, precision);
   if (report) {
     const WanConfig& c = src.config;
     report->push_back(std::string("wan ") + models::task_name(c.task) + ", " +
@@ -118,8 +119,10 @@ WeightFn random_weights(Backend& backend) {
   };
 }
 
-std::unique_ptr<models::VelocityModel> random(const std::string& name_or_path, Backend& backend) {
-  return std::make_unique<WanDiT>(load_config(name_or_path), backend, random_weights(backend));
+std::unique_ptr<models::VelocityModel> random(const std::string& name_or_path, Backend& backend,
+                                              models::Precision precision) {
+  return std::make_unique<WanDiT>(load_config(name_or_path), backend, random_weights(backend),
+                                  precision);
 }
 
 }  // namespace
