@@ -118,15 +118,12 @@ struct Encoder {
   }
 };
 
-void validate(const std::string& path, const Tensor& video, double fps, const Mp4Options& options) {
-  if (!video.defined() || video.device() != Device::CPU || !is_float(video.dtype()))
-    fail(path, "write_mp4 needs a host float tensor [3, F, H, W]");
-  if (video.ndim() != 4 || video.dim(0) != 3)
-    fail(path, "write_mp4 needs a video [3, F, H, W] (RGB), got " + shape_str(video.shape()));
-  const int64_t frames = video.dim(1), h = video.dim(2), w = video.dim(3);
-  if (frames < 1 || h < 2 || w < 2)
-    fail(path, "cannot encode a video of " + std::to_string(frames) + " frame(s) of " +
-                   std::to_string(w) + "x" + std::to_string(h));
+// The frames a writer takes: width x height at fps, with these options.
+void validate_format(const std::string& path, int64_t width, int64_t height, double fps,
+                     const Mp4Options& options) {
+  const int64_t h = height, w = width;
+  if (h < 2 || w < 2)
+    fail(path, "cannot encode frames of " + std::to_string(w) + "x" + std::to_string(h));
   if (h % 2 != 0 || w % 2 != 0)
     fail(path, "frames are " + std::to_string(w) + "x" + std::to_string(h) +
                    ": 4:2:0 video needs an even width and height; crop or pad the frames by one "
@@ -145,22 +142,41 @@ void validate(const std::string& path, const Tensor& video, double fps, const Mp
                    "veryslow, placebo)");
 }
 
+void validate_video(const std::string& path, const Tensor& video) {
+  if (!video.defined() || video.device() != Device::CPU || !is_float(video.dtype()))
+    fail(path, "write_mp4 needs a host float tensor [3, F, H, W]");
+  if (video.ndim() != 4 || video.dim(0) != 3)
+    fail(path, "write_mp4 needs a video [3, F, H, W] (RGB), got " + shape_str(video.shape()));
+  if (video.dim(1) < 1)
+    fail(path, "cannot encode a video of " + std::to_string(video.dim(1)) + " frame(s)");
+}
+
 }  // namespace
 
 bool have_h264_encoder() { return avcodec_find_encoder_by_name("libx264") != nullptr; }
 
-Mp4Result write_mp4(const std::string& path, const Tensor& video, double fps,
-                    const Mp4Options& options) {
-  validate(path, video, fps, options);
-  quiet_libav_logs();
-  const Tensor v = video.dtype() == DType::F32 ? video : video.to_f32();
-  const int64_t frames = v.dim(1);
-  const int height = static_cast<int>(v.dim(2)), width = static_cast<int>(v.dim(3));
-
+struct Mp4Writer::Impl {
+  Impl(const std::string& output, int w, int h) : path(output), enc(path), width(w), height(h) {}
+  std::string path;
+  PartialOutput partial{path};
+  Encoder enc;
+  Scaler scaler;
+  Frame frame;
+  int width, height;
+  bool x264 = false, closed = false;
+  int64_t next_pts = 0;
   Mp4Result result;
+};
+
+Mp4Writer::Mp4Writer(const std::string& path, int width, int height, double fps,
+                     const Mp4Options& options) {
+  validate_format(path, width, height, fps, options);
+  quiet_libav_logs();
+  impl_ = std::make_unique<Impl>(path, width, height);
+  Impl& m = *impl_;
+  Mp4Result& result = m.result;
   result.width = width;
   result.height = height;
-  result.frames = frames;
   const AVCodec* encoder = nullptr;
   if (options.codec == VideoCodec::H264) {
     encoder = avcodec_find_encoder_by_name("libx264");
@@ -178,10 +194,9 @@ Mp4Result write_mp4(const std::string& path, const Tensor& video, double fps,
     if (!encoder) fail(path, "this libavcodec has neither the libx264 nor the MPEG-4 encoder");
   }
   result.encoder = encoder->name;
-  const bool x264 = result.encoder == "libx264";
+  m.x264 = result.encoder == "libx264";
 
-  PartialOutput partial{path};
-  Encoder enc(path);
+  Encoder& enc = m.enc;
   int rc = avformat_alloc_output_context2(&enc.out.ctx, nullptr, "mp4", path.c_str());
   if (rc < 0 || !enc.out.ctx) fail(path, "libavformat has no MP4 muxer: " + av_error_text(rc));
   enc.codec.ctx = avcodec_alloc_context3(encoder);
@@ -203,7 +218,7 @@ Mp4Result write_mp4(const std::string& path, const Tensor& video, double fps,
   c->color_primaries = AVCOL_PRI_BT709;
   c->color_trc = AVCOL_TRC_BT709;
   if (enc.out.ctx->oformat->flags & AVFMT_GLOBALHEADER) c->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;
-  if (x264) {
+  if (m.x264) {
     av_opt_set(c->priv_data, "preset", options.preset.c_str(), 0);
     av_opt_set(c->priv_data, "crf", std::to_string(options.crf).c_str(), 0);
   } else {
@@ -225,55 +240,87 @@ Mp4Result write_mp4(const std::string& path, const Tensor& video, double fps,
   if (rc < 0) fail(path, "cannot create the video file: " + av_error_text(rc));
   // Only a regular file is removed after a failure (never /dev/stdout or a named pipe).
   std::error_code ec;
-  partial.created = std::filesystem::is_regular_file(path, ec);
+  m.partial.created = std::filesystem::is_regular_file(path, ec);
   AVDictionary* muxer_options = nullptr;
   if (options.faststart) av_dict_set(&muxer_options, "movflags", "+faststart", 0);
   rc = avformat_write_header(enc.out.ctx, &muxer_options);
   av_dict_free(&muxer_options);
   if (rc < 0) fail(path, "cannot write the MP4 header: " + av_error_text(rc));
 
-  Scaler scaler;
-  scaler.ctx = sws_getContext(width, height, AV_PIX_FMT_RGB24, width, height, AV_PIX_FMT_YUV420P,
-                              SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INP, nullptr, nullptr,
-                              nullptr);
-  if (!scaler.ctx) fail(path, "libswscale cannot convert RGB to YUV 4:2:0");
+  m.scaler.ctx = sws_getContext(width, height, AV_PIX_FMT_RGB24, width, height, AV_PIX_FMT_YUV420P,
+                                SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INP, nullptr,
+                                nullptr, nullptr);
+  if (!m.scaler.ctx) fail(path, "libswscale cannot convert RGB to YUV 4:2:0");
   const int* bt709 = sws_getCoefficients(SWS_CS_ITU709);
   // Source RGB is full range, destination YUV limited range, both with BT.709 coefficients.
-  sws_setColorspaceDetails(scaler.ctx, bt709, 1, bt709, 0, 0, 1 << 16, 1 << 16);
+  sws_setColorspaceDetails(m.scaler.ctx, bt709, 1, bt709, 0, 0, 1 << 16, 1 << 16);
 
-  Frame frame;
-  if (!frame.frame) fail(path, "cannot allocate a video frame (out of memory)");
-  frame.frame->format = AV_PIX_FMT_YUV420P;
-  frame.frame->width = width;
-  frame.frame->height = height;
-  frame.frame->color_range = AVCOL_RANGE_MPEG;
-  frame.frame->colorspace = AVCOL_SPC_BT709;
-  frame.frame->color_primaries = AVCOL_PRI_BT709;
-  frame.frame->color_trc = AVCOL_TRC_BT709;
-  rc = av_frame_get_buffer(frame.frame, 0);
+  AVFrame* frame = m.frame.frame;
+  if (!frame) fail(path, "cannot allocate a video frame (out of memory)");
+  frame->format = AV_PIX_FMT_YUV420P;
+  frame->width = width;
+  frame->height = height;
+  frame->color_range = AVCOL_RANGE_MPEG;
+  frame->colorspace = AVCOL_SPC_BT709;
+  frame->color_primaries = AVCOL_PRI_BT709;
+  frame->color_trc = AVCOL_TRC_BT709;
+  rc = av_frame_get_buffer(frame, 0);
   if (rc < 0) fail(path, "cannot allocate a video frame: " + av_error_text(rc));
   if (!enc.packet.packet) fail(path, "cannot allocate a packet (out of memory)");
+}
 
-  for (int64_t f = 0; f < frames; ++f) {
-    const Tensor rgb = video_frame_to_rgb8(v, f);
-    rc = av_frame_make_writable(frame.frame);
+Mp4Writer::~Mp4Writer() = default;  // not closed: the partial file is removed (PartialOutput)
+
+void Mp4Writer::write(const Tensor& video, int64_t first, int64_t count) {
+  Impl& m = *impl_;
+  const std::string& path = m.path;
+  if (m.closed) fail(path, "write after close");
+  validate_video(path, video);
+  if (video.dim(2) != m.height || video.dim(3) != m.width)
+    fail(path, "frames of " + std::to_string(video.dim(3)) + "x" + std::to_string(video.dim(2)) +
+                   " in a video of " + std::to_string(m.width) + "x" + std::to_string(m.height));
+  if (first < 0 || count < 0 || first + count > video.dim(1))
+    fail(path, "frames " + std::to_string(first) + ".." + std::to_string(first + count) +
+                   " are outside the video's " + std::to_string(video.dim(1)));
+  AVCodecContext* c = m.enc.codec.ctx;
+  for (int64_t f = first; f < first + count; ++f) {
+    const Tensor rgb = video_frame_to_rgb8(video, f);
+    const int rc = av_frame_make_writable(m.frame.frame);
     if (rc < 0) fail(path, "cannot reuse the video frame: " + av_error_text(rc));
     const uint8_t* src_planes[1] = {rgb.data_as<uint8_t>()};
-    const int src_strides[1] = {width * 3};
-    sws_scale(scaler.ctx, src_planes, src_strides, 0, height, frame.frame->data,
-              frame.frame->linesize);
-    frame.frame->pts = f;
-    if (!x264) frame.frame->quality = c->global_quality;
-    enc.send(frame.frame);
+    const int src_strides[1] = {m.width * 3};
+    sws_scale(m.scaler.ctx, src_planes, src_strides, 0, m.height, m.frame.frame->data,
+              m.frame.frame->linesize);
+    m.frame.frame->pts = m.next_pts++;
+    if (!m.x264) m.frame.frame->quality = c->global_quality;
+    m.enc.send(m.frame.frame);
   }
-  enc.send(nullptr);  // flush the frames the encoder holds back (B-frames, lookahead)
+}
 
-  rc = av_write_trailer(enc.out.ctx);
+Mp4Result Mp4Writer::close() {
+  Impl& m = *impl_;
+  const std::string& path = m.path;
+  if (m.closed) return m.result;
+  if (m.next_pts == 0) fail(path, "cannot encode a video of 0 frame(s)");
+  m.enc.send(nullptr);  // flush the frames the encoder holds back (B-frames, lookahead)
+  int rc = av_write_trailer(m.enc.out.ctx);
   if (rc < 0) fail(path, "cannot finish the MP4 file: " + av_error_text(rc));
-  rc = avio_closep(&enc.out.ctx->pb);
+  rc = avio_closep(&m.enc.out.ctx->pb);
   if (rc < 0) fail(path, "cannot close the video file: " + av_error_text(rc));
-  partial.complete = true;
-  return result;
+  m.partial.complete = true;
+  m.closed = true;
+  m.result.frames = m.next_pts;
+  return m.result;
+}
+
+Mp4Result write_mp4(const std::string& path, const Tensor& video, double fps,
+                    const Mp4Options& options) {
+  validate_video(path, video);
+  validate_format(path, video.dim(3), video.dim(2), fps, options);
+  const Tensor v = video.dtype() == DType::F32 ? video : video.to_f32();
+  Mp4Writer writer(path, static_cast<int>(v.dim(3)), static_cast<int>(v.dim(2)), fps, options);
+  writer.write(v, 0, v.dim(1));
+  return writer.close();
 }
 
 }  // namespace fisdit

@@ -13,6 +13,7 @@
 // in which case it throws. Every failure throws fisdit::Error naming the output path; a partly
 // written file is removed.
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "core/tensor.h"
@@ -40,6 +41,28 @@ struct Mp4Result {
   int width = 0, height = 0;
   int64_t frames = 0;
   std::string warning;  // non-empty when the encoder is not the one asked for
+};
+
+// An MP4 written as its frames become ready (fisdit generate encodes each decoded chunk while the
+// VAE decodes the next), with write_mp4's encoders, pixels and errors; write_mp4 is one writer.
+// Destroyed without close(), it removes the partial file.
+class Mp4Writer {
+ public:
+  // Opens `path` for frames of width x height at `fps`; throws naming the path.
+  Mp4Writer(const std::string& path, int width, int height, double fps,
+            const Mp4Options& options = {});
+  ~Mp4Writer();
+  Mp4Writer(const Mp4Writer&) = delete;
+  Mp4Writer& operator=(const Mp4Writer&) = delete;
+  // Appends frames [first, first + count) of `video` [3, F, height, width] (host floats in
+  // [-1, 1]; outside values are clamped). Not thread-safe: one thread writes.
+  void write(const Tensor& video, int64_t first, int64_t count);
+  // Flushes the encoder and finishes the file (at least one frame written).
+  Mp4Result close();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
 };
 
 // Encodes a video [3, F, H, W] (values in [-1, 1]; outside values are clamped) into an MP4 file

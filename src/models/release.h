@@ -102,8 +102,12 @@ class Release {
     return -1;
   }
   // Stage decode: a final latent [C, F', H', W'] (normalised, as the DiT sees it) to a video
-  // [3, F, H, W] clamped to [-1, 1].
-  virtual Tensor decode(const Tensor& latent, Backend& backend, const StageProgress& progress) = 0;
+  // [3, F, H, W] clamped to [-1, 1]. `frames` (optional) gets each run of frames as it is final:
+  // frames [first, first + count) of `video` (host [3, F, H, W], the tensor decode returns, not
+  // yet clamped: a reader clamps).
+  using FrameSink = std::function<void(const Tensor& video, int64_t first, int64_t count)>;
+  virtual Tensor decode(const Tensor& latent, Backend& backend, const StageProgress& progress,
+                        const FrameSink& frames = {}) = 0;
 
   // What the stages loaded stays in memory until freed here.
   enum class Part : uint8_t { TextEncoder, HighExpert, LowExpert, Vae };

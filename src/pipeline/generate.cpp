@@ -418,12 +418,14 @@ Tensor Generator::State::decode(const Tensor& latent, bool progress,
                                 const GenerateOptions* request) {
   std::unique_ptr<Progress> bar;
   if (request) notify(*request, "decode", 0, 1);
-  Tensor video =
-      release->decode(latent, *backend, [&](int done, int total, const std::string& what) {
+  Tensor video = release->decode(
+      latent, *backend,
+      [&](int done, int total, const std::string& what) {
         if (!bar) bar = std::make_unique<Progress>("decode", total, progress);
         bar->update(done, what);
         if (request) notify(*request, "decode", done, total);
-      });
+      },
+      request ? request->on_frames : models::Release::FrameSink{});
   if (bar) bar->finish();
   if (!keep_loaded) release->unload(models::Release::Part::Vae);
   return video;

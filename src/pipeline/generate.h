@@ -64,6 +64,9 @@ struct GenerateOptions {
   // (done 0) and as its units finish; stages "text" (prompts), "image" and "decode" (VAE
   // chunks), "denoise" (steps). An exception thrown from it (Cancelled) ends the run there.
   std::function<void(const std::string& stage, int done, int total)> on_progress;
+  // Decoded frames as each chunk of the decode makes them final (fisdit generate encodes them
+  // into the MP4 meanwhile): models::Release::FrameSink. Not copied into --compare-dense's run.
+  models::Release::FrameSink on_frames;
 };
 
 // What an on_progress callback throws to stop a run between two units of work.

@@ -2,9 +2,14 @@
 
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
+#include <deque>
+#include <exception>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <thread>
 
 #include "analysis/metrics.h"
 #include "fisdit/error.h"
@@ -32,7 +37,82 @@ void check_outputs(const OutputOptions& out) {
     throw ParamError("fps", ": must be in (0, 240]");
 }
 
-std::vector<std::string> write_outputs(GenerateResult& r, const OutputOptions& out) {
+struct StreamedMp4::Impl {
+  struct Chunk {
+    Tensor video;
+    int64_t first = 0, count = 0;
+  };
+  OutputOptions out;
+  double fps = 16;
+  std::unique_ptr<Mp4Writer> writer;
+  std::mutex mutex;
+  std::condition_variable ready;
+  std::deque<Chunk> queue;
+  bool done = false;  // no more chunks (finish, or the run failed)
+  std::exception_ptr error;
+  std::thread thread;
+
+  void run() {
+    for (;;) {
+      Chunk c;
+      {
+        std::unique_lock<std::mutex> lock(mutex);
+        ready.wait(lock, [&] { return done || !queue.empty(); });
+        if (queue.empty()) return;
+        c = std::move(queue.front());
+        queue.pop_front();
+      }
+      if (error) continue;  // drain: the first error is the one reported
+      try {
+        if (!writer) {
+          Mp4Options mo;
+          mo.crf = out.crf;
+          writer = std::make_unique<Mp4Writer>(out.output, static_cast<int>(c.video.dim(3)),
+                                               static_cast<int>(c.video.dim(2)), fps, mo);
+        }
+        writer->write(c.video, c.first, c.count);
+      } catch (...) {
+        error = std::current_exception();
+      }
+    }
+  }
+  void stop() {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      done = true;
+    }
+    ready.notify_one();
+    if (thread.joinable()) thread.join();
+  }
+};
+
+StreamedMp4::StreamedMp4(const OutputOptions& out, double fps) : impl_(std::make_unique<Impl>()) {
+  impl_->out = out;
+  impl_->fps = fps;
+  impl_->thread = std::thread([this] { impl_->run(); });
+}
+
+StreamedMp4::~StreamedMp4() { impl_->stop(); }  // an unclosed writer removes its file
+
+models::Release::FrameSink StreamedMp4::sink() {
+  return [this](const Tensor& video, int64_t first, int64_t count) {
+    {
+      std::lock_guard<std::mutex> lock(impl_->mutex);
+      impl_->queue.push_back({video, first, count});
+    }
+    impl_->ready.notify_one();
+  };
+}
+
+Mp4Result StreamedMp4::finish() {
+  impl_->stop();
+  if (impl_->error) std::rethrow_exception(impl_->error);
+  if (!impl_->writer) throw Error(impl_->out.output + ": the run decoded no frame to write");
+  return impl_->writer->close();
+}
+
+std::vector<std::string> write_outputs(GenerateResult& r, const OutputOptions& out,
+                                       StreamedMp4* streamed) {
   std::vector<std::string> lines;
   nlohmann::json& summary = r.summary;
   const auto t0 = std::chrono::steady_clock::now();
@@ -40,7 +120,7 @@ std::vector<std::string> write_outputs(GenerateResult& r, const OutputOptions& o
     const double fps = out.fps.value_or(r.fps);
     Mp4Options mo;
     mo.crf = out.crf;
-    const Mp4Result m = write_mp4(out.output, r.video, fps, mo);
+    const Mp4Result m = streamed ? streamed->finish() : write_mp4(out.output, r.video, fps, mo);
     if (!m.warning.empty()) lines.push_back("warning: " + m.warning);
     summary["output"] = {{"mp4", out.output}, {"encoder", m.encoder}, {"fps", fps}};
     char line[512];
@@ -116,6 +196,7 @@ std::string compare_with_dense(Generator& generator, const GenerateOptions& requ
   dense.fis = accel::fis_preset("off");
   dense.cache = accel::MagCacheConfig{};
   dense.precision = "bf16";
+  dense.on_frames = {};  // the accelerated run's frames only
   // The reference runs in the default precision: another generator when this one is fp8.
   const GenerateResult d =
       request.precision == "bf16" ? generator.run(dense) : Generator(dense, false).run(dense);

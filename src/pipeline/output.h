@@ -1,10 +1,12 @@
 #pragma once
 // The last stage of `fisdit generate`: writing what a run made (MP4, PNG frames, the final
 // latent, the JSON summary), and the one-line reports of a run's times and memory.
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "media/video.h"
 #include "pipeline/generate.h"
 
 namespace fisdit::pipeline {
@@ -22,10 +24,31 @@ struct OutputOptions {
 // ParamError naming the parameter (output, crf, fps).
 void check_outputs(const OutputOptions& out);
 
+// The MP4 written while the run decodes: sink() goes into GenerateOptions::on_frames, and a
+// thread of its own encodes each chunk of frames as the VAE makes it final, so the encoding
+// overlaps the decode of the next chunk. finish() waits for the last frames and closes the file,
+// or rethrows the encoder's error. Destroyed unfinished (the run failed), it stops the thread
+// and removes the partial file.
+class StreamedMp4 {
+ public:
+  StreamedMp4(const OutputOptions& out, double fps);
+  ~StreamedMp4();
+  StreamedMp4(const StreamedMp4&) = delete;
+  StreamedMp4& operator=(const StreamedMp4&) = delete;
+  models::Release::FrameSink sink();
+  Mp4Result finish();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 // Stage write: every output given, recorded in result.summary ("output", "frames_dir",
 // "seconds.write"); returns a status line per file written. The summary JSON is written last,
-// so it holds the write time.
-std::vector<std::string> write_outputs(GenerateResult& result, const OutputOptions& out);
+// so it holds the write time. `streamed` (optional): the MP4 was written during the decode; it
+// is finished here (its remaining time counted as writing) instead of encoded again.
+std::vector<std::string> write_outputs(GenerateResult& result, const OutputOptions& out,
+                                       StreamedMp4* streamed = nullptr);
 
 // "times: text 1.45 s, image encode ..., dit load ..., denoise ..., decode ..., write ...,
 // total ... s": every stage the run had, in order; the total includes writing.

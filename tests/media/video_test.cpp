@@ -186,6 +186,46 @@ TEST(VideoTest, H264RoundTripKeepsFramesSizeRateAndQuality) {
   EXPECT_LT(bytes.find("moov"), bytes.find("mdat"));
 }
 
+// Mp4Writer: frames written in uneven chunks as they become ready decode to what write_mp4 of
+// the whole video decodes to, frame for frame; a writer destroyed without close() leaves no file,
+// and writes outside the video or of another size are refused.
+TEST(VideoTest, WriterTakesChunksAndEqualsTheWholeVideo) {
+  TempDir dir;
+  const Tensor video = moving_gradient(17, 48, 64);
+  const std::string whole = dir.file("whole.mp4"), chunks = dir.file("chunks.mp4");
+  Mp4Options o;
+  o.codec = have_h264_encoder() ? VideoCodec::H264 : VideoCodec::Mpeg4;
+  write_mp4(whole, video, 16.0, o);
+  {
+    Mp4Writer w(chunks, 64, 48, 16.0, o);
+    for (const auto& [first, count] : {std::pair<int64_t, int64_t>{0, 1}, {1, 4}, {5, 0}, {5, 12}})
+      w.write(video, first, count);
+    const Mp4Result r = w.close();
+    EXPECT_EQ(r.frames, 17);
+    EXPECT_EQ(r.width, 64);
+  }
+  Decoded a, b;
+  ASSERT_NO_FATAL_FAILURE(decode(whole, a));
+  ASSERT_NO_FATAL_FAILURE(decode(chunks, b));
+  ASSERT_EQ(a.frames.size(), 17u);
+  ASSERT_EQ(b.frames.size(), a.frames.size());
+  for (size_t f = 0; f < a.frames.size(); ++f) EXPECT_EQ(a.frames[f], b.frames[f]) << f;
+
+  const std::string dropped = dir.file("dropped.mp4");
+  {
+    Mp4Writer w(dropped, 64, 48, 16.0, o);
+    w.write(video, 0, 3);
+    EXPECT_TRUE(fs::exists(dropped));
+  }
+  EXPECT_FALSE(fs::exists(dropped)) << "a writer not closed removes its partial file";
+  Mp4Writer w(dir.file("bad.mp4"), 64, 48, 16.0, o);
+  EXPECT_TRUE(contains(error_of([&] { w.write(video, 10, 8); }), "outside the video"));
+  EXPECT_TRUE(contains(error_of([&] { w.write(moving_gradient(2, 32, 64), 0, 1); }), "64x32"));
+  EXPECT_TRUE(contains(error_of([&] { w.close(); }), "0 frame(s)"));
+  EXPECT_TRUE(contains(error_of([&] { Mp4Writer odd(dir.file("odd.mp4"), 63, 48, 16.0); }),
+                       "even width and height"));
+}
+
 TEST(VideoTest, FrameRateIsWhatWasAsked) {
   if (!have_h264_encoder()) GTEST_SKIP() << "this libavcodec has no libx264";
   TempDir dir;

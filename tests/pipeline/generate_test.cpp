@@ -17,10 +17,12 @@
 #include "core/random.h"
 #include "io/safetensors.h"
 #include "media/image.h"
+#include "media/video.h"
 #include "models/wan/dit.h"
 #include "models/wan/loader.h"
 #include "models/wan/release.h"
 #include "models/wan/vae.h"
+#include "pipeline/output.h"
 #include "tiny_release.h"
 
 namespace fisdit::pipeline {
@@ -95,6 +97,55 @@ TEST(Generate, TextToVideoWithTwoExperts) {
 // A diffusers release (model_index.json, transformer/, transformer_2/, vae/ in AutoencoderKLWan
 // names: the fixture renamed by tools/fixtures/make_diffusers_vae.py's name map) gives the same
 // video as the official layout with the same weights.
+// The MP4 encoded while the decode runs (StreamedMp4 fed by on_frames) is byte for byte the file
+// write_mp4 makes of the finished video: every frame reached the sink once, in order, clamped.
+// A stream dropped before finish() leaves no file.
+TEST(Generate, FramesStreamedDuringTheDecodeMakeTheSameMp4) {
+  TempDir dir;
+  make_release(dir.path(), "t2v");
+  GenerateOptions o = tiny(dir.path());
+  OutputOptions out;
+  out.output = dir.file("streamed.mp4");
+  StreamedMp4 mp4(out, 16.0);
+  const models::Release::FrameSink sink = mp4.sink();
+  int64_t next = 0, runs = 0;
+  bool clamped = true;
+  o.on_frames = [&](const Tensor& video, int64_t first, int64_t count) {
+    EXPECT_EQ(first, next);
+    next = first + count;
+    ++runs;
+    const int64_t plane = video.dim(2) * video.dim(3);
+    for (int64_t c = 0; c < 3; ++c)
+      for (int64_t i = 0; i < count * plane; ++i) {
+        const float v = video.f32()[(c * video.dim(1) + first) * plane + i];
+        clamped = clamped && v >= -1.0f && v <= 1.0f;
+      }
+    sink(video, first, count);
+  };
+  const GenerateResult r = generate(o);
+  EXPECT_EQ(next, 17);
+  EXPECT_EQ(runs, 5);  // one per latent frame: 1 + 4 x 4 frames
+  EXPECT_TRUE(clamped);
+  const Mp4Result m = mp4.finish();
+  EXPECT_EQ(m.frames, 17);
+  const std::string whole = dir.file("whole.mp4");
+  write_mp4(whole, r.video, 16.0);
+  const auto bytes = [](const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(f), {});
+  };
+  EXPECT_GT(bytes(whole).size(), 100u);
+  EXPECT_EQ(bytes(out.output), bytes(whole));
+
+  OutputOptions dropped;
+  dropped.output = dir.file("dropped.mp4");
+  {
+    StreamedMp4 stream(dropped, 16.0);
+    stream.sink()(r.video, 0, 3);
+  }
+  EXPECT_FALSE(fs::exists(dropped.output));
+}
+
 TEST(Generate, DiffusersReleaseReadsItsVaeTextEncoderAndTokenizer) {
   for (const std::string task : {"t2v", "ti2v"}) {  // Wan 2.1 and Wan 2.2 VAE
     SCOPED_TRACE(task);

@@ -98,7 +98,8 @@ class RecordingRelease final : public models::Release {
   }
   static constexpr int64_t kExpertBytes = int64_t{1} << 20;
   int64_t expert_bytes(bool, const Backend&) const override { return kExpertBytes; }
-  Tensor decode(const Tensor& latent, Backend&, const models::StageProgress&) override {
+  Tensor decode(const Tensor& latent, Backend&, const models::StageProgress&,
+                const FrameSink&) override {
     if (held() + 1 > capacity_) throw Error("out of GPU memory allocating 20 GiB (test decode)");
     log_.push_back("decode");
     return Tensor::zeros({3, (latent.dim(1) - 1) * 4 + 1, latent.dim(2) * 8, latent.dim(3) * 8});

@@ -65,14 +65,21 @@ pipeline::GenerateOptions generate_request(const GenerateArgs& a) {
 
 // Stages: check (no weight read), text, image, sample, decode; then write.
 void run_generate(const GenerateArgs& a) {
-  const pipeline::GenerateOptions o = generate_request(a);
+  pipeline::GenerateOptions o = generate_request(a);
   pipeline::Generator generator(o, /*keep_loaded=*/false);
+  // The MP4 is encoded on a thread of its own as the decode makes frames final.
+  std::unique_ptr<pipeline::StreamedMp4> mp4;
+  if (!a.out.output.empty()) {
+    mp4 =
+        std::make_unique<pipeline::StreamedMp4>(a.out, a.out.fps.value_or(generator.release().fps));
+    o.on_frames = mp4->sink();
+  }
   pipeline::GenerateResult r = generator.run(o);
   if (a.compare_dense) {
     status("dense reference run (FIS and cache off, same seed) for --compare-dense");
     status(pipeline::compare_with_dense(generator, o, r));
   }
-  for (const std::string& line : pipeline::write_outputs(r, a.out)) status(line);
+  for (const std::string& line : pipeline::write_outputs(r, a.out, mp4.get())) status(line);
   status(pipeline::times_line(r.summary));
   if (const std::string peaks = pipeline::peaks_line(r.summary); !peaks.empty()) status(peaks);
 }

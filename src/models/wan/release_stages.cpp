@@ -195,8 +195,8 @@ class WanRelease final : public models::Release {
     return b.other + int64_t{src.config.num_layers} * b.block;
   }
 
-  Tensor decode(const Tensor& latent, Backend& backend,
-                const models::StageProgress& progress) override {
+  Tensor decode(const Tensor& latent, Backend& backend, const models::StageProgress& progress,
+                const FrameSink& frames) override {
     if (!vae_src_) throw Error("this release was opened without its VAE");
     const VaeConfig& vc = vae_src_->config;
     if (latent.ndim() != 4 || latent.dim(0) != vc.z_dim)
@@ -207,14 +207,25 @@ class WanRelease final : public models::Release {
     Tensor zraw = latent.clone();
     denormalize_latent(zraw, vae_src_->stats);
     const int chunks = static_cast<int>(latent.dim(1));
-    Tensor video = vae.decode(zraw, nullptr, [&](int chunk, int, int64_t, int64_t) {
-      if (progress) progress(chunk + 1, chunks, "latent frame " + std::to_string(chunk + 1));
-    });
-    float* p = video.f32();
-    const int64_t n = video.numel();
+    // Each chunk's frames are clamped as they arrive, before `frames` sees them (a reader of
+    // those frames then never races a write).
+    return vae.decode(
+        zraw, nullptr,
+        [&](int chunk, int, int64_t, int64_t) {
+          if (progress) progress(chunk + 1, chunks, "latent frame " + std::to_string(chunk + 1));
+        },
+        [&](const Tensor& video, int64_t first, int64_t count) {
+          const int64_t all = video.dim(1), plane = video.dim(2) * video.dim(3);
+          Tensor shared = video;  // the same storage: the frames are clamped in place
+          float* p = shared.f32();
+          for (int64_t c = 0; c < video.dim(0); ++c) {
+            float* q = p + (c * all + first) * plane;
+            const int64_t n = count * plane;
 #pragma omp parallel for schedule(static) if (n > (int64_t{1} << 20))
-    for (int64_t i = 0; i < n; ++i) p[i] = std::clamp(p[i], -1.0f, 1.0f);
-    return video;
+            for (int64_t i = 0; i < n; ++i) q[i] = std::clamp(q[i], -1.0f, 1.0f);
+          }
+          if (frames) frames(video, first, count);
+        });
   }
 
   void unload(Part part) override {

@@ -636,7 +636,8 @@ Tensor WanVae::encode(const Tensor& video, Tensor* enc_raw, const VaeProgressFn&
   return mu_logvar.slice_rows(0, cfg_.z_dim).clone();
 }
 
-Tensor WanVae::decode(const Tensor& z, Tensor* conv2_out, const VaeProgressFn& progress) {
+Tensor WanVae::decode(const Tensor& z, Tensor* conv2_out, const VaeProgressFn& progress,
+                      const VaePartFn& on_part) {
   if (z.ndim() != 4 || z.dim(0) != cfg_.z_dim || z.dim(1) < 1)
     throw Error("vae decode: latent must be [" + std::to_string(cfg_.z_dim) +
                 ", F, h, w] with F >= 1, got " + shape_str(z.shape()));
@@ -660,6 +661,7 @@ Tensor WanVae::decode(const Tensor& z, Tensor* conv2_out, const VaeProgressFn& p
     if (!video.defined())
       video = Tensor::zeros({part.dim(0), out_frames, part.dim(2), part.dim(3)});
     put_frames(part, video, t0);
+    if (on_part) on_part(video, t0, part.dim(1));
     t0 += part.dim(1);
     if (progress) progress(static_cast<int>(i), static_cast<int>(frames), 1, part.dim(1));
   }

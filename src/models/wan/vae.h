@@ -66,6 +66,9 @@ void denormalize_latent(Tensor& z, const LatentStats& stats);
 // Called after each encoder/decoder chunk: chunk index, chunk count, frames in, frames out.
 using VaeProgressFn =
     std::function<void(int chunk, int chunks, int64_t in_frames, int64_t out_frames)>;
+// Decoded frames as they become final: frames [first, first + count) of `video` (host, [3, F, H,
+// W], unclamped; the same tensor decode returns, its later frames still to come).
+using VaePartFn = std::function<void(const Tensor& video, int64_t first, int64_t count)>;
 // Returns the tensor stored under the official key (without prefix); shape is the expected one.
 using VaeWeightFn = std::function<Tensor(const std::string& key, const Shape& shape)>;
 
@@ -87,8 +90,10 @@ class WanVae {
   // ...]).
   Tensor encode(const Tensor& video, Tensor* enc_raw = nullptr, const VaeProgressFn& progress = {});
   // Raw (denormalised) latent [z, F, h, w] -> video [3, 1 + 4(F-1), s*h, s*w], unclamped.
-  // `conv2_out`, when given, receives conv2(z) as fed to the decoder.
-  Tensor decode(const Tensor& z, Tensor* conv2_out = nullptr, const VaeProgressFn& progress = {});
+  // `conv2_out`, when given, receives conv2(z) as fed to the decoder; `on_part` each chunk's
+  // frames as they are final.
+  Tensor decode(const Tensor& z, Tensor* conv2_out = nullptr, const VaeProgressFn& progress = {},
+                const VaePartFn& on_part = {});
 
   struct Impl;
 
