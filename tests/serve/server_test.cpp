@@ -1,6 +1,7 @@
-// fisdit serve in this process on a tiny I2V release: a first frame sent as base64 in the JSON
-// body reaches the model (the video takes the image's aspect ratio, as the official pipeline),
-// and an I2V request without one is refused before it is queued.
+// fisdit serve in this process on tiny releases: a first frame sent as base64 in the JSON body
+// reaches the model (the video takes the image's aspect ratio, as the official pipeline), and an
+// I2V request without one is refused before it is queued; --precision fp8 serves every job in
+// fp8.
 #include "serve/server.h"
 
 #include <gtest/gtest.h>
@@ -97,6 +98,56 @@ TEST(ServeServer, AFirstFrameSentAsBase64ConditionsAnImageToVideoJob) {
   EXPECT_EQ(mp4->body.substr(4, 4), "ftyp");
   // The upload is kept beside the job, named by its id only.
   EXPECT_TRUE(std::filesystem::exists(dir.path() / "data" / "inputs" / (id + ".png")));
+  server.stop();
+  run.join();
+}
+
+// serve --precision fp8: the served model says fp8, a job runs in it, and a job asking for
+// another precision is refused before it is queued.
+TEST(ServeServer, ServesEveryJobInFp8WhenAskedTo) {
+  iotest::TempDir dir;
+  pipeline::tiny_release::make_release(dir.path() / "release", "t2v");
+  ServedModel m;
+  m.name = "tiny-t2v";
+  m.base.model = (dir.path() / "release").string();
+  m.base.device = "cpu";
+  m.base.precision = "fp8";
+  m.base.width = m.base.height = 32;
+  m.base.frames = 17;
+  m.base.steps = 2;
+  m.base.progress = false;
+  ServeOptions o;
+  o.port = 0;
+  o.data = dir.file("data");
+  Server server(m, o);
+  EXPECT_EQ(server.model().precision, "fp8");
+  int port = 0;
+  std::thread run([&] { server.run([&](int p, double) { port = p; }); });
+  for (int i = 0; i < 500 && port == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_GT(port, 0);
+  httplib::Client client("127.0.0.1", port);
+  client.set_read_timeout(30, 0);
+  auto refused = client.Post("/v1/videos", json{{"prompt", "p"}, {"precision", "bf16"}}.dump(),
+                             "application/json");
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 400);
+  EXPECT_EQ(json::parse(refused->body)["error"]["param"], "precision");
+  auto posted =
+      client.Post("/v1/videos", json{{"prompt", "a red square"}}.dump(), "application/json");
+  ASSERT_TRUE(posted);
+  ASSERT_EQ(posted->status, 202) << posted->body;
+  const json job = json::parse(posted->body);
+  EXPECT_EQ(job["request"]["precision"], "fp8");
+  json now;
+  for (int i = 0; i < 600; ++i) {  // bounded: 60 s
+    auto got = client.Get("/v1/videos/" + job["id"].get<std::string>());
+    ASSERT_TRUE(got);
+    now = json::parse(got->body);
+    if (now["status"] != "queued" && now["status"] != "in_progress") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(now["status"], "completed") << now.dump();
   server.stop();
   run.join();
 }
