@@ -65,6 +65,19 @@ class Cli : public ::testing::Test {
     write_safetensors(p, t);
     return p;
   }
+  // The fields of bench's RESULT lines, one row per line.
+  static std::vector<std::vector<std::string>> result_rows(const std::string& out) {
+    std::vector<std::vector<std::string>> rows;
+    std::stringstream in(out);
+    for (std::string line; std::getline(in, line);) {
+      if (line.rfind("RESULT|", 0)) continue;
+      std::vector<std::string> fields;
+      std::stringstream ls(line);
+      for (std::string f; std::getline(ls, f, '|');) fields.push_back(f);
+      rows.push_back(fields);
+    }
+    return rows;
+  }
   static int lines(const std::string& s) {
     int n = 0;
     for (char c : s) n += c == '\n';
@@ -390,15 +403,7 @@ TEST_F(Cli, BenchMagCacheRowsReportSkipsAndFidelity) {
                        "off,magcache --magcache-thresh 5 --compare-dense --warmup 0 --repeats 1");
   ASSERT_EQ(r.rc, 0) << r.err;
   EXPECT_NE(r.err.find("MagCache ratios from an untimed dense loop"), std::string::npos) << r.err;
-  std::vector<std::vector<std::string>> rows;
-  std::stringstream out(r.out);
-  for (std::string line; std::getline(out, line);) {
-    if (line.rfind("RESULT|", 0)) continue;
-    std::vector<std::string> fields;
-    std::stringstream ls(line);
-    for (std::string f; std::getline(ls, f, '|');) fields.push_back(f);
-    rows.push_back(fields);
-  }
+  const std::vector<std::vector<std::string>> rows = result_rows(r.out);
   ASSERT_EQ(rows.size(), 4u) << r.out;
   const char* names[] = {"off", "balanced", "magcache", "balanced+mc"};
   for (size_t i = 0; i < 4; ++i) {
@@ -425,15 +430,7 @@ TEST_F(Cli, BenchPrecisionRowsCompareFp8WithTheBf16Dense) {
   const Result r = run(base + " --precision bf16,fp8");
   ASSERT_EQ(r.rc, 0) << r.err;
   EXPECT_NE(r.err.find("precision fp8: block matrices quantized"), std::string::npos) << r.err;
-  std::vector<std::vector<std::string>> rows;
-  std::stringstream out(r.out);
-  for (std::string line; std::getline(out, line);) {
-    if (line.rfind("RESULT|", 0)) continue;
-    std::vector<std::string> fields;
-    std::stringstream ls(line);
-    for (std::string f; std::getline(ls, f, '|');) fields.push_back(f);
-    rows.push_back(fields);
-  }
+  const std::vector<std::vector<std::string>> rows = result_rows(r.out);
   ASSERT_EQ(rows.size(), 4u) << r.out;
   const char* names[] = {"off", "balanced", "off+fp8", "balanced+fp8"};
   for (size_t i = 0; i < 4; ++i) {
