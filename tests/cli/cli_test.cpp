@@ -420,20 +420,21 @@ TEST_F(Cli, BenchMagCacheRowsReportSkipsAndFidelity) {
   }
 }
 
-// bench --precision bf16,fp8 (the fp8 rows on the CPU reference): the fp8 rows follow the bf16
-// ones in the same process, named +fp8, with their rel. L2 against the bf16 dense latent; fp8
-// before bf16 is refused (the weights are quantized in place).
+// bench --precision bf16,fp8 (the fp8 rows on the CPU reference): the fp8 rows (FIS and MagCache
+// among them) follow the bf16 ones in the same process, named +fp8, with their rel. L2 against
+// the bf16 dense latent; fp8 before bf16 is refused (the weights are quantized in place).
 TEST_F(Cli, BenchPrecisionRowsCompareFp8WithTheBf16Dense) {
   const std::string base = "bench --device cpu --model " + fixture("dit_t2v_tiny.safetensors") +
                            " --size 64x64 --frames 33 --steps 3 --fis off,balanced --warmup 0 "
                            "--repeats 1 --compare-dense";
-  const Result r = run(base + " --precision bf16,fp8");
+  const Result r = run(base + " --precision bf16,fp8 --cache off,magcache --magcache-force");
   ASSERT_EQ(r.rc, 0) << r.err;
   EXPECT_NE(r.err.find("precision fp8: block matrices quantized"), std::string::npos) << r.err;
   const std::vector<std::vector<std::string>> rows = result_rows(r.out);
-  ASSERT_EQ(rows.size(), 4u) << r.out;
-  const char* names[] = {"off", "balanced", "off+fp8", "balanced+fp8"};
-  for (size_t i = 0; i < 4; ++i) {
+  ASSERT_EQ(rows.size(), 8u) << r.out;
+  const char* names[] = {"off",     "balanced",     "magcache",     "balanced+mc",
+                         "off+fp8", "balanced+fp8", "magcache+fp8", "balanced+mc+fp8"};
+  for (size_t i = 0; i < 8; ++i) {
     ASSERT_EQ(rows[i].size(), 14u) << r.out;
     EXPECT_EQ(rows[i][4], names[i]);
     const double err = std::stod(rows[i][13]);

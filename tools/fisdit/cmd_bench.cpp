@@ -365,7 +365,9 @@ void print_results(const DitBench& b, const std::vector<Result>& results) {
        std::string(dtype_name(b.backend->weight_dtype())) + " weights")
           .c_str(),
       b.backend->name().c_str(), a.mode.c_str(), a.warmup, a.repeats);
-  std::printf("%-12s %10s %10s %10s %10s %8s %8s %8s %9s %9s %7s %9s\n", "setting", "ms/step",
+  int w = 12;  // the setting column: as wide as its longest name
+  for (const Result& r : results) w = std::max(w, static_cast<int>(r.setting.size()));
+  std::printf("%-*s %10s %10s %10s %10s %8s %8s %8s %9s %9s %7s %9s\n", w, "setting", "ms/step",
               "ms/DiT", "sparse ms", "dense ms", "PFLOP", "TFLOP/s", "speedup", "peak GiB",
               "act GiB", "skipped", "rel L2");
   for (const Result& r : results) {
@@ -373,7 +375,7 @@ void print_results(const DitBench& b, const std::vector<Result>& results) {
     const std::string act = gib_text(r.mem.known, r.mem.peak_gib - r.weights.in_use_gib);
     char err[32] = "-";
     if (r.rel_l2) std::snprintf(err, sizeof err, "%.4g", *r.rel_l2);
-    std::printf("%-12s %10.1f %10.1f %10.1f %10.1f %8.4f %8.0f %7.2fx %9s %9s %4d/%-2d %9s\n",
+    std::printf("%-*s %10.1f %10.1f %10.1f %10.1f %8.4f %8.0f %7.2fx %9s %9s %4d/%-2d %9s\n", w,
                 r.setting.c_str(), r.ms_step, r.ms_forward, r.ms_sparse, r.ms_dense, r.pflop,
                 r.tflops, base / r.ms_step, peak.c_str(), act.c_str(), r.skipped_steps, b.steps,
                 err);
