@@ -287,8 +287,9 @@ void Mp4Writer::write(const Tensor& video, int64_t first, int64_t count) {
     const Tensor rgb = video_frame_to_rgb8(video, f);
     const int rc = av_frame_make_writable(m.frame.frame);
     if (rc < 0) fail(path, "cannot reuse the video frame: " + av_error_text(rc));
-    const uint8_t* src_planes[1] = {rgb.data_as<uint8_t>()};
-    const int src_strides[1] = {m.width * 3};
+    // sws_scale reads four plane pointers and strides: packed RGB uses the first.
+    const uint8_t* src_planes[4] = {rgb.data_as<uint8_t>(), nullptr, nullptr, nullptr};
+    const int src_strides[4] = {m.width * 3, 0, 0, 0};
     sws_scale(m.scaler.ctx, src_planes, src_strides, 0, m.height, m.frame.frame->data,
               m.frame.frame->linesize);
     m.frame.frame->pts = m.next_pts++;

@@ -94,8 +94,8 @@ void decode(const std::string& path, Decoded& out) {
                                  1 << 16, 1 << 16);
       }
       std::vector<uint8_t> rgb(static_cast<size_t>(frame->width) * frame->height * 3);
-      uint8_t* dst[1] = {rgb.data()};
-      const int dst_stride[1] = {frame->width * 3};
+      uint8_t* dst[4] = {rgb.data(), nullptr, nullptr, nullptr};  // sws_scale reads four
+      const int dst_stride[4] = {frame->width * 3, 0, 0, 0};
       sws_scale(sws, frame->data, frame->linesize, 0, frame->height, dst, dst_stride);
       out.frames.push_back(std::move(rgb));
       av_frame_unref(frame);
