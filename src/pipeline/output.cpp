@@ -37,6 +37,15 @@ void check_outputs(const OutputOptions& out) {
     throw ParamError("fps", ": must be in (0, 240]");
 }
 
+namespace {
+// The encoder settings of --output (the CRF of --crf, the rest write_mp4's defaults).
+Mp4Options mp4_options(const OutputOptions& out) {
+  Mp4Options o;
+  o.crf = out.crf;
+  return o;
+}
+}  // namespace
+
 struct StreamedMp4::Impl {
   struct Chunk {
     Tensor video;
@@ -64,12 +73,10 @@ struct StreamedMp4::Impl {
       }
       if (error) continue;  // drain: the first error is the one reported
       try {
-        if (!writer) {
-          Mp4Options mo;
-          mo.crf = out.crf;
-          writer = std::make_unique<Mp4Writer>(out.output, static_cast<int>(c.video.dim(3)),
-                                               static_cast<int>(c.video.dim(2)), fps, mo);
-        }
+        if (!writer)
+          writer =
+              std::make_unique<Mp4Writer>(out.output, static_cast<int>(c.video.dim(3)),
+                                          static_cast<int>(c.video.dim(2)), fps, mp4_options(out));
         writer->write(c.video, c.first, c.count);
       } catch (...) {
         error = std::current_exception();
@@ -118,9 +125,8 @@ std::vector<std::string> write_outputs(GenerateResult& r, const OutputOptions& o
   const auto t0 = std::chrono::steady_clock::now();
   if (!out.output.empty()) {
     const double fps = out.fps.value_or(r.fps);
-    Mp4Options mo;
-    mo.crf = out.crf;
-    const Mp4Result m = streamed ? streamed->finish() : write_mp4(out.output, r.video, fps, mo);
+    const Mp4Result m =
+        streamed ? streamed->finish() : write_mp4(out.output, r.video, fps, mp4_options(out));
     if (!m.warning.empty()) lines.push_back("warning: " + m.warning);
     summary["output"] = {{"mp4", out.output}, {"encoder", m.encoder}, {"fps", fps}};
     char line[512];

@@ -53,6 +53,16 @@ struct Plan {
   std::vector<cublasLtMatmulAlgo_t> candidates;  // the heuristic's list, best guess first
 };
 
+// Frees the descriptors a plan holds (those it got); it holds none afterwards.
+void free_plan(Plan& p) {
+  if (p.a) cublasLtMatrixLayoutDestroy(p.a);
+  if (p.b) cublasLtMatrixLayoutDestroy(p.b);
+  if (p.d) cublasLtMatrixLayoutDestroy(p.d);
+  if (p.op) cublasLtMatmulDescDestroy(p.op);
+  p.a = p.b = p.d = nullptr;
+  p.op = nullptr;
+}
+
 // FISDIT_GEMM_AUTOTUNE=0 keeps the heuristic's first choice; otherwise the first call of each
 // shape times the heuristic's top candidates on the real operands and keeps the fastest.
 bool autotune_enabled() {
@@ -79,13 +89,7 @@ class GemmEngine {
     check(cudaMallocAsync(&workspace_, kWorkspaceBytes, stream_), "linear", "cuBLASLt workspace");
   }
   ~GemmEngine() {
-    for (auto& [key, p] : plans_) {
-      if (p.declined) continue;
-      cublasLtMatrixLayoutDestroy(p.a);
-      cublasLtMatrixLayoutDestroy(p.b);
-      cublasLtMatrixLayoutDestroy(p.d);
-      cublasLtMatmulDescDestroy(p.op);
-    }
+    for (auto& [key, p] : plans_) free_plan(p);
     if (workspace_) cudaFreeAsync(workspace_, stream_);
     cublasLtDestroy(handle_);
   }
@@ -170,7 +174,7 @@ class GemmEngine {
                                          sizeof vec) != CUBLAS_STATUS_SUCCESS ||
           cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &vec,
                                          sizeof vec) != CUBLAS_STATUS_SUCCESS) {
-        cublasLtMatmulDescDestroy(p.op);
+        free_plan(p);
         return Plan{.declined = true};
       }
       set_scales(p, x_scales, w_scales, ctx);
@@ -204,10 +208,7 @@ class GemmEngine {
     cublasLtMatmulPreferenceDestroy(pref);
     if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
       if (mode == kFp8Scaled) {  // the caller takes another way
-        cublasLtMatrixLayoutDestroy(p.a);
-        cublasLtMatrixLayoutDestroy(p.b);
-        cublasLtMatrixLayoutDestroy(p.d);
-        cublasLtMatmulDescDestroy(p.op);
+        free_plan(p);
         return Plan{.declined = true};
       }
       char what[256];

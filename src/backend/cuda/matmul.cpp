@@ -94,8 +94,8 @@ void CudaBackend::do_linear_fp8(const Fp8Rows& x, const Fp8Rows& w, const Tensor
   switch (gemm_fp8(*gemm_, x.codes.raw(), xs, w.codes.raw(), ws, y.raw(), yt == EType::F32, m, n, k,
                    fuse ? b : nullptr, fuse && act == Activation::GeluTanh, ctx)) {
     case Fp8Gemm::Done:
-      if (!fuse) launch_bias_act(y.raw(), yt, b, bt, m, n, act, stream());
-      return;
+      if (fuse) return;  // the epilogue ran in the GEMM
+      [[fallthrough]];
     case Fp8Gemm::NeedsEpilogue:
       launch_bias_act(y.raw(), yt, b, bt, m, n, act, stream());
       return;

@@ -111,10 +111,10 @@ class WanDiT final : public models::VelocityModel {
                       const RopeGrid& grid, Tensor& out);
   void cross_attention(const DitBlockWeights& w, const Tensor& x, const Tensor& text, Tensor& out);
   void feed_forward(const DitBlockWeights& w, const Tensor& x, const Modulation& mod, Tensor& out);
-  // The input of one or more block matrices: in fp8 quantized once (per token), however many
-  // matrices read it (q, k and v read one).
   void check_fp8();  // throws when this DiT cannot run in fp8 here; else sets precision_
   void quantize_block(DitBlockWeights& w);  // the matrices not already in w.fp8
+  // The input of one or more block matrices: in fp8 quantized once (per token), however many
+  // matrices read it (q, k and v read one).
   struct MatrixInput {
     Tensor x;
     Fp8Rows q;
