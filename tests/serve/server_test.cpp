@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <atomic>
 #include <chrono>
 #include <fstream>
 #include <iterator>
@@ -36,6 +37,41 @@ std::string base64(const std::string& bytes) {
   return out;
 }
 
+// A tiny release's model as both tests serve it: 32x32, 17 frames, 2 steps on the CPU.
+ServedModel tiny_model(const std::string& release, const std::string& name) {
+  ServedModel m;
+  m.name = name;
+  m.base.model = release;
+  m.base.device = "cpu";
+  m.base.width = m.base.height = 32;
+  m.base.frames = 17;
+  m.base.steps = 2;
+  m.base.progress = false;
+  return m;
+}
+
+// Runs `server` on `thread`; returns its port once it listens (0 if not within 5 s).
+int start(Server& server, std::thread& thread) {
+  std::atomic<int> port{0};
+  thread = std::thread([&] { server.run([&](int p, double) { port = p; }); });
+  for (int i = 0; i < 500 && port == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  return port;
+}
+
+// Job `id` once it is neither queued nor in progress (bounded: 60 s); null if unreadable.
+json finished(httplib::Client& client, const std::string& id) {
+  json now;
+  for (int i = 0; i < 600; ++i) {
+    auto got = client.Get("/v1/videos/" + id);
+    if (!got) return nullptr;
+    now = json::parse(got->body);
+    if (now["status"] != "queued" && now["status"] != "in_progress") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return now;
+}
+
 TEST(ServeServer, AFirstFrameSentAsBase64ConditionsAnImageToVideoJob) {
   iotest::TempDir dir;
   pipeline::tiny_release::make_release(dir.path() / "release", "i2v");
@@ -45,24 +81,15 @@ TEST(ServeServer, AFirstFrameSentAsBase64ConditionsAnImageToVideoJob) {
   std::ifstream f(dir.file("first.png"), std::ios::binary);
   const std::string png{std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
 
-  ServedModel m;
-  m.name = "tiny-i2v";
-  m.base.model = (dir.path() / "release").string();
-  m.base.device = "cpu";
-  m.base.width = m.base.height = 32;
-  m.base.frames = 17;
-  m.base.steps = 2;
-  m.base.progress = false;
+  ServedModel m = tiny_model((dir.path() / "release").string(), "tiny-i2v");
   ServeOptions o;
   o.port = 0;
   o.data = dir.file("data");
   Server server(m, o);
   EXPECT_EQ(server.model().task, "i2v");
   EXPECT_TRUE(server.model().needs_image);
-  int port = 0;
-  std::thread run([&] { server.run([&](int p, double) { port = p; }); });
-  for (int i = 0; i < 500 && port == 0; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  std::thread run;
+  const int port = start(server, run);
   ASSERT_GT(port, 0);
   httplib::Client client("127.0.0.1", port);
   client.set_read_timeout(30, 0);
@@ -82,14 +109,7 @@ TEST(ServeServer, AFirstFrameSentAsBase64ConditionsAnImageToVideoJob) {
   EXPECT_EQ(job["request"]["size"], "32x16");
   EXPECT_EQ(job["request"]["image"], true);
   const std::string id = job["id"];
-  json now;
-  for (int i = 0; i < 600; ++i) {  // bounded: 60 s
-    auto got = client.Get("/v1/videos/" + id);
-    ASSERT_TRUE(got);
-    now = json::parse(got->body);
-    if (now["status"] != "queued" && now["status"] != "in_progress") break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  const json now = finished(client, id);
   ASSERT_EQ(now["status"], "completed") << now.dump();
   EXPECT_TRUE(now["seconds"].contains("image_encode")) << now["seconds"].dump();
   auto mp4 = client.Get("/v1/videos/" + id + "/content");
@@ -107,24 +127,15 @@ TEST(ServeServer, AFirstFrameSentAsBase64ConditionsAnImageToVideoJob) {
 TEST(ServeServer, ServesEveryJobInFp8WhenAskedTo) {
   iotest::TempDir dir;
   pipeline::tiny_release::make_release(dir.path() / "release", "t2v");
-  ServedModel m;
-  m.name = "tiny-t2v";
-  m.base.model = (dir.path() / "release").string();
-  m.base.device = "cpu";
+  ServedModel m = tiny_model((dir.path() / "release").string(), "tiny-t2v");
   m.base.precision = "fp8";
-  m.base.width = m.base.height = 32;
-  m.base.frames = 17;
-  m.base.steps = 2;
-  m.base.progress = false;
   ServeOptions o;
   o.port = 0;
   o.data = dir.file("data");
   Server server(m, o);
   EXPECT_EQ(server.model().precision, "fp8");
-  int port = 0;
-  std::thread run([&] { server.run([&](int p, double) { port = p; }); });
-  for (int i = 0; i < 500 && port == 0; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  std::thread run;
+  const int port = start(server, run);
   ASSERT_GT(port, 0);
   httplib::Client client("127.0.0.1", port);
   client.set_read_timeout(30, 0);
@@ -139,14 +150,7 @@ TEST(ServeServer, ServesEveryJobInFp8WhenAskedTo) {
   ASSERT_EQ(posted->status, 202) << posted->body;
   const json job = json::parse(posted->body);
   EXPECT_EQ(job["request"]["precision"], "fp8");
-  json now;
-  for (int i = 0; i < 600; ++i) {  // bounded: 60 s
-    auto got = client.Get("/v1/videos/" + job["id"].get<std::string>());
-    ASSERT_TRUE(got);
-    now = json::parse(got->body);
-    if (now["status"] != "queued" && now["status"] != "in_progress") break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  const json now = finished(client, job["id"].get<std::string>());
   EXPECT_EQ(now["status"], "completed") << now.dump();
   server.stop();
   run.join();
