@@ -31,9 +31,11 @@
 # resident and with --gpu-memory-limit 24 (bench, back to back) and their ratio
 # (OFFLOAD_LIMIT=GiB, OFFLOAD_PRECISION=fp8 and OFFLOAD_SIZES="832x480" change the limit, the
 # precision and the sizes).
-# fp8: tests, then A14B 480p (loops, --compare-dense) and 720p (per step type) with
-# --precision bf16,fp8 and FIS off/balanced in one process each, and an op profile of a 480p
-# forward in both precisions.
+# fp8: tests, `fisdit bench --attention` (A14B heads, 720p and 480p, bf16 and fp8), then A14B
+# 480p (loops, --compare-dense; bf16, fp8-gemm, fp8; FIS off/balanced with MagCache-force off/on)
+# and 720p (per step type; bf16, fp8; FIS off/balanced) in one process each, `fisdit quality` of
+# the bundled model (dense, balanced, fp8-gemm, fp8, fp8-balanced), and an op profile of a 480p
+# forward in bf16 and fp8.
 # quick: tests + small benchmarks (Wan2.1-1.3B 480p, A14B 480p); bench: benchmarks only.
 # Logs go to $OUT (the device tool's folder) or /tmp/fisdit-device. Header-only dependencies and
 # GoogleTest may travel in .deps/ (a CMake prefix) when the machine has no -dev packages.
@@ -299,17 +301,31 @@ table() {
     echo
     echo "model|size|frames|fis|ms/step|ms/DiT|PFLOP|TFLOP/s|speedup|peak GiB|exec PFLOP|skipped|rel L2"
     sed 's/^RESULT|//' "$OUT/results.txt"
-  } | awk -F'|' '{printf "%-16s %-9s %-6s %-13s %9s %9s %8s %8s %8s %9s %10s %4s %9s\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13}' |
+  } | awk -F'|' '{printf "%-16s %-9s %-6s %-21s %9s %9s %8s %8s %8s %9s %10s %4s %9s\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13}' |
     tee -a "$SUMMARY"
 }
 if [ "$MODE" = "fp8" ]; then
-  bench a14b-480p-fp8 --model-config wan2.2-t2v-a14b --size 832x480 --frames 81 --steps 4 --fis off,balanced --precision bf16,fp8 --compare-dense --warmup 1 --repeats 1
+  # The self-attention alone (A14B heads) in bf16 and fp8, then the loops: bf16, fp8-gemm (the
+  # matrices only) and fp8 (matrices and attention), FIS and MagCache-force stacked, 480p whole
+  # loops against bf16 dense; 720p per step type.
+  for size in 1280x720 832x480; do
+    ./build-device/fisdit bench --attention --device cuda --model-config wan2.2-t2v-a14b --size $size \
+      --frames 81 --precision bf16,fp8 --warmup 2 --repeats 5 >"$OUT/attention_$size.log" 2>&1 ||
+      { tail -5 "$OUT/attention_$size.log"; say "attention $size FAILED"; }
+    grep -E "^(\||fisdit bench|fisdit: cuDNN)" "$OUT/attention_$size.log" | tee -a "$SUMMARY"
+  done
+  bench a14b-480p-fp8 --model-config wan2.2-t2v-a14b --size 832x480 --frames 81 --steps 4 --fis off,balanced --cache off,magcache --magcache-force --precision bf16,fp8-gemm,fp8 --compare-dense --warmup 1 --repeats 1
+  table
   bench a14b-720p-fp8 --model-config wan2.2-t2v-a14b --size 1280x720 --frames 81 --steps 4 --fis off,balanced --precision bf16,fp8 --warmup 1 --repeats 1 --mode per-step-type
+  ./build-device/fisdit quality --device cuda --variants dense,balanced,fp8-gemm,fp8,fp8-balanced \
+    --no-figures --quiet --output-dir "$OUT/quality-fp8" >"$OUT/quality-fp8.log" 2>&1 ||
+    { tail -5 "$OUT/quality-fp8.log"; say "quality fp8 FAILED"; }
+  grep -A8 "^| variant" "$OUT/quality-fp8/quality.md" | tee -a "$SUMMARY"
   FISDIT_CUDA_PROFILE=1 ./build-device/fisdit bench --device cuda --random-weights --label profile \
     --model-config wan2.2-t2v-a14b --size 832x480 --frames 81 --steps 4 --fis off --precision bf16,fp8 \
     --warmup 1 --repeats 1 --mode per-step-type >"$OUT/profile.log" 2>&1
-  grep -A16 "op profile" "$OUT/profile.log" | cut -c1-110
-  grep -h "per-row scaled fp8" "$OUT"/*.log | head -1 | tee -a "$SUMMARY"
+  grep -A18 "op profile" "$OUT/profile.log" | cut -c1-110
+  grep -h "per-row scaled fp8\|cuDNN attention fp8\|no fp8 attention" "$OUT"/*.log | sort -u | head -5 | tee -a "$SUMMARY"
   table
   exit 0
 fi

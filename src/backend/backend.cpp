@@ -274,6 +274,29 @@ void Backend::attention(const Tensor& q, const Tensor& k, const Tensor& v, Tenso
   do_attention(q, k, v, out);
 }
 
+void Backend::attention_fp8(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) {
+  const char* op = "attention_fp8";
+  need(op, {{q, "q"}, {k, "k"}, {v, "v"}, {out, "out"}});
+  const std::string qkv = "q " + desc(q) + ", k " + desc(k) + ", v " + desc(v);
+  require(q.ndim() == 3 && k.ndim() == 3 && v.ndim() == 3, op,
+          "expects [tokens, heads, head_dim] tensors, got " + qkv);
+  require(k.dim(1) == q.dim(1) && k.dim(2) == q.dim(2) && v.shape() == k.shape(), op,
+          qkv + ": shapes do not agree");
+  require(q.dim(2) % 16 == 0, op,
+          qkv + ": head_dim must be a multiple of 16 (the FP8 tensor cores' granularity)");
+  require(out.shape() == q.shape(), op, "output " + desc(out) + " must have q's shape");
+  require(k.dim(0) > 0, op, "no keys");
+  do_attention_fp8(q, k, v, out);
+}
+
+void Backend::do_attention_fp8(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) {
+  auto rounded = [&](const Tensor& t) {
+    const Tensor host = round_e4m3_per_tensor(t.device() == Device::CPU ? t : download(t));
+    return upload(host, t.dtype());
+  };
+  do_attention(rounded(q), rounded(k), rounded(v), out);
+}
+
 void Backend::attention_rel_bias(const Tensor& q, const Tensor& k, const Tensor& v,
                                  const Tensor& table, const std::vector<int32_t>& bucket_of,
                                  const std::vector<uint8_t>& key_valid, Tensor& out) {

@@ -179,6 +179,12 @@ class Backend {
                      const RopeGrid& grid);
   // out[Lq,H,d] = softmax(q k^T / sqrt(d)) v, no mask.
   void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out);
+  // The same with q, k and v each rounded to FP8 E4M3 with one scale per tensor
+  // (round_e4m3_per_tensor: amax / 448), the products summed and the softmax taken in fp32
+  // (--precision fp8). The CUDA backend runs cuDNN's FP8 flash attention, which also rounds the
+  // probabilities to E4M3 before P.V; the default (the CPU reference) rounds q, k and v on the
+  // host and runs attention() on them. head_dim must be a multiple of 16.
+  void attention_fp8(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out);
 
   // umT5 self-attention (wan/modules/t5.py T5Attention) on q, k, v, out [L, heads, head_dim]:
   // logits q.k with NO 1/sqrt(head_dim) scaling plus table[bucket_of[j - i + L - 1], h] (table
@@ -283,6 +289,7 @@ class Backend {
   virtual void do_rms_norm_rope(Tensor& x, const Tensor& weight, float eps, int64_t heads,
                                 const RopeGrid& grid);  // rms_norm, then rope_3d
   virtual void do_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) = 0;
+  virtual void do_attention_fp8(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out);
   virtual void do_attention_rel_bias(const Tensor& q, const Tensor& k, const Tensor& v,
                                      const Tensor& table, const std::vector<int32_t>& bucket_of,
                                      const std::vector<uint8_t>& key_valid, Tensor& out) = 0;

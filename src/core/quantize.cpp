@@ -50,4 +50,26 @@ Tensor dequantize_rows(const Fp8Rows& q) {
   return out;
 }
 
+Tensor round_e4m3_per_tensor(const Tensor& x, float* scale_out) {
+  if (!x.defined() || x.device() != Device::CPU)
+    throw Error("round_e4m3_per_tensor: expects a host tensor");
+  Tensor out = x.to_f32().clone();
+  float* v = out.f32();
+  const int64_t n = out.numel();
+  float amax = 0.0f;
+  bool finite = true;
+  for (int64_t i = 0; i < n; ++i) {
+    finite = finite && std::isfinite(v[i]);
+    amax = std::fmax(amax, std::fabs(v[i]));
+  }
+  if (!finite)
+    throw Error("round_e4m3_per_tensor: " + shape_str(x.shape()) +
+                " holds a non-finite value, which has no E4M3 code");
+  const float scale = amax > 0.0f ? amax / 448.0f : 1.0f;
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) v[i] = f8e4m3_to_float(float_to_f8e4m3(v[i] / scale)) * scale;
+  if (scale_out) *scale_out = scale;
+  return out;
+}
+
 }  // namespace fisdit

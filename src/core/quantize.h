@@ -17,5 +17,10 @@ struct Fp8Rows {
 Fp8Rows quantize_rows_e4m3(const Tensor& x);
 // codes[r, c] * scale[r] as a host F32 tensor.
 Tensor dequantize_rows(const Fp8Rows& q);
+// A whole tensor of any shape as E4M3 with ONE scale (the attention inputs of --precision fp8):
+// scale = amax(|x|) / 448 (1 for all zeros), each value e4m3(x / scale) rounded to nearest even,
+// returned widened back (code * scale, one F32 rounding) as a host F32 tensor of x's shape; `scale`
+// receives the scale. Throws on a non-finite value, naming the shape.
+Tensor round_e4m3_per_tensor(const Tensor& x, float* scale = nullptr);
 
 }  // namespace fisdit

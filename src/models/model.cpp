@@ -52,4 +52,22 @@ Tensor concat_channels(Backend& backend, const Tensor& a, const Tensor& b) {
   return out;
 }
 
+const char* precision_name(Precision p) {
+  switch (p) {
+    case Precision::Default:
+      return "bf16";
+    case Precision::Fp8:
+      return "fp8";
+    case Precision::Fp8Gemm:
+      return "fp8-gemm";
+  }
+  return "?";
+}
+
+std::optional<Precision> parse_precision(std::string_view name) {
+  for (Precision p : {Precision::Default, Precision::Fp8, Precision::Fp8Gemm})
+    if (name == precision_name(p)) return p;
+  return std::nullopt;
+}
+
 }  // namespace fisdit::models

@@ -13,6 +13,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "accel/fis.h"
 #include "backend/backend.h"
@@ -44,6 +45,7 @@ struct ModelInfo {
   Task task = Task::T2V;
   int num_blocks = 0;
   int dim = 0;              // width of the block stack's hidden state
+  int num_heads = 0;        // of the blocks' attention: dim / num_heads channels each
   int in_channels = 0;      // the latent plus any channels concatenated to it (I2V's y)
   int latent_channels = 0;  // of the latent, and of the predicted velocity
   // The text side's input, TextContext::states [tokens, text_dim]: the most tokens it takes
@@ -103,10 +105,17 @@ struct ForwardOptions {
   BlockStackResidual stack;  // keeping the residual does not change the output
 };
 
-// The arithmetic of the block stack's matrix multiplies: the backend's own (bf16 on CUDA, fp32 on
-// the CPU), or FP8 E4M3 (--precision fp8: weights per output channel, activations per token,
-// core/quantize.h).
-enum class Precision : uint8_t { Default, Fp8 };
+// The arithmetic of the block stack: the backend's own (bf16 on CUDA, fp32 on the CPU); Fp8Gemm
+// (--precision fp8-gemm): the block matrices in FP8 E4M3 (weights per output channel,
+// activations per token, core/quantize.h); Fp8 (--precision fp8): those and the self-attention
+// with q, k and v in E4M3, one scale per tensor (Backend::attention_fp8).
+enum class Precision : uint8_t { Default, Fp8, Fp8Gemm };
+// The block matrices are E4M3.
+inline bool fp8_matrices(Precision p) { return p != Precision::Default; }
+// "bf16", "fp8" or "fp8-gemm", the --precision names.
+const char* precision_name(Precision p);
+// The Precision of a --precision name; nullopt for any other name.
+std::optional<Precision> parse_precision(std::string_view name);
 
 class VelocityModel {
  public:

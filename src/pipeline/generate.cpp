@@ -58,9 +58,10 @@ models::ReleaseOptions release_options(const GenerateOptions& o, bool keep_loade
   // Kept loaded without a memory limit: the text encoder's weights stay on the GPU too (freed
   // first when a stage runs out of memory, State::free_room).
   r.resident_text_encoder = keep_loaded && !(o.gpu_memory_limit > 0);
-  if (o.precision != "bf16" && o.precision != "fp8")
-    throw ParamError("precision", ": must be bf16 or fp8, got '" + o.precision + "'");
-  r.precision = o.precision == "fp8" ? models::Precision::Fp8 : models::Precision::Default;
+  const std::optional<models::Precision> precision = models::parse_precision(o.precision);
+  if (!precision)
+    throw ParamError("precision", ": must be bf16, fp8 or fp8-gemm, got '" + o.precision + "'");
+  r.precision = *precision;
   r.parts = o.parts;
   if (!o.lora_high.empty()) r.lora_high.push_back({o.lora_high, o.lora_strength});
   if (!o.lora_low.empty()) r.lora_low.push_back({o.lora_low, o.lora_strength});

@@ -38,8 +38,9 @@ struct GenerateOptions {
   // beside the activations stream from host memory (models/offload.h), and anything else that
   // would pass it fails as running out of GPU memory does.
   double gpu_memory_limit = 0;
-  // The DiT block matrices' arithmetic: "bf16" (the backend's own) or "fp8" (E4M3 with per-row
-  // scales, models::Precision; CUDA on FP8 tensor cores, the cpu backend as the reference).
+  // The DiT blocks' arithmetic (models::Precision): "bf16" (the backend's own), "fp8-gemm" (the
+  // block matrices in E4M3 with per-row scales) or "fp8" (those and the self-attention in E4M3;
+  // CUDA on FP8 tensor cores, the cpu backend as the reference).
   std::string precision = "bf16";
   // ---- the request
   std::string prompt, negative;

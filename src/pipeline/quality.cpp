@@ -10,6 +10,8 @@
 #include <filesystem>
 #include <functional>
 #include <limits>
+#include <map>
+#include <memory>
 
 #include "analysis/analyze.h"
 #include "analysis/metrics.h"
@@ -92,12 +94,17 @@ std::vector<std::string> default_quality_variants() {
 
 QualityVariant quality_variant(const std::string& name) {
   if (name == "dense") return {name, accel::fis_preset("off"), ""};
-  if (name == "fp8" || (name.rfind("fp8-", 0) == 0 && name.size() > 4 &&
-                        name.rfind("fp8", 4) != 4)) {  // fp8-<variant>, the prefix once
-    QualityVariant v = quality_variant(name == "fp8" ? "dense" : name.substr(4));
+  // <precision>-<variant> (the prefix once), or an fp8 precision alone for its dense run.
+  for (const char* prefix : {"fp8-gemm", "fp8"}) {
+    const std::string p = prefix;
+    const bool alone = name == p;
+    if (!alone && !(name.rfind(p + "-", 0) == 0 && name.size() > p.size() + 1)) continue;
+    const std::string rest = alone ? "dense" : name.substr(p.size() + 1);
+    if (rest.rfind("fp8", 0) == 0) break;  // a second precision prefix
+    QualityVariant v = quality_variant(rest);
     v.name = name;
     if (v.fis.enabled()) v.fis.name = name;
-    v.precision = "fp8";
+    v.precision = p;
     return v;
   }
   for (const char* preset : kPresets) {
@@ -175,7 +182,8 @@ std::vector<QualityVariant> check_quality(const QualityOptions& options,
 
 // One prompt and seed: the dense reference (its redundancy recorded), then every variant from
 // the same noise, each compared with the reference.
-void run_sample(Generator& generator, const std::function<Generator&()>& fp8_generator,
+void run_sample(Generator& generator,
+                const std::function<Generator&(const std::string&)>& generator_for,
                 const QualityOptions& options, const std::vector<QualityVariant>& variants,
                 size_t p, uint64_t seed, QualityRuns& q,
                 const std::function<void(const std::string&)>& status) {
@@ -207,7 +215,7 @@ void run_sample(Generator& generator, const std::function<Generator&()>& fp8_gen
   for (size_t vi = 0; vi < variants.size(); ++vi) {
     o.fis = variants[vi].fis;
     o.precision = variants[vi].precision;
-    Generator& g = o.precision == "fp8" ? fp8_generator() : generator;
+    Generator& g = generator_for(o.precision);
     // The dense row repeats the reference's sampling; a latent equal to the reference's bit for
     // bit decodes to the reference's video (the decode is deterministic), so it is only decoded
     // again when it differs.
@@ -300,19 +308,23 @@ QualityReport run_quality(const QualityOptions& options) {
   const size_t samples = options.prompts.size() * options.seeds.size();
   const int total = static_cast<int>(samples * (1 + variants.size()));
   int done = 0;
-  // fp8 variants: a second generator, its DiT quantized as it loads; made on first use.
-  std::unique_ptr<Generator> fp8;
-  const std::function<Generator&()> fp8_generator = [&]() -> Generator& {
-    if (!fp8) {
+  // Variants in another precision: a generator per precision, its DiT quantized as it loads;
+  // made on first use.
+  std::map<std::string, std::unique_ptr<Generator>> others;
+  const std::function<Generator&(const std::string&)> generator_for =
+      [&](const std::string& precision) -> Generator& {
+    if (precision == base.precision) return generator;
+    std::unique_ptr<Generator>& g = others[precision];
+    if (!g) {
       GenerateOptions o = base;
-      o.precision = "fp8";
-      fp8 = std::make_unique<Generator>(o, /*keep_loaded=*/true);
+      o.precision = precision;
+      g = std::make_unique<Generator>(o, /*keep_loaded=*/true);
     }
-    return *fp8;
+    return *g;
   };
   for (size_t p = 0; p < options.prompts.size(); ++p)
     for (const uint64_t seed : options.seeds)
-      run_sample(generator, fp8_generator, options, variants, p, seed, q,
+      run_sample(generator, generator_for, options, variants, p, seed, q,
                  [&](const std::string& what) {
                    if (!options.progress) return;
                    std::fprintf(stderr, "[%d/%d] prompt %zu/%zu, seed %llu: %s\n", ++done, total,

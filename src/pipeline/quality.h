@@ -19,13 +19,14 @@ struct QualityVariant {
   std::string name;  // as --variants spells it
   accel::FisConfig fis;
   std::string ablation;  // what it takes away from its preset ("" for dense and the presets)
-  std::string precision = "bf16";  // "fp8": the DiT block matrices in E4M3 (GenerateOptions)
+  std::string precision = "bf16";  // "fp8" / "fp8-gemm" (GenerateOptions::precision)
 };
 
 // dense, and balanced / fast, each alone or with one of the suffixes -no-interleave (o_l = 0),
 // -no-block-protection (head = tail = 0), -no-step-protection (dense_last_steps = 0) and
-// -no-protection (all three zero). Each of them, and a preset file, also with the prefix fp8-
-// (--precision fp8; "fp8" alone is fp8-dense): compared with the same bf16 dense reference.
+// -no-protection (all three zero). Each of them, and a preset file, also with the prefix fp8- or
+// fp8-gemm- (--precision fp8 / fp8-gemm; "fp8" or "fp8-gemm" alone is dense in that precision):
+// compared with the same bf16 dense reference.
 std::vector<std::string> quality_variant_names();
 // dense, balanced, fast, balanced-no-interleave, fast-no-interleave,
 // balanced-no-block-protection, balanced-no-step-protection, balanced-no-protection.

@@ -681,9 +681,9 @@ Server::Server(ServedModel model, ServeOptions options) {
   s.model.takes_image = info.takes_image();
   s.model.needs_image = info.needs_image();
   s.model.fps = info.fps;
-  s.model.precision = s.model.base.precision == "fp8" ? "fp8"
-                      : s.model.base.device == "cpu"  ? "fp32"
-                                                      : "bf16";
+  s.model.precision = s.model.base.precision != "bf16" ? s.model.base.precision
+                      : s.model.base.device == "cpu"   ? "fp32"
+                                                       : "bf16";
 }
 
 Server::~Server() {

@@ -65,12 +65,13 @@ class Cli : public ::testing::Test {
     write_safetensors(p, t);
     return p;
   }
-  // The fields of bench's RESULT lines, one row per line.
-  static std::vector<std::vector<std::string>> result_rows(const std::string& out) {
+  // The fields of bench's RESULT (or other `tag`) lines, one row per line.
+  static std::vector<std::vector<std::string>> result_rows(const std::string& out,
+                                                           const std::string& tag = "RESULT|") {
     std::vector<std::vector<std::string>> rows;
     std::stringstream in(out);
     for (std::string line; std::getline(in, line);) {
-      if (line.rfind("RESULT|", 0)) continue;
+      if (line.rfind(tag, 0)) continue;
       std::vector<std::string> fields;
       std::stringstream ls(line);
       for (std::string f; std::getline(ls, f, '|');) fields.push_back(f);
@@ -420,21 +421,28 @@ TEST_F(Cli, BenchMagCacheRowsReportSkipsAndFidelity) {
   }
 }
 
-// bench --precision bf16,fp8 (the fp8 rows on the CPU reference): the fp8 rows (FIS and MagCache
-// among them) follow the bf16 ones in the same process, named +fp8, with their rel. L2 against
-// the bf16 dense latent; fp8 before bf16 is refused (the weights are quantized in place).
+// bench --precision bf16,fp8-gemm,fp8 (the fp8 rows on the CPU reference): the fp8 rows (FIS and
+// MagCache among them) follow the bf16 ones in the same process, named +fp8-gemm and +fp8, with
+// their rel. L2 against the bf16 dense latent; fp8 before bf16 is refused (the weights are
+// quantized in place).
 TEST_F(Cli, BenchPrecisionRowsCompareFp8WithTheBf16Dense) {
   const std::string base = "bench --device cpu --model " + fixture("dit_t2v_tiny.safetensors") +
                            " --size 64x64 --frames 33 --steps 3 --fis off,balanced --warmup 0 "
                            "--repeats 1 --compare-dense";
-  const Result r = run(base + " --precision bf16,fp8 --cache off,magcache --magcache-force");
+  const Result r =
+      run(base + " --precision bf16,fp8-gemm,fp8 --cache off,magcache --magcache-force");
   ASSERT_EQ(r.rc, 0) << r.err;
-  EXPECT_NE(r.err.find("precision fp8: block matrices quantized"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("precision fp8-gemm: block matrices E4M3"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("precision fp8: block matrices E4M3 per output channel, self-attention"),
+            std::string::npos)
+      << r.err;
   const std::vector<std::vector<std::string>> rows = result_rows(r.out);
-  ASSERT_EQ(rows.size(), 8u) << r.out;
-  const char* names[] = {"off",     "balanced",     "magcache",     "balanced+mc",
-                         "off+fp8", "balanced+fp8", "magcache+fp8", "balanced+mc+fp8"};
-  for (size_t i = 0; i < 8; ++i) {
+  ASSERT_EQ(rows.size(), 12u) << r.out;
+  const char* names[] = {
+      "off",          "balanced",          "magcache",          "balanced+mc",
+      "off+fp8-gemm", "balanced+fp8-gemm", "magcache+fp8-gemm", "balanced+mc+fp8-gemm",
+      "off+fp8",      "balanced+fp8",      "magcache+fp8",      "balanced+mc+fp8"};
+  for (size_t i = 0; i < 12; ++i) {
     ASSERT_EQ(rows[i].size(), 14u) << r.out;
     EXPECT_EQ(rows[i][4], names[i]);
     const double err = std::stod(rows[i][13]);
@@ -444,11 +452,33 @@ TEST_F(Cli, BenchPrecisionRowsCompareFp8WithTheBf16Dense) {
       EXPECT_GT(err, 1e-5) << i;
     EXPECT_LT(err, 0.5) << i;
   }
-  for (const char* bad : {" --precision fp8,bf16", " --precision fp16", " --precision bf16,bf16"}) {
+  EXPECT_NE(rows[4][13], rows[8][13]);  // fp8 attention moves the latent further
+  for (const char* bad : {" --precision fp8,bf16", " --precision fp16", " --precision bf16,bf16",
+                          " --precision fp8-gemm,bf16"}) {
     const Result b = run(base + bad);
     EXPECT_NE(b.rc, 0) << bad;
     EXPECT_NE(b.err.find("--precision"), std::string::npos) << bad << "\n" << b.err;
   }
+}
+
+// bench --attention: the self-attention alone at the model's heads, a row per --precision, fp8
+// against the first; it needs the model's shapes.
+TEST_F(Cli, BenchAttentionTimesTheSelfAttentionPerPrecision) {
+  const Result r =
+      run("bench --attention --device cpu --model-config wan2.1-t2v-1.3b --size 64x64 "
+          "--frames 17 --precision bf16,fp8 --warmup 0 --repeats 1");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const std::vector<std::vector<std::string>> rows = result_rows(r.out, "ATTENTION|");
+  ASSERT_EQ(rows.size(), 2u) << r.out;
+  EXPECT_EQ(rows[0][2], "bf16");
+  EXPECT_EQ(rows[1][2], "fp8");
+  EXPECT_EQ(rows[0][3], "80");  // 5 latent frames of 4x4 patches
+  EXPECT_EQ(rows[0][4], "12");
+  EXPECT_EQ(rows[0][5], "128");
+  EXPECT_EQ(std::stod(rows[0][8]), 0.0);
+  EXPECT_GT(std::stod(rows[1][8]), 1e-3);
+  EXPECT_LT(std::stod(rows[1][8]), 0.1);
+  EXPECT_NE(run("bench --attention --device cpu --size 64x64 --frames 17").rc, 0);
 }
 
 // denoise --precision fp8 (the CPU reference): runs, says so, and moves the latent a little.

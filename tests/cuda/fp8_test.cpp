@@ -132,6 +132,57 @@ TEST(CudaFp8, LinearChecksItsArguments) {
   EXPECT_EQ(rel_l2(gpu.download(y8), gpu.download(y8)), 0.0);
 }
 
+// attention_fp8 on the GPU (cuDNN's fp8 flash attention) against the CPU's: the same q, k and v
+// codes (both round per tensor with amax / 448, IEEE division, nearest even), the products exact
+// in fp32 on both. The GPU also rounds the probabilities to E4M3 before P.V (scaled by 448, so a
+// weight of 1 maps to E4M3's largest value): up to 2^-4 relative per weight, about 2.6% RMS, and
+// O = sum p v inherits that share of its size whether the softmax is peaked or diffuse; plus bf16
+// output rounding (2^-9). Bound 0.05 against the CPU's fp8; against the exact fp32 attention the
+// CPU's own ~4.7% (tests/core/quantize_test.cpp) comes on top: bound 0.1. And it must differ from
+// the GPU's bf16 attention: fp8 really ran.
+struct Fp8AttnCase {
+  int64_t lq, lk, heads, d;
+  float q_scale;  // larger: a more peaked softmax
+};
+class CudaAttentionFp8 : public ::testing::TestWithParam<Fp8AttnCase> {};
+
+TEST_P(CudaAttentionFp8, IsTheCpusFp8AttentionUpToTheProbabilitiesRounding) {
+  FISDIT_REQUIRE_GPU();
+  const Fp8AttnCase c = GetParam();
+  auto cpu = make_cpu_backend();
+  const Tensor q = round_bf16(randn({c.lq, c.heads, c.d}, 41, c.q_scale));
+  const Tensor k = round_bf16(randn({c.lk, c.heads, c.d}, 42, 1.0f));
+  const Tensor v = round_bf16(randn({c.lk, c.heads, c.d}, 43, 2.0f));
+  Tensor ref = Tensor::zeros({c.lq, c.heads, c.d}), exact = Tensor::zeros({c.lq, c.heads, c.d});
+  cpu->attention_fp8(q, k, v, ref);
+  cpu->attention(q, k, v, exact);
+  const Tensor qd = gpu.upload(q, DType::BF16), kd = gpu.upload(k, DType::BF16),
+               vd = gpu.upload(v, DType::BF16);
+  Tensor out = poisoned(gpu, {c.lq, c.heads, c.d}, DType::BF16);
+  Tensor bf16 = poisoned(gpu, {c.lq, c.heads, c.d}, DType::BF16);
+  gpu.flops().reset();
+  gpu.attention_fp8(qd, kd, vd, out);
+  EXPECT_DOUBLE_EQ(gpu.flops().attention, 4.0 * static_cast<double>(c.lq * c.lk * c.heads * c.d));
+  gpu.attention(qd, kd, vd, bf16);
+  const double err = gpu_err(gpu, out, ref), vs_exact = gpu_err(gpu, out, exact);
+  const double effect = rel_l2(gpu.download(out), gpu.download(bf16));
+  std::printf(
+      "attention_fp8 lq=%lld lk=%lld heads=%lld d=%lld q x%.0f: rel L2 %.3g vs the CPU's fp8, "
+      "%.3g vs fp32, %.3g vs the GPU's bf16\n",
+      static_cast<long long>(c.lq), static_cast<long long>(c.lk), static_cast<long long>(c.heads),
+      static_cast<long long>(c.d), c.q_scale, err, vs_exact, effect);
+  EXPECT_LE(err, 0.05);
+  EXPECT_LE(vs_exact, 0.1);
+  EXPECT_GT(effect, 5e-3);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaAttentionFp8,
+                         ::testing::Values(Fp8AttnCase{144, 144, 2, 64, 1.0f},  // fixture
+                                           Fp8AttnCase{1000, 1000, 4, 128, 1.0f},
+                                           Fp8AttnCase{1000, 1000, 4, 128, 4.0f},  // peaked
+                                           Fp8AttnCase{300, 512, 2, 128, 1.0f},
+                                           Fp8AttnCase{4096, 4096, 2, 128, 0.5f}));  // diffuse
+
 // The Wan DiT with --precision fp8 on the GPU against the CPU's fp8 forward on each fixture. The
 // weights get the same codes on both, but the activations reach the quantizer as bf16 on the GPU
 // and as fp32 on the CPU, so values near a rounding boundary of E4M3 fall to different codes: the
@@ -139,33 +190,36 @@ TEST(CudaFp8, LinearChecksItsArguments) {
 // official output on the CPU, tests/models/wan_parity_test.cpp), and their difference is up to
 // sqrt(2) times that: bound 0.06 (measured 0.023-0.030). The GPU's fp8 must stay within 0.1 of the
 // official fp32 output and must differ from its own bf16 run.
+// With fp8 attention too (--precision fp8) the GPU also rounds the probabilities, which the CPU
+// does not: the same bounds hold.
 TEST(CudaFp8, WanDitMatchesTheCpuFp8Forward) {
   FISDIT_REQUIRE_GPU();
-  for (const char* file :
-       {"dit_t2v_tiny.safetensors", "dit_ti2v_tiny.safetensors", "dit_i2v_tiny.safetensors"}) {
-    const std::string path = std::string(FISDIT_TEST_DATA) + "/wan/" + file;
-    const auto f = SafetensorsFile::open(path);
-    const bool has_y = f->find("input.y") != nullptr;
-    const auto run = [&](Backend& backend, bool fp8) {
-      auto dit = wan::load_dit(wan::open_model(path), backend);
-      if (fp8) dit->set_precision(models::Precision::Fp8);
-      const Tensor text = dit->embed_text(f->tensor_f32("input.context"));
-      Tensor x = backend.upload(f->tensor_f32("input.x"), DType::F32);
-      if (has_y)
-        x = models::concat_channels(backend, x,
-                                    backend.upload(f->tensor_f32("input.y"), DType::F32));
-      return backend.download(dit->forward(x, f->tensor_f32("input.t"), text));
-    };
-    auto cpu = make_cpu_backend();
-    const Tensor got = run(gpu, true), want = run(*cpu, true), bf16 = run(gpu, false);
-    const double err = rel_l2(got, want), effect = rel_l2(got, bf16);
-    const double official = rel_l2(got, f->tensor_f32("expected.out").reshape(got.shape()));
-    std::printf("%s fp8: rel L2 %.3g vs the CPU's fp8, %.3g vs the GPU's bf16, %.3g vs official\n",
-                file, err, effect, official);
-    EXPECT_LE(err, 0.06);
-    EXPECT_GT(effect, 1e-3);
-    EXPECT_LE(official, 0.1);
-  }
+  for (const models::Precision precision : {models::Precision::Fp8Gemm, models::Precision::Fp8})
+    for (const char* file :
+         {"dit_t2v_tiny.safetensors", "dit_ti2v_tiny.safetensors", "dit_i2v_tiny.safetensors"}) {
+      const std::string path = std::string(FISDIT_TEST_DATA) + "/wan/" + file;
+      const auto f = SafetensorsFile::open(path);
+      const bool has_y = f->find("input.y") != nullptr;
+      const auto run = [&](Backend& backend, bool fp8) {
+        auto dit = wan::load_dit(wan::open_model(path), backend);
+        if (fp8) dit->set_precision(precision);
+        const Tensor text = dit->embed_text(f->tensor_f32("input.context"));
+        Tensor x = backend.upload(f->tensor_f32("input.x"), DType::F32);
+        if (has_y)
+          x = models::concat_channels(backend, x,
+                                      backend.upload(f->tensor_f32("input.y"), DType::F32));
+        return backend.download(dit->forward(x, f->tensor_f32("input.t"), text));
+      };
+      auto cpu = make_cpu_backend();
+      const Tensor got = run(gpu, true), want = run(*cpu, true), bf16 = run(gpu, false);
+      const double err = rel_l2(got, want), effect = rel_l2(got, bf16);
+      const double official = rel_l2(got, f->tensor_f32("expected.out").reshape(got.shape()));
+      std::printf("%s %s: rel L2 %.3g vs the CPU's, %.3g vs the GPU's bf16, %.3g vs official\n",
+                  file, models::precision_name(precision), err, effect, official);
+      EXPECT_LE(err, 0.06);
+      EXPECT_GT(effect, 1e-3);
+      EXPECT_LE(official, 0.1);
+    }
 }
 
 }  // namespace

@@ -82,7 +82,15 @@ TEST(QualityVariants, NamesMapToThePresetsAndTheirAblations) {
   EXPECT_EQ(f8b.name, "fp8-balanced");
   EXPECT_EQ(f8b.fis.stride, b.fis.stride);
   EXPECT_EQ(quality_variant("fp8-fast-no-interleave").fis.interleave, false);
-  for (const char* bad : {"fp8-", "fp8-fp8", "fp8-fp8-balanced", "fp8balanced"})
+  // fp8-gemm-<variant> likewise, with the block matrices only in fp8.
+  const QualityVariant g = quality_variant("fp8-gemm"), gb = quality_variant("fp8-gemm-balanced");
+  EXPECT_EQ(g.precision, "fp8-gemm");
+  EXPECT_FALSE(g.fis.enabled());
+  EXPECT_EQ(gb.precision, "fp8-gemm");
+  EXPECT_EQ(gb.name, "fp8-gemm-balanced");
+  EXPECT_EQ(gb.fis.stride, b.fis.stride);
+  for (const char* bad : {"fp8-", "fp8-fp8", "fp8-fp8-balanced", "fp8balanced", "fp8-gemm-",
+                          "fp8-gemm-fp8", "fp8-fp8-gemm", "fp8-gemm-fp8-gemm-fast"})
     EXPECT_TRUE(contains(error_of([&] { quality_variant(bad); }), "unknown variant")) << bad;
 }
 

@@ -52,17 +52,24 @@ void add_memory_limit_flag(CLI::App* cmd, DeviceFlags& f) {
 void add_precision_flag(CLI::App* cmd, std::string& precision, bool list) {
   cmd->add_option("--precision", precision,
                   std::string(list ? "comma-separated, each of: " : "") +
-                      "bf16 (the backend's own: bf16 on cuda, fp32 on cpu) or fp8 (the DiT "
-                      "block matrices in E4M3, per output channel, activations per token; "
-                      "cuda needs FP8 tensor cores, compute capability 9.0+; the cpu backend "
-                      "emulates it as the reference)")
+                      "bf16 (the backend's own: bf16 on cuda, fp32 on cpu), fp8-gemm (the DiT "
+                      "block matrices in E4M3, per output channel, activations per token) or "
+                      "fp8 (those and the self-attention: q, k, v in E4M3, one scale per "
+                      "tensor). cuda needs FP8 tensor cores, compute capability 9.0+; the cpu "
+                      "backend emulates them as the reference")
       ->capture_default_str();
 }
 
 models::Precision parse_precision(const std::string& name) {
-  if (name == "bf16") return models::Precision::Default;
-  if (name == "fp8") return models::Precision::Fp8;
-  throw Error("--precision: must be bf16 or fp8, got '" + name + "'");
+  if (const std::optional<models::Precision> p = models::parse_precision(name)) return *p;
+  throw Error("--precision: must be bf16, fp8 or fp8-gemm, got '" + name + "'");
+}
+
+std::string precision_text(models::Precision precision) {
+  if (precision == models::Precision::Default) return "";
+  return std::string("precision ") + models::precision_name(precision) +
+         ": block matrices E4M3 per output channel" +
+         (precision == models::Precision::Fp8 ? ", self-attention q, k, v E4M3 per tensor" : "");
 }
 
 void apply_precision(models::VelocityModel& dit, models::Precision precision) {
@@ -70,11 +77,9 @@ void apply_precision(models::VelocityModel& dit, models::Precision precision) {
   const auto start = std::chrono::steady_clock::now();
   dit.set_precision(precision);
   dit.backend().synchronize();  // the quantization kernels' time, not their launch
-  char line[160];
-  std::snprintf(line, sizeof line,
-                "precision fp8: block matrices quantized to E4M3 per output channel in %.2f s",
-                seconds_since(start));
-  status(line);
+  char line[64];
+  std::snprintf(line, sizeof line, " (%.2f s)", seconds_since(start));
+  status(precision_text(precision) + line);
 }
 
 void add_sampling_flags(CLI::App* cmd, SamplingFlags& f, const SamplingFlagSet& set) {
@@ -314,13 +319,11 @@ std::unique_ptr<models::VelocityModel> load_model_reporting(const std::string& p
   std::vector<std::string> report;
   auto dit = models::load_model(path, backend, loras, &report, precision);
   backend.synchronize();
-  char line[512];
+  char line[640];
+  const std::string fp8 = precision_text(precision);
   std::snprintf(line, sizeof line, "loaded %s %s: %s%s in %.2f s", role.c_str(), path.c_str(),
                 report.empty() ? "" : report.front().c_str(),
-                precision == models::Precision::Fp8
-                    ? "; precision fp8: block matrices E4M3 per output channel"
-                    : "",
-                seconds_since(start));
+                fp8.empty() ? "" : ("; " + fp8).c_str(), seconds_since(start));
   status(line);
   for (size_t i = 1; i < report.size(); ++i) status("  " + report[i]);
   return dit;

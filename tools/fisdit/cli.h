@@ -40,11 +40,13 @@ struct DeviceFlags {
 void add_device_flags(CLI::App* cmd, DeviceFlags& flags, const std::string& default_device,
                       const std::string& help = "cpu or cuda");
 void add_memory_limit_flag(CLI::App* cmd, DeviceFlags& flags);
-// --precision bf16|fp8: the DiT block matrices' arithmetic (models::Precision). `list` (bench)
-// lets it name both, comma-separated, run in that order in one process.
+// --precision bf16|fp8|fp8-gemm: the DiT blocks' arithmetic (models::Precision). `list` (bench)
+// lets it name several, comma-separated, run in that order in one process.
 void add_precision_flag(CLI::App* cmd, std::string& precision, bool list = false);
-// "bf16" or "fp8"; throws naming --precision.
+// "bf16", "fp8" or "fp8-gemm"; throws naming --precision.
 models::Precision parse_precision(const std::string& name);
+// "precision fp8: block matrices E4M3 ..." for the log; "" for the default precision.
+std::string precision_text(models::Precision precision);
 // Puts a loaded DiT in `precision` with a status line (nothing for the default precision).
 void apply_precision(models::VelocityModel& dit, models::Precision precision);
 

@@ -1,9 +1,9 @@
 // fisdit bench: the DiT denoising loop at real sizes, dense and with FIS presets and MagCache in
-// one process, in bf16 and/or fp8 (--precision). Random bf16 weights of the real shapes are drawn
-// directly on the device (no host copy), or real weights come from --model. Per setting: ms per
-// step, ms per DiT forward, analytic PFLOP, achieved TFLOP/s, speedup vs the first setting, peak
-// device memory, MagCache's skipped steps, and with --compare-dense the rel. L2 of the final latent
-// against the dense setting.
+// one process, in bf16, fp8 and/or fp8-gemm (--precision). Random bf16 weights of the real shapes
+// are drawn directly on the device (no host copy), or real weights come from --model. Per setting:
+// ms per step, ms per DiT forward, analytic PFLOP, achieved TFLOP/s, speedup vs the first setting,
+// peak device memory, MagCache's skipped steps, and with --compare-dense the rel. L2 of the final
+// latent against the dense setting.
 // --vae times a VAE instead (bench_vae.cpp).
 #include <algorithm>
 #include <chrono>
@@ -27,7 +27,7 @@ struct BenchArgs {
   std::string precision = "bf16";
   std::optional<std::string> label;
   int frames = kDefaultFrames, warmup = 1, repeats = 3;
-  bool random_weights = false, compare_dense = false;
+  bool random_weights = false, compare_dense = false, attention = false;
   ExpertFlags experts;     // --model
   SamplingFlags sampling;  // --steps, --shift
   DeviceFlags device;
@@ -54,8 +54,8 @@ struct Result {
 };
 
 // Every --cache mode with every --fis preset, the cache-off ones first, for each --precision in
-// its order (bf16 before fp8: the weights are quantized in place between them). fp8 rows are
-// named with "+fp8".
+// its order (bf16 first: the weights are quantized in place after it; fp8 and fp8-gemm share the
+// quantized matrices). Rows of an fp8 precision are named with "+fp8" or "+fp8-gemm".
 std::vector<Setting> bench_settings(const BenchArgs& a, int steps) {
   std::vector<accel::FisConfig> presets;
   for (const auto& name : split_commas(a.fis)) presets.push_back(accel::fis_preset(name));
@@ -68,14 +68,16 @@ std::vector<Setting> bench_settings(const BenchArgs& a, int steps) {
     if (std::find(precisions.begin(), precisions.end(), p) != precisions.end())
       throw Error("--precision: '" + name + "' is listed twice");
     if (!precisions.empty() && p == models::Precision::Default)
-      throw Error("--precision: bf16 must come before fp8 (the weights are quantized in place)");
+      throw Error("--precision: bf16 must come first (the weights are quantized in place for fp8)");
     precisions.push_back(p);
   }
   if (precisions.empty()) throw Error("--precision names no precision");
   std::vector<Setting> settings;
   for (const models::Precision precision : precisions) {
     std::vector<Setting> group;
-    const std::string suffix = precision == models::Precision::Fp8 ? "+fp8" : "";
+    const std::string suffix = precision == models::Precision::Default
+                                   ? ""
+                                   : std::string("+") + models::precision_name(precision);
     for (const auto& mode : cache_modes) {
       const accel::MagCacheConfig cache = a.cache.resolve(mode, /*ratios_later=*/true);
       note_ratio_resampling(cache.ratios.cond.empty() ? accel::MagCacheConfig{} : cache, steps);
@@ -423,7 +425,81 @@ void run_dit_bench(const BenchArgs& a) {
   print_results(b, results);
 }
 
+// --attention: the blocks' self-attention alone, at the tokens of --size/--frames and the heads of
+// the model, on random bf16 q, k, v (unit normal: logits of unit spread), once per --precision in
+// one process: median ms of --repeats calls after --warmup, TFLOP/s (4 Lq Lk heads head_dim per
+// call), and the output's rel. L2 against the first precision's.
+void run_attention_bench(const BenchArgs& a) {
+  if (a.model_config.empty() == a.experts.model.empty())
+    throw Error("--attention takes the shapes of --model-config NAME or --model PATH (one)");
+  if (a.repeats < 1 || a.warmup < 0) throw Error("--repeats must be >= 1, --warmup >= 0");
+  std::vector<models::Precision> precisions;
+  for (const auto& name : split_commas(a.precision)) precisions.push_back(parse_precision(name));
+  if (precisions.empty()) throw Error("--precision names no precision");
+  int width = 0, height = 0;
+  parse_size(a.size, width, height);
+  const models::ModelInfo info =
+      !a.experts.model.empty()
+          ? models::probe_model(a.experts.model)
+          : models::family_for_config(a.model_config).config_info(a.model_config);
+  const models::LatentGrid g = info.latent_grid(width, height, a.frames);
+  const int64_t tokens =
+      info.plan_frames(g) * (g.height / info.patch[1]) * (g.width / info.patch[2]);
+  const int64_t heads = info.num_heads, d = info.dim / std::max(1, info.num_heads);
+  const std::string label =
+      a.label.value_or(a.experts.model.empty() ? a.model_config : a.experts.model);
+  std::unique_ptr<Backend> backend = a.device.backend();
+  const Tensor q = backend->random_normal({tokens, heads, d}, backend->activation_dtype(), 0, 1, 1);
+  const Tensor k = backend->random_normal({tokens, heads, d}, backend->activation_dtype(), 0, 1, 2);
+  const Tensor v = backend->random_normal({tokens, heads, d}, backend->activation_dtype(), 0, 1, 3);
+  const double flops = 4.0 * static_cast<double>(tokens) * static_cast<double>(tokens) *
+                       static_cast<double>(heads) * static_cast<double>(d);
+  std::printf(
+      "\nfisdit bench --attention: %s, %dx%d, %d frames: %lld tokens, %lld heads x %lld, "
+      "%.1f TFLOP per call, device %s\n",
+      label.c_str(), width, height, a.frames, static_cast<long long>(tokens),
+      static_cast<long long>(heads), static_cast<long long>(d), flops / 1e12,
+      backend->name().c_str());
+  std::printf("| precision | ms | TFLOP/s | rel L2 vs %s |\n| --- | ---: | ---: | ---: |\n",
+              models::precision_name(precisions.front()));
+  Tensor first;
+  for (const models::Precision p : precisions) {
+    Tensor out = backend->empty({tokens, heads, d}, backend->activation_dtype());
+    const auto call = [&] {
+      if (p == models::Precision::Fp8)
+        backend->attention_fp8(q, k, v, out);
+      else
+        backend->attention(q, k, v, out);  // fp8-gemm leaves the attention in bf16
+    };
+    for (int i = 0; i < a.warmup; ++i) call();
+    backend->synchronize();
+    std::vector<double> ms;
+    for (int i = 0; i < a.repeats; ++i) {
+      const auto start = std::chrono::steady_clock::now();
+      call();
+      backend->synchronize();
+      ms.push_back(seconds_since(start) * 1e3);
+    }
+    std::sort(ms.begin(), ms.end());
+    const double median = ms[ms.size() / 2];
+    const Tensor host = backend->download(out);
+    if (!first.defined()) first = host;
+    const double err = rel_l2(host, first);
+    std::printf("| %s | %.2f | %.1f | %.3g |\n", models::precision_name(p), median,
+                flops / (median * 1e-3) / 1e12, err);
+    std::printf("ATTENTION|%s|%s|%lld|%lld|%lld|%.3f|%.1f|%.4g\n", label.c_str(),
+                models::precision_name(p), static_cast<long long>(tokens),
+                static_cast<long long>(heads), static_cast<long long>(d), median,
+                flops / (median * 1e-3) / 1e12, err);
+    std::fflush(stdout);
+  }
+}
+
 void run_bench(const BenchArgs& a) {
+  if (a.attention) {
+    if (a.vae) throw Error("--attention and --vae each time one part: give one");
+    return run_attention_bench(a);
+  }
   if (!a.vae) return run_dit_bench(a);
   if (!a.experts.model.empty() || !a.model_config.empty())
     throw Error("--vae times the VAE alone: drop --model / --model-config");
@@ -481,6 +557,9 @@ void register_bench(CLI::App& app) {
                   "video, as I2V and TI2V do with the first frame)")
       ->capture_default_str()
       ->needs(vae);
+  cmd->add_flag("--attention", args->attention,
+                "time the blocks' self-attention alone at --size/--frames with the heads of "
+                "--model-config or --model (random bf16 q, k, v), once per --precision");
   add_cache_flags(cmd, args->cache, /*list=*/true);
   add_precision_flag(cmd, args->precision, /*list=*/true);
   cmd->add_flag("--compare-dense", args->compare_dense,

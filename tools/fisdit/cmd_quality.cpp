@@ -107,12 +107,15 @@ std::string rerun_command(const QualityArgs& a, const pipeline::QualityOptions& 
 pipeline::QualityOptions quality_options(const QualityArgs& a) {
   pipeline::QualityOptions q;
   q.variants = split_commas(a.variants);
-  if (parse_precision(a.precision) == models::Precision::Fp8)  // every variant in fp8
+  const models::Precision precision = parse_precision(a.precision);
+  if (precision != models::Precision::Default) {  // every variant in that precision
+    const std::string p = models::precision_name(precision);
     for (std::string& name : q.variants)
       if (name == "dense")
-        name = "fp8";
-      else if (name != "fp8" && name.rfind("fp8-", 0) != 0)
-        name = "fp8-" + name;
+        name = p;
+      else if (name.rfind("fp8", 0) != 0)
+        name = p + "-" + name;
+  }
   for (const std::string& name : q.variants) pipeline::quality_variant(name);
   q.seeds = parse_seeds(a.seeds);
   const std::string model = model_or_bundled(a.experts.model);
@@ -220,12 +223,13 @@ void register_quality(CLI::App& app) {
   cmd->add_option("--variants", args->variants,
                   "comma-separated: dense, balanced, fast, balanced/fast with -no-interleave, "
                   "-no-block-protection, -no-step-protection or -no-protection, and FIS preset "
-                  "JSON files (fisdit calibrate --output); each also as fp8-<variant> "
-                  "(--precision fp8; fp8 alone: dense in fp8). The reference is bf16 dense")
+                  "JSON files (fisdit calibrate --output); each also as fp8-<variant> or "
+                  "fp8-gemm-<variant> (--precision fp8 / fp8-gemm; fp8 or fp8-gemm alone: "
+                  "dense in that precision). The reference is bf16 dense")
       ->capture_default_str();
   cmd->add_option("--precision", args->precision,
-                  "bf16, or fp8: every variant in fp8 (as if named fp8-<variant>), against the "
-                  "bf16 dense reference")
+                  "bf16, or fp8 / fp8-gemm: every variant in that precision (as if named "
+                  "fp8-<variant>), against the bf16 dense reference")
       ->capture_default_str();
   cmd->add_option("--output-dir", args->output_dir,
                   "directory for quality.md, quality.json, analysis.json and the figures (created)")

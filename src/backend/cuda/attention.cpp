@@ -14,9 +14,13 @@
 //   O  = matmul(P, V)
 //
 // Every intermediate is virtual (never stored) and fp32 except P; all compute types are fp32.
-// One execution plan per (Lq, Lk, heads, head_dim), built once and cached; the workspace grows on
-// demand on the engine's stream. A shape cuDNN cannot run is remembered as declined and the
-// caller takes its fallback kernel.
+// --precision fp8 (attention_cudnn_fp8): Q, K and V are E4M3 with one scale per tensor, and the
+// graph is cuDNN's fp8 forward pattern (graph_fp8): the scores descaled, the same softmax, P
+// scaled into E4M3 for the second matmul, the result descaled; both amaxes reported.
+//
+// One execution plan per graph and (Lq, Lk, heads, head_dim), built once and cached; the
+// workspace grows on demand on the engine's stream. A shape cuDNN cannot run is remembered as
+// declined and the caller takes its fallback.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -39,8 +43,8 @@ namespace {
 
 // Tensor uids of the variant pack (the virtual tensors get uids too; they must be unique).
 constexpr int64_t kQ = 1, kK = 2, kV = 3, kO = 4, kScale = 5;
-constexpr int64_t kS = 101, kScaled = 102, kMax = 103, kCentered = 104, kExp = 105, kSum = 106,
-                  kP = 107, kLogSum = 108, kStats = 109;
+// The softmax's virtual tensors take the six uids from kSoftmax (GraphBuilder::softmax).
+constexpr int64_t kS = 101, kScaled = 102, kSoftmax = 103, kP = 110;
 
 std::string status_text(cudnnStatus_t st) {
   std::string s = cudnnGetErrorString(st);
@@ -139,206 +143,96 @@ struct Plan {
   Descriptor plan;
 };
 
-}  // namespace
-
-class AttentionEngine {
+// Builds one operation graph into a Plan: tensors and operations are kept in plan.keep (indexed,
+// not referenced: keep may reallocate), then heuristics pick the engine config.
+class GraphBuilder {
  public:
-  explicit AttentionEngine(cudaStream_t stream) : stream_(stream) {
-    const cudnnStatus_t st = cudnnCreate(&handle_);
-    if (st != CUDNN_STATUS_SUCCESS)
-      fail("attention", "",
-           std::string("cudnnCreate failed: ") + cudnnGetErrorString(st) +
-               " (is libcudnn.so.9 and its engines on the library path?)");
-    const cudnnStatus_t ss = cudnnSetStream(handle_, stream_);
-    if (ss != CUDNN_STATUS_SUCCESS)
-      fail("attention", "", std::string("cudnnSetStream failed: ") + cudnnGetErrorString(ss));
-  }
-  ~AttentionEngine() {
-    if (workspace_) cudaFreeAsync(workspace_, stream_);
-    plans_.clear();  // descriptors go before the handle
-    cudnnDestroy(handle_);
-  }
-  AttentionEngine(const AttentionEngine&) = delete;
-  AttentionEngine& operator=(const AttentionEngine&) = delete;
+  GraphBuilder(Plan& p, cudnnHandle_t handle) : p_(p), handle_(handle) { p_.keep.reserve(64); }
 
-  bool run(const void* q, const void* k, const void* v, void* out, int64_t lq, int64_t lk,
-           int64_t heads, int64_t d, const std::string& ctx) {
-    const auto key = std::make_tuple(lq, lk, heads, d);
-    auto it = plans_.find(key);
-    if (it == plans_.end()) it = plans_.emplace(key, build(lq, lk, heads, d)).first;
-    Plan& p = it->second;
-    if (!p.ok) return false;
-    if (p.workspace > workspace_bytes_) {
-      if (workspace_) check(cudaFreeAsync(workspace_, stream_), "attention", ctx);
-      workspace_ = nullptr;
-      workspace_bytes_ = 0;
-      check(cudaMallocAsync(&workspace_, static_cast<size_t>(p.workspace), stream_), "attention",
-            ctx + " (workspace)");
-      workspace_bytes_ = p.workspace;
-    }
-
-    const std::string where = ctx + " " + shape_text(lq, lk, heads, d);
-    const int64_t uids[5] = {kQ, kK, kV, kO, kScale};
-    void* ptrs[5] = {const_cast<void*>(q), const_cast<void*>(k), const_cast<void*>(v), out,
-                     &p.scale};  // the by-value scalar is read from host memory
-    void* ws = p.workspace > 0 ? workspace_ : nullptr;
-    try {
-      Descriptor pack(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, "variant pack");
-      pack.set(CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, 5, uids, "UNIQUE_IDS");
-      pack.set(CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, 5, ptrs,
-               "DATA_POINTERS");
-      pack.set(CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws, "WORKSPACE");
-      pack.finalize();
-      const cudnnStatus_t st = cudnnBackendExecute(handle_, p.plan.get(), pack.get());
-      if (st != CUDNN_STATUS_SUCCESS)
-        fail("attention", where, "cudnnBackendExecute failed: " + status_text(st));
-    } catch (const BuildError& e) {
-      fail("attention", where, "cuDNN " + e.what);
-    }
-    check_launch("attention", where, stream_);
-    return true;
+  size_t tensor(const char* name, int64_t uid, cudnnDataType_t t, Dims dim, Dims stride, bool virt,
+                bool by_value = false) {
+    return add(tensor_desc(name, uid, t, dim, stride, virt, by_value));
+  }
+  void matmul(size_t a, size_t b, size_t c, const char* name) {
+    Descriptor mm(CUDNN_BACKEND_MATMUL_DESCRIPTOR, name);
+    mm.set(CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &kF32, "MATMUL_COMP_TYPE");
+    mm.finalize();
+    const size_t mm_i = add(std::move(mm));
+    Descriptor op(CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR, name);
+    op.set_desc(CUDNN_ATTR_OPERATION_MATMUL_ADESC, keep()[a], "ADESC");
+    op.set_desc(CUDNN_ATTR_OPERATION_MATMUL_BDESC, keep()[b], "BDESC");
+    op.set_desc(CUDNN_ATTR_OPERATION_MATMUL_CDESC, keep()[c], "CDESC");
+    op.set_desc(CUDNN_ATTR_OPERATION_MATMUL_DESC, keep()[mm_i], "DESC");
+    op.finalize();
+    ops_.push_back(add(std::move(op)));
+  }
+  void pointwise(cudnnPointwiseMode_t mode, size_t x, const size_t* b, size_t y, const char* name) {
+    Descriptor pw(CUDNN_BACKEND_POINTWISE_DESCRIPTOR, name);
+    pw.set(CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode, "POINTWISE_MODE");
+    pw.set(CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &kF32, "POINTWISE_MATH_PREC");
+    pw.finalize();
+    const size_t pw_i = add(std::move(pw));
+    Descriptor op(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR, name);
+    op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, keep()[pw_i], "PW_DESCRIPTOR");
+    op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_XDESC, keep()[x], "XDESC");
+    if (b) op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_BDESC, keep()[*b], "BDESC");
+    op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_YDESC, keep()[y], "YDESC");
+    op.finalize();
+    ops_.push_back(add(std::move(op)));
+  }
+  void mul(size_t x, size_t b, size_t y, const char* name) {
+    pointwise(CUDNN_POINTWISE_MUL, x, &b, y, name);
+  }
+  void reduction(cudnnReduceTensorOp_t mode, size_t x, size_t y, const char* name) {
+    Descriptor rd(CUDNN_BACKEND_REDUCTION_DESCRIPTOR, name);
+    rd.set(CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, 1, &mode,
+           "REDUCTION_OPERATOR");
+    rd.set(CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &kF32, "REDUCTION_COMP_TYPE");
+    rd.finalize();
+    const size_t rd_i = add(std::move(rd));
+    Descriptor op(CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR, name);
+    op.set_desc(CUDNN_ATTR_OPERATION_REDUCTION_DESC, keep()[rd_i], "DESC");
+    op.set_desc(CUDNN_ATTR_OPERATION_REDUCTION_XDESC, keep()[x], "XDESC");
+    op.set_desc(CUDNN_ATTR_OPERATION_REDUCTION_YDESC, keep()[y], "YDESC");
+    op.finalize();
+    ops_.push_back(add(std::move(op)));
   }
 
- private:
-  static std::string shape_text(int64_t lq, int64_t lk, int64_t heads, int64_t d) {
-    return "(Lq=" + std::to_string(lq) + " Lk=" + std::to_string(lk) +
-           " heads=" + std::to_string(heads) + " head_dim=" + std::to_string(d) + ")";
-  }
-
-  Plan build(int64_t lq, int64_t lk, int64_t heads, int64_t d) {
-    Plan p;
-    // The graph with the (virtual) softmax statistics tail first, then the bare softmax.
-    std::string why;
-    for (bool with_stats : {true, false}) {
-      try {
-        build_plan(p, lq, lk, heads, d, with_stats);
-        p.ok = true;
-        return p;
-      } catch (const BuildError& e) {
-        why += std::string(why.empty() ? "" : "; ") +
-               (with_stats ? "graph with stats: " : "graph without stats: ") + e.what;
-        p = Plan();
-      }
-    }
-    std::fprintf(stderr,
-                 "fisdit: cuDNN attention declined Lq=%lld Lk=%lld heads=%lld head_dim=%lld "
-                 "(%s); using the fallback kernel\n",
-                 static_cast<long long>(lq), static_cast<long long>(lk),
-                 static_cast<long long>(heads), static_cast<long long>(d), why.c_str());
-    return p;
-  }
-
-  void build_plan(Plan& p, int64_t lq, int64_t lk, int64_t h, int64_t d, bool with_stats) {
-    const cudnnDataType_t bf16 = CUDNN_DATA_BFLOAT16, f32 = CUDNN_DATA_FLOAT;
-    p.scale = 1.0f / std::sqrt(static_cast<float>(d));
-    auto& keep = p.keep;
-    keep.reserve(32);
-    auto add = [&](Descriptor&& x) -> const Descriptor& {
-      keep.push_back(std::move(x));
-      return keep.back();
-    };
-    // keep[] reallocation would not move the raw handles (Descriptor moves only the pointer), but
-    // references into it would dangle: index the tensors instead of holding references.
-    auto tensor = [&](const char* name, int64_t uid, cudnnDataType_t t, Dims dim, Dims stride,
-                      bool virt, bool by_value = false) {
-      add(tensor_desc(name, uid, t, dim, stride, virt, by_value));
-      return keep.size() - 1;
-    };
-
-    // I/O: rows of all heads interleaved ([tokens, heads, d]).
-    const size_t Q = tensor("tensor Q", kQ, bf16, {1, h, lq, d}, {lq * h * d, d, h * d, 1}, false);
-    const size_t KT =
-        tensor("tensor K^T", kK, bf16, {1, h, d, lk}, {lk * h * d, d, 1, h * d}, false);
-    const size_t V = tensor("tensor V", kV, bf16, {1, h, lk, d}, {lk * h * d, d, h * d, 1}, false);
-    const size_t O = tensor("tensor O", kO, bf16, {1, h, lq, d}, {lq * h * d, d, h * d, 1}, false);
-    const size_t SC = tensor("tensor scale", kScale, f32, {1, 1, 1, 1}, {1, 1, 1, 1}, false, true);
-    // Virtual intermediates: scores [1, h, lq, lk] and per-row statistics [1, h, lq, 1].
+  // The softmax over the keys of the fp32 scores [1, h, lq, lk] at `scores` into `probs`, with the
+  // (virtual) statistics tail: the fused engines' pattern matcher recognizes the softmax with it.
+  // `uid` is the first of 6 unused uids.
+  void softmax(size_t scores, size_t probs, int64_t h, int64_t lq, int64_t lk, int64_t uid,
+               bool with_stats) {
     const Dims s_dim = {1, h, lq, lk}, s_stride = {h * lq * lk, lq * lk, lk, 1};
     const Dims r_dim = {1, h, lq, 1}, r_stride = {h * lq, lq, 1, 1};
-    const size_t S = tensor("tensor S", kS, f32, s_dim, s_stride, true);
-    const size_t S2 = tensor("tensor S*scale", kScaled, f32, s_dim, s_stride, true);
-    const size_t M = tensor("tensor rowmax", kMax, f32, r_dim, r_stride, true);
-    const size_t C = tensor("tensor S-max", kCentered, f32, s_dim, s_stride, true);
-    const size_t E = tensor("tensor exp", kExp, f32, s_dim, s_stride, true);
-    const size_t Z = tensor("tensor rowsum", kSum, f32, r_dim, r_stride, true);
-    const size_t P = tensor("tensor P", kP, bf16, s_dim, s_stride, true);
-
-    std::vector<size_t> ops;
-    auto matmul = [&](size_t a, size_t b, size_t c, const char* name) {
-      Descriptor mm(CUDNN_BACKEND_MATMUL_DESCRIPTOR, name);
-      mm.set(CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f32, "MATMUL_COMP_TYPE");
-      mm.finalize();
-      add(std::move(mm));
-      const size_t mm_i = keep.size() - 1;
-      Descriptor op(CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR, name);
-      op.set_desc(CUDNN_ATTR_OPERATION_MATMUL_ADESC, keep[a], "ADESC");
-      op.set_desc(CUDNN_ATTR_OPERATION_MATMUL_BDESC, keep[b], "BDESC");
-      op.set_desc(CUDNN_ATTR_OPERATION_MATMUL_CDESC, keep[c], "CDESC");
-      op.set_desc(CUDNN_ATTR_OPERATION_MATMUL_DESC, keep[mm_i], "DESC");
-      op.finalize();
-      add(std::move(op));
-      ops.push_back(keep.size() - 1);
-    };
-    auto pointwise = [&](cudnnPointwiseMode_t mode, size_t x, const size_t* b, size_t y,
-                         const char* name) {
-      Descriptor pw(CUDNN_BACKEND_POINTWISE_DESCRIPTOR, name);
-      pw.set(CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode, "POINTWISE_MODE");
-      pw.set(CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &f32, "POINTWISE_MATH_PREC");
-      pw.finalize();
-      add(std::move(pw));
-      const size_t pw_i = keep.size() - 1;
-      Descriptor op(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR, name);
-      op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, keep[pw_i], "PW_DESCRIPTOR");
-      op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_XDESC, keep[x], "XDESC");
-      if (b) op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_BDESC, keep[*b], "BDESC");
-      op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_YDESC, keep[y], "YDESC");
-      op.finalize();
-      add(std::move(op));
-      ops.push_back(keep.size() - 1);
-    };
-    auto reduction = [&](cudnnReduceTensorOp_t mode, size_t x, size_t y, const char* name) {
-      Descriptor rd(CUDNN_BACKEND_REDUCTION_DESCRIPTOR, name);
-      rd.set(CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, 1, &mode,
-             "REDUCTION_OPERATOR");
-      rd.set(CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f32, "REDUCTION_COMP_TYPE");
-      rd.finalize();
-      add(std::move(rd));
-      const size_t rd_i = keep.size() - 1;
-      Descriptor op(CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR, name);
-      op.set_desc(CUDNN_ATTR_OPERATION_REDUCTION_DESC, keep[rd_i], "DESC");
-      op.set_desc(CUDNN_ATTR_OPERATION_REDUCTION_XDESC, keep[x], "XDESC");
-      op.set_desc(CUDNN_ATTR_OPERATION_REDUCTION_YDESC, keep[y], "YDESC");
-      op.finalize();
-      add(std::move(op));
-      ops.push_back(keep.size() - 1);
-    };
-
-    matmul(Q, KT, S, "matmul Q*K^T");
-    pointwise(CUDNN_POINTWISE_MUL, S, &SC, S2, "pointwise scale");
-    reduction(CUDNN_REDUCE_TENSOR_MAX, S2, M, "reduction max");
-    pointwise(CUDNN_POINTWISE_SUB, S2, &M, C, "pointwise sub");
+    const size_t M = tensor("tensor rowmax", uid, kF32, r_dim, r_stride, true);
+    const size_t C = tensor("tensor S-max", uid + 1, kF32, s_dim, s_stride, true);
+    const size_t E = tensor("tensor exp", uid + 2, kF32, s_dim, s_stride, true);
+    const size_t Z = tensor("tensor rowsum", uid + 3, kF32, r_dim, r_stride, true);
+    reduction(CUDNN_REDUCE_TENSOR_MAX, scores, M, "reduction max");
+    pointwise(CUDNN_POINTWISE_SUB, scores, &M, C, "pointwise sub");
     pointwise(CUDNN_POINTWISE_EXP, C, nullptr, E, "pointwise exp");
     reduction(CUDNN_REDUCE_TENSOR_ADD, E, Z, "reduction add");
     if (with_stats) {
-      // The softmax statistics max + log(sum) as a virtual output: the fused engine's pattern
-      // matcher recognizes the softmax with this tail (the stats are never written).
-      const size_t L = tensor("tensor log(rowsum)", kLogSum, f32, r_dim, r_stride, true);
-      const size_t ST = tensor("tensor stats", kStats, f32, r_dim, r_stride, true);
+      const size_t L = tensor("tensor log(rowsum)", uid + 4, kF32, r_dim, r_stride, true);
+      const size_t ST = tensor("tensor stats", uid + 5, kF32, r_dim, r_stride, true);
       pointwise(CUDNN_POINTWISE_LOG, Z, nullptr, L, "pointwise log");
       pointwise(CUDNN_POINTWISE_ADD, M, &L, ST, "pointwise add");
     }
-    pointwise(CUDNN_POINTWISE_DIV, E, &Z, P, "pointwise div");
-    matmul(P, V, O, "matmul P*V");
+    pointwise(CUDNN_POINTWISE_DIV, E, &Z, probs, "pointwise div");
+  }
 
+  // The operation graph of every op added, then an execution plan from heuristics: mode A first,
+  // then FALLBACK; the first config that finalizes wins. Throws BuildError saying why none did.
+  void finish() {
     std::vector<cudnnBackendDescriptor_t> raw_ops;
-    for (size_t i : ops) raw_ops.push_back(keep[i].get());
+    for (size_t i : ops_) raw_ops.push_back(keep()[i].get());
     Descriptor graph(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, "operation graph");
     graph.set(CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
               static_cast<int64_t>(raw_ops.size()), raw_ops.data(), "OPS");
     graph.set(CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle_, "HANDLE");
     graph.finalize();
 
-    // Engine configs by heuristics: mode A first, then FALLBACK; the first that finalizes wins.
     std::string why;
     auto note = [&](const std::string& w) { why += (why.empty() ? "" : "; ") + w; };
     for (cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
@@ -390,10 +284,10 @@ class AttentionEngine {
               plan.get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &n, &ws);
           if (st != CUDNN_STATUS_SUCCESS)
             throw BuildError{"execution plan workspace size: " + status_text(st)};
-          p.workspace = ws;
-          p.plan = std::move(plan);
-          keep.push_back(std::move(graph));
-          keep.push_back(std::move(configs[i]));
+          p_.workspace = ws;
+          p_.plan = std::move(plan);
+          keep().push_back(std::move(graph));
+          keep().push_back(std::move(configs[i]));
           return;
         } catch (const BuildError& e) {
           note(std::string(mode_name) + " config " + std::to_string(i) + ": " + e.what);
@@ -403,11 +297,245 @@ class AttentionEngine {
     throw BuildError{why.empty() ? std::string("no engine config") : why};
   }
 
+ private:
+  static constexpr cudnnDataType_t kF32 = CUDNN_DATA_FLOAT;
+  std::vector<Descriptor>& keep() { return p_.keep; }
+  size_t add(Descriptor&& d) {
+    p_.keep.push_back(std::move(d));
+    return p_.keep.size() - 1;
+  }
+  Plan& p_;
+  cudnnHandle_t handle_;
+  std::vector<size_t> ops_;
+};
+
+// Dims and strides of q, k^T, v and out: [tokens, heads, d] rows, BHSD with b = 1.
+struct Layout {
+  Dims q_dim, q_stride, kt_dim, kt_stride, v_dim, v_stride;
+};
+Layout layout(int64_t lq, int64_t lk, int64_t h, int64_t d) {
+  return {{1, h, lq, d}, {lq * h * d, d, h * d, 1}, {1, h, d, lk}, {lk * h * d, d, 1, h * d},
+          {1, h, lk, d}, {lk * h * d, d, h * d, 1}};
+}
+
+}  // namespace
+
+class AttentionEngine {
+ public:
+  explicit AttentionEngine(cudaStream_t stream) : stream_(stream) {
+    const cudnnStatus_t st = cudnnCreate(&handle_);
+    if (st != CUDNN_STATUS_SUCCESS)
+      fail("attention", "",
+           std::string("cudnnCreate failed: ") + cudnnGetErrorString(st) +
+               " (is libcudnn.so.9 and its engines on the library path?)");
+    const cudnnStatus_t ss = cudnnSetStream(handle_, stream_);
+    if (ss != CUDNN_STATUS_SUCCESS)
+      fail("attention", "", std::string("cudnnSetStream failed: ") + cudnnGetErrorString(ss));
+  }
+  ~AttentionEngine() {
+    if (workspace_) cudaFreeAsync(workspace_, stream_);
+    plans_.clear();  // descriptors go before the handle
+    cudnnDestroy(handle_);
+  }
+  AttentionEngine(const AttentionEngine&) = delete;
+  AttentionEngine& operator=(const AttentionEngine&) = delete;
+
+  bool run(const void* q, const void* k, const void* v, void* out, int64_t lq, int64_t lk,
+           int64_t heads, int64_t d, const std::string& ctx) {
+    Plan& p = plan(Kind::Bf16, lq, lk, heads, d);
+    if (!p.ok) return false;
+    const int64_t uids[5] = {kQ, kK, kV, kO, kScale};
+    void* ptrs[5] = {const_cast<void*>(q), const_cast<void*>(k), const_cast<void*>(v), out,
+                     &p.scale};  // the by-value scalar is read from host memory
+    execute(p, uids, ptrs, 5, ctx + " " + shape_text(lq, lk, heads, d));
+    return true;
+  }
+
+  bool ready_fp8(bool fp8_out, int64_t lq, int64_t lk, int64_t heads, int64_t d) {
+    return plan(fp8_out ? Kind::Fp8Out : Kind::Fp8, lq, lk, heads, d).ok;
+  }
+
+  bool run_fp8(const void* q8, const void* k8, const void* v8, void* out, bool fp8_out,
+               float* slots, int64_t lq, int64_t lk, int64_t heads, int64_t d,
+               const std::string& ctx) {
+    Plan& p = plan(fp8_out ? Kind::Fp8Out : Kind::Fp8, lq, lk, heads, d);
+    if (!p.ok) return false;
+    auto at = [&](int slot) -> void* { return slots + kFp8AttnSlotFloats * slot; };
+    const int64_t uids[13] = {kQ,         kK,         kV,         kO,         kScale,
+                              kDescaleQ_, kDescaleK_, kDescaleV_, kDescaleS_, kScaleS_,
+                              kScaleO_,   kAmaxS_,    kAmaxO_};
+    void* ptrs[13] = {const_cast<void*>(q8),
+                      const_cast<void*>(k8),
+                      const_cast<void*>(v8),
+                      out,
+                      &p.scale,
+                      at(kDescaleQ),
+                      at(kDescaleK),
+                      at(kDescaleV),
+                      at(kDescaleS),
+                      at(kScaleS),
+                      at(kScaleO),
+                      at(kAmaxS),
+                      at(kAmaxO)};
+    execute(p, uids, ptrs, 13, ctx + " fp8 " + shape_text(lq, lk, heads, d));
+    return true;
+  }
+
+ private:
+  // The graphs: bf16 in and out; E4M3 in with a bf16 output; E4M3 in and out.
+  enum class Kind { Bf16, Fp8, Fp8Out };
+  // Uids of the fp8 graph's scalars (device tensors [1,1,1,1] F32).
+  static constexpr int64_t kDescaleQ_ = 6, kDescaleK_ = 7, kDescaleV_ = 8, kDescaleS_ = 9,
+                           kScaleS_ = 10, kScaleO_ = 11, kAmaxS_ = 12, kAmaxO_ = 13;
+
+  static std::string shape_text(int64_t lq, int64_t lk, int64_t heads, int64_t d) {
+    return "(Lq=" + std::to_string(lq) + " Lk=" + std::to_string(lk) +
+           " heads=" + std::to_string(heads) + " head_dim=" + std::to_string(d) + ")";
+  }
+
+  Plan& plan(Kind kind, int64_t lq, int64_t lk, int64_t heads, int64_t d) {
+    const auto key = std::make_tuple(static_cast<int>(kind), lq, lk, heads, d);
+    auto it = plans_.find(key);
+    if (it == plans_.end()) it = plans_.emplace(key, build(kind, lq, lk, heads, d)).first;
+    return it->second;
+  }
+
+  void execute(Plan& p, const int64_t* uids, void** ptrs, int64_t n, const std::string& where) {
+    if (p.workspace > workspace_bytes_) {
+      if (workspace_) check(cudaFreeAsync(workspace_, stream_), "attention", where);
+      workspace_ = nullptr;
+      workspace_bytes_ = 0;
+      check(cudaMallocAsync(&workspace_, static_cast<size_t>(p.workspace), stream_), "attention",
+            where + " (workspace)");
+      workspace_bytes_ = p.workspace;
+    }
+    void* ws = p.workspace > 0 ? workspace_ : nullptr;
+    try {
+      Descriptor pack(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, "variant pack");
+      pack.set(CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, n, uids, "UNIQUE_IDS");
+      pack.set(CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, n, ptrs,
+               "DATA_POINTERS");
+      pack.set(CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws, "WORKSPACE");
+      pack.finalize();
+      const cudnnStatus_t st = cudnnBackendExecute(handle_, p.plan.get(), pack.get());
+      if (st != CUDNN_STATUS_SUCCESS)
+        fail("attention", where, "cudnnBackendExecute failed: " + status_text(st));
+    } catch (const BuildError& e) {
+      fail("attention", where, "cuDNN " + e.what);
+    }
+    check_launch("attention", where, stream_);
+  }
+
+  Plan build(Kind kind, int64_t lq, int64_t lk, int64_t heads, int64_t d) {
+    Plan p;
+    // The graph with the (virtual) softmax statistics tail first, then the bare softmax.
+    std::string why;
+    for (bool with_stats : {true, false}) {
+      try {
+        p.scale = 1.0f / std::sqrt(static_cast<float>(d));
+        GraphBuilder g(p, handle_);
+        if (kind == Kind::Bf16)
+          graph_bf16(g, lq, lk, heads, d, with_stats);
+        else
+          graph_fp8(g, lq, lk, heads, d, with_stats, kind == Kind::Fp8Out);
+        g.finish();
+        p.ok = true;
+        return p;
+      } catch (const BuildError& e) {
+        why += std::string(why.empty() ? "" : "; ") +
+               (with_stats ? "graph with stats: " : "graph without stats: ") + e.what;
+        p = Plan();
+      }
+    }
+    static const char* const names[] = {"", " fp8 with a bf16 output", " fp8 with an fp8 output"};
+    static const char* const next[] = {"using the fallback kernel", "trying an fp8 output",
+                                       "using bf16 attention"};
+    std::fprintf(stderr,
+                 "fisdit: cuDNN attention%s declined Lq=%lld Lk=%lld heads=%lld head_dim=%lld "
+                 "(%s); %s\n",
+                 names[static_cast<int>(kind)], static_cast<long long>(lq),
+                 static_cast<long long>(lk), static_cast<long long>(heads),
+                 static_cast<long long>(d), why.c_str(), next[static_cast<int>(kind)]);
+    return p;
+  }
+
+  static void graph_bf16(GraphBuilder& g, int64_t lq, int64_t lk, int64_t h, int64_t d,
+                         bool with_stats) {
+    const cudnnDataType_t bf16 = CUDNN_DATA_BFLOAT16, f32 = CUDNN_DATA_FLOAT;
+    const Layout l = layout(lq, lk, h, d);
+    const size_t Q = g.tensor("tensor Q", kQ, bf16, l.q_dim, l.q_stride, false);
+    const size_t KT = g.tensor("tensor K^T", kK, bf16, l.kt_dim, l.kt_stride, false);
+    const size_t V = g.tensor("tensor V", kV, bf16, l.v_dim, l.v_stride, false);
+    const size_t O = g.tensor("tensor O", kO, bf16, l.q_dim, l.q_stride, false);
+    const size_t SC =
+        g.tensor("tensor scale", kScale, f32, {1, 1, 1, 1}, {1, 1, 1, 1}, false, true);
+    const Dims s_dim = {1, h, lq, lk}, s_stride = {h * lq * lk, lq * lk, lk, 1};
+    const size_t S = g.tensor("tensor S", kS, f32, s_dim, s_stride, true);
+    const size_t S2 = g.tensor("tensor S*scale", kScaled, f32, s_dim, s_stride, true);
+    const size_t P = g.tensor("tensor P", kP, bf16, s_dim, s_stride, true);
+    g.matmul(Q, KT, S, "matmul Q*K^T");
+    g.mul(S, SC, S2, "pointwise scale");
+    g.softmax(S2, P, h, lq, lk, kSoftmax, with_stats);
+    g.matmul(P, V, O, "matmul P*V");
+  }
+
+  // The fp8 forward pattern of cuDNN's graph API: the scores descaled by q's and k's scales, the
+  // softmax in fp32, its amax reported, P * scale_s rounded to E4M3 for the second matmul, whose
+  // fp32 result is descaled by P's and v's scales, its amax reported, and scaled by scale_o
+  // into the output.
+  static void graph_fp8(GraphBuilder& g, int64_t lq, int64_t lk, int64_t h, int64_t d,
+                        bool with_stats, bool fp8_out) {
+    const cudnnDataType_t e4m3 = CUDNN_DATA_FP8_E4M3, f32 = CUDNN_DATA_FLOAT;
+    const Layout l = layout(lq, lk, h, d);
+    const size_t Q = g.tensor("tensor Q", kQ, e4m3, l.q_dim, l.q_stride, false);
+    const size_t KT = g.tensor("tensor K^T", kK, e4m3, l.kt_dim, l.kt_stride, false);
+    const size_t V = g.tensor("tensor V", kV, e4m3, l.v_dim, l.v_stride, false);
+    const size_t O =
+        g.tensor("tensor O", kO, fp8_out ? e4m3 : CUDNN_DATA_BFLOAT16, l.q_dim, l.q_stride, false);
+    const Dims one = {1, 1, 1, 1};
+    const size_t SC = g.tensor("tensor scale", kScale, f32, one, one, false, true);
+    auto scalar = [&](const char* name, int64_t uid) {
+      return g.tensor(name, uid, f32, one, one, false);
+    };
+    const size_t DQ = scalar("tensor descale_q", kDescaleQ_);
+    const size_t DK = scalar("tensor descale_k", kDescaleK_);
+    const size_t DV = scalar("tensor descale_v", kDescaleV_);
+    const size_t DS = scalar("tensor descale_s", kDescaleS_);
+    const size_t SS = scalar("tensor scale_s", kScaleS_);
+    const size_t SO = scalar("tensor scale_o", kScaleO_);
+    const size_t AS = scalar("tensor amax_s", kAmaxS_);
+    const size_t AO = scalar("tensor amax_o", kAmaxO_);
+    const Dims s_dim = {1, h, lq, lk}, s_stride = {h * lq * lk, lq * lk, lk, 1};
+    auto virt = [&](const char* name, int64_t uid, cudnnDataType_t t, const Dims& dim,
+                    const Dims& stride) { return g.tensor(name, uid, t, dim, stride, true); };
+    const size_t S = virt("tensor S", kS, f32, s_dim, s_stride);
+    const size_t S1 = virt("tensor S*scale", kScaled, f32, s_dim, s_stride);
+    const size_t S2 = virt("tensor S*descale_q", 120, f32, s_dim, s_stride);
+    const size_t S3 = virt("tensor S*descale_k", 121, f32, s_dim, s_stride);
+    const size_t P = virt("tensor P", kP, f32, s_dim, s_stride);
+    const size_t P8 = virt("tensor P*scale_s", 122, e4m3, s_dim, s_stride);
+    const size_t O1 = virt("tensor P*V", 123, f32, l.q_dim, l.q_stride);
+    const size_t O2 = virt("tensor P*V*descale_s", 124, f32, l.q_dim, l.q_stride);
+    const size_t O3 = virt("tensor P*V*descale_v", 125, f32, l.q_dim, l.q_stride);
+    g.matmul(Q, KT, S, "matmul Q*K^T");
+    g.mul(S, SC, S1, "pointwise attn scale");
+    g.mul(S1, DQ, S2, "pointwise descale q");
+    g.mul(S2, DK, S3, "pointwise descale k");
+    g.softmax(S3, P, h, lq, lk, kSoftmax, with_stats);
+    g.reduction(CUDNN_REDUCE_TENSOR_AMAX, P, AS, "reduction amax s");
+    g.mul(P, SS, P8, "pointwise scale s");
+    g.matmul(P8, V, O1, "matmul P*V");
+    g.mul(O1, DS, O2, "pointwise descale s");
+    g.mul(O2, DV, O3, "pointwise descale v");
+    g.mul(O3, SO, O, "pointwise scale o");
+    g.reduction(CUDNN_REDUCE_TENSOR_AMAX, O3, AO, "reduction amax o");
+  }
+
   cudaStream_t stream_;
   cudnnHandle_t handle_ = nullptr;
   void* workspace_ = nullptr;
   int64_t workspace_bytes_ = 0;
-  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, Plan> plans_;
+  std::map<std::tuple<int, int64_t, int64_t, int64_t, int64_t>, Plan> plans_;
 };
 
 AttentionEngine* make_attention_engine(cudaStream_t stream) { return new AttentionEngine(stream); }
@@ -417,6 +545,17 @@ bool attention_cudnn(AttentionEngine& e, const void* q, const void* k, const voi
                      int64_t lq, int64_t lk, int64_t heads, int64_t head_dim,
                      const std::string& ctx) {
   return e.run(q, k, v, out, lq, lk, heads, head_dim, ctx);
+}
+
+bool attention_cudnn_fp8_ready(AttentionEngine& e, bool fp8_out, int64_t lq, int64_t lk,
+                               int64_t heads, int64_t head_dim) {
+  return e.ready_fp8(fp8_out, lq, lk, heads, head_dim);
+}
+
+bool attention_cudnn_fp8(AttentionEngine& e, const void* q8, const void* k8, const void* v8,
+                         void* out, bool fp8_out, float* slots, int64_t lq, int64_t lk,
+                         int64_t heads, int64_t head_dim, const std::string& ctx) {
+  return e.run_fp8(q8, k8, v8, out, fp8_out, slots, lq, lk, heads, head_dim, ctx);
 }
 
 }  // namespace fisdit::cuda
@@ -429,6 +568,13 @@ AttentionEngine* make_attention_engine(cudaStream_t) { return new AttentionEngin
 void destroy(AttentionEngine* e) { delete e; }
 bool attention_cudnn(AttentionEngine&, const void*, const void*, const void*, void*, int64_t,
                      int64_t, int64_t, int64_t, const std::string&) {
+  return false;
+}
+bool attention_cudnn_fp8_ready(AttentionEngine&, bool, int64_t, int64_t, int64_t, int64_t) {
+  return false;
+}
+bool attention_cudnn_fp8(AttentionEngine&, const void*, const void*, const void*, void*, bool,
+                         float*, int64_t, int64_t, int64_t, int64_t, const std::string&) {
   return false;
 }
 }  // namespace fisdit::cuda

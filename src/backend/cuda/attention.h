@@ -19,6 +19,39 @@ bool attention_cudnn(AttentionEngine& e, const void* q, const void* k, const voi
                      int64_t lq, int64_t lk, int64_t heads, int64_t head_dim,
                      const std::string& ctx);
 
+// FP8 attention (Backend::attention_fp8). The scalars live on the device, one float per 16-byte
+// slot (cuDNN takes 16-byte aligned tensors), made by the kernels of elementwise.cuh before the
+// call: the per-tensor scales of q, k and v (amax / 448, as the host), the probabilities' scale
+// (448: P in [0, 1] fills E4M3's range) and its inverse, the output's scale and, after the call,
+// the amaxes cuDNN reports.
+enum Fp8AttnSlot : int {
+  kDescaleQ,
+  kDescaleK,
+  kDescaleV,
+  kDescaleS,
+  kScaleS,
+  kScaleO,
+  kDescaleO,
+  kAmaxS,
+  kAmaxO,
+  kAmaxQ,
+  kAmaxK,
+  kAmaxV,
+  kFp8AttnSlots
+};
+constexpr int kFp8AttnSlotFloats = 4;  // 16 bytes
+
+// q8/k8/v8 E4M3 codes [tokens, heads, head_dim]; out bf16 (fp8_out false) or E4M3 codes scaled by
+// slot kScaleO (fp8_out true: the caller widens them with kDescaleO); false when cuDNN cannot run
+// the graph (the caller falls back).
+// Whether cuDNN runs the fp8 graph (bf16 or fp8 output) at this shape: the plan is built and
+// cached here, before any input is quantized.
+bool attention_cudnn_fp8_ready(AttentionEngine& e, bool fp8_out, int64_t lq, int64_t lk,
+                               int64_t heads, int64_t head_dim);
+bool attention_cudnn_fp8(AttentionEngine& e, const void* q8, const void* k8, const void* v8,
+                         void* out, bool fp8_out, float* slots, int64_t lq, int64_t lk,
+                         int64_t heads, int64_t head_dim, const std::string& ctx);
+
 // Reference attention (fp32 online softmax, one block per query and head): the fallback when
 // cuDNN does not take a shape. q/k/v/out bf16 [tokens, heads, head_dim], head_dim <= 256.
 void launch_attention_naive(const void* q, const void* k, const void* v, void* out, int64_t lq,

@@ -106,6 +106,7 @@ class CudaBackend final : public Backend {
   void do_linear_fp8(const Fp8Rows& x, const Fp8Rows& w, const Tensor* bias, Tensor& y,
                      Activation act) override;
   void do_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) override;
+  void do_attention_fp8(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) override;
   // norm.cpp
   void do_layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps,
                      Tensor& y, ModChunk shift, ModChunk scale) override;

@@ -67,6 +67,66 @@ __global__ void quantize_rows_kernel(const void* x, EType xt, uint8_t* codes, fl
   }
 }
 
+__device__ __forceinline__ float* slot(float* slots, int i) {
+  return slots + kFp8AttnSlotFloats * i;
+}
+
+// max(|x|) of n values into *amax (zeroed before; non-negative floats order as their bits).
+__global__ void amax_tensor_kernel(const void* x, EType xt, int64_t n, float* amax) {
+  __shared__ float scratch[33];
+  float m = 0.0f;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x)
+    m = fmaxf(m, fabsf(load(x, xt, i)));
+  m = block_max(m, scratch);
+  if (threadIdx.x == 0) atomicMax(reinterpret_cast<unsigned*>(amax), __float_as_uint(m));
+}
+
+__device__ __forceinline__ float e4m3_scale(float amax) {
+  return amax > 0.0f ? __fdiv_rn(amax, 448.0f) : 1.0f;
+}
+
+// One thread: the scales of an fp8 attention call from the amaxes of q, k and v. The output in
+// E4M3 (fp8_out) is a convex combination of v's rows, so |o| <= amax(v) up to P's rounding: its
+// scale leaves 1/8 headroom above that.
+__global__ void attention_fp8_scalars_kernel(float* slots, bool fp8_out) {
+  *slot(slots, kDescaleQ) = e4m3_scale(*slot(slots, kAmaxQ));
+  *slot(slots, kDescaleK) = e4m3_scale(*slot(slots, kAmaxK));
+  const float dv = e4m3_scale(*slot(slots, kAmaxV));
+  *slot(slots, kDescaleV) = dv;
+  *slot(slots, kScaleS) = 448.0f;
+  *slot(slots, kDescaleS) = 1.0f / 448.0f;
+  *slot(slots, kScaleO) = fp8_out ? 1.0f / (1.125f * dv) : 1.0f;
+  *slot(slots, kDescaleO) = fp8_out ? 1.125f * dv : 1.0f;
+}
+
+// x / scale rounded to E4M3 as quantize_rows_kernel does, the scale read from the device.
+__global__ void quantize_tensor_kernel(const void* x, EType xt, uint8_t* codes, int64_t n,
+                                       const float* scale_ptr, bool quads) {
+  const float scale = *scale_ptr;
+  const auto code = [&](int64_t i) {
+    return static_cast<uint32_t>(
+        __nv_cvt_float_to_fp8(__fdiv_rn(load(x, xt, i), scale), __NV_SATFINITE, __NV_E4M3));
+  };
+  const int64_t stride = int64_t{gridDim.x} * blockDim.x;
+  const int64_t first = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  if (quads) {
+    auto* out = reinterpret_cast<uint32_t*>(codes);
+    for (int64_t q = first; q < n / 4; q += stride)
+      out[q] = code(4 * q) | code(4 * q + 1) << 8 | code(4 * q + 2) << 16 | code(4 * q + 3) << 24;
+  } else {
+    for (int64_t i = first; i < n; i += stride) codes[i] = static_cast<uint8_t>(code(i));
+  }
+}
+
+__global__ void dequantize_e4m3_slot_kernel(const uint8_t* src, const float* scale_ptr, void* dst,
+                                            EType dt, int64_t n) {
+  const float scale = *scale_ptr;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x)
+    store(dst, dt, i, __half2float(__half(__nv_cvt_fp8_to_halfraw(src[i], __NV_E4M3))) * scale);
+}
+
 __device__ __forceinline__ uint64_t mix64(uint64_t z) {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
@@ -262,6 +322,36 @@ void launch_quantize_rows_e4m3(const void* x, EType xt, uint8_t* codes, float* s
   quantize_rows_kernel<<<static_cast<unsigned>(rows), kThreads, 0, s>>>(x, xt, codes, scales, cols,
                                                                         quads);
   check_launch("quantize_rows", "", s);
+}
+
+void launch_amax_tensor(const void* x, EType xt, int64_t n, float* slots, int amax_slot,
+                        cudaStream_t s) {
+  if (n == 0) return;
+  amax_tensor_kernel<<<grid_for(n, kThreads, 1024), kThreads, 0, s>>>(
+      x, xt, n, slots + kFp8AttnSlotFloats * amax_slot);
+  check_launch("amax", "", s);
+}
+
+void launch_attention_fp8_scalars(float* slots, bool fp8_out, cudaStream_t s) {
+  attention_fp8_scalars_kernel<<<1, 1, 0, s>>>(slots, fp8_out);
+  check_launch("attention_fp8 scalars", "", s);
+}
+
+void launch_quantize_tensor_e4m3(const void* x, EType xt, uint8_t* codes, int64_t n,
+                                 const float* slots, int scale_slot, cudaStream_t s) {
+  if (n == 0) return;
+  const bool quads = n % 4 == 0 && reinterpret_cast<uintptr_t>(codes) % 4 == 0;
+  quantize_tensor_kernel<<<grid_for(quads ? n / 4 : n, kThreads), kThreads, 0, s>>>(
+      x, xt, codes, n, slots + kFp8AttnSlotFloats * scale_slot, quads);
+  check_launch("quantize_tensor", "", s);
+}
+
+void launch_dequantize_e4m3_slot(const uint8_t* src, const float* slots, int scale_slot, void* dst,
+                                 EType dt, int64_t n, cudaStream_t s) {
+  if (n == 0) return;
+  dequantize_e4m3_slot_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(
+      src, slots + kFp8AttnSlotFloats * scale_slot, dst, dt, n);
+  check_launch("dequantize", "", s);
 }
 
 void launch_activation(const void* x, EType xt, void* y, EType yt, int64_t n, Activation act,

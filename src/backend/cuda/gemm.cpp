@@ -53,6 +53,12 @@ struct Plan {
   std::vector<cublasLtMatmulAlgo_t> candidates;  // the heuristic's list, best guess first
 };
 
+Plan declined_plan() {
+  Plan p;
+  p.declined = true;
+  return p;
+}
+
 // Frees the descriptors a plan holds (those it got); it holds none afterwards.
 void free_plan(Plan& p) {
   if (p.a) cublasLtMatrixLayoutDestroy(p.a);
@@ -175,7 +181,7 @@ class GemmEngine {
           cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &vec,
                                          sizeof vec) != CUBLAS_STATUS_SUCCESS) {
         free_plan(p);
-        return Plan{.declined = true};
+        return declined_plan();
       }
       set_scales(p, x_scales, w_scales, ctx);
     }
@@ -209,7 +215,7 @@ class GemmEngine {
     if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
       if (mode == kFp8Scaled) {  // the caller takes another way
         free_plan(p);
-        return Plan{.declined = true};
+        return declined_plan();
       }
       char what[256];
       std::snprintf(what, sizeof what,

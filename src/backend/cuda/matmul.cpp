@@ -134,4 +134,61 @@ void CudaBackend::do_attention(const Tensor& q, const Tensor& k, const Tensor& v
     launch_attention_naive(q.raw(), k.raw(), v.raw(), out.raw(), lq, lk, heads, d, stream());
 }
 
+// q, k and v rounded to E4M3 with one scale each on the GPU (amax, then the scales, then the
+// codes: the bits of round_e4m3_per_tensor), then cuDNN's fp8 flash attention. Where cuDNN has no
+// bf16 output for it the output comes in E4M3 and is widened here; where it has no fp8 attention
+// at all, the bf16 attention runs on the unrounded inputs, said once.
+void CudaBackend::do_attention_fp8(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) {
+  const char* op = "attention_fp8";
+  require_device(q, op, "q");
+  require_device(k, op, "k");
+  require_device(v, op, "v");
+  require_device(out, op, "out");
+  const int64_t lq = q.dim(0), heads = q.dim(1), d = q.dim(2), lk = k.dim(0);
+  const std::string ctx = "q " + desc(q) + ", k " + desc(k) + ", v " + desc(v);
+  require(q.dtype() == DType::BF16 && k.dtype() == DType::BF16 && v.dtype() == DType::BF16 &&
+              out.dtype() == DType::BF16,
+          op, ctx + ": the CUDA backend takes BF16 q, k, v and output");
+  if (lq == 0) return;
+  const double flops = 4.0 * static_cast<double>(lq) * static_cast<double>(lk) *
+                       static_cast<double>(heads) * static_cast<double>(d);
+  for (const bool fp8_out : {false, true}) {
+    if (!attention_cudnn_fp8_ready(*attn_, fp8_out, lq, lk, heads, d)) continue;
+    OpScope scope(stream(), op,
+                  profiling() ? (lq == lk ? "fp8 self" : "fp8 Lk=" + std::to_string(lk)) +
+                                    " d=" + std::to_string(d)
+                              : std::string());
+    Tensor slots = alloc_device(ctx_, {kFp8AttnSlots * kFp8AttnSlotFloats}, DType::F32, op);
+    float* sl = slots.data_as<float>();
+    check(cudaMemsetAsync(sl, 0, slots.nbytes(), stream()), op, ctx);
+    const Tensor* in[3] = {&q, &k, &v};
+    const int amax_slot[3] = {kAmaxQ, kAmaxK, kAmaxV};
+    const int scale_slot[3] = {kDescaleQ, kDescaleK, kDescaleV};
+    for (int i = 0; i < 3; ++i)
+      launch_amax_tensor(in[i]->raw(), EType::BF16, in[i]->numel(), sl, amax_slot[i], stream());
+    launch_attention_fp8_scalars(sl, fp8_out, stream());
+    Tensor codes[3];
+    for (int i = 0; i < 3; ++i) {
+      codes[i] = alloc_device(ctx_, in[i]->shape(), DType::F8_E4M3, op);
+      launch_quantize_tensor_e4m3(in[i]->raw(), EType::BF16, codes[i].data_as<uint8_t>(),
+                                  in[i]->numel(), sl, scale_slot[i], stream());
+    }
+    Tensor o8 = fp8_out ? alloc_device(ctx_, out.shape(), DType::F8_E4M3, op) : Tensor();
+    attention_cudnn_fp8(*attn_, codes[0].raw(), codes[1].raw(), codes[2].raw(),
+                        fp8_out ? o8.raw() : out.raw(), fp8_out, sl, lq, lk, heads, d, ctx);
+    if (fp8_out)
+      launch_dequantize_e4m3_slot(o8.data_as<uint8_t>(), sl, kDescaleO, out.raw(), EType::BF16,
+                                  out.numel(), stream());
+    flops_.attention += flops;
+    return;
+  }
+  static bool said = false;
+  if (!said)
+    std::fprintf(stderr,
+                 "fisdit: cuDNN has no fp8 attention for %s on this GPU; attention runs in bf16\n",
+                 ctx.c_str());
+  said = true;
+  do_attention(q, k, v, out);
+}
+
 }  // namespace fisdit::cuda

@@ -76,7 +76,7 @@ DitBytes dit_device_bytes(const WanConfig& cfg, DType weight_dtype, models::Prec
     if (name == "head.modulation") continue;  // kept on the host
     const bool block = name.rfind("blocks.", 0) == 0;
     if (block && name.rfind("blocks.0.", 0) != 0) continue;
-    if (block && precision == models::Precision::Fp8 && is_block_matrix(name)) {  // codes, scales
+    if (block && models::fp8_matrices(precision) && is_block_matrix(name)) {  // codes, scales
       b.block += models::device_bytes(shape_numel(shape)) + models::device_bytes(shape[0] * 4);
       continue;
     }
@@ -114,6 +114,7 @@ models::ModelInfo model_info(const WanConfig& cfg) {
   info.task = cfg.task;
   info.num_blocks = cfg.num_layers;
   info.dim = cfg.dim;
+  info.num_heads = cfg.num_heads;
   info.in_channels = cfg.in_dim;
   info.latent_channels = cfg.out_dim;
   info.text_tokens = cfg.text_len;
@@ -164,7 +165,7 @@ WanDiT::WanDiT(WanConfig cfg, Backend& backend, const WeightFn& weights,
                                   "this Wan DiT (" + std::to_string(cfg_.num_layers) +
                                       " blocks, dim " + std::to_string(cfg_.dim) + ")");
   if (plan_.active()) streamer_ = std::make_unique<models::BlockStreamer>(backend_, plan_);
-  if (precision == models::Precision::Fp8) check_fp8();
+  if (models::fp8_matrices(precision)) check_fp8(precision);
   auto load = [&](const std::string& name) {
     return backend_.upload(weights(name, shape_of.at(name)), backend_.weight_dtype());
   };
@@ -196,9 +197,9 @@ WanDiT::WanDiT(WanConfig cfg, Backend& backend, const WeightFn& weights,
     Tensor* ca[] = {&w.ca_q_w, &w.ca_q_b, &w.ca_k_w, &w.ca_k_b,
                     &w.ca_v_w, &w.ca_v_b, &w.ca_o_w, &w.ca_o_b};
     // A block matrix: in fp8 as the file stores it where it is E4M3 already, else loaded.
-    w.fp8.assign(precision == models::Precision::Fp8 ? DitBlockWeights::kMatrices : 0, {});
+    w.fp8.assign(models::fp8_matrices(precision) ? DitBlockWeights::kMatrices : 0, {});
     const auto matrix = [&](int m, const std::string& name) {
-      if (precision == models::Precision::Fp8 && stored_fp8)
+      if (models::fp8_matrices(precision) && stored_fp8)
         if (std::optional<Fp8Rows> q = stored_fp8(name, shape_of.at(name))) {
           w.fp8[static_cast<size_t>(m)] = std::move(*q);
           return;
@@ -226,7 +227,7 @@ WanDiT::WanDiT(WanConfig cfg, Backend& backend, const WeightFn& weights,
     w.ffn_in_b = load(b + "ffn.0.bias");
     matrix(DitBlockWeights::FfnOut, b + "ffn.2.weight");
     w.ffn_out_b = load(b + "ffn.2.bias");
-    if (precision == models::Precision::Fp8) quantize_block(w);  // as it loads: one bf16 block
+    if (models::fp8_matrices(precision)) quantize_block(w);  // as it loads: one bf16 block
     if (streamer_) streamer_->add_block(i, w.tensors());
   }
 }
@@ -235,23 +236,29 @@ std::string WanDiT::placement() const { return plan_.active() ? plan_.describe()
 
 void WanDiT::set_precision(models::Precision precision) {
   if (precision == precision_) return;
-  if (precision_ == models::Precision::Fp8)
-    throw Error("the Wan DiT's fp8 weights cannot go back to the default precision: load it again");
+  if (models::fp8_matrices(precision_)) {  // the matrices are E4M3 already: only attention changes
+    if (!models::fp8_matrices(precision))
+      throw Error(
+          "the Wan DiT's fp8 weights cannot go back to the default precision: load it again");
+    precision_ = precision;
+    return;
+  }
   if (streamer_)
     throw Error(
         "this Wan DiT streams blocks from host memory (--gpu-memory-limit): load it with "
-        "--precision fp8 instead of switching it after the load");
-  check_fp8();
+        "--precision " +
+        std::string(models::precision_name(precision)) + " instead of switching it after the load");
+  check_fp8(precision);
   for (DitBlockWeights& w : blocks_) quantize_block(w);
 }
 
-void WanDiT::check_fp8() {
+void WanDiT::check_fp8(models::Precision precision) {
   // The backend must have the fp8 GEMM: a one-row probe, before any weight is touched.
   const Fp8Rows probe =
       backend_.quantize_rows(backend_.upload(Tensor::zeros({16, 16}), DType::F32));
   Tensor y = backend_.empty({16, 16});
   backend_.linear_fp8(probe, probe, nullptr, y);
-  precision_ = models::Precision::Fp8;  // the blocks are quantized as they load, or next
+  precision_ = precision;  // the blocks are quantized as they load, or next
 }
 
 // Each matrix quantized per output channel once, where it lives; the default-precision copy is
@@ -267,13 +274,13 @@ void WanDiT::quantize_block(DitBlockWeights& w) {
 }
 
 WanDiT::MatrixInput WanDiT::matrix_input(const Tensor& x) {
-  if (precision_ == models::Precision::Fp8) return {x, backend_.quantize_rows(x)};
+  if (models::fp8_matrices(precision_)) return {x, backend_.quantize_rows(x)};
   return {x, {}};
 }
 
 void WanDiT::linear(const DitBlockWeights& w, int m, const MatrixInput& in, const Tensor* b,
                     Tensor& y, Activation act) {
-  if (precision_ == models::Precision::Fp8)
+  if (models::fp8_matrices(precision_))
     backend_.linear_fp8(in.q, w.fp8[static_cast<size_t>(m)], b, y, act);
   else
     backend_.linear(in.x, *w.matrix(m), b, y, act);
@@ -332,7 +339,10 @@ void WanDiT::self_attention(const DitBlockWeights& w, const Tensor& x, const Mod
     backend_.rope_3d(k3, grid);
   }
   Tensor o = backend_.empty({n, heads, hd}, act);
-  backend_.attention(q3, k3, v.reshape({n, heads, hd}), o);
+  if (precision_ == models::Precision::Fp8)
+    backend_.attention_fp8(q3, k3, v.reshape({n, heads, hd}), o);
+  else
+    backend_.attention(q3, k3, v.reshape({n, heads, hd}), o);
   linear(w, DitBlockWeights::SaO, matrix_input(o.reshape({n, d})), &w.sa_o_b, out);
 }
 

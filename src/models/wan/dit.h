@@ -32,7 +32,7 @@ std::vector<std::pair<std::string, Shape>> dit_parameter_shapes(const WanConfig&
 struct DitBytes {
   int64_t block = 0, other = 0;
 };
-// With `precision` Fp8 the blocks' ten matrices count as E4M3 codes and their row scales.
+// With an fp8 `precision` the blocks' ten matrices count as E4M3 codes and their row scales.
 DitBytes dit_device_bytes(const WanConfig& cfg, DType weight_dtype,
                           models::Precision precision = models::Precision::Default);
 
@@ -63,7 +63,7 @@ struct DitBlockWeights {
 
 class WanDiT final : public models::VelocityModel {
  public:
-  // `precision` Fp8 quantizes each block's matrices as the block loads (the peak holds one block
+  // An fp8 `precision` quantizes each block's matrices as the block loads (the peak holds one block
   // in the default precision, not the whole model); set_precision does it after the load.
   WanDiT(WanConfig cfg, Backend& backend, const WeightFn& weights,
          models::Precision precision = models::Precision::Default,
@@ -111,7 +111,8 @@ class WanDiT final : public models::VelocityModel {
                       const RopeGrid& grid, Tensor& out);
   void cross_attention(const DitBlockWeights& w, const Tensor& x, const Tensor& text, Tensor& out);
   void feed_forward(const DitBlockWeights& w, const Tensor& x, const Modulation& mod, Tensor& out);
-  void check_fp8();  // throws when this DiT cannot run in fp8 here; else sets precision_
+  // Throws when this DiT cannot run in fp8 here; else sets precision_.
+  void check_fp8(models::Precision precision);
   void quantize_block(DitBlockWeights& w);  // the matrices not already in w.fp8
   // The input of one or more block matrices: in fp8 quantized once (per token), however many
   // matrices read it (q, k and v read one).
