@@ -4,7 +4,7 @@
 #   python3, else /usr/local/cuda)   BUILD=<dir> (default /tmp/sdpa_build)   ARGS: passed to sdpa_check
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-src="$(cd "$here/../../.." && pwd)"          # repo/src
+src="$(cd "$here/../../src" && pwd)"        # repo/src
 repo="$(cd "$src/.." && pwd)"
 build="${BUILD:-/tmp/sdpa_build}"
 cuda="${CUDA_HOME:-/usr/local/cuda}"

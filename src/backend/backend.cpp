@@ -289,12 +289,20 @@ void Backend::attention_fp8(const Tensor& q, const Tensor& k, const Tensor& v, T
   do_attention_fp8(q, k, v, out);
 }
 
+// k and v less their means over the keys (per channel) before rounding, v's mean added back:
+// softmax(q (k - mean)^T) = softmax(q k^T) and P (v - mean) + mean = P v, but the centered values
+// spend E4M3's range on what differs between tokens.
 void Backend::do_attention_fp8(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) {
-  auto rounded = [&](const Tensor& t) {
-    const Tensor host = round_e4m3_per_tensor(t.device() == Device::CPU ? t : download(t));
-    return upload(host, t.dtype());
-  };
-  do_attention(rounded(q), rounded(k), rounded(v), out);
+  const int64_t cols = q.dim(1) * q.dim(2);
+  auto host = [&](const Tensor& t) { return t.device() == Device::CPU ? t : download(t); };
+  const Tensor kh = host(k), vh = host(v);
+  const Tensor vmean = column_means(vh, cols);
+  const Tensor qr = upload(round_e4m3_per_tensor(host(q)), q.dtype());
+  const Tensor kr =
+      upload(round_e4m3_per_tensor(subtract_columns(kh, column_means(kh, cols))), k.dtype());
+  const Tensor vr = upload(round_e4m3_per_tensor(subtract_columns(vh, vmean)), v.dtype());
+  do_attention(qr, kr, vr, out);
+  add_row(out, upload(vmean, DType::F32), out);
 }
 
 void Backend::attention_rel_bias(const Tensor& q, const Tensor& k, const Tensor& v,

@@ -1,5 +1,6 @@
 #include "core/quantize.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -69,6 +70,32 @@ Tensor round_e4m3_per_tensor(const Tensor& x, float* scale_out) {
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) v[i] = f8e4m3_to_float(float_to_f8e4m3(v[i] / scale)) * scale;
   if (scale_out) *scale_out = scale;
+  return out;
+}
+
+Tensor column_means(const Tensor& x, int64_t cols) {
+  if (!x.defined() || x.device() != Device::CPU || cols <= 0 || x.numel() % cols != 0)
+    throw Error("column_means: expects a host tensor of rows of " + std::to_string(cols));
+  const Tensor f = x.to_f32();
+  const int64_t rows = f.numel() / cols;
+  Tensor out = Tensor::zeros({cols});
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < cols; ++c) {
+    double sum = 0;
+    for (int64_t r = 0; r < rows; ++r) sum += f.f32()[r * cols + c];
+    out.f32()[c] = static_cast<float>(sum / static_cast<double>(std::max<int64_t>(rows, 1)));
+  }
+  return out;
+}
+
+Tensor subtract_columns(const Tensor& x, const Tensor& means) {
+  const int64_t cols = means.numel();
+  if (!x.defined() || x.device() != Device::CPU || cols <= 0 || x.numel() % cols != 0)
+    throw Error("subtract_columns: expects a host tensor of rows of " + std::to_string(cols));
+  Tensor out = x.to_f32().clone();
+  float* v = out.f32();
+  const float* m = means.f32();
+  for (int64_t i = 0; i < out.numel(); ++i) v[i] -= m[i % cols];
   return out;
 }
 

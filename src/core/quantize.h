@@ -22,5 +22,9 @@ Tensor dequantize_rows(const Fp8Rows& q);
 // returned widened back (code * scale, one F32 rounding) as a host F32 tensor of x's shape; `scale`
 // receives the scale. Throws on a non-finite value, naming the shape.
 Tensor round_e4m3_per_tensor(const Tensor& x, float* scale = nullptr);
+// x viewed as [numel / cols, cols] (a host tensor): the mean of each column over the rows (summed
+// in double), as F32 [cols]; and x less those means (F32, x's shape).
+Tensor column_means(const Tensor& x, int64_t cols);
+Tensor subtract_columns(const Tensor& x, const Tensor& means);
 
 }  // namespace fisdit

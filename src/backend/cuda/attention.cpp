@@ -25,6 +25,7 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <string>
 #include <tuple>
@@ -135,13 +136,25 @@ Descriptor tensor_desc(const char* name, int64_t uid, cudnnDataType_t type, cons
   return t;
 }
 
+// An execution plan and its workspace bytes.
+struct Engine {
+  Descriptor plan;
+  int64_t workspace = 0;
+};
+
 struct Plan {
   bool ok = false;  // false: cuDNN declined this shape
   float scale = 1.0f;
   int64_t workspace = 0;
-  std::vector<Descriptor> keep;  // tensors, ops, the graph and the engine config the plan uses
+  std::vector<Descriptor> keep;  // tensors, ops, the graph and the engine configs the plans use
   Descriptor plan;
+  // More engine configs that finalized, after `plan` (the heuristics' first): all are timed on
+  // the first execution and the fastest is kept (AttentionEngine::tune).
+  std::vector<Engine> others;
 };
+
+// Engine configs tried per graph at most (the heuristics' first and the next ones that finalize).
+constexpr size_t kMaxEngines = 4;
 
 // Builds one operation graph into a Plan: tensors and operations are kept in plan.keep (indexed,
 // not referenced: keep may reallocate), then heuristics pick the engine config.
@@ -235,7 +248,9 @@ class GraphBuilder {
 
     std::string why;
     auto note = [&](const std::string& w) { why += (why.empty() ? "" : "; ") + w; };
+    std::vector<Engine> found;
     for (cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
+      if (found.size() == kMaxEngines) break;
       const char* mode_name = mode == CUDNN_HEUR_MODE_A ? "heuristics A" : "heuristics FALLBACK";
       std::vector<Descriptor> configs;
       try {
@@ -284,17 +299,19 @@ class GraphBuilder {
               plan.get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &n, &ws);
           if (st != CUDNN_STATUS_SUCCESS)
             throw BuildError{"execution plan workspace size: " + status_text(st)};
-          p_.workspace = ws;
-          p_.plan = std::move(plan);
-          keep().push_back(std::move(graph));
+          found.push_back({std::move(plan), ws});
           keep().push_back(std::move(configs[i]));
-          return;
+          if (found.size() == kMaxEngines) break;
         } catch (const BuildError& e) {
           note(std::string(mode_name) + " config " + std::to_string(i) + ": " + e.what);
         }
       }
     }
-    throw BuildError{why.empty() ? std::string("no engine config") : why};
+    if (found.empty()) throw BuildError{why.empty() ? std::string("no engine config") : why};
+    p_.plan = std::move(found.front().plan);
+    p_.workspace = found.front().workspace;
+    for (size_t i = 1; i < found.size(); ++i) p_.others.push_back(std::move(found[i]));
+    keep().push_back(std::move(graph));
   }
 
  private:
@@ -401,15 +418,58 @@ class AttentionEngine {
   }
 
   void execute(Plan& p, const int64_t* uids, void** ptrs, int64_t n, const std::string& where) {
-    if (p.workspace > workspace_bytes_) {
+    if (!p.others.empty()) tune(p, uids, ptrs, n, where);
+    launch(p.plan, p.workspace, uids, ptrs, n, where);
+  }
+
+  // Times every engine config that finalized (one warm-up and one timed run each, on the call's
+  // own tensors) and keeps the fastest; said on stderr when it is not the heuristics' first.
+  // FISDIT_ATTENTION_AUTOTUNE=0 keeps the first without timing.
+  void tune(Plan& p, const int64_t* uids, void** ptrs, int64_t n, const std::string& where) {
+    std::vector<Engine> all;
+    all.push_back({std::move(p.plan), p.workspace});
+    for (Engine& e : p.others) all.push_back(std::move(e));
+    p.others.clear();
+    const char* env = std::getenv("FISDIT_ATTENTION_AUTOTUNE");
+    size_t best = 0;
+    std::vector<float> ms(all.size(), 0.0f);
+    if (!(env && std::string(env) == "0")) {
+      cudaEvent_t t0 = nullptr, t1 = nullptr;
+      check(cudaEventCreate(&t0), "attention", where);
+      check(cudaEventCreate(&t1), "attention", where);
+      for (size_t i = 0; i < all.size(); ++i) {
+        launch(all[i].plan, all[i].workspace, uids, ptrs, n, where);
+        check(cudaEventRecord(t0, stream_), "attention", where);
+        launch(all[i].plan, all[i].workspace, uids, ptrs, n, where);
+        check(cudaEventRecord(t1, stream_), "attention", where);
+        check(cudaEventSynchronize(t1), "attention", where);
+        check(cudaEventElapsedTime(&ms[i], t0, t1), "attention", where);
+        if (ms[i] < ms[best]) best = i;
+      }
+      cudaEventDestroy(t0);
+      cudaEventDestroy(t1);
+    }
+    if (best != 0)
+      std::fprintf(stderr,
+                   "fisdit: cuDNN attention %s: engine config %zu of %zu runs in %.3f ms against "
+                   "%.3f ms for the heuristics' first; it is kept\n",
+                   where.c_str(), best + 1, all.size(), static_cast<double>(ms[best]),
+                   static_cast<double>(ms[0]));
+    p.plan = std::move(all[best].plan);
+    p.workspace = all[best].workspace;
+  }
+
+  void launch(const Descriptor& plan, int64_t workspace, const int64_t* uids, void** ptrs,
+              int64_t n, const std::string& where) {
+    if (workspace > workspace_bytes_) {
       if (workspace_) check(cudaFreeAsync(workspace_, stream_), "attention", where);
       workspace_ = nullptr;
       workspace_bytes_ = 0;
-      check(cudaMallocAsync(&workspace_, static_cast<size_t>(p.workspace), stream_), "attention",
+      check(cudaMallocAsync(&workspace_, static_cast<size_t>(workspace), stream_), "attention",
             where + " (workspace)");
-      workspace_bytes_ = p.workspace;
+      workspace_bytes_ = workspace;
     }
-    void* ws = p.workspace > 0 ? workspace_ : nullptr;
+    void* ws = workspace > 0 ? workspace_ : nullptr;
     try {
       Descriptor pack(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, "variant pack");
       pack.set(CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, n, uids, "UNIQUE_IDS");
@@ -417,7 +477,7 @@ class AttentionEngine {
                "DATA_POINTERS");
       pack.set(CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws, "WORKSPACE");
       pack.finalize();
-      const cudnnStatus_t st = cudnnBackendExecute(handle_, p.plan.get(), pack.get());
+      const cudnnStatus_t st = cudnnBackendExecute(handle_, plan.get(), pack.get());
       if (st != CUDNN_STATUS_SUCCESS)
         fail("attention", where, "cudnnBackendExecute failed: " + status_text(st));
     } catch (const BuildError& e) {
@@ -448,8 +508,13 @@ class AttentionEngine {
       }
     }
     static const char* const names[] = {"", " fp8 with a bf16 output", " fp8 with an fp8 output"};
-    static const char* const next[] = {"using the fallback kernel", "trying an fp8 output",
-                                       "using bf16 attention"};
+    static const char* const next[] = {
+        "using the fallback kernel",
+        "its output comes in E4M3 and is widened after (said for the first shape only)",
+        "using bf16 attention"};
+    // A bf16 output of the fp8 graph is missing from whole cuDNN versions: said once.
+    if (kind == Kind::Fp8 && said_bf16_out_) return p;
+    if (kind == Kind::Fp8) said_bf16_out_ = true;
     std::fprintf(stderr,
                  "fisdit: cuDNN attention%s declined Lq=%lld Lk=%lld heads=%lld head_dim=%lld "
                  "(%s); %s\n",
@@ -536,6 +601,7 @@ class AttentionEngine {
   void* workspace_ = nullptr;
   int64_t workspace_bytes_ = 0;
   std::map<std::tuple<int, int64_t, int64_t, int64_t, int64_t>, Plan> plans_;
+  bool said_bf16_out_ = false;
 };
 
 AttentionEngine* make_attention_engine(cudaStream_t stream) { return new AttentionEngine(stream); }

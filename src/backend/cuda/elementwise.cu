@@ -71,13 +71,43 @@ __device__ __forceinline__ float* slot(float* slots, int i) {
   return slots + kFp8AttnSlotFloats * i;
 }
 
-// max(|x|) of n values into *amax (zeroed before; non-negative floats order as their bits).
-__global__ void amax_tensor_kernel(const void* x, EType xt, int64_t n, float* amax) {
+// x[i] less the mean of its column (x [n / cols, cols]); x[i] itself without means.
+__device__ __forceinline__ float centered(const void* x, EType xt, int64_t i, const float* mean,
+                                          int64_t cols) {
+  const float v = load(x, xt, i);
+  return mean ? v - mean[i % cols] : v;
+}
+
+// Sums of x [rows, cols] over the rows of chunk blockIdx.y, per column: partial[chunk, col].
+__global__ void column_partial_sums_kernel(const void* x, EType xt, int64_t rows, int64_t cols,
+                                           int64_t rows_per_chunk, float* partial) {
+  const int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  if (c >= cols) return;
+  const int64_t r0 = blockIdx.y * rows_per_chunk, r1 = min(rows, r0 + rows_per_chunk);
+  float sum = 0.0f;
+  for (int64_t r = r0; r < r1; ++r) sum += load(x, xt, r * cols + c);
+  partial[blockIdx.y * cols + c] = sum;
+}
+
+// mean[col] = (sum of the chunks in order) / rows: deterministic.
+__global__ void column_mean_finish_kernel(const float* partial, int64_t chunks, int64_t cols,
+                                          int64_t rows, float* mean) {
+  const int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  if (c >= cols) return;
+  double sum = 0.0;
+  for (int64_t k = 0; k < chunks; ++k) sum += partial[k * cols + c];
+  mean[c] = static_cast<float>(sum / static_cast<double>(rows));
+}
+
+// max(|x - mean|) of n values into *amax (zeroed before; non-negative floats order as their
+// bits).
+__global__ void amax_tensor_kernel(const void* x, EType xt, int64_t n, const float* mean,
+                                   int64_t cols, float* amax) {
   __shared__ float scratch[33];
   float m = 0.0f;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x)
-    m = fmaxf(m, fabsf(load(x, xt, i)));
+    m = fmaxf(m, fabsf(centered(x, xt, i, mean, cols)));
   m = block_max(m, scratch);
   if (threadIdx.x == 0) atomicMax(reinterpret_cast<unsigned*>(amax), __float_as_uint(m));
 }
@@ -100,13 +130,15 @@ __global__ void attention_fp8_scalars_kernel(float* slots, bool fp8_out) {
   *slot(slots, kDescaleO) = fp8_out ? 1.125f * dv : 1.0f;
 }
 
-// x / scale rounded to E4M3 as quantize_rows_kernel does, the scale read from the device.
+// (x - mean) / scale rounded to E4M3 as quantize_rows_kernel does, the scale read from the
+// device.
 __global__ void quantize_tensor_kernel(const void* x, EType xt, uint8_t* codes, int64_t n,
-                                       const float* scale_ptr, bool quads) {
+                                       const float* mean, int64_t cols, const float* scale_ptr,
+                                       bool quads) {
   const float scale = *scale_ptr;
   const auto code = [&](int64_t i) {
-    return static_cast<uint32_t>(
-        __nv_cvt_float_to_fp8(__fdiv_rn(load(x, xt, i), scale), __NV_SATFINITE, __NV_E4M3));
+    return static_cast<uint32_t>(__nv_cvt_float_to_fp8(
+        __fdiv_rn(centered(x, xt, i, mean, cols), scale), __NV_SATFINITE, __NV_E4M3));
   };
   const int64_t stride = int64_t{gridDim.x} * blockDim.x;
   const int64_t first = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
@@ -119,12 +151,21 @@ __global__ void quantize_tensor_kernel(const void* x, EType xt, uint8_t* codes, 
   }
 }
 
-__global__ void dequantize_e4m3_slot_kernel(const uint8_t* src, const float* scale_ptr, void* dst,
-                                            EType dt, int64_t n) {
+__global__ void dequantize_e4m3_slot_kernel(const uint8_t* src, const float* scale_ptr,
+                                            const float* mean, int64_t cols, void* dst, EType dt,
+                                            int64_t n) {
   const float scale = *scale_ptr;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const float v = __half2float(__half(__nv_cvt_fp8_to_halfraw(src[i], __NV_E4M3))) * scale;
+    store(dst, dt, i, mean ? v + mean[i % cols] : v);
+  }
+}
+
+__global__ void add_column_kernel(void* x, EType xt, int64_t n, const float* mean, int64_t cols) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x)
-    store(dst, dt, i, __half2float(__half(__nv_cvt_fp8_to_halfraw(src[i], __NV_E4M3))) * scale);
+    store(x, xt, i, load(x, xt, i) + mean[i % cols]);
 }
 
 __device__ __forceinline__ uint64_t mix64(uint64_t z) {
@@ -324,11 +365,31 @@ void launch_quantize_rows_e4m3(const void* x, EType xt, uint8_t* codes, float* s
   check_launch("quantize_rows", "", s);
 }
 
-void launch_amax_tensor(const void* x, EType xt, int64_t n, float* slots, int amax_slot,
-                        cudaStream_t s) {
+namespace {
+int64_t mean_chunks(int64_t rows) {
+  return std::max<int64_t>(1, std::min<int64_t>(256, (rows + 63) / 64));
+}
+}  // namespace
+
+int64_t column_mean_scratch_floats(int64_t rows, int64_t cols) { return mean_chunks(rows) * cols; }
+
+void launch_column_mean(const void* x, EType xt, int64_t rows, int64_t cols, float* mean,
+                        float* scratch, cudaStream_t s) {
+  if (rows == 0 || cols == 0) return;
+  const int64_t chunks = mean_chunks(rows);
+  const int64_t per = (rows + chunks - 1) / chunks;
+  const dim3 grid(grid_for(cols, kThreads), static_cast<unsigned>(chunks));
+  column_partial_sums_kernel<<<grid, kThreads, 0, s>>>(x, xt, rows, cols, per, scratch);
+  column_mean_finish_kernel<<<grid_for(cols, kThreads), kThreads, 0, s>>>(scratch, chunks, cols,
+                                                                          rows, mean);
+  check_launch("column_mean", "", s);
+}
+
+void launch_amax_tensor(const void* x, EType xt, int64_t n, const float* mean, int64_t cols,
+                        float* slots, int amax_slot, cudaStream_t s) {
   if (n == 0) return;
   amax_tensor_kernel<<<grid_for(n, kThreads, 1024), kThreads, 0, s>>>(
-      x, xt, n, slots + kFp8AttnSlotFloats * amax_slot);
+      x, xt, n, mean, cols, slots + kFp8AttnSlotFloats * amax_slot);
   check_launch("amax", "", s);
 }
 
@@ -338,20 +399,29 @@ void launch_attention_fp8_scalars(float* slots, bool fp8_out, cudaStream_t s) {
 }
 
 void launch_quantize_tensor_e4m3(const void* x, EType xt, uint8_t* codes, int64_t n,
-                                 const float* slots, int scale_slot, cudaStream_t s) {
+                                 const float* mean, int64_t cols, const float* slots,
+                                 int scale_slot, cudaStream_t s) {
   if (n == 0) return;
   const bool quads = n % 4 == 0 && reinterpret_cast<uintptr_t>(codes) % 4 == 0;
   quantize_tensor_kernel<<<grid_for(quads ? n / 4 : n, kThreads), kThreads, 0, s>>>(
-      x, xt, codes, n, slots + kFp8AttnSlotFloats * scale_slot, quads);
+      x, xt, codes, n, mean, cols, slots + kFp8AttnSlotFloats * scale_slot, quads);
   check_launch("quantize_tensor", "", s);
 }
 
-void launch_dequantize_e4m3_slot(const uint8_t* src, const float* slots, int scale_slot, void* dst,
-                                 EType dt, int64_t n, cudaStream_t s) {
+void launch_dequantize_e4m3_slot(const uint8_t* src, const float* slots, int scale_slot,
+                                 const float* mean, int64_t cols, void* dst, EType dt, int64_t n,
+                                 cudaStream_t s) {
   if (n == 0) return;
   dequantize_e4m3_slot_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(
-      src, slots + kFp8AttnSlotFloats * scale_slot, dst, dt, n);
+      src, slots + kFp8AttnSlotFloats * scale_slot, mean, cols, dst, dt, n);
   check_launch("dequantize", "", s);
+}
+
+void launch_add_column(void* x, EType xt, int64_t n, const float* mean, int64_t cols,
+                       cudaStream_t s) {
+  if (n == 0) return;
+  add_column_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(x, xt, n, mean, cols);
+  check_launch("add_column", "", s);
 }
 
 void launch_activation(const void* x, EType xt, void* y, EType yt, int64_t n, Activation act,

@@ -21,19 +21,31 @@ void launch_dequantize_fp8(const uint8_t* src, bool e5m2, float scale, void* dst
 // the same bits as quantize_rows_e4m3 on the host.
 void launch_quantize_rows_e4m3(const void* x, EType xt, uint8_t* codes, float* scales, int64_t rows,
                                int64_t cols, cudaStream_t s);
+// mean[c] of x [rows, cols] over its rows, deterministic (fixed chunks summed in order), with
+// `scratch` of column_mean_scratch_floats(rows, cols) floats.
+int64_t column_mean_scratch_floats(int64_t rows, int64_t cols);
+void launch_column_mean(const void* x, EType xt, int64_t rows, int64_t cols, float* mean,
+                        float* scratch, cudaStream_t s);
 // The scalars of one fp8 attention call (attention_fp8_scalars, attention.h) in a device buffer of
-// kFp8AttnSlots 16-byte slots (one float each): amax_tensor takes max(|x|) over x's n values into
-// the slot at `amax_slot` (zeroed first, as uint bits: atomicMax on non-negative floats);
-// attention_fp8_scalars then derives every scale from the three amaxes; quantize_tensor rounds x
-// to E4M3 with the scale in the slot at `scale_slot` (the bits of round_e4m3_per_tensor).
-void launch_amax_tensor(const void* x, EType xt, int64_t n, float* slots, int amax_slot,
-                        cudaStream_t s);
+// kFp8AttnSlots 16-byte slots (one float each): amax_tensor takes max(|x - mean|) over x's n
+// values into the slot at `amax_slot` (zeroed first, as uint bits: atomicMax on non-negative
+// floats); attention_fp8_scalars then derives every scale from the three amaxes; quantize_tensor
+// rounds x - mean to E4M3 with the scale in the slot at `scale_slot` (without a mean: the bits
+// of round_e4m3_per_tensor). `mean` (null: none) has one value per column of x [n / cols, cols].
+void launch_amax_tensor(const void* x, EType xt, int64_t n, const float* mean, int64_t cols,
+                        float* slots, int amax_slot, cudaStream_t s);
 void launch_attention_fp8_scalars(float* slots, bool fp8_out, cudaStream_t s);
 void launch_quantize_tensor_e4m3(const void* x, EType xt, uint8_t* codes, int64_t n,
-                                 const float* slots, int scale_slot, cudaStream_t s);
-// dst[i] = dt(float(E4M3 code src[i]) * slots[scale_slot]) (a scale that lives on the device).
-void launch_dequantize_e4m3_slot(const uint8_t* src, const float* slots, int scale_slot, void* dst,
-                                 EType dt, int64_t n, cudaStream_t s);
+                                 const float* mean, int64_t cols, const float* slots,
+                                 int scale_slot, cudaStream_t s);
+// dst[i] = dt(float(E4M3 code src[i]) * slots[scale_slot] + mean[i % cols]) (a scale that lives
+// on the device; mean may be null).
+void launch_dequantize_e4m3_slot(const uint8_t* src, const float* slots, int scale_slot,
+                                 const float* mean, int64_t cols, void* dst, EType dt, int64_t n,
+                                 cudaStream_t s);
+// x[i] += mean[i % cols] in place.
+void launch_add_column(void* x, EType xt, int64_t n, const float* mean, int64_t cols,
+                       cudaStream_t s);
 void launch_activation(const void* x, EType xt, void* y, EType yt, int64_t n, Activation act,
                        cudaStream_t s);
 // y[r, :] = act(y[r, :] + bias) in place (bias may be null).

@@ -134,10 +134,10 @@ void CudaBackend::do_attention(const Tensor& q, const Tensor& k, const Tensor& v
     launch_attention_naive(q.raw(), k.raw(), v.raw(), out.raw(), lq, lk, heads, d, stream());
 }
 
-// q, k and v rounded to E4M3 with one scale each on the GPU (amax, then the scales, then the
-// codes: the bits of round_e4m3_per_tensor), then cuDNN's fp8 flash attention. Where cuDNN has no
-// bf16 output for it the output comes in E4M3 and is widened here; where it has no fp8 attention
-// at all, the bf16 attention runs on the unrounded inputs, said once.
+// q, k and v rounded to E4M3 with one scale each on the GPU (k and v less their channel means
+// over the keys; amax, then the scales, then the codes), then cuDNN's fp8 flash attention. Where
+// cuDNN has no bf16 output for it the output comes in E4M3 and is widened here; where it has no fp8
+// attention at all, the bf16 attention runs on the unrounded inputs, said once.
 void CudaBackend::do_attention_fp8(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) {
   const char* op = "attention_fp8";
   require_device(q, op, "q");
@@ -161,24 +161,40 @@ void CudaBackend::do_attention_fp8(const Tensor& q, const Tensor& k, const Tenso
     Tensor slots = alloc_device(ctx_, {kFp8AttnSlots * kFp8AttnSlotFloats}, DType::F32, op);
     float* sl = slots.data_as<float>();
     check(cudaMemsetAsync(sl, 0, slots.nbytes(), stream()), op, ctx);
+    // k and v less their means over the keys (one per channel): softmax(q (k - mean)^T) is
+    // softmax(q k^T), and P (v - mean) + mean is P v, but the centered values use E4M3's range
+    // for what differs between tokens.
+    const int64_t cols = heads * d;
+    Tensor means = alloc_device(ctx_, {2, cols}, DType::F32, op);
+    Tensor scratch = alloc_device(ctx_, {column_mean_scratch_floats(lk, cols)}, DType::F32, op);
+    const float* kmean = means.data_as<float>();
+    const float* vmean = kmean + cols;
+    launch_column_mean(k.raw(), EType::BF16, lk, cols, means.data_as<float>(),
+                       scratch.data_as<float>(), stream());
+    launch_column_mean(v.raw(), EType::BF16, lk, cols, means.data_as<float>() + cols,
+                       scratch.data_as<float>(), stream());
     const Tensor* in[3] = {&q, &k, &v};
+    const float* mean[3] = {nullptr, kmean, vmean};
     const int amax_slot[3] = {kAmaxQ, kAmaxK, kAmaxV};
     const int scale_slot[3] = {kDescaleQ, kDescaleK, kDescaleV};
     for (int i = 0; i < 3; ++i)
-      launch_amax_tensor(in[i]->raw(), EType::BF16, in[i]->numel(), sl, amax_slot[i], stream());
+      launch_amax_tensor(in[i]->raw(), EType::BF16, in[i]->numel(), mean[i], cols, sl, amax_slot[i],
+                         stream());
     launch_attention_fp8_scalars(sl, fp8_out, stream());
     Tensor codes[3];
     for (int i = 0; i < 3; ++i) {
       codes[i] = alloc_device(ctx_, in[i]->shape(), DType::F8_E4M3, op);
       launch_quantize_tensor_e4m3(in[i]->raw(), EType::BF16, codes[i].data_as<uint8_t>(),
-                                  in[i]->numel(), sl, scale_slot[i], stream());
+                                  in[i]->numel(), mean[i], cols, sl, scale_slot[i], stream());
     }
     Tensor o8 = fp8_out ? alloc_device(ctx_, out.shape(), DType::F8_E4M3, op) : Tensor();
     attention_cudnn_fp8(*attn_, codes[0].raw(), codes[1].raw(), codes[2].raw(),
                         fp8_out ? o8.raw() : out.raw(), fp8_out, sl, lq, lk, heads, d, ctx);
     if (fp8_out)
-      launch_dequantize_e4m3_slot(o8.data_as<uint8_t>(), sl, kDescaleO, out.raw(), EType::BF16,
-                                  out.numel(), stream());
+      launch_dequantize_e4m3_slot(o8.data_as<uint8_t>(), sl, kDescaleO, vmean, cols, out.raw(),
+                                  EType::BF16, out.numel(), stream());
+    else
+      launch_add_column(out.raw(), EType::BF16, out.numel(), vmean, cols, stream());
     flops_.attention += flops;
     return;
   }
