@@ -261,31 +261,32 @@ void Backend::rms_norm_rope(Tensor& x, const Tensor& weight, float eps, int64_t 
   do_rms_norm_rope(x, weight, eps, heads, grid);
 }
 
-void Backend::attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) {
-  const char* op = "attention";
+namespace {
+// The arguments of attention and attention_fp8: [tokens, heads, head_dim] q, k, v that agree and
+// an output of q's shape; `granularity`: what head_dim must be a multiple of.
+void check_attention(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
+                     const Tensor& out, int64_t granularity) {
   need(op, {{q, "q"}, {k, "k"}, {v, "v"}, {out, "out"}});
   const std::string qkv = "q " + desc(q) + ", k " + desc(k) + ", v " + desc(v);
   require(q.ndim() == 3 && k.ndim() == 3 && v.ndim() == 3, op,
           "expects [tokens, heads, head_dim] tensors, got " + qkv);
   require(k.dim(1) == q.dim(1) && k.dim(2) == q.dim(2) && v.shape() == k.shape(), op,
           qkv + ": shapes do not agree");
+  require(q.dim(2) % granularity == 0, op,
+          qkv + ": head_dim must be a multiple of " + num(granularity) +
+              " (the FP8 tensor cores' granularity)");
   require(out.shape() == q.shape(), op, "output " + desc(out) + " must have q's shape");
   require(k.dim(0) > 0, op, "no keys");
+}
+}  // namespace
+
+void Backend::attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) {
+  check_attention("attention", q, k, v, out, 1);
   do_attention(q, k, v, out);
 }
 
 void Backend::attention_fp8(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) {
-  const char* op = "attention_fp8";
-  need(op, {{q, "q"}, {k, "k"}, {v, "v"}, {out, "out"}});
-  const std::string qkv = "q " + desc(q) + ", k " + desc(k) + ", v " + desc(v);
-  require(q.ndim() == 3 && k.ndim() == 3 && v.ndim() == 3, op,
-          "expects [tokens, heads, head_dim] tensors, got " + qkv);
-  require(k.dim(1) == q.dim(1) && k.dim(2) == q.dim(2) && v.shape() == k.shape(), op,
-          qkv + ": shapes do not agree");
-  require(q.dim(2) % 16 == 0, op,
-          qkv + ": head_dim must be a multiple of 16 (the FP8 tensor cores' granularity)");
-  require(out.shape() == q.shape(), op, "output " + desc(out) + " must have q's shape");
-  require(k.dim(0) > 0, op, "no keys");
+  check_attention("attention_fp8", q, k, v, out, 16);
   do_attention_fp8(q, k, v, out);
 }
 

@@ -72,23 +72,19 @@ TEST(QualityVariants, NamesMapToThePresetsAndTheirAblations) {
   const std::string err = error_of([] { quality_variant("balanced-no-anything"); });
   EXPECT_TRUE(contains(err, "variants: unknown variant 'balanced-no-anything'"));
   EXPECT_TRUE(contains(err, "fast-no-step-protection"));  // the valid names are listed
-  // fp8-<variant>: the same FIS setting in fp8; "fp8" alone is dense in fp8.
+  // fp8-<variant> and fp8-gemm-<variant>: the same FIS setting in that precision; "fp8" or
+  // "fp8-gemm" alone is dense in it.
   for (const std::string& name : quality_variant_names())
     EXPECT_EQ(quality_variant(name).precision, "bf16") << name;
-  const QualityVariant f8 = quality_variant("fp8"), f8b = quality_variant("fp8-balanced");
-  EXPECT_EQ(f8.precision, "fp8");
-  EXPECT_FALSE(f8.fis.enabled());
-  EXPECT_EQ(f8b.precision, "fp8");
-  EXPECT_EQ(f8b.name, "fp8-balanced");
-  EXPECT_EQ(f8b.fis.stride, b.fis.stride);
-  EXPECT_EQ(quality_variant("fp8-fast-no-interleave").fis.interleave, false);
-  // fp8-gemm-<variant> likewise, with the block matrices only in fp8.
-  const QualityVariant g = quality_variant("fp8-gemm"), gb = quality_variant("fp8-gemm-balanced");
-  EXPECT_EQ(g.precision, "fp8-gemm");
-  EXPECT_FALSE(g.fis.enabled());
-  EXPECT_EQ(gb.precision, "fp8-gemm");
-  EXPECT_EQ(gb.name, "fp8-gemm-balanced");
-  EXPECT_EQ(gb.fis.stride, b.fis.stride);
+  for (const std::string p : {"fp8", "fp8-gemm"}) {
+    const QualityVariant dense = quality_variant(p), bal = quality_variant(p + "-balanced");
+    EXPECT_EQ(dense.precision, p);
+    EXPECT_FALSE(dense.fis.enabled());
+    EXPECT_EQ(bal.precision, p);
+    EXPECT_EQ(bal.name, p + "-balanced");
+    EXPECT_EQ(bal.fis.stride, b.fis.stride);
+    EXPECT_EQ(quality_variant(p + "-fast-no-interleave").fis.interleave, false);
+  }
   for (const char* bad : {"fp8-", "fp8-fp8", "fp8-fp8-balanced", "fp8balanced", "fp8-gemm-",
                           "fp8-gemm-fp8", "fp8-fp8-gemm", "fp8-gemm-fp8-gemm-fast"})
     EXPECT_TRUE(contains(error_of([&] { quality_variant(bad); }), "unknown variant")) << bad;

@@ -112,17 +112,26 @@ void CudaBackend::do_linear_fp8(const Fp8Rows& x, const Fp8Rows& w, const Tensor
   }
 }
 
-void CudaBackend::do_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) {
-  const char* op = "attention";
+namespace {
+// q, k, v and out on the GPU in BF16 (the CUDA backend's attention types); their description.
+std::string attention_args(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
+                           const Tensor& out) {
   require_device(q, op, "q");
   require_device(k, op, "k");
   require_device(v, op, "v");
   require_device(out, op, "out");
-  const int64_t lq = q.dim(0), heads = q.dim(1), d = q.dim(2), lk = k.dim(0);
   const std::string ctx = "q " + desc(q) + ", k " + desc(k) + ", v " + desc(v);
   require(q.dtype() == DType::BF16 && k.dtype() == DType::BF16 && v.dtype() == DType::BF16 &&
               out.dtype() == DType::BF16,
           op, ctx + ": the CUDA backend takes BF16 q, k, v and output");
+  return ctx;
+}
+}  // namespace
+
+void CudaBackend::do_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) {
+  const char* op = "attention";
+  const std::string ctx = attention_args(op, q, k, v, out);
+  const int64_t lq = q.dim(0), heads = q.dim(1), d = q.dim(2), lk = k.dim(0);
   flops_.attention += 4.0 * static_cast<double>(lq) * static_cast<double>(lk) *
                       static_cast<double>(heads) * static_cast<double>(d);
   if (lq == 0) return;
@@ -140,15 +149,8 @@ void CudaBackend::do_attention(const Tensor& q, const Tensor& k, const Tensor& v
 // attention at all, the bf16 attention runs on the unrounded inputs, said once.
 void CudaBackend::do_attention_fp8(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) {
   const char* op = "attention_fp8";
-  require_device(q, op, "q");
-  require_device(k, op, "k");
-  require_device(v, op, "v");
-  require_device(out, op, "out");
+  const std::string ctx = attention_args(op, q, k, v, out);
   const int64_t lq = q.dim(0), heads = q.dim(1), d = q.dim(2), lk = k.dim(0);
-  const std::string ctx = "q " + desc(q) + ", k " + desc(k) + ", v " + desc(v);
-  require(q.dtype() == DType::BF16 && k.dtype() == DType::BF16 && v.dtype() == DType::BF16 &&
-              out.dtype() == DType::BF16,
-          op, ctx + ": the CUDA backend takes BF16 q, k, v and output");
   if (lq == 0) return;
   const double flops = 4.0 * static_cast<double>(lq) * static_cast<double>(lk) *
                        static_cast<double>(heads) * static_cast<double>(d);
