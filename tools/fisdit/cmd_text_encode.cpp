@@ -7,8 +7,8 @@
 
 #include "cli.h"
 #include "core/dtype.h"
+#include "core/utf8.h"
 #include "fisdit/error.h"
-#include "models/wan/prompt_clean.h"
 #include "models/wan/t5.h"
 #include "models/wan/t5_tokenizer.h"
 
@@ -108,7 +108,7 @@ TokenIds read_token_ids(const std::string& path) {
 #ifdef FISDIT_WITH_PIPELINE
 // --prompt: the umT5 tokenizer, its errors under --tokenizer.
 std::unique_ptr<wan::T5Tokenizer> open_tokenizer(const TextEncodeArgs& a) {
-  wan::check_utf8(*a.prompt, "--prompt");
+  check_utf8(*a.prompt, "--prompt");
   try {
     return std::make_unique<wan::T5Tokenizer>(a.tokenizer);
   } catch (const Error& e) {
@@ -123,7 +123,7 @@ void run_text_encode(const TextEncodeArgs& a) {
   const std::unique_ptr<wan::T5Tokenizer> tokenizer = a.prompt ? open_tokenizer(a) : nullptr;
 #else
   if (a.prompt) {
-    wan::check_utf8(*a.prompt, "--prompt");
+    check_utf8(*a.prompt, "--prompt");
     throw Error(
         "--prompt: this fisdit was built without the tokenizer (FISDIT_PIPELINE=OFF); "
         "rebuild with libsentencepiece-dev installed, or pass token ids with --inputs");

@@ -16,6 +16,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "core/utf8.h"
 #include "fisdit/error.h"
 
 namespace fisdit::hunyuan15 {
@@ -28,80 +29,21 @@ using json = nlohmann::json;
 // space, ...) for the code points from 256 on, in byte order.
 struct ByteLevel {
   std::string of_byte[256];                       // UTF-8 of each byte's character
-  std::unordered_map<uint32_t, uint8_t> byte_of;  // code point -> byte
+  std::unordered_map<char32_t, uint8_t> byte_of;  // code point -> byte
   ByteLevel() {
     int next = 256;
     for (int b = 0; b < 256; ++b) {
       const bool keep = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
-      const uint32_t cp = keep ? static_cast<uint32_t>(b) : static_cast<uint32_t>(next++);
-      of_byte[b] = utf8(cp);
+      const char32_t cp = keep ? static_cast<char32_t>(b) : static_cast<char32_t>(next++);
+      append_utf8(of_byte[b], cp);
       byte_of[cp] = static_cast<uint8_t>(b);
     }
-  }
-  static std::string utf8(uint32_t cp) {
-    std::string s;
-    if (cp < 0x80) {
-      s += static_cast<char>(cp);
-    } else if (cp < 0x800) {
-      s += static_cast<char>(0xC0 | (cp >> 6));
-      s += static_cast<char>(0x80 | (cp & 0x3F));
-    } else {
-      s += static_cast<char>(0xE0 | (cp >> 12));
-      s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      s += static_cast<char>(0x80 | (cp & 0x3F));
-    }
-    return s;
   }
 };
 
 const ByteLevel& byte_level() {
   static const ByteLevel table;
   return table;
-}
-
-// The code points of a UTF-8 string (valid: checked by the caller or by construction).
-std::vector<uint32_t> code_points(std::string_view s) {
-  std::vector<uint32_t> out;
-  for (size_t i = 0; i < s.size();) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    const int n = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
-    uint32_t cp = n == 1 ? c : c & (0x7F >> n);
-    for (int k = 1; k < n && i + k < s.size(); ++k)
-      cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
-    out.push_back(cp);
-    i += static_cast<size_t>(n);
-  }
-  return out;
-}
-
-// Where the first invalid UTF-8 sequence starts; npos when there is none.
-size_t invalid_utf8(std::string_view s) {
-  for (size_t i = 0; i < s.size();) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    size_t n = 0;
-    uint32_t min = 0;
-    if (c < 0x80) {
-      n = 1;
-    } else if ((c & 0xE0) == 0xC0) {
-      n = 2, min = 0x80;
-    } else if ((c & 0xF0) == 0xE0) {
-      n = 3, min = 0x800;
-    } else if ((c & 0xF8) == 0xF0) {
-      n = 4, min = 0x10000;
-    } else {
-      return i;
-    }
-    if (i + n > s.size()) return i;
-    uint32_t cp = n == 1 ? c : c & (0x7F >> n);
-    for (size_t k = 1; k < n; ++k) {
-      const auto d = static_cast<unsigned char>(s[i + k]);
-      if ((d & 0xC0) != 0x80) return i;
-      cp = (cp << 6) | (d & 0x3F);
-    }
-    if (n > 1 && (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))) return i;
-    i += n;
-  }
-  return std::string_view::npos;
 }
 
 std::string nfc(std::string_view s) {
@@ -355,8 +297,7 @@ QwenTokenizer::QwenTokenizer(QwenTokenizer&&) noexcept = default;
 QwenTokenizer& QwenTokenizer::operator=(QwenTokenizer&&) noexcept = default;
 
 std::vector<int32_t> QwenTokenizer::encode(std::string_view text) const {
-  if (const size_t at = invalid_utf8(text); at != std::string_view::npos)
-    throw Error("tokenizer: the text is not valid UTF-8 (byte " + std::to_string(at) + ")");
+  check_utf8(text, "tokenizer: the text");
   const Impl& t = *impl_;
   std::vector<int32_t> out;
   size_t start = 0, pos = 0;
@@ -390,9 +331,11 @@ std::string QwenTokenizer::decode(const std::vector<int32_t>& ids) const {
       out += token;
       continue;
     }
-    for (const uint32_t cp : code_points(token)) {
+    for (size_t i = 0, n = 0; i < token.size(); i += n) {
+      char32_t cp = 0;
+      n = decode_utf8(token, i, cp);
       const auto b = byte_level().byte_of.find(cp);
-      if (b == byte_level().byte_of.end())
+      if (n == 0 || b == byte_level().byte_of.end())
         throw Error("tokenizer " + t.path + ": token " + token + " is not byte-level");
       out += static_cast<char>(b->second);
     }

@@ -17,10 +17,6 @@
 
 namespace fisdit::wan {
 
-// Throws fisdit::Error "<what> is not valid UTF-8 (byte N)" unless `text` is well-formed UTF-8
-// (no overlong forms, no surrogates, nothing above U+10FFFF).
-void check_utf8(std::string_view text, const std::string& what);
-
 // Python's html.unescape (3.11): &#NN; and &#xHH; with the HTML5 rules for invalid numbers (NUL,
 // surrogates and values above U+10FFFF give U+FFFD, 0x80-0x9F are read as windows-1252, 0x0D gives
 // CR, the other C0/C1 controls and the noncharacters are dropped); named references of the HTML 4
