@@ -180,7 +180,8 @@ class Backend {
   // out[Lq,H,d] = softmax(q k^T / sqrt(d)) v, no mask.
   void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out);
   // The same with q, k and v each rounded to FP8 E4M3 with one scale per tensor
-  // (round_e4m3_per_tensor: amax / 448), the products summed and the softmax taken in fp32
+  // (round_e4m3_per_tensor: amax / 448), k and v first less their per-channel means over the
+  // keys (v's added back to the output), the products summed and the softmax taken in fp32
   // (--precision fp8). The CUDA backend runs cuDNN's FP8 flash attention, which also rounds the
   // probabilities to E4M3 before P.V; the default (the CPU reference) rounds q, k and v on the
   // host and runs attention() on them. head_dim must be a multiple of 16.

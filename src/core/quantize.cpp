@@ -51,26 +51,13 @@ Tensor dequantize_rows(const Fp8Rows& q) {
   return out;
 }
 
+// The whole tensor as one row of quantize_rows_e4m3, widened back.
 Tensor round_e4m3_per_tensor(const Tensor& x, float* scale_out) {
   if (!x.defined() || x.device() != Device::CPU)
     throw Error("round_e4m3_per_tensor: expects a host tensor");
-  Tensor out = x.to_f32().clone();
-  float* v = out.f32();
-  const int64_t n = out.numel();
-  float amax = 0.0f;
-  bool finite = true;
-  for (int64_t i = 0; i < n; ++i) {
-    finite = finite && std::isfinite(v[i]);
-    amax = std::fmax(amax, std::fabs(v[i]));
-  }
-  if (!finite)
-    throw Error("round_e4m3_per_tensor: " + shape_str(x.shape()) +
-                " holds a non-finite value, which has no E4M3 code");
-  const float scale = amax > 0.0f ? amax / 448.0f : 1.0f;
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) v[i] = f8e4m3_to_float(float_to_f8e4m3(v[i] / scale)) * scale;
-  if (scale_out) *scale_out = scale;
-  return out;
+  const Fp8Rows q = quantize_rows_e4m3(x.reshape({1, x.numel()}));
+  if (scale_out) *scale_out = q.scales.f32()[0];
+  return dequantize_rows(q).reshape(x.shape());
 }
 
 Tensor column_means(const Tensor& x, int64_t cols) {
@@ -92,7 +79,7 @@ Tensor subtract_columns(const Tensor& x, const Tensor& means) {
   const int64_t cols = means.numel();
   if (!x.defined() || x.device() != Device::CPU || cols <= 0 || x.numel() % cols != 0)
     throw Error("subtract_columns: expects a host tensor of rows of " + std::to_string(cols));
-  Tensor out = x.to_f32().clone();
+  Tensor out = x.to_f32();  // a copy
   float* v = out.f32();
   const float* m = means.f32();
   for (int64_t i = 0; i < out.numel(); ++i) v[i] -= m[i % cols];

@@ -18,9 +18,9 @@ Fp8Rows quantize_rows_e4m3(const Tensor& x);
 // codes[r, c] * scale[r] as a host F32 tensor.
 Tensor dequantize_rows(const Fp8Rows& q);
 // A whole tensor of any shape as E4M3 with ONE scale (the attention inputs of --precision fp8):
-// scale = amax(|x|) / 448 (1 for all zeros), each value e4m3(x / scale) rounded to nearest even,
-// returned widened back (code * scale, one F32 rounding) as a host F32 tensor of x's shape; `scale`
-// receives the scale. Throws on a non-finite value, naming the shape.
+// quantize_rows_e4m3 of x as one row (scale = amax(|x|) / 448, 1 for all zeros), widened back
+// (code * scale, one F32 rounding) as a host F32 tensor of x's shape; `scale` receives the
+// scale. Throws on a non-finite value.
 Tensor round_e4m3_per_tensor(const Tensor& x, float* scale = nullptr);
 // x viewed as [numel / cols, cols] (a host tensor): the mean of each column over the rows (summed
 // in double), as F32 [cols]; and x less those means (F32, x's shape).

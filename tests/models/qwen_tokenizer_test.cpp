@@ -7,16 +7,17 @@
 
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "../io/io_test_util.h"
 #include "fisdit/error.h"
 
 namespace fisdit::hunyuan15 {
 namespace {
 
 namespace fs = std::filesystem;
+using iotest::error_of;
 
 std::string data(const std::string& name) {
   return std::string(FISDIT_TEST_DATA) + "/qwen_tokenizer/" + name;
@@ -25,15 +26,6 @@ std::string data(const std::string& name) {
 nlohmann::json read_json(const std::string& path) {
   std::ifstream in(path);
   return nlohmann::json::parse(in);
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 TEST(QwenTokenizer, MatchesHuggingFaceTokenizersOnEveryPrompt) {

@@ -142,15 +142,29 @@ struct DitBench {
   }
 };
 
+// The model's description without its weights: --model's, or --model-config's.
+models::ModelInfo bench_model_info(const BenchArgs& a) {
+  return !a.experts.model.empty()
+             ? models::probe_model(a.experts.model)
+             : models::family_for_config(a.model_config).config_info(a.model_config);
+}
+
+// The DiT's tokens at latent grid `g`: the frames a FIS plan covers, times one frame's patches.
+int64_t dit_tokens(const models::ModelInfo& info, const models::LatentGrid& g) {
+  return info.plan_frames(g) * (g.height / info.patch[1]) * (g.width / info.patch[2]);
+}
+
+// The name in the RESULT lines: --label, else the model.
+std::string bench_label(const BenchArgs& a) {
+  return a.label.value_or(a.experts.model.empty() ? a.model_config : a.experts.model);
+}
+
 // Loads (or draws) the weights and makes the inputs, with a status line.
 void load_dit_bench(DitBench& b, double shift, const std::vector<Setting>& settings) {
   const BenchArgs& a = b.args;
   b.backend = a.device.backend();
   if (b.backend->memory_budget().limit >= 0) {  // --gpu-memory-limit: room for the activations
-    const models::ModelInfo probed =
-        !a.experts.model.empty()
-            ? models::probe_model(a.experts.model)
-            : models::family_for_config(a.model_config).config_info(a.model_config);
+    const models::ModelInfo probed = bench_model_info(a);
     const auto any = [&](auto pred) { return std::any_of(settings.begin(), settings.end(), pred); };
     models::reserve_activations(*b.backend, probed, probed.latent_grid(b.width, b.height, a.frames),
                                 any([](const Setting& st) { return st.fis.enabled(); }),
@@ -166,8 +180,8 @@ void load_dit_bench(DitBench& b, double shift, const std::vector<Setting>& setti
   b.weights_mem = memory(*b.backend);
   const models::LatentGrid g = info.latent_grid(b.width, b.height, a.frames);
   b.plan_frames = info.plan_frames(g);
-  b.tokens = b.plan_frames * (g.height / info.patch[1]) * (g.width / info.patch[2]);
-  b.label = a.label.value_or(a.experts.model.empty() ? a.model_config : a.experts.model);
+  b.tokens = dit_tokens(info, g);
+  b.label = bench_label(a);
   char line[512];
   std::snprintf(
       line, sizeof line,
@@ -438,16 +452,10 @@ void run_attention_bench(const BenchArgs& a) {
   if (precisions.empty()) throw Error("--precision names no precision");
   int width = 0, height = 0;
   parse_size(a.size, width, height);
-  const models::ModelInfo info =
-      !a.experts.model.empty()
-          ? models::probe_model(a.experts.model)
-          : models::family_for_config(a.model_config).config_info(a.model_config);
-  const models::LatentGrid g = info.latent_grid(width, height, a.frames);
-  const int64_t tokens =
-      info.plan_frames(g) * (g.height / info.patch[1]) * (g.width / info.patch[2]);
+  const models::ModelInfo info = bench_model_info(a);
+  const int64_t tokens = dit_tokens(info, info.latent_grid(width, height, a.frames));
   const int64_t heads = info.num_heads, d = info.dim / std::max(1, info.num_heads);
-  const std::string label =
-      a.label.value_or(a.experts.model.empty() ? a.model_config : a.experts.model);
+  const std::string label = bench_label(a);
   std::unique_ptr<Backend> backend = a.device.backend();
   const Tensor q = backend->random_normal({tokens, heads, d}, backend->activation_dtype(), 0, 1, 1);
   const Tensor k = backend->random_normal({tokens, heads, d}, backend->activation_dtype(), 0, 1, 2);

@@ -148,13 +148,22 @@ struct Plan {
   int64_t workspace = 0;
   std::vector<Descriptor> keep;  // tensors, ops, the graph and the engine configs the plans use
   Descriptor plan;
-  // More engine configs that finalized, after `plan` (the heuristics' first): all are timed on
-  // the first execution and the fastest is kept (AttentionEngine::tune).
+  // With FISDIT_ATTENTION_AUTOTUNE=1, more engine configs that finalized, after `plan` (the
+  // heuristics' first): all are timed on the first execution (AttentionEngine::tune).
   std::vector<Engine> others;
 };
 
-// Engine configs tried per graph at most (the heuristics' first and the next ones that finalize).
-constexpr size_t kMaxEngines = 4;
+bool attention_autotune() {
+  static const bool on = [] {
+    const char* v = std::getenv("FISDIT_ATTENTION_AUTOTUNE");
+    return v && std::string(v) == "1";
+  }();
+  return on;
+}
+
+// Engine configs kept per graph: the heuristics' first, and with autotuning up to three more
+// that finalize (each finalized plan costs time at the graph's first call).
+size_t max_engines() { return attention_autotune() ? 4 : 1; }
 
 // Builds one operation graph into a Plan: tensors and operations are kept in plan.keep (indexed,
 // not referenced: keep may reallocate), then heuristics pick the engine config.
@@ -250,7 +259,7 @@ class GraphBuilder {
     auto note = [&](const std::string& w) { why += (why.empty() ? "" : "; ") + w; };
     std::vector<Engine> found;
     for (cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
-      if (found.size() == kMaxEngines) break;
+      if (found.size() == max_engines()) break;
       const char* mode_name = mode == CUDNN_HEUR_MODE_A ? "heuristics A" : "heuristics FALLBACK";
       std::vector<Descriptor> configs;
       try {
@@ -301,7 +310,7 @@ class GraphBuilder {
             throw BuildError{"execution plan workspace size: " + status_text(st)};
           found.push_back({std::move(plan), ws});
           keep().push_back(std::move(configs[i]));
-          if (found.size() == kMaxEngines) break;
+          if (found.size() == max_engines()) break;
         } catch (const BuildError& e) {
           note(std::string(mode_name) + " config " + std::to_string(i) + ": " + e.what);
         }
@@ -422,35 +431,32 @@ class AttentionEngine {
     launch(p.plan, p.workspace, uids, ptrs, n, where);
   }
 
-  // FISDIT_ATTENTION_AUTOTUNE=1: times every engine config that finalized (one warm-up and one
-  // timed run each, on the call's own tensors) and keeps the fastest where it beats the
-  // heuristics' first by 3% or more, said on stderr. Off by default: at the A14B shapes no config
-  // came within reach of that (H100, 2026-12-06: 0.1% at most), and timing them costs the first
-  // call of each shape several runs.
+  // FISDIT_ATTENTION_AUTOTUNE=1 (the only way a plan has others): times every engine config that
+  // finalized (one warm-up and one timed run each, on the call's own tensors) and keeps the
+  // fastest where it beats the heuristics' first by 3% or more, said on stderr. Off by default:
+  // at the A14B shapes no config came within reach of that (H100, 2026-12-06: 0.1% at most), and
+  // timing them costs the first call of each shape several runs.
   void tune(Plan& p, const int64_t* uids, void** ptrs, int64_t n, const std::string& where) {
     std::vector<Engine> all;
     all.push_back({std::move(p.plan), p.workspace});
     for (Engine& e : p.others) all.push_back(std::move(e));
     p.others.clear();
-    const char* env = std::getenv("FISDIT_ATTENTION_AUTOTUNE");
     size_t best = 0;
     std::vector<float> ms(all.size(), 0.0f);
-    if (env && std::string(env) == "1") {
-      cudaEvent_t t0 = nullptr, t1 = nullptr;
-      check(cudaEventCreate(&t0), "attention", where);
-      check(cudaEventCreate(&t1), "attention", where);
-      for (size_t i = 0; i < all.size(); ++i) {
-        launch(all[i].plan, all[i].workspace, uids, ptrs, n, where);
-        check(cudaEventRecord(t0, stream_), "attention", where);
-        launch(all[i].plan, all[i].workspace, uids, ptrs, n, where);
-        check(cudaEventRecord(t1, stream_), "attention", where);
-        check(cudaEventSynchronize(t1), "attention", where);
-        check(cudaEventElapsedTime(&ms[i], t0, t1), "attention", where);
-        if (ms[i] < 0.97f * ms[0] && ms[i] < ms[best]) best = i;
-      }
-      cudaEventDestroy(t0);
-      cudaEventDestroy(t1);
+    cudaEvent_t t0 = nullptr, t1 = nullptr;
+    check(cudaEventCreate(&t0), "attention", where);
+    check(cudaEventCreate(&t1), "attention", where);
+    for (size_t i = 0; i < all.size(); ++i) {
+      launch(all[i].plan, all[i].workspace, uids, ptrs, n, where);
+      check(cudaEventRecord(t0, stream_), "attention", where);
+      launch(all[i].plan, all[i].workspace, uids, ptrs, n, where);
+      check(cudaEventRecord(t1, stream_), "attention", where);
+      check(cudaEventSynchronize(t1), "attention", where);
+      check(cudaEventElapsedTime(&ms[i], t0, t1), "attention", where);
+      if (ms[i] < 0.97f * ms[0] && ms[i] < ms[best]) best = i;
     }
+    cudaEventDestroy(t0);
+    cudaEventDestroy(t1);
     if (best != 0)
       std::fprintf(stderr,
                    "fisdit: cuDNN attention %s: engine config %zu of %zu runs in %.3f ms against "

@@ -41,13 +41,13 @@ enum Fp8AttnSlot : int {
 };
 constexpr int kFp8AttnSlotFloats = 4;  // 16 bytes
 
-// q8/k8/v8 E4M3 codes [tokens, heads, head_dim]; out bf16 (fp8_out false) or E4M3 codes scaled by
-// slot kScaleO (fp8_out true: the caller widens them with kDescaleO); false when cuDNN cannot run
-// the graph (the caller falls back).
 // Whether cuDNN runs the fp8 graph (bf16 or fp8 output) at this shape: the plan is built and
 // cached here, before any input is quantized.
 bool attention_cudnn_fp8_ready(AttentionEngine& e, bool fp8_out, int64_t lq, int64_t lk,
                                int64_t heads, int64_t head_dim);
+// q8/k8/v8 E4M3 codes [tokens, heads, head_dim]; out bf16 (fp8_out false) or E4M3 codes scaled by
+// slot kScaleO (fp8_out true: the caller widens them with kDescaleO); false when cuDNN cannot run
+// the graph (the caller falls back).
 bool attention_cudnn_fp8(AttentionEngine& e, const void* q8, const void* k8, const void* v8,
                          void* out, bool fp8_out, float* slots, int64_t lq, int64_t lk,
                          int64_t heads, int64_t head_dim, const std::string& ctx);

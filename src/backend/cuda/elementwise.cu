@@ -40,6 +40,12 @@ __global__ void dequantize_fp8_kernel(const uint8_t* src, __nv_fp8_interpretatio
   }
 }
 
+// The scale of E4M3 codes whose largest magnitude is `amax` (core/quantize.h): amax / 448 by IEEE
+// division, as the host; 1 for zeros.
+__device__ __forceinline__ float e4m3_scale(float amax) {
+  return amax > 0.0f ? __fdiv_rn(amax, 448.0f) : 1.0f;
+}
+
 // One block per row: the row's amax, then every value divided by amax / 448 (IEEE division, as
 // the host) and rounded to E4M3 to nearest even, saturating (|v| <= 448 here but for rounding).
 // With `quads` four codes are packed into one 32-bit store (cols % 4 == 0, 4-byte aligned rows).
@@ -51,7 +57,7 @@ __global__ void quantize_rows_kernel(const void* x, EType xt, uint8_t* codes, fl
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
     amax = fmaxf(amax, fabsf(load(x, xt, base + c)));
   amax = block_max(amax, scratch);
-  const float scale = amax > 0.0f ? __fdiv_rn(amax, 448.0f) : 1.0f;
+  const float scale = e4m3_scale(amax);
   if (threadIdx.x == 0) scales[blockIdx.x] = scale;
   const auto code = [&](int64_t c) {
     return static_cast<uint32_t>(
@@ -110,10 +116,6 @@ __global__ void amax_tensor_kernel(const void* x, EType xt, int64_t n, const flo
     m = fmaxf(m, fabsf(centered(x, xt, i, mean, cols)));
   m = block_max(m, scratch);
   if (threadIdx.x == 0) atomicMax(reinterpret_cast<unsigned*>(amax), __float_as_uint(m));
-}
-
-__device__ __forceinline__ float e4m3_scale(float amax) {
-  return amax > 0.0f ? __fdiv_rn(amax, 448.0f) : 1.0f;
 }
 
 // One thread: the scales of an fp8 attention call from the amaxes of q, k and v. The output in

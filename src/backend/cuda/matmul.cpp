@@ -169,12 +169,10 @@ void CudaBackend::do_attention_fp8(const Tensor& q, const Tensor& k, const Tenso
     const int64_t cols = heads * d;
     Tensor means = alloc_device(ctx_, {2, cols}, DType::F32, op);
     Tensor scratch = alloc_device(ctx_, {column_mean_scratch_floats(lk, cols)}, DType::F32, op);
-    const float* kmean = means.data_as<float>();
-    const float* vmean = kmean + cols;
-    launch_column_mean(k.raw(), EType::BF16, lk, cols, means.data_as<float>(),
-                       scratch.data_as<float>(), stream());
-    launch_column_mean(v.raw(), EType::BF16, lk, cols, means.data_as<float>() + cols,
-                       scratch.data_as<float>(), stream());
+    float* kmean = means.data_as<float>();
+    float* vmean = kmean + cols;
+    launch_column_mean(k.raw(), EType::BF16, lk, cols, kmean, scratch.data_as<float>(), stream());
+    launch_column_mean(v.raw(), EType::BF16, lk, cols, vmean, scratch.data_as<float>(), stream());
     const Tensor* in[3] = {&q, &k, &v};
     const float* mean[3] = {nullptr, kmean, vmean};
     const int amax_slot[3] = {kAmaxQ, kAmaxK, kAmaxV};
