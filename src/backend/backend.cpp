@@ -60,10 +60,17 @@ void check_mod(const ModChunk& m, int64_t tokens, int64_t dim, const char* op) {
         "modulation row index " + desc(rows) + " does not have " + num(tokens) + " I32 entries");
 }
 
-void check_grid(const RopeGrid& grid, const Tensor& x, int64_t tokens, const char* op) {
+void check_grid(const RopeGrid& grid, const Tensor& x, int64_t tokens, int64_t head_dim,
+                const char* op) {
   require(grid.tokens() == tokens, op,
           "grid has " + num(grid.tokens()) + " tokens, tensor " + desc(x));
   for (int32_t f : grid.frames) require(f >= 0, op, "negative frame index");
+  const auto& a = grid.axis_pairs;
+  if (a[0] != 0 || a[1] != 0 || a[2] != 0)
+    require(a[0] >= 0 && a[1] >= 0 && a[2] >= 0 && 2 * (a[0] + a[1] + a[2]) == head_dim, op,
+            "axis pairs " + num(a[0]) + "/" + num(a[1]) + "/" + num(a[2]) +
+                " do not cover head_dim " + num(head_dim));
+  require(grid.theta > 1.0, op, "theta must be > 1");
 }
 
 // The anchor-frame arguments of interpolate_frames and reconstruct_frames_delta: `rows` holds one
@@ -89,6 +96,12 @@ void check_anchor_frames(const Tensor& rows, const char* rows_name,
 }
 
 }  // namespace
+
+std::array<int, 3> RopeGrid::pairs_for(int64_t head_dim) const {
+  if (axis_pairs[0] != 0 || axis_pairs[1] != 0 || axis_pairs[2] != 0) return axis_pairs;
+  const int c = static_cast<int>(head_dim / 2);
+  return {c - 2 * (c / 3), c / 3, c / 3};
+}
 
 Shape conv3d_output_shape(const Shape& x, const Shape& w, const Conv3dParams& p) {
   const char* op = "conv3d";
@@ -244,7 +257,7 @@ void Backend::rope_3d(Tensor& x, const RopeGrid& grid) {
   need(op, {{x, "input"}});
   require(x.ndim() == 3, op, "expects [tokens, heads, head_dim], got " + desc(x));
   require(x.dim(2) % 2 == 0, op, "head_dim must be even");
-  check_grid(grid, x, x.dim(0), op);
+  check_grid(grid, x, x.dim(0), x.dim(2), op);
   do_rope_3d(x, grid);
 }
 
@@ -257,7 +270,7 @@ void Backend::rms_norm_rope(Tensor& x, const Tensor& weight, float eps, int64_t 
       "expects [tokens, heads * even head_dim], got " + desc(x) + " for " + num(heads) + " heads");
   const int64_t d = x.dim(1);
   require(weight.numel() == d, op, "weight " + desc(weight) + " does not match channels " + num(d));
-  check_grid(grid, x, x.dim(0), op);
+  check_grid(grid, x, x.dim(0), d / heads, op);
   do_rms_norm_rope(x, weight, eps, heads, grid);
 }
 

@@ -25,7 +25,8 @@
 
 namespace fisdit {
 
-enum class Activation : uint8_t { None, GeluTanh, Silu };
+// GeluTanh: nn.GELU(approximate='tanh'); Gelu: the exact nn.GELU() (erf).
+enum class Activation : uint8_t { None, GeluTanh, Silu, Gelu };
 
 // Per-token modulation rows (the official `e0`/`e` tensors without the redundant copies): a table
 // [rows, chunks, dim] and, when rows differ per token (TI2V), an I32 [tokens] row index.
@@ -44,11 +45,19 @@ struct ModChunk {
 
 // Positions of the tokens of a (possibly gathered) sequence for 3D RoPE: frame run i holds the
 // tokens of latent frame frames[i], each run is height x width tokens in (h, w) order.
+// Each head's channels are head_dim / 2 adjacent pairs: the first axis_pairs[0] rotate with the
+// frame index, the next axis_pairs[1] with the row, the last axis_pairs[2] with the column, each
+// part with its own frequencies theta^(-2j / (2 * pairs of the part)). {0, 0, 0} is Wan's split
+// (c = head_dim / 2: c - 2 * (c / 3), c / 3, c / 3); HunyuanVideo 1.5 gives {8, 28, 28}, theta 256.
 struct RopeGrid {
   std::vector<int32_t> frames;
   int height = 0;
   int width = 0;
+  std::array<int, 3> axis_pairs = {0, 0, 0};
+  double theta = 10000.0;
   int64_t tokens() const { return static_cast<int64_t>(frames.size()) * height * width; }
+  // The pairs per axis for `head_dim` (Wan's split when axis_pairs is {0, 0, 0}).
+  std::array<int, 3> pairs_for(int64_t head_dim) const;
 };
 
 // A video VAE convolution (see Backend::conv3d). Spatial zero padding may be asymmetric (Wan's

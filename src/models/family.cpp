@@ -3,12 +3,13 @@
 #include <algorithm>
 
 #include "fisdit/error.h"
+#include "models/hunyuan15/family.h"
 #include "models/wan/family.h"
 
 namespace fisdit::models {
 
 const std::vector<Family>& families() {
-  static const std::vector<Family> all = {wan::family()};
+  static const std::vector<Family> all = {wan::family(), hunyuan15::family()};
   return all;
 }
 

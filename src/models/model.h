@@ -34,6 +34,16 @@ struct TextContext {
   bool defined() const { return states.defined(); }
 };
 
+// A prompt's text side made by VelocityModel::embed_text on the backend, given to every step's
+// forward. `states`: the rows the blocks attend (Wan: the embedded context). `extra`: further
+// named parts of a family's text side (HunyuanVideo 1.5: its prompt rows still go through the
+// timestep-dependent token refiner at each step, the vision and glyph rows and the pooled
+// context do not).
+struct TextEmbedding {
+  Tensor states;
+  std::map<std::string, Tensor> extra;
+};
+
 // A latent video grid: frames, rows, columns (before the DiT's patchify).
 struct LatentGrid {
   int64_t frames = 0, height = 0, width = 0;
@@ -51,6 +61,9 @@ struct ModelInfo {
   // The text side's input, TextContext::states [tokens, text_dim]: the most tokens it takes
   // (Wan: umT5 states, padded to 512) and their width.
   int text_tokens = 0, text_dim = 0;
+  // Further streams of the text side (TextContext::extra) the model reads, name -> [most tokens,
+  // width] (HunyuanVideo 1.5: "byt5" [256, 1472] glyph states, "vision" [729, 1152] for I2V).
+  std::map<std::string, std::array<int, 2>> text_extra;
   std::array<int, 3> patch = {1, 1, 1};       // DiT patch (t, h, w) in latent cells
   std::array<int, 3> vae_stride = {4, 8, 8};  // video frames/pixels per latent cell (t, h, w)
   // Two-expert models (Wan 2.2 A14B): the high-noise expert runs while the timestep is at least
@@ -123,10 +136,10 @@ class VelocityModel {
   virtual const ModelInfo& info() const = 0;
   virtual Backend& backend() = 0;
   // The text side of one prompt on the backend, made once and given to every step's forward.
-  virtual Tensor embed_text(const TextContext& text) = 0;
+  virtual TextEmbedding embed_text(const TextContext& text) = 0;
   // One forward: `x` the device latent [in_channels, F, H, W] (conditioning channels already
   // concatenated), `text` from embed_text. Returns the device velocity [latent_channels, F, H, W].
-  virtual Tensor forward(const Tensor& x, const Timestep& time, const Tensor& text,
+  virtual Tensor forward(const Tensor& x, const Timestep& time, const TextEmbedding& text,
                          const ForwardOptions& options) = 0;
   // Where the weights are, for the log, when not all on the device (--gpu-memory-limit): "12 of
   // 40 blocks streamed from host memory ..."; "" when they are.

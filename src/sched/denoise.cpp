@@ -120,7 +120,7 @@ Tensor denoise(const models::ModelInfo& info, const ExpertFn& expert, bool two_e
   // Text embeddings per expert (each has its own text_embedding weights), made when the expert
   // first runs: an expert may be loaded only then.
   struct Texts {
-    Tensor cond, uncond;
+    models::TextEmbedding cond, uncond;
     const models::VelocityModel* model = nullptr;
   };
   Texts texts[2];
@@ -179,7 +179,7 @@ Tensor denoise(const models::ModelInfo& info, const ExpertFn& expert, bool two_e
     if (i2v) input = models::concat_channels(be, input, y);
     bool skipped[2] = {false, false};
     // One DiT pass of a CFG branch, skipped or computed as MagCache decides.
-    auto pass = [&](int branch, const Tensor& text_emb) {
+    auto pass = [&](int branch, const models::TextEmbedding& text_emb) {
       models::BlockStackResidual stack;
       Tensor scratch;
       skipped[branch] = cache && cache->skip(k, branch);

@@ -35,9 +35,9 @@ struct DenoiseInputs {
 struct ForwardCall {
   int step = 0;
   models::VelocityModel* model = nullptr;
-  const Tensor* input = nullptr;           // device latent (i2v: with y)
-  const models::Timestep* time = nullptr;  // host timestep(s)
-  const Tensor* text = nullptr;            // embed_text of the context
+  const Tensor* input = nullptr;                // device latent (i2v: with y)
+  const models::Timestep* time = nullptr;       // host timestep(s)
+  const models::TextEmbedding* text = nullptr;  // embed_text of the context
   const accel::FisPlan* plan = nullptr;
   bool step_open = false;
 };

@@ -162,6 +162,52 @@ TEST_F(CpuOps, RopeSplitsHeadDim128As22_21_21) {
   EXPECT_NEAR(r[0], x.f32()[0] * std::cos(1.0) - x.f32()[1] * std::sin(1.0), 1e-6);
 }
 
+// HunyuanVideo 1.5's split (rope_dim_list 16/56/56, theta 256): 8 pairs with the frame, 28 with
+// the row, 28 with the column, each part's frequencies theta^(-2j / part width), against the
+// rotation written out in float64 (posemb_layers.py get_1d_rotary_pos_embed: cos/sin repeated
+// per interleaved pair).
+TEST_F(CpuOps, RopeWithExplicitAxisPairsAndTheta) {
+  const int64_t d = 128, heads = 2;
+  RopeGrid g{{0, 3, 7}, 2, 3};
+  g.axis_pairs = {8, 28, 28};
+  g.theta = 256.0;
+  const Tensor x = random_tensor({g.tokens(), heads, d}, 15);
+  Tensor got = x.clone();
+  be.rope_3d(got, g);
+  Tensor ref = x.clone();
+  const int parts[3] = {8, 28, 28};
+  for (int64_t t = 0; t < g.tokens(); ++t) {
+    const int64_t in_frame = t % 6;
+    const double pos[3] = {double(g.frames[t / 6]), double(in_frame / 3), double(in_frame % 3)};
+    for (int64_t h = 0; h < heads; ++h) {
+      int64_t j = 0;
+      for (int p = 0; p < 3; ++p)
+        for (int i = 0; i < parts[p]; ++i, ++j) {
+          const double a = pos[p] / std::pow(256.0, 2.0 * i / (2.0 * parts[p]));
+          const float* in = x.f32() + (t * heads + h) * d + 2 * j;
+          float* out = ref.f32() + (t * heads + h) * d + 2 * j;
+          out[0] = float(in[0] * std::cos(a) - in[1] * std::sin(a));
+          out[1] = float(in[1] * std::cos(a) + in[0] * std::sin(a));
+        }
+    }
+  }
+  EXPECT_LE(rel_l2(got, ref), 1e-6);
+  // The default split is Wan's, and a split that does not cover head_dim is refused.
+  EXPECT_EQ((RopeGrid{}.pairs_for(128)), (std::array<int, 3>{22, 21, 21}));
+  g.axis_pairs = {8, 28, 27};
+  EXPECT_THROW(be.rope_3d(got, g), Error);
+}
+
+TEST_F(CpuOps, ExactGeluIsTheErfForm) {
+  const Tensor x = random_tensor({5, 40}, 16, 3.0f);
+  Tensor y = Tensor::zeros({5, 40});
+  be.activation(x, y, Activation::Gelu);
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const double v = x.f32()[i];
+    EXPECT_NEAR(y.f32()[i], 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0))), 1e-6) << v;
+  }
+}
+
 TEST_F(CpuOps, RopeOnGatheredFramesUsesTheTrueFrameIndices) {
   const int64_t frames = 7, hh = 3, ww = 2, per = hh * ww, heads = 2, d = 24;
   Tensor full = random_tensor({frames * per, heads, d}, 14);

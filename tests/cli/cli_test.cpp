@@ -110,6 +110,56 @@ TEST_F(Cli, DitMatchesTheOfficialOutputForEveryModelType) {
   }
 }
 
+// HunyuanVideo 1.5 through the same commands: dit on the official fixture (valid tokens of each
+// stream, MeanFlow's r, y = the condition latent and mask), inspect, flops, and the errors.
+TEST_F(Cli, HunyuanDitInspectAndFlops) {
+  const std::string model = std::string(FISDIT_TEST_DATA) + "/hunyuan15/dit_tiny.safetensors";
+  const auto f = SafetensorsFile::open(model);
+  auto rows = [](const Tensor& t, const Tensor& mask) {
+    const std::vector<float> m = mask.to_vector();
+    int64_t n = 0;
+    while (n < static_cast<int64_t>(m.size()) && m[static_cast<size_t>(n)] != 0.0f) ++n;
+    return t.slice_rows(0, n).clone();  // the fixture's valid tokens come first
+  };
+  const Tensor x = f->tensor_f32("i2v.input.x");  // [latent 4 ; condition 4 ; mask 1]
+  const int64_t cells = x.numel() / x.dim(0);
+  NamedTensors in = {
+      {"x", x.reshape({9, cells}).slice_rows(0, 4).clone().reshape({4, 3, 4, 6})},
+      {"y", x.reshape({9, cells}).slice_rows(4, 9).clone().reshape({5, 3, 4, 6})},
+      {"t", f->tensor_f32("i2v.input.t")},
+      {"r", f->tensor_f32("i2v.input.r")},
+      {"context", rows(f->tensor_f32("i2v.input.text"), f->tensor_f32("i2v.input.text_mask"))},
+      {"byt5", rows(f->tensor_f32("i2v.input.byt5"), f->tensor_f32("i2v.input.byt5_mask"))},
+      {"vision", f->tensor_f32("i2v.input.vision")}};
+  write_safetensors(path("in.st"), in);
+  Result r = run("dit --model " + model + " --inputs " + path("in.st") + " --output " +
+                 path("out.st") + " --device cpu");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_LE(rel_l2(SafetensorsFile::open(path("out.st"))->tensor_f32("out"),
+                   f->tensor_f32("i2v.expected.out")),
+            1e-5);
+  // Without y: the conditioning channels are named in the error.
+  NamedTensors no_y = in;
+  no_y.erase(no_y.begin() + 1);
+  write_safetensors(path("no_y.st"), no_y);
+  r = run("dit --model " + model + " --inputs " + path("no_y.st") + " --output " + path("o.st") +
+          " --device cpu");
+  EXPECT_NE(r.rc, 0);
+  EXPECT_NE(r.err.find("needs 'y' (5 conditioning channels)"), std::string::npos) << r.err;
+
+  r = run("inspect " + model);
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("family       hunyuan15"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("loadable     yes"), std::string::npos) << r.out;
+
+  r =
+      run("flops --model-config hunyuanvideo-1.5-480p-i2v-step-distilled --size 848x480 "
+          "--frames 121 --steps 8 --fis balanced");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("dense"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("balanced"), std::string::npos) << r.out;
+}
+
 TEST_F(Cli, DitWithFisChangesTheResult) {
   const std::string in = inputs_from_fixture("dit_t2v_tiny.safetensors", false);
   const std::string model = fixture("dit_t2v_tiny.safetensors");

@@ -75,7 +75,7 @@ TEST(CudaOffload, RealBlockSizeStreamedMatchesResidentBitForBit) {
   const Tensor context = test::randn({info.text_tokens, info.text_dim}, 8);
   const Tensor t = Tensor::from_vector({875.0f}, {1});
   const auto run = [&](models::VelocityModel& m) {
-    const Tensor text = m.embed_text(context);
+    const auto text = m.embed_text(context);
     std::vector<Tensor> out;
     for (int rep = 0; rep < 3; ++rep)
       out.push_back(gpu->download(m.forward(x, {t, std::nullopt}, text, {})));

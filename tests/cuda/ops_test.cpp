@@ -66,7 +66,8 @@ INSTANTIATE_TEST_SUITE_P(
         LinearCase{1, 256, 128, DType::F32, DType::F32, true, Activation::Silu},       // time emb
         LinearCase{3, 128, 768, DType::F32, DType::F32, true, Activation::None},       // projection
         LinearCase{1000, 1536, 1000, DType::BF16, DType::BF16, true, Activation::GeluTanh},
-        LinearCase{77, 512, 1536, DType::BF16, DType::F32, true, Activation::Silu}));
+        LinearCase{77, 512, 1536, DType::BF16, DType::F32, true, Activation::Silu},
+        LinearCase{40, 96, 88, DType::F32, DType::F32, true, Activation::Gelu}));  // vision/byT5
 
 struct AttnCase {
   int64_t lq, lk, heads, d;
@@ -158,6 +159,36 @@ TEST(CudaOps, Rope3dAtGatheredFrames) {
   }
 }
 
+TEST(CudaOps, Rope3dWithHunyuanAxisSplit) {
+  FISDIT_REQUIRE_GPU();
+  auto cpu = make_cpu_backend();
+  RopeGrid grid{{0, 3, 6, 8, 30}, 4, 6};
+  grid.axis_pairs = {8, 28, 28};  // HunyuanVideo 1.5: 16/56/56 channels, theta 256
+  grid.theta = 256.0;
+  const int64_t tokens = grid.tokens(), heads = 3, d = 128;
+  Tensor x = round_bf16(randn({tokens, heads, d}, 42));
+  Tensor ref = x.clone();
+  cpu->rope_3d(ref, grid);
+  Tensor xd = gpu.upload(x, DType::BF16);
+  gpu.rope_3d(xd, grid);
+  EXPECT_LE(gpu_err(gpu, xd, ref), kBf16Out);
+  // The table is rebuilt for Wan's split after it (the cache is keyed by split and theta).
+  const RopeGrid wan{{0, 3, 6, 8, 30}, 4, 6};
+  Tensor ref2 = x.clone();
+  cpu->rope_3d(ref2, wan);
+  Tensor xd2 = gpu.upload(x, DType::BF16);
+  gpu.rope_3d(xd2, wan);
+  EXPECT_LE(gpu_err(gpu, xd2, ref2), kBf16Out);
+  // And the fused RMSNorm + RoPE with the split.
+  const Tensor x2 = round_bf16(randn({tokens, heads * d}, 43, 2.0f));
+  const Tensor w = round_bf16(randn({heads * d}, 44, 0.1f, 1.0f));
+  Tensor ref3 = x2.clone();
+  cpu->rms_norm_rope(ref3, w, 1e-6f, heads, grid);
+  Tensor xd3 = gpu.upload(x2, DType::BF16);
+  gpu.rms_norm_rope(xd3, gpu.upload(w, DType::BF16), 1e-6f, heads, grid);
+  EXPECT_LE(gpu_err(gpu, xd3, ref3), kBf16Out);
+}
+
 TEST(CudaOps, FusedRmsNormRopeMatchesTheTwoReferenceOps) {
   FISDIT_REQUIRE_GPU();
   auto cpu = make_cpu_backend();
@@ -224,7 +255,7 @@ TEST(CudaOps, GatedAddMulGateAndArithmetic) {
   Tensor ad = gpu.upload(a, DType::F32);
   gpu.add_scaled(ad, gpu.upload(b, DType::F32), -0.375f);
   EXPECT_LE(gpu_err(gpu, ad, ref), kF32Elementwise) << "add_scaled";
-  for (Activation act : {Activation::Silu, Activation::GeluTanh}) {
+  for (Activation act : {Activation::Silu, Activation::GeluTanh, Activation::Gelu}) {
     cpu->activation(a, ref, act);
     out = poisoned(gpu, {7, 33}, DType::F32);
     gpu.activation(gpu.upload(a, DType::F32), out, act);

@@ -90,7 +90,7 @@ struct TinyRun {
 
   // Dense, FIS-sparse and MagCache-keeping forwards, in that order, as host tensors.
   std::vector<Tensor> run(wan::WanDiT& dit, Backend& backend) const {
-    const Tensor text = dit.embed_text(context);
+    const auto text = dit.embed_text(context);
     const Tensor xd = backend.upload(x, DType::F32);
     std::vector<Tensor> out;
     out.push_back(backend.download(dit.forward(xd, t, text)));
@@ -177,7 +177,7 @@ TEST(Offload, AForwardThatFailsMidBlockLeavesTheNextOneRight) {
   const std::string path = fixture("dit_t2v_tiny.safetensors");
   auto resident_backend = make_cpu_backend();
   auto resident = wan::load_dit(wan::open_model(path), *resident_backend);
-  const Tensor text_r = resident->embed_text(in.context);
+  const auto text_r = resident->embed_text(in.context);
   const Tensor want =
       resident_backend->download(resident->forward(resident_backend->upload(in.x), in.t, text_r));
 
@@ -187,7 +187,7 @@ TEST(Offload, AForwardThatFailsMidBlockLeavesTheNextOneRight) {
   backend->set_memory_budget({limit, limit - least});
   auto dit = wan::load_dit(wan::open_model(path), *backend);
   ASSERT_EQ(dit->offload_plan().streamed_count(), 4);
-  const Tensor text = dit->embed_text(in.context);
+  const auto text = dit->embed_text(in.context);
   const Tensor xd = backend->upload(in.x);
   // The observer throws after block 1: blocks 2 and 3 never run, the rotation is left mid-way.
   const auto stop = [](const std::string& name, const Tensor&) {

@@ -31,10 +31,10 @@ class ZeroModel final : public models::VelocityModel {
   }
   const models::ModelInfo& info() const override { return info_; }
   Backend& backend() override { return be_; }
-  Tensor embed_text(const models::TextContext& text) override {
-    return be_.upload(text.states, DType::F32);
+  models::TextEmbedding embed_text(const models::TextContext& text) override {
+    return {be_.upload(text.states, DType::F32), {}};
   }
-  Tensor forward(const Tensor& x, const models::Timestep&, const Tensor&,
+  Tensor forward(const Tensor& x, const models::Timestep&, const models::TextEmbedding&,
                  const models::ForwardOptions&) override {
     Tensor out = be_.empty({info_.latent_channels, x.dim(1), x.dim(2), x.dim(3)});
     be_.fill_zero(out);

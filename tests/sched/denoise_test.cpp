@@ -40,7 +40,8 @@ std::vector<float> guided(const std::vector<float>& c, const std::vector<float>&
 std::vector<float> hand_loop_t2v(Model& m, const DenoiseInputs& in, SolverKind kind, int steps,
                                  double shift, float g_high, float g_low) {
   auto solver = make_flow_solver(kind, steps, shift);
-  const Tensor cond = m.dit->embed_text(in.context), uncond = m.dit->embed_text(in.context_neg);
+  const Tensor cond = m.dit->embed_text(in.context.states),
+               uncond = m.dit->embed_text(in.context_neg.states);
   Tensor x = in.x.clone();
   for (int k = 0; k < steps; ++k) {
     const float timestep = solver->schedule().timesteps[k];
@@ -99,7 +100,7 @@ TEST(DenoiseSolvers, DpmWithGuidanceOneSkipsTheUnconditionalPass) {
   opt.guidance_low = 1.0f;
   const Tensor got = denoise(*m.dit, nullptr, in, opt);
   auto solver = make_flow_solver(SolverKind::DpmPP, 3, 12.0);
-  const Tensor cond = m.dit->embed_text(in.context);
+  const Tensor cond = m.dit->embed_text(in.context.states);
   Tensor x = in.x.clone();
   for (int k = 0; k < 3; ++k) {
     const Tensor t = Tensor::from_vector({solver->schedule().timesteps[k]}, {1});

@@ -57,7 +57,7 @@ TEST(Denoise, EqualsTheHandWrittenEulerLoopWithGuidance) {
 
   // By hand: x += (sigma' - sigma) * (u + g (c - u)).
   const EulerSchedule s = flow_euler_schedule(2, 3.0f);
-  const Tensor cond = f.dit->embed_text(in.context), uncond = f.dit->embed_text(neg);
+  const Tensor cond = f.dit->embed_text(in.context.states), uncond = f.dit->embed_text(neg);
   std::vector<float> x = in.x.to_vector();
   for (int k = 0; k < 2; ++k) {
     const Tensor xt = Tensor::from_vector(x, in.x.shape());

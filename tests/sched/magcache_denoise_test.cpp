@@ -96,7 +96,7 @@ TEST(MagCacheDenoise, SkippedStepsApplyTheCachedResidualExactly) {
 
   const accel::FisPlan plan(opt.fis, m.dit->config().num_layers, 4, static_cast<int>(in.x.dim(1)));
   auto solver = make_flow_solver(SolverKind::Euler, 4, opt.shift);
-  const Tensor text = m.dit->embed_text(in.context);
+  const Tensor text = m.dit->embed_text(in.context.states);
   Tensor x = in.x.clone(), residual;
   for (int k = 0; k < 4; ++k) {
     const Tensor t = Tensor::from_vector({solver->schedule().timesteps[k]}, {1});
@@ -114,7 +114,7 @@ TEST(MagCacheDenoise, SkippedStepsApplyTheCachedResidualExactly) {
 TEST(MagCacheDenoise, AppliedResidualStandsInForTheBlocks) {
   Model m;
   const DenoiseInputs in = inputs(m, false);
-  const Tensor text = m.dit->embed_text(in.context);
+  const Tensor text = m.dit->embed_text(in.context.states);
   const Tensor t = Tensor::from_vector({900.0f}, {1});
   Tensor residual;
   const Tensor computed = m.dit->forward(in.x, t, text, nullptr, true, {}, {nullptr, &residual});

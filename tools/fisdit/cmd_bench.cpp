@@ -123,7 +123,7 @@ struct DitBench {
   int64_t plan_frames = 0, tokens = 0;
   std::string label;
   Tensor x0;  // host noise
-  Tensor text;
+  models::TextEmbedding text;
   sched::EulerSchedule schedule;
 
   const models::ModelInfo& info() const { return dit->info(); }
@@ -135,10 +135,18 @@ struct DitBench {
       time.r = i + 1 < schedule.timesteps.size() ? schedule.timesteps[i + 1] : 0.0f;
     return dit->forward(x, time, text, {&plan, open, {}, stack});
   }
+  // The latent channels of x (the leading ones; the conditioning channels that follow, I2V's,
+  // stay as drawn).
+  static Tensor latent_of(const Tensor& x, int64_t channels) {
+    return x.reshape({x.dim(0), x.numel() / x.dim(0)})
+        .slice_rows(0, channels)
+        .reshape({channels, x.dim(1), x.dim(2), x.dim(3)});
+  }
   // The Euler step k: x += (sigma_{k+1} - sigma_k) v.
   void step(Tensor& x, const Tensor& v, int k) const {
     const size_t i = static_cast<size_t>(k);
-    backend->add_scaled(x, v, schedule.sigmas[i + 1] - schedule.sigmas[i]);
+    Tensor latent = latent_of(x, v.dim(0));
+    backend->add_scaled(latent, v, schedule.sigmas[i + 1] - schedule.sigmas[i]);
   }
 };
 
@@ -202,7 +210,15 @@ void load_dit_bench(DitBench& b, double shift, const std::vector<Setting>& setti
       {info.in_channels, g.frames, g.height, g.width}, DType::F32, 0, 1, 1));
   const Tensor context = b.backend->download(
       b.backend->random_normal({info.text_tokens, info.text_dim}, DType::F32, 0, 1, 2));
-  b.text = b.dit->embed_text(context);
+  // HunyuanVideo 1.5 I2V: the first frame's vision tokens; no glyph tokens (a prompt without
+  // quoted text).
+  models::TextContext text_in(context);
+  if (info.task == models::Task::I2V && info.text_extra.count("vision")) {
+    const auto [tokens, width] = info.text_extra.at("vision");
+    text_in.extra["vision"] =
+        b.backend->download(b.backend->random_normal({tokens, width}, DType::F32, 0, 1, 3));
+  }
+  b.text = b.dit->embed_text(text_in);
   b.schedule = sched::flow_euler_schedule(b.steps, static_cast<float>(shift));
 }
 
@@ -349,7 +365,8 @@ Result run_setting(const DitBench& b, const Setting& setting, bool calibrate,
   const Timings t = a.mode == "per-step-type" ? time_step_types(b, plan, r, x)
                                               : time_loops(b, plan, opens, cache_cfg, x);
   if (a.compare_dense) {
-    const Tensor final_latent = b.backend->download(x);
+    const Tensor final_latent =
+        b.backend->download(DitBench::latent_of(x, b.info().latent_channels));
     if (setting.dense() && !dense_latent.defined()) dense_latent = final_latent;  // the first
     if (dense_latent.defined()) r.rel_l2 = rel_l2(final_latent, dense_latent);
   }

@@ -19,15 +19,20 @@ struct DitArgs {
   std::string precision = "bf16";
 };
 
-// The latent the DiT takes: x, with I2V's y concatenated along the channels.
+// The latent the DiT takes: x, with the conditioning channels y concatenated (Wan I2V's y;
+// HunyuanVideo 1.5's condition latent and mask, for T2V too): a model whose in_channels exceed its
+// latent channels needs y, any other refuses it.
 Tensor dit_input(const std::string& inputs, const models::ModelInfo& info, Backend& backend,
                  const Tensor& x, const Tensor& y) {
   if (x.ndim() != 4)
     throw Error(inputs + ": 'x' must be [C, F, H, W], got " + shape_str(x.shape()));
-  if (y.defined() != (info.task == models::Task::I2V))
-    throw Error(inputs + (y.defined() ? ": 'y' given but the model is " +
-                                            std::string(models::task_name(info.task))
-                                      : std::string(": an i2v model needs 'y'")));
+  const bool needs_y = info.in_channels != info.latent_channels;
+  if (y.defined() != needs_y)
+    throw Error(inputs + (y.defined()
+                              ? ": 'y' given but the model takes no conditioning channels"
+                              : ": this model needs 'y' (" +
+                                    std::to_string(info.in_channels - info.latent_channels) +
+                                    " conditioning channels)"));
   Tensor xd = backend.upload(x, DType::F32);
   if (y.defined()) {
     if (y.ndim() != 4 || y.dim(1) != x.dim(1) || y.dim(2) != x.dim(2) || y.dim(3) != x.dim(3))
@@ -57,9 +62,19 @@ void run_dit(const DitArgs& a) {
   const accel::FisPlan plan(fis, info.num_blocks, 1, frames);
   status("fis " + fis.describe());
   const auto start = std::chrono::steady_clock::now();
-  const Tensor text = dit->embed_text(context);
+  // The text side's further streams (HunyuanVideo 1.5: "byt5", "vision") and MeanFlow's r.
+  models::TextContext text_in(context);
+  for (const auto& [name, shape] : info.text_extra)
+    if (Tensor e = read_input(*in, name, false); e.defined()) text_in.extra[name] = e;
+  std::optional<float> r;
+  if (const Tensor rt = read_input(*in, "r", false); rt.defined()) {
+    if (rt.numel() != 1) throw Error(a.inputs + ": 'r' must hold one timestep");
+    if (!info.meanflow) throw Error(a.inputs + ": 'r' given but the model is not a MeanFlow model");
+    r = rt.to_vector()[0];
+  }
+  const models::TextEmbedding text = dit->embed_text(text_in);
   backend->flops().reset();
-  Tensor out = dit->forward(xd, {t, std::nullopt}, text, {&plan, /*step_open=*/true, {}, {}});
+  Tensor out = dit->forward(xd, {t, r}, text, {&plan, /*step_open=*/true, {}, {}});
   backend->synchronize();
   char line[256];
   std::snprintf(line, sizeof line, "forward done in %.3f s, %.3f GFLOP executed",

@@ -20,6 +20,8 @@ float apply_activation(float v, Activation act) {
       const float c = 0.7978845608028654f;  // sqrt(2/pi)
       return 0.5f * v * (1.0f + std::tanh(c * (v + 0.044715f * v * v * v)));
     }
+    case Activation::Gelu:  // nn.GELU(): 0.5 v (1 + erf(v / sqrt(2)))
+      return static_cast<float>(0.5 * v * (1.0 + std::erf(v * 0.7071067811865476)));
   }
   return v;
 }

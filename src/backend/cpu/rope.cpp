@@ -5,21 +5,20 @@
 
 namespace fisdit {
 
-// Wan's 3D RoPE (wan/modules/model.py rope_params/rope_apply): head_dim d has c = d/2 adjacent
-// channel pairs; the first c - 2*(c/3) rotate with the frame index, the next c/3 with the row,
-// the last c/3 with the column. Each part has its own frequency base over its own width
-// (d - 4*(d/6), 2*(d/6), 2*(d/6)): freq_j = 10000^(-2j / width). Computed in float64 as the
-// official code does.
+// 3D RoPE (Wan: wan/modules/model.py rope_params/rope_apply; HunyuanVideo 1.5: posemb_layers.py
+// get_nd_rotary_pos_embed): head_dim d has c = d/2 adjacent channel pairs, split over the frame,
+// row and column axes as grid.pairs_for(d) says. Each part has its own frequency base over its
+// own width w = 2 * pairs: freq_j = theta^(-2j / w). Angles in float64 (Wan's official code
+// computes them so; HunyuanVideo's fp32 angles differ from these by ~1e-6).
 void CpuBackend::do_rope_3d(Tensor& x, const RopeGrid& grid) {
   const int64_t tokens = x.dim(0), heads = x.dim(1), d = x.dim(2);
   const int64_t c = d / 2;
-  const int64_t parts[3] = {c - 2 * (c / 3), c / 3, c / 3};
-  const int64_t widths[3] = {d - 4 * (d / 6), 2 * (d / 6), 2 * (d / 6)};
+  const std::array<int, 3> parts = grid.pairs_for(d);
   std::vector<double> freq(static_cast<size_t>(c));
   std::vector<int> part_of(static_cast<size_t>(c));
   for (int64_t p = 0, j = 0; p < 3; ++p) {
     for (int64_t i = 0; i < parts[p]; ++i, ++j) {
-      freq[j] = std::pow(10000.0, -static_cast<double>(2 * i) / static_cast<double>(widths[p]));
+      freq[j] = std::pow(grid.theta, -static_cast<double>(2 * i) / (2.0 * parts[p]));
       part_of[j] = static_cast<int>(p);
     }
   }

@@ -114,7 +114,9 @@ class CudaBackend final : public Backend {
   void do_rope_3d(Tensor& x, const RopeGrid& grid) override;
   void do_rms_norm_rope(Tensor& x, const Tensor& weight, float eps, int64_t heads,
                         const RopeGrid& grid) override;
-  const float* rope_table(int64_t head_dim, int positions);
+  // (cos, sin) per (position, pair) for `grid`'s axis split and theta, made on the host in
+  // float64 and kept until a grid needs another table.
+  const float* rope_table(int64_t head_dim, const RopeGrid& grid, int positions);
   // elementwise.cpp
   void do_activation(const Tensor& x, Tensor& y, Activation act) override;
   void do_add(Tensor& x, const Tensor& y, ModChunk gate) override;
@@ -159,6 +161,8 @@ class CudaBackend final : public Backend {
   Tensor rope_table_;
   int64_t rope_head_dim_ = 0;
   int rope_positions_ = 0;
+  std::array<int, 3> rope_pairs_ = {0, 0, 0};
+  double rope_theta_ = 0;
 };
 
 // ---- argument helpers of the op files (checks.cpp, device.cpp)

@@ -27,6 +27,8 @@ __device__ __forceinline__ float apply_act(float v, Activation act) {
       const float c = 0.7978845608028654f;  // sqrt(2/pi), nn.GELU(approximate='tanh')
       return 0.5f * v * (1.0f + tanhf(c * (v + 0.044715f * v * v * v)));
     }
+    case Activation::Gelu:  // nn.GELU()
+      return 0.5f * v * (1.0f + erff(v * 0.7071067811865476f));
     default:
       return v;
   }

@@ -42,22 +42,21 @@ void CudaBackend::do_rms_norm(const Tensor& x, const Tensor& weight, float eps, 
                   weight.raw(), etype(weight.dtype(), op, "weight"), rows, d, eps, stream());
 }
 
-const float* CudaBackend::rope_table(int64_t head_dim, int positions) {
-  if (rope_table_.defined() && rope_head_dim_ == head_dim && positions <= rope_positions_)
+const float* CudaBackend::rope_table(int64_t head_dim, const RopeGrid& grid, int positions) {
+  const std::array<int, 3> parts = grid.pairs_for(head_dim);
+  if (rope_table_.defined() && rope_head_dim_ == head_dim && positions <= rope_positions_ &&
+      rope_pairs_ == parts && rope_theta_ == grid.theta)
     return rope_table_.data_as<float>();
   positions = std::max(positions, 256);
-  const int64_t d = head_dim, c = d / 2;
-  const int64_t parts[3] = {c - 2 * (c / 3), c / 3, c / 3};
-  const int64_t widths[3] = {d - 4 * (d / 6), 2 * (d / 6), 2 * (d / 6)};
+  const int64_t c = head_dim / 2;
   std::vector<double> freq;
   for (int p = 0; p < 3; ++p)
-    for (int64_t i = 0; i < parts[p]; ++i)
-      freq.push_back(
-          std::pow(10000.0, -static_cast<double>(2 * i) / static_cast<double>(widths[p])));
+    for (int i = 0; i < parts[p]; ++i)
+      freq.push_back(std::pow(grid.theta, -static_cast<double>(2 * i) / (2.0 * parts[p])));
   Tensor host = Tensor::zeros({positions, c, 2});
   float* t = host.f32();
   for (int pos = 0; pos < positions; ++pos)
-    for (int64_t j = 0; j < c; ++j) {  // angles in float64, as the official rope_params
+    for (int64_t j = 0; j < c; ++j) {  // angles in float64, as the CPU reference
       const double a = pos * freq[static_cast<size_t>(j)];
       t[(pos * c + j) * 2] = static_cast<float>(std::cos(a));
       t[(pos * c + j) * 2 + 1] = static_cast<float>(std::sin(a));
@@ -66,6 +65,8 @@ const float* CudaBackend::rope_table(int64_t head_dim, int positions) {
   rope_table_ = upload(host, DType::F32);
   rope_head_dim_ = head_dim;
   rope_positions_ = positions;
+  rope_pairs_ = parts;
+  rope_theta_ = grid.theta;
   return rope_table_.data_as<float>();
 }
 
@@ -77,9 +78,10 @@ void CudaBackend::do_rope_3d(Tensor& x, const RopeGrid& grid) {
   int max_pos = std::max(grid.height, grid.width);
   for (int32_t f : grid.frames) max_pos = std::max(max_pos, f + 1);
   const FrameList frames = frame_list(grid.frames, op);
-  const float* table = rope_table(d, max_pos);
-  launch_rope_3d(x.raw(), etype(x.dtype(), op, "input"), tokens, heads, d, frames, grid.height,
-                 grid.width, table, stream());
+  const float* table = rope_table(d, grid, max_pos);
+  const std::array<int, 3> parts = grid.pairs_for(d);
+  launch_rope_3d(x.raw(), etype(x.dtype(), op, "input"), tokens, heads, d, parts[0], parts[1],
+                 frames, grid.height, grid.width, table, stream());
 }
 
 void CudaBackend::do_rms_norm_rope(Tensor& x, const Tensor& weight, float eps, int64_t heads,
@@ -90,14 +92,15 @@ void CudaBackend::do_rms_norm_rope(Tensor& x, const Tensor& weight, float eps, i
   const int64_t tokens = x.dim(0), d = x.dim(1), head_dim = d / heads;
   int max_pos = std::max(grid.height, grid.width);
   for (int32_t f : grid.frames) max_pos = std::max(max_pos, f + 1);
-  const float* table = rope_table(head_dim, max_pos);
+  const float* table = rope_table(head_dim, grid, max_pos);
+  const std::array<int, 3> parts = grid.pairs_for(head_dim);
   bool fused = false;
   {
     OpScope scope(stream(), op);
     const FrameList frames = frame_list(grid.frames, op);
     fused = launch_rms_norm_rope(x.raw(), etype(x.dtype(), op, "input"), weight.raw(),
-                                 etype(weight.dtype(), op, "weight"), tokens, d, head_dim, eps,
-                                 frames, grid.height, grid.width, table, stream());
+                                 etype(weight.dtype(), op, "weight"), tokens, d, head_dim, parts[0],
+                                 parts[1], eps, frames, grid.height, grid.width, table, stream());
   }
   if (!fused) Backend::do_rms_norm_rope(x, weight, eps, heads, grid);
 }

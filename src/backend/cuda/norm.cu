@@ -140,8 +140,9 @@ __global__ void rms_norm_bf16_vec_kernel(const __nv_bfloat16* x, __nv_bfloat16* 
 // channels per 16-byte access held in registers; each adjacent pair is normalised, weighted and
 // rotated in fp32 and rounded to bf16 once. In place.
 __global__ void rms_norm_rope_bf16_kernel(__nv_bfloat16* x, const void* weight, EType wt, int64_t d,
-                                          int64_t head_dim, float eps, FrameList frames, int height,
-                                          int width, const float2* table) {
+                                          int64_t head_dim, int c0, int c1, float eps,
+                                          FrameList frames, int height, int width,
+                                          const float2* table) {
   __shared__ float scratch[33];
   const int64_t r = blockIdx.x;
   const int d8 = static_cast<int>(d / 8);
@@ -162,7 +163,7 @@ __global__ void rms_norm_rope_bf16_kernel(__nv_bfloat16* x, const void* weight, 
   const float inv = rsqrtf(block_sum(sq, scratch) / static_cast<float>(d) + eps);
   // This row's token position: (frame, row, column) for the three parts of each head's pairs.
   // 32-bit index math and no runtime-indexed arrays (they would live in local memory).
-  const int pairs = static_cast<int>(head_dim / 2), c1 = pairs / 3, c0 = pairs - 2 * c1;
+  const int pairs = static_cast<int>(head_dim / 2);
   const int per_frame = height * width, in_frame = static_cast<int>(r % per_frame);
   const int pos_f = frames.frame[r / per_frame], pos_h = in_frame / width,
             pos_w = in_frame - pos_h * width;
@@ -206,9 +207,10 @@ __global__ void rms_norm_kernel(const void* x, EType xt, void* y, EType yt, cons
 
 // One thread per (token, pair); the pair rotates by the angle of its axis position.
 __global__ void rope_kernel(void* x, EType xt, int64_t tokens, int64_t heads, int64_t pairs,
-                            FrameList frames, int height, int width, const float2* table) {
+                            int64_t c0, int64_t c1, FrameList frames, int height, int width,
+                            const float2* table) {
+  // c0 pairs rotate with the frame, then c1 with the row, the rest with the column.
   const int64_t per_frame = static_cast<int64_t>(height) * width;
-  const int64_t c1 = pairs / 3, c0 = pairs - 2 * c1;  // frame part, then row and column parts
   const int64_t n = tokens * pairs;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
@@ -281,26 +283,28 @@ void launch_rms_norm(const void* x, EType xt, void* y, EType yt, const void* wei
 }
 
 void launch_rope_3d(void* x, EType xt, int64_t tokens, int64_t heads, int64_t head_dim,
-                    const FrameList& frames, int height, int width, const float* table,
-                    cudaStream_t s) {
+                    int frame_pairs, int row_pairs, const FrameList& frames, int height, int width,
+                    const float* table, cudaStream_t s) {
   const int64_t pairs = head_dim / 2, n = tokens * pairs;
   if (n == 0) return;
-  rope_kernel<<<grid_for(n, 256), 256, 0, s>>>(x, xt, tokens, heads, pairs, frames, height, width,
+  rope_kernel<<<grid_for(n, 256), 256, 0, s>>>(x, xt, tokens, heads, pairs, frame_pairs, row_pairs,
+                                               frames, height, width,
                                                reinterpret_cast<const float2*>(table));
   check_launch("rope_3d", "", s);
 }
 
 bool launch_rms_norm_rope(void* x, EType xt, const void* weight, EType wt, int64_t rows, int64_t d,
-                          int64_t head_dim, float eps, const FrameList& frames, int height,
-                          int width, const float* table, cudaStream_t s) {
+                          int64_t head_dim, int frame_pairs, int row_pairs, float eps,
+                          const FrameList& frames, int height, int width, const float* table,
+                          cudaStream_t s) {
   const int vec_threads = d / 8 > 1024 ? 256 : 128;
   if (xt != EType::BF16 || d % 8 != 0 || d / 8 > int64_t{kRowVec} * vec_threads ||
       reinterpret_cast<uintptr_t>(x) % 16 != 0)
     return false;  // the caller runs rms_norm and rope_3d
   if (rows == 0) return true;
   rms_norm_rope_bf16_kernel<<<static_cast<unsigned>(rows), vec_threads, 0, s>>>(
-      static_cast<__nv_bfloat16*>(x), weight, wt, d, head_dim, eps, frames, height, width,
-      reinterpret_cast<const float2*>(table));
+      static_cast<__nv_bfloat16*>(x), weight, wt, d, head_dim, frame_pairs, row_pairs, eps, frames,
+      height, width, reinterpret_cast<const float2*>(table));
   check_launch("rms_norm_rope", "", s);
   return true;
 }

@@ -1,5 +1,5 @@
 #pragma once
-// Launchers of norm.cu: LayerNorm (+ adaLN modulation), RMSNorm, Wan's 3D RoPE and the fused q/k
+// Launchers of norm.cu: LayerNorm (+ adaLN modulation), RMSNorm, 3D RoPE and the fused q/k
 // RMSNorm + RoPE.
 #include <cuda_runtime.h>
 
@@ -17,11 +17,14 @@ void launch_rms_norm(const void* x, EType xt, void* y, EType yt, const void* wei
 // Fused q/k RMSNorm + RoPE in place on bf16 x [rows, d]; false (nothing launched) when the
 // fused kernel does not apply (dtype, width or alignment).
 bool launch_rms_norm_rope(void* x, EType xt, const void* weight, EType wt, int64_t rows, int64_t d,
-                          int64_t head_dim, float eps, const FrameList& frames, int height,
-                          int width, const float* table, cudaStream_t s);
-// x [tokens, heads, head_dim] in place; `table` float2 (cos, sin) [positions, head_dim / 2].
+                          int64_t head_dim, int frame_pairs, int row_pairs, float eps,
+                          const FrameList& frames, int height, int width, const float* table,
+                          cudaStream_t s);
+// x [tokens, heads, head_dim] in place; `table` float2 (cos, sin) [positions, head_dim / 2]; the
+// first frame_pairs pairs of a head rotate with the frame, the next row_pairs with the row, the
+// rest with the column.
 void launch_rope_3d(void* x, EType xt, int64_t tokens, int64_t heads, int64_t head_dim,
-                    const FrameList& frames, int height, int width, const float* table,
-                    cudaStream_t s);
+                    int frame_pairs, int row_pairs, const FrameList& frames, int height, int width,
+                    const float* table, cudaStream_t s);
 
 }  // namespace fisdit::cuda

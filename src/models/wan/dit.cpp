@@ -465,17 +465,18 @@ Tensor expand_rows(const Tensor& table, const std::vector<int32_t>& token_rows, 
 }
 }  // namespace
 
-Tensor WanDiT::embed_text(const models::TextContext& text) {
+models::TextEmbedding WanDiT::embed_text(const models::TextContext& text) {
   if (!text.extra.empty())
     throw Error("the Wan DiT's text side takes the text encoder's states only, got '" +
                 text.extra.begin()->first + "' too");
-  return embed_text(text.states);
+  return {embed_text(text.states), {}};
 }
 
-Tensor WanDiT::forward(const Tensor& x, const models::Timestep& time, const Tensor& text,
-                       const models::ForwardOptions& o) {
+Tensor WanDiT::forward(const Tensor& x, const models::Timestep& time,
+                       const models::TextEmbedding& text, const models::ForwardOptions& o) {
   if (time.r) throw Error("the Wan DiT takes no MeanFlow r timestep");
-  return forward(x, time.t, text, o.plan, o.step_open, o.observer, o.stack);
+  if (!text.extra.empty()) throw Error("the Wan DiT's text embedding has no extra parts");
+  return forward(x, time.t, text.states, o.plan, o.step_open, o.observer, o.stack);
 }
 
 Tensor WanDiT::forward(const Tensor& x, const Tensor& t, const Tensor& text,

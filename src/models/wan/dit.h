@@ -88,7 +88,7 @@ class WanDiT final : public models::VelocityModel {
   // The text embedding of `context` [L_txt <= text_len, text_dim] (host), zero-padded to
   // text_len as the official forward does; the padded rows are attended. Reused across steps.
   Tensor embed_text(const Tensor& context);
-  Tensor embed_text(const models::TextContext& text) override;
+  models::TextEmbedding embed_text(const models::TextContext& text) override;
 
   // One forward. `x` is the device latent [in_dim, F, H, W] (i2v: noise and y already
   // concatenated on channels), `t` the host timestep [1] or per token [1, L] / [L], `text` from
@@ -98,7 +98,7 @@ class WanDiT final : public models::VelocityModel {
   Tensor forward(const Tensor& x, const Tensor& t, const Tensor& text,
                  const accel::FisPlan* plan = nullptr, bool step_open = true,
                  const ForwardObserver& observer = {}, const BlockStackResidual& stack = {});
-  Tensor forward(const Tensor& x, const models::Timestep& time, const Tensor& text,
+  Tensor forward(const Tensor& x, const models::Timestep& time, const models::TextEmbedding& text,
                  const models::ForwardOptions& options) override;
 
  private:

@@ -1,0 +1,269 @@
+// The HunyuanVideo 1.5 DiT on the CPU backend against the official code's outputs
+// (tests/data/hunyuan15/dit_tiny.safetensors, tools/fixtures/gen_hunyuan15_fixtures.py), its FIS
+// invariants, its config and checkpoint handling, and its input errors.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "backend/backend.h"
+#include "io/safetensors.h"
+#include "models/family.h"
+#include "models/hunyuan15/family.h"
+
+namespace fisdit {
+namespace {
+
+// fp32 arithmetic in any summation order stays far below this (the Wan fixtures' bound). The
+// fixture's forward is fp32 with its weights rounded to bf16 first, so the file stores them
+// losslessly.
+constexpr double kFp32Tolerance = 1e-5;
+
+std::string fixture_path() {
+  return std::string(FISDIT_TEST_DATA) + "/hunyuan15/dit_tiny.safetensors";
+}
+
+// The rows of `t` whose mask value is 1 (the fixture stores padded streams and their masks;
+// the engine takes valid tokens only).
+Tensor valid_rows(const Tensor& t, const Tensor& mask) {
+  const std::vector<float> m = mask.to_vector();
+  std::vector<int64_t> keep;
+  for (size_t i = 0; i < m.size(); ++i)
+    if (m[i] != 0.0f) keep.push_back(static_cast<int64_t>(i));
+  const int64_t w = t.dim(1);
+  Tensor out = Tensor::zeros({static_cast<int64_t>(keep.size()), w});
+  for (size_t r = 0; r < keep.size(); ++r)
+    std::copy(t.f32() + keep[r] * w, t.f32() + (keep[r] + 1) * w, out.f32() + r * w);
+  return out;
+}
+
+struct Case {
+  Tensor x;
+  models::Timestep time;
+  models::TextContext text;
+};
+
+Case read_case(const SafetensorsFile& f, const std::string& name) {
+  const std::string in = name + ".input.";
+  Case c;
+  c.x = f.tensor_f32(in + "x");
+  c.time.t = f.tensor_f32(in + "t");
+  if (f.contains(in + "r")) c.time.r = f.tensor_f32(in + "r").to_vector()[0];
+  c.text.states = valid_rows(f.tensor_f32(in + "text"), f.tensor_f32(in + "text_mask"));
+  const Tensor byt5 = valid_rows(f.tensor_f32(in + "byt5"), f.tensor_f32(in + "byt5_mask"));
+  if (byt5.dim(0) > 0) c.text.extra["byt5"] = byt5;
+  if (name == "i2v") c.text.extra["vision"] = f.tensor_f32(in + "vision");  // t2v: masked
+  return c;
+}
+
+class HunyuanParity : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(HunyuanParity, EveryHookAndTheOutputMatchTheOfficialCode) {
+  const auto fixture = SafetensorsFile::open(fixture_path());
+  auto backend = make_cpu_backend();
+  const hunyuan15::ModelSource src = hunyuan15::open_model(fixture_path());
+  EXPECT_EQ(src.prefix, "model.");
+  EXPECT_EQ(src.config_origin, "file metadata");
+  auto dit = hunyuan15::load_dit(src, *backend);
+  const Case c = read_case(*fixture, GetParam());
+  std::map<std::string, Tensor> hooks;
+  models::ForwardOptions o;
+  o.observer = [&](const std::string& name, const Tensor& t) { hooks[name] = t; };
+  const Tensor out = dit->forward(backend->upload(c.x), c.time, dit->embed_text(c.text), o);
+  hooks["out"] = backend->download(out);
+
+  const std::string prefix = std::string(GetParam()) + ".expected.";
+  int compared = 0;
+  double worst = 0;
+  for (const TensorInfo& info : fixture->tensors()) {
+    if (info.name.rfind(prefix, 0) != 0) continue;
+    const std::string name = info.name.substr(prefix.size());
+    ASSERT_TRUE(hooks.count(name)) << "no engine value for " << info.name;
+    const Tensor expected = fixture->tensor_f32(info.name);
+    const Tensor& got = hooks[name];
+    ASSERT_EQ(got.numel(), expected.numel()) << name << " " << shape_str(got.shape());
+    const double err = rel_l2(got.reshape(expected.shape()), expected);
+    EXPECT_LE(err, kFp32Tolerance) << name << " rel L2 " << err;
+    worst = std::max(worst, err);
+    ++compared;
+  }
+  // x_embed, vec, txt_refined, context, 2 x (block, block_txt), head_out, out
+  EXPECT_EQ(compared, 10);
+  std::printf("%s: worst rel L2 %.3g over %d tensors\n", GetParam(), worst, compared);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, HunyuanParity, ::testing::Values("i2v", "t2v"));
+
+accel::FisConfig custom_fis(int stride, accel::Granularity g = accel::Granularity::Module,
+                            accel::Reconstruct r = accel::Reconstruct::Linear) {
+  accel::FisConfig c;
+  c.name = "custom";
+  c.stride = stride;
+  c.granularity = g;
+  c.reconstruct = r;
+  return c;
+}
+
+struct Loaded {
+  std::unique_ptr<Backend> backend = make_cpu_backend();
+  std::unique_ptr<hunyuan15::HunyuanDiT> dit;
+  Case c;
+  models::TextEmbedding text;
+  Loaded() {
+    dit = hunyuan15::load_dit(hunyuan15::open_model(fixture_path()), *backend);
+    c = read_case(*SafetensorsFile::open(fixture_path()), "i2v");
+    text = dit->embed_text(c.text);
+  }
+  Tensor run(const accel::FisConfig* fis) {
+    std::unique_ptr<accel::FisPlan> plan;
+    if (fis) plan = std::make_unique<accel::FisPlan>(*fis, dit->config().num_blocks, 1, c.x.dim(1));
+    backend->flops().reset();
+    return backend->download(
+        dit->forward(backend->upload(c.x), c.time, text, {plan.get(), true, {}, {}}));
+  }
+};
+
+// FIS.md invariants: stride 1 is bit-identical to dense; a sparse plan runs the video stream on
+// the anchor frames only (the engine's FLOPs equal the analytic count of that plan, below the
+// dense count) and gives a finite output that differs from dense (how much says nothing on
+// random weights and white-noise frames, which FIS does not claim to interpolate).
+TEST(HunyuanFis, StrideOneIsDenseAndSparseBlocksRunOnAnchorsOnly) {
+  Loaded m;
+  const Tensor dense = m.run(nullptr);
+  const double dense_flops = m.backend->flops().total();
+  const hunyuan15::HunyuanConfig& cfg = m.dit->config();
+  const int64_t side = m.text.states.dim(0) + m.text.extra.at("side").dim(0);
+  const int64_t f = m.c.x.dim(1), h = m.c.x.dim(2), w = m.c.x.dim(3);
+  EXPECT_DOUBLE_EQ(dense_flops, hunyuan15::forward_flops(cfg, f, h, w, m.text.states.dim(0), side,
+                                                         nullptr, true));
+  const accel::FisConfig one = custom_fis(1);
+  const Tensor same = m.run(&one);
+  EXPECT_EQ(rel_l2(same, dense), 0.0);
+
+  for (const auto& [g, r] : {std::pair{accel::Granularity::Module, accel::Reconstruct::Linear},
+                             std::pair{accel::Granularity::Block, accel::Reconstruct::Linear},
+                             std::pair{accel::Granularity::Block, accel::Reconstruct::Delta}}) {
+    const accel::FisConfig fis = custom_fis(2, g, r);
+    const accel::FisPlan plan(fis, cfg.num_blocks, 1, static_cast<int>(f));
+    const Tensor sparse = m.run(&fis);
+    EXPECT_DOUBLE_EQ(
+        m.backend->flops().total(),
+        hunyuan15::forward_flops(cfg, f, h, w, m.text.states.dim(0), side, &plan, true));
+    EXPECT_LT(m.backend->flops().total(), dense_flops);
+    const double err = rel_l2(sparse, dense);
+    EXPECT_GT(err, 0.0) << accel::granularity_name(g);
+    EXPECT_TRUE(std::isfinite(err)) << accel::granularity_name(g);
+  }
+}
+
+TEST(HunyuanConfigTest, PresetsAndConfigFiles) {
+  const hunyuan15::HunyuanConfig c =
+      hunyuan15::load_config("hunyuanvideo-1.5-480p-i2v-step-distilled");
+  EXPECT_TRUE(c.meanflow);
+  EXPECT_EQ(c.in_dim(), 65);
+  EXPECT_EQ(c.num_blocks, 54);
+  const models::ModelInfo info = hunyuan15::model_info(c);
+  EXPECT_EQ(info.family, "hunyuan15");
+  EXPECT_EQ(info.in_channels, 65);
+  EXPECT_EQ(info.latent_channels, 32);
+  EXPECT_TRUE(info.meanflow);
+  // 480p, 121 frames: 31 x 30 x 53 latent cells (HUNYUAN15.md section 6).
+  const models::LatentGrid g = info.latent_grid(848, 480, 121);
+  EXPECT_EQ(g.frames * g.height * g.width, 49290);
+  EXPECT_FALSE(hunyuan15::load_config("hunyuanvideo-1.5-720p-t2v").meanflow);
+  EXPECT_EQ(&models::family_for_config("hunyuanvideo-1.5-480p-i2v"),
+            &models::family_for_config("hunyuanvideo-1.5-720p-i2v"));
+  EXPECT_STREQ(models::family_for_config("hunyuanvideo-1.5-480p-i2v").name, "hunyuan15");
+
+  auto error_of = [](const nlohmann::json& j) -> std::string {
+    try {
+      hunyuan15::config_from_json(j, "config.json");
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  nlohmann::json j = {{"_class_name", "HunyuanVideo_1_5_DiffusionTransformer"},
+                      {"mm_single_blocks_depth", 40}};
+  EXPECT_NE(error_of(j).find("single-stream"), std::string::npos) << error_of(j);
+  j = {{"mm_double_blocks_depth", 54}, {"text_projection", "linear"}};
+  EXPECT_NE(error_of(j).find("single_refiner"), std::string::npos) << error_of(j);
+  j = {{"mm_double_blocks_depth", 54}, {"rope_dim_list", {16, 56, 50}}};
+  EXPECT_NE(error_of(j).find("rope_dim_list"), std::string::npos) << error_of(j);
+  j = {{"_class_name", "WanModel"}};
+  EXPECT_NE(error_of(j).find("WanModel"), std::string::npos) << error_of(j);
+}
+
+TEST(HunyuanCheckpoint, TheFamilyIsRecognisedAndAWanFileIsNot) {
+  EXPECT_STREQ(models::family_for_model(fixture_path()).name, "hunyuan15");
+  const models::ModelInfo info = models::probe_model(fixture_path());
+  EXPECT_EQ(info.num_blocks, 2);
+  EXPECT_EQ(info.in_channels, 9);
+  const std::string wan = std::string(FISDIT_TEST_DATA) + "/wan/dit_t2v_tiny.safetensors";
+  EXPECT_STREQ(models::family_for_model(wan).name, "wan");
+  try {
+    hunyuan15::open_model(wan);
+    ADD_FAILURE() << "a Wan file opened as HunyuanVideo 1.5";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not a HunyuanVideo 1.5 DiT"), std::string::npos)
+        << e.what();
+  }
+  const std::vector<std::string> lines =
+      models::family_for_model(fixture_path()).explain(fixture_path());
+  bool loadable = false;
+  for (const std::string& l : lines) loadable |= l.rfind("loadable     yes", 0) == 0;
+  EXPECT_TRUE(loadable);
+}
+
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(HunyuanInputs, BadInputsAreClearErrors) {
+  Loaded m;
+  auto contains = [](const std::string& s, const char* what) {
+    return s.find(what) != std::string::npos;
+  };
+  std::string e = error_of([&] {
+    m.dit->forward(m.backend->upload(Tensor::zeros({4, 3, 4, 6})), m.c.time, m.text, {});
+  });
+  EXPECT_TRUE(contains(e, "[9, F, H, W]")) << e;
+  e = error_of([&] {
+    models::TextContext t(Tensor::zeros({3, 32}));
+    m.dit->embed_text(t);
+  });
+  EXPECT_TRUE(contains(e, "[tokens, 64]")) << e;
+  e = error_of([&] {
+    models::TextContext t(Tensor::zeros({1001, 64}));
+    m.dit->embed_text(t);
+  });
+  EXPECT_TRUE(contains(e, "1001 tokens")) << e;
+  e = error_of([&] {
+    models::TextContext t = m.c.text;
+    t.extra["glyph"] = Tensor::zeros({1, 40});
+    m.dit->embed_text(t);
+  });
+  EXPECT_TRUE(contains(e, "'glyph'")) << e;
+  e = error_of([&] {
+    models::TextContext t = m.c.text;
+    t.extra["vision"] = Tensor::zeros({2, 47});
+    m.dit->embed_text(t);
+  });
+  EXPECT_TRUE(contains(e, "'vision' states")) << e;
+  e = error_of([&] {
+    models::Timestep two{Tensor::from_vector({1.0f, 2.0f}, {2}), std::nullopt};
+    m.dit->forward(m.backend->upload(m.c.x), two, m.text, {});
+  });
+  EXPECT_TRUE(contains(e, "one finite value")) << e;
+}
+
+}  // namespace
+}  // namespace fisdit
