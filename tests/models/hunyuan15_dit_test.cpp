@@ -12,6 +12,8 @@
 #include "io/safetensors.h"
 #include "models/family.h"
 #include "models/hunyuan15/family.h"
+#include "sched/denoise.h"
+#include "sched/flow_euler.h"
 
 namespace fisdit {
 namespace {
@@ -95,6 +97,36 @@ TEST_P(HunyuanParity, EveryHookAndTheOutputMatchTheOfficialCode) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, HunyuanParity, ::testing::Values("i2v", "t2v"));
+
+// The sampler on HunyuanVideo 1.5: the official pipeline's loop with its scheduler (3 Euler steps,
+// shift 7, MeanFlow's r = the next timestep, 0 at the last; the condition channels concatenated
+// at every step) against sched::denoise with the same noise.
+TEST(HunyuanSampling, ThreeEulerStepsMatchTheOfficialLoop) {
+  const auto f = SafetensorsFile::open(fixture_path());
+  auto backend = make_cpu_backend();
+  auto dit = hunyuan15::load_dit(hunyuan15::open_model(fixture_path()), *backend);
+  const Case c = read_case(*f, "i2v");
+  const int64_t channels = c.x.dim(0), cells = c.x.numel() / channels;
+  sched::DenoiseInputs in;
+  in.x = f->tensor_f32("sample.input.noise");
+  in.y = c.x.reshape({channels, cells})
+             .slice_rows(4, channels)
+             .clone()
+             .reshape({channels - 4, c.x.dim(1), c.x.dim(2), c.x.dim(3)});
+  in.context = c.text;
+  sched::DenoiseOptions opt;
+  opt.steps = 3;
+  opt.shift = 7.0;
+  std::vector<float> timesteps;
+  const Tensor x = sched::denoise(
+      *dit, nullptr, in, opt, [&](const sched::StepInfo& s) { timesteps.push_back(s.timestep); });
+  const std::vector<float> want = f->tensor_f32("sample.expected.timesteps").to_vector();
+  ASSERT_EQ(timesteps.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(timesteps[i], want[i], 1e-3) << i;
+  const double err = rel_l2(x, f->tensor_f32("sample.expected.x"));
+  std::printf("sample: 3 steps, rel L2 %.3g\n", err);
+  EXPECT_LE(err, kFp32Tolerance);
+}
 
 accel::FisConfig custom_fis(int stride, accel::Granularity g = accel::Granularity::Module,
                             accel::Reconstruct r = accel::Reconstruct::Linear) {
