@@ -98,6 +98,36 @@ TEST_P(HunyuanParity, EveryHookAndTheOutputMatchTheOfficialCode) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, HunyuanParity, ::testing::Values("i2v", "t2v"));
 
+// The same weights in diffusers' layout (tools/fixtures/gen_hunyuan15_diffusers_fixture.py:
+// converted by diffusers' own conversion function, with its config.json): the refiner's q, k, v
+// stored apart and the final layer's halves swapped are put back, and the output is the official
+// one.
+TEST(HunyuanDiffusers, TheConvertedCheckpointGivesTheOfficialOutput) {
+  const std::string dir = std::string(FISDIT_TEST_DATA) + "/hunyuan15/dit_tiny_diffusers";
+  const auto fixture = SafetensorsFile::open(fixture_path());
+  auto backend = make_cpu_backend();
+  const hunyuan15::ModelSource src = hunyuan15::open_model(dir);
+  EXPECT_EQ(src.layout, hunyuan15::Layout::Diffusers);
+  EXPECT_NE(src.config_origin.find("config.json"), std::string::npos);
+  EXPECT_TRUE(hunyuan15::check_model(src).empty());
+  EXPECT_EQ(hunyuan15::diffusers_name("double_blocks.7.txt_attn_q_norm.weight"),
+            "transformer_blocks.7.attn.norm_added_q.weight");
+  EXPECT_EQ(hunyuan15::diffusers_name("txt_in.individual_token_refiner.blocks.1.mlp.fc2.bias"),
+            "context_embedder.token_refiner.refiner_blocks.1.ff.net.2.bias");
+  auto dit = hunyuan15::load_dit(src, *backend);
+  for (const char* name : {"i2v", "t2v"}) {
+    const Case c = read_case(*fixture, name);
+    const Tensor out =
+        backend->download(dit->forward(backend->upload(c.x), c.time, dit->embed_text(c.text), {}));
+    const double err = rel_l2(out, fixture->tensor_f32(std::string(name) + ".expected.out"));
+    EXPECT_LE(err, kFp32Tolerance) << name;
+  }
+  const std::vector<std::string> lines = models::family_for_model(dir).explain(dir);
+  bool layout = false;
+  for (const std::string& l : lines) layout |= l == "layout       diffusers";
+  EXPECT_TRUE(layout);
+}
+
 // The sampler on HunyuanVideo 1.5: the official pipeline's loop with its scheduler (3 Euler steps,
 // shift 7, MeanFlow's r = the next timestep, 0 at the last; the condition channels concatenated
 // at every step) against sched::denoise with the same noise.
@@ -190,6 +220,16 @@ TEST(HunyuanFis, StrideOneIsDenseAndSparseBlocksRunOnAnchorsOnly) {
   }
 }
 
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
 TEST(HunyuanConfigTest, PresetsAndConfigFiles) {
   const hunyuan15::HunyuanConfig c =
       hunyuan15::load_config("hunyuanvideo-1.5-480p-i2v-step-distilled");
@@ -204,6 +244,11 @@ TEST(HunyuanConfigTest, PresetsAndConfigFiles) {
   // 480p, 121 frames: 31 x 30 x 53 latent cells (HUNYUAN15.md section 6).
   const models::LatentGrid g = info.latent_grid(848, 480, 121);
   EXPECT_EQ(g.frames * g.height * g.width, 49290);
+  // Frame counts must be 4k+1 and sizes multiples of 16: one error naming each.
+  std::string e = error_of([&] { info.latent_grid(848, 480, 120); });
+  EXPECT_NE(e.find("frames 120: must be 4k+1"), std::string::npos) << e;
+  e = error_of([&] { info.latent_grid(850, 480, 121); });
+  EXPECT_NE(e.find("multiple of 16"), std::string::npos) << e;
   EXPECT_FALSE(hunyuan15::load_config("hunyuanvideo-1.5-720p-t2v").meanflow);
   EXPECT_EQ(&models::family_for_config("hunyuanvideo-1.5-480p-i2v"),
             &models::family_for_config("hunyuanvideo-1.5-720p-i2v"));
@@ -247,16 +292,6 @@ TEST(HunyuanCheckpoint, TheFamilyIsRecognisedAndAWanFileIsNot) {
   bool loadable = false;
   for (const std::string& l : lines) loadable |= l.rfind("loadable     yes", 0) == 0;
   EXPECT_TRUE(loadable);
-}
-
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 TEST(HunyuanInputs, BadInputsAreClearErrors) {
