@@ -573,4 +573,60 @@ void Backend::space_to_channels2(const Tensor& x, Tensor& out, bool inverse) {
   do_space_to_channels2(x, out, inverse);
 }
 
+void Backend::pad_replicate(const Tensor& x, int front, int side, Tensor& out) {
+  const char* op = "pad_replicate";
+  need_f32(op, {{x, "input"}, {out, "output"}});
+  require(front >= 0 && side >= 0, op, "padding must be >= 0");
+  require(x.ndim() == 4 && x.dim(1) > 0 && x.dim(2) > 0 && x.dim(3) > 0 &&
+              out.shape() ==
+                  Shape{x.dim(0), x.dim(1) + front, x.dim(2) + 2 * side, x.dim(3) + 2 * side},
+          op, "cannot pad " + desc(x) + " to " + desc(out));
+  do_pad_replicate(x, front, side, out);
+}
+
+void Backend::space_to_channels(const Tensor& x, int rt, Tensor& out, bool inverse) {
+  const char* op = "space_to_channels";
+  need_f32(op, {{x, "input"}, {out, "output"}});
+  require(rt == 1 || rt == 2, op, "the time factor must be 1 or 2");
+  const Tensor& big = inverse ? out : x;
+  const Tensor& small = inverse ? x : out;
+  require(big.ndim() == 4 && big.dim(1) % rt == 0 && big.dim(2) % 2 == 0 && big.dim(3) % 2 == 0 &&
+              small.shape() ==
+                  Shape{4 * rt * big.dim(0), big.dim(1) / rt, big.dim(2) / 2, big.dim(3) / 2},
+          op, "cannot map " + desc(x) + " to " + desc(out) + " with time factor " + num(rt));
+  do_space_to_channels(x, rt, out, inverse);
+}
+
+void Backend::channel_group_mean(const Tensor& x, int groups, Tensor& out) {
+  const char* op = "channel_group_mean";
+  need_f32(op, {{x, "input"}, {out, "output"}});
+  require(groups >= 1 && x.ndim() >= 1 && out.ndim() == x.ndim() &&
+              x.dim(0) == out.dim(0) * groups &&
+              Shape(x.shape().begin() + 1, x.shape().end()) ==
+                  Shape(out.shape().begin() + 1, out.shape().end()),
+          op, "cannot average " + desc(x) + " in groups of " + num(groups) + " to " + desc(out));
+  do_channel_group_mean(x, groups, out);
+}
+
+void Backend::channel_repeat(const Tensor& x, int repeats, Tensor& out) {
+  const char* op = "channel_repeat";
+  need_f32(op, {{x, "input"}, {out, "output"}});
+  require(repeats >= 1 && x.ndim() >= 1 && out.ndim() == x.ndim() &&
+              out.dim(0) == x.dim(0) * repeats &&
+              Shape(x.shape().begin() + 1, x.shape().end()) ==
+                  Shape(out.shape().begin() + 1, out.shape().end()),
+          op, "cannot repeat " + desc(x) + " " + num(repeats) + " times to " + desc(out));
+  do_channel_repeat(x, repeats, out);
+}
+
+void Backend::causal_video_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                     Tensor& out) {
+  const char* op = "causal_video_attention";
+  need_f32(op, {{q, "q"}, {k, "k"}, {v, "v"}, {out, "output"}});
+  require(
+      q.ndim() == 4 && k.shape() == q.shape() && v.shape() == q.shape() && out.shape() == q.shape(),
+      op, "q, k, v and out must be the same [C, T, H, W], got " + desc(q));
+  do_causal_video_attention(q, k, v, out);
+}
+
 }  // namespace fisdit

@@ -277,6 +277,25 @@ class Backend {
   // (2h + q, 2w + r); `inverse` maps back.
   void space_to_channels2(const Tensor& x, Tensor& out, bool inverse);
 
+  // ---- HunyuanVideo 1.5 VAE ops (hyvideo/models/autoencoders/hunyuanvideo_15_vae.py), F32
+  // [C, T, H, W]:
+  // `x` padded by repeating its edges (CausalConv3d's F.pad(mode='replicate')): `front` copies
+  // of frame 0 before the frames, `side` copies of the edge rows and columns on each side.
+  // out [C, T + front, H + 2 side, W + 2 side].
+  void pad_replicate(const Tensor& x, int front, int side, Tensor& out);
+  // einops "c (t r1) (h r2) (w r3) -> (r1 r2 r3 c) t h w" with r1 = rt (1 or 2), r2 = r3 = 2:
+  // x [C, T rt, 2H, 2W] -> out [4 rt C, T, H, W]; `inverse` maps out's shape back to x's.
+  void space_to_channels(const Tensor& x, int rt, Tensor& out, bool inverse);
+  // out[c] = the mean over g < groups of x[c * groups + g]: x [C groups, ...] -> out [C, ...].
+  void channel_group_mean(const Tensor& x, int groups, Tensor& out);
+  // out[c * repeats + r] = x[c] (repeat_interleave on the channels): x [C, ...] -> [C repeats,
+  // ...].
+  void channel_repeat(const Tensor& x, int repeats, Tensor& out);
+  // Single-head attention over every pixel of every frame, each query seeing the pixels of its
+  // own and the earlier frames (the VAE's mid attention with its frame-causal mask):
+  // out[:, t] = softmax(q_t^T k_{<=t} / sqrt(C)) v_{<=t}; q, k, v, out [C, T, H, W].
+  void causal_video_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out);
+
   FlopCounter& flops() { return flops_; }
 
  protected:
@@ -333,6 +352,12 @@ class Backend {
   virtual void do_avg_down3d(const Tensor& x, int ft, int fs, Tensor& out) = 0;
   virtual void do_dup_up3d(const Tensor& x, int ft, int fs, int skip, Tensor& out) = 0;
   virtual void do_space_to_channels2(const Tensor& x, Tensor& out, bool inverse) = 0;
+  virtual void do_pad_replicate(const Tensor& x, int front, int side, Tensor& out) = 0;
+  virtual void do_space_to_channels(const Tensor& x, int rt, Tensor& out, bool inverse) = 0;
+  virtual void do_channel_group_mean(const Tensor& x, int groups, Tensor& out) = 0;
+  virtual void do_channel_repeat(const Tensor& x, int repeats, Tensor& out) = 0;
+  virtual void do_causal_video_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                         Tensor& out) = 0;
 
   FlopCounter flops_;
   MemoryBudget budget_;

@@ -69,6 +69,12 @@ class CpuBackend final : public Backend {
   void do_avg_down3d(const Tensor& x, int ft, int fs, Tensor& out) override;
   void do_dup_up3d(const Tensor& x, int ft, int fs, int skip, Tensor& out) override;
   void do_space_to_channels2(const Tensor& x, Tensor& out, bool inverse) override;
+  void do_pad_replicate(const Tensor& x, int front, int side, Tensor& out) override;
+  void do_space_to_channels(const Tensor& x, int rt, Tensor& out, bool inverse) override;
+  void do_channel_group_mean(const Tensor& x, int groups, Tensor& out) override;
+  void do_channel_repeat(const Tensor& x, int repeats, Tensor& out) override;
+  void do_causal_video_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                 Tensor& out) override;
 
   // Counts `t` as held by the backend until its last view dies; past the limit, throws as running
   // out of GPU memory does.

@@ -152,6 +152,13 @@ class CudaBackend final : public Backend {
   void do_avg_down3d(const Tensor& x, int ft, int fs, Tensor& out) override;
   void do_dup_up3d(const Tensor& x, int ft, int fs, int skip, Tensor& out) override;
   void do_space_to_channels2(const Tensor& x, Tensor& out, bool inverse) override;
+  // video_hunyuan.cpp
+  void do_pad_replicate(const Tensor& x, int front, int side, Tensor& out) override;
+  void do_space_to_channels(const Tensor& x, int rt, Tensor& out, bool inverse) override;
+  void do_channel_group_mean(const Tensor& x, int groups, Tensor& out) override;
+  void do_channel_repeat(const Tensor& x, int repeats, Tensor& out) override;
+  void do_causal_video_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                 Tensor& out) override;
   VideoEngine& video();
 
   std::shared_ptr<DeviceContext> ctx_;

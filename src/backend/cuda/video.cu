@@ -101,6 +101,53 @@ __global__ void space_to_channels2_kernel(const float* x, float* y, int64_t c, i
   }
 }
 
+__global__ void pad_replicate_kernel(const float* x, float* y, int64_t c, int64_t t, int64_t h,
+                                     int64_t w, int front, int side) {
+  const int64_t to = t + front, ho = h + 2 * side, wo = w + 2 * side, n = c * to * ho * wo;
+  for (int64_t o = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; o < n;
+       o += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t j = o % wo, i = (o / wo) % ho, f = (o / (wo * ho)) % to, ch = o / (wo * ho * to);
+    const int64_t sf = max(f - front, int64_t{0});
+    const int64_t si = min(max(i - side, int64_t{0}), h - 1);
+    const int64_t sj = min(max(j - side, int64_t{0}), w - 1);
+    y[o] = x[((ch * t + sf) * h + si) * w + sj];
+  }
+}
+
+// Index over the small side [4 rt c, t, h, w]; `inverse` writes the big side.
+__global__ void space_to_channels_kernel(const float* x, float* y, int64_t c, int64_t t, int64_t h,
+                                         int64_t w, int rt, bool inverse) {
+  const int64_t n = 4 * rt * c * t * h * w;
+  for (int64_t s = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; s < n;
+       s += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t j = s % w, i = (s / w) % h, f = (s / (w * h)) % t, oc = s / (w * h * t);
+    const int64_t ch = oc % c, r = oc / c, r3 = r % 2, r2 = (r / 2) % 2, r1 = r / 4;
+    const int64_t b = ((ch * t * rt + f * rt + r1) * 2 * h + 2 * i + r2) * 2 * w + 2 * j + r3;
+    if (inverse)
+      y[b] = x[s];
+    else
+      y[s] = x[b];
+  }
+}
+
+__global__ void channel_group_mean_kernel(const float* x, float* y, int64_t c, int64_t n,
+                                          int groups) {
+  for (int64_t o = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; o < c * n;
+       o += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t ch = o / n, i = o % n;
+    float sum = 0;
+    for (int g = 0; g < groups; ++g) sum += x[(ch * groups + g) * n + i];
+    y[o] = sum / static_cast<float>(groups);
+  }
+}
+
+__global__ void channel_repeat_kernel(const float* x, float* y, int64_t c, int64_t n, int repeats) {
+  const int64_t total = c * repeats * n;
+  for (int64_t o = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; o < total;
+       o += int64_t{gridDim.x} * blockDim.x)
+    y[o] = x[(o / n) / repeats * n + o % n];
+}
+
 // In place on rows of `cols` logits: softmax(scale * s). One block per row.
 __global__ void softmax_rows_kernel(float* s, int64_t cols, float scale) {
   __shared__ float scratch[33];
@@ -202,6 +249,34 @@ void launch_space_to_channels2(const float* x, float* y, int64_t c, int64_t t, i
   const int64_t n = 4 * c * t * h * w;
   if (!n) return;
   space_to_channels2_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(x, y, c, t, h, w, inverse);
+}
+
+void launch_pad_replicate(const float* x, float* y, int64_t c, int64_t t, int64_t h, int64_t w,
+                          int front, int side, cudaStream_t s) {
+  const int64_t n = c * (t + front) * (h + 2 * side) * (w + 2 * side);
+  if (!n) return;
+  pad_replicate_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(x, y, c, t, h, w, front, side);
+}
+
+void launch_space_to_channels(const float* x, float* y, int64_t c, int64_t t, int64_t h, int64_t w,
+                              int rt, bool inverse, cudaStream_t s) {
+  const int64_t n = 4 * rt * c * t * h * w;
+  if (!n) return;
+  space_to_channels_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(x, y, c, t, h, w, rt,
+                                                                      inverse);
+}
+
+void launch_channel_group_mean(const float* x, float* y, int64_t c, int64_t n, int groups,
+                               cudaStream_t s) {
+  if (!c || !n) return;
+  channel_group_mean_kernel<<<grid_for(c * n, kThreads), kThreads, 0, s>>>(x, y, c, n, groups);
+}
+
+void launch_channel_repeat(const float* x, float* y, int64_t c, int64_t n, int repeats,
+                           cudaStream_t s) {
+  if (!c || !n) return;
+  channel_repeat_kernel<<<grid_for(c * repeats * n, kThreads), kThreads, 0, s>>>(x, y, c, n,
+                                                                                 repeats);
 }
 
 void launch_softmax_rows(float* scores, int64_t rows, int64_t cols, float scale, cudaStream_t s) {

@@ -21,6 +21,17 @@ void launch_dup_up3d(const float* x, float* y, int64_t c, int64_t t, int64_t h, 
 // Index space of the small side [4C, T, H, W] (c, h, w of the small side).
 void launch_space_to_channels2(const float* x, float* y, int64_t c, int64_t t, int64_t h, int64_t w,
                                bool inverse, cudaStream_t s);
+// HunyuanVideo 1.5 VAE: replicate padding of [c, t, h, w] to [c, t + front, h + 2 side, ...].
+void launch_pad_replicate(const float* x, float* y, int64_t c, int64_t t, int64_t h, int64_t w,
+                          int front, int side, cudaStream_t s);
+// "c (t r1) (h r2) (w r3) <-> (r1 r2 r3 c) t h w"; c, t, h, w of the small side's grid and the
+// big side's channels.
+void launch_space_to_channels(const float* x, float* y, int64_t c, int64_t t, int64_t h, int64_t w,
+                              int rt, bool inverse, cudaStream_t s);
+void launch_channel_group_mean(const float* x, float* y, int64_t c, int64_t n, int groups,
+                               cudaStream_t s);
+void launch_channel_repeat(const float* x, float* y, int64_t c, int64_t n, int repeats,
+                           cudaStream_t s);
 // out[b, c, r] = in[b, r, c] for in [batch, rows, cols] (F32).
 void launch_transpose(const float* in, float* out, int64_t batch, int64_t rows, int64_t cols,
                       cudaStream_t s);

@@ -203,30 +203,33 @@ class VideoEngine {
   // out[:, t] = softmax(q_t^T k_t * scale) v_t for every frame t; q, k, v, out [c, t, n];
   // scores: room for rows * n floats (query rows are done in blocks of `rows`).
   void attention(const float* q, const float* k, const float* v, float* out, int64_t c, int64_t t,
-                 int64_t n, float* scores, int64_t rows, const std::string& ctx) {
-    const char* op = "frame_attention";
+                 int64_t n, float* scores, int64_t rows, const std::string& ctx, bool causal) {
+    const char* op = causal ? "causal_video_attention" : "frame_attention";
     check_blas(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH), op, ctx);
     const int64_t ld = t * n;
     const float one = 1.0f, zero = 0.0f;
     for (int64_t f = 0; f < t; ++f) {
       const float* qf = q + f * n;
-      const float* kf = k + f * n;
-      const float* vf = v + f * n;
+      // The keys: this frame's pixels, or (causal) those of frames 0..f, contiguous in [c, t n].
+      const int64_t keys = causal ? (f + 1) * n : n;
+      const float* kf = causal ? k : k + f * n;
+      const float* vf = causal ? v : v + f * n;
       float* of = out + f * n;
       for (int64_t i0 = 0; i0 < n; i0 += rows) {
         const int64_t m = std::min(rows, n - i0);
-        // Column-major: S^T[j, i] = sum_c K[j, c] Q[i, c] (K, Q are [n, c] with leading dim ld).
+        // Column-major: S^T[j, i] = sum_c K[j, c] Q[i, c] (K, Q are [keys, c] with leading dim
+        // ld).
         check_blas(
-            cublasSgemm(blas_, CUBLAS_OP_N, CUBLAS_OP_T, static_cast<int>(n), static_cast<int>(m),
-                        static_cast<int>(c), &one, kf, static_cast<int>(ld), qf + i0,
-                        static_cast<int>(ld), &zero, scores, static_cast<int>(n)),
+            cublasSgemm(blas_, CUBLAS_OP_N, CUBLAS_OP_T, static_cast<int>(keys),
+                        static_cast<int>(m), static_cast<int>(c), &one, kf, static_cast<int>(ld),
+                        qf + i0, static_cast<int>(ld), &zero, scores, static_cast<int>(keys)),
             op, ctx);
-        launch_softmax_rows(scores, m, n, 1.0f / std::sqrt(static_cast<float>(c)), stream_);
+        launch_softmax_rows(scores, m, keys, 1.0f / std::sqrt(static_cast<float>(c)), stream_);
         check_launch(op, ctx, stream_);
         // O[i, c] = sum_j P[j, i] V[j, c]
         check_blas(
             cublasSgemm(blas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(m), static_cast<int>(c),
-                        static_cast<int>(n), &one, scores, static_cast<int>(n), vf,
+                        static_cast<int>(keys), &one, scores, static_cast<int>(keys), vf,
                         static_cast<int>(ld), &zero, of + i0, static_cast<int>(ld)),
             op, ctx);
       }
@@ -462,8 +465,8 @@ void low_rank_update(VideoEngine& e, float* w, const float* up, const float* dow
 
 void frame_attention_forward(VideoEngine& e, const float* q, const float* k, const float* v,
                              float* out, int64_t c, int64_t t, int64_t n, float* scores,
-                             int64_t rows, const std::string& ctx) {
-  e.attention(q, k, v, out, c, t, n, scores, rows, ctx);
+                             int64_t rows, const std::string& ctx, bool causal) {
+  e.attention(q, k, v, out, c, t, n, scores, rows, ctx, causal);
 }
 
 }  // namespace fisdit::cuda

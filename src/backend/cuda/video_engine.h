@@ -28,10 +28,11 @@ void conv3d_forward(VideoEngine& e, const float* x, const std::array<int64_t, 4>
                     const float* w, const std::array<int64_t, 5>& ws, float* y,
                     const std::array<int64_t, 4>& ys, const std::array<int, 3>& stride, int pad_h,
                     int pad_w, const std::string& ctx);
-// q, k, v, out [c, t, n]; `scores` holds rows * n floats.
+// q, k, v, out [c, t, n]; `scores` holds rows * n floats (causal: rows * t * n). Each frame's
+// queries attend that frame's pixels, or with `causal` the pixels of every frame up to theirs.
 void frame_attention_forward(VideoEngine& e, const float* q, const float* k, const float* v,
                              float* out, int64_t c, int64_t t, int64_t n, float* scores,
-                             int64_t rows, const std::string& ctx);
+                             int64_t rows, const std::string& ctx, bool causal = false);
 
 // w [rows, cols] += scale * up [rows, rank] @ down [rank, cols], row-major F32, fp32 GEMM.
 void low_rank_update(VideoEngine& e, float* w, const float* up, const float* down, int64_t rows,

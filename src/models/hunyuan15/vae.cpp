@@ -1,0 +1,417 @@
+#include "models/hunyuan15/vae.h"
+
+#include <cmath>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "backend/backend.h"
+#include "fisdit/error.h"
+
+namespace fisdit::hunyuan15 {
+
+namespace {
+int log2_exact(int v) {
+  int l = 0;
+  while ((1 << l) < v) ++l;
+  return l;
+}
+// Encoder level i: spatial downsample while i < log2(spatial); temporal from
+// log2(spatial / temporal) on (Encoder.__init__). Decoder level i: spatial while
+// i < log2(spatial), temporal while i < log2(temporal) (Decoder.__init__).
+bool enc_spatial(const VaeConfig& c, int i) { return i < log2_exact(c.ffactor_spatial); }
+bool enc_temporal(const VaeConfig& c, int i) {
+  return enc_spatial(c, i) && i >= log2_exact(c.ffactor_spatial / c.ffactor_temporal);
+}
+bool dec_spatial(const VaeConfig& c, int i) { return i < log2_exact(c.ffactor_spatial); }
+bool dec_temporal(const VaeConfig& c, int i) { return i < log2_exact(c.ffactor_temporal); }
+}  // namespace
+
+void VaeConfig::validate(const std::string& source) const {
+  auto fail = [&](const std::string& what) { throw Error(source + ": " + what); };
+  const auto& b = block_out_channels;
+  if (b.empty() || layers_per_block < 1 || latent_channels < 1 || in_channels < 1 ||
+      out_channels < 1)
+    fail("VAE sizes must be positive");
+  if (ffactor_spatial < 1 || (ffactor_spatial & (ffactor_spatial - 1)) || ffactor_temporal < 1 ||
+      (ffactor_temporal & (ffactor_temporal - 1)) || ffactor_temporal > ffactor_spatial)
+    fail("ffactor_spatial and ffactor_temporal must be powers of 2, temporal <= spatial");
+  const int levels = static_cast<int>(b.size());
+  if (log2_exact(ffactor_spatial) >= levels)
+    fail("block_out_channels needs more levels than log2(ffactor_spatial)");
+  if (b.back() % (2 * latent_channels) || b.back() % latent_channels)
+    fail("the last block's channels must be a multiple of 2 * latent_channels");
+  for (int i = 0; i < levels; ++i) {
+    if (!enc_spatial(*this, i)) continue;
+    const int factor = enc_temporal(*this, i) ? 8 : 4;
+    if (b[static_cast<size_t>(i) + 1] % factor ||
+        (factor * b[static_cast<size_t>(i)]) % b[static_cast<size_t>(i) + 1])
+      fail("block_out_channels do not fit the encoder's space-to-channel downsampling");
+  }
+}
+
+VaeConfig vae_config_from_json(const nlohmann::json& j, const std::string& source) {
+  if (!j.is_object()) throw Error(source + ": VAE config is not a JSON object");
+  VaeConfig c;
+  auto integer = [&](const char* key, int& out) {
+    if (!j.contains(key) || j[key].is_null()) return;
+    if (!j[key].is_number_integer())
+      throw Error(source + ": field '" + key + "' must be an integer");
+    out = j[key].get<int>();
+  };
+  integer("in_channels", c.in_channels);
+  integer("out_channels", c.out_channels);
+  integer("latent_channels", c.latent_channels);
+  integer("layers_per_block", c.layers_per_block);
+  integer("ffactor_spatial", c.ffactor_spatial);
+  integer("ffactor_temporal", c.ffactor_temporal);
+  if (j.contains("block_out_channels")) {
+    const auto& a = j["block_out_channels"];
+    if (!a.is_array()) throw Error(source + ": block_out_channels must be an array");
+    c.block_out_channels.clear();
+    for (const auto& v : a) {
+      if (!v.is_number_integer()) throw Error(source + ": block_out_channels must hold integers");
+      c.block_out_channels.push_back(v.get<int>());
+    }
+  }
+  if (j.contains("scaling_factor") && j["scaling_factor"].is_number())
+    c.scaling_factor = j["scaling_factor"].get<double>();
+  c.validate(source);
+  return c;
+}
+
+namespace {
+// Names and shapes of one module tree, in the official order.
+struct Names {
+  std::vector<std::pair<std::string, Shape>> all;
+  void conv(const std::string& n, int64_t out, int64_t in, int64_t k) {
+    all.push_back({n + ".weight", {out, in, k, k, k}});
+    all.push_back({n + ".bias", {out}});
+  }
+  void gamma(const std::string& n, int64_t c) { all.push_back({n + ".gamma", {c, 1, 1, 1}}); }
+  void res(const std::string& n, int64_t in, int64_t out) {
+    gamma(n + ".norm1", in);
+    conv(n + ".conv1.conv", out, in, 3);
+    gamma(n + ".norm2", out);
+    conv(n + ".conv2.conv", out, out, 3);
+    if (in != out) conv(n + ".nin_shortcut", out, in, 1);
+  }
+  void attn(const std::string& n, int64_t c) {
+    gamma(n + ".norm", c);
+    for (const char* p : {".q", ".k", ".v", ".proj_out"}) conv(n + p, c, c, 1);
+  }
+};
+}  // namespace
+
+std::vector<std::pair<std::string, Shape>> vae_parameter_shapes(const VaeConfig& c) {
+  Names n;
+  const auto& b = c.block_out_channels;
+  const int levels = static_cast<int>(b.size());
+  n.conv("encoder.conv_in.conv", b[0], c.in_channels, 3);
+  int64_t in = b[0];
+  for (int i = 0; i < levels; ++i) {
+    const std::string p = "encoder.down." + std::to_string(i);
+    for (int j = 0; j < c.layers_per_block; ++j) {
+      n.res(p + ".block." + std::to_string(j), in, b[static_cast<size_t>(i)]);
+      in = b[static_cast<size_t>(i)];
+    }
+    if (enc_spatial(c, i)) {
+      const int64_t out = b[static_cast<size_t>(i) + 1];
+      n.conv(p + ".downsample.conv.conv", out / (enc_temporal(c, i) ? 8 : 4), in, 3);
+      in = out;
+    }
+  }
+  n.res("encoder.mid.block_1", in, in);
+  n.attn("encoder.mid.attn_1", in);
+  n.res("encoder.mid.block_2", in, in);
+  n.gamma("encoder.norm_out", in);
+  n.conv("encoder.conv_out.conv", 2 * c.latent_channels, in, 3);
+
+  const std::vector<int> r(b.rbegin(), b.rend());
+  in = r[0];
+  n.conv("decoder.conv_in.conv", in, c.latent_channels, 3);
+  n.res("decoder.mid.block_1", in, in);
+  n.attn("decoder.mid.attn_1", in);
+  n.res("decoder.mid.block_2", in, in);
+  for (int i = 0; i < levels; ++i) {
+    const std::string p = "decoder.up." + std::to_string(i);
+    for (int j = 0; j <= c.layers_per_block; ++j) {
+      n.res(p + ".block." + std::to_string(j), in, r[static_cast<size_t>(i)]);
+      in = r[static_cast<size_t>(i)];
+    }
+    if (dec_spatial(c, i) || dec_temporal(c, i)) {
+      const int64_t out = r[static_cast<size_t>(i) + 1];
+      n.conv(p + ".upsample.conv.conv", out * (dec_temporal(c, i) ? 8 : 4), in, 3);
+      in = out;
+    }
+  }
+  n.gamma("decoder.norm_out", in);
+  n.conv("decoder.conv_out.conv", c.out_channels, in, 3);
+  return n.all;
+}
+
+struct HunyuanVae::Impl {
+  struct Conv {
+    Tensor w, b;
+  };
+  struct Res {
+    Tensor norm1, norm2;
+    Conv conv1, conv2, nin;  // nin: when the channels change
+  };
+  struct Attn {
+    Tensor norm;
+    Conv q, k, v, proj;
+  };
+  struct Level {
+    std::vector<Res> blocks;
+    std::optional<Conv> resample;
+    bool temporal = false;
+  };
+
+  Backend& be;
+  Conv enc_in, enc_out, dec_in, dec_out;
+  std::vector<Level> enc, dec;
+  Res enc_mid1, enc_mid2, dec_mid1, dec_mid2;
+  Attn enc_attn, dec_attn;
+  Tensor enc_norm, dec_norm;
+
+  explicit Impl(Backend& backend) : be(backend) {}
+
+  Tensor empty(const Shape& s) { return be.empty(s, DType::F32); }
+
+  // A frame range [f0, f0 + count) of x as a tensor of its own.
+  Tensor frames(const Tensor& x, int64_t f0, int64_t count) {
+    Tensor out = empty({x.dim(0), count, x.dim(2), x.dim(3)});
+    be.copy_frames(x, 0, f0, out, 0, 0, x.dim(0), count);
+    return out;
+  }
+
+  // CausalConv3d: replicate padding (2 frames before, 1 pixel around), then the 3x3x3 conv.
+  Tensor causal_conv(const Tensor& x, const Conv& c) {
+    Tensor padded = empty({x.dim(0), x.dim(1) + 2, x.dim(2) + 2, x.dim(3) + 2});
+    be.pad_replicate(x, 2, 1, padded);
+    Tensor out = empty({c.w.dim(0), x.dim(1), x.dim(2), x.dim(3)});
+    be.conv3d(padded, c.w, &c.b, {}, out);
+    return out;
+  }
+  Tensor conv1x1(const Tensor& x, const Conv& c) {
+    Tensor out = empty({c.w.dim(0), x.dim(1), x.dim(2), x.dim(3)});
+    be.conv3d(x, c.w, &c.b, {}, out);
+    return out;
+  }
+  Tensor norm(const Tensor& x, const Tensor& gamma, bool silu) {
+    Tensor out = empty(x.shape());
+    be.channel_rms_norm(x, gamma, silu, out);
+    return out;
+  }
+
+  // ResnetBlock: norm1, SiLU, conv1, norm2, SiLU, conv2, plus the (1x1x1-projected) input.
+  Tensor res(const Tensor& x, const Res& r) {
+    Tensor h = causal_conv(norm(x, r.norm1, true), r.conv1);
+    h = causal_conv(norm(h, r.norm2, true), r.conv2);
+    be.add(h, r.nin.w.defined() ? conv1x1(x, r.nin) : x);
+    return h;
+  }
+
+  // AttnBlock: x + proj_out(attention(q, k, v of norm(x))), each frame seeing frames <= itself.
+  Tensor attn(const Tensor& x, const Attn& a) {
+    const Tensor h = norm(x, a.norm, false);
+    const Tensor q = conv1x1(h, a.q), k = conv1x1(h, a.k), v = conv1x1(h, a.v);
+    Tensor o = empty(x.shape());
+    be.causal_video_attention(q, k, v, o);
+    Tensor out = conv1x1(o, a.proj);
+    be.add(out, x);
+    return out;
+  }
+
+  Tensor s2c(const Tensor& x, int rt) {
+    Tensor out = empty({4 * rt * x.dim(0), x.dim(1) / rt, x.dim(2) / 2, x.dim(3) / 2});
+    be.space_to_channels(x, rt, out, false);
+    return out;
+  }
+  Tensor c2s(const Tensor& x, int rt) {
+    Tensor out = empty({x.dim(0) / (4 * rt), x.dim(1) * rt, x.dim(2) * 2, x.dim(3) * 2});
+    be.space_to_channels(x, rt, out, true);
+    return out;
+  }
+  Tensor group_mean(const Tensor& x, int64_t channels) {
+    Tensor out = empty({channels, x.dim(1), x.dim(2), x.dim(3)});
+    be.channel_group_mean(x, static_cast<int>(x.dim(0) / channels), out);
+    return out;
+  }
+  Tensor repeat(const Tensor& x, int64_t channels) {
+    Tensor out = empty({channels, x.dim(1), x.dim(2), x.dim(3)});
+    be.channel_repeat(x, static_cast<int>(channels / x.dim(0)), out);
+    return out;
+  }
+
+  // Downsample to `cout` channels: conv to cout / factor channels, space to channels; shortcut:
+  // the input's space-to-channel rearrange averaged in channel groups. With time: frame 0 alone
+  // (2x2 only, its channels doubled), the later frames in pairs (2x2x2).
+  Tensor downsample(const Tensor& x, const Level& l, int64_t cout) {
+    const Tensor h = causal_conv(x, *l.resample);
+    if (!l.temporal) {
+      Tensor out = s2c(h, 1);
+      be.add(out, group_mean(s2c(x, 1), cout));
+      return out;
+    }
+    const int64_t t = x.dim(1), rest = t - 1, half = cout / 2;
+    Tensor out = empty({cout, 1 + rest / 2, x.dim(2) / 2, x.dim(3) / 2});
+    Tensor shortcut = empty(out.shape());
+    const Tensor h0 = s2c(frames(h, 0, 1), 1);
+    be.copy_frames(h0, 0, 0, out, 0, 0, half, 1);
+    be.copy_frames(h0, 0, 0, out, half, 0, half, 1);
+    const Tensor x0 = group_mean(s2c(frames(x, 0, 1), 1), cout);
+    be.copy_frames(x0, 0, 0, shortcut, 0, 0, cout, 1);
+    if (rest > 0) {
+      const Tensor hn = s2c(frames(h, 1, rest), 2);
+      be.copy_frames(hn, 0, 0, out, 0, 1, cout, rest / 2);
+      const Tensor xn = group_mean(s2c(frames(x, 1, rest), 2), cout);
+      be.copy_frames(xn, 0, 0, shortcut, 0, 1, cout, rest / 2);
+    }
+    be.add(out, shortcut);
+    return out;
+  }
+
+  // Upsample to `cout` channels: conv to cout * factor channels, channels to space; shortcut:
+  // the input's channels repeated, then the same rearrange. With time: frame 0 alone (2x2, the
+  // first half of its channels), the later frames doubled (2x2x2).
+  Tensor upsample(const Tensor& x, const Level& l, int64_t cout) {
+    const Tensor h = causal_conv(x, *l.resample);
+    if (!l.temporal) {
+      Tensor out = c2s(h, 1);
+      be.add(out, c2s(repeat(x, 4 * cout), 1));
+      return out;
+    }
+    const int64_t t = x.dim(1), rest = t - 1;
+    Tensor out = empty({cout, 1 + 2 * rest, x.dim(2) * 2, x.dim(3) * 2});
+    Tensor shortcut = empty(out.shape());
+    const Tensor h0 = c2s(frames(h, 0, 1), 1);  // [2 cout, 1, ...]: keep the first cout
+    be.copy_frames(h0, 0, 0, out, 0, 0, cout, 1);
+    const Tensor x0 = c2s(frames(x, 0, 1), 1);
+    const Tensor x0r = repeat(x0, cout);
+    be.copy_frames(x0r, 0, 0, shortcut, 0, 0, cout, 1);
+    if (rest > 0) {
+      const Tensor hn = c2s(frames(h, 1, rest), 2);
+      be.copy_frames(hn, 0, 0, out, 0, 1, cout, 2 * rest);
+      const Tensor xn = repeat(c2s(frames(x, 1, rest), 2), cout);
+      be.copy_frames(xn, 0, 0, shortcut, 0, 1, cout, 2 * rest);
+    }
+    be.add(out, shortcut);
+    return out;
+  }
+};
+
+HunyuanVae::HunyuanVae(VaeConfig cfg, const VaeWeightFn& weights, Backend& backend)
+    : cfg_(std::move(cfg)), impl_(std::make_unique<Impl>(backend)) {
+  cfg_.validate("VAE config");
+  const auto shapes = vae_parameter_shapes(cfg_);
+  const std::map<std::string, Shape> shape_of(shapes.begin(), shapes.end());
+  auto load = [&](const std::string& name) {
+    return backend.upload(weights(name, shape_of.at(name)), DType::F32);
+  };
+  auto conv = [&](const std::string& n) {
+    return Impl::Conv{load(n + ".weight"), load(n + ".bias")};
+  };
+  auto gamma = [&](const std::string& n) {
+    return load(n + ".gamma").reshape({shape_of.at(n + ".gamma")[0]});
+  };
+  auto res = [&](const std::string& n) {
+    Impl::Res r{gamma(n + ".norm1"),
+                gamma(n + ".norm2"),
+                conv(n + ".conv1.conv"),
+                conv(n + ".conv2.conv"),
+                {}};
+    if (shape_of.count(n + ".nin_shortcut.weight")) r.nin = conv(n + ".nin_shortcut");
+    return r;
+  };
+  auto attn = [&](const std::string& n) {
+    return Impl::Attn{gamma(n + ".norm"), conv(n + ".q"), conv(n + ".k"), conv(n + ".v"),
+                      conv(n + ".proj_out")};
+  };
+  Impl& m = *impl_;
+  const int levels = static_cast<int>(cfg_.block_out_channels.size());
+  m.enc_in = conv("encoder.conv_in.conv");
+  for (int i = 0; i < levels; ++i) {
+    const std::string p = "encoder.down." + std::to_string(i);
+    Impl::Level l;
+    for (int j = 0; j < cfg_.layers_per_block; ++j)
+      l.blocks.push_back(res(p + ".block." + std::to_string(j)));
+    if (enc_spatial(cfg_, i)) l.resample = conv(p + ".downsample.conv.conv");
+    l.temporal = enc_temporal(cfg_, i);
+    m.enc.push_back(std::move(l));
+  }
+  m.enc_mid1 = res("encoder.mid.block_1");
+  m.enc_attn = attn("encoder.mid.attn_1");
+  m.enc_mid2 = res("encoder.mid.block_2");
+  m.enc_norm = gamma("encoder.norm_out");
+  m.enc_out = conv("encoder.conv_out.conv");
+  m.dec_in = conv("decoder.conv_in.conv");
+  m.dec_mid1 = res("decoder.mid.block_1");
+  m.dec_attn = attn("decoder.mid.attn_1");
+  m.dec_mid2 = res("decoder.mid.block_2");
+  for (int i = 0; i < levels; ++i) {
+    const std::string p = "decoder.up." + std::to_string(i);
+    Impl::Level l;
+    for (int j = 0; j <= cfg_.layers_per_block; ++j)
+      l.blocks.push_back(res(p + ".block." + std::to_string(j)));
+    if (dec_spatial(cfg_, i) || dec_temporal(cfg_, i)) l.resample = conv(p + ".upsample.conv.conv");
+    l.temporal = dec_temporal(cfg_, i);
+    m.dec.push_back(std::move(l));
+  }
+  m.dec_norm = gamma("decoder.norm_out");
+  m.dec_out = conv("decoder.conv_out.conv");
+}
+
+HunyuanVae::~HunyuanVae() = default;
+
+Tensor HunyuanVae::encode(const Tensor& video, Tensor* moments) {
+  const int64_t s = cfg_.ffactor_spatial, st = cfg_.ffactor_temporal;
+  if (video.ndim() != 4 || video.dim(0) != cfg_.in_channels)
+    throw Error("HunyuanVideo 1.5 VAE encode: the video must be [" +
+                std::to_string(cfg_.in_channels) + ", F, H, W], got " + shape_str(video.shape()));
+  if ((video.dim(1) - 1) % st || video.dim(2) % s || video.dim(3) % s)
+    throw Error("HunyuanVideo 1.5 VAE encode: " + shape_str(video.shape()) + " needs " +
+                std::to_string(st) + "k+1 frames and sizes that are multiples of " +
+                std::to_string(s));
+  Impl& m = *impl_;
+  Backend& be = m.be;
+  Tensor h = m.causal_conv(be.upload(video.to_f32(), DType::F32), m.enc_in);
+  const auto& b = cfg_.block_out_channels;
+  for (size_t i = 0; i < m.enc.size(); ++i) {
+    for (const Impl::Res& r : m.enc[i].blocks) h = m.res(h, r);
+    if (m.enc[i].resample) h = m.downsample(h, m.enc[i], b[i + 1]);
+  }
+  h = m.res(h, m.enc_mid1);
+  h = m.attn(h, m.enc_attn);
+  h = m.res(h, m.enc_mid2);
+  // The output conv plus the mean of each group of channels (Encoder.forward).
+  Tensor out = m.causal_conv(m.norm(h, m.enc_norm, true), m.enc_out);
+  be.add(out, m.group_mean(h, 2 * cfg_.latent_channels));
+  if (moments) *moments = be.download(out);
+  Tensor mean = m.empty({cfg_.latent_channels, out.dim(1), out.dim(2), out.dim(3)});
+  be.copy_frames(out, 0, 0, mean, 0, 0, cfg_.latent_channels, out.dim(1));
+  return be.download(mean);  // DiagonalGaussianDistribution.mode()
+}
+
+Tensor HunyuanVae::decode(const Tensor& z) {
+  if (z.ndim() != 4 || z.dim(0) != cfg_.latent_channels)
+    throw Error("HunyuanVideo 1.5 VAE decode: the latent must be [" +
+                std::to_string(cfg_.latent_channels) + ", T, h, w], got " + shape_str(z.shape()));
+  Impl& m = *impl_;
+  Backend& be = m.be;
+  const Tensor zd = be.upload(z.to_f32(), DType::F32);
+  Tensor h = m.causal_conv(zd, m.dec_in);
+  be.add(h, m.repeat(zd, h.dim(0)));
+  h = m.res(h, m.dec_mid1);
+  h = m.attn(h, m.dec_attn);
+  h = m.res(h, m.dec_mid2);
+  const std::vector<int> r(cfg_.block_out_channels.rbegin(), cfg_.block_out_channels.rend());
+  for (size_t i = 0; i < m.dec.size(); ++i) {
+    for (const Impl::Res& rb : m.dec[i].blocks) h = m.res(h, rb);
+    if (m.dec[i].resample) h = m.upsample(h, m.dec[i], r[i + 1]);
+  }
+  return be.download(m.causal_conv(m.norm(h, m.dec_norm, true), m.dec_out));
+}
+
+}  // namespace fisdit::hunyuan15

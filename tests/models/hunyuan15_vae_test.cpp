@@ -1,0 +1,80 @@
+// The HunyuanVideo 1.5 VAE on the CPU backend against the official code's outputs
+// (tests/data/hunyuan15/vae_tiny.safetensors, tools/fixtures/gen_hunyuan15_vae_fixture.py):
+// encode (moments and the posterior's mode) and decode of the tiny model.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "backend/backend.h"
+#include "fisdit/error.h"
+#include "io/safetensors.h"
+#include "models/hunyuan15/vae.h"
+
+namespace fisdit {
+namespace {
+
+// fp32 arithmetic in any summation order stays far below this (the Wan VAE fixtures' bound).
+constexpr double kFp32Tolerance = 1e-5;
+
+struct Loaded {
+  std::shared_ptr<SafetensorsFile> file =
+      SafetensorsFile::open(std::string(FISDIT_TEST_DATA) + "/hunyuan15/vae_tiny.safetensors");
+  std::unique_ptr<Backend> backend = make_cpu_backend();
+  std::unique_ptr<hunyuan15::HunyuanVae> vae;
+  Loaded() {
+    const hunyuan15::VaeConfig cfg = hunyuan15::vae_config_from_json(
+        nlohmann::json::parse(file->metadata().at("config")), "fixture metadata");
+    vae = std::make_unique<hunyuan15::HunyuanVae>(
+        cfg,
+        [&](const std::string& name, const Shape& shape) {
+          const Tensor t = file->tensor_f32("model." + name);
+          EXPECT_EQ(t.shape(), shape) << name;
+          return t;
+        },
+        *backend);
+  }
+};
+
+TEST(HunyuanVae, EncodeMatchesTheOfficialCode) {
+  Loaded m;
+  Tensor moments;
+  const Tensor mean = m.vae->encode(m.file->tensor_f32("input.video"), &moments);
+  const double e1 = rel_l2(moments, m.file->tensor_f32("expected.moments"));
+  const double e2 = rel_l2(mean, m.file->tensor_f32("expected.mean"));
+  std::printf("encode: moments rel L2 %.3g, mean %.3g\n", e1, e2);
+  EXPECT_LE(e1, kFp32Tolerance);
+  EXPECT_LE(e2, kFp32Tolerance);
+}
+
+TEST(HunyuanVae, DecodeMatchesTheOfficialCode) {
+  Loaded m;
+  const Tensor video = m.vae->decode(m.file->tensor_f32("input.z"));
+  const double err = rel_l2(video, m.file->tensor_f32("expected.video"));
+  std::printf("decode: rel L2 %.3g\n", err);
+  EXPECT_LE(err, kFp32Tolerance);
+}
+
+TEST(HunyuanVae, BadShapesAreClearErrors) {
+  Loaded m;
+  auto error_of = [&](auto&& f) -> std::string {
+    try {
+      f();
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  std::string e = error_of([&] { m.vae->encode(Tensor::zeros({3, 8, 32, 32})); });
+  EXPECT_NE(e.find("4k+1 frames"), std::string::npos) << e;
+  e = error_of([&] { m.vae->encode(Tensor::zeros({3, 9, 40, 32})); });
+  EXPECT_NE(e.find("multiples of 16"), std::string::npos) << e;
+  e = error_of([&] { m.vae->decode(Tensor::zeros({5, 2, 2, 2})); });
+  EXPECT_NE(e.find("[4, T, h, w]"), std::string::npos) << e;
+  nlohmann::json bad = {{"block_out_channels", {8, 8, 16}}, {"latent_channels", 4}};
+  e = error_of([&] { hunyuan15::vae_config_from_json(bad, "config.json"); });
+  EXPECT_NE(e.find("more levels"), std::string::npos) << e;
+}
+
+}  // namespace
+}  // namespace fisdit
