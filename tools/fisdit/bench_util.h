@@ -51,7 +51,7 @@ std::string take_op_profile();
 // fisdit bench --vae: a VAE decode (or encode) of a random input of the real size with random
 // weights of the released VAE's shapes.
 struct VaeBenchOptions {
-  std::string vae;  // wan2.1 or wan2.2
+  std::string vae;  // wan2.1, wan2.2 or hunyuan15
   bool encode = false;
   std::string device;
   int width = 0, height = 0, frames = 0, warmup = 0, repeats = 0;

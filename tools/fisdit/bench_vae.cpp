@@ -1,6 +1,6 @@
-// fisdit bench --vae wan2.1|wan2.2 [--vae-op encode]: VAE decode of a random latent of the real
-// size (or encode of a random video) with random weights of the released VAE's shapes (made on the
-// device): ms per latent frame and peak memory.
+// fisdit bench --vae wan2.1|wan2.2|hunyuan15 [--vae-op encode]: VAE decode of a random latent of
+// the real size (or encode of a random video) with random weights of the released VAE's shapes
+// (made on the device): ms per latent frame and peak memory.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -11,6 +11,7 @@
 #include "bench_util.h"
 #include "cli.h"
 #include "fisdit/error.h"
+#include "models/hunyuan15/vae.h"
 #include "models/wan/vae.h"
 
 namespace fisdit::cli {
@@ -25,7 +26,7 @@ wan::VaeConfig vae_config(const VaeBenchOptions& o) {
     cfg.dec_dim = 256;
     cfg.z_dim = 48;
   } else if (o.vae != "wan2.1") {
-    throw Error("--vae must be wan2.1 or wan2.2, got '" + o.vae + "'");
+    throw Error("--vae must be wan2.1, wan2.2 or hunyuan15, got '" + o.vae + "'");
   }
   const int64_t s = cfg.spatial_stride();
   if (o.width % s || o.height % s || o.frames < 1 || (o.frames - 1) % 4)
@@ -134,7 +135,49 @@ void print_vae_result(const VaeBenchOptions& o, const std::string& label, const 
 
 }  // namespace
 
+// HunyuanVideo 1.5's VAE (the released 32-channel shapes): one whole encode or decode per run
+// (it has no time chunks); decode in the pipeline's 256-pixel tiles (overlap 0.125) unless
+// FISDIT_HY15_VAE_TILING=0.
+void run_hunyuan_vae_bench(const VaeBenchOptions& o) {
+  const hunyuan15::VaeConfig cfg;
+  const int s = cfg.ffactor_spatial;
+  if (o.width % s || o.height % s || o.frames < 1 || (o.frames - 1) % cfg.ffactor_temporal)
+    throw Error("--size must be a multiple of 16 and --frames 4k+1 for the hunyuan15 VAE");
+  auto backend = make_backend(o.device);
+  const wan::VaeWeightFn weights = random_weights(*backend);
+  hunyuan15::HunyuanVae vae(cfg, weights, *backend);
+  backend->synchronize();
+  const Memory weights_mem = memory(*backend);
+  const Shape latent{cfg.latent_channels, 1 + (o.frames - 1) / cfg.ffactor_temporal, o.height / s,
+                     o.width / s};
+  const Tensor input =
+      random_input(o.encode ? Shape{3, o.frames, o.height, o.width} : latent, o.encode);
+  const char* env = std::getenv("FISDIT_HY15_VAE_TILING");
+  const hunyuan15::VaeTiling tiling{!(env && std::string(env) == "0"), 256, 0.125};
+  const std::string op = o.encode ? "encode" : "decode";
+  const std::string label =
+      o.label.value_or("hunyuan15-vae-" + op + (o.encode || !tiling.enabled ? "" : "-tiled"));
+  status("bench " + label + ": " + op + " " + shape_str(input.shape()) + " on " + backend->name());
+  const VaeRun run = [&](const Tensor& x, const wan::VaeProgressFn& progress) {
+    Tensor out = o.encode ? vae.encode(x) : vae.decode(x, tiling);
+    if (progress) progress(0, 1, x.dim(1), out.dim(1));
+    return out;
+  };
+  char line[256];
+  for (int i = 0; i < o.warmup; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    run(input, {});
+    std::snprintf(line, sizeof line, "  warmup %s %.1f s (the first picks the conv algorithms)",
+                  op.c_str(), seconds_since(t0));
+    status(line);
+  }
+  backend->reset_memory_peak();
+  const VaeTimes times = time_vae_runs(run, input, o.repeats);
+  print_vae_result(o, label, latent, *backend, times, memory(*backend), weights_mem);
+}
+
 void run_vae_bench(const VaeBenchOptions& o) {
+  if (o.vae == "hunyuan15") return run_hunyuan_vae_bench(o);
   const wan::VaeConfig cfg = vae_config(o);
   const int64_t s = cfg.spatial_stride();
   auto backend = make_backend(o.device);

@@ -575,8 +575,8 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--label", args->label, "name printed in the RESULT lines");
   CLI::Option* vae = cmd->add_option(
       "--vae", args->vae,
-      "wan2.1 or wan2.2: time VAE decode of a --size/--frames latent instead of the "
-      "DiT (random weights of the released VAE's shapes)");
+      "wan2.1, wan2.2 or hunyuan15: time VAE decode of a --size/--frames latent instead "
+      "of the DiT (random weights of the released VAE's shapes)");
   cmd->add_option("--vae-op", args->vae_op,
                   "with --vae: decode (a random latent) or encode (a random --size/--frames "
                   "video, as I2V and TI2V do with the first frame)")

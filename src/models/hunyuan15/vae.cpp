@@ -1,5 +1,6 @@
 #include "models/hunyuan15/vae.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -394,10 +395,100 @@ Tensor HunyuanVae::encode(const Tensor& video, Tensor* moments) {
   return be.download(mean);  // DiagonalGaussianDistribution.mode()
 }
 
-Tensor HunyuanVae::decode(const Tensor& z) {
+namespace {
+// Rows [r0, r0 + rows) and columns [c0, c0 + cols) of every (channel, frame) plane of a host
+// [C, T, H, W] tensor.
+Tensor crop(const Tensor& x, int64_t r0, int64_t rows, int64_t c0, int64_t cols) {
+  const int64_t planes = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3);
+  Tensor out = Tensor::zeros({x.dim(0), x.dim(1), rows, cols});
+  for (int64_t p = 0; p < planes; ++p)
+    for (int64_t i = 0; i < rows; ++i)
+      std::copy(x.f32() + (p * h + r0 + i) * w + c0, x.f32() + (p * h + r0 + i) * w + c0 + cols,
+                out.f32() + (p * rows + i) * cols);
+  return out;
+}
+}  // namespace
+
+Tensor HunyuanVae::decode(const Tensor& z, const VaeTiling& tiling) {
   if (z.ndim() != 4 || z.dim(0) != cfg_.latent_channels)
     throw Error("HunyuanVideo 1.5 VAE decode: the latent must be [" +
                 std::to_string(cfg_.latent_channels) + ", T, h, w], got " + shape_str(z.shape()));
+  const int64_t s = cfg_.ffactor_spatial;
+  const int64_t tile = tiling.sample_size / s;  // latent cells per tile
+  const int64_t h = z.dim(2), w = z.dim(3);
+  if (!tiling.enabled || (h <= tile && w <= tile)) return decode_whole(z);
+  if (tiling.sample_size % s || tile < 1 || !(tiling.overlap >= 0 && tiling.overlap < 1))
+    throw Error("HunyuanVideo 1.5 VAE decode: bad tiling (sample size " +
+                std::to_string(tiling.sample_size) + ", overlap " + std::to_string(tiling.overlap) +
+                ")");
+  const int64_t step = static_cast<int64_t>(static_cast<double>(tile) * (1 - tiling.overlap));
+  const int64_t blend = static_cast<int64_t>(tiling.sample_size * tiling.overlap);
+  const int64_t limit = tiling.sample_size - blend;
+  if (step < 1) throw Error("HunyuanVideo 1.5 VAE decode: the tiles do not advance");
+  const Tensor zh = z.to_f32();
+  std::vector<std::vector<Tensor>> rows;
+  for (int64_t i = 0; i < h; i += step) {
+    std::vector<Tensor> row;
+    for (int64_t j = 0; j < w; j += step)
+      row.push_back(decode_whole(crop(zh, i, std::min(tile, h - i), j, std::min(tile, w - j))));
+    rows.push_back(std::move(row));
+  }
+  // Blending in place in the official order: a tile takes the (already blended) tile above and
+  // the (already blended) tile to its left, over `blend` rows / columns.
+  auto blend_v = [](const Tensor& a, Tensor& b, int64_t extent) {
+    extent = std::min({a.dim(2), b.dim(2), extent});
+    const int64_t planes = b.dim(0) * b.dim(1), wa = a.dim(3), ha = a.dim(2), hb = b.dim(2);
+    for (int64_t y = 0; y < extent; ++y) {
+      const float wb = static_cast<float>(static_cast<double>(y) / static_cast<double>(extent));
+      const float wa_ = static_cast<float>(1.0 - static_cast<double>(y) / extent);
+      for (int64_t p = 0; p < planes; ++p)
+        for (int64_t x = 0; x < wa; ++x) {
+          float& v = b.f32()[(p * hb + y) * wa + x];
+          v = a.f32()[(p * ha + ha - extent + y) * wa + x] * wa_ + v * wb;
+        }
+    }
+  };
+  auto blend_h = [](const Tensor& a, Tensor& b, int64_t extent) {
+    extent = std::min({a.dim(3), b.dim(3), extent});
+    const int64_t planes = b.dim(0) * b.dim(1), rows = b.dim(2), wa = a.dim(3), wb_ = b.dim(3);
+    for (int64_t x = 0; x < extent; ++x) {
+      const float wb = static_cast<float>(static_cast<double>(x) / static_cast<double>(extent));
+      const float wa_ = static_cast<float>(1.0 - static_cast<double>(x) / extent);
+      for (int64_t p = 0; p < planes; ++p)
+        for (int64_t y = 0; y < rows; ++y) {
+          float& v = b.f32()[(p * rows + y) * wb_ + x];
+          v = a.f32()[(p * rows + y) * wa + wa - extent + x] * wa_ + v * wb;
+        }
+    }
+  };
+  int64_t out_h = 0, out_w = 0;
+  for (const Tensor& t : rows.front()) out_w += std::min(limit, t.dim(3));
+  for (const auto& row : rows) out_h += std::min(limit, row.front().dim(2));
+  const Tensor& first = rows.front().front();
+  Tensor out = Tensor::zeros({first.dim(0), first.dim(1), out_h, out_w});
+  const int64_t planes = first.dim(0) * first.dim(1);
+  int64_t y0 = 0;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    int64_t x0 = 0, rh = 0;
+    for (size_t j = 0; j < rows[i].size(); ++j) {
+      Tensor& t = rows[i][j];
+      if (i > 0) blend_v(rows[i - 1][j], t, blend);
+      if (j > 0) blend_h(rows[i][j - 1], t, blend);
+      const int64_t th = std::min(limit, t.dim(2)), tw = std::min(limit, t.dim(3));
+      for (int64_t p = 0; p < planes; ++p)
+        for (int64_t y = 0; y < th; ++y)
+          std::copy(t.f32() + (p * t.dim(2) + y) * t.dim(3),
+                    t.f32() + (p * t.dim(2) + y) * t.dim(3) + tw,
+                    out.f32() + (p * out_h + y0 + y) * out_w + x0);
+      x0 += tw;
+      rh = th;
+    }
+    y0 += rh;
+  }
+  return out;
+}
+
+Tensor HunyuanVae::decode_whole(const Tensor& z) {
   Impl& m = *impl_;
   Backend& be = m.be;
   const Tensor zd = be.upload(z.to_f32(), DType::F32);

@@ -38,6 +38,17 @@ std::vector<std::pair<std::string, Shape>> vae_parameter_shapes(const VaeConfig&
 // Supplies a weight by its official name as a host tensor of exactly `shape`; throws naming it.
 using VaeWeightFn = std::function<Tensor(const std::string& name, const Shape& shape)>;
 
+// Spatial tiling of decode (AutoencoderKLConv3D.spatial_tiled_decode, which the pipeline runs
+// under memory_efficient_context): latent tiles of sample_size / 16 cells every
+// (1 - overlap) of that, each decoded alone, blended linearly with the tile above and the one to
+// the left over sample_size * overlap pixels, cropped to sample_size * (1 - overlap). The
+// pipeline's setting on GPUs with more than 21 GB: 256 pixels, 0.125.
+struct VaeTiling {
+  bool enabled = true;
+  int sample_size = 256;
+  double overlap = 0.125;
+};
+
 class HunyuanVae {
  public:
   HunyuanVae(VaeConfig cfg, const VaeWeightFn& weights, Backend& backend);
@@ -51,12 +62,13 @@ class HunyuanVae {
   // `moments`, when given, gets the encoder's output [2 latent, ...].
   Tensor encode(const Tensor& video, Tensor* moments = nullptr);
   // Latent [latent, T, h, w] (unscaled), host -> video [3, 1 + 4 (T - 1), 16 h, 16 w], host,
-  // unclamped.
-  Tensor decode(const Tensor& z);
+  // unclamped; in tiles when `tiling` is enabled and the latent is larger than one tile.
+  Tensor decode(const Tensor& z, const VaeTiling& tiling = {false});
 
   struct Impl;
 
  private:
+  Tensor decode_whole(const Tensor& z);
   VaeConfig cfg_;
   std::unique_ptr<Impl> impl_;
 };
