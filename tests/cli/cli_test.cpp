@@ -160,6 +160,28 @@ TEST_F(Cli, HunyuanDitInspectAndFlops) {
   EXPECT_NE(r.out.find("balanced"), std::string::npos) << r.out;
 }
 
+// fisdit vae with a HunyuanVideo 1.5 VAE (the official fixture: decode and encode, --normalize
+// by its scaling factor).
+TEST_F(Cli, HunyuanVaeDecodeAndEncode) {
+  const std::string vae = std::string(FISDIT_TEST_DATA) + "/hunyuan15/vae_tiny.safetensors";
+  const auto f = SafetensorsFile::open(vae);
+  write_safetensors(path("z.st"), {{"z", f->tensor_f32("input.z")}});
+  Result r = run("vae decode --vae " + vae + " --inputs " + path("z.st") + " --output " +
+                 path("video.st"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.err.find("HunyuanVideo 1.5 VAE"), std::string::npos) << r.err;
+  EXPECT_LE(rel_l2(SafetensorsFile::open(path("video.st"))->tensor_f32("video"),
+                   f->tensor_f32("expected.video")),
+            1e-5);
+  write_safetensors(path("v.st"), {{"video", f->tensor_f32("input.video")}});
+  r = run("vae encode --normalize --vae " + vae + " --inputs " + path("v.st") + " --output " +
+          path("z_out.st"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  Tensor want = f->tensor_f32("expected.mean").clone();
+  for (int64_t i = 0; i < want.numel(); ++i) want.f32()[i] *= 1.03682f;
+  EXPECT_LE(rel_l2(SafetensorsFile::open(path("z_out.st"))->tensor_f32("z"), want), 1e-5);
+}
+
 TEST_F(Cli, DitWithFisChangesTheResult) {
   const std::string in = inputs_from_fixture("dit_t2v_tiny.safetensors", false);
   const std::string model = fixture("dit_t2v_tiny.safetensors");

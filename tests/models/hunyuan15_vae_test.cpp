@@ -70,6 +70,34 @@ TEST(HunyuanVae, TiledDecodeMatchesTheOfficialCode) {
   EXPECT_GT(rel_l2(m.vae->decode(m.file->tensor_f32("input.z_tiled")), expected), 1e-3);
 }
 
+// --vae sources: the fixture file itself (official names under "model.", config in its
+// metadata) and the same weights converted by diffusers' own script (a directory with diffusers'
+// config.json), each decoding and encoding as the official code does.
+TEST(HunyuanVae, OfficialAndDiffusersSourcesLoad) {
+  Loaded m;
+  const std::string dir = std::string(FISDIT_TEST_DATA) + "/hunyuan15/";
+  EXPECT_FALSE(hunyuan15::is_hunyuan_vae(dir + "../wan/vae21_tiny.safetensors"));
+  EXPECT_EQ(hunyuan15::vae_diffusers_name("decoder.up.2.block.1.conv2.conv.weight"),
+            "decoder.up_blocks.2.resnets.1.conv2.conv.weight");
+  EXPECT_EQ(hunyuan15::vae_diffusers_name("encoder.mid.attn_1.q.bias"),
+            "encoder.mid_block.attentions.0.to_q.bias");
+  for (const std::string path : {dir + "vae_tiny.safetensors", dir + "vae_tiny_diffusers"}) {
+    ASSERT_TRUE(hunyuan15::is_hunyuan_vae(path)) << path;
+    const hunyuan15::VaeSource src = hunyuan15::open_vae(path);
+    EXPECT_EQ(src.diffusers, path.find("diffusers") != std::string::npos);
+    EXPECT_EQ(src.config.block_out_channels, (std::vector<int>{8, 8, 16, 16, 16}));
+    hunyuan15::HunyuanVae vae(src.config, src.weights, *m.backend);
+    EXPECT_LE(
+        rel_l2(vae.decode(m.file->tensor_f32("input.z")), m.file->tensor_f32("expected.video")),
+        kFp32Tolerance)
+        << path;
+    EXPECT_LE(
+        rel_l2(vae.encode(m.file->tensor_f32("input.video")), m.file->tensor_f32("expected.mean")),
+        kFp32Tolerance)
+        << path;
+  }
+}
+
 TEST(HunyuanVae, BadShapesAreClearErrors) {
   Loaded m;
   auto error_of = [&](auto&& f) -> std::string {

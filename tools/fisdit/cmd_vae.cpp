@@ -7,6 +7,7 @@
 #include "backend/backend.h"
 #include "cli.h"
 #include "fisdit/error.h"
+#include "models/hunyuan15/vae.h"
 #include "models/wan/vae.h"
 
 namespace fisdit::cli {
@@ -41,7 +42,7 @@ wan::LatentStats normalize_stats(const SafetensorsFile& in, const wan::VaeSource
 struct VaeArgs {
   std::string mode, vae, inputs, output;
   DeviceFlags device;
-  bool normalize = false, clamp = false;
+  bool normalize = false, clamp = false, no_tiling = false;
 };
 
 // The encoder or decoder on `x`, with a status line per chunk; --normalize and --clamp applied.
@@ -72,6 +73,47 @@ Tensor run_vae_op(const VaeArgs& a, wan::WanVae& vae, const Tensor& x,
   return video;
 }
 
+// HunyuanVideo 1.5's VAE: the whole clip at once; --normalize multiplies (encode) or divides
+// (decode) by its scaling factor; decode in the pipeline's 256-pixel tiles unless --no-tiling.
+void run_hunyuan_vae(const VaeArgs& a, const Tensor& x) {
+  const bool encode = a.mode == "encode";
+  auto start = std::chrono::steady_clock::now();
+  const hunyuan15::VaeSource src = hunyuan15::open_vae(a.vae);
+  const hunyuan15::VaeConfig& c = src.config;
+  if (!encode && x.dim(0) != c.latent_channels)
+    throw Error(a.inputs + ": 'z' has " + std::to_string(x.dim(0)) + " channels, the VAE expects " +
+                std::to_string(c.latent_channels));
+  auto backend = a.device.backend();
+  hunyuan15::HunyuanVae vae(c, src.weights, *backend);
+  char line[512];
+  std::snprintf(line, sizeof line,
+                "loaded HunyuanVideo 1.5 VAE %s (%s names): %d latent channels, widths up to %d "
+                "(config from %s) on %s in %.2f s",
+                a.vae.c_str(), src.diffusers ? "diffusers" : "official", c.latent_channels,
+                c.block_out_channels.back(), src.config_origin.c_str(), backend->name().c_str(),
+                seconds_since(start));
+  status(line);
+  start = std::chrono::steady_clock::now();
+  const float s = static_cast<float>(c.scaling_factor);
+  Tensor out;
+  if (encode) {
+    out = vae.encode(x);
+    if (a.normalize)
+      for (int64_t i = 0; i < out.numel(); ++i) out.f32()[i] *= s;
+  } else {
+    Tensor z = x.to_f32().clone();
+    if (a.normalize)
+      for (int64_t i = 0; i < z.numel(); ++i) z.f32()[i] /= s;
+    out = vae.decode(z, hunyuan15::VaeTiling{!a.no_tiling, 256, 0.125});
+    if (a.clamp)
+      for (int64_t i = 0; i < out.numel(); ++i)
+        out.f32()[i] = std::clamp(out.f32()[i], -1.0f, 1.0f);
+  }
+  std::snprintf(line, sizeof line, "%s done in %.3f s", a.mode.c_str(), seconds_since(start));
+  status(line);
+  write_tensor(a.output, encode ? "z" : "video", out);
+}
+
 void run_vae(const VaeArgs& a) {
   const bool encode = a.mode == "encode";
   if (encode && a.clamp) throw Error("--clamp only applies to 'vae decode'");
@@ -82,6 +124,8 @@ void run_vae(const VaeArgs& a) {
   if (encode && x.dim(0) != 3)
     throw Error(a.inputs + ": 'video' has " + std::to_string(x.dim(0)) +
                 " channels, expected 3 (RGB)");
+  if (hunyuan15::is_hunyuan_vae(a.vae)) return run_hunyuan_vae(a, x);
+  if (a.no_tiling) throw Error("--no-tiling applies to the HunyuanVideo 1.5 VAE only");
   auto start = std::chrono::steady_clock::now();
   const wan::VaeSource src = wan::open_vae(a.vae);
   if (!encode && x.dim(0) != src.config.z_dim)
@@ -109,12 +153,15 @@ void run_vae(const VaeArgs& a) {
 void register_vae(CLI::App& app) {
   auto args = std::make_shared<VaeArgs>();
   CLI::App* cmd =
-      app.add_subcommand("vae", "Wan 2.1 / 2.2 VAE encode or decode (fp32; --device cpu or cuda)");
+      app.add_subcommand("vae",
+                         "Wan 2.1 / 2.2 or HunyuanVideo 1.5 VAE encode or decode (fp32; --device "
+                         "cpu or cuda)");
   cmd->add_option("mode", args->mode, "encode or decode")
       ->required()
       ->check(CLI::IsMember({"encode", "decode"}));
   cmd->add_option("--vae", args->vae,
-                  "VAE .safetensors or torch.save .pth (official WanVAE_ keys, any prefix)")
+                  "VAE .safetensors, torch.save .pth or directory (official WanVAE_ or "
+                  "HunyuanVideo 1.5 AutoencoderKLConv3D keys, or diffusers', any prefix)")
       ->required();
   cmd->add_option("--inputs", args->inputs,
                   "safetensors with 'video' [3, T, H, W] in [-1, 1] (encode) or 'z' [z_dim, F, h, "
@@ -125,11 +172,15 @@ void register_vae(CLI::App& app) {
       ->required();
   cmd->add_flag("--normalize", args->normalize,
                 "encode: (mu - mean) / std; decode: z * std + mean first (mean/std from --inputs "
-                "'scale_mean'/'scale_std', else from the VAE)");
+                "'scale_mean'/'scale_std', else from the VAE; HunyuanVideo 1.5: times / divided "
+                "by its scaling factor)");
   add_device_flags(cmd, args->device, "cpu",
                    "cpu (fp32 reference) or cuda (fp32 tensors, TF32 convolutions unless "
                    "FISDIT_VAE_TF32=0)");
   cmd->add_flag("--clamp", args->clamp, "decode: clamp the video to [-1, 1] (as Wan2_1_VAE does)");
+  cmd->add_flag("--no-tiling", args->no_tiling,
+                "HunyuanVideo 1.5 decode: the whole frame at once instead of the pipeline's "
+                "256-pixel tiles (more memory)");
   cmd->callback([args] { run_vae(*args); });
 }
 

@@ -8,6 +8,7 @@
 
 #include "backend/backend.h"
 #include "fisdit/error.h"
+#include "io/checkpoint.h"
 
 namespace fisdit::hunyuan15 {
 
@@ -503,6 +504,126 @@ Tensor HunyuanVae::decode_whole(const Tensor& z) {
     if (m.dec[i].resample) h = m.upsample(h, m.dec[i], r[i + 1]);
   }
   return be.download(m.causal_conv(m.norm(h, m.dec_norm, true), m.dec_out));
+}
+
+std::string vae_diffusers_name(const std::string& official) {
+  // The conversion script's renames (convert_hunyuan_video_15_vae_checkpoint_to_diffusers).
+  static const std::vector<std::pair<std::string, std::string>> parts = {
+      {".mid.block_1.", ".mid_block.resnets.0."},
+      {".mid.block_2.", ".mid_block.resnets.1."},
+      {".mid.attn_1.q.", ".mid_block.attentions.0.to_q."},
+      {".mid.attn_1.k.", ".mid_block.attentions.0.to_k."},
+      {".mid.attn_1.v.", ".mid_block.attentions.0.to_v."},
+      {".mid.attn_1.", ".mid_block.attentions.0."},
+      {".downsample.", ".downsamplers.0."},
+      {".upsample.", ".upsamplers.0."},
+  };
+  std::string n = official;
+  for (const auto& [from, to] : parts)
+    if (const size_t at = n.find(from); at != std::string::npos) n.replace(at, from.size(), to);
+  // encoder.down.<i>.block.<j> / decoder.up.<i>.block.<j>
+  for (const auto& [from, to] : std::vector<std::pair<std::string, std::string>>{
+           {"encoder.down.", "encoder.down_blocks."}, {"decoder.up.", "decoder.up_blocks."}})
+    if (n.rfind(from, 0) == 0) {
+      n = to + n.substr(from.size());
+      if (const size_t at = n.find(".block."); at != std::string::npos)
+        n.replace(at, 7, ".resnets.");
+    }
+  return n;
+}
+
+namespace {
+constexpr const char* kVaeMarker = "encoder.conv_in.conv.weight";
+struct VaeLayout {
+  std::string prefix;
+  bool diffusers = false;
+};
+std::optional<VaeLayout> find_vae_layout(const Checkpoint& ckpt) {
+  const std::string marker = kVaeMarker;
+  for (const std::string& name : ckpt.names()) {
+    if (name.size() < marker.size() ||
+        name.compare(name.size() - marker.size(), marker.size(), marker) != 0)
+      continue;
+    const std::string prefix = name.substr(0, name.size() - marker.size());
+    if (!prefix.empty() && prefix.back() != '.') continue;
+    if (ckpt.contains(prefix + "encoder.down.0.block.0.norm1.gamma"))
+      return VaeLayout{prefix, false};
+    if (ckpt.contains(prefix + "encoder.down_blocks.0.resnets.0.norm1.gamma"))
+      return VaeLayout{prefix, true};
+  }
+  return std::nullopt;
+}
+}  // namespace
+
+bool is_hunyuan_vae(const std::string& path) {
+  try {
+    return find_vae_layout(Checkpoint::open(path)).has_value();
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+VaeSource open_vae(const std::string& path) {
+  auto ckpt = std::make_shared<Checkpoint>(Checkpoint::open(path));
+  const std::optional<VaeLayout> layout = find_vae_layout(*ckpt);
+  if (!layout)
+    throw Error(path + ": not a HunyuanVideo 1.5 VAE (no '" + std::string(kVaeMarker) +
+                "' with encoder.down.0.block.0.norm1.gamma or diffusers' down_blocks names)");
+  VaeSource src;
+  src.path = path;
+  src.prefix = layout->prefix;
+  src.diffusers = layout->diffusers;
+  auto stored = [src](const std::string& official) {
+    return src.prefix + (src.diffusers ? vae_diffusers_name(official) : official);
+  };
+  std::optional<nlohmann::json> j = ckpt->config_json();
+  if (j) {
+    src.config_origin = ckpt->config_path().value_or("config.json");
+  } else if (ckpt->files().size() == 1) {
+    const auto& meta = ckpt->files()[0]->metadata();
+    if (const auto it = meta.find("config"); it != meta.end()) {
+      try {
+        j = nlohmann::json::parse(it->second);
+      } catch (const nlohmann::json::exception& e) {
+        throw Error(path + ": the metadata 'config' is not JSON: " + e.what());
+      }
+      src.config_origin = "file metadata";
+    }
+  }
+  if (j) {
+    nlohmann::json c = *j;  // diffusers spells the factors as compression ratios
+    if (c.contains("spatial_compression_ratio"))
+      c["ffactor_spatial"] = c["spatial_compression_ratio"];
+    if (c.contains("temporal_compression_ratio"))
+      c["ffactor_temporal"] = c["temporal_compression_ratio"];
+    src.config = vae_config_from_json(c, src.config_origin);
+  } else {
+    src.config_origin = "tensor shapes";
+    VaeConfig c;
+    // The widths: each encoder level's first res block conv, the latent from conv_out.
+    c.block_out_channels.clear();
+    for (int i = 0;; ++i) {
+      const TensorInfo* t =
+          ckpt->find(stored("encoder.down." + std::to_string(i) + ".block.0.conv1.conv.weight"));
+      if (!t) break;
+      c.block_out_channels.push_back(static_cast<int>(t->shape[0]));
+    }
+    if (const TensorInfo* t = ckpt->find(stored("encoder.conv_out.conv.weight")))
+      c.latent_channels = static_cast<int>(t->shape[0] / 2);
+    c.validate(path + " (" + src.config_origin + ")");
+    src.config = c;
+  }
+  src.weights = [ckpt, stored, path](const std::string& name, const Shape& shape) -> Tensor {
+    const std::string s = stored(name);
+    const TensorInfo* info = ckpt->find(s);
+    if (!info) throw Error(path + ": VAE tensor '" + s + "' is missing");
+    if (info->shape != shape)
+      throw Error(path + ": VAE tensor '" + s + "' has shape " + shape_str(info->shape) +
+                  ", expected " + shape_str(shape));
+    return ckpt->tensor_f32(s);
+  };
+  src.checkpoint = ckpt;
+  return src;
 }
 
 }  // namespace fisdit::hunyuan15

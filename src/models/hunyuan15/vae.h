@@ -49,6 +49,25 @@ struct VaeTiling {
   double overlap = 0.125;
 };
 
+// The VAE behind --vae: a safetensors file or a directory (vae/ of the release: config.json and
+// diffusion_pytorch_model.safetensors) with the official AutoencoderKLConv3D names or diffusers'
+// AutoencoderKLHunyuanVideo15 names, under any prefix. The config: config.json, else the file's
+// metadata 'config', else the released defaults with the widths read from the tensor shapes.
+struct VaeSource {
+  std::shared_ptr<const void> checkpoint;  // io::Checkpoint, kept alive for the weights
+  std::string path, prefix, config_origin;
+  bool diffusers = false;
+  VaeConfig config;
+  // The weights by official name, read from the checkpoint.
+  VaeWeightFn weights;
+};
+// Whether `path` holds a HunyuanVideo 1.5 VAE (without reading weights); throws nothing.
+bool is_hunyuan_vae(const std::string& path);
+// Throws fisdit::Error naming the path when it holds no HunyuanVideo 1.5 VAE.
+VaeSource open_vae(const std::string& path);
+// The diffusers name of an official VAE parameter name.
+std::string vae_diffusers_name(const std::string& official);
+
 class HunyuanVae {
  public:
   HunyuanVae(VaeConfig cfg, const VaeWeightFn& weights, Backend& backend);
