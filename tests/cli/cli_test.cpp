@@ -182,6 +182,34 @@ TEST_F(Cli, HunyuanVaeDecodeAndEncode) {
   EXPECT_LE(rel_l2(SafetensorsFile::open(path("z_out.st"))->tensor_f32("z"), want), 1e-5);
 }
 
+// fisdit denoise on HunyuanVideo 1.5: the official 3-step sampling run of the fixture (shift 7,
+// MeanFlow r), byt5 and vision read from the inputs file.
+TEST_F(Cli, HunyuanDenoiseMatchesTheOfficialLoop) {
+  const std::string model = std::string(FISDIT_TEST_DATA) + "/hunyuan15/dit_tiny.safetensors";
+  const auto f = SafetensorsFile::open(model);
+  auto rows = [](const Tensor& t, const Tensor& mask) {
+    const std::vector<float> m = mask.to_vector();
+    int64_t n = 0;
+    while (n < static_cast<int64_t>(m.size()) && m[static_cast<size_t>(n)] != 0.0f) ++n;
+    return t.slice_rows(0, n).clone();
+  };
+  const Tensor x = f->tensor_f32("i2v.input.x");
+  const int64_t cells = x.numel() / x.dim(0);
+  write_safetensors(
+      path("in.st"),
+      {{"x", f->tensor_f32("sample.input.noise")},
+       {"y", x.reshape({9, cells}).slice_rows(4, 9).clone().reshape({5, 3, 4, 6})},
+       {"context", rows(f->tensor_f32("i2v.input.text"), f->tensor_f32("i2v.input.text_mask"))},
+       {"byt5", rows(f->tensor_f32("i2v.input.byt5"), f->tensor_f32("i2v.input.byt5_mask"))},
+       {"vision", f->tensor_f32("i2v.input.vision")}});
+  const Result r = run("denoise --model " + model + " --inputs " + path("in.st") +
+                       " --steps 3 --shift 7 --device cpu --output " + path("out.st"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_LE(rel_l2(SafetensorsFile::open(path("out.st"))->tensor_f32("x"),
+                   f->tensor_f32("sample.expected.x")),
+            1e-5);
+}
+
 TEST_F(Cli, DitWithFisChangesTheResult) {
   const std::string in = inputs_from_fixture("dit_t2v_tiny.safetensors", false);
   const std::string model = fixture("dit_t2v_tiny.safetensors");

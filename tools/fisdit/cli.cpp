@@ -305,9 +305,20 @@ Tensor read_input(const SafetensorsFile& file, const std::string& name, bool req
 }
 
 sched::DenoiseInputs read_denoise_inputs(const SafetensorsFile& file) {
-  return {read_input(file, "x", true), read_input(file, "context", true),
-          read_input(file, "context_neg", false), read_input(file, "y", false),
-          read_input(file, "z_image", false)};
+  sched::DenoiseInputs in{read_input(file, "x", true), read_input(file, "context", true),
+                          read_input(file, "context_neg", false), read_input(file, "y", false),
+                          read_input(file, "z_image", false)};
+  // Further text-side streams (HunyuanVideo 1.5: the glyph states "byt5" and the first frame's
+  // "vision" states), "<name>_neg" for the negative prompt; the negative side reuses "vision"
+  // (one first frame) when it has none of its own.
+  for (const char* name : {"byt5", "vision"}) {
+    if (Tensor t = read_input(file, name, false); t.defined()) in.context.extra[name] = t;
+    Tensor neg = read_input(file, std::string(name) + "_neg", false);
+    if (!neg.defined() && std::string(name) == "vision" && in.context.extra.count(name))
+      neg = in.context.extra[name];
+    if (neg.defined() && in.context_neg.defined()) in.context_neg.extra[name] = neg;
+  }
+  return in;
 }
 
 std::unique_ptr<models::VelocityModel> load_model_reporting(const std::string& path,

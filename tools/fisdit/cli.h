@@ -137,7 +137,7 @@ void parse_size(const std::string& text, int& width, int& height);
 // F32; `required` false returns an undefined tensor when absent. Errors name file and tensor.
 Tensor read_input(const SafetensorsFile& file, const std::string& name, bool required);
 // The sampling loop's inputs as denoise takes them: x and context, optional context_neg, y and
-// z_image.
+// z_image, and the text side's further streams (byt5, vision, and their _neg).
 sched::DenoiseInputs read_denoise_inputs(const SafetensorsFile& file);
 
 // models::load_model with status lines: what was loaded (`role`: "model", "high-noise", ...),
