@@ -4,7 +4,7 @@
 #
 #   bash bench/device.sh [full|quick|tests|bench|vae|vae-encode|release-official|release-comfyui|
 #                         release-i2v|release-ti2v|release-limit|release-fp8|compare|offload|
-#                         vae-cache|fp8]
+#                         vae-cache|fp8|hunyuan15]
 #                                                          (default: full)
 #
 # compare: tests, then the DiT benchmarks of the README (A14B 480p and 720p, TI2V-5B 704p,
@@ -36,6 +36,9 @@
 # and 720p (per step type; bf16, fp8; FIS off/balanced) in one process each, `fisdit quality` of
 # the bundled model (dense, balanced, fp8-gemm, fp8, fp8-balanced), and an op profile of a 480p
 # forward in bf16 and fp8.
+# hunyuan15: tests, HunyuanVideo 1.5 480p I2V step-distilled DiT benchmarks (121 and 81 frames,
+# dense / balanced / fast per step type), the official PyTorch forward timed beside them when
+# ref/HunyuanVideo-1.5 (a checkout holding hyvideo/) is carried, and the tiled VAE decode.
 # quick: tests + small benchmarks (Wan2.1-1.3B 480p, A14B 480p); bench: benchmarks only.
 # Logs go to $OUT (the device tool's folder) or /tmp/fisdit-device. Header-only dependencies and
 # GoogleTest may travel in .deps/ (a CMake prefix) when the machine has no -dev packages.
@@ -304,6 +307,25 @@ table() {
   } | awk -F'|' '{printf "%-16s %-9s %-6s %-21s %9s %9s %8s %8s %8s %9s %10s %4s %9s\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13}' |
     tee -a "$SUMMARY"
 }
+if [ "$MODE" = "hunyuan15" ]; then
+  # HunyuanVideo 1.5, 480p step-distilled I2V (8 steps, shift 7, MeanFlow): the DiT per step type
+  # at 121 and 81 frames (dense, balanced, fast; a 1000-token prompt and 729 vision tokens), the
+  # official PyTorch forward on the same GPU (bench/hunyuan15_official_forward.py, the official
+  # code from ref/HunyuanVideo-1.5 when it was carried), and the VAE decode in the pipeline's tiles.
+  bench hy15-480p-121 --model-config hunyuanvideo-1.5-480p-i2v-step-distilled --size 848x480 --frames 121 --steps 8 --shift 7 --fis off,balanced,fast --mode per-step-type --warmup 1 --repeats 3
+  bench hy15-480p-81 --model-config hunyuanvideo-1.5-480p-i2v-step-distilled --size 848x480 --frames 81 --steps 8 --shift 7 --fis off,balanced,fast --mode per-step-type --warmup 1 --repeats 3
+  table
+  if [ -d ref/HunyuanVideo-1.5/hyvideo ]; then
+    for frames in 121 81; do
+      timeout 240 python3 bench/hunyuan15_official_forward.py --repo ref/HunyuanVideo-1.5 \
+        --size 848x480 --frames $frames >"$OUT/official_$frames.log" 2>&1 ||
+        { tail -8 "$OUT/official_$frames.log"; say "official forward $frames FAILED"; }
+      grep "^official" "$OUT/official_$frames.log" | tee -a "$SUMMARY"
+    done
+  fi
+  vbench hy15-vae-480p-121 "${VAE_LIMIT:-150}" hunyuan15 --size 848x480 --frames 121 --warmup 1 --repeats 1
+  exit 0
+fi
 if [ "$MODE" = "fp8" ]; then
   # The self-attention alone (A14B heads) in bf16 and fp8, then the loops: bf16, fp8-gemm (the
   # matrices only) and fp8 (matrices and attention), FIS and MagCache-force stacked, 480p whole

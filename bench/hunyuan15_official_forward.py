@@ -14,6 +14,7 @@ never calls (diffusers' mixins, loguru), as in tools/fixtures/gen_hunyuan15_fixt
   python3 bench/hunyuan15_official_forward.py --repo DIR --size 848x480 --frames 121
 """
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -35,7 +36,8 @@ def main():
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     sys.path.insert(0, args.repo)
-    sys.path.insert(0, __file__.rsplit("/", 2)[0] + "/tools/fixtures")
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, os.path.join(here, "..", "tools", "fixtures"))
     from gen_hunyuan15_fixtures import install_stubs
     install_stubs()
     import hyvideo.commons.parallel_states as ps
