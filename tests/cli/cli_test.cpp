@@ -202,12 +202,23 @@ TEST_F(Cli, HunyuanDenoiseMatchesTheOfficialLoop) {
        {"context", rows(f->tensor_f32("i2v.input.text"), f->tensor_f32("i2v.input.text_mask"))},
        {"byt5", rows(f->tensor_f32("i2v.input.byt5"), f->tensor_f32("i2v.input.byt5_mask"))},
        {"vision", f->tensor_f32("i2v.input.vision")}});
-  const Result r = run("denoise --model " + model + " --inputs " + path("in.st") +
-                       " --steps 3 --shift 7 --device cpu --output " + path("out.st"));
+  Result r = run("denoise --model " + model + " --inputs " + path("in.st") +
+                 " --steps 3 --shift 7 --device cpu --output " + path("out.st"));
   ASSERT_EQ(r.rc, 0) << r.err;
   EXPECT_LE(rel_l2(SafetensorsFile::open(path("out.st"))->tensor_f32("x"),
                    f->tensor_f32("sample.expected.x")),
             1e-5);
+  // The redundancy analysis runs on the same inputs: every (step, block) of the video stream.
+  r = run("analyze --model " + model + " --inputs " + path("in.st") +
+          " --steps 3 --shift 7 --fis balanced --strides 2 --no-figures --output-dir " +
+          path("an"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  std::ifstream in(path("an/analysis.json"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string a = ss.str();
+  EXPECT_NE(a.find("\"num_blocks\": 2"), std::string::npos) << a.substr(0, 400);
+  EXPECT_NE(a.find("\"steps\": 3"), std::string::npos) << a.substr(0, 400);
 }
 
 TEST_F(Cli, DitWithFisChangesTheResult) {

@@ -91,7 +91,7 @@ TEST_P(HunyuanParity, EveryHookAndTheOutputMatchTheOfficialCode) {
     worst = std::max(worst, err);
     ++compared;
   }
-  // x_embed, vec, txt_refined, context, 2 x (block, block_txt), head_out, out
+  // x_embed, vec, txt_refined, context, 2 x (block, txt_block), head_out, out
   EXPECT_EQ(compared, 10);
   std::printf("%s: worst rel L2 %.3g over %d tensors\n", GetParam(), worst, compared);
 }

@@ -549,7 +549,7 @@ Tensor HunyuanDiT::forward(const Tensor& x, const models::Timestep& time,
       }
       if (o.observer) {
         observe("block_" + std::to_string(i), h);
-        observe("block_" + std::to_string(i) + "_txt", txt);
+        observe("txt_block_" + std::to_string(i), txt);
       }
     }
     if (o.stack.keep) {

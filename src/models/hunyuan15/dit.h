@@ -58,7 +58,7 @@ class HunyuanDiT final : public models::VelocityModel {
   // x [in_dim, F, H, W] (latent, condition latent, mask), time.t [1], time.r for MeanFlow
   // (none: time_r_in is skipped, as the official forward does without timestep_r). Observer
   // names: x_embed, vec, txt_refined, context (the text side entering block 0), block_<i> and
-  // block_<i>_txt (each stream after block i), head_out.
+  // txt_block_<i> (each stream after block i), head_out.
   Tensor forward(const Tensor& x, const models::Timestep& time, const models::TextEmbedding& text,
                  const models::ForwardOptions& options) override;
 
