@@ -30,9 +30,10 @@ Tensor valid_rows(const Tensor& t, const Tensor& mask) {
   return out;
 }
 
-Tensor run(Backend& backend, const std::string& name, const accel::FisConfig* fis) {
+Tensor run(Backend& backend, const std::string& name, const accel::FisConfig* fis,
+           models::Precision precision = models::Precision::Default) {
   const auto f = SafetensorsFile::open(fixture_path());
-  auto dit = hunyuan15::load_dit(hunyuan15::open_model(fixture_path()), backend);
+  auto dit = hunyuan15::load_dit(hunyuan15::open_model(fixture_path()), backend, precision);
   const std::string in = name + ".input.";
   models::TextContext text(valid_rows(f->tensor_f32(in + "text"), f->tensor_f32(in + "text_mask")));
   const Tensor byt5 = valid_rows(f->tensor_f32(in + "byt5"), f->tensor_f32(in + "byt5_mask"));
@@ -79,6 +80,20 @@ TEST_P(CudaHunyuan, FisMatchesTheCpuOnTheSamePlan) {
     std::printf("hunyuan15 %s fis %s: rel L2 %.3g vs CPU\n", GetParam(),
                 accel::granularity_name(g).c_str(), err);
     EXPECT_LE(err, kDitTolerance);
+  }
+}
+
+// --precision fp8 and fp8-gemm on the GPU (cuBLASLt E4M3 GEMMs, cuDNN FP8 attention) against
+// the official fp32 output, with the CPU reference's bound (0.1: E4M3 GEMMs ~3%, attention ~5%).
+TEST_P(CudaHunyuan, Fp8StaysCloseToTheOfficialOutput) {
+  FISDIT_REQUIRE_GPU();
+  const auto f = SafetensorsFile::open(fixture_path());
+  const Tensor expected = f->tensor_f32(std::string(GetParam()) + ".expected.out");
+  for (const auto p : {models::Precision::Fp8, models::Precision::Fp8Gemm}) {
+    const double err = rel_l2(run(gpu, GetParam(), nullptr, p), expected);
+    std::printf("hunyuan15 %s %s: rel L2 %.3g vs official fp32\n", GetParam(),
+                models::precision_name(p), err);
+    EXPECT_LE(err, 0.1) << models::precision_name(p);
   }
 }
 

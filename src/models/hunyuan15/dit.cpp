@@ -171,7 +171,8 @@ models::ModelInfo model_info(const HunyuanConfig& cfg) {
   return info;
 }
 
-HunyuanDiT::HunyuanDiT(HunyuanConfig cfg, Backend& backend, const WeightFn& weights)
+HunyuanDiT::HunyuanDiT(HunyuanConfig cfg, Backend& backend, const WeightFn& weights,
+                       models::Precision precision)
     : cfg_(std::move(cfg)), backend_(backend) {
   cfg_.validate("model config");
   if (cfg_.patch_size != std::array<int, 3>{1, 1, 1})
@@ -252,6 +253,12 @@ HunyuanDiT::HunyuanDiT(HunyuanConfig cfg, Backend& backend, const WeightFn& weig
       s.fc1 = lin(x + "_mlp.fc1");
       s.fc2 = lin(x + "_mlp.fc2");
     }
+    if (models::fp8_matrices(precision)) {  // as it loads: one bf16 block at a time
+      if (i == 0)
+        set_precision(precision);  // probes the backend, quantizes block 0
+      else
+        quantize_block(i);
+    }
   }
   final_mod_ = lin("final_layer.adaLN_modulation.1");
   final_linear_ = lin("final_layer.linear");
@@ -259,6 +266,49 @@ HunyuanDiT::HunyuanDiT(HunyuanConfig cfg, Backend& backend, const WeightFn& weig
 
 void HunyuanDiT::linear(const Tensor& x, const Linear& l, Tensor& y, Activation act) {
   backend_.linear(x, l.w, &l.b, y, act);
+}
+
+HunyuanDiT::MatrixInput HunyuanDiT::matrix_input(const Tensor& x) {
+  if (models::fp8_matrices(precision_)) return {x, backend_.quantize_rows(x)};
+  return {x, {}};
+}
+
+void HunyuanDiT::block_linear(const MatrixInput& in, const Linear& l, Tensor& y, Activation act) {
+  if (l.q.codes.defined())
+    backend_.linear_fp8(in.q, l.q, &l.b, y, act);
+  else
+    backend_.linear(in.x, l.w, &l.b, y, act);
+}
+
+void HunyuanDiT::quantize_block(int index) {
+  Block& b = blocks_[static_cast<size_t>(index)];
+  for (Stream* s : {&b.img, &b.txt})
+    for (Linear* l : {&s->q, &s->k, &s->v, &s->proj, &s->fc1, &s->fc2}) {
+      if (l->q.codes.defined() || !l->w.defined()) continue;
+      l->q = backend_.quantize_rows(l->w);
+      l->w = Tensor();
+    }
+}
+
+void HunyuanDiT::set_precision(models::Precision precision) {
+  if (precision == precision_) return;
+  if (models::fp8_matrices(precision_)) {  // the matrices are E4M3 already
+    if (!models::fp8_matrices(precision))
+      throw Error(
+          "the HunyuanVideo 1.5 DiT's fp8 weights cannot go back to the default precision: load "
+          "it again");
+    precision_ = precision;
+    return;
+  }
+  // The backend must have the fp8 GEMM: a probe before any weight is touched.
+  const Fp8Rows probe =
+      backend_.quantize_rows(backend_.upload(Tensor::zeros({16, 16}), DType::F32));
+  Tensor y = backend_.empty({16, 16});
+  backend_.linear_fp8(probe, probe, nullptr, y);
+  precision_ = precision;
+  for (size_t i = 0; i < blocks_.size(); ++i)
+    if (blocks_[i].img.q.w.defined() || blocks_[i].img.q.q.codes.defined())
+      quantize_block(static_cast<int>(i));
 }
 
 Modulation HunyuanDiT::modulation(const Linear& l, const Tensor& c_act, int chunks) {
@@ -414,9 +464,10 @@ void HunyuanDiT::run_block(int index, Tensor& img, Tensor& txt, const Tensor& ve
     backend_.layer_norm(x, nullptr, nullptr, kEps, xn, {&mod, 0}, {&mod, 1});
     Tensor qs = q.slice_rows(row0, row0 + rows), ks = k.slice_rows(row0, row0 + rows),
            vs = v.slice_rows(row0, row0 + rows);
-    linear(xn, s.q, qs);
-    linear(xn, s.k, ks);
-    linear(xn, s.v, vs);
+    const MatrixInput in = matrix_input(xn);
+    block_linear(in, s.q, qs);
+    block_linear(in, s.k, ks);
+    block_linear(in, s.v, vs);
     head_norm(qs, s.q_norm);
     head_norm(ks, s.k_norm);
     if (rope) {
@@ -428,17 +479,21 @@ void HunyuanDiT::run_block(int index, Tensor& img, Tensor& txt, const Tensor& ve
   project(b.img, img, im, 0, n, &grid);
   project(b.txt, txt, tm, n, m, nullptr);
   Tensor o = backend_.empty({n + m, heads, hd}, act);
-  backend_.attention(q.reshape({n + m, heads, hd}), k.reshape({n + m, heads, hd}),
-                     v.reshape({n + m, heads, hd}), o);
+  if (precision_ == models::Precision::Fp8)
+    backend_.attention_fp8(q.reshape({n + m, heads, hd}), k.reshape({n + m, heads, hd}),
+                           v.reshape({n + m, heads, hd}), o);
+  else
+    backend_.attention(q.reshape({n + m, heads, hd}), k.reshape({n + m, heads, hd}),
+                       v.reshape({n + m, heads, hd}), o);
   auto finish = [&](const Stream& s, Tensor& x, const Modulation& mod, int64_t row0, int64_t rows) {
     Tensor branch = backend_.empty({rows, d}, act);
-    linear(o.slice_rows(row0, row0 + rows).reshape({rows, d}), s.proj, branch);
+    block_linear(matrix_input(o.slice_rows(row0, row0 + rows).reshape({rows, d})), s.proj, branch);
     backend_.add(x, branch, {&mod, 2});
     Tensor xn = backend_.empty({rows, d}, act);
     backend_.layer_norm(x, nullptr, nullptr, kEps, xn, {&mod, 3}, {&mod, 4});
     Tensor hidden = backend_.empty({rows, cfg_.mlp_dim()}, act);
-    linear(xn, s.fc1, hidden, Activation::GeluTanh);
-    linear(hidden, s.fc2, branch);
+    block_linear(matrix_input(xn), s.fc1, hidden, Activation::GeluTanh);
+    block_linear(matrix_input(hidden), s.fc2, branch);
     backend_.add(x, branch, {&mod, 5});
   };
   finish(b.img, img, im, 0, n);

@@ -41,7 +41,9 @@ double forward_flops(const HunyuanConfig& cfg, int64_t grid_f, int64_t grid_h, i
 
 class HunyuanDiT final : public models::VelocityModel {
  public:
-  HunyuanDiT(HunyuanConfig cfg, Backend& backend, const WeightFn& weights);
+  // An fp8 `precision` quantizes each block's twelve matrices as the block loads.
+  HunyuanDiT(HunyuanConfig cfg, Backend& backend, const WeightFn& weights,
+             models::Precision precision = models::Precision::Default);
 
   const HunyuanConfig& config() const { return cfg_; }
   const models::ModelInfo& info() const override { return info_; }
@@ -61,11 +63,28 @@ class HunyuanDiT final : public models::VelocityModel {
   // txt_block_<i> (each stream after block i), head_out.
   Tensor forward(const Tensor& x, const models::Timestep& time, const models::TextEmbedding& text,
                  const models::ForwardOptions& options) override;
+  // --precision fp8 / fp8-gemm (models/model.h): each double-stream block's q, k, v, proj, fc1
+  // and fc2 of both streams as E4M3 (per output channel; activations per token), and with fp8
+  // the joint attention through Backend::attention_fp8. The embeddings, the refiner, the
+  // modulations and the final layer stay in the default precision.
+  void set_precision(models::Precision precision) override;
+  models::Precision precision() const { return precision_; }
 
  private:
   struct Linear {
     Tensor w, b;
+    Fp8Rows q;  // --precision fp8: w as E4M3 rows (w is then dropped)
   };
+  // The input of one or more block matrices: quantized once per token in fp8.
+  struct MatrixInput {
+    Tensor x;
+    Fp8Rows q;
+  };
+  MatrixInput matrix_input(const Tensor& x);
+  // y = act(x . W^T + b) for a block matrix, in the model's precision.
+  void block_linear(const MatrixInput& in, const Linear& l, Tensor& y,
+                    Activation act = Activation::None);
+  void quantize_block(int index);
   struct Stream {  // one stream (img or txt) of a double-stream block
     Linear mod, q, k, v, proj, fc1, fc2;
     Tensor q_norm, k_norm;
@@ -106,6 +125,7 @@ class HunyuanDiT final : public models::VelocityModel {
   Linear vision_fc1_, vision_fc3_;
   Tensor cond_type_;  // host [3, hidden]
   std::vector<Block> blocks_;
+  models::Precision precision_ = models::Precision::Default;
 };
 
 }  // namespace fisdit::hunyuan15

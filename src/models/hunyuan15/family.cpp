@@ -314,12 +314,14 @@ std::vector<std::string> check_model(const ModelSource& src) {
   return problems;
 }
 
-std::unique_ptr<HunyuanDiT> load_dit(const ModelSource& src, Backend& backend) {
+std::unique_ptr<HunyuanDiT> load_dit(const ModelSource& src, Backend& backend,
+                                     models::Precision precision) {
   const WeightSource weights(src.checkpoint,
                              [&src](const std::string& name) { return stored_name(src, name); });
   const bool diffusers = src.layout == Layout::Diffusers;
   return std::make_unique<HunyuanDiT>(
-      src.config, backend, [&](const std::string& name, const Shape& shape) -> Tensor {
+      src.config, backend,
+      [&](const std::string& name, const Shape& shape) -> Tensor {
         if (diffusers && name.find("self_attn_qkv") != std::string::npos) {
           // Stored as to_q, to_k, to_v: the fused rows in that order.
           Shape part = shape;
@@ -349,7 +351,8 @@ std::unique_ptr<HunyuanDiT> load_dit(const ModelSource& src, Backend& backend) {
         if (name.find("self_attn_qkv") != std::string::npos || name == "cond_type_embedding.weight")
           return models::host_weight(weights, name, shape);
         return models::load_weight(weights, name, shape, backend, backend.weight_dtype());
-      });
+      },
+      precision);
 }
 
 namespace {
@@ -412,10 +415,8 @@ std::unique_ptr<models::VelocityModel> load(const std::string& path, Backend& ba
                                             std::vector<std::string>* report,
                                             models::Precision precision) {
   if (!loras.empty()) throw ParamError("lora", ": LoRAs are not supported for HunyuanVideo 1.5");
-  if (precision != models::Precision::Default)
-    throw ParamError("precision", ": HunyuanVideo 1.5 runs in bf16 only for now");
   const ModelSource src = open_model(path);
-  auto dit = load_dit(src, backend);
+  auto dit = load_dit(src, backend, precision);
   if (report)
     report->push_back(std::string("hunyuan15 ") + models::task_name(src.config.task) +
                       (src.config.meanflow ? " (MeanFlow)" : "") + ", " +
@@ -429,11 +430,10 @@ std::unique_ptr<models::VelocityModel> load(const std::string& path, Backend& ba
 // biases N(0, 0.1^2), norm gains N(1, 0.1^2), the condition-type table N(0, 0.5^2) on the host.
 std::unique_ptr<models::VelocityModel> random(const std::string& name_or_path, Backend& backend,
                                               models::Precision precision) {
-  if (precision != models::Precision::Default)
-    throw ParamError("precision", ": HunyuanVideo 1.5 runs in bf16 only for now");
   const HunyuanConfig cfg = load_config(name_or_path);
   return std::make_unique<HunyuanDiT>(
-      cfg, backend, [&backend](const std::string& name, const Shape& shape) -> Tensor {
+      cfg, backend,
+      [&backend](const std::string& name, const Shape& shape) -> Tensor {
         const uint64_t seed = std::hash<std::string>{}(name);
         if (name.find("self_attn_qkv") != std::string::npos ||
             name == "cond_type_embedding.weight") {  // host tensors
@@ -451,7 +451,8 @@ std::unique_ptr<models::VelocityModel> random(const std::string& name_or_path, B
         const double fan_in = static_cast<double>(shape_numel(shape) / shape[0]);
         return backend.random_normal(shape, wt, 0.0f, static_cast<float>(1.0 / std::sqrt(fan_in)),
                                      seed);
-      });
+      },
+      precision);
 }
 
 }  // namespace

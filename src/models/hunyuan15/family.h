@@ -39,7 +39,8 @@ ModelSource open_model(const std::string& path);
 std::string stored_name(const ModelSource& src, const std::string& official);
 // Every tensor the config needs, checked against the checkpoint: one line per problem.
 std::vector<std::string> check_model(const ModelSource& src);
-std::unique_ptr<HunyuanDiT> load_dit(const ModelSource& src, Backend& backend);
+std::unique_ptr<HunyuanDiT> load_dit(const ModelSource& src, Backend& backend,
+                                     models::Precision precision = models::Precision::Default);
 
 models::Family family();
 
