@@ -312,7 +312,7 @@ if [ "$MODE" = "hunyuan15" ]; then
   # at 121 and 81 frames (dense, balanced, fast; a 1000-token prompt and 729 vision tokens), the
   # official PyTorch forward on the same GPU (bench/hunyuan15_official_forward.py, the official
   # code from ref/HunyuanVideo-1.5 when it was carried), and the VAE decode in the pipeline's tiles.
-  bench hy15-480p-121 --model-config hunyuanvideo-1.5-480p-i2v-step-distilled --size 848x480 --frames 121 --steps 8 --shift 7 --fis off,balanced,fast --mode per-step-type --warmup 1 --repeats 3
+  bench hy15-480p-121 --model-config hunyuanvideo-1.5-480p-i2v-step-distilled --size 848x480 --frames 121 --steps 8 --shift 7 --fis off,balanced,fast --precision bf16,fp8 --mode per-step-type --warmup 1 --repeats 3
   bench hy15-480p-81 --model-config hunyuanvideo-1.5-480p-i2v-step-distilled --size 848x480 --frames 81 --steps 8 --shift 7 --fis off,balanced,fast --mode per-step-type --warmup 1 --repeats 3
   table
   if [ -d ref/HunyuanVideo-1.5/hyvideo ]; then
