@@ -8,6 +8,18 @@
 
 namespace fisdit::models {
 
+void append_loadable_lines(std::vector<std::string>& lines,
+                           const std::vector<std::string>& problems, const std::string& yes_text) {
+  if (problems.empty()) {
+    lines.push_back("loadable     yes: " + yes_text);
+    return;
+  }
+  lines.push_back("loadable     no: " + std::to_string(problems.size()) + " problem(s)");
+  for (size_t i = 0; i < problems.size() && i < 50; ++i) lines.push_back("  " + problems[i]);
+  if (problems.size() > 50)
+    lines.push_back("  ... and " + std::to_string(problems.size() - 50) + " more");
+}
+
 const std::vector<Family>& families() {
   static const std::vector<Family> all = {wan::family(), hunyuan15::family()};
   return all;

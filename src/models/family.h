@@ -43,6 +43,11 @@ struct Family {
   std::unique_ptr<Release> (*open_release)(const std::string& path, const ReleaseOptions& options);
 };
 
+// inspect's last lines for a DiT whose tensors were checked: "loadable     yes: <yes_text>", or
+// "loadable     no: N problem(s)" and the first 50 problems.
+void append_loadable_lines(std::vector<std::string>& lines,
+                           const std::vector<std::string>& problems, const std::string& yes_text);
+
 const std::vector<Family>& families();
 // Every family's config names, for help texts and errors.
 std::vector<std::string> all_config_names();

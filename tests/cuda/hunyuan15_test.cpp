@@ -5,6 +5,7 @@
 // and the refiner (measured errors are printed).
 #include <cstdio>
 
+#include "../models/hunyuan15_fixture.h"
 #include "cuda_test_util.h"
 #include "io/safetensors.h"
 #include "models/hunyuan15/family.h"
@@ -12,36 +13,18 @@
 namespace fisdit {
 namespace {
 
+using test::fixture_path;
+
 constexpr double kDitTolerance = 2e-2;
-
-std::string fixture_path() {
-  return std::string(FISDIT_TEST_DATA) + "/hunyuan15/dit_tiny.safetensors";
-}
-
-Tensor valid_rows(const Tensor& t, const Tensor& mask) {
-  const std::vector<float> m = mask.to_vector();
-  std::vector<int64_t> keep;
-  for (size_t i = 0; i < m.size(); ++i)
-    if (m[i] != 0.0f) keep.push_back(static_cast<int64_t>(i));
-  const int64_t w = t.dim(1);
-  Tensor out = Tensor::zeros({static_cast<int64_t>(keep.size()), w});
-  for (size_t r = 0; r < keep.size(); ++r)
-    std::copy(t.f32() + keep[r] * w, t.f32() + (keep[r] + 1) * w, out.f32() + r * w);
-  return out;
-}
 
 Tensor run(Backend& backend, const std::string& name, const accel::FisConfig* fis,
            models::Precision precision = models::Precision::Default) {
   const auto f = SafetensorsFile::open(fixture_path());
   auto dit = hunyuan15::load_dit(hunyuan15::open_model(fixture_path()), backend, precision);
-  const std::string in = name + ".input.";
-  models::TextContext text(valid_rows(f->tensor_f32(in + "text"), f->tensor_f32(in + "text_mask")));
-  const Tensor byt5 = valid_rows(f->tensor_f32(in + "byt5"), f->tensor_f32(in + "byt5_mask"));
-  if (byt5.dim(0) > 0) text.extra["byt5"] = byt5;
-  if (name == "i2v") text.extra["vision"] = f->tensor_f32(in + "vision");
-  models::Timestep time{f->tensor_f32(in + "t"), std::nullopt};
-  if (f->contains(in + "r")) time.r = f->tensor_f32(in + "r").to_vector()[0];
-  const Tensor x = f->tensor_f32(in + "x");
+  const test::Case c = test::read_case(*f, name);
+  const Tensor& x = c.x;
+  const models::Timestep& time = c.time;
+  const models::TextContext& text = c.text;
   std::unique_ptr<accel::FisPlan> plan;
   if (fis)
     plan = std::make_unique<accel::FisPlan>(*fis, dit->config().num_blocks, 1,

@@ -73,9 +73,9 @@ void CudaBackend::do_upsample_nearest2x(const Tensor& x, Tensor& out) {
   check_launch(op, desc(x), stream());
 }
 
-void CudaBackend::do_frame_attention(const Tensor& q, const Tensor& k, const Tensor& v,
-                                     Tensor& out) {
-  const char* op = "frame_attention";
+void CudaBackend::video_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out,
+                                  bool causal) {
+  const char* op = causal ? "causal_video_attention" : "frame_attention";
   require_device(q, op, "q");
   require_device(k, op, "k");
   require_device(v, op, "v");
@@ -83,11 +83,19 @@ void CudaBackend::do_frame_attention(const Tensor& q, const Tensor& k, const Ten
   const int64_t c = q.dim(0), t = q.dim(1), n = q.dim(2) * q.dim(3);
   if (!q.numel()) return;
   OpScope scope(stream(), op);
-  // Scores of at most 256 MiB at a time (blocks of query rows).
-  const int64_t rows = std::max<int64_t>(1, std::min<int64_t>(n, (int64_t{64} << 20) / n));
-  Tensor scores = empty({rows, n}, DType::F32);
+  // Scores of at most 256 MiB at a time (blocks of query rows against their keys: the frame's,
+  // or with `causal` every frame's up to it).
+  const int64_t keys = causal ? t * n : n;
+  const int64_t rows = std::max<int64_t>(1, std::min<int64_t>(n, (int64_t{64} << 20) / keys));
+  Tensor scores = empty({rows, keys}, DType::F32);
   frame_attention_forward(video(), q.data_as<float>(), k.data_as<float>(), v.data_as<float>(),
-                          out.data_as<float>(), c, t, n, scores.data_as<float>(), rows, desc(q));
+                          out.data_as<float>(), c, t, n, scores.data_as<float>(), rows, desc(q),
+                          causal);
+}
+
+void CudaBackend::do_frame_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                     Tensor& out) {
+  video_attention(q, k, v, out, /*causal=*/false);
 }
 
 void CudaBackend::do_copy_frames(const Tensor& src, int64_t src_c, int64_t src_f, Tensor& dst,

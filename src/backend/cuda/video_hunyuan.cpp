@@ -1,12 +1,11 @@
 // The CUDA backend's HunyuanVideo 1.5 VAE ops (F32 [C, T, H, W]; kernels in video.cu, the
-// frame-causal attention through the cuBLAS attention of video_engine.cpp).
+// frame-causal attention through the cuBLAS attention of video.cpp / video_engine.cpp).
 #include <algorithm>
 #include <string>
 
 #include "backend/cuda/cuda_internal.h"
 #include "backend/cuda/profile.h"
 #include "backend/cuda/video.cuh"
-#include "backend/cuda/video_engine.h"
 
 namespace fisdit::cuda {
 
@@ -54,21 +53,7 @@ void CudaBackend::do_channel_repeat(const Tensor& x, int repeats, Tensor& out) {
 
 void CudaBackend::do_causal_video_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                             Tensor& out) {
-  const char* op = "causal_video_attention";
-  require_device(q, op, "q");
-  require_device(k, op, "k");
-  require_device(v, op, "v");
-  require_device(out, op, "output");
-  const int64_t c = q.dim(0), t = q.dim(1), n = q.dim(2) * q.dim(3);
-  if (!q.numel()) return;
-  OpScope scope(stream(), op);
-  // Scores of at most 256 MiB at a time (blocks of query rows against every earlier key).
-  const int64_t keys = t * n;
-  const int64_t rows = std::max<int64_t>(1, std::min<int64_t>(n, (int64_t{64} << 20) / keys));
-  Tensor scores = empty({rows, keys}, DType::F32);
-  frame_attention_forward(video(), q.data_as<float>(), k.data_as<float>(), v.data_as<float>(),
-                          out.data_as<float>(), c, t, n, scores.data_as<float>(), rows, desc(q),
-                          /*causal=*/true);
+  video_attention(q, k, v, out, /*causal=*/true);  // video.cpp
 }
 
 }  // namespace fisdit::cuda

@@ -395,15 +395,8 @@ std::vector<std::string> explain(const std::string& path) {
                   c.glyph ? "yes" : "no", c.vision_dim, c.rope_dims[0], c.rope_dims[1],
                   c.rope_dims[2], c.rope_theta);
     lines.push_back(line);
-    const std::vector<std::string> problems = check_model(src);
-    if (problems.empty()) {
-      lines.push_back("loadable     yes: every tensor of the DiT is present with its shape");
-    } else {
-      lines.push_back("loadable     no: " + std::to_string(problems.size()) + " problem(s)");
-      for (size_t i = 0; i < problems.size() && i < 50; ++i) lines.push_back("  " + problems[i]);
-      if (problems.size() > 50)
-        lines.push_back("  ... and " + std::to_string(problems.size() - 50) + " more");
-    }
+    models::append_loadable_lines(lines, check_model(src),
+                                  "every tensor of the DiT is present with its shape");
   } catch (const Error& e) {
     lines.push_back(std::string("loadable     no: ") + e.what());
   }

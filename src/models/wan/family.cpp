@@ -50,16 +50,9 @@ std::vector<std::string> explain(const std::string& path) {
                   c.in_dim, c.out_dim, c.text_dim, c.text_len, c.patch_size[0], c.patch_size[1],
                   c.patch_size[2], c.eps);
     lines.push_back(line);
-    const std::vector<std::string> problems = check_model(src);
-    if (problems.empty()) {
-      lines.push_back("loadable     yes: every tensor of the " +
-                      std::string(models::task_name(c.task)) + " DiT is present with its shape");
-    } else {
-      lines.push_back("loadable     no: " + std::to_string(problems.size()) + " problem(s)");
-      for (size_t i = 0; i < problems.size() && i < 50; ++i) lines.push_back("  " + problems[i]);
-      if (problems.size() > 50)
-        lines.push_back("  ... and " + std::to_string(problems.size() - 50) + " more");
-    }
+    models::append_loadable_lines(lines, check_model(src),
+                                  "every tensor of the " + std::string(models::task_name(c.task)) +
+                                      " DiT is present with its shape");
   } catch (const Error& e) {
     lines.push_back(std::string("loadable     no: ") + e.what());
   }
