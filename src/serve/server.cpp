@@ -352,7 +352,9 @@ void Server::Impl::submit(const httplib::Request& req, httplib::Response& res) {
   } catch (const ParamError& e) {
     std::error_code ec;
     if (!image_file.empty()) fs::remove(image_file, ec);
-    return send_error(res, 400, e.what(), "invalid_request_error", api_param(e.param()));
+    // From the parts, not what(): a field name may hold a NUL, which would end a C string.
+    return send_error(res, 400, e.param() + e.rest(), "invalid_request_error",
+                      api_param(e.param()));
   } catch (const Error& e) {
     std::error_code ec;
     if (!image_file.empty()) fs::remove(image_file, ec);

@@ -160,7 +160,8 @@ class InputTest(unittest.TestCase):
                 h.check_error(st, hd, data, 400, param=field, where=f"{field}: null")
 
     def test_unknown_field(self):
-        for name in ("bogus", "Prompt", "output", "model", "lora", "\u00e9"):
+        # A name with control characters, a NUL first: the message must not end at the NUL.
+        for name in ("bogus", "Prompt", "output", "model", "lora", "\u00e9", "\u0000\b\u001d"):
             body = h.tiny_job()
             body[name] = 1
             self.expect_400(body, param=name)
