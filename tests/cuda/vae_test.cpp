@@ -244,7 +244,8 @@ TEST(CudaHunyuanVae, EncodeAndDecodeMatchTheOfficialCode) {
   for (bool tf32 : {true, false}) {
     Tf32Scope scope(tf32);
     hunyuan15::HunyuanVae vae(
-        hunyuan15::vae_config_from_json(nlohmann::json::parse(f->metadata().at("config")), "meta"),
+        hunyuan15::vae_config_from_json(
+            nlohmann::json::parse(f->metadata().at("config")).at("constructor"), "meta"),
         [&](const std::string& name, const Shape&) { return f->tensor_f32("model." + name); }, gpu);
     const double enc =
         rel_l2(vae.encode(f->tensor_f32("input.video")), f->tensor_f32("expected.mean"));

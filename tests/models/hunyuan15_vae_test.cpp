@@ -24,7 +24,7 @@ struct Loaded {
   std::unique_ptr<hunyuan15::HunyuanVae> vae;
   Loaded() {
     const hunyuan15::VaeConfig cfg = hunyuan15::vae_config_from_json(
-        nlohmann::json::parse(file->metadata().at("config")), "fixture metadata");
+        nlohmann::json::parse(file->metadata().at("config")).at("constructor"), "fixture metadata");
     vae = std::make_unique<hunyuan15::HunyuanVae>(
         cfg,
         [&](const std::string& name, const Shape& shape) {

@@ -24,20 +24,14 @@ struct Found {
   std::string prefix;
 };
 
-// The layout and the prefix before its names, or nullopt when the checkpoint holds no
-// HunyuanVideo 1.5 DiT.
+// The layout and the prefix before its names (io's shortest_prefix of the first marker), or
+// nullopt when the checkpoint holds no HunyuanVideo 1.5 DiT.
 std::optional<Found> find_layout(const Checkpoint& ckpt) {
-  for (const std::string& name : ckpt.names())
-    for (int l = 0; l < 2; ++l) {
-      const std::string marker = kMarkers[l][0];
-      if (name.size() < marker.size() ||
-          name.compare(name.size() - marker.size(), marker.size(), marker) != 0)
-        continue;
-      const std::string prefix = name.substr(0, name.size() - marker.size());
-      if (!prefix.empty() && prefix.back() != '.') continue;
-      if (ckpt.contains(prefix + kMarkers[l][1]))
-        return Found{l == 0 ? Layout::Official : Layout::Diffusers, prefix};
-    }
+  const std::vector<std::string> names = ckpt.names();
+  for (int l = 0; l < 2; ++l)
+    if (const std::optional<std::string> p = shortest_prefix(names, kMarkers[l][0]))
+      if (ckpt.contains(*p + kMarkers[l][1]))
+        return Found{l == 0 ? Layout::Official : Layout::Diffusers, *p};
   return std::nullopt;
 }
 
@@ -245,16 +239,9 @@ ModelSource open_model(const std::string& path) {
     origin = src.checkpoint.config_path().value_or("config.json");
     if (j->is_object() && j->value("_class_name", "") == "HunyuanVideo15Transformer3DModel")
       *j = nlohmann::json{{"diffusers", *j}};
-  } else if (src.checkpoint.files().size() == 1) {
-    const auto& meta = src.checkpoint.files()[0]->metadata();
-    if (const auto it = meta.find("config"); it != meta.end()) {
-      try {
-        j = nlohmann::json::parse(it->second);
-      } catch (const nlohmann::json::exception& e) {
-        throw Error(path + ": the metadata 'config' is not JSON: " + e.what());
-      }
-      origin = "file metadata";
-    }
+  } else if (const std::optional<nlohmann::json> meta = metadata_config(src.checkpoint)) {
+    j = meta->at("constructor");  // the fixtures carry their constructor (io/checkpoint.h)
+    origin = "file metadata";
   }
   const HunyuanConfig shapes = config_from_shapes(
       src.checkpoint, [&](const std::string& n) { return stored_name(src, n); }, {});

@@ -539,18 +539,10 @@ struct VaeLayout {
   bool diffusers = false;
 };
 std::optional<VaeLayout> find_vae_layout(const Checkpoint& ckpt) {
-  const std::string marker = kVaeMarker;
-  for (const std::string& name : ckpt.names()) {
-    if (name.size() < marker.size() ||
-        name.compare(name.size() - marker.size(), marker.size(), marker) != 0)
-      continue;
-    const std::string prefix = name.substr(0, name.size() - marker.size());
-    if (!prefix.empty() && prefix.back() != '.') continue;
-    if (ckpt.contains(prefix + "encoder.down.0.block.0.norm1.gamma"))
-      return VaeLayout{prefix, false};
-    if (ckpt.contains(prefix + "encoder.down_blocks.0.resnets.0.norm1.gamma"))
-      return VaeLayout{prefix, true};
-  }
+  const std::optional<std::string> p = shortest_prefix(ckpt.names(), kVaeMarker);
+  if (!p) return std::nullopt;
+  if (ckpt.contains(*p + "encoder.down.0.block.0.norm1.gamma")) return VaeLayout{*p, false};
+  if (ckpt.contains(*p + "encoder.down_blocks.0.resnets.0.norm1.gamma")) return VaeLayout{*p, true};
   return std::nullopt;
 }
 }  // namespace
@@ -579,16 +571,9 @@ VaeSource open_vae(const std::string& path) {
   std::optional<nlohmann::json> j = ckpt->config_json();
   if (j) {
     src.config_origin = ckpt->config_path().value_or("config.json");
-  } else if (ckpt->files().size() == 1) {
-    const auto& meta = ckpt->files()[0]->metadata();
-    if (const auto it = meta.find("config"); it != meta.end()) {
-      try {
-        j = nlohmann::json::parse(it->second);
-      } catch (const nlohmann::json::exception& e) {
-        throw Error(path + ": the metadata 'config' is not JSON: " + e.what());
-      }
-      src.config_origin = "file metadata";
-    }
+  } else if (const std::optional<nlohmann::json> meta = metadata_config(*ckpt)) {
+    j = meta->at("constructor");
+    src.config_origin = "file metadata";
   }
   if (j) {
     nlohmann::json c = *j;  // diffusers spells the factors as compression ratios

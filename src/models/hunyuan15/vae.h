@@ -52,7 +52,8 @@ struct VaeTiling {
 // The VAE behind --vae: a safetensors file or a directory (vae/ of the release: config.json and
 // diffusion_pytorch_model.safetensors) with the official AutoencoderKLConv3D names or diffusers'
 // AutoencoderKLHunyuanVideo15 names, under any prefix. The config: config.json, else the file's
-// metadata 'config', else the released defaults with the widths read from the tensor shapes.
+// metadata 'config' constructor (io/checkpoint.h metadata_config), else the released defaults
+// with the widths read from the tensor shapes.
 struct VaeSource {
   std::shared_ptr<const void> checkpoint;  // io::Checkpoint, kept alive for the weights
   std::string path, prefix, config_origin;
