@@ -1,6 +1,7 @@
 #include "models/family.h"
 
 #include <algorithm>
+#include <fstream>
 
 #include "fisdit/error.h"
 #include "models/hunyuan15/family.h"
@@ -18,6 +19,21 @@ void append_loadable_lines(std::vector<std::string>& lines,
   for (size_t i = 0; i < problems.size() && i < 50; ++i) lines.push_back("  " + problems[i]);
   if (problems.size() > 50)
     lines.push_back("  ... and " + std::to_string(problems.size() - 50) + " more");
+}
+
+std::optional<nlohmann::json> read_config_file(const std::string& name_or_path) {
+  std::ifstream in(name_or_path);
+  if (!in) {
+    if (name_or_path.find('/') == std::string::npos &&
+        name_or_path.find(".json") == std::string::npos)
+      return std::nullopt;
+    throw Error("cannot open model config '" + name_or_path + "'");
+  }
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(name_or_path + ": invalid JSON: " + e.what());
+  }
 }
 
 const std::vector<Family>& families() {

@@ -3,6 +3,7 @@
 // configs, whether a checkpoint holds one of its DiTs, and how to load or fake one. Adding a
 // family is a folder under models/ and one entry in families() (models/family.cpp).
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,12 @@ struct Family {
 // "loadable     no: N problem(s)" and the first 50 problems.
 void append_loadable_lines(std::vector<std::string>& lines,
                            const std::vector<std::string>& problems, const std::string& yes_text);
+
+// A --model-config argument that is not one of a family's preset names: the config.json it
+// names, parsed; nullopt when it cannot be opened and looks like a name rather than a path (no
+// '/', no ".json"), so the family can say which names it knows. Throws fisdit::Error naming the
+// file when a path cannot be opened or is not JSON.
+std::optional<nlohmann::json> read_config_file(const std::string& name_or_path);
 
 const std::vector<Family>& families();
 // Every family's config names, for help texts and errors.

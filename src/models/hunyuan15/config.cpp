@@ -1,9 +1,9 @@
 #include "models/hunyuan15/config.h"
 
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "fisdit/error.h"
+#include "models/family.h"
 
 namespace fisdit::hunyuan15 {
 
@@ -167,20 +167,9 @@ HunyuanConfig config_from_json(const nlohmann::json& j, const std::string& sourc
 
 HunyuanConfig load_config(const std::string& name_or_path) {
   if (is_preset_name(name_or_path)) return preset_config(name_or_path);
-  std::ifstream in(name_or_path);
-  if (!in) {
-    if (name_or_path.find('/') == std::string::npos &&
-        name_or_path.find(".json") == std::string::npos)
-      return preset_config(name_or_path);  // throws with the list of names
-    throw Error("cannot open model config '" + name_or_path + "'");
-  }
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(name_or_path + ": invalid JSON: " + e.what());
-  }
-  return config_from_json(j, name_or_path);
+  const std::optional<nlohmann::json> j = models::read_config_file(name_or_path);
+  if (!j) return preset_config(name_or_path);  // throws with the list of names
+  return config_from_json(*j, name_or_path);
 }
 
 }  // namespace fisdit::hunyuan15

@@ -1,9 +1,9 @@
 #include "models/wan/config.h"
 
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "fisdit/error.h"
+#include "models/family.h"
 
 namespace fisdit::wan {
 
@@ -118,20 +118,9 @@ WanConfig config_from_json(const nlohmann::json& j, const std::string& source) {
 WanConfig load_config(const std::string& name_or_path) {
   for (const auto& n : preset_config_names())
     if (n == name_or_path) return preset_config(n);
-  std::ifstream in(name_or_path);
-  if (!in) {
-    if (name_or_path.find('/') == std::string::npos &&
-        name_or_path.find(".json") == std::string::npos)
-      return preset_config(name_or_path);  // throws with the list of names
-    throw Error("cannot open model config '" + name_or_path + "'");
-  }
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(name_or_path + ": invalid JSON: " + e.what());
-  }
-  return config_from_json(j, name_or_path);
+  const std::optional<nlohmann::json> j = models::read_config_file(name_or_path);
+  if (!j) return preset_config(name_or_path);  // throws with the list of names
+  return config_from_json(*j, name_or_path);
 }
 
 std::array<int, 3> vae_stride(const WanConfig& cfg) {
