@@ -59,8 +59,9 @@ const Family& family_for_config(const std::string& name_or_path) {
     try {
       f.config_info(name_or_path);
       return f;
-    } catch (const Error& e) {
-      why += (why.empty() ? "" : "; ") + std::string(e.what());
+    } catch (const Error& e) {  // each family's reason once (a missing file reads the same)
+      if (why.find(e.what()) == std::string::npos)
+        why += (why.empty() ? "" : "; ") + std::string(e.what());
     }
   }
   if (families().size() == 1) throw Error(why);
