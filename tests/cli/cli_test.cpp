@@ -10,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "../models/hunyuan15_fixture.h"
 #include "io/safetensors.h"
 #include "models/wan/loader.h"
 
@@ -115,22 +116,14 @@ TEST_F(Cli, DitMatchesTheOfficialOutputForEveryModelType) {
 TEST_F(Cli, HunyuanDitInspectAndFlops) {
   const std::string model = std::string(FISDIT_TEST_DATA) + "/hunyuan15/dit_tiny.safetensors";
   const auto f = SafetensorsFile::open(model);
-  auto rows = [](const Tensor& t, const Tensor& mask) {
-    const std::vector<float> m = mask.to_vector();
-    int64_t n = 0;
-    while (n < static_cast<int64_t>(m.size()) && m[static_cast<size_t>(n)] != 0.0f) ++n;
-    return t.slice_rows(0, n).clone();  // the fixture's valid tokens come first
-  };
-  const Tensor x = f->tensor_f32("i2v.input.x");  // [latent 4 ; condition 4 ; mask 1]
-  const int64_t cells = x.numel() / x.dim(0);
-  NamedTensors in = {
-      {"x", x.reshape({9, cells}).slice_rows(0, 4).clone().reshape({4, 3, 4, 6})},
-      {"y", x.reshape({9, cells}).slice_rows(4, 9).clone().reshape({5, 3, 4, 6})},
-      {"t", f->tensor_f32("i2v.input.t")},
-      {"r", f->tensor_f32("i2v.input.r")},
-      {"context", rows(f->tensor_f32("i2v.input.text"), f->tensor_f32("i2v.input.text_mask"))},
-      {"byt5", rows(f->tensor_f32("i2v.input.byt5"), f->tensor_f32("i2v.input.byt5_mask"))},
-      {"vision", f->tensor_f32("i2v.input.vision")}};
+  const test::Case c = test::read_case(*f, "i2v");
+  NamedTensors in = {{"x", test::channels(c.x, 0, 4)},
+                     {"y", test::channels(c.x, 4, 9)},  // condition latent and mask
+                     {"t", c.time.t},
+                     {"r", f->tensor_f32("i2v.input.r")},
+                     {"context", c.text.states},
+                     {"byt5", c.text.extra.at("byt5")},
+                     {"vision", c.text.extra.at("vision")}};
   write_safetensors(path("in.st"), in);
   Result r = run("dit --model " + model + " --inputs " + path("in.st") + " --output " +
                  path("out.st") + " --device cpu");
@@ -187,21 +180,12 @@ TEST_F(Cli, HunyuanVaeDecodeAndEncode) {
 TEST_F(Cli, HunyuanDenoiseMatchesTheOfficialLoop) {
   const std::string model = std::string(FISDIT_TEST_DATA) + "/hunyuan15/dit_tiny.safetensors";
   const auto f = SafetensorsFile::open(model);
-  auto rows = [](const Tensor& t, const Tensor& mask) {
-    const std::vector<float> m = mask.to_vector();
-    int64_t n = 0;
-    while (n < static_cast<int64_t>(m.size()) && m[static_cast<size_t>(n)] != 0.0f) ++n;
-    return t.slice_rows(0, n).clone();
-  };
-  const Tensor x = f->tensor_f32("i2v.input.x");
-  const int64_t cells = x.numel() / x.dim(0);
-  write_safetensors(
-      path("in.st"),
-      {{"x", f->tensor_f32("sample.input.noise")},
-       {"y", x.reshape({9, cells}).slice_rows(4, 9).clone().reshape({5, 3, 4, 6})},
-       {"context", rows(f->tensor_f32("i2v.input.text"), f->tensor_f32("i2v.input.text_mask"))},
-       {"byt5", rows(f->tensor_f32("i2v.input.byt5"), f->tensor_f32("i2v.input.byt5_mask"))},
-       {"vision", f->tensor_f32("i2v.input.vision")}});
+  const test::Case c = test::read_case(*f, "i2v");
+  write_safetensors(path("in.st"), {{"x", f->tensor_f32("sample.input.noise")},
+                                    {"y", test::channels(c.x, 4, 9)},
+                                    {"context", c.text.states},
+                                    {"byt5", c.text.extra.at("byt5")},
+                                    {"vision", c.text.extra.at("vision")}});
   Result r = run("denoise --model " + model + " --inputs " + path("in.st") +
                  " --steps 3 --shift 7 --device cpu --output " + path("out.st"));
   ASSERT_EQ(r.rc, 0) << r.err;

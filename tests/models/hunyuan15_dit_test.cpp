@@ -128,13 +128,9 @@ TEST(HunyuanSampling, ThreeEulerStepsMatchTheOfficialLoop) {
   auto backend = make_cpu_backend();
   auto dit = hunyuan15::load_dit(hunyuan15::open_model(fixture_path()), *backend);
   const Case c = read_case(*f, "i2v");
-  const int64_t channels = c.x.dim(0), cells = c.x.numel() / channels;
   sched::DenoiseInputs in;
   in.x = f->tensor_f32("sample.input.noise");
-  in.y = c.x.reshape({channels, cells})
-             .slice_rows(4, channels)
-             .clone()
-             .reshape({channels - 4, c.x.dim(1), c.x.dim(2), c.x.dim(3)});
+  in.y = test::channels(c.x, 4, c.x.dim(0));  // condition latent and mask
   in.context = c.text;
   sched::DenoiseOptions opt;
   opt.steps = 3;

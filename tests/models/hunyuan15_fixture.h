@@ -47,4 +47,13 @@ inline Case read_case(const SafetensorsFile& f, const std::string& name) {
   return c;
 }
 
+// Channels [begin, end) of a [C, F, H, W] tensor (the fixture's x is [latent ; condition ; mask]).
+inline Tensor channels(const Tensor& x, int64_t begin, int64_t end) {
+  const int64_t cells = x.numel() / x.dim(0);
+  return x.reshape({x.dim(0), cells})
+      .slice_rows(begin, end)
+      .clone()
+      .reshape({end - begin, x.dim(1), x.dim(2), x.dim(3)});
+}
+
 }  // namespace fisdit::test
