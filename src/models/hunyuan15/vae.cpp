@@ -408,6 +408,69 @@ Tensor crop(const Tensor& x, int64_t r0, int64_t rows, int64_t c0, int64_t cols)
                 out.f32() + (p * rows + i) * cols);
   return out;
 }
+
+// AutoencoderKLConv3D.blend_v in place: b's first `extent` rows become a linear blend of a's last
+// rows into b's (a and b [C, T, H, W] host tensors of one width).
+void blend_v(const Tensor& a, Tensor& b, int64_t extent) {
+  extent = std::min({a.dim(2), b.dim(2), extent});
+  const int64_t planes = b.dim(0) * b.dim(1), wa = a.dim(3), ha = a.dim(2), hb = b.dim(2);
+  for (int64_t y = 0; y < extent; ++y) {
+    const float wb = static_cast<float>(static_cast<double>(y) / static_cast<double>(extent));
+    const float wa_ = static_cast<float>(1.0 - static_cast<double>(y) / extent);
+    for (int64_t p = 0; p < planes; ++p)
+      for (int64_t x = 0; x < wa; ++x) {
+        float& v = b.f32()[(p * hb + y) * wa + x];
+        v = a.f32()[(p * ha + ha - extent + y) * wa + x] * wa_ + v * wb;
+      }
+  }
+}
+
+// AutoencoderKLConv3D.blend_h: the same over columns (a and b of one height).
+void blend_h(const Tensor& a, Tensor& b, int64_t extent) {
+  extent = std::min({a.dim(3), b.dim(3), extent});
+  const int64_t planes = b.dim(0) * b.dim(1), rows = b.dim(2), wa = a.dim(3), wb_ = b.dim(3);
+  for (int64_t x = 0; x < extent; ++x) {
+    const float wb = static_cast<float>(static_cast<double>(x) / static_cast<double>(extent));
+    const float wa_ = static_cast<float>(1.0 - static_cast<double>(x) / extent);
+    for (int64_t p = 0; p < planes; ++p)
+      for (int64_t y = 0; y < rows; ++y) {
+        float& v = b.f32()[(p * rows + y) * wb_ + x];
+        v = a.f32()[(p * rows + y) * wa + wa - extent + x] * wa_ + v * wb;
+      }
+  }
+}
+
+// The decoded tiles blended in place in the official order (a tile takes the already blended tile
+// above and the already blended tile to its left, over `blend` rows / columns), each cropped to
+// `limit` rows and columns, joined into one host [C, T, H, W].
+Tensor stitch_tiles(std::vector<std::vector<Tensor>>& rows, int64_t blend, int64_t limit) {
+  int64_t out_h = 0, out_w = 0;
+  for (const Tensor& t : rows.front()) out_w += std::min(limit, t.dim(3));
+  for (const auto& row : rows) out_h += std::min(limit, row.front().dim(2));
+  const Tensor& first = rows.front().front();
+  Tensor out = Tensor::zeros({first.dim(0), first.dim(1), out_h, out_w});
+  const int64_t planes = first.dim(0) * first.dim(1);
+  int64_t y0 = 0;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    int64_t x0 = 0, rh = 0;
+    for (size_t j = 0; j < rows[i].size(); ++j) {
+      Tensor& t = rows[i][j];
+      if (i > 0) blend_v(rows[i - 1][j], t, blend);
+      if (j > 0) blend_h(rows[i][j - 1], t, blend);
+      const int64_t th = std::min(limit, t.dim(2)), tw = std::min(limit, t.dim(3));
+      for (int64_t p = 0; p < planes; ++p)
+        for (int64_t y = 0; y < th; ++y)
+          std::copy(t.f32() + (p * t.dim(2) + y) * t.dim(3),
+                    t.f32() + (p * t.dim(2) + y) * t.dim(3) + tw,
+                    out.f32() + (p * out_h + y0 + y) * out_w + x0);
+      x0 += tw;
+      rh = th;
+    }
+    y0 += rh;
+  }
+  return out;
+}
+
 }  // namespace
 
 Tensor HunyuanVae::decode(const Tensor& z, const VaeTiling& tiling) {
@@ -434,59 +497,7 @@ Tensor HunyuanVae::decode(const Tensor& z, const VaeTiling& tiling) {
       row.push_back(decode_whole(crop(zh, i, std::min(tile, h - i), j, std::min(tile, w - j))));
     rows.push_back(std::move(row));
   }
-  // Blending in place in the official order: a tile takes the (already blended) tile above and
-  // the (already blended) tile to its left, over `blend` rows / columns.
-  auto blend_v = [](const Tensor& a, Tensor& b, int64_t extent) {
-    extent = std::min({a.dim(2), b.dim(2), extent});
-    const int64_t planes = b.dim(0) * b.dim(1), wa = a.dim(3), ha = a.dim(2), hb = b.dim(2);
-    for (int64_t y = 0; y < extent; ++y) {
-      const float wb = static_cast<float>(static_cast<double>(y) / static_cast<double>(extent));
-      const float wa_ = static_cast<float>(1.0 - static_cast<double>(y) / extent);
-      for (int64_t p = 0; p < planes; ++p)
-        for (int64_t x = 0; x < wa; ++x) {
-          float& v = b.f32()[(p * hb + y) * wa + x];
-          v = a.f32()[(p * ha + ha - extent + y) * wa + x] * wa_ + v * wb;
-        }
-    }
-  };
-  auto blend_h = [](const Tensor& a, Tensor& b, int64_t extent) {
-    extent = std::min({a.dim(3), b.dim(3), extent});
-    const int64_t planes = b.dim(0) * b.dim(1), rows = b.dim(2), wa = a.dim(3), wb_ = b.dim(3);
-    for (int64_t x = 0; x < extent; ++x) {
-      const float wb = static_cast<float>(static_cast<double>(x) / static_cast<double>(extent));
-      const float wa_ = static_cast<float>(1.0 - static_cast<double>(x) / extent);
-      for (int64_t p = 0; p < planes; ++p)
-        for (int64_t y = 0; y < rows; ++y) {
-          float& v = b.f32()[(p * rows + y) * wb_ + x];
-          v = a.f32()[(p * rows + y) * wa + wa - extent + x] * wa_ + v * wb;
-        }
-    }
-  };
-  int64_t out_h = 0, out_w = 0;
-  for (const Tensor& t : rows.front()) out_w += std::min(limit, t.dim(3));
-  for (const auto& row : rows) out_h += std::min(limit, row.front().dim(2));
-  const Tensor& first = rows.front().front();
-  Tensor out = Tensor::zeros({first.dim(0), first.dim(1), out_h, out_w});
-  const int64_t planes = first.dim(0) * first.dim(1);
-  int64_t y0 = 0;
-  for (size_t i = 0; i < rows.size(); ++i) {
-    int64_t x0 = 0, rh = 0;
-    for (size_t j = 0; j < rows[i].size(); ++j) {
-      Tensor& t = rows[i][j];
-      if (i > 0) blend_v(rows[i - 1][j], t, blend);
-      if (j > 0) blend_h(rows[i][j - 1], t, blend);
-      const int64_t th = std::min(limit, t.dim(2)), tw = std::min(limit, t.dim(3));
-      for (int64_t p = 0; p < planes; ++p)
-        for (int64_t y = 0; y < th; ++y)
-          std::copy(t.f32() + (p * t.dim(2) + y) * t.dim(3),
-                    t.f32() + (p * t.dim(2) + y) * t.dim(3) + tw,
-                    out.f32() + (p * out_h + y0 + y) * out_w + x0);
-      x0 += tw;
-      rh = th;
-    }
-    y0 += rh;
-  }
-  return out;
+  return stitch_tiles(rows, blend, limit);
 }
 
 Tensor HunyuanVae::decode_whole(const Tensor& z) {
