@@ -235,7 +235,11 @@ HunyuanDiT::HunyuanDiT(HunyuanConfig cfg, Backend& backend, const WeightFn& weig
     vision_norm4_w_ = load("vision_in.proj.4.weight");
     vision_norm4_b_ = load("vision_in.proj.4.bias");
   }
-  if (cfg_.cond_type_embedding) cond_type_ = weights("cond_type_embedding.weight", {3, d}).to_f32();
+  if (cfg_.cond_type_embedding) {  // its rows on the device once: prompt, glyph, vision
+    const Tensor table = weights("cond_type_embedding.weight", {3, d}).to_f32();
+    for (int64_t t = 0; t < 3; ++t)
+      cond_rows_.push_back(backend_.upload(table.slice_rows(t, t + 1).reshape({d}), DType::F32));
+  }
   blocks_.resize(static_cast<size_t>(cfg_.num_blocks));
   for (int i = 0; i < cfg_.num_blocks; ++i) {
     const std::string b = "double_blocks." + std::to_string(i) + ".";
@@ -388,10 +392,8 @@ models::TextEmbedding HunyuanDiT::embed_text(const models::TextContext& text) {
   if (lv + lb == 0) return out;
   Tensor side = backend_.empty({lv + lb, d});
   auto add_type = [&](Tensor& rows, int type) {
-    if (!cfg_.cond_type_embedding || rows.dim(0) == 0) return;
-    const Tensor row =
-        backend_.upload(cond_type_.slice_rows(type, type + 1).reshape({d}), DType::F32);
-    backend_.add_row(rows, row, rows);
+    if (cond_rows_.empty() || rows.dim(0) == 0) return;
+    backend_.add_row(rows, cond_rows_[static_cast<size_t>(type)], rows);
   };
   if (lv) {  // VisionProjection: LN, Linear, GELU, Linear, LN
     const int64_t vd = cfg_.vision_dim;
@@ -560,10 +562,7 @@ Tensor HunyuanDiT::forward(const Tensor& x, const models::Timestep& time,
   backend_.activation(c, c_act, Activation::Silu);
   refine(prompt, c_act);
   observe("txt_refined", prompt);
-  if (cfg_.cond_type_embedding) {
-    const Tensor row = backend_.upload(cond_type_.slice_rows(0, 1).reshape({d}), DType::F32);
-    backend_.add_row(prompt, row, prompt);
-  }
+  if (!cond_rows_.empty()) backend_.add_row(prompt, cond_rows_[0], prompt);
   observe("context", txt);
 
   RopeGrid grid{{}, static_cast<int>(gh), static_cast<int>(gw)};

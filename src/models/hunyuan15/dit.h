@@ -123,7 +123,7 @@ class HunyuanDiT final : public models::VelocityModel {
   Linear byt5_fc1_, byt5_fc2_, byt5_fc3_;
   Tensor vision_norm0_w_, vision_norm0_b_, vision_norm4_w_, vision_norm4_b_;
   Linear vision_fc1_, vision_fc3_;
-  Tensor cond_type_;  // host [3, hidden]
+  std::vector<Tensor> cond_rows_;  // cond_type_embedding rows on the device (F32 [hidden])
   std::vector<Block> blocks_;
   models::Precision precision_ = models::Precision::Default;
 };
