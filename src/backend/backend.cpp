@@ -303,6 +303,22 @@ void Backend::attention_fp8(const Tensor& q, const Tensor& k, const Tensor& v, T
   do_attention_fp8(q, k, v, out);
 }
 
+void Backend::causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) {
+  const char* op = "causal_attention";
+  need(op, {{q, "q"}, {k, "k"}, {v, "v"}, {out, "out"}});
+  const std::string qkv = "q " + desc(q) + ", k " + desc(k) + ", v " + desc(v);
+  require(q.ndim() == 3 && k.ndim() == 3 && v.ndim() == 3, op,
+          "expects [tokens, heads, head_dim] tensors, got " + qkv);
+  require(k.dim(0) == q.dim(0) && k.dim(2) == q.dim(2) && v.shape() == k.shape(), op,
+          qkv +
+              ": shapes do not agree (k and v [L, kv_heads, head_dim] beside q [L, heads, "
+              "head_dim])");
+  require(k.dim(1) > 0 && q.dim(1) % k.dim(1) == 0, op,
+          qkv + ": the query heads must be a multiple of the key/value heads");
+  require(out.shape() == q.shape(), op, "output " + desc(out) + " must have q's shape");
+  do_causal_attention(q, k, v, out);
+}
+
 // k and v less their means over the keys (per channel) before rounding, v's mean added back:
 // softmax(q (k - mean)^T) = softmax(q k^T) and P (v - mean) + mean = P v, but the centered values
 // spend E4M3's range on what differs between tokens.

@@ -196,6 +196,12 @@ class Backend {
   // host and runs attention() on them. head_dim must be a multiple of 16.
   void attention_fp8(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out);
 
+  // A decoder language model's self-attention (Qwen2.5's, HunyuanVideo 1.5's text encoder):
+  // q, out [L, H, d]; k, v [L, Hkv, d] with H a multiple of Hkv (grouped query attention: query
+  // head h reads key/value head h / (H / Hkv)); query i sees keys 0..i (the causal mask); logits
+  // scaled by 1/sqrt(d), softmax in fp32.
+  void causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out);
+
   // umT5 self-attention (wan/modules/t5.py T5Attention) on q, k, v, out [L, heads, head_dim]:
   // logits q.k with NO 1/sqrt(head_dim) scaling plus table[bucket_of[j - i + L - 1], h] (table
   // F32 [num_buckets, heads]); keys with key_valid[j] == 0 get float's lowest value added
@@ -319,6 +325,8 @@ class Backend {
                                 const RopeGrid& grid);  // rms_norm, then rope_3d
   virtual void do_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) = 0;
   virtual void do_attention_fp8(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out);
+  virtual void do_causal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                   Tensor& out) = 0;
   virtual void do_attention_rel_bias(const Tensor& q, const Tensor& k, const Tensor& v,
                                      const Tensor& table, const std::vector<int32_t>& bucket_of,
                                      const std::vector<uint8_t>& key_valid, Tensor& out) = 0;

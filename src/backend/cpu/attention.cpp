@@ -51,4 +51,54 @@ void CpuBackend::do_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                       static_cast<double>(heads) * static_cast<double>(d);
 }
 
+// Qwen2.5's attention as the reference: for query i of head h, the keys 0..i of key/value head
+// h / (H / Hkv); dot products in fp32, exp in fp32, the weighted sum of values in fp64.
+void CpuBackend::do_causal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                     Tensor& out) {
+  const int64_t len = q.dim(0), heads = q.dim(1), d = q.dim(2), kv_heads = k.dim(1);
+  const int64_t group = heads / kv_heads;
+  const float* pq = q.f32();
+  const float* pk = k.f32();
+  const float* pv = v.f32();
+  float* po = out.f32();
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+#pragma omp parallel
+  {
+    std::vector<float> scores(static_cast<size_t>(len));
+    std::vector<double> acc(static_cast<size_t>(d));
+#pragma omp for collapse(2) schedule(dynamic, 16)
+    for (int64_t h = 0; h < heads; ++h) {
+      for (int64_t i = 0; i < len; ++i) {
+        const int64_t kh = h / group;
+        const float* qi = pq + (i * heads + h) * d;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j <= i; ++j) {
+          const float* kj = pk + (j * kv_heads + kh) * d;
+          float s = 0;
+          for (int64_t c = 0; c < d; ++c) s += qi[c] * kj[c];
+          s *= scale;
+          scores[j] = s;
+          mx = std::max(mx, s);
+        }
+        double sum = 0;
+        for (int64_t j = 0; j <= i; ++j) {
+          scores[j] = std::exp(scores[j] - mx);
+          sum += scores[j];
+        }
+        std::fill(acc.begin(), acc.end(), 0.0);
+        for (int64_t j = 0; j <= i; ++j) {
+          const float* vj = pv + (j * kv_heads + kh) * d;
+          const double p = scores[j];
+          for (int64_t c = 0; c < d; ++c) acc[c] += p * vj[c];
+        }
+        float* oi = po + (i * heads + h) * d;
+        for (int64_t c = 0; c < d; ++c) oi[c] = static_cast<float>(acc[c] / sum);
+      }
+    }
+  }
+  // The causal half of the products: sum over i of (i + 1) keys.
+  flops_.attention += 4.0 * static_cast<double>(len) * static_cast<double>(len + 1) / 2.0 *
+                      static_cast<double>(heads) * static_cast<double>(d);
+}
+
 }  // namespace fisdit

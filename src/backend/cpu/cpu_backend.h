@@ -75,6 +75,7 @@ class CpuBackend final : public Backend {
   void do_channel_repeat(const Tensor& x, int repeats, Tensor& out) override;
   void do_causal_video_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                  Tensor& out) override;
+  void do_causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) override;
 
   // Counts `t` as held by the backend until its last view dies; past the limit, throws as running
   // out of GPU memory does.

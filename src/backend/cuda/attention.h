@@ -57,4 +57,9 @@ bool attention_cudnn_fp8(AttentionEngine& e, const void* q8, const void* k8, con
 void launch_attention_naive(const void* q, const void* k, const void* v, void* out, int64_t lq,
                             int64_t lk, int64_t heads, int64_t head_dim, cudaStream_t s);
 
+// Backend::causal_attention with the same kernel: k/v [len, kv_heads, head_dim] (heads a
+// multiple of kv_heads), query i sees keys 0..i.
+void launch_causal_attention(const void* q, const void* k, const void* v, void* out, int64_t len,
+                             int64_t heads, int64_t kv_heads, int64_t head_dim, cudaStream_t s);
+
 }  // namespace fisdit::cuda

@@ -159,6 +159,7 @@ class CudaBackend final : public Backend {
   void do_channel_repeat(const Tensor& x, int repeats, Tensor& out) override;
   void do_causal_video_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                  Tensor& out) override;
+  void do_causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) override;
   // frame_attention, or with `causal` causal_video_attention (video.cpp).
   void video_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, bool causal);
   VideoEngine& video();

@@ -143,6 +143,20 @@ void CudaBackend::do_attention(const Tensor& q, const Tensor& k, const Tensor& v
     launch_attention_naive(q.raw(), k.raw(), v.raw(), out.raw(), lq, lk, heads, d, stream());
 }
 
+// A text encoder's attention: a few hundred to a thousand tokens, once per prompt, so the fp32
+// reference kernel (attention.cu) rather than a cuDNN graph per prompt length.
+void CudaBackend::do_causal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                      Tensor& out) {
+  const char* op = "causal_attention";
+  attention_args(op, q, k, v, out);
+  const int64_t len = q.dim(0), heads = q.dim(1), d = q.dim(2);
+  flops_.attention += 4.0 * static_cast<double>(len) * static_cast<double>(len + 1) / 2.0 *
+                      static_cast<double>(heads) * static_cast<double>(d);
+  if (len == 0) return;
+  OpScope scope(stream(), op);
+  launch_causal_attention(q.raw(), k.raw(), v.raw(), out.raw(), len, heads, k.dim(1), d, stream());
+}
+
 // q, k and v rounded to E4M3 with one scale each on the GPU (k and v less their channel means
 // over the keys; amax, then the scales, then the codes), then cuDNN's fp8 flash attention. Where
 // cuDNN has no bf16 output for it the output comes in E4M3 and is widened here; where it has no fp8
