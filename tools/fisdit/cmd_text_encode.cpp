@@ -1,16 +1,22 @@
-// fisdit text-encode: the umT5 text encoder (--device cpu or cuda) on a prompt (with the umT5
-// tokenizer) or on token ids from a safetensors file.
+// fisdit text-encode: a text encoder (--device cpu or cuda) on a prompt (with its tokenizer) or
+// on token ids from a safetensors file: Wan's umT5, or HunyuanVideo 1.5's Qwen2.5-VL language
+// model (found by its tensor names).
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <optional>
 
 #include "cli.h"
 #include "core/dtype.h"
 #include "core/utf8.h"
 #include "fisdit/error.h"
+#include "models/hunyuan15/text_encoder.h"
 #include "models/wan/t5.h"
 #include "models/wan/t5_tokenizer.h"
+#ifdef FISDIT_WITH_QWEN_TOKENIZER
+#include "models/hunyuan15/text_prompt.h"
+#endif
 
 namespace fisdit::cli {
 
@@ -64,7 +70,7 @@ struct TextEncodeArgs {
   std::string text_encoder, inputs, output, tokenizer;
   std::optional<std::string> prompt;
   DeviceFlags device;
-  int text_len = wan::kT5TextLen;
+  std::optional<int> text_len;  // default: the model's (umT5 512, HunyuanVideo 1.5 1000)
   int repeats = 1;
   bool resident = false;
 };
@@ -74,11 +80,9 @@ void check_args(const TextEncodeArgs& a) {
     throw Error("--prompt and --inputs exclude each other: give the text or the token ids");
   if (!a.prompt && a.inputs.empty())
     throw Error("give --prompt (with --tokenizer) or --inputs (token 'ids' and 'mask')");
-  if (a.prompt && a.tokenizer.empty())
-    throw Error("--prompt needs --tokenizer (the umT5 spiece.model or its directory)");
   if (!a.prompt && !a.tokenizer.empty()) throw Error("--tokenizer is only used with --prompt");
-  if (a.text_len < 1)
-    throw Error("--text-len must be at least 1, got " + std::to_string(a.text_len));
+  if (a.text_len && *a.text_len < 1)
+    throw Error("--text-len must be at least 1, got " + std::to_string(*a.text_len));
   if (a.repeats < 1 || a.repeats > 1000)
     throw Error("--repeats must be in [1, 1000], got " + std::to_string(a.repeats));
 }
@@ -117,8 +121,117 @@ std::unique_ptr<wan::T5Tokenizer> open_tokenizer(const TextEncodeArgs& a) {
 }
 #endif
 
+// HunyuanVideo 1.5's text encoder: the prompt in the official chat template, its prefix cropped
+// after encoding (text_prompt.h); or token ids (those with mask 1) encoded as they are.
+void run_qwen_text_encode(const TextEncodeArgs& a, const hunyuan15::QwenTextSource& src) {
+  const hunyuan15::QwenTextConfig& c = src.config;
+#ifdef FISDIT_WITH_QWEN_TOKENIZER
+  std::unique_ptr<hunyuan15::QwenTokenizer> tokenizer;
+  hunyuan15::PromptTokens prompt;
+  if (a.prompt) {
+    check_utf8(*a.prompt, "--prompt");
+    // The released text_encoder/llm folder holds its tokenizer.json: the default.
+    std::string tok_path = a.tokenizer;
+    if (tok_path.empty() && std::filesystem::is_directory(a.text_encoder) &&
+        std::filesystem::exists(std::filesystem::path(a.text_encoder) / "tokenizer.json"))
+      tok_path = a.text_encoder;
+    if (tok_path.empty())
+      throw Error("--prompt needs --tokenizer (Qwen2.5's tokenizer.json or its directory): " +
+                  a.text_encoder + " holds no tokenizer.json");
+    try {
+      tokenizer = std::make_unique<hunyuan15::QwenTokenizer>(tok_path);
+      prompt = hunyuan15::prompt_tokens(*tokenizer, *a.prompt,
+                                        a.text_len.value_or(hunyuan15::kTextMaxLength));
+    } catch (const Error& e) {
+      throw Error(std::string("--tokenizer: ") + e.what());
+    }
+    if (tokenizer->vocab_size() > c.vocab)
+      throw Error("--tokenizer: " + tokenizer->path() + " has " +
+                  std::to_string(tokenizer->vocab_size()) + " tokens, more than the " +
+                  std::to_string(c.vocab) + " embeddings of " + a.text_encoder);
+    if (prompt.dropped > 0)
+      std::fprintf(stderr,
+                   "warning: the prompt is %lld tokens long; the text encoder takes %lld: the "
+                   "last %lld are dropped\n",
+                   static_cast<long long>(prompt.prompt_tokens() + prompt.dropped),
+                   static_cast<long long>(prompt.prompt_tokens()),
+                   static_cast<long long>(prompt.dropped));
+  }
+#else
+  if (a.prompt) {
+    check_utf8(*a.prompt, "--prompt");
+    throw Error(
+        "--prompt: this fisdit was built without the Qwen2 tokenizer (Debian: apt-get install "
+        "libpcre2-dev libicu-dev, then rebuild); pass token ids with --inputs");
+  }
+#endif
+  std::vector<int32_t> ids;
+  int64_t crop = 0;
+  if (a.prompt) {
+#ifdef FISDIT_WITH_QWEN_TOKENIZER
+    ids = prompt.ids;
+    crop = prompt.crop_start;
+#endif
+  } else {
+    const TokenIds tokens = read_token_ids(a.inputs);
+    for (size_t i = 0; i < tokens.ids.size(); ++i) {
+      if (!tokens.mask[i]) continue;
+      if (tokens.ids[i] < 0 || tokens.ids[i] >= c.vocab)
+        throw Error(a.inputs + ": 'ids' value " + std::to_string(tokens.ids[i]) + " at position " +
+                    std::to_string(i) + " is outside the vocabulary [0, " +
+                    std::to_string(c.vocab) + ") of " + a.text_encoder);
+      ids.push_back(static_cast<int32_t>(tokens.ids[i]));
+    }
+  }
+  auto start = std::chrono::steady_clock::now();
+  auto backend = a.device.backend();
+  auto encoder = hunyuan15::load_qwen_text(src, *backend);
+  char line[512];
+  std::snprintf(line, sizeof line,
+                "loaded text encoder %s: Qwen2.5-VL language model, hidden %lld, %d of %d layers "
+                "(hidden_states[-%d]), %d heads (%d key/value), vocab %lld (config from %s) in "
+                "%.2f s",
+                a.text_encoder.c_str(), static_cast<long long>(c.hidden), c.layers_run(), c.layers,
+                c.skip_layers + 1, c.heads, c.kv_heads, static_cast<long long>(c.vocab),
+                src.config_origin.c_str(), seconds_since(start));
+  status(line);
+  encoder->set_resident(a.resident);
+  Tensor context;
+  for (int pass = 1; pass <= a.repeats; ++pass) {
+    start = std::chrono::steady_clock::now();
+    const Tensor all = encoder->encode(ids);
+    context = all.slice_rows(crop, all.dim(0)).clone();
+    const std::string kept =
+        crop ? " (" + std::to_string(context.dim(0)) + " after the template's prefix)" : "";
+    std::snprintf(
+        line, sizeof line, "encoded %zu tokens%s in %.3f s%s", ids.size(), kept.c_str(),
+        seconds_since(start),
+        a.repeats > 1
+            ? (" (pass " + std::to_string(pass) + " of " + std::to_string(a.repeats) + ")").c_str()
+            : "");
+    status(line);
+  }
+  if (backend->memory_peak() > 0) {
+    std::snprintf(line, sizeof line, "peak device memory %.2f GiB",
+                  static_cast<double>(backend->memory_peak()) / (1 << 30));
+    status(line);
+  }
+  Tensor ids_t = Tensor::zeros({1, static_cast<int64_t>(ids.size())}, DType::I64);
+  for (size_t i = 0; i < ids.size(); ++i) ids_t.data_as<int64_t>()[i] = ids[i];
+  write_safetensors(a.output, {{"context", context}, {"ids", ids_t}},
+                    {{"producer", "fisdit"}, {"crop_start", std::to_string(crop)}});
+  status("wrote " + a.output + " ('context' " + shape_str(context.shape()) + ")");
+}
+
 void run_text_encode(const TextEncodeArgs& a) {
   check_args(a);
+  if (auto qwen = hunyuan15::find_qwen_text(a.text_encoder)) {
+    run_qwen_text_encode(a, *qwen);
+    return;
+  }
+  const int text_len = a.text_len.value_or(wan::kT5TextLen);
+  if (a.prompt && a.tokenizer.empty())
+    throw Error("--prompt needs --tokenizer (the umT5 spiece.model or its directory)");
 #ifdef FISDIT_WITH_PIPELINE
   const std::unique_ptr<wan::T5Tokenizer> tokenizer = a.prompt ? open_tokenizer(a) : nullptr;
 #else
@@ -168,9 +281,9 @@ void run_text_encode(const TextEncodeArgs& a) {
 #ifdef FISDIT_WITH_PIPELINE
     if (tokenizer) {
       const wan::PromptContext encoded =
-          wan::encode_prompt(*tokenizer, *encoder, *a.prompt, a.text_len);
+          wan::encode_prompt(*tokenizer, *encoder, *a.prompt, text_len);
       std::snprintf(line, sizeof line, "encoded the prompt: %lld of %d tokens in %.3f s%s",
-                    static_cast<long long>(encoded.tokens.length), a.text_len, seconds_since(start),
+                    static_cast<long long>(encoded.tokens.length), text_len, seconds_since(start),
                     which.c_str());
       out = {{"context", encoded.context},
              {"ids", encoded.tokens.ids_tensor()},
@@ -198,21 +311,25 @@ void register_text_encode(CLI::App& app) {
   auto args = std::make_shared<TextEncodeArgs>();
   CLI::App* cmd = app.add_subcommand(
       "text-encode",
-      "umT5 text encoder (--device cpu: fp32; cuda: bf16): prompt or token ids -> DiT context");
+      "text encoder (--device cpu: fp32; cuda: bf16): prompt or token ids -> DiT context");
   cmd->add_option("--text-encoder", args->text_encoder,
                   "umT5 encoder .safetensors or torch.save .pth (official T5Encoder or Hugging "
-                  "Face UMT5 keys, any prefix) or checkpoint directory")
+                  "Face UMT5 keys, any prefix) or checkpoint directory; or HunyuanVideo 1.5's "
+                  "Qwen2.5-VL (text_encoder/llm: its language model is used)")
       ->required();
   cmd->add_option("--prompt", args->prompt,
-                  "text to encode as Wan does (HTML entities decoded twice, whitespace collapsed, "
-                  "umT5 SentencePiece, </s>, padded to --text-len); needs --tokenizer");
+                  "text to encode as the model's pipeline does (Wan: HTML entities decoded twice, "
+                  "whitespace collapsed, umT5 SentencePiece, </s>, padded to --text-len; "
+                  "HunyuanVideo 1.5: the official video chat template, its prefix cropped); "
+                  "needs --tokenizer");
   cmd->add_option("--tokenizer", args->tokenizer,
                   "umT5 SentencePiece model: spiece.model, or a directory holding it (also in "
-                  "tokenizer/ or google/umt5-xxl/)");
+                  "tokenizer/ or google/umt5-xxl/); HunyuanVideo 1.5: tokenizer.json or its "
+                  "directory");
   cmd->add_option("--text-len", args->text_len,
-                  "tokenizer max length with --prompt (Wan's text_len; longer prompts are "
-                  "truncated, </s> kept)")
-      ->default_val(wan::kT5TextLen);
+                  "tokenizer max length with --prompt (default: the model's; umT5: Wan's "
+                  "text_len 512, longer prompts truncated with </s> kept; HunyuanVideo 1.5: 1000 "
+                  "tokens after the template's prefix, longer prompts cut with a warning)");
   cmd->add_option("--repeats", args->repeats, "encode this many times, each pass timed")
       ->capture_default_str();
   cmd->add_flag("--resident", args->resident,
