@@ -4,7 +4,7 @@
 #
 #   bash bench/device.sh [full|quick|tests|bench|vae|vae-encode|release-official|release-comfyui|
 #                         release-i2v|release-ti2v|release-limit|release-fp8|compare|offload|
-#                         vae-cache|fp8|hunyuan15]
+#                         vae-cache|fp8|hunyuan15|hunyuan15-dit|hunyuan15-rest]
 #                                                          (default: full)
 #
 # compare: tests, then the DiT benchmarks of the README (A14B 480p and 720p, TI2V-5B 704p,
@@ -39,6 +39,9 @@
 # hunyuan15: tests, HunyuanVideo 1.5 480p I2V step-distilled DiT benchmarks (121 and 81 frames,
 # dense / balanced / fast per step type), the official PyTorch forward timed beside them when
 # ref/HunyuanVideo-1.5 (a checkout holding hyvideo/) is carried, and the tiled VAE decode.
+# hunyuan15-dit and hunyuan15-rest split hunyuan15 in two for a per-call time limit too short for
+# all of it: the build, the tests and the DiT benchmarks; then the official forward and the VAE
+# decode, reusing the build of the first on the same machine.
 # quick: tests + small benchmarks (Wan2.1-1.3B 480p, A14B 480p); bench: benchmarks only.
 # Logs go to $OUT (the device tool's folder) or /tmp/fisdit-device. Header-only dependencies and
 # GoogleTest may travel in .deps/ (a CMake prefix) when the machine has no -dev packages.
@@ -58,7 +61,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm 
 say "cuDNN root: ${CUDNN_ROOT:-<toolkit>}; nvcc: $(nvcc --version | tail -1)"
 
 # ---- build
-if [ "$MODE" != "bench" ] || [ ! -x build-device/fisdit ]; then
+if { [ "$MODE" != "bench" ] && [ "$MODE" != "hunyuan15-rest" ]; } || [ ! -x build-device/fisdit ]; then
   t0=$(date +%s)
   gen=""; command -v ninja >/dev/null && gen="-G Ninja"
   prefix=""; [ -d .deps ] && prefix="-DCMAKE_PREFIX_PATH=$PWD/.deps"
@@ -88,7 +91,7 @@ if [ "$MODE" != "bench" ] || [ ! -x build-device/fisdit ]; then
 fi
 
 # ---- GPU tests
-if [ "$MODE" != "bench" ] && [ "$MODE" != "offload" ] && [ "$MODE" != "vae-cache" ]; then
+if [ "$MODE" != "bench" ] && [ "$MODE" != "offload" ] && [ "$MODE" != "vae-cache" ] && [ "$MODE" != "hunyuan15-rest" ]; then
   t0=$(date +%s)
   FISDIT_CUDA_SYNC=1 ./build-device/fisdit_cuda_tests --gtest_color=no >"$OUT/tests.log" 2>&1
   rc=$?
@@ -307,7 +310,7 @@ table() {
   } | awk -F'|' '{printf "%-16s %-9s %-6s %-21s %9s %9s %8s %8s %8s %9s %10s %4s %9s\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13}' |
     tee -a "$SUMMARY"
 }
-if [ "$MODE" = "hunyuan15" ]; then
+if [ "$MODE" = "hunyuan15" ] || [ "$MODE" = "hunyuan15-dit" ]; then
   # HunyuanVideo 1.5, 480p step-distilled I2V (8 steps, shift 7, MeanFlow): the DiT per step type
   # at 121 and 81 frames (dense, balanced, fast; a 1000-token prompt and 729 vision tokens), the
   # official PyTorch forward on the same GPU (bench/hunyuan15_official_forward.py, the official
@@ -315,6 +318,9 @@ if [ "$MODE" = "hunyuan15" ]; then
   bench hy15-480p-121 --model-config hunyuanvideo-1.5-480p-i2v-step-distilled --size 848x480 --frames 121 --steps 8 --shift 7 --fis off,balanced,fast --precision bf16,fp8 --mode per-step-type --warmup 1 --repeats 3
   bench hy15-480p-81 --model-config hunyuanvideo-1.5-480p-i2v-step-distilled --size 848x480 --frames 81 --steps 8 --shift 7 --fis off,balanced,fast --mode per-step-type --warmup 1 --repeats 3
   table
+  [ "$MODE" = "hunyuan15-dit" ] && exit 0
+fi
+if [ "$MODE" = "hunyuan15" ] || [ "$MODE" = "hunyuan15-rest" ]; then
   if [ -d ref/HunyuanVideo-1.5/hyvideo ]; then
     for frames in 121 81; do
       timeout 240 python3 bench/hunyuan15_official_forward.py --repo ref/HunyuanVideo-1.5 \

@@ -67,8 +67,11 @@ const Family& family_for_config(const std::string& name_or_path) {
   if (families().size() == 1) throw Error(why);
   std::string names;
   for (const std::string& n : all_config_names()) names += (names.empty() ? "" : ", ") + n;
+  // A name no family knows: every family's reason would repeat its own list of names.
+  const bool looks_like_path =
+      name_or_path.find('/') != std::string::npos || name_or_path.ends_with(".json");
   throw Error("unknown model config '" + name_or_path + "' (known: " + names +
-              ", or a config.json): " + why);
+              ", or a path to a config.json)" + (looks_like_path ? ": " + why : ""));
 }
 
 const Family& family_for_model(const std::string& path) {

@@ -203,6 +203,30 @@ TEST_F(Cli, HunyuanDenoiseMatchesTheOfficialLoop) {
   const std::string a = ss.str();
   EXPECT_NE(a.find("\"num_blocks\": 2"), std::string::npos) << a.substr(0, 400);
   EXPECT_NE(a.find("\"steps\": 3"), std::string::npos) << a.substr(0, 400);
+  // calibrate turns it into a preset the sampler takes.
+  r = run("calibrate --analysis " + path("an/analysis.json") + " --budget 100 --output " +
+          path("preset.json"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  r = run("denoise --model " + model + " --inputs " + path("in.st") +
+          " --steps 3 --shift 7 --device cpu --fis " + path("preset.json") + " --output " +
+          path("fis.st"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  // MagCache on the video stream's residual: calibrated ratios from one dense run, then forced
+  // skips (3 steps, K 1: the middle step is skipped) give a different, finite result.
+  r = run("calibrate --magcache --model " + model + " --inputs " + path("in.st") +
+          " --steps 3 --shift 7 --device cpu --output " + path("ratios.json"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  r = run("denoise --model " + model + " --inputs " + path("in.st") +
+          " --steps 3 --shift 7 --device cpu --cache magcache --magcache-force --magcache-K 1 "
+          "--magcache-retention 0.2 --magcache-ratios " +
+          path("ratios.json") + " --output " + path("mc.st"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.err.find("cache skip"), std::string::npos) << r.err;
+  const Tensor dense = SafetensorsFile::open(path("out.st"))->tensor_f32("x");
+  const Tensor cached = SafetensorsFile::open(path("mc.st"))->tensor_f32("x");
+  const double diff = rel_l2(cached, dense);
+  EXPECT_GT(diff, 0.0);
+  EXPECT_TRUE(std::isfinite(diff));
 }
 
 TEST_F(Cli, DitWithFisChangesTheResult) {

@@ -320,5 +320,21 @@ TEST(HunyuanInputs, BadInputsAreClearErrors) {
   EXPECT_TRUE(contains(e, "one finite value")) << e;
 }
 
+// A config name no family knows: one message listing every family's names, said once.
+TEST(HunyuanConfig, AnUnknownNameIsOneMessageWithEveryName) {
+  std::string e;
+  try {
+    models::family_for_config("hunyuanvideo-1.5-720p-i2v-step-distilled");
+  } catch (const Error& err) {
+    e = err.what();
+  }
+  EXPECT_NE(e.find("unknown model config 'hunyuanvideo-1.5-720p-i2v-step-distilled'"),
+            std::string::npos)
+      << e;
+  EXPECT_NE(e.find("wan2.2-t2v-a14b"), std::string::npos) << e;
+  EXPECT_NE(e.find("hunyuanvideo-1.5-720p-i2v-distilled"), std::string::npos) << e;
+  EXPECT_EQ(e.find("unknown", 1), std::string::npos) << e;  // no repeated per-family reasons
+}
+
 }  // namespace
 }  // namespace fisdit
