@@ -431,11 +431,21 @@ double sinc(double x) {
 
 double lanczos3(double x) { return (x > -3.0 && x < 3.0) ? sinc(x) * sinc(x / 3.0) : 0.0; }
 
-// PIL's resampling geometry: output pixel o covers source [o * scale, (o + 1) * scale).
-Taps lanczos_taps(int in, int out) {
+// PIL's bicubic kernel (a = -0.5), support 2.
+double pil_cubic(double x) {
+  constexpr double a = -0.5;
+  x = std::abs(x);
+  if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0;
+  if (x < 2.0) return (((x - 5.0) * x + 8.0) * x - 4.0) * a;
+  return 0.0;
+}
+
+// PIL's resampling geometry: output pixel o covers source [o * scale, (o + 1) * scale); the
+// kernel `filter` of half-width `radius` is widened by the scale when shrinking.
+Taps pil_taps(int in, int out, double (*filter)(double), double radius) {
   const double scale = static_cast<double>(in) / out;
   const double filter_scale = std::max(scale, 1.0);
-  const double support = 3.0 * filter_scale;
+  const double support = radius * filter_scale;
   Taps t;
   t.taps = static_cast<int>(std::ceil(support)) * 2 + 1;
   t.count.assign(out, 0);
@@ -450,7 +460,7 @@ Taps lanczos_taps(int in, int out) {
     t.count[o] = count;
     double sum = 0.0;
     for (int k = 0; k < count; ++k) {
-      w[k] = lanczos3((first + k - center + 0.5) / filter_scale);
+      w[k] = filter((first + k - center + 0.5) / filter_scale);
       sum += w[k];
     }
     for (int k = 0; k < count; ++k) {
@@ -488,7 +498,15 @@ Taps bicubic_taps(int in, int out) {
 }
 
 Taps make_taps(int in, int out, ResizeFilter filter) {
-  return filter == ResizeFilter::Lanczos ? lanczos_taps(in, out) : bicubic_taps(in, out);
+  switch (filter) {
+    case ResizeFilter::Lanczos:
+      return pil_taps(in, out, lanczos3, 3.0);
+    case ResizeFilter::PilBicubic:
+      return pil_taps(in, out, pil_cubic, 2.0);
+    case ResizeFilter::Bicubic:
+      break;
+  }
+  return bicubic_taps(in, out);
 }
 
 // Python's float floor division a // b for b > 0 (exact: fmod is exact), as the official size
@@ -638,7 +656,7 @@ Tensor resize_image(const Tensor& image, int width, int height, ResizeFilter fil
   if (in_h <= 0 || in_w <= 0) throw Error("resize_image: the image has no pixels");
   const Taps tx = make_taps(in_w, width, filter), ty = make_taps(in_h, height, filter);
   // PIL's 8-bit passes saturate at 0 and 255 after each pass; PyTorch's float bicubic does not.
-  const bool clamp = filter == ResizeFilter::Lanczos;
+  const bool clamp = filter != ResizeFilter::Bicubic;
   // Horizontal pass: [3, in_h, in_w] -> [3, in_h, width].
   std::vector<float> mid(static_cast<size_t>(3) * in_h * width);
   const float* src = img.f32();

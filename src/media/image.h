@@ -60,6 +60,11 @@ enum class ResizeFilter {
   // I2V-A14B (wan/image2video.py) resizes its [-1, 1] image with it; values may overshoot
   // [-1, 1] and are kept, as there.
   Bicubic,
+  // PIL Image.BICUBIC: the cubic with a = -0.5 and support 2 in PIL's geometry (as Lanczos:
+  // taps centred on (x + 0.5) * in / out, widened by in / out when shrinking, renormalised), each
+  // pass clamped to [-1, 1]. SiglipImageProcessor (HunyuanVideo 1.5's image encoder) resizes
+  // with it.
+  PilBicubic,
 };
 
 // A float image [3, H, W] resampled to [3, height, width], horizontally then vertically.

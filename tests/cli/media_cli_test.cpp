@@ -165,5 +165,35 @@ TEST_F(MediaCli, ImagePrepareErrorsNameTheFile) {
   EXPECT_FALSE(fs::exists(path("o.safetensors")));
 }
 
+// HunyuanVideo 1.5's image features from a PNG: the 8-bit image of the SigLIP fixture written as
+// a PNG goes through PIL's bicubic resize and the encoder; fisdit's fp32 resize differs from PIL's
+// 8-bit one by about a level, which moves the output by far less than the 1e-2 rel. L2 bound.
+TEST_F(MediaCli, ImageEncodeGivesTheOfficialVisionStates) {
+  const std::string enc = std::string(FISDIT_TEST_DATA) + "/hunyuan15/vision_tiny.safetensors";
+  const auto f = SafetensorsFile::open(enc);
+  const Tensor chw = f->tensor_f32("input.image");  // 0..255 [3, H, W]
+  const int64_t h = chw.dim(1), w = chw.dim(2);
+  Tensor rgb = Tensor::zeros({h, w, 3}, DType::U8);
+  for (int64_t c = 0; c < 3; ++c)
+    for (int64_t i = 0; i < h * w; ++i)
+      rgb.data_as<uint8_t>()[i * 3 + c] = static_cast<uint8_t>(chw.f32()[c * h * w + i]);
+  const std::string png = path("first.png");
+  write_png(png, rgb);
+  Result r = run("image encode --image " + png + " --vision-encoder " + enc + " --output " +
+                 path("v.safetensors"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const double err = rel_l2(SafetensorsFile::open(path("v.safetensors"))->tensor_f32("vision"),
+                            f->tensor_f32("expected.last_hidden_state"));
+  std::printf("image encode from PNG: rel L2 %.3g vs official\n", err);
+  EXPECT_LE(err, 1e-2);
+  r = run("image encode --image " + png + " --output " + path("v.safetensors"));
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find("--vision-encoder"), std::string::npos) << r.err;
+  r = run("image encode --image " + png + " --vision-encoder " + png + " --output " +
+          path("v.safetensors"));
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_EQ(lines(r.err), 1) << r.err;
+}
+
 }  // namespace
 }  // namespace fisdit

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "../io/io_test_util.h"
+#include "io/safetensors.h"
 
 namespace fisdit {
 namespace {
@@ -481,7 +482,8 @@ TEST(ImageTest, UnwritableOutputsAreErrors) {
 TEST(ImageTest, ConstantImageStaysConstant) {
   Tensor img = Tensor::zeros({3, 13, 17});
   for (int64_t i = 0; i < img.numel(); ++i) img.f32()[i] = i < 13 * 17 ? 0.25f : -0.5f;
-  for (ResizeFilter filter : {ResizeFilter::Lanczos, ResizeFilter::Bicubic})
+  for (ResizeFilter filter :
+       {ResizeFilter::Lanczos, ResizeFilter::Bicubic, ResizeFilter::PilBicubic})
     for (auto [w, h] : {std::pair{5, 4}, std::pair{40, 31}, std::pair{17, 13}, std::pair{1, 1}}) {
       const Tensor out = resize_image(img, w, h, filter);
       ASSERT_EQ(out.shape(), (Shape{3, h, w}));
@@ -521,6 +523,35 @@ TEST(ImageTest, LanczosMatchesPillowWithinOneLevel) {
   check(resize_image(reference_pattern(10, 7), 4, 3, ResizeFilter::Lanczos), down, "down");
   check(resize_image(reference_pattern(3, 2), 5, 4, ResizeFilter::Lanczos), up, "up");
   check(resize_and_center_crop(reference_pattern(10, 7), 4, 4), crop, "crop");
+}
+
+// SiglipImageProcessor (transformers 4.57.1, Pillow 13: bicubic to the model's square, rescale,
+// normalise) on the 8-bit image of tests/data/hunyuan15/vision_tiny.safetensors: fisdit's fp32
+// resampling of the same values lands within about one 8-bit level (2/255 in [-1, 1]) of PIL's,
+// which rounds to 8 bits after each pass (the kernel's negative lobes can carry the first
+// pass's rounding a little past one level): bound 1.5 levels.
+TEST(ImageTest, PilBicubicMatchesSiglipImageProcessorWithinAboutALevel) {
+  const auto f =
+      SafetensorsFile::open(std::string(FISDIT_TEST_DATA) + "/hunyuan15/vision_tiny.safetensors");
+  Tensor img = f->tensor_f32("input.image").clone();  // 0..255
+  for (int64_t i = 0; i < img.numel(); ++i) img.f32()[i] = img.f32()[i] / 127.5f - 1.0f;
+  const Tensor want = f->tensor_f32("input.pixel_values");
+  const Tensor got = resize_image(img, static_cast<int>(want.dim(2)), static_cast<int>(want.dim(1)),
+                                  ResizeFilter::PilBicubic);
+  ASSERT_EQ(got.shape(), want.shape());
+  double worst = 0.0;
+  for (int64_t i = 0; i < got.numel(); ++i)
+    worst = std::max(worst, static_cast<double>(std::abs(got.f32()[i] - want.f32()[i])));
+  std::printf("PIL bicubic vs SiglipImageProcessor: max |diff| %.4f (one level 0.0078)\n", worst);
+  EXPECT_LE(worst, 1.5 * 2.0 / 255.0);
+  // The Lanczos filter, or torch's bicubic, would not do.
+  const Tensor torch_cubic = resize_image(img, static_cast<int>(want.dim(2)),
+                                          static_cast<int>(want.dim(1)), ResizeFilter::Bicubic);
+  double torch_worst = 0.0;
+  for (int64_t i = 0; i < got.numel(); ++i)
+    torch_worst =
+        std::max(torch_worst, static_cast<double>(std::abs(torch_cubic.f32()[i] - want.f32()[i])));
+  EXPECT_GT(torch_worst, 4.0 / 255.0);
 }
 
 TEST(ImageTest, BicubicMatchesPyTorch) {

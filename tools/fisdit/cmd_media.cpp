@@ -1,5 +1,7 @@
-// fisdit video encode | image prepare: the media steps of `fisdit generate` on their own, for
-// checking a pipeline's decoded video or its conditioning image outside a full run.
+// fisdit video encode | image prepare | image encode: the media steps of `fisdit generate` on
+// their own, for checking a pipeline's decoded video or its conditioning image outside a full run,
+// and HunyuanVideo 1.5's image encoder (SigLIP) on a first frame.
+#include <chrono>
 #include <cstdio>
 #include <optional>
 
@@ -7,6 +9,7 @@
 #include "fisdit/error.h"
 #include "media/image.h"
 #include "media/video.h"
+#include "models/hunyuan15/vision_encoder.h"
 
 namespace fisdit::cli {
 
@@ -81,12 +84,46 @@ void register_video(CLI::App& app) {
 }
 
 struct ImageArgs {
-  std::string mode, image, method = "crop", output, png;
+  std::string mode, image, method = "crop", output, png, vision_encoder;
   std::optional<std::string> size;
   std::optional<int64_t> max_area;
+  DeviceFlags device;
 };
 
+// HunyuanVideo 1.5's I2V image features: the first frame (centre-cropped to --size when given, as
+// the pipeline crops it to the video's size), stretched to the encoder's square with PIL's
+// bicubic, through SigLIP: 'vision' [tokens, hidden] for dit / denoise inputs.
+void run_image_encode(const ImageArgs& a) {
+  if (a.vision_encoder.empty())
+    throw Error("image encode: give --vision-encoder (the vision_encoder/siglip folder)");
+  if (a.output.empty()) throw Error("image encode: give --output FILE.safetensors");
+  if (a.max_area) throw Error("image encode: --max-area belongs to image prepare; give --size");
+  Tensor img = read_image(a.image);
+  if (a.size) {
+    int width = 0, height = 0;
+    parse_size(*a.size, width, height);
+    if (width <= 0 || height <= 0) throw Error("--size must be positive, got '" + *a.size + "'");
+    img = resize_and_center_crop(img, width, height);
+  }
+  const hunyuan15::SiglipSource src = hunyuan15::open_siglip(a.vision_encoder);
+  const hunyuan15::SiglipConfig& c = src.config;
+  auto backend = a.device.backend();
+  auto encoder = hunyuan15::load_siglip(src, *backend);
+  status("loaded image encoder " + a.vision_encoder + ": SigLIP, " + std::to_string(c.layers) +
+         " layers, hidden " + std::to_string(c.hidden) + ", " + std::to_string(c.image_size) +
+         " px in " + std::to_string(c.tokens()) + " patches (config from " + src.config_origin +
+         ")");
+  const Tensor pixels = resize_image(img, c.image_size, c.image_size, ResizeFilter::PilBicubic);
+  const auto start = std::chrono::steady_clock::now();
+  const Tensor vision = encoder->encode(pixels);
+  char line[128];
+  std::snprintf(line, sizeof line, "encoded the image in %.3f s", seconds_since(start));
+  status(line);
+  write_tensor(a.output, "vision", vision);
+}
+
 void run_image(const ImageArgs& a) {
+  if (a.mode == "encode") return run_image_encode(a);
   if (!a.size && !(a.max_area && *a.max_area > 0))
     throw Error("image prepare: give --size WIDTHxHEIGHT or --max-area PIXELS");
   if (a.output.empty() && a.png.empty())
@@ -119,8 +156,12 @@ void run_image(const ImageArgs& a) {
 void register_image(CLI::App& app) {
   auto args = std::make_shared<ImageArgs>();
   CLI::App* cmd = app.add_subcommand(
-      "image", "Prepare an I2V / TI2V conditioning image as the official pipelines do");
-  cmd->add_option("mode", args->mode, "prepare")->required()->check(CLI::IsMember({"prepare"}));
+      "image",
+      "Prepare an I2V / TI2V conditioning image as the official pipelines do (prepare), or encode "
+      "it with HunyuanVideo 1.5's SigLIP image encoder (encode)");
+  cmd->add_option("mode", args->mode, "prepare | encode")
+      ->required()
+      ->check(CLI::IsMember({"prepare", "encode"}));
   cmd->add_option("--image", args->image, "PNG or JPEG")->required();
   auto* size = cmd->add_option("--size", args->size, "output WIDTHxHEIGHT");
   auto* area = cmd->add_option("--max-area", args->max_area,
@@ -132,7 +173,13 @@ void register_image(CLI::App& app) {
                   "stretch: I2V-A14B (bicubic resize to the size, no crop; multiple of 16)")
       ->check(CLI::IsMember({"crop", "stretch"}))
       ->capture_default_str();
-  cmd->add_option("--output", args->output, "safetensors to write 'image' [3, H, W] in [-1, 1] to");
+  cmd->add_option("--output", args->output,
+                  "safetensors to write to: 'image' [3, H, W] in [-1, 1] (prepare) or 'vision' "
+                  "[tokens, hidden] (encode)");
+  cmd->add_option("--vision-encoder", args->vision_encoder,
+                  "encode: HunyuanVideo 1.5's vision_encoder/siglip folder (or its image_encoder/, "
+                  "or a SigLIP safetensors file)");
+  add_device_flags(cmd, args->device, "cpu", "encode: cpu (fp32) or cuda (bf16)");
   cmd->add_option("--png", args->png, "also write the prepared image as an 8-bit PNG");
   cmd->callback([args] { run_image(*args); });
 }

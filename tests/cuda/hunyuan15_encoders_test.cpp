@@ -1,6 +1,7 @@
-// HunyuanVideo 1.5's text encoder (the Qwen2.5-VL language model) on the CUDA backend: the causal
-// grouped-query attention against the CPU reference, and the encoder against the official fp32
-// outputs (tests/data/hunyuan15/text_tiny.safetensors). The GPU keeps bf16 weights and
+// HunyuanVideo 1.5's encoders on the CUDA backend: the text encoder (the Qwen2.5-VL language
+// model) with its causal grouped-query attention against the CPU reference, and the text and
+// image (SigLIP) encoders against the official fp32 outputs (tests/data/hunyuan15/text_tiny,
+// vision_tiny). The GPU keeps bf16 weights and
 // activations with an fp32 residual stream, norms and softmax, as the umT5 encoder does, so the
 // encoder is held to the same 2e-2 rel L2 (the fixture's weights are bf16 values already) and the
 // op to 1e-2 (bf16 output of fp32 arithmetic on bf16 inputs).
@@ -10,6 +11,7 @@
 #include "cuda_test_util.h"
 #include "io/safetensors.h"
 #include "models/hunyuan15/text_encoder.h"
+#include "models/hunyuan15/vision_encoder.h"
 
 namespace fisdit {
 namespace {
@@ -70,6 +72,17 @@ TEST(CudaQwenTextEncoder, MatchesTheOfficialTextEncoder) {
                 err);
     EXPECT_LE(err, 2e-2) << name;
   }
+}
+
+TEST(CudaSiglip, MatchesTheOfficialVisionEncoder) {
+  FISDIT_REQUIRE_GPU();
+  const std::string path = std::string(FISDIT_TEST_DATA) + "/hunyuan15/vision_tiny.safetensors";
+  const auto fixture = SafetensorsFile::open(path);
+  auto enc = hunyuan15::load_siglip(hunyuan15::open_siglip(path), gpu);
+  const double err = rel_l2(enc->encode(fixture->tensor_f32("input.pixel_values")),
+                            fixture->tensor_f32("expected.last_hidden_state"));
+  std::printf("hunyuan15 SigLIP on CUDA: rel L2 %.3g vs official fp32\n", err);
+  EXPECT_LE(err, 2e-2);
 }
 
 }  // namespace
