@@ -10,6 +10,7 @@
 
 #include "cuda_test_util.h"
 #include "io/safetensors.h"
+#include "models/hunyuan15/glyph.h"
 #include "models/hunyuan15/text_encoder.h"
 #include "models/hunyuan15/vision_encoder.h"
 
@@ -83,6 +84,21 @@ TEST(CudaSiglip, MatchesTheOfficialVisionEncoder) {
                             fixture->tensor_f32("expected.last_hidden_state"));
   std::printf("hunyuan15 SigLIP on CUDA: rel L2 %.3g vs official fp32\n", err);
   EXPECT_LE(err, 2e-2);
+}
+
+TEST(CudaGlyph, MatchesTheOfficialByT5) {
+  FISDIT_REQUIRE_GPU();
+  const std::string dir = std::string(FISDIT_TEST_DATA) + "/hunyuan15/glyph_tiny";
+  const auto f = SafetensorsFile::open(dir + "/expected.safetensors");
+  const auto meta = nlohmann::json::parse(f->metadata().at("config"))["fixture"];
+  hunyuan15::GlyphEncoder enc(dir, gpu, meta["max_length"].get<int64_t>());
+  for (size_t i = 0; i < meta["cases"].size(); ++i) {
+    const Tensor want = f->tensor_f32("case" + std::to_string(i) + ".byt5");
+    if (want.dim(0) == 0) continue;
+    const double err = rel_l2(enc.encode(meta["cases"][i]["prompt"].get<std::string>()), want);
+    std::printf("hunyuan15 glyph case%zu on CUDA: rel L2 %.3g vs official fp32\n", i, err);
+    EXPECT_LE(err, 2e-2);
+  }
 }
 
 }  // namespace

@@ -99,6 +99,22 @@ TEST(HunyuanPrompt, TextEncodeCommandGivesTheOfficialContext) {
   write_safetensors(ids, {{"ids", case_ids}, {"mask", mask}});
   ASSERT_EQ(run("--inputs " + ids + " --output " + out, &err), 0) << err;
   EXPECT_EQ(SafetensorsFile::open(out)->tensor_f32("context").dim(0), case_ids.numel());
+  // --glyph: the quoted text through byT5 into 'byt5' (the glyph fixture's first prompt).
+  const auto glyph = SafetensorsFile::open(data + "glyph_tiny/expected.safetensors");
+  const auto gmeta = nlohmann::json::parse(glyph->metadata().at("config"))["fixture"];
+  const std::string quoted = gmeta["cases"][0]["prompt"].get<std::string>();
+  ASSERT_EQ(quoted.find('\''), std::string::npos);
+  ASSERT_EQ(
+      run(tok + " --prompt '" + quoted + "' --glyph " + data + "glyph_tiny --output " + out, &err),
+      0)
+      << err;
+  EXPECT_LE(rel_l2(SafetensorsFile::open(out)->tensor_f32("byt5"), glyph->tensor_f32("case0.byt5")),
+            1e-5);
+  ASSERT_EQ(run(tok + " --prompt 'no quotes' --glyph " + data + "glyph_tiny --output " + out, &err),
+            0)
+      << err;
+  EXPECT_FALSE(SafetensorsFile::open(out)->contains("byt5"));
+  EXPECT_NE(err.find("quotes no text"), std::string::npos) << err;
   // A prompt needs a tokenizer: the fixture file has none beside it.
   EXPECT_NE(run("--prompt x --output " + out, &err), 0);
   EXPECT_NE(err.find("--prompt needs --tokenizer"), std::string::npos) << err;

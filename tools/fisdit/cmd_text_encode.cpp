@@ -11,6 +11,7 @@
 #include "core/dtype.h"
 #include "core/utf8.h"
 #include "fisdit/error.h"
+#include "models/hunyuan15/glyph.h"
 #include "models/hunyuan15/text_encoder.h"
 #include "models/wan/t5.h"
 #include "models/wan/t5_tokenizer.h"
@@ -67,7 +68,7 @@ std::vector<int64_t> read_integers(const SafetensorsFile& file, const std::strin
   return out;
 }
 struct TextEncodeArgs {
-  std::string text_encoder, inputs, output, tokenizer;
+  std::string text_encoder, inputs, output, tokenizer, glyph;
   std::optional<std::string> prompt;
   DeviceFlags device;
   std::optional<int> text_len;  // default: the model's (umT5 512, HunyuanVideo 1.5 1000)
@@ -125,6 +126,8 @@ std::unique_ptr<wan::T5Tokenizer> open_tokenizer(const TextEncodeArgs& a) {
 // after encoding (text_prompt.h); or token ids (those with mask 1) encoded as they are.
 void run_qwen_text_encode(const TextEncodeArgs& a, const hunyuan15::QwenTextSource& src) {
   const hunyuan15::QwenTextConfig& c = src.config;
+  if (!a.glyph.empty() && !a.prompt)
+    throw Error("--glyph encodes the prompt's quoted text: give --prompt");
 #ifdef FISDIT_WITH_QWEN_TOKENIZER
   std::unique_ptr<hunyuan15::QwenTokenizer> tokenizer;
   hunyuan15::PromptTokens prompt;
@@ -218,8 +221,22 @@ void run_qwen_text_encode(const TextEncodeArgs& a, const hunyuan15::QwenTextSour
   }
   Tensor ids_t = Tensor::zeros({1, static_cast<int64_t>(ids.size())}, DType::I64);
   for (size_t i = 0; i < ids.size(); ++i) ids_t.data_as<int64_t>()[i] = ids[i];
-  write_safetensors(a.output, {{"context", context}, {"ids", ids_t}},
-                    {{"producer", "fisdit"}, {"crop_start", std::to_string(crop)}});
+  NamedTensors out = {{"context", context}, {"ids", ids_t}};
+  if (!a.glyph.empty()) {
+    // The quoted text of the prompt through byT5 (Glyph-SDXL-v2): 'byt5' for the DiT.
+    start = std::chrono::steady_clock::now();
+    hunyuan15::GlyphEncoder glyph(a.glyph, *backend);
+    const Tensor byt5 = glyph.encode(*a.prompt);
+    if (byt5.dim(0) == 0) {
+      status("the prompt quotes no text: no byt5 tokens (the DiT gets none)");
+    } else {
+      std::snprintf(line, sizeof line, "encoded the quoted text: %lld byT5 tokens in %.3f s",
+                    static_cast<long long>(byt5.dim(0)), seconds_since(start));
+      status(line);
+      out.emplace_back("byt5", byt5);
+    }
+  }
+  write_safetensors(a.output, out, {{"producer", "fisdit"}, {"crop_start", std::to_string(crop)}});
   status("wrote " + a.output + " ('context' " + shape_str(context.shape()) + ")");
 }
 
@@ -229,6 +246,9 @@ void run_text_encode(const TextEncodeArgs& a) {
     run_qwen_text_encode(a, *qwen);
     return;
   }
+  if (!a.glyph.empty())
+    throw Error("--glyph belongs to HunyuanVideo 1.5's text encoder; " + a.text_encoder +
+                " is a umT5 encoder");
   const int text_len = a.text_len.value_or(wan::kT5TextLen);
   if (a.prompt && a.tokenizer.empty())
     throw Error("--prompt needs --tokenizer (the umT5 spiece.model or its directory)");
@@ -330,6 +350,10 @@ void register_text_encode(CLI::App& app) {
                   "tokenizer max length with --prompt (default: the model's; umT5: Wan's "
                   "text_len 512, longer prompts truncated with </s> kept; HunyuanVideo 1.5: 1000 "
                   "tokens after the template's prefix, longer prompts cut with a warning)");
+  cmd->add_option("--glyph", args->glyph,
+                  "HunyuanVideo 1.5: also encode the prompt's quoted text with byT5 "
+                  "(Glyph-SDXL-v2) into 'byt5': the release's text_encoder folder or its "
+                  "Glyph-SDXL-v2 folder");
   cmd->add_option("--repeats", args->repeats, "encode this many times, each pass timed")
       ->capture_default_str();
   cmd->add_flag("--resident", args->resident,

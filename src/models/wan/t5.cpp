@@ -359,6 +359,7 @@ namespace {
 
 constexpr const char* kOfficialAnchor = "blocks.0.attn.q.weight";
 constexpr const char* kHfAnchor = "encoder.block.0.layer.0.SelfAttention.q.weight";
+constexpr const char* kStackAnchor = "block.0.layer.0.SelfAttention.q.weight";
 
 // Official key -> Hugging Face (UMT5EncoderModel) key; empty when there is none.
 std::string hf_key(const std::string& official, bool shared_embedding) {
@@ -409,10 +410,12 @@ int count_blocks(const std::vector<std::string>& names, const std::string& stem,
 
 std::string t5_checkpoint_key(const T5Source& src, const std::string& official_key) {
   if (src.layout == T5KeyLayout::Official) return src.prefix + official_key;
-  const bool shared = src.checkpoint.contains(src.prefix + "shared.weight");
+  const bool stack = src.layout == T5KeyLayout::HuggingFaceStack;
+  const bool shared = !stack && src.checkpoint.contains(src.prefix + "shared.weight");
   const std::string k = hf_key(official_key, shared);
   if (k.empty()) throw Error("no Hugging Face name for text encoder key '" + official_key + "'");
-  return src.prefix + k;
+  // A T5Stack's names are the encoder's without "encoder." (its embedding is embed_tokens).
+  return src.prefix + (stack ? k.substr(std::string_view("encoder.").size()) : k);
 }
 
 T5Source open_t5(const std::string& path) {
@@ -424,6 +427,9 @@ T5Source open_t5(const std::string& path) {
   } else if (auto h = shortest_prefix(names, kHfAnchor)) {
     src.prefix = *h;
     src.layout = T5KeyLayout::HuggingFace;
+  } else if (auto st = shortest_prefix(names, kStackAnchor)) {
+    src.prefix = *st;
+    src.layout = T5KeyLayout::HuggingFaceStack;
   } else {
     throw Error(path + ": not a umT5 encoder (no tensor '" + std::string(kOfficialAnchor) +
                 "' or '" + kHfAnchor + "' under any prefix)");
@@ -434,7 +440,9 @@ T5Source open_t5(const std::string& path) {
                        std::string_view(name).substr(name.size() - kScale.size()) == kScale;
     if (scale || name == "scaled_fp8" || name == src.prefix + "scaled_fp8") src.scaled_fp8 = true;
   }
-  const bool hf = src.layout == T5KeyLayout::HuggingFace;
+  const bool hf = src.layout != T5KeyLayout::Official;
+  const std::string hf_blocks =
+      src.layout == T5KeyLayout::HuggingFaceStack ? "block." : "encoder.block.";
   auto info = [&](const std::string& official) -> const TensorInfo* {
     const std::string key = t5_checkpoint_key(src, official);
     const TensorInfo* t = ck.find(key);
@@ -457,10 +465,10 @@ T5Source open_t5(const std::string& path) {
     c.dim = static_cast<int>(emb[1]);
     c.dim_attn = static_cast<int>(q[0]);
     c.dim_ffn = static_cast<int>(fc1[0]);
-    c.num_layers = count_blocks(names, src.prefix + (hf ? "encoder.block." : "blocks."), path);
+    c.num_layers = count_blocks(names, src.prefix + (hf ? hf_blocks : "blocks."), path);
     // The relative position table is [num_buckets, num_heads]: per block (umT5) or shared.
     const std::string per_block =
-        hf ? "encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight"
+        hf ? hf_blocks + "1.layer.0.SelfAttention.relative_attention_bias.weight"
            : "blocks.0.pos_embedding.embedding.weight";
     c.shared_pos = hf ? (c.num_layers > 1 && !ck.contains(src.prefix + per_block))
                       : !ck.contains(src.prefix + per_block);

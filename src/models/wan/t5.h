@@ -55,6 +55,9 @@ int t5_relative_bucket(int64_t relative_position, int num_buckets, int max_dist)
 enum class T5KeyLayout : uint8_t {
   Official,     // T5Encoder.state_dict(): token_embedding.weight, blocks.N.attn.q.weight, ...
   HuggingFace,  // UMT5EncoderModel / ComfyUI: shared.weight, encoder.block.N.layer.0...
+  // A T5Stack's own state_dict (T5ForConditionalGeneration.get_encoder(); HunyuanVideo 1.5's
+  // Glyph-SDXL-v2 byT5 checkpoint): embed_tokens.weight, block.N.layer.0..., final_layer_norm.
+  HuggingFaceStack,
 };
 
 // A parameter as stored: a host tensor in any float dtype, widened to fp32 only while it is used,

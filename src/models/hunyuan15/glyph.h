@@ -1,0 +1,72 @@
+#pragma once
+// HunyuanVideo 1.5's glyph text encoder: byT5-small with the Glyph-SDXL-v2 weights, which encodes
+// the quoted text of a prompt for the DiT's byT5 input (hyvideo/pipelines/hunyuan_video_pipeline.py
+// _process_single_byt5_prompt, hyvideo/models/text_encoders/byT5):
+//
+//   1. the texts between straight double quotes ("...") or curly ones (“...”), not across a
+//      line break, in order; duplicates dropped (keeping the first) when there are several;
+//   2. with no such text: no byT5 tokens at all (the pipeline passes zeros and an empty mask);
+//   3. otherwise 'Text "<text>". ' for each, concatenated (the pipeline gives every text the
+//      style {color: None, font-family: None}), tokenized by byT5's tokenizer with the glyph
+//      checkpoint's color and font tokens added, at most byt5_max_length (256) tokens with the
+//      closing </s>, and encoded by the T5 encoder (wan::T5Encoder, a T5Stack's names).
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "backend/backend.h"
+#include "models/wan/t5.h"
+
+namespace fisdit::hunyuan15 {
+
+// Step 1: the glyph texts of `prompt` (UTF-8).
+std::vector<std::string> glyph_texts(const std::string& prompt);
+// Step 3's text (MultilingualPromptFormat.format_prompt without styles).
+std::string glyph_prompt(const std::vector<std::string>& texts);
+
+// ByT5Tokenizer with added tokens: every UTF-8 byte b is id b + 3; <pad> 0, </s> 1, <unk> 2 (these
+// three also take the whitespace around them when found in the text, as their lstrip/rstrip
+// say), <extra_id_i> 259 + i (i < 125), then `added` from 384 on, each found in the text
+// leftmost-longest first. encode appends </s>, keeping at most max_length ids.
+class ByT5Tokenizer {
+ public:
+  explicit ByT5Tokenizer(std::vector<std::string> added = {});
+  std::vector<int64_t> encode(std::string_view text, int64_t max_length) const;
+  int64_t vocab_size() const { return 384 + static_cast<int64_t>(added_.size()); }
+
+ private:
+  std::vector<std::string> added_;
+};
+
+// The tokens add_special_token adds from a Glyph-SDXL-v2 folder's assets: <color-i> for each
+// entry of color_idx.json, then <{code[:2]}-font-{index}> for each entry of
+// multilingual_10-lang_idx.json in file order. Throws naming a missing or malformed file.
+std::vector<std::string> glyph_added_tokens(const std::string& glyph_root);
+
+constexpr int64_t kByt5MaxLength = 256;  // the pipeline's byt5_max_length
+
+class GlyphEncoder {
+ public:
+  // `dir`: the release's text_encoder folder (holding Glyph-SDXL-v2/ and byt5-small/), or the
+  // Glyph-SDXL-v2 folder itself. The weights come from Glyph-SDXL-v2/checkpoints/byt5_model.pt
+  // (they replace byt5-small's); byt5-small/config.json, when present, gives the relative
+  // position distance and the norm epsilon. Throws naming what is missing.
+  GlyphEncoder(const std::string& dir, Backend& backend, int64_t max_length = kByt5MaxLength);
+  ~GlyphEncoder();
+
+  // The byT5 states the DiT takes for `prompt`: host F32 [tokens, d_model]; [0, d_model] when the
+  // prompt quotes nothing. `ids` (optional) receives the token ids.
+  Tensor encode(const std::string& prompt, std::vector<int64_t>* ids = nullptr);
+  int64_t dim() const;
+  const std::string& checkpoint_path() const { return checkpoint_; }
+
+ private:
+  ByT5Tokenizer tokenizer_;
+  std::unique_ptr<wan::T5Encoder> encoder_;
+  std::string checkpoint_;
+  int64_t max_length_;
+};
+
+}  // namespace fisdit::hunyuan15

@@ -1,0 +1,108 @@
+// HunyuanVideo 1.5's glyph text encoder (byT5 with the Glyph-SDXL-v2 weights) against the official
+// code (tests/data/hunyuan15/glyph_tiny, tools/fixtures/gen_hunyuan15_glyph_fixture.py): the
+// quoted texts, their formatting, the byT5 token ids with the color and font tokens, the encoder
+// output, and the errors for a wrong folder.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "backend/backend.h"
+#include "fisdit/error.h"
+#include "io/safetensors.h"
+#include "models/hunyuan15/glyph.h"
+
+namespace fisdit {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string glyph_dir() { return std::string(FISDIT_TEST_DATA) + "/hunyuan15/glyph_tiny"; }
+
+nlohmann::json fixture_meta(const SafetensorsFile& f) {
+  return nlohmann::json::parse(f.metadata().at("config"))["fixture"];
+}
+
+TEST(Glyph, TextsTokensAndStatesMatchTheOfficialCode) {
+  const auto f = SafetensorsFile::open(glyph_dir() + "/expected.safetensors");
+  const nlohmann::json meta = fixture_meta(*f);
+  const std::vector<std::string> added =
+      hunyuan15::glyph_added_tokens(glyph_dir() + "/Glyph-SDXL-v2");
+  ASSERT_EQ(added.size(), meta["added_tokens"].size());
+  for (size_t i = 0; i < added.size(); ++i)
+    EXPECT_EQ(meta["added_tokens"][added[i]].get<int64_t>(), 384 + static_cast<int64_t>(i))
+        << added[i];
+  const hunyuan15::ByT5Tokenizer tok(added);
+  EXPECT_EQ(tok.vocab_size(), meta["tokenizer_len"].get<int64_t>());
+  auto backend = make_cpu_backend();
+  hunyuan15::GlyphEncoder enc(std::string(FISDIT_TEST_DATA) + "/hunyuan15/glyph_tiny", *backend,
+                              meta["max_length"].get<int64_t>());
+  for (size_t i = 0; i < meta["cases"].size(); ++i) {
+    const auto& c = meta["cases"][i];
+    const std::string name = "case" + std::to_string(i);
+    const std::string prompt = c["prompt"].get<std::string>();
+    EXPECT_EQ(hunyuan15::glyph_texts(prompt), c["glyph_texts"].get<std::vector<std::string>>())
+        << name;
+    std::vector<int64_t> ids;
+    const Tensor got = enc.encode(prompt, &ids);
+    const Tensor want_ids = f->tensor(name + ".ids");
+    ASSERT_EQ(static_cast<int64_t>(ids.size()), want_ids.numel()) << name;
+    for (int64_t j = 0; j < want_ids.numel(); ++j)
+      EXPECT_EQ(ids[static_cast<size_t>(j)], want_ids.data_as<int64_t>()[j]) << name << " " << j;
+    const Tensor want = f->tensor_f32(name + ".byt5");
+    ASSERT_EQ(got.dim(0), want.dim(0)) << name;
+    if (want.dim(0) == 0) continue;  // nothing quoted: no byT5 tokens
+    EXPECT_EQ(hunyuan15::glyph_prompt(c["glyph_texts"].get<std::vector<std::string>>()),
+              c["formatted"].get<std::string>());
+    const double err = rel_l2(got, want);
+    std::printf("hunyuan15 glyph %s (%lld tokens): rel L2 %.3g\n", name.c_str(),
+                static_cast<long long>(want.dim(0)), err);
+    EXPECT_LE(err, 1e-5) << name;
+  }
+}
+
+TEST(Glyph, TokenizerEdgeCases) {
+  const hunyuan15::ByT5Tokenizer tok({"<color-0>"});
+  // </s> takes the spaces around it; <color-0> does not; é is two bytes.
+  EXPECT_EQ(tok.encode("a </s> b<color-0> é", 64),
+            (std::vector<int64_t>{100, 1, 101, 384, 35, 198, 172, 1}));
+  EXPECT_EQ(tok.encode("", 8), (std::vector<int64_t>{1}));
+  EXPECT_EQ(tok.encode("abcdef", 4), (std::vector<int64_t>{100, 101, 102, 1}));
+  EXPECT_EQ(tok.encode("<extra_id_3><extra_id_12>", 8), (std::vector<int64_t>{262, 271, 1}));
+  EXPECT_EQ(hunyuan15::glyph_texts("say \"a\" and \"a\" and “b”"),
+            (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(hunyuan15::glyph_texts("one \"x\" only"), (std::vector<std::string>{"x"}));
+  EXPECT_TRUE(hunyuan15::glyph_texts("open \" never closed").empty());
+}
+
+TEST(Glyph, AWrongFolderIsAClearError) {
+  auto backend = make_cpu_backend();
+  auto error_of = [&](const std::string& dir) {
+    try {
+      hunyuan15::GlyphEncoder enc(dir, *backend);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  const fs::path tmp = fs::temp_directory_path() / "fisdit_glyph_test";
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  std::string e = error_of(tmp.string());
+  EXPECT_NE(e.find("no Glyph-SDXL-v2 checkpoint"), std::string::npos) << e;
+  // Assets that do not match the checkpoint's vocabulary (one color more).
+  fs::copy(glyph_dir() + "/Glyph-SDXL-v2", tmp / "Glyph-SDXL-v2", fs::copy_options::recursive);
+  std::ofstream(tmp / "Glyph-SDXL-v2" / "assets" / "color_idx.json")
+      << R"({"white": 0, "black": 1, "red": 2, "blue": 3})";
+  e = error_of(tmp.string());
+  EXPECT_NE(e.find("embedding has 390 rows"), std::string::npos) << e;
+  std::ofstream(tmp / "Glyph-SDXL-v2" / "assets" / "color_idx.json") << "not json";
+  e = error_of(tmp.string());
+  EXPECT_NE(e.find("color_idx.json: not JSON"), std::string::npos) << e;
+  fs::remove_all(tmp);
+}
+
+}  // namespace
+}  // namespace fisdit
