@@ -153,7 +153,8 @@ TEST(QwenTextEncoder, BadInputIsAClearError) {
       (std::filesystem::temp_directory_path() / "fisdit_text_cut.safetensors").string();
   write_safetensors(cut, kept, fixture->metadata());
   e = error_of([&] { hunyuan15::load_qwen_text(hunyuan15::open_qwen_text(cut), *backend); });
-  EXPECT_NE(e.find("'model.layers.1.mlp.up_proj.weight' is missing"), std::string::npos) << e;
+  EXPECT_NE(e.find("'model.layers.1.mlp.up_proj.weight'"), std::string::npos) << e;
+  EXPECT_NE(e.find("is missing"), std::string::npos) << e;
   std::filesystem::remove(cut);
   // Heads that do not divide.
   nlohmann::json bad = {

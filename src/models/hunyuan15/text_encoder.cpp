@@ -88,18 +88,16 @@ QwenTextEncoder::QwenTextEncoder(QwenTextConfig cfg, Checkpoint checkpoint, std:
                                  Backend& backend)
     : cfg_(cfg), checkpoint_(std::move(checkpoint)), prefix_(std::move(prefix)), backend_(backend) {
   cfg_.validate("Qwen2.5-VL text config");
-  const std::string where = checkpoint_.path();
+  // Named as the released files name them, under `prefix_`; missing or misshaped tensors are
+  // errors naming both names (WeightSource). A view of the file, as stored.
+  const WeightSource weights(checkpoint_, [this](const std::string& c) { return prefix_ + c; });
   auto get = [&](const std::string& name, const Shape& shape) {
-    const std::string key = prefix_ + name;
-    const TensorInfo* info = checkpoint_.find(key);
-    if (!info) throw Error(where + ": the text encoder tensor '" + key + "' is missing");
-    if (info->shape != shape)
-      throw Error(where + ": text encoder tensor '" + key + "' is " + shape_str(info->shape) +
-                  ", expected " + shape_str(shape));
-    if (!is_float(info->dtype))
-      throw Error(where + ": text encoder tensor '" + key + "' has dtype " +
-                  std::string(dtype_name(info->dtype)) + ", expected a float dtype");
-    return checkpoint_.tensor(key);
+    float scale = 1.0f;
+    Tensor t = weights.get_stored(name, shape, scale);
+    if (scale != 1.0f)
+      throw Error(checkpoint_.path() + ": text encoder tensor '" + prefix_ + name +
+                  "' is a scaled fp8 weight, which the text encoder does not read");
+    return t;
   };
   const int64_t d = cfg_.hidden, hd = cfg_.head_dim(), ff = cfg_.intermediate;
   const int64_t qd = cfg_.heads * hd, kvd = cfg_.kv_heads * hd;

@@ -53,19 +53,10 @@ SiglipEncoder::SiglipEncoder(SiglipConfig cfg, const Checkpoint& ck, const std::
                              Backend& backend)
     : cfg_(cfg), backend_(backend) {
   cfg_.validate("SigLIP config");
-  const std::string where = ck.path();
   const DType wt = backend_.weight_dtype();
+  const WeightSource weights(ck, [&prefix](const std::string& c) { return prefix + c; });
   auto get = [&](const std::string& name, const Shape& shape, DType dtype) {
-    const std::string key = prefix + name;
-    const TensorInfo* info = ck.find(key);
-    if (!info) throw Error(where + ": the image encoder tensor '" + key + "' is missing");
-    if (info->shape != shape)
-      throw Error(where + ": image encoder tensor '" + key + "' is " + shape_str(info->shape) +
-                  ", expected " + shape_str(shape));
-    if (!is_float(info->dtype))
-      throw Error(where + ": image encoder tensor '" + key + "' has dtype " +
-                  std::string(dtype_name(info->dtype)) + ", expected a float dtype");
-    return models::upload_weight(ck.tensor(key), 1.0f, backend_, dtype);
+    return models::load_weight(weights, name, shape, backend_, dtype);
   };
   const int64_t d = cfg_.hidden, ff = cfg_.intermediate, p = cfg_.patch_size;
   patch_w_ = get("embeddings.patch_embedding.weight", {d, 3, p, p}, wt).reshape({d, 3 * p * p});
