@@ -153,6 +153,42 @@ TEST_F(Cli, HunyuanDitInspectAndFlops) {
   EXPECT_NE(r.out.find("balanced"), std::string::npos) << r.out;
 }
 
+// fisdit inspect on a HunyuanVideo 1.5 download assembled from the fixtures (each part in the
+// official layout's folder): every part found and described; a part taken away is named as
+// missing; an encoder's own folder is recognised as that encoder.
+TEST_F(Cli, InspectDescribesAHunyuanRelease) {
+  namespace fs = std::filesystem;
+  const fs::path data = fs::path(FISDIT_TEST_DATA) / "hunyuan15";
+  const fs::path root = path("release");
+  fs::create_directories(root / "transformer");
+  fs::create_directories(root / "text_encoder" / "llm");
+  fs::create_directories(root / "vision_encoder" / "siglip" / "image_encoder");
+  fs::copy(data / "dit_tiny_diffusers", root / "transformer" / "480p_i2v_step_distilled");
+  fs::copy(data / "vae_tiny_diffusers", root / "vae");
+  fs::copy(data / "text_tiny.safetensors", root / "text_encoder" / "llm" / "model.safetensors");
+  fs::copy(data / "text_tokenizer.json", root / "text_encoder" / "llm" / "tokenizer.json");
+  fs::copy(data / "glyph_tiny" / "Glyph-SDXL-v2", root / "text_encoder" / "Glyph-SDXL-v2",
+           fs::copy_options::recursive);
+  fs::copy(data / "glyph_tiny" / "byt5-small", root / "text_encoder" / "byt5-small");
+  fs::copy(data / "vision_tiny.safetensors",
+           root / "vision_encoder" / "siglip" / "image_encoder" / "model.safetensors");
+  Result r = run("inspect " + root.string());
+  ASSERT_EQ(r.rc, 0) << r.err;
+  for (const char* want : {"480p_i2v_step_distilled: 2 blocks", "Qwen2.5-VL language model",
+                           "tokenizer.json present", "byt5_model.pt", "SigLIP, 3 layers"})
+    EXPECT_NE(r.out.find(want), std::string::npos) << want << "\n" << r.out;
+  EXPECT_EQ(r.out.find("missing"), std::string::npos) << r.out;
+  fs::remove_all(root / "vae");
+  r = run("inspect " + root.string());
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("missing     " + (root / "vae").string() + " (the VAE)"), std::string::npos)
+      << r.out;
+  r = run("inspect --summary " + (root / "text_encoder" / "llm").string());
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("loadable     yes: HunyuanVideo 1.5 text encoder"), std::string::npos)
+      << r.out;
+}
+
 // fisdit vae with a HunyuanVideo 1.5 VAE (the official fixture: decode and encode, --normalize
 // by its scaling factor).
 TEST_F(Cli, HunyuanVaeDecodeAndEncode) {

@@ -5,6 +5,9 @@
 #include "cli.h"
 #include "fisdit/error.h"
 #include "models/family.h"
+#include "models/hunyuan15/release_layout.h"
+#include "models/hunyuan15/text_encoder.h"
+#include "models/hunyuan15/vision_encoder.h"
 
 namespace fisdit::cli {
 
@@ -16,6 +19,12 @@ struct InspectArgs {
 };
 
 void run_inspect(const InspectArgs& a) {
+  // A whole HunyuanVideo 1.5 download: its parts, found or missing.
+  if (hunyuan15::looks_like_release(a.path)) {
+    for (const std::string& line : hunyuan15::describe_release(a.path))
+      std::printf("%s\n", line.c_str());
+    return;
+  }
   const Checkpoint ckpt = Checkpoint::open(a.path);
   std::printf("path         %s\n", a.path.c_str());
   std::printf("files        %zu\n", ckpt.files().size());
@@ -52,6 +61,23 @@ void run_inspect(const InspectArgs& a) {
     for (const std::string& line : family.explain(a.path)) std::printf("%s\n", line.c_str());
     return;
   }
+  // Not a DiT: one of HunyuanVideo 1.5's encoders?
+  if (const auto q = hunyuan15::find_qwen_text(a.path)) {
+    std::printf(
+        "loadable     yes: HunyuanVideo 1.5 text encoder (Qwen2.5-VL language model, "
+        "names under '%s'), hidden %lld, %d layers (the first %d run), config from %s\n",
+        q->prefix.c_str(), static_cast<long long>(q->config.hidden), q->config.layers,
+        q->config.layers_run(), q->config_origin.c_str());
+    return;
+  }
+  if (const auto s = hunyuan15::find_siglip(a.path)) {
+    std::printf(
+        "loadable     yes: HunyuanVideo 1.5 image encoder (SigLIP, names under '%s'), "
+        "%d layers, %lld tokens, config from %s\n",
+        s->prefix.c_str(), s->config.layers, static_cast<long long>(s->config.tokens()),
+        s->config_origin.c_str());
+    return;
+  }
   std::printf("loadable     no: %s\n", why.c_str());
 }
 
@@ -60,7 +86,9 @@ void run_inspect(const InspectArgs& a) {
 void register_inspect(CLI::App& app) {
   auto args = std::make_shared<InspectArgs>();
   CLI::App* cmd = app.add_subcommand("inspect", "list a checkpoint's tensors, layout and config");
-  cmd->add_option("PATH", args->path, ".safetensors or .pth file, index.json, or model directory")
+  cmd->add_option("PATH", args->path,
+                  ".safetensors or .pth file, index.json, model directory, or a HunyuanVideo 1.5 "
+                  "download's root")
       ->required();
   cmd->add_flag("--summary", args->summary, "skip the per-tensor listing");
   cmd->callback([args] { run_inspect(*args); });

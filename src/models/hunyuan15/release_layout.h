@@ -1,0 +1,25 @@
+#pragma once
+// The official HunyuanVideo 1.5 download as fisdit reads it (checkpoints-download.md of the
+// official repository):
+//
+//   transformer/<version>/        the DiT of each released version (480p_i2v_step_distilled, ...)
+//   vae/                          the VAE
+//   text_encoder/llm/             Qwen2.5-VL-7B-Instruct (its language model is the text encoder)
+//   text_encoder/byt5-small/      byT5's config and tokenizer files
+//   text_encoder/Glyph-SDXL-v2/   assets/ (color and font tokens), checkpoints/byt5_model.pt
+//   vision_encoder/siglip/        image_encoder/ (SigLIP, for I2V) and feature_extractor/
+//
+// describe_release says, part by part, what a folder holds and what is missing, for `inspect`.
+#include <string>
+#include <vector>
+
+namespace fisdit::hunyuan15 {
+
+// Whether `dir` looks like the download's root (a transformer/ or text_encoder/ folder with one
+// of the parts above in it).
+bool looks_like_release(const std::string& dir);
+// One line per part: "found" with what was read, "missing" with what it is for, or "unreadable"
+// with the error. The DiT versions are listed one per line.
+std::vector<std::string> describe_release(const std::string& dir);
+
+}  // namespace fisdit::hunyuan15
