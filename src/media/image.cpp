@@ -691,7 +691,55 @@ Tensor resize_image(const Tensor& image, int width, int height, ResizeFilter fil
   return out;
 }
 
+namespace {
+Tensor resize_and_crop(const Tensor& image, int width, int height, bool round_offset);
+}  // namespace
+
 Tensor resize_and_center_crop(const Tensor& image, int width, int height) {
+  return resize_and_crop(image, width, height, false);
+}
+
+Tensor resize_and_center_crop_rounded(const Tensor& image, int width, int height) {
+  return resize_and_crop(image, width, height, true);
+}
+
+ImageSize hunyuan15_video_size(int image_width, int image_height, int base_size, int stride) {
+  if (image_width <= 0 || image_height <= 0 || base_size <= 0 || stride <= 0)
+    throw Error("hunyuan15_video_size: sizes must be positive, got " + std::to_string(image_width) +
+                "x" + std::to_string(image_height) + ", base " + std::to_string(base_size) +
+                ", stride " + std::to_string(stride));
+  // generate_crop_size_list(base, stride, max_ratio 4): (first, second) pairs in walk order.
+  const double ratio_patches = static_cast<double>(base_size) / stride;
+  const int64_t patches = std::llrint(ratio_patches * ratio_patches);
+  std::vector<std::pair<int64_t, int64_t>> sizes;
+  int64_t a = patches, b = 1;
+  while (a > 0) {
+    if (static_cast<double>(std::max(a, b)) / static_cast<double>(std::min(a, b)) <= 4.0)
+      sizes.emplace_back(a * stride, b * stride);
+    if ((b + 1) * a <= patches)
+      ++b;
+    else
+      --a;
+  }
+  // The pipeline reads each pair as (height, width) and compares round(h / w, 5) with the
+  // image's height / width.
+  const double aspect = static_cast<double>(image_height) / image_width;
+  size_t best = 0;
+  double best_diff = INFINITY;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const double r =
+        std::nearbyint(static_cast<double>(sizes[i].first) / sizes[i].second * 1e5) / 1e5;
+    const double diff = std::abs(r - aspect);
+    if (diff < best_diff) {
+      best_diff = diff;
+      best = i;
+    }
+  }
+  return {static_cast<int>(sizes[best].second), static_cast<int>(sizes[best].first)};
+}
+
+namespace {
+Tensor resize_and_crop(const Tensor& image, int width, int height, bool round_offset) {
   const Tensor img = host_f32(image, "resize_and_center_crop");
   if (img.ndim() != 3 || img.dim(0) != 3)
     throw Error("resize_and_center_crop: expected an image [3, H, W], got " +
@@ -713,7 +761,12 @@ Tensor resize_and_center_crop(const Tensor& image, int width, int height) {
                             ? img
                             : resize_image(img, static_cast<int>(scaled_w),
                                            static_cast<int>(scaled_h), ResizeFilter::Lanczos);
-  const int64_t left = (scaled_w - width) / 2, top = (scaled_h - height) / 2;
+  // Floor, or Python's round half to even (nearbyint in the default rounding mode).
+  const auto offset = [&](int64_t extra) {
+    return round_offset ? static_cast<int64_t>(std::nearbyint(static_cast<double>(extra) / 2.0))
+                        : extra / 2;
+  };
+  const int64_t left = offset(scaled_w - width), top = offset(scaled_h - height);
   Tensor out = Tensor::zeros({3, height, width});
   const float* s = scaled.f32();
   float* d = out.f32();
@@ -723,6 +776,7 @@ Tensor resize_and_center_crop(const Tensor& image, int width, int height) {
                   sizeof(float) * static_cast<size_t>(width));
   return out;
 }
+}  // namespace
 
 ImageSize wan_ti2v_video_size(int image_width, int image_height, int64_t max_area, int multiple) {
   check_size_args("wan_ti2v_video_size", image_width, image_height, max_area, multiple);

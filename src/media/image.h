@@ -94,5 +94,17 @@ ImageSize wan_ti2v_video_size(int image_width, int image_height, int64_t max_are
 // image is then stretched to it with ResizeFilter::Bicubic, without cropping.
 ImageSize wan_i2v_video_size(int image_width, int image_height, int64_t max_area,
                              int multiple = 16);
+// The video size HunyuanVideo 1.5 picks for a first frame (the pipeline's
+// get_closest_resolution_given_original_size with hyvideo/utils/data_utils.py's buckets): the
+// sizes (a * stride, b * stride) with a * b <= round((base / stride)^2) made by walking a down
+// from that count (b up while it fits), the sides at most 4:1 apart, then the one whose
+// height / width (rounded to 5 decimals) is closest to the image's, the first on a tie. base 640
+// is the pipeline's "480p", 960 its "720p". Throws for sizes that are not positive.
+ImageSize hunyuan15_video_size(int image_width, int image_height, int base_size, int stride = 16);
+// HunyuanVideo 1.5's resize_and_center_crop (hyvideo/utils/data_utils.py) and its first frame's
+// Resize + CenterCrop: as resize_and_center_crop above, but the crop starts at Python's
+// round((scaled - size) / 2), half to even (PIL's crop box and torchvision's CenterCrop round
+// so), not at the floor.
+Tensor resize_and_center_crop_rounded(const Tensor& image, int width, int height);
 
 }  // namespace fisdit

@@ -141,6 +141,17 @@ TEST_F(MediaCli, ImagePrepareMatchesTheLibraryForBothMethods) {
   EXPECT_EQ(got.shape(), (Shape{3, i2v.height, i2v.width}));
   EXPECT_EQ(rel_l2(got, resize_image(img, i2v.width, i2v.height, ResizeFilter::Bicubic)), 0.0);
 
+  // HunyuanVideo 1.5: the 480p bucket of a 3:2 image is 768x512, cropped at rounded offsets.
+  r = run("image prepare --image " + png + " --method hunyuan --resolution 480p --output " +
+          path("hy.safetensors"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  got = SafetensorsFile::open(path("hy.safetensors"))->tensor_f32("image");
+  EXPECT_EQ(got.shape(), (Shape{3, 512, 768}));
+  EXPECT_EQ(rel_l2(got, resize_and_center_crop_rounded(img, 768, 512)), 0.0);
+  r = run("image prepare --image " + png + " --resolution 480p --output " + path("x.safetensors"));
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find("--method hunyuan"), std::string::npos) << r.err;
+
   r = run("image prepare --image " + png + " --size 64x48 --output " + path("s.safetensors"));
   ASSERT_EQ(r.rc, 0) << r.err;
   EXPECT_EQ(SafetensorsFile::open(path("s.safetensors"))->tensor_f32("image").shape(),

@@ -554,6 +554,38 @@ TEST(ImageTest, PilBicubicMatchesSiglipImageProcessorWithinAboutALevel) {
   EXPECT_GT(torch_worst, 4.0 / 255.0);
 }
 
+// The sizes HunyuanVideo 1.5's pipeline picks (get_closest_resolution_given_original_size with
+// data_utils.py's buckets, run in Python for these images): 480p = base 640, 720p = base 960.
+TEST(ImageTest, HunyuanVideoSizeMatchesThePipelinesBuckets) {
+  struct Case {
+    int w, h, base, want_w, want_h;
+  };
+  for (const Case& c : {Case{300, 200, 640, 768, 512}, Case{1920, 1080, 640, 848, 480},
+                        Case{1080, 1920, 640, 480, 848}, Case{512, 512, 640, 640, 640},
+                        Case{1000, 333, 640, 1104, 368}, Case{4000, 900, 640, 1280, 320},
+                        Case{300, 200, 960, 1168, 784}, Case{1920, 1080, 960, 1280, 720},
+                        Case{848, 480, 960, 1280, 720}, Case{1000, 333, 960, 1632, 544},
+                        Case{4000, 900, 960, 1920, 480}}) {
+    const ImageSize s = hunyuan15_video_size(c.w, c.h, c.base);
+    EXPECT_EQ(s.width, c.want_w) << c.w << "x" << c.h << " base " << c.base;
+    EXPECT_EQ(s.height, c.want_h) << c.w << "x" << c.h << " base " << c.base;
+  }
+  EXPECT_THROW(hunyuan15_video_size(0, 10, 640), Error);
+}
+
+// The crop offset: Python's round((10 - 7) / 2) = 2 (half to even) where the floor is 1.
+TEST(ImageTest, HunyuanCropRoundsItsOffsetHalfToEven) {
+  Tensor img = Tensor::zeros({3, 4, 10});
+  for (int64_t c = 0; c < 3; ++c)
+    for (int64_t y = 0; y < 4; ++y)
+      for (int64_t x = 0; x < 10; ++x) img.f32()[(c * 4 + y) * 10 + x] = 0.05f * x;
+  EXPECT_FLOAT_EQ(resize_and_center_crop_rounded(img, 7, 4).f32()[0], 0.10f);
+  EXPECT_FLOAT_EQ(resize_and_center_crop(img, 7, 4).f32()[0], 0.05f);
+  // 10 - 5: round(2.5) = 2, as the floor; 10 - 9: round(0.5) = 0.
+  EXPECT_FLOAT_EQ(resize_and_center_crop_rounded(img, 5, 4).f32()[0], 0.10f);
+  EXPECT_FLOAT_EQ(resize_and_center_crop_rounded(img, 9, 4).f32()[0], 0.0f);
+}
+
 TEST(ImageTest, BicubicMatchesPyTorch) {
   const std::vector<float> down = {
       -0.479317f, -0.615870f, 0.853052f,  0.160944f,  0.449449f,  0.486029f,

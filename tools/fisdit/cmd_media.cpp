@@ -85,7 +85,7 @@ void register_video(CLI::App& app) {
 
 struct ImageArgs {
   std::string mode, image, method = "crop", output, png, vision_encoder;
-  std::optional<std::string> size;
+  std::optional<std::string> size, resolution;
   std::optional<int64_t> max_area;
   DeviceFlags device;
 };
@@ -93,17 +93,35 @@ struct ImageArgs {
 // HunyuanVideo 1.5's I2V image features: the first frame (centre-cropped to --size when given, as
 // the pipeline crops it to the video's size), stretched to the encoder's square with PIL's
 // bicubic, through SigLIP: 'vision' [tokens, hidden] for dit / denoise inputs.
+// --resolution 480p|720p: the pipeline's bucket base size.
+int hunyuan_base_size(const std::string& resolution) {
+  if (resolution == "480p") return 640;
+  if (resolution == "720p") return 960;
+  throw Error("--resolution must be 480p or 720p, got '" + resolution + "'");
+}
+
 void run_image_encode(const ImageArgs& a) {
   if (a.vision_encoder.empty())
     throw Error("image encode: give --vision-encoder (the vision_encoder/siglip folder)");
   if (a.output.empty()) throw Error("image encode: give --output FILE.safetensors");
-  if (a.max_area) throw Error("image encode: --max-area belongs to image prepare; give --size");
+  if (a.max_area)
+    throw Error("image encode: --max-area belongs to image prepare; give --resolution or --size");
   Tensor img = read_image(a.image);
+  int width = 0, height = 0;
   if (a.size) {
-    int width = 0, height = 0;
     parse_size(*a.size, width, height);
     if (width <= 0 || height <= 0) throw Error("--size must be positive, got '" + *a.size + "'");
-    img = resize_and_center_crop(img, width, height);
+  } else if (a.resolution) {
+    const ImageSize s =
+        hunyuan15_video_size(static_cast<int>(img.dim(2)), static_cast<int>(img.dim(1)),
+                             hunyuan_base_size(*a.resolution));
+    width = s.width;
+    height = s.height;
+  }
+  if (width > 0) {
+    // The pipeline crops the first frame to the video's size before the image processor.
+    img = resize_and_center_crop_rounded(img, width, height);
+    status("first frame centre-cropped to " + std::to_string(width) + "x" + std::to_string(height));
   }
   const hunyuan15::SiglipSource src = hunyuan15::open_siglip(a.vision_encoder);
   const hunyuan15::SiglipConfig& c = src.config;
@@ -124,8 +142,15 @@ void run_image_encode(const ImageArgs& a) {
 
 void run_image(const ImageArgs& a) {
   if (a.mode == "encode") return run_image_encode(a);
-  if (!a.size && !(a.max_area && *a.max_area > 0))
-    throw Error("image prepare: give --size WIDTHxHEIGHT or --max-area PIXELS");
+  const bool hunyuan = a.method == "hunyuan";
+  if (a.resolution && !hunyuan)
+    throw Error("image prepare: --resolution belongs to --method hunyuan");
+  if (hunyuan && a.max_area)
+    throw Error("image prepare: --method hunyuan takes --resolution 480p|720p, not --max-area");
+  if (!a.size && !(a.max_area && *a.max_area > 0) && !a.resolution)
+    throw Error(
+        "image prepare: give --size WIDTHxHEIGHT, --max-area PIXELS or (--method "
+        "hunyuan) --resolution 480p|720p");
   if (a.output.empty() && a.png.empty())
     throw Error("image prepare: give --output FILE.safetensors and/or --png FILE.png");
   const Tensor img = read_image(a.image);
@@ -136,16 +161,18 @@ void run_image(const ImageArgs& a) {
     parse_size(*a.size, width, height);
     if (width <= 0 || height <= 0) throw Error("--size must be positive, got '" + *a.size + "'");
   } else {
-    const ImageSize s = crop ? wan_ti2v_video_size(in_w, in_h, *a.max_area)
-                             : wan_i2v_video_size(in_w, in_h, *a.max_area);
+    const ImageSize s = hunyuan ? hunyuan15_video_size(in_w, in_h, hunyuan_base_size(*a.resolution))
+                        : crop  ? wan_ti2v_video_size(in_w, in_h, *a.max_area)
+                                : wan_i2v_video_size(in_w, in_h, *a.max_area);
     width = s.width;
     height = s.height;
   }
-  const Tensor out = crop ? resize_and_center_crop(img, width, height)
-                          : resize_image(img, width, height, ResizeFilter::Bicubic);
+  const Tensor out = hunyuan ? resize_and_center_crop_rounded(img, width, height)
+                     : crop  ? resize_and_center_crop(img, width, height)
+                             : resize_image(img, width, height, ResizeFilter::Bicubic);
   status("read " + a.image + " (" + std::to_string(in_w) + "x" + std::to_string(in_h) + "), " +
-         (crop ? "resized and centre-cropped" : "stretched") + " to " + std::to_string(width) +
-         "x" + std::to_string(height));
+         (crop || hunyuan ? "resized and centre-cropped" : "stretched") + " to " +
+         std::to_string(width) + "x" + std::to_string(height));
   if (!a.output.empty()) write_tensor(a.output, "image", out);
   if (!a.png.empty()) {
     write_png(a.png, image_to_rgb8(out));
@@ -168,10 +195,17 @@ void register_image(CLI::App& app) {
                                "pick the size as the official pipeline does for this pixel area "
                                "(e.g. 921600 = 1280*720; TI2V-5B: 901120 = 1280*704)");
   size->excludes(area);
+  auto* resolution =
+      cmd->add_option("--resolution", args->resolution,
+                      "HunyuanVideo 1.5 (--method hunyuan, and encode): 480p or 720p, the "
+                      "pipeline's size buckets for the image's aspect ratio");
+  resolution->excludes(size);
   cmd->add_option("--method", args->method,
                   "crop: TI2V-5B (Lanczos resize to cover, centre crop; sizes multiple of 32); "
-                  "stretch: I2V-A14B (bicubic resize to the size, no crop; multiple of 16)")
-      ->check(CLI::IsMember({"crop", "stretch"}))
+                  "stretch: I2V-A14B (bicubic resize to the size, no crop; multiple of 16); "
+                  "hunyuan: HunyuanVideo 1.5 (the size bucket of --resolution, Lanczos resize "
+                  "to cover, centre crop at the rounded offset)")
+      ->check(CLI::IsMember({"crop", "stretch", "hunyuan"}))
       ->capture_default_str();
   cmd->add_option("--output", args->output,
                   "safetensors to write to: 'image' [3, H, W] in [-1, 1] (prepare) or 'vision' "
