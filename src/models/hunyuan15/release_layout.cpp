@@ -17,9 +17,15 @@ namespace fs = std::filesystem;
 
 bool looks_like_release(const std::string& dir) {
   const fs::path d(dir);
-  return fs::is_directory(d) &&
-         (fs::is_directory(d / "transformer") || fs::is_directory(d / "text_encoder" / "llm") ||
-          fs::is_directory(d / "vision_encoder" / "siglip"));
+  if (!fs::is_directory(d)) return false;
+  if (fs::is_directory(d / "text_encoder" / "llm") ||
+      fs::is_directory(d / "vision_encoder" / "siglip"))
+    return true;
+  // transformer/<version>/ folders (a diffusers pipeline keeps its DiT in transformer/ itself).
+  if (fs::is_directory(d / "transformer"))
+    for (const auto& e : fs::directory_iterator(d / "transformer"))
+      if (e.is_directory()) return true;
+  return false;
 }
 
 std::vector<std::string> describe_release(const std::string& dir) {

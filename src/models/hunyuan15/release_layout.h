@@ -15,8 +15,8 @@
 
 namespace fisdit::hunyuan15 {
 
-// Whether `dir` looks like the download's root (a transformer/ or text_encoder/ folder with one
-// of the parts above in it).
+// Whether `dir` looks like the download's root: text_encoder/llm/, vision_encoder/siglip/ or a
+// transformer/<version>/ folder (a diffusers pipeline's transformer/ holds files, not folders).
 bool looks_like_release(const std::string& dir);
 // One line per part: "found" with what was read, "missing" with what it is for, or "unreadable"
 // with the error. The DiT versions are listed one per line.
