@@ -1,6 +1,8 @@
 #include "models/hunyuan15/config.h"
 
+#include <cstdint>
 #include <nlohmann/json.hpp>
+#include <type_traits>
 
 #include "fisdit/error.h"
 #include "models/family.h"
@@ -73,6 +75,27 @@ HunyuanConfig preset_config(const std::string& name) {
   throw Error("unknown HunyuanVideo 1.5 config '" + name + "' (known: " + names + ")");
 }
 
+namespace {
+template <class T>
+void read_field_as(const nlohmann::json& j, const char* key, T& out, const std::string& source) {
+  if (!j.contains(key) || j[key].is_null()) return;
+  constexpr bool integral = std::is_integral_v<T>;
+  if (integral ? !j[key].is_number_integer() : !j[key].is_number())
+    throw Error(source + ": field '" + key + "' must be " + (integral ? "an integer" : "a number"));
+  out = j[key].get<T>();
+}
+}  // namespace
+
+void read_field(const nlohmann::json& j, const char* key, int& out, const std::string& source) {
+  read_field_as(j, key, out, source);
+}
+void read_field(const nlohmann::json& j, const char* key, int64_t& out, const std::string& source) {
+  read_field_as(j, key, out, source);
+}
+void read_field(const nlohmann::json& j, const char* key, double& out, const std::string& source) {
+  read_field_as(j, key, out, source);
+}
+
 HunyuanConfig config_from_json(const nlohmann::json& j, const std::string& source,
                                HunyuanConfig c) {
   if (!j.is_object()) throw Error(source + ": config is not a JSON object");
@@ -83,16 +106,8 @@ HunyuanConfig config_from_json(const nlohmann::json& j, const std::string& sourc
          "', not HunyuanVideo_1_5_DiffusionTransformer");
   if (!j.contains("_class_name") && !j.contains("mm_double_blocks_depth"))
     fail("not a HunyuanVideo 1.5 transformer config (no _class_name or mm_double_blocks_depth)");
-  auto integer = [&](const char* key, int& out) {
-    if (!j.contains(key) || j[key].is_null()) return;
-    if (!j[key].is_number_integer()) fail(std::string("field '") + key + "' must be an integer");
-    out = j[key].get<int>();
-  };
-  auto number = [&](const char* key, double& out) {
-    if (!j.contains(key) || j[key].is_null()) return;
-    if (!j[key].is_number()) fail(std::string("field '") + key + "' must be a number");
-    out = j[key].get<double>();
-  };
+  auto integer = [&](const char* key, int& out) { read_field(j, key, out, source); };
+  auto number = [&](const char* key, double& out) { read_field(j, key, out, source); };
   auto boolean = [&](const char* key, bool& out) {
     if (!j.contains(key) || j[key].is_null()) return;
     if (!j[key].is_boolean()) fail(std::string("field '") + key + "' must be true or false");

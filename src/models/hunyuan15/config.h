@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include <cstdint>
 #include <nlohmann/json_fwd.hpp>
 
 #include "models/task.h"
@@ -55,6 +56,13 @@ bool is_preset_name(const std::string& name);
 // Reads the constructor arguments of a config.json object (or a fixture's metadata), over
 // `base` (values absent from the object keep base's). Refuses what fisdit does not run
 // (single-stream blocks, another text projection, guidance embedding, a pooled text vector).
+// One field of a JSON config (the DiT's, the VAE's, the encoders'): `out` takes j[key] when it is
+// there and not null. Throws "<source>: field '<key>' must be an integer" (int, int64_t) or "...
+// must be a number" (double) for a value of another type.
+void read_field(const nlohmann::json& j, const char* key, int& out, const std::string& source);
+void read_field(const nlohmann::json& j, const char* key, int64_t& out, const std::string& source);
+void read_field(const nlohmann::json& j, const char* key, double& out, const std::string& source);
+
 HunyuanConfig config_from_json(const nlohmann::json& j, const std::string& source,
                                HunyuanConfig base = {});
 // A preset name, or a config.json file.

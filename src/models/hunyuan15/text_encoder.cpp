@@ -4,6 +4,7 @@
 
 #include "core/dtype.h"
 #include "fisdit/error.h"
+#include "models/hunyuan15/config.h"
 #include "models/weights.h"
 
 namespace fisdit::hunyuan15 {
@@ -33,11 +34,9 @@ QwenTextConfig qwen_text_config_from_json(const nlohmann::json& root, const std:
   const nlohmann::json& j =
       root.contains("text_config") && root["text_config"].is_object() ? root["text_config"] : root;
   QwenTextConfig c;
+  // A key text_config lacks may stand at the top level.
   auto read = [&](const char* key, auto& value) {
-    const nlohmann::json* v = j.contains(key) ? &j[key] : root.contains(key) ? &root[key] : nullptr;
-    if (!v || v->is_null()) return;
-    if (!v->is_number()) throw Error(where + ": '" + key + "' must be a number");
-    value = v->get<std::remove_reference_t<decltype(value)>>();
+    read_field(j.contains(key) ? j : root, key, value, where);
   };
   read("vocab_size", c.vocab);
   read("hidden_size", c.hidden);

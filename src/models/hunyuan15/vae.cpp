@@ -9,6 +9,7 @@
 #include "backend/backend.h"
 #include "fisdit/error.h"
 #include "io/checkpoint.h"
+#include "models/hunyuan15/config.h"
 
 namespace fisdit::hunyuan15 {
 
@@ -55,12 +56,7 @@ void VaeConfig::validate(const std::string& source) const {
 VaeConfig vae_config_from_json(const nlohmann::json& j, const std::string& source) {
   if (!j.is_object()) throw Error(source + ": VAE config is not a JSON object");
   VaeConfig c;
-  auto integer = [&](const char* key, int& out) {
-    if (!j.contains(key) || j[key].is_null()) return;
-    if (!j[key].is_number_integer())
-      throw Error(source + ": field '" + key + "' must be an integer");
-    out = j[key].get<int>();
-  };
+  auto integer = [&](const char* key, int& out) { read_field(j, key, out, source); };
   integer("in_channels", c.in_channels);
   integer("out_channels", c.out_channels);
   integer("latent_channels", c.latent_channels);

@@ -5,6 +5,7 @@
 
 #include "core/dtype.h"
 #include "fisdit/error.h"
+#include "models/hunyuan15/config.h"
 #include "models/weights.h"
 
 namespace fisdit::hunyuan15 {
@@ -28,11 +29,7 @@ SiglipConfig siglip_config_from_json(const nlohmann::json& root, const std::stri
                                 ? root["vision_config"]
                                 : root;
   SiglipConfig c;
-  auto read = [&](const char* key, auto& value) {
-    if (!j.contains(key) || j[key].is_null()) return;
-    if (!j[key].is_number()) throw Error(where + ": '" + key + "' must be a number");
-    value = j[key].get<std::remove_reference_t<decltype(value)>>();
-  };
+  auto read = [&](const char* key, auto& value) { read_field(j, key, value, where); };
   read("hidden_size", c.hidden);
   read("intermediate_size", c.intermediate);
   read("num_hidden_layers", c.layers);
