@@ -63,20 +63,19 @@ std::string glyph_prompt(const std::vector<std::string>& texts) {
   return out;
 }
 
-ByT5Tokenizer::ByT5Tokenizer(std::vector<std::string> added) : added_(std::move(added)) {}
+ByT5Tokenizer::ByT5Tokenizer(std::vector<std::string> added)
+    : tokens_{{"<pad>", 0, true}, {"</s>", 1, true}, {"<unk>", 2, true}} {
+  for (int64_t i = 0; i < kExtraIds; ++i)
+    tokens_.push_back({"<extra_id_" + std::to_string(i) + ">", 259 + i, false});
+  for (size_t i = 0; i < added.size(); ++i)
+    tokens_.push_back({std::move(added[i]), 384 + static_cast<int64_t>(i), false});
+}
+
+// 256 bytes, the 3 special tokens and the 125 extra ids, then the added tokens.
+int64_t ByT5Tokenizer::vocab_size() const { return 256 + static_cast<int64_t>(tokens_.size()); }
 
 std::vector<int64_t> ByT5Tokenizer::encode(std::string_view text, int64_t max_length) const {
   if (max_length < 1) throw Error("byT5 tokenizer: max_length must be at least 1");
-  struct Token {
-    std::string text;
-    int64_t id;
-    bool strip;
-  };
-  std::vector<Token> tokens = {{"<pad>", 0, true}, {"</s>", 1, true}, {"<unk>", 2, true}};
-  for (int64_t i = 0; i < kExtraIds; ++i)
-    tokens.push_back({"<extra_id_" + std::to_string(i) + ">", 259 + i, false});
-  for (size_t i = 0; i < added_.size(); ++i)
-    tokens.push_back({added_[i], 384 + static_cast<int64_t>(i), false});
   std::vector<int64_t> ids;
   std::string pending;  // text bytes not yet emitted (a strip token may trim its end)
   auto flush = [&] {
@@ -87,7 +86,7 @@ std::vector<int64_t> ByT5Tokenizer::encode(std::string_view text, int64_t max_le
   while (i < text.size()) {
     const Token* best = nullptr;
     if (text[i] == '<')
-      for (const Token& t : tokens)
+      for (const Token& t : tokens_)
         if (text.compare(i, t.text.size(), t.text) == 0 &&
             (!best || t.text.size() > best->text.size()))
           best = &t;

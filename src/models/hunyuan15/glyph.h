@@ -34,10 +34,15 @@ class ByT5Tokenizer {
  public:
   explicit ByT5Tokenizer(std::vector<std::string> added = {});
   std::vector<int64_t> encode(std::string_view text, int64_t max_length) const;
-  int64_t vocab_size() const { return 384 + static_cast<int64_t>(added_.size()); }
+  int64_t vocab_size() const;
 
  private:
-  std::vector<std::string> added_;
+  struct Token {
+    std::string text;
+    int64_t id;
+    bool strip;  // takes the whitespace around it
+  };
+  std::vector<Token> tokens_;  // every added token, built once
 };
 
 // The tokens add_special_token adds from a Glyph-SDXL-v2 folder's assets: <color-i> for each

@@ -105,10 +105,10 @@ QwenTextEncoder::QwenTextEncoder(QwenTextConfig cfg, Checkpoint checkpoint, std:
     const std::string b = "layers." + std::to_string(i) + ".";
     Layer l;
     l.in_norm = get(b + "input_layernorm.weight", {d});
-    l.q = pair_rows(get(b + "self_attn.q_proj.weight", {qd, d}), hd);
-    l.q_bias = pair_rows(get(b + "self_attn.q_proj.bias", {qd}), hd);
-    l.k = pair_rows(get(b + "self_attn.k_proj.weight", {kvd, d}), hd);
-    l.k_bias = pair_rows(get(b + "self_attn.k_proj.bias", {kvd}), hd);
+    l.q = get(b + "self_attn.q_proj.weight", {qd, d});
+    l.q_bias = get(b + "self_attn.q_proj.bias", {qd});
+    l.k = get(b + "self_attn.k_proj.weight", {kvd, d});
+    l.k_bias = get(b + "self_attn.k_proj.bias", {kvd});
     l.v = get(b + "self_attn.v_proj.weight", {kvd, d});
     l.v_bias = get(b + "self_attn.v_proj.bias", {kvd});
     l.o = get(b + "self_attn.o_proj.weight", {d, qd});
@@ -132,12 +132,14 @@ QwenTextEncoder::DeviceLayer QwenTextEncoder::upload_layer(int index) const {
   const DType wt = backend_.weight_dtype();
   auto matrix = [&](const Tensor& t) { return models::upload_weight(t, 1.0f, backend_, wt); };
   auto vec = [&](const Tensor& t) { return models::upload_weight(t, 1.0f, backend_, DType::F32); };
+  // q and k in adjacent-pair order (pair_rows), reordered here so the host keeps file views only.
+  auto paired = [&](const Tensor& t) { return matrix(pair_rows(t, cfg_.head_dim())); };
   DeviceLayer l;
   l.in_norm = vec(s.in_norm);
-  l.q = matrix(s.q);
-  l.q_bias = matrix(s.q_bias);
-  l.k = matrix(s.k);
-  l.k_bias = matrix(s.k_bias);
+  l.q = paired(s.q);
+  l.q_bias = paired(s.q_bias);
+  l.k = paired(s.k);
+  l.k_bias = paired(s.k_bias);
   l.v = matrix(s.v);
   l.v_bias = matrix(s.v_bias);
   l.o = matrix(s.o);

@@ -8,9 +8,9 @@
 // h = rms_norm(x). The attention is causal with grouped key/value heads, q/k/v projections with
 // biases, and rotary positions on q and k. For text alone Qwen2.5-VL's multimodal RoPE gives
 // every axis the same position, so it is the plain RoPE of Qwen2 (rotate_half over head_dim,
-// inv_freq theta^(-2j/head_dim), positions 0..n-1): here q's and k's rows are reordered per head at
-// load (channel j and j + head_dim/2 become the adjacent pair 2j, 2j + 1), which leaves q.k as it
-// was and lets Backend::rope_3d rotate them (all head_dim/2 pairs on one axis).
+// inv_freq theta^(-2j/head_dim), positions 0..n-1): here q's and k's rows are reordered per head as
+// they go to the backend (channel j and j + head_dim/2 become the adjacent pair 2j, 2j + 1), which
+// leaves q.k as it was and lets Backend::rope_3d rotate them (all head_dim/2 pairs on one axis).
 //
 // The pipeline takes hidden_states[-(skip + 1)] with skip 2 and no final norm: the output of
 // layer layers - 2. Only those layers run; the last two and the final norm are never read.
