@@ -8,6 +8,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "../io/io_test_util.h"
 #include "backend/backend.h"
 #include "hunyuan15_fixture.h"
 #include "io/safetensors.h"
@@ -19,6 +20,7 @@
 namespace fisdit {
 namespace {
 
+using iotest::error_of;
 using test::Case;
 using test::fixture_path;
 using test::read_case;
@@ -208,16 +210,6 @@ TEST(HunyuanFis, StrideOneIsDenseAndSparseBlocksRunOnAnchorsOnly) {
   }
 }
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 TEST(HunyuanConfigTest, PresetsAndConfigFiles) {
   const hunyuan15::HunyuanConfig c =
       hunyuan15::load_config("hunyuanvideo-1.5-480p-i2v-step-distilled");
@@ -242,23 +234,18 @@ TEST(HunyuanConfigTest, PresetsAndConfigFiles) {
             &models::family_for_config("hunyuanvideo-1.5-720p-i2v"));
   EXPECT_STREQ(models::family_for_config("hunyuanvideo-1.5-480p-i2v").name, "hunyuan15");
 
-  auto error_of = [](const nlohmann::json& j) -> std::string {
-    try {
-      hunyuan15::config_from_json(j, "config.json");
-    } catch (const Error& e) {
-      return e.what();
-    }
-    return "";
+  auto config_error = [](const nlohmann::json& j) {
+    return error_of([&] { hunyuan15::config_from_json(j, "config.json"); });
   };
   nlohmann::json j = {{"_class_name", "HunyuanVideo_1_5_DiffusionTransformer"},
                       {"mm_single_blocks_depth", 40}};
-  EXPECT_NE(error_of(j).find("single-stream"), std::string::npos) << error_of(j);
+  EXPECT_NE(config_error(j).find("single-stream"), std::string::npos) << config_error(j);
   j = {{"mm_double_blocks_depth", 54}, {"text_projection", "linear"}};
-  EXPECT_NE(error_of(j).find("single_refiner"), std::string::npos) << error_of(j);
+  EXPECT_NE(config_error(j).find("single_refiner"), std::string::npos) << config_error(j);
   j = {{"mm_double_blocks_depth", 54}, {"rope_dim_list", {16, 56, 50}}};
-  EXPECT_NE(error_of(j).find("rope_dim_list"), std::string::npos) << error_of(j);
+  EXPECT_NE(config_error(j).find("rope_dim_list"), std::string::npos) << config_error(j);
   j = {{"_class_name", "WanModel"}};
-  EXPECT_NE(error_of(j).find("WanModel"), std::string::npos) << error_of(j);
+  EXPECT_NE(config_error(j).find("WanModel"), std::string::npos) << config_error(j);
 }
 
 TEST(HunyuanCheckpoint, TheFamilyIsRecognisedAndAWanFileIsNot) {

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "../io/io_test_util.h"
 #include "backend/backend.h"
 #include "fisdit/error.h"
 #include "io/safetensors.h"
@@ -80,12 +81,7 @@ TEST(Glyph, TokenizerEdgeCases) {
 TEST(Glyph, AWrongFolderIsAClearError) {
   auto backend = make_cpu_backend();
   auto error_of = [&](const std::string& dir) {
-    try {
-      hunyuan15::GlyphEncoder enc(dir, *backend);
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
-    return std::string();
+    return iotest::error_of([&] { hunyuan15::GlyphEncoder enc(dir, *backend); });
   };
   const fs::path tmp = fs::temp_directory_path() / "fisdit_glyph_test";
   fs::remove_all(tmp);

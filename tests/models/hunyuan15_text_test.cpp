@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "../io/io_test_util.h"
 #include "backend/backend.h"
 #include "fisdit/error.h"
 #include "io/safetensors.h"
@@ -31,14 +32,7 @@ std::vector<int32_t> ids_of(const SafetensorsFile& f, const std::string& name) {
   return ids;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using iotest::error_of;
 
 // Query i of head h against keys 0..i of key/value head h / group, through the unmasked
 // attention op: the same numbers the causal op must give.

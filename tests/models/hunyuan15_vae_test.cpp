@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "../io/io_test_util.h"
 #include "backend/backend.h"
 #include "fisdit/error.h"
 #include "io/safetensors.h"
@@ -81,7 +82,7 @@ TEST(HunyuanVae, OfficialAndDiffusersSourcesLoad) {
             "decoder.up_blocks.2.resnets.1.conv2.conv.weight");
   EXPECT_EQ(hunyuan15::vae_diffusers_name("encoder.mid.attn_1.q.bias"),
             "encoder.mid_block.attentions.0.to_q.bias");
-  for (const std::string path : {dir + "vae_tiny.safetensors", dir + "vae_tiny_diffusers"}) {
+  for (const std::string& path : {dir + "vae_tiny.safetensors", dir + "vae_tiny_diffusers"}) {
     ASSERT_TRUE(hunyuan15::is_hunyuan_vae(path)) << path;
     const hunyuan15::VaeSource src = hunyuan15::open_vae(path);
     EXPECT_EQ(src.diffusers, path.find("diffusers") != std::string::npos);
@@ -100,22 +101,14 @@ TEST(HunyuanVae, OfficialAndDiffusersSourcesLoad) {
 
 TEST(HunyuanVae, BadShapesAreClearErrors) {
   Loaded m;
-  auto error_of = [&](auto&& f) -> std::string {
-    try {
-      f();
-    } catch (const Error& e) {
-      return e.what();
-    }
-    return "";
-  };
-  std::string e = error_of([&] { m.vae->encode(Tensor::zeros({3, 8, 32, 32})); });
+  std::string e = iotest::error_of([&] { m.vae->encode(Tensor::zeros({3, 8, 32, 32})); });
   EXPECT_NE(e.find("4k+1 frames"), std::string::npos) << e;
-  e = error_of([&] { m.vae->encode(Tensor::zeros({3, 9, 40, 32})); });
+  e = iotest::error_of([&] { m.vae->encode(Tensor::zeros({3, 9, 40, 32})); });
   EXPECT_NE(e.find("multiples of 16"), std::string::npos) << e;
-  e = error_of([&] { m.vae->decode(Tensor::zeros({5, 2, 2, 2})); });
+  e = iotest::error_of([&] { m.vae->decode(Tensor::zeros({5, 2, 2, 2})); });
   EXPECT_NE(e.find("[4, T, h, w]"), std::string::npos) << e;
   nlohmann::json bad = {{"block_out_channels", {8, 8, 16}}, {"latent_channels", 4}};
-  e = error_of([&] { hunyuan15::vae_config_from_json(bad, "config.json"); });
+  e = iotest::error_of([&] { hunyuan15::vae_config_from_json(bad, "config.json"); });
   EXPECT_NE(e.find("more levels"), std::string::npos) << e;
 }
 

@@ -7,6 +7,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "../io/io_test_util.h"
 #include "backend/backend.h"
 #include "fisdit/error.h"
 #include "io/safetensors.h"
@@ -66,27 +67,14 @@ TEST(Siglip, PixelsPastTheLastPatchAreNotRead) {
 TEST(Siglip, BadInputIsAClearError) {
   auto backend = make_cpu_backend();
   auto enc = hunyuan15::load_siglip(hunyuan15::open_siglip(vision_fixture()), *backend);
-  std::string e;
-  try {
-    enc->encode(Tensor::zeros({3, 64, 56}));
-  } catch (const Error& err) {
-    e = err.what();
-  }
+  std::string e = iotest::error_of([&] { enc->encode(Tensor::zeros({3, 64, 56})); });
   EXPECT_NE(e.find("expects pixels [3, 56, 56]"), std::string::npos) << e;
   const std::string text = std::string(FISDIT_TEST_DATA) + "/hunyuan15/text_tiny.safetensors";
   EXPECT_FALSE(hunyuan15::find_siglip(text).has_value());
-  try {
-    hunyuan15::open_siglip(text);
-  } catch (const Error& err) {
-    e = err.what();
-  }
+  e = iotest::error_of([&] { hunyuan15::open_siglip(text); });
   EXPECT_NE(e.find("no SigLIP image encoder"), std::string::npos) << e;
   nlohmann::json bad = {{"hidden_size", 64}, {"image_size", 10}, {"patch_size", 14}};
-  try {
-    hunyuan15::siglip_config_from_json(bad, "config.json");
-  } catch (const Error& err) {
-    e = err.what();
-  }
+  e = iotest::error_of([&] { hunyuan15::siglip_config_from_json(bad, "config.json"); });
   EXPECT_NE(e.find("must hold a patch"), std::string::npos) << e;
   // The released config.json keys (a whole SigLIP config keeps them under vision_config).
   const auto c = hunyuan15::siglip_config_from_json(

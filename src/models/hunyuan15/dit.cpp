@@ -185,7 +185,7 @@ HunyuanDiT::HunyuanDiT(HunyuanConfig cfg, Backend& backend, const WeightFn& weig
     return backend_.upload(weights(name, shape_of.at(name)), wt);
   };
   auto lin = [&](const std::string& name) {
-    return Linear{load(name + ".weight"), load(name + ".bias")};
+    return Linear{load(name + ".weight"), load(name + ".bias"), {}};
   };
   const int64_t d = cfg_.hidden;
   img_in_ = lin("img_in.proj");
