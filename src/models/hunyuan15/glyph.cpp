@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "fisdit/error.h"
@@ -21,6 +22,26 @@ size_t closing(const std::string& s, size_t from, std::string_view close) {
     if (s.compare(j, close.size(), close) == 0) return j;
   }
   return std::string::npos;
+}
+
+nlohmann::ordered_json read_json(const std::string& path, const std::string& what) {
+  std::ifstream in(path);
+  if (!in) throw Error(path + ": cannot open (" + what + ")");
+  nlohmann::ordered_json j;
+  try {
+    in >> j;
+  } catch (const std::exception& e) {
+    throw Error(path + ": not JSON: " + e.what());
+  }
+  return j;
+}
+
+// The token byT5's own vocabulary has at `id` (< 384): <pad>, </s>, <unk>, <extra_id_i>; "" for
+// a byte.
+std::string byt5_base_token(int64_t id) {
+  if (id < 3) return id == 0 ? "<pad>" : id == 1 ? "</s>" : "<unk>";
+  if (id >= 259) return "<extra_id_" + std::to_string(id - 259) + ">";
+  return {};
 }
 
 bool is_space(char c) {
@@ -113,14 +134,7 @@ std::vector<std::string> glyph_added_tokens(const std::string& root) {
   namespace fs = std::filesystem;
   auto read = [&](const char* name) {
     const std::string path = (fs::path(root) / "assets" / name).string();
-    std::ifstream in(path);
-    if (!in) throw Error(path + ": cannot open (the Glyph-SDXL-v2 folder's assets)");
-    nlohmann::ordered_json j;
-    try {
-      in >> j;
-    } catch (const std::exception& e) {
-      throw Error(path + ": not JSON: " + e.what());
-    }
+    nlohmann::ordered_json j = read_json(path, "the Glyph-SDXL-v2 folder's assets");
     if (!j.is_object()) throw Error(path + ": expected a JSON object of name -> index");
     return std::make_pair(path, j);
   };
@@ -141,6 +155,97 @@ std::vector<std::string> glyph_added_tokens(const std::string& root) {
     token.append(code, 0, end);
     token += "-font-" + std::to_string(index.get<int64_t>()) + ">";
     out.push_back(std::move(token));
+  }
+  return out;
+}
+
+std::vector<std::string> glyph_added_tokens_diffusers(const std::string& tokenizer_dir) {
+  namespace fs = std::filesystem;
+  constexpr int64_t kFirst = 384;  // 256 bytes + 3 special tokens + 125 extra ids
+  const std::string config_path = (fs::path(tokenizer_dir) / "tokenizer_config.json").string();
+  if (!fs::is_regular_file(config_path))
+    throw Error(config_path +
+                ": missing (the glyph encoder's ByT5Tokenizer folder, diffusers' "
+                "tokenizer_2/, keeps its added tokens there)");
+  const nlohmann::ordered_json config = read_json(config_path, "diffusers' tokenizer_2");
+  if (!config.is_object()) throw Error(config_path + ": expected a JSON object");
+  const nlohmann::ordered_json cls =
+      config.value("tokenizer_class", nlohmann::ordered_json("ByT5Tokenizer"));
+  if (cls != "ByT5Tokenizer")
+    throw Error(config_path + ": tokenizer_class is " + cls.dump() +
+                ", the glyph encoder's is ByT5Tokenizer");
+
+  // id -> (token, file) and token -> (id, file), from both files (file: the one that says so).
+  std::map<int64_t, std::pair<std::string, std::string>> by_id;
+  std::map<std::string, std::pair<int64_t, std::string>> by_token;
+  auto add = [&](int64_t id, const std::string& token, const std::string& file) {
+    if (id < 0)
+      throw Error(file + ": token '" + token + "' has the negative id " + std::to_string(id));
+    const auto [it, fresh] = by_id.try_emplace(id, token, file);
+    if (!fresh && it->second.first != token)
+      throw Error(file + " gives id " + std::to_string(id) + " to '" + token + "', but " +
+                  it->second.second + " to '" + it->second.first + "'");
+    const auto [tok, new_token] = by_token.try_emplace(token, id, file);
+    if (!new_token && tok->second.first != id)
+      throw Error(file + " gives '" + token + "' id " + std::to_string(id) + ", but " +
+                  tok->second.second + " gives it id " + std::to_string(tok->second.first));
+  };
+  if (const auto decoder = config.find("added_tokens_decoder"); decoder != config.end()) {
+    if (!decoder->is_object())
+      throw Error(config_path + ": added_tokens_decoder is not an object of id -> token");
+    for (const auto& [key, entry] : decoder->items()) {
+      int64_t id = -1;
+      try {
+        size_t used = 0;
+        id = std::stoll(key, &used);
+        if (used != key.size()) id = -1;
+      } catch (const std::exception&) {
+      }
+      if (id < 0 || !entry.is_object() || !entry.contains("content") ||
+          !entry["content"].is_string())
+        throw Error(config_path + ": added_tokens_decoder entry '" + key +
+                    "' is not an id with a {\"content\": ...} token");
+      const std::string token = entry["content"].get<std::string>();
+      // ByT5Tokenizer gives its added tokens no stripping (add_tokens' AddedToken defaults).
+      if (id >= kFirst && (entry.value("lstrip", nlohmann::ordered_json(false)) == true ||
+                           entry.value("rstrip", nlohmann::ordered_json(false)) == true))
+        throw Error(config_path + ": the added token '" + token +
+                    "' strips whitespace (lstrip/rstrip), which the glyph tokens never do");
+      add(id, token, config_path);
+    }
+  }
+  const std::string added_path = (fs::path(tokenizer_dir) / "added_tokens.json").string();
+  if (fs::is_regular_file(added_path)) {
+    const nlohmann::ordered_json added = read_json(added_path, "diffusers' tokenizer_2");
+    if (!added.is_object()) throw Error(added_path + ": expected a JSON object of token -> id");
+    for (const auto& [token, id] : added.items()) {
+      if (!id.is_number_integer())
+        throw Error(added_path + ": the id of '" + token + "' is not an integer");
+      add(id.get<int64_t>(), token, added_path);
+    }
+  } else if (!config.contains("added_tokens_decoder")) {
+    throw Error(tokenizer_dir +
+                ": neither tokenizer_config.json's added_tokens_decoder nor "
+                "added_tokens.json lists the glyph tokens");
+  }
+
+  std::vector<std::string> out;
+  for (const auto& [id, entry] : by_id) {
+    const auto& [token, file] = entry;
+    if (id < kFirst) {
+      const std::string base = byt5_base_token(id);
+      if (base != token)
+        throw Error(file + ": id " + std::to_string(id) + " is '" + token + "', byT5's is " +
+                    (base.empty() ? "a byte" : "'" + base + "'") +
+                    " (the added tokens' ids would not be byT5's)");
+      continue;
+    }
+    const int64_t want = kFirst + static_cast<int64_t>(out.size());
+    if (id != want)
+      throw Error(file + ": the added token '" + token + "' has id " + std::to_string(id) +
+                  ", but ByT5Tokenizer numbers its added tokens from 384 without a gap (expected " +
+                  std::to_string(want) + ")");
+    out.push_back(token);
   }
   return out;
 }
@@ -171,11 +276,42 @@ GlyphEncoder::GlyphEncoder(const std::string& dir, Backend& backend, int64_t max
     if (j.value("feed_forward_proj", std::string("gated-gelu")) != "gated-gelu")
       throw Error(config.string() + ": feed_forward_proj must be gated-gelu (byT5)");
   }
+  load(src, root.string() + "/assets", backend);
+}
+
+GlyphEncoder::GlyphEncoder(const std::string& text_encoder_dir, const std::string& tokenizer_dir,
+                           Backend& backend, int64_t max_length)
+    : checkpoint_(text_encoder_dir), max_length_(max_length) {
+  namespace fs = std::filesystem;
+  if (!fs::is_directory(tokenizer_dir))
+    throw Error(tokenizer_dir +
+                ": no such folder (the glyph encoder's ByT5Tokenizer, diffusers' "
+                "tokenizer_2/)");
+  if (!fs::is_directory(text_encoder_dir))
+    throw Error(text_encoder_dir +
+                ": no such folder (the glyph encoder's T5EncoderModel, "
+                "diffusers' text_encoder_2/)");
+  tokenizer_ = ByT5Tokenizer(glyph_added_tokens_diffusers(tokenizer_dir));
+  // A T5EncoderModel folder: config.json (distance, epsilon, gated-gelu) + safetensors under the
+  // encoder's names, which open_t5 reads as it reads Wan's UMT5EncoderModel folders.
+  load(wan::open_t5(text_encoder_dir), tokenizer_dir, backend);
+}
+
+std::unique_ptr<GlyphEncoder> GlyphEncoder::from_diffusers(const std::string& pipeline_root,
+                                                           Backend& backend, int64_t max_length) {
+  namespace fs = std::filesystem;
+  const fs::path root(pipeline_root);
+  return std::make_unique<GlyphEncoder>((root / "text_encoder_2").string(),
+                                        (root / "tokenizer_2").string(), backend, max_length);
+}
+
+void GlyphEncoder::load(const wan::T5Source& src, const std::string& tokens_origin,
+                        Backend& backend) {
   if (src.config.vocab != tokenizer_.vocab_size())
     throw Error(checkpoint_ + ": its embedding has " + std::to_string(src.config.vocab) +
                 " rows, but byT5's vocabulary with the " +
                 std::to_string(tokenizer_.vocab_size() - 384) + " color and font tokens of " +
-                root.string() + "/assets has " + std::to_string(tokenizer_.vocab_size()));
+                tokens_origin + " has " + std::to_string(tokenizer_.vocab_size()));
   encoder_ = wan::load_t5(src, backend);
 }
 

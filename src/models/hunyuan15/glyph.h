@@ -10,6 +10,15 @@
 //      style {color: None, font-family: None}), tokenized by byT5's tokenizer with the glyph
 //      checkpoint's color and font tokens added, at most byt5_max_length (256) tokens with the
 //      closing </s>, and encoded by the T5 encoder (wan::T5Encoder, a T5Stack's names).
+//
+// The same encoder comes in two layouts: the official download's text_encoder/Glyph-SDXL-v2
+// (+ byt5-small/), and a diffusers pipeline's text_encoder_2/ + tokenizer_2/, which diffusers'
+// scripts/convert_hunyuan_video1_5_to_diffusers.py (load_byt5) makes from it: the glyph
+// checkpoint's tensors under T5EncoderModel's names (shared.weight, encoder.block.N...,
+// encoder.final_layer_norm.weight; fp32 as the checkpoint) and byt5-small's tokenizer with the
+// same tokens added the same way (official add_special_token, copied by the script). diffusers'
+// pipelines (pipeline_hunyuan_video1_5.py extract_glyph_texts, _get_byt5_prompt_embeds) extract,
+// format and tokenize as the official pipeline does, so the steps above serve both.
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -50,6 +59,14 @@ class ByT5Tokenizer {
 // multilingual_10-lang_idx.json in file order. Throws naming a missing or malformed file.
 std::vector<std::string> glyph_added_tokens(const std::string& glyph_root);
 
+// The same tokens from a diffusers tokenizer_2 folder (ByT5Tokenizer.save_pretrained): the added
+// tokens with ids 384 on, in id order, from tokenizer_config.json's added_tokens_decoder, else
+// added_tokens.json. They must be what ByT5Tokenizer(added) numbers them: ids 384, 385, ... with
+// no gap, byT5's own tokens below 384 (<pad> 0, </s> 1, <unk> 2, <extra_id_i> 259 + i), no
+// lstrip/rstrip on an added token, and both files agreeing where both list a token. Throws naming
+// the file otherwise, or when tokenizer_config.json is missing.
+std::vector<std::string> glyph_added_tokens_diffusers(const std::string& tokenizer_dir);
+
 constexpr int64_t kByt5MaxLength = 256;  // the pipeline's byt5_max_length
 
 class GlyphEncoder {
@@ -59,15 +76,31 @@ class GlyphEncoder {
   // (they replace byt5-small's); byt5-small/config.json, when present, gives the relative
   // position distance and the norm epsilon. Throws naming what is missing.
   GlyphEncoder(const std::string& dir, Backend& backend, int64_t max_length = kByt5MaxLength);
+  // diffusers' layout: `text_encoder_dir` a T5EncoderModel folder (config.json + safetensors:
+  // text_encoder_2/), `tokenizer_dir` its ByT5Tokenizer folder (tokenizer_2/, the added tokens as
+  // glyph_added_tokens_diffusers reads them). The ids and states equal the official layout's for
+  // a checkpoint converted by diffusers' script. Throws naming the missing folder or file.
+  GlyphEncoder(const std::string& text_encoder_dir, const std::string& tokenizer_dir,
+               Backend& backend, int64_t max_length = kByt5MaxLength);
+  // A diffusers HunyuanVideo15Pipeline / HunyuanVideo15ImageToVideoPipeline root: its
+  // text_encoder_2/ and tokenizer_2/.
+  static std::unique_ptr<GlyphEncoder> from_diffusers(const std::string& pipeline_root,
+                                                      Backend& backend,
+                                                      int64_t max_length = kByt5MaxLength);
   ~GlyphEncoder();
 
   // The byT5 states the DiT takes for `prompt`: host F32 [tokens, d_model]; [0, d_model] when the
   // prompt quotes nothing. `ids` (optional) receives the token ids.
   Tensor encode(const std::string& prompt, std::vector<int64_t>* ids = nullptr);
   int64_t dim() const;
+  // The weights' file (official) or folder (diffusers).
   const std::string& checkpoint_path() const { return checkpoint_; }
 
  private:
+  // Loads the encoder of `src` after checking its vocabulary against the tokenizer's;
+  // `tokens_origin` names where the added tokens came from, for the error.
+  void load(const wan::T5Source& src, const std::string& tokens_origin, Backend& backend);
+
   ByT5Tokenizer tokenizer_;
   std::unique_ptr<wan::T5Encoder> encoder_;
   std::string checkpoint_;
