@@ -2,8 +2,10 @@
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
+#ifdef FISDIT_WITH_ICU
 #include <unicode/normalizer2.h>
 #include <unicode/unistr.h>
+#endif
 
 #include <algorithm>
 #include <filesystem>
@@ -46,6 +48,19 @@ const ByteLevel& byte_level() {
   return table;
 }
 
+#ifndef FISDIT_WITH_ICU
+// Built without ICU: ASCII text is its own NFC form; anything else is refused rather than
+// tokenized unnormalised (which could give other ids than the official tokenizer).
+std::string nfc(std::string_view s) {
+  for (const char c : s)
+    if (static_cast<unsigned char>(c) >= 0x80)
+      throw Error(
+          "this fisdit was built without ICU, which the Qwen2 tokenizer needs to NFC-normalise "
+          "non-ASCII text: use an ASCII prompt, or rebuild with ICU (Debian/Ubuntu: apt-get "
+          "install libicu-dev)");
+  return std::string(s);
+}
+#else
 std::string nfc(std::string_view s) {
   UErrorCode status = U_ZERO_ERROR;
   const icu::Normalizer2* n = icu::Normalizer2::getNFCInstance(status);
@@ -60,6 +75,7 @@ std::string nfc(std::string_view s) {
   out.toUTF8String(utf8);
   return utf8;
 }
+#endif
 
 }  // namespace
 
