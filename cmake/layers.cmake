@@ -10,7 +10,7 @@
 #   backend_cuda  the Hopper backend (when nvcc is found)
 #   accel     execution strategies: the FIS plan, MagCache
 #   models    the model-family seam and one folder per family (name maps, LoRA targets, DiT,
-#             VAE, text encoders)
+#             VAE, text encoders; a release's stages resize images with media)
 #   sched     flow solvers and the sampling loop, on the seam
 #   analysis  fidelity metrics, redundancy analysis, figures
 #   pipeline  releases on disk, generate, quality (part of the pipeline)
@@ -22,7 +22,7 @@ set(FISDIT_LAYER_DEPS_media core)
 set(FISDIT_LAYER_DEPS_backend core)
 set(FISDIT_LAYER_DEPS_backend_cuda core backend)
 set(FISDIT_LAYER_DEPS_accel core)
-set(FISDIT_LAYER_DEPS_models core io backend accel)
+set(FISDIT_LAYER_DEPS_models core io media backend accel)
 set(FISDIT_LAYER_DEPS_sched core backend accel models)
 set(FISDIT_LAYER_DEPS_analysis core backend accel models sched)
 set(FISDIT_LAYER_DEPS_pipeline core io media backend accel models sched analysis)

@@ -92,6 +92,9 @@ std::unique_ptr<Release> open_release(const std::string& path, const ReleaseOpti
   // With one family its error says what is missing; with several, the reasons of each.
   std::string why;
   int tried = 0;
+  for (const Family& f : families())
+    if (f.open_release && f.owns_release && f.owns_release(path))
+      return f.open_release(path, options);
   for (const Family& f : families()) {
     if (!f.open_release) continue;
     ++tried;

@@ -42,6 +42,9 @@ struct Family {
   // other parts in `options`), opened and checked without reading a weight; nullptr in a build
   // without the pipeline (no tokenizer). Throws ParamError naming the part that is missing.
   std::unique_ptr<Release> (*open_release)(const std::string& path, const ReleaseOptions& options);
+  // Whether `path` is laid out as this family's release (its error is then the one to show when
+  // it cannot be opened); nullptr: the family claims none.
+  bool (*owns_release)(const std::string& path) = nullptr;
 };
 
 // inspect's last lines for a DiT whose tensors were checked: "loadable     yes: <yes_text>", or

@@ -22,6 +22,9 @@ namespace fisdit::models {
 enum class ImageFit : uint8_t {
   Stretch,    // bicubic to width x height (Wan I2V-A14B)
   CoverCrop,  // Lanczos to cover width x height, centre crop (Wan TI2V-5B)
+  // The same with the crop's offsets rounded half to even, not floored (HunyuanVideo 1.5's
+  // Resize + CenterCrop and resize_and_center_crop)
+  CoverCropRounded,
 };
 
 struct ReleaseOptions {
@@ -32,12 +35,25 @@ struct ReleaseOptions {
   // false: the release is used without its VAE (fisdit analyze: text and DiT only), which then
   // need not exist; the image and decode stages throw.
   bool vae = true;
+  // The task the requests have, when known (an image given or not): a release holding several
+  // versions picks one made for it (HunyuanVideo 1.5's download root).
+  std::optional<Task> task;
   // The text encoder's weights stay on the device once a prompt has uploaded them, so a new
   // prompt costs only the encoder's compute (a kept-loaded generator on a GPU); by default they
   // go up one block at a time for each batch of prompts.
   bool resident_text_encoder = false;
   // The DiT experts' block-matrix arithmetic, set as each expert is loaded (--precision).
   Precision precision = Precision::Default;
+};
+
+// What a request takes from the release when its flags do not say (the official settings of the
+// model: HunyuanVideo 1.5's PIPELINE_CONFIGS); unset fields keep the command's own defaults.
+struct RequestDefaults {
+  std::optional<int> steps, frames;
+  std::optional<double> shift;
+  std::optional<float> guidance;
+  std::optional<std::string> size;  // "WxH"
+  std::string source;               // for the log: where they come from
 };
 
 struct ReleaseInfo {
@@ -50,6 +66,7 @@ struct ReleaseInfo {
   float boundary = 0.875f;  // the release's own expert switch, else the model's
   ImageFit image_fit = ImageFit::Stretch;
   double fps = 16;  // of the videos the model was trained on
+  RequestDefaults defaults;
 
   // The path of a part, or "" when the release has none.
   std::string part(const std::string& role) const;
@@ -64,9 +81,12 @@ struct EncodedText {
 };
 
 // A first frame's conditioning, for sched::DenoiseInputs: channels concatenated to the latent
-// (y, Wan I2V) or a latent frame that replaces frame 0 (z_image, Wan TI2V).
+// (y, Wan I2V, HunyuanVideo 1.5) or a latent frame that replaces frame 0 (z_image, Wan TI2V),
+// and streams the image adds to every prompt's text side (TextContext::extra: HunyuanVideo
+// 1.5's SigLIP states, "vision").
 struct FirstFrame {
   Tensor y, z_image;
+  std::map<std::string, Tensor> text_extra;
 };
 
 // Progress of a stage: `done` of `total` units, and what the unit was.
@@ -90,6 +110,12 @@ class Release {
   // a video of `frames` frames.
   virtual FirstFrame encode_image(const Tensor& image, int frames, Backend& backend,
                                   const StageProgress& progress) = 0;
+  // The conditioning of a request without a first frame over `grid` (HunyuanVideo 1.5: its
+  // condition and mask channels, all zero); by default none.
+  virtual FirstFrame no_image(const LatentGrid& grid) const {
+    (void)grid;
+    return {};
+  }
   // Stage sample: the expert of a step (the high-noise one, or the only model), loaded on first
   // use; *load_report gets one line when this call loaded it.
   virtual VelocityModel& expert(bool high_noise, Backend& backend,

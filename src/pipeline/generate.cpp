@@ -63,6 +63,7 @@ models::ReleaseOptions release_options(const GenerateOptions& o, bool keep_loade
     throw ParamError("precision", ": must be bf16, fp8 or fp8-gemm, got '" + o.precision + "'");
   r.precision = *precision;
   r.parts = o.parts;
+  r.task = o.image.empty() ? models::Task::T2V : models::Task::I2V;
   if (!o.lora_high.empty()) r.lora_high.push_back({o.lora_high, o.lora_strength});
   if (!o.lora_low.empty()) r.lora_low.push_back({o.lora_low, o.lora_strength});
   return r;
@@ -123,18 +124,28 @@ CheckedRequest check_request(const models::Release& release, const GenerateOptio
     if (!path.empty() && !std::filesystem::is_regular_file(path, ec))
       throw ParamError(param, " " + path + ": no such file");
   }
+  // The video size: the release may derive it from the image's aspect ratio (Wan I2V-A14B's
+  // area, HunyuanVideo 1.5's size buckets) or from the requested one's (HunyuanVideo 1.5 T2V).
+  int aspect_w = o.width, aspect_h = o.height;
   if (!o.image.empty()) {
     r.image = read_image(o.image);
-    const auto [w, h] = release.frame_size(o.width, o.height, static_cast<int>(r.image.dim(2)),
-                                           static_cast<int>(r.image.dim(1)));
-    if (w != o.width || h != o.height) {
-      r.notes.push_back("the area of size " + std::to_string(o.width) + "x" +
-                        std::to_string(o.height) + " at the image's aspect ratio gives " +
-                        std::to_string(w) + "x" + std::to_string(h) +
-                        " (as the official pipeline)");
-      o.width = w;
-      o.height = h;
-    }
+    aspect_w = static_cast<int>(r.image.dim(2));
+    aspect_h = static_cast<int>(r.image.dim(1));
+  }
+  if (o.width <= 0 || o.height <= 0)
+    throw ParamError("size", ": width and height must be positive, got " + std::to_string(o.width) +
+                                 "x" + std::to_string(o.height));
+  const auto [w, h] = release.frame_size(o.width, o.height, aspect_w, aspect_h);
+  if (w != o.width || h != o.height) {
+    r.notes.push_back("size " + std::to_string(o.width) + "x" + std::to_string(o.height) +
+                      ": the release's size for " +
+                      (o.image.empty() ? std::string("this aspect ratio")
+                                       : "the image's aspect ratio (" + std::to_string(aspect_w) +
+                                             "x" + std::to_string(aspect_h) + ")") +
+                      " is " + std::to_string(w) + "x" + std::to_string(h) +
+                      " (as the official pipeline)");
+    o.width = w;
+    o.height = h;
   }
   r.grid = model.latent_grid(o.width, o.height, o.frames);
 
@@ -309,12 +320,19 @@ void Generator::State::keep_text(const std::string& text, models::EncodedText en
 void Generator::State::encode_image(const CheckedRequest& r, sched::DenoiseInputs& in,
                                     StageLog& log) {
   const GenerateOptions& o = r.options;
-  if (!r.image.defined()) return;
+  if (!r.image.defined()) {  // the release's conditioning without a first frame, if any
+    models::FirstFrame none = release->no_image(r.grid);
+    in.y = std::move(none.y);
+    return;
+  }
   notify(o, "image", 0, 1);
   log.begin();
   const auto t0 = Clock::now();
-  const Tensor image = release->info().image_fit == models::ImageFit::CoverCrop
+  const models::ImageFit fit = release->info().image_fit;
+  const Tensor image = fit == models::ImageFit::CoverCrop
                            ? resize_and_center_crop(r.image, o.width, o.height)
+                       : fit == models::ImageFit::CoverCropRounded
+                           ? resize_and_center_crop_rounded(r.image, o.width, o.height)
                            : resize_image(r.image, o.width, o.height, ResizeFilter::Bicubic);
   std::unique_ptr<Progress> bar;
   models::FirstFrame first =
@@ -326,6 +344,12 @@ void Generator::State::encode_image(const CheckedRequest& r, sched::DenoiseInput
   if (bar) bar->finish();
   in.y = std::move(first.y);
   in.z_image = std::move(first.z_image);
+  // Streams the image adds to the text side (HunyuanVideo 1.5's SigLIP states) go with the
+  // prompt and the negative prompt alike.
+  for (const auto& [name, t] : first.text_extra) {
+    in.context.extra[name] = t;
+    if (in.context_neg.defined()) in.context_neg.extra[name] = t;
+  }
   // The VAE is loaded for the image and again for the decode, so it never sits beside a DiT
   // expert in GPU memory.
   if (!keep_loaded) release->unload(models::Release::Part::Vae);

@@ -26,7 +26,10 @@ void check_inputs(const models::ModelInfo& info, const DenoiseInputs& in) {
   if (in.x.ndim() != 4) throw Error("x must be [C, F, H, W], got " + shape_str(in.x.shape()));
   const bool i2v = in.y.defined();
   const std::string task = models::task_name(info.task);
-  if (i2v && (info.task != models::Task::I2V || in.y.ndim() != 4 || in.y.dim(1) != in.x.dim(1) ||
+  // Conditioning channels go with I2V, or with any model whose input counts them (HunyuanVideo
+  // 1.5 T2V takes its condition and mask channels, all zero).
+  const bool takes_y = info.task == models::Task::I2V || info.in_channels > info.latent_channels;
+  if (i2v && (!takes_y || in.y.ndim() != 4 || in.y.dim(1) != in.x.dim(1) ||
               in.y.dim(2) != in.x.dim(2) || in.y.dim(3) != in.x.dim(3)))
     throw Error("'y' " + shape_str(in.y.shape()) + " does not fit latent " +
                 shape_str(in.x.shape()) + " for a " + task + " model");

@@ -1,9 +1,12 @@
-// fisdit generate: prompt (and image) -> MP4 and/or PNG frames with a release (Wan 2.2 / 2.1).
+// fisdit generate: prompt (and image) -> MP4 and/or PNG frames with a release (Wan 2.2 / 2.1,
+// HunyuanVideo 1.5).
+#include <cstdio>
 #include <optional>
 
 #include "backend/backend.h"
 #include "cli.h"
 #include "fisdit/error.h"
+#include "models/release.h"
 #include "pipeline/generate.h"
 #include "pipeline/model_defaults.h"
 #include "pipeline/output.h"
@@ -27,21 +30,40 @@ struct GenerateArgs {
   bool quiet = false, compare_dense = false;
 };
 
-// The request from the flags, the model's fisdit.json filling in the flags not given.
-pipeline::GenerateOptions generate_request(const GenerateArgs& a) {
+// The model fields of the request (which release, on what, with which parts) and the image,
+// which picks the version of a release holding several.
+pipeline::GenerateOptions model_request(const GenerateArgs& a) {
   pipeline::GenerateOptions o = a.opt;
   o.model = model_or_bundled(a.experts.model);
   o.parts["dit_low"] = a.experts.model_low;
   o.device = a.device.device;
   o.gpu_memory_limit = a.device.gpu_memory_limit;
-  const pipeline::ModelDefaults d = pipeline::read_model_defaults(o.model);
+  return o;
+}
+
+// The request from the flags; the flags not given come from the model's fisdit.json, else from
+// the release's own settings (HunyuanVideo 1.5's official ones), else the built-in defaults.
+pipeline::GenerateOptions generate_request(const GenerateArgs& a,
+                                           const models::ReleaseInfo& release) {
+  pipeline::GenerateOptions o = model_request(a);
+  pipeline::ModelDefaults d = pipeline::read_model_defaults(o.model);
+  const models::RequestDefaults& rd = release.defaults;
+  const bool from_release =
+      d.path.empty() && (rd.steps || rd.shift || rd.guidance || rd.frames || rd.size);
+  if (from_release) {
+    d.size = rd.size;
+    d.frames = rd.frames;
+    d.steps = rd.steps;
+    d.shift = rd.shift;
+    d.guidance = rd.guidance;
+  }
   std::optional<std::string> size = a.size;
   std::optional<int> frames = a.frames;
   SamplingFlags sampling = a.sampling;
   apply_model_defaults(d, size, frames, sampling);
   o.frames = frames.value_or(kDefaultFrames);
   const std::string size_text = size.value_or(kDefaultSize);
-  if (d.frames && a.frames && o.frames != *d.frames)
+  if (d.frames && a.frames && o.frames != *d.frames && !from_release)
     status("note: " + (d.name.empty() ? o.model : d.name) + " was trained on " +
            std::to_string(*d.frames) + "-frame clips; --frames " + std::to_string(o.frames) +
            " is outside what it learned and looks worse");
@@ -52,6 +74,14 @@ pipeline::GenerateOptions generate_request(const GenerateArgs& a) {
            std::to_string(sampling.steps.value_or(builtin.steps)) + " --solver " +
            sampling.solver.value_or(sched::solver_name(builtin.solver)) +
            " (flags given override them)");
+  if (from_release) {
+    char line[256];
+    std::snprintf(line, sizeof line, "--size %s --frames %d --steps %d --shift %g --guidance %g",
+                  size_text.c_str(), o.frames, sampling.steps.value_or(builtin.steps),
+                  sampling.shift.value_or(builtin.shift),
+                  static_cast<double>(sampling.guidance.value_or(builtin.guidance)));
+    status("settings of " + rd.source + ": " + line + " (flags given override them)");
+  }
   pipeline::check_outputs(a.out);
   parse_size(size_text, o.width, o.height);
   set_sampling(o, sampling.resolve());
@@ -65,8 +95,9 @@ pipeline::GenerateOptions generate_request(const GenerateArgs& a) {
 
 // Stages: check (no weight read), text, image, sample, decode; then write.
 void run_generate(const GenerateArgs& a) {
-  pipeline::GenerateOptions o = generate_request(a);
-  pipeline::Generator generator(o, /*keep_loaded=*/false);
+  // The release is opened first (no weight is read): its settings fill the flags not given.
+  pipeline::Generator generator(model_request(a), /*keep_loaded=*/false);
+  pipeline::GenerateOptions o = generate_request(a, generator.release());
   // The MP4 is encoded on a thread of its own as the decode makes frames final.
   std::unique_ptr<pipeline::StreamedMp4> mp4;
   if (!a.out.output.empty()) {
@@ -91,28 +122,48 @@ void register_generate(CLI::App& app) {
   pipeline::GenerateOptions& o = args->opt;
   args->fis.preset = "balanced";
   CLI::App* cmd = app.add_subcommand(
-      "generate", "text (and image) to video with a Wan 2.2 / 2.1 release: MP4 and/or PNG frames");
+      "generate",
+      "text (and image) to video with a Wan 2.2 / 2.1 or HunyuanVideo 1.5 release: MP4 and/or PNG "
+      "frames");
   add_expert_flags(cmd, args->experts,
-                   {.model_help = "release directory (official or diffusers layout) or a DiT "
-                                  ".safetensors file; default: the bundled model "
-                                  "(models/fisdit-shapes, or $FISDIT_MODEL)",
+                   {.model_help = "release directory (official or diffusers layout; HunyuanVideo "
+                                  "1.5: the download root or one of its transformer/<version> "
+                                  "folders) or a DiT .safetensors file; default: the bundled "
+                                  "model (models/fisdit-shapes, or $FISDIT_MODEL)",
                     .model_low_help = "low-noise expert (A14B), if not in --model"});
   // Parts of the release by role (a std::map's elements stay where they are).
-  cmd->add_option("--text-encoder", o.parts["text_encoder"], "umT5 encoder, if not in --model");
-  cmd->add_option("--tokenizer", o.parts["tokenizer"], "spiece.model or a directory holding it");
-  cmd->add_option("--vae", o.parts["vae"], "Wan VAE, if not in --model");
+  cmd->add_option("--text-encoder", o.parts["text_encoder"],
+                  "text encoder, if not in --model (Wan: umT5; HunyuanVideo 1.5: Qwen2.5-VL)");
+  cmd->add_option("--tokenizer", o.parts["tokenizer"],
+                  "Wan: spiece.model; HunyuanVideo 1.5: tokenizer.json (or a folder holding it)");
+  cmd->add_option("--vae", o.parts["vae"], "VAE, if not in --model");
+  cmd->add_option("--transformer-version", o.parts["version"],
+                  "HunyuanVideo 1.5: the transformer/<version> of the download root to run "
+                  "(default: 480p_i2v_step_distilled with --image, else 480p_t2v_distilled or "
+                  "480p_t2v, as present)");
+  cmd->add_option("--glyph", o.parts["glyph"],
+                  "HunyuanVideo 1.5: the folder holding Glyph-SDXL-v2/ (byT5 for quoted text), "
+                  "if not in --model");
+  cmd->add_option("--vision-encoder", o.parts["vision_encoder"],
+                  "HunyuanVideo 1.5 I2V: the SigLIP folder (vision_encoder/siglip), if not in "
+                  "--model");
   cmd->add_option("--lora-high", o.lora_high, "LoRA for the high-noise expert (or the only one)");
   cmd->add_option("--lora-low", o.lora_low, "LoRA for the low-noise expert");
   cmd->add_option("--lora-strength", o.lora_strength, "LoRA scale")->capture_default_str();
   cmd->add_option("--prompt", o.prompt, "what the video shows")->required();
   cmd->add_option("--negative", o.negative, "negative prompt (used when guidance != 1)");
-  cmd->add_option("--image", o.image, "first frame, PNG or JPEG (i2v; optional for ti2v)");
+  cmd->add_option("--image", o.image,
+                  "first frame, PNG or JPEG (i2v; optional for ti2v; HunyuanVideo 1.5: picks an "
+                  "i2v version)");
   // The model's fisdit.json (fisdit's own models) overrides these defaults; a flag overrides both.
   cmd->add_option("--size", args->size,
-                  std::string("WxH (default: the model's fisdit.json, else ") + kDefaultSize + ")");
-  cmd->add_option(
-      "--frames", args->frames,
-      "video frames, 4k+1 (default: fisdit.json, else " + std::to_string(kDefaultFrames) + ")");
+                  std::string("WxH (default: the model's fisdit.json, else the release's, else ") +
+                      kDefaultSize +
+                      "; HunyuanVideo 1.5 takes its aspect ratio and the version's size bucket)");
+  cmd->add_option("--frames", args->frames,
+                  "video frames, 4k+1 (default: fisdit.json, else the release's (HunyuanVideo "
+                  "1.5: 121), else " +
+                      std::to_string(kDefaultFrames) + ")");
   add_sampling_flags(cmd, args->sampling, {.defaults_from_model = true});
   cmd->add_option("--seed", o.seed, "noise seed")->capture_default_str();
   add_precision_flag(cmd, o.precision);
@@ -122,7 +173,8 @@ void register_generate(CLI::App& app) {
   add_memory_limit_flag(cmd, args->device);
   cmd->add_option("--output", args->out.output, "MP4 file to write");
   cmd->add_option("--frames-dir", args->out.frames_dir, "directory for PNG frames");
-  cmd->add_option("--fps", args->out.fps, "MP4 frame rate (default: the model's, 16; 24 for ti2v)");
+  cmd->add_option("--fps", args->out.fps,
+                  "MP4 frame rate (default: the model's: 16; 24 for ti2v and HunyuanVideo 1.5)");
   cmd->add_option("--crf", args->out.crf, "H.264 quality, 0-51 (lower is better)")
       ->capture_default_str();
   cmd->add_option("--summary-json", args->out.summary_json,

@@ -68,6 +68,7 @@ HunyuanConfig preset_config(const std::string& name) {
     HunyuanConfig c;
     c.task = p.task;
     c.meanflow = p.meanflow;
+    c.resolution = std::string(p.name).find("720p") != std::string::npos ? "720p" : "480p";
     return c;
   }
   std::string names;
@@ -170,6 +171,13 @@ HunyuanConfig config_from_json(const nlohmann::json& j, const std::string& sourc
   if (!flag) fail("qk_norm false is not supported");
   boolean("qkv_bias", flag);
   if (!flag) fail("qkv_bias false is not supported");
+  if (const std::string v = text("ideal_resolution"); !v.empty()) {
+    if (v != "480p" && v != "720p")
+      fail("ideal_resolution '" + v +
+           "' is not supported (480p or 720p; the super-resolution "
+           "versions are not run)");
+    c.resolution = v;
+  }
   if (const std::string v = text("ideal_task"); !v.empty()) {
     if (v == "t2v")
       c.task = models::Task::T2V;

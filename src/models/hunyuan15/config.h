@@ -39,6 +39,9 @@ struct HunyuanConfig {
   int vision_dim = 1152;  // SigLIP states for I2V (0: no vision projection)
   int vision_tokens = 729;
   bool cond_type_embedding = true;
+  // The pipeline's ideal_resolution ("480p" or "720p"; empty when the config does not say): the
+  // size buckets of its videos (480p: base 640, 720p: base 960).
+  std::string resolution;
 
   int in_dim() const { return concat_condition ? 2 * latent_channels + 1 : latent_channels; }
   int head_dim() const { return hidden / heads; }

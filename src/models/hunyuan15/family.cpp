@@ -1,5 +1,8 @@
 #include "models/hunyuan15/family.h"
 
+#include "models/hunyuan15/release.h"
+#include "models/hunyuan15/release_layout.h"
+
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -71,6 +74,10 @@ HunyuanConfig config_from_diffusers(const nlohmann::json& j, const std::string& 
   copy("image_embed_dim", "vision_states_dim");
   copy("use_meanflow", "use_meanflow");
   copy("task_type", "ideal_task");
+  if (j.contains("target_size") && j["target_size"].is_number_integer()) {
+    const int t = j["target_size"].get<int>();  // the bucket base: 640 is 480p, 960 is 720p
+    if (t == 640 || t == 960) o["ideal_resolution"] = t == 640 ? "480p" : "720p";
+  }
   for (const char* key : {"patch_size", "patch_size_t"})
     if (j.contains(key) && !(j[key].is_number_integer() && j[key].get<int>() == 1))
       throw Error(source + ": " + key + " other than 1 is not supported");
@@ -435,11 +442,33 @@ std::unique_ptr<models::VelocityModel> random(const std::string& name_or_path, B
       precision);
 }
 
+#if !defined(FISDIT_WITH_PIPELINE) || !defined(FISDIT_WITH_QWEN_TOKENIZER)
+// A build without the pipeline or the Qwen2 tokenizer cannot run a release's text encoder: a
+// HunyuanVideo 1.5 release gets that said rather than another family's reasons.
+std::unique_ptr<models::Release> open_release_unavailable(const std::string& path,
+                                                          const models::ReleaseOptions&) {
+  throw Error(path +
+              ": this fisdit was built without the pipeline or the Qwen2 tokenizer, so it cannot "
+              "run HunyuanVideo 1.5's text encoder (Debian: apt-get install libpcre2-dev "
+              "libicu-dev, then configure again)");
+}
+bool owns_release_unavailable(const std::string& path) { return looks_like_release(path); }
+#endif
+
 }  // namespace
 
 models::Family family() {
-  return {"hunyuan15", &config_names, &config_info, &recognizes, &probe,
-          &explain,    &load,         &random,      nullptr};
+#if defined(FISDIT_WITH_PIPELINE) && defined(FISDIT_WITH_QWEN_TOKENIZER)
+  models::Family f{"hunyuan15", &config_names, &config_info, &recognizes,  &probe,
+                   &explain,    &load,         &random,      &open_release};
+  f.owns_release = &owns_release;
+#else
+  models::Family f{"hunyuan15", &config_names, &config_info,
+                   &recognizes, &probe,        &explain,
+                   &load,       &random,       &open_release_unavailable};
+  f.owns_release = &owns_release_unavailable;
+#endif
+  return f;
 }
 
 }  // namespace fisdit::hunyuan15

@@ -154,6 +154,7 @@ ReleasePaths resolve_release(const std::string& model, const ReleaseOverrides& o
 ReleaseOverrides overrides_of(const models::ReleaseOptions& options) {
   ReleaseOverrides o;
   for (const auto& [role, path] : options.parts) {
+    if (path.empty()) continue;  // "as found"
     if (role == "dit_low")
       o.dit_low = path;
     else if (role == "text_encoder")
@@ -163,9 +164,9 @@ ReleaseOverrides overrides_of(const models::ReleaseOptions& options) {
     else if (role == "vae")
       o.vae = path;
     else
-      throw ParamError(role,
-                       ": a Wan release has no such part (dit_low, text_encoder, "
-                       "tokenizer, vae)");
+      throw ParamError(role, " " + path +
+                                 ": a Wan release has no such part (dit_low, text_encoder, "
+                                 "tokenizer, vae)");
   }
   return o;
 }
