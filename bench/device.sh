@@ -4,7 +4,8 @@
 #
 #   bash bench/device.sh [full|quick|tests|bench|vae|vae-encode|release-official|release-comfyui|
 #                         release-i2v|release-ti2v|release-limit|release-fp8|compare|offload|
-#                         vae-cache|fp8|hunyuan15|hunyuan15-dit|hunyuan15-rest]
+#                         vae-cache|fp8|hunyuan15|hunyuan15-dit|hunyuan15-rest|
+#                         hunyuan15-release]
 #                                                          (default: full)
 #
 # compare: tests, then the DiT benchmarks of the README (A14B 480p and 720p, TI2V-5B 704p,
@@ -42,6 +43,10 @@
 # hunyuan15-dit and hunyuan15-rest split hunyuan15 in two for a per-call time limit too short for
 # all of it: the build, the tests and the DiT benchmarks; then the official forward and the VAE
 # decode, reusing the build of the first on the same machine.
+# hunyuan15-release: tests, then a full-size HunyuanVideo 1.5 release of random weights
+# (bench/make_random_hunyuan15_release.py, official layout) generated end to end at 480p from a
+# first frame (121 and 81 frames, 8 steps, dense and FIS balanced), and the text encoder on a
+# prompt past its 1000-token limit.
 # quick: tests + small benchmarks (Wan2.1-1.3B 480p, A14B 480p); bench: benchmarks only.
 # Logs go to $OUT (the device tool's folder) or /tmp/fisdit-device. Header-only dependencies and
 # GoogleTest may travel in .deps/ (a CMake prefix) when the machine has no -dev packages.
@@ -167,6 +172,44 @@ if [ "$MODE" = "offload" ]; then
                  printf "%-16s %-13s %13.1f %13.1f %9.3f %11s\n", $2, $5, base[$2 "|" $5], $6, $6 / base[$2 "|" $5], $11 }' \
       "$OUT/offload.txt"
   } | tee -a "$SUMMARY"
+  exit 0
+fi
+
+# ---- HunyuanVideo 1.5: a full-size release of random weights in the official download layout
+# (bench/make_random_hunyuan15_release.py), generated end to end from a first frame: 480p I2V
+# step-distilled, 8 steps, 121 and 81 frames, dense and FIS balanced; then the text encoder alone
+# on a prompt past the 1000-token limit, streamed and resident.
+if [ "$MODE" = "hunyuan15-release" ]; then
+  REL=${FISDIT_RELEASE_DIR:-/tmp/fisdit-release}/hunyuan15
+  rm -rf "${FISDIT_RELEASE_DIR:-/tmp/fisdit-release}"
+  t0=$(date +%s)
+  python3 bench/make_random_hunyuan15_release.py "$REL" >>"$OUT/release.log" 2>&1 ||
+    { tail -20 "$OUT/release.log"; say "make_random_hunyuan15_release FAILED"; exit 1; }
+  say "random HunyuanVideo 1.5 release: $(( $(date +%s) - t0 )) s, $(du -shL "$REL" | cut -f1)"
+  gen() {  # label, then generate arguments
+    local label=$1; shift
+    local t0=$(date +%s)
+    echo "=== $label: fisdit generate $*" >>"$OUT/release.log"
+    ./build-device/fisdit generate --device cuda --model "$REL" --image "$REL/first_frame.png" \
+      --prompt 'a shop window at dusk, a neon sign reads "OPEN", people walk past' --seed 7 \
+      --frames-dir "/tmp/fisdit-frames-$label" --summary-json "$OUT/gen_$label.json" "$@" \
+      >>"$OUT/release.log" 2>&1 || { tail -8 "$OUT/release.log"; say "generate $label FAILED"; }
+    sed -n "/^=== $label:/,\$p" "$OUT/release.log" |
+      grep -E "^(settings|loaded|times|GPU memory|fidelity)" | sed "s/^/  $label: /" | tee -a "$SUMMARY"
+    say "generate $label: $(( $(date +%s) - t0 )) s wall"
+    rm -rf "/tmp/fisdit-frames-$label"
+  }
+  gen 480p-121f-dense --frames 121 --fis off
+  gen 480p-121f-balanced --frames 121 --fis balanced
+  gen 480p-81f-dense --frames 81 --fis off
+  gen 480p-81f-balanced --frames 81 --fis balanced --compare-dense
+  long=$(for i in $(seq 600); do printf 'cat piano '; done)
+  for mode in "" --resident; do
+    ./build-device/fisdit text-encode --device cuda --text-encoder "$REL/text_encoder/llm" \
+      --prompt "$long" --repeats 3 $mode --output /tmp/fisdit-text.safetensors >"$OUT/text$mode.log" 2>&1 ||
+      { tail -5 "$OUT/text$mode.log"; say "text-encode $mode FAILED"; }
+    grep -vE "^\s*$" "$OUT/text$mode.log" | tail -4 | sed "s/^/  text-encode${mode:- streamed}: /" | tee -a "$SUMMARY"
+  done
   exit 0
 fi
 
