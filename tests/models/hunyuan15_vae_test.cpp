@@ -60,8 +60,14 @@ TEST(HunyuanVae, DecodeMatchesTheOfficialCode) {
 // order, cropped and joined.
 TEST(HunyuanVae, TiledDecodeMatchesTheOfficialCode) {
   Loaded m;
+  std::vector<std::pair<int, int>> tiles;
   const Tensor video =
-      m.vae->decode(m.file->tensor_f32("input.z_tiled"), hunyuan15::VaeTiling{true, 32, 0.5});
+      m.vae->decode(m.file->tensor_f32("input.z_tiled"), hunyuan15::VaeTiling{true, 32, 0.5},
+                    [&](int done, int total) { tiles.emplace_back(done, total); });
+  // A 3x4 latent in tiles of 2 cells every cell: 3 rows of 4 tiles, each reported once.
+  ASSERT_EQ(tiles.size(), 12u);
+  for (size_t i = 0; i < tiles.size(); ++i)
+    EXPECT_EQ(tiles[i], (std::pair<int, int>(static_cast<int>(i) + 1, 12)));
   const Tensor expected = m.file->tensor_f32("expected.video_tiled");
   ASSERT_EQ(video.shape(), expected.shape());
   const double err = rel_l2(video, expected);

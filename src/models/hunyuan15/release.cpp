@@ -394,17 +394,17 @@ class HunyuanRelease final : public models::Release {
       throw Error("decode: expects a latent [" + std::to_string(vc.latent_channels) +
                   ", F, H, W], got " + shape_str(latent.shape()));
     HunyuanVae& vae = vae_on(backend);
-    if (progress) progress(0, 1, "VAE decode");
     Tensor z = latent.clone();
     const float inv = static_cast<float>(1.0 / vc.scaling_factor);
     float* p = z.f32();
     for (int64_t i = 0; i < z.numel(); ++i) p[i] *= inv;
     // The pipeline decodes in spatial tiles on GPUs with more than 21 GB (256 pixels, 1/8
     // overlap); fisdit always does: it bounds the memory and matches the official output there.
-    Tensor video = vae.decode(z, VaeTiling{true, 256, 0.125});
+    Tensor video = vae.decode(z, VaeTiling{true, 256, 0.125}, [&](int done, int total) {
+      if (progress) progress(done, total, "tile " + std::to_string(done));
+    });
     float* v = video.f32();
     for (int64_t i = 0; i < video.numel(); ++i) v[i] = std::clamp(v[i], -1.0f, 1.0f);
-    if (progress) progress(1, 1, "VAE decode");
     if (frames) frames(video, 0, video.dim(1));
     return video;
   }

@@ -469,14 +469,19 @@ Tensor stitch_tiles(std::vector<std::vector<Tensor>>& rows, int64_t blend, int64
 
 }  // namespace
 
-Tensor HunyuanVae::decode(const Tensor& z, const VaeTiling& tiling) {
+Tensor HunyuanVae::decode(const Tensor& z, const VaeTiling& tiling,
+                          const std::function<void(int done, int total)>& tile_done) {
   if (z.ndim() != 4 || z.dim(0) != cfg_.latent_channels)
     throw Error("HunyuanVideo 1.5 VAE decode: the latent must be [" +
                 std::to_string(cfg_.latent_channels) + ", T, h, w], got " + shape_str(z.shape()));
   const int64_t s = cfg_.ffactor_spatial;
   const int64_t tile = tiling.sample_size / s;  // latent cells per tile
   const int64_t h = z.dim(2), w = z.dim(3);
-  if (!tiling.enabled || (h <= tile && w <= tile)) return decode_whole(z);
+  if (!tiling.enabled || (h <= tile && w <= tile)) {
+    Tensor video = decode_whole(z);
+    if (tile_done) tile_done(1, 1);
+    return video;
+  }
   if (tiling.sample_size % s || tile < 1 || !(tiling.overlap >= 0 && tiling.overlap < 1))
     throw Error("HunyuanVideo 1.5 VAE decode: bad tiling (sample size " +
                 std::to_string(tiling.sample_size) + ", overlap " + std::to_string(tiling.overlap) +
@@ -487,10 +492,14 @@ Tensor HunyuanVae::decode(const Tensor& z, const VaeTiling& tiling) {
   if (step < 1) throw Error("HunyuanVideo 1.5 VAE decode: the tiles do not advance");
   const Tensor zh = z.to_f32();
   std::vector<std::vector<Tensor>> rows;
+  const int total = static_cast<int>(((h + step - 1) / step) * ((w + step - 1) / step));
+  int done = 0;
   for (int64_t i = 0; i < h; i += step) {
     std::vector<Tensor> row;
-    for (int64_t j = 0; j < w; j += step)
+    for (int64_t j = 0; j < w; j += step) {
       row.push_back(decode_whole(crop(zh, i, std::min(tile, h - i), j, std::min(tile, w - j))));
+      if (tile_done) tile_done(++done, total);
+    }
     rows.push_back(std::move(row));
   }
   return stitch_tiles(rows, blend, limit);

@@ -83,7 +83,9 @@ class HunyuanVae {
   Tensor encode(const Tensor& video, Tensor* moments = nullptr);
   // Latent [latent, T, h, w] (unscaled), host -> video [3, 1 + 4 (T - 1), 16 h, 16 w], host,
   // unclamped; in tiles when `tiling` is enabled and the latent is larger than one tile.
-  Tensor decode(const Tensor& z, const VaeTiling& tiling = {false});
+  // `tile_done` (optional) is called after each tile (done, total; one tile without tiling).
+  Tensor decode(const Tensor& z, const VaeTiling& tiling = {false},
+                const std::function<void(int done, int total)>& tile_done = {});
 
   struct Impl;
 
