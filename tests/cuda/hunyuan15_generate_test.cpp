@@ -25,6 +25,8 @@ TEST(CudaHunyuan15Generate, MatchesTheCpuRun) {
 #ifndef FISDIT_TEST_HUNYUAN_RELEASE
   GTEST_SKIP() << "built without the pipeline or the Qwen2 tokenizer";
 #else
+  // --device cuda reaches the backend through the registry, as the fisdit binary fills it.
+  register_cuda_backend(&make_cuda_backend, &cuda_device_count);
   iotest::TempDir dir;
   pipeline::tiny_hunyuan15::make_release(dir.path());
   Tensor rgb = Tensor::zeros({48, 64, 3}, DType::U8);
