@@ -74,6 +74,18 @@ TEST(Hunyuan15GenerateCli, RunsTheVersionWithItsOfficialSettings) {
   for (const auto& e : fs::directory_iterator(dir.file("frames"))) frames += e.is_regular_file();
   EXPECT_EQ(frames, 5);
 
+  // MagCache on the same request (no decode needed to see the skipped passes).
+  r = run(common + " --image " + dir.file("first.png") +
+              " --prompt 'a cat' --steps 4 --cache magcache --magcache-force --save-latent " +
+              dir.file("x.st") + " --summary-json " + dir.file("c.json"),
+          dir.path());
+  ASSERT_EQ(r.rc, 0) << r.err;
+  std::ifstream cin(dir.file("c.json"));
+  const nlohmann::json c = nlohmann::json::parse(cin);
+  int skipped = 0;
+  for (const auto& step : c["steps"]) skipped += step["cache_skipped_passes"].get<int>();
+  EXPECT_GT(skipped, 0) << c.dump();
+
   // T2V weights given an image: one error line, naming the flag.
   r = run(common + " --transformer-version 480p_t2v --image " + dir.file("first.png") +
               " --prompt 'a cat' --frames-dir " + dir.file("f2"),
@@ -86,6 +98,23 @@ TEST(Hunyuan15GenerateCli, RunsTheVersionWithItsOfficialSettings) {
       dir.path());
   EXPECT_NE(r.rc, 0);
   EXPECT_TRUE(has(r.err, "480p_i2v_step_distilled, 480p_t2v")) << r.err;
+}
+
+TEST(Hunyuan15GenerateCli, InspectListsADiffusersPipeline) {
+  iotest::TempDir dir;
+  pipeline::tiny_hunyuan15::make_diffusers_pipeline(dir.path() / "pipe");
+  const std::string cmd =
+      std::string(FISDIT_CLI_PATH) + " inspect " + (dir.path() / "pipe").string();
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf{};
+  for (size_t n; (n = fread(buf.data(), 1, buf.size(), p)) > 0;) out.append(buf.data(), n);
+  EXPECT_EQ(pclose(p), 0);
+  for (const char* want :
+       {"HunyuanVideo 1.5 diffusers pipeline", "transformer: 2 blocks", "diffusers names",
+        "Qwen2.5-VL language model", "with tokenizer_2/", "SigLIP, 3 layers"})
+    EXPECT_TRUE(has(out, want)) << want << "\n" << out;
+  EXPECT_FALSE(has(out, "missing")) << out;
 }
 
 }  // namespace
