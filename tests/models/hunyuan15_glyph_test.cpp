@@ -90,9 +90,7 @@ TEST(Glyph, DiffusersLayoutGivesTheOfficialIdsAndStates) {
   hunyuan15::GlyphEncoder folders(diffusers_dir() + "/text_encoder_2",
                                   diffusers_dir() + "/tokenizer_2", *backend, max_length);
   EXPECT_EQ(folders.dim(), 32);
-  expect_official_outputs(folders, "diffusers folders");
-  auto root = hunyuan15::GlyphEncoder::from_diffusers(diffusers_dir(), *backend, max_length);
-  expect_official_outputs(*root, "diffusers root");
+  expect_official_outputs(folders, "diffusers");
 }
 
 TEST(Glyph, ADiffusersFolderMissingOrWrongIsAClearError) {
@@ -101,8 +99,10 @@ TEST(Glyph, ADiffusersFolderMissingOrWrongIsAClearError) {
   fs::remove_all(tmp);
   fs::create_directories(tmp);
   auto error_of = [&] {
-    return iotest::error_of(
-        [&] { hunyuan15::GlyphEncoder::from_diffusers(tmp.string(), *backend); });
+    return iotest::error_of([&] {
+      hunyuan15::GlyphEncoder((tmp / "text_encoder_2").string(), (tmp / "tokenizer_2").string(),
+                              *backend);
+    });
   };
   std::string e = error_of();
   EXPECT_NE(e.find("tokenizer_2: no such folder"), std::string::npos) << e;

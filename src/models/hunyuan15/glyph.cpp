@@ -297,14 +297,6 @@ GlyphEncoder::GlyphEncoder(const std::string& text_encoder_dir, const std::strin
   load(wan::open_t5(text_encoder_dir), tokenizer_dir, backend);
 }
 
-std::unique_ptr<GlyphEncoder> GlyphEncoder::from_diffusers(const std::string& pipeline_root,
-                                                           Backend& backend, int64_t max_length) {
-  namespace fs = std::filesystem;
-  const fs::path root(pipeline_root);
-  return std::make_unique<GlyphEncoder>((root / "text_encoder_2").string(),
-                                        (root / "tokenizer_2").string(), backend, max_length);
-}
-
 void GlyphEncoder::load(const wan::T5Source& src, const std::string& tokens_origin,
                         Backend& backend) {
   if (src.config.vocab != tokenizer_.vocab_size())

@@ -82,11 +82,6 @@ class GlyphEncoder {
   // a checkpoint converted by diffusers' script. Throws naming the missing folder or file.
   GlyphEncoder(const std::string& text_encoder_dir, const std::string& tokenizer_dir,
                Backend& backend, int64_t max_length = kByt5MaxLength);
-  // A diffusers HunyuanVideo15Pipeline / HunyuanVideo15ImageToVideoPipeline root: its
-  // text_encoder_2/ and tokenizer_2/.
-  static std::unique_ptr<GlyphEncoder> from_diffusers(const std::string& pipeline_root,
-                                                      Backend& backend,
-                                                      int64_t max_length = kByt5MaxLength);
   ~GlyphEncoder();
 
   // The byT5 states the DiT takes for `prompt`: host F32 [tokens, d_model]; [0, d_model] when the

@@ -42,15 +42,6 @@ std::optional<fs::path> root_of_version(const fs::path& dir) {
   return parent.parent_path();
 }
 
-std::vector<std::string> version_folders(const fs::path& root) {
-  std::vector<std::string> out;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(root / "transformer", ec))
-    if (e.is_directory(ec)) out.push_back(e.path().filename().string());
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
 std::string joined(const std::vector<std::string>& v) {
   std::string s;
   for (const std::string& x : v) s += (s.empty() ? "" : ", ") + x;
@@ -90,7 +81,8 @@ std::string pick(const std::string& given, const fs::path& found) {
   return present(found) ? found.string() : std::string();
 }
 
-// The version of `root` to run: the one named, else the first of preferred_versions present.
+// The version of `root` to run: the one named, else default_version's for the task (either
+// task's, I2V first, when it is not known), else the only one.
 std::string choose_version(const fs::path& root, const std::vector<std::string>& versions,
                            const std::string& named, std::optional<models::Task> task) {
   if (!named.empty()) {
@@ -99,15 +91,9 @@ std::string choose_version(const fs::path& root, const std::vector<std::string>&
                                       " (found: " + joined(versions) + ")");
     return named;
   }
-  std::vector<std::string> order;
-  if (task) {
-    order = preferred_versions(*task);
-  } else {
-    order = preferred_versions(models::Task::I2V);
-    for (const std::string& v : preferred_versions(models::Task::T2V)) order.push_back(v);
-  }
-  for (const std::string& v : order)
-    if (std::find(versions.begin(), versions.end(), v) != versions.end()) return v;
+  std::string pick = default_version(versions, task.value_or(models::Task::I2V));
+  if (pick.empty() && !task) pick = default_version(versions, models::Task::T2V);
+  if (!pick.empty()) return pick;
   if (versions.size() == 1) return versions.front();
   throw ParamError("version",
                    ": " + (root / "transformer").string() + " holds " + joined(versions) +
@@ -120,7 +106,7 @@ std::string choose_version(const fs::path& root, const std::vector<std::string>&
 bool owns_release(const std::string& path) {
   const fs::path p(path);
   if (!is_dir(p)) return false;
-  return looks_like_release(path) || is_diffusers_pipeline(path) || root_of_version(p).has_value();
+  return looks_like_release(path) || root_of_version(p).has_value();
 }
 
 ReleasePaths resolve_release(const std::string& model, const models::ReleaseOptions& options) {
@@ -167,7 +153,7 @@ ReleasePaths resolve_release(const std::string& model, const models::ReleaseOpti
     }
     r.layout = "official";
     r.root = root.string();
-    r.versions = version_folders(root);
+    r.versions = release_versions(r.root);
     if (r.versions.empty())
       throw ParamError("model", " " + r.root +
                                     ": no transformer/<version>/ folder (download the DiT: "
@@ -224,6 +210,14 @@ models::RequestDefaults version_defaults(const std::string& version, bool meanfl
 
 namespace {
 
+// An encoder whose states are `have` channels wide where the DiT's `field` takes `want`.
+void expect_width(const char* part, const std::string& path, int64_t have, const char* field,
+                  int64_t want) {
+  if (have != want)
+    throw ParamError(part, " " + path + ": its states have " + std::to_string(have) +
+                               " channels, the DiT's " + field + " is " + std::to_string(want));
+}
+
 class HunyuanRelease final : public models::Release {
  public:
   HunyuanRelease(const std::string& model, const models::ReleaseOptions& options)
@@ -236,11 +230,8 @@ class HunyuanRelease final : public models::Release {
     const std::string dit_name =
         paths_.version.empty() ? paths_.dit : "transformer/" + paths_.version;
     text_src_ = open_qwen_text(paths_.text_encoder);
-    if (text_src_->config.hidden != c.text_dim)
-      throw ParamError("text_encoder", " " + paths_.text_encoder + ": its states have " +
-                                           std::to_string(text_src_->config.hidden) +
-                                           " channels, the DiT's text_states_dim is " +
-                                           std::to_string(c.text_dim));
+    expect_width("text_encoder", paths_.text_encoder, text_src_->config.hidden, "text_states_dim",
+                 c.text_dim);
     if (c.task == models::Task::I2V) {
       if (paths_.vision_encoder.empty())
         throw ParamError(
@@ -251,11 +242,8 @@ class HunyuanRelease final : public models::Release {
                 " needs the SigLIP image encoder (FLUX.1-Redux-dev's); download "
                 "it, or give its path");
       vision_src_ = open_siglip(paths_.vision_encoder);
-      if (vision_src_->config.hidden != c.vision_dim)
-        throw ParamError("vision_encoder", " " + paths_.vision_encoder + ": its states have " +
-                                               std::to_string(vision_src_->config.hidden) +
-                                               " channels, the DiT's vision_states_dim is " +
-                                               std::to_string(c.vision_dim));
+      expect_width("vision_encoder", paths_.vision_encoder, vision_src_->config.hidden,
+                   "vision_states_dim", c.vision_dim);
     }
     if (options.vae) {
       vae_src_ = open_vae(paths_.vae);
@@ -309,13 +297,16 @@ class HunyuanRelease final : public models::Release {
       qwen_->set_resident(options_.resident_text_encoder && backend.device() != Device::CPU);
       qwen_on_ = &backend;
     }
-    bool any_glyph = false;
-    for (const std::string& p : prompts) any_glyph = any_glyph || !glyph_texts(p).empty();
-    if (any_glyph && !glyph_) glyph_ = load_glyph(backend);
+    // Which prompts quote text (only those need the glyph encoder).
+    std::vector<bool> quotes;
+    for (const std::string& p : prompts) quotes.push_back(!glyph_texts(p).empty());
+    if (!glyph_ && std::find(quotes.begin(), quotes.end(), true) != quotes.end())
+      glyph_ = load_glyph(backend);
     if (load_seconds)
       *load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::vector<models::EncodedText> out;
-    for (const std::string& prompt : prompts) {
+    for (size_t n = 0; n < prompts.size(); ++n) {
+      const std::string& prompt = prompts[n];
       const PromptTokens pt = prompt_tokens(*tokenizer_, prompt);
       if (pt.dropped > 0)
         std::fprintf(stderr,
@@ -327,7 +318,7 @@ class HunyuanRelease final : public models::Release {
       models::EncodedText e;
       e.context.states = all.slice_rows(pt.crop_start, all.dim(0)).clone();
       e.tokens = pt.prompt_tokens();
-      if (!glyph_texts(prompt).empty()) {
+      if (quotes[n]) {
         Tensor byt5 = glyph_->encode(prompt);
         if (byt5.dim(0) > 0) e.context.extra["byt5"] = std::move(byt5);
       }
@@ -397,14 +388,18 @@ class HunyuanRelease final : public models::Release {
     Tensor z = latent.clone();
     const float inv = static_cast<float>(1.0 / vc.scaling_factor);
     float* p = z.f32();
-    for (int64_t i = 0; i < z.numel(); ++i) p[i] *= inv;
+    const int64_t nz = z.numel();
+#pragma omp parallel for schedule(static) if (nz > (int64_t{1} << 20))
+    for (int64_t i = 0; i < nz; ++i) p[i] *= inv;
     // The pipeline decodes in spatial tiles on GPUs with more than 21 GB (256 pixels, 1/8
     // overlap); fisdit always does: it bounds the memory and matches the official output there.
     Tensor video = vae.decode(z, VaeTiling{true, 256, 0.125}, [&](int done, int total) {
       if (progress) progress(done, total, "tile " + std::to_string(done));
     });
     float* v = video.f32();
-    for (int64_t i = 0; i < video.numel(); ++i) v[i] = std::clamp(v[i], -1.0f, 1.0f);
+    const int64_t nv = video.numel();
+#pragma omp parallel for schedule(static) if (nv > (int64_t{1} << 20))
+    for (int64_t i = 0; i < nv; ++i) v[i] = std::clamp(v[i], -1.0f, 1.0f);
     if (frames) frames(video, 0, video.dim(1));
     return video;
   }
@@ -453,13 +448,8 @@ class HunyuanRelease final : public models::Release {
     auto g = paths_.glyph_tokenizer.empty()
                  ? std::make_unique<GlyphEncoder>(paths_.glyph, backend)
                  : std::make_unique<GlyphEncoder>(paths_.glyph, paths_.glyph_tokenizer, backend);
-    const int want = dit_src_->config.byt5_dims[0];
-    if (g->dim() != want)
-      throw ParamError("glyph", " " + paths_.glyph + ": its states have " +
-                                    std::to_string(g->dim()) +
-                                    " channels, the DiT's byT5 "
-                                    "mapper takes " +
-                                    std::to_string(want));
+    expect_width("glyph", paths_.glyph, g->dim(), "byT5 mapper input",
+                 dit_src_->config.byt5_dims[0]);
     return g;
   }
 

@@ -27,25 +27,30 @@ bool is_diffusers_pipeline(const std::string& dir) {
   return j["_class_name"].get<std::string>().rfind("HunyuanVideo15", 0) == 0;
 }
 
-std::vector<std::string> preferred_versions(models::Task task) {
-  if (task == models::Task::T2V)
-    return {"480p_t2v_distilled", "480p_t2v", "720p_t2v_distilled", "720p_t2v"};
-  return {"480p_i2v_step_distilled", "480p_i2v_distilled", "480p_i2v", "720p_i2v_distilled",
-          "720p_i2v"};
+std::vector<std::string> release_versions(const std::string& root) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(fs::path(root) / "transformer", ec))
+    if (e.is_directory(ec)) out.push_back(e.path().filename().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::string default_version(const std::vector<std::string>& versions, models::Task task) {
+  static const std::vector<std::string> t2v = {"480p_t2v_distilled", "480p_t2v",
+                                               "720p_t2v_distilled", "720p_t2v"};
+  static const std::vector<std::string> i2v = {"480p_i2v_step_distilled", "480p_i2v_distilled",
+                                               "480p_i2v", "720p_i2v_distilled", "720p_i2v"};
+  for (const std::string& v : task == models::Task::T2V ? t2v : i2v)
+    if (std::find(versions.begin(), versions.end(), v) != versions.end()) return v;
+  return "";
 }
 
 bool looks_like_release(const std::string& dir) {
   const fs::path d(dir);
   if (!fs::is_directory(d)) return false;
-  if (is_diffusers_pipeline(dir)) return true;
-  if (fs::is_directory(d / "text_encoder" / "llm") ||
-      fs::is_directory(d / "vision_encoder" / "siglip"))
-    return true;
-  // transformer/<version>/ folders (a diffusers pipeline keeps its DiT in transformer/ itself).
-  if (fs::is_directory(d / "transformer"))
-    for (const auto& e : fs::directory_iterator(d / "transformer"))
-      if (e.is_directory()) return true;
-  return false;
+  return is_diffusers_pipeline(dir) || fs::is_directory(d / "text_encoder" / "llm") ||
+         fs::is_directory(d / "vision_encoder" / "siglip") || !release_versions(dir).empty();
 }
 
 std::vector<std::string> describe_release(const std::string& dir) {
@@ -123,15 +128,12 @@ std::vector<std::string> describe_release(const std::string& dir) {
   lines.push_back("release      HunyuanVideo 1.5 download layout: " + dir);
   // The DiT versions.
   const fs::path transformer = root / "transformer";
-  std::vector<fs::path> versions;
-  if (fs::is_directory(transformer))
-    for (const auto& e : fs::directory_iterator(transformer))
-      if (e.is_directory()) versions.push_back(e.path());
-  std::sort(versions.begin(), versions.end());
+  const std::vector<std::string> versions = release_versions(dir);
   if (versions.empty())
     part("transformer", transformer / "<version>", "the DiT: transformer/<version>/", {});
-  for (const fs::path& v : versions)
-    part("transformer", v, "a DiT version", [&] { return dit_line(v, v.filename().string()); });
+  for (const std::string& v : versions)
+    part("transformer", transformer / v, "a DiT version",
+         [&] { return dit_line(transformer / v, v); });
   part("vae", root / "vae", "the VAE", [&] { return vae_line(root / "vae"); });
   const fs::path llm = root / "text_encoder" / "llm";
   part("text encoder", llm, "Qwen2.5-VL-7B-Instruct, for the prompt",
@@ -153,12 +155,8 @@ std::vector<std::string> describe_release(const std::string& dir) {
   part("image encoder", siglip, "SigLIP, for I2V's first frame",
        [&] { return siglip_line(siglip); });
   // Which version generate runs by default, for each task.
-  std::vector<std::string> names;
-  for (const fs::path& v : versions) names.push_back(v.filename().string());
   for (const models::Task task : {models::Task::I2V, models::Task::T2V}) {
-    std::string pick;
-    for (const std::string& v : preferred_versions(task))
-      if (pick.empty() && std::find(names.begin(), names.end(), v) != names.end()) pick = v;
+    const std::string pick = default_version(versions, task);
     lines.push_back(std::string("generate     ") + models::task_name(task) + ": " +
                     (pick.empty() ? std::string("no version for it here")
                                   : pick + (task == models::Task::I2V ? " (with --image)"

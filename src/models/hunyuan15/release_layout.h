@@ -20,16 +20,20 @@
 
 namespace fisdit::hunyuan15 {
 
-// Whether `dir` looks like the download's root: text_encoder/llm/, vision_encoder/siglip/ or a
-// transformer/<version>/ folder (a diffusers pipeline's transformer/ holds files, not folders).
+// Whether `dir` looks like a release: the download's root (text_encoder/llm/,
+// vision_encoder/siglip/ or a transformer/<version>/ folder) or a diffusers pipeline (whose
+// transformer/ holds files, not folders).
 bool looks_like_release(const std::string& dir);
 // Whether `dir` holds a model_index.json naming a HunyuanVideo15 pipeline.
 bool is_diffusers_pipeline(const std::string& dir);
 
-// The versions fisdit runs when the request does not name one, best first, for a task: the
-// step-distilled 480p I2V model (8 steps), then the cfg-distilled ones (one pass per step), then
-// the others; the sparse-attention and super-resolution versions are never picked.
-std::vector<std::string> preferred_versions(models::Task task);
+// The names of the download root's transformer/<version>/ folders, sorted.
+std::vector<std::string> release_versions(const std::string& root);
+// The version of `versions` fisdit runs for `task` when the request names none, "" when none
+// is made for it: the step-distilled 480p I2V model (8 steps), then the cfg-distilled ones (one
+// pass per step), then the others; the sparse-attention and super-resolution versions are never
+// picked.
+std::string default_version(const std::vector<std::string>& versions, models::Task task);
 // One line per part: "found" with what was read, "missing" with what it is for, or "unreadable"
 // with the error. The DiT versions are listed one per line.
 std::vector<std::string> describe_release(const std::string& dir);
