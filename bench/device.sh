@@ -13,7 +13,9 @@
 # `git archive REF CMakeLists.txt include src tools/fisdit | tar -x -C DIR`, built without its
 # tests), each configuration run by both binaries back to back, and a table of both and their
 # ratio last.
-# vae: tests + VAE decode benchmarks (fisdit bench --vae, random weights of the real shapes);
+# vae: tests + VAE decode benchmarks (fisdit bench --vae, random weights of the real shapes; Wan
+# 2.1 480p / 720p, Wan 2.2 1280x704x121, HunyuanVideo 1.5 848x480x121 tiled, each in bf16 and
+# fp32, and an op profile);
 # vae-encode: tests + VAE encode benchmarks (81 frames at 480p/720p, Wan 2.2 121 frames at 704p).
 # release-official / release-comfyui / release-i2v / release-ti2v: tests, then
 # bench/make_random_release.py writes a full-size Wan2.2-T2V-A14B (release-i2v: I2V-A14B,
@@ -323,14 +325,19 @@ if [ "$MODE" = "vae-encode" ]; then
 fi
 
 if [ "$MODE" = "vae" ]; then
-  # Where the time goes (every op synchronized; 3 latent frames), and each conv's layout choice.
-  FISDIT_CUDA_PROFILE=1 FISDIT_VAE_CONV_LOG=1 timeout 60 ./build-device/fisdit bench --device cuda \
+  # Where the time goes (every op synchronized; 3 latent frames, bf16), and each F32 conv's layout.
+  FISDIT_CUDA_PROFILE=1 timeout 60 ./build-device/fisdit bench --device cuda \
     --label profile --vae wan2.1 --size 1280x720 --frames 9 --warmup 1 --repeats 1 \
     >"$OUT/vae_profile.log" 2>&1 || say "vae profile FAILED"
-  grep -A12 "op profile" "$OUT/vae_profile.log" | cut -c1-110
-  vbench wan21-480p "${VAE_LIMIT:-60}" wan2.1 --size 832x480 --frames 81 --warmup 1 --repeats 1
-  vbench wan21-720p "${VAE_LIMIT:-100}" wan2.1 --size 1280x720 --frames 81 --warmup 1 --repeats 1
-  vbench wan22-704p "${VAE_LIMIT:-100}" wan2.2 --size 1280x704 --frames 121 --warmup 1 --repeats 1
+  grep -A14 "op profile" "$OUT/vae_profile.log" | cut -c1-110
+  # Each decode in bf16 (the default) and fp32 (TF32 convs), one process each.
+  for p in ${VAE_PRECISIONS:-bf16 fp32}; do
+    vbench wan21-480p-$p "${VAE_LIMIT:-60}" wan2.1 --size 832x480 --frames 81 --warmup 1 --repeats 1 --vae-precision $p
+    vbench wan21-720p-$p "${VAE_LIMIT:-100}" wan2.1 --size 1280x720 --frames 81 --warmup 1 --repeats 1 --vae-precision $p
+    vbench wan22-704p-$p "${VAE_LIMIT:-100}" wan2.2 --size 1280x704 --frames 121 --warmup 1 --repeats 1 --vae-precision $p
+    vbench hy15-480p-$p "${VAE_LIMIT:-100}" hunyuan15 --size 848x480 --frames 121 --warmup 1 --repeats 1 --vae-precision $p
+  done
+  vbench wan21-encode-720p-bf16 "${VAE_LIMIT:-100}" wan2.1 --vae-op encode --size 1280x720 --frames 81 --warmup 1 --repeats 1
   exit 0
 fi
 

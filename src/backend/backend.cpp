@@ -106,15 +106,17 @@ std::array<int, 3> RopeGrid::pairs_for(int64_t head_dim) const {
 Shape conv3d_output_shape(const Shape& x, const Shape& w, const Conv3dParams& p) {
   const char* op = "conv3d";
   require(x.size() == 4 && w.size() == 5, op,
-          "expects input [C, T, H, W] and weight [Cout, Cin, kt, kh, kw], got " + shape_str(x) +
+          "expects input [T, H, W, C] and weight [Cout, kt, kh, kw, Cin], got " + shape_str(x) +
               " and " + shape_str(w));
-  require(w[1] == x[0], op, "input " + shape_str(x) + " does not match weight " + shape_str(w));
+  require(w[4] == x[3], op, "input " + shape_str(x) + " does not match weight " + shape_str(w));
   require(p.stride_t > 0 && p.stride_h > 0 && p.stride_w > 0, op, "strides must be positive");
-  const int64_t ht = x[2] + p.pad_top + p.pad_bottom, wd = x[3] + p.pad_left + p.pad_right;
-  require(x[1] >= w[2] && ht >= w[3] && wd >= w[4], op,
+  require(p.pad_top >= 0 && p.pad_bottom >= 0 && p.pad_left >= 0 && p.pad_right >= 0, op,
+          "padding must be >= 0");
+  const int64_t ht = x[1] + p.pad_top + p.pad_bottom, wd = x[2] + p.pad_left + p.pad_right;
+  require(x[0] >= w[1] && ht >= w[2] && wd >= w[3], op,
           "input " + shape_str(x) + " is smaller than the kernel " + shape_str(w));
-  return {w[0], (x[1] - w[2]) / p.stride_t + 1, (ht - w[3]) / p.stride_h + 1,
-          (wd - w[4]) / p.stride_w + 1};
+  return {(x[0] - w[1]) / p.stride_t + 1, (ht - w[2]) / p.stride_h + 1,
+          (wd - w[3]) / p.stride_w + 1, w[0]};
 }
 
 // ---------------------------------------------------------------- memory
@@ -488,26 +490,66 @@ void Backend::unpatchify(const Tensor& x, const std::array<int, 3>& patch, int64
   do_unpatchify(x, patch, grid_f, grid_h, grid_w, out);
 }
 
-// ---------------------------------------------------------------- video VAE ops (F32)
+// ---------------------------------------------------------------- video VAE ops
+void Backend::set_video_dtype(DType dtype) {
+  if (dtype != DType::F32)
+    throw Error("the " + name() + " backend runs the VAE in fp32 only, not " +
+                std::string(dtype_name(dtype)));
+  video_dtype_ = dtype;
+}
+
+void Backend::set_video_precision(const std::string& precision) {
+  if (precision.empty()) return;
+  if (precision != "bf16" && precision != "fp32")
+    throw Error("--vae-precision: must be bf16 or fp32, got '" + precision + "'");
+  try {
+    set_video_dtype(precision == "bf16" ? DType::BF16 : DType::F32);
+  } catch (const Error& e) {
+    throw Error("--vae-precision " + precision + ": " + e.what());
+  }
+}
+
+namespace {
+// The video tensors of one op: defined, F32 or BF16, one dtype; the parameters (bias, gamma): F32.
+void need_video(const char* op, std::initializer_list<Arg> args) {
+  need(op, args);
+  const DType dt = args.begin()->t.dtype();
+  for (const Arg& a : args) {
+    if (a.t.dtype() != DType::F32 && a.t.dtype() != DType::BF16)
+      fail(op, std::string(a.name) + " " + desc(a.t) + " must be F32 or BF16");
+    if (a.t.dtype() != dt)
+      fail(op, std::string(a.name) + " " + desc(a.t) + " must have the dtype of " +
+                   args.begin()->name + " (" + std::string(dtype_name(dt)) + ")");
+  }
+}
+// [T, H, W, C] with the same shape except the channels.
+bool same_pixels(const Tensor& a, const Tensor& b) {
+  return a.ndim() == b.ndim() && a.ndim() >= 1 &&
+         Shape(a.shape().begin(), a.shape().end() - 1) ==
+             Shape(b.shape().begin(), b.shape().end() - 1);
+}
+}  // namespace
+
 void Backend::conv3d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv3dParams& p,
                      Tensor& out) {
   const char* op = "conv3d";
-  need_f32(op, {{x, "input"}, {w, "weight"}, {out, "output"}});
+  need_video(op, {{x, "input"}, {w, "weight"}, {out, "output"}});
   const Shape os = conv3d_output_shape(x.shape(), w.shape(), p);
   require(out.shape() == os, op, "output " + desc(out) + ", expected " + shape_str(os));
   if (bias) {
     need_f32(op, {{*bias, "bias"}});
-    require(bias->numel() == os[0], op, "bias size does not match weight rows");
+    require(bias->numel() == os[3], op, "bias size does not match weight rows");
   }
   do_conv3d(x, w, bias, p, out);
 }
 
 void Backend::channel_rms_norm(const Tensor& x, const Tensor& gamma, bool silu, Tensor& out) {
   const char* op = "channel_rms_norm";
-  need_f32(op, {{x, "input"}, {gamma, "gamma"}, {out, "output"}});
-  require(x.ndim() >= 2 && out.numel() == x.numel(), op,
+  need_video(op, {{x, "input"}, {out, "output"}});
+  need_f32(op, {{gamma, "gamma"}});
+  require(x.ndim() >= 2 && out.shape() == x.shape(), op,
           "bad input " + desc(x) + " / output " + desc(out));
-  const int64_t c = x.dim(0);
+  const int64_t c = x.dim(-1);
   require(gamma.numel() == c, op,
           "gamma has " + num(gamma.numel()) + " values for " + num(c) + " channels");
   do_channel_rms_norm(x, gamma, silu, out);
@@ -515,33 +557,33 @@ void Backend::channel_rms_norm(const Tensor& x, const Tensor& gamma, bool silu, 
 
 void Backend::upsample_nearest2x(const Tensor& x, Tensor& out) {
   const char* op = "upsample_nearest2x";
-  need_f32(op, {{x, "input"}, {out, "output"}});
-  require(x.ndim() == 4, op, "expects [C, T, H, W], got " + desc(x));
-  require(out.shape() == Shape{x.dim(0), x.dim(1), 2 * x.dim(2), 2 * x.dim(3)}, op,
+  need_video(op, {{x, "input"}, {out, "output"}});
+  require(x.ndim() == 4, op, "expects [T, H, W, C], got " + desc(x));
+  require(out.shape() == Shape{x.dim(0), 2 * x.dim(1), 2 * x.dim(2), x.dim(3)}, op,
           "output " + desc(out) + " is not twice " + desc(x));
   do_upsample_nearest2x(x, out);
 }
 
 void Backend::frame_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) {
   const char* op = "frame_attention";
-  need_f32(op, {{q, "q"}, {k, "k"}, {v, "v"}, {out, "output"}});
+  need_video(op, {{q, "q"}, {k, "k"}, {v, "v"}, {out, "output"}});
   require(
       q.ndim() == 4 && k.shape() == q.shape() && v.shape() == q.shape() && out.shape() == q.shape(),
-      op, "q, k, v and out must be the same [C, T, H, W], got " + desc(q));
+      op, "q, k, v and out must be the same [T, H, W, C], got " + desc(q));
   do_frame_attention(q, k, v, out);
 }
 
 void Backend::copy_frames(const Tensor& src, int64_t src_c, int64_t src_f, Tensor& dst,
                           int64_t dst_c, int64_t dst_f, int64_t channels, int64_t frames) {
   const char* op = "copy_frames";
-  need_f32(op, {{src, "source"}, {dst, "destination"}});
+  need_video(op, {{src, "source"}, {dst, "destination"}});
   require(src.ndim() >= 2 && dst.ndim() == src.ndim(), op,
-          "expects [C, T, ...] tensors, got " + desc(src) + " and " + desc(dst));
-  for (int i = 2; i < src.ndim(); ++i)
+          "expects [T, ..., C] tensors, got " + desc(src) + " and " + desc(dst));
+  for (int i = 1; i + 1 < src.ndim(); ++i)
     require(src.dim(i) == dst.dim(i), op, "frame sizes differ: " + desc(src) + " and " + desc(dst));
   require(channels >= 0 && frames >= 0 && src_c >= 0 && dst_c >= 0 && src_f >= 0 && dst_f >= 0 &&
-              src_c + channels <= src.dim(0) && dst_c + channels <= dst.dim(0) &&
-              src_f + frames <= src.dim(1) && dst_f + frames <= dst.dim(1),
+              src_c + channels <= src.dim(-1) && dst_c + channels <= dst.dim(-1) &&
+              src_f + frames <= src.dim(0) && dst_f + frames <= dst.dim(0),
           op,
           "block out of range: " + num(channels) + " channels x " + num(frames) + " frames of " +
               desc(src) + " -> " + desc(dst));
@@ -553,95 +595,114 @@ void Backend::fill_zero(Tensor& x) {
   do_fill_zero(x);
 }
 
+void Backend::batch_transpose(const Tensor& x, int64_t batch, int64_t rows, int64_t cols,
+                              Tensor& out) {
+  const char* op = "batch_transpose";
+  need_video(op, {{x, "input"}, {out, "output"}});
+  require(batch >= 0 && rows >= 0 && cols >= 0 && x.numel() == batch * rows * cols &&
+              out.numel() == x.numel(),
+          op,
+          "cannot read " + desc(x) + " as [" + num(batch) + ", " + num(rows) + ", " + num(cols) +
+              "] into " + desc(out));
+  if (x.numel()) do_batch_transpose(x, batch, rows, cols, out);
+}
+
+Tensor conv_weight_channels_last(Backend& backend, const Tensor& w) {
+  if (w.ndim() < 3) throw Error("conv weight " + desc(w) + " must be [Cout, Cin, k...]");
+  const int64_t cout = w.dim(0), cin = w.dim(1),
+                taps = w.numel() / std::max<int64_t>(cout * cin, 1);
+  Shape shape(w.shape().begin() + 2, w.shape().end());
+  shape.insert(shape.begin(), cout);
+  shape.push_back(cin);
+  const Tensor f = backend.upload(w, DType::F32);  // as is where it is already F32 on the backend
+  Tensor out = backend.empty(shape, DType::F32);
+  backend.batch_transpose(f, cout, cin, taps, out);
+  return backend.upload(out, backend.video_dtype());
+}
+
 void Backend::avg_down3d(const Tensor& x, int ft, int fs, Tensor& out) {
   const char* op = "avg_down3d";
-  need_f32(op, {{x, "input"}, {out, "output"}});
+  need_video(op, {{x, "input"}, {out, "output"}});
   require(x.ndim() == 4 && out.ndim() == 4 && ft > 0 && fs > 0, op,
-          "expects [C, T, H, W] tensors, got " + desc(x));
-  const int64_t c = x.dim(0), t = x.dim(1), h = x.dim(2), w = x.dim(3), out_c = out.dim(0);
+          "expects [T, H, W, C] tensors, got " + desc(x));
+  const int64_t t = x.dim(0), h = x.dim(1), w = x.dim(2), c = x.dim(3), out_c = out.dim(3);
   const int64_t pad = (ft - t % ft) % ft, factor = int64_t{ft} * fs * fs;
   require(h % fs == 0 && w % fs == 0 && out_c > 0 && c * factor % out_c == 0 &&
-              out.shape() == Shape{out_c, (t + pad) / ft, h / fs, w / fs},
+              out.shape() == Shape{(t + pad) / ft, h / fs, w / fs, out_c},
           op, "cannot reduce " + desc(x) + " to " + desc(out));
   do_avg_down3d(x, ft, fs, out);
 }
 
 void Backend::dup_up3d(const Tensor& x, int ft, int fs, int skip, Tensor& out) {
   const char* op = "dup_up3d";
-  need_f32(op, {{x, "input"}, {out, "output"}});
+  need_video(op, {{x, "input"}, {out, "output"}});
   require(x.ndim() == 4 && out.ndim() == 4 && ft > 0 && fs > 0 && skip >= 0, op,
-          "expects [C, T, H, W] tensors, got " + desc(x));
-  const int64_t c = x.dim(0), t = x.dim(1), h = x.dim(2), w = x.dim(3), out_c = out.dim(0);
+          "expects [T, H, W, C] tensors, got " + desc(x));
+  const int64_t t = x.dim(0), h = x.dim(1), w = x.dim(2), c = x.dim(3), out_c = out.dim(3);
   const int64_t factor = int64_t{ft} * fs * fs;
-  require(out_c * factor % c == 0 && out.shape() == Shape{out_c, t * ft - skip, h * fs, w * fs}, op,
+  require(out_c * factor % c == 0 && out.shape() == Shape{t * ft - skip, h * fs, w * fs, out_c}, op,
           "cannot expand " + desc(x) + " to " + desc(out));
   do_dup_up3d(x, ft, fs, skip, out);
 }
 
 void Backend::space_to_channels2(const Tensor& x, Tensor& out, bool inverse) {
   const char* op = "space_to_channels2";
-  need_f32(op, {{x, "input"}, {out, "output"}});
+  need_video(op, {{x, "input"}, {out, "output"}});
   const Tensor& big = inverse ? out : x;
   const Tensor& small = inverse ? x : out;
-  require(big.ndim() == 4 && big.dim(2) % 2 == 0 && big.dim(3) % 2 == 0 &&
-              small.shape() == Shape{4 * big.dim(0), big.dim(1), big.dim(2) / 2, big.dim(3) / 2},
+  require(big.ndim() == 4 && big.dim(1) % 2 == 0 && big.dim(2) % 2 == 0 &&
+              small.shape() == Shape{big.dim(0), big.dim(1) / 2, big.dim(2) / 2, 4 * big.dim(3)},
           op, "cannot map " + desc(x) + " to " + desc(out));
   do_space_to_channels2(x, out, inverse);
 }
 
 void Backend::pad_replicate(const Tensor& x, int front, int side, Tensor& out) {
   const char* op = "pad_replicate";
-  need_f32(op, {{x, "input"}, {out, "output"}});
+  need_video(op, {{x, "input"}, {out, "output"}});
   require(front >= 0 && side >= 0, op, "padding must be >= 0");
-  require(x.ndim() == 4 && x.dim(1) > 0 && x.dim(2) > 0 && x.dim(3) > 0 &&
+  require(x.ndim() == 4 && x.dim(0) > 0 && x.dim(1) > 0 && x.dim(2) > 0 &&
               out.shape() ==
-                  Shape{x.dim(0), x.dim(1) + front, x.dim(2) + 2 * side, x.dim(3) + 2 * side},
+                  Shape{x.dim(0) + front, x.dim(1) + 2 * side, x.dim(2) + 2 * side, x.dim(3)},
           op, "cannot pad " + desc(x) + " to " + desc(out));
   do_pad_replicate(x, front, side, out);
 }
 
 void Backend::space_to_channels(const Tensor& x, int rt, Tensor& out, bool inverse) {
   const char* op = "space_to_channels";
-  need_f32(op, {{x, "input"}, {out, "output"}});
+  need_video(op, {{x, "input"}, {out, "output"}});
   require(rt == 1 || rt == 2, op, "the time factor must be 1 or 2");
   const Tensor& big = inverse ? out : x;
   const Tensor& small = inverse ? x : out;
-  require(big.ndim() == 4 && big.dim(1) % rt == 0 && big.dim(2) % 2 == 0 && big.dim(3) % 2 == 0 &&
+  require(big.ndim() == 4 && big.dim(0) % rt == 0 && big.dim(1) % 2 == 0 && big.dim(2) % 2 == 0 &&
               small.shape() ==
-                  Shape{4 * rt * big.dim(0), big.dim(1) / rt, big.dim(2) / 2, big.dim(3) / 2},
+                  Shape{big.dim(0) / rt, big.dim(1) / 2, big.dim(2) / 2, 4 * rt * big.dim(3)},
           op, "cannot map " + desc(x) + " to " + desc(out) + " with time factor " + num(rt));
   do_space_to_channels(x, rt, out, inverse);
 }
 
 void Backend::channel_group_mean(const Tensor& x, int groups, Tensor& out) {
   const char* op = "channel_group_mean";
-  need_f32(op, {{x, "input"}, {out, "output"}});
-  require(groups >= 1 && x.ndim() >= 1 && out.ndim() == x.ndim() &&
-              x.dim(0) == out.dim(0) * groups &&
-              Shape(x.shape().begin() + 1, x.shape().end()) ==
-                  Shape(out.shape().begin() + 1, out.shape().end()),
-          op, "cannot average " + desc(x) + " in groups of " + num(groups) + " to " + desc(out));
+  need_video(op, {{x, "input"}, {out, "output"}});
+  require(groups >= 1 && same_pixels(x, out) && x.dim(-1) == out.dim(-1) * groups, op,
+          "cannot average " + desc(x) + " in groups of " + num(groups) + " to " + desc(out));
   do_channel_group_mean(x, groups, out);
 }
 
 void Backend::channel_repeat(const Tensor& x, int repeats, Tensor& out) {
   const char* op = "channel_repeat";
-  need_f32(op, {{x, "input"}, {out, "output"}});
-  require(repeats >= 1 && x.ndim() >= 1 && out.ndim() == x.ndim() &&
-              out.dim(0) == x.dim(0) * repeats &&
-              Shape(x.shape().begin() + 1, x.shape().end()) ==
-                  Shape(out.shape().begin() + 1, out.shape().end()),
-          op, "cannot repeat " + desc(x) + " " + num(repeats) + " times to " + desc(out));
+  need_video(op, {{x, "input"}, {out, "output"}});
+  require(repeats >= 1 && same_pixels(x, out) && out.dim(-1) == x.dim(-1) * repeats, op,
+          "cannot repeat " + desc(x) + " " + num(repeats) + " times to " + desc(out));
   do_channel_repeat(x, repeats, out);
 }
 
 void Backend::causal_video_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                      Tensor& out) {
   const char* op = "causal_video_attention";
-  need_f32(op, {{q, "q"}, {k, "k"}, {v, "v"}, {out, "output"}});
+  need_video(op, {{q, "q"}, {k, "k"}, {v, "v"}, {out, "output"}});
   require(
       q.ndim() == 4 && k.shape() == q.shape() && v.shape() == q.shape() && out.shape() == q.shape(),
-      op, "q, k, v and out must be the same [C, T, H, W], got " + desc(q));
+      op, "q, k, v and out must be the same [T, H, W, C], got " + desc(q));
   do_causal_video_attention(q, k, v, out);
 }
 

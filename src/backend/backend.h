@@ -67,8 +67,8 @@ struct Conv3dParams {
   int stride_t = 1, stride_h = 1, stride_w = 1;
   int pad_top = 0, pad_bottom = 0, pad_left = 0, pad_right = 0;
 };
-// Output shape [Cout, To, Ho, Wo] of conv3d for input [Cin, T, H, W] and weight
-// [Cout, Cin, kt, kh, kw]; throws fisdit::Error naming the op when the sizes do not fit.
+// Output shape [To, Ho, Wo, Cout] of conv3d for input [T, H, W, Cin] and weight
+// [Cout, kt, kh, kw, Cin]; throws fisdit::Error naming the op when the sizes do not fit.
 Shape conv3d_output_shape(const Shape& x, const Shape& w, const Conv3dParams& p);
 
 // Matrix-multiply FLOPs the backend executed (2 per multiply-add), for checking the analytic
@@ -90,6 +90,14 @@ class Backend {
   // timestep embeddings stay F32 on every backend, as in the official code.
   virtual DType weight_dtype() const { return DType::F32; }
   virtual DType activation_dtype() const { return DType::F32; }
+  // The dtype of the video VAE ops' tensors (see conv3d): F32 by default; set_video_dtype
+  // changes it where the backend runs another (CUDA: BF16 by default, F32 for the fp32 path);
+  // throws naming the dtype where it does not.
+  DType video_dtype() const { return video_dtype_; }
+  virtual void set_video_dtype(DType dtype);
+  // --vae-precision: "bf16" or "fp32" sets the video dtype, "" keeps the backend's default;
+  // anything else, or a dtype the backend does not run, throws naming the flag.
+  void set_video_precision(const std::string& precision);
 
   // Memory. `empty` contents are unspecified. Upload converts host data to `dtype` on the device.
   // What a backend can store is its own, so these are virtual and check their own arguments.
@@ -253,53 +261,60 @@ class Backend {
   void unpatchify(const Tensor& x, const std::array<int, 3>& patch, int64_t grid_f, int64_t grid_h,
                   int64_t grid_w, Tensor& out);
 
-  // ---- video VAE ops: F32 tensors [C, T, H, W] (channels outermost, then frames, rows, columns)
-  // on every backend (the CPU is the fp32 reference).
-  // out[co, t, i, j] = bias[co] + sum over (ci, dt, dh, dw) of
-  //   w[co, ci, dt, dh, dw] * x[ci, t*st + dt, i*sh - pad_top + dh, j*sw - pad_left + dw]
-  // (zero outside the frame). `out` must have conv3d_output_shape; bias may be null.
+  // ---- video VAE ops on channels-last video tensors [T, H, W, C] (frames, rows, columns, then
+  // the channels, fastest). Their dtype is video_dtype() (F32, the CPU's fp32 reference; BF16 on
+  // CUDA, fp32 accumulation); all of one op's video tensors share it, and its parameters (conv
+  // bias, norm gamma) are F32.
+  // out[t, i, j, co] = bias[co] + sum over (dt, dh, dw, ci) of
+  //   w[co, dt, dh, dw, ci] * x[t*st + dt, i*sh - pad_top + dh, j*sw - pad_left + dw, ci]
+  // (zero outside the frame): x [T, H, W, Cin], w [Cout, kt, kh, kw, Cin] (x's dtype), out
+  // conv3d_output_shape; bias may be null.
   void conv3d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv3dParams& p,
               Tensor& out);
   // The Wan VAE RMS_norm over the channels of every pixel: x / max(||x||_2, 1e-12) * sqrt(C) *
-  // gamma[c], then SiLU when `silu`. x and out [C, ...].
+  // gamma[c], then SiLU when `silu`. x and out [..., C], gamma C values.
   void channel_rms_norm(const Tensor& x, const Tensor& gamma, bool silu, Tensor& out);
-  // Nearest-neighbour 2x spatial upsampling: [C, T, H, W] -> [C, T, 2H, 2W].
+  // Nearest-neighbour 2x spatial upsampling: [T, H, W, C] -> [T, 2H, 2W, C].
   void upsample_nearest2x(const Tensor& x, Tensor& out);
-  // Single-head attention over the pixels of each frame (q, k, v, out [C, T, H, W]):
-  // out[:, t] = softmax(q_t^T k_t / sqrt(C)) v_t.
+  // Single-head attention over the pixels of each frame (q, k, v, out [T, H, W, C]):
+  // out[t] = softmax(q_t k_t^T / sqrt(C)) v_t, q_t the [H W, C] rows of frame t.
   void frame_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out);
-  // dst[dst_c + i, dst_f + f] = src[src_c + i, src_f + f] for i < channels, f < frames, whole
-  // frames; src and dst are [C, T, ...] F32 tensors with the same frame size.
+  // dst[dst_f + f, ..., dst_c + i] = src[src_f + f, ..., src_c + i] for f < frames, i < channels:
+  // a block of whole frames and a channel range; src and dst [T, H, W, C] with the same H, W.
   void copy_frames(const Tensor& src, int64_t src_c, int64_t src_f, Tensor& dst, int64_t dst_c,
                    int64_t dst_f, int64_t channels, int64_t frames);
   void fill_zero(Tensor& x);
+  // out[b, j, i] = x[b, i, j] for x [batch, rows, cols] (any shape of that many values), out the
+  // same count and dtype (F32 or BF16): a conv weight [Cout, Cin, k...] to its channels-last form
+  // [Cout, k..., Cin] (batch Cout, rows Cin, cols the taps) where the weights already live.
+  void batch_transpose(const Tensor& x, int64_t batch, int64_t rows, int64_t cols, Tensor& out);
   // Wan 2.2 AvgDown3D (front zero padding of the frames to a multiple of ft, then the mean of
-  // each group of the flattened (c, ft, fs, fs) neighbourhood): [C, T, H, W] -> out [Co, ...].
+  // each group of the flattened (c, ft, fs, fs) neighbourhood, vae2_2.py's channel order):
+  // x [T, H, W, C] -> out [(T + pad) / ft, H / fs, W / fs, Co].
   void avg_down3d(const Tensor& x, int ft, int fs, Tensor& out);
-  // Wan 2.2 DupUp3D: [C, T, H, W] -> out [Co, T*ft - skip, H*fs, W*fs], dropping the first
+  // Wan 2.2 DupUp3D: [T, H, W, C] -> out [T*ft - skip, H*fs, W*fs, Co], dropping the first
   // `skip` output frames (ft - 1 on the first chunk).
   void dup_up3d(const Tensor& x, int ft, int fs, int skip, Tensor& out);
-  // Wan 2.2 VAE patchify: [C, T, 2H, 2W] -> [4C, T, H, W], channel c*4 + r*2 + q holds pixel
+  // Wan 2.2 VAE patchify: [T, 2H, 2W, C] -> [T, H, W, 4C], channel c*4 + r*2 + q holds pixel
   // (2h + q, 2w + r); `inverse` maps back.
   void space_to_channels2(const Tensor& x, Tensor& out, bool inverse);
 
-  // ---- HunyuanVideo 1.5 VAE ops (hyvideo/models/autoencoders/hunyuanvideo_15_vae.py), F32
-  // [C, T, H, W]:
+  // ---- HunyuanVideo 1.5 VAE ops (hyvideo/models/autoencoders/hunyuanvideo_15_vae.py), video
+  // tensors [T, H, W, C] as above:
   // `x` padded by repeating its edges (CausalConv3d's F.pad(mode='replicate')): `front` copies
   // of frame 0 before the frames, `side` copies of the edge rows and columns on each side.
-  // out [C, T + front, H + 2 side, W + 2 side].
+  // out [T + front, H + 2 side, W + 2 side, C].
   void pad_replicate(const Tensor& x, int front, int side, Tensor& out);
-  // einops "c (t r1) (h r2) (w r3) -> (r1 r2 r3 c) t h w" with r1 = rt (1 or 2), r2 = r3 = 2:
-  // x [C, T rt, 2H, 2W] -> out [4 rt C, T, H, W]; `inverse` maps out's shape back to x's.
+  // einops "c (t r1) (h r2) (w r3) -> (r1 r2 r3 c) t h w" with r1 = rt (1 or 2), r2 = r3 = 2, in
+  // channels-last order: x [T rt, 2H, 2W, C] -> out [T, H, W, 4 rt C]; `inverse` maps back.
   void space_to_channels(const Tensor& x, int rt, Tensor& out, bool inverse);
-  // out[c] = the mean over g < groups of x[c * groups + g]: x [C groups, ...] -> out [C, ...].
+  // out[..., c] = the mean over g < groups of x[..., c * groups + g]: [..., C groups] -> [..., C].
   void channel_group_mean(const Tensor& x, int groups, Tensor& out);
-  // out[c * repeats + r] = x[c] (repeat_interleave on the channels): x [C, ...] -> [C repeats,
-  // ...].
+  // out[..., c * repeats + r] = x[..., c] (repeat_interleave on the channels).
   void channel_repeat(const Tensor& x, int repeats, Tensor& out);
   // Single-head attention over every pixel of every frame, each query seeing the pixels of its
   // own and the earlier frames (the VAE's mid attention with its frame-causal mask):
-  // out[:, t] = softmax(q_t^T k_{<=t} / sqrt(C)) v_{<=t}; q, k, v, out [C, T, H, W].
+  // out[t] = softmax(q_t k_{<=t}^T / sqrt(C)) v_{<=t}; q, k, v, out [T, H, W, C].
   void causal_video_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out);
 
   FlopCounter& flops() { return flops_; }
@@ -357,6 +372,8 @@ class Backend {
   virtual void do_copy_frames(const Tensor& src, int64_t src_c, int64_t src_f, Tensor& dst,
                               int64_t dst_c, int64_t dst_f, int64_t channels, int64_t frames) = 0;
   virtual void do_fill_zero(Tensor& x) = 0;
+  virtual void do_batch_transpose(const Tensor& x, int64_t batch, int64_t rows, int64_t cols,
+                                  Tensor& out) = 0;
   virtual void do_avg_down3d(const Tensor& x, int ft, int fs, Tensor& out) = 0;
   virtual void do_dup_up3d(const Tensor& x, int ft, int fs, int skip, Tensor& out) = 0;
   virtual void do_space_to_channels2(const Tensor& x, Tensor& out, bool inverse) = 0;
@@ -369,7 +386,12 @@ class Backend {
 
   FlopCounter flops_;
   MemoryBudget budget_;
+  DType video_dtype_ = DType::F32;
 };
+
+// A conv weight [Cout, Cin, k...] (on the host or the backend, any float dtype) as the video VAE
+// ops take it: channels-last [Cout, k..., Cin] on `backend`, in its video dtype.
+Tensor conv_weight_channels_last(Backend& backend, const Tensor& w);
 
 std::unique_ptr<Backend> make_cpu_backend();
 // The CUDA backend lives in its own library; a program linking it registers its factory.

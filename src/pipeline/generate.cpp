@@ -36,6 +36,7 @@ std::unique_ptr<Backend> make_run_backend(const GenerateOptions& o) {
   std::unique_ptr<Backend> backend = make_backend(o.device);
   if (o.gpu_memory_limit > 0)
     backend->set_memory_budget({static_cast<int64_t>(o.gpu_memory_limit * 1073741824.0), 0});
+  backend->set_video_precision(o.vae_precision);
   return backend;
 }
 
@@ -482,7 +483,7 @@ CheckedRequest Generator::check(const GenerateOptions& request) const {
   if (request.model != m.model || request.device != m.device || request.parts != m.parts ||
       request.lora_high != m.lora_high || request.lora_low != m.lora_low ||
       request.lora_strength != m.lora_strength || request.gpu_memory_limit != m.gpu_memory_limit ||
-      request.precision != m.precision)
+      request.precision != m.precision || request.vae_precision != m.vae_precision)
     throw Error("Generator: the request names model " + request.model + " on " + request.device +
                 ", the generator holds " + m.model + " on " + m.device +
                 " (with its parts and LoRAs)");
@@ -552,6 +553,7 @@ GenerateResult Generator::run(const GenerateOptions& request) {
     summary["precision"] = s.model.precision;
 
     if (!s.backend) s.backend = make_run_backend(s.model);
+    summary["vae_precision"] = s.backend->video_dtype() == DType::BF16 ? "bf16" : "fp32";
     StageLog log{s.backend.get()};
     sched::DenoiseInputs in;
     s.encode_text(r, in, summary, log);

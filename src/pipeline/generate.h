@@ -42,6 +42,9 @@ struct GenerateOptions {
   // block matrices in E4M3 with per-row scales) or "fp8" (those and the self-attention in E4M3;
   // CUDA on FP8 tensor cores, the cpu backend as the reference).
   std::string precision = "bf16";
+  // The VAE's dtype on the backend (Backend::set_video_precision): "" (the backend's default:
+  // bf16 on CUDA, fp32 on the CPU), "bf16" or "fp32".
+  std::string vae_precision;
   // ---- the request
   std::string prompt, negative;
   std::string image;  // first frame (i2v, ti2v); PNG or JPEG

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "cli.h"
 
 namespace fisdit::cuda {
 class EventTimer;
@@ -53,7 +54,7 @@ std::string take_op_profile();
 struct VaeBenchOptions {
   std::string vae;  // wan2.1, wan2.2 or hunyuan15
   bool encode = false;
-  std::string device;
+  DeviceFlags device;  // --device, --vae-precision
   int width = 0, height = 0, frames = 0, warmup = 0, repeats = 0;
   std::optional<std::string> label;  // default "<vae>-vae-<op>"
 };

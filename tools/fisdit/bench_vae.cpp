@@ -114,11 +114,12 @@ void print_vae_result(const VaeBenchOptions& o, const std::string& label, const 
   const int64_t lat_f = latent[1];
   const double total = median(times.totals);
   const char* tf32 = std::getenv("FISDIT_VAE_TF32");
-  const char* precision = backend.device() == Device::CPU    ? "fp32"
-                          : tf32 && std::string(tf32) == "0" ? "fp32 tensors, fp32 convs"
-                                                             : "fp32 tensors, TF32 convs";
+  const char* precision = backend.device() == Device::CPU        ? "fp32"
+                          : backend.video_dtype() == DType::BF16 ? "bf16, fp32 accumulation"
+                          : tf32 && std::string(tf32) == "0"     ? "fp32 tensors, fp32 convs"
+                                                                 : "fp32 tensors, TF32 convs";
   std::printf(
-      "\nfisdit bench --vae: %s, %s, latent %s <-> %dx%d, %d frames, random fp32 weights, device "
+      "\nfisdit bench --vae: %s, %s, latent %s <-> %dx%d, %d frames, random weights, device "
       "%s (%s), warmup %d, repeats %d (median)\n",
       label.c_str(), op.c_str(), shape_str(latent).c_str(), o.width, o.height, o.frames,
       backend.name().c_str(), precision, o.warmup, o.repeats);
@@ -143,7 +144,7 @@ void run_hunyuan_vae_bench(const VaeBenchOptions& o) {
   const int s = cfg.ffactor_spatial;
   if (o.width % s || o.height % s || o.frames < 1 || (o.frames - 1) % cfg.ffactor_temporal)
     throw Error("--size must be a multiple of 16 and --frames 4k+1 for the hunyuan15 VAE");
-  auto backend = make_backend(o.device);
+  auto backend = o.device.backend();
   const wan::VaeWeightFn weights = random_weights(*backend);
   hunyuan15::HunyuanVae vae(cfg, weights, *backend);
   backend->synchronize();
@@ -180,7 +181,7 @@ void run_vae_bench(const VaeBenchOptions& o) {
   if (o.vae == "hunyuan15") return run_hunyuan_vae_bench(o);
   const wan::VaeConfig cfg = vae_config(o);
   const int64_t s = cfg.spatial_stride();
-  auto backend = make_backend(o.device);
+  auto backend = o.device.backend();
   wan::WanVae vae(cfg, random_weights(*backend), backend.get());
   backend->synchronize();
   const Memory weights_mem = memory(*backend);

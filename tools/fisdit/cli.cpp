@@ -38,7 +38,16 @@ std::unique_ptr<Backend> DeviceFlags::backend() const {
   std::unique_ptr<Backend> b = make_backend(device);
   if (gpu_memory_limit > 0)
     b->set_memory_budget({static_cast<int64_t>(gpu_memory_limit * 1073741824.0), 0});
+  b->set_video_precision(vae_precision);
   return b;
+}
+
+void add_vae_precision_flag(CLI::App* cmd, DeviceFlags& f) {
+  cmd->add_option("--vae-precision", f.vae_precision,
+                  "the VAE's activations and conv weights: bf16 (the default on cuda; fp32 "
+                  "accumulation) or fp32 (the cpu's only one; TF32 convolutions on cuda unless "
+                  "FISDIT_VAE_TF32=0)")
+      ->check(CLI::IsMember({"bf16", "fp32"}));
 }
 
 void add_memory_limit_flag(CLI::App* cmd, DeviceFlags& f) {

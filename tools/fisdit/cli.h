@@ -32,14 +32,17 @@ inline constexpr int kDefaultFrames = 81;
 // --device, with the command's default ("cpu" for the tools, default_device() for generate and
 // quality, "cuda" for bench) and, where it says more, the command's help.
 // --gpu-memory-limit (where add_memory_limit_flag adds it): the backend's memory limit.
+// --vae-precision (where add_vae_precision_flag adds it): the VAE's dtype on the backend.
 struct DeviceFlags {
   std::string device;
   double gpu_memory_limit = 0;  // GiB; 0: the whole device
+  std::string vae_precision;    // "", bf16 or fp32
   std::unique_ptr<Backend> backend() const;
 };
 void add_device_flags(CLI::App* cmd, DeviceFlags& flags, const std::string& default_device,
                       const std::string& help = "cpu or cuda");
 void add_memory_limit_flag(CLI::App* cmd, DeviceFlags& flags);
+void add_vae_precision_flag(CLI::App* cmd, DeviceFlags& flags);
 // --precision bf16|fp8|fp8-gemm: the DiT blocks' arithmetic (models::Precision). `list` (bench)
 // lets it name several, comma-separated, run in that order in one process.
 void add_precision_flag(CLI::App* cmd, std::string& precision, bool list = false);

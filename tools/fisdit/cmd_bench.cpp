@@ -535,7 +535,7 @@ void run_bench(const BenchArgs& a) {
     throw Error("--vae-op must be decode or encode, got '" + a.vae_op + "'");
   o.vae = *a.vae;
   o.encode = a.vae_op == "encode";
-  o.device = a.device.device;
+  o.device = a.device;
   o.frames = a.frames;
   o.warmup = a.warmup;
   o.repeats = a.repeats;
@@ -572,6 +572,7 @@ void register_bench(CLI::App& app) {
       ->capture_default_str();
   add_device_flags(cmd, args->device, "cuda", "cuda or cpu");
   add_memory_limit_flag(cmd, args->device);
+  add_vae_precision_flag(cmd, args->device);
   cmd->add_option("--label", args->label, "name printed in the RESULT lines");
   CLI::Option* vae = cmd->add_option(
       "--vae", args->vae,

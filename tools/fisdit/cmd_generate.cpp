@@ -38,6 +38,7 @@ pipeline::GenerateOptions model_request(const GenerateArgs& a) {
   o.parts["dit_low"] = a.experts.model_low;
   o.device = a.device.device;
   o.gpu_memory_limit = a.device.gpu_memory_limit;
+  o.vae_precision = a.device.vae_precision;
   return o;
 }
 
@@ -171,6 +172,7 @@ void register_generate(CLI::App& app) {
                    "cuda or cpu: where the text encoder, DiT and VAE run (default: cuda when "
                    "this build has it and a GPU is present)");
   add_memory_limit_flag(cmd, args->device);
+  add_vae_precision_flag(cmd, args->device);
   cmd->add_option("--output", args->out.output, "MP4 file to write");
   cmd->add_option("--frames-dir", args->out.frames_dir, "directory for PNG frames");
   cmd->add_option("--fps", args->out.fps,

@@ -138,6 +138,7 @@ pipeline::QualityOptions quality_options(const QualityArgs& a) {
   o.model = model;
   o.device = a.device.device;
   o.gpu_memory_limit = a.device.gpu_memory_limit;
+  o.vae_precision = a.device.vae_precision;
   o.negative = a.negative;
   try {
     parse_size(size.value_or(kDefaultSize), o.width, o.height);
@@ -236,6 +237,7 @@ void register_quality(CLI::App& app) {
       ->required();
   add_device_flags(cmd, args->device, default_device(), "cuda or cpu");
   add_memory_limit_flag(cmd, args->device);
+  add_vae_precision_flag(cmd, args->device);
   cmd->add_option("--size", args->size,
                   std::string("WxH (default: fisdit.json's, else ") + kDefaultSize + ")");
   cmd->add_option(

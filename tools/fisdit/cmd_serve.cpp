@@ -35,6 +35,7 @@ void run_serve(ServeArgs& a) {
   o.parts["dit_low"] = a.experts.model_low;
   o.device = a.device.device;
   o.gpu_memory_limit = a.device.gpu_memory_limit;
+  o.vae_precision = a.device.vae_precision;
   const pipeline::ModelDefaults d = pipeline::read_model_defaults(o.model);
   m.name = !d.name.empty() ? d.name : std::filesystem::path(o.model).filename().string();
   apply_model_defaults(d, a.size, a.frames, a.sampling);
@@ -118,6 +119,7 @@ void register_serve(CLI::App& app) {
   add_device_flags(cmd, args->device, default_device(),
                    "cuda or cpu (default: cuda when this build has it and a GPU is present)");
   add_memory_limit_flag(cmd, args->device);
+  add_vae_precision_flag(cmd, args->device);
   add_precision_flag(cmd, args->opt.precision);
   cmd->callback([args] { run_serve(*args); });
 }

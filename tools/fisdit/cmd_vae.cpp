@@ -1,5 +1,5 @@
-// fisdit vae encode|decode: the Wan 2.1 / 2.2 VAE on the CPU or the GPU (fp32 tensors), tensors
-// from safetensors.
+// fisdit vae encode|decode: the Wan 2.1 / 2.2 or HunyuanVideo 1.5 VAE on the CPU or the GPU
+// (--vae-precision), tensors from safetensors.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -154,8 +154,8 @@ void register_vae(CLI::App& app) {
   auto args = std::make_shared<VaeArgs>();
   CLI::App* cmd =
       app.add_subcommand("vae",
-                         "Wan 2.1 / 2.2 or HunyuanVideo 1.5 VAE encode or decode (fp32; --device "
-                         "cpu or cuda)");
+                         "Wan 2.1 / 2.2 or HunyuanVideo 1.5 VAE encode or decode (--device cpu "
+                         "or cuda, --vae-precision)");
   cmd->add_option("mode", args->mode, "encode or decode")
       ->required()
       ->check(CLI::IsMember({"encode", "decode"}));
@@ -175,8 +175,9 @@ void register_vae(CLI::App& app) {
                 "'scale_mean'/'scale_std', else from the VAE; HunyuanVideo 1.5: times / divided "
                 "by its scaling factor)");
   add_device_flags(cmd, args->device, "cpu",
-                   "cpu (fp32 reference) or cuda (fp32 tensors, TF32 convolutions unless "
-                   "FISDIT_VAE_TF32=0)");
+                   "cpu (fp32 reference) or cuda (bf16 activations and conv weights with fp32 "
+                   "accumulation, or --vae-precision fp32)");
+  add_vae_precision_flag(cmd, args->device);
   cmd->add_flag("--clamp", args->clamp, "decode: clamp the video to [-1, 1] (as Wan2_1_VAE does)");
   cmd->add_flag("--no-tiling", args->no_tiling,
                 "HunyuanVideo 1.5 decode: the whole frame at once instead of the pipeline's "

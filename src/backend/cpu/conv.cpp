@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
@@ -77,220 +78,156 @@ void gemm_rows(const float* w, int64_t cout, int64_t k_total, const float* const
 void conv3d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv3dParams& p,
             Tensor& out) {
   const Shape& os = out.shape();  // conv3d_output_shape, checked by Backend::conv3d
-  const int64_t cin = x.dim(0), t_in = x.dim(1), h = x.dim(2), wd = x.dim(3);
-  const int64_t cout = w.dim(0), kt = w.dim(2), kh = w.dim(3), kw = w.dim(4);
-  const int64_t t_out = os[1], ho = os[2], wo = os[3];
-  const int64_t plane = h * wd, pix = ho * wo, k_total = cin * kt * kh * kw;
+  const int64_t h = x.dim(1), wd = x.dim(2), cin = x.dim(3);
+  const int64_t cout = w.dim(0), kt = w.dim(1), kh = w.dim(2), kw = w.dim(3);
+  const int64_t t_out = os[0], ho = os[1], wo = os[2], pix = ho * wo, k_total = kt * kh * kw * cin;
   const float* px = x.f32();
   const float* pw = w.f32();
   const float* pb = bias ? bias->f32() : nullptr;
   float* po = out.f32();
-  // 1x1 spatial kernels with unit spatial stride and no padding read input rows in place
-  // (pointwise convs, the temporal (k, 1, 1) convs); everything else goes through im2col.
-  const bool direct = kh == 1 && kw == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_top == 0 &&
-                      p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0;
-  int64_t tile = pix;
-  if (!direct) {
-    tile = std::clamp<int64_t>(kColBudget / k_total, kPixBlock, pix);
-    tile = std::min(pix, (tile + kPixBlock - 1) / kPixBlock * kPixBlock);
-  }
-  std::vector<float> col(direct ? 0 : static_cast<size_t>(k_total * tile));
+  int64_t tile = std::clamp<int64_t>(kColBudget / k_total, kPixBlock, pix);
+  tile = std::min(pix, (tile + kPixBlock - 1) / kPixBlock * kPixBlock);
+  // col: the tile's im2col columns, one row of `tile` pixels per k = ((dt kh + dh) kw + dw) Cin +
+  // ci (the weight's order); acc: the tile's outputs channel-major, then written channels-last.
+  std::vector<float> col(static_cast<size_t>(k_total * tile)),
+      acc(static_cast<size_t>(cout * tile));
   std::vector<const float*> rows(static_cast<size_t>(k_total));
+  for (int64_t k = 0; k < k_total; ++k) rows[static_cast<size_t>(k)] = col.data() + k * tile;
   for (int64_t t = 0; t < t_out; ++t) {
     const int64_t t0 = t * p.stride_t;
     for (int64_t p0 = 0; p0 < pix; p0 += tile) {
       const int64_t np = std::min(tile, pix - p0);
-      if (direct) {
-        for (int64_t ci = 0; ci < cin; ++ci)
-          for (int64_t dt = 0; dt < kt; ++dt)
-            rows[static_cast<size_t>(ci * kt + dt)] = px + (ci * t_in + t0 + dt) * plane + p0;
-      } else {
 #pragma omp parallel for schedule(static)
-        for (int64_t k = 0; k < k_total; ++k) {
-          const int64_t dw = k % kw, dh = (k / kw) % kh, dt = (k / (kw * kh)) % kt,
-                        ci = k / (kw * kh * kt);
-          const float* src = px + (ci * t_in + t0 + dt) * plane;
-          float* dst = col.data() + k * tile;
-          // One output row (or its part in this tile) at a time: zeros where the kernel tap
-          // falls in the padding, a copy of the input row where it does not.
-          int64_t oi = p0 / wo, oj = p0 % wo;
-          for (int64_t q = 0; q < np;) {
-            const int64_t run = std::min(wo - oj, np - q);
-            const int64_t ii = oi * p.stride_h - p.pad_top + dh;
-            float* d = dst + q;
-            if (ii < 0 || ii >= h) {
-              std::fill(d, d + run, 0.0f);
-            } else if (p.stride_w == 1) {
-              // jj = oj + j - pad_left + dw is inside [0, wd) for j in [lo, hi)
-              const int64_t shift = oj - p.pad_left + dw;
-              const int64_t lo = std::clamp<int64_t>(-shift, 0, run);
-              const int64_t hi = std::clamp<int64_t>(wd - shift, lo, run);
-              std::fill(d, d + lo, 0.0f);
-              std::copy(src + ii * wd + shift + lo, src + ii * wd + shift + hi, d + lo);
-              std::fill(d + hi, d + run, 0.0f);
-            } else {
-              for (int64_t j = 0; j < run; ++j) {
-                const int64_t jj = (oj + j) * p.stride_w - p.pad_left + dw;
-                d[j] = jj >= 0 && jj < wd ? src[ii * wd + jj] : 0.0f;
-              }
-            }
-            q += run;
-            oj = 0;
-            ++oi;
-          }
+      for (int64_t k = 0; k < k_total; ++k) {
+        const int64_t ci = k % cin, dw = (k / cin) % kw, dh = (k / (cin * kw)) % kh,
+                      dt = k / (cin * kw * kh);
+        const float* src = px + (t0 + dt) * h * wd * cin + ci;
+        float* dst = col.data() + k * tile;
+        for (int64_t q = 0; q < np; ++q) {
+          const int64_t oi = (p0 + q) / wo, oj = (p0 + q) % wo;
+          const int64_t ii = oi * p.stride_h - p.pad_top + dh,
+                        jj = oj * p.stride_w - p.pad_left + dw;
+          dst[q] = ii >= 0 && ii < h && jj >= 0 && jj < wd ? src[(ii * wd + jj) * cin] : 0.0f;
         }
-        for (int64_t k = 0; k < k_total; ++k) rows[static_cast<size_t>(k)] = col.data() + k * tile;
       }
-      gemm_rows(pw, cout, k_total, rows.data(), np, pb, po + t * pix + p0, t_out * pix);
+      gemm_rows(pw, cout, k_total, rows.data(), np, pb, acc.data(), np);
+      float* o = po + (t * pix + p0) * cout;
+#pragma omp parallel for schedule(static)
+      for (int64_t q = 0; q < np; ++q)
+        for (int64_t co = 0; co < cout; ++co) o[q * cout + co] = acc[co * np + q];
     }
   }
 }
 
 void upsample_nearest2x(const Tensor& x, Tensor& out) {
-  const int64_t planes = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3);
+  const int64_t t = x.dim(0), h = x.dim(1), w = x.dim(2), c = x.dim(3);
   const float* px = x.f32();
   float* po = out.f32();
-#pragma omp parallel for schedule(static)
-  for (int64_t pl = 0; pl < planes; ++pl) {
-    const float* src = px + pl * h * w;
-    float* dst = po + pl * 4 * h * w;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t f = 0; f < t; ++f)
     for (int64_t i = 0; i < 2 * h; ++i) {
-      const float* s = src + (i / 2) * w;
-      float* d = dst + i * 2 * w;
-      for (int64_t j = 0; j < 2 * w; ++j) d[j] = s[j / 2];
+      const float* src = px + (f * h + i / 2) * w * c;
+      float* dst = po + (f * 2 * h + i) * 2 * w * c;
+      for (int64_t j = 0; j < 2 * w; ++j)
+        std::copy(src + (j / 2) * c, src + (j / 2 + 1) * c, dst + j * c);
     }
-  }
 }
 
 void channel_rms_norm(const Tensor& x, const Tensor& gamma, bool silu, Tensor& out) {
-  const int64_t c = x.dim(0), n = x.numel() / c;
+  const int64_t c = x.dim(-1), n = x.numel() / c;
   const float* px = x.f32();
   const float* pg = gamma.f32();
   float* po = out.f32();
   const float scale = std::sqrt(static_cast<float>(c));
-  constexpr int64_t kBlock = 256;
-  const int64_t blocks = (n + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(static)
-  for (int64_t b = 0; b < blocks; ++b) {
-    const int64_t n0 = b * kBlock, m = std::min(kBlock, n - n0);
-    double sq[kBlock] = {};
+  for (int64_t i = 0; i < n; ++i) {
+    const float* r = px + i * c;
+    double sq = 0;
+    for (int64_t ch = 0; ch < c; ++ch) sq += static_cast<double>(r[ch]) * r[ch];
+    const float norm = static_cast<float>(std::max(std::sqrt(sq), 1e-12));
+    float* o = po + i * c;
     for (int64_t ch = 0; ch < c; ++ch) {
-      const float* r = px + ch * n + n0;
-      for (int64_t i = 0; i < m; ++i) sq[i] += static_cast<double>(r[i]) * r[i];
+      const float v = r[ch] / norm * scale * pg[ch];
+      o[ch] = silu ? v / (1.0f + std::exp(-v)) : v;
     }
-    float inv[kBlock];
-    for (int64_t i = 0; i < m; ++i) inv[i] = static_cast<float>(std::max(std::sqrt(sq[i]), 1e-12));
-    for (int64_t ch = 0; ch < c; ++ch) {
-      const float* r = px + ch * n + n0;
-      float* o = po + ch * n + n0;
-      for (int64_t i = 0; i < m; ++i) {
-        const float v = r[i] / inv[i] * scale * pg[ch];
-        o[i] = silu ? v / (1.0f + std::exp(-v)) : v;
+  }
+}
+
+// softmax(q_i k_j^T * scale) v over the first `keys` rows of k and v, for the query rows i of
+// q; all [rows, c] row-major. The reference of frame_attention and causal_video_attention.
+void attend(const float* q, const float* k, const float* v, float* out, int64_t queries, int64_t c,
+            const std::function<int64_t(int64_t)>& keys_of) {
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c));
+#pragma omp parallel
+  {
+    std::vector<float> score, acc(static_cast<size_t>(c));
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < queries; ++i) {
+      const int64_t keys = keys_of(i);
+      score.resize(static_cast<size_t>(keys));
+      const float* qi = q + i * c;
+      float mx = -INFINITY;
+      for (int64_t j = 0; j < keys; ++j) {
+        const float* kj = k + j * c;
+        float s = 0;
+        for (int64_t ch = 0; ch < c; ++ch) s += qi[ch] * kj[ch];
+        score[static_cast<size_t>(j)] = s * scale;
+        mx = std::max(mx, s * scale);
       }
+      double sum = 0;
+      for (int64_t j = 0; j < keys; ++j) {
+        score[static_cast<size_t>(j)] = std::exp(score[static_cast<size_t>(j)] - mx);
+        sum += score[static_cast<size_t>(j)];
+      }
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t j = 0; j < keys; ++j) {
+        const float pj = score[static_cast<size_t>(j)];
+        const float* vj = v + j * c;
+        for (int64_t ch = 0; ch < c; ++ch) acc[static_cast<size_t>(ch)] += pj * vj[ch];
+      }
+      const float inv = static_cast<float>(1.0 / sum);
+      for (int64_t ch = 0; ch < c; ++ch) out[i * c + ch] = acc[static_cast<size_t>(ch)] * inv;
     }
   }
 }
 
 void frame_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) {
-  const int64_t c = q.dim(0), t_count = q.dim(1), n = q.dim(2) * q.dim(3);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(c));
-  std::vector<float> qt(static_cast<size_t>(n * c)), kt(qt.size()), vt(qt.size());
+  const int64_t t_count = q.dim(0), n = q.dim(1) * q.dim(2), c = q.dim(3);
   for (int64_t t = 0; t < t_count; ++t) {
-    // Transpose this frame to [pixels, C] so every dot product reads contiguous rows.
-    const float* src[3] = {q.f32(), k.f32(), v.f32()};
-    float* dst[3] = {qt.data(), kt.data(), vt.data()};
-    for (int m = 0; m < 3; ++m) {
-#pragma omp parallel for schedule(static)
-      for (int64_t ch = 0; ch < c; ++ch) {
-        const float* s = src[m] + (ch * t_count + t) * n;
-        for (int64_t i = 0; i < n; ++i) dst[m][i * c + ch] = s[i];
-      }
-    }
-    float* po = out.f32();
-#pragma omp parallel
-    {
-      std::vector<float> score(static_cast<size_t>(n)), acc(static_cast<size_t>(c));
-#pragma omp for schedule(static)
-      for (int64_t i = 0; i < n; ++i) {
-        const float* qi = qt.data() + i * c;
-        float mx = -INFINITY;
-        for (int64_t j = 0; j < n; ++j) {
-          const float* kj = kt.data() + j * c;
-          float s = 0;
-          for (int64_t ch = 0; ch < c; ++ch) s += qi[ch] * kj[ch];
-          score[j] = s * scale;
-          mx = std::max(mx, score[j]);
-        }
-        double sum = 0;
-        for (int64_t j = 0; j < n; ++j) {
-          score[j] = std::exp(score[j] - mx);
-          sum += score[j];
-        }
-        std::fill(acc.begin(), acc.end(), 0.0f);
-        for (int64_t j = 0; j < n; ++j) {
-          const float pj = score[j];
-          const float* vj = vt.data() + j * c;
-          for (int64_t ch = 0; ch < c; ++ch) acc[ch] += pj * vj[ch];
-        }
-        const float inv = static_cast<float>(1.0 / sum);
-        for (int64_t ch = 0; ch < c; ++ch) po[(ch * t_count + t) * n + i] = acc[ch] * inv;
-      }
-    }
+    const int64_t off = t * n * c;
+    attend(q.f32() + off, k.f32() + off, v.f32() + off, out.f32() + off, n, c,
+           [n](int64_t) { return n; });
   }
 }
 
-Tensor concat_frames(const Tensor& a, const Tensor& b) {
-  require(a.ndim() >= 2 && b.ndim() == a.ndim() && a.dim(0) == b.dim(0), "concat_frames",
-          "cannot join " + shape_str(a.shape()) + " and " + shape_str(b.shape()));
-  for (int i = 2; i < a.ndim(); ++i)
-    require(a.dim(i) == b.dim(i), "concat_frames",
-            "cannot join " + shape_str(a.shape()) + " and " + shape_str(b.shape()));
-  Shape s = a.shape();
-  s[1] = a.dim(1) + b.dim(1);
-  Tensor out = Tensor::zeros(s);
-  const int64_t c = a.dim(0), fa = a.numel() / c, fb = b.numel() / c;
-  for (int64_t ch = 0; ch < c; ++ch) {
-    if (fa) std::memcpy(out.f32() + ch * (fa + fb), a.f32() + ch * fa, fa * sizeof(float));
-    if (fb) std::memcpy(out.f32() + ch * (fa + fb) + fa, b.f32() + ch * fb, fb * sizeof(float));
-  }
-  return out;
-}
-
-Tensor slice_frames(const Tensor& x, int64_t begin, int64_t end) {
-  require(x.ndim() >= 2 && 0 <= begin && begin <= end && end <= x.dim(1), "slice_frames",
-          "frames [" + std::to_string(begin) + ", " + std::to_string(end) + ") of " +
-              shape_str(x.shape()));
-  Shape s = x.shape();
-  s[1] = end - begin;
-  Tensor out = Tensor::zeros(s);
-  const int64_t c = x.dim(0), frame = x.numel() / (c * x.dim(1));
-  const int64_t n = (end - begin) * frame;
-  for (int64_t ch = 0; ch < c; ++ch)
-    if (n)
-      std::memcpy(out.f32() + ch * n, x.f32() + (ch * x.dim(1) + begin) * frame, n * sizeof(float));
-  return out;
+void causal_video_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) {
+  const int64_t t_count = q.dim(0), n = q.dim(1) * q.dim(2), c = q.dim(3);
+  // Query i (frame i / n) sees every pixel of its own frame and the earlier ones.
+  attend(q.f32(), k.f32(), v.f32(), out.f32(), t_count * n, c,
+         [n](int64_t i) { return (i / n + 1) * n; });
 }
 
 void avg_down3d(const Tensor& x, int ft, int fs, Tensor& out) {
-  const int64_t c = x.dim(0), t = x.dim(1), h = x.dim(2), w = x.dim(3), out_c = out.dim(0);
+  const int64_t t = x.dim(0), h = x.dim(1), w = x.dim(2), c = x.dim(3), out_c = out.dim(3);
   const int64_t pad = (ft - t % ft) % ft, to = (t + pad) / ft, ho = h / fs, wo = w / fs;
   const int64_t factor = int64_t{ft} * fs * fs;
   const int64_t group = c * factor / out_c;
   const float* px = x.f32();
   float* po = out.f32();
 #pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t o = 0; o < out_c; ++o) {
-    for (int64_t f = 0; f < to; ++f) {
-      for (int64_t i = 0; i < ho; ++i) {
-        for (int64_t j = 0; j < wo; ++j) {
+  for (int64_t f = 0; f < to; ++f) {
+    for (int64_t i = 0; i < ho; ++i) {
+      for (int64_t j = 0; j < wo; ++j) {
+        for (int64_t o = 0; o < out_c; ++o) {
           double sum = 0;
           for (int64_t g = 0; g < group; ++g) {
+            // vae2_2.py's order of the (c, ft, fs, fs) neighbourhood.
             const int64_t k = o * group + g, ci = k / factor, r = k % factor;
             const int64_t it = r / (fs * fs), ih = (r / fs) % fs, iw = r % fs;
             const int64_t tf = f * ft + it - pad;  // padded frames are zeros
-            if (tf >= 0) sum += px[((ci * t + tf) * h + i * fs + ih) * w + j * fs + iw];
+            if (tf >= 0) sum += px[((tf * h + i * fs + ih) * w + j * fs + iw) * c + ci];
           }
-          po[((o * to + f) * ho + i) * wo + j] = static_cast<float>(sum / group);
+          po[((f * ho + i) * wo + j) * out_c + o] = static_cast<float>(sum / group);
         }
       }
     }
@@ -298,22 +235,21 @@ void avg_down3d(const Tensor& x, int ft, int fs, Tensor& out) {
 }
 
 void dup_up3d(const Tensor& x, int ft, int fs, int skip, Tensor& out) {
-  const int64_t c = x.dim(0), t = x.dim(1), h = x.dim(2), w = x.dim(3), out_c = out.dim(0);
+  const int64_t t = x.dim(0), h = x.dim(1), w = x.dim(2), c = x.dim(3), out_c = out.dim(3);
   const int64_t factor = int64_t{ft} * fs * fs;
   const int64_t to = t * ft - skip, ho = h * fs, wo = w * fs;
   const int64_t repeats = out_c * factor / c;
   const float* px = x.f32();
   float* po = out.f32();
 #pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t o = 0; o < out_c; ++o) {
-    for (int64_t f = 0; f < to; ++f) {
-      const int64_t tf = f + skip, ts = tf / ft, it = tf % ft;
-      for (int64_t i = 0; i < ho; ++i) {
-        const int64_t hs = i / fs, ih = i % fs;
-        for (int64_t j = 0; j < wo; ++j) {
-          const int64_t ws = j / fs, iw = j % fs;
+  for (int64_t f = 0; f < to; ++f) {
+    for (int64_t i = 0; i < ho; ++i) {
+      const int64_t tf = f + skip, ts = tf / ft, it = tf % ft, hs = i / fs, ih = i % fs;
+      for (int64_t j = 0; j < wo; ++j) {
+        const int64_t ws = j / fs, iw = j % fs;
+        for (int64_t o = 0; o < out_c; ++o) {
           const int64_t src = (o * factor + (it * fs + ih) * fs + iw) / repeats;
-          po[((o * to + f) * ho + i) * wo + j] = px[((src * t + ts) * h + hs) * w + ws];
+          po[((f * ho + i) * wo + j) * out_c + o] = px[((ts * h + hs) * w + ws) * c + src];
         }
       }
     }
@@ -322,18 +258,19 @@ void dup_up3d(const Tensor& x, int ft, int fs, int skip, Tensor& out) {
 
 void space_to_channels2(const Tensor& x, Tensor& out, bool inverse) {
   const Tensor& big = inverse ? out : x;
-  const int64_t c = big.dim(0), t = big.dim(1), h = big.dim(2) / 2, w = big.dim(3) / 2;
+  const int64_t t = big.dim(0), h = big.dim(1) / 2, w = big.dim(2) / 2, c = big.dim(3);
   const float* src = x.f32();
   float* dst = out.f32();
 #pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t ci = 0; ci < c; ++ci)
-    for (int64_t f = 0; f < t; ++f)
-      for (int64_t r = 0; r < 2; ++r)
-        for (int64_t q = 0; q < 2; ++q)
-          for (int64_t i = 0; i < h; ++i)
-            for (int64_t j = 0; j < w; ++j) {
-              const int64_t s = (((ci * 4 + r * 2 + q) * t + f) * h + i) * w + j;
-              const int64_t b = ((ci * t + f) * 2 * h + 2 * i + q) * 2 * w + 2 * j + r;
+  for (int64_t f = 0; f < t; ++f)
+    for (int64_t i = 0; i < h; ++i)
+      for (int64_t j = 0; j < w; ++j)
+        for (int64_t ci = 0; ci < c; ++ci)
+          for (int64_t r = 0; r < 2; ++r)
+            for (int64_t q = 0; q < 2; ++q) {
+              // Small channel ci*4 + r*2 + q holds big pixel (2i + q, 2j + r).
+              const int64_t s = ((f * h + i) * w + j) * 4 * c + ci * 4 + r * 2 + q;
+              const int64_t b = ((f * 2 * h + 2 * i + q) * 2 * w + 2 * j + r) * c + ci;
               if (inverse)
                 dst[b] = src[s];
               else

@@ -66,6 +66,8 @@ class CpuBackend final : public Backend {
   void do_copy_frames(const Tensor& src, int64_t src_c, int64_t src_f, Tensor& dst, int64_t dst_c,
                       int64_t dst_f, int64_t channels, int64_t frames) override;
   void do_fill_zero(Tensor& x) override;
+  void do_batch_transpose(const Tensor& x, int64_t batch, int64_t rows, int64_t cols,
+                          Tensor& out) override;
   void do_avg_down3d(const Tensor& x, int ft, int fs, Tensor& out) override;
   void do_dup_up3d(const Tensor& x, int ft, int fs, int skip, Tensor& out) override;
   void do_space_to_channels2(const Tensor& x, Tensor& out, bool inverse) override;

@@ -1,5 +1,5 @@
-// The CPU backend's video VAE ops: thin wrappers of backend/cpu/conv.h (fp32 reference); their
-// arguments are checked by Backend (backend.cpp).
+// The CPU backend's video VAE ops on [T, H, W, C] F32 tensors: thin wrappers of
+// backend/cpu/conv.h (fp32 reference); their arguments are checked by Backend (backend.cpp).
 #include <cstring>
 
 #include "backend/cpu/conv.h"
@@ -27,14 +27,29 @@ void CpuBackend::do_frame_attention(const Tensor& q, const Tensor& k, const Tens
 
 void CpuBackend::do_copy_frames(const Tensor& src, int64_t src_c, int64_t src_f, Tensor& dst,
                                 int64_t dst_c, int64_t dst_f, int64_t channels, int64_t frames) {
-  const int64_t frame = src.dim(1) ? src.numel() / (src.dim(0) * src.dim(1)) : 0;
-  if (!frame || !channels || !frames) return;
-  const float* ps = src.f32();
-  float* pd = dst.f32();
-  for (int64_t i = 0; i < channels; ++i)
-    std::memcpy(pd + ((dst_c + i) * dst.dim(1) + dst_f) * frame,
-                ps + ((src_c + i) * src.dim(1) + src_f) * frame,
-                static_cast<size_t>(frames * frame) * sizeof(float));
+  const int64_t cs = src.dim(-1), cd = dst.dim(-1);
+  const int64_t pixels = src.dim(0) ? src.numel() / (src.dim(0) * cs) : 0;  // per frame
+  if (!pixels || !channels || !frames) return;
+  const float* ps = src.f32() + src_f * pixels * cs + src_c;
+  float* pd = dst.f32() + dst_f * pixels * cd + dst_c;
+  if (channels == cs && cs == cd) {  // whole frames: one block
+    std::memcpy(pd, ps, static_cast<size_t>(frames * pixels * cs) * sizeof(float));
+    return;
+  }
+#pragma omp parallel for schedule(static) if (frames * pixels * channels > (int64_t{1} << 20))
+  for (int64_t i = 0; i < frames * pixels; ++i)
+    std::memcpy(pd + i * cd, ps + i * cs, static_cast<size_t>(channels) * sizeof(float));
+}
+
+void CpuBackend::do_batch_transpose(const Tensor& x, int64_t batch, int64_t rows, int64_t cols,
+                                    Tensor& out) {
+  const float* px = x.f32();
+  float* po = out.f32();
+#pragma omp parallel for schedule(static) if (x.numel() > (int64_t{1} << 20))
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 0; j < cols; ++j)
+        po[(b * cols + j) * rows + i] = px[(b * rows + i) * cols + j];
 }
 
 void CpuBackend::do_fill_zero(Tensor& x) {

@@ -13,8 +13,10 @@
 
 #include <array>
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/cuda/attention.h"  // AttentionEngine (cuDNN)
@@ -74,6 +76,8 @@ class CudaBackend final : public Backend {
   std::string name() const override { return "cuda"; }
   DType weight_dtype() const override { return DType::BF16; }
   DType activation_dtype() const override { return DType::BF16; }
+  // F32 or BF16 (video.cpp); a new backend starts with FISDIT_VAE_PRECISION's (video_engine.h).
+  void set_video_dtype(DType dtype) override;
 
   Tensor empty(const Shape& shape, DType dtype) override;
   Tensor upload(const Tensor& host, DType dtype) override;
@@ -149,6 +153,8 @@ class CudaBackend final : public Backend {
   void do_copy_frames(const Tensor& src, int64_t src_c, int64_t src_f, Tensor& dst, int64_t dst_c,
                       int64_t dst_f, int64_t channels, int64_t frames) override;
   void do_fill_zero(Tensor& x) override;
+  void do_batch_transpose(const Tensor& x, int64_t batch, int64_t rows, int64_t cols,
+                          Tensor& out) override;
   void do_avg_down3d(const Tensor& x, int ft, int fs, Tensor& out) override;
   void do_dup_up3d(const Tensor& x, int ft, int fs, int skip, Tensor& out) override;
   void do_space_to_channels2(const Tensor& x, Tensor& out, bool inverse) override;
@@ -163,6 +169,10 @@ class CudaBackend final : public Backend {
   // frame_attention, or with `causal` causal_video_attention (video.cpp).
   void video_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, bool causal);
   VideoEngine& video();
+  // The element type of an op's video tensors (each named for the errors): on the GPU, F32 or
+  // BF16, one for all of them (video.cpp).
+  using VideoArg = std::pair<const Tensor*, const char*>;
+  static EType video_type(const char* op, std::initializer_list<VideoArg> args);
 
   std::shared_ptr<DeviceContext> ctx_;
   GemmEngine* gemm_ = nullptr;

@@ -71,6 +71,8 @@ Tensor alloc_device(const std::shared_ptr<DeviceContext>& ctx, const Shape& shap
 }
 
 CudaBackend::CudaBackend() : ctx_(std::make_shared<DeviceContext>()) {
+  // First, before anything is made: a bad FISDIT_VAE_PRECISION throws here.
+  video_dtype_ = vae_precision();
   int count = 0;
   const cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess || count == 0)

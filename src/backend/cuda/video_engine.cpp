@@ -1,8 +1,18 @@
-// The library calls of the video VAE ops: 3D convolutions through cuDNN's convolution API
-// (fp32 NCDHW tensors with N = 1, i.e. [C, T, H, W]; TF32 tensor cores unless
-// FISDIT_VAE_TF32=0) and the per-frame attention GEMMs through cuBLAS (fp32).
-// The fastest cuDNN algorithm (and layout) of each shape is measured on the first call and kept,
-// in memory and in the tuning cache file of this GPU and library versions (backend/
+// The library calls of the video VAE ops on channels-last [T, H, W, C] tensors (NDHWC with
+// N = 1), F32 or BF16:
+// - 3D convolutions through cuDNN's convolution API. BF16: x, w, y BF16 in NDHWC (filter
+//   KDHWC), fp32 accumulation on the tensor cores. F32: cuDNN sees either the NDHWC tensors or
+//   NCDHW copies (transposes), per shape the faster (TF32 tensor cores unless FISDIT_VAE_TF32=0);
+//   some shapes exist in one layout only (cuDNN has no fp32 NDHWC kernel for 96 -> 3 channels).
+//   cuDNN's channels-last kernels want channel counts that are multiples of 8, so an NDHWC conv
+//   with others (the VAE's 3 RGB or 12 patchified input channels, its 3 or 12 output channels)
+//   runs on zero-padded copies: the input with zero channels appended, the weight with zero rows
+//   and columns, and an output scratch whose first Cout channels are the result. Asymmetric
+//   spatial padding (cuDNN pads symmetrically) goes into the same input copy.
+// - The per-frame attention GEMMs through cuBLAS: F32 operands with fp32 GEMMs (no TF32), or
+//   BF16 operands with fp32 scores, BF16 probabilities and fp32 accumulation.
+// The fastest cuDNN algorithm (and F32 layout) of each shape is measured on the first call and
+// kept, in memory and in the tuning cache file of this GPU and library versions (backend/
 // tuning_cache.h), so a later process finds it there instead of measuring again.
 #include <cublas_v2.h>
 
@@ -33,6 +43,14 @@
 
 namespace fisdit::cuda {
 
+DType vae_precision() {
+  const char* v = std::getenv("FISDIT_VAE_PRECISION");
+  if (!v || !*v || std::strcmp(v, "bf16") == 0) return DType::BF16;
+  if (std::strcmp(v, "fp32") == 0) return DType::F32;
+  fail("cuda backend", "",
+       std::string("FISDIT_VAE_PRECISION must be bf16 or fp32, got '") + v + "'");
+}
+
 bool vae_tf32_enabled() {
   const char* v = std::getenv("FISDIT_VAE_TF32");
   return !(v && std::strcmp(v, "0") == 0);
@@ -62,7 +80,7 @@ class Scratch {
   ~Scratch() { cudaFreeAsync(p_, s_); }
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
-  float* f32() const { return static_cast<float*>(p_); }
+  void* get() const { return p_; }
 
  private:
   void* p_ = nullptr;
@@ -73,6 +91,15 @@ void check_blas(cublasStatus_t st, const char* op, const std::string& ctx) {
   if (st != CUBLAS_STATUS_SUCCESS)
     fail(op, ctx, "cuBLAS call failed (status " + std::to_string(static_cast<int>(st)) + ")");
 }
+
+// cuBLAS takes 32-bit sizes.
+int blas_int(int64_t v, const char* op, const std::string& ctx) {
+  if (v > std::numeric_limits<int>::max())
+    fail(op, ctx, "a dimension exceeds cuBLAS's 32-bit sizes; use a smaller --size");
+  return static_cast<int>(v);
+}
+
+int64_t round_up8(int64_t v) { return (v + 7) / 8 * 8; }
 
 #if FISDIT_HAVE_CUDNN
 void check_dnn(cudnnStatus_t st, const char* what, const std::string& ctx) {
@@ -90,6 +117,34 @@ int as_int(int64_t v, const std::string& ctx) {
   return static_cast<int>(v);
 }
 
+// The convolution cuDNN runs: its operands' dtype and layout, x [C, T, H, W], w
+// [K, C, kt, kh, kw] and y [K, To, Ho, Wo] as cuDNN's descriptors name them (whatever the memory
+// order), the strides and the symmetric spatial padding.
+struct Problem {
+  bool bf16 = false, channels_last = false, tf32 = false;
+  std::array<int64_t, 4> x{};
+  std::array<int64_t, 5> w{};
+  std::array<int64_t, 4> y{};  // follows from the rest; kept to check cuDNN's output size
+  std::array<int, 3> stride{};
+  int pad_h = 0, pad_w = 0;
+  auto tie() const { return std::tie(bf16, channels_last, tf32, x, w, y, stride, pad_h, pad_w); }
+  bool operator<(const Problem& o) const { return tie() < o.tie(); }
+  // As the cache keys it: the layout, the dtype, then the sizes.
+  std::string text() const {
+    char s[320];
+    std::snprintf(
+        s, sizeof s,
+        "%s %s x=%lld,%lld,%lld,%lld w=%lld,%lld,%lld,%lld,%lld s=%d,%d,%d p=%d,%d "
+        "tf32=%d",
+        channels_last ? "ndhwc" : "ncdhw", bf16 ? "bf16" : "f32", static_cast<long long>(x[0]),
+        static_cast<long long>(x[1]), static_cast<long long>(x[2]), static_cast<long long>(x[3]),
+        static_cast<long long>(w[0]), static_cast<long long>(w[1]), static_cast<long long>(w[2]),
+        static_cast<long long>(w[3]), static_cast<long long>(w[4]), stride[0], stride[1], stride[2],
+        pad_h, pad_w, tf32 ? 1 : 0);
+    return s;
+  }
+};
+
 struct ConvPlan {
   cudnnTensorDescriptor_t x = nullptr, y = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
@@ -100,6 +155,21 @@ struct ConvPlan {
   bool tuned = false;
   float ms = 0;  // cuDNN's measured time of the chosen algorithm
 };
+
+// An op's shape as the F32 layout choice keys it (the caller's tensors, before any copy).
+std::string op_text(const Conv3dArgs& a, bool tf32) {
+  char s[320];
+  std::snprintf(s, sizeof s,
+                "layout f32 x=%lld,%lld,%lld,%lld w=%lld,%lld,%lld,%lld,%lld s=%d,%d,%d "
+                "p=%d,%d,%d,%d tf32=%d",
+                static_cast<long long>(a.xs[0]), static_cast<long long>(a.xs[1]),
+                static_cast<long long>(a.xs[2]), static_cast<long long>(a.xs[3]),
+                static_cast<long long>(a.ws[0]), static_cast<long long>(a.ws[1]),
+                static_cast<long long>(a.ws[2]), static_cast<long long>(a.ws[3]),
+                static_cast<long long>(a.ws[4]), a.stride[0], a.stride[1], a.stride[2], a.pad[0],
+                a.pad[1], a.pad[2], a.pad[3], tf32 ? 1 : 0);
+  return s;
+}
 #endif
 }  // namespace
 
@@ -135,48 +205,19 @@ class VideoEngine {
   VideoEngine(const VideoEngine&) = delete;
   VideoEngine& operator=(const VideoEngine&) = delete;
 
-  void conv(const float* x, const std::array<int64_t, 4>& xs, const float* w,
-            const std::array<int64_t, 5>& ws, float* y, const std::array<int64_t, 4>& ys,
-            const std::array<int, 3>& stride, int pad_h, int pad_w, const std::string& ctx) {
+  void conv(const Conv3dArgs& a, const std::string& ctx) {
 #if FISDIT_HAVE_CUDNN
-    const bool tf32 = vae_tf32_enabled();
-    const ShapeKey sk = std::make_tuple(xs, ws, stride, pad_h, pad_w, tf32);
+    const bool tf32 = !a.bf16 && vae_tf32_enabled();
     ConvLayout layout = vae_conv_layout();
-    if (layout == ConvLayout::Auto) {
-      auto it = choice_.find(sk);
-      if (it == choice_.end()) {
-        const std::string key = "layout " + shape_text(sk);
-        const std::optional<std::string> known = cache_->get(key);
-        ConvLayout chosen;
-        if (known == "ncdhw" || known == "ndhwc") {
-          chosen = *known == "ndhwc" ? ConvLayout::Ndhwc : ConvLayout::Ncdhw;
-        } else {
-          chosen = choose(sk, x, w, y, ys, ctx);
-          cache_->put(key, chosen == ConvLayout::Ndhwc ? "ndhwc" : "ncdhw");
-        }
-        it = choice_.emplace(sk, chosen).first;
-      }
-      layout = it->second;
-    }
-    if (layout == ConvLayout::Ncdhw) {
-      ConvPlan& p = plan(sk, false, ys, x, w, y, ctx);
-      forward(p, x, w, y, ctx);
-      return;
-    }
-    // Channels-last: x [C, THW] -> [THW, C], w [Cout, Cin, k] -> [Cout, k, Cin], y back.
-    const int64_t xn = xs[0] * xs[1] * xs[2] * xs[3], yn = ys[0] * ys[1] * ys[2] * ys[3];
-    const int64_t taps = ws[2] * ws[3] * ws[4], wn = ws[0] * ws[1] * taps;
-    Scratch xt(xn * sizeof(float), stream_, ctx), wt(wn * sizeof(float), stream_, ctx),
-        yt(yn * sizeof(float), stream_, ctx);
-    launch_transpose(x, xt.f32(), 1, xs[0], xn / xs[0], stream_);
-    launch_transpose(w, wt.f32(), ws[0], ws[1], taps, stream_);
-    check_launch("conv3d", ctx, stream_);
-    ConvPlan& p = plan(sk, true, ys, xt.f32(), wt.f32(), yt.f32(), ctx);
-    forward(p, xt.f32(), wt.f32(), yt.f32(), ctx);
-    launch_transpose(yt.f32(), y, 1, yn / ys[0], ys[0], stream_);
-    check_launch("conv3d", ctx, stream_);
+    if (layout == ConvLayout::Auto)
+      layout = a.bf16 ? ConvLayout::Ndhwc : choose_layout(a, tf32, ctx);
+    const bool last = layout == ConvLayout::Ndhwc;
+    Operands o = prepare(a, last, tf32, ctx);
+    ConvPlan& p = plan(o.problem, o.x, o.w, o.y, ctx);
+    forward(p, o.x, o.w, o.y, ctx);
+    finish(a, o, ctx);
 #else
-    (void)x, (void)xs, (void)w, (void)ws, (void)y, (void)ys, (void)stride, (void)pad_h, (void)pad_w;
+    (void)a;
     fail("conv3d", ctx,
          "this build of the CUDA backend has no cuDNN (the VAE convolutions need it); "
          "configure with -DFISDIT_CUDNN_ROOT=<cuDNN 9 root>");
@@ -188,50 +229,67 @@ class VideoEngine {
   void low_rank(float* w, const float* up, const float* down, int64_t rows, int64_t cols,
                 int64_t rank, float scale, const std::string& ctx) {
     const char* op = "add_low_rank";
-    if (rows > std::numeric_limits<int>::max() || cols > std::numeric_limits<int>::max() ||
-        rank > std::numeric_limits<int>::max())
-      fail(op, ctx, "a dimension exceeds cuBLAS's 32-bit sizes");
+    const int r = blas_int(rows, op, ctx), c = blas_int(cols, op, ctx), k = blas_int(rank, op, ctx);
     check_blas(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH), op, ctx);  // fp32, not TF32
     const float one = 1.0f;
     check_blas(
-        cublasSgemm(blas_, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(cols), static_cast<int>(rows),
-                    static_cast<int>(rank), &scale, down, static_cast<int>(cols), up,
-                    static_cast<int>(rank), &one, w, static_cast<int>(cols)),
+        cublasSgemm(blas_, CUBLAS_OP_N, CUBLAS_OP_N, c, r, k, &scale, down, c, up, k, &one, w, c),
         op, ctx);
   }
 
-  // out[:, t] = softmax(q_t^T k_t * scale) v_t for every frame t; q, k, v, out [c, t, n];
-  // scores: room for rows * n floats (query rows are done in blocks of `rows`).
-  void attention(const float* q, const float* k, const float* v, float* out, int64_t c, int64_t t,
-                 int64_t n, float* scores, int64_t rows, const std::string& ctx, bool causal) {
+  // out[f] = softmax(q_f k_f^T * scale) v_f for every frame f; q, k, v, out [t, n, c] row-major.
+  // A frame's queries are the [n, c] block at row f n (leading dim c), its keys and values that
+  // frame's block or (causal) the first (f + 1) n rows. cuBLAS is column-major, where a
+  // row-major [r, c] block reads as its transpose [c, r]; so for a block of m query rows, with
+  // S and P the row-major [m, keys] scores and probabilities (leading dim keys):
+  //   S^T = K Q^T: gemm(T, N) of the views K^T [c, keys] and Q^T [c, m] -> [keys, m]
+  //   O^T = V^T P^T: gemm(N, N) of the views V^T [c, keys] and P^T [keys, m] -> [c, m]
+  // F32: fp32 GEMMs, the softmax in place on the scores. BF16: fp32 scores from bf16 operands,
+  // the probabilities rounded to bf16 into `probs`, then P V accumulated in fp32 into the bf16
+  // output.
+  void attention(bool bf16, const void* q, const void* k, const void* v, void* out, int64_t c,
+                 int64_t t, int64_t n, float* scores, void* probs, int64_t rows,
+                 const std::string& ctx, bool causal) {
     const char* op = causal ? "causal_video_attention" : "frame_attention";
     check_blas(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH), op, ctx);
-    const int64_t ld = t * n;
-    const float one = 1.0f, zero = 0.0f;
+    const int64_t row_bytes = c * (bf16 ? 2 : 4);
+    const int ci = blas_int(c, op, ctx);
+    blas_int((causal ? t : 1) * n, op, ctx);  // the most keys: every count below fits an int
+    const float one = 1.0f, zero = 0.0f, scale = 1.0f / std::sqrt(static_cast<float>(c));
+    auto at = [&](const void* base, int64_t row) {
+      return static_cast<const char*>(base) + row * row_bytes;
+    };
     for (int64_t f = 0; f < t; ++f) {
-      const float* qf = q + f * n;
-      // The keys: this frame's pixels, or (causal) those of frames 0..f, contiguous in [c, t n].
-      const int64_t keys = causal ? (f + 1) * n : n;
-      const float* kf = causal ? k : k + f * n;
-      const float* vf = causal ? v : v + f * n;
-      float* of = out + f * n;
+      const int keys = static_cast<int>(causal ? (f + 1) * n : n);
+      const void* kf = causal ? k : at(k, f * n);
+      const void* vf = causal ? v : at(v, f * n);
       for (int64_t i0 = 0; i0 < n; i0 += rows) {
-        const int64_t m = std::min(rows, n - i0);
-        // Column-major: S^T[j, i] = sum_c K[j, c] Q[i, c] (K, Q are [keys, c] with leading dim
-        // ld).
-        check_blas(
-            cublasSgemm(blas_, CUBLAS_OP_N, CUBLAS_OP_T, static_cast<int>(keys),
-                        static_cast<int>(m), static_cast<int>(c), &one, kf, static_cast<int>(ld),
-                        qf + i0, static_cast<int>(ld), &zero, scores, static_cast<int>(keys)),
-            op, ctx);
-        launch_softmax_rows(scores, m, keys, 1.0f / std::sqrt(static_cast<float>(c)), stream_);
+        const int m = static_cast<int>(std::min(rows, n - i0));
+        const void* qb = at(q, f * n + i0);
+        void* ob = static_cast<char*>(out) + (f * n + i0) * row_bytes;
+        if (!bf16) {
+          check_blas(cublasSgemm(blas_, CUBLAS_OP_T, CUBLAS_OP_N, keys, m, ci, &one,
+                                 static_cast<const float*>(kf), ci, static_cast<const float*>(qb),
+                                 ci, &zero, scores, keys),
+                     op, ctx);
+          launch_softmax_rows(scores, scores, EType::F32, m, keys, scale, stream_);
+          check_launch(op, ctx, stream_);
+          check_blas(cublasSgemm(blas_, CUBLAS_OP_N, CUBLAS_OP_N, ci, m, keys, &one,
+                                 static_cast<const float*>(vf), ci, scores, keys, &zero,
+                                 static_cast<float*>(ob), ci),
+                     op, ctx);
+          continue;
+        }
+        check_blas(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, keys, m, ci, &one, kf, CUDA_R_16BF,
+                                ci, qb, CUDA_R_16BF, ci, &zero, scores, CUDA_R_32F, keys,
+                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                   op, ctx);
+        launch_softmax_rows(scores, probs, EType::BF16, m, keys, scale, stream_);
         check_launch(op, ctx, stream_);
-        // O[i, c] = sum_j P[j, i] V[j, c]
-        check_blas(
-            cublasSgemm(blas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(m), static_cast<int>(c),
-                        static_cast<int>(keys), &one, scores, static_cast<int>(keys), vf,
-                        static_cast<int>(ld), &zero, of + i0, static_cast<int>(ld)),
-            op, ctx);
+        check_blas(cublasGemmEx(blas_, CUBLAS_OP_N, CUBLAS_OP_N, ci, m, keys, &one, vf, CUDA_R_16BF,
+                                ci, probs, CUDA_R_16BF, keys, &zero, ob, CUDA_R_16BF, ci,
+                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                   op, ctx);
       }
     }
   }
@@ -247,25 +305,114 @@ class VideoEngine {
   }
 
 #if FISDIT_HAVE_CUDNN
-  using ShapeKey = std::tuple<std::array<int64_t, 4>, std::array<int64_t, 5>, std::array<int, 3>,
-                              int, int, bool>;
+  // What cuDNN convolves in one layout: the caller's tensors or the copies made for it.
+  struct Operands {
+    Problem problem;
+    const void* x = nullptr;
+    const void* w = nullptr;
+    void* y = nullptr;
+    int64_t y_channels = 0;  // the channels of what cuDNN writes (NDHWC: Cout padded to 8)
+    std::unique_ptr<Scratch> xc, wc, yc;
+  };
 
-  // The tuned plan of a shape and layout (made and timed on these operands the first time).
-  ConvPlan& plan(const ShapeKey& sk, bool channels_last, const std::array<int64_t, 4>& ys,
-                 const float* x, const float* w, float* y, const std::string& ctx) {
-    const auto key = std::make_pair(sk, channels_last);
-    auto it = plans_.find(key);
-    if (it == plans_.end())
-      it = plans_
-               .emplace(key, make_plan(std::get<0>(sk), std::get<1>(sk), ys, std::get<2>(sk),
-                                       std::get<3>(sk), std::get<4>(sk), std::get<5>(sk),
-                                       channels_last, ctx))
-               .first;
+  // The operands of `a` in the layout cuDNN sees (channels_last: NDHWC), with the copies that
+  // layout needs queued on the stream. cuDNN pads symmetrically by min(top, bottom) rows and
+  // min(left, right) columns; the rest goes into a zero-padded input copy.
+  Operands prepare(const Conv3dArgs& a, bool channels_last, bool tf32, const std::string& ctx) {
+    const EType et = a.bf16 ? EType::BF16 : EType::F32;
+    const size_t elt = a.bf16 ? 2 : 4;
+    const int64_t t = a.xs[0], h = a.xs[1], w = a.xs[2], cin = a.xs[3], cout = a.ws[0];
+    const int64_t taps = a.ws[1] * a.ws[2] * a.ws[3], pixels_out = a.ys[0] * a.ys[1] * a.ys[2];
+    const int ph = std::min(a.pad[0], a.pad[1]), pw = std::min(a.pad[2], a.pad[3]);
+    const int top = a.pad[0] - ph, bottom = a.pad[1] - ph, left = a.pad[2] - pw,
+              right = a.pad[3] - pw;
+    const bool spatial = top || bottom || left || right;
+    const int64_t hp = h + top + bottom, wp = w + left + right;
+    auto scratch = [&](int64_t elements) {
+      return std::make_unique<Scratch>(static_cast<size_t>(elements) * elt, stream_, ctx);
+    };
+    Operands o;
+    o.problem.bf16 = a.bf16;
+    o.problem.channels_last = channels_last;
+    o.problem.tf32 = tf32;
+    o.problem.stride = a.stride;
+    o.problem.pad_h = ph;
+    o.problem.pad_w = pw;
+    o.x = a.x;
+    o.w = a.w;
+    o.y = a.y;
+    if (channels_last) {
+      const int64_t ci = round_up8(cin), co = round_up8(cout);
+      if (ci != cin || spatial) {
+        o.xc = scratch(t * hp * wp * ci);
+        launch_pad_zero(a.x, o.xc->get(), et, a.xs, {t, hp, wp, ci}, top, left, stream_);
+        o.x = o.xc->get();
+      }
+      if (ci != cin || co != cout) {  // [Cout, taps, Cin] as [Cout, 1, taps, Cin]
+        o.wc = scratch(co * taps * ci);
+        launch_pad_zero(a.w, o.wc->get(), et, {cout, 1, taps, cin}, {co, 1, taps, ci}, 0, 0,
+                        stream_);
+        o.w = o.wc->get();
+      }
+      if (co != cout) {
+        o.yc = scratch(pixels_out * co);
+        o.y = o.yc->get();
+      }
+      o.y_channels = co;
+      o.problem.x = {ci, t, hp, wp};
+      o.problem.w = {co, ci, a.ws[1], a.ws[2], a.ws[3]};
+      o.problem.y = {co, a.ys[0], a.ys[1], a.ys[2]};
+    } else {
+      // Channels-first copies: x [T H W, C] -> [C, T H W] (after the spatial padding),
+      // w [Cout, taps, Cin] -> [Cout, Cin, taps]; y comes back from [Cout, To Ho Wo] (finish).
+      const void* src = a.x;
+      std::unique_ptr<Scratch> padded;
+      if (spatial) {
+        padded = scratch(t * hp * wp * cin);
+        launch_pad_zero(a.x, padded->get(), et, a.xs, {t, hp, wp, cin}, top, left, stream_);
+        src = padded->get();
+      }
+      o.xc = scratch(t * hp * wp * cin);
+      launch_transpose(src, o.xc->get(), et, 1, t * hp * wp, cin, stream_);
+      o.wc = scratch(cout * taps * cin);
+      launch_transpose(a.w, o.wc->get(), et, cout, taps, cin, stream_);
+      o.yc = scratch(pixels_out * cout);
+      o.x = o.xc->get();
+      o.w = o.wc->get();
+      o.y = o.yc->get();
+      o.y_channels = cout;
+      o.problem.x = {cin, t, hp, wp};
+      o.problem.w = {cout, cin, a.ws[1], a.ws[2], a.ws[3]};
+      o.problem.y = {cout, a.ys[0], a.ys[1], a.ys[2]};
+    }
+    check_launch("conv3d", ctx, stream_);
+    return o;
+  }
+
+  // What cuDNN wrote, into the caller's output, with the bias.
+  void finish(const Conv3dArgs& a, const Operands& o, const std::string& ctx) {
+    const EType et = a.bf16 ? EType::BF16 : EType::F32;
+    const int64_t cout = a.ws[0], pixels = a.ys[0] * a.ys[1] * a.ys[2];
+    if (!o.problem.channels_last) {
+      launch_transpose(o.y, a.y, et, 1, cout, pixels, stream_);
+      if (a.bias) launch_channel_bias(a.y, et, a.bias, pixels, cout, stream_);
+    } else if (o.yc) {  // the first Cout of the padded channels
+      launch_take_channels(o.y, o.y_channels, a.y, cout, et, pixels, cout, a.bias, stream_);
+    } else if (a.bias) {
+      launch_channel_bias(a.y, et, a.bias, pixels, cout, stream_);
+    }
+    check_launch("conv3d", ctx, stream_);
+  }
+
+  // The tuned plan of a problem (made and timed on these operands the first time).
+  ConvPlan& plan(const Problem& pr, const void* x, const void* w, void* y, const std::string& ctx) {
+    auto it = plans_.find(pr);
+    if (it == plans_.end()) it = plans_.emplace(pr, make_plan(pr, ctx)).first;
     ConvPlan& p = it->second;
     if (!p.tuned) {
-      const std::string key = std::string(channels_last ? "ndhwc " : "ncdhw ") + shape_text(sk);
-      if (!use_cached(p, key, std::get<5>(sk), ctx)) {
-        tune(p, x, w, y, std::get<5>(sk), ctx);
+      const std::string key = pr.text();
+      if (!use_cached(p, pr, key, ctx)) {
+        tune(p, pr, x, w, y, ctx);
         char value[96];
         std::snprintf(value, sizeof value, "algo=%d ws=%zu math=%d ms=%.4f",
                       static_cast<int>(p.algo), p.workspace, static_cast<int>(p.math), p.ms);
@@ -273,20 +420,6 @@ class VideoEngine {
       }
     }
     return p;
-  }
-
-  // A shape as the cache keys it.
-  static std::string shape_text(const ShapeKey& sk) {
-    const auto& [xs, ws, st, ph, pw, tf32] = sk;
-    char text[256];
-    std::snprintf(text, sizeof text,
-                  "x=%lld,%lld,%lld,%lld w=%lld,%lld,%lld,%lld,%lld s=%d,%d,%d p=%d,%d tf32=%d",
-                  static_cast<long long>(xs[0]), static_cast<long long>(xs[1]),
-                  static_cast<long long>(xs[2]), static_cast<long long>(xs[3]),
-                  static_cast<long long>(ws[0]), static_cast<long long>(ws[1]),
-                  static_cast<long long>(ws[2]), static_cast<long long>(ws[3]),
-                  static_cast<long long>(ws[4]), st[0], st[1], st[2], ph, pw, tf32 ? 1 : 0);
-    return text;
   }
 
   // What the tuning cache of this GPU and library versions is valid for.
@@ -303,8 +436,11 @@ class VideoEngine {
     return key;
   }
 
+  // Plain fp32 FMA for F32 without TF32; otherwise the math type the search chose (tensor cores).
+  static bool free_math(const Problem& pr) { return pr.bf16 || pr.tf32; }
+
   // The plan's algorithm from the cache, when it has a well-formed entry; false: tune it.
-  bool use_cached(ConvPlan& p, const std::string& key, bool tf32, const std::string& ctx) {
+  bool use_cached(ConvPlan& p, const Problem& pr, const std::string& key, const std::string& ctx) {
     const std::optional<std::string> v = cache_->get(key);
     int algo = -1, math = -1;
     size_t workspace = 0;
@@ -319,12 +455,12 @@ class VideoEngine {
     p.workspace = workspace;
     p.ms = ms;
     p.math = static_cast<cudnnMathType_t>(math);
-    if (tf32) check_dnn(cudnnSetConvolutionMathType(p.conv, p.math), "math type", ctx);
+    if (free_math(pr)) check_dnn(cudnnSetConvolutionMathType(p.conv, p.math), "math type", ctx);
     p.tuned = true;
     return true;
   }
 
-  void forward(ConvPlan& p, const float* x, const float* w, float* y, const std::string& ctx) {
+  void forward(ConvPlan& p, const void* x, const void* w, void* y, const std::string& ctx) {
     reserve(p.workspace, ctx);
     const float alpha = 1.0f, beta = 0.0f;
     check_dnn(cudnnConvolutionForward(dnn_, &alpha, p.x, x, p.w, w, p.conv, p.algo, workspace_,
@@ -332,49 +468,60 @@ class VideoEngine {
               "cudnnConvolutionForward", ctx);
   }
 
-  // Auto layout: cuDNN's best time in each layout, plus for channels-last an estimate of its
-  // three transposes (read + write at 2.5 TB/s); a layout cuDNN cannot run loses.
-  ConvLayout choose(const ShapeKey& sk, const float* x, const float* w, float* y,
-                    const std::array<int64_t, 4>& ys, const std::string& ctx) {
-    const auto& xs = std::get<0>(sk);
-    const auto& ws = std::get<1>(sk);
-    const int64_t xn = xs[0] * xs[1] * xs[2] * xs[3], yn = ys[0] * ys[1] * ys[2] * ys[3];
-    const int64_t wn = ws[0] * ws[1] * ws[2] * ws[3] * ws[4];
-    float nc = -1, nd = -1;
-    try {
-      nc = plan(sk, false, ys, x, w, y, ctx).ms;
-    } catch (const Error&) {
+  // F32 auto layout: cuDNN's best time in each layout plus an estimate of the copies that layout
+  // needs (read + write at 2.5 TB/s); a layout cuDNN cannot run loses. Remembered per shape, in
+  // memory and in the cache file.
+  ConvLayout choose_layout(const Conv3dArgs& a, bool tf32, const std::string& ctx) {
+    const std::string key = op_text(a, tf32);
+    auto it = choice_.find(key);
+    if (it != choice_.end()) return it->second;
+    const std::optional<std::string> known = cache_->get(key);
+    ConvLayout chosen;
+    if (known == "ncdhw" || known == "ndhwc") {
+      chosen = *known == "ndhwc" ? ConvLayout::Ndhwc : ConvLayout::Ncdhw;
+    } else {
+      float ms[2] = {-1, -1}, copies[2] = {0, 0};
+      for (const bool last : {false, true}) {
+        try {
+          const Operands o = prepare(a, last, tf32, ctx);
+          ms[last] = plan(o.problem, o.x, o.w, o.y, ctx).ms;
+          const auto& px = o.problem.x;
+          const auto& pws = o.problem.w;
+          const double xn = static_cast<double>(px[0]) * px[1] * px[2] * px[3];
+          const double wn = static_cast<double>(pws[0]) * pws[1] * pws[2] * pws[3] * pws[4];
+          const double yn = static_cast<double>(o.y_channels) * a.ys[0] * a.ys[1] * a.ys[2];
+          const double moved = (o.xc ? 2 * xn : 0) + (o.wc ? 2 * wn : 0) + (o.yc ? 2 * yn : 0);
+          copies[last] = static_cast<float>(moved * 4.0 / 2.5e12 * 1e3);
+        } catch (const Error&) {
+        }
+      }
+      if (ms[0] < 0 && ms[1] < 0) fail("conv3d", ctx, "cuDNN runs this convolution in no layout");
+      const bool last = ms[0] < 0 || (ms[1] >= 0 && ms[1] + copies[1] < ms[0] + copies[0]);
+      if (conv_log())
+        std::fprintf(stderr,
+                     "conv3d %s: ncdhw %.3f ms + copies ~%.3f ms, ndhwc %.3f ms + copies ~%.3f ms "
+                     "-> %s\n",
+                     ctx.c_str(), ms[0], copies[0], ms[1], copies[1], last ? "ndhwc" : "ncdhw");
+      chosen = last ? ConvLayout::Ndhwc : ConvLayout::Ncdhw;
+      cache_->put(key, last ? "ndhwc" : "ncdhw");
     }
-    try {
-      Scratch xt(xn * sizeof(float), stream_, ctx), wt(wn * sizeof(float), stream_, ctx),
-          yt(yn * sizeof(float), stream_, ctx);
-      check(cudaMemsetAsync(xt.f32(), 0, xn * sizeof(float), stream_), "conv3d", ctx);
-      check(cudaMemsetAsync(wt.f32(), 0, wn * sizeof(float), stream_), "conv3d", ctx);
-      nd = plan(sk, true, ys, xt.f32(), wt.f32(), yt.f32(), ctx).ms;
-    } catch (const Error&) {
-    }
-    const float transposes = static_cast<float>(2.0 * 4.0 * (xn + yn + wn) / 2.5e12 * 1e3);
-    if (nc < 0 && nd < 0) fail("conv3d", ctx, "cuDNN runs this convolution in no layout");
-    const bool last = nc < 0 || (nd >= 0 && nd + transposes < nc);
-    if (conv_log())
-      std::fprintf(stderr, "conv3d %s: ncdhw %.3f ms, ndhwc %.3f ms + transposes ~%.3f ms -> %s\n",
-                   ctx.c_str(), nc, nd, transposes, last ? "ndhwc" : "ncdhw");
-    return last ? ConvLayout::Ndhwc : ConvLayout::Ncdhw;
+    choice_.emplace(key, chosen);
+    return chosen;
   }
 
-  ConvPlan make_plan(const std::array<int64_t, 4>& xs, const std::array<int64_t, 5>& ws,
-                     const std::array<int64_t, 4>& ys, const std::array<int, 3>& stride, int pad_h,
-                     int pad_w, bool tf32, bool channels_last, const std::string& ctx) {
+  ConvPlan make_plan(const Problem& pr, const std::string& ctx) {
     ConvPlan p;
     check_dnn(cudnnCreateTensorDescriptor(&p.x), "descriptor", ctx);
     check_dnn(cudnnCreateTensorDescriptor(&p.y), "descriptor", ctx);
     check_dnn(cudnnCreateFilterDescriptor(&p.w), "descriptor", ctx);
     check_dnn(cudnnCreateConvolutionDescriptor(&p.conv), "descriptor", ctx);
+    const cudnnDataType_t dt = pr.bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+    // dims {N = 1, C, D, H, W} in cuDNN's order; the strides say where C lives in memory.
     auto set_tensor = [&](cudnnTensorDescriptor_t d, const std::array<int64_t, 4>& s) {
       const int dims[5] = {1, as_int(s[0], ctx), as_int(s[1], ctx), as_int(s[2], ctx),
                            as_int(s[3], ctx)};
       int strides[5];
-      if (channels_last) {  // NDHWC: C fastest, then W, H, D
+      if (pr.channels_last) {  // NDHWC: C fastest, then W, H, D
         strides[1] = 1;
         strides[4] = dims[1];
         strides[3] = as_int(static_cast<int64_t>(dims[4]) * dims[1], ctx);
@@ -385,33 +532,38 @@ class VideoEngine {
         for (int i = 3; i >= 0; --i)
           strides[i] = as_int(static_cast<int64_t>(strides[i + 1]) * dims[i + 1], ctx);
       }
-      check_dnn(cudnnSetTensorNdDescriptor(d, CUDNN_DATA_FLOAT, 5, dims, strides), "tensor", ctx);
+      check_dnn(cudnnSetTensorNdDescriptor(d, dt, 5, dims, strides), "tensor", ctx);
     };
-    set_tensor(p.x, xs);
-    set_tensor(p.y, ys);
-    const int wd[5] = {as_int(ws[0], ctx), as_int(ws[1], ctx), as_int(ws[2], ctx),
-                       as_int(ws[3], ctx), as_int(ws[4], ctx)};
-    check_dnn(
-        cudnnSetFilterNdDescriptor(p.w, CUDNN_DATA_FLOAT,
-                                   channels_last ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW, 5, wd),
-        "filter", ctx);
-    const int pads[3] = {0, pad_h, pad_w}, strides[3] = {stride[0], stride[1], stride[2]},
-              dil[3] = {1, 1, 1};
+    set_tensor(p.x, pr.x);
+    const int wd[5] = {as_int(pr.w[0], ctx), as_int(pr.w[1], ctx), as_int(pr.w[2], ctx),
+                       as_int(pr.w[3], ctx), as_int(pr.w[4], ctx)};
+    // The filter's dims are always {K, C, kt, kh, kw}; CUDNN_TENSOR_NHWC means memory order
+    // K, kt, kh, kw, C (the weight [Cout, kt, kh, kw, Cin] as stored).
+    check_dnn(cudnnSetFilterNdDescriptor(
+                  p.w, dt, pr.channels_last ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW, 5, wd),
+              "filter", ctx);
+    const int pads[3] = {0, pr.pad_h, pr.pad_w},
+              strides[3] = {pr.stride[0], pr.stride[1], pr.stride[2]}, dil[3] = {1, 1, 1};
+    // fp32 accumulation in both dtypes (cuDNN's BFLOAT16 configuration: bf16 x, w, y with a
+    // FLOAT convolution).
     check_dnn(cudnnSetConvolutionNdDescriptor(p.conv, 3, pads, strides, dil,
                                               CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
               "convolution", ctx);
-    check_dnn(cudnnSetConvolutionMathType(p.conv, tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH),
-              "math type", ctx);
+    const cudnnMathType_t math = pr.bf16   ? CUDNN_TENSOR_OP_MATH
+                                 : pr.tf32 ? CUDNN_DEFAULT_MATH
+                                           : CUDNN_FMA_MATH;
+    check_dnn(cudnnSetConvolutionMathType(p.conv, math), "math type", ctx);
     int out[5] = {0};
     check_dnn(cudnnGetConvolutionNdForwardOutputDim(p.conv, p.x, p.w, 5, out), "output size", ctx);
-    if (out[1] != ys[0] || out[2] != ys[1] || out[3] != ys[2] || out[4] != ys[3])
+    if (out[1] != pr.y[0] || out[2] != pr.y[1] || out[3] != pr.y[2] || out[4] != pr.y[3])
       fail("conv3d", ctx, "cuDNN computes another output size");
+    set_tensor(p.y, pr.y);
     return p;
   }
 
   // Times the algorithms on the real operands (cudnnFindConvolutionForwardAlgorithmEx) with a
   // bounded workspace and keeps the fastest one that succeeds.
-  void tune(ConvPlan& p, const float* x, const float* w, float* y, bool tf32,
+  void tune(ConvPlan& p, const Problem& pr, const void* x, const void* w, void* y,
             const std::string& ctx) {
     size_t free_bytes = 0, total = 0;
     check(cudaMemGetInfo(&free_bytes, &total), "conv3d", ctx);
@@ -428,9 +580,10 @@ class VideoEngine {
       p.algo = perf[i].algo;
       p.workspace = perf[i].memory;
       p.ms = perf[i].time;
-      // Without TF32 the descriptor keeps CUDNN_FMA_MATH (plain fp32 FMA kernels only).
-      p.math = tf32 ? perf[i].mathType : CUDNN_FMA_MATH;
-      if (tf32) check_dnn(cudnnSetConvolutionMathType(p.conv, perf[i].mathType), "math type", ctx);
+      // F32 without TF32: the descriptor keeps CUDNN_FMA_MATH (plain fp32 FMA kernels only).
+      p.math = free_math(pr) ? perf[i].mathType : CUDNN_FMA_MATH;
+      if (free_math(pr))
+        check_dnn(cudnnSetConvolutionMathType(p.conv, perf[i].mathType), "math type", ctx);
       p.tuned = true;
       return;
     }
@@ -439,8 +592,8 @@ class VideoEngine {
 
   cudnnHandle_t dnn_ = nullptr;
   std::unique_ptr<TuningCache> cache_;
-  std::map<std::pair<ShapeKey, bool>, ConvPlan> plans_;
-  std::map<ShapeKey, ConvLayout> choice_;
+  std::map<Problem, ConvPlan> plans_;
+  std::map<std::string, ConvLayout> choice_;
 #endif
   cudaStream_t stream_;
   cublasHandle_t blas_ = nullptr;
@@ -451,22 +604,17 @@ class VideoEngine {
 VideoEngine* make_video_engine(cudaStream_t stream) { return new VideoEngine(stream); }
 void destroy(VideoEngine* e) { delete e; }
 
-void conv3d_forward(VideoEngine& e, const float* x, const std::array<int64_t, 4>& xs,
-                    const float* w, const std::array<int64_t, 5>& ws, float* y,
-                    const std::array<int64_t, 4>& ys, const std::array<int, 3>& stride, int pad_h,
-                    int pad_w, const std::string& ctx) {
-  e.conv(x, xs, w, ws, y, ys, stride, pad_h, pad_w, ctx);
-}
+void conv3d_forward(VideoEngine& e, const Conv3dArgs& a, const std::string& ctx) { e.conv(a, ctx); }
 
 void low_rank_update(VideoEngine& e, float* w, const float* up, const float* down, int64_t rows,
                      int64_t cols, int64_t rank, float scale, const std::string& ctx) {
   e.low_rank(w, up, down, rows, cols, rank, scale, ctx);
 }
 
-void frame_attention_forward(VideoEngine& e, const float* q, const float* k, const float* v,
-                             float* out, int64_t c, int64_t t, int64_t n, float* scores,
+void frame_attention_forward(VideoEngine& e, bool bf16, const void* q, const void* k, const void* v,
+                             void* out, int64_t c, int64_t t, int64_t n, float* scores, void* probs,
                              int64_t rows, const std::string& ctx, bool causal) {
-  e.attention(q, k, v, out, c, t, n, scores, rows, ctx, causal);
+  e.attention(bf16, q, k, v, out, c, t, n, scores, probs, rows, ctx, causal);
 }
 
 }  // namespace fisdit::cuda

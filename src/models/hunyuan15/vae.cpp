@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "backend/backend.h"
+#include "core/layout.h"
 #include "fisdit/error.h"
 #include "io/checkpoint.h"
 #include "models/hunyuan15/config.h"
@@ -175,25 +176,27 @@ struct HunyuanVae::Impl {
 
   explicit Impl(Backend& backend) : be(backend) {}
 
-  Tensor empty(const Shape& s) { return be.empty(s, DType::F32); }
+  // Activations are channels-last video tensors [T, H, W, C] in the backend's video dtype.
+  Tensor empty(const Shape& s) { return be.empty(s, be.video_dtype()); }
+  void add(Tensor& x, const Tensor& y) { be.add_scaled(x, y, 1.0f); }
 
   // A frame range [f0, f0 + count) of x as a tensor of its own.
   Tensor frames(const Tensor& x, int64_t f0, int64_t count) {
-    Tensor out = empty({x.dim(0), count, x.dim(2), x.dim(3)});
-    be.copy_frames(x, 0, f0, out, 0, 0, x.dim(0), count);
+    Tensor out = empty({count, x.dim(1), x.dim(2), x.dim(3)});
+    be.copy_frames(x, 0, f0, out, 0, 0, x.dim(3), count);
     return out;
   }
 
   // CausalConv3d: replicate padding (2 frames before, 1 pixel around), then the 3x3x3 conv.
   Tensor causal_conv(const Tensor& x, const Conv& c) {
-    Tensor padded = empty({x.dim(0), x.dim(1) + 2, x.dim(2) + 2, x.dim(3) + 2});
+    Tensor padded = empty({x.dim(0) + 2, x.dim(1) + 2, x.dim(2) + 2, x.dim(3)});
     be.pad_replicate(x, 2, 1, padded);
-    Tensor out = empty({c.w.dim(0), x.dim(1), x.dim(2), x.dim(3)});
+    Tensor out = empty({x.dim(0), x.dim(1), x.dim(2), c.w.dim(0)});
     be.conv3d(padded, c.w, &c.b, {}, out);
     return out;
   }
   Tensor conv1x1(const Tensor& x, const Conv& c) {
-    Tensor out = empty({c.w.dim(0), x.dim(1), x.dim(2), x.dim(3)});
+    Tensor out = empty({x.dim(0), x.dim(1), x.dim(2), c.w.dim(0)});
     be.conv3d(x, c.w, &c.b, {}, out);
     return out;
   }
@@ -207,7 +210,7 @@ struct HunyuanVae::Impl {
   Tensor res(const Tensor& x, const Res& r) {
     Tensor h = causal_conv(norm(x, r.norm1, true), r.conv1);
     h = causal_conv(norm(h, r.norm2, true), r.conv2);
-    be.add(h, r.nin.w.defined() ? conv1x1(x, r.nin) : x);
+    add(h, r.nin.w.defined() ? conv1x1(x, r.nin) : x);
     return h;
   }
 
@@ -218,28 +221,28 @@ struct HunyuanVae::Impl {
     Tensor o = empty(x.shape());
     be.causal_video_attention(q, k, v, o);
     Tensor out = conv1x1(o, a.proj);
-    be.add(out, x);
+    add(out, x);
     return out;
   }
 
   Tensor s2c(const Tensor& x, int rt) {
-    Tensor out = empty({4 * rt * x.dim(0), x.dim(1) / rt, x.dim(2) / 2, x.dim(3) / 2});
+    Tensor out = empty({x.dim(0) / rt, x.dim(1) / 2, x.dim(2) / 2, 4 * rt * x.dim(3)});
     be.space_to_channels(x, rt, out, false);
     return out;
   }
   Tensor c2s(const Tensor& x, int rt) {
-    Tensor out = empty({x.dim(0) / (4 * rt), x.dim(1) * rt, x.dim(2) * 2, x.dim(3) * 2});
+    Tensor out = empty({x.dim(0) * rt, x.dim(1) * 2, x.dim(2) * 2, x.dim(3) / (4 * rt)});
     be.space_to_channels(x, rt, out, true);
     return out;
   }
   Tensor group_mean(const Tensor& x, int64_t channels) {
-    Tensor out = empty({channels, x.dim(1), x.dim(2), x.dim(3)});
-    be.channel_group_mean(x, static_cast<int>(x.dim(0) / channels), out);
+    Tensor out = empty({x.dim(0), x.dim(1), x.dim(2), channels});
+    be.channel_group_mean(x, static_cast<int>(x.dim(3) / channels), out);
     return out;
   }
   Tensor repeat(const Tensor& x, int64_t channels) {
-    Tensor out = empty({channels, x.dim(1), x.dim(2), x.dim(3)});
-    be.channel_repeat(x, static_cast<int>(channels / x.dim(0)), out);
+    Tensor out = empty({x.dim(0), x.dim(1), x.dim(2), channels});
+    be.channel_repeat(x, static_cast<int>(channels / x.dim(3)), out);
     return out;
   }
 
@@ -250,11 +253,11 @@ struct HunyuanVae::Impl {
     const Tensor h = causal_conv(x, *l.resample);
     if (!l.temporal) {
       Tensor out = s2c(h, 1);
-      be.add(out, group_mean(s2c(x, 1), cout));
+      add(out, group_mean(s2c(x, 1), cout));
       return out;
     }
-    const int64_t t = x.dim(1), rest = t - 1, half = cout / 2;
-    Tensor out = empty({cout, 1 + rest / 2, x.dim(2) / 2, x.dim(3) / 2});
+    const int64_t t = x.dim(0), rest = t - 1, half = cout / 2;
+    Tensor out = empty({1 + rest / 2, x.dim(1) / 2, x.dim(2) / 2, cout});
     Tensor shortcut = empty(out.shape());
     const Tensor h0 = s2c(frames(h, 0, 1), 1);
     be.copy_frames(h0, 0, 0, out, 0, 0, half, 1);
@@ -267,7 +270,7 @@ struct HunyuanVae::Impl {
       const Tensor xn = group_mean(s2c(frames(x, 1, rest), 2), cout);
       be.copy_frames(xn, 0, 0, shortcut, 0, 1, cout, rest / 2);
     }
-    be.add(out, shortcut);
+    add(out, shortcut);
     return out;
   }
 
@@ -278,13 +281,13 @@ struct HunyuanVae::Impl {
     const Tensor h = causal_conv(x, *l.resample);
     if (!l.temporal) {
       Tensor out = c2s(h, 1);
-      be.add(out, c2s(repeat(x, 4 * cout), 1));
+      add(out, c2s(repeat(x, 4 * cout), 1));
       return out;
     }
-    const int64_t t = x.dim(1), rest = t - 1;
-    Tensor out = empty({cout, 1 + 2 * rest, x.dim(2) * 2, x.dim(3) * 2});
+    const int64_t t = x.dim(0), rest = t - 1;
+    Tensor out = empty({1 + 2 * rest, x.dim(1) * 2, x.dim(2) * 2, cout});
     Tensor shortcut = empty(out.shape());
-    const Tensor h0 = c2s(frames(h, 0, 1), 1);  // [2 cout, 1, ...]: keep the first cout
+    const Tensor h0 = c2s(frames(h, 0, 1), 1);  // [1, ..., 2 cout]: keep the first cout
     be.copy_frames(h0, 0, 0, out, 0, 0, cout, 1);
     const Tensor x0 = c2s(frames(x, 0, 1), 1);
     const Tensor x0r = repeat(x0, cout);
@@ -295,7 +298,7 @@ struct HunyuanVae::Impl {
       const Tensor xn = repeat(c2s(frames(x, 1, rest), 2), cout);
       be.copy_frames(xn, 0, 0, shortcut, 0, 1, cout, 2 * rest);
     }
-    be.add(out, shortcut);
+    add(out, shortcut);
     return out;
   }
 };
@@ -308,8 +311,11 @@ HunyuanVae::HunyuanVae(VaeConfig cfg, const VaeWeightFn& weights, Backend& backe
   auto load = [&](const std::string& name) {
     return backend.upload(weights(name, shape_of.at(name)), DType::F32);
   };
+  // Conv weights channels-last ([Cout, kt, kh, kw, Cin]) in the video dtype.
   auto conv = [&](const std::string& n) {
-    return Impl::Conv{load(n + ".weight"), load(n + ".bias")};
+    const std::string w = n + ".weight";
+    return Impl::Conv{conv_weight_channels_last(backend, weights(w, shape_of.at(w))),
+                      load(n + ".bias")};
   };
   auto gamma = [&](const std::string& n) {
     return load(n + ".gamma").reshape({shape_of.at(n + ".gamma")[0]});
@@ -374,7 +380,7 @@ Tensor HunyuanVae::encode(const Tensor& video, Tensor* moments) {
                 std::to_string(s));
   Impl& m = *impl_;
   Backend& be = m.be;
-  Tensor h = m.causal_conv(be.upload(video.to_f32(), DType::F32), m.enc_in);
+  Tensor h = m.causal_conv(be.upload(channels_to_last(video, 0), be.video_dtype()), m.enc_in);
   const auto& b = cfg_.block_out_channels;
   for (size_t i = 0; i < m.enc.size(); ++i) {
     for (const Impl::Res& r : m.enc[i].blocks) h = m.res(h, r);
@@ -385,11 +391,10 @@ Tensor HunyuanVae::encode(const Tensor& video, Tensor* moments) {
   h = m.res(h, m.enc_mid2);
   // The output conv plus the mean of each group of channels (Encoder.forward).
   Tensor out = m.causal_conv(m.norm(h, m.enc_norm, true), m.enc_out);
-  be.add(out, m.group_mean(h, 2 * cfg_.latent_channels));
-  if (moments) *moments = be.download(out);
-  Tensor mean = m.empty({cfg_.latent_channels, out.dim(1), out.dim(2), out.dim(3)});
-  be.copy_frames(out, 0, 0, mean, 0, 0, cfg_.latent_channels, out.dim(1));
-  return be.download(mean);  // DiagonalGaussianDistribution.mode()
+  m.add(out, m.group_mean(h, 2 * cfg_.latent_channels));
+  const Tensor host = channels_from_last(be.download(out), 0);  // [2 latent, T, h, w]
+  if (moments) *moments = host;
+  return host.slice_rows(0, cfg_.latent_channels).clone();  // DiagonalGaussianDistribution.mode()
 }
 
 namespace {
@@ -508,9 +513,9 @@ Tensor HunyuanVae::decode(const Tensor& z, const VaeTiling& tiling,
 Tensor HunyuanVae::decode_whole(const Tensor& z) {
   Impl& m = *impl_;
   Backend& be = m.be;
-  const Tensor zd = be.upload(z.to_f32(), DType::F32);
+  const Tensor zd = be.upload(channels_to_last(z, 0), be.video_dtype());
   Tensor h = m.causal_conv(zd, m.dec_in);
-  be.add(h, m.repeat(zd, h.dim(0)));
+  m.add(h, m.repeat(zd, h.dim(3)));
   h = m.res(h, m.dec_mid1);
   h = m.attn(h, m.dec_attn);
   h = m.res(h, m.dec_mid2);
@@ -519,7 +524,7 @@ Tensor HunyuanVae::decode_whole(const Tensor& z) {
     for (const Impl::Res& rb : m.dec[i].blocks) h = m.res(h, rb);
     if (m.dec[i].resample) h = m.upsample(h, m.dec[i], r[i + 1]);
   }
-  return be.download(m.causal_conv(m.norm(h, m.dec_norm, true), m.dec_out));
+  return channels_from_last(be.download(m.causal_conv(m.norm(h, m.dec_norm, true), m.dec_out)), 0);
 }
 
 std::string vae_diffusers_name(const std::string& official) {

@@ -1,6 +1,7 @@
 #pragma once
 // The HunyuanVideo 1.5 VAE (hyvideo/models/autoencoders/hunyuanvideo_15_vae.py AutoencoderKLConv3D)
-// on a Backend, F32 tensors (the CPU backend is the fp32 reference): causal 3x3x3 convolutions
+// on a Backend, channels-last activations in the backend's video dtype (BF16 on CUDA by default;
+// the CPU backend is the fp32 reference): causal 3x3x3 convolutions
 // with replicate padding, channel RMS norms, res blocks, space-to-channel downsampling (2x2, or
 // 2x2x2 with frame 0 kept alone) with a channel-averaged shortcut and its mirror for upsampling
 // with a channel-repeated shortcut, and a single-head frame-causal attention in the middle.

@@ -9,49 +9,48 @@
 #include <variant>
 
 #include "backend/backend.h"
+#include "core/layout.h"
 #include "fisdit/error.h"
 
 namespace fisdit::wan {
 
 namespace {
 
-// Copies part [C, t, ...] into frames [t0, t0 + t) of out [C, T, ...] (host F32 tensors).
+// Copies the host chunk part [t, H, W, C] (any float dtype) into frames [t0, t0 + t) of the host
+// F32 video out [C, T, H, W].
 void put_frames(const Tensor& part, Tensor& out, int64_t t0) {
   const int64_t c = out.dim(0), total = out.dim(1);
-  if (part.dim(0) != c || t0 + part.dim(1) > total ||
-      shape_numel(part.shape()) != c * part.dim(1) * (shape_numel(out.shape()) / (c * total)))
+  if (part.ndim() != 4 || part.dim(3) != c || t0 + part.dim(0) > total ||
+      part.dim(1) != out.dim(2) || part.dim(2) != out.dim(3))
     throw Error("vae: internal error: chunk " + shape_str(part.shape()) + " does not fit " +
                 shape_str(out.shape()) + " at frame " + std::to_string(t0));
-  const int64_t frame = shape_numel(out.shape()) / (c * total), n = part.dim(1) * frame;
+  const Tensor cf = channels_from_last(part, 0);  // [C, t, H, W]
+  const int64_t frame = out.dim(2) * out.dim(3), n = part.dim(0) * frame;
 #pragma omp parallel for schedule(static) if (c * n > (int64_t{1} << 22))
   for (int64_t ch = 0; ch < c; ++ch)
-    std::memcpy(out.f32() + (ch * total + t0) * frame, part.f32() + ch * n,
+    std::memcpy(out.f32() + (ch * total + t0) * frame, cf.f32() + ch * n,
                 static_cast<size_t>(n) * sizeof(float));
 }
 
-// Joins host chunks [C, Ti, ...] along time.
+// Joins host chunks [Ti, ...] along time (dim 0), as F32.
 Tensor join_frames(const std::vector<Tensor>& parts) {
   if (parts.empty()) throw Error("vae: nothing to join");
   Shape s = parts[0].shape();
-  s[1] = 0;
-  for (const Tensor& p : parts) s[1] += p.dim(1);
+  s[0] = 0;
+  for (const Tensor& p : parts) s[0] += p.dim(0);
   Tensor out = Tensor::zeros(s);
-  int64_t t0 = 0;
+  size_t at = 0;
   for (const Tensor& p : parts) {
-    put_frames(p, out, t0);
-    t0 += p.dim(1);
+    const Tensor f = p.to_f32();
+    std::memcpy(out.f32() + at, f.f32(), f.nbytes());
+    at += static_cast<size_t>(f.numel());
   }
   return out;
 }
 
-// Every module runs its ops on one backend, on F32 [C, T, H, W] tensors that live there.
-Tensor make(Backend& be, const Shape& s) { return be.empty(s, DType::F32); }
-
-Tensor zeros(Backend& be, const Shape& s) {
-  Tensor t = make(be, s);
-  be.fill_zero(t);
-  return t;
-}
+// Every module runs its ops on one backend, on channels-last video tensors [T, H, W, C] of the
+// backend's video dtype that live there.
+Tensor make(Backend& be, const Shape& s) { return be.empty(s, be.video_dtype()); }
 
 Tensor conv(Backend& be, const Tensor& x, const Tensor& w, const Tensor& b, const Conv3dParams& p) {
   Tensor out = make(be, conv3d_output_shape(x.shape(), w.shape(), p));
@@ -69,37 +68,52 @@ void add_inplace(Backend& be, Tensor& x, const Tensor& y) { be.add_scaled(x, y, 
 
 Tensor concat_frames(Backend& be, const Tensor& a, const Tensor& b) {
   Shape s = a.shape();
-  s[1] = a.dim(1) + b.dim(1);
+  s[0] = a.dim(0) + b.dim(0);
   Tensor out = make(be, s);
-  be.copy_frames(a, 0, 0, out, 0, 0, a.dim(0), a.dim(1));
-  be.copy_frames(b, 0, 0, out, 0, a.dim(1), b.dim(0), b.dim(1));
+  be.copy_frames(a, 0, 0, out, 0, 0, a.dim(3), a.dim(0));
+  be.copy_frames(b, 0, 0, out, 0, a.dim(0), b.dim(3), b.dim(0));
   return out;
 }
 
 Tensor slice_frames(Backend& be, const Tensor& x, int64_t begin, int64_t end) {
   Shape s = x.shape();
-  s[1] = end - begin;
+  s[0] = end - begin;
   Tensor out = make(be, s);
-  be.copy_frames(x, 0, begin, out, 0, 0, x.dim(0), end - begin);
+  be.copy_frames(x, 0, begin, out, 0, 0, x.dim(3), end - begin);
   return out;
 }
 
-// Loads weights by official key, checks shapes and puts them on the backend (F32); Conv2d
-// weights become [Cout, Cin, 1, kh, kw].
+// Loads weights by official key, checks shapes and puts them on the backend: conv weights
+// channels-last ([Cout, kt, kh, kw, Cin]; a Conv2d's as [Cout, 1, kh, kw, Cin]) in the backend's
+// video dtype, biases and norm gammas as F32 vectors.
 class Loader {
  public:
   Loader(const VaeWeightFn& fn, Backend& be) : fn_(fn), be_(be) {}
   Backend& backend() const { return be_; }
-  Tensor get(const std::string& key, const Shape& shape) const {
+  Tensor host(const std::string& key, const Shape& shape) const {
     Tensor t = fn_(key, shape);
     if (t.shape() != shape)
       throw Error("vae weight '" + key + "' has shape " + shape_str(t.shape()) + ", expected " +
                   shape_str(shape));
-    return be_.upload(t, DType::F32);  // a GPU keeps an F32 device tensor as it is
+    return t;
+  }
+  Tensor host_f32(const std::string& key, const Shape& shape) const {
+    const Tensor t = host(key, shape);
+    return (t.device() == Device::CPU ? t : be_.download(t)).to_f32();
+  }
+  // A bias or gamma: its values as an F32 vector.
+  Tensor get(const std::string& key, const Shape& shape) const {
+    const Tensor t = host(key, shape);
+    return be_.upload(t.reshape({t.numel()}), DType::F32);
+  }
+  // A Conv3d weight [Cout, Cin, kt, kh, kw], channels-last on the backend.
+  Tensor conv(const std::string& key, const Shape& shape) const {
+    return put_conv(host(key, shape));
   }
   Tensor conv2d(const std::string& key, int64_t out, int64_t in, int64_t k) const {
-    return get(key, {out, in, k, k}).reshape({out, in, 1, k, k});
+    return put_conv(host(key, {out, in, k, k}).reshape({out, in, 1, k, k}));
   }
+  Tensor put_conv(const Tensor& w) const { return conv_weight_channels_last(be_, w); }
 
  private:
   const VaeWeightFn& fn_;
@@ -110,6 +124,10 @@ class Loader {
 // `history` holds the last pad_t frames of the padded input of the previous call (zeros before
 // the first), which is what the official feat_cache amounts to, so successive calls on chunks
 // equal one causal conv over the concatenated sequence.
+//
+// The padded input is one buffer, the history in its first pad_t frames and the chunk after them
+// (frames are the outermost dim, so the chunk's part is a view): an op that makes the chunk can
+// write it there directly (norm_conv) instead of the chunk being copied behind the history.
 struct CausalConv {
   Backend* be = nullptr;
   Tensor w, b;
@@ -120,21 +138,44 @@ struct CausalConv {
   CausalConv(const Loader& ld, const std::string& key, int64_t in, int64_t out, int kt, int ks,
              int pad_time, int pad_space)
       : be(&ld.backend()), pad_t(2 * pad_time), pad_s(pad_space) {
-    w = ld.get(key + ".weight", {out, in, kt, ks, ks});
+    w = ld.conv(key + ".weight", {out, in, kt, ks, ks});
     b = ld.get(key + ".bias", {out});
   }
   void reset() { history = Tensor(); }
-  Tensor operator()(const Tensor& x) {
+  // The padded input of a chunk of `shape` [t, h, w, c]: the history in front, the chunk's
+  // frames (chunk_of) still to be written.
+  Tensor input_buffer(const Shape& shape) const {
+    Tensor buf = make(*be, {pad_t + shape[0], shape[1], shape[2], shape[3]});
+    if (pad_t == 0) return buf;
+    if (history.defined())
+      be->copy_frames(history, 0, 0, buf, 0, 0, shape[3], pad_t);
+    else
+      be->fill_zero(buf);  // before the first chunk: zeros (the chunk is written over)
+    return buf;
+  }
+  Tensor chunk_of(const Tensor& buf) const { return buf.slice_rows(pad_t, buf.dim(0)); }
+  // The conv of a filled input_buffer; keeps its last pad_t frames as the next history.
+  Tensor run(const Tensor& buf) {
     Conv3dParams p;
     p.pad_top = p.pad_bottom = p.pad_left = p.pad_right = pad_s;
-    if (pad_t == 0) return conv(*be, x, w, b, p);
-    const Tensor hist =
-        history.defined() ? history : zeros(*be, {x.dim(0), pad_t, x.dim(2), x.dim(3)});
-    const Tensor in = concat_frames(*be, hist, x);
-    history = slice_frames(*be, in, in.dim(1) - pad_t, in.dim(1));
-    return conv(*be, in, w, b, p);
+    if (pad_t > 0) history = slice_frames(*be, buf, buf.dim(0) - pad_t, buf.dim(0));
+    return conv(*be, buf, w, b, p);
+  }
+  Tensor operator()(const Tensor& x) {
+    if (pad_t == 0) return run(x);
+    Tensor buf = input_buffer(x.shape());
+    be->copy_frames(x, 0, 0, buf, 0, pad_t, x.dim(3), x.dim(0));
+    return run(buf);
   }
 };
+
+// conv(norm(x)) with the norm (+ SiLU) written straight into the conv's padded input.
+Tensor norm_conv(Backend& be, const Tensor& x, const Tensor& gamma, CausalConv& c) {
+  Tensor buf = c.input_buffer(x.shape());
+  Tensor chunk = c.chunk_of(buf);
+  be.channel_rms_norm(x, gamma, true, chunk);
+  return c.run(buf);
+}
 
 struct ResidualBlock {
   Backend* be;
@@ -156,7 +197,7 @@ struct ResidualBlock {
     conv2.reset();
   }
   Tensor operator()(const Tensor& x) {
-    Tensor y = conv2(norm(*be, conv1(norm(*be, x, gamma1, true)), gamma2, true));
+    Tensor y = norm_conv(*be, norm_conv(*be, x, gamma1, conv1), gamma2, conv2);
     add_inplace(*be, y, has_shortcut ? shortcut(x) : x);
     return y;
   }
@@ -164,22 +205,29 @@ struct ResidualBlock {
 
 struct AttentionBlock {
   Backend* be;
-  Tensor gamma, qkv_w, qkv_b, proj_w, proj_b;
+  Tensor gamma, proj_w, proj_b;
+  Tensor qkv_w[3], qkv_b[3];  // to_qkv's rows for q, k and v: channels-last, one conv each
 
   AttentionBlock(const Loader& ld, const std::string& k, int64_t c)
       : be(&ld.backend()),
         gamma(ld.get(k + ".norm.gamma", {c, 1, 1})),
-        qkv_w(ld.conv2d(k + ".to_qkv.weight", 3 * c, c, 1)),
-        qkv_b(ld.get(k + ".to_qkv.bias", {3 * c})),
         proj_w(ld.conv2d(k + ".proj.weight", c, c, 1)),
-        proj_b(ld.get(k + ".proj.bias", {c})) {}
+        proj_b(ld.get(k + ".proj.bias", {c})) {
+    const Tensor w = ld.host_f32(k + ".to_qkv.weight", {3 * c, c, 1, 1});
+    const Tensor b = ld.host_f32(k + ".to_qkv.bias", {3 * c});
+    for (int64_t i = 0; i < 3; ++i) {
+      qkv_w[i] = ld.put_conv(w.slice_rows(i * c, (i + 1) * c).reshape({c, c, 1, 1, 1}));
+      qkv_b[i] = be->upload(b.slice_rows(i * c, (i + 1) * c), DType::F32);
+    }
+  }
   void reset() {}
   Tensor operator()(const Tensor& x) {
-    const int64_t c = x.dim(0);
-    const Tensor qkv = conv(*be, norm(*be, x, gamma, false), qkv_w, qkv_b, {});
+    const Tensor h = norm(*be, x, gamma, false);
+    const Tensor q = conv(*be, h, qkv_w[0], qkv_b[0], {});
+    const Tensor k = conv(*be, h, qkv_w[1], qkv_b[1], {});
+    const Tensor v = conv(*be, h, qkv_w[2], qkv_b[2], {});
     Tensor o = make(*be, x.shape());
-    be->frame_attention(qkv.slice_rows(0, c), qkv.slice_rows(c, 2 * c),
-                        qkv.slice_rows(2 * c, 3 * c), o);
+    be->frame_attention(q, k, v, o);
     Tensor y = conv(*be, o, proj_w, proj_b, {});
     add_inplace(*be, y, x);
     return y;
@@ -219,16 +267,16 @@ struct Resample {
       if (!seen_first) {
         seen_first = true;  // latent frame 0: no time conv, not doubled
       } else {
-        const Tensor y = time_conv(x);  // [2C, t, h, w]; halves interleaved in time
-        const int64_t c = x.dim(0), t = x.dim(1);
-        x = make(*be, {c, 2 * t, x.dim(2), x.dim(3)});
+        const Tensor y = time_conv(x);  // [t, h, w, 2C]; halves interleaved in time
+        const int64_t c = x.dim(3), t = x.dim(0);
+        x = make(*be, {2 * t, x.dim(1), x.dim(2), c});
         for (int64_t half = 0; half < 2; ++half)
           for (int64_t f = 0; f < t; ++f) be->copy_frames(y, half * c, f, x, 0, 2 * f + half, c, 1);
       }
     }
     Conv3dParams p;
     if (mode == ResampleMode::Upsample2d || mode == ResampleMode::Upsample3d) {
-      Tensor up = make(*be, {x.dim(0), x.dim(1), 2 * x.dim(2), 2 * x.dim(3)});
+      Tensor up = make(*be, {x.dim(0), 2 * x.dim(1), 2 * x.dim(2), x.dim(3)});
       be->upsample_nearest2x(x, up);
       p.pad_top = p.pad_bottom = p.pad_left = p.pad_right = 1;
       return conv(*be, up, w, b, p);
@@ -238,7 +286,7 @@ struct Resample {
     p.stride_h = p.stride_w = 2;
     x = conv(*be, x, w, b, p);
     if (mode == ResampleMode::Downsample3d) {
-      const Tensor last = slice_frames(*be, x, x.dim(1) - 1, x.dim(1));
+      const Tensor last = slice_frames(*be, x, x.dim(0) - 1, x.dim(0));
       if (last_frame.defined()) {
         Conv3dParams pt;
         pt.stride_t = 2;
@@ -252,11 +300,11 @@ struct Resample {
 
 // Wan 2.2 AvgDown3D of a chunk (Backend::avg_down3d).
 Tensor avg_down(Backend& be, const Tensor& x, int64_t out_c, int ft, int fs) {
-  const int64_t t = x.dim(1), pad = (ft - t % ft) % ft;
-  if (x.dim(2) % fs || x.dim(3) % fs || x.dim(0) * ft * fs * fs % out_c)
+  const int64_t t = x.dim(0), pad = (ft - t % ft) % ft;
+  if (x.dim(1) % fs || x.dim(2) % fs || x.dim(3) * ft * fs * fs % out_c)
     throw Error("vae AvgDown3D: cannot reduce " + shape_str(x.shape()) + " to " +
                 std::to_string(out_c) + " channels");
-  Tensor out = make(be, {out_c, (t + pad) / ft, x.dim(2) / fs, x.dim(3) / fs});
+  Tensor out = make(be, {(t + pad) / ft, x.dim(1) / fs, x.dim(2) / fs, out_c});
   be.avg_down3d(x, ft, fs, out);
   return out;
 }
@@ -264,9 +312,9 @@ Tensor avg_down(Backend& be, const Tensor& x, int64_t out_c, int ft, int fs) {
 // Wan 2.2 DupUp3D (Backend::dup_up3d); the first chunk drops its first factor_t - 1 frames (as
 // upsample3d does not double latent frame 0).
 Tensor dup_up(Backend& be, const Tensor& x, int64_t out_c, int ft, int fs, bool first_chunk) {
-  if (out_c * ft * fs * fs % x.dim(0)) throw Error("vae DupUp3D: bad channel counts");
+  if (out_c * ft * fs * fs % x.dim(3)) throw Error("vae DupUp3D: bad channel counts");
   const int skip = first_chunk ? ft - 1 : 0;
-  Tensor out = make(be, {out_c, x.dim(1) * ft - skip, x.dim(2) * fs, x.dim(3) * fs});
+  Tensor out = make(be, {x.dim(0) * ft - skip, x.dim(1) * fs, x.dim(2) * fs, out_c});
   be.dup_up3d(x, ft, fs, skip, out);
   return out;
 }
@@ -369,7 +417,7 @@ struct Coder {
       h = run_layers(stages, h);
       h = run_layers(middle, h);
     }
-    return conv_out(norm(*be, h, head_gamma, true));
+    return norm_conv(*be, h, head_gamma, conv_out);
   }
 };
 
@@ -597,9 +645,9 @@ WanVae::~WanVae() = default;
 
 Backend& WanVae::backend() const { return *impl_->be; }
 
-// Inputs and outputs stay on the host; one chunk at a time goes to the backend and its output
-// comes back before the next, so device memory holds the weights, the caches and one chunk's
-// activations.
+// Inputs and outputs stay on the host ([C, T, H, W] F32); one chunk at a time goes to the backend
+// (channels-last, in its video dtype) and its output comes back before the next, so device memory
+// holds the weights, the caches and one chunk's activations.
 Tensor WanVae::encode(const Tensor& video, Tensor* enc_raw, const VaeProgressFn& progress) {
   if (video.ndim() != 4 || video.dim(0) != 3 || video.dim(1) < 1)
     throw Error("vae encode: video must be [3, T, H, W] with T >= 1, got " +
@@ -619,20 +667,21 @@ Tensor WanVae::encode(const Tensor& video, Tensor* enc_raw, const VaeProgressFn&
     for (int64_t c = 0; c < 3; ++c)
       std::memcpy(host.f32() + c * (e - b) * plane, v.f32() + (c * v.dim(1) + b) * plane,
                   static_cast<size_t>((e - b) * plane) * sizeof(float));
-    Tensor x = be.upload(host, DType::F32);
-    if (cfg_.version == 22) {  // 2x2 patchify: [3, t, H, W] -> [12, t, H/2, W/2]
-      Tensor p = make(be, {12, e - b, v.dim(2) / 2, v.dim(3) / 2});
+    Tensor x = be.upload(channels_to_last(host, 0), be.video_dtype());
+    if (cfg_.version == 22) {  // 2x2 patchify: [t, H, W, 3] -> [t, H/2, W/2, 12]
+      Tensor p = make(be, {e - b, v.dim(2) / 2, v.dim(3) / 2, 12});
       be.space_to_channels2(x, p, false);
       x = p;
     }
     outs.push_back(be.download(impl_->encoder(x, false)));
     if (progress)
-      progress(static_cast<int>(i), static_cast<int>(chunks), e - b, outs.back().dim(1));
+      progress(static_cast<int>(i), static_cast<int>(chunks), e - b, outs.back().dim(0));
   }
   impl_->encoder.reset();
-  const Tensor raw = join_frames(outs);
-  const Tensor mu_logvar = be.download(impl_->conv1(be.upload(raw, DType::F32)));
-  if (enc_raw) *enc_raw = raw;
+  const Tensor raw = join_frames(outs);  // [F, h, w, 2z]
+  const Tensor mu_logvar =
+      channels_from_last(be.download(impl_->conv1(be.upload(raw, be.video_dtype()))), 0);
+  if (enc_raw) *enc_raw = channels_from_last(raw, 0);
   return mu_logvar.slice_rows(0, cfg_.z_dim).clone();
 }
 
@@ -642,28 +691,28 @@ Tensor WanVae::decode(const Tensor& z, Tensor* conv2_out, const VaeProgressFn& p
     throw Error("vae decode: latent must be [" + std::to_string(cfg_.z_dim) +
                 ", F, h, w] with F >= 1, got " + shape_str(z.shape()));
   Backend& be = *impl_->be;
-  const Tensor x = impl_->conv2(be.upload(z.to_f32(), DType::F32));
-  if (conv2_out) *conv2_out = be.download(x);
+  const Tensor x = impl_->conv2(be.upload(channels_to_last(z, 0), be.video_dtype()));
+  if (conv2_out) *conv2_out = channels_from_last(be.download(x), 0);
   impl_->decoder.reset();
   // Latent frame 0 decodes to one frame, each later one to temporal_stride() frames; each chunk
   // goes into the video as it arrives (the host holds the video once, not chunks + video).
-  const int64_t frames = x.dim(1), out_frames = 1 + cfg_.temporal_stride() * (frames - 1);
+  const int64_t frames = x.dim(0), out_frames = 1 + cfg_.temporal_stride() * (frames - 1);
   Tensor video;
   int64_t t0 = 0;
   for (int64_t i = 0; i < frames; ++i) {
     Tensor y = impl_->decoder(slice_frames(be, x, i, i + 1), true);
-    if (cfg_.version == 22) {  // unpatchify: [12, t, h, w] -> [3, t, 2h, 2w]
-      Tensor u = make(be, {y.dim(0) / 4, y.dim(1), 2 * y.dim(2), 2 * y.dim(3)});
+    if (cfg_.version == 22) {  // unpatchify: [t, h, w, 12] -> [t, 2h, 2w, 3]
+      Tensor u = make(be, {y.dim(0), 2 * y.dim(1), 2 * y.dim(2), y.dim(3) / 4});
       be.space_to_channels2(y, u, true);
       y = u;
     }
     const Tensor part = be.download(y);
     if (!video.defined())
-      video = Tensor::zeros({part.dim(0), out_frames, part.dim(2), part.dim(3)});
+      video = Tensor::zeros({part.dim(3), out_frames, part.dim(1), part.dim(2)});
     put_frames(part, video, t0);
-    if (on_part) on_part(video, t0, part.dim(1));
-    t0 += part.dim(1);
-    if (progress) progress(static_cast<int>(i), static_cast<int>(frames), 1, part.dim(1));
+    if (on_part) on_part(video, t0, part.dim(0));
+    t0 += part.dim(0);
+    if (progress) progress(static_cast<int>(i), static_cast<int>(frames), 1, part.dim(0));
   }
   impl_->decoder.reset();
   if (t0 != out_frames)

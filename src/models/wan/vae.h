@@ -1,7 +1,8 @@
 #pragma once
-// The Wan video VAEs on a Backend (F32 tensors; the CPU backend is the fp32 reference): Wan 2.1
-// (wan/modules/vae2_1.py, WanVAE_) and Wan 2.2 (vae2_2.py: 2x2 patchify, AvgDown3D/DupUp3D
-// shortcuts around each stage, decoder width dec_dim).
+// The Wan video VAEs on a Backend, channels-last activations in the backend's video dtype (BF16
+// on CUDA by default; the CPU backend is the fp32 reference): Wan 2.1 (wan/modules/vae2_1.py,
+// WanVAE_) and Wan 2.2 (vae2_2.py: 2x2 patchify, AvgDown3D/DupUp3D shortcuts around each stage,
+// decoder width dec_dim).
 //
 // The official code runs the encoder on frame chunks 1, 4, 4, ... and the decoder on one latent
 // frame at a time, with per-conv caches of the last CACHE_T = 2 input frames. This class keeps
@@ -74,7 +75,8 @@ using VaeWeightFn = std::function<Tensor(const std::string& key, const Shape& sh
 
 class WanVae {
  public:
-  // Weights go to `backend` (F32) and every op runs there; null: an own CPU backend. The
+  // Weights go to `backend` (conv weights channels-last in its video dtype, biases and gammas
+  // F32) and every op runs there; null: an own CPU backend. The
   // backend must outlive the VAE. encode/decode take and return host tensors.
   WanVae(VaeConfig cfg, const VaeWeightFn& weights, Backend* backend = nullptr);
   ~WanVae();
