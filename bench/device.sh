@@ -48,7 +48,8 @@
 # hunyuan15-release: tests, then a full-size HunyuanVideo 1.5 release of random weights
 # (bench/make_random_hunyuan15_release.py, official layout) generated end to end at 480p from a
 # first frame (121 and 81 frames, 8 steps, dense and FIS balanced), and the text encoder on a
-# prompt past its 1000-token limit.
+# prompt past its 1000-token limit (HY15_QUICK=1: only 121 frames with FIS balanced, twice: the
+# first process searches the VAE's cuDNN algorithms, the second reads them from the tuning cache).
 # quick: tests + small benchmarks (Wan2.1-1.3B 480p, A14B 480p); bench: benchmarks only.
 # Logs go to $OUT (the device tool's folder) or /tmp/fisdit-device. Header-only dependencies and
 # GoogleTest may travel in .deps/ (a CMake prefix) when the machine has no -dev packages.
@@ -201,6 +202,11 @@ if [ "$MODE" = "hunyuan15-release" ]; then
     say "generate $label: $(( $(date +%s) - t0 )) s wall"
     rm -rf "/tmp/fisdit-frames-$label"
   }
+  if [ "${HY15_QUICK:-0}" = 1 ]; then  # FIS balanced at 121 frames only: cold, then warm
+    gen 480p-121f-balanced-cold --frames 121 --fis balanced
+    gen 480p-121f-balanced --frames 121 --fis balanced
+    exit 0
+  fi
   gen 480p-121f-dense --frames 121 --fis off
   gen 480p-121f-balanced --frames 121 --fis balanced
   gen 480p-81f-dense --frames 81 --fis off
