@@ -403,6 +403,7 @@ namespace {
 Tensor crop(const Tensor& x, int64_t r0, int64_t rows, int64_t c0, int64_t cols) {
   const int64_t planes = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3);
   Tensor out = Tensor::zeros({x.dim(0), x.dim(1), rows, cols});
+#pragma omp parallel for schedule(static)
   for (int64_t p = 0; p < planes; ++p)
     for (int64_t i = 0; i < rows; ++i)
       std::copy(x.f32() + (p * h + r0 + i) * w + c0, x.f32() + (p * h + r0 + i) * w + c0 + cols,
@@ -415,30 +416,35 @@ Tensor crop(const Tensor& x, int64_t r0, int64_t rows, int64_t c0, int64_t cols)
 void blend_v(const Tensor& a, Tensor& b, int64_t extent) {
   extent = std::min({a.dim(2), b.dim(2), extent});
   const int64_t planes = b.dim(0) * b.dim(1), wa = a.dim(3), ha = a.dim(2), hb = b.dim(2);
-  for (int64_t y = 0; y < extent; ++y) {
-    const float wb = static_cast<float>(static_cast<double>(y) / static_cast<double>(extent));
-    const float wa_ = static_cast<float>(1.0 - static_cast<double>(y) / extent);
-    for (int64_t p = 0; p < planes; ++p)
+  float* pb = b.f32();
+  const float* pa = a.f32();
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < planes; ++p)
+    for (int64_t y = 0; y < extent; ++y) {
+      const float wb = static_cast<float>(static_cast<double>(y) / static_cast<double>(extent));
+      const float wa_ = static_cast<float>(1.0 - static_cast<double>(y) / extent);
       for (int64_t x = 0; x < wa; ++x) {
-        float& v = b.f32()[(p * hb + y) * wa + x];
-        v = a.f32()[(p * ha + ha - extent + y) * wa + x] * wa_ + v * wb;
+        float& v = pb[(p * hb + y) * wa + x];
+        v = pa[(p * ha + ha - extent + y) * wa + x] * wa_ + v * wb;
       }
-  }
+    }
 }
 
 // AutoencoderKLConv3D.blend_h: the same over columns (a and b of one height).
 void blend_h(const Tensor& a, Tensor& b, int64_t extent) {
   extent = std::min({a.dim(3), b.dim(3), extent});
   const int64_t planes = b.dim(0) * b.dim(1), rows = b.dim(2), wa = a.dim(3), wb_ = b.dim(3);
-  for (int64_t x = 0; x < extent; ++x) {
-    const float wb = static_cast<float>(static_cast<double>(x) / static_cast<double>(extent));
-    const float wa_ = static_cast<float>(1.0 - static_cast<double>(x) / extent);
-    for (int64_t p = 0; p < planes; ++p)
-      for (int64_t y = 0; y < rows; ++y) {
-        float& v = b.f32()[(p * rows + y) * wb_ + x];
-        v = a.f32()[(p * rows + y) * wa + wa - extent + x] * wa_ + v * wb;
+  float* pb = b.f32();
+  const float* pa = a.f32();
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < planes; ++p)
+    for (int64_t y = 0; y < rows; ++y)
+      for (int64_t x = 0; x < extent; ++x) {
+        const float wb = static_cast<float>(static_cast<double>(x) / static_cast<double>(extent));
+        const float wa_ = static_cast<float>(1.0 - static_cast<double>(x) / extent);
+        float& v = pb[(p * rows + y) * wb_ + x];
+        v = pa[(p * rows + y) * wa + wa - extent + x] * wa_ + v * wb;
       }
-  }
 }
 
 // The decoded tiles blended in place in the official order (a tile takes the already blended tile
@@ -459,6 +465,7 @@ Tensor stitch_tiles(std::vector<std::vector<Tensor>>& rows, int64_t blend, int64
       if (i > 0) blend_v(rows[i - 1][j], t, blend);
       if (j > 0) blend_h(rows[i][j - 1], t, blend);
       const int64_t th = std::min(limit, t.dim(2)), tw = std::min(limit, t.dim(3));
+#pragma omp parallel for schedule(static)
       for (int64_t p = 0; p < planes; ++p)
         for (int64_t y = 0; y < th; ++y)
           std::copy(t.f32() + (p * t.dim(2) + y) * t.dim(3),
