@@ -336,13 +336,18 @@ if [ "$MODE" = "vae" ]; then
     --label profile --vae wan2.1 --size 1280x720 --frames 9 --warmup 1 --repeats 1 \
     >"$OUT/vae_profile.log" 2>&1 || say "vae profile FAILED"
   grep -A14 "op profile" "$OUT/vae_profile.log" | cut -c1-110
-  # Each decode in bf16 (the default) and fp32 (TF32 convs), one process each.
-  for p in ${VAE_PRECISIONS:-bf16 fp32}; do
-    vbench wan21-480p-$p "${VAE_LIMIT:-60}" wan2.1 --size 832x480 --frames 81 --warmup 1 --repeats 1 --vae-precision $p
-    vbench wan21-720p-$p "${VAE_LIMIT:-100}" wan2.1 --size 1280x720 --frames 81 --warmup 1 --repeats 1 --vae-precision $p
-    vbench wan22-704p-$p "${VAE_LIMIT:-100}" wan2.2 --size 1280x704 --frames 121 --warmup 1 --repeats 1 --vae-precision $p
-    vbench hy15-480p-$p "${VAE_LIMIT:-100}" hunyuan15 --size 848x480 --frames 121 --warmup 1 --repeats 1 --vae-precision $p
+  # Each decode in bf16 (the default) and fp32 (TF32 convs), one process each; VAE_APIS="legacy
+  # auto" also runs each with cuDNN's legacy convolution API only (FISDIT_VAE_CONV_API).
+  for api in ${VAE_APIS:-auto}; do
+    for p in ${VAE_PRECISIONS:-bf16 fp32}; do
+      export FISDIT_VAE_CONV_API=$api
+      vbench wan21-480p-$p-$api "${VAE_LIMIT:-60}" wan2.1 --size 832x480 --frames 81 --warmup 1 --repeats 1 --vae-precision $p
+      vbench wan21-720p-$p-$api "${VAE_LIMIT:-100}" wan2.1 --size 1280x720 --frames 81 --warmup 1 --repeats 1 --vae-precision $p
+      vbench wan22-704p-$p-$api "${VAE_LIMIT:-100}" wan2.2 --size 1280x704 --frames 121 --warmup 1 --repeats 1 --vae-precision $p
+      vbench hy15-480p-$p-$api "${VAE_LIMIT:-100}" hunyuan15 --size 848x480 --frames 121 --warmup 1 --repeats 1 --vae-precision $p
+    done
   done
+  unset FISDIT_VAE_CONV_API
   vbench wan21-encode-720p-bf16 "${VAE_LIMIT:-100}" wan2.1 --vae-op encode --size 1280x720 --frames 81 --warmup 1 --repeats 1
   exit 0
 fi

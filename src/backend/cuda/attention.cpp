@@ -1,5 +1,6 @@
 // Attention through cuDNN's fused flash-attention runtime engine, driven directly through the
-// cuDNN 9 backend C API (cudnnBackendCreateDescriptor / SetAttribute / Finalize / Execute).
+// cuDNN 9 backend C API (cudnnBackendCreateDescriptor / SetAttribute / Finalize / Execute; the
+// helpers shared with the VAE convolutions are in cudnn_graph.h).
 //
 // q/k/v/out are bf16 [tokens, heads, head_dim], which is BHSD with b = 1 and strides
 // (tokens * heads * d, d, heads * d, 1): no transposes. The operation graph is the flash
@@ -34,6 +35,7 @@
 
 #include "backend/cuda/attention.h"
 #include "backend/cuda/cuda_internal.h"
+#include "backend/cuda/cudnn_graph.h"
 
 #if FISDIT_HAVE_CUDNN
 #include <cudnn.h>
@@ -47,100 +49,7 @@ constexpr int64_t kQ = 1, kK = 2, kV = 3, kO = 4, kScale = 5;
 // The softmax's virtual tensors take the six uids from kSoftmax (GraphBuilder::softmax).
 constexpr int64_t kS = 101, kScaled = 102, kSoftmax = 103, kP = 110;
 
-std::string status_text(cudnnStatus_t st) {
-  std::string s = cudnnGetErrorString(st);
-  char detail[512] = {0};
-  cudnnGetLastErrorString(detail, sizeof(detail));
-  if (detail[0] != '\0') s += std::string(" [") + detail + "]";
-  return s;
-}
-
-// A failure while building a plan: cuDNN does not take this shape (the caller falls back).
-struct BuildError {
-  std::string what;
-};
-
-// Owns one backend descriptor.
-class Descriptor {
- public:
-  Descriptor() = default;
-  Descriptor(cudnnBackendDescriptorType_t type, const char* what) : what_(what) {
-    const cudnnStatus_t st = cudnnBackendCreateDescriptor(type, &d_);
-    if (st != CUDNN_STATUS_SUCCESS) {
-      d_ = nullptr;
-      throw BuildError{std::string("create ") + what + ": " + status_text(st)};
-    }
-  }
-  ~Descriptor() { reset(); }
-  Descriptor(const Descriptor&) = delete;
-  Descriptor& operator=(const Descriptor&) = delete;
-  Descriptor(Descriptor&& o) noexcept : d_(std::exchange(o.d_, nullptr)), what_(o.what_) {}
-  Descriptor& operator=(Descriptor&& o) noexcept {
-    if (this != &o) {
-      reset();
-      d_ = std::exchange(o.d_, nullptr);
-      what_ = o.what_;
-    }
-    return *this;
-  }
-
-  cudnnBackendDescriptor_t get() const { return d_; }
-  const char* what() const { return what_; }
-
-  // Sets an attribute; a failure is a BuildError naming the descriptor and the attribute.
-  void set(cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type, int64_t count,
-           const void* values, const char* attr) {
-    const cudnnStatus_t st = cudnnBackendSetAttribute(d_, name, type, count, values);
-    if (st != CUDNN_STATUS_SUCCESS)
-      throw BuildError{std::string(what_) + " set " + attr + ": " + status_text(st)};
-  }
-  void set_desc(cudnnBackendAttributeName_t name, const Descriptor& other, const char* attr) {
-    cudnnBackendDescriptor_t raw = other.get();
-    set(name, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &raw, attr);
-  }
-  void finalize() {
-    const cudnnStatus_t st = cudnnBackendFinalize(d_);
-    if (st != CUDNN_STATUS_SUCCESS)
-      throw BuildError{std::string(what_) + " finalize: " + status_text(st)};
-  }
-
- private:
-  void reset() {
-    if (d_) cudnnBackendDestroyDescriptor(d_);
-    d_ = nullptr;
-  }
-  cudnnBackendDescriptor_t d_ = nullptr;
-  const char* what_ = "";
-};
-
 using Dims = std::array<int64_t, 4>;
-
-Descriptor tensor_desc(const char* name, int64_t uid, cudnnDataType_t type, const Dims& dim,
-                       const Dims& stride, bool is_virtual, bool by_value) {
-  Descriptor t(CUDNN_BACKEND_TENSOR_DESCRIPTOR, name);
-  const int64_t alignment = 16;
-  t.set(CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type, "DATA_TYPE");
-  t.set(CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dim.data(), "DIMENSIONS");
-  t.set(CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, stride.data(), "STRIDES");
-  t.set(CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid, "UNIQUE_ID");
-  t.set(CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &alignment, "BYTE_ALIGNMENT");
-  if (is_virtual) {
-    const bool v = true;
-    t.set(CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &v, "IS_VIRTUAL");
-  }
-  if (by_value) {
-    const bool v = true;
-    t.set(CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &v, "IS_BY_VALUE");
-  }
-  t.finalize();
-  return t;
-}
-
-// An execution plan and its workspace bytes.
-struct Engine {
-  Descriptor plan;
-  int64_t workspace = 0;
-};
 
 struct Plan {
   bool ok = false;  // false: cuDNN declined this shape
@@ -150,7 +59,7 @@ struct Plan {
   Descriptor plan;
   // With FISDIT_ATTENTION_AUTOTUNE=1, more engine configs that finalized, after `plan` (the
   // heuristics' first): all are timed on the first execution (AttentionEngine::tune).
-  std::vector<Engine> others;
+  std::vector<ExecPlan> others;
 };
 
 bool attention_autotune() {
@@ -249,77 +158,14 @@ class GraphBuilder {
   void finish() {
     std::vector<cudnnBackendDescriptor_t> raw_ops;
     for (size_t i : ops_) raw_ops.push_back(keep()[i].get());
-    Descriptor graph(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, "operation graph");
-    graph.set(CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-              static_cast<int64_t>(raw_ops.size()), raw_ops.data(), "OPS");
-    graph.set(CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle_, "HANDLE");
-    graph.finalize();
-
+    Descriptor graph = operation_graph(handle_, raw_ops);
     std::string why;
-    auto note = [&](const std::string& w) { why += (why.empty() ? "" : "; ") + w; };
-    std::vector<Engine> found;
-    for (cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
-      if (found.size() == max_engines()) break;
-      const char* mode_name = mode == CUDNN_HEUR_MODE_A ? "heuristics A" : "heuristics FALLBACK";
-      std::vector<Descriptor> configs;
-      try {
-        Descriptor heur(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, mode_name);
-        heur.set_desc(CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, graph, "OPERATION_GRAPH");
-        heur.set(CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode, "MODE");
-        heur.finalize();
-        int64_t count = 0;
-        cudnnStatus_t st =
-            cudnnBackendGetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
-                                     CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, nullptr);
-        if (st != CUDNN_STATUS_SUCCESS)
-          throw BuildError{std::string(mode_name) + " result count: " + status_text(st)};
-        if (count <= 0) {
-          note(std::string(mode_name) + ": no engine config");
-          continue;
-        }
-        std::vector<cudnnBackendDescriptor_t> raw(static_cast<size_t>(count));
-        for (auto& r : raw) {
-          configs.emplace_back(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, "engine config");
-          r = configs.back().get();
-        }
-        int64_t got = 0;
-        st = cudnnBackendGetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
-                                      CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &got, raw.data());
-        if (st != CUDNN_STATUS_SUCCESS)
-          throw BuildError{std::string(mode_name) + " results: " + status_text(st)};
-        configs.resize(static_cast<size_t>(std::max<int64_t>(0, std::min(got, count))));
-        if (configs.empty()) {
-          note(std::string(mode_name) + ": no viable engine config among " + std::to_string(count) +
-               " result(s)");
-          continue;
-        }
-      } catch (const BuildError& e) {
-        note(e.what);
-        continue;
-      }
-      for (size_t i = 0; i < configs.size(); ++i) {
-        try {
-          Descriptor plan(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, "execution plan");
-          plan.set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle_, "HANDLE");
-          plan.set_desc(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, configs[i], "ENGINE_CONFIG");
-          plan.finalize();
-          int64_t ws = 0, n = 0;
-          const cudnnStatus_t st = cudnnBackendGetAttribute(
-              plan.get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &n, &ws);
-          if (st != CUDNN_STATUS_SUCCESS)
-            throw BuildError{"execution plan workspace size: " + status_text(st)};
-          found.push_back({std::move(plan), ws});
-          keep().push_back(std::move(configs[i]));
-          if (found.size() == max_engines()) break;
-        } catch (const BuildError& e) {
-          note(std::string(mode_name) + " config " + std::to_string(i) + ": " + e.what);
-        }
-      }
-    }
+    std::vector<PlanCandidate> found = find_plans(handle_, graph, max_engines(), why);
     if (found.empty()) throw BuildError{why.empty() ? std::string("no engine config") : why};
-    p_.plan = std::move(found.front().plan);
-    p_.workspace = found.front().workspace;
-    for (size_t i = 1; i < found.size(); ++i) p_.others.push_back(std::move(found[i]));
+    p_.plan = std::move(found.front().exec.plan);
+    p_.workspace = found.front().exec.workspace;
+    for (size_t i = 1; i < found.size(); ++i) p_.others.push_back(std::move(found[i].exec));
+    for (PlanCandidate& c : found) keep().push_back(std::move(c.config));
     keep().push_back(std::move(graph));
   }
 
@@ -437,26 +283,18 @@ class AttentionEngine {
   // at the A14B shapes no config came within reach of that (H100, 2026-12-06: 0.1% at most), and
   // timing them costs the first call of each shape several runs.
   void tune(Plan& p, const int64_t* uids, void** ptrs, int64_t n, const std::string& where) {
-    std::vector<Engine> all;
+    std::vector<ExecPlan> all;
     all.push_back({std::move(p.plan), p.workspace});
-    for (Engine& e : p.others) all.push_back(std::move(e));
+    for (ExecPlan& e : p.others) all.push_back(std::move(e));
     p.others.clear();
     size_t best = 0;
     std::vector<float> ms(all.size(), 0.0f);
-    cudaEvent_t t0 = nullptr, t1 = nullptr;
-    check(cudaEventCreate(&t0), "attention", where);
-    check(cudaEventCreate(&t1), "attention", where);
     for (size_t i = 0; i < all.size(); ++i) {
-      launch(all[i].plan, all[i].workspace, uids, ptrs, n, where);
-      check(cudaEventRecord(t0, stream_), "attention", where);
-      launch(all[i].plan, all[i].workspace, uids, ptrs, n, where);
-      check(cudaEventRecord(t1, stream_), "attention", where);
-      check(cudaEventSynchronize(t1), "attention", where);
-      check(cudaEventElapsedTime(&ms[i], t0, t1), "attention", where);
+      ms[i] = time_launches(
+          stream_, 1, 1, [&] { launch(all[i].plan, all[i].workspace, uids, ptrs, n, where); },
+          "attention", where);
       if (ms[i] < 0.97f * ms[0] && ms[i] < ms[best]) best = i;
     }
-    cudaEventDestroy(t0);
-    cudaEventDestroy(t1);
     if (best != 0)
       std::fprintf(stderr,
                    "fisdit: cuDNN attention %s: engine config %zu of %zu runs in %.3f ms against "
@@ -478,14 +316,9 @@ class AttentionEngine {
       workspace_bytes_ = workspace;
     }
     void* ws = workspace > 0 ? workspace_ : nullptr;
+    const auto count = static_cast<size_t>(n);
     try {
-      Descriptor pack(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, "variant pack");
-      pack.set(CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, n, uids, "UNIQUE_IDS");
-      pack.set(CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, n, ptrs,
-               "DATA_POINTERS");
-      pack.set(CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws, "WORKSPACE");
-      pack.finalize();
-      const cudnnStatus_t st = cudnnBackendExecute(handle_, plan.get(), pack.get());
+      const cudnnStatus_t st = execute_plan(handle_, plan, {uids, count}, {ptrs, count}, ws);
       if (st != CUDNN_STATUS_SUCCESS)
         fail("attention", where, "cudnnBackendExecute failed: " + status_text(st));
     } catch (const BuildError& e) {

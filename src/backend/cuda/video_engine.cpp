@@ -11,14 +11,29 @@
 //   spatial padding (cuDNN pads symmetrically) goes into the same input copy.
 // - The per-frame attention GEMMs through cuBLAS: F32 operands with fp32 GEMMs (no TF32), or
 //   BF16 operands with fp32 scores, BF16 probabilities and fp32 accumulation.
-// The fastest cuDNN algorithm (and F32 layout) of each shape is measured on the first call and
-// kept, in memory and in the tuning cache file of this GPU and library versions (backend/
-// tuning_cache.h), so a later process finds it there instead of measuring again.
+// The convolution cuDNN sees (Problem) runs through one of cuDNN's two APIs (FISDIT_VAE_CONV_API):
+// - legacy: cudnnConvolutionForward with the algorithm cudnnFindConvolutionForwardAlgorithmEx
+//   measured fastest (ConvPlan);
+// - graph: one convolution-forward operation of the backend API (cudnn_graph.h), whose engines
+//   the legacy API does not all reach: PyTorch, which runs this API, took 5.07 ms on an H100 for
+//   the BF16 NDHWC 96-channel conv at 720x1280 where the legacy API's best took 7.5 ms (and
+//   2.30 against 3.12 ms at 384 channels, 180x320). The first kGraphCandidates engine configs of
+//   the heuristics (mode A, then FALLBACK) that finalize within the workspace cap are timed on
+//   the real operands and the fastest is kept (GraphConv). Engine configs are taken as the
+//   legacy math types allow (config_refusal): none that reduces in reduced precision, and for
+//   F32 without TF32 none on the tensor cores or converting its inputs down.
+// By default each shape runs on the faster of the two.
+// The fastest cuDNN algorithm (and F32 layout, and API) of each shape is measured on the first
+// call and kept, in memory and in the tuning cache file of this GPU and library versions
+// (backend/tuning_cache.h), so a later process finds it there instead of measuring again (the
+// graph API's choice as its place in the heuristics' results, which are the same for a GPU and
+// cuDNN version).
 #include <cublas_v2.h>
 
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -39,6 +54,8 @@
 
 #if FISDIT_HAVE_CUDNN
 #include <cudnn.h>
+
+#include "backend/cuda/cudnn_graph.h"
 #endif
 
 namespace fisdit::cuda {
@@ -63,6 +80,15 @@ ConvLayout vae_conv_layout() {
   if (std::strcmp(v, "ndhwc") == 0) return ConvLayout::Ndhwc;
   fail("conv3d", "",
        std::string("FISDIT_VAE_CONV_LAYOUT must be auto, ncdhw or ndhwc, got '") + v + "'");
+}
+
+ConvApi vae_conv_api() {
+  const char* v = std::getenv("FISDIT_VAE_CONV_API");
+  if (!v || !*v || std::strcmp(v, "auto") == 0) return ConvApi::Auto;
+  if (std::strcmp(v, "legacy") == 0) return ConvApi::Legacy;
+  if (std::strcmp(v, "graph") == 0) return ConvApi::Graph;
+  fail("conv3d", "",
+       std::string("FISDIT_VAE_CONV_API must be auto, legacy or graph, got '") + v + "'");
 }
 
 namespace {
@@ -170,6 +196,87 @@ std::string op_text(const Conv3dArgs& a, bool tf32) {
                 a.pad[1], a.pad[2], a.pad[3], tf32 ? 1 : 0);
   return s;
 }
+
+// Engine configs of the graph API finalized and timed per problem (the first that finalize
+// within the workspace cap, in the heuristics' order).
+constexpr size_t kGraphCandidates = 8;
+// The variant pack's tensor uids.
+constexpr int64_t kUidX = 1, kUidW = 2, kUidY = 3;
+
+// The largest of 16, 8, 4, 2, 1 bytes that x, w and y are all aligned to: the graph tensors'
+// byte alignment (cuDNN picks kernels that rely on it). The engine's scratch and the backend's
+// allocations are 256-byte aligned, so this is 16 unless a caller passes a view.
+int64_t alignment_of(const void* x, const void* w, const void* y) {
+  const uintptr_t v = reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(w) |
+                      reinterpret_cast<uintptr_t>(y);
+  for (const int64_t a : {16, 8, 4, 2})
+    if (v % static_cast<uintptr_t>(a) == 0) return a;
+  return 1;
+}
+
+// A problem and the alignment of its operands: what a graph plan is made for.
+struct GraphKey {
+  Problem problem;
+  int64_t align = 16;
+  bool operator<(const GraphKey& o) const {
+    if (problem < o.problem) return true;
+    if (o.problem < problem) return false;
+    return align < o.align;
+  }
+  // The tuning cache's key: the legacy plan's, marked.
+  std::string text() const { return "graph " + problem.text() + " align=" + std::to_string(align); }
+};
+
+// The convolution as a graph-API operation and the plan kept for it (VideoEngine::graph_plan).
+struct GraphConv {
+  bool tuned = false;            // searched, or rebuilt from the cache, in this process
+  bool ok = false;               // a plan runs it
+  bool refused = false;          // !ok: cuDNN refused the operation graph itself (else: no engine)
+  std::string why;               // !ok: what cuDNN said
+  std::vector<Descriptor> keep;  // the tensors, the convolution and its operation
+  Descriptor graph;
+  Descriptor config;  // the plan's engine config
+  ExecPlan exec;
+  cudnnBackendHeurMode_t mode = CUDNN_HEUR_MODE_A;  // where the heuristics listed the config
+  int64_t index = -1;
+  int64_t engine = -1;  // its engine's global index (checked when rebuilt from the cache)
+  float ms = 0;         // measured time per run
+};
+
+// Dims {N or K, C, D, H, W} (cuDNN's order) and the strides of the memory layout: channels
+// fastest (NDHWC, the filter KDHWC) or packed in that order (NCDHW, KCDHW).
+std::array<int64_t, 5> strides_of(const std::array<int64_t, 5>& d, bool channels_last) {
+  std::array<int64_t, 5> s{};
+  if (channels_last) {
+    s[1] = 1;
+    s[4] = d[1];
+    s[3] = d[4] * s[4];
+    s[2] = d[3] * s[3];
+    s[0] = d[2] * s[2];
+  } else {
+    s[4] = 1;
+    for (int i = 3; i >= 0; --i) s[i] = s[i + 1] * d[i + 1];
+  }
+  return s;
+}
+
+// Why an engine config is not taken ("" takes it): the legacy math types' contract.
+// Accumulation stays fp32 (no reduced-precision reduction); F32 without TF32 runs plain fp32
+// (no tensor-core engine, no down-converted inputs); BF16 inputs are not converted further down.
+// F32 with TF32 takes both notes (rounding the inputs to TF32 is a down-conversion).
+std::string config_refusal(const Descriptor& config, const Problem& pr) {
+  const EngineInfo info = engine_info(config);
+  if (info.has(CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION))
+    return "engine " + std::to_string(info.global_index) + " reduces in reduced precision";
+  if (!pr.bf16 && !pr.tf32 &&
+      (info.has(CUDNN_NUMERICAL_NOTE_TENSOR_CORE) ||
+       info.has(CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS)))
+    return "engine " + std::to_string(info.global_index) +
+           " uses tensor cores or converts its inputs down (TF32 is off)";
+  if (pr.bf16 && info.has(CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS))
+    return "engine " + std::to_string(info.global_index) + " converts its inputs down";
+  return "";
+}
 #endif
 }  // namespace
 
@@ -198,6 +305,7 @@ class VideoEngine {
       cudnnDestroyFilterDescriptor(p.w);
       cudnnDestroyConvolutionDescriptor(p.conv);
     }
+    graphs_.clear();  // descriptors go before the handle
     cudnnDestroy(dnn_);
 #endif
     cublasDestroy(blas_);
@@ -213,8 +321,11 @@ class VideoEngine {
       layout = a.bf16 ? ConvLayout::Ndhwc : choose_layout(a, tf32, ctx);
     const bool last = layout == ConvLayout::Ndhwc;
     Operands o = prepare(a, last, tf32, ctx);
-    ConvPlan& p = plan(o.problem, o.x, o.w, o.y, ctx);
-    forward(p, o.x, o.w, o.y, ctx);
+    const Choice c = choose_api(o.problem, o.x, o.w, o.y, ctx);
+    if (c.graph)
+      graph_forward(*c.graph, o.x, o.w, o.y, ctx);
+    else
+      forward(*c.legacy, o.x, o.w, o.y, ctx);
     finish(a, o, ctx);
 #else
     (void)a;
@@ -468,11 +579,15 @@ class VideoEngine {
               "cudnnConvolutionForward", ctx);
   }
 
-  // F32 auto layout: cuDNN's best time in each layout plus an estimate of the copies that layout
-  // needs (read + write at 2.5 TB/s); a layout cuDNN cannot run loses. Remembered per shape, in
-  // memory and in the cache file.
+  // F32 auto layout: cuDNN's best time in each layout (with the API FISDIT_VAE_CONV_API picks)
+  // plus an estimate of the copies that layout needs (read + write at 2.5 TB/s); a layout cuDNN
+  // cannot run loses. Remembered per shape, in memory and in the cache file.
+  // The key carries the API unless it is legacy (whose keys predate the choice of API).
   ConvLayout choose_layout(const Conv3dArgs& a, bool tf32, const std::string& ctx) {
-    const std::string key = op_text(a, tf32);
+    const ConvApi api = vae_conv_api();
+    const std::string key = op_text(a, tf32) + (api == ConvApi::Legacy  ? ""
+                                                : api == ConvApi::Graph ? " api=graph"
+                                                                        : " api=auto");
     auto it = choice_.find(key);
     if (it != choice_.end()) return it->second;
     const std::optional<std::string> known = cache_->get(key);
@@ -484,7 +599,7 @@ class VideoEngine {
       for (const bool last : {false, true}) {
         try {
           const Operands o = prepare(a, last, tf32, ctx);
-          ms[last] = plan(o.problem, o.x, o.w, o.y, ctx).ms;
+          ms[last] = choose_api(o.problem, o.x, o.w, o.y, ctx).ms();
           const auto& px = o.problem.x;
           const auto& pws = o.problem.w;
           const double xn = static_cast<double>(px[0]) * px[1] * px[2] * px[3];
@@ -561,14 +676,18 @@ class VideoEngine {
     return p;
   }
 
+  // The most workspace a tuned plan may take: 1 GiB, or an eighth of the free memory where less.
+  static size_t workspace_cap(const std::string& ctx) {
+    size_t free_bytes = 0, total = 0;
+    check(cudaMemGetInfo(&free_bytes, &total), "conv3d", ctx);
+    return std::min<size_t>(size_t{1} << 30, free_bytes / 8);
+  }
+
   // Times the algorithms on the real operands (cudnnFindConvolutionForwardAlgorithmEx) with a
   // bounded workspace and keeps the fastest one that succeeds.
   void tune(ConvPlan& p, const Problem& pr, const void* x, const void* w, void* y,
             const std::string& ctx) {
-    size_t free_bytes = 0, total = 0;
-    check(cudaMemGetInfo(&free_bytes, &total), "conv3d", ctx);
-    const size_t cap = std::min<size_t>(size_t{1} << 30, free_bytes / 8);
-    reserve(cap, ctx);
+    reserve(workspace_cap(ctx), ctx);
     constexpr int kMax = CUDNN_CONVOLUTION_FWD_ALGO_COUNT;
     cudnnConvolutionFwdAlgoPerf_t perf[kMax];
     int found = 0;
@@ -590,10 +709,272 @@ class VideoEngine {
     fail("conv3d", ctx, "cuDNN has no algorithm for this convolution");
   }
 
+  // What runs a problem under FISDIT_VAE_CONV_API: a legacy plan or a graph plan (one of the
+  // two set), tuned on the operands of the problem's first call.
+  struct Choice {
+    ConvPlan* legacy = nullptr;
+    GraphConv* graph = nullptr;
+    float ms() const { return graph ? graph->ms : legacy->ms; }
+  };
+
+  // legacy: the legacy plan. graph: the graph plan, or fisdit::Error when there is none. auto:
+  // the faster of the two (measured times; the legacy one from cudnnFind), the one that exists
+  // where only one does; remembered per problem and alignment. Both plans keep their own tuning
+  // cache entries, so a later process compares them without measuring.
+  Choice choose_api(const Problem& pr, const void* x, const void* w, void* y,
+                    const std::string& ctx) {
+    const ConvApi api = vae_conv_api();
+    if (api == ConvApi::Legacy) return {&plan(pr, x, w, y, ctx), nullptr};
+    const GraphKey key{pr, alignment_of(x, w, y)};
+    GraphConv& g = graph_plan(key, x, w, y, ctx);
+    if (api == ConvApi::Graph) {
+      if (!g.ok)
+        fail("conv3d", ctx,
+             std::string("FISDIT_VAE_CONV_API=graph: ") +
+                 (g.refused ? "cuDNN refused the convolution's operation graph"
+                            : "no cuDNN graph engine runs this convolution") +
+                 " (" + g.why + ")");
+      return {nullptr, &g};
+    }
+    if (const auto known = auto_graph_.find(key); known != auto_graph_.end()) {
+      if (known->second) return {nullptr, &g};
+      return {&plan(pr, x, w, y, ctx), nullptr};  // tuned already
+    }
+    ConvPlan* legacy = nullptr;
+    std::string legacy_why;
+    try {
+      legacy = &plan(pr, x, w, y, ctx);
+    } catch (const Error& e) {
+      if (!g.ok) throw;
+      legacy_why = e.what();
+    }
+    const bool graph = g.ok && (!legacy || g.ms < legacy->ms);
+    if (conv_log()) {
+      char l[64] = "", gr[96] = "";
+      if (legacy)
+        std::snprintf(l, sizeof l, "legacy algo %d %.3f ms", static_cast<int>(legacy->algo),
+                      static_cast<double>(legacy->ms));
+      if (g.ok)
+        std::snprintf(gr, sizeof gr, "graph %s config %lld (engine %lld) %.3f ms",
+                      heur_mode_name(g.mode), static_cast<long long>(g.index),
+                      static_cast<long long>(g.engine), static_cast<double>(g.ms));
+      const std::string l_text = legacy ? l : "legacy none (" + legacy_why + ")";
+      const std::string g_text = g.ok ? gr : "graph none (" + g.why + ")";
+      std::fprintf(stderr, "conv3d %s: %s: %s, %s -> %s\n", ctx.c_str(), pr.text().c_str(),
+                   l_text.c_str(), g_text.c_str(), graph ? "graph" : "legacy");
+    }
+    auto_graph_.emplace(key, graph);
+    return graph ? Choice{nullptr, &g} : Choice{legacy, nullptr};
+  }
+
+  // The graph plan of a problem at an alignment: the one the tuning cache names where it still
+  // builds, else searched and timed on these operands (graph_tune) and put in the cache. !ok
+  // (remembered for this process, not cached) where cuDNN refuses the graph or has no plan.
+  GraphConv& graph_plan(const GraphKey& key, const void* x, const void* w, void* y,
+                        const std::string& ctx) {
+    GraphConv& g = graphs_[key];
+    if (g.tuned) return g;
+    g.tuned = true;
+    try {
+      build_graph(g, key);
+    } catch (const BuildError& e) {
+      g.refused = true;
+      g.why = e.what;
+      if (conv_log())
+        std::fprintf(stderr, "conv3d %s: graph %s: cuDNN refused the operation graph (%s)\n",
+                     ctx.c_str(), key.problem.text().c_str(), g.why.c_str());
+      return g;
+    }
+    const std::string cache_key = key.text();
+    if (graph_from_cache(g, key.problem, cache_key)) return g;
+    graph_tune(g, key.problem, x, w, y, ctx);
+    if (g.ok && g.engine >= 0) {
+      char value[160];
+      std::snprintf(value, sizeof value, "heur=%s index=%lld engine=%lld ws=%lld ms=%.4f",
+                    g.mode == CUDNN_HEUR_MODE_A ? "A" : "FALLBACK", static_cast<long long>(g.index),
+                    static_cast<long long>(g.engine), static_cast<long long>(g.exec.workspace),
+                    static_cast<double>(g.ms));
+      cache_->put(cache_key, value);
+    }
+    return g;
+  }
+
+  // The operation graph of the problem's convolution (throws BuildError where cuDNN refuses
+  // it): X, W and Y with dims {N or K, C, D, H, W} and the strides of their memory layout, the
+  // key's byte alignment, bf16 or fp32 data; fp32 accumulation in both dtypes (as the legacy
+  // descriptor); cross-correlation with the symmetric spatial padding, y = 1 * conv + 0 * y.
+  void build_graph(GraphConv& g, const GraphKey& key) {
+    const Problem& pr = key.problem;
+    const cudnnDataType_t dt = pr.bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+    auto tensor = [&](const char* name, int64_t uid, const std::array<int64_t, 5>& dims) {
+      const std::array<int64_t, 5> strides = strides_of(dims, pr.channels_last);
+      g.keep.push_back(tensor_desc(name, uid, dt, dims, strides, false, false, key.align));
+      return g.keep.size() - 1;
+    };
+    const size_t xi = tensor("tensor X", kUidX, {1, pr.x[0], pr.x[1], pr.x[2], pr.x[3]});
+    const size_t wi = tensor("tensor W", kUidW, {pr.w[0], pr.w[1], pr.w[2], pr.w[3], pr.w[4]});
+    const size_t yi = tensor("tensor Y", kUidY, {1, pr.y[0], pr.y[1], pr.y[2], pr.y[3]});
+
+    Descriptor conv(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR, "convolution");
+    const int64_t spatial = 3;
+    const cudnnDataType_t comp = CUDNN_DATA_FLOAT;
+    const cudnnConvolutionMode_t mode = CUDNN_CROSS_CORRELATION;
+    const int64_t pad[3] = {0, pr.pad_h, pr.pad_w};
+    const int64_t stride[3] = {pr.stride[0], pr.stride[1], pr.stride[2]};
+    const int64_t dilation[3] = {1, 1, 1};
+    conv.set(CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS, CUDNN_TYPE_INT64, 1, &spatial, "SPATIAL_DIMS");
+    conv.set(CUDNN_ATTR_CONVOLUTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &comp, "COMP_TYPE");
+    conv.set(CUDNN_ATTR_CONVOLUTION_CONV_MODE, CUDNN_TYPE_CONVOLUTION_MODE, 1, &mode, "CONV_MODE");
+    conv.set(CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, CUDNN_TYPE_INT64, 3, pad, "PRE_PADDINGS");
+    conv.set(CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, CUDNN_TYPE_INT64, 3, pad, "POST_PADDINGS");
+    conv.set(CUDNN_ATTR_CONVOLUTION_DILATIONS, CUDNN_TYPE_INT64, 3, dilation, "DILATIONS");
+    conv.set(CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES, CUDNN_TYPE_INT64, 3, stride, "FILTER_STRIDES");
+    conv.finalize();
+    g.keep.push_back(std::move(conv));
+    const size_t ci = g.keep.size() - 1;
+
+    Descriptor op(CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR, "convolution forward");
+    op.set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, g.keep[xi], "X");
+    op.set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, g.keep[wi], "W");
+    op.set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, g.keep[yi], "Y");
+    op.set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, g.keep[ci], "CONV_DESC");
+    // The scalars are floats with a FLOAT compute type (DOUBLE only goes with a DOUBLE one).
+    const float alpha = 1.0f, beta = 0.0f;
+    op.set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha, "ALPHA");
+    op.set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, CUDNN_TYPE_FLOAT, 1, &beta, "BETA");
+    op.finalize();
+    const cudnnBackendDescriptor_t raw = op.get();
+    g.keep.push_back(std::move(op));
+    g.graph = operation_graph(dnn_, {&raw, 1});
+  }
+
+  // The plan the tuning cache names ("heur=A|FALLBACK index=I engine=E ws=B ms=T"): the I-th
+  // engine config of that heuristic mode, taken where it is still E's, still passes
+  // config_refusal and finalizes with B workspace bytes. false: search again.
+  bool graph_from_cache(GraphConv& g, const Problem& pr, const std::string& key) {
+    const std::optional<std::string> v = cache_->get(key);
+    char heur[16] = {0};
+    long long index = -1, engine = -1, ws = -1;
+    float ms = 0;
+    if (!v || std::sscanf(v->c_str(), "heur=%15s index=%lld engine=%lld ws=%lld ms=%f", heur,
+                          &index, &engine, &ws, &ms) != 5)
+      return false;
+    const std::string h = heur;
+    if ((h != "A" && h != "FALLBACK") || index < 0 || ws < 0 || ws > (1LL << 32) || !(ms >= 0))
+      return false;
+    const cudnnBackendHeurMode_t mode = h == "A" ? CUDNN_HEUR_MODE_A : CUDNN_HEUR_MODE_FALLBACK;
+    try {
+      std::vector<Descriptor> configs = engine_configs(g.graph, mode);
+      if (index >= static_cast<long long>(configs.size())) return false;
+      Descriptor& config = configs[static_cast<size_t>(index)];
+      if (!config_refusal(config, pr).empty() || engine_info(config).global_index != engine)
+        return false;
+      ExecPlan exec = finalize_plan(dnn_, config);
+      if (exec.workspace != ws) return false;
+      g.config = std::move(config);
+      g.exec = std::move(exec);
+      g.mode = mode;
+      g.index = index;
+      g.engine = engine;
+      g.ms = ms;
+      g.ok = true;
+      return true;
+    } catch (const BuildError&) {
+      return false;
+    }
+  }
+
+  // The first kGraphCandidates plans of the heuristics (find_plans: mode A, then FALLBACK; within
+  // the workspace cap; config_refusal), each timed on the real operands (one warm-up, then the
+  // mean of three runs on the stream); the fastest is kept. A plan that fails to run is dropped.
+  void graph_tune(GraphConv& g, const Problem& pr, const void* x, const void* w, void* y,
+                  const std::string& ctx) {
+    std::string why;
+    std::vector<PlanCandidate> found =
+        find_plans(dnn_, g.graph, kGraphCandidates, why, static_cast<int64_t>(workspace_cap(ctx)),
+                   [&](const Descriptor& config) { return config_refusal(config, pr); });
+    void* const ptrs[3] = {const_cast<void*>(x), const_cast<void*>(w), y};
+    size_t best = found.size();
+    float best_ms = 0;
+    std::string times;
+    for (size_t i = 0; i < found.size(); ++i) {
+      PlanCandidate& c = found[i];
+      const std::string name =
+          std::string(heur_mode_name(c.mode)) + " config " + std::to_string(c.index);
+      try {
+        reserve(static_cast<size_t>(c.exec.workspace), ctx);
+        const float ms = time_launches(
+            stream_, 1, 3,
+            [&] {
+              const cudnnStatus_t st = run_plan(c.exec, ptrs);
+              if (st != CUDNN_STATUS_SUCCESS)
+                throw BuildError{"cudnnBackendExecute: " + status_text(st)};
+            },
+            "conv3d", ctx);
+        char t[32];
+        std::snprintf(t, sizeof t, " %.3f ms", static_cast<double>(ms));
+        times += (times.empty() ? "" : ", ") + name + t;
+        if (best == found.size() || ms < best_ms) {
+          best = i;
+          best_ms = ms;
+        }
+      } catch (const BuildError& e) {
+        // A launch error the dropped plan left (not sticky) is not the next call's.
+        (void)cudaGetLastError();
+        why += (why.empty() ? "" : "; ") + name + ": " + e.what;
+      }
+    }
+    if (best == found.size()) {
+      g.why = why.empty() ? std::string("no engine config") : why;
+      if (conv_log())
+        std::fprintf(stderr, "conv3d %s: graph %s: no plan (%s)\n", ctx.c_str(), pr.text().c_str(),
+                     g.why.c_str());
+      return;
+    }
+    PlanCandidate& c = found[best];
+    try {
+      g.engine = engine_info(c.config).global_index;  // config_refusal read it already
+    } catch (const BuildError&) {
+      g.engine = -1;  // not cached (graph_plan)
+    }
+    g.exec = std::move(c.exec);
+    g.config = std::move(c.config);
+    g.mode = c.mode;
+    g.index = c.index;
+    g.ms = best_ms;
+    g.ok = true;
+    if (conv_log())
+      std::fprintf(stderr, "conv3d %s: graph %s: %s -> %s config %lld%s%s\n", ctx.c_str(),
+                   pr.text().c_str(), times.c_str(), heur_mode_name(g.mode),
+                   static_cast<long long>(g.index),
+                   why.empty() ? "" : "; passed over: ", why.c_str());
+  }
+
+  // Runs a graph plan on x, w, y with the engine's workspace (reserved by the caller).
+  cudnnStatus_t run_plan(const ExecPlan& e, void* const* ptrs) {
+    static constexpr int64_t uids[3] = {kUidX, kUidW, kUidY};
+    void* ws = e.workspace > 0 ? workspace_ : nullptr;
+    return execute_plan(dnn_, e.plan, uids, {ptrs, 3}, ws);
+  }
+
+  void graph_forward(GraphConv& g, const void* x, const void* w, void* y, const std::string& ctx) {
+    reserve(static_cast<size_t>(g.exec.workspace), ctx);
+    void* const ptrs[3] = {const_cast<void*>(x), const_cast<void*>(w), y};
+    try {
+      const cudnnStatus_t st = run_plan(g.exec, ptrs);
+      if (st != CUDNN_STATUS_SUCCESS)
+        fail("conv3d", ctx, "cuDNN graph plan failed: " + status_text(st));
+    } catch (const BuildError& e) {
+      fail("conv3d", ctx, "cuDNN " + e.what);
+    }
+  }
+
   cudnnHandle_t dnn_ = nullptr;
   std::unique_ptr<TuningCache> cache_;
   std::map<Problem, ConvPlan> plans_;
   std::map<std::string, ConvLayout> choice_;
+  std::map<GraphKey, GraphConv> graphs_;
+  std::map<GraphKey, bool> auto_graph_;  // FISDIT_VAE_CONV_API=auto's choice: true = graph
 #endif
   cudaStream_t stream_;
   cublasHandle_t blas_ = nullptr;

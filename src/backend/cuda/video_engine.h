@@ -30,9 +30,19 @@ bool vae_tf32_enabled();
 // faster of the two as measured on the first call), ndhwc (the tensors as they are, channels
 // padded to multiples of 8 where they are not) or ncdhw (channels-first copies of input and
 // weight for cuDNN, output transposed back). FISDIT_VAE_CONV_LOG=1 prints each F32 shape's
-// choice.
+// choice, and the API choice below.
 enum class ConvLayout { Auto, Ncdhw, Ndhwc };
 ConvLayout vae_conv_layout();
+// FISDIT_VAE_CONV_API: which cuDNN API runs the convolution cuDNN sees (in the layout above).
+// auto (default): per shape the faster of the legacy API's best algorithm
+// (cudnnFindConvolutionForwardAlgorithmEx) and the best of the graph (backend) API's first
+// engine configs, each measured on the shape's first call and kept in the tuning cache; the
+// legacy API where the graph API has no engine for it, and the other way round. legacy: the
+// legacy API only. graph: graph plans only; a shape without one throws fisdit::Error ("no cuDNN
+// graph engine runs this convolution"). Read on every call; any other value throws naming the
+// variable. FISDIT_VAE_CONV_LOG=1 prints each shape's times and choice.
+enum class ConvApi { Auto, Legacy, Graph };
+ConvApi vae_conv_api();
 
 // out = conv(x, w) + bias as Backend::conv3d defines it, on device pointers.
 struct Conv3dArgs {
