@@ -211,6 +211,29 @@ TEST_F(Cli, HunyuanVaeDecodeAndEncode) {
   EXPECT_LE(rel_l2(SafetensorsFile::open(path("z_out.st"))->tensor_f32("z"), want), 1e-5);
 }
 
+// --vae-precision: fp32 is the CPU's own (same output); bf16 on the CPU, or a value that names no
+// precision, is one error line naming the flag.
+TEST_F(Cli, VaePrecisionOnTheCpu) {
+  const std::string vae = std::string(FISDIT_TEST_DATA) + "/hunyuan15/vae_tiny.safetensors";
+  const auto f = SafetensorsFile::open(vae);
+  write_safetensors(path("z.st"), {{"z", f->tensor_f32("input.z")}});
+  const std::string base =
+      "vae decode --vae " + vae + " --inputs " + path("z.st") + " --output " + path("v.st");
+  Result r = run(base + " --vae-precision fp32");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_LE(rel_l2(SafetensorsFile::open(path("v.st"))->tensor_f32("video"),
+                   f->tensor_f32("expected.video")),
+            1e-5);
+  r = run(base + " --vae-precision bf16");
+  EXPECT_NE(r.rc, 0);
+  EXPECT_NE(r.err.find("--vae-precision bf16: the cpu backend runs the VAE in fp32 only"),
+            std::string::npos)
+      << r.err;
+  r = run(base + " --vae-precision fp16");
+  EXPECT_NE(r.rc, 0);
+  EXPECT_NE(r.err.find("--vae-precision"), std::string::npos) << r.err;
+}
+
 // fisdit denoise on HunyuanVideo 1.5: the official 3-step sampling run of the fixture (shift 7,
 // MeanFlow r), byt5 and vision read from the inputs file.
 TEST_F(Cli, HunyuanDenoiseMatchesTheOfficialLoop) {

@@ -401,6 +401,7 @@ TEST(Generate, Fp8PrecisionStaysNearTheDefaultLatent) {
   GenerateOptions o = tiny(dir.path());
   o.fis = accel::fis_preset("off");
   const GenerateResult want = generate(o);
+  EXPECT_EQ(want.summary.value("vae_precision", ""), "fp32");  // the CPU's only VAE dtype
   Tensor previous;
   for (const char* precision : {"fp8-gemm", "fp8"}) {
     o.precision = precision;
