@@ -22,7 +22,8 @@
 # release-ti2v: TI2V-5B, official layout, with a first-frame PNG) release of random weights
 # (+ rank-64 LoRAs) in that file layout and `fisdit generate` runs it end to end on the GPU (t2v:
 # 480p with --compare-dense, 720p; comfyui: 480p; i2v: 480p, 720p; ti2v: 1280x704, 121 frames,
-# from the image in 4 steps with --compare-dense, and text-only with the official 50-step recipe).
+# from the image in 4 steps with --compare-dense, and text-only with the official 50-step recipe;
+# RELEASE_QUICK=1: the 4-step image run alone, twice, the second with the VAE's tuning cache).
 # release-fp8: tests, `fisdit quality` of the bundled model on the GPU (bf16 dense, balanced, fp8,
 # fp8 + balanced), then the official T2V release at 480p with --precision fp8 (dense and balanced,
 # each with --compare-dense against bf16 dense) and 720p fp8 + balanced.
@@ -267,7 +268,12 @@ if [ "${MODE#release-}" != "$MODE" ]; then
     say "generate $label: $(( $(date +%s) - t0 )) s wall"
   }
   [ "$task" = i2v ] && model+=(--image "$REL/first_frame.png")
-  if [ "$task" = ti2v ]; then
+  if [ "$task" = ti2v ] && [ "${RELEASE_QUICK:-0}" = 1 ]; then  # the 4-step image run: cold, warm
+    for run in cold warm; do
+      gen ti2v-704p-image-4step-$run --size 1280x704 --frames 121 --steps 4 --guidance 1 \
+        --fis balanced --image "$REL/first_frame.png"
+    done
+  elif [ "$task" = ti2v ]; then
     gen ti2v-704p-image-4step --size 1280x704 --frames 121 --steps 4 --guidance 1 --fis balanced \
       --image "$REL/first_frame.png" --compare-dense
     gen ti2v-704p-50step --size 1280x704 --frames 121 --steps 50 --guidance 5 --fis balanced
