@@ -17,6 +17,7 @@ namespace {
 constexpr int64_t kColBudget = int64_t{4} << 20;
 constexpr int kCoBlock = 8;
 constexpr int kPixBlock = 64;
+constexpr int64_t kGather = 32;  // pixels per im2col block
 
 // acc[i][p] = sum_k wr[i][k] * rows[k][p0 + p] for i < kCoBlock, p < n, summed in k order.
 // Compiled for AVX-512 and AVX2 besides the baseline and picked at run time: the vectors run
@@ -43,11 +44,12 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void tile_kernel(
   }
 }
 
-// out[co * ldout + p] = bias[co] + sum_k w[co * K + k] * rows[k][p] for p < np.
-// Each task keeps a kCoBlock x kPixBlock accumulator tile; the inner loop runs over independent
-// pixels, so it vectorises without reassociating the sum over k (which stays in order).
+// out[p * cout + co] = bias[co] + sum_k w[co * K + k] * rows[k][p] for p < np: channels-last
+// output rows. Each task keeps a kCoBlock x kPixBlock accumulator tile; the inner loop runs over
+// independent pixels, so it vectorises without reassociating the sum over k (which stays in
+// order).
 void gemm_rows(const float* w, int64_t cout, int64_t k_total, const float* const* rows, int64_t np,
-               const float* bias, float* out, int64_t ldout) {
+               const float* bias, float* out) {
   const int64_t co_blocks = (cout + kCoBlock - 1) / kCoBlock;
   const int64_t pix_blocks = (np + kPixBlock - 1) / kPixBlock;
   // Pixel blocks outermost: the output-channel blocks of one pixel block run one after another on
@@ -63,12 +65,10 @@ void gemm_rows(const float* w, int64_t cout, int64_t k_total, const float* const
       const int64_t p0 = pb * kPixBlock;
       const int64_t n = std::min<int64_t>(kPixBlock, np - p0);
       tile_kernel(wr, k_total, rows, p0, n, acc);
-      for (int i = 0; i < kCoBlock; ++i) {
-        const int64_t co = cb * kCoBlock + i;
-        if (co >= cout) break;
-        const float b = bias ? bias[co] : 0.0f;
-        float* o = out + co * ldout + p0;
-        for (int64_t p = 0; p < n; ++p) o[p] = acc[i][p] + b;
+      const int64_t co0 = cb * kCoBlock, nco = std::min<int64_t>(kCoBlock, cout - co0);
+      for (int64_t p = 0; p < n; ++p) {
+        float* o = out + (p0 + p) * cout + co0;  // the block's channels of one pixel: one run
+        for (int64_t i = 0; i < nco; ++i) o[i] = acc[i][p] + (bias ? bias[co0 + i] : 0.0f);
       }
     }
   }
@@ -80,7 +80,8 @@ void conv3d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv3dPa
   const Shape& os = out.shape();  // conv3d_output_shape, checked by Backend::conv3d
   const int64_t h = x.dim(1), wd = x.dim(2), cin = x.dim(3);
   const int64_t cout = w.dim(0), kt = w.dim(1), kh = w.dim(2), kw = w.dim(3);
-  const int64_t t_out = os[0], ho = os[1], wo = os[2], pix = ho * wo, k_total = kt * kh * kw * cin;
+  const int64_t t_out = os[0], ho = os[1], wo = os[2], pix = ho * wo, taps = kt * kh * kw,
+                k_total = taps * cin;
   const float* px = x.f32();
   const float* pw = w.f32();
   const float* pb = bias ? bias->f32() : nullptr;
@@ -88,33 +89,39 @@ void conv3d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv3dPa
   int64_t tile = std::clamp<int64_t>(kColBudget / k_total, kPixBlock, pix);
   tile = std::min(pix, (tile + kPixBlock - 1) / kPixBlock * kPixBlock);
   // col: the tile's im2col columns, one row of `tile` pixels per k = ((dt kh + dh) kw + dw) Cin +
-  // ci (the weight's order); acc: the tile's outputs channel-major, then written channels-last.
-  std::vector<float> col(static_cast<size_t>(k_total * tile)),
-      acc(static_cast<size_t>(cout * tile));
+  // ci (the weight's order). Taps in the padding read a row of zeros.
+  std::vector<float> col(static_cast<size_t>(k_total * tile)), zeros(static_cast<size_t>(cin));
   std::vector<const float*> rows(static_cast<size_t>(k_total));
   for (int64_t k = 0; k < k_total; ++k) rows[static_cast<size_t>(k)] = col.data() + k * tile;
   for (int64_t t = 0; t < t_out; ++t) {
     const int64_t t0 = t * p.stride_t;
     for (int64_t p0 = 0; p0 < pix; p0 += tile) {
       const int64_t np = std::min(tile, pix - p0);
-#pragma omp parallel for schedule(static)
-      for (int64_t k = 0; k < k_total; ++k) {
-        const int64_t ci = k % cin, dw = (k / cin) % kw, dh = (k / (cin * kw)) % kh,
-                      dt = k / (cin * kw * kh);
-        const float* src = px + (t0 + dt) * h * wd * cin + ci;
-        float* dst = col.data() + k * tile;
-        for (int64_t q = 0; q < np; ++q) {
-          const int64_t oi = (p0 + q) / wo, oj = (p0 + q) % wo;
-          const int64_t ii = oi * p.stride_h - p.pad_top + dh,
-                        jj = oj * p.stride_w - p.pad_left + dw;
-          dst[q] = ii >= 0 && ii < h && jj >= 0 && jj < wd ? src[(ii * wd + jj) * cin] : 0.0f;
+      // im2col in blocks of kGather pixels per kernel tap: the block's source pixels (or the
+      // padding) once, then for each input channel the block's values into that k's row; the
+      // kGather source pixels' cache lines serve consecutive channels.
+      const int64_t blocks = (np + kGather - 1) / kGather;
+#pragma omp parallel for collapse(2) schedule(static)
+      for (int64_t tap = 0; tap < taps; ++tap) {
+        for (int64_t b = 0; b < blocks; ++b) {
+          const int64_t dw = tap % kw, dh = (tap / kw) % kh, dt = tap / (kw * kh);
+          const int64_t q0 = b * kGather, n = std::min(kGather, np - q0);
+          const float* src[kGather];
+          for (int64_t q = 0; q < n; ++q) {
+            const int64_t oi = (p0 + q0 + q) / wo, oj = (p0 + q0 + q) % wo;
+            const int64_t ii = oi * p.stride_h - p.pad_top + dh,
+                          jj = oj * p.stride_w - p.pad_left + dw;
+            src[q] = ii >= 0 && ii < h && jj >= 0 && jj < wd
+                         ? px + (((t0 + dt) * h + ii) * wd + jj) * cin
+                         : zeros.data();
+          }
+          for (int64_t ci = 0; ci < cin; ++ci) {
+            float* dst = col.data() + (tap * cin + ci) * tile + q0;
+            for (int64_t q = 0; q < n; ++q) dst[q] = src[q][ci];
+          }
         }
       }
-      gemm_rows(pw, cout, k_total, rows.data(), np, pb, acc.data(), np);
-      float* o = po + (t * pix + p0) * cout;
-#pragma omp parallel for schedule(static)
-      for (int64_t q = 0; q < np; ++q)
-        for (int64_t co = 0; co < cout; ++co) o[q * cout + co] = acc[co * np + q];
+      gemm_rows(pw, cout, k_total, rows.data(), np, pb, po + (t * pix + p0) * cout);
     }
   }
 }
