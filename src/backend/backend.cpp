@@ -37,7 +37,7 @@ void need(const char* op, std::initializer_list<Arg> args) {
   for (const Arg& a : args)
     if (!a.t.defined()) fail(op, std::string(a.name) + " is undefined");
 }
-// ...and be F32 where the op's contract says so (the residual stream, the video VAE ops).
+// ...and be F32 where the op's contract says so (the residual stream, the VAE's parameters).
 void need_f32(const char* op, std::initializer_list<Arg> args) {
   need(op, args);
   for (const Arg& a : args)
