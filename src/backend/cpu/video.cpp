@@ -4,6 +4,7 @@
 
 #include "backend/cpu/conv.h"
 #include "backend/cpu/cpu_backend.h"
+#include "core/layout.h"
 
 namespace fisdit {
 
@@ -43,13 +44,7 @@ void CpuBackend::do_copy_frames(const Tensor& src, int64_t src_c, int64_t src_f,
 
 void CpuBackend::do_batch_transpose(const Tensor& x, int64_t batch, int64_t rows, int64_t cols,
                                     Tensor& out) {
-  const float* px = x.f32();
-  float* po = out.f32();
-#pragma omp parallel for schedule(static) if (x.numel() > (int64_t{1} << 20))
-  for (int64_t b = 0; b < batch; ++b)
-    for (int64_t i = 0; i < rows; ++i)
-      for (int64_t j = 0; j < cols; ++j)
-        po[(b * cols + j) * rows + i] = px[(b * rows + i) * cols + j];
+  transpose_batched(x.f32(), out.f32(), batch, rows, cols);
 }
 
 void CpuBackend::do_fill_zero(Tensor& x) {
