@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#include "core/layout.h"
 #include "fisdit/error.h"
 
 namespace fisdit {
@@ -269,6 +270,33 @@ TEST(CpuVideoOps, VideoAttentionSeesItsFrameOrTheEarlierFrames) {
     }
     EXPECT_LE(rel_l2(out, ref), 1e-6) << causal;
   }
+}
+
+// The channels-last moves: the host axis moves (video and weights in and out of the VAEs) and the
+// backend's batch transpose behind conv_weight_channels_last, each against its index formula.
+TEST(CpuVideoOps, ChannelsLastMovesPlaceEveryValue) {
+  const Tensor x = iota({2, 3, 4, 5});  // channels at axis 1: [2, 3, 4 5] -> [2, 4 5, 3]
+  const Tensor last = channels_to_last(x, 1);
+  ASSERT_EQ(last.shape(), (Shape{2, 4, 5, 3}));
+  for (int64_t o = 0; o < 2; ++o)
+    for (int64_t c = 0; c < 3; ++c)
+      for (int64_t i = 0; i < 20; ++i)
+        EXPECT_EQ(last.f32()[(o * 20 + i) * 3 + c], x.f32()[(o * 3 + c) * 20 + i]);
+  const Tensor back = channels_from_last(last, 1);
+  ASSERT_EQ(back.shape(), x.shape());
+  EXPECT_EQ(rel_l2(back, x), 0.0);
+  EXPECT_THROW(channels_to_last(x, 4), Error);
+
+  auto be = make_cpu_backend();
+  const Tensor w = iota({4, 3, 2, 1, 5});  // [Cout, Cin, kt, kh, kw]
+  const Tensor wl = conv_weight_channels_last(*be, w);
+  ASSERT_EQ(wl.shape(), (Shape{4, 2, 1, 5, 3}));
+  for (int64_t co = 0; co < 4; ++co)
+    for (int64_t ci = 0; ci < 3; ++ci)
+      for (int64_t k = 0; k < 10; ++k)
+        EXPECT_EQ(wl.f32()[(co * 10 + k) * 3 + ci], w.f32()[(co * 3 + ci) * 10 + k]);
+  Tensor out = Tensor::zeros({4, 30});
+  EXPECT_THROW(be->batch_transpose(w, 4, 3, 9, out), Error);  // 120 values are not 4 x 3 x 9
 }
 
 TEST(CpuVideoOps, TheCpuRunsTheVideoOpsInF32Only) {
