@@ -11,6 +11,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "fisdit/error.h"
 #include "io/safetensors.h"
 #include "models/wan/vae.h"
 
@@ -93,7 +94,7 @@ TEST_P(VaeParity, SingleFrameEncodeMatchesTheOfficialCode) {
   expect_close(mu, fixture_->tensor_f32("expected.mu_image"), "mu_image");
 }
 
-TEST_P(VaeParity, FramewiseDecodeMatchesTheOfficialCode) {
+TEST_P(VaeParity, DecodeMatchesTheOfficialCode) {
   Tensor z = unbatch(fixture_->tensor_f32("input.z")).clone();
   wan::denormalize_latent(z, stats_);
   Tensor conv2;
@@ -103,6 +104,72 @@ TEST_P(VaeParity, FramewiseDecodeMatchesTheOfficialCode) {
   float* p = video.f32();
   for (int64_t i = 0; i < video.numel(); ++i) p[i] = std::clamp(p[i], -1.0f, 1.0f);
   expect_close(video, fixture_->tensor_f32("expected.decoded_clamped"), "decoded_clamped");
+}
+
+TEST_P(VaeParity, DecodeOfOneLatentFramePerChunkMatchesTheOfficialCode) {
+  // The official code's own chunking: one latent frame per decoder call.
+  vae_->set_decode_chunk(1);
+  Tensor z = unbatch(fixture_->tensor_f32("input.z")).clone();
+  wan::denormalize_latent(z, stats_);
+  int chunks = 0;
+  const Tensor video = vae_->decode(z, nullptr, [&](int k, int n, int64_t in, int64_t out) {
+    EXPECT_EQ(k, chunks++);
+    EXPECT_EQ(n, 3);
+    EXPECT_EQ(in, 1);
+    EXPECT_EQ(out, k == 0 ? 1 : 4);
+  });
+  EXPECT_EQ(chunks, 3);
+  expect_close(video, fixture_->tensor_f32("expected.decoded"), "decoded, chunk 1");
+}
+
+TEST_P(VaeParity, DecodeInChunksOfSeveralLatentFramesEqualsTheFramewiseDecode) {
+  // Six latent frames (the fixture's three twice): chunks of 2 are frame 0, then 1-2, 3-4 and 5
+  // (a shorter last chunk); of 4: 0, 1-4, 5; of 16: 0, 1-5. The causal caches carry across
+  // chunks of any length, so each equals the framewise decode.
+  Tensor z3 = unbatch(fixture_->tensor_f32("input.z")).clone();
+  wan::denormalize_latent(z3, stats_);
+  const Shape s3 = z3.shape();
+  Tensor z = Tensor::zeros({s3[0], 6, s3[2], s3[3]});
+  const int64_t frame = s3[2] * s3[3];
+  for (int64_t c = 0; c < s3[0]; ++c)
+    for (int64_t f = 0; f < 6; ++f)
+      std::copy(z3.f32() + (c * 3 + f % 3) * frame, z3.f32() + (c * 3 + f % 3 + 1) * frame,
+                z.f32() + (c * 6 + f) * frame);
+  vae_->set_decode_chunk(1);
+  const Tensor framewise = vae_->decode(z);
+  ASSERT_EQ(framewise.dim(1), 21);
+  const std::vector<std::pair<int64_t, std::vector<int64_t>>> cases = {
+      {2, {1, 2, 2, 1}}, {4, {1, 4, 1}}, {16, {1, 5}}};
+  for (const auto& [per, sizes] : cases) {
+    vae_->set_decode_chunk(per);
+    std::vector<int64_t> seen;
+    int64_t frames_out = 0;
+    const Tensor video = vae_->decode(z, nullptr, [&](int k, int n, int64_t in, int64_t out) {
+      EXPECT_EQ(k, static_cast<int>(seen.size()));
+      EXPECT_EQ(n, static_cast<int>(sizes.size()));
+      seen.push_back(in);
+      frames_out += out;
+    });
+    EXPECT_EQ(seen, sizes) << "chunk " << per;
+    EXPECT_EQ(frames_out, 21) << "chunk " << per;
+    const double err = rel_l2(video, framewise);
+    EXPECT_LE(err, 1e-6) << "chunk " << per;
+    std::printf("chunk %lld: rel L2 %.3g to the framewise decode\n", static_cast<long long>(per),
+                err);
+  }
+  vae_->set_decode_chunk(0);
+  EXPECT_THROW(vae_->set_decode_chunk(-1), Error);
+}
+
+TEST(VaeDecodeChunk, FromTheFrameSize) {
+  // Within 4M output pixel-frames per chunk: one latent frame (4 video frames) at 720p and at
+  // Wan 2.2's 1280x704, two at 480p, three at 512x512, at most 16 for tiny frames.
+  EXPECT_EQ(wan::decode_chunk_frames(1280, 720, 4), 1);
+  EXPECT_EQ(wan::decode_chunk_frames(1280, 704, 4), 1);
+  EXPECT_EQ(wan::decode_chunk_frames(832, 480, 4), 2);
+  EXPECT_EQ(wan::decode_chunk_frames(512, 512, 4), 3);
+  EXPECT_EQ(wan::decode_chunk_frames(128, 128, 4), 16);
+  EXPECT_EQ(wan::decode_chunk_frames(1920, 1080, 4), 1);  // never below one
 }
 
 TEST_P(VaeParity, TrailingFramesBeyond4kPlus1AreDropped) {

@@ -195,14 +195,18 @@ void run_vae_bench(const VaeBenchOptions& o) {
   const std::string op = o.encode ? "encode" : "decode";
   const std::string label = o.label.value_or(o.vae + "-vae-" + op);
   char line[512];
-  std::snprintf(line, sizeof line, "bench %s: %s %s %s on %s", label.c_str(), op.c_str(),
+  std::snprintf(line, sizeof line, "bench %s: %s %s %s on %s%s", label.c_str(), op.c_str(),
                 o.encode ? "video" : "latent", shape_str(input.shape()).c_str(),
-                backend->name().c_str());
+                backend->name().c_str(),
+                o.encode ? ""
+                         : (", " + std::to_string(vae.decode_chunk(latent[2], latent[3])) +
+                            " latent frame(s) per chunk after the first")
+                               .c_str());
   status(line);
-  // Warm-up on the first two chunks (decode: latent frames 0-1; encode: video frames 0-4): every
-  // later chunk has the shapes of the second, so this picks all conv algorithms at a fraction of
-  // the full run.
-  const int64_t warm_frames = std::min<int64_t>(o.encode ? 5 : 2, in_shape[1]);
+  // Warm-up (it picks every conv shape's cuDNN algorithm): encode on its first two chunks (video
+  // frames 0-4; every later chunk has the second's shapes); decode on the whole latent, whose
+  // 1x1x1 conv2 runs over all frames at once and whose last chunk may be shorter than the others.
+  const int64_t warm_frames = o.encode ? std::min<int64_t>(5, in_shape[1]) : in_shape[1];
   const Tensor warm = leading_frames(input, warm_frames);
   for (int i = 0; i < o.warmup; ++i) {
     const auto t0 = std::chrono::steady_clock::now();

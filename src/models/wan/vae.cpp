@@ -5,6 +5,7 @@
 #include "models/wan/vae.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <variant>
 
@@ -634,6 +635,15 @@ WanVae::WanVae(VaeConfig cfg, const VaeWeightFn& weights, Backend* backend)
     backend = impl_->owned.get();
   }
   impl_->be = backend;
+  if (const char* env = std::getenv("FISDIT_VAE_DECODE_CHUNK"); env && *env) {
+    char* end = nullptr;
+    const long n = std::strtol(env, &end, 10);
+    if (*end || n < 0 || n > 1024)
+      throw Error(std::string("FISDIT_VAE_DECODE_CHUNK: must be a count of latent frames 0-1024 "
+                              "(0: from the frame size), got '") +
+                  env + "'");
+    decode_chunk_ = n;
+  }
   const Loader ld(weights, *backend);
   if (cfg_.version == 22)
     build_wan22(cfg_, ld, *impl_);
@@ -694,13 +704,18 @@ Tensor WanVae::decode(const Tensor& z, Tensor* conv2_out, const VaeProgressFn& p
   const Tensor x = impl_->conv2(be.upload(channels_to_last(z, 0), be.video_dtype()));
   if (conv2_out) *conv2_out = channels_from_last(be.download(x), 0);
   impl_->decoder.reset();
-  // Latent frame 0 decodes to one frame, each later one to temporal_stride() frames; each chunk
-  // goes into the video as it arrives (the host holds the video once, not chunks + video).
+  // Latent frame 0 decodes to one frame, each later one to temporal_stride() frames. Chunks:
+  // frame 0 alone (the upsamplers treat it apart), then `per` latent frames at a time; each goes
+  // into the video as it arrives (the host holds the video once, not chunks + video).
   const int64_t frames = x.dim(0), out_frames = 1 + cfg_.temporal_stride() * (frames - 1);
+  const int64_t per = decode_chunk(x.dim(1), x.dim(2));
+  const int chunks = static_cast<int>(1 + (frames - 1 + per - 1) / per);
   Tensor video;
   int64_t t0 = 0;
-  for (int64_t i = 0; i < frames; ++i) {
-    Tensor y = impl_->decoder(slice_frames(be, x, i, i + 1), true);
+  for (int64_t i = 0, chunk = 0; i < frames; ++chunk) {
+    const int64_t n = i == 0 ? 1 : std::min(per, frames - i);
+    Tensor y = impl_->decoder(slice_frames(be, x, i, i + n), true);
+    i += n;
     if (cfg_.version == 22) {  // unpatchify: [t, h, w, 12] -> [t, 2h, 2w, 3]
       Tensor u = make(be, {y.dim(0), 2 * y.dim(1), 2 * y.dim(2), y.dim(3) / 4});
       be.space_to_channels2(y, u, true);
@@ -712,13 +727,32 @@ Tensor WanVae::decode(const Tensor& z, Tensor* conv2_out, const VaeProgressFn& p
     put_frames(part, video, t0);
     if (on_part) on_part(video, t0, part.dim(0));
     t0 += part.dim(0);
-    if (progress) progress(static_cast<int>(i), static_cast<int>(frames), 1, part.dim(0));
+    if (progress) progress(static_cast<int>(chunk), chunks, n, part.dim(0));
   }
   impl_->decoder.reset();
   if (t0 != out_frames)
     throw Error("vae: internal error: decoded " + std::to_string(t0) + " frames, expected " +
                 std::to_string(out_frames));
   return video;
+}
+
+int64_t decode_chunk_frames(int64_t width, int64_t height, int64_t stride) {
+  constexpr int64_t kPixelFrames = 4'000'000;
+  const int64_t per_latent = std::max<int64_t>(1, width * height * stride);
+  return std::clamp<int64_t>(kPixelFrames / per_latent, 1, 16);
+}
+
+void WanVae::set_decode_chunk(int64_t latent_frames) {
+  if (latent_frames < 0)
+    throw Error("vae: latent frames per decode chunk must be >= 0 (0: from the frame size), got " +
+                std::to_string(latent_frames));
+  decode_chunk_ = latent_frames;
+}
+
+int64_t WanVae::decode_chunk(int64_t h, int64_t w) const {
+  if (decode_chunk_ > 0) return decode_chunk_;
+  const int64_t s = cfg_.spatial_stride();
+  return decode_chunk_frames(w * s, h * s, cfg_.temporal_stride());
 }
 
 }  // namespace fisdit::wan

@@ -97,12 +97,27 @@ class WanVae {
   Tensor decode(const Tensor& z, Tensor* conv2_out = nullptr, const VaeProgressFn& progress = {},
                 const VaePartFn& on_part = {});
 
+  // Latent frames per decode chunk after the first (which is latent frame 0 alone, as upstream):
+  // 0 (the default) picks them from the frame size (decode_chunk_frames), n > 0 fixes n. The
+  // output does not depend on it beyond rounding: the causal caches carry across chunks of any
+  // length. FISDIT_VAE_DECODE_CHUNK sets the default.
+  void set_decode_chunk(int64_t latent_frames);
+  // The latent frames per chunk a decode of latent frames of h x w uses.
+  int64_t decode_chunk(int64_t h, int64_t w) const;
+
   struct Impl;
 
  private:
   VaeConfig cfg_;
   std::unique_ptr<Impl> impl_;
+  int64_t decode_chunk_ = 0;
 };
+
+// Latent frames per decode chunk for output frames of width x height when the temporal stride is
+// `stride`: as many as keep a chunk's output within 4M pixel-frames (a 720p chunk of one latent
+// frame, 3.7M: its activations peak at about 7 GiB in bf16), at least 1 and at most 16. Larger
+// chunks run larger convolutions (and fewer of them) for the same work.
+int64_t decode_chunk_frames(int64_t width, int64_t height, int64_t stride);
 
 // The VAE behind --vae: a safetensors file, a torch.save .pth (as the released Wan2.1_VAE.pth and
 // Wan2.2_VAE.pth) or a checkpoint directory, holding WanVAE_'s state_dict keys, possibly under a
