@@ -528,6 +528,11 @@ double Generator::preload() {
   return since(t0);
 }
 
+void Generator::forget_texts() {
+  s_->texts.clear();
+  s_->text_order.clear();
+}
+
 Tensor Generator::decode(const Tensor& latent, bool progress) {
   if (!s_->backend) s_->backend = make_run_backend(s_->model);
   return s_->decode(latent, progress);

@@ -133,6 +133,9 @@ class Generator {
   // keep_loaded: loads the text encoder and the DiT expert(s) now (fisdit serve at start), so
   // requests load only the VAE, once; returns the seconds it took (0 without keep_loaded).
   double preload();
+  // keep_loaded: forgets the prompts encoded so far, so the next request encodes its text again
+  // (with the encoder's weights still resident); generate --repeat times each run's text so.
+  void forget_texts();
   // The decode stage alone, for a final latent as run's result holds it.
   Tensor decode(const Tensor& latent, bool progress = false);
 

@@ -571,5 +571,48 @@ TEST(Generate, CompareDenseMeasuresFp8AgainstTheDefaultPrecision) {
   EXPECT_LT(f.at("latent_rel_l2").get<double>(), 0.1);
 }
 
+// --repeat: the models load once and stay (both experts), each run encodes its prompt again,
+// and the warm run makes the same latent as a one-shot run.
+TEST(Generate, RepeatKeepsTheModelsLoadedAndMakesTheSameVideo) {
+  TempDir dir;
+  make_release(dir.path() / "release", "t2v");
+  const std::string base = "generate --model " + (dir.path() / "release").string() +
+                           " --prompt 'a red square' --size 32x32 --frames 17 --device cpu";
+  std::string err;
+  ASSERT_EQ(iotest::run_fisdit(base + " --save-latent " + dir.file("once.safetensors"),
+                               dir.file("stderr.txt"), err),
+            0)
+      << err;
+  ASSERT_EQ(iotest::run_fisdit(base + " --repeat 2 --save-latent " + dir.file("warm.safetensors") +
+                                   " --summary-json " + dir.file("s.json"),
+                               dir.file("stderr.txt"), err),
+            0)
+      << err;
+  EXPECT_TRUE(contains(err, "models loaded in ")) << err;
+  EXPECT_TRUE(contains(err, "run 1/2: times: text ")) << err;
+  EXPECT_TRUE(contains(err, "run 2/2: times: text ")) << err;
+  EXPECT_TRUE(contains(err, "(text + denoise + decode ")) << err;
+  const Tensor once = SafetensorsFile::open(dir.file("once.safetensors"))->tensor_f32("x");
+  const Tensor warm = SafetensorsFile::open(dir.file("warm.safetensors"))->tensor_f32("x");
+  EXPECT_EQ(rel_l2(warm, once), 0.0);
+  std::ifstream in(dir.file("s.json"));
+  const nlohmann::json j = nlohmann::json::parse(in);
+  EXPECT_EQ(j.at("repeat"), 2);
+  EXPECT_GT(j.at("load_seconds").get<double>(), 0.0);
+  ASSERT_EQ(j.at("runs").size(), 2u);
+  for (const nlohmann::json& run : j.at("runs")) {
+    const nlohmann::json& sec = run.at("seconds");
+    EXPECT_GT(sec.at("text_encode").get<double>(), 0.0);  // encoded again in each run
+    EXPECT_LT(sec.at("text_load").get<double>(), 1e-3);   // the weights kept: nothing read
+    EXPECT_EQ(sec.at("dit_load").get<double>(), 0.0);     // both experts kept loaded
+    EXPECT_GT(sec.at("denoise").get<double>(), 0.0);
+    EXPECT_GT(sec.at("vae_decode").get<double>(), 0.0);
+  }
+  EXPECT_NE(iotest::run_fisdit(base + " --repeat 0 --save-latent " + dir.file("x.safetensors"),
+                               dir.file("stderr.txt"), err),
+            0);
+  EXPECT_TRUE(contains(err, "--repeat")) << err;
+}
+
 }  // namespace
 }  // namespace fisdit::pipeline

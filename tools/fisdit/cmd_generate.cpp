@@ -28,6 +28,7 @@ struct GenerateArgs {
   FisFlags fis;
   CacheFlags cache;
   bool quiet = false, compare_dense = false;
+  int repeat = 1;  // --repeat: runs of the request on models kept loaded
 };
 
 // The model fields of the request (which release, on what, with which parts) and the image,
@@ -94,19 +95,62 @@ pipeline::GenerateOptions generate_request(const GenerateArgs& a,
   return o;
 }
 
-// Stages: check (no weight read), text, image, sample, decode; then write.
+// "text + denoise + decode X.XX s" (with the image stage when the run has one): the stages that
+// make the video, without loading or writing.
+std::string making_time(const nlohmann::json& summary) {
+  const nlohmann::json& s = summary.at("seconds");
+  const bool image = s.contains("image_encode");
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "text + %sdenoise + decode %.2f s", image ? "image + " : "",
+                s.value("text_encode", 0.0) + s.value("image_encode", 0.0) +
+                    s.value("denoise", 0.0) + s.value("vae_decode", 0.0));
+  return buf;
+}
+
+// Stages: check (no weight read), text, image, sample, decode; then write. With --repeat N the
+// models are loaded once (timed apart) and kept, the request runs N times, and the last run is
+// written: the later runs show the latency of a process that has its models loaded (as fisdit
+// serve has), each still encoding its prompt.
 void run_generate(const GenerateArgs& a) {
+  const bool warm = a.repeat > 1;
   // The release is opened first (no weight is read): its settings fill the flags not given.
-  pipeline::Generator generator(model_request(a), /*keep_loaded=*/false);
+  pipeline::Generator generator(model_request(a), /*keep_loaded=*/warm);
   pipeline::GenerateOptions o = generate_request(a, generator.release());
   // The MP4 is encoded on a thread of its own as the decode makes frames final.
   std::unique_ptr<pipeline::StreamedMp4> mp4;
-  if (!a.out.output.empty()) {
+  if (!a.out.output.empty())
     mp4 =
         std::make_unique<pipeline::StreamedMp4>(a.out, a.out.fps.value_or(generator.release().fps));
-    o.on_frames = mp4->sink();
+  nlohmann::json runs = nlohmann::json::array();
+  double load_seconds = 0;
+  if (warm) {
+    status("--repeat " + std::to_string(a.repeat) +
+           ": loading the text encoder and the DiT to keep them loaded");
+    load_seconds = generator.preload();
+    char line[96];
+    std::snprintf(line, sizeof line, "models loaded in %.2f s", load_seconds);
+    status(line);
   }
-  pipeline::GenerateResult r = generator.run(o);
+  pipeline::GenerateResult r;
+  for (int i = 0; i < a.repeat; ++i) {
+    const bool last = i + 1 == a.repeat;
+    pipeline::GenerateOptions request = o;
+    if (last && mp4) request.on_frames = mp4->sink();
+    generator.forget_texts();  // each run encodes its prompt (a no-op without --repeat)
+    r = generator.run(request);
+    if (!warm) break;
+    const nlohmann::json& s = r.summary;
+    runs.push_back({{"run", i + 1},
+                    {"seconds", s.at("seconds")},
+                    {"gpu_peak_gib", s.value("gpu_peak_gib", nlohmann::json::object())}});
+    status("run " + std::to_string(i + 1) + "/" + std::to_string(a.repeat) + ": " +
+           pipeline::times_line(s) + " (" + making_time(s) + ")");
+  }
+  if (warm) {
+    r.summary["repeat"] = a.repeat;
+    r.summary["load_seconds"] = load_seconds;
+    r.summary["runs"] = runs;
+  }
   if (a.compare_dense) {
     status("dense reference run (FIS and cache off, same seed) for --compare-dense");
     status(pipeline::compare_with_dense(generator, o, r));
@@ -187,6 +231,12 @@ void register_generate(CLI::App& app) {
                 "also run dense (FIS and cache off, same seed) and report latent rel. L2, PSNR "
                 "and SSIM");
   cmd->add_flag("--quiet", args->quiet, "no progress bars");
+  cmd->add_option("--repeat", args->repeat,
+                  "run the request N times in one process: the models load once (timed apart) "
+                  "and stay loaded, each run encodes its prompt, each run's times are printed "
+                  "and kept in --summary-json (runs); the outputs are the last run's")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
   add_fis_flags(cmd, args->fis);
   add_cache_flags(cmd, args->cache);
   cmd->callback([args] { run_generate(*args); });
