@@ -404,4 +404,13 @@ std::string default_device();
 // Throws fisdit::Error saying why when the CUDA backend is not available in this build or machine.
 std::unique_ptr<Backend> make_backend(const std::string& device);
 
+// The settings a run gives its backend (--gpu-memory-limit, --vae-precision).
+struct BackendSettings {
+  double gpu_memory_limit_gib = 0;  // > 0: the memory budget in GiB; 0: the whole device
+  std::string video_precision;      // set_video_precision's argument ("": the default)
+};
+// make_backend with those settings applied; a limit that is not a number >= 0 throws naming
+// --gpu-memory-limit.
+std::unique_ptr<Backend> make_backend(const std::string& device, const BackendSettings& settings);
+
 }  // namespace fisdit

@@ -40,6 +40,16 @@ std::unique_ptr<Backend> make_backend(const std::string& device) {
   throw ParamError("device", ": must be cpu or cuda, got '" + device + "'");
 }
 
+std::unique_ptr<Backend> make_backend(const std::string& device, const BackendSettings& settings) {
+  const double limit = settings.gpu_memory_limit_gib;
+  if (!(limit >= 0) || limit > 1e6)
+    throw ParamError("gpu-memory-limit", ": must be a number of GiB >= 0 (0: the whole device)");
+  std::unique_ptr<Backend> backend = make_backend(device);
+  if (limit > 0) backend->set_memory_budget({static_cast<int64_t>(limit * 1073741824.0), 0});
+  backend->set_video_precision(settings.video_precision);
+  return backend;
+}
+
 Tensor Backend::random_normal(const Shape& shape, DType dtype, float mean, float stddev,
                               uint64_t seed) {
   Tensor host = Tensor::zeros(shape);

@@ -29,15 +29,9 @@ bool out_of_gpu_memory(const Error& e) {
   return std::string(e.what()).find("out of GPU memory") != std::string::npos;
 }
 
-// The backend of a generator: --device, with --gpu-memory-limit as its memory budget.
+// The backend of a generator: --device, with --gpu-memory-limit and --vae-precision.
 std::unique_ptr<Backend> make_run_backend(const GenerateOptions& o) {
-  if (!(o.gpu_memory_limit >= 0) || o.gpu_memory_limit > 1e6)
-    throw ParamError("gpu-memory-limit", ": must be a number of GiB >= 0 (0: the whole device)");
-  std::unique_ptr<Backend> backend = make_backend(o.device);
-  if (o.gpu_memory_limit > 0)
-    backend->set_memory_budget({static_cast<int64_t>(o.gpu_memory_limit * 1073741824.0), 0});
-  backend->set_video_precision(o.vae_precision);
-  return backend;
+  return make_backend(o.device, {o.gpu_memory_limit, o.vae_precision});
 }
 
 // GenerateOptions::on_progress, when set.

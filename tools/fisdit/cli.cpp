@@ -35,11 +35,7 @@ void add_device_flags(CLI::App* cmd, DeviceFlags& f, const std::string& default_
 }
 
 std::unique_ptr<Backend> DeviceFlags::backend() const {
-  std::unique_ptr<Backend> b = make_backend(device);
-  if (gpu_memory_limit > 0)
-    b->set_memory_budget({static_cast<int64_t>(gpu_memory_limit * 1073741824.0), 0});
-  b->set_video_precision(vae_precision);
-  return b;
+  return make_backend(device, {gpu_memory_limit, vae_precision});
 }
 
 void add_vae_precision_flag(CLI::App* cmd, DeviceFlags& f) {
