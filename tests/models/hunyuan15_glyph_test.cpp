@@ -70,8 +70,9 @@ TEST(Glyph, TextsTokensAndStatesMatchTheOfficialCode) {
   for (const auto& c : meta["cases"]) {
     const auto texts = c["glyph_texts"].get<std::vector<std::string>>();
     EXPECT_EQ(hunyuan15::glyph_texts(c["prompt"].get<std::string>()), texts);
-    if (!texts.empty())
+    if (!texts.empty()) {
       EXPECT_EQ(hunyuan15::glyph_prompt(texts), c["formatted"].get<std::string>());
+    }
   }
   expect_official_outputs(enc, "official");
 }

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 
 #include <cmath>
@@ -104,6 +105,11 @@ TEST(Generate, FramesStreamedDuringTheDecodeMakeTheSameMp4) {
   TempDir dir;
   make_release(dir.path(), "t2v");
   GenerateOptions o = tiny(dir.path());
+  // Two latent frames per decode chunk after the first (tiny frames would take all four at once).
+  struct ChunkEnv {
+    ChunkEnv() { setenv("FISDIT_VAE_DECODE_CHUNK", "2", 1); }
+    ~ChunkEnv() { unsetenv("FISDIT_VAE_DECODE_CHUNK"); }
+  } chunk_env;
   OutputOptions out;
   out.output = dir.file("streamed.mp4");
   StreamedMp4 mp4(out, 16.0);
@@ -124,7 +130,7 @@ TEST(Generate, FramesStreamedDuringTheDecodeMakeTheSameMp4) {
   };
   const GenerateResult r = generate(o);
   EXPECT_EQ(next, 17);
-  EXPECT_EQ(runs, 5);  // one per latent frame: 1 + 4 x 4 frames
+  EXPECT_EQ(runs, 3);  // one per decode chunk: 1 + 2 x 8 frames
   EXPECT_TRUE(clamped);
   const Mp4Result m = mp4.finish();
   EXPECT_EQ(m.frames, 17);
