@@ -5,7 +5,7 @@
 #   bash bench/device.sh [full|quick|tests|bench|vae|vae-encode|release-official|release-comfyui|
 #                         release-i2v|release-ti2v|release-limit|release-fp8|compare|offload|
 #                         vae-cache|fp8|hunyuan15|hunyuan15-dit|hunyuan15-rest|
-#                         hunyuan15-release]
+#                         hunyuan15-release|latency]
 #                                                          (default: full)
 #
 # compare: tests, then the DiT benchmarks of the README (A14B 480p and 720p, TI2V-5B 704p,
@@ -51,6 +51,12 @@
 # first frame (121 and 81 frames, 8 steps, dense and FIS balanced), and the text encoder on a
 # prompt past its 1000-token limit (HY15_QUICK=1: only 121 frames with FIS balanced, twice: the
 # first process searches the VAE's cuDNN algorithms, the second reads them from the tuning cache).
+# latency: tests, the Wan VAE decode at 1-4 latent frames per chunk (FISDIT_VAE_DECODE_CHUNK; Wan
+# 2.1 480p and 720p, Wan 2.2 1280x704x121 and 512x512x17), then random TI2V-5B and T2V-A14B
+# releases generated with --repeat (models loaded once; the later runs are the warm latency):
+# TI2V-5B 1280x704x121 and 512x512x17 from an image in 4 steps (FIS balanced; 512x512 also fp8),
+# A14B 81 frames in 4 steps at 480p (bf16 and fp8, FIS balanced) and 720p (fp8 + balanced).
+# LATENCY_PARTS="vae ti2v a14b" picks parts; SKIP_TESTS=1 skips the GPU tests (any mode).
 # quick: tests + small benchmarks (Wan2.1-1.3B 480p, A14B 480p); bench: benchmarks only.
 # Logs go to $OUT (the device tool's folder) or /tmp/fisdit-device. Header-only dependencies and
 # GoogleTest may travel in .deps/ (a CMake prefix) when the machine has no -dev packages.
@@ -100,7 +106,8 @@ if { [ "$MODE" != "bench" ] && [ "$MODE" != "hunyuan15-rest" ]; } || [ ! -x buil
 fi
 
 # ---- GPU tests
-if [ "$MODE" != "bench" ] && [ "$MODE" != "offload" ] && [ "$MODE" != "vae-cache" ] && [ "$MODE" != "hunyuan15-rest" ]; then
+if [ "$MODE" != "bench" ] && [ "$MODE" != "offload" ] && [ "$MODE" != "vae-cache" ] && [ "$MODE" != "hunyuan15-rest" ] &&
+  [ "${SKIP_TESTS:-0}" != 1 ]; then
   t0=$(date +%s)
   FISDIT_CUDA_SYNC=1 ./build-device/fisdit_cuda_tests --gtest_color=no >"$OUT/tests.log" 2>&1
   rc=$?
@@ -219,6 +226,65 @@ if [ "$MODE" = "hunyuan15-release" ]; then
       { tail -5 "$OUT/text$mode.log"; say "text-encode $mode FAILED"; }
     grep -vE "^\s*$" "$OUT/text$mode.log" | tail -4 | sed "s/^/  text-encode${mode:- streamed}: /" | tee -a "$SUMMARY"
   done
+  exit 0
+fi
+
+# ---- latency with the models loaded: the Wan VAE decode at several latent frames per chunk, then
+# random TI2V-5B and T2V-A14B releases generated with --repeat (the models load once and stay;
+# the second run is the warm latency, its prompt still encoded)
+if [ "$MODE" = "latency" ]; then
+  part() { [ -z "${LATENCY_PARTS:-}" ] || [[ " $LATENCY_PARTS " == *" $1 "* ]]; }
+  lvae() {  # label, chunk (auto: unset), then fisdit bench --vae arguments
+    local label=$1 chunk=$2; shift 2
+    local t0=$(date +%s)
+    if [ "$chunk" = auto ]; then unset FISDIT_VAE_DECODE_CHUNK; else export FISDIT_VAE_DECODE_CHUNK=$chunk; fi
+    timeout 120 ./build-device/fisdit bench --device cuda --label "$label-chunk$chunk" --vae "$@" \
+      >"$OUT/vae_$label-chunk$chunk.log" 2>&1 || { tail -5 "$OUT/vae_$label-chunk$chunk.log"; say "vae bench $label FAILED"; }
+    unset FISDIT_VAE_DECODE_CHUNK
+    grep -h "per chunk" "$OUT/vae_$label-chunk$chunk.log" | sed "s/^/  /" | tee -a "$SUMMARY"
+    grep "^RESULT" "$OUT/vae_$label-chunk$chunk.log" | tee -a "$SUMMARY"
+  }
+  if part vae; then
+    for c in 1 auto 3 4; do lvae wan21-480p $c wan2.1 --size 832x480 --frames 81 --warmup 1 --repeats 3; done
+    for c in auto 2; do lvae wan21-720p $c wan2.1 --size 1280x720 --frames 81 --warmup 1 --repeats 2; done
+    for c in auto 2; do lvae wan22-704p $c wan2.2 --size 1280x704 --frames 121 --warmup 1 --repeats 2; done
+    for c in 1 auto; do lvae wan22-512p $c wan2.2 --size 512x512 --frames 17 --warmup 1 --repeats 5; done
+  fi
+  lgen() {  # label, then generate arguments
+    local label=$1; shift
+    local t0=$(date +%s)
+    echo "=== $label: fisdit generate $*" >>"$OUT/release.log"
+    timeout 300 ./build-device/fisdit generate --device cuda --quiet \
+      --prompt "a red ball rolls across a wooden table, soft window light" --seed 7 \
+      --frames-dir "/tmp/fisdit-frames-$label" --summary-json "$OUT/gen_$label.json" "$@" \
+      >>"$OUT/release.log" 2>&1 || { tail -8 "$OUT/release.log"; say "generate $label FAILED"; }
+    sed -n "/^=== $label:/,\$p" "$OUT/release.log" |
+      grep -E "^(models loaded|both DiT|run [0-9]|GPU memory|[0-9.]+ GiB of GPU)" | sed "s/^/  $label: /" | tee -a "$SUMMARY"
+    say "generate $label: $(( $(date +%s) - t0 )) s wall"
+    rm -rf "/tmp/fisdit-frames-$label"
+  }
+  ROOT=${FISDIT_RELEASE_DIR:-/tmp/fisdit-release}
+  if part ti2v; then
+    rm -rf "$ROOT"; REL=$ROOT/ti2v; t0=$(date +%s)
+    python3 bench/make_random_release.py "$REL" --task ti2v --lora >>"$OUT/release.log" 2>&1 ||
+      { tail -20 "$OUT/release.log"; say "make_random_release FAILED"; exit 1; }
+    say "random ti2v release: $(( $(date +%s) - t0 )) s, $(du -shL "$REL" | cut -f1)"
+    ti2v=(--model "$REL" --lora-high "$REL/lora.safetensors" --image "$REL/first_frame.png" --steps 4 --guidance 1)
+    lgen ti2v-704p-balanced "${ti2v[@]}" --size 1280x704 --frames 121 --fis balanced --repeat 2
+    lgen ti2v-512p-17f-balanced "${ti2v[@]}" --size 512x512 --frames 17 --fis balanced --repeat 3
+    lgen ti2v-512p-17f-fp8-balanced "${ti2v[@]}" --size 512x512 --frames 17 --fis balanced --precision fp8 --repeat 3
+  fi
+  if part a14b; then
+    rm -rf "$ROOT"; REL=$ROOT/official; t0=$(date +%s)
+    python3 bench/make_random_release.py "$REL" --task t2v --lora --same-experts >>"$OUT/release.log" 2>&1 ||
+      { tail -20 "$OUT/release.log"; say "make_random_release FAILED"; exit 1; }
+    say "random t2v release: $(( $(date +%s) - t0 )) s, $(du -shL "$REL" | cut -f1)"
+    a14b=(--model "$REL" --lora-high "$REL/lora_high.safetensors" --lora-low "$REL/lora_low.safetensors" --steps 4 --frames 81)
+    lgen a14b-480p-balanced "${a14b[@]}" --size 832x480 --fis balanced --repeat 2
+    lgen a14b-480p-fp8-balanced "${a14b[@]}" --size 832x480 --fis balanced --precision fp8 --repeat 2
+    lgen a14b-720p-fp8-balanced "${a14b[@]}" --size 1280x720 --fis balanced --precision fp8 --repeat 2
+  fi
+  rm -rf "$ROOT" /tmp/fisdit-frames-*
   exit 0
 fi
 
