@@ -90,6 +90,38 @@ struct Scaler {
   ~Scaler() { sws_freeContext(ctx); }
 };
 
+// libx264's CPU capabilities, for its `asm` parameter: those it detects itself (nullptr), or,
+// where it would pick its AVX-512 code, the same set without AVX-512.
+//
+// Why: x264's AVX-512 MB-tree code (mbtree_propagate_cost/_list; core 164 r3095, Debian 12's
+// build; upstream's asm is unchanged since) works on whole vectors of macroblocks past the end of
+// each row, where the other versions stop at the row's end, and reads memory x264 never
+// initialised. The file then depends on what the heap held (at 64x48 as at 832x480): two encodes
+// of the same frames in one process differ in every frame, while a process's first encodes
+// usually agree (fresh zeroed pages). Not threads (x264 runs one thread at 64x48; it is
+// deterministic when threaded) nor the reused AVFrame: with AVX-512 (or MB-tree) off, every
+// encode is the same, and without AVX-512 the same as x264's plain-C code. The AVX2 code is what
+// x264 runs on any CPU without AVX-512, at nearly the same speed (832x480: within timing noise);
+// with it the files are deterministic and a chunked write gives the file a whole write gives.
+const char* x264_cpu_flags() {
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  // x264 takes AVX-512 for F, CD, BW, DQ and VL with the OS saving the ZMM state; so does
+  // __builtin_cpu_supports.
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") &&
+                      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+                      __builtin_cpu_supports("avx512vl");
+  if (!avx512) return nullptr;
+  // x264's names: "AVX2" is SSE2 .. SSE4.2, AVX, FMA3, LZCNT, BMI1, BMI2 and AVX2 (every AVX-512
+  // CPU has them; LZCNT came with BMI1); "SSE2Fast" is what x264 adds on any SSSE3 CPU.
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                    __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2");
+  return avx2 ? "SSE2Fast,AVX2" : "SSE2Fast,AVX";
+#else
+  return nullptr;  // no AVX-512 outside x86
+#endif
+}
+
 struct Encoder {
   explicit Encoder(const std::string& output) : path(output) {}
   const std::string& path;
@@ -221,6 +253,10 @@ Mp4Writer::Mp4Writer(const std::string& path, int width, int height, double fps,
   if (m.x264) {
     av_opt_set(c->priv_data, "preset", options.preset.c_str(), 0);
     av_opt_set(c->priv_data, "crf", std::to_string(options.crf).c_str(), 0);
+    if (const char* cpu = x264_cpu_flags()) {
+      rc = av_opt_set(c->priv_data, "x264-params", (std::string("asm=") + cpu).c_str(), 0);
+      if (rc < 0) fail(path, "cannot set the libx264 CPU flags: " + av_error_text(rc));
+    }
   } else {
     c->flags |= AV_CODEC_FLAG_QSCALE;
     c->global_quality = FF_QP2LAMBDA * kMpeg4QScale;
