@@ -51,8 +51,9 @@
 # first frame (121 and 81 frames, 8 steps, dense and FIS balanced), and the text encoder on a
 # prompt past its 1000-token limit (HY15_QUICK=1: only 121 frames with FIS balanced, twice: the
 # first process searches the VAE's cuDNN algorithms, the second reads them from the tuning cache).
-# latency: tests, the Wan VAE decode at 1-4 latent frames per chunk (FISDIT_VAE_DECODE_CHUNK; Wan
-# 2.1 480p and 720p, Wan 2.2 1280x704x121 and 512x512x17), then random TI2V-5B and T2V-A14B
+# latency: tests, the Wan VAE decode at several latent frames per chunk (FISDIT_VAE_DECODE_CHUNK;
+# Wan 2.1 480p (CHUNKS_480P, default "1 auto 3") and 720p (CHUNKS_720P), Wan 2.2 1280x704x121
+# (CHUNKS_704P) and 512x512x17 (1 and auto)), then random TI2V-5B and T2V-A14B
 # releases generated with --repeat (models loaded once; the later runs are the warm latency):
 # TI2V-5B 1280x704x121 and 512x512x17 from an image in 4 steps (FIS balanced; 512x512 also fp8),
 # A14B 81 frames in 4 steps at 480p (bf16 and fp8, FIS balanced) and 720p (fp8 + balanced).
@@ -245,9 +246,9 @@ if [ "$MODE" = "latency" ]; then
     grep "^RESULT" "$OUT/vae_$label-chunk$chunk.log" | tee -a "$SUMMARY"
   }
   if part vae; then
-    for c in 1 auto 3 4; do lvae wan21-480p $c wan2.1 --size 832x480 --frames 81 --warmup 1 --repeats 3; done
-    for c in auto 2; do lvae wan21-720p $c wan2.1 --size 1280x720 --frames 81 --warmup 1 --repeats 2; done
-    for c in auto 2; do lvae wan22-704p $c wan2.2 --size 1280x704 --frames 121 --warmup 1 --repeats 2; done
+    for c in ${CHUNKS_480P:-1 auto 3}; do lvae wan21-480p $c wan2.1 --size 832x480 --frames 81 --warmup 1 --repeats 2; done
+    for c in ${CHUNKS_720P:-auto}; do lvae wan21-720p $c wan2.1 --size 1280x720 --frames 81 --warmup 1 --repeats 1; done
+    for c in ${CHUNKS_704P:-auto}; do lvae wan22-704p $c wan2.2 --size 1280x704 --frames 121 --warmup 1 --repeats 1; done
     for c in 1 auto; do lvae wan22-512p $c wan2.2 --size 512x512 --frames 17 --warmup 1 --repeats 5; done
   fi
   lgen() {  # label, then generate arguments
