@@ -57,7 +57,7 @@
 # releases generated with --repeat (models loaded once; the later runs are the warm latency):
 # TI2V-5B 1280x704x121 and 512x512x17 from an image in 4 steps (FIS balanced; 512x512 also fp8),
 # A14B 81 frames in 4 steps at 480p (bf16 and fp8, FIS balanced) and 720p (fp8 + balanced).
-# LATENCY_PARTS="vae ti2v a14b" picks parts; SKIP_TESTS=1 skips the GPU tests (any mode).
+# LATENCY_PARTS="vae ti2v a14b" picks parts, A14B_FP8=0 drops the A14B fp8 runs; SKIP_TESTS=1 skips the GPU tests (any mode).
 # quick: tests + small benchmarks (Wan2.1-1.3B 480p, A14B 480p); bench: benchmarks only.
 # Logs go to $OUT (the device tool's folder) or /tmp/fisdit-device. Header-only dependencies and
 # GoogleTest may travel in .deps/ (a CMake prefix) when the machine has no -dev packages.
@@ -282,8 +282,10 @@ if [ "$MODE" = "latency" ]; then
     say "random t2v release: $(( $(date +%s) - t0 )) s, $(du -shL "$REL" | cut -f1)"
     a14b=(--model "$REL" --lora-high "$REL/lora_high.safetensors" --lora-low "$REL/lora_low.safetensors" --steps 4 --frames 81)
     lgen a14b-480p-balanced "${a14b[@]}" --size 832x480 --fis balanced --repeat 2
-    lgen a14b-480p-fp8-balanced "${a14b[@]}" --size 832x480 --fis balanced --precision fp8 --repeat 2
-    lgen a14b-720p-fp8-balanced "${a14b[@]}" --size 1280x720 --fis balanced --precision fp8 --repeat 2
+    if [ "${A14B_FP8:-1}" = 1 ]; then
+      lgen a14b-480p-fp8-balanced "${a14b[@]}" --size 832x480 --fis balanced --precision fp8 --repeat 2
+      lgen a14b-720p-fp8-balanced "${a14b[@]}" --size 1280x720 --fis balanced --precision fp8 --repeat 2
+    fi
   fi
   rm -rf "$ROOT" /tmp/fisdit-frames-*
   exit 0
