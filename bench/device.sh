@@ -52,8 +52,8 @@
 # prompt past its 1000-token limit (HY15_QUICK=1: only 121 frames with FIS balanced, twice: the
 # first process searches the VAE's cuDNN algorithms, the second reads them from the tuning cache).
 # latency: tests, the Wan VAE decode at several latent frames per chunk (FISDIT_VAE_DECODE_CHUNK;
-# Wan 2.1 480p (CHUNKS_480P, default "1 auto 3") and 720p (CHUNKS_720P), Wan 2.2 1280x704x121
-# (CHUNKS_704P) and 512x512x17 (1 and auto)), then random TI2V-5B and T2V-A14B
+# Wan 2.1 480p (CHUNKS_480P, default "1 auto 3") and 720p (CHUNKS_720P, "1 2"), Wan 2.2 1280x704x121
+# (CHUNKS_704P, "1 2") and 512x512x17 (1 and auto)), then random TI2V-5B and T2V-A14B
 # releases generated with --repeat (models loaded once; the later runs are the warm latency):
 # TI2V-5B 1280x704x121 and 512x512x17 from an image in 4 steps (FIS balanced; 512x512 also fp8),
 # A14B 81 frames in 4 steps at 480p (bf16 and fp8, FIS balanced) and 720p (fp8 + balanced).
@@ -235,10 +235,10 @@ fi
 # the second run is the warm latency, its prompt still encoded)
 if [ "$MODE" = "latency" ]; then
   part() { [ -z "${LATENCY_PARTS:-}" ] || [[ " $LATENCY_PARTS " == *" $1 "* ]]; }
-  lvae() {  # label, chunk (auto: unset), then fisdit bench --vae arguments
+  lvae() {  # label, chunk (N or auto), then fisdit bench --vae arguments
     local label=$1 chunk=$2; shift 2
     local t0=$(date +%s)
-    if [ "$chunk" = auto ]; then unset FISDIT_VAE_DECODE_CHUNK; else export FISDIT_VAE_DECODE_CHUNK=$chunk; fi
+    export FISDIT_VAE_DECODE_CHUNK=$chunk
     timeout 120 ./build-device/fisdit bench --device cuda --label "$label-chunk$chunk" --vae "$@" \
       >"$OUT/vae_$label-chunk$chunk.log" 2>&1 || { tail -5 "$OUT/vae_$label-chunk$chunk.log"; say "vae bench $label FAILED"; }
     unset FISDIT_VAE_DECODE_CHUNK
@@ -247,8 +247,8 @@ if [ "$MODE" = "latency" ]; then
   }
   if part vae; then
     for c in ${CHUNKS_480P:-1 auto 3}; do lvae wan21-480p $c wan2.1 --size 832x480 --frames 81 --warmup 1 --repeats 2; done
-    for c in ${CHUNKS_720P:-auto}; do lvae wan21-720p $c wan2.1 --size 1280x720 --frames 81 --warmup 1 --repeats 1; done
-    for c in ${CHUNKS_704P:-auto}; do lvae wan22-704p $c wan2.2 --size 1280x704 --frames 121 --warmup 1 --repeats 1; done
+    for c in ${CHUNKS_720P:-1 2}; do lvae wan21-720p $c wan2.1 --size 1280x720 --frames 81 --warmup 1 --repeats 1; done
+    for c in ${CHUNKS_704P:-1 2}; do lvae wan22-704p $c wan2.2 --size 1280x704 --frames 121 --warmup 1 --repeats 1; done
     for c in 1 auto; do lvae wan22-512p $c wan2.2 --size 512x512 --frames 17 --warmup 1 --repeats 5; done
   fi
   lgen() {  # label, then generate arguments

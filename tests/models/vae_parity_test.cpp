@@ -106,20 +106,20 @@ TEST_P(VaeParity, DecodeMatchesTheOfficialCode) {
   expect_close(video, fixture_->tensor_f32("expected.decoded_clamped"), "decoded_clamped");
 }
 
-TEST_P(VaeParity, DecodeOfOneLatentFramePerChunkMatchesTheOfficialCode) {
-  // The official code's own chunking: one latent frame per decoder call.
-  vae_->set_decode_chunk(1);
+TEST_P(VaeParity, DecodeInChunksFromTheFrameSizeMatchesTheOfficialCode) {
+  // Chunks from the frame size (tiny frames: up to 16 latent frames): frame 0, then frames 1-2.
+  vae_->set_decode_chunk(0);
   Tensor z = unbatch(fixture_->tensor_f32("input.z")).clone();
   wan::denormalize_latent(z, stats_);
   int chunks = 0;
   const Tensor video = vae_->decode(z, nullptr, [&](int k, int n, int64_t in, int64_t out) {
     EXPECT_EQ(k, chunks++);
-    EXPECT_EQ(n, 3);
-    EXPECT_EQ(in, 1);
-    EXPECT_EQ(out, k == 0 ? 1 : 4);
+    EXPECT_EQ(n, 2);
+    EXPECT_EQ(in, k == 0 ? 1 : 2);
+    EXPECT_EQ(out, k == 0 ? 1 : 8);
   });
-  EXPECT_EQ(chunks, 3);
-  expect_close(video, fixture_->tensor_f32("expected.decoded"), "decoded, chunk 1");
+  EXPECT_EQ(chunks, 2);
+  expect_close(video, fixture_->tensor_f32("expected.decoded"), "decoded, auto chunks");
 }
 
 TEST_P(VaeParity, DecodeInChunksOfSeveralLatentFramesEqualsTheFramewiseDecode) {
@@ -139,7 +139,7 @@ TEST_P(VaeParity, DecodeInChunksOfSeveralLatentFramesEqualsTheFramewiseDecode) {
   const Tensor framewise = vae_->decode(z);
   ASSERT_EQ(framewise.dim(1), 21);
   const std::vector<std::pair<int64_t, std::vector<int64_t>>> cases = {
-      {2, {1, 2, 2, 1}}, {4, {1, 4, 1}}, {16, {1, 5}}};
+      {2, {1, 2, 2, 1}}, {4, {1, 4, 1}}, {16, {1, 5}}, {0, {1, 5}}};  // 0: from the frame size
   for (const auto& [per, sizes] : cases) {
     vae_->set_decode_chunk(per);
     std::vector<int64_t> seen;
@@ -157,7 +157,7 @@ TEST_P(VaeParity, DecodeInChunksOfSeveralLatentFramesEqualsTheFramewiseDecode) {
     std::printf("chunk %lld: rel L2 %.3g to the framewise decode\n", static_cast<long long>(per),
                 err);
   }
-  vae_->set_decode_chunk(0);
+  vae_->set_decode_chunk(1);
   EXPECT_THROW(vae_->set_decode_chunk(-1), Error);
 }
 
@@ -236,8 +236,7 @@ class VaeCli : public ::testing::Test {
     r = run("vae decode --vae " + fx + " --inputs " + fx + " --output " + path("video.st") +
             " --normalize --clamp");
     ASSERT_EQ(r.rc, 0) << r.err;
-    // Latent frame 0, then frames 1-2 together (tiny frames: up to 16 per chunk).
-    EXPECT_NE(r.err.find("decode chunk 2/2"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("decode chunk 3/3"), std::string::npos) << r.err;  // a frame each
     const auto video = SafetensorsFile::open(path("video.st"));
     EXPECT_LE(rel_l2(video->tensor_f32("video"),
                      unbatch(fixture->tensor_f32("expected.decoded_clamped"))),

@@ -637,10 +637,10 @@ WanVae::WanVae(VaeConfig cfg, const VaeWeightFn& weights, Backend* backend)
   impl_->be = backend;
   if (const char* env = std::getenv("FISDIT_VAE_DECODE_CHUNK"); env && *env) {
     char* end = nullptr;
-    const long n = std::strtol(env, &end, 10);
-    if (*end || n < 0 || n > 1024)
-      throw Error(std::string("FISDIT_VAE_DECODE_CHUNK: must be a count of latent frames 0-1024 "
-                              "(0: from the frame size), got '") +
+    const long n = std::string(env) == "auto" ? 0 : std::strtol(env, &end, 10);
+    if ((end && *end) || n < 0 || n > 1024)
+      throw Error(std::string("FISDIT_VAE_DECODE_CHUNK: must be a count of latent frames 1-1024 "
+                              "or auto (from the frame size), got '") +
                   env + "'");
     decode_chunk_ = n;
   }

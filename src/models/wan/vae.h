@@ -98,9 +98,10 @@ class WanVae {
                 const VaePartFn& on_part = {});
 
   // Latent frames per decode chunk after the first (which is latent frame 0 alone, as upstream):
-  // 0 (the default) picks them from the frame size (decode_chunk_frames), n > 0 fixes n. The
-  // output does not depend on it beyond rounding: the causal caches carry across chunks of any
-  // length. FISDIT_VAE_DECODE_CHUNK sets the default.
+  // n > 0 fixes n (the default is 1, the official code's frame at a time), 0 picks them from the
+  // frame size (decode_chunk_frames). The output does not depend on it beyond rounding: the causal
+  // caches carry across chunks of any length. FISDIT_VAE_DECODE_CHUNK=N|auto sets the default
+  // (auto: 0). Larger chunks are untimed on a GPU so far, hence not the default.
   void set_decode_chunk(int64_t latent_frames);
   // The latent frames per chunk a decode of latent frames of h x w uses.
   int64_t decode_chunk(int64_t h, int64_t w) const;
@@ -110,7 +111,7 @@ class WanVae {
  private:
   VaeConfig cfg_;
   std::unique_ptr<Impl> impl_;
-  int64_t decode_chunk_ = 0;
+  int64_t decode_chunk_ = 1;
 };
 
 // Latent frames per decode chunk for output frames of width x height when the temporal stride is
