@@ -69,6 +69,20 @@ mkdir -p "$OUT"
 SUMMARY=$OUT/summary.txt
 : >"$SUMMARY"
 say() { echo "$@" | tee -a "$SUMMARY"; }
+# One `fisdit generate` on the GPU, logged to release.log and its summary to gen_LABEL.json; the
+# log lines matching PATTERN (an extended regex of line starts) go to the summary.
+gen_run() {  # label, pattern, then generate arguments
+  local label=$1 pattern=$2; shift 2
+  local t0=$(date +%s)
+  echo "=== $label: fisdit generate $*" >>"$OUT/release.log"
+  timeout "${GEN_LIMIT:-590}" ./build-device/fisdit generate --device cuda \
+    --frames-dir "/tmp/fisdit-frames-$label" --summary-json "$OUT/gen_$label.json" "$@" \
+    >>"$OUT/release.log" 2>&1 || { tail -8 "$OUT/release.log"; say "generate $label FAILED"; }
+  sed -n "/^=== $label:/,\$p" "$OUT/release.log" | grep -E "^($pattern)" | sed "s/^/  $label: /" |
+    tee -a "$SUMMARY"
+  say "generate $label: $(( $(date +%s) - t0 )) s wall"
+  rm -rf "/tmp/fisdit-frames-$label"
+}
 
 [ -d /usr/local/cuda/bin ] && export PATH=/usr/local/cuda/bin:$PATH
 CUDNN_ROOT=${FISDIT_CUDNN_ROOT:-$(python3 -c 'import nvidia.cudnn as m; print(list(m.__path__)[0])' 2>/dev/null || true)}
@@ -200,16 +214,9 @@ if [ "$MODE" = "hunyuan15-release" ]; then
   say "random HunyuanVideo 1.5 release: $(( $(date +%s) - t0 )) s, $(du -shL "$REL" | cut -f1)"
   gen() {  # label, then generate arguments
     local label=$1; shift
-    local t0=$(date +%s)
-    echo "=== $label: fisdit generate $*" >>"$OUT/release.log"
-    ./build-device/fisdit generate --device cuda --model "$REL" --image "$REL/first_frame.png" \
-      --prompt 'a shop window at dusk, a neon sign reads "OPEN", people walk past' --seed 7 \
-      --frames-dir "/tmp/fisdit-frames-$label" --summary-json "$OUT/gen_$label.json" "$@" \
-      >>"$OUT/release.log" 2>&1 || { tail -8 "$OUT/release.log"; say "generate $label FAILED"; }
-    sed -n "/^=== $label:/,\$p" "$OUT/release.log" |
-      grep -E "^(settings|loaded|times|GPU memory|fidelity)" | sed "s/^/  $label: /" | tee -a "$SUMMARY"
-    say "generate $label: $(( $(date +%s) - t0 )) s wall"
-    rm -rf "/tmp/fisdit-frames-$label"
+    gen_run "$label" "settings|loaded|times|GPU memory|fidelity" --model "$REL" \
+      --image "$REL/first_frame.png" --seed 7 \
+      --prompt 'a shop window at dusk, a neon sign reads "OPEN", people walk past' "$@"
   }
   if [ "${HY15_QUICK:-0}" = 1 ]; then  # FIS balanced at 121 frames only: cold, then warm
     gen 480p-121f-balanced-cold --frames 121 --fis balanced
@@ -253,16 +260,8 @@ if [ "$MODE" = "latency" ]; then
   fi
   lgen() {  # label, then generate arguments
     local label=$1; shift
-    local t0=$(date +%s)
-    echo "=== $label: fisdit generate $*" >>"$OUT/release.log"
-    timeout 300 ./build-device/fisdit generate --device cuda --quiet \
-      --prompt "a red ball rolls across a wooden table, soft window light" --seed 7 \
-      --frames-dir "/tmp/fisdit-frames-$label" --summary-json "$OUT/gen_$label.json" "$@" \
-      >>"$OUT/release.log" 2>&1 || { tail -8 "$OUT/release.log"; say "generate $label FAILED"; }
-    sed -n "/^=== $label:/,\$p" "$OUT/release.log" |
-      grep -E "^(models loaded|both DiT|run [0-9]|GPU memory|[0-9.]+ GiB of GPU)" | sed "s/^/  $label: /" | tee -a "$SUMMARY"
-    say "generate $label: $(( $(date +%s) - t0 )) s wall"
-    rm -rf "/tmp/fisdit-frames-$label"
+    gen_run "$label" "models loaded|both DiT|run [0-9]|GPU memory|[0-9.]+ GiB of GPU" --quiet \
+      --prompt "a red ball rolls across a wooden table, soft window light" --seed 7 "$@"
   }
   ROOT=${FISDIT_RELEASE_DIR:-/tmp/fisdit-release}
   if part ti2v; then
@@ -326,15 +325,8 @@ if [ "${MODE#release-}" != "$MODE" ]; then
   fi
   gen() {  # label, then generate arguments
     local label=$1; shift
-    local t0=$(date +%s)
-    echo "=== $label: fisdit generate $*" >>"$OUT/release.log"
-    ./build-device/fisdit generate --device cuda "${model[@]}" \
-      --prompt "a red ball rolls across a wooden table, soft window light" --seed 7 \
-      --frames-dir "/tmp/fisdit-frames-$label" --summary-json "$OUT/gen_$label.json" "$@" \
-      >>"$OUT/release.log" 2>&1 || { tail -8 "$OUT/release.log"; say "generate $label FAILED"; }
-    sed -n "/^=== $label:/,\$p" "$OUT/release.log" | grep -E "^(loaded|times|GPU memory|fidelity)" |
-      sed "s/^/  $label: /" | tee -a "$SUMMARY"
-    say "generate $label: $(( $(date +%s) - t0 )) s wall"
+    gen_run "$label" "loaded|times|GPU memory|fidelity" "${model[@]}" \
+      --prompt "a red ball rolls across a wooden table, soft window light" --seed 7 "$@"
   }
   [ "$task" = i2v ] && model+=(--image "$REL/first_frame.png")
   if [ "$task" = ti2v ] && [ "${RELEASE_QUICK:-0}" = 1 ]; then  # the 4-step image run: cold, warm
