@@ -83,6 +83,15 @@ gen_run() {  # label, pattern, then generate arguments
   say "generate $label: $(( $(date +%s) - t0 )) s wall"
   rm -rf "/tmp/fisdit-frames-$label"
 }
+# One `fisdit bench --vae` run; its result table goes to the summary.
+vbench() {  # label, limit in seconds, then fisdit bench --vae arguments
+  local label=$1 limit=$2; shift 2
+  local t0=$(date +%s)
+  timeout "$limit" ./build-device/fisdit bench --device cuda --label "$label" --vae "$@" \
+    >"$OUT/vae_$label.log" 2>&1 || { tail -5 "$OUT/vae_$label.log"; say "vae bench $label FAILED"; }
+  grep -A2 "^fisdit bench --vae" "$OUT/vae_$label.log" | tee -a "$SUMMARY"
+  say "vae bench $label: $(( $(date +%s) - t0 )) s"
+}
 
 [ -d /usr/local/cuda/bin ] && export PATH=/usr/local/cuda/bin:$PATH
 CUDNN_ROOT=${FISDIT_CUDNN_ROOT:-$(python3 -c 'import nvidia.cudnn as m; print(list(m.__path__)[0])' 2>/dev/null || true)}
@@ -244,13 +253,7 @@ if [ "$MODE" = "latency" ]; then
   part() { [ -z "${LATENCY_PARTS:-}" ] || [[ " $LATENCY_PARTS " == *" $1 "* ]]; }
   lvae() {  # label, chunk (N or auto), then fisdit bench --vae arguments
     local label=$1 chunk=$2; shift 2
-    local t0=$(date +%s)
-    export FISDIT_VAE_DECODE_CHUNK=$chunk
-    timeout 120 ./build-device/fisdit bench --device cuda --label "$label-chunk$chunk" --vae "$@" \
-      >"$OUT/vae_$label-chunk$chunk.log" 2>&1 || { tail -5 "$OUT/vae_$label-chunk$chunk.log"; say "vae bench $label FAILED"; }
-    unset FISDIT_VAE_DECODE_CHUNK
-    grep -h "per chunk" "$OUT/vae_$label-chunk$chunk.log" | sed "s/^/  /" | tee -a "$SUMMARY"
-    grep "^RESULT" "$OUT/vae_$label-chunk$chunk.log" | tee -a "$SUMMARY"
+    FISDIT_VAE_DECODE_CHUNK=$chunk vbench "$label-chunk$chunk" 120 "$@"
   }
   if part vae; then
     for c in ${CHUNKS_480P:-1 auto 3}; do lvae wan21-480p $c wan2.1 --size 832x480 --frames 81 --warmup 1 --repeats 2; done
@@ -367,15 +370,6 @@ if [ "${MODE#release-}" != "$MODE" ]; then
   cat "$SUMMARY"
   exit 0
 fi
-
-vbench() {  # label, limit in seconds, then fisdit bench --vae arguments
-  local label=$1 limit=$2; shift 2
-  local t0=$(date +%s)
-  timeout "$limit" ./build-device/fisdit bench --device cuda --label "$label" --vae "$@" \
-    >"$OUT/vae_$label.log" 2>&1 || { tail -5 "$OUT/vae_$label.log"; say "vae bench $label FAILED"; }
-  grep -A2 "^fisdit bench --vae" "$OUT/vae_$label.log" | tee -a "$SUMMARY"
-  say "vae bench $label: $(( $(date +%s) - t0 )) s"
-}
 
 # A second process reads the cuDNN choices of the first from the tuning cache: the same cold
 # decode (no warm-up) in two processes on an empty FISDIT_CACHE_DIR, then with the cache off.
