@@ -173,6 +173,16 @@ std::string times_line(const nlohmann::json& summary) {
   return line;
 }
 
+std::string making_time(const nlohmann::json& summary) {
+  const nlohmann::json& s = summary.at("seconds");
+  const bool image = s.contains("image_encode");
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "text + %sdenoise + decode %.2f s", image ? "image + " : "",
+                s.value("text_encode", 0.0) + s.value("image_encode", 0.0) +
+                    s.value("denoise", 0.0) + s.value("vae_decode", 0.0));
+  return buf;
+}
+
 std::string peaks_line(const nlohmann::json& summary) {
   if (!summary.contains("gpu_peak_gib")) return "";
   std::string peaks;

@@ -53,6 +53,9 @@ std::vector<std::string> write_outputs(GenerateResult& result, const OutputOptio
 // "times: text 1.45 s, image encode ..., dit load ..., denoise ..., decode ..., write ...,
 // total ... s": every stage the run had, in order; the total includes writing.
 std::string times_line(const nlohmann::json& summary);
+// "text + denoise + decode X.XX s" of a summary (with "image + " when the run has one): the
+// stages that make the video, without loading or writing.
+std::string making_time(const nlohmann::json& summary);
 // "GPU memory peak per stage: text 0.3 GiB, ..."; "" when the backend tracks no memory.
 std::string peaks_line(const nlohmann::json& summary);
 

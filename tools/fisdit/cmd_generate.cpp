@@ -95,18 +95,6 @@ pipeline::GenerateOptions generate_request(const GenerateArgs& a,
   return o;
 }
 
-// "text + denoise + decode X.XX s" (with the image stage when the run has one): the stages that
-// make the video, without loading or writing.
-std::string making_time(const nlohmann::json& summary) {
-  const nlohmann::json& s = summary.at("seconds");
-  const bool image = s.contains("image_encode");
-  char buf[96];
-  std::snprintf(buf, sizeof buf, "text + %sdenoise + decode %.2f s", image ? "image + " : "",
-                s.value("text_encode", 0.0) + s.value("image_encode", 0.0) +
-                    s.value("denoise", 0.0) + s.value("vae_decode", 0.0));
-  return buf;
-}
-
 // Stages: check (no weight read), text, image, sample, decode; then write. With --repeat N the
 // models are loaded once (timed apart) and kept, the request runs N times, and the last run is
 // written: the later runs show the latency of a process that has its models loaded (as fisdit
@@ -144,7 +132,7 @@ void run_generate(const GenerateArgs& a) {
                     {"seconds", s.at("seconds")},
                     {"gpu_peak_gib", s.value("gpu_peak_gib", nlohmann::json::object())}});
     status("run " + std::to_string(i + 1) + "/" + std::to_string(a.repeat) + ": " +
-           pipeline::times_line(s) + " (" + making_time(s) + ")");
+           pipeline::times_line(s) + " (" + pipeline::making_time(s) + ")");
   }
   if (warm) {
     r.summary["repeat"] = a.repeat;
