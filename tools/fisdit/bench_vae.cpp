@@ -195,13 +195,13 @@ void run_vae_bench(const VaeBenchOptions& o) {
   const std::string op = o.encode ? "encode" : "decode";
   const std::string label = o.label.value_or(o.vae + "-vae-" + op);
   char line[512];
+  const std::string chunking = o.encode
+                                   ? ""
+                                   : ", " + std::to_string(vae.decode_chunk(latent[2], latent[3])) +
+                                         " latent frame(s) per chunk after the first";
   std::snprintf(line, sizeof line, "bench %s: %s %s %s on %s%s", label.c_str(), op.c_str(),
                 o.encode ? "video" : "latent", shape_str(input.shape()).c_str(),
-                backend->name().c_str(),
-                o.encode ? ""
-                         : (", " + std::to_string(vae.decode_chunk(latent[2], latent[3])) +
-                            " latent frame(s) per chunk after the first")
-                               .c_str());
+                backend->name().c_str(), chunking.c_str());
   status(line);
   // Warm-up (it picks every conv shape's cuDNN algorithm): encode on its first two chunks (video
   // frames 0-4; every later chunk has the second's shapes); decode on the whole latent, whose
