@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "accel/fis.h"
 #include "backend/backend.h"
@@ -38,10 +39,18 @@ struct TextContext {
 // forward. `states`: the rows the blocks attend (Wan: the embedded context). `extra`: further
 // named parts of a family's text side (HunyuanVideo 1.5: its prompt rows still go through the
 // timestep-dependent token refiner at each step, the vision and glyph rows and the pooled
-// context do not).
+// context do not). `blocks`: what each block derives from the text alone, made once per prompt
+// instead of in every forward (Wan: each block's cross-attention keys and values); empty where a
+// model derives them in the forward. `revision`: the model's weights when `blocks` were made (a
+// forward refuses blocks made before its weights changed, e.g. by set_precision).
+struct BlockText {
+  Tensor k, v;
+};
 struct TextEmbedding {
   Tensor states;
   std::map<std::string, Tensor> extra;
+  std::vector<BlockText> blocks;
+  int revision = 0;
 };
 
 // A latent video grid: frames, rows, columns (before the DiT's patchify).

@@ -159,6 +159,9 @@ Tensor denoise(const models::ModelInfo& info, const ExpertFn& expert, bool two_e
     Backend& be = model.backend();
     Texts& text = texts[use_high ? 0 : 1];
     if (text.model != &model) {
+      // The experts take turns once (high, then low): the other's text side (with the blocks'
+      // keys and values, 420 MB a prompt for an A14B expert) is not needed again.
+      texts[use_high ? 1 : 0] = {};
       text.cond = model.embed_text(in.context);
       if (any_guided) text.uncond = model.embed_text(in.context_neg);
       text.model = &model;

@@ -182,17 +182,87 @@ TEST(WanFis, ExecutedFlopsEqualTheAnalyticCount) {
   const wan::WanConfig& cfg = h.dit->config();
   const FisConfig cases[] = {custom(1, 0, 0), custom(3, 1, 1), custom(2, 0, 0),
                              custom(3, 1, 1, accel::Granularity::Block)};
-  for (const auto& c : cases) {
-    const FisPlan plan(c, cfg.num_layers, 1, 9);
-    h.backend->flops().reset();
-    h.dit->forward(x, h.t, h.text, &plan, true);
-    const double analytic = wan::forward_flops(cfg, 9, 4, 4, &plan, true).total();
-    EXPECT_EQ(h.backend->flops().total(), analytic) << c.describe();
-  }
-  // And the text embedding, counted separately (once per prompt).
+  // The text side, counted separately (once per prompt): the embedding, and with a TextContext
+  // every block's cross-attention keys and values of it.
   h.backend->flops().reset();
   h.dit->embed_text(h.file->tensor_f32("input.context"));
   EXPECT_EQ(h.backend->flops().total(), wan::text_embedding_flops(cfg));
+  h.backend->flops().reset();
+  const models::TextEmbedding text =
+      h.dit->embed_text(models::TextContext(h.file->tensor_f32("input.context")));
+  EXPECT_EQ(h.backend->flops().total(), wan::text_embedding_flops(cfg) + wan::text_kv_flops(cfg));
+  ASSERT_EQ(text.blocks.size(), static_cast<size_t>(cfg.num_layers));
+  for (const auto& c : cases) {
+    const FisPlan plan(c, cfg.num_layers, 1, 9);
+    const double analytic = wan::forward_flops(cfg, 9, 4, 4, &plan, true).total();
+    h.backend->flops().reset();
+    h.dit->forward(x, models::Timestep{h.t, std::nullopt}, text, {&plan, true, {}, {}});
+    EXPECT_EQ(h.backend->flops().total(), analytic) << c.describe();
+    // The Tensor forward projects the text in every block.
+    h.backend->flops().reset();
+    h.dit->forward(x, h.t, h.text, &plan, true);
+    EXPECT_EQ(h.backend->flops().total(), analytic + wan::text_kv_flops(cfg)) << c.describe();
+  }
+}
+
+// The blocks' text keys and values made once in embed_text give the forward the Tensor forward
+// gives (which projects the text in every block), bit for bit, dense and with every FIS variant;
+// a forward refuses them once the weights changed.
+TEST(WanFis, TextKeysAndValuesMadeOncePerPromptChangeNothing) {
+  for (const char* model : {"dit_t2v_tiny.safetensors", "dit_ti2v_tiny.safetensors"}) {
+    Harness h(model);
+    const Tensor x = h.file->tensor_f32("input.x");
+    const models::TextEmbedding text =
+        h.dit->embed_text(models::TextContext(h.file->tensor_f32("input.context")));
+    ASSERT_EQ(text.blocks.size(), static_cast<size_t>(h.dit->config().num_layers));
+    const models::Timestep time{h.t, std::nullopt};
+    const FisConfig cases[] = {
+        custom(3, 1, 1), custom(2, 0, 0, accel::Granularity::Block),
+        custom(2, 0, 0, accel::Granularity::Block, accel::Reconstruct::Delta)};
+    EXPECT_TRUE(
+        bit_identical(h.backend->download(h.dit->forward(x, time, text, {})), h.run(x, nullptr)))
+        << model;
+    for (const auto& c : cases) {
+      const FisPlan plan(c, h.dit->config().num_layers, 1, static_cast<int>(x.dim(1)));
+      EXPECT_TRUE(bit_identical(
+          h.backend->download(h.dit->forward(x, time, text, {&plan, true, {}, {}})), h.run(x, &c)))
+          << model << " " << c.describe();
+    }
+  }
+}
+
+TEST(WanFis, TextKeysAndValuesOfOtherWeightsAreRefused) {
+  Harness h("dit_t2v_tiny.safetensors");
+  const Tensor x = h.file->tensor_f32("input.x");
+  const models::TextContext context(h.file->tensor_f32("input.context"));
+  const models::Timestep time{h.t, std::nullopt};
+  models::TextEmbedding text = h.dit->embed_text(context);
+  // Fewer blocks than the model has: another model's.
+  models::TextEmbedding other = text;
+  other.blocks.pop_back();
+  EXPECT_THROW(h.dit->forward(x, time, other, {}), Error);
+  // Under a memory limit the text is projected in the forward (the activation reserve has no
+  // room for the kept keys and values): no blocks, the same output.
+  Backend::MemoryBudget budget;
+  budget.limit = int64_t{64} << 30;
+  h.backend->set_memory_budget(budget);
+  const models::TextEmbedding limited = h.dit->embed_text(context);
+  EXPECT_TRUE(limited.blocks.empty());
+  EXPECT_TRUE(bit_identical(h.backend->download(h.dit->forward(x, time, limited, {})),
+                            h.backend->download(h.dit->forward(x, time, text, {}))));
+  h.backend->set_memory_budget({});
+  try {  // fp8 GEMMs where the CPU backend has them: the old keys and values are refused
+    h.dit->set_precision(models::Precision::Fp8Gemm);
+  } catch (const Error&) {
+    GTEST_SKIP() << "no fp8 GEMM on this backend";
+  }
+  try {
+    h.dit->forward(x, time, text, {});
+    ADD_FAILURE() << "a text embedding made before set_precision was taken";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("embed the text again"), std::string::npos) << e.what();
+  }
+  EXPECT_NO_THROW(h.dit->forward(x, time, h.dit->embed_text(context), {}));
 }
 
 TEST(WanFis, AnalyticFlopsOfA14B720pMatchFisMd) {

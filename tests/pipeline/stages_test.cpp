@@ -32,7 +32,9 @@ class ZeroModel final : public models::VelocityModel {
   const models::ModelInfo& info() const override { return info_; }
   Backend& backend() override { return be_; }
   models::TextEmbedding embed_text(const models::TextContext& text) override {
-    return {be_.upload(text.states, DType::F32), {}};
+    models::TextEmbedding out;
+    out.states = be_.upload(text.states, DType::F32);
+    return out;
   }
   Tensor forward(const Tensor& x, const models::Timestep&, const models::TextEmbedding&,
                  const models::ForwardOptions&) override {

@@ -123,7 +123,8 @@ struct DitBench {
   int64_t plan_frames = 0, tokens = 0;
   std::string label;
   Tensor x0;  // host noise
-  models::TextEmbedding text;
+  models::TextContext text_in;
+  models::TextEmbedding text;  // of text_in, made again when the precision changes the weights
   sched::EulerSchedule schedule;
 
   const models::ModelInfo& info() const { return dit->info(); }
@@ -212,13 +213,13 @@ void load_dit_bench(DitBench& b, double shift, const std::vector<Setting>& setti
       b.backend->random_normal({info.text_tokens, info.text_dim}, DType::F32, 0, 1, 2));
   // HunyuanVideo 1.5 I2V: the first frame's vision tokens; no glyph tokens (a prompt without
   // quoted text).
-  models::TextContext text_in(context);
+  b.text_in = models::TextContext(context);
   if (info.task == models::Task::I2V && info.text_extra.count("vision")) {
     const auto [tokens, width] = info.text_extra.at("vision");
-    text_in.extra["vision"] =
+    b.text_in.extra["vision"] =
         b.backend->download(b.backend->random_normal({tokens, width}, DType::F32, 0, 1, 3));
   }
-  b.text = b.dit->embed_text(text_in);
+  b.text = b.dit->embed_text(b.text_in);
   b.schedule = sched::flow_euler_schedule(b.steps, static_cast<float>(shift));
 }
 
@@ -445,6 +446,7 @@ void run_dit_bench(const BenchArgs& a) {
   for (const Setting& setting : settings) {
     if (setting.precision != precision) {
       apply_precision(*b.dit, precision = setting.precision);
+      b.text = b.dit->embed_text(b.text_in);
       b.backend->synchronize();
       b.weights_mem = memory(*b.backend);
       if (b.weights_mem.known)

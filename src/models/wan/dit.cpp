@@ -250,6 +250,7 @@ void WanDiT::set_precision(models::Precision precision) {
         std::string(models::precision_name(precision)) + " instead of switching it after the load");
   check_fp8(precision);
   for (DitBlockWeights& w : blocks_) quantize_block(w);
+  ++weights_revision_;
 }
 
 void WanDiT::check_fp8(models::Precision precision) {
@@ -346,9 +347,20 @@ void WanDiT::self_attention(const DitBlockWeights& w, const Tensor& x, const Mod
   linear(w, DitBlockWeights::SaO, matrix_input(o.reshape({n, d})), &w.sa_o_b, out);
 }
 
-void WanDiT::cross_attention(const DitBlockWeights& w, const Tensor& x, const Tensor& text,
+models::BlockText WanDiT::text_kv(const DitBlockWeights& w, const Tensor& text) {
+  const int64_t lt = text.dim(0), d = cfg_.dim;
+  const DType act = backend_.activation_dtype();
+  models::BlockText kv{backend_.empty({lt, d}, act), backend_.empty({lt, d}, act)};
+  const MatrixInput context = matrix_input(text);
+  linear(w, DitBlockWeights::CaK, context, &w.ca_k_b, kv.k);
+  linear(w, DitBlockWeights::CaV, context, &w.ca_v_b, kv.v);
+  if (cfg_.qk_norm) backend_.rms_norm(kv.k, w.ca_norm_k, static_cast<float>(cfg_.eps), kv.k);
+  return kv;
+}
+
+void WanDiT::cross_attention(const DitBlockWeights& w, const Tensor& x, const models::BlockText& kv,
                              Tensor& out) {
-  const int64_t n = x.dim(0), lt = text.dim(0), d = cfg_.dim, heads = cfg_.num_heads,
+  const int64_t n = x.dim(0), lt = kv.k.dim(0), d = cfg_.dim, heads = cfg_.num_heads,
                 hd = cfg_.head_dim();
   const float eps = static_cast<float>(cfg_.eps);
   const DType act = backend_.activation_dtype();
@@ -357,19 +369,12 @@ void WanDiT::cross_attention(const DitBlockWeights& w, const Tensor& x, const Te
     xn = backend_.empty({n, d}, act);
     backend_.layer_norm(x, &w.norm3_w, &w.norm3_b, eps, xn);
   }
-  Tensor q = backend_.empty({n, d}, act), k = backend_.empty({lt, d}, act),
-         v = backend_.empty({lt, d}, act);
+  Tensor q = backend_.empty({n, d}, act);
   linear(w, DitBlockWeights::CaQ, matrix_input(xn), &w.ca_q_b, q);
-  const MatrixInput context = matrix_input(text);
-  linear(w, DitBlockWeights::CaK, context, &w.ca_k_b, k);
-  linear(w, DitBlockWeights::CaV, context, &w.ca_v_b, v);
-  if (cfg_.qk_norm) {
-    backend_.rms_norm(q, w.ca_norm_q, eps, q);
-    backend_.rms_norm(k, w.ca_norm_k, eps, k);
-  }
+  if (cfg_.qk_norm) backend_.rms_norm(q, w.ca_norm_q, eps, q);
   Tensor o = backend_.empty({n, heads, hd}, act);
-  backend_.attention(q.reshape({n, heads, hd}), k.reshape({lt, heads, hd}),
-                     v.reshape({lt, heads, hd}), o);
+  backend_.attention(q.reshape({n, heads, hd}), kv.k.reshape({lt, heads, hd}),
+                     kv.v.reshape({lt, heads, hd}), o);
   linear(w, DitBlockWeights::CaO, matrix_input(o.reshape({n, d})), &w.ca_o_b, out);
 }
 
@@ -386,12 +391,12 @@ void WanDiT::feed_forward(const DitBlockWeights& w, const Tensor& x, const Modul
 
 // WanAttentionBlock.forward: three gated residual branches (cross-attention ungated), fp32.
 void WanDiT::run_block(int index, Tensor& x, const Modulation& mod, const RopeGrid& grid,
-                       const Tensor& text) {
+                       const models::BlockText& kv) {
   const DitBlockWeights& w = blocks_[static_cast<size_t>(index)];
   Tensor branch = backend_.empty(x.shape(), backend_.activation_dtype());
   self_attention(w, x, mod, grid, branch);
   backend_.add(x, branch, {&mod, 2});
-  cross_attention(w, x, text, branch);
+  cross_attention(w, x, kv, branch);
   backend_.add(x, branch);
   feed_forward(w, x, mod, branch);
   backend_.add(x, branch, {&mod, 5});
@@ -399,7 +404,7 @@ void WanDiT::run_block(int index, Tensor& x, const Modulation& mod, const RopeGr
 
 // FIS.md, "What runs on the anchors" and "Reconstruction".
 void WanDiT::run_block_sparse(int index, Tensor& x, const Modulation& mod, const RopeGrid& grid,
-                              const Tensor& text, const std::vector<int32_t>& anchors,
+                              const models::BlockText& kv, const std::vector<int32_t>& anchors,
                               const accel::FisConfig& fis) {
   const DitBlockWeights& w = blocks_[static_cast<size_t>(index)];
   const int64_t per_frame = static_cast<int64_t>(grid.height) * grid.width;
@@ -410,7 +415,7 @@ void WanDiT::run_block_sparse(int index, Tensor& x, const Modulation& mod, const
   backend_.gather_frames(x, anchors, per_frame, xa);
   if (fis.granularity == accel::Granularity::Block &&
       fis.reconstruct == accel::Reconstruct::Linear) {  // Y_f = linear(Y_A)_f
-    run_block(index, xa, mod_a, grid_a, text);
+    run_block(index, xa, mod_a, grid_a, kv);
     backend_.interpolate_frames(xa, anchors, per_frame, x, /*accumulate=*/false);
     return;
   }
@@ -418,7 +423,7 @@ void WanDiT::run_block_sparse(int index, Tensor& x, const Modulation& mod, const
     // Module granularity: the anchors' rows see exactly the dense block's updates and the
     // interpolation is linear, so the three reconstructed branches sum to the reconstruction of
     // Y_A - X_A: one gather and one reconstruction instead of three (block: the delta operator).
-    run_block(index, xa, mod_a, grid_a, text);
+    run_block(index, xa, mod_a, grid_a, kv);
     backend_.reconstruct_frames_delta(xa, anchors, per_frame, x);
     return;
   }
@@ -428,7 +433,7 @@ void WanDiT::run_block_sparse(int index, Tensor& x, const Modulation& mod, const
   backend_.mul_gate(za, {&mod_a, 2});
   backend_.interpolate_frames(za, anchors, per_frame, x, /*accumulate=*/true);
   backend_.gather_frames(x, anchors, per_frame, xa);
-  cross_attention(w, xa, text, za);
+  cross_attention(w, xa, kv, za);
   backend_.interpolate_frames(za, anchors, per_frame, x, /*accumulate=*/true);
   backend_.gather_frames(x, anchors, per_frame, xa);
   feed_forward(w, xa, mod_a, za);
@@ -469,19 +474,38 @@ models::TextEmbedding WanDiT::embed_text(const models::TextContext& text) {
   if (!text.extra.empty())
     throw Error("the Wan DiT's text side takes the text encoder's states only, got '" +
                 text.extra.begin()->first + "' too");
-  return {embed_text(text.states), {}};
+  models::TextEmbedding out;
+  out.states = embed_text(text.states);
+  out.revision = weights_revision_;
+  if (streamer_ || backend_.memory_budget().limit >= 0) return out;
+  out.blocks.reserve(blocks_.size());
+  for (const DitBlockWeights& w : blocks_) out.blocks.push_back(text_kv(w, out.states));
+  return out;
 }
 
 Tensor WanDiT::forward(const Tensor& x, const models::Timestep& time,
                        const models::TextEmbedding& text, const models::ForwardOptions& o) {
   if (time.r) throw Error("the Wan DiT takes no MeanFlow r timestep");
   if (!text.extra.empty()) throw Error("the Wan DiT's text embedding has no extra parts");
-  return forward(x, time.t, text.states, o.plan, o.step_open, o.observer, o.stack);
+  if (!text.blocks.empty() &&
+      (text.blocks.size() != blocks_.size() || text.revision != weights_revision_))
+    throw Error(
+        "the text embedding's block keys and values are not this Wan DiT's as its weights are now "
+        "(made by another model, or before --precision changed them): embed the text again");
+  return forward_blocks(x, time.t, text.states, text.blocks, o.plan, o.step_open, o.observer,
+                        o.stack);
 }
 
 Tensor WanDiT::forward(const Tensor& x, const Tensor& t, const Tensor& text,
                        const accel::FisPlan* plan, bool step_open, const ForwardObserver& observer,
                        const BlockStackResidual& stack) {
+  return forward_blocks(x, t, text, {}, plan, step_open, observer, stack);
+}
+
+Tensor WanDiT::forward_blocks(const Tensor& x, const Tensor& t, const Tensor& text,
+                              const std::vector<models::BlockText>& kv, const accel::FisPlan* plan,
+                              bool step_open, const ForwardObserver& observer,
+                              const BlockStackResidual& stack) {
   const auto& p = cfg_.patch_size;
   if (x.ndim() != 4 || x.dim(0) != cfg_.in_dim)
     throw Error("latent must be [" + std::to_string(cfg_.in_dim) + ", F, H, W], got " +
@@ -566,10 +590,12 @@ Tensor WanDiT::forward(const Tensor& x, const Tensor& t, const Tensor& text,
       backend_.add_row(e0, blocks_[static_cast<size_t>(i)].modulation, block_table);
       const Modulation mod{block_table.reshape({rows, 6, d}), token_rows_dev};
       const accel::BlockPlan bp = plan ? plan->plan_for(step_open, i) : accel::BlockPlan{};
+      const models::BlockText block_kv =
+          kv.empty() ? text_kv(blocks_[static_cast<size_t>(i)], text) : kv[static_cast<size_t>(i)];
       if (bp.sparse)
-        run_block_sparse(i, h, mod, grid, text, bp.anchors, plan->config());
+        run_block_sparse(i, h, mod, grid, block_kv, bp.anchors, plan->config());
       else
-        run_block(i, h, mod, grid, text);
+        run_block(i, h, mod, grid, block_kv);
       if (streamer_) streamer_->release(i);
       if (observer) observe("block_" + std::to_string(i), h);
     }

@@ -88,13 +88,22 @@ class WanDiT final : public models::VelocityModel {
   // The text embedding of `context` [L_txt <= text_len, text_dim] (host), zero-padded to
   // text_len as the official forward does; the padded rows are attended. Reused across steps.
   Tensor embed_text(const Tensor& context);
+  // The same, and each block's cross-attention keys and values of it (they depend on the text
+  // alone), so that the forwards do not project the text again in every block: 2 x text_len x dim
+  // activations per block (A14B: 420 MB per prompt in bf16). Without them (a DiT that streams
+  // blocks, or a backend under --gpu-memory-limit, whose activation reserve does not count them)
+  // every forward projects the text in each block, as the official forward does.
   models::TextEmbedding embed_text(const models::TextContext& text) override;
+  // Changes when the block weights do (set_precision); a TextEmbedding with block keys and values
+  // of another revision is refused by forward.
+  int weights_revision() const { return weights_revision_; }
 
   // One forward. `x` is the device latent [in_dim, F, H, W] (i2v: noise and y already
   // concatenated on channels), `t` the host timestep [1] or per token [1, L] / [L], `text` from
-  // embed_text. With a plan, blocks follow plan->plan_for(step_open, block). `stack` keeps the
-  // block stack's residual or applies a given one instead of running the blocks (MagCache);
-  // keeping it does not change the output. Returns the device output [out_dim, F, H, W].
+  // embed_text (the Tensor one: each block projects it). With a plan, blocks follow
+  // plan->plan_for(step_open, block). `stack` keeps the block stack's residual or applies a given
+  // one instead of running the blocks (MagCache); keeping it does not change the output. Returns
+  // the device output [out_dim, F, H, W].
   Tensor forward(const Tensor& x, const Tensor& t, const Tensor& text,
                  const accel::FisPlan* plan = nullptr, bool step_open = true,
                  const ForwardObserver& observer = {}, const BlockStackResidual& stack = {});
@@ -102,14 +111,23 @@ class WanDiT final : public models::VelocityModel {
                  const models::ForwardOptions& options) override;
 
  private:
+  // Both forwards: `kv` the blocks' text keys and values (num_layers of them), or empty to
+  // project `text` in each block.
+  Tensor forward_blocks(const Tensor& x, const Tensor& t, const Tensor& text,
+                        const std::vector<models::BlockText>& kv, const accel::FisPlan* plan,
+                        bool step_open, const ForwardObserver& observer,
+                        const BlockStackResidual& stack);
+  // Block `w`'s cross-attention keys (normed) and values of the embedded text.
+  models::BlockText text_kv(const DitBlockWeights& w, const Tensor& text);
   void run_block(int index, Tensor& x, const Modulation& mod, const RopeGrid& grid,
-                 const Tensor& text);
+                 const models::BlockText& kv);
   void run_block_sparse(int index, Tensor& x, const Modulation& mod, const RopeGrid& grid,
-                        const Tensor& text, const std::vector<int32_t>& anchors,
+                        const models::BlockText& kv, const std::vector<int32_t>& anchors,
                         const accel::FisConfig& fis);
   void self_attention(const DitBlockWeights& w, const Tensor& x, const Modulation& mod,
                       const RopeGrid& grid, Tensor& out);
-  void cross_attention(const DitBlockWeights& w, const Tensor& x, const Tensor& text, Tensor& out);
+  void cross_attention(const DitBlockWeights& w, const Tensor& x, const models::BlockText& kv,
+                       Tensor& out);
   void feed_forward(const DitBlockWeights& w, const Tensor& x, const Modulation& mod, Tensor& out);
   // Throws when this DiT cannot run in fp8 here; else sets precision_.
   void check_fp8(models::Precision precision);
@@ -139,6 +157,7 @@ class WanDiT final : public models::VelocityModel {
   std::unique_ptr<models::BlockStreamer> streamer_;  // when plan_ streams blocks
   bool literal_module_reconstruction_ = false;
   models::Precision precision_ = models::Precision::Default;
+  int weights_revision_ = 0;
 };
 
 }  // namespace fisdit::wan

@@ -4,10 +4,10 @@ namespace fisdit::wan {
 
 double block_flops(const WanConfig& cfg, double n, double* attention) {
   const double d = cfg.dim, f = cfg.ffn_dim, lt = cfg.text_len;
-  const double attn = 4.0 * n * n * d + 4.0 * n * lt * d;     // self + cross: QK^T and PV
-  const double linear = 8.0 * n * d * d                       // self q, k, v, o
-                        + 4.0 * n * d * d + 4.0 * lt * d * d  // cross q, o on x; k, v on text
-                        + 4.0 * n * d * f;                    // FFN
+  const double attn = 4.0 * n * n * d + 4.0 * n * lt * d;  // self + cross: QK^T and PV
+  const double linear = 8.0 * n * d * d                    // self q, k, v, o
+                        + 4.0 * n * d * d   // cross q, o (k, v of the text: text_kv_flops)
+                        + 4.0 * n * d * f;  // FFN
   if (attention) *attention += attn;
   return attn + linear;
 }
@@ -35,6 +35,10 @@ ForwardFlops forward_flops(const WanConfig& cfg, int64_t gf, int64_t gh, int64_t
 
 double text_embedding_flops(const WanConfig& cfg) {
   return 2.0 * cfg.text_len * cfg.text_dim * cfg.dim + 2.0 * cfg.text_len * cfg.dim * cfg.dim;
+}
+
+double text_kv_flops(const WanConfig& cfg) {
+  return cfg.num_layers * 4.0 * cfg.text_len * cfg.dim * cfg.dim;
 }
 
 }  // namespace fisdit::wan

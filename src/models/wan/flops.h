@@ -16,7 +16,8 @@ struct ForwardFlops {
   double total() const { return embeddings + blocks + head; }
 };
 
-// One block on `tokens` query tokens (a sparse block: the anchor tokens).
+// One block on `tokens` query tokens (a sparse block: the anchor tokens), without the
+// cross-attention keys and values of the text (text_kv_flops).
 double block_flops(const WanConfig& cfg, double tokens, double* attention = nullptr);
 // One forward over grid (f, h, w) tokens with `timestep_rows` distinct timesteps, blocks as
 // `plan` says for a step with gate `step_open` (dense without a plan).
@@ -24,5 +25,9 @@ ForwardFlops forward_flops(const WanConfig& cfg, int64_t grid_f, int64_t grid_h,
                            const accel::FisPlan* plan, bool step_open, int64_t timestep_rows = 1);
 // The text embedding of one prompt (padded to text_len), run once per prompt and expert.
 double text_embedding_flops(const WanConfig& cfg);
+// Every block's cross-attention keys and values of that embedding: once per prompt and expert
+// beside it (WanDiT::embed_text of a TextContext), or in every forward where the DiT does not
+// keep them (the Tensor forward, streamed blocks, a --gpu-memory-limit run).
+double text_kv_flops(const WanConfig& cfg);
 
 }  // namespace fisdit::wan
