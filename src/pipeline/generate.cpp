@@ -537,6 +537,7 @@ GenerateResult Generator::run(const GenerateOptions& request) {
   const CheckedRequest r = check(request);
   for (const std::string& note : r.notes)
     if (r.options.progress) std::fprintf(stderr, "%s\n", note.c_str());
+  bool decoding_wan = false;  // the Wan VAE's decode runs: its chunk size is one more lever
   try {
     const auto t_total = Clock::now();
     const models::ReleaseInfo& info = s.release->info();
@@ -566,9 +567,11 @@ GenerateResult Generator::run(const GenerateOptions& request) {
     if (r.options.decode) {
       log.begin();
       const auto t0 = Clock::now();
+      decoding_wan = info.family == "wan";
       result.video = s.with_room({true, true, true}, "the decode", [&] {
         return s.decode(result.latent, r.options.progress, &r.options);
       });
+      decoding_wan = false;
       log.seconds["vae_decode"] = since(t0);
       log.end("vae_decode");
     }
@@ -584,7 +587,11 @@ GenerateResult Generator::run(const GenerateOptions& request) {
       throw Error(what +
                   ". generate holds one stage on the GPU at a time (the text encoder, then one "
                   "DiT expert and the activations of one step, then the VAE decode): free the "
-                  "GPU of other jobs, lower the size / frames, or " +
+                  "GPU of other jobs, lower the size / frames, " +
+                  (decoding_wan ? std::string("set FISDIT_VAE_DECODE_CHUNK=1 (the decode one "
+                                              "latent frame per call, its least memory), ")
+                                : std::string()) +
+                  "or " +
                   (s.model.gpu_memory_limit > 0
                        ? std::string("raise --gpu-memory-limit")
                        : std::string("pass --gpu-memory-limit to stream DiT blocks from host "

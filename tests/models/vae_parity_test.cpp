@@ -107,7 +107,8 @@ TEST_P(VaeParity, DecodeMatchesTheOfficialCode) {
 }
 
 TEST_P(VaeParity, DecodeInChunksFromTheFrameSizeMatchesTheOfficialCode) {
-  // Chunks from the frame size (tiny frames: up to 16 latent frames): frame 0, then frames 1-2.
+  // Chunks from the frame size (the default; tiny frames: up to 4 latent frames): frame 0, then
+  // frames 1-2.
   vae_->set_decode_chunk(0);
   Tensor z = unbatch(fixture_->tensor_f32("input.z")).clone();
   wan::denormalize_latent(z, stats_);
@@ -139,7 +140,7 @@ TEST_P(VaeParity, DecodeInChunksOfSeveralLatentFramesEqualsTheFramewiseDecode) {
   const Tensor framewise = vae_->decode(z);
   ASSERT_EQ(framewise.dim(1), 21);
   const std::vector<std::pair<int64_t, std::vector<int64_t>>> cases = {
-      {2, {1, 2, 2, 1}}, {4, {1, 4, 1}}, {16, {1, 5}}, {0, {1, 5}}};  // 0: from the frame size
+      {2, {1, 2, 2, 1}}, {4, {1, 4, 1}}, {16, {1, 5}}, {0, {1, 4, 1}}};  // 0: from the frame size
   for (const auto& [per, sizes] : cases) {
     vae_->set_decode_chunk(per);
     std::vector<int64_t> seen;
@@ -162,14 +163,14 @@ TEST_P(VaeParity, DecodeInChunksOfSeveralLatentFramesEqualsTheFramewiseDecode) {
 }
 
 TEST(VaeDecodeChunk, FromTheFrameSize) {
-  // Within 4M output pixel-frames per chunk: one latent frame (4 video frames) at 720p and at
-  // Wan 2.2's 1280x704, two at 480p, three at 512x512, at most 16 for tiny frames.
-  EXPECT_EQ(wan::decode_chunk_frames(1280, 720, 4), 1);
-  EXPECT_EQ(wan::decode_chunk_frames(1280, 704, 4), 1);
-  EXPECT_EQ(wan::decode_chunk_frames(832, 480, 4), 2);
-  EXPECT_EQ(wan::decode_chunk_frames(512, 512, 4), 3);
-  EXPECT_EQ(wan::decode_chunk_frames(128, 128, 4), 16);
-  EXPECT_EQ(wan::decode_chunk_frames(1920, 1080, 4), 1);  // never below one
+  // Within 8M output pixel-frames per chunk: two latent frames (8 video frames) at 720p and at
+  // Wan 2.2's 1280x704, at most four (480p, 512x512, tiny frames), one at 1080p (never none).
+  EXPECT_EQ(wan::decode_chunk_frames(1280, 720, 4), 2);
+  EXPECT_EQ(wan::decode_chunk_frames(1280, 704, 4), 2);
+  EXPECT_EQ(wan::decode_chunk_frames(832, 480, 4), 4);
+  EXPECT_EQ(wan::decode_chunk_frames(512, 512, 4), 4);
+  EXPECT_EQ(wan::decode_chunk_frames(128, 128, 4), 4);
+  EXPECT_EQ(wan::decode_chunk_frames(1920, 1080, 4), 1);
 }
 
 TEST_P(VaeParity, TrailingFramesBeyond4kPlus1AreDropped) {
@@ -236,7 +237,8 @@ class VaeCli : public ::testing::Test {
     r = run("vae decode --vae " + fx + " --inputs " + fx + " --output " + path("video.st") +
             " --normalize --clamp");
     ASSERT_EQ(r.rc, 0) << r.err;
-    EXPECT_NE(r.err.find("decode chunk 3/3"), std::string::npos) << r.err;  // a frame each
+    // Frame 0, then frames 1-2 (the default chunks from the frame size).
+    EXPECT_NE(r.err.find("decode chunk 2/2: 2 frame(s) -> 8"), std::string::npos) << r.err;
     const auto video = SafetensorsFile::open(path("video.st"));
     EXPECT_LE(rel_l2(video->tensor_f32("video"),
                      unbatch(fixture->tensor_f32("expected.decoded_clamped"))),

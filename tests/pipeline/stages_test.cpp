@@ -85,6 +85,11 @@ class RecordingRelease final : public models::Release {
   }
   // A GPU that holds `experts` DiT experts, or one fewer beside a decode.
   void set_capacity(int experts) { capacity_ = experts; }
+  // A decode that runs out of GPU memory on its own, in a release of `family`.
+  void fail_decode(const std::string& family) {
+    decode_fails_ = true;
+    info_.family = family;
+  }
   int held() const { return (experts_[0] != nullptr) + (experts_[1] != nullptr); }
   models::VelocityModel& expert(bool high, Backend& backend, std::string* report) override {
     std::unique_ptr<ZeroModel>& slot = experts_[high ? 0 : 1];
@@ -102,7 +107,8 @@ class RecordingRelease final : public models::Release {
   int64_t expert_bytes(bool, const Backend&) const override { return kExpertBytes; }
   Tensor decode(const Tensor& latent, Backend&, const models::StageProgress&,
                 const FrameSink&) override {
-    if (held() + 1 > capacity_) throw Error("out of GPU memory allocating 20 GiB (test decode)");
+    if (held() + 1 > capacity_ || decode_fails_)
+      throw Error("out of GPU memory allocating 20 GiB (test decode)");
     log_.push_back("decode");
     return Tensor::zeros({3, (latent.dim(1) - 1) * 4 + 1, latent.dim(2) * 8, latent.dim(3) * 8});
   }
@@ -121,6 +127,7 @@ class RecordingRelease final : public models::Release {
   std::vector<std::string>& log_;
   std::unique_ptr<ZeroModel> experts_[2];
   int capacity_ = 1000;
+  bool decode_fails_ = false;
 };
 
 GenerateOptions request() {
@@ -292,6 +299,27 @@ TEST(GenerateStages, ResidentExpertsMakeRoomWhenTheGpuRunsOut) {
     FAIL() << "ran without memory";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("out of GPU memory"), std::string::npos) << e.what();
+  }
+}
+
+// A Wan decode that runs out of GPU memory names its chunk size among what to change; other
+// stages and families do not.
+TEST(GenerateStages, AWanDecodeOutOfMemorySaysHowToDecodeInLessMemory) {
+  for (const std::string family : {"wan", "hunyuan15"}) {
+    std::vector<std::string> log;
+    auto owned = std::make_unique<RecordingRelease>(models::Task::T2V, false, log);
+    owned->fail_decode(family);
+    Generator g(std::move(owned), request(), false);
+    try {
+      g.run(request());
+      ADD_FAILURE() << family << ": ran without memory for the decode";
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("test decode"), std::string::npos) << what;
+      EXPECT_NE(what.find("lower the size / frames"), std::string::npos) << what;
+      EXPECT_EQ(what.find("FISDIT_VAE_DECODE_CHUNK=1") != std::string::npos, family == "wan")
+          << what;
+    }
   }
 }
 

@@ -737,9 +737,9 @@ Tensor WanVae::decode(const Tensor& z, Tensor* conv2_out, const VaeProgressFn& p
 }
 
 int64_t decode_chunk_frames(int64_t width, int64_t height, int64_t stride) {
-  constexpr int64_t kPixelFrames = 4'000'000;
+  constexpr int64_t kPixelFrames = 8'000'000;
   const int64_t per_latent = std::max<int64_t>(1, width * height * stride);
-  return std::clamp<int64_t>(kPixelFrames / per_latent, 1, 16);
+  return std::clamp<int64_t>(kPixelFrames / per_latent, 1, 4);
 }
 
 void WanVae::set_decode_chunk(int64_t latent_frames) {

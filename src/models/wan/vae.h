@@ -98,10 +98,9 @@ class WanVae {
                 const VaePartFn& on_part = {});
 
   // Latent frames per decode chunk after the first (which is latent frame 0 alone, as upstream):
-  // n > 0 fixes n (the default is 1, the official code's frame at a time), 0 picks them from the
+  // n > 0 fixes n (1: the official code's frame at a time), 0 (the default) picks them from the
   // frame size (decode_chunk_frames). The output does not depend on it beyond rounding: the causal
-  // caches carry across chunks of any length. FISDIT_VAE_DECODE_CHUNK=N|auto sets the default
-  // (auto: 0). Larger chunks are untimed on a GPU so far, hence not the default.
+  // caches carry across chunks of any length. FISDIT_VAE_DECODE_CHUNK=N|auto sets the default.
   void set_decode_chunk(int64_t latent_frames);
   // The latent frames per chunk a decode of latent frames of h x w uses.
   int64_t decode_chunk(int64_t h, int64_t w) const;
@@ -111,13 +110,14 @@ class WanVae {
  private:
   VaeConfig cfg_;
   std::unique_ptr<Impl> impl_;
-  int64_t decode_chunk_ = 1;
+  int64_t decode_chunk_ = 0;
 };
 
 // Latent frames per decode chunk for output frames of width x height when the temporal stride is
-// `stride`: as many as keep a chunk's output within 4M pixel-frames (a 720p chunk of one latent
-// frame, 3.7M: its activations peak at about 7 GiB in bf16), at least 1 and at most 16. Larger
-// chunks run larger convolutions (and fewer of them) for the same work.
+// `stride`: as many as keep a chunk's output within 8M pixel-frames, at least 1 and at most 4.
+// Larger chunks run larger convolutions, and fewer of them, for the same work. On an H100 (bench
+// --vae, bf16): 720p and 1280x704 take 2 (2.62 s vs 2.78 s for 81 frames at 720p, the decode
+// peaking at 10-11 GiB vs 7-8), 480p 4 (1.08 s vs 1.62 s; 2-6 all within 5%), 512x512 4.
 int64_t decode_chunk_frames(int64_t width, int64_t height, int64_t stride);
 
 // The VAE behind --vae: a safetensors file, a torch.save .pth (as the released Wan2.1_VAE.pth and
