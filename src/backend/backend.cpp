@@ -540,6 +540,8 @@ void Backend::conv3d(const Tensor& x, const Tensor& w, const Tensor* bias, const
     need_f32(op, {{*bias, "bias"}});
     require(bias->numel() == os[3], op, "bias size does not match weight rows");
   }
+  // Each output value sums kt x kh x kw x Cin products (zero padding included).
+  flops_.conv += 2.0 * static_cast<double>(out.numel()) * static_cast<double>(w.numel() / w.dim(0));
   do_conv3d(x, w, bias, p, out);
 }
 
@@ -570,6 +572,9 @@ void Backend::frame_attention(const Tensor& q, const Tensor& k, const Tensor& v,
   require(
       q.ndim() == 4 && k.shape() == q.shape() && v.shape() == q.shape() && out.shape() == q.shape(),
       op, "q, k, v and out must be the same [T, H, W, C], got " + desc(q));
+  const double pixels = static_cast<double>(q.dim(1) * q.dim(2));  // per frame: QK^T and PV
+  flops_.attention +=
+      4.0 * static_cast<double>(q.dim(0)) * pixels * pixels * static_cast<double>(q.dim(3));
   do_frame_attention(q, k, v, out);
 }
 
@@ -703,6 +708,11 @@ void Backend::causal_video_attention(const Tensor& q, const Tensor& k, const Ten
   require(
       q.ndim() == 4 && k.shape() == q.shape() && v.shape() == q.shape() && out.shape() == q.shape(),
       op, "q, k, v and out must be the same [T, H, W, C], got " + desc(q));
+  // Frame t's queries see frames 0..t: T (T + 1) / 2 frame pairs of QK^T and PV.
+  const double frames = static_cast<double>(q.dim(0)),
+               pixels = static_cast<double>(q.dim(1) * q.dim(2));
+  flops_.attention +=
+      4.0 * frames * (frames + 1) / 2.0 * pixels * pixels * static_cast<double>(q.dim(3));
   do_causal_video_attention(q, k, v, out);
 }
 

@@ -73,11 +73,14 @@ Shape conv3d_output_shape(const Shape& x, const Shape& w, const Conv3dParams& p)
 
 // Matrix-multiply FLOPs the backend executed (2 per multiply-add), for checking the analytic
 // counter against what actually ran.
+// Multiply-add FLOPs (2 each) of the ops the backend ran: matrix products, attention products
+// (the DiTs' and the video VAEs' frame attention), and the video VAEs' convolutions.
 struct FlopCounter {
   double linear = 0;
   double attention = 0;
-  double total() const { return linear + attention; }
-  void reset() { linear = attention = 0; }
+  double conv = 0;
+  double total() const { return linear + attention + conv; }
+  void reset() { linear = attention = conv = 0; }
 };
 
 class Backend {

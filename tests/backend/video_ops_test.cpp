@@ -56,8 +56,9 @@ TEST(CpuVideoOps, Conv3dMatchesItsDefinition) {
         Case{{5, 3, 2, 4}, {6, 3, 1, 1, 4}, time}, Case{{1, 2, 3, 9}, {2, 1, 1, 1, 9}, {}}}) {
     const Tensor x = random(cs.x, 1), w = random(cs.w, 2), b = random({cs.w[0]}, 3);
     Tensor out = Tensor::zeros(conv3d_output_shape(cs.x, cs.w, cs.p));
+    be->flops().reset();
     be->conv3d(x, w, &b, cs.p, out);
-    double err = 0, norm = 0;
+    double err = 0, norm = 0, products = 0;
     for (int64_t f = 0; f < out.dim(0); ++f)
       for (int64_t i = 0; i < out.dim(1); ++i)
         for (int64_t j = 0; j < out.dim(2); ++j)
@@ -69,6 +70,7 @@ TEST(CpuVideoOps, Conv3dMatchesItsDefinition) {
                   for (int64_t ci = 0; ci < cs.w[4]; ++ci) {
                     const int64_t ii = i * cs.p.stride_h - cs.p.pad_top + dh,
                                   jj = j * cs.p.stride_w - cs.p.pad_left + dw;
+                    ++products;  // the zero padding's too: the kernel runs them
                     if (ii < 0 || ii >= x.dim(1) || jj < 0 || jj >= x.dim(2)) continue;
                     acc += double(w.f32()[(((co * cs.w[1] + dt) * cs.w[2] + dh) * cs.w[3] + dw) *
                                               cs.w[4] +
@@ -80,6 +82,8 @@ TEST(CpuVideoOps, Conv3dMatchesItsDefinition) {
             norm += acc * acc;
           }
     EXPECT_LE(std::sqrt(err / norm), 1e-6) << shape_str(cs.x) << " * " << shape_str(cs.w);
+    EXPECT_EQ(be->flops().conv, 2 * products) << shape_str(cs.x) << " * " << shape_str(cs.w);
+    EXPECT_EQ(be->flops().total(), be->flops().conv);
   }
   Tensor bad = Tensor::zeros({4, 5, 6, 7});
   EXPECT_THROW(be->conv3d(random({4, 5, 6, 3}, 1), random({7, 3, 3, 3, 4}, 2), nullptr, same, bad),
@@ -246,16 +250,19 @@ TEST(CpuVideoOps, VideoAttentionSeesItsFrameOrTheEarlierFrames) {
                v = random({t, h, w, c}, 3);
   for (bool causal : {false, true}) {
     Tensor out = Tensor::zeros({t, h, w, c});
+    be->flops().reset();
     if (causal)
       be->causal_video_attention(q, k, v, out);
     else
       be->frame_attention(q, k, v, out);
     Tensor ref = Tensor::zeros({t, h, w, c});
+    double pairs = 0;  // (query, key) pairs: c products in q k^T and c in P v each
     for (int64_t i = 0; i < tokens; ++i) {
       std::vector<double> p;
       double mx = -1e300, sum = 0;
       const int64_t first = causal ? 0 : (i / n) * n;
       for (int64_t j = first; j < (i / n + 1) * n; ++j) {
+        ++pairs;
         double s = 0;
         for (int64_t ch = 0; ch < c; ++ch) s += double(q.f32()[i * c + ch]) * k.f32()[j * c + ch];
         p.push_back(s / std::sqrt(double(c)));
@@ -269,6 +276,7 @@ TEST(CpuVideoOps, VideoAttentionSeesItsFrameOrTheEarlierFrames) {
       }
     }
     EXPECT_LE(rel_l2(out, ref), 1e-6) << causal;
+    EXPECT_EQ(be->flops().attention, 4.0 * c * pairs) << causal;
   }
 }
 

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "backend/backend.h"
 #include "fisdit/error.h"
 #include "io/safetensors.h"
 #include "models/wan/vae.h"
@@ -65,11 +66,12 @@ class VaeParity : public ::testing::TestWithParam<const char*> {
       EXPECT_EQ(src.config.temperal_downsample, reference.config.temperal_downsample);
     }
     std::printf("%s\n", GetParam());
-    vae_ = wan::load_vae(src);
+    vae_ = wan::load_vae(src, backend_.get());
     stats_ = {fixture_->tensor_f32("input.scale_mean").to_vector(),
               fixture_->tensor_f32("input.scale_std").to_vector()};
   }
   std::shared_ptr<SafetensorsFile> fixture_;
+  std::unique_ptr<Backend> backend_ = make_cpu_backend();
   std::unique_ptr<wan::WanVae> vae_;
   wan::LatentStats stats_;
 };
@@ -137,12 +139,18 @@ TEST_P(VaeParity, DecodeInChunksOfSeveralLatentFramesEqualsTheFramewiseDecode) {
       std::copy(z3.f32() + (c * 3 + f % 3) * frame, z3.f32() + (c * 3 + f % 3 + 1) * frame,
                 z.f32() + (c * 6 + f) * frame);
   vae_->set_decode_chunk(1);
+  backend_->flops().reset();
   const Tensor framewise = vae_->decode(z);
   ASSERT_EQ(framewise.dim(1), 21);
+  // The same convolutions on the same frames however they are grouped: the causal caches hand
+  // each chunk the frames before it, and nothing is computed twice.
+  const double framewise_flops = backend_->flops().total();
+  EXPECT_GT(backend_->flops().conv, 0);
   const std::vector<std::pair<int64_t, std::vector<int64_t>>> cases = {
       {2, {1, 2, 2, 1}}, {4, {1, 4, 1}}, {16, {1, 5}}, {0, {1, 4, 1}}};  // 0: from the frame size
   for (const auto& [per, sizes] : cases) {
     vae_->set_decode_chunk(per);
+    backend_->flops().reset();
     std::vector<int64_t> seen;
     int64_t frames_out = 0;
     const Tensor video = vae_->decode(z, nullptr, [&](int k, int n, int64_t in, int64_t out) {
@@ -153,6 +161,7 @@ TEST_P(VaeParity, DecodeInChunksOfSeveralLatentFramesEqualsTheFramewiseDecode) {
     });
     EXPECT_EQ(seen, sizes) << "chunk " << per;
     EXPECT_EQ(frames_out, 21) << "chunk " << per;
+    EXPECT_EQ(backend_->flops().total(), framewise_flops) << "chunk " << per;
     const double err = rel_l2(video, framewise);
     EXPECT_LE(err, 1e-6) << "chunk " << per;
     std::printf("chunk %lld: rel L2 %.3g to the framewise decode\n", static_cast<long long>(per),

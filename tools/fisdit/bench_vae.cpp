@@ -74,14 +74,17 @@ Tensor leading_frames(const Tensor& input, int64_t frames) {
 
 using VaeRun = std::function<Tensor(const Tensor&, const wan::VaeProgressFn&)>;
 
-// Per timed run: the total, the first chunk and the mean of the later chunks, in ms.
+// Per timed run: the total, the first chunk and the mean of the later chunks, in ms; and the
+// FLOPs of one run (the backend's counter: convolutions, attention and matrix products).
 struct VaeTimes {
   std::vector<double> totals, firsts, rests;
+  double flops = 0;
 };
 
-VaeTimes time_vae_runs(const VaeRun& run, const Tensor& input, int repeats) {
+VaeTimes time_vae_runs(Backend& backend, const VaeRun& run, const Tensor& input, int repeats) {
   VaeTimes times;
   char line[256];
+  const double flops_before = backend.flops().total();
   for (int i = 0; i < repeats; ++i) {
     std::vector<double> chunk_ms;
     auto t = std::chrono::steady_clock::now();
@@ -104,6 +107,7 @@ VaeTimes time_vae_runs(const VaeRun& run, const Tensor& input, int repeats) {
       times.rests.push_back(sum / static_cast<double>(chunk_ms.size() - 1));
     }
   }
+  if (repeats > 0) times.flops = (backend.flops().total() - flops_before) / repeats;
   return times;
 }
 
@@ -123,12 +127,13 @@ void print_vae_result(const VaeBenchOptions& o, const std::string& label, const 
       "%s (%s), warmup %d, repeats %d (median)\n",
       label.c_str(), op.c_str(), shape_str(latent).c_str(), o.width, o.height, o.frames,
       backend.name().c_str(), precision, o.warmup, o.repeats);
-  std::printf("%12s %14s %16s %16s %9s %12s\n", (op + " ms").c_str(), "ms/lat.frame",
-              "first chunk ms", "later chunk ms", "peak GiB", "weights GiB");
+  std::printf("%12s %14s %16s %16s %9s %12s %8s %8s\n", (op + " ms").c_str(), "ms/lat.frame",
+              "first chunk ms", "later chunk ms", "peak GiB", "weights GiB", "TFLOP", "TFLOP/s");
   const std::string peak = gib_text(mem.known, mem.peak_gib);
   const std::string weights = gib_text(mem.known, weights_mem.in_use_gib);
-  std::printf("%12.1f %14.1f %16.1f %16.1f %9s %12s\n", total, total / lat_f, median(times.firsts),
-              times.rests.empty() ? 0.0 : median(times.rests), peak.c_str(), weights.c_str());
+  std::printf("%12.1f %14.1f %16.1f %16.1f %9s %12s %8.2f %8.1f\n", total, total / lat_f,
+              median(times.firsts), times.rests.empty() ? 0.0 : median(times.rests), peak.c_str(),
+              weights.c_str(), times.flops / 1e12, total > 0 ? times.flops / 1e9 / total : 0.0);
   std::printf("RESULT|%s|%dx%d|%d|vae-%s|%.1f|%.1f|%s\n", label.c_str(), o.width, o.height,
               o.frames, op.c_str(), total, total / lat_f, peak.c_str());
   std::fflush(stdout);
@@ -173,7 +178,7 @@ void run_hunyuan_vae_bench(const VaeBenchOptions& o) {
     status(line);
   }
   backend->reset_memory_peak();
-  const VaeTimes times = time_vae_runs(run, input, o.repeats);
+  const VaeTimes times = time_vae_runs(*backend, run, input, o.repeats);
   print_vae_result(o, label, latent, *backend, times, memory(*backend), weights_mem);
 }
 
@@ -218,7 +223,7 @@ void run_vae_bench(const VaeBenchOptions& o) {
   }
   backend->reset_memory_peak();
   take_op_profile();  // FISDIT_CUDA_PROFILE: count the timed runs only
-  const VaeTimes times = time_vae_runs(run, input, o.repeats);
+  const VaeTimes times = time_vae_runs(*backend, run, input, o.repeats);
   const Memory mem = memory(*backend);
   if (const std::string profile = take_op_profile(); !profile.empty())
     std::fprintf(stderr, "%s", profile.c_str());
