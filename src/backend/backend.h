@@ -71,10 +71,9 @@ struct Conv3dParams {
 // [Cout, kt, kh, kw, Cin]; throws fisdit::Error naming the op when the sizes do not fit.
 Shape conv3d_output_shape(const Shape& x, const Shape& w, const Conv3dParams& p);
 
-// Matrix-multiply FLOPs the backend executed (2 per multiply-add), for checking the analytic
-// counter against what actually ran.
-// Multiply-add FLOPs (2 each) of the ops the backend ran: matrix products, attention products
-// (the DiTs' and the video VAEs' frame attention), and the video VAEs' convolutions.
+// Multiply-add FLOPs (2 each) of the ops the backend ran, for checking the analytic counters
+// against what actually ran: matrix products, attention products (the DiTs' and the video VAEs'
+// frame attention), and the video VAEs' convolutions.
 struct FlopCounter {
   double linear = 0;
   double attention = 0;

@@ -121,7 +121,8 @@ Tensor denoise(const models::ModelInfo& info, const ExpertFn& expert, bool two_e
   const accel::FisPlan plan(opt.fis, info.num_blocks, opt.steps, static_cast<int>(grid_f));
   const Tensor z_image = ti2v ? in.z_image.to_f32() : Tensor{};
   // Text embeddings per expert (each has its own text_embedding weights), made when the expert
-  // first runs: an expert may be loaded only then.
+  // first runs: an expert may be loaded only then. One slot per expert, not one for whichever
+  // runs: a low-noise expert loaded where the freed high-noise one was has its address.
   struct Texts {
     models::TextEmbedding cond, uncond;
     const models::VelocityModel* model = nullptr;

@@ -237,10 +237,14 @@ TEST(WanFis, TextKeysAndValuesOfOtherWeightsAreRefused) {
   const models::TextContext context(h.file->tensor_f32("input.context"));
   const models::Timestep time{h.t, std::nullopt};
   models::TextEmbedding text = h.dit->embed_text(context);
-  // Fewer blocks than the model has: another model's.
+  // Fewer blocks than the model has.
   models::TextEmbedding other = text;
   other.blocks.pop_back();
   EXPECT_THROW(h.dit->forward(x, time, other, {}), Error);
+  // Another DiT's, though it has the same weights and blocks (an A14B expert's for the other).
+  Harness twin("dit_t2v_tiny.safetensors");
+  EXPECT_THROW(h.dit->forward(x, time, twin.dit->embed_text(context), {}), Error);
+  EXPECT_NO_THROW(twin.dit->forward(x, time, twin.dit->embed_text(context), {}));
   // Under a memory limit the text is projected in the forward (the activation reserve has no
   // room for the kept keys and values): no blocks, the same output.
   Backend::MemoryBudget budget;

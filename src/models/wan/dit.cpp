@@ -1,6 +1,7 @@
 #include "models/wan/dit.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <map>
 
@@ -150,9 +151,17 @@ models::ModelInfo model_info(const WanConfig& cfg) {
   return info;
 }
 
+namespace {
+// A process-wide sequence, so that no two DiTs (or two weight states of one) share a revision.
+int next_weights_revision() {
+  static std::atomic<int> next{1};
+  return next++;
+}
+}  // namespace
+
 WanDiT::WanDiT(WanConfig cfg, Backend& backend, const WeightFn& weights,
                models::Precision precision, const StoredFp8Fn& stored_fp8)
-    : cfg_(std::move(cfg)), backend_(backend) {
+    : cfg_(std::move(cfg)), backend_(backend), weights_revision_(next_weights_revision()) {
   cfg_.validate("model config");
   info_ = model_info(cfg_);
   const auto shapes = dit_parameter_shapes(cfg_);
@@ -250,7 +259,7 @@ void WanDiT::set_precision(models::Precision precision) {
         std::string(models::precision_name(precision)) + " instead of switching it after the load");
   check_fp8(precision);
   for (DitBlockWeights& w : blocks_) quantize_block(w);
-  ++weights_revision_;
+  weights_revision_ = next_weights_revision();
 }
 
 void WanDiT::check_fp8(models::Precision precision) {
@@ -488,7 +497,7 @@ Tensor WanDiT::forward(const Tensor& x, const models::Timestep& time,
   if (time.r) throw Error("the Wan DiT takes no MeanFlow r timestep");
   if (!text.extra.empty()) throw Error("the Wan DiT's text embedding has no extra parts");
   if (!text.blocks.empty() &&
-      (text.blocks.size() != blocks_.size() || text.revision != weights_revision_))
+      (text.revision != weights_revision_ || text.blocks.size() != blocks_.size()))
     throw Error(
         "the text embedding's block keys and values are not this Wan DiT's as its weights are now "
         "(made by another model, or before --precision changed them): embed the text again");

@@ -94,9 +94,6 @@ class WanDiT final : public models::VelocityModel {
   // blocks, or a backend under --gpu-memory-limit, whose activation reserve does not count them)
   // every forward projects the text in each block, as the official forward does.
   models::TextEmbedding embed_text(const models::TextContext& text) override;
-  // Changes when the block weights do (set_precision); a TextEmbedding with block keys and values
-  // of another revision is refused by forward.
-  int weights_revision() const { return weights_revision_; }
 
   // One forward. `x` is the device latent [in_dim, F, H, W] (i2v: noise and y already
   // concatenated on channels), `t` the host timestep [1] or per token [1, L] / [L], `text` from
@@ -157,6 +154,9 @@ class WanDiT final : public models::VelocityModel {
   std::unique_ptr<models::BlockStreamer> streamer_;  // when plan_ streams blocks
   bool literal_module_reconstruction_ = false;
   models::Precision precision_ = models::Precision::Default;
+  // Unique to this DiT and its weights as they are now: a new one at construction and at each
+  // set_precision that changes the weights. A TextEmbedding's block keys and values of another
+  // revision (another model's, or older weights') are refused by forward.
   int weights_revision_ = 0;
 };
 
