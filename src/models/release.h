@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <utility>
 #include <vector>
@@ -120,6 +121,23 @@ class Release {
   // use; *load_report gets one line when this call loaded it.
   virtual VelocityModel& expert(bool high_noise, Backend& backend,
                                 std::string* load_report = nullptr) = 0;
+  // The host side of loading an expert, done ahead: what expert(high_noise, <a backend of
+  // `device`>) does first that needs no device, such as reading its weights from the files,
+  // matching its LoRAs and, for the CPU, making its weights on the host. fisdit generate calls it
+  // on a thread of its own while the text encoder (and the image encode) run on this release, so
+  // it touches no backend and nothing those stages use, and stops early when `stop` is requested.
+  // Until it returns the caller calls nothing else on this expert (expert, unload); expert() then
+  // finishes the load with what it prepared, giving the same weights bit for bit. Uses at most
+  // half of the free host memory. Returns the weight bytes it read or made. A failure leaves
+  // nothing prepared: expert() then loads as usual (and fails as it would have). Default: nothing
+  // to prepare (prepares_experts() false).
+  virtual bool prepares_experts() const { return false; }
+  virtual int64_t prepare_expert(bool high_noise, Device device, std::stop_token stop) {
+    (void)high_noise;
+    (void)device;
+    (void)stop;
+    return 0;
+  }
   // The device bytes of an expert's weights on `backend`, all resident (none streamed), without
   // loading it; -1 when the family cannot tell.
   virtual int64_t expert_bytes(bool high_noise, const Backend& backend) const {
@@ -135,7 +153,7 @@ class Release {
   virtual Tensor decode(const Tensor& latent, Backend& backend, const StageProgress& progress,
                         const FrameSink& frames = {}) = 0;
 
-  // What the stages loaded stays in memory until freed here.
+  // What the stages loaded (or prepare_expert prepared) stays in memory until freed here.
   enum class Part : uint8_t { TextEncoder, HighExpert, LowExpert, Vae };
   virtual void unload(Part part) = 0;
 };

@@ -1,5 +1,12 @@
 #include "models/weights.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <fstream>
+#include <string>
+
 #include "backend/backend.h"
 #include "core/dtype.h"
 #include "fisdit/error.h"
@@ -34,12 +41,14 @@ Tensor host_weight(const WeightSource& weights, const std::string& canonical, co
   return w;
 }
 
+Tensor load_host_weight(Tensor host, Backend& backend, DType dtype) {
+  return dtype == DType::F32 ? host : backend.upload(host, dtype);
+}
+
 Tensor load_weight(const WeightSource& weights, const std::string& canonical, const Shape& shape,
                    Backend& backend, DType dtype, const LoraMerge* lora) {
-  if (backend.device() == Device::CPU) {
-    const Tensor w = host_weight(weights, canonical, shape, lora);
-    return dtype == DType::F32 ? w : backend.upload(w, dtype);
-  }
+  if (backend.device() == Device::CPU)
+    return load_host_weight(host_weight(weights, canonical, shape, lora), backend, dtype);
   float scale = 1.0f;
   const Tensor stored = weights.get_stored(canonical, shape, scale);
   if (!lora || !lora->touches(canonical)) return upload_weight(stored, scale, backend, dtype);
@@ -52,6 +61,53 @@ Tensor load_weight(const WeightSource& weights, const std::string& canonical, co
   if (w.dtype() != DType::F32) w = backend.upload(w, DType::F32);  // converted on the device
   lora->apply(canonical, w, backend);
   return dtype == DType::F32 ? w : backend.upload(w, dtype);
+}
+
+namespace {
+// Reads every page of `t`'s bytes (a view of a mapped file: the kernel reads them in), asking for
+// them all first so the disk reads ahead in large requests.
+int64_t touch(const Tensor& t) {
+  const size_t n = t.nbytes();
+  if (n == 0) return 0;
+  const auto* bytes = static_cast<const unsigned char*>(t.raw());
+  const long page_size = sysconf(_SC_PAGESIZE);
+  const auto page = static_cast<uintptr_t>(page_size > 0 ? page_size : 4096);
+  const uintptr_t first = reinterpret_cast<uintptr_t>(bytes) / page * page;
+  // Advice only: a failure (memory that is no mapping) changes nothing.
+  (void)madvise(reinterpret_cast<void*>(first), reinterpret_cast<uintptr_t>(bytes) + n - first,
+                MADV_WILLNEED);
+  const volatile unsigned char* p = bytes;  // volatile: each read happens
+  for (size_t i = 0; i < n; i += page) (void)p[i];
+  (void)p[n - 1];
+  return static_cast<int64_t>(n);
+}
+}  // namespace
+
+int64_t read_ahead(const WeightSource& weights, const std::string& canonical) {
+  const TensorInfo* info = weights.info(canonical);
+  if (!info) return 0;
+  return touch(weights.checkpoint().tensor(info->name));
+}
+
+int64_t read_ahead(const Checkpoint& checkpoint, int64_t budget, std::stop_token stop) {
+  int64_t bytes = 0;
+  for (const auto& file : checkpoint.files())
+    for (const TensorInfo& info : file->tensors()) {
+      if (stop.stop_requested() || bytes + static_cast<int64_t>(info.nbytes) > budget) return bytes;
+      bytes += touch(file->tensor(info.name));
+    }
+  return bytes;
+}
+
+int64_t host_memory_available() {
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key, unit;
+  int64_t kib = 0;
+  while (meminfo >> key >> kib) {
+    if (key == "MemAvailable:") return kib * 1024;
+    std::getline(meminfo, unit);  // the unit
+  }
+  return -1;
 }
 
 }  // namespace fisdit::models

@@ -6,6 +6,8 @@
 // the stored bytes (a bf16 file: no host conversion; fp8: a quarter of the fp32 bytes) and
 // converts them there to the dtype the model keeps the weight in. A LoRA (models/lora.h) is
 // merged into the fp32 weight where it will live, before any narrowing.
+#include <cstdint>
+#include <stop_token>
 #include <string>
 
 #include "core/tensor.h"
@@ -43,5 +45,22 @@ Tensor host_weight(const WeightSource& weights, const std::string& canonical, co
 // Throws fisdit::Error naming the tensor when it is missing or misshaped (WeightSource::get).
 Tensor load_weight(const WeightSource& weights, const std::string& canonical, const Shape& shape,
                    Backend& backend, DType dtype, const LoraMerge* lora = nullptr);
+// load_weight of a weight whose host_weight was made ahead (`host`, the CPU backend's path):
+// `host` itself for F32, else Backend::upload in `dtype`.
+Tensor load_host_weight(Tensor host, Backend& backend, DType dtype);
+
+// ---- Reading ahead: the host side of a load done before it, on a thread of its own while
+// another model runs (fisdit generate: the first DiT expert while the text encoder runs). No
+// backend is involved.
+
+// Reads the bytes of `canonical` as stored (touches every page of its view of the file), so that
+// loading it later copies from memory instead of waiting on the disk; returns their count (0 when
+// the tensor is absent: the load says so).
+int64_t read_ahead(const WeightSource& weights, const std::string& canonical);
+// The same for every tensor of `checkpoint` in file order, while the bytes read stay within
+// `budget`; stops early when `stop` is requested. Returns the bytes read.
+int64_t read_ahead(const Checkpoint& checkpoint, int64_t budget, std::stop_token stop);
+// Host memory the system could give now without swapping (Linux: MemAvailable); -1 when unknown.
+int64_t host_memory_available();
 
 }  // namespace fisdit::models

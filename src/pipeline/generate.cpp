@@ -6,9 +6,12 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <deque>
 #include <filesystem>
 #include <map>
+#include <stop_token>
+#include <thread>
 
 #include "backend/backend.h"
 #include "core/progress.h"
@@ -17,6 +20,8 @@
 #include "media/image.h"
 #include "models/family.h"
 #include "models/offload.h"
+#include "sched/flow_euler.h"
+#include "sched/flow_solvers.h"
 
 namespace fisdit::pipeline {
 namespace {
@@ -63,6 +68,62 @@ models::ReleaseOptions release_options(const GenerateOptions& o, bool keep_loade
   if (!o.lora_low.empty()) r.lora_low.push_back({o.lora_low, o.lora_strength});
   return r;
 }
+
+// FISDIT_OVERLAP_LOAD: 0 loads the first DiT expert after the text stage, as a whole.
+bool overlap_load_env() {
+  const char* env = std::getenv("FISDIT_OVERLAP_LOAD");
+  if (!env || !*env || std::string(env) == "1") return true;
+  if (std::string(env) == "0") return false;
+  throw Error(std::string("FISDIT_OVERLAP_LOAD: must be 0 (off) or 1 (on), got '") + env + "'");
+}
+
+// Whether the first step runs on the high-noise expert (the one expert when there is one).
+bool first_expert_high(const CheckedRequest& r, const models::ReleaseInfo& info) {
+  if (!info.two_experts) return true;
+  const auto solver = sched::make_flow_solver(r.denoise.solver, r.denoise.steps, r.denoise.shift);
+  return sched::use_high_noise_expert(solver->schedule().timesteps.at(0),
+                                      sched::expert_boundary(r.denoise, info.model));
+}
+
+// The host side of loading the first DiT expert (models::Release::prepare_expert) on a thread of
+// its own, while the main thread runs the text encoder and the image encode. Nothing else on the
+// release touches that expert until join(); a run that stops earlier (an error, Cancelled) asks
+// the thread to stop and waits for it here.
+class ExpertPrep {
+ public:
+  ExpertPrep(models::Release& release, bool high, Device device)
+      : high_(high), thread_([this, &release, high, device](std::stop_token stop) {
+          const auto t0 = Clock::now();
+          try {
+            bytes_ = release.prepare_expert(high, device, std::move(stop));
+          } catch (...) {  // nothing prepared: the expert loads as usual, failing as it would
+            failed_ = true;
+          }
+          seconds_ = since(t0);
+        }) {}
+  bool high() const { return high_; }
+  // Waits for the thread (the first call); returns the seconds waited.
+  double join() {
+    if (!thread_.joinable()) return 0;
+    const auto t0 = Clock::now();
+    thread_.join();
+    waited_ = since(t0);
+    return waited_;
+  }
+  // After join(): the weight bytes prepared, the thread's seconds, and those of them that ran
+  // beside the main thread's stages rather than while it waited.
+  int64_t bytes() const { return bytes_; }
+  double seconds() const { return seconds_; }
+  double overlapped() const { return failed_ ? 0.0 : std::max(seconds_ - waited_, 0.0); }
+  bool failed() const { return failed_; }
+
+ private:
+  bool high_;
+  int64_t bytes_ = 0;
+  double seconds_ = 0, waited_ = 0;
+  bool failed_ = false;
+  std::jthread thread_;  // last: stopped and joined before the fields it writes are gone
+};
 
 // Seconds and peak device memory of each stage of one run, for the summary.
 struct StageLog {
@@ -207,8 +268,9 @@ struct Generator::State {
   void encode_text(const CheckedRequest& r, sched::DenoiseInputs& in, nlohmann::json& summary,
                    StageLog& log);
   void encode_image(const CheckedRequest& r, sched::DenoiseInputs& in, StageLog& log);
+  // `prep` (optional): the first expert's host side, under way since before the text stage.
   Tensor sample(const CheckedRequest& r, const sched::DenoiseInputs& in, nlohmann::json& summary,
-                StageLog& log);
+                StageLog& log, ExpertPrep* prep = nullptr);
   Tensor decode(const Tensor& latent, bool progress, const GenerateOptions* request = nullptr);
 };
 
@@ -353,7 +415,7 @@ void Generator::State::encode_image(const CheckedRequest& r, sched::DenoiseInput
 }
 
 Tensor Generator::State::sample(const CheckedRequest& r, const sched::DenoiseInputs& in,
-                                nlohmann::json& summary, StageLog& log) {
+                                nlohmann::json& summary, StageLog& log, ExpertPrep* prep) {
   const GenerateOptions& o = r.options;
   const bool two = release->info().two_experts;
   // Under a memory limit an expert loaded now leaves room for this request's activations.
@@ -367,6 +429,10 @@ Tensor Generator::State::sample(const CheckedRequest& r, const sched::DenoiseInp
     // The switch is timed as loading: freeing the other expert (its page-locked host memory
     // under --gpu-memory-limit takes a while) and loading this one.
     const auto t0 = Clock::now();
+    // The expert prepared in the background is finished here: what is left of its host side is
+    // waited for (and timed as loading), before anything else touches the release's experts.
+    if (prep) prep->join();
+    const bool prepared = prep && prep->high() == use_high && !prep->failed();
     if (!keep_loaded && two) {  // frees the other expert (once it is freed, a no-op)
       release->unload(use_high ? models::Release::Part::LowExpert
                                : models::Release::Part::HighExpert);
@@ -388,9 +454,18 @@ Tensor Generator::State::sample(const CheckedRequest& r, const sched::DenoiseInp
     if (!report.empty()) {
       load_seconds += since(t0);
       const std::string placed = m.placement();
+      std::string ahead;  // what ran in the background before
+      if (prepared && prep->bytes() > 0) {
+        char text[160];
+        std::snprintf(text, sizeof text,
+                      " (%.2f GB prepared in the background, %.2f s of it beside the text and "
+                      "image stages)",
+                      static_cast<double>(prep->bytes()) / 1e9, prep->overlapped());
+        ahead = text;
+      }
       if (o.progress || !placed.empty())  // where the weights went is said even without bars
-        std::fprintf(stderr, "%sloaded %s %s in %.1f s%s\n", isatty(fileno(stderr)) ? "\n" : "",
-                     expert_name(two, high).c_str(), report.c_str(), since(t0),
+        std::fprintf(stderr, "%sloaded %s %s in %.1f s%s%s\n", isatty(fileno(stderr)) ? "\n" : "",
+                     expert_name(two, high).c_str(), report.c_str(), since(t0), ahead.c_str(),
                      placed.empty() ? "" : (": " + placed).c_str());
       if (!placed.empty()) summary["dit_placement"][expert_name(two, high)] = placed;
     }
@@ -428,7 +503,10 @@ Tensor Generator::State::sample(const CheckedRequest& r, const sched::DenoiseInp
     release->unload(models::Release::Part::LowExpert);
     expert_held[0] = expert_held[1] = false;
   }
+  // dit_load: the main thread's loading, the wait for the background part included;
+  // dit_load_overlapped: the background part that ran beside the text and image stages.
   log.seconds["dit_load"] = load_seconds;
+  log.seconds["dit_load_overlapped"] = prep ? prep->overlapped() : 0.0;
   log.seconds["denoise"] = total - load_seconds;
   summary["steps"] = steps;
   return latent;
@@ -556,6 +634,21 @@ GenerateResult Generator::run(const GenerateOptions& request) {
     summary["vae_precision"] = s.backend->video_dtype() == DType::BF16 ? "bf16" : "fp32";
     StageLog log{s.backend.get()};
     sched::DenoiseInputs in;
+    // One-shot: the first expert's host side (reading its files, ...) runs beside the text and
+    // image stages. Kept loaded (serve, --repeat, quality) the experts load once, on their own;
+    // under a memory limit the stages keep their order.
+    std::unique_ptr<ExpertPrep> prep;
+    if (!s.keep_loaded && r.options.overlap_load && !(s.model.gpu_memory_limit > 0) &&
+        s.release->prepares_experts() && overlap_load_env()) {
+      const bool high = first_expert_high(r, info);
+      if (r.options.progress)
+        std::fprintf(stderr,
+                     "preparing the %s in the background (reading its weights) while the text "
+                     "encoder runs\n",
+                     expert_name(info.two_experts, high).c_str());
+      prep = std::make_unique<ExpertPrep>(*s.release, high, s.backend->device());
+    }
+    summary["overlap_load"] = prep != nullptr;
     s.encode_text(r, in, summary, log);
     s.encode_image(r, in, log);
     in.x = randn({info.model.latent_channels, r.grid.frames, r.grid.height, r.grid.width},
@@ -563,7 +656,7 @@ GenerateResult Generator::run(const GenerateOptions& request) {
     GenerateResult result;
     result.task = info.model.task;
     result.fps = info.fps;
-    result.latent = s.sample(r, in, summary, log);
+    result.latent = s.sample(r, in, summary, log, prep.get());
     if (r.options.decode) {
       log.begin();
       const auto t0 = Clock::now();

@@ -3,7 +3,8 @@
 // stages, each on --device:
 //   check   the request against the release: sizes, frames, image, sampling, LoRA files; no
 //           weight is read (check_request)
-//   text    the prompt (and the negative prompt with CFG) through the text encoder
+//   text    the prompt (and the negative prompt with CFG) through the text encoder; meanwhile a
+//           one-shot run prepares the first DiT expert's host side (GenerateOptions::overlap_load)
 //   image   the first frame through the VAE encoder (I2V, TI2V)
 //   sample  the flow solver over the DiT expert(s), with FIS and MagCache
 //   decode  the final latent through the VAE decoder
@@ -59,6 +60,11 @@ struct GenerateOptions {
   accel::FisConfig fis;
   accel::MagCacheConfig cache;  // MagCache step caching (off by default)
   bool progress = true;
+  // A one-shot run (a Generator not kept loaded) prepares the host side of loading the first DiT
+  // expert (models::Release::prepare_expert: reading its weights, matching its LoRAs) on a thread
+  // of its own while the text encoder and the image encode run; the output is the same. false (or
+  // FISDIT_OVERLAP_LOAD=0): one after the other. Never under a gpu_memory_limit.
+  bool overlap_load = true;
   // Optional analysis hook on the conditional DiT forward of every step (sched::ForwardCall):
   // fisdit quality records the redundancy of the dense runs through it.
   sched::ForwardHook on_forward;

@@ -166,6 +166,11 @@ std::string times_line(const nlohmann::json& summary) {
   item("text", s.value("text_load", 0.0) + s.value("text_encode", 0.0));
   if (s.contains("image_encode")) item("image encode", s.value("image_encode", 0.0));
   item("dit load", s.value("dit_load", 0.0));
+  if (const double ahead = s.value("dit_load_overlapped", 0.0); ahead > 0) {
+    char buf[64];  // the expert's host side that ran beside the text and image stages
+    std::snprintf(buf, sizeof buf, " (+%.2f s in the background)", ahead);
+    line += buf;
+  }
   item("denoise", s.value("denoise", 0.0));
   if (s.contains("vae_decode")) item("decode", s.value("vae_decode", 0.0));
   if (s.contains("write")) item("write", s.value("write", 0.0));

@@ -50,8 +50,9 @@ class StreamedMp4 {
 std::vector<std::string> write_outputs(GenerateResult& result, const OutputOptions& out,
                                        StreamedMp4* streamed = nullptr);
 
-// "times: text 1.45 s, image encode ..., dit load ..., denoise ..., decode ..., write ...,
-// total ... s": every stage the run had, in order; the total includes writing.
+// "times: text 1.45 s, image encode ..., dit load ... (+... s in the background), denoise ...,
+// decode ..., write ..., total ... s": every stage the run had, in order (the part of the DiT load
+// that ran beside the text and image stages in parentheses); the total includes writing.
 std::string times_line(const nlohmann::json& summary);
 // "text + denoise + decode X.XX s" of a summary (with "image + " when the run has one): the
 // stages that make the video, without loading or writing.

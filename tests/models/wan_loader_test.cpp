@@ -2,9 +2,11 @@
 // prefixes, bare files; the resolved config and the forward must equal the fixture's.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <stop_token>
 
 #include "backend/backend.h"
 #include "fisdit/error.h"
@@ -164,6 +166,68 @@ TEST_F(WanLoader, MissingAndMisshapedTensorsAreNamed) {
                 msg.find("model.blocks.2.ffn.0.bias") != std::string::npos)
         << msg;
   }
+}
+
+// The host side of a load made ahead (stage_dit, what fisdit generate runs beside the text
+// encoder) gives the same model, bit for bit, however much of it was staged; every weight staged
+// for the CPU is used, a LoRA included, and each problem is the load's own.
+TEST_F(WanLoader, StagedWeightsLoadTheSameModel) {
+  NamedTensors t;
+  for (const TensorInfo& info : fixture_->tensors())
+    t.push_back({info.name, fixture_->tensor(info.name)});
+  const std::string path = (dir_ / "dit.safetensors").string();
+  write_safetensors(path, t, fixture_->metadata());
+  Tensor down = Tensor::zeros({2, 128}), up = Tensor::zeros({128, 2});
+  for (int64_t i = 0; i < down.numel(); ++i) down.f32()[i] = 0.01f * static_cast<float>(i % 17);
+  for (int64_t i = 0; i < up.numel(); ++i) up.f32()[i] = -0.02f * static_cast<float>(i % 13);
+  const std::string lora_path = (dir_ / "lora.safetensors").string();
+  write_safetensors(lora_path, {{"blocks.1.self_attn.q.lora_down.weight", down},
+                                {"blocks.1.self_attn.q.lora_up.weight", up}});
+  const std::vector<LoraSpec> loras = {{lora_path, 0.5f}};
+  const ModelSource src = open_model(path);
+  auto be = make_cpu_backend();
+  const Tensor text_in = fixture_->tensor_f32("input.context");
+  const auto run = [&](WanDiT& dit) {
+    return be->download(dit.forward(fixture_->tensor_f32("input.x"),
+                                    fixture_->tensor_f32("input.t"), dit.embed_text(text_in)));
+  };
+  const Tensor expected = run(*load_dit(src, *be, loras));
+  const auto same = [](const Tensor& a, const Tensor& b) {
+    return a.shape() == b.shape() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
+  };
+  int64_t all = 0;
+  for (const int64_t budget : {int64_t{1} << 40, int64_t{200000}, int64_t{0}}) {
+    SCOPED_TRACE(budget);
+    StagedDit staged = stage_dit(src, Device::CPU, loras, models::Precision::Default, budget);
+    EXPECT_LE(staged.bytes, budget);
+    if (budget > 200000) all = staged.bytes;
+    EXPECT_EQ(staged.host.empty(), budget == 0);
+    EXPECT_TRUE(
+        same(run(*load_dit(src, *be, loras, models::Precision::Default, &staged)), expected));
+    EXPECT_TRUE(staged.host.empty()) << "every staged weight is used";
+  }
+  EXPECT_GT(all, 200000) << "the fp32 weights of the whole model";
+  // A stop asked for before it starts: nothing staged, the load as usual.
+  std::stop_source stop;
+  stop.request_stop();
+  StagedDit stopped = stage_dit(src, Device::CPU, loras, models::Precision::Default,
+                                int64_t{1} << 40, stop.get_token());
+  EXPECT_EQ(stopped.bytes, 0);
+  EXPECT_TRUE(
+      same(run(*load_dit(src, *be, loras, models::Precision::Default, &stopped)), expected));
+  // For a GPU the stored bytes are only read; head.modulation (kept on the host) is made.
+  StagedDit gpu = stage_dit(src, Device::CUDA, {}, models::Precision::Default, int64_t{1} << 40);
+  ASSERT_EQ(gpu.host.size(), 1u);
+  EXPECT_EQ(gpu.host.begin()->first, "head.modulation");
+  EXPECT_THROW(load_dit(src, *be, {}, models::Precision::Default, &gpu), Error)
+      << "staged for another device";
+  // The problems the load names, staging names too.
+  write_safetensors((dir_ / "wrong.safetensors").string(),
+                    {{"blocks.1.self_attn.q.lora_down.weight", Tensor::zeros({2, 96})},
+                     {"blocks.1.self_attn.q.lora_up.weight", up}});
+  EXPECT_THROW(stage_dit(src, Device::CPU, {{(dir_ / "wrong.safetensors").string(), 1.0f}},
+                         models::Precision::Default, int64_t{1} << 40),
+               Error);
 }
 
 }  // namespace

@@ -325,6 +325,99 @@ TEST(Generate, LorasChangeTheirExpertAndMustMatchIt) {
   EXPECT_TRUE(contains(error_of([&] { generate(o); }), "lora_low " + o.lora_low + ": no such"));
 }
 
+// A one-shot run prepares the first expert's host side while the text encoder (and the image
+// encode) run: on the CPU its weights are made on the host, the LoRA merged, beside the text
+// stage. The video is the one of the stages one after the other, bit for bit (overlap_load false,
+// or FISDIT_OVERLAP_LOAD=0).
+TEST(Generate, ExpertPreparedBesideTheTextGivesTheSameVideo) {
+  TempDir dir;
+  make_release(dir.path() / "t2v", "t2v");
+  write_safetensors(dir.file("lora.safetensors"),
+                    {{"diffusion_model.blocks.0.self_attn.q.lora_down.weight", randn({2, 128}, 5)},
+                     {"diffusion_model.blocks.0.self_attn.q.lora_up.weight", randn({128, 2}, 6)}});
+  GenerateOptions o = tiny(dir.path() / "t2v");
+  o.guidance = 3.0f;  // the negative prompt too
+  o.negative = "blurry";
+  o.lora_high = dir.file("lora.safetensors");
+  o.overlap_load = false;
+  const GenerateResult in_order = generate(o);
+  EXPECT_FALSE(in_order.summary.at("overlap_load").get<bool>());
+  EXPECT_EQ(in_order.summary.at("seconds").at("dit_load_overlapped").get<double>(), 0.0);
+  o.overlap_load = true;
+  const GenerateResult overlapped = generate(o);
+  EXPECT_TRUE(overlapped.summary.at("overlap_load").get<bool>());
+  EXPECT_TRUE(same(overlapped.latent, in_order.latent));
+  EXPECT_TRUE(same(overlapped.video, in_order.video));
+  const nlohmann::json& seconds = overlapped.summary.at("seconds");
+  for (const char* stage : {"text_load", "text_encode", "dit_load", "dit_load_overlapped"})
+    EXPECT_GE(seconds.at(stage).get<double>(), 0.0) << stage;
+  setenv("FISDIT_OVERLAP_LOAD", "0", 1);
+  const GenerateResult off = generate(o);
+  unsetenv("FISDIT_OVERLAP_LOAD");
+  EXPECT_FALSE(off.summary.at("overlap_load").get<bool>());
+  EXPECT_TRUE(same(off.latent, in_order.latent));
+
+  // TI2V-5B with a first frame: the expert is prepared beside the image encode too.
+  make_release(dir.path() / "ti2v", "ti2v");
+  Tensor rgb = Tensor::zeros({32, 32, 3}, DType::U8);
+  for (int64_t i = 0; i < rgb.numel(); ++i) rgb.data_as<uint8_t>()[i] = static_cast<uint8_t>(i * 3);
+  write_png(dir.file("first.png"), rgb);
+  GenerateOptions ti2v = tiny(dir.path() / "ti2v");
+  ti2v.image = dir.file("first.png");
+  ti2v.overlap_load = false;
+  const Tensor ti2v_in_order = generate(ti2v).video;
+  ti2v.overlap_load = true;
+  EXPECT_TRUE(same(generate(ti2v).video, ti2v_in_order));
+}
+
+// Whatever fails while the first expert is prepared in the background fails as before: a tensor
+// missing from the expert's file or a LoRA that does not fit it gives the load's own error (the
+// background's failure only leaves nothing prepared), and a text encoder that does not fit the
+// DiT ends the run at the text stage with its error, the background work stopped.
+TEST(Generate, AFailingBackgroundLoadGivesTheSameError) {
+  TempDir dir;
+  make_release(dir.path(), "t2v");
+  GenerateOptions o = tiny(dir.path());
+  const auto both_ways = [&](const GenerateOptions& request) {
+    GenerateOptions r = request;
+    r.overlap_load = false;
+    const std::string in_order = error_of([&] { generate(r); });
+    r.overlap_load = true;
+    EXPECT_EQ(error_of([&] { generate(r); }), in_order);
+    return in_order;
+  };
+  // A LoRA whose down matrix does not fit the high-noise expert.
+  write_safetensors(dir.file("wrong.safetensors"),
+                    {{"blocks.0.self_attn.q.lora_down.weight", randn({2, 96}, 5)},
+                     {"blocks.0.self_attn.q.lora_up.weight", randn({128, 2}, 6)}});
+  GenerateOptions lora = o;
+  lora.lora_high = dir.file("wrong.safetensors");
+  EXPECT_TRUE(contains(both_ways(lora), "LoRA does not match the model"));
+  // A tensor missing from the high-noise expert's file.
+  const fs::path high = dir.path() / "high_noise_model" / "diffusion_pytorch_model.safetensors";
+  {
+    const auto f = SafetensorsFile::open(high.string());
+    NamedTensors kept;
+    for (const TensorInfo& t : f->tensors())
+      if (t.name != "blocks.3.ffn.2.bias") kept.emplace_back(t.name, f->tensor_f32(t.name));
+    const fs::path tmp = dir.path() / "high.tmp";
+    write_safetensors(tmp.string(), kept);
+    fs::rename(tmp, high);
+  }
+  EXPECT_TRUE(contains(both_ways(o), "'blocks.3.ffn.2.bias'"));
+  EXPECT_TRUE(contains(both_ways(o), "is missing"));
+  // A text encoder that does not fit the DiT: the text stage's error, while the DiT is prepared.
+  GenerateOptions text = o;
+  const fs::path other = dir.path() / "other";
+  fs::create_directories(other);
+  fs::copy_file(data("wan/dit_t2v_tiny.safetensors"), other / "dit.safetensors");
+  text.model = (other / "dit.safetensors").string();
+  text.parts["text_encoder"] = (dir.path() / "models_t5_umt5-xxl-enc-bf16.safetensors").string();
+  text.parts["tokenizer"] = (dir.path() / "google/umt5-xxl").string();
+  text.parts["vae"] = (dir.path() / "Wan2.1_VAE.safetensors").string();
+  EXPECT_TRUE(contains(both_ways(text), "text_dim is 48"));
+}
+
 TEST(Generate, RequestsThatDoNotFitTheModelNameTheParameter) {
   TempDir dir;
   make_release(dir.path(), "t2v");

@@ -4,9 +4,14 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
+#include <stop_token>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../io/io_test_util.h"
@@ -69,6 +74,7 @@ class RecordingRelease final : public models::Release {
   const models::ReleaseInfo& info() const override { return info_; }
   std::vector<models::EncodedText> encode_text(const std::vector<std::string>& prompts, Backend&,
                                                double* load_seconds) override {
+    if (text_fails) throw Error("the text encoder failed (test)");
     log_.push_back("text " + std::to_string(prompts.size()));
     if (load_seconds) *load_seconds = 0;
     std::vector<models::EncodedText> out;
@@ -97,11 +103,23 @@ class RecordingRelease final : public models::Release {
       throw Error(std::string("out of GPU memory allocating 27 GiB for the ") +
                   (high ? "high" : "low") + "-noise expert (test)");
     if (!slot) {
-      log_.push_back(high ? "load high" : "load low");
+      // Whether prepare_expert had finished for this expert (and so was waited for).
+      const bool prepared = prepared_[high ? 0 : 1].exchange(false);
+      log_.push_back(std::string(high ? "load high" : "load low") + (prepared ? " prepared" : ""));
       slot = std::make_unique<ZeroModel>(info_.model, backend, kExpertBytes);
       if (report) *report = high ? "high" : "low";
     }
     return *slot;
+  }
+  // prepare_expert runs `prepare` (on generate's thread: it must not touch the log); none: the
+  // release prepares nothing.
+  std::function<int64_t(bool high, std::stop_token stop)> prepare;
+  bool text_fails = false;  // encode_text throws
+  bool prepares_experts() const override { return static_cast<bool>(prepare); }
+  int64_t prepare_expert(bool high, Device, std::stop_token stop) override {
+    const int64_t bytes = prepare(high, std::move(stop));
+    prepared_[high ? 0 : 1] = true;
+    return bytes;
   }
   static constexpr int64_t kExpertBytes = int64_t{1} << 20;
   int64_t expert_bytes(bool, const Backend&) const override { return kExpertBytes; }
@@ -126,6 +144,7 @@ class RecordingRelease final : public models::Release {
   models::ReleaseInfo info_;
   std::vector<std::string>& log_;
   std::unique_ptr<ZeroModel> experts_[2];
+  std::atomic<bool> prepared_[2] = {false, false};
   int capacity_ = 1000;
   bool decode_fails_ = false;
 };
@@ -366,6 +385,120 @@ TEST(GenerateStages, BothExpertsResidentIsDecidedFromTheFreeMemory) {
     EXPECT_EQ(said.find("out of GPU memory"), std::string::npos) << said;
     EXPECT_EQ(log, (std::vector<std::string>{"text 1", "load high", "text 1", "unload high",
                                              "load low", "decode"}));
+  }
+}
+
+// A one-shot run prepares the first expert's host side (Release::prepare_expert) on a thread of
+// its own from before the text stage, and waits for it before that expert loads, the wait timed
+// as loading; kept loaded, under a memory limit, or with the overlap turned off it does not.
+TEST(GenerateStages, AOneShotRunPreparesTheFirstExpertBesideTheTextStage) {
+  using namespace std::chrono_literals;
+  std::vector<std::string> log;
+  std::atomic<int> calls{0};
+  std::atomic<bool> high_asked{false};
+  const auto make = [&](models::Task task) {
+    auto r = std::make_unique<RecordingRelease>(task, true, log);
+    r->prepare = [&](bool high, std::stop_token) -> int64_t {
+      ++calls;
+      high_asked = high;
+      std::this_thread::sleep_for(100ms);  // longer than the text stage: the load waits
+      return 1000;
+    };
+    return r;
+  };
+  GenerateOptions o = request();
+  const GenerateResult r = Generator(make(models::Task::T2V), o, false).run(o);
+  EXPECT_EQ(calls, 1);
+  EXPECT_TRUE(high_asked);
+  EXPECT_EQ(log,
+            (std::vector<std::string>{"text 1", "unload text", "load high prepared", "unload high",
+                                      "load low", "unload low", "decode", "unload vae"}));
+  EXPECT_TRUE(r.summary.at("overlap_load").get<bool>());
+  const nlohmann::json& seconds = r.summary.at("seconds");
+  EXPECT_GE(seconds.at("dit_load").get<double>(), 0.05) << "the wait is loading";
+  EXPECT_GE(seconds.at("dit_load_overlapped").get<double>(), 0.0);
+  EXPECT_LT(seconds.at("dit_load_overlapped").get<double>(), 0.1);
+  EXPECT_GE(r.summary.at("steps")[0].at("expert_load_seconds").get<double>(), 0.05);
+
+  // A first step on the low-noise expert (UniPC starts below t = 1000): that one is prepared.
+  log.clear();
+  calls = 0;
+  o.solver = sched::SolverKind::UniPC;
+  o.boundary = 1.0f;
+  Generator(make(models::Task::T2V), o, false).run(o);
+  EXPECT_EQ(calls, 1);
+  EXPECT_FALSE(high_asked);
+  EXPECT_EQ(log.at(2), "load low prepared");
+  o = request();
+
+  // Kept loaded, under a memory limit, overlap_load false or FISDIT_OVERLAP_LOAD=0: in order.
+  calls = 0;
+  log.clear();
+  Generator kept(make(models::Task::T2V), o, true);
+  kept.run(o);
+  GenerateOptions limited = o;
+  limited.gpu_memory_limit = 1.0;
+  Generator(make(models::Task::T2V), limited, false).run(limited);
+  GenerateOptions off = o;
+  off.overlap_load = false;
+  EXPECT_FALSE(Generator(make(models::Task::T2V), off, false).run(off).summary.at("overlap_load"));
+  setenv("FISDIT_OVERLAP_LOAD", "0", 1);
+  Generator(make(models::Task::T2V), o, false).run(o);
+  setenv("FISDIT_OVERLAP_LOAD", "2", 1);
+  const std::string bad =
+      iotest::error_of([&] { Generator(make(models::Task::T2V), o, false).run(o); });
+  unsetenv("FISDIT_OVERLAP_LOAD");
+  EXPECT_NE(bad.find("FISDIT_OVERLAP_LOAD: must be 0 (off) or 1 (on), got '2'"), std::string::npos)
+      << bad;
+  EXPECT_EQ(calls, 0);
+  EXPECT_EQ(std::count(log.begin(), log.end(), "load high prepared"), 0);
+}
+
+// A background prepare that fails leaves nothing behind: the expert loads as it would have (and
+// fails, if it does, with its own error).
+TEST(GenerateStages, ABackgroundPrepareThatFailsLeavesTheLoadAsBefore) {
+  std::vector<std::string> log;
+  auto release = std::make_unique<RecordingRelease>(models::Task::T2V, true, log);
+  release->prepare = [](bool, std::stop_token) -> int64_t {
+    throw Error("tensor 'blocks.0.ffn.0.weight' is missing (test)");
+  };
+  GenerateOptions o = request();
+  const GenerateResult r = Generator(std::move(release), o, false).run(o);
+  EXPECT_EQ(log.at(2), "load high");
+  EXPECT_EQ(r.summary.at("seconds").at("dit_load_overlapped").get<double>(), 0.0);
+}
+
+// A stage that fails (or is cancelled) while the background prepare runs ends the run with its
+// own error at once: the prepare is asked to stop and waited for, never left running.
+TEST(GenerateStages, AStageThatFailsStopsTheBackgroundPrepare) {
+  using namespace std::chrono_literals;
+  for (const bool cancel : {false, true}) {
+    SCOPED_TRACE(cancel ? "cancelled" : "text fails");
+    std::vector<std::string> log;
+    std::atomic<bool> started{false}, stopped{false};
+    auto release = std::make_unique<RecordingRelease>(models::Task::T2V, true, log);
+    release->prepare = [&](bool, std::stop_token stop) -> int64_t {
+      started = true;
+      const auto t0 = std::chrono::steady_clock::now();
+      while (!stop.stop_requested() && std::chrono::steady_clock::now() - t0 < 30s)
+        std::this_thread::sleep_for(1ms);  // a long read, checking for the stop
+      stopped = stop.stop_requested();
+      return 0;
+    };
+    release->text_fails = !cancel;
+    GenerateOptions o = request();
+    if (cancel)
+      o.on_progress = [&](const std::string& stage, int, int) {
+        while (!started) std::this_thread::sleep_for(1ms);
+        if (stage == "text") throw Cancelled("cancelled by the test");
+      };
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::string what =
+        iotest::error_of([&] { Generator(std::move(release), o, false).run(o); });
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
+    EXPECT_EQ(what, cancel ? "cancelled by the test" : "the text encoder failed (test)");
+    EXPECT_TRUE(stopped);
+    EXPECT_EQ(std::count(log.begin(), log.end(), "load high"), 0);
   }
 }
 

@@ -19,6 +19,7 @@
 #include "models/hunyuan15/text_prompt.h"
 #include "models/hunyuan15/vae.h"
 #include "models/hunyuan15/vision_encoder.h"
+#include "models/weights.h"
 
 namespace fisdit::hunyuan15 {
 namespace {
@@ -375,6 +376,15 @@ class HunyuanRelease final : public models::Release {
       if (load_report) *load_report = paths_.dit;
     }
     return *dit_;
+  }
+
+  bool prepares_experts() const override { return true; }
+
+  // The DiT's files read ahead (its load converts on the device, or on the host as it uploads).
+  int64_t prepare_expert(bool, Device, std::stop_token stop) override {
+    const int64_t available = models::host_memory_available();
+    return models::read_ahead(dit_src_->checkpoint, available > 0 ? available / 2 : 0,
+                              std::move(stop));
   }
 
   Tensor decode(const Tensor& latent, Backend& backend, const models::StageProgress& progress,

@@ -163,13 +163,54 @@ LoraMerge dit_lora(const std::vector<LoraSpec>& loras, const WanConfig& config) 
   });
 }
 
-std::unique_ptr<WanDiT> load_dit(const ModelSource& src, Backend& backend,
-                                 const std::vector<LoraSpec>& loras, models::Precision precision) {
+namespace {
+// --precision fp8: a block matrix the file stores as E4M3 (scaled fp8) is used as stored, its
+// per-tensor scale repeated per row, unless a LoRA changes it (then merged, then quantized).
+bool fp8_as_stored(const WeightSource& weights, const LoraMerge& lora, const std::string& name,
+                   const Shape& shape) {
+  if (lora.touches(name) || shape.size() != 2) return false;
+  const TensorInfo* info = weights.info(name);
+  return info && info->shape == shape && info->dtype == DType::F8_E4M3;
+}
+}  // namespace
+
+StagedDit stage_dit(const ModelSource& src, Device device, const std::vector<LoraSpec>& loras,
+                    models::Precision precision, int64_t budget, std::stop_token stop) {
   const WeightSource weights = dit_weights(src.checkpoint, src.keys);
-  const LoraMerge lora = dit_lora(loras, src.config);
+  StagedDit staged;
+  staged.device = device;
+  staged.lora = dit_lora(loras, src.config);
+  const bool fp8 = models::fp8_matrices(precision);
+  for (const auto& [name, shape] : dit_parameter_shapes(src.config)) {
+    if (stop.stop_requested()) break;
+    // Where load_dit's weight function makes it on the host: head.modulation always, the rest on
+    // the CPU only, except block matrices used in E4M3 as stored (a GPU gets the stored bytes,
+    // which are read here instead).
+    const bool host =
+        name == "head.modulation" ||
+        (device == Device::CPU && !(fp8 && name.rfind("blocks.", 0) == 0 &&
+                                    fp8_as_stored(weights, staged.lora, name, shape)));
+    const TensorInfo* info = weights.info(name);
+    const int64_t size =
+        host ? shape_numel(shape) * 4 : (info ? static_cast<int64_t>(info->nbytes) : 0);
+    if (staged.bytes + size > budget) break;
+    if (host)
+      staged.host.emplace(name, models::host_weight(weights, name, shape, &staged.lora));
+    else
+      models::read_ahead(weights, name);
+    staged.bytes += size;
+  }
+  return staged;
+}
+
+std::unique_ptr<WanDiT> load_dit(const ModelSource& src, Backend& backend,
+                                 const std::vector<LoraSpec>& loras, models::Precision precision,
+                                 StagedDit* staged) {
+  if (staged && staged->device != backend.device())
+    throw Error("internal error: DiT weights staged for another device");
+  const WeightSource weights = dit_weights(src.checkpoint, src.keys);
+  const LoraMerge lora = staged ? std::move(staged->lora) : dit_lora(loras, src.config);
   std::set<std::string> merged;
-  // --precision fp8: a block matrix the file stores as E4M3 (scaled fp8) is used as stored, its
-  // per-tensor scale repeated per row, unless a LoRA changes it (then merged, then quantized).
   const StoredFp8Fn stored_fp8 = [&](const std::string& name,
                                      const Shape& shape) -> std::optional<Fp8Rows> {
     if (lora.touches(name) || shape.size() != 2) return std::nullopt;
@@ -188,10 +229,17 @@ std::unique_ptr<WanDiT> load_dit(const ModelSource& src, Backend& backend,
         // Each weight where and in the dtype WanDiT keeps it (dit.cpp), so its own upload is a
         // no-op: head.modulation on the host, the other modulation tables in fp32, the rest in
         // the backend's weight dtype (an fp8 weight is dequantised straight to that).
-        if (name == "head.modulation") return models::host_weight(weights, name, shape, &lora);
         const bool fp32 = name.find("modulation") != std::string::npos;
-        return models::load_weight(weights, name, shape, backend,
-                                   fp32 ? DType::F32 : backend.weight_dtype(), &lora);
+        const DType dtype = fp32 ? DType::F32 : backend.weight_dtype();
+        if (staged) {  // made ahead: only its way to the backend is left
+          auto made = staged->host.extract(name);
+          if (!made.empty())
+            return name == "head.modulation"
+                       ? made.mapped()
+                       : models::load_host_weight(std::move(made.mapped()), backend, dtype);
+        }
+        if (name == "head.modulation") return models::host_weight(weights, name, shape, &lora);
+        return models::load_weight(weights, name, shape, backend, dtype, &lora);
       },
       precision, stored_fp8);
   for (const std::string& target : lora.targets())

@@ -12,6 +12,7 @@
 #include "models/wan/t5.h"
 #include "models/wan/t5_tokenizer.h"
 #include "models/wan/vae.h"
+#include "models/weights.h"
 
 namespace fisdit::wan {
 
@@ -182,11 +183,30 @@ class WanRelease final : public models::Release {
     if (slot && &slot->backend() != &backend) slot.reset();
     if (!slot) {
       const ModelSource& src = use_high ? *high_src_ : *low_src_;
+      // What prepare_expert made for this device is used once (and freed as it goes up).
+      std::unique_ptr<StagedDit> staged = std::move(staged_[use_high ? 0 : 1]);
+      if (staged && staged->device != backend.device()) staged.reset();
       slot = load_dit(src, backend, use_high ? options_.lora_high : options_.lora_low,
-                      options_.precision);  // quantized block by block as it loads
+                      options_.precision, staged.get());  // quantized block by block as it loads
       if (load_report) *load_report = src.checkpoint.path();
     }
     return *slot;
+  }
+
+  bool prepares_experts() const override { return true; }
+
+  int64_t prepare_expert(bool high_noise, Device device, std::stop_token stop) override {
+    const bool use_high = high_noise || !low_src_;
+    staged_[use_high ? 0 : 1].reset();
+    // Half of the free host memory at most: the text encoder loads beside it meanwhile.
+    const int64_t available = models::host_memory_available();
+    auto staged = std::make_unique<StagedDit>(
+        stage_dit(use_high ? *high_src_ : *low_src_, device,
+                  use_high ? options_.lora_high : options_.lora_low, options_.precision,
+                  available > 0 ? available / 2 : 0, std::move(stop)));
+    const int64_t bytes = staged->bytes;
+    staged_[use_high ? 0 : 1] = std::move(staged);
+    return bytes;
   }
 
   int64_t expert_bytes(bool high_noise, const Backend& backend) const override {
@@ -237,9 +257,11 @@ class WanRelease final : public models::Release {
         break;
       case Part::HighExpert:
         experts_[0].reset();
+        staged_[0].reset();
         break;
       case Part::LowExpert:
         experts_[1].reset();
+        staged_[1].reset();
         break;
       case Part::Vae:
         vae_.reset();
@@ -263,7 +285,8 @@ class WanRelease final : public models::Release {
   std::unique_ptr<T5Tokenizer> tokenizer_;
   std::unique_ptr<T5Encoder> t5_;
   Backend* t5_on_ = nullptr;
-  std::unique_ptr<WanDiT> experts_[2];  // high-noise (or only), low-noise
+  std::unique_ptr<WanDiT> experts_[2];    // high-noise (or only), low-noise
+  std::unique_ptr<StagedDit> staged_[2];  // prepare_expert's, until expert() uses it
   std::unique_ptr<WanVae> vae_;
 };
 
