@@ -5,7 +5,7 @@
 #   bash bench/device.sh [full|quick|tests|bench|vae|vae-encode|release-official|release-comfyui|
 #                         release-i2v|release-ti2v|release-limit|release-fp8|compare|offload|
 #                         vae-cache|fp8|hunyuan15|hunyuan15-dit|hunyuan15-rest|
-#                         hunyuan15-release|latency]
+#                         hunyuan15-release|latency|fp8-attention]
 #                                                          (default: full)
 #
 # compare: tests, then the DiT benchmarks of the README (A14B 480p and 720p, TI2V-5B 704p,
@@ -58,6 +58,10 @@
 # TI2V-5B 1280x704x121 and 512x512x17 from an image in 4 steps (FIS balanced; 512x512 also fp8),
 # A14B 81 frames in 4 steps at 480p (bf16 and fp8, FIS balanced) and 720p (fp8 + balanced).
 # LATENCY_PARTS="vae ti2v a14b" picks parts, A14B_FP8=0 drops the A14B fp8 runs; SKIP_TESTS=1 skips the GPU tests (any mode).
+# fp8-attention: tests, the fp8 self-attention kernels side by side (`bench --attention`: own
+# kernel, own with every exponential on the special-function unit, cuDNN's) at A14B 720p / 480p
+# and TI2V-5B 512x512x17, then A14B 480p loops in fp8 with the own kernel and with cuDNN's.
+# TEST_FILTER=PATTERN runs only those GPU tests (a gtest filter), in any mode.
 # quick: tests + small benchmarks (Wan2.1-1.3B 480p, A14B 480p); bench: benchmarks only.
 # Logs go to $OUT (the device tool's folder) or /tmp/fisdit-device. Header-only dependencies and
 # GoogleTest may travel in .deps/ (a CMake prefix) when the machine has no -dev packages.
@@ -133,7 +137,8 @@ fi
 if [ "$MODE" != "bench" ] && [ "$MODE" != "offload" ] && [ "$MODE" != "vae-cache" ] && [ "$MODE" != "hunyuan15-rest" ] &&
   [ "${SKIP_TESTS:-0}" != 1 ]; then
   t0=$(date +%s)
-  FISDIT_CUDA_SYNC=1 ./build-device/fisdit_cuda_tests --gtest_color=no >"$OUT/tests.log" 2>&1
+  FISDIT_CUDA_SYNC=1 timeout "${TEST_LIMIT:-590}" ./build-device/fisdit_cuda_tests --gtest_color=no ${TEST_FILTER:+--gtest_filter="$TEST_FILTER"} \
+    >"$OUT/tests.log" 2>&1
   rc=$?
   grep -E "rel L2|declined" "$OUT/tests.log" | sort -u | head -40
   grep -E "^\[  FAILED  \]|Failure|Expected|Which is|actual|error" "$OUT/tests.log" | head -40
@@ -417,7 +422,7 @@ fi
 bench() {  # label, then fisdit bench arguments
   local label=$1; shift
   local t0=$(date +%s)
-  ./build-device/fisdit bench --device cuda --random-weights --label "$label" "$@" \
+  timeout "${BENCH_LIMIT:-590}" ./build-device/fisdit bench --device cuda --random-weights --label "$label" "$@" \
     >"$OUT/bench_$label.log" 2>&1 || { tail -5 "$OUT/bench_$label.log"; say "bench $label FAILED"; }
   grep -A10 "^fisdit bench:" "$OUT/bench_$label.log" | grep -v RESULT
   grep "^RESULT" "$OUT/bench_$label.log" >>"$OUT/results.txt"
@@ -454,6 +459,50 @@ if [ "$MODE" = "hunyuan15" ] || [ "$MODE" = "hunyuan15-rest" ]; then
   vbench hy15-vae-480p-121 "${VAE_LIMIT:-150}" hunyuan15 --size 848x480 --frames 121 --warmup 1 --repeats 1
   exit 0
 fi
+if [ "$MODE" = "fp8-attention" ]; then
+  # The fp8 self-attention kernels side by side (the own Hopper kernel's variants: block-synchronous
+  # or warp-specialized, half of the softmax's exponentials by a polynomial or all on the
+  # special-function unit; cuDNN's fp8 graph; bf16 cuDNN first) at the A14B heads (720p, 480p) and the TI2V-5B 512x512x17 tokens;
+  # then A14B 480p loops (bf16; fp8 dense and + balanced) with the own kernel (FA8_KERNEL, a value
+  # of FISDIT_FP8_ATTENTION; default: the fastest own variant at 720p) and with cuDNN's, in
+  # one process each (FA8_DIT=0 skips them), TI2V-5B 512x512x17 loops in bf16, fp8-gemm and fp8, and
+  # A14B 720p per step type with either fp8 attention (FA8_720P=0 skips it, FA8_720P_CUDNN=0 the
+  # cuDNN side).
+  attn() {  # label, then fisdit bench --attention arguments (no --precision)
+    local label=$1; shift
+    timeout 180 ./build-device/fisdit bench --attention --device cuda "$@" --precision bf16,fp8 --warmup 2 \
+      --repeats 5 >"$OUT/attention_$label.log" 2>&1 || { tail -5 "$OUT/attention_$label.log"; say "attention $label FAILED"; }
+    grep -E "^(\||fisdit bench|fisdit: )" "$OUT/attention_$label.log" | grep -v "fp8 with a bf16 output declined" |
+      tee -a "$SUMMARY"
+  }
+  attn a14b-720p --model-config wan2.2-t2v-a14b --size 1280x720 --frames 81
+  attn a14b-480p --model-config wan2.2-t2v-a14b --size 832x480 --frames 81
+  attn ti2v-512 --model-config wan2.2-ti2v-5b --size 512x512 --frames 17
+  if [ "${FA8_DIT:-1}" = 1 ]; then
+    if [ "${FA8_KERNEL:-best}" = best ]; then  # the fastest own variant at 720p
+      FA8_KERNEL=$(awk -F'|' '$1 == "ATTENTION" && $3 ~ /^fp8 own/ {print $8, $3}' "$OUT/attention_a14b-720p.log" |
+        sort -gr | head -1 | awk '{print $3}')
+    fi
+    say "own fp8 attention in the loops: FISDIT_FP8_ATTENTION=${FA8_KERNEL:-auto}"
+    export FISDIT_FP8_ATTENTION=${FA8_KERNEL:-auto}
+    bench a14b-480p-own --model-config wan2.2-t2v-a14b --size 832x480 --frames 81 --steps 4 --fis off,balanced \
+      --precision bf16,fp8 --compare-dense --warmup 1 --repeats 1
+    (export FISDIT_FP8_ATTENTION=cudnn; bench a14b-480p-cudnn --model-config wan2.2-t2v-a14b --size 832x480 \
+      --frames 81 --steps 4 --fis off,balanced --precision fp8 --warmup 1 --repeats 1)
+    bench ti2v-512 --model-config wan2.2-ti2v-5b --size 512x512 --frames 17 --steps 4 --fis off,balanced \
+      --precision bf16,fp8-gemm,fp8 --warmup 2 --repeats 5
+    if [ "${FA8_720P:-1}" = 1 ]; then
+      bench a14b-720p-own --model-config wan2.2-t2v-a14b --size 1280x720 --frames 81 --steps 4 --fis off,balanced \
+        --precision bf16,fp8 --warmup 1 --repeats 1 --mode per-step-type
+      [ "${FA8_720P_CUDNN:-1}" = 1 ] && (export FISDIT_FP8_ATTENTION=cudnn; bench a14b-720p-cudnn --model-config wan2.2-t2v-a14b --size 1280x720 \
+        --frames 81 --steps 4 --fis off,balanced --precision fp8 --warmup 1 --repeats 1 --mode per-step-type)
+    fi
+    unset FISDIT_FP8_ATTENTION
+    table
+  fi
+  exit 0
+fi
+
 if [ "$MODE" = "fp8" ]; then
   # The self-attention alone (A14B heads) in bf16 and fp8, then the loops: bf16, fp8-gemm (the
   # matrices only) and fp8 (matrices and attention), FIS and MagCache-force stacked, 480p whole

@@ -10,8 +10,12 @@
 // GEMM the error is the format's (~3-4%, bound 0.06, tests/core/quantize_test.cpp) and must show:
 // the GPU is not silently computing in bf16.
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <set>
+#include <string>
 
+#include "backend/cuda/attention.h"
 #include "core/quantize.h"
 #include "cuda_test_util.h"
 #include "io/safetensors.h"
@@ -133,6 +137,58 @@ TEST(CudaFp8, LinearChecksItsArguments) {
   EXPECT_EQ(rel_l2(gpu.download(y8), gpu.download(y8)), 0.0);
 }
 
+// The key order of the own fp8 attention's transposed v (attention.h), on the host: a bijection of
+// each group of 32 keys, inverted by fp8_attention_vt_position, and the order under which the
+// fp32 accumulator fragment of S = Q K^T is, value for value, the E4M3 A fragment of P V. Models
+// of the two fragments (PTX ISA, wgmma): accumulator register 4j + e of lane L holds row L / 4 +
+// 8 (e / 2), column 8j + 2 (L % 4) + e % 2; 8-bit A register r (0..3) byte b of lane L holds row
+// L / 4 + 8 (r % 2), column 16 (r / 2) + 4 (L % 4) + b. The kernel packs A register r of k-step
+// kk from accumulator registers 16 kk + {0, 1, 4, 5} (r = 0), {2, 3, 6, 7}, {8, 9, 12, 13},
+// {10, 11, 14, 15}.
+TEST(Fp8AttentionLayout, TheVtKeyOrderMakesTheAccumulatorTheAFragment) {
+  std::set<int> keys;
+  for (int p = 0; p < 32; ++p) {
+    const int key = cuda::fp8_attention_vt_key(p);
+    ASSERT_GE(key, 0);
+    ASSERT_LT(key, 32);
+    keys.insert(key);
+    EXPECT_EQ(cuda::fp8_attention_vt_position(key), p);
+  }
+  EXPECT_EQ(keys.size(), 32u);
+  const int packed[4][4] = {{0, 1, 4, 5}, {2, 3, 6, 7}, {8, 9, 12, 13}, {10, 11, 14, 15}};
+  for (int lane = 0; lane < 32; ++lane)
+    for (int kk = 0; kk < 4; ++kk)
+      for (int r = 0; r < 4; ++r)
+        for (int b = 0; b < 4; ++b) {
+          const int acc = 16 * kk + packed[r][b], j = acc / 4, e = acc % 4;
+          const int acc_row = lane / 4 + 8 * (e / 2), acc_key = 8 * j + 2 * (lane % 4) + e % 2;
+          const int a_row = lane / 4 + 8 * (r % 2), a_col = 16 * (r / 2) + 4 * (lane % 4) + b;
+          EXPECT_EQ(acc_row, a_row) << "lane " << lane << " k-step " << kk << " reg " << r;
+          // The A column a_col of k-step kk multiplies v^T's position 32 kk + a_col: that key.
+          EXPECT_EQ(acc_key, 32 * kk + cuda::fp8_attention_vt_key(a_col))
+              << "lane " << lane << " k-step " << kk << " reg " << r << " byte " << b;
+        }
+}
+
+// Sets FISDIT_FP8_ATTENTION for a scope (the CUDA backend reads it at each call).
+class Fp8AttentionKernelScope {
+ public:
+  explicit Fp8AttentionKernelScope(const char* kernel) {
+    if (const char* old = std::getenv("FISDIT_FP8_ATTENTION")) saved_ = old, had_ = true;
+    setenv("FISDIT_FP8_ATTENTION", kernel, 1);
+  }
+  ~Fp8AttentionKernelScope() {
+    if (had_)
+      setenv("FISDIT_FP8_ATTENTION", saved_.c_str(), 1);
+    else
+      unsetenv("FISDIT_FP8_ATTENTION");
+  }
+
+ private:
+  std::string saved_;
+  bool had_ = false;
+};
+
 // attention_fp8 on the GPU (cuDNN's fp8 flash attention) against the CPU's: the same q codes and
 // nearly the same k and v codes (both round per tensor with amax / 448, IEEE division, nearest
 // even; k and v less their channel means, summed in another order), the products exact in fp32
@@ -145,6 +201,9 @@ TEST(CudaFp8, LinearChecksItsArguments) {
 // (tests/core/quantize_test.cpp) comes on top: bound 0.12 (measured up to 0.094). Errors are
 // relative to the output less v's means, what the attention varies. And it must differ from the
 // GPU's bf16 attention: fp8 really ran.
+// The own kernel (head_dim 128 on Hopper; attention_fp8.cu) rounds the same q, k and v codes and
+// P' = 448 p to E4M3 as cuDNN does (its sum l in fp32 before rounding): the same bounds. Each case
+// runs with FISDIT_FP8_ATTENTION=cudnn and each variant of the own kernel where it runs.
 struct Fp8AttnCase {
   int64_t lq, lk, heads, d;
   float q_scale;     // larger: a more peaked softmax
@@ -170,35 +229,41 @@ TEST_P(CudaAttentionFp8, IsTheCpusFp8AttentionUpToTheProbabilitiesRounding) {
   cpu->attention(q, k, v, exact);
   const Tensor qd = gpu.upload(q, DType::BF16), kd = gpu.upload(k, DType::BF16),
                vd = gpu.upload(v, DType::BF16);
-  Tensor out = poisoned(gpu, {c.lq, c.heads, c.d}, DType::BF16);
   Tensor bf16 = poisoned(gpu, {c.lq, c.heads, c.d}, DType::BF16);
-  gpu.flops().reset();
-  gpu.attention_fp8(qd, kd, vd, out);
-  EXPECT_DOUBLE_EQ(gpu.flops().attention, 4.0 * static_cast<double>(c.lq * c.lk * c.heads * c.d));
   gpu.attention(qd, kd, vd, bf16);
-  // Errors relative to the output less v's means (what the attention varies; all of it when v
-  // has no offset), after checking every value is finite.
-  EXPECT_LT(gpu_err(gpu, out, ref), 1.0);
-  const Tensor got = gpu.download(out), vmean = column_means(v, c.heads * c.d);
-  const auto rel = [&](const Tensor& a, const Tensor& b) {
-    double e = 0, n = 0;
-    for (int64_t i = 0; i < a.numel(); ++i) {
-      const double ref_i = exact.f32()[i] - vmean.f32()[i % (c.heads * c.d)];
-      e += (a.f32()[i] - b.f32()[i]) * (a.f32()[i] - b.f32()[i]);
-      n += ref_i * ref_i;
-    }
-    return std::sqrt(e / n);
-  };
-  const double err = rel(got, ref), vs_exact = rel(got, exact);
-  const double effect = rel(got, gpu.download(bf16));
-  std::printf(
-      "attention_fp8 lq=%lld lk=%lld heads=%lld d=%lld q x%.1f offset %.0f: rel L2 %.3g vs the "
-      "CPU's fp8, %.3g vs fp32, %.3g vs the GPU's bf16\n",
-      static_cast<long long>(c.lq), static_cast<long long>(c.lk), static_cast<long long>(c.heads),
-      static_cast<long long>(c.d), c.q_scale, c.offset, err, vs_exact, effect);
-  EXPECT_LE(err, 0.08);
-  EXPECT_LE(vs_exact, 0.12);
-  EXPECT_GT(effect, 5e-3);
+  for (const char* kernel : {"cudnn", "own-poly", "own-mufu", "own-ws", "own-ws-mufu"}) {
+    const bool own = std::strncmp(kernel, "own", 3) == 0;
+    if (own && !cuda::attention_fp8_own_supported(c.d)) continue;
+    Fp8AttentionKernelScope scope(kernel);
+    Tensor out = poisoned(gpu, {c.lq, c.heads, c.d}, DType::BF16);
+    gpu.flops().reset();
+    gpu.attention_fp8(qd, kd, vd, out);
+    EXPECT_DOUBLE_EQ(gpu.flops().attention, 4.0 * static_cast<double>(c.lq * c.lk * c.heads * c.d));
+    // Errors relative to the output less v's means (what the attention varies; all of it when v
+    // has no offset), after checking every value is finite.
+    EXPECT_LT(gpu_err(gpu, out, ref), 1.0);
+    const Tensor got = gpu.download(out), vmean = column_means(v, c.heads * c.d);
+    const auto rel = [&](const Tensor& a, const Tensor& b) {
+      double e = 0, n = 0;
+      for (int64_t i = 0; i < a.numel(); ++i) {
+        const double ref_i = exact.f32()[i] - vmean.f32()[i % (c.heads * c.d)];
+        e += (a.f32()[i] - b.f32()[i]) * (a.f32()[i] - b.f32()[i]);
+        n += ref_i * ref_i;
+      }
+      return std::sqrt(e / n);
+    };
+    const double err = rel(got, ref), vs_exact = rel(got, exact);
+    const double effect = rel(got, gpu.download(bf16));
+    std::printf(
+        "attention_fp8 (%s) lq=%lld lk=%lld heads=%lld d=%lld q x%.1f offset %.0f: rel L2 %.3g vs "
+        "the CPU's fp8, %.3g vs fp32, %.3g vs the GPU's bf16\n",
+        kernel, static_cast<long long>(c.lq), static_cast<long long>(c.lk),
+        static_cast<long long>(c.heads), static_cast<long long>(c.d), c.q_scale, c.offset, err,
+        vs_exact, effect);
+    EXPECT_LE(err, 0.08) << kernel;
+    EXPECT_LE(vs_exact, 0.12) << kernel;
+    EXPECT_GT(effect, 5e-3) << kernel;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaAttentionFp8,
@@ -206,6 +271,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaAttentionFp8,
                                            Fp8AttnCase{1000, 1000, 4, 128, 1.0f},
                                            Fp8AttnCase{1000, 1000, 4, 128, 4.0f},  // peaked
                                            Fp8AttnCase{300, 512, 2, 128, 1.0f},
+                                           // one key in the last tile of 128, 77 queries
+                                           Fp8AttnCase{77, 129, 3, 128, 2.0f},
                                            Fp8AttnCase{4096, 4096, 2, 128, 0.5f},  // diffuse
                                            // k and v with large channel means; peaked, so
                                            // the output varies past bf16's resolution of it

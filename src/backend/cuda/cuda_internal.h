@@ -111,6 +111,11 @@ class CudaBackend final : public Backend {
                      Activation act) override;
   void do_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) override;
   void do_attention_fp8(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) override;
+  // Which fp8 attention runs (FISDIT_FP8_ATTENTION), and the own kernel's path.
+  enum class Fp8AttentionKernel { OwnPoly, OwnMufu, OwnWs, OwnWsMufu, Cudnn };
+  static Fp8AttentionKernel fp8_attention_kernel();
+  void attention_fp8_own(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out,
+                         Fp8AttentionKernel kernel, const std::string& ctx);
   // norm.cpp
   void do_layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps,
                      Tensor& y, ModChunk shift, ModChunk scale) override;

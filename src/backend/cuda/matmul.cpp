@@ -2,13 +2,16 @@
 // scales, quantize_rows making its operands) through cuBLASLt (gemm.cpp) with fused
 // bias / GELU epilogues, or a GEMV for the few fp32 rows of the timestep embedding; attention
 // through cuDNN's fused flash attention (attention.cpp), falling back to the reference kernel
-// (attention.cu) for a shape cuDNN declines. Both count their FLOPs (Backend::flops).
+// (attention.cu) for a shape cuDNN declines; fp8 attention through the own Hopper kernel
+// (attention_fp8.cu) or cuDNN's fp8 graph. All count their FLOPs (Backend::flops).
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "backend/cuda/cuda_internal.h"
 #include "backend/cuda/elementwise.cuh"
 #include "backend/cuda/profile.h"
+#include "fisdit/error.h"
 
 namespace fisdit::cuda {
 
@@ -157,6 +160,77 @@ void CudaBackend::do_causal_attention(const Tensor& q, const Tensor& k, const Te
   launch_causal_attention(q.raw(), k.raw(), v.raw(), out.raw(), len, heads, k.dim(1), d, stream());
 }
 
+// FISDIT_FP8_ATTENTION picks the fp8 attention: "own-poly" / "own-mufu": the own wgmma kernel,
+// block-synchronous, with half of the softmax's exponentials by a polynomial / all on the
+// special-function unit; "own-ws" / "own-ws-mufu": its warp-specialized variant so; "own": the
+// fastest own variant measured (kOwn); "cudnn": cuDNN's fp8 graph; "auto" (unset): whichever of
+// the own kernel and cuDNN's measured faster (kAuto; README, Precision). The own kernel runs where
+// it can (head_dim 128, compute capability 9.0, sm_90a build), cuDNN's elsewhere. Read at each
+// call, so a benchmark can time them all in one process.
+CudaBackend::Fp8AttentionKernel CudaBackend::fp8_attention_kernel() {
+  constexpr Fp8AttentionKernel kOwn = Fp8AttentionKernel::OwnPoly;
+  constexpr Fp8AttentionKernel kAuto = Fp8AttentionKernel::Cudnn;
+  const char* env = std::getenv("FISDIT_FP8_ATTENTION");
+  const std::string name = env ? env : "";
+  if (name.empty() || name == "auto") return kAuto;
+  if (name == "own") return kOwn;
+  if (name == "own-poly") return Fp8AttentionKernel::OwnPoly;
+  if (name == "own-mufu") return Fp8AttentionKernel::OwnMufu;
+  if (name == "own-ws") return Fp8AttentionKernel::OwnWs;
+  if (name == "own-ws-mufu") return Fp8AttentionKernel::OwnWsMufu;
+  if (name == "cudnn") return Fp8AttentionKernel::Cudnn;
+  throw Error("FISDIT_FP8_ATTENTION=" + name +
+              ": expected auto, own, own-poly, own-mufu, own-ws, own-ws-mufu or cudnn");
+}
+
+// The own kernel's path: q and k rounded as for cuDNN; v less its means rounded into the
+// transposed, key-ordered layout the kernel reads (launch_quantize_vt_e4m3); the kernel adds v's
+// means back as it writes the bf16 output.
+void CudaBackend::attention_fp8_own(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out,
+                                    Fp8AttentionKernel kernel, const std::string& ctx) {
+  const char* op = "attention_fp8";
+  const int64_t lq = q.dim(0), heads = q.dim(1), d = q.dim(2), lk = k.dim(0);
+  OpScope scope(stream(), op,
+                profiling() ? (lq == lk ? "fp8 own self" : "fp8 own Lk=" + std::to_string(lk)) +
+                                  " d=" + std::to_string(d)
+                            : std::string());
+  Tensor slots = alloc_device(ctx_, {kFp8AttnSlots * kFp8AttnSlotFloats}, DType::F32, op);
+  float* sl = slots.data_as<float>();
+  check(cudaMemsetAsync(sl, 0, slots.nbytes(), stream()), op, ctx);
+  const int64_t cols = heads * d;
+  Tensor means = alloc_device(ctx_, {2, cols}, DType::F32, op);
+  Tensor scratch = alloc_device(ctx_, {column_mean_scratch_floats(lk, cols)}, DType::F32, op);
+  float* kmean = means.data_as<float>();
+  float* vmean = kmean + cols;
+  launch_column_mean(k.raw(), EType::BF16, lk, cols, kmean, scratch.data_as<float>(), stream());
+  launch_column_mean(v.raw(), EType::BF16, lk, cols, vmean, scratch.data_as<float>(), stream());
+  const Tensor* in[3] = {&q, &k, &v};
+  const float* mean[3] = {nullptr, kmean, vmean};
+  const int amax_slot[3] = {kAmaxQ, kAmaxK, kAmaxV};
+  for (int i = 0; i < 3; ++i)
+    launch_amax_tensor(in[i]->raw(), EType::BF16, in[i]->numel(), mean[i], cols, sl, amax_slot[i],
+                       stream());
+  launch_attention_fp8_scalars(sl, false, stream());
+  Tensor q8 = alloc_device(ctx_, q.shape(), DType::F8_E4M3, op);
+  Tensor k8 = alloc_device(ctx_, k.shape(), DType::F8_E4M3, op);
+  Tensor vt = alloc_device(ctx_, {heads, d, attention_fp8_own_vt_keys(lk)}, DType::F8_E4M3, op);
+  launch_quantize_tensor_e4m3(q.raw(), EType::BF16, q8.data_as<uint8_t>(), q.numel(), nullptr, cols,
+                              sl, kDescaleQ, stream());
+  launch_quantize_tensor_e4m3(k.raw(), EType::BF16, k8.data_as<uint8_t>(), k.numel(), kmean, cols,
+                              sl, kDescaleK, stream());
+  launch_quantize_vt_e4m3(v.raw(), vmean, sl + kFp8AttnSlotFloats * kDescaleV,
+                          vt.data_as<uint8_t>(), lk, heads, stream());
+  const bool poly =
+      kernel != Fp8AttentionKernel::OwnMufu && kernel != Fp8AttentionKernel::OwnWsMufu;
+  const bool ws = kernel == Fp8AttentionKernel::OwnWs || kernel == Fp8AttentionKernel::OwnWsMufu;
+  const auto launch = [&](bool warp_specialized) {
+    return launch_attention_fp8_own(q8.data_as<uint8_t>(), k8.data_as<uint8_t>(),
+                                    vt.data_as<uint8_t>(), out.raw(), vmean, sl, lq, lk, heads,
+                                    poly, warp_specialized, stream());
+  };
+  if (!(ws && launch(true))) launch(false);
+}
+
 // q, k and v rounded to E4M3 with one scale each on the GPU (k and v less their channel means
 // over the keys; amax, then the scales, then the codes), then cuDNN's fp8 flash attention. Where
 // cuDNN has no bf16 output for it the output comes in E4M3 and is widened here; where it has no fp8
@@ -168,6 +242,21 @@ void CudaBackend::do_attention_fp8(const Tensor& q, const Tensor& k, const Tenso
   if (lq == 0) return;
   const double flops = 4.0 * static_cast<double>(lq) * static_cast<double>(lk) *
                        static_cast<double>(heads) * static_cast<double>(d);
+  const Fp8AttentionKernel kernel = fp8_attention_kernel();
+  if (kernel != Fp8AttentionKernel::Cudnn && attention_fp8_own_supported(d)) {
+    attention_fp8_own(q, k, v, out, kernel, ctx);
+    flops_.attention += flops;
+    return;
+  }
+  if (kernel != Fp8AttentionKernel::Cudnn) {
+    static bool said_own = false;
+    if (!said_own)
+      std::fprintf(stderr,
+                   "fisdit: FISDIT_FP8_ATTENTION: the own fp8 attention needs head_dim 128 on "
+                   "a compute capability 9.0 GPU (sm_90a build); %s runs on cuDNN\n",
+                   ctx.c_str());
+    said_own = true;
+  }
   for (const bool fp8_out : {false, true}) {
     if (!attention_cudnn_fp8_ready(*attn_, fp8_out, lq, lk, heads, d)) continue;
     OpScope scope(stream(), op,
