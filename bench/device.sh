@@ -58,9 +58,10 @@
 # TI2V-5B 1280x704x121 and 512x512x17 from an image in 4 steps (FIS balanced; 512x512 also fp8),
 # A14B 81 frames in 4 steps at 480p (bf16 and fp8, FIS balanced) and 720p (fp8 + balanced).
 # LATENCY_PARTS="vae ti2v a14b" picks parts, A14B_FP8=0 drops the A14B fp8 runs; SKIP_TESTS=1 skips the GPU tests (any mode).
-# fp8-attention: tests, the fp8 self-attention kernels side by side (`bench --attention`: own
-# kernel, own with every exponential on the special-function unit, cuDNN's) at A14B 720p / 480p
-# and TI2V-5B 512x512x17, then A14B 480p loops in fp8 with the own kernel and with cuDNN's.
+# fp8-attention: tests, the fp8 self-attention kernels side by side (`bench --attention`: the own
+# kernel's variants, cuDNN's) at A14B 720p / 480p
+# and TI2V-5B 512x512x17 (FA8_SHAPES picks among a14b-720p a14b-480p ti2v-512), then A14B 480p
+# loops in fp8 with the own kernel and with cuDNN's, TI2V-5B 512x512x17 loops and A14B 720p.
 # TEST_FILTER=PATTERN runs only those GPU tests (a gtest filter), in any mode.
 # quick: tests + small benchmarks (Wan2.1-1.3B 480p, A14B 480p); bench: benchmarks only.
 # Logs go to $OUT (the device tool's folder) or /tmp/fisdit-device. Header-only dependencies and
@@ -475,9 +476,10 @@ if [ "$MODE" = "fp8-attention" ]; then
     grep -E "^(\||fisdit bench|fisdit: )" "$OUT/attention_$label.log" | grep -v "fp8 with a bf16 output declined" |
       tee -a "$SUMMARY"
   }
-  attn a14b-720p --model-config wan2.2-t2v-a14b --size 1280x720 --frames 81
-  attn a14b-480p --model-config wan2.2-t2v-a14b --size 832x480 --frames 81
-  attn ti2v-512 --model-config wan2.2-ti2v-5b --size 512x512 --frames 17
+  shapes=" ${FA8_SHAPES:-a14b-720p a14b-480p ti2v-512} "  # which of the three to time
+  [[ $shapes == *" a14b-720p "* ]] && attn a14b-720p --model-config wan2.2-t2v-a14b --size 1280x720 --frames 81
+  [[ $shapes == *" a14b-480p "* ]] && attn a14b-480p --model-config wan2.2-t2v-a14b --size 832x480 --frames 81
+  [[ $shapes == *" ti2v-512 "* ]] && attn ti2v-512 --model-config wan2.2-ti2v-5b --size 512x512 --frames 17
   if [ "${FA8_DIT:-1}" = 1 ]; then
     if [ "${FA8_KERNEL:-best}" = best ]; then  # the fastest own variant at 720p
       FA8_KERNEL=$(awk -F'|' '$1 == "ATTENTION" && $3 ~ /^fp8 own/ {print $8, $3}' "$OUT/attention_a14b-720p.log" |
