@@ -141,7 +141,7 @@ if [ "$MODE" != "bench" ] && [ "$MODE" != "offload" ] && [ "$MODE" != "vae-cache
   FISDIT_CUDA_SYNC=1 timeout "${TEST_LIMIT:-590}" ./build-device/fisdit_cuda_tests --gtest_color=no ${TEST_FILTER:+--gtest_filter="$TEST_FILTER"} \
     >"$OUT/tests.log" 2>&1
   rc=$?
-  grep -E "rel L2|declined" "$OUT/tests.log" | sort -u | head -40
+  grep -E "rel L2|declined|tensor-memory" "$OUT/tests.log" | sort -u | head -40
   grep -E "^\[  FAILED  \]|Failure|Expected|Which is|actual|error" "$OUT/tests.log" | head -40
   say "tests: $(grep -E '^\[  PASSED  \]' "$OUT/tests.log" || echo 'not all passed') $(grep -E '^\[  FAILED  \] [0-9]+ test' "$OUT/tests.log") (rc $rc, $(( $(date +%s) - t0 )) s)"
 fi

@@ -228,7 +228,17 @@ void CudaBackend::attention_fp8_own(const Tensor& q, const Tensor& k, const Tens
                                     vt.data_as<uint8_t>(), out.raw(), vmean, sl, lq, lk, heads,
                                     poly, warp_specialized, stream());
   };
-  if (!(ws && launch(true))) launch(false);
+  if (ws && launch(true)) return;
+  if (ws) {
+    static bool said = false;
+    if (!said)
+      std::fprintf(stderr,
+                   "fisdit: the driver describes no tensor-memory-accelerator copies for %s; the "
+                   "own fp8 attention runs block-synchronous\n",
+                   ctx.c_str());
+    said = true;
+  }
+  launch(false);
 }
 
 // q, k and v rounded to E4M3 with one scale each on the GPU (k and v less their channel means
