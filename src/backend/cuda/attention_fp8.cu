@@ -61,15 +61,17 @@ __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool v
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
                "r"(valid ? 16 : 0));
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
+[[maybe_unused]] __device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n");
+}
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
 // 128 rows of 128 bytes (row r at src + r * stride; rows >= valid_rows zero) into a swizzled tile.
-__device__ __forceinline__ void load_tile(uint32_t tile, const uint8_t* src, int64_t stride,
-                                          int valid_rows) {
+[[maybe_unused]] __device__ __forceinline__ void load_tile(uint32_t tile, const uint8_t* src,
+                                                           int64_t stride, int valid_rows) {
   for (int i = threadIdx.x; i < 128 * 8; i += kFaThreads) {
     const int r = i >> 3, c = i & 7;
     const bool valid = r < valid_rows;
@@ -235,6 +237,39 @@ __device__ __forceinline__ void pack_p(const float (&s)[64], uint32_t (&a)[4][4]
     a[kk][3] = e4m3x4(p[10], p[11], p[14], p[15]);
   }
 }
+
+// The epilogue of a warpgroup's 64 queries from row0: O descale_v / l + v's mean, in bf16.
+// Register 4j + e of O holds row (lane / 4) + 8 (e / 2) of the warp's 16, channel 8j + 2 quad +
+// e % 2; l is summed over the four threads of a row here.
+__device__ __forceinline__ void store_output(const float (&o)[64], const float (&row_sum)[2],
+                                             const float* slots, const float* vmean,
+                                             __nv_bfloat16* out, int64_t row0, int64_t lq,
+                                             int64_t heads, int64_t h) {
+  const int lane = threadIdx.x & 31, warp = (threadIdx.x >> 5) & 3, quad = lane & 3;
+  const float dv = slots[kFp8AttnSlotFloats * kDescaleV];
+  float inv[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float l = row_sum[r];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    inv[r] = dv / l;
+  }
+  const float* mean = vmean + h * kHeadDim;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int64_t row = row0 + warp * 16 + (lane >> 2) + 8 * r;
+    if (row >= lq) continue;
+    __nv_bfloat16* dst = out + (row * heads + h) * kHeadDim;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      const int ch = 8 * j + 2 * quad;
+      *reinterpret_cast<__nv_bfloat162*>(dst + ch) =
+          __floats2bfloat162_rn(fmaf(o[4 * j + 2 * r], inv[r], mean[ch]),
+                                fmaf(o[4 * j + 2 * r + 1], inv[r], mean[ch + 1]));
+    }
+  }
+}
 #endif  // FISDIT_FA8_WGMMA
 
 // q8, k8 [tokens, heads, 128] E4M3 codes; vt8 [heads, 128, lk_pad]; out bf16 [lq, heads, 128].
@@ -258,7 +293,7 @@ __global__ void __launch_bounds__(kFaThreads, 1)
   const auto sk = [&](int stage) { return sq + kTileBytes * (1 + 2 * stage); };
   const auto sv = [&](int stage) { return sq + kTileBytes * (2 + 2 * stage); };
 
-  const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, warp = (tid >> 5) & 3;
+  const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31;
   const int quad = lane & 3;
   const int64_t m0 = int64_t{blockIdx.x} * kBlockM, h = blockIdx.y;
   const int64_t row_stride = heads * kHeadDim;
@@ -344,31 +379,7 @@ __global__ void __launch_bounds__(kFaThreads, 1)
   wgmma_wait<0>();
   fence_regs(o);
 
-  // O descale_v / l + v's mean, in bf16. Register 4j + e: row (lane / 4) + 8 (e / 2), channel
-  // 8j + 2 quad + e % 2.
-  const float dv = slots[kFp8AttnSlotFloats * kDescaleV];
-  float inv[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    float l = row_sum[r];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    inv[r] = dv / l;
-  }
-  const float* mean = vmean + h * kHeadDim;
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int64_t row = m0 + wg * 64 + warp * 16 + (lane >> 2) + 8 * r;
-    if (row >= lq) continue;
-    __nv_bfloat16* dst = out + (row * heads + h) * kHeadDim;
-#pragma unroll
-    for (int j = 0; j < 16; ++j) {
-      const int ch = 8 * j + 2 * quad;
-      *reinterpret_cast<__nv_bfloat162*>(dst + ch) =
-          __floats2bfloat162_rn(fmaf(o[4 * j + 2 * r], inv[r], mean[ch]),
-                                fmaf(o[4 * j + 2 * r + 1], inv[r], mean[ch + 1]));
-    }
-  }
+  store_output(o, row_sum, slots, vmean, out, m0 + wg * 64, lq, heads, h);
 #endif
 }
 
@@ -515,7 +526,7 @@ __global__ void __launch_bounds__(kWsThreads, 1)
   }
   asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
   const int cw = wg - 1;  // this consumer warpgroup: queries m0 + 64 cw ...
-  const int lane = tid & 31, warp = (tid >> 5) & 3, quad = lane & 3;
+  const int lane = tid & 31, quad = lane & 3;
   const int my_turn = 1 + cw, their_turn = 2 - cw;  // named barriers 1 and 2
   const float c =
       slots[kFp8AttnSlotFloats * kDescaleQ] * slots[kFp8AttnSlotFloats * kDescaleK] * scale_log2;
@@ -578,29 +589,7 @@ __global__ void __launch_bounds__(kWsThreads, 1)
   wgmma_wait<0>();
   fence_regs(o);
 
-  const float dv = slots[kFp8AttnSlotFloats * kDescaleV];
-  float inv[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    float l = row_sum[r];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    inv[r] = dv / l;
-  }
-  const float* mean = vmean + int64_t{h} * kHeadDim;
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int64_t row = m0 + cw * 64 + warp * 16 + (lane >> 2) + 8 * r;
-    if (row >= lq) continue;
-    __nv_bfloat16* dst = out + (row * heads + h) * kHeadDim;
-#pragma unroll
-    for (int j = 0; j < 16; ++j) {
-      const int ch = 8 * j + 2 * quad;
-      *reinterpret_cast<__nv_bfloat162*>(dst + ch) =
-          __floats2bfloat162_rn(fmaf(o[4 * j + 2 * r], inv[r], mean[ch]),
-                                fmaf(o[4 * j + 2 * r + 1], inv[r], mean[ch + 1]));
-    }
-  }
+  store_output(o, row_sum, slots, vmean, out, m0 + cw * 64, lq, heads, h);
 #endif
 }
 

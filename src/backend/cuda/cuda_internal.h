@@ -114,6 +114,13 @@ class CudaBackend final : public Backend {
   // Which fp8 attention runs (FISDIT_FP8_ATTENTION), and the own kernel's path.
   enum class Fp8AttentionKernel { OwnPoly, OwnMufu, OwnWs, OwnWsMufu, Cudnn };
   static Fp8AttentionKernel fp8_attention_kernel();
+  struct Fp8AttentionScalars {
+    Tensor slots_tensor, means;  // the scalars' slots; k's and v's means, [2, heads * head_dim]
+    float* slots = nullptr;
+    float *kmean = nullptr, *vmean = nullptr;
+  };
+  Fp8AttentionScalars fp8_attention_scalars(const Tensor& q, const Tensor& k, const Tensor& v,
+                                            bool fp8_out, const std::string& ctx);
   void attention_fp8_own(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out,
                          Fp8AttentionKernel kernel, const std::string& ctx);
   // norm.cpp

@@ -183,6 +183,36 @@ CudaBackend::Fp8AttentionKernel CudaBackend::fp8_attention_kernel() {
               ": expected auto, own, own-poly, own-mufu, own-ws, own-ws-mufu or cudnn");
 }
 
+// The scalars both fp8 attentions start from: k's and v's means over the keys (one per channel;
+// softmax(q (k - mean)^T) is softmax(q k^T), and P (v - mean) + mean is P v, but the centered
+// values use E4M3's range for what differs between tokens), the amaxes of q, k - mean and v - mean,
+// and the scales made from them (attention.h's slots), all on the stream.
+CudaBackend::Fp8AttentionScalars CudaBackend::fp8_attention_scalars(const Tensor& q,
+                                                                    const Tensor& k,
+                                                                    const Tensor& v, bool fp8_out,
+                                                                    const std::string& ctx) {
+  const char* op = "attention_fp8";
+  const int64_t lk = k.dim(0), cols = q.dim(1) * q.dim(2);
+  Fp8AttentionScalars f;
+  f.slots_tensor = alloc_device(ctx_, {kFp8AttnSlots * kFp8AttnSlotFloats}, DType::F32, op);
+  f.slots = f.slots_tensor.data_as<float>();
+  check(cudaMemsetAsync(f.slots, 0, f.slots_tensor.nbytes(), stream()), op, ctx);
+  f.means = alloc_device(ctx_, {2, cols}, DType::F32, op);
+  Tensor scratch = alloc_device(ctx_, {column_mean_scratch_floats(lk, cols)}, DType::F32, op);
+  f.kmean = f.means.data_as<float>();
+  f.vmean = f.kmean + cols;
+  launch_column_mean(k.raw(), EType::BF16, lk, cols, f.kmean, scratch.data_as<float>(), stream());
+  launch_column_mean(v.raw(), EType::BF16, lk, cols, f.vmean, scratch.data_as<float>(), stream());
+  const Tensor* in[3] = {&q, &k, &v};
+  const float* mean[3] = {nullptr, f.kmean, f.vmean};
+  const int amax_slot[3] = {kAmaxQ, kAmaxK, kAmaxV};
+  for (int i = 0; i < 3; ++i)
+    launch_amax_tensor(in[i]->raw(), EType::BF16, in[i]->numel(), mean[i], cols, f.slots,
+                       amax_slot[i], stream());
+  launch_attention_fp8_scalars(f.slots, fp8_out, stream());
+  return f;
+}
+
 // The own kernel's path: q and k rounded as for cuDNN; v less its means rounded into the
 // transposed, key-ordered layout the kernel reads (launch_quantize_vt_e4m3); the kernel adds v's
 // means back as it writes the bf16 output.
@@ -194,23 +224,10 @@ void CudaBackend::attention_fp8_own(const Tensor& q, const Tensor& k, const Tens
                 profiling() ? (lq == lk ? "fp8 own self" : "fp8 own Lk=" + std::to_string(lk)) +
                                   " d=" + std::to_string(d)
                             : std::string());
-  Tensor slots = alloc_device(ctx_, {kFp8AttnSlots * kFp8AttnSlotFloats}, DType::F32, op);
-  float* sl = slots.data_as<float>();
-  check(cudaMemsetAsync(sl, 0, slots.nbytes(), stream()), op, ctx);
+  const Fp8AttentionScalars f = fp8_attention_scalars(q, k, v, false, ctx);
+  float* sl = f.slots;
+  const float *kmean = f.kmean, *vmean = f.vmean;
   const int64_t cols = heads * d;
-  Tensor means = alloc_device(ctx_, {2, cols}, DType::F32, op);
-  Tensor scratch = alloc_device(ctx_, {column_mean_scratch_floats(lk, cols)}, DType::F32, op);
-  float* kmean = means.data_as<float>();
-  float* vmean = kmean + cols;
-  launch_column_mean(k.raw(), EType::BF16, lk, cols, kmean, scratch.data_as<float>(), stream());
-  launch_column_mean(v.raw(), EType::BF16, lk, cols, vmean, scratch.data_as<float>(), stream());
-  const Tensor* in[3] = {&q, &k, &v};
-  const float* mean[3] = {nullptr, kmean, vmean};
-  const int amax_slot[3] = {kAmaxQ, kAmaxK, kAmaxV};
-  for (int i = 0; i < 3; ++i)
-    launch_amax_tensor(in[i]->raw(), EType::BF16, in[i]->numel(), mean[i], cols, sl, amax_slot[i],
-                       stream());
-  launch_attention_fp8_scalars(sl, false, stream());
   Tensor q8 = alloc_device(ctx_, q.shape(), DType::F8_E4M3, op);
   Tensor k8 = alloc_device(ctx_, k.shape(), DType::F8_E4M3, op);
   Tensor vt = alloc_device(ctx_, {heads, d, attention_fp8_own_vt_keys(lk)}, DType::F8_E4M3, op);
@@ -273,27 +290,13 @@ void CudaBackend::do_attention_fp8(const Tensor& q, const Tensor& k, const Tenso
                   profiling() ? (lq == lk ? "fp8 self" : "fp8 Lk=" + std::to_string(lk)) +
                                     " d=" + std::to_string(d)
                               : std::string());
-    Tensor slots = alloc_device(ctx_, {kFp8AttnSlots * kFp8AttnSlotFloats}, DType::F32, op);
-    float* sl = slots.data_as<float>();
-    check(cudaMemsetAsync(sl, 0, slots.nbytes(), stream()), op, ctx);
-    // k and v less their means over the keys (one per channel): softmax(q (k - mean)^T) is
-    // softmax(q k^T), and P (v - mean) + mean is P v, but the centered values use E4M3's range
-    // for what differs between tokens.
+    const Fp8AttentionScalars f = fp8_attention_scalars(q, k, v, fp8_out, ctx);
+    float* sl = f.slots;
+    const float* vmean = f.vmean;
     const int64_t cols = heads * d;
-    Tensor means = alloc_device(ctx_, {2, cols}, DType::F32, op);
-    Tensor scratch = alloc_device(ctx_, {column_mean_scratch_floats(lk, cols)}, DType::F32, op);
-    float* kmean = means.data_as<float>();
-    float* vmean = kmean + cols;
-    launch_column_mean(k.raw(), EType::BF16, lk, cols, kmean, scratch.data_as<float>(), stream());
-    launch_column_mean(v.raw(), EType::BF16, lk, cols, vmean, scratch.data_as<float>(), stream());
     const Tensor* in[3] = {&q, &k, &v};
-    const float* mean[3] = {nullptr, kmean, vmean};
-    const int amax_slot[3] = {kAmaxQ, kAmaxK, kAmaxV};
+    const float* mean[3] = {nullptr, f.kmean, f.vmean};
     const int scale_slot[3] = {kDescaleQ, kDescaleK, kDescaleV};
-    for (int i = 0; i < 3; ++i)
-      launch_amax_tensor(in[i]->raw(), EType::BF16, in[i]->numel(), mean[i], cols, sl, amax_slot[i],
-                         stream());
-    launch_attention_fp8_scalars(sl, fp8_out, stream());
     Tensor codes[3];
     for (int i = 0; i < 3; ++i) {
       codes[i] = alloc_device(ctx_, in[i]->shape(), DType::F8_E4M3, op);
