@@ -120,26 +120,26 @@ __device__ __forceinline__ uint32_t e4m3x4(float a, float b, float c, float d) {
   return lo | (hi << 16);
 }
 
+// The 64 fp32 accumulator registers of an m64n128 wgmma: their place in the instruction text
+// (operands %0-%63) and the operands themselves, read and written.
+#define FISDIT_WGMMA_D64                                                                       \
+  "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
+  "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, " \
+  "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, " \
+  "%56, %57, %58, %59, %60, %61, %62, %63"
+#define FISDIT_WGMMA_D4(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3])
+#define FISDIT_WGMMA_D16(i) \
+  FISDIT_WGMMA_D4(i), FISDIT_WGMMA_D4(i + 4), FISDIT_WGMMA_D4(i + 8), FISDIT_WGMMA_D4(i + 12)
+#define FISDIT_WGMMA_D64_OPERANDS \
+  FISDIT_WGMMA_D16(0), FISDIT_WGMMA_D16(16), FISDIT_WGMMA_D16(32), FISDIT_WGMMA_D16(48)
+
 __device__ __forceinline__ void wgmma_m64n128k32_ss(float (&d)[64], uint64_t a, uint64_t b,
                                                     int accumulate) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 {"
-      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+      "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 {" FISDIT_WGMMA_D64
       "}, %64, %65, p, 1, 1;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
-        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
-        "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),
-        "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
-        "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]),
-        "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
-        "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),
-        "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]),
-        "+f"(d[63])
+      : FISDIT_WGMMA_D64_OPERANDS
       : "l"(a), "l"(b), "r"(accumulate));
 }
 
@@ -147,22 +147,9 @@ __device__ __forceinline__ void wgmma_m64n128k32_rs(float (&d)[64], const uint32
                                                     uint64_t b) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 {"
-      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+      "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 {" FISDIT_WGMMA_D64
       "}, {%64, %65, %66, %67}, %68, p, 1, 1;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
-        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
-        "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),
-        "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
-        "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]),
-        "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
-        "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),
-        "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]),
-        "+f"(d[63])
+      : FISDIT_WGMMA_D64_OPERANDS
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(1));
 }
 
@@ -270,6 +257,79 @@ __device__ __forceinline__ void store_output(const float (&o)[64], const float (
     }
   }
 }
+
+// One warpgroup's 64 queries through the tiles of keys: O, the tile of S (then P'), P' in E4M3,
+// the running row maxima and sums. Both kernels drive it; they differ only in how tiles arrive and
+// how the warpgroups take turns.
+template <bool kPolyExp>
+struct WarpgroupAttention {
+  float o[64], s[64];
+  uint32_t a[4][4];
+  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f}, alpha[2];
+  float c;  // descale_q descale_k log2(e) / sqrt(d)
+  uint64_t q_desc;
+  int quad;
+
+  __device__ __forceinline__ WarpgroupAttention(float c_, uint32_t q_tile) : c(c_) {
+#pragma unroll
+    for (int i = 0; i < 64; ++i) o[i] = 0.0f;
+    q_desc = sw128_desc(q_tile);
+    quad = threadIdx.x & 3;
+  }
+  __device__ __forceinline__ void issue_s(uint32_t k_tile) {
+    const uint64_t k_desc = sw128_desc(k_tile);
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) wgmma_m64n128k32_ss(s, q_desc + 2 * kk, k_desc + 2 * kk, kk);
+    wgmma_commit();
+  }
+  __device__ __forceinline__ void issue_pv(uint32_t v_tile) {
+    const uint64_t v_desc = sw128_desc(v_tile);
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) wgmma_m64n128k32_rs(o, a[kk], v_desc + 2 * kk);
+    wgmma_commit();
+  }
+  // Tile 0: S_0, its softmax, P'_0 (`left`: the keys, masked past them).
+  __device__ __forceinline__ void first(uint32_t k_tile, int64_t left) {
+    fence_regs(s);
+    wgmma_fence();
+    issue_s(k_tile);
+    wgmma_wait<0>();
+    fence_regs(s);
+    softmax_tile<kPolyExp>(s, row_max, row_sum, alpha, c, left, quad);
+    pack_p(s, a);
+  }
+  // S_{t+1} and O += P'_t V_t, both asynchronous (branch-free: ptxas serializes the wgmma
+  // pipeline when a wait for one group of two sits behind a condition).
+  __device__ __forceinline__ void issue(uint32_t k_next, uint32_t v_tile) {
+    fence_regs(s);
+    fence_regs(o);
+    wgmma_fence();
+    issue_s(k_next);
+    issue_pv(v_tile);
+  }
+  // The softmax of S_{t+1} (keys past `left` masked) while P'_t V_t runs, then waits for it.
+  __device__ __forceinline__ void finish_products(int64_t left) {
+    wgmma_wait<1>();  // S_{t+1} (groups complete in order)
+    fence_regs(s);
+    softmax_tile<kPolyExp>(s, row_max, row_sum, alpha, c, left, quad);
+    wgmma_wait<0>();
+    fence_regs(o);
+  }
+  // O rescaled to the new maxima; P'_{t+1} in E4M3.
+  __device__ __forceinline__ void next_p() {
+#pragma unroll
+    for (int i = 0; i < 64; ++i) o[i] *= alpha[(i >> 1) & 1];
+    pack_p(s, a);
+  }
+  // The last tile's P' V.
+  __device__ __forceinline__ void last(uint32_t v_tile) {
+    fence_regs(o);
+    wgmma_fence();
+    issue_pv(v_tile);
+    wgmma_wait<0>();
+    fence_regs(o);
+  }
+};
 #endif  // FISDIT_FA8_WGMMA
 
 // q8, k8 [tokens, heads, 128] E4M3 codes; vt8 [heads, 128, lk_pad]; out bf16 [lq, heads, 128].
@@ -293,8 +353,7 @@ __global__ void __launch_bounds__(kFaThreads, 1)
   const auto sk = [&](int stage) { return sq + kTileBytes * (1 + 2 * stage); };
   const auto sv = [&](int stage) { return sq + kTileBytes * (2 + 2 * stage); };
 
-  const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31;
-  const int quad = lane & 3;
+  const int tid = threadIdx.x, wg = tid >> 7;
   const int64_t m0 = int64_t{blockIdx.x} * kBlockM, h = blockIdx.y;
   const int64_t row_stride = heads * kHeadDim;
   const uint8_t* k_head = k8 + h * kHeadDim;
@@ -315,41 +374,13 @@ __global__ void __launch_bounds__(kFaThreads, 1)
   load_kv(1);
   cp_async_commit();
 
-  const float c =
-      slots[kFp8AttnSlotFloats * kDescaleQ] * slots[kFp8AttnSlotFloats * kDescaleK] * scale_log2;
-  float o[64], s[64];
-#pragma unroll
-  for (int i = 0; i < 64; ++i) o[i] = 0.0f;
-  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f}, alpha[2];
-  uint32_t a[4][4];
-  const uint64_t q_desc = sw128_desc(sq + wg * (kTileBytes / 2));
-  const auto issue_s = [&](int t) {
-    const uint64_t k_desc = sw128_desc(sk(t % kStages));
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk) wgmma_m64n128k32_ss(s, q_desc + 2 * kk, k_desc + 2 * kk, kk);
-    wgmma_commit();
-  };
-
-  // Tile 0: S_0, its softmax, P'_0.
-  cp_async_wait<1>();
+  WarpgroupAttention<kPolyExp> w(
+      slots[kFp8AttnSlotFloats * kDescaleQ] * slots[kFp8AttnSlotFloats * kDescaleK] * scale_log2,
+      sq + wg * (kTileBytes / 2));
+  cp_async_wait<1>();  // Q and tile 0
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
   __syncthreads();
-  fence_regs(s);
-  wgmma_fence();
-  issue_s(0);
-  wgmma_wait<0>();
-  fence_regs(s);
-  softmax_tile<kPolyExp>(s, row_max, row_sum, alpha, c, lk, quad);
-  pack_p(s, a);
-
-  const auto issue_pv = [&](int t) {
-    const uint64_t v_desc = sw128_desc(sv(t % kStages));
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk) wgmma_m64n128k32_rs(o, a[kk], v_desc + 2 * kk);
-    wgmma_commit();
-  };
-  // Every branch-free: ptxas serializes the wgmma pipeline when a wait for one group of two sits
-  // behind a condition.
+  w.first(sk(0), lk);
   for (int t = 0; t + 1 < tiles; ++t) {
     // Tile t + 1 is in (loaded during the last iteration); every warpgroup is past iteration
     // t - 1, so the stage of tile t - 1 takes tile t + 2.
@@ -358,28 +389,13 @@ __global__ void __launch_bounds__(kFaThreads, 1)
     __syncthreads();
     load_kv(t + 2);
     cp_async_commit();
-    fence_regs(s);
-    fence_regs(o);
-    wgmma_fence();
-    issue_s(t + 1);
-    issue_pv(t);
-    wgmma_wait<1>();  // S_{t+1} (groups complete in order)
-    fence_regs(s);
-    softmax_tile<kPolyExp>(s, row_max, row_sum, alpha, c, lk - int64_t{t + 1} * kBlockN, quad);
-    wgmma_wait<0>();
-    fence_regs(o);
-#pragma unroll
-    for (int i = 0; i < 64; ++i) o[i] *= alpha[(i >> 1) & 1];
-    pack_p(s, a);
+    w.issue(sk((t + 1) % kStages), sv(t % kStages));
+    w.finish_products(lk - int64_t{t + 1} * kBlockN);
+    w.next_p();
   }
   // The last tile's P'V (its V^T is in: waited for in the last iteration, or with tile 0).
-  fence_regs(o);
-  wgmma_fence();
-  issue_pv(tiles - 1);
-  wgmma_wait<0>();
-  fence_regs(o);
-
-  store_output(o, row_sum, slots, vmean, out, m0 + wg * 64, lq, heads, h);
+  w.last(sv((tiles - 1) % kStages));
+  store_output(w.o, w.row_sum, slots, vmean, out, m0 + wg * 64, lq, heads, h);
 #endif
 }
 
@@ -526,70 +542,29 @@ __global__ void __launch_bounds__(kWsThreads, 1)
   }
   asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
   const int cw = wg - 1;  // this consumer warpgroup: queries m0 + 64 cw ...
-  const int lane = tid & 31, quad = lane & 3;
   const int my_turn = 1 + cw, their_turn = 2 - cw;  // named barriers 1 and 2
-  const float c =
-      slots[kFp8AttnSlotFloats * kDescaleQ] * slots[kFp8AttnSlotFloats * kDescaleK] * scale_log2;
-  float o[64], s[64];
-#pragma unroll
-  for (int i = 0; i < 64; ++i) o[i] = 0.0f;
-  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f}, alpha[2];
-  uint32_t a[4][4];
-  const uint64_t q_desc = sw128_desc(sq + cw * (kTileBytes / 2));
-  const auto issue_s = [&](int t) {
-    const uint64_t k_desc = sw128_desc(sk(t % kWsStages));
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk) wgmma_m64n128k32_ss(s, q_desc + 2 * kk, k_desc + 2 * kk, kk);
-    wgmma_commit();
-  };
-  const auto issue_pv = [&](int t) {
-    const uint64_t v_desc = sw128_desc(sv(t % kWsStages));
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk) wgmma_m64n128k32_rs(o, a[kk], v_desc + 2 * kk);
-    wgmma_commit();
-  };
-
+  WarpgroupAttention<kPolyExp> w(
+      slots[kFp8AttnSlotFloats * kDescaleQ] * slots[kFp8AttnSlotFloats * kDescaleK] * scale_log2,
+      sq + cw * (kTileBytes / 2));
   mbar_wait(q_full, 0);
   mbar_wait(k_full(0), 0);
-  fence_regs(s);
-  wgmma_fence();
-  issue_s(0);
-  wgmma_wait<0>();
-  fence_regs(s);
-  softmax_tile<kPolyExp>(s, row_max, row_sum, alpha, c, lk, quad);
-  pack_p(s, a);
+  w.first(sk(0), lk);
   if (cw == 1) named_arrive(1);  // the first warpgroup takes the first turn
-
   for (int t = 0; t + 1 < tiles; ++t) {
     const int next = t + 1;
     mbar_wait(k_full(next % kWsStages), (next / kWsStages) & 1);
     mbar_wait(v_full(t % kWsStages), (t / kWsStages) & 1);
     named_sync(my_turn);
-    fence_regs(s);
-    fence_regs(o);
-    wgmma_fence();
-    issue_s(next);
-    issue_pv(t);
+    w.issue(sk(next % kWsStages), sv(t % kWsStages));
     named_arrive(their_turn);
-    wgmma_wait<1>();
-    fence_regs(s);
-    softmax_tile<kPolyExp>(s, row_max, row_sum, alpha, c, lk - int64_t{next} * kBlockN, quad);
-    wgmma_wait<0>();
-    fence_regs(o);
+    w.finish_products(lk - int64_t{next} * kBlockN);
     mbar_arrive(kv_empty(t % kWsStages));  // S_t and P'_t V_t are done with this stage
-#pragma unroll
-    for (int i = 0; i < 64; ++i) o[i] *= alpha[(i >> 1) & 1];
-    pack_p(s, a);
+    w.next_p();
   }
   if (cw == 0) named_sync(my_turn);  // the second warpgroup's last turn signal
   mbar_wait(v_full((tiles - 1) % kWsStages), ((tiles - 1) / kWsStages) & 1);
-  fence_regs(o);
-  wgmma_fence();
-  issue_pv(tiles - 1);
-  wgmma_wait<0>();
-  fence_regs(o);
-
-  store_output(o, row_sum, slots, vmean, out, m0 + cw * 64, lq, heads, h);
+  w.last(sv((tiles - 1) % kWsStages));
+  store_output(w.o, w.row_sum, slots, vmean, out, m0 + cw * 64, lq, heads, h);
 #endif
 }
 
