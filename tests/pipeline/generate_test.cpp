@@ -56,6 +56,20 @@ bool same(const Tensor& a, const Tensor& b) {
   return a.shape() == b.shape() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
 }
 
+// `o` (a request on the release in `root`) with the DiT fixture as a single-file model and the
+// release's text encoder, tokenizer and VAE: the DiT's text embedding takes 48 channels, the tiny
+// umT5 gives 64.
+GenerateOptions with_mismatched_text_encoder(GenerateOptions o, const fs::path& root) {
+  const fs::path other = root / "other";
+  fs::create_directories(other);
+  fs::copy_file(data("wan/dit_t2v_tiny.safetensors"), other / "dit.safetensors");
+  o.model = (other / "dit.safetensors").string();
+  o.parts["text_encoder"] = (root / "models_t5_umt5-xxl-enc-bf16.safetensors").string();
+  o.parts["tokenizer"] = (root / "google/umt5-xxl").string();
+  o.parts["vae"] = (root / "Wan2.1_VAE.safetensors").string();
+  return o;
+}
+
 TEST(Generate, TextToVideoWithTwoExperts) {
   TempDir dir;
   make_release(dir.path(), "t2v");
@@ -407,15 +421,7 @@ TEST(Generate, AFailingBackgroundLoadGivesTheSameError) {
   EXPECT_TRUE(contains(both_ways(o), "'blocks.3.ffn.2.bias'"));
   EXPECT_TRUE(contains(both_ways(o), "is missing"));
   // A text encoder that does not fit the DiT: the text stage's error, while the DiT is prepared.
-  GenerateOptions text = o;
-  const fs::path other = dir.path() / "other";
-  fs::create_directories(other);
-  fs::copy_file(data("wan/dit_t2v_tiny.safetensors"), other / "dit.safetensors");
-  text.model = (other / "dit.safetensors").string();
-  text.parts["text_encoder"] = (dir.path() / "models_t5_umt5-xxl-enc-bf16.safetensors").string();
-  text.parts["tokenizer"] = (dir.path() / "google/umt5-xxl").string();
-  text.parts["vae"] = (dir.path() / "Wan2.1_VAE.safetensors").string();
-  EXPECT_TRUE(contains(both_ways(text), "text_dim is 48"));
+  EXPECT_TRUE(contains(both_ways(with_mismatched_text_encoder(o, dir.path())), "text_dim is 48"));
 }
 
 TEST(Generate, RequestsThatDoNotFitTheModelNameTheParameter) {
@@ -524,13 +530,7 @@ TEST(Generate, TextEncoderMustMatchTheDit) {
   GenerateOptions o = tiny(dir.path());
   // The DiT fixture's own text embedding takes 48 channels; the tiny umT5 gives 64.
   o.parts["dit_low"] = "";
-  const fs::path other = dir.path() / "other";
-  fs::create_directories(other);
-  fs::copy_file(data("wan/dit_t2v_tiny.safetensors"), other / "dit.safetensors");
-  o.model = (other / "dit.safetensors").string();
-  o.parts["text_encoder"] = (dir.path() / "models_t5_umt5-xxl-enc-bf16.safetensors").string();
-  o.parts["tokenizer"] = (dir.path() / "google/umt5-xxl").string();
-  o.parts["vae"] = (dir.path() / "Wan2.1_VAE.safetensors").string();
+  o = with_mismatched_text_encoder(o, dir.path());
   EXPECT_TRUE(contains(error_of([&] { generate(o); }), "text_dim is 48"));
 }
 
