@@ -69,7 +69,7 @@ models::ReleaseOptions release_options(const GenerateOptions& o, bool keep_loade
   return r;
 }
 
-// FISDIT_OVERLAP_LOAD: 0 loads the first DiT expert after the text stage, as a whole.
+// FISDIT_OVERLAP_LOAD: 0 loads each DiT expert when its first step comes, as a whole.
 bool overlap_load_env() {
   const char* env = std::getenv("FISDIT_OVERLAP_LOAD");
   if (!env || !*env || std::string(env) == "1") return true;
@@ -83,6 +83,18 @@ bool first_expert_high(const CheckedRequest& r, const models::ReleaseInfo& info)
   const auto solver = sched::make_flow_solver(r.denoise.solver, r.denoise.steps, r.denoise.shift);
   return sched::use_high_noise_expert(solver->schedule().timesteps.at(0),
                                       sched::expert_boundary(r.denoise, info.model));
+}
+
+// Whether the steps run on both experts of a two-expert release (the first steps on the high-noise
+// one, the rest on the low-noise one).
+bool uses_both_experts(const CheckedRequest& r, const models::ReleaseInfo& info) {
+  if (!info.two_experts) return false;
+  const auto solver = sched::make_flow_solver(r.denoise.solver, r.denoise.steps, r.denoise.shift);
+  const float boundary = sched::expert_boundary(r.denoise, info.model);
+  bool high = false, low = false;
+  for (const auto t : solver->schedule().timesteps)
+    (sched::use_high_noise_expert(t, boundary) ? high : low) = true;
+  return high && low;
 }
 
 // The host side of loading the first DiT expert (models::Release::prepare_expert) on a thread of
@@ -269,8 +281,9 @@ struct Generator::State {
                    StageLog& log);
   void encode_image(const CheckedRequest& r, sched::DenoiseInputs& in, StageLog& log);
   // `prep` (optional): the first expert's host side, under way since before the text stage.
+  // `overlap`: the second expert's host side runs beside the first expert's steps.
   Tensor sample(const CheckedRequest& r, const sched::DenoiseInputs& in, nlohmann::json& summary,
-                StageLog& log, ExpertPrep* prep = nullptr);
+                StageLog& log, ExpertPrep* prep = nullptr, bool overlap = false);
   Tensor decode(const Tensor& latent, bool progress, const GenerateOptions* request = nullptr);
 };
 
@@ -415,9 +428,16 @@ void Generator::State::encode_image(const CheckedRequest& r, sched::DenoiseInput
 }
 
 Tensor Generator::State::sample(const CheckedRequest& r, const sched::DenoiseInputs& in,
-                                nlohmann::json& summary, StageLog& log, ExpertPrep* prep) {
+                                nlohmann::json& summary, StageLog& log, ExpertPrep* prep,
+                                bool overlap) {
   const GenerateOptions& o = r.options;
   const bool two = release->info().two_experts;
+  // One-shot with two experts: once the first expert is up, the second one's host side is
+  // prepared beside the first one's steps (when the steps reach it); nothing on the main thread
+  // touches the second expert until the switch joins it.
+  std::unique_ptr<ExpertPrep> ahead;
+  const bool prepare_second =
+      overlap && two && !keep_loaded && uses_both_experts(r, release->info());
   // Under a memory limit an expert loaded now leaves room for this request's activations.
   models::reserve_activations(*backend, release->info().model, r.grid, o.fis.enabled(),
                               o.cache.enabled);
@@ -432,8 +452,15 @@ Tensor Generator::State::sample(const CheckedRequest& r, const sched::DenoiseInp
     // The expert prepared in the background is finished here: what is left of its host side is
     // waited for (and timed as loading), before anything else touches the release's experts.
     if (prep) prep->join();
-    const bool prepared = prep && prep->high() == use_high && !prep->failed();
-    if (!keep_loaded && two) {  // frees the other expert (once it is freed, a no-op)
+    // The second expert's preparation is waited for at the switch (before the first expert goes).
+    const bool switching = ahead && ahead->high() == use_high;
+    if (switching) ahead->join();
+    ExpertPrep* const used = switching ? ahead.get() : prep;
+    const bool prepared = used && used->high() == use_high && !used->failed();
+    if (ahead && !switching) {
+      // The first expert's steps while the second one is prepared: nothing of it is loaded, and
+      // unloading it would drop what the thread is making.
+    } else if (!keep_loaded && two) {  // frees the other expert (once it is freed, a no-op)
       release->unload(use_high ? models::Release::Part::LowExpert
                                : models::Release::Part::HighExpert);
       expert_held[use_high ? 1 : 0] = false;
@@ -454,21 +481,22 @@ Tensor Generator::State::sample(const CheckedRequest& r, const sched::DenoiseInp
     if (!report.empty()) {
       load_seconds += since(t0);
       const std::string placed = m.placement();
-      std::string ahead;  // what ran in the background before
-      if (prepared && prep->bytes() > 0) {
+      std::string before;  // what ran in the background before
+      if (prepared && used->bytes() > 0) {
         char text[160];
-        std::snprintf(text, sizeof text,
-                      " (%.2f GB prepared in the background, %.2f s of it beside the text and "
-                      "image stages)",
-                      static_cast<double>(prep->bytes()) / 1e9, prep->overlapped());
-        ahead = text;
+        std::snprintf(text, sizeof text, " (%.2f GB prepared in the background, %.2f s of it %s)",
+                      static_cast<double>(used->bytes()) / 1e9, used->overlapped(),
+                      switching ? "beside the steps before" : "beside the text and image stages");
+        before = text;
       }
       if (o.progress || !placed.empty())  // where the weights went is said even without bars
         std::fprintf(stderr, "%sloaded %s %s in %.1f s%s%s\n", isatty(fileno(stderr)) ? "\n" : "",
-                     expert_name(two, high).c_str(), report.c_str(), since(t0), ahead.c_str(),
+                     expert_name(two, high).c_str(), report.c_str(), since(t0), before.c_str(),
                      placed.empty() ? "" : (": " + placed).c_str());
       if (!placed.empty()) summary["dit_placement"][expert_name(two, high)] = placed;
     }
+    if (prepare_second && !ahead && !report.empty())  // the first expert is up: the second next
+      ahead = std::make_unique<ExpertPrep>(*release, !use_high, backend->device());
     return m;
   };
   nlohmann::json steps = nlohmann::json::array();
@@ -503,10 +531,12 @@ Tensor Generator::State::sample(const CheckedRequest& r, const sched::DenoiseInp
     release->unload(models::Release::Part::LowExpert);
     expert_held[0] = expert_held[1] = false;
   }
-  // dit_load: the main thread's loading, the wait for the background part included;
-  // dit_load_overlapped: the background part that ran beside the text and image stages.
+  // dit_load: the main thread's loading, the wait for the background parts included;
+  // dit_load_overlapped: the background parts that ran beside the text and image stages (the
+  // first expert) and beside the first expert's steps (the second).
   log.seconds["dit_load"] = load_seconds;
-  log.seconds["dit_load_overlapped"] = prep ? prep->overlapped() : 0.0;
+  log.seconds["dit_load_overlapped"] =
+      (prep ? prep->overlapped() : 0.0) + (ahead ? ahead->overlapped() : 0.0);
   log.seconds["denoise"] = total - load_seconds;
   summary["steps"] = steps;
   return latent;
@@ -638,8 +668,10 @@ GenerateResult Generator::run(const GenerateOptions& request) {
     // image stages. Kept loaded (serve, --repeat, quality) the experts load once, on their own;
     // under a memory limit the stages keep their order.
     std::unique_ptr<ExpertPrep> prep;
-    if (!s.keep_loaded && r.options.overlap_load && !(s.model.gpu_memory_limit > 0) &&
-        s.release->prepares_experts() && overlap_load_env()) {
+    const bool overlap = !s.keep_loaded && r.options.overlap_load &&
+                         !(s.model.gpu_memory_limit > 0) && s.release->prepares_experts() &&
+                         overlap_load_env();
+    if (overlap) {
       const bool high = first_expert_high(r, info);
       if (r.options.progress)
         std::fprintf(stderr,
@@ -656,7 +688,7 @@ GenerateResult Generator::run(const GenerateOptions& request) {
     GenerateResult result;
     result.task = info.model.task;
     result.fps = info.fps;
-    result.latent = s.sample(r, in, summary, log, prep.get());
+    result.latent = s.sample(r, in, summary, log, prep.get(), overlap);
     if (r.options.decode) {
       log.begin();
       const auto t0 = Clock::now();

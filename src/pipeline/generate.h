@@ -6,7 +6,8 @@
 //   text    the prompt (and the negative prompt with CFG) through the text encoder; meanwhile a
 //           one-shot run prepares the first DiT expert's host side (GenerateOptions::overlap_load)
 //   image   the first frame through the VAE encoder (I2V, TI2V)
-//   sample  the flow solver over the DiT expert(s), with FIS and MagCache
+//   sample  the flow solver over the DiT expert(s), with FIS and MagCache; meanwhile a one-shot
+//           run prepares the second expert's host side beside the first one's steps
 //   decode  the final latent through the VAE decoder
 //   write   MP4, PNG frames, the latent, the summary (pipeline/output.h)
 // Without keep_loaded each stage frees what it loaded (one A14B expert at a time).
@@ -62,7 +63,8 @@ struct GenerateOptions {
   bool progress = true;
   // A one-shot run (a Generator not kept loaded) prepares the host side of loading the first DiT
   // expert (models::Release::prepare_expert: reading its weights, matching its LoRAs) on a thread
-  // of its own while the text encoder and the image encode run; the output is the same. false (or
+  // of its own while the text encoder and the image encode run, and that of the second expert
+  // (two experts) while the first one's steps run; the output is the same. false (or
   // FISDIT_OVERLAP_LOAD=0): one after the other. Never under a gpu_memory_limit.
   bool overlap_load = true;
   // Optional analysis hook on the conditional DiT forward of every step (sched::ForwardCall):

@@ -340,9 +340,9 @@ TEST(Generate, LorasChangeTheirExpertAndMustMatchIt) {
 }
 
 // A one-shot run prepares the first expert's host side while the text encoder (and the image
-// encode) run: on the CPU its weights are made on the host, the LoRA merged, beside the text
-// stage. The video is the one of the stages one after the other, bit for bit (overlap_load false,
-// or FISDIT_OVERLAP_LOAD=0).
+// encode) run, and the second expert's beside the first one's steps: on the CPU their weights are
+// made on the host, the LoRAs merged, in the background. The video is the one of the stages one
+// after the other, bit for bit (overlap_load false, or FISDIT_OVERLAP_LOAD=0).
 TEST(Generate, ExpertPreparedBesideTheTextGivesTheSameVideo) {
   TempDir dir;
   make_release(dir.path() / "t2v", "t2v");
@@ -353,6 +353,7 @@ TEST(Generate, ExpertPreparedBesideTheTextGivesTheSameVideo) {
   o.guidance = 3.0f;  // the negative prompt too
   o.negative = "blurry";
   o.lora_high = dir.file("lora.safetensors");
+  o.lora_low = dir.file("lora.safetensors");
   o.overlap_load = false;
   const GenerateResult in_order = generate(o);
   EXPECT_FALSE(in_order.summary.at("overlap_load").get<bool>());
@@ -384,10 +385,11 @@ TEST(Generate, ExpertPreparedBesideTheTextGivesTheSameVideo) {
   EXPECT_TRUE(same(generate(ti2v).video, ti2v_in_order));
 }
 
-// Whatever fails while the first expert is prepared in the background fails as before: a tensor
-// missing from the expert's file or a LoRA that does not fit it gives the load's own error (the
-// background's failure only leaves nothing prepared), and a text encoder that does not fit the
-// DiT ends the run at the text stage with its error, the background work stopped.
+// Whatever fails while an expert is prepared in the background fails as before: a tensor missing
+// from the expert's file or a LoRA that does not fit it (the first expert's or the second's)
+// gives the load's own error (the background's failure only leaves nothing prepared), and a text
+// encoder that does not fit the DiT ends the run at the text stage with its error, the
+// background work stopped.
 TEST(Generate, AFailingBackgroundLoadGivesTheSameError) {
   TempDir dir;
   make_release(dir.path(), "t2v");
@@ -407,6 +409,24 @@ TEST(Generate, AFailingBackgroundLoadGivesTheSameError) {
   GenerateOptions lora = o;
   lora.lora_high = dir.file("wrong.safetensors");
   EXPECT_TRUE(contains(both_ways(lora), "LoRA does not match the model"));
+  lora = o;
+  lora.lora_low = dir.file("wrong.safetensors");  // prepared beside the high-noise steps
+  EXPECT_TRUE(contains(both_ways(lora), "LoRA does not match the model"));
+  // A tensor missing from the low-noise expert's file.
+  const fs::path low = dir.path() / "low_noise_model" / "diffusion_pytorch_model.safetensors";
+  const fs::path low_kept = dir.path() / "low.kept";
+  fs::copy_file(low, low_kept);
+  {
+    const auto f = SafetensorsFile::open(low.string());
+    NamedTensors kept;
+    for (const TensorInfo& t : f->tensors())
+      if (t.name != "blocks.1.self_attn.o.weight") kept.emplace_back(t.name, f->tensor_f32(t.name));
+    const fs::path tmp = dir.path() / "low.tmp";
+    write_safetensors(tmp.string(), kept);
+    fs::rename(tmp, low);
+  }
+  EXPECT_TRUE(contains(both_ways(o), "'blocks.1.self_attn.o.weight'"));
+  fs::rename(low_kept, low);
   // A tensor missing from the high-noise expert's file.
   const fs::path high = dir.path() / "high_noise_model" / "diffusion_pytorch_model.safetensors";
   {
