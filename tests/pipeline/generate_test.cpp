@@ -412,32 +412,25 @@ TEST(Generate, AFailingBackgroundLoadGivesTheSameError) {
   lora = o;
   lora.lora_low = dir.file("wrong.safetensors");  // prepared beside the high-noise steps
   EXPECT_TRUE(contains(both_ways(lora), "LoRA does not match the model"));
-  // A tensor missing from the low-noise expert's file.
+  // Rewrites an expert's file without one tensor.
+  const auto drop = [&](const char* expert, const std::string& name) {
+    const fs::path file = dir.path() / expert / "diffusion_pytorch_model.safetensors";
+    const auto f = SafetensorsFile::open(file.string());
+    NamedTensors kept;
+    for (const TensorInfo& t : f->tensors())
+      if (t.name != name) kept.emplace_back(t.name, f->tensor_f32(t.name));
+    const fs::path tmp = dir.path() / "expert.tmp";
+    write_safetensors(tmp.string(), kept);
+    fs::rename(tmp, file);
+  };
+  // A tensor missing from the low-noise expert's file (the file restored after).
   const fs::path low = dir.path() / "low_noise_model" / "diffusion_pytorch_model.safetensors";
-  const fs::path low_kept = dir.path() / "low.kept";
-  fs::copy_file(low, low_kept);
-  {
-    const auto f = SafetensorsFile::open(low.string());
-    NamedTensors kept;
-    for (const TensorInfo& t : f->tensors())
-      if (t.name != "blocks.1.self_attn.o.weight") kept.emplace_back(t.name, f->tensor_f32(t.name));
-    const fs::path tmp = dir.path() / "low.tmp";
-    write_safetensors(tmp.string(), kept);
-    fs::rename(tmp, low);
-  }
+  fs::copy_file(low, dir.path() / "low.kept");
+  drop("low_noise_model", "blocks.1.self_attn.o.weight");
   EXPECT_TRUE(contains(both_ways(o), "'blocks.1.self_attn.o.weight'"));
-  fs::rename(low_kept, low);
+  fs::rename(dir.path() / "low.kept", low);
   // A tensor missing from the high-noise expert's file.
-  const fs::path high = dir.path() / "high_noise_model" / "diffusion_pytorch_model.safetensors";
-  {
-    const auto f = SafetensorsFile::open(high.string());
-    NamedTensors kept;
-    for (const TensorInfo& t : f->tensors())
-      if (t.name != "blocks.3.ffn.2.bias") kept.emplace_back(t.name, f->tensor_f32(t.name));
-    const fs::path tmp = dir.path() / "high.tmp";
-    write_safetensors(tmp.string(), kept);
-    fs::rename(tmp, high);
-  }
+  drop("high_noise_model", "blocks.3.ffn.2.bias");
   EXPECT_TRUE(contains(both_ways(o), "'blocks.3.ffn.2.bias'"));
   EXPECT_TRUE(contains(both_ways(o), "is missing"));
   // A text encoder that does not fit the DiT: the text stage's error, while the DiT is prepared.
