@@ -59,9 +59,9 @@
 # A14B 81 frames in 4 steps at 480p (bf16 and fp8, FIS balanced) and 720p (fp8 + balanced).
 # LATENCY_PARTS="vae ti2v a14b" picks parts, A14B_FP8=0 drops the A14B fp8 runs; SKIP_TESTS=1 skips the GPU tests (any mode).
 # fp8-attention: tests, the fp8 self-attention kernels side by side (`bench --attention`: the own
-# kernel's variants, cuDNN's) at A14B 720p / 480p
-# and TI2V-5B 512x512x17 (FA8_SHAPES picks among a14b-720p a14b-480p ti2v-512), then A14B 480p
-# loops in fp8 with the own kernel and with cuDNN's, TI2V-5B 512x512x17 loops and A14B 720p.
+# kernel's variants, cuDNN's) at A14B 720p and 480p (81, 17 and 5 frames) and TI2V-5B 512x512x17
+# (FA8_SHAPES picks among a14b-720p a14b-480p a14b-480p-17f a14b-480p-5f ti2v-512), then A14B
+# 480p loops in fp8 with the own kernel and with cuDNN's, TI2V-5B 512x512x17 loops and A14B 720p.
 # TEST_FILTER=PATTERN runs only those GPU tests (a gtest filter), in any mode.
 # quick: tests + small benchmarks (Wan2.1-1.3B 480p, A14B 480p); bench: benchmarks only.
 # Logs go to $OUT (the device tool's folder) or /tmp/fisdit-device. Header-only dependencies and
@@ -471,14 +471,19 @@ if [ "$MODE" = "fp8-attention" ]; then
   # cuDNN side).
   attn() {  # label, then fisdit bench --attention arguments (no --precision)
     local label=$1; shift
-    timeout 180 ./build-device/fisdit bench --attention --device cuda "$@" --precision bf16,fp8 --warmup 2 \
+    timeout 90 ./build-device/fisdit bench --attention --device cuda "$@" --precision bf16,fp8 --warmup 2 \
       --repeats 5 >"$OUT/attention_$label.log" 2>&1 || { tail -5 "$OUT/attention_$label.log"; say "attention $label FAILED"; }
     grep -E "^(\||fisdit bench|fisdit: )" "$OUT/attention_$label.log" | grep -v "fp8 with a bf16 output declined" |
       tee -a "$SUMMARY"
   }
-  shapes=" ${FA8_SHAPES:-a14b-720p a14b-480p ti2v-512} "  # which of the three to time
+  # which to time; the 17- and 5-frame 480p calls (1.2 and 0.2 TFLOP) bracket the size below which
+  # the default runs the fp8 attention in bf16 (0.25 TFLOP)
+  export FISDIT_CACHE_DIR=$OUT/tuning-cache  # the choices of FISDIT_FP8_ATTENTION=auto come back
+  shapes=" ${FA8_SHAPES:-a14b-720p a14b-480p a14b-480p-17f a14b-480p-5f ti2v-512} "
   [[ $shapes == *" a14b-720p "* ]] && attn a14b-720p --model-config wan2.2-t2v-a14b --size 1280x720 --frames 81
   [[ $shapes == *" a14b-480p "* ]] && attn a14b-480p --model-config wan2.2-t2v-a14b --size 832x480 --frames 81
+  [[ $shapes == *" a14b-480p-17f "* ]] && attn a14b-480p-17f --model-config wan2.2-t2v-a14b --size 832x480 --frames 17
+  [[ $shapes == *" a14b-480p-5f "* ]] && attn a14b-480p-5f --model-config wan2.2-t2v-a14b --size 832x480 --frames 5
   [[ $shapes == *" ti2v-512 "* ]] && attn ti2v-512 --model-config wan2.2-ti2v-5b --size 512x512 --frames 17
   if [ "${FA8_DIT:-1}" = 1 ]; then
     if [ "${FA8_KERNEL:-best}" = best ]; then  # the fastest own variant at 720p
@@ -493,6 +498,11 @@ if [ "$MODE" = "fp8-attention" ]; then
       --frames 81 --steps 4 --fis off,balanced --precision fp8 --warmup 1 --repeats 1)
     bench ti2v-512 --model-config wan2.2-ti2v-5b --size 512x512 --frames 17 --steps 4 --fis off,balanced \
       --precision bf16,fp8-gemm,fp8 --warmup 2 --repeats 5
+    # Where a small video's step goes, bf16 and fp8 (ops synchronized: a breakdown, not a timing)
+    FISDIT_CUDA_PROFILE=1 timeout 120 ./build-device/fisdit bench --device cuda --random-weights --label profile-ti2v-512 \
+      --model-config wan2.2-ti2v-5b --size 512x512 --frames 17 --steps 4 --fis off --precision bf16,fp8 \
+      --warmup 1 --repeats 1 --mode per-step-type >"$OUT/profile_ti2v-512.log" 2>&1
+    grep -A16 "op profile" "$OUT/profile_ti2v-512.log" | cut -c1-110
     if [ "${FA8_720P:-1}" = 1 ]; then
       bench a14b-720p-own --model-config wan2.2-t2v-a14b --size 1280x720 --frames 81 --steps 4 --fis off,balanced \
         --precision bf16,fp8 --warmup 1 --repeats 1 --mode per-step-type
@@ -502,6 +512,8 @@ if [ "$MODE" = "fp8-attention" ]; then
     unset FISDIT_FP8_ATTENTION
     table
   fi
+  say "auto's choices (shape, choice, ms of each):"
+  cat "$FISDIT_CACHE_DIR"/fp8-attention-*.txt 2>/dev/null | tail -n +2 | tee -a "$SUMMARY"
   exit 0
 fi
 

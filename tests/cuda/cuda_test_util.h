@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -49,6 +50,29 @@ inline Tensor round_bf16(const Tensor& t) {
   for (int64_t i = 0; i < r.numel(); ++i) p[i] = bf16_to_float(float_to_bf16(p[i]));
   return r;
 }
+
+// Sets FISDIT_FP8_ATTENTION for a scope (the CUDA backend reads it at each call). Unset, each
+// call shape runs the faster of the bf16 attention and cuDNN's fp8 (measured on its first call),
+// so a test of the fp8 attention names the kernel.
+class Fp8AttentionKernelScope {
+ public:
+  explicit Fp8AttentionKernelScope(const char* kernel) {
+    if (const char* old = std::getenv("FISDIT_FP8_ATTENTION")) saved_ = old, had_ = true;
+    setenv("FISDIT_FP8_ATTENTION", kernel, 1);
+  }
+  ~Fp8AttentionKernelScope() {
+    if (had_)
+      setenv("FISDIT_FP8_ATTENTION", saved_.c_str(), 1);
+    else
+      unsetenv("FISDIT_FP8_ATTENTION");
+  }
+  Fp8AttentionKernelScope(const Fp8AttentionKernelScope&) = delete;
+  Fp8AttentionKernelScope& operator=(const Fp8AttentionKernelScope&) = delete;
+
+ private:
+  std::string saved_;
+  bool had_ = false;
+};
 
 // A device tensor full of NaN: any element an op fails to write shows in the error.
 inline Tensor poisoned(Backend& gpu, const Shape& shape, DType dtype) {

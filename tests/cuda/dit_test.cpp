@@ -170,6 +170,7 @@ TEST(CudaDitFp8, ScaledFp8FileMatchesTheCpu) {
     // --precision fp8: the matrices as stored (or merged and quantized, with the LoRA) on both;
     // the activations' quantization differs between bf16 and fp32 inputs (bound and reason:
     // tests/cuda/fp8_test.cpp, WanDitMatchesTheCpuFp8Forward).
+    test::Fp8AttentionKernelScope fp8_attention("cudnn");  // fp8, not the measured choice
     const auto run_fp8 = [&](Backend& backend) {
       auto dit = wan::load_dit(
           src, backend, with_lora ? std::vector<LoraSpec>{{lora, 1.0f}} : std::vector<LoraSpec>{},

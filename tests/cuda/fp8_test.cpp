@@ -9,12 +9,18 @@
 // (unit roundoff 2^-9, as the bf16 linear test; measured 1.6-2.2e-3). Against the unquantized fp32
 // GEMM the error is the format's (~3-4%, bound 0.06, tests/core/quantize_test.cpp) and must show:
 // the GPU is not silently computing in bf16.
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <memory>
 #include <set>
 #include <string>
 
+#include "../io/io_test_util.h"
 #include "backend/cuda/attention.h"
 #include "core/quantize.h"
 #include "cuda_test_util.h"
@@ -24,6 +30,7 @@
 namespace fisdit {
 namespace {
 
+using test::Fp8AttentionKernelScope;
 using test::gpu_err;
 using test::poisoned;
 using test::randn;
@@ -170,25 +177,6 @@ TEST(Fp8AttentionLayout, TheVtKeyOrderMakesTheAccumulatorTheAFragment) {
         }
 }
 
-// Sets FISDIT_FP8_ATTENTION for a scope (the CUDA backend reads it at each call).
-class Fp8AttentionKernelScope {
- public:
-  explicit Fp8AttentionKernelScope(const char* kernel) {
-    if (const char* old = std::getenv("FISDIT_FP8_ATTENTION")) saved_ = old, had_ = true;
-    setenv("FISDIT_FP8_ATTENTION", kernel, 1);
-  }
-  ~Fp8AttentionKernelScope() {
-    if (had_)
-      setenv("FISDIT_FP8_ATTENTION", saved_.c_str(), 1);
-    else
-      unsetenv("FISDIT_FP8_ATTENTION");
-  }
-
- private:
-  std::string saved_;
-  bool had_ = false;
-};
-
 // attention_fp8 on the GPU (cuDNN's fp8 flash attention) against the CPU's: the same q codes and
 // nearly the same k and v codes (both round per tensor with amax / 448, IEEE division, nearest
 // even; k and v less their channel means, summed in another order), the products exact in fp32
@@ -266,6 +254,66 @@ TEST_P(CudaAttentionFp8, IsTheCpusFp8AttentionUpToTheProbabilitiesRounding) {
   }
 }
 
+// FISDIT_FP8_ATTENTION unset (or auto): each call shape runs the faster of the bf16 attention and
+// cuDNN's fp8, measured on its first call: the output is one of the two, bit for bit, the same
+// on every call of the shape, its FLOPs counted once; the choice is in the tuning cache's file,
+// with the times.
+TEST(CudaAttentionFp8Auto, RunsTheFasterWayOfEachShapeAndKeepsIt) {
+  FISDIT_REQUIRE_GPU();
+  iotest::TempDir dir;
+  const char* old_dir = std::getenv("FISDIT_CACHE_DIR");
+  const std::string saved_dir = old_dir ? old_dir : "";
+  setenv("FISDIT_CACHE_DIR", dir.path().c_str(), 1);
+  std::unique_ptr<Backend> fresh = make_cuda_backend();  // its tuning cache in `dir`
+  Backend& be = *fresh;
+  (void)gpu;
+  for (const char* setting : {"", "auto"}) {
+    SCOPED_TRACE(*setting ? setting : "unset");
+    // 1,000 tokens x 4 heads x 128: 2 GFLOP. 6,144 tokens x 16 heads x 128: 0.31 TFLOP.
+    for (const int64_t tokens : {1000, 6144}) {
+      const int64_t heads = tokens < 2000 ? 4 : 16, d = 128;
+      const Tensor q = be.upload(randn({tokens, heads, d}, 51, 3.0f), DType::BF16),
+                   k = be.upload(randn({tokens, heads, d}, 52, 1.0f), DType::BF16),
+                   v = be.upload(randn({tokens, heads, d}, 53, 2.0f), DType::BF16);
+      const auto run = [&](const char* kernel) {
+        Fp8AttentionKernelScope scope(kernel);
+        Tensor out = poisoned(be, {tokens, heads, d}, DType::BF16);
+        be.attention_fp8(q, k, v, out);
+        return be.download(out);
+      };
+      be.flops().reset();
+      const Tensor first = run(setting);
+      EXPECT_DOUBLE_EQ(be.flops().attention,
+                       4.0 * static_cast<double>(tokens * tokens * heads * d));
+      const Tensor again = run(setting), bf16 = run("bf16"), fp8 = run("cudnn");
+      const auto same = [](const Tensor& a, const Tensor& b) {
+        return std::memcmp(a.raw(), b.raw(), static_cast<size_t>(a.nbytes())) == 0;
+      };
+      EXPECT_TRUE(same(first, again));
+      EXPECT_TRUE(same(first, bf16) || same(first, fp8));
+      EXPECT_FALSE(same(bf16, fp8)) << "fp8 really ran when named";
+      std::printf("attention_fp8 (FISDIT_FP8_ATTENTION=%s) %lld tokens x %lld heads: %s\n", setting,
+                  static_cast<long long>(tokens), static_cast<long long>(heads),
+                  same(first, bf16) ? "bf16" : "cudnn fp8");
+    }
+  }
+  // The choices, with the times, in the cache file of this GPU and library versions.
+  std::string text;
+  for (const auto& entry : std::filesystem::directory_iterator(dir.path()))
+    if (entry.path().filename().string().rfind("fp8-attention-", 0) == 0) {
+      std::ifstream in(entry.path());
+      text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
+  std::printf("%s", text.c_str());
+  EXPECT_NE(text.find("\nlq=1000 lk=1000 heads=4 d=128\t"), std::string::npos) << text;
+  EXPECT_NE(text.find("\nlq=6144 lk=6144 heads=16 d=128\t"), std::string::npos) << text;
+  EXPECT_NE(text.find(" bf16="), std::string::npos) << text;
+  if (old_dir)
+    setenv("FISDIT_CACHE_DIR", saved_dir.c_str(), 1);
+  else
+    unsetenv("FISDIT_CACHE_DIR");
+}
+
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaAttentionFp8,
                          ::testing::Values(Fp8AttnCase{144, 144, 2, 64, 1.0f},  // fixture
                                            Fp8AttnCase{1000, 1000, 4, 128, 1.0f},
@@ -289,6 +337,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaAttentionFp8,
 // does not: the same bounds hold.
 TEST(CudaFp8, WanDitMatchesTheCpuFp8Forward) {
   FISDIT_REQUIRE_GPU();
+  // fp8, not the measured choice (the fixtures' small calls would run in bf16).
+  Fp8AttentionKernelScope fp8_attention("cudnn");
   for (const models::Precision precision : {models::Precision::Fp8Gemm, models::Precision::Fp8})
     for (const char* file :
          {"dit_t2v_tiny.safetensors", "dit_ti2v_tiny.safetensors", "dit_i2v_tiny.safetensors"}) {

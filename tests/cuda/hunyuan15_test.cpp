@@ -72,6 +72,7 @@ TEST_P(CudaHunyuan, Fp8StaysCloseToTheOfficialOutput) {
   FISDIT_REQUIRE_GPU();
   const auto f = SafetensorsFile::open(fixture_path());
   const Tensor expected = f->tensor_f32(std::string(GetParam()) + ".expected.out");
+  test::Fp8AttentionKernelScope fp8_attention("cudnn");  // fp8, not the measured choice
   for (const auto p : {models::Precision::Fp8, models::Precision::Fp8Gemm}) {
     const double err = rel_l2(run(gpu, GetParam(), nullptr, p), expected);
     std::printf("hunyuan15 %s %s: rel L2 %.3g vs official fp32\n", GetParam(),

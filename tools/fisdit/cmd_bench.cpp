@@ -491,7 +491,8 @@ void run_attention_bench(const BenchArgs& a) {
   std::printf("| precision | ms | TFLOP/s | rel L2 vs %s |\n| --- | ---: | ---: | ---: |\n",
               models::precision_name(precisions.front()));
   // On the GPU, fp8 runs once per fp8 attention kernel (FISDIT_FP8_ATTENTION, unless it is set):
-  // the own Hopper kernel's variants, then cuDNN's.
+  // the own Hopper kernel's variants, cuDNN's, then auto (the faster of cuDNN's and bf16 for
+  // this shape, timed in its first call: a warm-up, unless --warmup 0).
   struct Row {
     models::Precision precision;
     const char* kernel;  // FISDIT_FP8_ATTENTION for this row, or nullptr
@@ -500,7 +501,7 @@ void run_attention_bench(const BenchArgs& a) {
   const bool both_kernels = backend->name() == "cuda" && !std::getenv("FISDIT_FP8_ATTENTION");
   for (const models::Precision p : precisions)
     if (p == models::Precision::Fp8 && both_kernels) {
-      for (const char* kernel : {"own-poly", "own-mufu", "own-ws", "own-ws-mufu", "cudnn"})
+      for (const char* kernel : {"own-poly", "own-mufu", "own-ws", "own-ws-mufu", "cudnn", "auto"})
         rows.push_back({p, kernel});
     } else {
       rows.push_back({p, nullptr});

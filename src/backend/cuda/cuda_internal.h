@@ -23,6 +23,7 @@
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/gemm.h"          // GemmEngine (cuBLASLt)
 #include "backend/cuda/video_engine.h"  // VideoEngine (cuDNN convolutions, cuBLAS)
+#include "backend/tuning_cache.h"
 
 namespace fisdit::cuda {
 
@@ -112,8 +113,16 @@ class CudaBackend final : public Backend {
   void do_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) override;
   void do_attention_fp8(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) override;
   // Which fp8 attention runs (FISDIT_FP8_ATTENTION), and the own kernel's path.
-  enum class Fp8AttentionKernel { OwnPoly, OwnMufu, OwnWs, OwnWsMufu, Cudnn };
+  enum class Fp8AttentionKernel { OwnPoly, OwnMufu, OwnWs, OwnWsMufu, Cudnn, Bf16, Measured };
   static Fp8AttentionKernel fp8_attention_kernel();
+  // Runs one call with `kernel` (not Measured); false: it cannot run this call (cuDNN has no fp8
+  // graph for it, or the own kernel does not run here). Counts no FLOPs.
+  bool attention_fp8_with(Fp8AttentionKernel kernel, const Tensor& q, const Tensor& k,
+                          const Tensor& v, Tensor& out, const std::string& ctx);
+  // The fastest way for this call's shape, measured on its first call (measured_choice.h).
+  Fp8AttentionKernel fp8_attention_measured(const Tensor& q, const Tensor& k, const Tensor& v,
+                                            Tensor& out, const std::string& ctx);
+  std::unique_ptr<TuningCache> attention_tuning_;  // made on the first measured choice
   struct Fp8AttentionScalars {
     Tensor slots_tensor, means;  // the scalars' slots; k's and v's means, [2, heads * head_dim]
     float* slots = nullptr;
@@ -196,6 +205,10 @@ class CudaBackend final : public Backend {
   std::array<int, 3> rope_pairs_ = {0, 0, 0};
   double rope_theta_ = 0;
 };
+
+// What a tuning cache of this GPU and library versions is valid for: the GPU's name and compute
+// capability, the driver, runtime and cuDNN versions (device.cpp).
+std::string device_key();
 
 // ---- argument helpers of the op files (checks.cpp, device.cpp)
 std::string desc(const Tensor& t);  // "[shape] DTYPE"

@@ -13,6 +13,10 @@
 #include "backend/cuda/profile.h"
 #include "fisdit/error.h"
 
+#if FISDIT_HAVE_CUDNN
+#include <cudnn.h>
+#endif
+
 namespace fisdit::cuda {
 
 DeviceContext::~DeviceContext() {
@@ -68,6 +72,24 @@ Tensor alloc_device(const std::shared_ptr<DeviceContext>& ctx, const Shape& shap
   std::shared_ptr<const void> owner(
       p, [keep](const void* q) { cudaFreeAsync(const_cast<void*>(q), keep->stream); });
   return Tensor::view_of(std::move(owner), p, shape, dtype, Device::CUDA);
+}
+
+std::string device_key() {
+  int dev = 0, driver = 0, runtime = 0;
+  cudaGetDevice(&dev);
+  cudaDeviceProp prop{};
+  cudaGetDeviceProperties(&prop, dev);
+  cudaDriverGetVersion(&driver);
+  cudaRuntimeGetVersion(&runtime);
+#if FISDIT_HAVE_CUDNN
+  const size_t cudnn = cudnnGetVersion();
+#else
+  const size_t cudnn = 0;
+#endif
+  char key[320];
+  std::snprintf(key, sizeof key, "%s sm%d%d driver %d runtime %d cudnn %zu", prop.name, prop.major,
+                prop.minor, driver, runtime, cudnn);
+  return key;
 }
 
 CudaBackend::CudaBackend() : ctx_(std::make_shared<DeviceContext>()) {

@@ -4,13 +4,18 @@
 // through cuDNN's fused flash attention (attention.cpp), falling back to the reference kernel
 // (attention.cu) for a shape cuDNN declines; fp8 attention through the own Hopper kernel
 // (attention_fp8.cu) or cuDNN's fp8 graph. All count their FLOPs (Backend::flops).
+#include <array>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "backend/cuda/cuda_internal.h"
 #include "backend/cuda/elementwise.cuh"
 #include "backend/cuda/profile.h"
+#include "backend/measured_choice.h"
 #include "fisdit/error.h"
 
 namespace fisdit::cuda {
@@ -163,24 +168,25 @@ void CudaBackend::do_causal_attention(const Tensor& q, const Tensor& k, const Te
 // FISDIT_FP8_ATTENTION picks the fp8 attention: "own-poly" / "own-mufu": the own wgmma kernel,
 // block-synchronous, with half of the softmax's exponentials by a polynomial / all on the
 // special-function unit; "own-ws" / "own-ws-mufu": its warp-specialized variant so; "own": the
-// fastest own variant measured (kOwn); "cudnn": cuDNN's fp8 graph; "auto" (unset): whichever of
-// the own kernel and cuDNN's measured faster (kAuto; README, Precision). The own kernel runs where
-// it can (head_dim 128, compute capability 9.0, sm_90a build), cuDNN's elsewhere. Read at each
-// call, so a benchmark can time them all in one process.
+// fastest own variant measured (kOwn); "cudnn": cuDNN's fp8 graph; "bf16": the bf16 attention of
+// the unrounded inputs; "auto" (unset): the fastest of kMeasured for each call shape, measured on
+// its first call (fp8_attention_measured). The own kernel runs where it can (head_dim 128,
+// compute capability 9.0, sm_90a build), cuDNN's elsewhere. Read at each call, so a benchmark can
+// time them all in one process.
 CudaBackend::Fp8AttentionKernel CudaBackend::fp8_attention_kernel() {
   constexpr Fp8AttentionKernel kOwn = Fp8AttentionKernel::OwnPoly;
-  constexpr Fp8AttentionKernel kAuto = Fp8AttentionKernel::Cudnn;
   const char* env = std::getenv("FISDIT_FP8_ATTENTION");
   const std::string name = env ? env : "";
-  if (name.empty() || name == "auto") return kAuto;
+  if (name.empty() || name == "auto") return Fp8AttentionKernel::Measured;
   if (name == "own") return kOwn;
   if (name == "own-poly") return Fp8AttentionKernel::OwnPoly;
   if (name == "own-mufu") return Fp8AttentionKernel::OwnMufu;
   if (name == "own-ws") return Fp8AttentionKernel::OwnWs;
   if (name == "own-ws-mufu") return Fp8AttentionKernel::OwnWsMufu;
   if (name == "cudnn") return Fp8AttentionKernel::Cudnn;
+  if (name == "bf16") return Fp8AttentionKernel::Bf16;
   throw Error("FISDIT_FP8_ATTENTION=" + name +
-              ": expected auto, own, own-poly, own-mufu, own-ws, own-ws-mufu or cudnn");
+              ": expected auto, own, own-poly, own-mufu, own-ws, own-ws-mufu, cudnn or bf16");
 }
 
 // The scalars both fp8 attentions start from: k's and v's means over the keys (one per channel;
@@ -258,31 +264,23 @@ void CudaBackend::attention_fp8_own(const Tensor& q, const Tensor& k, const Tens
   launch(false);
 }
 
-// q, k and v rounded to E4M3 with one scale each on the GPU (k and v less their channel means
-// over the keys; amax, then the scales, then the codes), then cuDNN's fp8 flash attention. Where
-// cuDNN has no bf16 output for it the output comes in E4M3 and is widened here; where it has no fp8
-// attention at all, the bf16 attention runs on the unrounded inputs, said once.
-void CudaBackend::do_attention_fp8(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) {
+// cuDNN's path: q, k and v rounded to E4M3 with one scale each on the GPU (k and v less their
+// channel means over the keys; amax, then the scales, then the codes), then cuDNN's fp8 flash
+// attention. Where cuDNN has no bf16 output for it the output comes in E4M3 and is widened here.
+bool CudaBackend::attention_fp8_with(Fp8AttentionKernel kernel, const Tensor& q, const Tensor& k,
+                                     const Tensor& v, Tensor& out, const std::string& ctx) {
   const char* op = "attention_fp8";
-  const std::string ctx = attention_args(op, q, k, v, out);
   const int64_t lq = q.dim(0), heads = q.dim(1), d = q.dim(2), lk = k.dim(0);
-  if (lq == 0) return;
-  const double flops = 4.0 * static_cast<double>(lq) * static_cast<double>(lk) *
-                       static_cast<double>(heads) * static_cast<double>(d);
-  const Fp8AttentionKernel kernel = fp8_attention_kernel();
-  if (kernel != Fp8AttentionKernel::Cudnn && attention_fp8_own_supported(d)) {
-    attention_fp8_own(q, k, v, out, kernel, ctx);
-    flops_.attention += flops;
-    return;
+  if (kernel == Fp8AttentionKernel::Bf16) {
+    const double counted = flops_.attention;  // the caller counts
+    do_attention(q, k, v, out);
+    flops_.attention = counted;
+    return true;
   }
   if (kernel != Fp8AttentionKernel::Cudnn) {
-    static bool said_own = false;
-    if (!said_own)
-      std::fprintf(stderr,
-                   "fisdit: FISDIT_FP8_ATTENTION: the own fp8 attention needs head_dim 128 on "
-                   "a compute capability 9.0 GPU (sm_90a build); %s runs on cuDNN\n",
-                   ctx.c_str());
-    said_own = true;
+    if (!attention_fp8_own_supported(d)) return false;
+    attention_fp8_own(q, k, v, out, kernel, ctx);
+    return true;
   }
   for (const bool fp8_out : {false, true}) {
     if (!attention_cudnn_fp8_ready(*attn_, fp8_out, lq, lk, heads, d)) continue;
@@ -311,8 +309,70 @@ void CudaBackend::do_attention_fp8(const Tensor& q, const Tensor& k, const Tenso
                                   EType::BF16, out.numel(), stream());
     else
       launch_add_column(out.raw(), EType::BF16, out.numel(), vmean, cols, stream());
-    flops_.attention += flops;
-    return;
+    return true;
+  }
+  return false;
+}
+
+// The ways FISDIT_FP8_ATTENTION=auto chooses among, by their time on each call shape (the first
+// call of a shape runs each twice, then the fastest; the choice is kept in the tuning cache of
+// this GPU and library versions). bf16 is one of them: below a few thousand tokens the fp8
+// preparation (means, amaxes, scales, rounding: about ten small launches) costs more than the fp8
+// products save (on an H100, 1,280 tokens x 24 heads took 0.16-0.17 ms in fp8 against 0.05 in
+// bf16; 32,760 x 40 took 29.0 against 37.7). The own kernel's variants join (kMeasured) once
+// they have passed their GPU tests (they can be named meanwhile).
+CudaBackend::Fp8AttentionKernel CudaBackend::fp8_attention_measured(const Tensor& q,
+                                                                    const Tensor& k,
+                                                                    const Tensor& v, Tensor& out,
+                                                                    const std::string& ctx) {
+  static constexpr std::array<std::pair<Fp8AttentionKernel, const char*>, 2> kMeasured = {{
+      {Fp8AttentionKernel::Bf16, "bf16"},
+      {Fp8AttentionKernel::Cudnn, "cudnn"},
+  }};
+  if (!attention_tuning_)
+    attention_tuning_ =
+        std::make_unique<TuningCache>(TuningCache::default_dir(), "fp8-attention", device_key());
+  char key[128];
+  std::snprintf(key, sizeof key, "lq=%lld lk=%lld heads=%lld d=%lld",
+                static_cast<long long>(q.dim(0)), static_cast<long long>(k.dim(0)),
+                static_cast<long long>(q.dim(1)), static_cast<long long>(q.dim(2)));
+  std::vector<std::string> names;
+  for (const auto& [kernel, name] : kMeasured) names.emplace_back(name);
+  const double counted = flops_.attention;
+  std::optional<EventTimer> timer;  // made only when the shape is measured
+  const size_t chosen = choose_fastest(*attention_tuning_, key, names, [&](size_t i) {
+    if (!timer) timer.emplace(*this);
+    timer->start();
+    if (!attention_fp8_with(kMeasured[i].first, q, k, v, out, ctx)) return -1.0;
+    return timer->stop_ms();
+  });
+  flops_.attention = counted;
+  return kMeasured[chosen].first;
+}
+
+// The fp8 attention FISDIT_FP8_ATTENTION names, or the fastest measured for the call's shape.
+// A named own kernel that cannot run here runs cuDNN's, and where cuDNN has no fp8 attention
+// for the call the bf16 attention runs on the unrounded inputs; either is said once.
+void CudaBackend::do_attention_fp8(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) {
+  const char* op = "attention_fp8";
+  const std::string ctx = attention_args(op, q, k, v, out);
+  const int64_t lq = q.dim(0), heads = q.dim(1), d = q.dim(2), lk = k.dim(0);
+  if (lq == 0) return;
+  const double flops = 4.0 * static_cast<double>(lq) * static_cast<double>(lk) *
+                       static_cast<double>(heads) * static_cast<double>(d);
+  Fp8AttentionKernel kernel = fp8_attention_kernel();
+  if (kernel == Fp8AttentionKernel::Measured) kernel = fp8_attention_measured(q, k, v, out, ctx);
+  flops_.attention += flops;
+  if (attention_fp8_with(kernel, q, k, v, out, ctx)) return;
+  if (kernel != Fp8AttentionKernel::Cudnn) {
+    static bool said_own = false;
+    if (!said_own)
+      std::fprintf(stderr,
+                   "fisdit: FISDIT_FP8_ATTENTION: the own fp8 attention needs head_dim 128 on "
+                   "a compute capability 9.0 GPU (sm_90a build); %s runs on cuDNN\n",
+                   ctx.c_str());
+    said_own = true;
+    if (attention_fp8_with(Fp8AttentionKernel::Cudnn, q, k, v, out, ctx)) return;
   }
   static bool said = false;
   if (!said)
@@ -320,7 +380,7 @@ void CudaBackend::do_attention_fp8(const Tensor& q, const Tensor& k, const Tenso
                  "fisdit: cuDNN has no fp8 attention for %s on this GPU; attention runs in bf16\n",
                  ctx.c_str());
   said = true;
-  do_attention(q, k, v, out);
+  attention_fp8_with(Fp8AttentionKernel::Bf16, q, k, v, out, ctx);
 }
 
 }  // namespace fisdit::cuda

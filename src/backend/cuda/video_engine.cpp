@@ -533,20 +533,6 @@ class VideoEngine {
     return p;
   }
 
-  // What the tuning cache of this GPU and library versions is valid for.
-  static std::string device_key() {
-    int dev = 0, driver = 0, runtime = 0;
-    cudaGetDevice(&dev);
-    cudaDeviceProp prop{};
-    cudaGetDeviceProperties(&prop, dev);
-    cudaDriverGetVersion(&driver);
-    cudaRuntimeGetVersion(&runtime);
-    char key[320];
-    std::snprintf(key, sizeof key, "%s sm%d%d driver %d runtime %d cudnn %zu", prop.name,
-                  prop.major, prop.minor, driver, runtime, cudnnGetVersion());
-    return key;
-  }
-
   // Plain fp32 FMA for F32 without TF32; otherwise the math type the search chose (tensor cores).
   static bool free_math(const Problem& pr) { return pr.bf16 || pr.tf32; }
 
