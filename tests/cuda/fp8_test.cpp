@@ -66,8 +66,11 @@ std::string same_values(const Tensor& got, const Tensor& want) {
 
 TEST(CudaFp8, QuantizeRowsGivesTheHostsBits) {
   FISDIT_REQUIRE_GPU();
-  // 16 columns: the packed path; 70: one thread per code; 5120: many per thread.
-  for (const int64_t cols : {int64_t{16}, int64_t{70}, int64_t{5120}})
+  // 16 columns: the packed path (eight-value chunks for BF16); 70: one thread per code; 1536,
+  // 5120, 13824 (the models' widths): many chunks per thread; 16392: past the chunks a thread
+  // holds, the packed path again.
+  for (const int64_t cols :
+       {int64_t{16}, int64_t{70}, int64_t{1536}, int64_t{5120}, int64_t{13824}, int64_t{16392}})
     for (const DType dtype : {DType::F32, DType::BF16}) {
       Tensor x = awkward(37, cols, 11 + static_cast<uint64_t>(cols));
       if (dtype == DType::BF16) x = round_bf16(x);  // what the device tensor holds
