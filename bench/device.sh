@@ -5,7 +5,7 @@
 #   bash bench/device.sh [full|quick|tests|bench|vae|vae-encode|release-official|release-comfyui|
 #                         release-i2v|release-ti2v|release-limit|release-fp8|compare|offload|
 #                         vae-cache|fp8|hunyuan15|hunyuan15-dit|hunyuan15-rest|
-#                         hunyuan15-release|latency|fp8-attention]
+#                         hunyuan15-release|latency|fp8-attention|overlap]
 #                                                          (default: full)
 #
 # compare: tests, then the DiT benchmarks of the README (A14B 480p and 720p, TI2V-5B 704p,
@@ -62,6 +62,9 @@
 # kernel's variants, cuDNN's) at A14B 720p and 480p (81, 17 and 5 frames) and TI2V-5B 512x512x17
 # (FA8_SHAPES picks among a14b-720p a14b-480p a14b-480p-17f a14b-480p-5f ti2v-512), then A14B
 # 480p loops in fp8 with the own kernel and with cuDNN's, TI2V-5B 512x512x17 loops and A14B 720p.
+# overlap: a random T2V-A14B release (its experts' files shared) generated one-shot at 480p from a
+# cold page cache, with FISDIT_OVERLAP_LOAD=0 and 1, twice each: what reading the first expert
+# beside the text stage saves (the second expert's files are the first's, so it is read warm).
 # TEST_FILTER=PATTERN runs only those GPU tests (a gtest filter), in any mode.
 # quick: tests + small benchmarks (Wan2.1-1.3B 480p, A14B 480p); bench: benchmarks only.
 # Logs go to $OUT (the device tool's folder) or /tmp/fisdit-device. Header-only dependencies and
@@ -255,6 +258,28 @@ fi
 # ---- latency with the models loaded: the Wan VAE decode at several latent frames per chunk, then
 # random TI2V-5B and T2V-A14B releases generated with --repeat (the models load once and stay;
 # the second run is the warm latency, its prompt still encoded)
+# ---- one-shot generate with the first DiT expert read beside the text stage or after it, each
+# from a cold page cache (dropped before every run; said when it cannot be)
+if [ "$MODE" = "overlap" ]; then
+  ROOT=${FISDIT_RELEASE_DIR:-/tmp/fisdit-release}
+  rm -rf "$ROOT"; REL=$ROOT/official; t0=$(date +%s)
+  python3 bench/make_random_release.py "$REL" --task t2v --lora --same-experts >>"$OUT/release.log" 2>&1 ||
+    { tail -20 "$OUT/release.log"; say "make_random_release FAILED"; exit 1; }
+  say "random t2v release: $(( $(date +%s) - t0 )) s, $(du -shL "$REL" | cut -f1)"
+  for round in 1 2; do
+    for overlap in 0 1; do
+      sync
+      echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || say "the page cache could not be dropped: a warm-cache run"
+      FISDIT_OVERLAP_LOAD=$overlap gen_run "overlap$overlap-round$round" "times|loaded|preparing" \
+        --model "$REL" --lora-high "$REL/lora_high.safetensors" --lora-low "$REL/lora_low.safetensors" \
+        --prompt "a red ball rolls across a wooden table, soft window light" --seed 7 --steps 4 \
+        --frames 81 --size 832x480 --fis balanced
+    done
+  done
+  rm -rf "$ROOT"
+  exit 0
+fi
+
 if [ "$MODE" = "latency" ]; then
   part() { [ -z "${LATENCY_PARTS:-}" ] || [[ " $LATENCY_PARTS " == *" $1 "* ]]; }
   lvae() {  # label, chunk (N or auto), then fisdit bench --vae arguments
