@@ -83,20 +83,10 @@ __global__ void quantize_rows_bf16x8_kernel(const __nv_bfloat16* x, uint8_t* cod
   __shared__ float scratch[33];
   const int64_t r = blockIdx.x;
   const int chunks = static_cast<int>(cols / 8);
-  const uint4* xr = reinterpret_cast<const uint4*>(x + r * cols);
   uint4 v[kQuantChunks];
   float amax = 0.0f;
-#pragma unroll
-  for (int j = 0; j < kQuantChunks; ++j) {
-    const int i = threadIdx.x + j * blockDim.x;
-    v[j] = i < chunks ? xr[i] : make_uint4(0, 0, 0, 0);
-    const auto* h = reinterpret_cast<const __nv_bfloat162*>(&v[j]);
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const float2 f = __bfloat1622float2(h[e]);
-      amax = fmaxf(amax, fmaxf(fabsf(f.x), fabsf(f.y)));
-    }
-  }
+  load_bf16_row(x + r * cols, chunks, v,
+                [&](float2 f) { amax = fmaxf(amax, fmaxf(fabsf(f.x), fabsf(f.y))); });
   amax = block_max(amax, scratch);
   const float scale = e4m3_scale(amax);
   if (threadIdx.x == 0) scales[r] = scale;

@@ -69,6 +69,23 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
   return warp_max(t);
 }
 
+// A bf16 row of `chunks` 16-byte chunks (eight values each) held in registers: thread t's j-th
+// chunk is chunk t + j * blockDim.x (zeros past the row), read with one 16-byte load; `pair` sees
+// each of its value pairs as float2, in order (for the row's statistics).
+template <int N, class PairFn>
+__device__ __forceinline__ void load_bf16_row(const __nv_bfloat16* row, int chunks, uint4 (&v)[N],
+                                              PairFn&& pair) {
+  const uint4* p = reinterpret_cast<const uint4*>(row);
+#pragma unroll
+  for (int j = 0; j < N; ++j) {
+    const int i = threadIdx.x + j * blockDim.x;
+    v[j] = i < chunks ? p[i] : make_uint4(0, 0, 0, 0);
+    const auto* h = reinterpret_cast<const __nv_bfloat162*>(&v[j]);
+#pragma unroll
+    for (int c = 0; c < 4; ++c) pair(__bfloat1622float2(h[c]));
+  }
+}
+
 inline unsigned grid_for(int64_t n, int threads, int64_t cap = 65535LL * 16) {
   int64_t b = (n + threads - 1) / threads;
   if (b < 1) b = 1;

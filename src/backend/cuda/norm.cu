@@ -105,20 +105,9 @@ __global__ void rms_norm_bf16_vec_kernel(const __nv_bfloat16* x, __nv_bfloat16* 
   __shared__ float scratch[33];
   const int64_t r = blockIdx.x;
   const int d8 = static_cast<int>(d / 8);
-  const uint4* xr = reinterpret_cast<const uint4*>(x + r * d);
   uint4 v[kRowVec];
   float sq = 0.0f;
-#pragma unroll
-  for (int j = 0; j < kRowVec; ++j) {
-    const int i = threadIdx.x + j * blockDim.x;
-    v[j] = i < d8 ? xr[i] : make_uint4(0, 0, 0, 0);
-    const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v[j]);
-#pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      const float2 f = __bfloat1622float2(h[c]);
-      sq += f.x * f.x + f.y * f.y;
-    }
-  }
+  load_bf16_row(x + r * d, d8, v, [&](float2 f) { sq += f.x * f.x + f.y * f.y; });
   const float inv = rsqrtf(block_sum(sq, scratch) / static_cast<float>(d) + eps);
 #pragma unroll
   for (int j = 0; j < kRowVec; ++j) {
@@ -149,17 +138,7 @@ __global__ void rms_norm_rope_bf16_kernel(__nv_bfloat16* x, const void* weight, 
   uint4* xr = reinterpret_cast<uint4*>(x + r * d);
   uint4 v[kRowVec];
   float sq = 0.0f;
-#pragma unroll
-  for (int j = 0; j < kRowVec; ++j) {
-    const int i = threadIdx.x + j * blockDim.x;
-    v[j] = i < d8 ? xr[i] : make_uint4(0, 0, 0, 0);
-    const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v[j]);
-#pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      const float2 f = __bfloat1622float2(h[c]);
-      sq += f.x * f.x + f.y * f.y;
-    }
-  }
+  load_bf16_row(x + r * d, d8, v, [&](float2 f) { sq += f.x * f.x + f.y * f.y; });
   const float inv = rsqrtf(block_sum(sq, scratch) / static_cast<float>(d) + eps);
   // This row's token position: (frame, row, column) for the three parts of each head's pairs.
   // 32-bit index math and no runtime-indexed arrays (they would live in local memory).
