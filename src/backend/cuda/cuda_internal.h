@@ -112,6 +112,9 @@ class CudaBackend final : public Backend {
                      Activation act) override;
   void do_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) override;
   void do_attention_fp8(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) override;
+  // do_attention's work without counting FLOPs (its callers do).
+  void attention_bf16(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out,
+                      const std::string& ctx);
   // Which fp8 attention runs (FISDIT_FP8_ATTENTION), and the own kernel's path.
   enum class Fp8AttentionKernel { OwnPoly, OwnMufu, OwnWs, OwnWsMufu, Cudnn, Bf16, Measured };
   static Fp8AttentionKernel fp8_attention_kernel();

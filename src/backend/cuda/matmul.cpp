@@ -20,6 +20,14 @@
 
 namespace fisdit::cuda {
 
+namespace {
+// A fallback's notice on stderr, the first time its flag is false (once per process).
+void say_once(bool& said, const std::string& message) {
+  if (!said) std::fputs(message.c_str(), stderr);
+  said = true;
+}
+}  // namespace
+
 void CudaBackend::do_linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
                             Activation act) {
   const char* op = "linear";
@@ -109,11 +117,9 @@ void CudaBackend::do_linear_fp8(const Fp8Rows& x, const Fp8Rows& w, const Tensor
       return;
     case Fp8Gemm::NeedsScales: {
       static bool said = false;  // once per process: it costs a pass over each output
-      if (!said)
-        std::fprintf(stderr,
-                     "fisdit: cuBLASLt has no per-row scaled fp8 GEMM on this GPU; the scales are "
-                     "applied in a pass after each fp8 GEMM\n");
-      said = true;
+      say_once(said,
+               "fisdit: cuBLASLt has no per-row scaled fp8 GEMM on this GPU; the scales are "
+               "applied in a pass after each fp8 GEMM\n");
       launch_scale_bias_act(y.raw(), yt, xs, ws, b, bt, m, n, act, stream());
       return;
     }
@@ -137,11 +143,18 @@ std::string attention_args(const char* op, const Tensor& q, const Tensor& k, con
 }  // namespace
 
 void CudaBackend::do_attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out) {
+  const std::string ctx = attention_args("attention", q, k, v, out);
+  flops_.attention += 4.0 * static_cast<double>(q.dim(0)) * static_cast<double>(k.dim(0)) *
+                      static_cast<double>(q.dim(1)) * static_cast<double>(q.dim(2));
+  attention_bf16(q, k, v, out, ctx);
+}
+
+// cuDNN's bf16 flash attention, or the reference kernel for a shape cuDNN declines; counts no
+// FLOPs (its callers do).
+void CudaBackend::attention_bf16(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out,
+                                 const std::string& ctx) {
   const char* op = "attention";
-  const std::string ctx = attention_args(op, q, k, v, out);
   const int64_t lq = q.dim(0), heads = q.dim(1), d = q.dim(2), lk = k.dim(0);
-  flops_.attention += 4.0 * static_cast<double>(lq) * static_cast<double>(lk) *
-                      static_cast<double>(heads) * static_cast<double>(d);
   if (lq == 0) return;
   OpScope scope(stream(), op,
                 profiling()
@@ -254,12 +267,8 @@ void CudaBackend::attention_fp8_own(const Tensor& q, const Tensor& k, const Tens
   if (ws && launch(true)) return;
   if (ws) {
     static bool said = false;
-    if (!said)
-      std::fprintf(stderr,
-                   "fisdit: the driver describes no tensor-memory-accelerator copies for %s; the "
-                   "own fp8 attention runs block-synchronous\n",
-                   ctx.c_str());
-    said = true;
+    say_once(said, "fisdit: the driver describes no tensor-memory-accelerator copies for " + ctx +
+                       "; the own fp8 attention runs block-synchronous\n");
   }
   launch(false);
 }
@@ -272,9 +281,7 @@ bool CudaBackend::attention_fp8_with(Fp8AttentionKernel kernel, const Tensor& q,
   const char* op = "attention_fp8";
   const int64_t lq = q.dim(0), heads = q.dim(1), d = q.dim(2), lk = k.dim(0);
   if (kernel == Fp8AttentionKernel::Bf16) {
-    const double counted = flops_.attention;  // the caller counts
-    do_attention(q, k, v, out);
-    flops_.attention = counted;
+    attention_bf16(q, k, v, out, ctx);
     return true;
   }
   if (kernel != Fp8AttentionKernel::Cudnn) {
@@ -338,7 +345,6 @@ CudaBackend::Fp8AttentionKernel CudaBackend::fp8_attention_measured(const Tensor
                 static_cast<long long>(q.dim(1)), static_cast<long long>(q.dim(2)));
   std::vector<std::string> names;
   for (const auto& [kernel, name] : kMeasured) names.emplace_back(name);
-  const double counted = flops_.attention;
   std::optional<EventTimer> timer;  // made only when the shape is measured
   const size_t chosen = choose_fastest(*attention_tuning_, key, names, [&](size_t i) {
     if (!timer) timer.emplace(*this);
@@ -346,7 +352,6 @@ CudaBackend::Fp8AttentionKernel CudaBackend::fp8_attention_measured(const Tensor
     if (!attention_fp8_with(kMeasured[i].first, q, k, v, out, ctx)) return -1.0;
     return timer->stop_ms();
   });
-  flops_.attention = counted;
   return kMeasured[chosen].first;
 }
 
@@ -366,20 +371,15 @@ void CudaBackend::do_attention_fp8(const Tensor& q, const Tensor& k, const Tenso
   if (attention_fp8_with(kernel, q, k, v, out, ctx)) return;
   if (kernel != Fp8AttentionKernel::Cudnn) {
     static bool said_own = false;
-    if (!said_own)
-      std::fprintf(stderr,
-                   "fisdit: FISDIT_FP8_ATTENTION: the own fp8 attention needs head_dim 128 on "
-                   "a compute capability 9.0 GPU (sm_90a build); %s runs on cuDNN\n",
-                   ctx.c_str());
-    said_own = true;
+    say_once(said_own,
+             "fisdit: FISDIT_FP8_ATTENTION: the own fp8 attention needs head_dim 128 on a compute "
+             "capability 9.0 GPU (sm_90a build); " +
+                 ctx + " runs on cuDNN\n");
     if (attention_fp8_with(Fp8AttentionKernel::Cudnn, q, k, v, out, ctx)) return;
   }
   static bool said = false;
-  if (!said)
-    std::fprintf(stderr,
-                 "fisdit: cuDNN has no fp8 attention for %s on this GPU; attention runs in bf16\n",
-                 ctx.c_str());
-  said = true;
+  say_once(said, "fisdit: cuDNN has no fp8 attention for " + ctx +
+                     " on this GPU; attention runs in bf16\n");
   attention_fp8_with(Fp8AttentionKernel::Bf16, q, k, v, out, ctx);
 }
 
