@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 
@@ -51,27 +52,35 @@ inline Tensor round_bf16(const Tensor& t) {
   return r;
 }
 
+// Sets (or with a null value unsets) an environment variable for one scope, then restores it.
+class EnvScope {
+ public:
+  EnvScope(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    if (value)
+      setenv(name, value, 1);
+    else
+      unsetenv(name);
+  }
+  ~EnvScope() {
+    if (old_)
+      setenv(name_, old_->c_str(), 1);
+    else
+      unsetenv(name_);
+  }
+  EnvScope(const EnvScope&) = delete;
+  EnvScope& operator=(const EnvScope&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
 // Sets FISDIT_FP8_ATTENTION for a scope (the CUDA backend reads it at each call). Unset, each
 // call shape runs the faster of the bf16 attention and cuDNN's fp8 (measured on its first call),
 // so a test of the fp8 attention names the kernel.
-class Fp8AttentionKernelScope {
+class Fp8AttentionKernelScope : public EnvScope {
  public:
-  explicit Fp8AttentionKernelScope(const char* kernel) {
-    if (const char* old = std::getenv("FISDIT_FP8_ATTENTION")) saved_ = old, had_ = true;
-    setenv("FISDIT_FP8_ATTENTION", kernel, 1);
-  }
-  ~Fp8AttentionKernelScope() {
-    if (had_)
-      setenv("FISDIT_FP8_ATTENTION", saved_.c_str(), 1);
-    else
-      unsetenv("FISDIT_FP8_ATTENTION");
-  }
-  Fp8AttentionKernelScope(const Fp8AttentionKernelScope&) = delete;
-  Fp8AttentionKernelScope& operator=(const Fp8AttentionKernelScope&) = delete;
-
- private:
-  std::string saved_;
-  bool had_ = false;
+  explicit Fp8AttentionKernelScope(const char* kernel) : EnvScope("FISDIT_FP8_ATTENTION", kernel) {}
 };
 
 // A device tensor full of NaN: any element an op fails to write shows in the error.

@@ -264,9 +264,7 @@ TEST_P(CudaAttentionFp8, IsTheCpusFp8AttentionUpToTheProbabilitiesRounding) {
 TEST(CudaAttentionFp8Auto, RunsTheFasterWayOfEachShapeAndKeepsIt) {
   FISDIT_REQUIRE_GPU();
   iotest::TempDir dir;
-  const char* old_dir = std::getenv("FISDIT_CACHE_DIR");
-  const std::string saved_dir = old_dir ? old_dir : "";
-  setenv("FISDIT_CACHE_DIR", dir.path().c_str(), 1);
+  test::EnvScope cache_dir("FISDIT_CACHE_DIR", dir.path().c_str());
   std::unique_ptr<Backend> fresh = make_cuda_backend();  // its tuning cache in `dir`
   Backend& be = *fresh;
   (void)gpu;
@@ -311,10 +309,6 @@ TEST(CudaAttentionFp8Auto, RunsTheFasterWayOfEachShapeAndKeepsIt) {
   EXPECT_NE(text.find("\nlq=1000 lk=1000 heads=4 d=128\t"), std::string::npos) << text;
   EXPECT_NE(text.find("\nlq=6144 lk=6144 heads=16 d=128\t"), std::string::npos) << text;
   EXPECT_NE(text.find(" bf16="), std::string::npos) << text;
-  if (old_dir)
-    setenv("FISDIT_CACHE_DIR", saved_dir.c_str(), 1);
-  else
-    unsetenv("FISDIT_CACHE_DIR");
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaAttentionFp8,

@@ -48,30 +48,7 @@ Tensor stored(const Tensor& t, DType dtype) {
 }
 std::string name_of(DType dtype) { return std::string(dtype_name(dtype)); }
 
-// Sets (or with a null value unsets) an environment variable for one scope, then restores it.
-class EnvScope {
- public:
-  EnvScope(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old;
-    if (value)
-      setenv(name, value, 1);
-    else
-      unsetenv(name);
-  }
-  ~EnvScope() {
-    if (old_)
-      setenv(name_, old_->c_str(), 1);
-    else
-      unsetenv(name_);
-  }
-  EnvScope(const EnvScope&) = delete;
-  EnvScope& operator=(const EnvScope&) = delete;
-
- private:
-  const char* name_;
-  std::optional<std::string> old_;
-};
-class Tf32Scope : public EnvScope {
+class Tf32Scope : public test::EnvScope {
  public:
   explicit Tf32Scope(bool on) : EnvScope("FISDIT_VAE_TF32", on ? "1" : "0") {}
 };
@@ -79,19 +56,19 @@ class Tf32Scope : public EnvScope {
 TEST(CudaVaeOps, VideoDtypeComesFromTheEnvironmentAndSetVideoDtype) {
   FISDIT_REQUIRE_GPU();
   {
-    EnvScope unset("FISDIT_VAE_PRECISION", nullptr);
+    test::EnvScope unset("FISDIT_VAE_PRECISION", nullptr);
     EXPECT_EQ(make_cuda_backend()->video_dtype(), DType::BF16);
   }
   {
-    EnvScope fp32("FISDIT_VAE_PRECISION", "fp32");
+    test::EnvScope fp32("FISDIT_VAE_PRECISION", "fp32");
     EXPECT_EQ(make_cuda_backend()->video_dtype(), DType::F32);
   }
   {
-    EnvScope bf16("FISDIT_VAE_PRECISION", "bf16");
+    test::EnvScope bf16("FISDIT_VAE_PRECISION", "bf16");
     EXPECT_EQ(make_cuda_backend()->video_dtype(), DType::BF16);
   }
   {
-    EnvScope bad("FISDIT_VAE_PRECISION", "fp16");
+    test::EnvScope bad("FISDIT_VAE_PRECISION", "fp16");
     try {
       make_cuda_backend();
       ADD_FAILURE() << "FISDIT_VAE_PRECISION=fp16 accepted";
@@ -155,8 +132,8 @@ TEST_P(CudaConv3d, MatchesTheCpuReference) {
           runs.push_back({"ndhwc", tf32, tf32 ? kTf32Conv : kF32Conv, api});
     }
     for (const Run& r : runs) {
-      EnvScope in_layout("FISDIT_VAE_CONV_LAYOUT", r.layout);
-      EnvScope in_api("FISDIT_VAE_CONV_API", r.api);
+      test::EnvScope in_layout("FISDIT_VAE_CONV_LAYOUT", r.layout);
+      test::EnvScope in_api("FISDIT_VAE_CONV_API", r.api);
       Tf32Scope scope(r.tf32);
       const std::string what = shape_str(c.x) + " * " + shape_str(c.w) + " " + name_of(dt) + " " +
                                r.layout + " tf32=" + std::to_string(r.tf32) + " api=" + r.api;
