@@ -483,6 +483,16 @@ TEST(GenerateStages, ABackgroundPrepareThatFailsLeavesTheLoadAsBefore) {
   EXPECT_EQ(r.summary.at("seconds").at("dit_load_overlapped").get<double>(), 0.0);
 }
 
+// A background prepare's long read: checks for the stop every millisecond, for up to 30 s;
+// whether it was asked to stop.
+bool read_until_stopped(const std::stop_token& stop) {
+  using namespace std::chrono_literals;
+  const auto t0 = std::chrono::steady_clock::now();
+  while (!stop.stop_requested() && std::chrono::steady_clock::now() - t0 < 30s)
+    std::this_thread::sleep_for(1ms);
+  return stop.stop_requested();
+}
+
 // A stage that fails (or is cancelled) while the background prepare runs ends the run with its
 // own error at once: the prepare is asked to stop and waited for, never left running.
 TEST(GenerateStages, AStageThatFailsStopsTheBackgroundPrepare) {
@@ -494,10 +504,7 @@ TEST(GenerateStages, AStageThatFailsStopsTheBackgroundPrepare) {
     auto release = std::make_unique<RecordingRelease>(models::Task::T2V, true, log);
     release->prepare = [&](bool, std::stop_token stop) -> int64_t {
       started = true;
-      const auto t0 = std::chrono::steady_clock::now();
-      while (!stop.stop_requested() && std::chrono::steady_clock::now() - t0 < 30s)
-        std::this_thread::sleep_for(1ms);  // a long read, checking for the stop
-      stopped = stop.stop_requested();
+      stopped = read_until_stopped(stop);
       return 0;
     };
     release->text_fails = !cancel;
@@ -527,10 +534,7 @@ TEST(GenerateStages, ACancelDuringTheFirstExpertsStepsStopsTheSecondsPrepare) {
   release->prepare = [&](bool high, std::stop_token stop) -> int64_t {
     if (high) return 1000;
     low_started = true;
-    const auto t0 = std::chrono::steady_clock::now();
-    while (!stop.stop_requested() && std::chrono::steady_clock::now() - t0 < 30s)
-      std::this_thread::sleep_for(1ms);
-    low_stopped = stop.stop_requested();
+    low_stopped = read_until_stopped(stop);
     return 0;
   };
   GenerateOptions o = request();
