@@ -491,7 +491,7 @@ if [ "$MODE" = "fp8-attention" ]; then
   # special-function unit; cuDNN's fp8 graph; bf16 cuDNN first) at the A14B heads (720p, 480p) and the TI2V-5B 512x512x17 tokens;
   # then A14B 480p loops (bf16; fp8 dense and + balanced) with the own kernel (FA8_KERNEL, a value
   # of FISDIT_FP8_ATTENTION; default: the fastest own variant at 720p) and with cuDNN's, in
-  # one process each (FA8_DIT=0 skips them), TI2V-5B 512x512x17 loops in bf16, fp8-gemm and fp8, and
+  # one process each (FA8_DIT=0 skips them), TI2V-5B 512x512x17 loops in bf16, fp8-gemm and fp8 (auto), and
   # A14B 720p per step type with either fp8 attention (FA8_720P=0 skips it, FA8_720P_CUDNN=0 the
   # cuDNN side).
   attn() {  # label, then fisdit bench --attention arguments (no --precision)
@@ -501,8 +501,8 @@ if [ "$MODE" = "fp8-attention" ]; then
     grep -E "^(\||fisdit bench|fisdit: )" "$OUT/attention_$label.log" | grep -v "fp8 with a bf16 output declined" |
       tee -a "$SUMMARY"
   }
-  # which to time; the 17- and 5-frame 480p calls (1.2 and 0.2 TFLOP) bracket the size below which
-  # the default runs the fp8 attention in bf16 (0.25 TFLOP)
+  # which to time; the 17- and 5-frame 480p calls (1.2 and 0.2 TFLOP) lie between the sizes where
+  # bf16 (1,280 tokens) and fp8 (32,760) were measured faster: where auto's choice turns
   export FISDIT_CACHE_DIR=$OUT/tuning-cache  # the choices of FISDIT_FP8_ATTENTION=auto come back
   shapes=" ${FA8_SHAPES:-a14b-720p a14b-480p a14b-480p-17f a14b-480p-5f ti2v-512} "
   [[ $shapes == *" a14b-720p "* ]] && attn a14b-720p --model-config wan2.2-t2v-a14b --size 1280x720 --frames 81
@@ -521,10 +521,11 @@ if [ "$MODE" = "fp8-attention" ]; then
       --precision bf16,fp8 --compare-dense --warmup 1 --repeats 1
     (export FISDIT_FP8_ATTENTION=cudnn; bench a14b-480p-cudnn --model-config wan2.2-t2v-a14b --size 832x480 \
       --frames 81 --steps 4 --fis off,balanced --precision fp8 --warmup 1 --repeats 1)
-    bench ti2v-512 --model-config wan2.2-ti2v-5b --size 512x512 --frames 17 --steps 4 --fis off,balanced \
-      --precision bf16,fp8-gemm,fp8 --warmup 2 --repeats 5
+    (export FISDIT_FP8_ATTENTION=auto; bench ti2v-512 --model-config wan2.2-ti2v-5b --size 512x512 --frames 17 \
+      --steps 4 --fis off,balanced --precision bf16,fp8-gemm,fp8 --warmup 2 --repeats 5)
     # Where a small video's step goes, bf16 and fp8 (ops synchronized: a breakdown, not a timing)
-    FISDIT_CUDA_PROFILE=1 timeout 120 ./build-device/fisdit bench --device cuda --random-weights --label profile-ti2v-512 \
+    FISDIT_FP8_ATTENTION=auto FISDIT_CUDA_PROFILE=1 timeout 120 ./build-device/fisdit bench --device cuda \
+      --random-weights --label profile-ti2v-512 \
       --model-config wan2.2-ti2v-5b --size 512x512 --frames 17 --steps 4 --fis off --precision bf16,fp8 \
       --warmup 1 --repeats 1 --mode per-step-type >"$OUT/profile_ti2v-512.log" 2>&1
     grep -A16 "op profile" "$OUT/profile_ti2v-512.log" | cut -c1-110
