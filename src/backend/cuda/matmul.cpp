@@ -343,8 +343,11 @@ CudaBackend::Fp8AttentionKernel CudaBackend::fp8_attention_measured(const Tensor
   std::snprintf(key, sizeof key, "lq=%lld lk=%lld heads=%lld d=%lld",
                 static_cast<long long>(q.dim(0)), static_cast<long long>(k.dim(0)),
                 static_cast<long long>(q.dim(1)), static_cast<long long>(q.dim(2)));
-  std::vector<std::string> names;
-  for (const auto& [kernel, name] : kMeasured) names.emplace_back(name);
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> v;
+    for (const auto& [kernel, name] : kMeasured) v.emplace_back(name);
+    return v;
+  }();
   std::optional<EventTimer> timer;  // made only when the shape is measured
   const size_t chosen = choose_fastest(*attention_tuning_, key, names, [&](size_t i) {
     if (!timer) timer.emplace(*this);
