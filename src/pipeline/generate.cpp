@@ -452,12 +452,13 @@ Tensor Generator::State::sample(const CheckedRequest& r, const sched::DenoiseInp
     // The expert prepared in the background is finished here: what is left of its host side is
     // waited for (and timed as loading), before anything else touches the release's experts.
     if (prep) prep->join();
-    // The second expert's preparation is waited for at the switch (before the first expert goes).
-    const bool switching = ahead && ahead->high() == use_high;
-    if (switching) ahead->join();
-    ExpertPrep* const used = switching ? ahead.get() : prep;
+    // The second expert (from the switch on): its preparation is waited for (a no-op after the
+    // switch), before the first expert goes.
+    const bool second = ahead && ahead->high() == use_high;
+    if (second) ahead->join();
+    ExpertPrep* const used = second ? ahead.get() : prep;
     const bool prepared = used && used->high() == use_high && !used->failed();
-    if (ahead && !switching) {
+    if (ahead && !second) {
       // The first expert's steps while the second one is prepared: nothing of it is loaded, and
       // unloading it would drop what the thread is making.
     } else if (!keep_loaded && two) {  // frees the other expert (once it is freed, a no-op)
@@ -486,7 +487,7 @@ Tensor Generator::State::sample(const CheckedRequest& r, const sched::DenoiseInp
         char text[160];
         std::snprintf(text, sizeof text, " (%.2f GB prepared in the background, %.2f s of it %s)",
                       static_cast<double>(used->bytes()) / 1e9, used->overlapped(),
-                      switching ? "beside the steps before" : "beside the text and image stages");
+                      second ? "beside the steps before" : "beside the text and image stages");
         before = text;
       }
       if (o.progress || !placed.empty())  // where the weights went is said even without bars
