@@ -74,7 +74,6 @@ bool is_block_matrix(const std::string& name) {
 DitBytes dit_device_bytes(const WanConfig& cfg, DType weight_dtype, models::Precision precision) {
   DitBytes b;
   for (const auto& [name, shape] : dit_parameter_shapes(cfg)) {
-    if (name == "head.modulation") continue;  // kept on the host
     const bool block = name.rfind("blocks.", 0) == 0;
     if (block && name.rfind("blocks.0.", 0) != 0) continue;
     if (block && models::fp8_matrices(precision) && is_block_matrix(name)) {  // codes, scales
@@ -192,7 +191,7 @@ WanDiT::WanDiT(WanConfig cfg, Backend& backend, const WeightFn& weights,
   time2_b_ = load("time_embedding.2.bias");
   proj_w_ = load("time_projection.1.weight");
   proj_b_ = load("time_projection.1.bias");
-  head_mod_ = weights("head.modulation", {1, 2, d}).to_f32().reshape({2, d});  // host
+  head_mod_ = backend_.upload(weights("head.modulation", {1, 2, d}), DType::F32).reshape({2, d});
   head_w_ = load("head.head.weight");
   head_b_ = load("head.head.bias");
   blocks_.resize(static_cast<size_t>(cfg_.num_layers));
@@ -617,15 +616,14 @@ Tensor WanDiT::forward_blocks(const Tensor& x, const Tensor& t, const Tensor& te
     }
   }
 
-  // Head: (head.modulation + e) -> shift, scale; Linear(LN(x) * (1 + scale) + shift).
-  Tensor e_host = backend_.download(e);
-  Tensor head_table = Tensor::zeros({rows, 2, d});
-  for (int64_t r = 0; r < rows; ++r)
-    for (int c = 0; c < 2; ++c)
-      for (int64_t i = 0; i < d; ++i)
-        head_table.f32()[(r * 2 + c) * d + i] =
-            head_mod_.f32()[c * d + i] + e_host.f32()[r * d + i];
-  const Modulation head_mod{backend_.upload(head_table, DType::F32), token_rows_dev};
+  // Head: (head.modulation + e) -> shift, scale; Linear(LN(x) * (1 + scale) + shift). The table
+  // is made on the device, one row of e at a time, so the forward never waits for the GPU.
+  Tensor head_table = backend_.empty({rows, 2, d});
+  for (int64_t r = 0; r < rows; ++r) {
+    Tensor table_row = head_table.slice_rows(r, r + 1).reshape({2, d});
+    backend_.add_row(head_mod_, e.slice_rows(r, r + 1), table_row);
+  }
+  const Modulation head_mod{head_table, token_rows_dev};
   Tensor hn = backend_.empty({tokens, d});
   backend_.layer_norm(h, nullptr, nullptr, static_cast<float>(cfg_.eps), hn, {&head_mod, 0},
                       {&head_mod, 1});

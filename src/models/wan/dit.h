@@ -28,7 +28,7 @@ using StoredFp8Fn =
 std::vector<std::pair<std::string, Shape>> dit_parameter_shapes(const WanConfig& cfg);
 
 // Device bytes of the weights as WanDiT keeps them with matrices in `weight_dtype` (modulation
-// tables fp32, head.modulation on the host): one block's, and those outside the blocks.
+// tables fp32): one block's, and those outside the blocks.
 struct DitBytes {
   int64_t block = 0, other = 0;
 };
