@@ -145,6 +145,11 @@ class Backend {
   virtual Event copy_async(const Tensor& src, Tensor& dst, const Event& after);
   // Ops queued from now on run after `event`.
   virtual void wait(const Event& event) { (void)event; }
+  // The bytes of host tensor `host` on the device as they are (same shape and dtype): a weight
+  // loaded ahead. Unlike every other call, it (and memory_free()) may be made from another thread
+  // while this one runs ops: the copy runs on a stream of its own, beside them, and has finished
+  // when the call returns. Default: upload(host, host.dtype()).
+  virtual Tensor upload_beside(const Tensor& host);
 
   // A tensor of N(mean, stddev^2) values, deterministic in `seed`, made where the backend keeps
   // tensors (the CUDA backend draws them on the GPU, so benchmarks never build host copies of

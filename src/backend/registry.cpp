@@ -62,6 +62,8 @@ Tensor Backend::random_normal(const Shape& shape, DType dtype, float mean, float
 
 Tensor Backend::pinned_host(const Shape& shape, DType dtype) { return Tensor::zeros(shape, dtype); }
 
+Tensor Backend::upload_beside(const Tensor& host) { return upload(host, host.dtype()); }
+
 Backend::Event Backend::copy_async(const Tensor& src, Tensor& dst, const Event& after) {
   (void)after;  // the default backend runs every op at once: `after` has passed
   copy(src, dst);

@@ -15,6 +15,7 @@
 #include "backend/backend.h"
 #include "models/lora.h"
 #include "models/model.h"
+#include "models/weights.h"
 
 namespace fisdit::models {
 
@@ -123,19 +124,24 @@ class Release {
                                 std::string* load_report = nullptr) = 0;
   // The host side of loading an expert, done ahead: what expert(high_noise, <a backend of
   // `device`>) does first that needs no device, such as reading its weights from the files,
-  // matching its LoRAs and, for the CPU, making its weights on the host. fisdit generate calls it
-  // on a thread of its own while the text encoder (and the image encode) run on this release, so
-  // it touches no backend and nothing those stages use, and stops early when `stop` is requested.
+  // matching its LoRAs and, for the CPU, making its weights on the host; with `upload`, also
+  // putting them on the GPU as the files store them (as many as fit, `upload.reserve` kept free).
+  // fisdit generate calls it on a thread of its own while the text encoder (and the image
+  // encode, or the other expert's steps) run on this release, so it touches no backend but
+  // `upload.backend` (only its calls made for that) and nothing those stages use, and stops
+  // early when `stop` is requested.
   // Until it returns the caller calls nothing else on this expert (expert, unload); expert() then
   // finishes the load with what it prepared, giving the same weights bit for bit. Uses at most
-  // half of the free host memory. Returns the weight bytes it read or made. A failure leaves
-  // nothing prepared: expert() then loads as usual (and fails as it would have). Default: nothing
-  // to prepare (prepares_experts() false).
+  // half of the free host memory. Returns the weight bytes it read, made or put on the GPU. A
+  // failure leaves nothing prepared: expert() then loads as usual (and fails as it would have).
+  // Default: nothing to prepare (prepares_experts() false).
   virtual bool prepares_experts() const { return false; }
-  virtual int64_t prepare_expert(bool high_noise, Device device, std::stop_token stop) {
+  virtual int64_t prepare_expert(bool high_noise, Device device, std::stop_token stop,
+                                 const UploadAhead& upload = {}) {
     (void)high_noise;
     (void)device;
     (void)stop;
+    (void)upload;
     return 0;
   }
   // The device bytes of an expert's weights on `backend`, all resident (none streamed), without

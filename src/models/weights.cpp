@@ -22,7 +22,8 @@ Tensor widen_to_f32(const Tensor& stored, float scale) {
 }
 
 Tensor upload_weight(const Tensor& stored, float scale, Backend& backend, DType dtype) {
-  if (stored.device() != Device::CPU)
+  if (stored.device() != Device::CPU &&
+      (backend.device() == Device::CPU || !(is_fp8(stored.dtype()) || scale == 1.0f)))
     throw Error("upload_weight: the stored weight " + shape_str(stored.shape()) +
                 " is not a host tensor");
   if (backend.device() == Device::CPU) {
@@ -51,6 +52,11 @@ Tensor load_weight(const WeightSource& weights, const std::string& canonical, co
     return load_host_weight(host_weight(weights, canonical, shape, lora), backend, dtype);
   float scale = 1.0f;
   const Tensor stored = weights.get_stored(canonical, shape, scale);
+  return load_stored_weight(stored, scale, canonical, backend, dtype, lora);
+}
+
+Tensor load_stored_weight(const Tensor& stored, float scale, const std::string& canonical,
+                          Backend& backend, DType dtype, const LoraMerge* lora) {
   if (!lora || !lora->touches(canonical)) return upload_weight(stored, scale, backend, dtype);
   // Merged in fp32 on the device: bf16 / f32 bytes go up as stored; f16 is widened on the host
   // (the CUDA backend keeps F32 and BF16 only).

@@ -20,6 +20,14 @@ class Backend;
 
 namespace fisdit::models {
 
+// Where a load made ahead (on a thread beside the ops) may also put the weights on the device:
+// `backend` (none: it reads them only) through Backend::upload_beside, while at least `reserve`
+// bytes of its free memory stay free for the ops that run meanwhile.
+struct UploadAhead {
+  Backend* backend = nullptr;
+  int64_t reserve = 0;
+};
+
 // `stored` (a host tensor of a float dtype, e.g. a read-only view of the file) times `scale` as a
 // host F32 tensor: `stored` itself when it already is F32 and `scale` is 1, else a new tensor.
 Tensor widen_to_f32(const Tensor& stored, float scale);
@@ -29,7 +37,9 @@ Tensor widen_to_f32(const Tensor& stored, float scale);
 //   GPU  fp8 codes go up as they are and are widened with their scale there
 //        (Backend::dequantize); an unscaled weight goes up as stored and the backend converts it
 //        as it copies (Backend::upload); a scaled one of another dtype is widened on the host.
-// The result may share `stored` (CPU, F32, scale 1). Throws fisdit::Error for a device tensor.
+// The result may share `stored` (CPU, F32, scale 1). `stored` may already be on a GPU backend's
+// device (Backend::upload_beside) when it is fp8 or unscaled; another device tensor throws
+// fisdit::Error.
 Tensor upload_weight(const Tensor& stored, float scale, Backend& backend, DType dtype);
 
 // The weight `canonical` of `weights` (of exactly `shape`) as a host F32 tensor of its own
@@ -45,6 +55,10 @@ Tensor host_weight(const WeightSource& weights, const std::string& canonical, co
 // Throws fisdit::Error naming the tensor when it is missing or misshaped (WeightSource::get).
 Tensor load_weight(const WeightSource& weights, const std::string& canonical, const Shape& shape,
                    Backend& backend, DType dtype, const LoraMerge* lora = nullptr);
+// load_weight's GPU path from the stored tensor and its scale (WeightSource::get_stored's), on the
+// host or already on the device (upload_weight says which may be).
+Tensor load_stored_weight(const Tensor& stored, float scale, const std::string& canonical,
+                          Backend& backend, DType dtype, const LoraMerge* lora = nullptr);
 // load_weight of a weight whose host_weight was made ahead (`host`, the CPU backend's path):
 // `host` itself for F32, else Backend::upload in `dtype`.
 Tensor load_host_weight(Tensor host, Backend& backend, DType dtype);

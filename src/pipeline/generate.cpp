@@ -69,6 +69,10 @@ models::ReleaseOptions release_options(const GenerateOptions& o, bool keep_loade
   return r;
 }
 
+// GPU memory left free beside a step's activations while the second expert goes up during the
+// first one's steps: the libraries' workspaces and the step's transient peaks.
+constexpr int64_t kUploadMargin = int64_t{2} << 30;
+
 // FISDIT_OVERLAP_LOAD: 0 loads each DiT expert when its first step comes, as a whole.
 bool overlap_load_env() {
   const char* env = std::getenv("FISDIT_OVERLAP_LOAD");
@@ -97,17 +101,19 @@ bool uses_both_experts(const CheckedRequest& r, const models::ReleaseInfo& info)
   return high && low;
 }
 
-// The host side of loading the first DiT expert (models::Release::prepare_expert) on a thread of
-// its own, while the main thread runs the text encoder and the image encode. Nothing else on the
+// The host side of loading a DiT expert (models::Release::prepare_expert) on a thread of its own,
+// while the main thread runs the text encoder and the image encode (the first expert) or the
+// first expert's steps (the second, which `upload` may also put on the GPU). Nothing else on the
 // release touches that expert until join(); a run that stops earlier (an error, Cancelled) asks
 // the thread to stop and waits for it here.
 class ExpertPrep {
  public:
-  ExpertPrep(models::Release& release, bool high, Device device)
-      : high_(high), thread_([this, &release, high, device](std::stop_token stop) {
+  ExpertPrep(models::Release& release, bool high, Device device,
+             const models::UploadAhead& upload = {})
+      : high_(high), thread_([this, &release, high, device, upload](std::stop_token stop) {
           const auto t0 = Clock::now();
           try {
-            bytes_ = release.prepare_expert(high, device, std::move(stop));
+            bytes_ = release.prepare_expert(high, device, std::move(stop), upload);
           } catch (...) {  // nothing prepared: the expert loads as usual, failing as it would
             failed_ = true;
           }
@@ -496,8 +502,15 @@ Tensor Generator::State::sample(const CheckedRequest& r, const sched::DenoiseInp
                      placed.empty() ? "" : (": " + placed).c_str());
       if (!placed.empty()) summary["dit_placement"][expert_name(two, high)] = placed;
     }
-    if (prepare_second && !ahead && !report.empty())  // the first expert is up: the second next
-      ahead = std::make_unique<ExpertPrep>(*release, !use_high, backend->device());
+    if (prepare_second && !ahead && !report.empty()) {  // the first expert is up: the second next
+      // On a GPU its weights also go up beside the steps, as far as they leave a step's
+      // activations (and a margin for the libraries' workspaces) free.
+      models::UploadAhead upload;
+      if (backend->device() != Device::CPU)
+        upload = {backend.get(),
+                  step_bytes(r.grid, o.fis.enabled(), o.cache.enabled) + kUploadMargin};
+      ahead = std::make_unique<ExpertPrep>(*release, !use_high, backend->device(), upload);
+    }
     return m;
   };
   nlohmann::json steps = nlohmann::json::array();

@@ -3,6 +3,8 @@
 // running the same plan. Bound 2e-2 rel L2: bf16 storage of weights and activations through 4
 // blocks (measured errors are printed).
 #include <cstdio>
+#include <cstring>
+#include <thread>
 
 #include "../models/fp8_scaled.h"
 #include "cuda_test_util.h"
@@ -184,6 +186,66 @@ TEST(CudaDitFp8, ScaledFp8FileMatchesTheCpu) {
                 with_lora ? " + LoRA" : "", err8);
     EXPECT_LE(err8, 0.06) << with_lora;
   }
+}
+
+// A load made ahead with its weights put on the GPU (stage_dit with an upload, what fisdit generate
+// does for the second expert beside the first one's steps) gives the same model bit for bit: with
+// a LoRA, from a scaled-fp8 file, in bf16 and --precision fp8; staged on a thread while this one
+// runs forwards; and with a reserve that leaves no room, nothing goes up.
+TEST(CudaDitStaged, WeightsPutOnTheGpuAheadLoadTheSameModel) {
+  FISDIT_REQUIRE_GPU();
+  const std::string path = std::string(FISDIT_TEST_DATA) + "/wan/dit_t2v_tiny.safetensors";
+  const auto f = SafetensorsFile::open(path);
+  const std::string fp8_file = ::testing::TempDir() + "/fisdit_cuda_staged_fp8.safetensors";
+  fp8test::write_scaled_dit(path, fp8_file);
+  const wan::ModelSource plain_src = wan::open_model(path), fp8_src = wan::open_model(fp8_file);
+  const int64_t d = plain_src.config.dim, ffn = plain_src.config.ffn_dim, r = 4;
+  const std::string lora = ::testing::TempDir() + "/fisdit_cuda_staged_lora.safetensors";
+  write_safetensors(
+      lora,
+      {{"diffusion_model.blocks.0.self_attn.q.lora_down.weight", test::randn({r, d}, 11, 0.3f)},
+       {"diffusion_model.blocks.0.self_attn.q.lora_up.weight", test::randn({d, r}, 12, 0.3f)},
+       {"diffusion_model.blocks.1.ffn.0.lora_down.weight", test::randn({r, d}, 13, 0.3f)},
+       {"diffusion_model.blocks.1.ffn.0.lora_up.weight", test::randn({ffn, r}, 14, 0.3f)}});
+  const std::vector<LoraSpec> loras = {{lora, 0.8f}};
+  test::Fp8AttentionKernelScope fp8_attention("cudnn");  // one way on every call
+  const Tensor x = gpu.upload(f->tensor_f32("input.x"), DType::F32);
+  const auto run = [&](wan::WanDiT& dit) {
+    return gpu.download(
+        dit.forward(x, f->tensor_f32("input.t"), dit.embed_text(f->tensor_f32("input.context"))));
+  };
+  const auto same = [](const Tensor& a, const Tensor& b) {
+    return a.shape() == b.shape() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
+  };
+  for (const wan::ModelSource* src : {&plain_src, &fp8_src})
+    for (const models::Precision precision : {models::Precision::Default, models::Precision::Fp8}) {
+      SCOPED_TRACE(std::string(src == &fp8_src ? "scaled fp8 file" : "bf16 file") +
+                   (precision == models::Precision::Fp8 ? ", --precision fp8" : ""));
+      const Tensor expected = run(*wan::load_dit(*src, gpu, loras, precision));
+      ASSERT_TRUE(same(run(*wan::load_dit(*src, gpu, loras, precision)), expected))
+          << "two loads of one model give two outputs: the comparison below would mean nothing";
+      // Staged on a thread while this one runs the model: the uploads beside the ops.
+      auto running = wan::load_dit(*src, gpu, loras, precision);
+      wan::StagedDit staged;
+      std::thread stager([&] {
+        staged =
+            wan::stage_dit(*src, Device::CUDA, loras, precision, int64_t{1} << 40, {}, {&gpu, 0});
+      });
+      for (int i = 0; i < 3; ++i) EXPECT_TRUE(same(run(*running), expected)) << i;
+      stager.join();
+      EXPECT_GT(staged.device_bytes, 0);
+      EXPECT_EQ(staged.on_device.size() + staged.host.size(),
+                wan::dit_parameter_shapes(src->config).size());
+      EXPECT_TRUE(same(run(*wan::load_dit(*src, gpu, loras, precision, &staged)), expected));
+      EXPECT_TRUE(staged.on_device.empty()) << "every weight put on the GPU is used";
+      // No room beside the reserve: nothing goes up, the bytes are read, the model the same.
+      wan::StagedDit full = wan::stage_dit(*src, Device::CUDA, loras, precision, int64_t{1} << 40,
+                                           {}, {&gpu, int64_t{1} << 50});
+      EXPECT_EQ(full.device_bytes, 0);
+      EXPECT_TRUE(full.on_device.empty());
+      EXPECT_GT(full.bytes, 0);
+      EXPECT_TRUE(same(run(*wan::load_dit(*src, gpu, loras, precision, &full)), expected));
+    }
 }
 
 // head_dim 128 (the real models' value) on a random-weight model, CPU vs CUDA, with FIS.

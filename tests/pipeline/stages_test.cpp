@@ -117,7 +117,8 @@ class RecordingRelease final : public models::Release {
   std::function<int64_t(bool high, std::stop_token stop)> prepare;
   bool text_fails = false;  // encode_text throws
   bool prepares_experts() const override { return static_cast<bool>(prepare); }
-  int64_t prepare_expert(bool high, Device, std::stop_token stop) override {
+  int64_t prepare_expert(bool high, Device, std::stop_token stop,
+                         const models::UploadAhead&) override {
     const int64_t bytes = prepare(high, std::move(stop));
     prepared_[high ? 0 : 1] = true;
     return bytes;

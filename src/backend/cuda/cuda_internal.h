@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -62,8 +63,10 @@ struct DeviceContext {
   cudaStream_t stream = nullptr;
   cudaMemPool_t pool = nullptr;
   size_t device_total = 0;
-  int64_t limit = -1;                  // Backend::MemoryBudget::limit
-  cudaStream_t copy_stream = nullptr;  // weight streaming (copy_async), made on first use
+  int64_t limit = -1;                    // Backend::MemoryBudget::limit
+  cudaStream_t copy_stream = nullptr;    // weight streaming (copy_async), made on first use
+  cudaStream_t upload_stream = nullptr;  // upload_beside's, made on its first call
+  std::once_flag upload_stream_made;
   ~DeviceContext();
 };
 
@@ -91,6 +94,7 @@ class CudaBackend final : public Backend {
   Event record() override;
   Event copy_async(const Tensor& src, Tensor& dst, const Event& after) override;
   void wait(const Event& event) override;
+  Tensor upload_beside(const Tensor& host) override;
 
   cudaStream_t stream() const { return ctx_->stream; }
   MemoryStats memory_stats() const;
@@ -217,9 +221,10 @@ std::string device_key();
 std::string desc(const Tensor& t);  // "[shape] DTYPE"
 // `t` is defined and on the GPU.
 void require_device(const Tensor& t, const char* op, const char* what);
-// A tensor from the context's stream-ordered pool; out of memory is an Error naming the size.
+// A tensor from the context's stream-ordered pool, allocated in the order of `on` (default: the
+// ops' stream) and freed in the ops' order; out of memory is an Error naming the size.
 Tensor alloc_device(const std::shared_ptr<DeviceContext>& ctx, const Shape& shape, DType dtype,
-                    const char* op);
+                    const char* op, cudaStream_t on = nullptr);
 // A modulation chunk (shapes checked by Backend) as kernels take it; its tensors on the GPU.
 ModArg mod_arg(const ModChunk& m, const char* op);
 // A frame list (indices checked by Backend) by value; at most kMaxFrames frames.

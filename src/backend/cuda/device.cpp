@@ -20,6 +20,10 @@
 namespace fisdit::cuda {
 
 DeviceContext::~DeviceContext() {
+  if (upload_stream) {
+    cudaStreamSynchronize(upload_stream);
+    cudaStreamDestroy(upload_stream);
+  }
   if (copy_stream) {
     cudaStreamSynchronize(copy_stream);
     cudaStreamDestroy(copy_stream);
@@ -41,7 +45,7 @@ namespace {
 }  // namespace
 
 Tensor alloc_device(const std::shared_ptr<DeviceContext>& ctx, const Shape& shape, DType dtype,
-                    const char* op) {
+                    const char* op, cudaStream_t on) {
   for (int64_t d : shape)
     if (d < 0) fail(op, shape_str(shape), "negative dimension");
   const size_t bytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
@@ -57,7 +61,7 @@ Tensor alloc_device(const std::shared_ptr<DeviceContext>& ctx, const Shape& shap
     }
   }
   void* p = nullptr;
-  const cudaError_t err = cudaMallocAsync(&p, padded, ctx->stream);
+  const cudaError_t err = cudaMallocAsync(&p, padded, on ? on : ctx->stream);
   if (err == cudaErrorMemoryAllocation) {
     cudaGetLastError();
     size_t used = 0;
@@ -189,6 +193,26 @@ Tensor CudaBackend::upload(const Tensor& host, DType dtype) {
     if (staged.raw() != host.raw())  // the staging buffer dies here: let the copy finish first
       check(cudaStreamSynchronize(stream()), op, desc(host));
   }
+  return out;
+}
+
+Tensor CudaBackend::upload_beside(const Tensor& host) {
+  const char* op = "upload_beside";
+  if (!host.defined()) fail(op, "", "tensor is undefined");
+  if (host.device() == Device::CUDA) return host;
+  // The calling thread may be new: its current device is set first.
+  check(cudaSetDevice(ctx_->device), op, "cudaSetDevice");
+  std::call_once(ctx_->upload_stream_made, [&] {
+    check(cudaStreamCreateWithFlags(&ctx_->upload_stream, cudaStreamNonBlocking), op,
+          "creating the stream");
+  });
+  Tensor out = alloc_device(ctx_, host.shape(), host.dtype(), op, ctx_->upload_stream);
+  if (host.nbytes())
+    check(cudaMemcpyAsync(out.raw(), host.raw(), host.nbytes(), cudaMemcpyHostToDevice,
+                          ctx_->upload_stream),
+          op, desc(host));
+  // Done before the tensor is handed over: the ops' stream (which frees it) needs no event.
+  check(cudaStreamSynchronize(ctx_->upload_stream), op, desc(host));
   return out;
 }
 

@@ -381,7 +381,7 @@ class HunyuanRelease final : public models::Release {
   bool prepares_experts() const override { return true; }
 
   // The DiT's files read ahead (its load converts on the device, or on the host as it uploads).
-  int64_t prepare_expert(bool, Device, std::stop_token stop) override {
+  int64_t prepare_expert(bool, Device, std::stop_token stop, const models::UploadAhead&) override {
     const int64_t available = models::host_memory_available();
     return models::read_ahead(dit_src_->checkpoint, available > 0 ? available / 2 : 0,
                               std::move(stop));

@@ -175,12 +175,37 @@ bool fp8_as_stored(const WeightSource& weights, const LoraMerge& lora, const std
 }  // namespace
 
 StagedDit stage_dit(const ModelSource& src, Device device, const std::vector<LoraSpec>& loras,
-                    models::Precision precision, int64_t budget, std::stop_token stop) {
+                    models::Precision precision, int64_t budget, std::stop_token stop,
+                    const models::UploadAhead& upload) {
   const WeightSource weights = dit_weights(src.checkpoint, src.keys);
   StagedDit staged;
   staged.device = device;
   staged.lora = dit_lora(loras, src.config);
   const bool fp8 = models::fp8_matrices(precision);
+  int64_t host_bytes = 0;
+  // On a GPU with an upload: the stored tensor on the device, when load_dit can take it as it is
+  // (load_stored_weight) and it leaves upload.reserve free; uploads stop at the first that does
+  // not.
+  bool uploading = device != Device::CPU && upload.backend != nullptr;
+  const auto put_on_device = [&](const std::string& name, const Shape& shape) {
+    const TensorInfo* info = weights.info(name);
+    if (!info || info->shape != shape ||
+        !(is_fp8(info->dtype) || info->dtype == DType::BF16 || info->dtype == DType::F32))
+      return false;  // the load reshapes, widens on the host or names the problem
+    const int64_t size = static_cast<int64_t>(info->nbytes);
+    const int64_t free_now = upload.backend->memory_free();
+    if (free_now >= 0 && free_now - size < upload.reserve) {
+      uploading = false;
+      return false;
+    }
+    float scale = 1.0f;
+    const Tensor stored = weights.get_stored(name, shape, scale);
+    staged.on_device.emplace(name,
+                             StagedDit::OnDevice{upload.backend->upload_beside(stored), scale});
+    staged.device_bytes += size;
+    staged.bytes += size;
+    return true;
+  };
   for (const auto& [name, shape] : dit_parameter_shapes(src.config)) {
     if (stop.stop_requested()) break;
     // Where load_dit's weight function makes it on the host: head.modulation always, the rest on
@@ -190,14 +215,16 @@ StagedDit stage_dit(const ModelSource& src, Device device, const std::vector<Lor
         name == "head.modulation" ||
         (device == Device::CPU && !(fp8 && name.rfind("blocks.", 0) == 0 &&
                                     fp8_as_stored(weights, staged.lora, name, shape)));
+    if (!host && uploading && put_on_device(name, shape)) continue;
     const TensorInfo* info = weights.info(name);
     const int64_t size =
         host ? shape_numel(shape) * 4 : (info ? static_cast<int64_t>(info->nbytes) : 0);
-    if (staged.bytes + size > budget) break;
+    if (host_bytes + size > budget) break;
     if (host)
       staged.host.emplace(name, models::host_weight(weights, name, shape, &staged.lora));
     else
       models::read_ahead(weights, name);
+    host_bytes += size;
     staged.bytes += size;
   }
   return staged;
@@ -211,11 +238,25 @@ std::unique_ptr<WanDiT> load_dit(const ModelSource& src, Backend& backend,
   const WeightSource weights = dit_weights(src.checkpoint, src.keys);
   const LoraMerge lora = staged ? std::move(staged->lora) : dit_lora(loras, src.config);
   std::set<std::string> merged;
+  // A weight put on the device ahead (stage_dit), taken out; else undefined.
+  const auto take_on_device = [&](const std::string& name, float& scale) -> Tensor {
+    if (!staged) return {};
+    auto made = staged->on_device.extract(name);
+    if (made.empty()) return {};
+    scale = made.mapped().scale;
+    return made.mapped().stored;
+  };
   const StoredFp8Fn stored_fp8 = [&](const std::string& name,
                                      const Shape& shape) -> std::optional<Fp8Rows> {
     if (lora.touches(name) || shape.size() != 2) return std::nullopt;
+    if (staged) {  // on the device already: used here when E4M3, else left for the weight's load
+      const auto it = staged->on_device.find(name);
+      if (it != staged->on_device.end() && it->second.stored.dtype() != DType::F8_E4M3)
+        return std::nullopt;
+    }
     float scale = 1.0f;
-    const Tensor stored = weights.get_stored(name, shape, scale);
+    Tensor stored = take_on_device(name, scale);
+    if (!stored.defined()) stored = weights.get_stored(name, shape, scale);
     if (stored.dtype() != DType::F8_E4M3) return std::nullopt;
     Tensor scales = Tensor::zeros({shape[0]});
     std::fill(scales.f32(), scales.f32() + shape[0], scale);
@@ -227,8 +268,9 @@ std::unique_ptr<WanDiT> load_dit(const ModelSource& src, Backend& backend,
       [&](const std::string& name, const Shape& shape) -> Tensor {
         if (lora.touches(name)) merged.insert(name);
         // Each weight where and in the dtype WanDiT keeps it (dit.cpp), so its own upload is a
-        // no-op: head.modulation on the host, the other modulation tables in fp32, the rest in
-        // the backend's weight dtype (an fp8 weight is dequantised straight to that).
+        // no-op: head.modulation on the host (WanDiT uploads it in F32), the other modulation
+        // tables in fp32, the rest in the backend's weight dtype (an fp8 weight is dequantised
+        // straight to that).
         const bool fp32 = name.find("modulation") != std::string::npos;
         const DType dtype = fp32 ? DType::F32 : backend.weight_dtype();
         if (staged) {  // made ahead: only its way to the backend is left
@@ -239,6 +281,9 @@ std::unique_ptr<WanDiT> load_dit(const ModelSource& src, Backend& backend,
                        : models::load_host_weight(std::move(made.mapped()), backend, dtype);
         }
         if (name == "head.modulation") return models::host_weight(weights, name, shape, &lora);
+        float scale = 1.0f;
+        if (const Tensor stored = take_on_device(name, scale); stored.defined())
+          return models::load_stored_weight(stored, scale, name, backend, dtype, &lora);
         return models::load_weight(weights, name, shape, backend, dtype, &lora);
       },
       precision, stored_fp8);

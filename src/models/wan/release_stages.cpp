@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <optional>
 
 #include "fisdit/error.h"
@@ -186,16 +187,26 @@ class WanRelease final : public models::Release {
       // What prepare_expert made for this device is used once (and freed as it goes up).
       std::unique_ptr<StagedDit> staged = std::move(staged_[use_high ? 0 : 1]);
       if (staged && staged->device != backend.device()) staged.reset();
+      const int64_t ahead = staged ? staged->device_bytes : 0;
       slot = load_dit(src, backend, use_high ? options_.lora_high : options_.lora_low,
                       options_.precision, staged.get());  // quantized block by block as it loads
-      if (load_report) *load_report = src.checkpoint.path();
+      if (load_report) {
+        *load_report = src.checkpoint.path();
+        if (ahead > 0) {
+          char text[64];
+          std::snprintf(text, sizeof text, " (%.2f GB of it on the GPU ahead)",
+                        static_cast<double>(ahead) / 1e9);
+          *load_report += text;
+        }
+      }
     }
     return *slot;
   }
 
   bool prepares_experts() const override { return true; }
 
-  int64_t prepare_expert(bool high_noise, Device device, std::stop_token stop) override {
+  int64_t prepare_expert(bool high_noise, Device device, std::stop_token stop,
+                         const models::UploadAhead& upload) override {
     const bool use_high = high_noise || !low_src_;
     staged_[use_high ? 0 : 1].reset();
     // Half of the free host memory at most: the text encoder loads beside it meanwhile.
@@ -203,7 +214,7 @@ class WanRelease final : public models::Release {
     auto staged = std::make_unique<StagedDit>(
         stage_dit(use_high ? *high_src_ : *low_src_, device,
                   use_high ? options_.lora_high : options_.lora_low, options_.precision,
-                  available > 0 ? available / 2 : 0, std::move(stop)));
+                  available > 0 ? available / 2 : 0, std::move(stop), upload));
     const int64_t bytes = staged->bytes;
     staged_[use_high ? 0 : 1] = std::move(staged);
     return bytes;
