@@ -326,8 +326,9 @@ bool CudaBackend::attention_fp8_with(Fp8AttentionKernel kernel, const Tensor& q,
 // this GPU and library versions). bf16 is one of them: below a few thousand tokens the fp8
 // preparation (means, amaxes, scales, rounding: about ten small launches) costs more than the fp8
 // products save (on an H100, 1,280 tokens x 24 heads took 0.16-0.17 ms in fp8 against 0.05 in
-// bf16; 32,760 x 40 took 29.0 against 37.7). The own kernel's variants join (kMeasured) once
-// they have passed their GPU tests (they can be named meanwhile).
+// bf16; 32,760 x 40 took 29.0 against 37.7). The own kernel's variants passed their GPU tests
+// but were slower than cuDNN's at every shape measured (H100: own-ws-mufu 147.5 ms at 75,600 x
+// 40 against 144.0), so they stay out of kMeasured; they can be named.
 CudaBackend::Fp8AttentionKernel CudaBackend::fp8_attention_measured(const Tensor& q,
                                                                     const Tensor& k,
                                                                     const Tensor& v, Tensor& out,
