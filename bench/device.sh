@@ -12,7 +12,8 @@
 # Wan2.1-1.3B 480p) for this tree and for the source tree in $FISDIT_BASELINE (another commit:
 # `git archive REF CMakeLists.txt include src tools/fisdit | tar -x -C DIR`, built without its
 # tests), each configuration run by both binaries back to back, and a table of both and their
-# ratio last.
+# ratio last (COMPARE_SETS picks the configurations; a14b-480p-fp8 and ti2v-512-fp8 run
+# --precision fp8 at A14B 480p and TI2V-5B 512x512x17).
 # vae: tests + VAE decode benchmarks (fisdit bench --vae, random weights of the real shapes; Wan
 # 2.1 480p / 720p, Wan 2.2 1280x704x121, HunyuanVideo 1.5 848x480x121 tiled, each in bf16 and
 # fp32, and an op profile);
@@ -165,11 +166,24 @@ if [ "$MODE" = "compare" ]; then
       say "bench $label ($side): $(( $(date +%s) - t0 )) s"
     done
   }
-  pair a14b-480p --model-config wan2.2-t2v-a14b --size 832x480 --frames 81 --steps 4 --warmup 1 --repeats 1
-  pair a14b-720p --model-config wan2.2-t2v-a14b --size 1280x720 --frames 81 --steps 4 --fis off,balanced \
-    --warmup 1 --repeats 1 --mode per-step-type
-  pair ti2v-5b-704p --model-config wan2.2-ti2v-5b --size 1280x704 --frames 121 --steps 4 --warmup 1 --repeats 2
-  pair wan21-1.3b-480p --model-config wan2.1-t2v-1.3b --size 832x480 --frames 81 --steps 4 --warmup 1 --repeats 3
+  # COMPARE_SETS picks the configurations, in order (a name given twice runs twice).
+  for set in ${COMPARE_SETS:-a14b-480p a14b-720p ti2v-5b-704p wan21-1.3b-480p}; do
+    case $set in
+      a14b-480p) pair a14b-480p --model-config wan2.2-t2v-a14b --size 832x480 --frames 81 --steps 4 \
+        --warmup 1 --repeats 1 ;;
+      a14b-720p) pair a14b-720p --model-config wan2.2-t2v-a14b --size 1280x720 --frames 81 --steps 4 \
+        --fis off,balanced --warmup 1 --repeats 1 --mode per-step-type ;;
+      ti2v-5b-704p) pair ti2v-5b-704p --model-config wan2.2-ti2v-5b --size 1280x704 --frames 121 \
+        --steps 4 --warmup 1 --repeats 2 ;;
+      wan21-1.3b-480p) pair wan21-1.3b-480p --model-config wan2.1-t2v-1.3b --size 832x480 --frames 81 \
+        --steps 4 --warmup 1 --repeats 3 ;;
+      a14b-480p-fp8) pair a14b-480p-fp8 --model-config wan2.2-t2v-a14b --size 832x480 --frames 81 \
+        --steps 4 --fis off,balanced --precision fp8 --warmup 1 --repeats 1 ;;
+      ti2v-512-fp8) pair ti2v-512-fp8 --model-config wan2.2-ti2v-5b --size 512x512 --frames 17 \
+        --steps 4 --fis off,balanced --precision fp8 --warmup 2 --repeats 5 ;;
+      *) say "compare: unknown set '$set'" ;;
+    esac
+  done
   # label | setting | baseline ms/step | current ms/step | current / baseline
   {
     echo

@@ -222,12 +222,12 @@ void Backend::activation(const Tensor& x, Tensor& y, Activation act) {
   do_activation(x, y, act);
 }
 
-void Backend::layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps,
-                         Tensor& y, ModChunk shift, ModChunk scale) {
-  const char* op = "layer_norm";
-  need(op, {{x, "input"}, {y, "output"}});
-  require(x.ndim() == 2 && x.shape() == y.shape(), op,
-          "input " + desc(x) + " and output " + desc(y) + " must be equal 2-D shapes");
+namespace {
+// The arguments of layer_norm and layer_norm_fp8 but the output.
+void check_layer_norm(const char* op, const Tensor& x, const Tensor* weight, const Tensor* bias,
+                      ModChunk shift, ModChunk scale) {
+  need(op, {{x, "input"}});
+  require(x.ndim() == 2, op, "input " + desc(x) + " must be 2-D");
   require(x.dtype() == DType::F32, op, "input " + desc(x) + " must be the F32 residual stream");
   const int64_t rows = x.dim(0), d = x.dim(1);
   if (weight) {
@@ -241,7 +241,30 @@ void Backend::layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bi
   require((shift.mod == nullptr) == (scale.mod == nullptr), op, "shift and scale come together");
   check_mod(shift, rows, d, op);
   check_mod(scale, rows, d, op);
+}
+}  // namespace
+
+void Backend::layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps,
+                         Tensor& y, ModChunk shift, ModChunk scale) {
+  const char* op = "layer_norm";
+  need(op, {{x, "input"}, {y, "output"}});
+  require(x.ndim() == 2 && x.shape() == y.shape(), op,
+          "input " + desc(x) + " and output " + desc(y) + " must be equal 2-D shapes");
+  check_layer_norm(op, x, weight, bias, shift, scale);
   do_layer_norm(x, weight, bias, eps, y, shift, scale);
+}
+
+Fp8Rows Backend::layer_norm_fp8(const Tensor& x, const Tensor* weight, const Tensor* bias,
+                                float eps, ModChunk shift, ModChunk scale) {
+  check_layer_norm("layer_norm_fp8", x, weight, bias, shift, scale);
+  return do_layer_norm_fp8(x, weight, bias, eps, shift, scale);
+}
+
+Fp8Rows Backend::do_layer_norm_fp8(const Tensor& x, const Tensor* weight, const Tensor* bias,
+                                   float eps, ModChunk shift, ModChunk scale) {
+  Tensor y = empty(x.shape(), activation_dtype());
+  do_layer_norm(x, weight, bias, eps, y, shift, scale);
+  return do_quantize_rows(y);
 }
 
 void Backend::rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) {

@@ -191,6 +191,11 @@ class Backend {
   // x is the F32 residual stream.
   void layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps, Tensor& y,
                   ModChunk shift = {}, ModChunk scale = {});
+  // layer_norm into a tensor of the activation dtype, then quantize_rows of it (the input of fp8
+  // matrices): the same codes and scales, bit for bit, made where the backend can in one pass that
+  // never writes the normalized activations (the CUDA backend).
+  Fp8Rows layer_norm_fp8(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps,
+                         ModChunk shift = {}, ModChunk scale = {});
   // y = x * rsqrt(mean(x^2) + eps) * weight over the last dim.
   void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y);
   // In place on x [tokens, heads, head_dim]: rotate adjacent channel pairs by the 3D positions of
@@ -341,6 +346,8 @@ class Backend {
   virtual void do_activation(const Tensor& x, Tensor& y, Activation act) = 0;
   virtual void do_layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps,
                              Tensor& y, ModChunk shift, ModChunk scale) = 0;
+  virtual Fp8Rows do_layer_norm_fp8(const Tensor& x, const Tensor* weight, const Tensor* bias,
+                                    float eps, ModChunk shift, ModChunk scale);  // the two ops
   virtual void do_rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) = 0;
   virtual void do_rope_3d(Tensor& x, const RopeGrid& grid) = 0;
   virtual void do_rms_norm_rope(Tensor& x, const Tensor& weight, float eps, int64_t heads,

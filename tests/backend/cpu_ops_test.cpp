@@ -2,9 +2,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "backend/cpu/cpu_backend.h"
+#include "core/quantize.h"
 #include "fisdit/error.h"
 
 namespace fisdit {
@@ -82,6 +84,18 @@ TEST_F(CpuOps, LayerNormWithPerTokenModulationMatchesFloat64) {
     }
   }
   EXPECT_LE(rel_l2(y, ref), kTol);
+  // Normalized and quantized in one op (the input of fp8 matrices): quantize_rows of y, bit for
+  // bit (the CPU's activations are F32).
+  const Fp8Rows q = be.layer_norm_fp8(x, &w, &b, 1e-6f, {&mod, 3}, {&mod, 4});
+  const Fp8Rows want = quantize_rows_e4m3(y);
+  ASSERT_EQ(q.codes.shape(), want.codes.shape());
+  ASSERT_EQ(q.scales.shape(), want.scales.shape());
+  EXPECT_EQ(std::memcmp(q.codes.raw(), want.codes.raw(), want.codes.nbytes()), 0);
+  EXPECT_EQ(std::memcmp(q.scales.raw(), want.scales.raw(), want.scales.nbytes()), 0);
+  const Tensor short_w = random_tensor({d - 1}, 5);
+  EXPECT_THROW(be.layer_norm_fp8(x, &short_w, &b, 1e-6f), Error);
+  EXPECT_THROW(be.layer_norm_fp8(x.reshape({rows * d}), nullptr, nullptr, 1e-6f), Error);
+  EXPECT_THROW(be.layer_norm_fp8(x, nullptr, nullptr, 1e-6f, {&mod, 3}, {}), Error);
 }
 
 TEST_F(CpuOps, RmsNormMatchesFloat64InPlace) {

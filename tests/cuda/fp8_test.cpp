@@ -86,6 +86,47 @@ TEST(CudaFp8, QuantizeRowsGivesTheHostsBits) {
   EXPECT_THROW(gpu.quantize_rows(gpu.empty({2, 3, 16}, DType::F32)), Error);
 }
 
+// The input of fp8 matrices normalized and quantized in one op (layer_norm_fp8): the same codes
+// and scales, bit for bit, as layer_norm into BF16 then quantize_rows, with adaLN modulation (a
+// row per token), affine weights or neither; at the models' widths, and where the fused kernel
+// does not apply (70 columns; 16392, wider than its registers hold) through the two ops.
+TEST(CudaFp8, LayerNormFp8IsLayerNormThenQuantizeRows) {
+  FISDIT_REQUIRE_GPU();
+  for (const int64_t d :
+       {int64_t{64}, int64_t{70}, int64_t{1536}, int64_t{3072}, int64_t{5120}, int64_t{16392}}) {
+    const int64_t rows = 37;
+    const Tensor x = gpu.upload(awkward(rows, d, 31 + static_cast<uint64_t>(d)), DType::F32);
+    Tensor idx = Tensor::zeros({rows}, DType::I32);
+    for (int64_t i = 0; i < rows; ++i) idx.data_as<int32_t>()[i] = static_cast<int32_t>(i % 3 == 0);
+    const Modulation mod{gpu.upload(randn({2, 6, d}, 32, 0.3f), DType::F32),
+                         gpu.upload(idx, DType::I32)};
+    const Tensor w = gpu.upload(randn({d}, 33, 0.1f, 1.0f), DType::BF16),
+                 b = gpu.upload(randn({d}, 34, 0.1f), DType::BF16);
+    struct Way {
+      const char* name;
+      const Tensor *w, *b;
+      ModChunk shift, scale;
+    };
+    for (const Way& way : {Way{"plain", nullptr, nullptr, {}, {}},
+                           Way{"modulated", nullptr, nullptr, {&mod, 3}, {&mod, 4}},
+                           Way{"affine", &w, &b, {}, {}}}) {
+      Tensor y = poisoned(gpu, {rows, d}, DType::BF16);
+      gpu.layer_norm(x, way.w, way.b, 1e-6f, y, way.shift, way.scale);
+      const Fp8Rows want = gpu.quantize_rows(y);
+      const Fp8Rows got = gpu.layer_norm_fp8(x, way.w, way.b, 1e-6f, way.shift, way.scale);
+      const std::string what = std::to_string(d) + " columns, " + way.name;
+      ASSERT_EQ(got.codes.shape(), want.codes.shape()) << what;
+      ASSERT_EQ(got.codes.dtype(), DType::F8_E4M3) << what;
+      EXPECT_EQ(same_values(gpu.download(got.scales), gpu.download(want.scales)), "")
+          << what << ": scales";
+      EXPECT_EQ(same_values(gpu.download(got.codes), gpu.download(want.codes)), "")
+          << what << ": codes";
+    }
+  }
+  EXPECT_THROW(gpu.layer_norm_fp8(gpu.empty({4, 16}, DType::BF16), nullptr, nullptr, 1e-6f),
+               Error);  // not the F32 residual stream
+}
+
 struct Fp8Case {
   int64_t m, k, n;
   DType y;

@@ -142,6 +142,8 @@ class CudaBackend final : public Backend {
   // norm.cpp
   void do_layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps,
                      Tensor& y, ModChunk shift, ModChunk scale) override;
+  Fp8Rows do_layer_norm_fp8(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps,
+                            ModChunk shift, ModChunk scale) override;
   void do_rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) override;
   void do_rope_3d(Tensor& x, const RopeGrid& grid) override;
   void do_rms_norm_rope(Tensor& x, const Tensor& weight, float eps, int64_t heads,

@@ -40,12 +40,6 @@ __global__ void dequantize_fp8_kernel(const uint8_t* src, __nv_fp8_interpretatio
   }
 }
 
-// The scale of E4M3 codes whose largest magnitude is `amax` (core/quantize.h): amax / 448 by IEEE
-// division, as the host; 1 for zeros.
-__device__ __forceinline__ float e4m3_scale(float amax) {
-  return amax > 0.0f ? __fdiv_rn(amax, 448.0f) : 1.0f;
-}
-
 // One block per row: the row's amax, then every value divided by amax / 448 (IEEE division, as
 // the host) and rounded to E4M3 to nearest even, saturating (|v| <= 448 here but for rounding).
 // With `quads` four codes are packed into one 32-bit store (cols % 4 == 0, 4-byte aligned rows).
@@ -59,10 +53,7 @@ __global__ void quantize_rows_kernel(const void* x, EType xt, uint8_t* codes, fl
   amax = block_max(amax, scratch);
   const float scale = e4m3_scale(amax);
   if (threadIdx.x == 0) scales[blockIdx.x] = scale;
-  const auto code = [&](int64_t c) {
-    return static_cast<uint32_t>(
-        __nv_cvt_float_to_fp8(__fdiv_rn(load(x, xt, base + c), scale), __NV_SATFINITE, __NV_E4M3));
-  };
+  const auto code = [&](int64_t c) { return e4m3_code(load(x, xt, base + c), scale); };
   if (quads) {
     auto* out = reinterpret_cast<uint32_t*>(codes + base);
     for (int64_t q = threadIdx.x; q < cols / 4; q += blockDim.x)
@@ -100,8 +91,7 @@ __global__ void quantize_rows_bf16x8_kernel(const __nv_bfloat16* x, uint8_t* cod
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const float2 f = __bfloat1622float2(h[e]);
-      const uint32_t lo = __nv_cvt_float_to_fp8(__fdiv_rn(f.x, scale), __NV_SATFINITE, __NV_E4M3);
-      const uint32_t hi = __nv_cvt_float_to_fp8(__fdiv_rn(f.y, scale), __NV_SATFINITE, __NV_E4M3);
+      const uint32_t lo = e4m3_code(f.x, scale), hi = e4m3_code(f.y, scale);
       word[e / 2] |= (lo | hi << 8) << (16 * (e % 2));
     }
     out[i] = make_uint2(word[0], word[1]);

@@ -1,6 +1,7 @@
 #pragma once
 // Device helpers of the own kernels: typed loads/stores (fp32 math everywhere), block reductions.
 #include <cuda_bf16.h>
+#include <cuda_fp8.h>
 
 #include <cstdint>
 
@@ -84,6 +85,16 @@ __device__ __forceinline__ void load_bf16_row(const __nv_bfloat16* row, int chun
 #pragma unroll
     for (int c = 0; c < 4; ++c) pair(__bfloat1622float2(h[c]));
   }
+}
+
+// The scale of E4M3 codes whose largest magnitude is `amax` (core/quantize.h): amax / 448 by IEEE
+// division, as the host; 1 for zeros.
+__device__ __forceinline__ float e4m3_scale(float amax) {
+  return amax > 0.0f ? __fdiv_rn(amax, 448.0f) : 1.0f;
+}
+// v / scale (IEEE division) rounded to E4M3 to nearest even, saturating, as the host rounds it.
+__device__ __forceinline__ uint32_t e4m3_code(float v, float scale) {
+  return __nv_cvt_float_to_fp8(__fdiv_rn(v, scale), __NV_SATFINITE, __NV_E4M3);
 }
 
 inline unsigned grid_for(int64_t n, int threads, int64_t cap = 65535LL * 16) {

@@ -31,6 +31,34 @@ void CudaBackend::do_layer_norm(const Tensor& x, const Tensor* weight, const Ten
                     mod_arg(shift, op), mod_arg(scale, op), stream());
 }
 
+Fp8Rows CudaBackend::do_layer_norm_fp8(const Tensor& x, const Tensor* weight, const Tensor* bias,
+                                       float eps, ModChunk shift, ModChunk scale) {
+  const char* op = "layer_norm_fp8";
+  require_device(x, op, "input");
+  const int64_t rows = x.dim(0), d = x.dim(1);
+  require((weight == nullptr) == (bias == nullptr), op, "weight and bias come together");
+  EType wt = EType::F32;
+  if (weight) {
+    require_device(*weight, op, "weight");
+    require_device(*bias, op, "bias");
+    wt = etype(weight->dtype(), op, "weight");
+    require(bias->dtype() == weight->dtype(), op, "weight and bias dtypes differ");
+  }
+  Fp8Rows q{alloc_device(ctx_, {rows, d}, DType::F8_E4M3, op),
+            alloc_device(ctx_, {rows}, DType::F32, op)};
+  {
+    OpScope scope(stream(), op, profiling() ? "K=" + std::to_string(d) : std::string());
+    // The fused kernel rounds to bf16 first: it stands for layer_norm into BF16 activations.
+    if (activation_dtype() == DType::BF16 &&
+        launch_layer_norm_e4m3(x.data_as<float>(), q.codes.data_as<uint8_t>(),
+                               q.scales.data_as<float>(), rows, d, weight ? weight->raw() : nullptr,
+                               bias ? bias->raw() : nullptr, wt, eps, mod_arg(shift, op),
+                               mod_arg(scale, op), stream()))
+      return q;
+  }
+  return Backend::do_layer_norm_fp8(x, weight, bias, eps, shift, scale);  // wide rows: two ops
+}
+
 void CudaBackend::do_rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) {
   const char* op = "rms_norm";
   OpScope scope(stream(), op);

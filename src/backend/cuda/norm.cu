@@ -42,17 +42,16 @@ __global__ void layer_norm_kernel(const float* x, void* y, EType yt, int64_t d, 
   }
 }
 
-// Register-resident variant for d % 4 == 0 and d / 4 <= 8 * blockDim.x: 16-byte loads of the
-// fp32 row, statistics from registers, packed bf16 (or float4) stores.
+// Register-resident LayerNorm for d % 4 == 0 and d / 4 <= 8 * blockDim.x: row r's float4 chunks
+// (thread t's j-th chunk is chunk t + j * blockDim.x) read with 16-byte loads, the statistics taken
+// from registers, and each chunk of v replaced by its normalized, weighted and modulated values.
 constexpr int kRowVec = 8;
-__global__ void layer_norm_vec_kernel(const float* x, void* y, EType yt, int64_t d,
-                                      const void* weight, const void* bias, EType wt, float eps,
-                                      ModArg shift, ModArg scale) {
-  __shared__ float scratch[33];
-  const int64_t r = blockIdx.x;
+__device__ __forceinline__ void layer_norm_row(float4 (&v)[kRowVec], const float* x, int64_t r,
+                                               int64_t d, const void* weight, const void* bias,
+                                               EType wt, float eps, const ModArg& shift,
+                                               const ModArg& scale, float* scratch) {
   const int d4 = static_cast<int>(d / 4);
   const float4* xr = reinterpret_cast<const float4*>(x + r * d);
-  float4 v[kRowVec];
   float sum = 0.0f;
 #pragma unroll
   for (int j = 0; j < kRowVec; ++j) {
@@ -86,15 +85,62 @@ __global__ void layer_norm_vec_kernel(const float* x, void* y, EType yt, int64_t
       if (bias) o[c] += load(bias, wt, ch);
       if (sc) o[c] = o[c] * (1.0f + sc[ch]) + sh[ch];
     }
+    v[j] = make_float4(o[0], o[1], o[2], o[3]);
+  }
+}
+
+// layer_norm_row, then packed bf16 (or float4) stores.
+__global__ void layer_norm_vec_kernel(const float* x, void* y, EType yt, int64_t d,
+                                      const void* weight, const void* bias, EType wt, float eps,
+                                      ModArg shift, ModArg scale) {
+  __shared__ float scratch[33];
+  const int64_t r = blockIdx.x;
+  const int d4 = static_cast<int>(d / 4);
+  float4 v[kRowVec];
+  layer_norm_row(v, x, r, d, weight, bias, wt, eps, shift, scale, scratch);
+#pragma unroll
+  for (int j = 0; j < kRowVec; ++j) {
+    const int i = threadIdx.x + j * blockDim.x;
+    if (i >= d4) continue;
     if (yt == EType::BF16) {
       uint2 packed;
-      *reinterpret_cast<__nv_bfloat162*>(&packed.x) = __floats2bfloat162_rn(o[0], o[1]);
-      *reinterpret_cast<__nv_bfloat162*>(&packed.y) = __floats2bfloat162_rn(o[2], o[3]);
+      *reinterpret_cast<__nv_bfloat162*>(&packed.x) = __floats2bfloat162_rn(v[j].x, v[j].y);
+      *reinterpret_cast<__nv_bfloat162*>(&packed.y) = __floats2bfloat162_rn(v[j].z, v[j].w);
       reinterpret_cast<uint2*>(static_cast<__nv_bfloat16*>(y) + r * d)[i] = packed;
     } else {
-      reinterpret_cast<float4*>(static_cast<float*>(y) + r * d)[i] =
-          make_float4(o[0], o[1], o[2], o[3]);
+      reinterpret_cast<float4*>(static_cast<float*>(y) + r * d)[i] = v[j];
     }
+  }
+}
+
+// layer_norm_row, each value rounded to bf16 (what layer_norm_vec_kernel stores), then the row
+// quantized as quantize_rows does it from those bf16 values: amax, scale = amax / 448, codes. The
+// same bits as the two kernels one after the other, without the bf16 row in memory.
+__global__ void layer_norm_e4m3_kernel(const float* x, uint8_t* codes, float* scales, int64_t d,
+                                       const void* weight, const void* bias, EType wt, float eps,
+                                       ModArg shift, ModArg scale) {
+  __shared__ float scratch[33];
+  const int64_t r = blockIdx.x;
+  const int d4 = static_cast<int>(d / 4);
+  float4 v[kRowVec];
+  layer_norm_row(v, x, r, d, weight, bias, wt, eps, shift, scale, scratch);
+  float amax = 0.0f;
+#pragma unroll
+  for (int j = 0; j < kRowVec; ++j) {
+    const float2 a = __bfloat1622float2(__floats2bfloat162_rn(v[j].x, v[j].y));
+    const float2 b = __bfloat1622float2(__floats2bfloat162_rn(v[j].z, v[j].w));
+    v[j] = make_float4(a.x, a.y, b.x, b.y);  // past the row: zeros, which leave amax alone
+    amax = fmaxf(amax, fmaxf(fmaxf(fabsf(a.x), fabsf(a.y)), fmaxf(fabsf(b.x), fabsf(b.y))));
+  }
+  const float s = e4m3_scale(block_max(amax, scratch));
+  if (threadIdx.x == 0) scales[r] = s;
+  auto* out = reinterpret_cast<uint32_t*>(codes + r * d);
+#pragma unroll
+  for (int j = 0; j < kRowVec; ++j) {
+    const int i = threadIdx.x + j * blockDim.x;
+    if (i >= d4) continue;
+    out[i] = e4m3_code(v[j].x, s) | e4m3_code(v[j].y, s) << 8 | e4m3_code(v[j].z, s) << 16 |
+             e4m3_code(v[j].w, s) << 24;
   }
 }
 
@@ -236,6 +282,20 @@ void launch_layer_norm(const float* x, void* y, EType yt, int64_t rows, int64_t 
   layer_norm_kernel<<<static_cast<unsigned>(rows), norm_threads(d), smem, s>>>(
       x, y, yt, d, weight, bias, wt, eps, shift, scale);
   check_launch("layer_norm", "", s);
+}
+
+bool launch_layer_norm_e4m3(const float* x, uint8_t* codes, float* scales, int64_t rows, int64_t d,
+                            const void* weight, const void* bias, EType wt, float eps, ModArg shift,
+                            ModArg scale, cudaStream_t s) {
+  const int vec_threads = d / 4 > 1024 ? 256 : 128;
+  if (!(reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(codes) % 4 == 0 &&
+        d % 4 == 0 && d / 4 <= int64_t{kRowVec} * vec_threads))
+    return false;
+  if (rows == 0) return true;
+  layer_norm_e4m3_kernel<<<static_cast<unsigned>(rows), vec_threads, 0, s>>>(
+      x, codes, scales, d, weight, bias, wt, eps, shift, scale);
+  check_launch("layer_norm_fp8", "", s);
+  return true;
 }
 
 void launch_rms_norm(const void* x, EType xt, void* y, EType yt, const void* weight, EType wt,

@@ -12,6 +12,12 @@ namespace fisdit::cuda {
 void launch_layer_norm(const float* x, void* y, EType yt, int64_t rows, int64_t d,
                        const void* weight, const void* bias, EType wt, float eps, ModArg shift,
                        ModArg scale, cudaStream_t s);
+// LayerNorm (+ modulation) of x rounded to bf16, then quantized per row to E4M3 codes [rows, d]
+// and scales [rows] as launch_quantize_rows_e4m3 does it from that bf16 row, in one kernel; false
+// (nothing launched) when the row is too wide or x / codes misaligned.
+bool launch_layer_norm_e4m3(const float* x, uint8_t* codes, float* scales, int64_t rows, int64_t d,
+                            const void* weight, const void* bias, EType wt, float eps, ModArg shift,
+                            ModArg scale, cudaStream_t s);
 void launch_rms_norm(const void* x, EType xt, void* y, EType yt, const void* weight, EType wt,
                      int64_t rows, int64_t d, float eps, cudaStream_t s);
 // Fused q/k RMSNorm + RoPE in place on bf16 x [rows, d]; false (nothing launched) when the

@@ -287,6 +287,16 @@ WanDiT::MatrixInput WanDiT::matrix_input(const Tensor& x) {
   return {x, {}};
 }
 
+WanDiT::MatrixInput WanDiT::normed_input(const Tensor& x, const Tensor* weight, const Tensor* bias,
+                                         ModChunk shift, ModChunk scale) {
+  const float eps = static_cast<float>(cfg_.eps);
+  if (models::fp8_matrices(precision_))  // quantized as it is normalized: no bf16 copy
+    return {Tensor(), backend_.layer_norm_fp8(x, weight, bias, eps, shift, scale)};
+  Tensor xn = backend_.empty(x.shape(), backend_.activation_dtype());
+  backend_.layer_norm(x, weight, bias, eps, xn, shift, scale);
+  return {xn, {}};
+}
+
 void WanDiT::linear(const DitBlockWeights& w, int m, const MatrixInput& in, const Tensor* b,
                     Tensor& y, Activation act) {
   if (models::fp8_matrices(precision_))
@@ -331,11 +341,9 @@ void WanDiT::self_attention(const DitBlockWeights& w, const Tensor& x, const Mod
   const int64_t n = x.dim(0), d = cfg_.dim, heads = cfg_.num_heads, hd = cfg_.head_dim();
   const float eps = static_cast<float>(cfg_.eps);
   const DType act = backend_.activation_dtype();
-  Tensor xn = backend_.empty({n, d}, act);
-  backend_.layer_norm(x, nullptr, nullptr, eps, xn, {&mod, 0}, {&mod, 1});
+  const MatrixInput in = normed_input(x, nullptr, nullptr, {&mod, 0}, {&mod, 1});
   Tensor q = backend_.empty({n, d}, act), k = backend_.empty({n, d}, act),
          v = backend_.empty({n, d}, act);
-  const MatrixInput in = matrix_input(xn);
   linear(w, DitBlockWeights::SaQ, in, &w.sa_q_b, q);
   linear(w, DitBlockWeights::SaK, in, &w.sa_k_b, k);
   linear(w, DitBlockWeights::SaV, in, &w.sa_v_b, v);
@@ -372,13 +380,10 @@ void WanDiT::cross_attention(const DitBlockWeights& w, const Tensor& x, const mo
                 hd = cfg_.head_dim();
   const float eps = static_cast<float>(cfg_.eps);
   const DType act = backend_.activation_dtype();
-  Tensor xn = x;
-  if (cfg_.cross_attn_norm) {
-    xn = backend_.empty({n, d}, act);
-    backend_.layer_norm(x, &w.norm3_w, &w.norm3_b, eps, xn);
-  }
+  const MatrixInput in =
+      cfg_.cross_attn_norm ? normed_input(x, &w.norm3_w, &w.norm3_b) : matrix_input(x);
   Tensor q = backend_.empty({n, d}, act);
-  linear(w, DitBlockWeights::CaQ, matrix_input(xn), &w.ca_q_b, q);
+  linear(w, DitBlockWeights::CaQ, in, &w.ca_q_b, q);
   if (cfg_.qk_norm) backend_.rms_norm(q, w.ca_norm_q, eps, q);
   Tensor o = backend_.empty({n, heads, hd}, act);
   backend_.attention(q.reshape({n, heads, hd}), kv.k.reshape({lt, heads, hd}),
@@ -388,12 +393,11 @@ void WanDiT::cross_attention(const DitBlockWeights& w, const Tensor& x, const mo
 
 void WanDiT::feed_forward(const DitBlockWeights& w, const Tensor& x, const Modulation& mod,
                           Tensor& out) {
-  const int64_t n = x.dim(0), d = cfg_.dim;
+  const int64_t n = x.dim(0);
   const DType act = backend_.activation_dtype();
-  Tensor xn = backend_.empty({n, d}, act);
-  backend_.layer_norm(x, nullptr, nullptr, static_cast<float>(cfg_.eps), xn, {&mod, 3}, {&mod, 4});
+  const MatrixInput in = normed_input(x, nullptr, nullptr, {&mod, 3}, {&mod, 4});
   Tensor hidden = backend_.empty({n, cfg_.ffn_dim}, act);
-  linear(w, DitBlockWeights::FfnIn, matrix_input(xn), &w.ffn_in_b, hidden, Activation::GeluTanh);
+  linear(w, DitBlockWeights::FfnIn, in, &w.ffn_in_b, hidden, Activation::GeluTanh);
   linear(w, DitBlockWeights::FfnOut, matrix_input(hidden), &w.ffn_out_b, out);
 }
 

@@ -136,6 +136,10 @@ class WanDiT final : public models::VelocityModel {
     Fp8Rows q;
   };
   MatrixInput matrix_input(const Tensor& x);
+  // The same for LN(x) (Backend::layer_norm's arguments): in fp8 normalized and quantized in one
+  // op (Backend::layer_norm_fp8), its activations never made.
+  MatrixInput normed_input(const Tensor& x, const Tensor* weight = nullptr,
+                           const Tensor* bias = nullptr, ModChunk shift = {}, ModChunk scale = {});
   // y = act(x . W^T + b) for matrix `m` of a block, in the model's precision.
   void linear(const DitBlockWeights& w, int m, const MatrixInput& in, const Tensor* b, Tensor& y,
               Activation act = Activation::None);
