@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "../env_scope.h"
 #include "../io/io_test_util.h"
 
 namespace fisdit {
@@ -73,17 +74,13 @@ TEST(TuningCache, AnUnwritableDirectoryKeepsEntriesInMemoryAndOffDisables) {
   EXPECT_EQ(said.find("cannot write", said.find("cannot write") + 1), std::string::npos)
       << "said once: " << said;
 
-  const char* old = std::getenv("FISDIT_CACHE_DIR");
-  const std::string saved = old ? old : "";
-  setenv("FISDIT_CACHE_DIR", "off", 1);
-  EXPECT_EQ(TuningCache::default_dir(), "");
-  EXPECT_FALSE(TuningCache("", "c", "GPU A").enabled());
-  setenv("FISDIT_CACHE_DIR", dir.path().c_str(), 1);
+  {
+    test::EnvScope off("FISDIT_CACHE_DIR", "off");
+    EXPECT_EQ(TuningCache::default_dir(), "");
+    EXPECT_FALSE(TuningCache("", "c", "GPU A").enabled());
+  }
+  test::EnvScope here("FISDIT_CACHE_DIR", dir.path().c_str());
   EXPECT_EQ(TuningCache::default_dir(), dir.path().string());
-  if (old)
-    setenv("FISDIT_CACHE_DIR", saved.c_str(), 1);
-  else
-    unsetenv("FISDIT_CACHE_DIR");
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <random>
 #include <string>
 
+#include "../env_scope.h"
 #include "backend/backend.h"
 #include "backend/cuda/cuda_backend.h"
 #include "fisdit/error.h"
@@ -52,29 +53,6 @@ inline Tensor round_bf16(const Tensor& t) {
   return r;
 }
 
-// Sets (or with a null value unsets) an environment variable for one scope, then restores it.
-class EnvScope {
- public:
-  EnvScope(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old;
-    if (value)
-      setenv(name, value, 1);
-    else
-      unsetenv(name);
-  }
-  ~EnvScope() {
-    if (old_)
-      setenv(name_, old_->c_str(), 1);
-    else
-      unsetenv(name_);
-  }
-  EnvScope(const EnvScope&) = delete;
-  EnvScope& operator=(const EnvScope&) = delete;
-
- private:
-  const char* name_;
-  std::optional<std::string> old_;
-};
 // Sets FISDIT_FP8_ATTENTION for a scope (the CUDA backend reads it at each call). Unset, each
 // call shape runs the faster of the bf16 attention and cuDNN's fp8 (measured on its first call),
 // so a test of the fp8 attention names the kernel.

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "../env_scope.h"
 #include "../io/io_test_util.h"
 #include "models/wan/vae.h"
 #include "pipeline/generate.h"
@@ -54,7 +55,7 @@ std::array<double, 3> mean_rgb(const Tensor& video) {
 }
 
 TEST(BundledModel, IsFoundWithoutModelAndCarriesItsDefaults) {
-  unsetenv("FISDIT_MODEL");
+  test::EnvScope no_model("FISDIT_MODEL", nullptr);
   const std::string dir = bundled_model_dir();
   EXPECT_TRUE(fs::equivalent(dir, bundled())) << dir;
   const ModelDefaults d = read_model_defaults(dir);
@@ -100,7 +101,7 @@ TEST(BundledModel, FollowsTheBackgroundColourOfThePrompt) {
 // given overrides its default.
 TEST(BundledModel, GenerateWithoutModelUsesItAndItsDefaults) {
   TempDir dir;
-  unsetenv("FISDIT_MODEL");
+  test::EnvScope no_model("FISDIT_MODEL", nullptr);
   auto run = [&](const std::string& args, std::string& err) {
     return iotest::run_fisdit("generate " + args + " --device cpu", dir.file("stderr.txt"), err);
   };
@@ -148,9 +149,10 @@ TEST(BundledModel, GenerateWithoutModelUsesItAndItsDefaults) {
             read_model_defaults(bundled()).held_out_prompts[0]);
   EXPECT_EQ(a.at("cv").size(), 2u);  // steps
 
-  setenv("FISDIT_MODEL", dir.file("nowhere").c_str(), 1);
-  EXPECT_NE(run("--prompt 'a red square' --frames-dir " + dir.file("h"), err), 0);
-  unsetenv("FISDIT_MODEL");
+  {
+    test::EnvScope model("FISDIT_MODEL", dir.file("nowhere").c_str());
+    EXPECT_NE(run("--prompt 'a red square' --frames-dir " + dir.file("h"), err), 0);
+  }
   EXPECT_TRUE(contains(err, "FISDIT_MODEL=" + dir.file("nowhere") + ": not a directory")) << err;
 }
 

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "../env_scope.h"
 #include "../io/io_test_util.h"
 #include "../models/t5_hf_names.h"
 #include "core/random.h"
@@ -120,10 +121,7 @@ TEST(Generate, FramesStreamedDuringTheDecodeMakeTheSameMp4) {
   make_release(dir.path(), "t2v");
   GenerateOptions o = tiny(dir.path());
   // Two latent frames per decode chunk after the first (tiny frames would take all four at once).
-  struct ChunkEnv {
-    ChunkEnv() { setenv("FISDIT_VAE_DECODE_CHUNK", "2", 1); }
-    ~ChunkEnv() { unsetenv("FISDIT_VAE_DECODE_CHUNK"); }
-  } chunk_env;
+  test::EnvScope chunk_env("FISDIT_VAE_DECODE_CHUNK", "2");
   OutputOptions out;
   out.output = dir.file("streamed.mp4");
   StreamedMp4 mp4(out, 16.0);
@@ -366,9 +364,10 @@ TEST(Generate, ExpertPreparedBesideTheTextGivesTheSameVideo) {
   const nlohmann::json& seconds = overlapped.summary.at("seconds");
   for (const char* stage : {"text_load", "text_encode", "dit_load", "dit_load_overlapped"})
     EXPECT_GE(seconds.at(stage).get<double>(), 0.0) << stage;
-  setenv("FISDIT_OVERLAP_LOAD", "0", 1);
-  const GenerateResult off = generate(o);
-  unsetenv("FISDIT_OVERLAP_LOAD");
+  const GenerateResult off = [&] {
+    test::EnvScope no_overlap("FISDIT_OVERLAP_LOAD", "0");
+    return generate(o);
+  }();
   EXPECT_FALSE(off.summary.at("overlap_load").get<bool>());
   EXPECT_TRUE(same(off.latent, in_order.latent));
 

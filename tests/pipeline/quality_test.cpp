@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "../env_scope.h"
 #include "../io/io_test_util.h"
 #include "analysis/analyze.h"
 #include "analysis/plot.h"
@@ -424,9 +425,10 @@ TEST_F(QualityCommand, BadFlagsAreNamed) {
   EXPECT_NE(run(base + prompts + " --output-dir " + dir_.file("a-file") + "/sub", err), 0);
   EXPECT_TRUE(contains(err, "--output-dir " + dir_.file("a-file") + "/sub: cannot create")) << err;
   // no --model: the bundled model, or FISDIT_MODEL when set (here to a file, not a model)
-  setenv("FISDIT_MODEL", dir_.file("a-file").c_str(), 1);
-  EXPECT_NE(run("quality --device cpu" + prompts + out, err), 0);
-  unsetenv("FISDIT_MODEL");
+  {
+    test::EnvScope model("FISDIT_MODEL", dir_.file("a-file").c_str());
+    EXPECT_NE(run("quality --device cpu" + prompts + out, err), 0);
+  }
   EXPECT_TRUE(contains(err, "FISDIT_MODEL=" + dir_.file("a-file") + ": not a directory")) << err;
   EXPECT_NE(run(base + prompts, err), 0);
   EXPECT_TRUE(contains(err, "--output-dir")) << err;

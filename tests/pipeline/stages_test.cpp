@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "../env_scope.h"
 #include "../io/io_test_util.h"
 #include "media/image.h"
 #include "models/wan/config.h"
@@ -458,12 +459,14 @@ TEST(GenerateStages, AOneShotRunPreparesTheFirstExpertBesideTheTextStage) {
   GenerateOptions off = o;
   off.overlap_load = false;
   EXPECT_FALSE(Generator(make(models::Task::T2V), off, false).run(off).summary.at("overlap_load"));
-  setenv("FISDIT_OVERLAP_LOAD", "0", 1);
-  Generator(make(models::Task::T2V), o, false).run(o);
-  setenv("FISDIT_OVERLAP_LOAD", "2", 1);
-  const std::string bad =
-      iotest::error_of([&] { Generator(make(models::Task::T2V), o, false).run(o); });
-  unsetenv("FISDIT_OVERLAP_LOAD");
+  {
+    test::EnvScope no_overlap("FISDIT_OVERLAP_LOAD", "0");
+    Generator(make(models::Task::T2V), o, false).run(o);
+  }
+  const std::string bad = [&] {
+    test::EnvScope wrong("FISDIT_OVERLAP_LOAD", "2");
+    return iotest::error_of([&] { Generator(make(models::Task::T2V), o, false).run(o); });
+  }();
   EXPECT_NE(bad.find("FISDIT_OVERLAP_LOAD: must be 0 (off) or 1 (on), got '2'"), std::string::npos)
       << bad;
   EXPECT_EQ(calls, 0);
