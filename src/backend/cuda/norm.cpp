@@ -11,6 +11,19 @@
 
 namespace fisdit::cuda {
 
+namespace {
+// A LayerNorm's optional affine weight and bias: both or neither, on the GPU, of one dtype (F32
+// when absent).
+EType affine_type(const Tensor* weight, const Tensor* bias, const char* op) {
+  require((weight == nullptr) == (bias == nullptr), op, "weight and bias come together");
+  if (!weight) return EType::F32;
+  require_device(*weight, op, "weight");
+  require_device(*bias, op, "bias");
+  require(bias->dtype() == weight->dtype(), op, "weight and bias dtypes differ");
+  return etype(weight->dtype(), op, "weight");
+}
+}  // namespace
+
 void CudaBackend::do_layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias,
                                 float eps, Tensor& y, ModChunk shift, ModChunk scale) {
   const char* op = "layer_norm";
@@ -18,14 +31,7 @@ void CudaBackend::do_layer_norm(const Tensor& x, const Tensor* weight, const Ten
   require_device(x, op, "input");
   require_device(y, op, "output");
   const int64_t rows = x.dim(0), d = x.dim(1);
-  require((weight == nullptr) == (bias == nullptr), op, "weight and bias come together");
-  EType wt = EType::F32;
-  if (weight) {
-    require_device(*weight, op, "weight");
-    require_device(*bias, op, "bias");
-    wt = etype(weight->dtype(), op, "weight");
-    require(bias->dtype() == weight->dtype(), op, "weight and bias dtypes differ");
-  }
+  const EType wt = affine_type(weight, bias, op);
   launch_layer_norm(x.data_as<float>(), y.raw(), etype(y.dtype(), op, "output"), rows, d,
                     weight ? weight->raw() : nullptr, bias ? bias->raw() : nullptr, wt, eps,
                     mod_arg(shift, op), mod_arg(scale, op), stream());
@@ -36,14 +42,7 @@ Fp8Rows CudaBackend::do_layer_norm_fp8(const Tensor& x, const Tensor* weight, co
   const char* op = "layer_norm_fp8";
   require_device(x, op, "input");
   const int64_t rows = x.dim(0), d = x.dim(1);
-  require((weight == nullptr) == (bias == nullptr), op, "weight and bias come together");
-  EType wt = EType::F32;
-  if (weight) {
-    require_device(*weight, op, "weight");
-    require_device(*bias, op, "bias");
-    wt = etype(weight->dtype(), op, "weight");
-    require(bias->dtype() == weight->dtype(), op, "weight and bias dtypes differ");
-  }
+  const EType wt = affine_type(weight, bias, op);
   Fp8Rows q{alloc_device(ctx_, {rows, d}, DType::F8_E4M3, op),
             alloc_device(ctx_, {rows}, DType::F32, op)};
   {
