@@ -53,14 +53,15 @@ __global__ void quantize_rows_kernel(const void* x, EType xt, uint8_t* codes, fl
   amax = block_max(amax, scratch);
   const float scale = e4m3_scale(amax);
   if (threadIdx.x == 0) scales[blockIdx.x] = scale;
-  const auto code = [&](int64_t c) { return e4m3_code(load(x, xt, base + c), scale); };
+  const auto value = [&](int64_t c) { return load(x, xt, base + c); };
   if (quads) {
     auto* out = reinterpret_cast<uint32_t*>(codes + base);
     for (int64_t q = threadIdx.x; q < cols / 4; q += blockDim.x)
-      out[q] = code(4 * q) | code(4 * q + 1) << 8 | code(4 * q + 2) << 16 | code(4 * q + 3) << 24;
+      out[q] =
+          e4m3_code4(value(4 * q), value(4 * q + 1), value(4 * q + 2), value(4 * q + 3), scale);
   } else {
     for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
-      codes[base + c] = static_cast<uint8_t>(code(c));
+      codes[base + c] = static_cast<uint8_t>(e4m3_code(value(c), scale));
   }
 }
 
@@ -87,14 +88,10 @@ __global__ void quantize_rows_bf16x8_kernel(const __nv_bfloat16* x, uint8_t* cod
     const int i = threadIdx.x + j * blockDim.x;
     if (i >= chunks) continue;
     const auto* h = reinterpret_cast<const __nv_bfloat162*>(&v[j]);
-    uint32_t word[2] = {0, 0};
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const float2 f = __bfloat1622float2(h[e]);
-      const uint32_t lo = e4m3_code(f.x, scale), hi = e4m3_code(f.y, scale);
-      word[e / 2] |= (lo | hi << 8) << (16 * (e % 2));
-    }
-    out[i] = make_uint2(word[0], word[1]);
+    const float2 a = __bfloat1622float2(h[0]), b = __bfloat1622float2(h[1]),
+                 c = __bfloat1622float2(h[2]), e = __bfloat1622float2(h[3]);
+    out[i] =
+        make_uint2(e4m3_code4(a.x, a.y, b.x, b.y, scale), e4m3_code4(c.x, c.y, e.x, e.y, scale));
   }
 }
 

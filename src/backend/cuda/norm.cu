@@ -139,8 +139,7 @@ __global__ void layer_norm_e4m3_kernel(const float* x, uint8_t* codes, float* sc
   for (int j = 0; j < kRowVec; ++j) {
     const int i = threadIdx.x + j * blockDim.x;
     if (i >= d4) continue;
-    out[i] = e4m3_code(v[j].x, s) | e4m3_code(v[j].y, s) << 8 | e4m3_code(v[j].z, s) << 16 |
-             e4m3_code(v[j].w, s) << 24;
+    out[i] = e4m3_code4(v[j].x, v[j].y, v[j].z, v[j].w, s);
   }
 }
 
@@ -258,16 +257,24 @@ __global__ void rope_kernel(void* x, EType xt, int64_t tokens, int64_t heads, in
   }
 }
 
+// The threads of layer_norm_row's kernels for rows of d channels, and whether such a row fits
+// them (d % 4 == 0, at most kRowVec float4 chunks a thread; x 16-byte aligned). Both kernels
+// take the same test, so the fused one computes exactly the LayerNorm the other stores.
+int layer_norm_vec_threads(int64_t d) { return d / 4 > 1024 ? 256 : 128; }
+bool layer_norm_vec_fits(const float* x, int64_t d) {
+  return reinterpret_cast<uintptr_t>(x) % 16 == 0 && d % 4 == 0 &&
+         d / 4 <= int64_t{kRowVec} * layer_norm_vec_threads(d);
+}
+
 }  // namespace
 
 void launch_layer_norm(const float* x, void* y, EType yt, int64_t rows, int64_t d,
                        const void* weight, const void* bias, EType wt, float eps, ModArg shift,
                        ModArg scale, cudaStream_t s) {
   if (rows == 0) return;
-  const int vec_threads = d / 4 > 1024 ? 256 : 128;
-  const bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
-                       reinterpret_cast<uintptr_t>(y) % (yt == EType::F32 ? 16 : 8) == 0;
-  if (aligned && d % 4 == 0 && d / 4 <= int64_t{kRowVec} * vec_threads) {
+  const int vec_threads = layer_norm_vec_threads(d);
+  if (layer_norm_vec_fits(x, d) &&
+      reinterpret_cast<uintptr_t>(y) % (yt == EType::F32 ? 16 : 8) == 0) {
     layer_norm_vec_kernel<<<static_cast<unsigned>(rows), vec_threads, 0, s>>>(
         x, y, yt, d, weight, bias, wt, eps, shift, scale);
     check_launch("layer_norm", "", s);
@@ -287,12 +294,9 @@ void launch_layer_norm(const float* x, void* y, EType yt, int64_t rows, int64_t 
 bool launch_layer_norm_e4m3(const float* x, uint8_t* codes, float* scales, int64_t rows, int64_t d,
                             const void* weight, const void* bias, EType wt, float eps, ModArg shift,
                             ModArg scale, cudaStream_t s) {
-  const int vec_threads = d / 4 > 1024 ? 256 : 128;
-  if (!(reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(codes) % 4 == 0 &&
-        d % 4 == 0 && d / 4 <= int64_t{kRowVec} * vec_threads))
-    return false;
+  if (!layer_norm_vec_fits(x, d) || reinterpret_cast<uintptr_t>(codes) % 4 != 0) return false;
   if (rows == 0) return true;
-  layer_norm_e4m3_kernel<<<static_cast<unsigned>(rows), vec_threads, 0, s>>>(
+  layer_norm_e4m3_kernel<<<static_cast<unsigned>(rows), layer_norm_vec_threads(d), 0, s>>>(
       x, codes, scales, d, weight, bias, wt, eps, shift, scale);
   check_launch("layer_norm_fp8", "", s);
   return true;
