@@ -12,6 +12,7 @@
 #include <map>
 #include <stop_token>
 #include <thread>
+#include <vector>
 
 #include "backend/backend.h"
 #include "core/progress.h"
@@ -81,24 +82,28 @@ bool overlap_load_env() {
   throw Error(std::string("FISDIT_OVERLAP_LOAD: must be 0 (off) or 1 (on), got '") + env + "'");
 }
 
+// Per timestep of the request's schedule, whether it runs on the high-noise expert (the one
+// expert, when there is one).
+std::vector<bool> high_noise_steps(const CheckedRequest& r, const models::ReleaseInfo& info) {
+  const auto solver = sched::make_flow_solver(r.denoise.solver, r.denoise.steps, r.denoise.shift);
+  const float boundary = sched::expert_boundary(r.denoise, info.model);
+  std::vector<bool> high;
+  for (const auto t : solver->schedule().timesteps)
+    high.push_back(!info.two_experts || sched::use_high_noise_expert(t, boundary));
+  return high;
+}
+
 // Whether the first step runs on the high-noise expert (the one expert when there is one).
 bool first_expert_high(const CheckedRequest& r, const models::ReleaseInfo& info) {
-  if (!info.two_experts) return true;
-  const auto solver = sched::make_flow_solver(r.denoise.solver, r.denoise.steps, r.denoise.shift);
-  return sched::use_high_noise_expert(solver->schedule().timesteps.at(0),
-                                      sched::expert_boundary(r.denoise, info.model));
+  return high_noise_steps(r, info).at(0);
 }
 
 // Whether the steps run on both experts of a two-expert release (the first steps on the high-noise
 // one, the rest on the low-noise one).
 bool uses_both_experts(const CheckedRequest& r, const models::ReleaseInfo& info) {
-  if (!info.two_experts) return false;
-  const auto solver = sched::make_flow_solver(r.denoise.solver, r.denoise.steps, r.denoise.shift);
-  const float boundary = sched::expert_boundary(r.denoise, info.model);
-  bool high = false, low = false;
-  for (const auto t : solver->schedule().timesteps)
-    (sched::use_high_noise_expert(t, boundary) ? high : low) = true;
-  return high && low;
+  const std::vector<bool> high = high_noise_steps(r, info);
+  return std::find(high.begin(), high.end(), true) != high.end() &&
+         std::find(high.begin(), high.end(), false) != high.end();
 }
 
 // The host side of loading a DiT expert (models::Release::prepare_expert) on a thread of its own,
