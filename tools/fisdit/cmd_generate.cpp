@@ -4,6 +4,7 @@
 #include <optional>
 
 #include "backend/backend.h"
+#include "bench_util.h"
 #include "cli.h"
 #include "fisdit/error.h"
 #include "models/release.h"
@@ -126,6 +127,9 @@ void run_generate(const GenerateArgs& a) {
     if (last && mp4) request.on_frames = mp4->sink();
     generator.forget_texts();  // each run encodes its prompt (a no-op without --repeat)
     r = generator.run(request);
+    // FISDIT_CUDA_PROFILE=1: where this run's GPU time went, op by op (every op synchronized).
+    if (const std::string profile = take_op_profile(); !profile.empty())
+      status("run " + std::to_string(i + 1) + " " + profile);
     if (!warm) break;
     const nlohmann::json& s = r.summary;
     runs.push_back({{"run", i + 1},
