@@ -64,8 +64,14 @@
 # (FA8_SHAPES picks among a14b-720p a14b-480p a14b-480p-17f a14b-480p-5f ti2v-512), then A14B
 # 480p loops in fp8 with the own kernel and with cuDNN's, TI2V-5B 512x512x17 loops and A14B 720p.
 # overlap: a random T2V-A14B release (its experts' files shared) generated one-shot at 480p from a
-# cold page cache, with FISDIT_OVERLAP_LOAD=0 and 1, twice each: what reading the first expert
-# beside the text stage saves (the second expert's files are the first's, so it is read warm).
+# cold page cache, with FISDIT_OVERLAP_LOAD=0 and 1, twice each: what preparing and uploading the
+# first expert beside the text stage (and the second beside the first one's steps) saves (the
+# second expert's files are the first's, so it is read warm); the final latents compared byte
+# for byte.
+# ti2v-small: a random TI2V-5B release generated at 512x512x17 from an image (4 steps, FIS
+# balanced) with --repeat 4 in bf16 and fp8, one process each, twice alternating (per-step times of
+# the last run), an op profile of a generate run in each precision, and the bench loops of the
+# same size.
 # TEST_FILTER=PATTERN runs only those GPU tests (a gtest filter), in any mode.
 # quick: tests + small benchmarks (Wan2.1-1.3B 480p, A14B 480p); bench: benchmarks only.
 # Logs go to $OUT (the device tool's folder) or /tmp/fisdit-device. Header-only dependencies and
@@ -287,10 +293,65 @@ if [ "$MODE" = "overlap" ]; then
       FISDIT_OVERLAP_LOAD=$overlap gen_run "overlap$overlap-round$round" "times|loaded|preparing" \
         --model "$REL" --lora-high "$REL/lora_high.safetensors" --lora-low "$REL/lora_low.safetensors" \
         --prompt "a red ball rolls across a wooden table, soft window light" --seed 7 --steps 4 \
-        --frames 81 --size 832x480 --fis balanced
+        --frames 81 --size 832x480 --fis balanced --save-latent "/tmp/fisdit-latent-$overlap-$round.safetensors"
     done
   done
+  # The weights put on the GPU ahead are the ones a plain load makes: the same latent (bit for bit
+  # where the processes chose the same GEMM algorithms; else the rel. L2 says how near).
+  for f in 1-1 0-2 1-2; do
+    python3 - /tmp/fisdit-latent-0-1.safetensors "/tmp/fisdit-latent-$f.safetensors" <<'PY' | tee -a "$SUMMARY"
+import json, math, struct, sys
+from array import array
+def latent(path):
+    with open(path, "rb") as fh:
+        n = struct.unpack("<Q", fh.read(8))[0]
+        a, b = json.loads(fh.read(n))["x"]["data_offsets"]
+        fh.seek(8 + n + a)
+        return array("f", fh.read(b - a))
+x, y = latent(sys.argv[1]), latent(sys.argv[2])
+label = f"latent {sys.argv[2][-15:-12]} (overlap-round): "
+if x == y:
+    print(label + "identical to 0-1")
+else:
+    d = math.sqrt(sum((p - q) ** 2 for p, q in zip(x, y))) / math.sqrt(sum(p * p for p in x))
+    print(label + f"rel L2 {d:.3g} against 0-1")
+PY
+  done
+  rm -f /tmp/fisdit-latent-*
   rm -rf "$ROOT"
+  exit 0
+fi
+
+if [ "$MODE" = "ti2v-small" ]; then
+  ROOT=${FISDIT_RELEASE_DIR:-/tmp/fisdit-release}
+  rm -rf "$ROOT"; REL=$ROOT/ti2v; t0=$(date +%s)
+  python3 bench/make_random_release.py "$REL" --task ti2v --lora >>"$OUT/release.log" 2>&1 ||
+    { tail -20 "$OUT/release.log"; say "make_random_release FAILED"; exit 1; }
+  say "random ti2v release: $(( $(date +%s) - t0 )) s, $(du -shL "$REL" | cut -f1)"
+  small=(--model "$REL" --lora-high "$REL/lora.safetensors" --image "$REL/first_frame.png" --steps 4
+    --guidance 1 --size 512x512 --frames 17 --fis balanced --quiet
+    --prompt "a red ball rolls across a wooden table, soft window light" --seed 7)
+  # One process per row, the precisions alternating, 4 runs each (the first pays the tuning).
+  for round in 1 2; do
+    for p in bf16 fp8; do
+      gen_run "small-$p-$round" "models loaded|run [0-9]" "${small[@]}" --precision $p --repeat 4
+      python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('  steps, last run (ms):', [round(1000*s['seconds'],1) for s in d['steps']])" \
+        "$OUT/gen_small-$p-$round.json" | tee -a "$SUMMARY"
+    done
+  done
+  # Where a run's GPU time goes in each precision (ops synchronized: a breakdown, not a timing),
+  # in generate (its second run) and in the bench loop of the same request.
+  for p in bf16 fp8; do
+    FISDIT_CUDA_PROFILE=1 gen_run "profile-$p" "NONE" "${small[@]}" --precision $p --repeat 2
+    sed -n "/^=== profile-$p:/,\$p" "$OUT/release.log" | sed -n '/^run 2 op profile/,/^[^ ]/p' |
+      head -24 | cut -c1-100 | tee -a "$SUMMARY"
+  done
+  timeout 300 ./build-device/fisdit bench --device cuda --random-weights --label ti2v-512-loop \
+    --model-config wan2.2-ti2v-5b --size 512x512 --frames 17 --steps 4 --fis off,balanced \
+    --precision bf16,fp8 --warmup 2 --repeats 5 >"$OUT/bench_ti2v-512-loop.log" 2>&1 ||
+    say "bench ti2v-512-loop FAILED"
+  grep -A8 "^fisdit bench:" "$OUT/bench_ti2v-512-loop.log" | grep -v RESULT | tee -a "$SUMMARY"
+  rm -rf "$ROOT" /tmp/fisdit-frames-*
   exit 0
 fi
 

@@ -144,6 +144,14 @@ class Release {
     (void)upload;
     return 0;
   }
+  // The device bytes the text stage holds at most on `backend` when its encoder is not kept
+  // resident (a one-shot run: weights and activations, the prompt and a negative prompt), without
+  // loading it; -1 when the family cannot tell. fisdit generate keeps that much free while the
+  // first expert goes up beside the text stage.
+  virtual int64_t text_stage_bytes(const Backend& backend) const {
+    (void)backend;
+    return -1;
+  }
   // The device bytes of an expert's weights on `backend`, all resident (none streamed), without
   // loading it; -1 when the family cannot tell.
   virtual int64_t expert_bytes(bool high_noise, const Backend& backend) const {

@@ -70,8 +70,8 @@ models::ReleaseOptions release_options(const GenerateOptions& o, bool keep_loade
   return r;
 }
 
-// GPU memory left free beside a step's activations while the second expert goes up during the
-// first one's steps: the libraries' workspaces and the step's transient peaks.
+// GPU memory left free beside a stage's own while an expert goes up during it (the text stage,
+// the first expert's steps): the libraries' workspaces and the stage's transient peaks.
 constexpr int64_t kUploadMargin = int64_t{2} << 30;
 
 // FISDIT_OVERLAP_LOAD: 0 loads each DiT expert when its first step comes, as a whole.
@@ -692,12 +692,21 @@ GenerateResult Generator::run(const GenerateOptions& request) {
                          overlap_load_env();
     if (overlap) {
       const bool high = first_expert_high(r, info);
+      // On a GPU its weights also go up beside the text stage, as far as they leave that stage
+      // (Release::text_stage_bytes) and the margin free. Not beside an image stage: the VAE
+      // encode's memory is not known ahead, so the upload waits for the load then.
+      models::UploadAhead upload;
+      const int64_t text_bytes = s.backend->device() != Device::CPU && !r.image.defined()
+                                     ? s.release->text_stage_bytes(*s.backend)
+                                     : -1;
+      if (text_bytes >= 0) upload = {s.backend.get(), text_bytes + kUploadMargin};
       if (r.options.progress)
         std::fprintf(stderr,
-                     "preparing the %s in the background (reading its weights) while the text "
+                     "preparing the %s in the background (reading its weights%s) while the text "
                      "encoder runs\n",
-                     expert_name(info.two_experts, high).c_str());
-      prep = std::make_unique<ExpertPrep>(*s.release, high, s.backend->device());
+                     expert_name(info.two_experts, high).c_str(),
+                     upload.backend ? " and putting them on the GPU" : "");
+      prep = std::make_unique<ExpertPrep>(*s.release, high, s.backend->device(), upload);
     }
     summary["overlap_load"] = prep != nullptr;
     s.encode_text(r, in, summary, log);

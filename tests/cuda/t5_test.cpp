@@ -5,6 +5,8 @@
 // L2 and the ops to 1e-2 for bf16 outputs, 1e-5 for fp32 ones.
 #include "models/wan/t5.h"
 
+#include <algorithm>
+
 #include "../models/fp8_scaled.h"
 #include "cuda_test_util.h"
 #include "io/safetensors.h"
@@ -122,6 +124,30 @@ TEST(CudaT5, ResidentWeightsGiveTheStreamedResults) {
     EXPECT_EQ(std::memcmp(got.raw(), want.raw(), want.nbytes()), 0) << pass;
     EXPECT_GT(encoder->resident_bytes(), 0);
   }
+}
+
+// A streamed encode of two prompts holds no more device memory than t5_streamed_bytes says
+// (fisdit generate keeps that much free while the first DiT expert goes up beside the text
+// stage), and holds some: the bound is over what was measured, not under it.
+TEST(CudaT5, AStreamedEncodeStaysWithinItsEstimate) {
+  FISDIT_REQUIRE_GPU();
+  const std::string path = std::string(FISDIT_TEST_DATA) + "/wan/t5_tiny.safetensors";
+  const auto fixture = SafetensorsFile::open(path);
+  auto encoder = wan::load_t5(wan::open_t5(path), gpu);
+  auto in = [&](const std::string& n) { return integers(fixture->tensor_f32("input." + n)); };
+  const std::vector<int64_t> ids = in("ids"), ids_long = in("ids_long");
+  const int64_t longest = static_cast<int64_t>(std::max(ids.size(), ids_long.size()));
+  const int64_t before = gpu.memory_in_use();
+  gpu.reset_memory_peak();
+  const std::vector<Tensor> got =
+      encoder->encode_many({{ids, in("mask")}, {ids_long, in("mask_long")}});
+  const int64_t held = gpu.memory_peak() - before;
+  const int64_t bound = wan::t5_streamed_bytes(encoder->config(), gpu.weight_dtype(), longest, 2);
+  std::printf("t5_tiny streamed encode of 2 prompts: %lld bytes held at most, estimate %lld\n",
+              static_cast<long long>(held), static_cast<long long>(bound));
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_GT(held, 0);
+  EXPECT_LE(held, bound);
 }
 
 // A scaled fp8 encoder (every projection F8_E4M3 with a scale_weight, official names): the GPU

@@ -20,9 +20,11 @@
 #include "io/safetensors.h"
 #include "media/image.h"
 #include "media/video.h"
+#include "models/family.h"
 #include "models/wan/dit.h"
 #include "models/wan/loader.h"
 #include "models/wan/release.h"
+#include "models/wan/t5.h"
 #include "models/wan/vae.h"
 #include "pipeline/output.h"
 #include "tiny_release.h"
@@ -382,6 +384,26 @@ TEST(Generate, ExpertPreparedBesideTheTextGivesTheSameVideo) {
   const Tensor ti2v_in_order = generate(ti2v).video;
   ti2v.overlap_load = true;
   EXPECT_TRUE(same(generate(ti2v).video, ti2v_in_order));
+}
+
+// What the text stage holds on a device (generate keeps it free while the first expert goes up
+// beside it on a GPU): one streamed umT5 block and two prompts' activations over the DiT's
+// text_len, from the file's own config; nothing is loaded to say so.
+TEST(Generate, TheTextStageSaysWhatItHoldsWithoutLoading) {
+  TempDir dir;
+  make_release(dir.path() / "t2v", "t2v");
+  auto release = models::open_release((dir.path() / "t2v").string(), {});
+  auto cpu = make_cpu_backend();
+  const wan::T5Config c =
+      wan::open_t5((dir.path() / "t2v/models_t5_umt5-xxl-enc-bf16.safetensors").string()).config;
+  const int64_t bytes = release->text_stage_bytes(*cpu);
+  EXPECT_EQ(bytes, wan::t5_streamed_bytes(c, cpu->weight_dtype(), 32, 2));
+  // At least one block's matrices in F32 (the CPU backend's weights) and its activations.
+  const int64_t matrices = 4 * (4 * int64_t{c.dim} * c.dim_attn + 3 * int64_t{c.dim} * c.dim_ffn);
+  EXPECT_GT(bytes, matrices);
+  EXPECT_LT(bytes, 2 * matrices + 4 * 2 * 32 *
+                                      (4 * c.dim + 4 * c.dim_attn + 2 * c.dim_ffn +
+                                       int64_t{c.num_heads} * 32));
 }
 
 // Whatever fails while an expert is prepared in the background fails as before: a tensor missing

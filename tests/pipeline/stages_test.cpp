@@ -116,10 +116,12 @@ class RecordingRelease final : public models::Release {
   // prepare_expert runs `prepare` (on generate's thread: it must not touch the log); none: the
   // release prepares nothing.
   std::function<int64_t(bool high, std::stop_token stop)> prepare;
-  bool text_fails = false;  // encode_text throws
+  bool text_fails = false;              // encode_text throws
+  std::atomic<int> uploads_offered{0};  // prepare_expert calls asked to put weights on a GPU
   bool prepares_experts() const override { return static_cast<bool>(prepare); }
   int64_t prepare_expert(bool high, Device, std::stop_token stop,
-                         const models::UploadAhead&) override {
+                         const models::UploadAhead& upload) override {
+    if (upload.backend) ++uploads_offered;
     const int64_t bytes = prepare(high, std::move(stop));
     prepared_[high ? 0 : 1] = true;
     return bytes;
@@ -416,8 +418,12 @@ TEST(GenerateStages, AOneShotRunPreparesTheFirstExpertBesideTheTextStage) {
     return r;
   };
   GenerateOptions o = request();
-  const GenerateResult r = Generator(make(models::Task::T2V), o, false).run(o);
+  auto first = make(models::Task::T2V);
+  const RecordingRelease* recorded = first.get();
+  Generator one_shot(std::move(first), o, false);
+  const GenerateResult r = one_shot.run(o);
   EXPECT_EQ(calls, 2);
+  EXPECT_EQ(recorded->uploads_offered, 0) << "a CPU run puts no weight on a GPU";
   EXPECT_EQ(asked, (std::vector<bool>{true, false}));
   EXPECT_EQ(log,
             (std::vector<std::string>{"text 1", "unload text", "load high prepared", "unload high",

@@ -220,6 +220,17 @@ class WanRelease final : public models::Release {
     return bytes;
   }
 
+  int64_t text_stage_bytes(const Backend& backend) const override {
+    if (paths_.text_encoder.empty()) return -1;
+    T5Config c;
+    try {
+      c = open_t5(paths_.text_encoder).config;
+    } catch (const Error&) {
+      return -1;  // the text stage says what is wrong with the file
+    }
+    return t5_streamed_bytes(c, backend.weight_dtype(), high_src_->config.text_len, 2);
+  }
+
   int64_t expert_bytes(bool high_noise, const Backend& backend) const override {
     const ModelSource& src = high_noise || !low_src_ ? *high_src_ : *low_src_;
     const DitBytes b = dit_device_bytes(src.config, backend.weight_dtype(), options_.precision);

@@ -75,6 +75,17 @@ std::vector<std::pair<std::string, Shape>> t5_parameter_shapes(const T5Config& c
   return s;
 }
 
+int64_t t5_streamed_bytes(const T5Config& c, DType weight_dtype, int64_t text_len, int sequences) {
+  const int64_t w = static_cast<int64_t>(dtype_size(weight_dtype)), f32 = 4;
+  const int64_t d = c.dim, da = c.dim_attn, f = c.dim_ffn, len = text_len;
+  const int64_t block =
+      (4 * da * d + 3 * f * d) * w + (2 * d + int64_t{c.num_buckets} * c.num_heads) * f32;
+  // x, branch, xn and the output [L, dim]; q, k, v, attn [L, dim_attn]; gate, hidden [L, dim_ffn].
+  const int64_t sequence =
+      (4 * len * d + 4 * len * da + 2 * len * f + int64_t{c.num_heads} * len * len) * f32;
+  return block + sequences * sequence;
+}
+
 // Parameters of one block in their stored dtype (converted to fp32 only while the block runs).
 struct T5Encoder::BlockWeights {
   T5Weight norm1, q, k, v, o, norm2, gate, fc1, fc2, pos;  // pos: [num_buckets, num_heads] or none

@@ -73,6 +73,12 @@ using T5WeightFn = std::function<T5Weight(const std::string& official_key, const
 // Every parameter of T5Encoder, official key -> shape, in state_dict order.
 std::vector<std::pair<std::string, Shape>> t5_parameter_shapes(const T5Config& cfg);
 
+// The device bytes a T5Encoder that is not resident holds at most on a GPU while it encodes
+// `sequences` prompts of up to `text_len` tokens: one block's weights (matrices in
+// `weight_dtype`, vectors in F32) and each sequence's activations, counted in F32 (an
+// over-estimate where they are bf16), the attention's [heads, L, L] scores included.
+int64_t t5_streamed_bytes(const T5Config& cfg, DType weight_dtype, int64_t text_len, int sequences);
+
 // Called with host copies of intermediate results: "embedding" [L, dim] and "block_<i>" [L, dim]
 // (the hidden state after block i, before the final norm), as the fixtures name them.
 using T5Observer = std::function<void(const std::string& name, const Tensor& host)>;
