@@ -67,7 +67,7 @@
 # cold page cache, with FISDIT_OVERLAP_LOAD=0 and 1, twice each: what preparing and uploading the
 # first expert beside the text stage (and the second beside the first one's steps) saves (the
 # second expert's files are the first's, so it is read warm); the final latents compared byte
-# for byte.
+# for byte (OVERLAP_ROUNDS="1": one round).
 # ti2v-small: a random TI2V-5B release generated at 512x512x17 from an image (4 steps, FIS
 # balanced) with --repeat 4 in bf16 and fp8, one process each, twice alternating (per-step times of
 # the last run), an op profile of a generate run in each precision, and the bench loops of the
@@ -286,7 +286,7 @@ if [ "$MODE" = "overlap" ]; then
   python3 bench/make_random_release.py "$REL" --task t2v --lora --same-experts >>"$OUT/release.log" 2>&1 ||
     { tail -20 "$OUT/release.log"; say "make_random_release FAILED"; exit 1; }
   say "random t2v release: $(( $(date +%s) - t0 )) s, $(du -shL "$REL" | cut -f1)"
-  for round in 1 2; do
+  for round in ${OVERLAP_ROUNDS:-1 2}; do
     for overlap in 0 1; do
       sync
       echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || say "the page cache could not be dropped: a warm-cache run"
@@ -299,6 +299,7 @@ if [ "$MODE" = "overlap" ]; then
   # The weights put on the GPU ahead are the ones a plain load makes: the same latent (bit for bit
   # where the processes chose the same GEMM algorithms; else the rel. L2 says how near).
   for f in 1-1 0-2 1-2; do
+    [ -f "/tmp/fisdit-latent-$f.safetensors" ] || continue
     python3 - /tmp/fisdit-latent-0-1.safetensors "/tmp/fisdit-latent-$f.safetensors" <<'PY' | tee -a "$SUMMARY"
 import json, math, struct, sys
 from array import array
