@@ -64,10 +64,11 @@
 # (FA8_SHAPES picks among a14b-720p a14b-480p a14b-480p-17f a14b-480p-5f ti2v-512), then A14B
 # 480p loops in fp8 with the own kernel and with cuDNN's, TI2V-5B 512x512x17 loops and A14B 720p.
 # overlap: a random T2V-A14B release (its experts' files shared) generated one-shot at 480p from a
-# cold page cache, with FISDIT_OVERLAP_LOAD=0 and 1, twice each: what preparing and uploading the
-# first expert beside the text stage (and the second beside the first one's steps) saves (the
-# second expert's files are the first's, so it is read warm); the final latents compared byte
-# for byte (OVERLAP_ROUNDS="1": one round).
+# cold page cache, with FISDIT_OVERLAP_LOAD=0, 1, and 1 with FISDIT_UPLOAD_FIRST_EXPERT=1, twice
+# each: what preparing the first expert beside the text stage (and uploading it there too) and
+# uploading the second beside the first one's steps save (the second expert's files are the
+# first's, so it is read warm); the final latents compared byte for byte (OVERLAP_ROUNDS="1":
+# one round).
 # ti2v-small: a random TI2V-5B release generated at 512x512x17 from an image (4 steps, FIS
 # balanced) with --repeat 4 in bf16 and fp8, one process each, twice alternating (per-step times of
 # the last run), an op profile of a generate run in each precision, and the bench loops of the
@@ -287,10 +288,11 @@ if [ "$MODE" = "overlap" ]; then
     { tail -20 "$OUT/release.log"; say "make_random_release FAILED"; exit 1; }
   say "random t2v release: $(( $(date +%s) - t0 )) s, $(du -shL "$REL" | cut -f1)"
   for round in ${OVERLAP_ROUNDS:-1 2}; do
-    for overlap in 0 1; do
+    for overlap in 0 1 2; do  # 2: FISDIT_OVERLAP_LOAD=1 and FISDIT_UPLOAD_FIRST_EXPERT=1
       sync
       echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || say "the page cache could not be dropped: a warm-cache run"
-      FISDIT_OVERLAP_LOAD=$overlap gen_run "overlap$overlap-round$round" "times|loaded|preparing" \
+      FISDIT_OVERLAP_LOAD=$(( overlap > 0 )) FISDIT_UPLOAD_FIRST_EXPERT=$(( overlap > 1 )) \
+        gen_run "overlap$overlap-round$round" "times|loaded|preparing" \
         --model "$REL" --lora-high "$REL/lora_high.safetensors" --lora-low "$REL/lora_low.safetensors" \
         --prompt "a red ball rolls across a wooden table, soft window light" --seed 7 --steps 4 \
         --frames 81 --size 832x480 --fis balanced --save-latent "/tmp/fisdit-latent-$overlap-$round.safetensors"
@@ -298,7 +300,7 @@ if [ "$MODE" = "overlap" ]; then
   done
   # The weights put on the GPU ahead are the ones a plain load makes: the same latent (bit for bit
   # where the processes chose the same GEMM algorithms; else the rel. L2 says how near).
-  for f in 1-1 0-2 1-2; do
+  for f in 1-1 2-1 0-2 1-2 2-2; do
     [ -f "/tmp/fisdit-latent-$f.safetensors" ] || continue
     python3 - /tmp/fisdit-latent-0-1.safetensors "/tmp/fisdit-latent-$f.safetensors" <<'PY' | tee -a "$SUMMARY"
 import json, math, struct, sys

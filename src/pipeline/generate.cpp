@@ -82,6 +82,16 @@ bool overlap_load_env() {
   throw Error(std::string("FISDIT_OVERLAP_LOAD: must be 0 (off) or 1 (on), got '") + env + "'");
 }
 
+// FISDIT_UPLOAD_FIRST_EXPERT: 1 also puts the first expert's weights on the GPU beside the text
+// stage (opt-in until it has been measured on a GPU; off by default).
+bool upload_first_expert_env() {
+  const char* env = std::getenv("FISDIT_UPLOAD_FIRST_EXPERT");
+  if (!env || !*env || std::string(env) == "0") return false;
+  if (std::string(env) == "1") return true;
+  throw Error(std::string("FISDIT_UPLOAD_FIRST_EXPERT: must be 0 (off) or 1 (on), got '") + env +
+              "'");
+}
+
 // Per timestep of the request's schedule, whether it runs on the high-noise expert (the one
 // expert, when there is one).
 std::vector<bool> high_noise_steps(const CheckedRequest& r, const models::ReleaseInfo& info) {
@@ -692,13 +702,16 @@ GenerateResult Generator::run(const GenerateOptions& request) {
                          overlap_load_env();
     if (overlap) {
       const bool high = first_expert_high(r, info);
-      // On a GPU its weights also go up beside the text stage, as far as they leave that stage
-      // (Release::text_stage_bytes) and the margin free. Not beside an image stage: the VAE
-      // encode's memory is not known ahead, so the upload waits for the load then.
+      // With FISDIT_UPLOAD_FIRST_EXPERT=1, on a GPU its weights also go up beside the text
+      // stage, as far as they leave that stage (Release::text_stage_bytes) and the margin free.
+      // Not beside an image stage: the VAE encode's memory is not known ahead, so the upload
+      // waits for the load then.
       models::UploadAhead upload;
-      const int64_t text_bytes = s.backend->device() != Device::CPU && !r.image.defined()
-                                     ? s.release->text_stage_bytes(*s.backend)
-                                     : -1;
+      const bool upload_first = upload_first_expert_env();
+      const int64_t text_bytes =
+          upload_first && s.backend->device() != Device::CPU && !r.image.defined()
+              ? s.release->text_stage_bytes(*s.backend)
+              : -1;
       if (text_bytes >= 0) upload = {s.backend.get(), text_bytes + kUploadMargin};
       if (r.options.progress)
         std::fprintf(stderr,

@@ -1,6 +1,7 @@
 // fisdit generate with a Wan release on the GPU, one-shot: each DiT expert is prepared on a thread
-// of its own and its weights put on the GPU ahead (the first beside the text stage, the second
-// beside the first one's steps); the video is the one a plain load makes, bit for bit.
+// of its own and its weights put on the GPU ahead (the first beside the text stage with
+// FISDIT_UPLOAD_FIRST_EXPERT=1, the second beside the first one's steps); the video is the one a
+// plain load makes, bit for bit.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -46,26 +47,32 @@ TEST(CudaWanGenerate, ExpertsPutOnTheGpuAheadMakeTheSameVideo) {
   o.seed = 7;
   o.device = "cuda";
   o.progress = true;  // the loaded lines say what went up ahead
-  const auto run = [&](const char* overlap, std::string& log) {
+  const auto run = [&](const char* overlap, const char* first, std::string& log) {
     test::EnvScope env("FISDIT_OVERLAP_LOAD", overlap);
+    test::EnvScope first_env("FISDIT_UPLOAD_FIRST_EXPERT", first);
     testing::internal::CaptureStderr();
     pipeline::GenerateResult r = pipeline::generate(o);
     log = testing::internal::GetCapturedStderr();
     return r;
   };
-  std::string plain_log, ahead_log;
-  const pipeline::GenerateResult plain = run("0", plain_log);
-  const pipeline::GenerateResult ahead = run("1", ahead_log);
+  std::string plain_log, ahead_log, second_log;
+  const pipeline::GenerateResult plain = run("0", "0", plain_log);
+  const pipeline::GenerateResult ahead = run("1", "1", ahead_log);
+  const pipeline::GenerateResult second = run("1", "0", second_log);
   EXPECT_FALSE(plain.summary.at("overlap_load").get<bool>());
   EXPECT_TRUE(ahead.summary.at("overlap_load").get<bool>());
   ASSERT_EQ(ahead.latent.shape(), plain.latent.shape());
   EXPECT_EQ(std::memcmp(ahead.latent.raw(), plain.latent.raw(), plain.latent.nbytes()), 0);
   ASSERT_EQ(ahead.video.shape(), plain.video.shape());
   EXPECT_EQ(std::memcmp(ahead.video.raw(), plain.video.raw(), plain.video.nbytes()), 0);
+  EXPECT_EQ(std::memcmp(second.latent.raw(), plain.latent.raw(), plain.latent.nbytes()), 0);
   // Both experts went up ahead (the tiny ones fit many times over): the first beside the text
-  // stage, the second beside the first one's steps; nothing did with the overlap off.
+  // stage (FISDIT_UPLOAD_FIRST_EXPERT=1), the second beside the first one's steps; without the
+  // variable only the second; nothing with the overlap off.
   EXPECT_EQ(count(ahead_log, "reading its weights and putting them on the GPU"), 1) << ahead_log;
   EXPECT_EQ(count(ahead_log, "of it on the GPU ahead"), 2) << ahead_log;
+  EXPECT_EQ(count(second_log, "putting them on the GPU"), 0) << second_log;
+  EXPECT_EQ(count(second_log, "of it on the GPU ahead"), 1) << second_log;
   EXPECT_EQ(count(plain_log, "on the GPU"), 0) << plain_log;
 #endif
 }

@@ -477,6 +477,23 @@ TEST(GenerateStages, AOneShotRunPreparesTheFirstExpertBesideTheTextStage) {
       << bad;
   EXPECT_EQ(calls, 0);
   EXPECT_EQ(std::count(log.begin(), log.end(), "load high prepared"), 0);
+  // FISDIT_UPLOAD_FIRST_EXPERT=1 asks for the first expert's upload beside the text stage: a CPU
+  // run still puts nothing on a GPU; a value other than 0 or 1 is an error naming it.
+  {
+    test::EnvScope first("FISDIT_UPLOAD_FIRST_EXPERT", "1");
+    auto cpu_release = make(models::Task::T2V);
+    const RecordingRelease* seen = cpu_release.get();
+    Generator g(std::move(cpu_release), o, false);
+    g.run(o);
+    EXPECT_EQ(seen->uploads_offered, 0);
+  }
+  const std::string bad_first = [&] {
+    test::EnvScope wrong("FISDIT_UPLOAD_FIRST_EXPERT", "yes");
+    return iotest::error_of([&] { Generator(make(models::Task::T2V), o, false).run(o); });
+  }();
+  EXPECT_NE(bad_first.find("FISDIT_UPLOAD_FIRST_EXPERT: must be 0 (off) or 1 (on), got 'yes'"),
+            std::string::npos)
+      << bad_first;
 }
 
 // A background prepare that fails leaves nothing behind: the expert loads as it would have (and
