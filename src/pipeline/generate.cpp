@@ -74,23 +74,20 @@ models::ReleaseOptions release_options(const GenerateOptions& o, bool keep_loade
 // the first expert's steps): the libraries' workspaces and the stage's transient peaks.
 constexpr int64_t kUploadMargin = int64_t{2} << 30;
 
-// FISDIT_OVERLAP_LOAD: 0 loads each DiT expert when its first step comes, as a whole.
-bool overlap_load_env() {
-  const char* env = std::getenv("FISDIT_OVERLAP_LOAD");
-  if (!env || !*env || std::string(env) == "1") return true;
+// A 0/1 switch from the environment: `fallback` when unset or empty; another value is an Error
+// naming the variable.
+bool env_switch(const char* name, bool fallback) {
+  const char* env = std::getenv(name);
+  if (!env || !*env) return fallback;
   if (std::string(env) == "0") return false;
-  throw Error(std::string("FISDIT_OVERLAP_LOAD: must be 0 (off) or 1 (on), got '") + env + "'");
-}
-
-// FISDIT_UPLOAD_FIRST_EXPERT: 1 also puts the first expert's weights on the GPU beside the text
-// stage (opt-in until it has been measured on a GPU; off by default).
-bool upload_first_expert_env() {
-  const char* env = std::getenv("FISDIT_UPLOAD_FIRST_EXPERT");
-  if (!env || !*env || std::string(env) == "0") return false;
   if (std::string(env) == "1") return true;
-  throw Error(std::string("FISDIT_UPLOAD_FIRST_EXPERT: must be 0 (off) or 1 (on), got '") + env +
-              "'");
+  throw Error(std::string(name) + ": must be 0 (off) or 1 (on), got '" + env + "'");
 }
+// FISDIT_OVERLAP_LOAD: 0 loads each DiT expert when its first step comes, as a whole.
+bool overlap_load_env() { return env_switch("FISDIT_OVERLAP_LOAD", true); }
+// FISDIT_UPLOAD_FIRST_EXPERT: 1 also puts the first expert's weights on the GPU beside the text
+// stage (opt-in until it has been measured on a GPU).
+bool upload_first_expert_env() { return env_switch("FISDIT_UPLOAD_FIRST_EXPERT", false); }
 
 // Per timestep of the request's schedule, whether it runs on the high-noise expert (the one
 // expert, when there is one).
