@@ -582,6 +582,16 @@ TEST_F(Cli, BenchMagCacheRowsReportSkipsAndFidelity) {
                        "off,magcache --magcache-thresh 5 --compare-dense --warmup 0 --repeats 1");
   ASSERT_EQ(r.rc, 0) << r.err;
   EXPECT_NE(r.err.find("MagCache ratios from an untimed dense loop"), std::string::npos) << r.err;
+  // Each setting says how long queueing a forward took on the host (the CPU backend runs the ops
+  // as they are queued, so it is all of the forward: more than nothing).
+  int queued = 0;
+  for (size_t at = r.err.find(" ms to queue a forward"); at != std::string::npos;
+       at = r.err.find(" ms to queue a forward", at + 1)) {
+    const size_t start = r.err.rfind(' ', at - 1) + 1;
+    EXPECT_GT(std::stod(r.err.substr(start, at - start)), 0.0) << r.err;
+    ++queued;
+  }
+  EXPECT_EQ(queued, 4) << r.err;
   const std::vector<std::vector<std::string>> rows = result_rows(r.out);
   ASSERT_EQ(rows.size(), 4u) << r.out;
   const char* names[] = {"off", "balanced", "magcache", "balanced+mc"};

@@ -17,6 +17,10 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+double since_ms(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
 Timer::Timer(Backend& b) : backend_(b) {
 #ifdef FISDIT_WITH_CUDA
   if (b.device() == Device::CUDA) events_ = std::make_unique<cuda::EventTimer>(b);
@@ -38,7 +42,7 @@ double Timer::stop_ms() {
   if (events_) return events_->stop_ms();
 #endif
   backend_.synchronize();
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0_).count();
+  return since_ms(t0_);
 }
 
 Memory memory(const Backend& b) {

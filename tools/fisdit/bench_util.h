@@ -17,6 +17,8 @@ class EventTimer;
 namespace fisdit::cli {
 
 double median(std::vector<double> v);  // 0 for none
+// Host milliseconds since `t0`.
+double since_ms(std::chrono::steady_clock::time_point t0);
 
 // Device timing: CUDA events on the backend's stream, else a host clock after synchronize().
 class Timer {

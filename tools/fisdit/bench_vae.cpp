@@ -98,8 +98,7 @@ VaeTimes time_vae_runs(Backend& backend, const VaeRun& run, const Tensor& input,
                     chunk_ms.back());
       status(line);
     });
-    times.totals.push_back(
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    times.totals.push_back(since_ms(t0));
     times.firsts.push_back(chunk_ms.front());
     if (chunk_ms.size() > 1) {
       double sum = 0;

@@ -48,6 +48,7 @@ struct Setting {
 struct Result {
   std::string setting;
   double ms_step = 0, ms_forward = 0, ms_sparse = 0, ms_dense = 0;
+  double ms_host = 0;  // median host time to queue a forward (Timings::host_ms)
   int sparse_steps = 0, dense_steps = 0, skipped_steps = 0;
   std::optional<double> rel_l2;  // final latent vs the dense setting's (--compare-dense)
   double pflop = 0, executed_pflop = 0, tflops = 0;
@@ -247,6 +248,9 @@ accel::MagRatios calibrate_ratios(const DitBench& b, const accel::FisPlan& plan,
 // The timed runs of one setting.
 struct Timings {
   std::vector<double> loops, sparse_ms, dense_ms, fwd_ms;
+  // Host milliseconds until each timed forward returned, its GPU work queued, not waited for:
+  // near the forward's own time when launching the work is what limits it.
+  std::vector<double> host_ms;
   double flops_sparse = 0, flops_dense = 0;  // executed by one forward of each type
   std::vector<bool> skipped;                 // per step, in the last loop (MagCache)
 };
@@ -260,7 +264,9 @@ Timings time_step_types(const DitBench& b, const accel::FisPlan& plan, const Res
   const auto time_forward = [&](int k, bool open, std::vector<double>& ms, double& flops) {
     const double before = b.backend->flops().total();
     timer.start();
+    const auto queued = std::chrono::steady_clock::now();
     b.forward(x, plan, k, open);
+    t.host_ms.push_back(since_ms(queued));
     ms.push_back(timer.stop_ms());
     flops = b.backend->flops().total() - before;
   };
@@ -293,7 +299,9 @@ Timings time_loops(const DitBench& b, const accel::FisPlan& plan, const std::vec
       else if (cache)
         stack.keep = &cache->residual(0);
       t.skipped[static_cast<size_t>(k)] = skip;
+      const auto queued = std::chrono::steady_clock::now();
       const Tensor v = b.forward(x, plan, k, open, stack);
+      t.host_ms.push_back(since_ms(queued));
       const double f = timer.stop_ms();
       timer.start();
       b.step(x, v, k);
@@ -312,6 +320,7 @@ void summarize(const DitBench& b, const accel::FisConfig& fis, const Timings& t,
   r.skipped_steps = static_cast<int>(std::count(t.skipped.begin(), t.skipped.end(), true));
   r.ms_sparse = median(t.sparse_ms);
   r.ms_dense = median(t.dense_ms);
+  r.ms_host = median(t.host_ms);
   if (a.mode == "per-step-type") {
     const double total = r.sparse_steps * r.ms_sparse + r.dense_steps * r.ms_dense;
     r.ms_step = total / b.steps;
@@ -380,9 +389,9 @@ Result run_setting(const DitBench& b, const Setting& setting, bool calibrate,
   char line[512];
   std::snprintf(line, sizeof line,
                 "  %-12s %.1f ms/step (sparse step %.1f ms x%d, dense step %.1f ms x%d, "
-                "skipped x%d), %.3f PFLOP, %.0f TFLOP/s",
+                "skipped x%d), %.3f PFLOP, %.0f TFLOP/s; %.2f ms to queue a forward",
                 r.setting.c_str(), r.ms_step, r.ms_sparse, r.sparse_steps, r.ms_dense,
-                r.dense_steps, r.skipped_steps, r.pflop, r.tflops);
+                r.dense_steps, r.skipped_steps, r.pflop, r.tflops, r.ms_host);
   status(line);
   return r;
 }
