@@ -72,7 +72,7 @@
 # ti2v-small: a random TI2V-5B release generated at 512x512x17 from an image (4 steps, FIS
 # balanced) with --repeat 4 in bf16 and fp8, one process each, twice alternating (per-step times of
 # the last run), an op profile of a generate run in each precision, and the bench loops of the
-# same size.
+# same size (with the host's time to queue a forward).
 # TEST_FILTER=PATTERN runs only those GPU tests (a gtest filter), in any mode.
 # quick: tests + small benchmarks (Wan2.1-1.3B 480p, A14B 480p); bench: benchmarks only.
 # Logs go to $OUT (the device tool's folder) or /tmp/fisdit-device. Header-only dependencies and
@@ -353,6 +353,7 @@ if [ "$MODE" = "ti2v-small" ]; then
     --model-config wan2.2-ti2v-5b --size 512x512 --frames 17 --steps 4 --fis off,balanced \
     --precision bf16,fp8 --warmup 2 --repeats 5 >"$OUT/bench_ti2v-512-loop.log" 2>&1 ||
     say "bench ti2v-512-loop FAILED"
+  grep "to queue a forward" "$OUT/bench_ti2v-512-loop.log" | tee -a "$SUMMARY"
   grep -A8 "^fisdit bench:" "$OUT/bench_ti2v-512-loop.log" | grep -v RESULT | tee -a "$SUMMARY"
   rm -rf "$ROOT" /tmp/fisdit-frames-*
   exit 0
