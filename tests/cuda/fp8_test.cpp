@@ -235,7 +235,8 @@ TEST(Fp8AttentionLayout, TheVtKeyOrderMakesTheAccumulatorTheAFragment) {
 // GPU's bf16 attention: fp8 really ran.
 // The own kernel (head_dim 128 on Hopper; attention_fp8.cu) rounds the same q, k and v codes and
 // P' = 448 p to E4M3 as cuDNN does (its sum l in fp32 before rounding): the same bounds. Each case
-// runs with FISDIT_FP8_ATTENTION=cudnn and each variant of the own kernel where it runs.
+// runs with FISDIT_FP8_ATTENTION=cudnn and each variant of the own kernel where it runs (own-ws224:
+// tiles of 224 keys, the second 128-key half of V^T past the keys' end read as zeros).
 struct Fp8AttnCase {
   int64_t lq, lk, heads, d;
   float q_scale;     // larger: a more peaked softmax
@@ -263,7 +264,8 @@ TEST_P(CudaAttentionFp8, IsTheCpusFp8AttentionUpToTheProbabilitiesRounding) {
                vd = gpu.upload(v, DType::BF16);
   Tensor bf16 = poisoned(gpu, {c.lq, c.heads, c.d}, DType::BF16);
   gpu.attention(qd, kd, vd, bf16);
-  for (const char* kernel : {"cudnn", "own-poly", "own-mufu", "own-ws", "own-ws-mufu"}) {
+  for (const char* kernel :
+       {"cudnn", "own-poly", "own-mufu", "own-ws", "own-ws-mufu", "own-ws224"}) {
     const bool own = std::strncmp(kernel, "own", 3) == 0;
     if (own && !cuda::attention_fp8_own_supported(c.d)) continue;
     Fp8AttentionKernelScope scope(kernel);
@@ -357,6 +359,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaAttentionFp8,
                                            Fp8AttnCase{1000, 1000, 4, 128, 1.0f},
                                            Fp8AttnCase{1000, 1000, 4, 128, 4.0f},  // peaked
                                            Fp8AttnCase{300, 512, 2, 128, 1.0f},
+                                           // two whole tiles of 224 keys (own-ws224)
+                                           Fp8AttnCase{200, 448, 2, 128, 1.0f},
                                            // one key in the last tile of 128, 77 queries
                                            Fp8AttnCase{77, 129, 3, 128, 2.0f},
                                            Fp8AttnCase{4096, 4096, 2, 128, 0.5f},  // diffuse

@@ -510,7 +510,8 @@ void run_attention_bench(const BenchArgs& a) {
   const bool both_kernels = backend->name() == "cuda" && !std::getenv("FISDIT_FP8_ATTENTION");
   for (const models::Precision p : precisions)
     if (p == models::Precision::Fp8 && both_kernels) {
-      for (const char* kernel : {"own-poly", "own-mufu", "own-ws", "own-ws-mufu", "cudnn", "auto"})
+      for (const char* kernel :
+           {"own-poly", "own-mufu", "own-ws", "own-ws-mufu", "own-ws224", "cudnn", "auto"})
         rows.push_back({p, kernel});
     } else {
       rows.push_back({p, nullptr});

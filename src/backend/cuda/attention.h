@@ -68,10 +68,12 @@ void launch_quantize_vt_e4m3(const void* v, const float* vmean, const float* sca
 // exponentials by a polynomial on the FMA units and half on the special-function unit (all there
 // otherwise). `warp_specialized`: the variant with a loading warpgroup (tensor-memory-accelerator
 // copies) and two computing warpgroups taking turns; false when the driver cannot describe its
-// tensors (nothing launched).
+// tensors (nothing launched). `wide_tiles` (with warp_specialized): tiles of 224 keys instead of
+// 128, every exponential on the special-function unit (poly_exp not used).
 bool launch_attention_fp8_own(const uint8_t* q8, const uint8_t* k8, const uint8_t* vt8, void* out,
                               const float* vmean, const float* slots, int64_t lq, int64_t lk,
-                              int64_t heads, bool poly_exp, bool warp_specialized, cudaStream_t s);
+                              int64_t heads, bool poly_exp, bool warp_specialized, bool wide_tiles,
+                              cudaStream_t s);
 
 // The order of keys within each group of 32 in the transposed v. wgmma's fp32 accumulator of
 // S = Q K^T gives a thread, for each row it holds, keys 8j + 2 quad and 8j + 2 quad + 1 (j = 0..3,

@@ -102,9 +102,10 @@ __device__ __forceinline__ void wgmma_wait() {
 }
 // Keeps the compiler from moving reads or writes of an accumulator across a wgmma boundary (the
 // instructions write their registers asynchronously).
-__device__ __forceinline__ void fence_regs(float (&d)[64]) {
+template <int kRegs>
+__device__ __forceinline__ void fence_regs(float (&d)[kRegs]) {
 #pragma unroll
-  for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
+  for (int i = 0; i < kRegs; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
 __device__ __forceinline__ float fast_exp2(float x) {
@@ -127,11 +128,22 @@ __device__ __forceinline__ uint32_t e4m3x4(float a, float b, float c, float d) {
   "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, " \
   "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, " \
   "%56, %57, %58, %59, %60, %61, %62, %63"
+#define FISDIT_WGMMA_D112                                                                      \
+  "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
+  "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, " \
+  "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, " \
+  "%56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, " \
+  "%74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, " \
+  "%92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, "   \
+  "%108, %109, %110, %111"
 #define FISDIT_WGMMA_D4(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3])
 #define FISDIT_WGMMA_D16(i) \
   FISDIT_WGMMA_D4(i), FISDIT_WGMMA_D4(i + 4), FISDIT_WGMMA_D4(i + 8), FISDIT_WGMMA_D4(i + 12)
 #define FISDIT_WGMMA_D64_OPERANDS \
   FISDIT_WGMMA_D16(0), FISDIT_WGMMA_D16(16), FISDIT_WGMMA_D16(32), FISDIT_WGMMA_D16(48)
+#define FISDIT_WGMMA_D112_OPERANDS                                                       \
+  FISDIT_WGMMA_D16(0), FISDIT_WGMMA_D16(16), FISDIT_WGMMA_D16(32), FISDIT_WGMMA_D16(48), \
+      FISDIT_WGMMA_D16(64), FISDIT_WGMMA_D16(80), FISDIT_WGMMA_D16(96)
 
 __device__ __forceinline__ void wgmma_m64n128k32_ss(float (&d)[64], uint64_t a, uint64_t b,
                                                     int accumulate) {
@@ -140,6 +152,17 @@ __device__ __forceinline__ void wgmma_m64n128k32_ss(float (&d)[64], uint64_t a, 
       "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 {" FISDIT_WGMMA_D64
       "}, %64, %65, p, 1, 1;\n}\n"
       : FISDIT_WGMMA_D64_OPERANDS
+      : "l"(a), "l"(b), "r"(accumulate));
+}
+
+// S for a tile of 224 keys: 112 accumulator registers.
+__device__ __forceinline__ void wgmma_m64n224k32_ss(float (&d)[112], uint64_t a, uint64_t b,
+                                                    int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %114, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n224k32.f32.e4m3.e4m3 {" FISDIT_WGMMA_D112
+      "}, %112, %113, p, 1, 1;\n}\n"
+      : FISDIT_WGMMA_D112_OPERANDS
       : "l"(a), "l"(b), "r"(accumulate));
 }
 
@@ -172,21 +195,21 @@ __device__ __forceinline__ float poly_exp2(float x) {
 // row maxima and sums, and alpha, the factor for what O holds so far. Register 4j + e of S holds
 // row (lane / 4) + 8 (e / 2) of the warp's 16 and key 8j + 2 quad + e % 2; keys >= `left` are
 // masked.
-template <bool kPolyExp>
-__device__ __forceinline__ void softmax_tile(float (&s)[64], float (&row_max)[2],
+template <bool kPolyExp, int kN>
+__device__ __forceinline__ void softmax_tile(float (&s)[kN / 2], float (&row_max)[2],
                                              float (&row_sum)[2], float (&alpha)[2], float c,
                                              int64_t left, int quad) {
   constexpr float kLog2P = 8.807354922057604f;  // log2(448): P' = 448 p fills E4M3's range
-  if (left < kBlockN) {
+  if (left < kN) {
 #pragma unroll
-    for (int j = 0; j < 16; ++j)
+    for (int j = 0; j < kN / 8; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e)
         if (8 * j + 2 * quad + (e & 1) >= left) s[4 * j + e] = -INFINITY;
   }
   float mx[2] = {row_max[0], row_max[1]};
 #pragma unroll
-  for (int j = 0; j < 16; ++j) {
+  for (int j = 0; j < kN / 8; ++j) {
     mx[0] = fmaxf(mx[0], fmaxf(s[4 * j], s[4 * j + 1]));
     mx[1] = fmaxf(mx[1], fmaxf(s[4 * j + 2], s[4 * j + 3]));
   }
@@ -200,7 +223,7 @@ __device__ __forceinline__ void softmax_tile(float (&s)[64], float (&row_max)[2]
     bias[r] = kLog2P - mx[r] * c;
   }
 #pragma unroll
-  for (int i = 0; i < 64; ++i) {
+  for (int i = 0; i < kN / 2; ++i) {
     const int r = (i >> 1) & 1;
     const float x = fmaf(s[i], c, bias[r]);
     s[i] = kPolyExp && (i & 4) ? poly_exp2(x) : fast_exp2(x);
@@ -214,9 +237,10 @@ __device__ __forceinline__ void softmax_tile(float (&s)[64], float (&row_max)[2]
 // columns 4 quad .. 4 quad + 3, register 1 the same columns 8 rows down, registers 2 and 3 columns
 // 16 further; the accumulator holds keys 2 quad, 2 quad + 1, 8 + 2 quad, 9 + 2 quad there, and
 // V^T's keys are ordered to match (fp8_attention_vt_key).
-__device__ __forceinline__ void pack_p(const float (&s)[64], uint32_t (&a)[4][4]) {
+template <int kN>
+__device__ __forceinline__ void pack_p(const float (&s)[kN / 2], uint32_t (&a)[kN / 32][4]) {
 #pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {
+  for (int kk = 0; kk < kN / 32; ++kk) {
     const float* p = s + 16 * kk;
     a[kk][0] = e4m3x4(p[0], p[1], p[4], p[5]);
     a[kk][1] = e4m3x4(p[2], p[3], p[6], p[7]);
@@ -258,13 +282,15 @@ __device__ __forceinline__ void store_output(const float (&o)[64], const float (
   }
 }
 
-// One warpgroup's 64 queries through the tiles of keys: O, the tile of S (then P'), P' in E4M3,
-// the running row maxima and sums. Both kernels drive it; they differ only in how tiles arrive and
-// how the warpgroups take turns.
-template <bool kPolyExp>
+// One warpgroup's 64 queries through the tiles of kN keys (128, or 224 in the wide variant): O,
+// the tile of S (then P'), P' in E4M3, the running row maxima and sums. Both kernels drive it;
+// they differ only in how tiles arrive and how the warpgroups take turns. A V^T tile of 224 keys
+// is two 128-key tiles (keys 0-127, then 128-255 of which the first 96 are used).
+template <bool kPolyExp, int kN = kBlockN>
 struct WarpgroupAttention {
-  float o[64], s[64];
-  uint32_t a[4][4];
+  static_assert(kN == 128 || kN == 224, "tiles of 128 or 224 keys");
+  float o[64], s[kN / 2];
+  uint32_t a[kN / 32][4];
   float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f}, alpha[2];
   float c;  // descale_q descale_k log2(e) / sqrt(d)
   uint64_t q_desc;
@@ -279,13 +305,18 @@ struct WarpgroupAttention {
   __device__ __forceinline__ void issue_s(uint32_t k_tile) {
     const uint64_t k_desc = sw128_desc(k_tile);
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) wgmma_m64n128k32_ss(s, q_desc + 2 * kk, k_desc + 2 * kk, kk);
+    for (int kk = 0; kk < 4; ++kk) {
+      if constexpr (kN == 128)
+        wgmma_m64n128k32_ss(s, q_desc + 2 * kk, k_desc + 2 * kk, kk);
+      else
+        wgmma_m64n224k32_ss(s, q_desc + 2 * kk, k_desc + 2 * kk, kk);
+    }
     wgmma_commit();
   }
   __device__ __forceinline__ void issue_pv(uint32_t v_tile) {
-    const uint64_t v_desc = sw128_desc(v_tile);
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) wgmma_m64n128k32_rs(o, a[kk], v_desc + 2 * kk);
+    for (int kk = 0; kk < kN / 32; ++kk)
+      wgmma_m64n128k32_rs(o, a[kk], sw128_desc(v_tile + (kk / 4) * kTileBytes) + 2 * (kk % 4));
     wgmma_commit();
   }
   // Tile 0: S_0, its softmax, P'_0 (`left`: the keys, masked past them).
@@ -295,8 +326,8 @@ struct WarpgroupAttention {
     issue_s(k_tile);
     wgmma_wait<0>();
     fence_regs(s);
-    softmax_tile<kPolyExp>(s, row_max, row_sum, alpha, c, left, quad);
-    pack_p(s, a);
+    softmax_tile<kPolyExp, kN>(s, row_max, row_sum, alpha, c, left, quad);
+    pack_p<kN>(s, a);
   }
   // S_{t+1} and O += P'_t V_t, both asynchronous (branch-free: ptxas serializes the wgmma
   // pipeline when a wait for one group of two sits behind a condition).
@@ -311,7 +342,7 @@ struct WarpgroupAttention {
   __device__ __forceinline__ void finish_products(int64_t left) {
     wgmma_wait<1>();  // S_{t+1} (groups complete in order)
     fence_regs(s);
-    softmax_tile<kPolyExp>(s, row_max, row_sum, alpha, c, left, quad);
+    softmax_tile<kPolyExp, kN>(s, row_max, row_sum, alpha, c, left, quad);
     wgmma_wait<0>();
     fence_regs(o);
   }
@@ -319,7 +350,7 @@ struct WarpgroupAttention {
   __device__ __forceinline__ void next_p() {
 #pragma unroll
     for (int i = 0; i < 64; ++i) o[i] *= alpha[(i >> 1) & 1];
-    pack_p(s, a);
+    pack_p<kN>(s, a);
   }
   // The last tile's P' V.
   __device__ __forceinline__ void last(uint32_t v_tile) {
@@ -438,7 +469,12 @@ __global__ void quantize_vt_kernel(const __nv_bfloat16* __restrict__ v,
 // matrix products do.
 constexpr int kWsThreads = 384;
 constexpr int kWsStages = 3;
-constexpr int kWsSmemBytes = kTileBytes * (1 + 2 * kWsStages) + 1024 + 256;  // + barriers
+// A stage of tiles of kN keys: K (kN rows of 128 bytes), then V^T (one 128-key tile, two for 224).
+constexpr int ws_stage_bytes(int kN) { return kN * 128 + (kN > 128 ? 2 : 1) * kTileBytes; }
+constexpr int ws_smem_bytes(int kN) {  // Q, the stages, alignment slack and the barriers
+  return kTileBytes + kWsStages * ws_stage_bytes(kN) + 1024 + 256;
+}
+constexpr int kWideKeys = 224;  // the wide variant's tile (own-ws224)
 
 struct WsMaps {
   CUtensorMap q, k, vt;
@@ -491,9 +527,9 @@ __device__ __forceinline__ void named_arrive(int id) {
 #endif  // FISDIT_FA8_WGMMA
 
 // The maps: q and k [tokens, heads, 128] bytes as 3-D (128, heads, tokens) with boxes of
-// (128, 1, 128), vt [heads * 128, lk_pad] as 2-D with boxes of (128, 128); 128-byte swizzle, rows
-// past the end read as zeros.
-template <bool kPolyExp>
+// (128, 1, 128) for q and (128, 1, kN) for k, vt [heads * 128, lk_pad] as 2-D with boxes of
+// (128, 128); 128-byte swizzle, rows past the end read as zeros.
+template <bool kPolyExp, int kN>
 __global__ void __launch_bounds__(kWsThreads, 1)
     attention_fp8_ws_kernel(const __grid_constant__ WsMaps maps, __nv_bfloat16* __restrict__ out,
                             const float* __restrict__ vmean, const float* __restrict__ slots,
@@ -502,9 +538,10 @@ __global__ void __launch_bounds__(kWsThreads, 1)
   extern __shared__ uint8_t smem_raw[];
   const uint32_t raw = smem_addr(smem_raw);
   const uint32_t sq = (raw + 1023) & ~1023u;
-  const auto sk = [&](int stage) { return sq + kTileBytes * (1 + 2 * stage); };
-  const auto sv = [&](int stage) { return sq + kTileBytes * (2 + 2 * stage); };
-  const uint32_t bars = sq + kTileBytes * (1 + 2 * kWsStages);
+  constexpr int kKBytes = kN * 128, kVBytes = ws_stage_bytes(kN) - kKBytes;
+  const auto sk = [&](int stage) { return sq + kTileBytes + ws_stage_bytes(kN) * stage; };
+  const auto sv = [&](int stage) { return sk(stage) + kKBytes; };
+  const uint32_t bars = sq + kTileBytes + ws_stage_bytes(kN) * kWsStages;
   const uint32_t q_full = bars;
   const auto k_full = [&](int stage) { return bars + 8 * (1 + stage); };
   const auto v_full = [&](int stage) { return bars + 8 * (1 + kWsStages + stage); };
@@ -512,7 +549,7 @@ __global__ void __launch_bounds__(kWsThreads, 1)
 
   const int tid = threadIdx.x, wg = tid >> 7;
   const int m0 = static_cast<int>(blockIdx.x) * kBlockM, h = static_cast<int>(blockIdx.y);
-  const int tiles = static_cast<int>((lk + kBlockN - 1) / kBlockN);
+  const int tiles = static_cast<int>((lk + kN - 1) / kN);
   if (tid == 0) {
     mbar_init(q_full, 1);
     for (int s = 0; s < kWsStages; ++s) {
@@ -532,10 +569,12 @@ __global__ void __launch_bounds__(kWsThreads, 1)
       for (int t = 0; t < tiles; ++t) {
         const int stage = t % kWsStages;
         if (t >= kWsStages) mbar_wait(kv_empty(stage), (t / kWsStages - 1) & 1);
-        mbar_expect_tx(k_full(stage), kTileBytes);
-        tma_load_3d(sk(stage), &maps.k, k_full(stage), 0, h, t * kBlockN);
-        mbar_expect_tx(v_full(stage), kTileBytes);
-        tma_load_2d(sv(stage), &maps.vt, v_full(stage), t * kBlockN, h * kHeadDim);
+        mbar_expect_tx(k_full(stage), kKBytes);
+        tma_load_3d(sk(stage), &maps.k, k_full(stage), 0, h, t * kN);
+        mbar_expect_tx(v_full(stage), kVBytes);
+        tma_load_2d(sv(stage), &maps.vt, v_full(stage), t * kN, h * kHeadDim);
+        if constexpr (kN > 128)  // the second 128 keys (past lk_pad: zeros)
+          tma_load_2d(sv(stage) + kTileBytes, &maps.vt, v_full(stage), t * kN + 128, h * kHeadDim);
       }
     }
     return;
@@ -543,7 +582,7 @@ __global__ void __launch_bounds__(kWsThreads, 1)
   asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
   const int cw = wg - 1;  // this consumer warpgroup: queries m0 + 64 cw ...
   const int my_turn = 1 + cw, their_turn = 2 - cw;  // named barriers 1 and 2
-  WarpgroupAttention<kPolyExp> w(
+  WarpgroupAttention<kPolyExp, kN> w(
       slots[kFp8AttnSlotFloats * kDescaleQ] * slots[kFp8AttnSlotFloats * kDescaleK] * scale_log2,
       sq + cw * (kTileBytes / 2));
   mbar_wait(q_full, 0);
@@ -557,7 +596,7 @@ __global__ void __launch_bounds__(kWsThreads, 1)
     named_sync(my_turn);
     w.issue(sk(next % kWsStages), sv(t % kWsStages));
     named_arrive(their_turn);
-    w.finish_products(lk - int64_t{next} * kBlockN);
+    w.finish_products(lk - int64_t{next} * kN);
     mbar_arrive(kv_empty(t % kWsStages));  // S_t and P'_t V_t are done with this stage
     w.next_p();
   }
@@ -603,12 +642,15 @@ bool attention_fp8_own_supported(int64_t head_dim) {
          cudaFuncSetAttribute(attention_fp8_kernel<true>,
                               cudaFuncAttributeMaxDynamicSharedMemorySize,
                               kSmemBytes) == cudaSuccess &&
-         cudaFuncSetAttribute(attention_fp8_ws_kernel<false>,
+         cudaFuncSetAttribute(attention_fp8_ws_kernel<false, kBlockN>,
                               cudaFuncAttributeMaxDynamicSharedMemorySize,
-                              kWsSmemBytes) == cudaSuccess &&
-         cudaFuncSetAttribute(attention_fp8_ws_kernel<true>,
+                              ws_smem_bytes(kBlockN)) == cudaSuccess &&
+         cudaFuncSetAttribute(attention_fp8_ws_kernel<true, kBlockN>,
                               cudaFuncAttributeMaxDynamicSharedMemorySize,
-                              kWsSmemBytes) == cudaSuccess;
+                              ws_smem_bytes(kBlockN)) == cudaSuccess &&
+         cudaFuncSetAttribute(attention_fp8_ws_kernel<false, kWideKeys>,
+                              cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              ws_smem_bytes(kWideKeys)) == cudaSuccess;
   });
   return ok;
 }
@@ -656,7 +698,8 @@ bool encode_map(CUtensorMap& map, const void* base, int rank, const cuuint64_t* 
 
 bool launch_attention_fp8_own(const uint8_t* q8, const uint8_t* k8, const uint8_t* vt8, void* out,
                               const float* vmean, const float* slots, int64_t lq, int64_t lk,
-                              int64_t heads, bool poly_exp, bool warp_specialized, cudaStream_t s) {
+                              int64_t heads, bool poly_exp, bool warp_specialized, bool wide_tiles,
+                              cudaStream_t s) {
   const dim3 grid(static_cast<unsigned>((lq + kBlockM - 1) / kBlockM),
                   static_cast<unsigned>(heads));
   const float scale_log2 = 1.4426950408889634f / std::sqrt(static_cast<float>(kHeadDim));
@@ -668,19 +711,25 @@ bool launch_attention_fp8_own(const uint8_t* q8, const uint8_t* k8, const uint8_
     const cuuint64_t k_dims[3] = {kHeadDim, static_cast<cuuint64_t>(heads),
                                   static_cast<cuuint64_t>(lk)};
     const cuuint64_t tok_strides[2] = {kHeadDim, static_cast<cuuint64_t>(heads * kHeadDim)};
-    const cuuint32_t tok_box[3] = {kHeadDim, 1, kBlockN};
+    const cuuint32_t q_box[3] = {kHeadDim, 1, kBlockM};
+    const cuuint32_t k_box[3] = {kHeadDim, 1,
+                                 static_cast<cuuint32_t>(wide_tiles ? kWideKeys : kBlockN)};
     const cuuint64_t vt_dims[2] = {static_cast<cuuint64_t>(lk_pad),
                                    static_cast<cuuint64_t>(heads * kHeadDim)};
     const cuuint64_t vt_strides[1] = {static_cast<cuuint64_t>(lk_pad)};
     const cuuint32_t vt_box[2] = {kBlockN, kHeadDim};
-    if (!encode_map(maps.q, q8, 3, q_dims, tok_strides, tok_box) ||
-        !encode_map(maps.k, k8, 3, k_dims, tok_strides, tok_box) ||
+    if (!encode_map(maps.q, q8, 3, q_dims, tok_strides, q_box) ||
+        !encode_map(maps.k, k8, 3, k_dims, tok_strides, k_box) ||
         !encode_map(maps.vt, vt8, 2, vt_dims, vt_strides, vt_box))
       return false;
-    auto* kernel = poly_exp ? attention_fp8_ws_kernel<true> : attention_fp8_ws_kernel<false>;
-    kernel<<<grid, kWsThreads, kWsSmemBytes, s>>>(maps, static_cast<__nv_bfloat16*>(out), vmean,
-                                                  slots, lq, lk, heads, scale_log2);
-    check_launch("attention_fp8 (own kernel, warp-specialized)", "", s);
+    auto* kernel = wide_tiles ? attention_fp8_ws_kernel<false, kWideKeys>
+                   : poly_exp ? attention_fp8_ws_kernel<true, kBlockN>
+                              : attention_fp8_ws_kernel<false, kBlockN>;
+    kernel<<<grid, kWsThreads, ws_smem_bytes(wide_tiles ? kWideKeys : kBlockN), s>>>(
+        maps, static_cast<__nv_bfloat16*>(out), vmean, slots, lq, lk, heads, scale_log2);
+    check_launch(wide_tiles ? "attention_fp8 (own kernel, warp-specialized, 224-key tiles)"
+                            : "attention_fp8 (own kernel, warp-specialized)",
+                 "", s);
     return true;
   }
   auto* kernel = poly_exp ? attention_fp8_kernel<true> : attention_fp8_kernel<false>;

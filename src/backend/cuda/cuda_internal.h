@@ -120,7 +120,16 @@ class CudaBackend final : public Backend {
   void attention_bf16(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out,
                       const std::string& ctx);
   // Which fp8 attention runs (FISDIT_FP8_ATTENTION), and the own kernel's path.
-  enum class Fp8AttentionKernel { OwnPoly, OwnMufu, OwnWs, OwnWsMufu, Cudnn, Bf16, Measured };
+  enum class Fp8AttentionKernel {
+    OwnPoly,
+    OwnMufu,
+    OwnWs,
+    OwnWsMufu,
+    OwnWs224,
+    Cudnn,
+    Bf16,
+    Measured
+  };
   static Fp8AttentionKernel fp8_attention_kernel();
   // Runs one call with `kernel` (not Measured); false: it cannot run this call (cuDNN has no fp8
   // graph for it, or the own kernel does not run here). Counts no FLOPs.

@@ -180,12 +180,13 @@ void CudaBackend::do_causal_attention(const Tensor& q, const Tensor& k, const Te
 
 // FISDIT_FP8_ATTENTION picks the fp8 attention: "own-poly" / "own-mufu": the own wgmma kernel,
 // block-synchronous, with half of the softmax's exponentials by a polynomial / all on the
-// special-function unit; "own-ws" / "own-ws-mufu": its warp-specialized variant so; "own": the
-// fastest own variant measured (kOwn); "cudnn": cuDNN's fp8 graph; "bf16": the bf16 attention of
-// the unrounded inputs; "auto" (unset): the fastest of kMeasured for each call shape, measured on
-// its first call (fp8_attention_measured). The own kernel runs where it can (head_dim 128,
-// compute capability 9.0, sm_90a build), cuDNN's elsewhere. Read at each call, so a benchmark can
-// time them all in one process.
+// special-function unit; "own-ws" / "own-ws-mufu": its warp-specialized variant so; "own-ws224":
+// the warp-specialized one with tiles of 224 keys (all exponentials there; not yet measured);
+// "own": the fastest own variant measured (kOwn); "cudnn": cuDNN's fp8 graph; "bf16": the bf16
+// attention of the unrounded inputs; "auto" (unset): the fastest of kMeasured for each call shape,
+// measured on its first call (fp8_attention_measured). The own kernel runs where it can (head_dim
+// 128, compute capability 9.0, sm_90a build), cuDNN's elsewhere. Read at each call, so a benchmark
+// can time them all in one process.
 CudaBackend::Fp8AttentionKernel CudaBackend::fp8_attention_kernel() {
   constexpr Fp8AttentionKernel kOwn = Fp8AttentionKernel::OwnPoly;
   const char* env = std::getenv("FISDIT_FP8_ATTENTION");
@@ -196,10 +197,12 @@ CudaBackend::Fp8AttentionKernel CudaBackend::fp8_attention_kernel() {
   if (name == "own-mufu") return Fp8AttentionKernel::OwnMufu;
   if (name == "own-ws") return Fp8AttentionKernel::OwnWs;
   if (name == "own-ws-mufu") return Fp8AttentionKernel::OwnWsMufu;
+  if (name == "own-ws224") return Fp8AttentionKernel::OwnWs224;
   if (name == "cudnn") return Fp8AttentionKernel::Cudnn;
   if (name == "bf16") return Fp8AttentionKernel::Bf16;
   throw Error("FISDIT_FP8_ATTENTION=" + name +
-              ": expected auto, own, own-poly, own-mufu, own-ws, own-ws-mufu, cudnn or bf16");
+              ": expected auto, own, own-poly, own-mufu, own-ws, own-ws-mufu, own-ws224, cudnn or "
+              "bf16");
 }
 
 // The scalars both fp8 attentions start from: k's and v's means over the keys (one per channel;
@@ -256,13 +259,15 @@ void CudaBackend::attention_fp8_own(const Tensor& q, const Tensor& k, const Tens
                               sl, kDescaleK, stream());
   launch_quantize_vt_e4m3(v.raw(), vmean, sl + kFp8AttnSlotFloats * kDescaleV,
                           vt.data_as<uint8_t>(), lk, heads, stream());
+  const bool wide = kernel == Fp8AttentionKernel::OwnWs224;
   const bool poly =
-      kernel != Fp8AttentionKernel::OwnMufu && kernel != Fp8AttentionKernel::OwnWsMufu;
-  const bool ws = kernel == Fp8AttentionKernel::OwnWs || kernel == Fp8AttentionKernel::OwnWsMufu;
+      kernel != Fp8AttentionKernel::OwnMufu && kernel != Fp8AttentionKernel::OwnWsMufu && !wide;
+  const bool ws =
+      kernel == Fp8AttentionKernel::OwnWs || kernel == Fp8AttentionKernel::OwnWsMufu || wide;
   const auto launch = [&](bool warp_specialized) {
     return launch_attention_fp8_own(q8.data_as<uint8_t>(), k8.data_as<uint8_t>(),
                                     vt.data_as<uint8_t>(), out.raw(), vmean, sl, lq, lk, heads,
-                                    poly, warp_specialized, stream());
+                                    poly, warp_specialized, warp_specialized && wide, stream());
   };
   if (ws && launch(true)) return;
   if (ws) {
