@@ -128,22 +128,19 @@ __device__ __forceinline__ uint32_t e4m3x4(float a, float b, float c, float d) {
   "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, " \
   "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, " \
   "%56, %57, %58, %59, %60, %61, %62, %63"
-#define FISDIT_WGMMA_D112                                                                      \
-  "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
-  "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, " \
-  "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, " \
-  "%56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, " \
-  "%74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, " \
-  "%92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, "   \
-  "%108, %109, %110, %111"
+#define FISDIT_WGMMA_D112                                                         \
+  FISDIT_WGMMA_D64                                                                \
+  ", %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, " \
+  "%79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, "   \
+  "%94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, "      \
+  "%107, %108, %109, %110, %111"
 #define FISDIT_WGMMA_D4(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3])
 #define FISDIT_WGMMA_D16(i) \
   FISDIT_WGMMA_D4(i), FISDIT_WGMMA_D4(i + 4), FISDIT_WGMMA_D4(i + 8), FISDIT_WGMMA_D4(i + 12)
 #define FISDIT_WGMMA_D64_OPERANDS \
   FISDIT_WGMMA_D16(0), FISDIT_WGMMA_D16(16), FISDIT_WGMMA_D16(32), FISDIT_WGMMA_D16(48)
-#define FISDIT_WGMMA_D112_OPERANDS                                                       \
-  FISDIT_WGMMA_D16(0), FISDIT_WGMMA_D16(16), FISDIT_WGMMA_D16(32), FISDIT_WGMMA_D16(48), \
-      FISDIT_WGMMA_D16(64), FISDIT_WGMMA_D16(80), FISDIT_WGMMA_D16(96)
+#define FISDIT_WGMMA_D112_OPERANDS \
+  FISDIT_WGMMA_D64_OPERANDS, FISDIT_WGMMA_D16(64), FISDIT_WGMMA_D16(80), FISDIT_WGMMA_D16(96)
 
 __device__ __forceinline__ void wgmma_m64n128k32_ss(float (&d)[64], uint64_t a, uint64_t b,
                                                     int accumulate) {
@@ -711,9 +708,9 @@ bool launch_attention_fp8_own(const uint8_t* q8, const uint8_t* k8, const uint8_
     const cuuint64_t k_dims[3] = {kHeadDim, static_cast<cuuint64_t>(heads),
                                   static_cast<cuuint64_t>(lk)};
     const cuuint64_t tok_strides[2] = {kHeadDim, static_cast<cuuint64_t>(heads * kHeadDim)};
+    const int keys = wide_tiles ? kWideKeys : kBlockN;  // per tile
     const cuuint32_t q_box[3] = {kHeadDim, 1, kBlockM};
-    const cuuint32_t k_box[3] = {kHeadDim, 1,
-                                 static_cast<cuuint32_t>(wide_tiles ? kWideKeys : kBlockN)};
+    const cuuint32_t k_box[3] = {kHeadDim, 1, static_cast<cuuint32_t>(keys)};
     const cuuint64_t vt_dims[2] = {static_cast<cuuint64_t>(lk_pad),
                                    static_cast<cuuint64_t>(heads * kHeadDim)};
     const cuuint64_t vt_strides[1] = {static_cast<cuuint64_t>(lk_pad)};
@@ -725,8 +722,8 @@ bool launch_attention_fp8_own(const uint8_t* q8, const uint8_t* k8, const uint8_
     auto* kernel = wide_tiles ? attention_fp8_ws_kernel<false, kWideKeys>
                    : poly_exp ? attention_fp8_ws_kernel<true, kBlockN>
                               : attention_fp8_ws_kernel<false, kBlockN>;
-    kernel<<<grid, kWsThreads, ws_smem_bytes(wide_tiles ? kWideKeys : kBlockN), s>>>(
-        maps, static_cast<__nv_bfloat16*>(out), vmean, slots, lq, lk, heads, scale_log2);
+    kernel<<<grid, kWsThreads, ws_smem_bytes(keys), s>>>(maps, static_cast<__nv_bfloat16*>(out),
+                                                         vmean, slots, lq, lk, heads, scale_log2);
     check_launch(wide_tiles ? "attention_fp8 (own kernel, warp-specialized, 224-key tiles)"
                             : "attention_fp8 (own kernel, warp-specialized)",
                  "", s);
