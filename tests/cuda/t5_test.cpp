@@ -83,14 +83,28 @@ std::vector<int64_t> integers(const Tensor& t) {
 }
 Tensor unbatch(const Tensor& t) { return t.ndim() == 3 ? t.reshape({t.dim(1), t.dim(2)}) : t; }
 
+// The tiny umT5 fixture (tests/data/wan/t5_tiny): the file, its encoder on `gpu` (streamed, not
+// resident), and its token inputs ("ids", "mask", "ids_long", ...) as integers.
+struct TinyT5 {
+  explicit TinyT5(Backend& gpu)
+      : path(std::string(FISDIT_TEST_DATA) + "/wan/t5_tiny.safetensors"),
+        fixture(SafetensorsFile::open(path)),
+        encoder(wan::load_t5(wan::open_t5(path), gpu)) {}
+  std::vector<int64_t> input(const std::string& n) const {
+    return integers(fixture->tensor_f32("input." + n));
+  }
+  std::string path;
+  std::shared_ptr<SafetensorsFile> fixture;
+  std::unique_ptr<wan::T5Encoder> encoder;
+};
+
 TEST(CudaT5, EncoderMatchesTheOfficialCode) {
   FISDIT_REQUIRE_GPU();
-  const std::string path = std::string(FISDIT_TEST_DATA) + "/wan/t5_tiny.safetensors";
-  const auto fixture = SafetensorsFile::open(path);
-  auto encoder = wan::load_t5(wan::open_t5(path), gpu);
-  auto in = [&](const std::string& n) { return integers(fixture->tensor_f32("input." + n)); };
+  const TinyT5 t5(gpu);
+  wan::T5Encoder* const encoder = t5.encoder.get();
+  auto in = [&](const std::string& n) { return t5.input(n); };
   auto expected = [&](const std::string& n) {
-    return unbatch(fixture->tensor_f32("expected." + n));
+    return unbatch(t5.fixture->tensor_f32("expected." + n));
   };
   std::map<std::string, Tensor> seen;
   const Tensor out = encoder->forward(in("ids"), in("mask"),
@@ -112,10 +126,9 @@ TEST(CudaT5, EncoderMatchesTheOfficialCode) {
 // streamed encoder's results bit for bit.
 TEST(CudaT5, ResidentWeightsGiveTheStreamedResults) {
   FISDIT_REQUIRE_GPU();
-  const std::string path = std::string(FISDIT_TEST_DATA) + "/wan/t5_tiny.safetensors";
-  const auto fixture = SafetensorsFile::open(path);
-  auto encoder = wan::load_t5(wan::open_t5(path), gpu);
-  auto in = [&](const std::string& n) { return integers(fixture->tensor_f32("input." + n)); };
+  const TinyT5 t5(gpu);
+  wan::T5Encoder* const encoder = t5.encoder.get();
+  auto in = [&](const std::string& n) { return t5.input(n); };
   const Tensor want = encoder->encode(in("ids"), in("mask"));
   encoder->set_resident(true);
   for (int pass = 0; pass < 3; ++pass) {
@@ -131,10 +144,9 @@ TEST(CudaT5, ResidentWeightsGiveTheStreamedResults) {
 // stage), and holds some: the bound is over what was measured, not under it.
 TEST(CudaT5, AStreamedEncodeStaysWithinItsEstimate) {
   FISDIT_REQUIRE_GPU();
-  const std::string path = std::string(FISDIT_TEST_DATA) + "/wan/t5_tiny.safetensors";
-  const auto fixture = SafetensorsFile::open(path);
-  auto encoder = wan::load_t5(wan::open_t5(path), gpu);
-  auto in = [&](const std::string& n) { return integers(fixture->tensor_f32("input." + n)); };
+  const TinyT5 t5(gpu);
+  wan::T5Encoder* const encoder = t5.encoder.get();
+  auto in = [&](const std::string& n) { return t5.input(n); };
   const std::vector<int64_t> ids = in("ids"), ids_long = in("ids_long");
   const int64_t longest = static_cast<int64_t>(std::max(ids.size(), ids_long.size()));
   const int64_t before = gpu.memory_in_use();
