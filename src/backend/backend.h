@@ -16,6 +16,7 @@
 // contiguous runs of `tokens_per_frame` rows (FIS.md, Terms).
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -156,6 +157,32 @@ class Backend {
   // large random weights). Default: drawn on the host, then uploaded.
   virtual Tensor random_normal(const Shape& shape, DType dtype, float mean, float stddev,
                                uint64_t seed);
+
+  // Graphs: the ops a body queues, recorded once and replayed as one launch (CUDA graphs), which
+  // spares the host its per-op work and the GPU its gaps between kernels. What a replay reads and
+  // writes is fixed when it is recorded: the same tensors (addresses) every time, with their
+  // contents as they are then. So the body queues device work only: no host<->device transfers,
+  // no downloads or synchronizations, no tensor made inside it kept beyond it, and every lazily
+  // built cache (GEMM algorithms, attention plans, tables) already filled by an earlier run of the
+  // same work. A body that breaks this throws from capture, naming the op.
+  //
+  // `graphs()` says whether the models use them (FISDIT_CUDA_GRAPHS=1 on CUDA; off by default);
+  // set_graphs switches it. The CPU backend records the body itself and runs it again at each
+  // replay: the same contract, so the logic that keys and refills graphs is tested without a GPU.
+  struct Graph {
+    std::shared_ptr<void> handle;
+    FlopCounter flops;  // what one replay runs (counted when it is recorded, added per replay)
+    explicit operator bool() const { return handle != nullptr; }
+  };
+  bool graphs() const { return graphs_; }
+  void set_graphs(bool on) { graphs_ = on; }
+  Graph capture(const std::function<void()>& body);
+  void replay(const Graph& graph);
+  // How many graphs were recorded and replayed since the backend was made (for the logs).
+  struct GraphCounts {
+    int64_t recorded = 0, replayed = 0;
+  };
+  const GraphCounts& graph_counts() const { return graph_counts_; }
 
   // ---- the ops: each checks its arguments (backend.cpp), then runs the backend's do_<op>.
   // Same element count and dtype; either side may be a host tensor (then the copy has finished
@@ -337,6 +364,9 @@ class Backend {
   // says so, frame lists in range, anchors sorted with both ends). An implementation checks only
   // what is its own: that tensors live on its device, the dtypes its kernels take, its limits.
   virtual void do_copy(const Tensor& src, Tensor& dst) = 0;
+  // Graph recording and replay (capture, replay). Default: the body is kept and run again.
+  virtual std::shared_ptr<void> do_capture(const std::function<void()>& body);
+  virtual void do_replay(const std::shared_ptr<void>& handle);
   virtual Tensor do_dequantize(const Tensor& stored, float scale, DType dtype);  // host codes
   virtual void do_linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
                          Activation act) = 0;
@@ -400,6 +430,8 @@ class Backend {
 
   FlopCounter flops_;
   MemoryBudget budget_;
+  bool graphs_ = false;
+  GraphCounts graph_counts_;
   DType video_dtype_ = DType::F32;
 };
 

@@ -64,6 +64,41 @@ Tensor Backend::pinned_host(const Shape& shape, DType dtype) { return Tensor::ze
 
 Tensor Backend::upload_beside(const Tensor& host) { return upload(host, host.dtype()); }
 
+Backend::Graph Backend::capture(const std::function<void()>& body) {
+  const FlopCounter before = flops_;
+  Graph g;
+  try {
+    g.handle = do_capture(body);
+  } catch (...) {
+    flops_ = before;
+    throw;
+  }
+  // What the recording counted is what each replay runs; none of it has run yet.
+  g.flops.linear = flops_.linear - before.linear;
+  g.flops.attention = flops_.attention - before.attention;
+  g.flops.conv = flops_.conv - before.conv;
+  flops_ = before;
+  ++graph_counts_.recorded;
+  return g;
+}
+
+void Backend::replay(const Graph& graph) {
+  if (!graph) throw Error(name() + " backend: replay of an empty graph");
+  do_replay(graph.handle);
+  ++graph_counts_.replayed;
+  flops_.linear += graph.flops.linear;
+  flops_.attention += graph.flops.attention;
+  flops_.conv += graph.flops.conv;
+}
+
+std::shared_ptr<void> Backend::do_capture(const std::function<void()>& body) {
+  return std::make_shared<std::function<void()>>(body);  // recorded as the calls themselves
+}
+
+void Backend::do_replay(const std::shared_ptr<void>& handle) {
+  (*static_cast<const std::function<void()>*>(handle.get()))();
+}
+
 Backend::Event Backend::copy_async(const Tensor& src, Tensor& dst, const Event& after) {
   (void)after;  // the default backend runs every op at once: `after` has passed
   copy(src, dst);

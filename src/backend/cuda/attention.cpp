@@ -20,8 +20,9 @@
 // scaled into E4M3 for the second matmul, the result descaled; both amaxes reported.
 //
 // One execution plan per graph and (Lq, Lk, heads, head_dim), built once and cached; the
-// workspace grows on demand on the engine's stream. A shape cuDNN cannot run is remembered as
-// declined and the caller takes its fallback.
+// workspace grows on demand on the engine's stream (a superseded one is kept until the engine
+// goes: a recorded graph, Backend::capture, may still use it). A shape cuDNN cannot run is
+// remembered as declined and the caller takes its fallback.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -206,6 +207,7 @@ class AttentionEngine {
   }
   ~AttentionEngine() {
     if (workspace_) cudaFreeAsync(workspace_, stream_);
+    for (void* w : retired_) cudaFreeAsync(w, stream_);
     plans_.clear();  // descriptors go before the handle
     cudnnDestroy(handle_);
   }
@@ -308,7 +310,8 @@ class AttentionEngine {
   void launch(const Descriptor& plan, int64_t workspace, const int64_t* uids, void** ptrs,
               int64_t n, const std::string& where) {
     if (workspace > workspace_bytes_) {
-      if (workspace_) check(cudaFreeAsync(workspace_, stream_), "attention", where);
+      refuse_in_capture(stream_, "attention", where, "growing the cuDNN workspace");
+      if (workspace_) retired_.push_back(workspace_);
       workspace_ = nullptr;
       workspace_bytes_ = 0;
       check(cudaMallocAsync(&workspace_, static_cast<size_t>(workspace), stream_), "attention",
@@ -441,6 +444,7 @@ class AttentionEngine {
   cudnnHandle_t handle_ = nullptr;
   void* workspace_ = nullptr;
   int64_t workspace_bytes_ = 0;
+  std::vector<void*> retired_;  // workspaces outgrown
   std::map<std::tuple<int, int64_t, int64_t, int64_t, int64_t>, Plan> plans_;
   bool said_bf16_out_ = false;
 };

@@ -21,7 +21,6 @@ void check(cudaError_t err, const char* op, const std::string& ctx) {
        std::string("CUDA error ") + cudaGetErrorName(err) + " (" + cudaGetErrorString(err) + ")");
 }
 
-namespace {
 bool sync_after_ops() {
   static const bool on = [] {
     const char* v = std::getenv("FISDIT_CUDA_SYNC");
@@ -29,11 +28,29 @@ bool sync_after_ops() {
   }();
   return on;
 }
-}  // namespace
+
+void refuse_in_capture(cudaStream_t stream, const char* op, const std::string& ctx,
+                       const char* what) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(stream, &status) != cudaSuccess) {
+    cudaGetLastError();
+    return;
+  }
+  if (status == cudaStreamCaptureStatusNone) return;
+  fail(op, ctx,
+       std::string(what) +
+           " while a graph is recorded: the same work must run once before it is recorded");
+}
 
 void check_launch(const char* op, const std::string& ctx, cudaStream_t stream) {
   check(cudaGetLastError(), op, ctx);
-  if (sync_after_ops()) check(cudaStreamSynchronize(stream), op, ctx + " (FISDIT_CUDA_SYNC)");
+  if (!sync_after_ops()) return;
+  // A recording (Backend::capture) runs nothing to wait for: its replay waits instead.
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(stream, &status) == cudaSuccess &&
+      status != cudaStreamCaptureStatusNone)
+    return;
+  check(cudaStreamSynchronize(stream), op, ctx + " (FISDIT_CUDA_SYNC)");
 }
 
 EType etype(DType t, const char* op, const char* what) {

@@ -21,6 +21,9 @@ struct MemoryStats {
   size_t in_use = 0;    // bytes held by live allocations now
   size_t peak = 0;      // most bytes held at once since the last reset_peak_memory
   size_t reserved = 0;  // bytes the pool holds from the driver
+  // Bytes recorded graphs hold for their own tensors (Backend::capture), now and at most since
+  // the last reset; memory_in_use and memory_peak count them with the pool's.
+  size_t graphs = 0, graphs_peak = 0;
   size_t device_total = 0;
 };
 // (Backend::memory_in_use / memory_peak / reset_memory_peak read and reset these.)

@@ -35,8 +35,15 @@ inline void require(bool ok, const char* op, const std::string& what) {
 }
 // Every CUDA runtime call goes through this: the error names the op and the shapes (`ctx`).
 void check(cudaError_t err, const char* op, const std::string& ctx);
-// After a kernel launch: launch errors, and with FISDIT_CUDA_SYNC=1 also execution errors.
+// After a kernel launch: launch errors, and with FISDIT_CUDA_SYNC=1 also execution errors (not
+// while the stream is recorded into a graph, whose replay waits instead).
 void check_launch(const char* op, const std::string& ctx, cudaStream_t stream);
+bool sync_after_ops();  // FISDIT_CUDA_SYNC is set (read once)
+// Throws "<op> <ctx>: <what> while a graph is recorded ..." when `stream` is being captured
+// (Backend::capture): before work that measures (events waited for) or grows a kept buffer, which
+// a recording cannot hold. Such work belongs to the first run of a shape, before any recording.
+void refuse_in_capture(cudaStream_t stream, const char* op, const std::string& ctx,
+                       const char* what);
 
 // Element types the kernels read and write.
 enum class EType : int { F32 = 0, BF16 = 1 };
@@ -99,14 +106,22 @@ class CudaBackend final : public Backend {
   cudaStream_t stream() const { return ctx_->stream; }
   MemoryStats memory_stats() const;
   void reset_peak_memory();
-  int64_t memory_in_use() const override { return static_cast<int64_t>(memory_stats().in_use); }
-  int64_t memory_peak() const override { return static_cast<int64_t>(memory_stats().peak); }
+  int64_t memory_in_use() const override {
+    const MemoryStats s = memory_stats();
+    return static_cast<int64_t>(s.in_use + s.graphs);
+  }
+  int64_t memory_peak() const override {
+    const MemoryStats s = memory_stats();
+    return static_cast<int64_t>(s.peak + s.graphs_peak);
+  }
   void reset_memory_peak() override { reset_peak_memory(); }
   int64_t memory_free() const override;
 
  private:
   // device.cpp
   void do_copy(const Tensor& src, Tensor& dst) override;
+  std::shared_ptr<void> do_capture(const std::function<void()>& body) override;
+  void do_replay(const std::shared_ptr<void>& handle) override;
   Tensor do_dequantize(const Tensor& stored, float scale, DType dtype) override;
   // matmul.cpp
   void do_linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
@@ -218,6 +233,7 @@ class CudaBackend final : public Backend {
   AttentionEngine* attn_ = nullptr;
   VideoEngine* video_ = nullptr;  // made on the first VAE op
   Tensor rope_table_;
+  std::vector<Tensor> rope_tables_old_;  // superseded tables, kept for what may still read them
   int64_t rope_head_dim_ = 0;
   int rope_positions_ = 0;
   std::array<int, 3> rope_pairs_ = {0, 0, 0};

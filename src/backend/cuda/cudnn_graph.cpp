@@ -242,6 +242,7 @@ class Event {
 
 float time_launches(cudaStream_t stream, int warmups, int runs, const std::function<void()>& launch,
                     const char* op, const std::string& where) {
+  refuse_in_capture(stream, op, where, "timing");
   Event t0(op, where), t1(op, where);
   for (int i = 0; i < warmups; ++i) launch();
   check(cudaEventRecord(t0.get(), stream), op, where);

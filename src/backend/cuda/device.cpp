@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 
 #include "backend/cuda/cuda_internal.h"
@@ -96,9 +97,20 @@ std::string device_key() {
   return key;
 }
 
+namespace {
+// FISDIT_CUDA_GRAPHS: 1 records the models' forwards as CUDA graphs (Backend::graphs).
+bool graphs_env() {
+  const char* v = std::getenv("FISDIT_CUDA_GRAPHS");
+  if (!v || !*v || std::strcmp(v, "0") == 0) return false;
+  if (std::strcmp(v, "1") == 0) return true;
+  throw Error(std::string("FISDIT_CUDA_GRAPHS=") + v + ": expected 0 or 1");
+}
+}  // namespace
+
 CudaBackend::CudaBackend() : ctx_(std::make_shared<DeviceContext>()) {
-  // First, before anything is made: a bad FISDIT_VAE_PRECISION throws here.
+  // First, before anything is made: a bad FISDIT_VAE_PRECISION or FISDIT_CUDA_GRAPHS throws here.
   video_dtype_ = vae_precision();
+  set_graphs(graphs_env());
   int count = 0;
   const cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess || count == 0)
@@ -165,6 +177,7 @@ Tensor CudaBackend::upload(const Tensor& host, DType dtype) {
                    etype(dtype, op, "destination"), host.numel(), stream());
     return out;
   }
+  refuse_in_capture(stream(), op, desc(host), "copying host memory");
   Tensor staged;  // host bytes in the device dtype
   if (dtype == host.dtype()) {
     staged = host;
@@ -220,6 +233,7 @@ Tensor CudaBackend::download(const Tensor& t) {
   const char* op = "download";
   if (!t.defined()) fail(op, "", "tensor is undefined");
   if (t.device() == Device::CPU) return t.dtype() == DType::F32 ? t.clone() : t.to_f32();
+  refuse_in_capture(stream(), op, desc(t), "copying to host memory");
   Tensor host = Tensor::zeros(t.shape(), t.dtype());
   if (t.nbytes())
     check(cudaMemcpyAsync(host.raw(), t.raw(), t.nbytes(), cudaMemcpyDeviceToHost, stream()), op,
@@ -232,6 +246,7 @@ void CudaBackend::do_copy(const Tensor& src, Tensor& dst) {
   const char* op = "copy";
   OpScope scope(stream(), op);
   const bool host = src.device() == Device::CPU || dst.device() == Device::CPU;
+  if (host) refuse_in_capture(stream(), op, desc(src), "copying between host and device");
   if (src.nbytes())
     check(cudaMemcpyAsync(dst.raw(), src.raw(), src.nbytes(),
                           host ? cudaMemcpyDefault : cudaMemcpyDeviceToDevice, stream()),
@@ -305,6 +320,43 @@ void CudaBackend::wait(const Event& event) {
   if (event.handle) check(cudaStreamWaitEvent(stream(), event_of(event), 0), "wait", "");
 }
 
+// Stream capture of the ops' stream, this thread's calls only (the background expert preparation
+// may upload beside it). A body that throws leaves the stream as it was, nothing recorded.
+std::shared_ptr<void> CudaBackend::do_capture(const std::function<void()>& body) {
+  const char* op = "capture";
+  if (profiling())
+    fail(op, "", "FISDIT_CUDA_PROFILE times each op on its own; graphs need it unset");
+  check(cudaStreamBeginCapture(stream(), cudaStreamCaptureModeThreadLocal), op, "begin");
+  try {
+    body();
+  } catch (...) {
+    cudaGraph_t partial = nullptr;
+    cudaStreamEndCapture(stream(), &partial);
+    if (partial) cudaGraphDestroy(partial);
+    cudaGetLastError();
+    throw;
+  }
+  cudaGraph_t graph = nullptr;
+  const cudaError_t ended = cudaStreamEndCapture(stream(), &graph);
+  if (ended != cudaSuccess) {
+    if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError();
+    fail(op, "",
+         std::string("the ops could not be recorded: ") + cudaGetErrorName(ended) + " (" +
+             cudaGetErrorString(ended) + ")");
+  }
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t made = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  check(made, op, "instantiating the graph");
+  return {exec, [](void* e) { cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(e)); }};
+}
+
+void CudaBackend::do_replay(const std::shared_ptr<void>& handle) {
+  check(cudaGraphLaunch(static_cast<cudaGraphExec_t>(handle.get()), stream()), "replay", "");
+  if (sync_after_ops()) check(cudaStreamSynchronize(stream()), "replay", "(FISDIT_CUDA_SYNC)");
+}
+
 MemoryStats CudaBackend::memory_stats() const {
   MemoryStats s;
   uint64_t v = 0;
@@ -315,6 +367,12 @@ MemoryStats CudaBackend::memory_stats() const {
   check(cudaMemPoolGetAttribute(ctx_->pool, cudaMemPoolAttrReservedMemCurrent, &v), "memory_stats",
         "");
   s.reserved = v;
+  check(cudaDeviceGetGraphMemAttribute(ctx_->device, cudaGraphMemAttrReservedMemCurrent, &v),
+        "memory_stats", "graphs");
+  s.graphs = v;
+  check(cudaDeviceGetGraphMemAttribute(ctx_->device, cudaGraphMemAttrReservedMemHigh, &v),
+        "memory_stats", "graphs");
+  s.graphs_peak = v;
   s.device_total = ctx_->device_total;
   return s;
 }
@@ -337,6 +395,8 @@ void CudaBackend::reset_peak_memory() {
   uint64_t zero = 0;
   check(cudaMemPoolSetAttribute(ctx_->pool, cudaMemPoolAttrUsedMemHigh, &zero), "reset_peak_memory",
         "");
+  check(cudaDeviceSetGraphMemAttribute(ctx_->device, cudaGraphMemAttrReservedMemHigh, &zero),
+        "reset_peak_memory", "graphs");
 }
 
 namespace {
@@ -360,6 +420,7 @@ EventTimer::~EventTimer() {
   cudaEventDestroy(static_cast<cudaEvent_t>(end_));
 }
 void EventTimer::start() {
+  refuse_in_capture(static_cast<cudaStream_t>(stream_), "EventTimer", "", "timing");
   check(cudaEventRecord(static_cast<cudaEvent_t>(begin_), static_cast<cudaStream_t>(stream_)),
         "EventTimer", "start");
 }

@@ -127,6 +127,7 @@ class GemmEngine {
                   static_cast<int>(mode)};
     auto it = plans_.find(key);
     const bool fresh = it == plans_.end();
+    if (fresh) refuse_in_capture(stream_, "linear", ctx, "choosing a GEMM algorithm (timed)");
     if (fresh) it = plans_.emplace(key, make_plan(key, epi, ctx, x_scales, w_scales)).first;
     Plan& p = it->second;
     if (p.declined) return false;

@@ -88,7 +88,8 @@ const float* CudaBackend::rope_table(int64_t head_dim, const RopeGrid& grid, int
       t[(pos * c + j) * 2] = static_cast<float>(std::cos(a));
       t[(pos * c + j) * 2 + 1] = static_cast<float>(std::sin(a));
     }
-  synchronize();  // the old table may still be read by queued kernels
+  // The old table stays: queued kernels and recorded graphs (Backend::capture) may read it.
+  if (rope_table_.defined()) rope_tables_old_.push_back(rope_table_);
   rope_table_ = upload(host, DType::F32);
   rope_head_dim_ = head_dim;
   rope_positions_ = positions;

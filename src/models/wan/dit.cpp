@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdio>
 #include <map>
 
 #include "fisdit/error.h"
@@ -480,6 +481,12 @@ Tensor expand_rows(const Tensor& table, const std::vector<int32_t>& token_rows, 
   }
   return out;
 }
+// The rows of a per-token timestep (StepPlan::token_rows) as a host I32 tensor.
+Tensor rows_tensor(const std::vector<int32_t>& rows) {
+  Tensor host = Tensor::zeros({static_cast<int64_t>(rows.size())}, DType::I32);
+  std::copy(rows.begin(), rows.end(), host.data_as<int32_t>());
+  return host;
+}
 }  // namespace
 
 models::TextEmbedding WanDiT::embed_text(const models::TextContext& text) {
@@ -514,10 +521,8 @@ Tensor WanDiT::forward(const Tensor& x, const Tensor& t, const Tensor& text,
   return forward_blocks(x, t, text, {}, plan, step_open, observer, stack);
 }
 
-Tensor WanDiT::forward_blocks(const Tensor& x, const Tensor& t, const Tensor& text,
-                              const std::vector<models::BlockText>& kv, const accel::FisPlan* plan,
-                              bool step_open, const ForwardObserver& observer,
-                              const BlockStackResidual& stack) {
+WanDiT::StepPlan WanDiT::step_plan(const Tensor& x, const Tensor& t, const Tensor& text,
+                                   const accel::FisPlan* plan, bool step_open) const {
   const auto& p = cfg_.patch_size;
   if (x.ndim() != 4 || x.dim(0) != cfg_.in_dim)
     throw Error("latent must be [" + std::to_string(cfg_.in_dim) + ", F, H, W], got " +
@@ -526,50 +531,79 @@ Tensor WanDiT::forward_blocks(const Tensor& x, const Tensor& t, const Tensor& te
     throw Error("latent " + shape_str(x.shape()) + " is not divisible by the patch size");
   if (text.ndim() != 2 || text.dim(1) != cfg_.dim)
     throw Error("text embedding must be [tokens, dim] from embed_text");
-  const int64_t gf = x.dim(1) / p[0], gh = x.dim(2) / p[1], gw = x.dim(3) / p[2];
-  const int64_t tokens = gf * gh * gw, d = cfg_.dim;
-  if (plan && plan->num_frames() != gf)
+  StepPlan s;
+  s.gf = x.dim(1) / p[0];
+  s.gh = x.dim(2) / p[1];
+  s.gw = x.dim(3) / p[2];
+  s.tokens = s.gf * s.gh * s.gw;
+  if (plan && plan->num_frames() != s.gf)
     throw Error("FIS plan is for " + std::to_string(plan->num_frames()) +
-                " latent frames, the latent has " + std::to_string(gf));
+                " latent frames, the latent has " + std::to_string(s.gf));
   if (plan && plan->num_blocks() != cfg_.num_layers)
     throw Error("FIS plan is for " + std::to_string(plan->num_blocks()) +
                 " blocks, the model has " + std::to_string(cfg_.num_layers));
+
+  // Timesteps: one row per distinct value (t2v/i2v: one row for all tokens).
+  const std::vector<float> tv = t.to_vector();
+  if (!(tv.size() == 1 || static_cast<int64_t>(tv.size()) == s.tokens))
+    throw Error("timestep t must have 1 or " + std::to_string(s.tokens) +
+                " (one per token) values, "
+                "got " +
+                std::to_string(tv.size()));
+  std::map<float, int32_t> row_of;
+  for (float v : tv) {
+    if (!std::isfinite(v)) throw Error("timestep t contains a non-finite value");
+    if (row_of.emplace(v, static_cast<int32_t>(row_of.size())).second) s.unique_t.push_back(v);
+  }
+  if (s.unique_t.size() > 1)
+    for (float v : tv) s.token_rows.push_back(row_of.at(v));
+
+  s.blocks.resize(static_cast<size_t>(cfg_.num_layers));
+  if (plan) {
+    s.fis = plan->config();
+    for (int i = 0; i < cfg_.num_layers; ++i)
+      s.blocks[static_cast<size_t>(i)] = plan->plan_for(step_open, i);
+  }
+  return s;
+}
+
+Shape WanDiT::output_shape(const StepPlan& s) const {
+  const auto& p = cfg_.patch_size;
+  return {cfg_.out_dim, s.gf * p[0], s.gh * p[1], s.gw * p[2]};
+}
+
+Tensor WanDiT::forward_blocks(const Tensor& x, const Tensor& t, const Tensor& text,
+                              const std::vector<models::BlockText>& kv, const accel::FisPlan* plan,
+                              bool step_open, const ForwardObserver& observer,
+                              const BlockStackResidual& stack) {
+  const StepPlan s = step_plan(x, t, text, plan, step_open);
+  if (graphable(s, kv, observer, stack)) return forward_graphed(s, x, kv);
+  const Tensor sin_emb =
+      backend_.upload(sinusoidal_embedding(s.unique_t, cfg_.freq_dim), DType::F32);
+  Tensor token_rows;
+  if (!s.token_rows.empty()) token_rows = backend_.upload(rows_tensor(s.token_rows), DType::I32);
+  Tensor out = backend_.empty(output_shape(s));
+  run_step(s, x, sin_emb, token_rows, text, kv, observer, stack, out);
+  return out;
+}
+
+void WanDiT::run_step(const StepPlan& s, const Tensor& x, const Tensor& sin_emb,
+                      const Tensor& token_rows_dev, const Tensor& text,
+                      const std::vector<models::BlockText>& kv, const ForwardObserver& observer,
+                      const BlockStackResidual& stack, Tensor& out) {
+  const auto& p = cfg_.patch_size;
+  const int64_t gf = s.gf, gh = s.gh, gw = s.gw, tokens = s.tokens, d = cfg_.dim;
   auto observe = [&](const std::string& name, const Tensor& dev) {
     if (observer) observer(name, backend_.download(dev));
   };
 
-  // Timesteps: one row per distinct value (t2v/i2v: one row for all tokens).
-  const std::vector<float> tv = t.to_vector();
-  if (!(tv.size() == 1 || static_cast<int64_t>(tv.size()) == tokens))
-    throw Error("timestep t must have 1 or " + std::to_string(tokens) +
-                " (one per token) values, "
-                "got " +
-                std::to_string(tv.size()));
-  std::vector<float> unique_t;
-  std::vector<int32_t> token_rows;
-  {
-    std::map<float, int32_t> row_of;
-    for (float v : tv) {
-      if (!std::isfinite(v)) throw Error("timestep t contains a non-finite value");
-      if (row_of.emplace(v, static_cast<int32_t>(row_of.size())).second) unique_t.push_back(v);
-    }
-    if (unique_t.size() > 1)
-      for (float v : tv) token_rows.push_back(row_of.at(v));
-  }
-  const int64_t rows = static_cast<int64_t>(unique_t.size());
-  Tensor sin_emb = backend_.upload(sinusoidal_embedding(unique_t, cfg_.freq_dim), DType::F32);
+  const int64_t rows = static_cast<int64_t>(s.unique_t.size());
   Tensor e_hidden = backend_.empty({rows, d}), e = backend_.empty({rows, d});
   backend_.linear(sin_emb, time0_w_, &time0_b_, e_hidden, Activation::Silu);
   backend_.linear(e_hidden, time2_w_, &time2_b_, e);
   Tensor e_act = backend_.empty({rows, d}), e0 = backend_.empty({rows, 6 * d});
   backend_.activation(e, e_act, Activation::Silu);
   backend_.linear(e_act, proj_w_, &proj_b_, e0);
-  Tensor token_rows_dev;
-  if (!token_rows.empty()) {
-    Tensor host = Tensor::zeros({tokens}, DType::I32);
-    std::copy(token_rows.begin(), token_rows.end(), host.data_as<int32_t>());
-    token_rows_dev = backend_.upload(host, DType::I32);
-  }
 
   // Patch embedding (Conv3d with kernel = stride = patch) as patchify + linear.
   Tensor patches = backend_.empty({tokens, static_cast<int64_t>(cfg_.in_dim) * p[0] * p[1] * p[2]});
@@ -578,8 +612,9 @@ Tensor WanDiT::forward_blocks(const Tensor& x, const Tensor& t, const Tensor& te
   backend_.linear(patches, patch_w_, &patch_b_, h);
   if (observer) {
     observe("x_embed", h);
-    observer("e", expand_rows(backend_.download(e), token_rows, tokens));
-    observer("e0", expand_rows(backend_.download(e0), token_rows, tokens).reshape({tokens, 6, d}));
+    observer("e", expand_rows(backend_.download(e), s.token_rows, tokens));
+    observer("e0",
+             expand_rows(backend_.download(e0), s.token_rows, tokens).reshape({tokens, 6, d}));
   }
 
   RopeGrid grid{{}, static_cast<int>(gh), static_cast<int>(gw)};
@@ -601,11 +636,11 @@ Tensor WanDiT::forward_blocks(const Tensor& x, const Tensor& t, const Tensor& te
       if (streamer_) streamer_->fetch(i);
       backend_.add_row(e0, blocks_[static_cast<size_t>(i)].modulation, block_table);
       const Modulation mod{block_table.reshape({rows, 6, d}), token_rows_dev};
-      const accel::BlockPlan bp = plan ? plan->plan_for(step_open, i) : accel::BlockPlan{};
+      const accel::BlockPlan& bp = s.blocks[static_cast<size_t>(i)];
       const models::BlockText block_kv =
           kv.empty() ? text_kv(blocks_[static_cast<size_t>(i)], text) : kv[static_cast<size_t>(i)];
       if (bp.sparse)
-        run_block_sparse(i, h, mod, grid, block_kv, bp.anchors, plan->config());
+        run_block_sparse(i, h, mod, grid, block_kv, bp.anchors, s.fis);
       else
         run_block(i, h, mod, grid, block_kv);
       if (streamer_) streamer_->release(i);
@@ -634,8 +669,130 @@ Tensor WanDiT::forward_blocks(const Tensor& x, const Tensor& t, const Tensor& te
   Tensor head_out = backend_.empty({tokens, head_w_.dim(0)});
   backend_.linear(hn, head_w_, &head_b_, head_out);
   observe("head_out", head_out);
-  Tensor out = backend_.empty({cfg_.out_dim, gf * p[0], gh * p[1], gw * p[2]});
   backend_.unpatchify(head_out, p, gf, gh, gw, out);
+}
+
+bool WanDiT::graphable(const StepPlan& s, const std::vector<models::BlockText>& kv,
+                       const ForwardObserver& observer, const BlockStackResidual& stack) const {
+  return backend_.graphs() && s.tokens <= graph_tokens_ && !kv.empty() && !observer &&
+         !stack.apply && !stack.keep && !streamer_ && backend_.memory_budget().limit < 0;
+}
+
+size_t WanDiT::text_slot(const std::vector<models::BlockText>& kv) {
+  constexpr size_t kSlots = 2;  // a prompt's cond and uncond texts
+  std::vector<const Tensor*> src;
+  for (const models::BlockText& b : kv) {
+    src.push_back(&b.k);
+    src.push_back(&b.v);
+  }
+  const auto holds = [&](const TextSlot& slot) {
+    if (slot.sources.size() != src.size()) return false;
+    for (size_t i = 0; i < src.size(); ++i)
+      if (slot.sources[i] != src[i]->raw() || slot.owners[i].expired()) return false;
+    return true;
+  };
+  for (size_t i = 0; i < graph_text_.size(); ++i)
+    if (holds(*graph_text_[i])) {
+      graph_text_[i]->used = ++graph_clock_;
+      return i;
+    }
+  size_t i = graph_text_.size();
+  if (i < kSlots) {
+    auto slot = std::make_shared<TextSlot>();
+    for (const models::BlockText& b : kv)
+      slot->kv.push_back(
+          {backend_.empty(b.k.shape(), b.k.dtype()), backend_.empty(b.v.shape(), b.v.dtype())});
+    graph_text_.push_back(std::move(slot));
+  } else {
+    i = 0;
+    for (size_t j = 1; j < graph_text_.size(); ++j)
+      if (graph_text_[j]->used < graph_text_[i]->used) i = j;
+  }
+  TextSlot& slot = *graph_text_[i];
+  if (slot.kv.size() != kv.size()) throw Error("the text's keys and values do not fit this DiT");
+  for (size_t b = 0; b < kv.size(); ++b) {  // into the slot's own tensors: graphs read them
+    backend_.copy(kv[b].k, slot.kv[b].k);
+    backend_.copy(kv[b].v, slot.kv[b].v);
+  }
+  ++graph_text_copies_;
+  slot.sources.clear();
+  slot.owners.clear();
+  for (const Tensor* t : src) {
+    slot.sources.push_back(t->raw());
+    slot.owners.emplace_back(t->owner());
+  }
+  slot.used = ++graph_clock_;
+  return i;
+}
+
+Tensor WanDiT::forward_graphed(const StepPlan& s, const Tensor& x,
+                               const std::vector<models::BlockText>& kv) {
+  if (graphs_revision_ != weights_revision_) {  // the graphs read weights that are gone
+    graphs_.clear();
+    graph_text_.clear();
+    graphs_revision_ = weights_revision_;
+  }
+  const size_t slot = text_slot(kv);
+  // What a recording fixes: the shapes, the timestep rows, the blocks' plans, the text slot, the
+  // arithmetic.
+  std::string key = shape_str(x.shape()) + " " + std::string(dtype_name(x.dtype())) + " t" +
+                    std::to_string(s.unique_t.size()) + " slot" + std::to_string(slot) + " " +
+                    models::precision_name(precision_) +
+                    (literal_module_reconstruction_ ? " literal" : "") + " fis " +
+                    accel::granularity_name(s.fis.granularity) + "/" +
+                    accel::reconstruct_name(s.fis.reconstruct);
+  if (!s.token_rows.empty()) {
+    uint64_t h = 1469598103934665603ull;  // FNV-1a over the rows
+    for (int32_t r : s.token_rows) h = (h ^ static_cast<uint32_t>(r)) * 1099511628211ull;
+    key += " rows" + std::to_string(h);
+  }
+  for (const accel::BlockPlan& bp : s.blocks) {
+    key += bp.sparse ? " [" : " d";
+    if (bp.sparse) {
+      for (int32_t a : bp.anchors) key += std::to_string(a) + ",";
+      key += "]";
+    }
+  }
+  const Tensor sin_emb =
+      backend_.upload(sinusoidal_embedding(s.unique_t, cfg_.freq_dim), DType::F32);
+  const auto op_by_op = [&] {
+    Tensor token_rows;
+    if (!s.token_rows.empty()) token_rows = backend_.upload(rows_tensor(s.token_rows), DType::I32);
+    Tensor out = backend_.empty(output_shape(s));
+    run_step(s, x, sin_emb, token_rows, Tensor(), kv, {}, {}, out);
+    return out;
+  };
+  const GraphCache::Step step = graphs_.next(key);
+  if (step == GraphCache::Step::Run) return op_by_op();
+  if (step == GraphCache::Step::Record) {
+    // The graph's own inputs and output: x, the sinusoids, the token rows (fixed by the key), out.
+    GraphCache::Entry e;
+    e.buffers = {
+        backend_.empty(x.shape(), x.dtype()), backend_.empty(sin_emb.shape()),
+        s.token_rows.empty() ? Tensor() : backend_.upload(rows_tensor(s.token_rows), DType::I32),
+        backend_.empty(output_shape(s))};
+    e.keep = graph_text_[slot];
+    const std::shared_ptr<TextSlot> text = graph_text_[slot];
+    try {
+      e.graph = backend_.capture([this, s, b = e.buffers, text]() mutable {
+        run_step(s, b[0], b[1], b[2], Tensor(), text->kv, {}, {}, b[3]);
+      });
+    } catch (const Error& err) {
+      if (graphs_.failed(key, err.what()))
+        std::fprintf(stderr,
+                     "fisdit: a DiT forward could not be recorded as a graph, so it runs op by "
+                     "op: %s\n",
+                     err.what());
+      return op_by_op();
+    }
+    graphs_.store(key, std::move(e));
+  }
+  GraphCache::Entry& e = graphs_.entry(key);
+  backend_.copy(x, e.buffers[0]);
+  backend_.copy(sin_emb, e.buffers[1]);
+  backend_.replay(e.graph);
+  Tensor out = backend_.empty(e.buffers[3].shape());
+  backend_.copy(e.buffers[3], out);  // the next replay writes the graph's own again
   return out;
 }
 

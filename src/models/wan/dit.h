@@ -8,6 +8,7 @@
 
 #include "accel/fis.h"
 #include "backend/backend.h"
+#include "backend/graph_cache.h"
 #include "core/quantize.h"
 #include "models/model.h"
 #include "models/offload.h"
@@ -84,6 +85,12 @@ class WanDiT final : public models::VelocityModel {
   models::Precision precision() const { return precision_; }
   const DitBlockWeights& block(int i) const { return blocks_.at(static_cast<size_t>(i)); }
   int64_t bytes_streamed() const { return streamer_ ? streamer_->bytes_streamed() : 0; }
+  // The recorded forwards' counts (Backend::graphs), and how often a text's keys and values were
+  // copied into a text slot.
+  const GraphCache::Stats& graph_stats() const { return graphs_.stats(); }
+  int64_t graph_text_copies() const { return graph_text_copies_; }
+  // The most tokens a recorded forward has (default kGraphTokens); larger ones run op by op.
+  void set_graph_tokens(int64_t most) { graph_tokens_ = most; }
 
   // The text embedding of `context` [L_txt <= text_len, text_dim] (host), zero-padded to
   // text_len as the official forward does; the padded rows are attended. Reused across steps.
@@ -114,6 +121,36 @@ class WanDiT final : public models::VelocityModel {
                         const std::vector<models::BlockText>& kv, const accel::FisPlan* plan,
                         bool step_open, const ForwardObserver& observer,
                         const BlockStackResidual& stack);
+  // The host side of one forward, checked: the token grid, the distinct timesteps and the row
+  // each token takes (empty: one row for all), each block's plan.
+  struct StepPlan {
+    int64_t gf = 0, gh = 0, gw = 0, tokens = 0;
+    std::vector<float> unique_t;
+    std::vector<int32_t> token_rows;
+    std::vector<accel::BlockPlan> blocks;
+    accel::FisConfig fis;
+  };
+  StepPlan step_plan(const Tensor& x, const Tensor& t, const Tensor& text,
+                     const accel::FisPlan* plan, bool step_open) const;
+  // The device side: from the timestep embedding (`sin_emb`, the sinusoids of s.unique_t) to the
+  // velocity in `out`, reading only device tensors, so that a graph can record it as it is.
+  void run_step(const StepPlan& s, const Tensor& x, const Tensor& sin_emb, const Tensor& token_rows,
+                const Tensor& text, const std::vector<models::BlockText>& kv,
+                const ForwardObserver& observer, const BlockStackResidual& stack, Tensor& out);
+  Shape output_shape(const StepPlan& s) const;
+  // Backend::graphs(): the forward recorded once per kind (GraphCache) and replayed; for
+  // forwards of at most kGraphTokens tokens (where launching the ops is a real share of the step;
+  // a recording's own tensors come beside the pool's) with the blocks' text keys and values,
+  // without observer, MagCache, streamed blocks or a memory limit (graph memory is outside the
+  // pool the limit counts).
+  static constexpr int64_t kGraphTokens = 16384;
+  int64_t graph_tokens_ = kGraphTokens;
+  bool graphable(const StepPlan& s, const std::vector<models::BlockText>& kv,
+                 const ForwardObserver& observer, const BlockStackResidual& stack) const;
+  Tensor forward_graphed(const StepPlan& s, const Tensor& x,
+                         const std::vector<models::BlockText>& kv);
+  // The text slot (graph_text_) holding `kv`'s contents, filled by copy when none does.
+  size_t text_slot(const std::vector<models::BlockText>& kv);
   // Block `w`'s cross-attention keys (normed) and values of the embedded text.
   models::BlockText text_kv(const DitBlockWeights& w, const Tensor& text);
   void run_block(int index, Tensor& x, const Modulation& mod, const RopeGrid& grid,
@@ -162,6 +199,20 @@ class WanDiT final : public models::VelocityModel {
   // set_precision that changes the weights. A TextEmbedding's block keys and values of another
   // revision (another model's, or older weights') are refused by forward.
   int weights_revision_ = 0;
+  // Recorded forwards (Backend::graphs) and what they read: the text's keys and values copied into
+  // a few slots, so a graph reads the same tensors whatever prompt's text comes (the cond and
+  // uncond texts of guidance take one each and are copied once per prompt).
+  struct TextSlot {
+    std::vector<models::BlockText> kv;              // the copies the graphs read
+    std::vector<std::weak_ptr<const void>> owners;  // whose contents they hold: the source
+    std::vector<const void*> sources;               // tensors, while those live
+    uint64_t used = 0;
+  };
+  GraphCache graphs_;
+  std::vector<std::shared_ptr<TextSlot>> graph_text_;
+  uint64_t graph_clock_ = 0;
+  int64_t graph_text_copies_ = 0;
+  int graphs_revision_ = 0;  // the weights_revision_ the graphs read
 };
 
 }  // namespace fisdit::wan
