@@ -5,7 +5,7 @@
 #   bash bench/device.sh [full|quick|tests|bench|vae|vae-encode|release-official|release-comfyui|
 #                         release-i2v|release-ti2v|release-limit|release-fp8|compare|offload|
 #                         vae-cache|fp8|hunyuan15|hunyuan15-dit|hunyuan15-rest|
-#                         hunyuan15-release|latency|fp8-attention|overlap]
+#                         hunyuan15-release|latency|fp8-attention|overlap|ti2v-small|graphs]
 #                                                          (default: full)
 #
 # compare: tests, then the DiT benchmarks of the README (A14B 480p and 720p, TI2V-5B 704p,
@@ -73,6 +73,11 @@
 # balanced) with --repeat 4 in bf16 and fp8, one process each, twice alternating (per-step times of
 # the last run), an op profile of a generate run in each precision, and the bench loops of the
 # same size (with the host's time to queue a forward).
+# graphs: the recorded-forward tests (CudaGraphs*), then the 512x512x17 4-step loops of TI2V-5B
+# and Wan2.1-1.3B op by op and as CUDA graphs side by side (bench --graphs off,on, bf16 and fp8,
+# FIS off and balanced, --compare-dense: a recorded row's rel. L2 is 0 where it replays the same
+# ops), and a random TI2V-5B release generated at 512x512x17 from an image (--repeat 4, bf16 and
+# fp8) with FISDIT_CUDA_GRAPHS=0 and 1 (GRAPHS_GENERATE=0 skips it).
 # TEST_FILTER=PATTERN runs only those GPU tests (a gtest filter), in any mode.
 # quick: tests + small benchmarks (Wan2.1-1.3B 480p, A14B 480p); bench: benchmarks only.
 # Logs go to $OUT (the device tool's folder) or /tmp/fisdit-device. Header-only dependencies and
@@ -322,6 +327,41 @@ PY
   done
   rm -f /tmp/fisdit-latent-*
   rm -rf "$ROOT"
+  exit 0
+fi
+
+if [ "$MODE" = "graphs" ]; then
+  FISDIT_CUDA_SYNC=1 ./build-device/fisdit_cuda_tests --gtest_color=no --gtest_filter='CudaGraphs*' \
+    >"$OUT/graph_tests.log" 2>&1
+  grep -E "OK \]|FAILED|Failure|Which is|rel L2|recorded as a graph" "$OUT/graph_tests.log" | head -30 |
+    tee -a "$SUMMARY"
+  for m in "ti2v wan2.2-ti2v-5b" "wan21 wan2.1-t2v-1.3b"; do
+    set -- $m
+    timeout 400 ./build-device/fisdit bench --device cuda --random-weights --label "$1-512-graphs" \
+      --model-config "$2" --size 512x512 --frames 17 --steps 4 --fis off,balanced --precision bf16,fp8 \
+      --graphs off,on --compare-dense --warmup 2 --repeats 5 >"$OUT/bench_$1-512-graphs.log" 2>&1 ||
+      say "bench $1-512-graphs FAILED"
+    grep -E "to queue a forward|recorded as a graph" "$OUT/bench_$1-512-graphs.log" | tee -a "$SUMMARY"
+    grep -A12 "^fisdit bench:" "$OUT/bench_$1-512-graphs.log" | grep -v RESULT | tee -a "$SUMMARY"
+  done
+  if [ "${GRAPHS_GENERATE:-1}" = 1 ]; then
+    ROOT=${FISDIT_RELEASE_DIR:-/tmp/fisdit-release}
+    rm -rf "$ROOT"; REL=$ROOT/ti2v; t0=$(date +%s)
+    python3 bench/make_random_release.py "$REL" --task ti2v --lora >>"$OUT/release.log" 2>&1 ||
+      { tail -20 "$OUT/release.log"; say "make_random_release FAILED"; exit 1; }
+    say "random ti2v release: $(( $(date +%s) - t0 )) s, $(du -shL "$REL" | cut -f1)"
+    for p in bf16 fp8; do
+      for g in 0 1; do
+        FISDIT_CUDA_GRAPHS=$g gen_run "small-$p-graphs$g" "models loaded|run [0-9]|fisdit: a DiT" \
+          --model "$REL" --lora-high "$REL/lora.safetensors" --image "$REL/first_frame.png" --steps 4 \
+          --guidance 1 --size 512x512 --frames 17 --fis balanced --quiet --precision $p --repeat 4 \
+          --prompt "a red ball rolls across a wooden table, soft window light" --seed 7
+        python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('  steps, last run (ms):', [round(1000*s['seconds'],1) for s in d['steps']])" \
+          "$OUT/gen_small-$p-graphs$g.json" | tee -a "$SUMMARY"
+      done
+    done
+    rm -rf "$ROOT"
+  fi
   exit 0
 fi
 

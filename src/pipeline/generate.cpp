@@ -528,6 +528,7 @@ Tensor Generator::State::sample(const CheckedRequest& r, const sched::DenoiseInp
   nlohmann::json steps = nlohmann::json::array();
   Progress bar("denoise", o.steps, o.progress);
   notify(o, "denoise", 0, o.steps);
+  const Backend::GraphCounts graphs_before = backend->graph_counts();
   log.begin();
   double load_before_step = 0;  // load_seconds when the previous step ended
   const auto on_step = [&](const sched::StepInfo& s) {
@@ -565,6 +566,11 @@ Tensor Generator::State::sample(const CheckedRequest& r, const sched::DenoiseInp
       (prep ? prep->overlapped() : 0.0) + (ahead ? ahead->overlapped() : 0.0);
   log.seconds["denoise"] = total - load_seconds;
   summary["steps"] = steps;
+  if (backend->graphs()) {  // FISDIT_CUDA_GRAPHS: the DiT forwards recorded and replayed
+    const Backend::GraphCounts& now = backend->graph_counts();
+    summary["dit_graphs"] = {{"recorded", now.recorded - graphs_before.recorded},
+                             {"replayed", now.replayed - graphs_before.replayed}};
+  }
   return latent;
 }
 

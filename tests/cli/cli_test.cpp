@@ -609,6 +609,42 @@ TEST_F(Cli, BenchMagCacheRowsReportSkipsAndFidelity) {
   }
 }
 
+// bench --graphs off,on: each setting op by op and recorded ("+graphs", the CPU backend's
+// recording: the calls kept and run again), side by side; a recorded loop's latent is the op-by-op
+// one's, bit for bit. A mode other than off or on is one clear error.
+TEST_F(Cli, BenchGraphRowsMatchTheOpByOpRows) {
+  const std::string base = "bench --device cpu --model " + fixture("dit_t2v_tiny.safetensors") +
+                           " --size 64x64 --frames 33 --steps 3 --fis off,balanced --repeats 2 "
+                           "--compare-dense --graphs ";
+  const Result r = run(base + "off,on");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const std::vector<std::vector<std::string>> rows = result_rows(r.out);
+  ASSERT_EQ(rows.size(), 4u) << r.out;
+  const char* names[] = {"off", "off+graphs", "balanced", "balanced+graphs"};
+  for (size_t i = 0; i < 4; ++i) {
+    ASSERT_EQ(rows[i].size(), 14u) << r.out;
+    EXPECT_EQ(rows[i][4], names[i]);
+  }
+  EXPECT_EQ(std::stod(rows[1][13]), 0.0) << r.out;
+  EXPECT_GT(std::stod(rows[2][13]), 1e-5) << r.out;
+  EXPECT_EQ(rows[3][13], rows[2][13]) << r.out;
+  EXPECT_EQ(rows[3][11], rows[2][11]) << "the executed PFLOP differ\n" << r.out;
+  // The warm-up records each step type (a second warm-up forward with graphs on): every timed
+  // forward (3 steps, 2 repeats) is replayed.
+  for (const char* setting : {"off+graphs", "balanced+graphs"})
+    EXPECT_NE(
+        r.err.find(std::string(setting) +
+                   ": 6 timed forwards replayed from recorded graphs, 0 recorded while timed"),
+        std::string::npos)
+        << r.err;
+  for (const char* bad : {"maybe", "on,on"}) {
+    const Result e = run(base + bad);
+    EXPECT_NE(e.rc, 0) << bad;
+    EXPECT_EQ(lines(e.err), 1) << e.err;
+    EXPECT_NE(e.err.find("--graphs"), std::string::npos) << e.err;
+  }
+}
+
 // bench --precision bf16,fp8-gemm,fp8 (the fp8 rows on the CPU reference): the fp8 rows (FIS and
 // MagCache among them) follow the bf16 ones in the same process, named +fp8-gemm and +fp8, with
 // their rel. L2 against the bf16 dense latent; fp8 before bf16 is refused (the weights are

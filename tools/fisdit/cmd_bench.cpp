@@ -26,6 +26,7 @@ namespace {
 struct BenchArgs {
   std::string model_config, size = kDefaultSize, fis = "off,balanced,fast", mode = "loop";
   std::string precision = "bf16";
+  std::optional<std::string> graphs;  // --graphs: off, on or both; unset: the backend's default
   std::optional<std::string> label;
   int frames = kDefaultFrames, warmup = 1, repeats = 3;
   bool random_weights = false, compare_dense = false, attention = false;
@@ -42,6 +43,7 @@ struct Setting {
   accel::FisConfig fis;
   accel::MagCacheConfig cache;
   models::Precision precision = models::Precision::Default;
+  std::optional<bool> graphs;  // Backend::set_graphs for this setting; unset: as it is
   bool dense() const { return !fis.enabled() && !cache.enabled; }
 };
 
@@ -86,13 +88,31 @@ std::vector<Setting> bench_settings(const BenchArgs& a, int steps) {
       for (const auto& fis : presets)
         group.push_back(
             {(cache.enabled ? (fis.enabled() ? fis.name + "+mc" : "magcache") : fis.name) + suffix,
-             fis, cache, precision});
+             fis, cache, precision, std::nullopt});
     }
     std::stable_partition(group.begin(), group.end(),
                           [](const Setting& st) { return !st.cache.enabled; });
     settings.insert(settings.end(), group.begin(), group.end());
   }
-  return settings;
+  if (!a.graphs) return settings;
+  // --graphs: each setting once per mode, side by side; "+graphs" names the recorded ones.
+  std::vector<bool> modes;
+  for (const auto& name : split_commas(*a.graphs)) {
+    if (name != "off" && name != "on")
+      throw Error("--graphs: each of off or on, got '" + name + "'");
+    if (std::find(modes.begin(), modes.end(), name == "on") != modes.end())
+      throw Error("--graphs: '" + name + "' is listed twice");
+    modes.push_back(name == "on");
+  }
+  if (modes.empty()) throw Error("--graphs names no mode");
+  std::vector<Setting> out;
+  for (const Setting& st : settings)
+    for (const bool on : modes) {
+      out.push_back(st);
+      out.back().graphs = on;
+      if (on) out.back().name += "+graphs";
+    }
+  return out;
 }
 
 // Checks what the settings need of the run; returns whether MagCache's ratios are to be
@@ -361,11 +381,14 @@ Result run_setting(const DitBench& b, const Setting& setting, bool calibrate,
     (open ? r.sparse_steps : r.dense_steps)++;
     opens.push_back(open);
   }
+  if (setting.graphs) b.backend->set_graphs(*setting.graphs);
   Tensor x = b.backend->upload(b.x0, DType::F32);
   if (setting.dense() && calibrate && calibrated.cond.empty())
     calibrated = calibrate_ratios(b, plan, x);
-  // Warm-up: every step type once per --warmup (graph builds, heuristics, pool growth).
-  for (int w = 0; w < a.warmup; ++w) {
+  // Warm-up: every step type once per --warmup (graph builds, heuristics, pool growth); with
+  // Backend::graphs once more, which records each (a forward's first run is op by op).
+  const int warmups = a.warmup + (a.warmup > 0 && b.backend->graphs() ? 1 : 0);
+  for (int w = 0; w < warmups; ++w) {
     if (r.sparse_steps) b.forward(x, plan, 0, true);
     if (r.dense_steps) b.forward(x, plan, b.steps - 1, false);
   }
@@ -373,6 +396,7 @@ Result run_setting(const DitBench& b, const Setting& setting, bool calibrate,
   b.backend->reset_memory_peak();
   b.backend->flops().reset();
   take_op_profile();  // drop the warm-up's share
+  const Backend::GraphCounts graphs_before = b.backend->graph_counts();
   const Timings t = a.mode == "per-step-type" ? time_step_types(b, plan, r, x)
                                               : time_loops(b, plan, opens, cache_cfg, x);
   if (a.compare_dense) {
@@ -393,6 +417,12 @@ Result run_setting(const DitBench& b, const Setting& setting, bool calibrate,
                 r.setting.c_str(), r.ms_step, r.ms_sparse, r.sparse_steps, r.ms_dense,
                 r.dense_steps, r.skipped_steps, r.pflop, r.tflops, r.ms_host);
   status(line);
+  if (b.backend->graphs()) {
+    const Backend::GraphCounts& now = b.backend->graph_counts();
+    status("  " + r.setting + ": " + std::to_string(now.replayed - graphs_before.replayed) +
+           " timed forwards replayed from recorded graphs, " +
+           std::to_string(now.recorded - graphs_before.recorded) + " recorded while timed");
+  }
   return r;
 }
 
@@ -607,6 +637,9 @@ void register_bench(CLI::App& app) {
   add_memory_limit_flag(cmd, args->device);
   add_vae_precision_flag(cmd, args->device);
   cmd->add_option("--label", args->label, "name printed in the RESULT lines");
+  cmd->add_option("--graphs", args->graphs,
+                  "off, on or off,on: each setting's forwards op by op and/or recorded once as "
+                  "CUDA graphs and replayed (\"+graphs\" rows); default: FISDIT_CUDA_GRAPHS's");
   CLI::Option* vae = cmd->add_option(
       "--vae", args->vae,
       "wan2.1, wan2.2 or hunyuan15: time VAE decode of a --size/--frames latent instead "

@@ -135,8 +135,13 @@ void run_generate(const GenerateArgs& a) {
     runs.push_back({{"run", i + 1},
                     {"seconds", s.at("seconds")},
                     {"gpu_peak_gib", s.value("gpu_peak_gib", nlohmann::json::object())}});
+    std::string graphs;
+    if (s.contains("dit_graphs"))
+      graphs = "; DiT graphs: " + std::to_string(s["dit_graphs"].value("replayed", 0)) +
+               " forwards replayed, " + std::to_string(s["dit_graphs"].value("recorded", 0)) +
+               " recorded";
     status("run " + std::to_string(i + 1) + "/" + std::to_string(a.repeat) + ": " +
-           pipeline::times_line(s) + " (" + pipeline::making_time(s) + ")");
+           pipeline::times_line(s) + " (" + pipeline::making_time(s) + ")" + graphs);
   }
   if (warm) {
     r.summary["repeat"] = a.repeat;
