@@ -6,8 +6,16 @@
 // Tolerances (rel L2): 1e-2 where the output is stored as bf16 (one rounding, unit roundoff 2^-9,
 // plus bf16 probabilities inside cuDNN attention); 1e-4 for fp32 outputs of bf16 GEMMs (fp32
 // accumulation in another order); 1e-6 for fp32 elementwise ops; 0 for pure data movement.
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <string>
 #include <vector>
 
+#include "../io/io_test_util.h"
 #include "cuda_test_util.h"
 
 namespace fisdit {
@@ -68,6 +76,36 @@ INSTANTIATE_TEST_SUITE_P(
         LinearCase{1000, 1536, 1000, DType::BF16, DType::BF16, true, Activation::GeluTanh},
         LinearCase{77, 512, 1536, DType::BF16, DType::F32, true, Activation::Silu},
         LinearCase{40, 96, 88, DType::F32, DType::F32, true, Activation::Gelu}));  // vision/byT5
+
+// The GEMM algorithm a shape's first call times is kept in the tuning cache (FISDIT_CACHE_DIR),
+// named by its configuration: a new backend (as a new process would) reads it instead of timing,
+// so it runs the same algorithm and makes the same bits.
+TEST(CudaLinearTuning, TheTimedAlgorithmIsKeptForTheNextProcess) {
+  FISDIT_REQUIRE_GPU();
+  (void)gpu;
+  if (const char* v = std::getenv("FISDIT_GEMM_AUTOTUNE"); v && std::string(v) == "0")
+    GTEST_SKIP() << "FISDIT_GEMM_AUTOTUNE=0: no timed choice";
+  iotest::TempDir dir;
+  test::EnvScope cache_dir("FISDIT_CACHE_DIR", dir.path().c_str());
+  const Tensor x = round_bf16(randn({130, 136}, 11)), w = round_bf16(randn({300, 136}, 12, 0.1f));
+  const auto run = [&] {
+    const std::unique_ptr<Backend> be = make_cuda_backend();
+    Tensor y = be->empty({130, 300}, DType::BF16);
+    be->linear(be->upload(x, DType::BF16), be->upload(w, DType::BF16), nullptr, y);
+    return be->download(y);
+  };
+  const Tensor first = run();
+  std::string text;
+  for (const auto& f : std::filesystem::directory_iterator(dir.path()))
+    if (f.path().filename().string().rfind("cublaslt-gemm-", 0) == 0) {
+      std::ifstream in(f.path());
+      text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
+  EXPECT_NE(text.find("m=130 n=300 k=136 out=bf16"), std::string::npos) << text;
+  const Tensor second = run();
+  EXPECT_EQ(std::memcmp(first.raw(), second.raw(), static_cast<size_t>(first.nbytes())), 0);
+  std::printf("cuBLASLt tuning cache:\n%s", text.c_str());
+}
 
 struct AttnCase {
   int64_t lq, lk, heads, d;

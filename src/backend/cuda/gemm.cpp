@@ -1,18 +1,25 @@
 // bf16 and E4M3 GEMMs through cuBLASLt with fused bias / bias+GELU(tanh) epilogues. Row-major
 // y[M,N] = x[M,K] w[N,K]^T is the column-major D[N,M] = W^T[N,K] X[K,M]: A = w (transposed),
 // B = x, so the bias runs along D's rows (the output features), as cuBLASLt's epilogue wants.
-// Descriptors and the heuristic's algorithm are cached per shape.
+// Descriptors and the algorithm are cached per shape; the algorithm chosen by timing is also kept
+// in the tuning cache of this GPU and library versions, so a later process runs the same one
+// without timing again (and so makes the same bits).
 #include <cublasLt.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
+#include <memory>
 #include <tuple>
 #include <vector>
 
 #include "backend/cuda/cuda_internal.h"
 #include "backend/cuda/gemm.h"
+#include "backend/measured_choice.h"
+#include "fisdit/error.h"
 
 namespace fisdit::cuda {
 
@@ -70,7 +77,8 @@ void free_plan(Plan& p) {
 }
 
 // FISDIT_GEMM_AUTOTUNE=0 keeps the heuristic's first choice; otherwise the first call of each
-// shape times the heuristic's top candidates on the real operands and keeps the fastest.
+// shape times the heuristic's top candidates on the real operands and keeps the fastest (or reads
+// the choice an earlier process made from the tuning cache).
 bool autotune_enabled() {
   static const bool on = [] {
     const char* v = std::getenv("FISDIT_GEMM_AUTOTUNE");
@@ -79,6 +87,51 @@ bool autotune_enabled() {
   return on;
 }
 constexpr int kCandidates = 6;
+
+// A candidate's name in the tuning cache: its configuration (algorithm, tile, stages, split-K,
+// reduction, swizzle, custom option, inner and cluster shapes), which the heuristic's rank is not.
+std::string algo_name(const cublasLtMatmulAlgo_t& algo) {
+  static constexpr std::pair<cublasLtMatmulAlgoConfigAttributes_t, char> kFields[] = {
+      {CUBLASLT_ALGO_CONFIG_ID, 'a'},
+      {CUBLASLT_ALGO_CONFIG_TILE_ID, 't'},
+      {CUBLASLT_ALGO_CONFIG_STAGES_ID, 's'},
+      {CUBLASLT_ALGO_CONFIG_SPLITK_NUM, 'k'},
+      {CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, 'r'},
+      {CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING, 'w'},
+      {CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION, 'c'},
+      {CUBLASLT_ALGO_CONFIG_INNER_SHAPE_ID, 'i'},
+      {CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID, 'g'}};
+  std::string name;
+  for (const auto& [attr, tag] : kFields) {
+    size_t bytes = 0;  // each attribute's own width, asked first
+    uint64_t value = 0;
+    if (cublasLtMatmulAlgoConfigGetAttribute(&algo, attr, nullptr, 0, &bytes) !=
+            CUBLAS_STATUS_SUCCESS ||
+        bytes == 0 || bytes > sizeof value)
+      continue;
+    unsigned char raw[sizeof value] = {};
+    size_t written = 0;
+    if (cublasLtMatmulAlgoConfigGetAttribute(&algo, attr, raw, bytes, &written) !=
+        CUBLAS_STATUS_SUCCESS)
+      continue;
+    std::memcpy(&value, raw, sizeof value);  // little-endian: the low bytes hold it
+    if (!name.empty()) name += '-';
+    name += tag;
+    name += std::to_string(value);
+  }
+  return name.empty() ? "unnamed" : name;
+}
+
+// Owns a timing event.
+struct EventDeleter {
+  void operator()(CUevent_st* e) const { cudaEventDestroy(e); }
+};
+using EventPtr = std::unique_ptr<CUevent_st, EventDeleter>;
+EventPtr make_timing_event(const std::string& ctx) {
+  cudaEvent_t e = nullptr;
+  check(cudaEventCreate(&e), "linear", ctx);
+  return EventPtr(e);
+}
 
 int alignment_of(const void* p) {
   const auto v = reinterpret_cast<uintptr_t>(p);
@@ -137,7 +190,7 @@ class GemmEngine {
                "bias pointer", ctx);
     if (mode == kFp8Scaled) set_scales(p, x_scales, w_scales, ctx);
     const float alpha = 1.0f, beta = 0.0f;
-    if (fresh && p.candidates.size() > 1) autotune(p, x, w, y, ctx);
+    if (fresh && p.candidates.size() > 1) autotune(p, key, x, w, y, ctx);
     check_lt(cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, y, p.d, y, p.d, &p.algo,
                             workspace_, kWorkspaceBytes, stream_),
              "matmul", ctx);
@@ -235,44 +288,56 @@ class GemmEngine {
     return p;
   }
 
-  // Times each candidate (one warm run, then the best of two) and keeps the fastest in p.algo.
-  void autotune(Plan& p, const void* x, const void* w, void* y, const std::string& ctx) {
-    cudaEvent_t t0 = nullptr, t1 = nullptr;
-    check(cudaEventCreate(&t0), "linear", ctx);
-    check(cudaEventCreate(&t1), "linear", ctx);
+  // Keeps the fastest candidate in p.algo: the one the tuning cache names for this shape, else
+  // each timed on the call's operands (one warm run, then the best of two) and the choice kept.
+  void autotune(Plan& p, const Key& key, const void* x, const void* w, void* y,
+                const std::string& ctx) {
+    if (!tuning_)
+      tuning_ = std::make_unique<TuningCache>(
+          TuningCache::default_dir(), "cublaslt-gemm",
+          device_key() + " cublasLt " + std::to_string(cublasLtGetVersion()));
+    const auto [m, n, k, y_f32, epi, ax, aw, ay, ab, mode] = key;
+    char shape[192];
+    std::snprintf(shape, sizeof shape,
+                  "m=%lld n=%lld k=%lld out=%s epilogue=%d align=%d,%d,%d,%d mode=%d",
+                  static_cast<long long>(m), static_cast<long long>(n), static_cast<long long>(k),
+                  y_f32 ? "f32" : "bf16", epi, ax, aw, ay, ab, mode);
+    std::vector<std::string> names;
+    for (const cublasLtMatmulAlgo_t& algo : p.candidates) names.push_back(algo_name(algo));
+    const EventPtr t0 = make_timing_event(ctx), t1 = make_timing_event(ctx);
     const float alpha = 1.0f, beta = 0.0f;
-    float best = 1e30f;
-    for (const cublasLtMatmulAlgo_t& algo : p.candidates) {
-      float ms = 1e30f;
-      for (int rep = 0; rep < 3; ++rep) {
-        check(cudaEventRecord(t0, stream_), "linear", ctx);
-        const cublasStatus_t st =
-            cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, y, p.d, y, p.d, &algo,
-                           workspace_, kWorkspaceBytes, stream_);
-        check(cudaEventRecord(t1, stream_), "linear", ctx);
-        check(cudaEventSynchronize(t1), "linear", ctx);
-        if (st != CUBLAS_STATUS_SUCCESS) {
-          ms = 1e30f;
-          break;
-        }
-        float t = 0;
-        check(cudaEventElapsedTime(&t, t0, t1), "linear", ctx);
-        if (rep > 0) ms = std::min(ms, t);
-      }
-      if (ms < best) {
-        best = ms;
-        p.algo = algo;
-      }
+    bool cuda_failed = false;  // a CUDA error while timing, not a candidate that cannot run
+    try {
+      const size_t best = choose_fastest(
+          *tuning_, shape, names,
+          [&](size_t i) -> double {
+            cuda_failed = true;
+            check(cudaEventRecord(t0.get(), stream_), "linear", ctx);
+            const cublasStatus_t st =
+                cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, y, p.d, y, p.d,
+                               &p.candidates[i], workspace_, kWorkspaceBytes, stream_);
+            check(cudaEventRecord(t1.get(), stream_), "linear", ctx);
+            check(cudaEventSynchronize(t1.get()), "linear", ctx);
+            float ms = 0;
+            if (st == CUBLAS_STATUS_SUCCESS)
+              check(cudaEventElapsedTime(&ms, t0.get(), t1.get()), "linear", ctx);
+            cuda_failed = false;
+            return st == CUBLAS_STATUS_SUCCESS ? ms : -1.0;
+          },
+          /*runs=*/3);
+      p.algo = p.candidates[best];
+    } catch (const Error&) {
+      if (cuda_failed) throw;
+      // None ran: the heuristic's first stays, and the call below says why it cannot run.
     }
     cudaGetLastError();
-    cudaEventDestroy(t0);
-    cudaEventDestroy(t1);
   }
 
   cudaStream_t stream_;
   cublasLtHandle_t handle_ = nullptr;
   void* workspace_ = nullptr;
   std::map<Key, Plan> plans_;
+  std::unique_ptr<TuningCache> tuning_;  // made on the first timed choice
 };
 
 GemmEngine* make_gemm_engine(cudaStream_t stream) { return new GemmEngine(stream); }
