@@ -39,16 +39,22 @@ TEST(CudaGraphs, WhatARecordingCannotHoldIsRefusedAndTheStreamStaysUsable) {
         gpu.upload(Tensor::from_vector({1, 2}, {1, 2}), DType::F32);
       },
       "copying host memory");
-  // A GEMM shape never run before: its algorithm is chosen by timing.
+  // A GEMM shape never run before: its algorithm is chosen by timing (bf16 rows: cuBLASLt's GEMM;
+  // a few fp32 rows would take the own kernel, which has nothing to choose).
   const Tensor w = gpu.upload(test::randn({24, 40}, 1), gpu.weight_dtype());
   refused(
       [&] {
-        Tensor in = gpu.empty({3, 40}), out = gpu.empty({3, 24});
+        Tensor in = gpu.empty({37, 40}, DType::BF16), out = gpu.empty({37, 24});
         gpu.linear(in, w, nullptr, out);
       },
       "choosing a GEMM algorithm");
   gpu.add_scaled(x, x, 1.0f);
   EXPECT_EQ(gpu.download(x).to_vector(), (std::vector<float>{2, 4, 6, 8}));
+}
+
+TEST(CudaGraphs, NewRequestsReplayTheGraphsOfTheLastOne) {
+  FISDIT_REQUIRE_GPU();
+  test::check_requests_replay_the_last_ones(gpu, fixture("dit_ti2v_tiny.safetensors"));
 }
 
 // FISDIT_CUDA_GRAPHS turns them on for a new backend; a value other than 0 or 1 is an error

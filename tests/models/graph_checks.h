@@ -149,6 +149,44 @@ inline void check_graphed_forwards(Backend& backend, const std::string& model,
   EXPECT_EQ(s.runs, 4);
   EXPECT_EQ(s.replayed, 7);
   EXPECT_EQ(dit->graph_text_copies(), 4);
+  // A text that is gone (the last request's) gives its slot to the next one, though another slot
+  // was used less recently: text 0 (slot 1, just used) is replaced by a fourth text, which takes
+  // slot 1; text 2 keeps slot 0.
+  texts[0] = dit->embed_text(models::TextContext(scaled(context, 2.0f, -0.3f)));
+  check(9, 0, model + ", a fourth text in the slot of one that is gone");
+  check(10, 2, model + ", the third text again");
+  s = dit->graph_stats();
+  EXPECT_EQ(s.failed, 0);
+  EXPECT_EQ(s.runs, 4);
+  EXPECT_EQ(s.replayed, 9);
+  EXPECT_EQ(dit->graph_text_copies(), 5);
+}
+
+// Requests one after the other, each embedding its prompt again and dropping it after (as
+// `generate --repeat` and the server do): a request's text takes the slot of the last one's,
+// which is gone, so from the second request on every forward is replayed.
+inline void check_requests_replay_the_last_ones(Backend& backend, const std::string& model) {
+  const auto file = SafetensorsFile::open(model);
+  const std::unique_ptr<wan::WanDiT> dit = wan::load_dit(wan::open_model(model), backend);
+  const models::TextContext context(file->tensor_f32("input.context"));
+  const Tensor x = backend.upload(file->tensor_f32("input.x"), DType::F32);
+  const models::Timestep time{file->tensor_f32("input.t"), std::nullopt};
+  GraphsOn on(backend);
+  Tensor first;
+  for (int request = 0; request < 3; ++request) {
+    const models::TextEmbedding text = dit->embed_text(context);
+    for (int step = 0; step < 2; ++step) {
+      const Tensor out = backend.download(dit->forward(x, time, text, {}));
+      if (!first.defined()) first = out;
+      EXPECT_TRUE(same_bits(out, first)) << "request " << request << ", step " << step;
+    }
+  }
+  const GraphCache::Stats s = dit->graph_stats();
+  EXPECT_EQ(s.failed, 0);
+  EXPECT_EQ(s.runs, 1);      // the first request's first step
+  EXPECT_EQ(s.recorded, 1);  // its second (replayed as it is recorded)
+  EXPECT_EQ(s.replayed, 4);  // the later requests' steps
+  EXPECT_EQ(dit->graph_text_copies(), 3);
 }
 
 }  // namespace fisdit::test

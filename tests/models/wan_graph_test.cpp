@@ -78,6 +78,11 @@ TEST(CpuGraphs, WanForwardsRecordedGiveTheOpByOpOutputs) {
                                models::Precision::Fp8Gemm);
 }
 
+TEST(CpuGraphs, NewRequestsReplayTheGraphsOfTheLastOne) {
+  const std::unique_ptr<Backend> cpu = make_cpu_backend();
+  test::check_requests_replay_the_last_ones(*cpu, fixture("dit_ti2v_tiny.safetensors"));
+}
+
 // What a recording cannot hold runs op by op: an observer, MagCache's residual, a memory limit.
 // New weights (set_precision) drop the graphs of the old ones.
 TEST(CpuGraphs, WanForwardsThatCannotBeRecordedRunOpByOp) {

@@ -696,14 +696,24 @@ size_t WanDiT::text_slot(const std::vector<models::BlockText>& kv) {
       graph_text_[i]->used = ++graph_clock_;
       return i;
     }
+  // A slot whose text is gone (the last request's) first, so a new request replays the last
+  // one's graphs; else a new slot while there are fewer than kSlots; else the least recently used.
+  const auto gone = [](const TextSlot& slot) {
+    return std::any_of(slot.owners.begin(), slot.owners.end(),
+                       [](const std::weak_ptr<const void>& o) { return o.expired(); });
+  };
   size_t i = graph_text_.size();
-  if (i < kSlots) {
+  for (size_t j = 0; j < graph_text_.size(); ++j)
+    if (gone(*graph_text_[j]) &&
+        (i == graph_text_.size() || graph_text_[j]->used < graph_text_[i]->used))
+      i = j;
+  if (i == graph_text_.size() && i < kSlots) {
     auto slot = std::make_shared<TextSlot>();
     for (const models::BlockText& b : kv)
       slot->kv.push_back(
           {backend_.empty(b.k.shape(), b.k.dtype()), backend_.empty(b.v.shape(), b.v.dtype())});
     graph_text_.push_back(std::move(slot));
-  } else {
+  } else if (i == graph_text_.size()) {
     i = 0;
     for (size_t j = 1; j < graph_text_.size(); ++j)
       if (graph_text_[j]->used < graph_text_[i]->used) i = j;
