@@ -300,8 +300,9 @@ TEST_P(CudaAttentionFp8, IsTheCpusFp8AttentionUpToTheProbabilitiesRounding) {
   }
 }
 
-// FISDIT_FP8_ATTENTION unset (or auto): each call shape runs the faster of the bf16 attention and
-// cuDNN's fp8, measured on its first call: the output is one of the two, bit for bit, the same
+// FISDIT_FP8_ATTENTION unset (or auto): each call shape runs the fastest of the bf16 attention,
+// cuDNN's fp8 and the own one with 224-key tiles, measured on its first call: the output is one of
+// the three, bit for bit, the same
 // on every call of the shape, its FLOPs counted once; the choice is in the tuning cache's file,
 // with the times.
 TEST(CudaAttentionFp8Auto, RunsTheFasterWayOfEachShapeAndKeepsIt) {
@@ -329,16 +330,19 @@ TEST(CudaAttentionFp8Auto, RunsTheFasterWayOfEachShapeAndKeepsIt) {
       const Tensor first = run(setting);
       EXPECT_DOUBLE_EQ(be.flops().attention,
                        4.0 * static_cast<double>(tokens * tokens * heads * d));
-      const Tensor again = run(setting), bf16 = run("bf16"), fp8 = run("cudnn");
+      const Tensor again = run(setting), bf16 = run("bf16"), fp8 = run("cudnn"),
+                   own = run("own-ws224");
       const auto same = [](const Tensor& a, const Tensor& b) {
         return std::memcmp(a.raw(), b.raw(), static_cast<size_t>(a.nbytes())) == 0;
       };
       EXPECT_TRUE(same(first, again));
-      EXPECT_TRUE(same(first, bf16) || same(first, fp8));
+      EXPECT_TRUE(same(first, bf16) || same(first, fp8) || same(first, own));
       EXPECT_FALSE(same(bf16, fp8)) << "fp8 really ran when named";
       std::printf("attention_fp8 (FISDIT_FP8_ATTENTION=%s) %lld tokens x %lld heads: %s\n", setting,
                   static_cast<long long>(tokens), static_cast<long long>(heads),
-                  same(first, bf16) ? "bf16" : "cudnn fp8");
+                  same(first, bf16)  ? "bf16"
+                  : same(first, fp8) ? "cudnn fp8"
+                                     : "own-ws224");
     }
   }
   // The choices, with the times, in the cache file of this GPU and library versions.
@@ -349,8 +353,12 @@ TEST(CudaAttentionFp8Auto, RunsTheFasterWayOfEachShapeAndKeepsIt) {
       text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
     }
   std::printf("%s", text.c_str());
-  EXPECT_NE(text.find("\nlq=1000 lk=1000 heads=4 d=128\t"), std::string::npos) << text;
-  EXPECT_NE(text.find("\nlq=6144 lk=6144 heads=16 d=128\t"), std::string::npos) << text;
+  EXPECT_NE(text.find("\nlq=1000 lk=1000 heads=4 d=128 among=bf16,cudnn,own-ws224\t"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("\nlq=6144 lk=6144 heads=16 d=128 among=bf16,cudnn,own-ws224\t"),
+            std::string::npos)
+      << text;
   EXPECT_NE(text.find(" bf16="), std::string::npos) << text;
 }
 

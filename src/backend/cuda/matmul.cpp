@@ -331,22 +331,25 @@ bool CudaBackend::attention_fp8_with(Fp8AttentionKernel kernel, const Tensor& q,
 // this GPU and library versions). bf16 is one of them: below a few thousand tokens the fp8
 // preparation (means, amaxes, scales, rounding: about ten small launches) costs more than the fp8
 // products save (on an H100, 1,280 tokens x 24 heads took 0.16-0.17 ms in fp8 against 0.05 in
-// bf16; 32,760 x 40 took 29.0 against 37.7). The own kernel's variants passed their GPU tests
-// but were slower than cuDNN's at every shape measured (H100: own-ws-mufu 147.5 ms at 75,600 x
-// 40 against 144.0), so they stay out of kMeasured; they can be named.
+// bf16; 32,760 x 40 took 29.0 against 37.7). The own kernel with 224-key tiles is the third
+// (H100, 2026-12-08: 135.4 ms at 75,600 x 40 against cuDNN's 142.2, 26.8 against 28.4 at
+// 32,760); where it cannot run (head_dim other than 128, no sm_90a) it is never chosen. The own
+// kernel's other variants were slower than cuDNN's at every shape measured: they can be named.
 CudaBackend::Fp8AttentionKernel CudaBackend::fp8_attention_measured(const Tensor& q,
                                                                     const Tensor& k,
                                                                     const Tensor& v, Tensor& out,
                                                                     const std::string& ctx) {
-  static constexpr std::array<std::pair<Fp8AttentionKernel, const char*>, 2> kMeasured = {{
+  static constexpr std::array<std::pair<Fp8AttentionKernel, const char*>, 3> kMeasured = {{
       {Fp8AttentionKernel::Bf16, "bf16"},
       {Fp8AttentionKernel::Cudnn, "cudnn"},
+      {Fp8AttentionKernel::OwnWs224, "own-ws224"},
   }};
   if (!attention_tuning_)
     attention_tuning_ =
         std::make_unique<TuningCache>(TuningCache::default_dir(), "fp8-attention", device_key());
-  char key[128];
-  std::snprintf(key, sizeof key, "lq=%lld lk=%lld heads=%lld d=%lld",
+  // The candidates are part of the key: a choice made among fewer is measured again.
+  char key[160];
+  std::snprintf(key, sizeof key, "lq=%lld lk=%lld heads=%lld d=%lld among=bf16,cudnn,own-ws224",
                 static_cast<long long>(q.dim(0)), static_cast<long long>(k.dim(0)),
                 static_cast<long long>(q.dim(1)), static_cast<long long>(q.dim(2)));
   static const std::vector<std::string> names = [] {
