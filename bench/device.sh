@@ -77,7 +77,7 @@
 # and Wan2.1-1.3B op by op and as CUDA graphs side by side (bench --graphs off,on, bf16 and fp8,
 # FIS off and balanced, --compare-dense: a recorded row's rel. L2 is 0 where it replays the same
 # ops), and a random TI2V-5B release generated at 512x512x17 from an image (--repeat 4, bf16 and
-# fp8) with FISDIT_CUDA_GRAPHS=0 and 1 (GRAPHS_GENERATE=0 skips it).
+# fp8) with FISDIT_CUDA_GRAPHS=0 and 1 (GRAPHS_BENCH=0 / GRAPHS_GENERATE=0 skip a part).
 # TEST_FILTER=PATTERN runs only those GPU tests (a gtest filter), in any mode.
 # quick: tests + small benchmarks (Wan2.1-1.3B 480p, A14B 480p); bench: benchmarks only.
 # Logs go to $OUT (the device tool's folder) or /tmp/fisdit-device. Header-only dependencies and
@@ -335,7 +335,8 @@ if [ "$MODE" = "graphs" ]; then
     >"$OUT/graph_tests.log" 2>&1
   grep -E "OK \]|FAILED|Failure|Which is|rel L2|recorded as a graph" "$OUT/graph_tests.log" | head -30 |
     tee -a "$SUMMARY"
-  for m in "ti2v wan2.2-ti2v-5b" "wan21 wan2.1-t2v-1.3b"; do
+  for m in $([ "${GRAPHS_BENCH:-1}" = 1 ] && echo "ti2v:wan2.2-ti2v-5b wan21:wan2.1-t2v-1.3b"); do
+    m=${m/:/ }
     set -- $m
     timeout 400 ./build-device/fisdit bench --device cuda --random-weights --label "$1-512-graphs" \
       --model-config "$2" --size 512x512 --frames 17 --steps 4 --fis off,balanced --precision bf16,fp8 \
