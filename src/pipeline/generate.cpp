@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "core/env.h"
 #include "core/progress.h"
 #include "core/random.h"
 #include "fisdit/error.h"
@@ -74,15 +75,6 @@ models::ReleaseOptions release_options(const GenerateOptions& o, bool keep_loade
 // the first expert's steps): the libraries' workspaces and the stage's transient peaks.
 constexpr int64_t kUploadMargin = int64_t{2} << 30;
 
-// A 0/1 switch from the environment: `fallback` when unset or empty; another value is an Error
-// naming the variable.
-bool env_switch(const char* name, bool fallback) {
-  const char* env = std::getenv(name);
-  if (!env || !*env) return fallback;
-  if (std::string(env) == "0") return false;
-  if (std::string(env) == "1") return true;
-  throw Error(std::string(name) + ": must be 0 (off) or 1 (on), got '" + env + "'");
-}
 // FISDIT_OVERLAP_LOAD: 0 loads each DiT expert when its first step comes, as a whole.
 bool overlap_load_env() { return env_switch("FISDIT_OVERLAP_LOAD", true); }
 // FISDIT_UPLOAD_FIRST_EXPERT: 1 also puts the first expert's weights on the GPU beside the text

@@ -6,12 +6,12 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <limits>
 
 #include "backend/cuda/cuda_internal.h"
 #include "backend/cuda/elementwise.cuh"
 #include "backend/cuda/profile.h"
+#include "core/env.h"
 #include "fisdit/error.h"
 
 #if FISDIT_HAVE_CUDNN
@@ -97,20 +97,10 @@ std::string device_key() {
   return key;
 }
 
-namespace {
-// FISDIT_CUDA_GRAPHS: 1 records the models' forwards as CUDA graphs (Backend::graphs).
-bool graphs_env() {
-  const char* v = std::getenv("FISDIT_CUDA_GRAPHS");
-  if (!v || !*v || std::strcmp(v, "0") == 0) return false;
-  if (std::strcmp(v, "1") == 0) return true;
-  throw Error(std::string("FISDIT_CUDA_GRAPHS=") + v + ": expected 0 or 1");
-}
-}  // namespace
-
 CudaBackend::CudaBackend() : ctx_(std::make_shared<DeviceContext>()) {
   // First, before anything is made: a bad FISDIT_VAE_PRECISION or FISDIT_CUDA_GRAPHS throws here.
   video_dtype_ = vae_precision();
-  set_graphs(graphs_env());
+  set_graphs(env_switch("FISDIT_CUDA_GRAPHS", false));  // Backend::graphs
   int count = 0;
   const cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess || count == 0)
