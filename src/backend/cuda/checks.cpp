@@ -29,14 +29,18 @@ bool sync_after_ops() {
   return on;
 }
 
-void refuse_in_capture(cudaStream_t stream, const char* op, const std::string& ctx,
-                       const char* what) {
+bool capturing(cudaStream_t stream) {
   cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
   if (cudaStreamIsCapturing(stream, &status) != cudaSuccess) {
     cudaGetLastError();
-    return;
+    return false;
   }
-  if (status == cudaStreamCaptureStatusNone) return;
+  return status != cudaStreamCaptureStatusNone;
+}
+
+void refuse_in_capture(cudaStream_t stream, const char* op, const std::string& ctx,
+                       const char* what) {
+  if (!capturing(stream)) return;
   fail(op, ctx,
        std::string(what) +
            " while a graph is recorded: the same work must run once before it is recorded");
@@ -44,13 +48,9 @@ void refuse_in_capture(cudaStream_t stream, const char* op, const std::string& c
 
 void check_launch(const char* op, const std::string& ctx, cudaStream_t stream) {
   check(cudaGetLastError(), op, ctx);
-  if (!sync_after_ops()) return;
   // A recording (Backend::capture) runs nothing to wait for: its replay waits instead.
-  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-  if (cudaStreamIsCapturing(stream, &status) == cudaSuccess &&
-      status != cudaStreamCaptureStatusNone)
-    return;
-  check(cudaStreamSynchronize(stream), op, ctx + " (FISDIT_CUDA_SYNC)");
+  if (sync_after_ops() && !capturing(stream))
+    check(cudaStreamSynchronize(stream), op, ctx + " (FISDIT_CUDA_SYNC)");
 }
 
 EType etype(DType t, const char* op, const char* what) {

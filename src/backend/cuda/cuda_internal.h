@@ -13,6 +13,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <mutex>
@@ -38,7 +39,8 @@ void check(cudaError_t err, const char* op, const std::string& ctx);
 // After a kernel launch: launch errors, and with FISDIT_CUDA_SYNC=1 also execution errors (not
 // while the stream is recorded into a graph, whose replay waits instead).
 void check_launch(const char* op, const std::string& ctx, cudaStream_t stream);
-bool sync_after_ops();  // FISDIT_CUDA_SYNC is set (read once)
+bool sync_after_ops();                // FISDIT_CUDA_SYNC is set (read once)
+bool capturing(cudaStream_t stream);  // `stream` is being recorded into a graph
 // Throws "<op> <ctx>: <what> while a graph is recorded ..." when `stream` is being captured
 // (Backend::capture): before work that measures (events waited for) or grows a kept buffer, which
 // a recording cannot hold. Such work belongs to the first run of a shape, before any recording.
@@ -239,6 +241,12 @@ class CudaBackend final : public Backend {
   std::array<int, 3> rope_pairs_ = {0, 0, 0};
   double rope_theta_ = 0;
 };
+
+// Milliseconds per launch of `launch` on `stream`: `warmups` untimed launches, then `runs`
+// between two events, averaged (waits for the stream; refused while the stream is recorded).
+// Exceptions of `launch` pass through; CUDA errors fail naming `op` and `where` (device.cpp).
+float time_launches(cudaStream_t stream, int warmups, int runs, const std::function<void()>& launch,
+                    const char* op, const std::string& where);
 
 // What a tuning cache of this GPU and library versions is valid for: the GPU's name and compute
 // capability, the driver, runtime and cuDNN versions (device.cpp).

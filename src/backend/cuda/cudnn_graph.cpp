@@ -223,37 +223,6 @@ cudnnStatus_t execute_plan(cudnnHandle_t handle, const Descriptor& plan,
   return cudnnBackendExecute(handle, plan.get(), pack.get());
 }
 
-namespace {
-// Owns a CUDA event.
-class Event {
- public:
-  Event(const char* op, const std::string& where) { check(cudaEventCreate(&e_), op, where); }
-  ~Event() {
-    if (e_) cudaEventDestroy(e_);
-  }
-  Event(const Event&) = delete;
-  Event& operator=(const Event&) = delete;
-  cudaEvent_t get() const { return e_; }
-
- private:
-  cudaEvent_t e_ = nullptr;
-};
-}  // namespace
-
-float time_launches(cudaStream_t stream, int warmups, int runs, const std::function<void()>& launch,
-                    const char* op, const std::string& where) {
-  refuse_in_capture(stream, op, where, "timing");
-  Event t0(op, where), t1(op, where);
-  for (int i = 0; i < warmups; ++i) launch();
-  check(cudaEventRecord(t0.get(), stream), op, where);
-  for (int i = 0; i < runs; ++i) launch();
-  check(cudaEventRecord(t1.get(), stream), op, where);
-  check(cudaEventSynchronize(t1.get()), op, where);
-  float ms = 0;
-  check(cudaEventElapsedTime(&ms, t0.get(), t1.get()), op, where);
-  return runs > 0 ? ms / static_cast<float>(runs) : 0.0f;
-}
-
 }  // namespace fisdit::cuda
 
 #endif  // FISDIT_HAVE_CUDNN

@@ -128,12 +128,6 @@ cudnnStatus_t execute_plan(cudnnHandle_t handle, const Descriptor& plan,
                            std::span<const int64_t> uids, std::span<void* const> ptrs,
                            void* workspace);
 
-// Milliseconds per launch of `launch` on `stream`: `warmups` untimed launches, then `runs`
-// between two events, averaged (waits for the stream). Exceptions of `launch` pass through;
-// CUDA errors fail naming `op` and `where`.
-float time_launches(cudaStream_t stream, int warmups, int runs, const std::function<void()>& launch,
-                    const char* op, const std::string& where);
-
 }  // namespace fisdit::cuda
 
 #endif  // FISDIT_HAVE_CUDNN

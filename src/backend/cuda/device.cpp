@@ -390,6 +390,37 @@ void CudaBackend::reset_peak_memory() {
 }
 
 namespace {
+// Owns a CUDA event with timing.
+class TimingEvent {
+ public:
+  TimingEvent(const char* op, const std::string& where) { check(cudaEventCreate(&e_), op, where); }
+  ~TimingEvent() {
+    if (e_) cudaEventDestroy(e_);
+  }
+  TimingEvent(const TimingEvent&) = delete;
+  TimingEvent& operator=(const TimingEvent&) = delete;
+  cudaEvent_t get() const { return e_; }
+
+ private:
+  cudaEvent_t e_ = nullptr;
+};
+}  // namespace
+
+float time_launches(cudaStream_t stream, int warmups, int runs, const std::function<void()>& launch,
+                    const char* op, const std::string& where) {
+  refuse_in_capture(stream, op, where, "timing");
+  TimingEvent t0(op, where), t1(op, where);
+  for (int i = 0; i < warmups; ++i) launch();
+  check(cudaEventRecord(t0.get(), stream), op, where);
+  for (int i = 0; i < runs; ++i) launch();
+  check(cudaEventRecord(t1.get(), stream), op, where);
+  check(cudaEventSynchronize(t1.get()), op, where);
+  float ms = 0;
+  check(cudaEventElapsedTime(&ms, t0.get(), t1.get()), op, where);
+  return runs > 0 ? ms / static_cast<float>(runs) : 0.0f;
+}
+
+namespace {
 CudaBackend& as_cuda(Backend& b, const char* what) {
   auto* c = dynamic_cast<CudaBackend*>(&b);
   if (!c) throw Error(std::string(what) + ": backend '" + b.name() + "' is not the CUDA backend");

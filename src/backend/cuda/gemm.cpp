@@ -122,17 +122,6 @@ std::string algo_name(const cublasLtMatmulAlgo_t& algo) {
   return name.empty() ? "unnamed" : name;
 }
 
-// Owns a timing event.
-struct EventDeleter {
-  void operator()(CUevent_st* e) const { cudaEventDestroy(e); }
-};
-using EventPtr = std::unique_ptr<CUevent_st, EventDeleter>;
-EventPtr make_timing_event(const std::string& ctx) {
-  cudaEvent_t e = nullptr;
-  check(cudaEventCreate(&e), "linear", ctx);
-  return EventPtr(e);
-}
-
 int alignment_of(const void* p) {
   const auto v = reinterpret_cast<uintptr_t>(p);
   for (int a : {256, 128, 64, 32, 16, 8, 4})
@@ -304,23 +293,21 @@ class GemmEngine {
                   y_f32 ? "f32" : "bf16", epi, ax, aw, ay, ab, mode);
     std::vector<std::string> names;
     for (const cublasLtMatmulAlgo_t& algo : p.candidates) names.push_back(algo_name(algo));
-    const EventPtr t0 = make_timing_event(ctx), t1 = make_timing_event(ctx);
     const float alpha = 1.0f, beta = 0.0f;
     bool cuda_failed = false;  // a CUDA error while timing, not a candidate that cannot run
     try {
       const size_t best = choose_fastest(
           *tuning_, shape, names,
           [&](size_t i) -> double {
+            cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
             cuda_failed = true;
-            check(cudaEventRecord(t0.get(), stream_), "linear", ctx);
-            const cublasStatus_t st =
-                cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, y, p.d, y, p.d,
-                               &p.candidates[i], workspace_, kWorkspaceBytes, stream_);
-            check(cudaEventRecord(t1.get(), stream_), "linear", ctx);
-            check(cudaEventSynchronize(t1.get()), "linear", ctx);
-            float ms = 0;
-            if (st == CUBLAS_STATUS_SUCCESS)
-              check(cudaEventElapsedTime(&ms, t0.get(), t1.get()), "linear", ctx);
+            const float ms = time_launches(
+                stream_, 0, 1,
+                [&] {
+                  st = cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, y, p.d, y, p.d,
+                                      &p.candidates[i], workspace_, kWorkspaceBytes, stream_);
+                },
+                "linear", ctx);
             cuda_failed = false;
             return st == CUBLAS_STATUS_SUCCESS ? ms : -1.0;
           },

@@ -181,7 +181,7 @@ void CudaBackend::do_causal_attention(const Tensor& q, const Tensor& k, const Te
 // FISDIT_FP8_ATTENTION picks the fp8 attention: "own-poly" / "own-mufu": the own wgmma kernel,
 // block-synchronous, with half of the softmax's exponentials by a polynomial / all on the
 // special-function unit; "own-ws" / "own-ws-mufu": its warp-specialized variant so; "own-ws224":
-// the warp-specialized one with tiles of 224 keys (all exponentials there; not yet measured);
+// the warp-specialized one with tiles of 224 keys (all exponentials there; one of kMeasured);
 // "own": the fastest own variant measured (kOwn); "cudnn": cuDNN's fp8 graph; "bf16": the bf16
 // attention of the unrounded inputs; "auto" (unset): the fastest of kMeasured for each call shape,
 // measured on its first call (fp8_attention_measured). The own kernel runs where it can (head_dim
