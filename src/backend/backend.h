@@ -81,6 +81,15 @@ struct FlopCounter {
   double conv = 0;
   double total() const { return linear + attention + conv; }
   void reset() { linear = attention = conv = 0; }
+  FlopCounter& operator+=(const FlopCounter& o) {
+    linear += o.linear;
+    attention += o.attention;
+    conv += o.conv;
+    return *this;
+  }
+  FlopCounter operator-(const FlopCounter& o) const {
+    return {linear - o.linear, attention - o.attention, conv - o.conv};
+  }
 };
 
 class Backend {

@@ -74,9 +74,7 @@ Backend::Graph Backend::capture(const std::function<void()>& body) {
     throw;
   }
   // What the recording counted is what each replay runs; none of it has run yet.
-  g.flops.linear = flops_.linear - before.linear;
-  g.flops.attention = flops_.attention - before.attention;
-  g.flops.conv = flops_.conv - before.conv;
+  g.flops = flops_ - before;
   flops_ = before;
   ++graph_counts_.recorded;
   return g;
@@ -86,9 +84,7 @@ void Backend::replay(const Graph& graph) {
   if (!graph) throw Error(name() + " backend: replay of an empty graph");
   do_replay(graph.handle);
   ++graph_counts_.replayed;
-  flops_.linear += graph.flops.linear;
-  flops_.attention += graph.flops.attention;
-  flops_.conv += graph.flops.conv;
+  flops_ += graph.flops;
 }
 
 std::shared_ptr<void> Backend::do_capture(const std::function<void()>& body) {

@@ -131,35 +131,32 @@ inline void check_graphed_forwards(Backend& backend, const std::string& model,
         << text << ", rel L2 " << rel_l2(graphed, ops);
     EXPECT_EQ(f_graph, f_ops) << what << ": step " << step;
   };
+  // What the DiT counted so far: forwards run op by op, replayed; texts copied into a slot. None
+  // failed to be recorded, and all of the four kinds were recorded.
+  const auto counts = [&](int64_t runs, int64_t replayed, int64_t copies, const char* when) {
+    const GraphCache::Stats s = dit->graph_stats();
+    EXPECT_EQ(s.failed, 0) << when;
+    EXPECT_EQ(s.runs, runs) << when;
+    EXPECT_EQ(s.recorded, 4) << when;
+    EXPECT_EQ(s.replayed, replayed) << when;
+    EXPECT_EQ(dit->graph_text_copies(), copies) << when;
+  };
   for (int step = 0; step < 6; ++step)
     for (size_t text = 0; text < 2; ++text) check(step, text, model);
-  GraphCache::Stats s = dit->graph_stats();
-  EXPECT_EQ(s.failed, 0);
-  EXPECT_EQ(s.runs, 4);
-  EXPECT_EQ(s.recorded, 4);
-  EXPECT_EQ(s.replayed, 4);
-  EXPECT_EQ(dit->graph_text_copies(), 2) << "each text is copied into its slot once";
+  counts(4, 4, 2, "two texts (each copied into its slot once)");
   // A third text takes the slot used least recently (text 0's), copied in: the graphs of that
   // slot are replayed at once with it.
   check(6, 2, model + ", a third text");
   check(7, 2, model + ", a third text");
   check(8, 0, model + ", the first text again");
-  s = dit->graph_stats();
-  EXPECT_EQ(s.failed, 0);
-  EXPECT_EQ(s.runs, 4);
-  EXPECT_EQ(s.replayed, 7);
-  EXPECT_EQ(dit->graph_text_copies(), 4);
+  counts(4, 7, 4, "a third text");
   // A text that is gone (the last request's) gives its slot to the next one, though another slot
   // was used less recently: text 0 (slot 1, just used) is replaced by a fourth text, which takes
   // slot 1; text 2 keeps slot 0.
   texts[0] = dit->embed_text(models::TextContext(scaled(context, 2.0f, -0.3f)));
   check(9, 0, model + ", a fourth text in the slot of one that is gone");
   check(10, 2, model + ", the third text again");
-  s = dit->graph_stats();
-  EXPECT_EQ(s.failed, 0);
-  EXPECT_EQ(s.runs, 4);
-  EXPECT_EQ(s.replayed, 9);
-  EXPECT_EQ(dit->graph_text_copies(), 5);
+  counts(4, 9, 5, "a fourth text");
 }
 
 // Requests one after the other, each embedding its prompt again and dropping it after (as

@@ -139,8 +139,8 @@ class WanDiT final : public models::VelocityModel {
                 const ForwardObserver& observer, const BlockStackResidual& stack, Tensor& out);
   Shape output_shape(const StepPlan& s) const;
   // Backend::graphs(): the forward recorded once per kind (GraphCache) and replayed; for
-  // forwards of at most kGraphTokens tokens (where launching the ops is a real share of the step;
-  // a recording's own tensors come beside the pool's) with the blocks' text keys and values,
+  // forwards of at most kGraphTokens tokens (small steps, where the launches weigh most; a
+  // recording's own tensors come beside the pool's) with the blocks' text keys and values,
   // without observer, MagCache, streamed blocks or a memory limit (graph memory is outside the
   // pool the limit counts).
   static constexpr int64_t kGraphTokens = 16384;
